@@ -1,0 +1,62 @@
+package sqldb_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+
+	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+)
+
+func TestMigrateIdempotentAndInTx(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		ms := []sqldb.Migration{
+			{Version: 1, SQL: `CREATE TABLE widgets (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)`},
+			{Version: 2, SQL: `ALTER TABLE widgets ADD COLUMN size INTEGER NOT NULL DEFAULT 0`},
+		}
+		for i := 0; i < 2; i++ {
+			if err := db.Migrate(ctx, "widgets", ms); err != nil {
+				t.Fatalf("migrate run %d: %v", i, err)
+			}
+		}
+		if err := db.InTx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO widgets (id, name, size) VALUES (?, ?, ?)`), 1, "a?b", 3)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		boom := errors.New("boom")
+		err := db.InTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO widgets (id, name) VALUES (?, ?)`), 2, "b"); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("want boom, got %v", err)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM widgets`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("rolled-back insert is visible: %d rows", n)
+		}
+		_, err = db.ExecContext(ctx, db.Rebind(`INSERT INTO widgets (id, name) VALUES (?, ?)`), 3, "a?b")
+		if !sqldb.IsUniqueViolation(err) {
+			t.Fatalf("duplicate name: want unique violation, got %v", err)
+		}
+	})
+}
+
+func TestRebind(t *testing.T) {
+	db := &sqldb.DB{Dialect: sqldb.Postgres}
+	got := db.Rebind(`SELECT '?' , a FROM t WHERE b = ? AND c = ?`)
+	want := `SELECT '?' , a FROM t WHERE b = $1 AND c = $2`
+	if got != want {
+		t.Fatalf("got %q want %q", got, want)
+	}
+}
