@@ -1,0 +1,144 @@
+// Package httpx holds the HTTP conventions every qshield API follows: JSON
+// bodies with a size limit and no unknown fields, errors as RFC 9457
+// application/problem+json with a stable machine-readable code, and the
+// Idempotency-Key header on money-moving POSTs.
+package httpx
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// MaxBody is the default request body limit (64 KiB).
+const MaxBody = 64 << 10
+
+// Problem is an RFC 9457 problem details object. Code is qshield's stable
+// machine-readable error code (e.g. "insufficient_funds").
+type Problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	Code     string `json:"code"`
+}
+
+// Error makes a Problem usable as an error (e.g. from a client).
+func (p *Problem) Error() string {
+	return fmt.Sprintf("%d %s: %s", p.Status, p.Code, p.Detail)
+}
+
+// WriteProblem writes a problem+json response.
+func WriteProblem(w http.ResponseWriter, r *http.Request, status int, code, detail string) {
+	p := Problem{
+		Type:   "https://qshield.dev/problems/" + code,
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: detail,
+		Code:   code,
+	}
+	if r != nil {
+		p.Instance = r.URL.Path
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// WriteJSON writes v as a JSON response with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// DecodeError is a request body that could not be decoded; Status is 400, 413 or 415.
+type DecodeError struct {
+	Status int
+	Code   string
+	Err    error
+}
+
+func (e *DecodeError) Error() string { return e.Err.Error() }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Decode reads one JSON value from r's body into v: at most max bytes (MaxBody
+// when max <= 0), Content-Type application/json (or absent), no unknown
+// fields, nothing after the value.
+func Decode(r *http.Request, max int64, v any) error {
+	if max <= 0 {
+		max = MaxBody
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt := strings.TrimSpace(strings.ToLower(strings.SplitN(ct, ";", 2)[0]))
+		if mt != "application/json" {
+			return &DecodeError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Err: fmt.Errorf("content type %q is not application/json", mt)}
+		}
+	}
+	body := http.MaxBytesReader(nil, r.Body, max)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &DecodeError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Err: fmt.Errorf("request body larger than %d bytes", max)}
+		}
+		if errors.Is(err, io.EOF) {
+			return &DecodeError{Status: http.StatusBadRequest, Code: "malformed_json", Err: errors.New("empty request body")}
+		}
+		return &DecodeError{Status: http.StatusBadRequest, Code: "malformed_json", Err: fmt.Errorf("malformed JSON: %w", err)}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &DecodeError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Err: fmt.Errorf("request body larger than %d bytes", max)}
+		}
+		return &DecodeError{Status: http.StatusBadRequest, Code: "malformed_json", Err: errors.New("malformed JSON: data after the JSON value")}
+	}
+	return nil
+}
+
+// DecodeOrProblem decodes like Decode and, on failure, writes the problem
+// response and returns false.
+func DecodeOrProblem(w http.ResponseWriter, r *http.Request, max int64, v any) bool {
+	if err := Decode(r, max, v); err != nil {
+		var de *DecodeError
+		if errors.As(err, &de) {
+			WriteProblem(w, r, de.Status, de.Code, de.Error())
+		} else {
+			WriteProblem(w, r, http.StatusBadRequest, "malformed_json", err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+// IdempotencyHeader is the header a money-moving POST must carry.
+const IdempotencyHeader = "Idempotency-Key"
+
+// IdempotencyKey returns the request's Idempotency-Key, or writes a 400 problem
+// and returns false when it is missing or not 1–128 printable ASCII characters.
+func IdempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
+	k := r.Header.Get(IdempotencyHeader)
+	if k == "" {
+		WriteProblem(w, r, http.StatusBadRequest, "idempotency_key_required", "the Idempotency-Key header is required on this request")
+		return "", false
+	}
+	if len(k) > 128 {
+		WriteProblem(w, r, http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key is longer than 128 characters")
+		return "", false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			WriteProblem(w, r, http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must be printable ASCII without spaces")
+			return "", false
+		}
+	}
+	return k, true
+}
