@@ -1,0 +1,31 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/qshield/qshield/experiment"
+	"github.com/qshield/qshield/internal/experiments"
+)
+
+// Root builds the qshield command tree.
+func Root(g *Globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "qshield",
+		Short:         "qshield: secure QR-code mobile payments (QKD keys, self-verified keys, watermarked and biometric QR codes)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			g.Init()
+		},
+	}
+	root.PersistentFlags().StringVar(&g.DB, "db", g.DB, "database: an SQLite file path (default in the user data directory) or a postgres:// URL (env QSHIELD_DB)")
+	root.PersistentFlags().BoolVar(&g.JSON, "json", false, "machine-readable JSON output")
+	root.PersistentFlags().BoolVarP(&g.Verbose, "verbose", "v", false, "debug logging on stderr")
+	root.AddCommand(
+		VersionCommand(g),
+		ServeCommand(g),
+		DemoCommand(g),
+		ExperimentCommand(g, func() (*experiment.Registry, error) { return experiment.NewRegistry(experiments.All()...) }),
+	)
+	return root
+}

@@ -1,0 +1,50 @@
+package cli
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/spf13/cobra"
+
+	"github.com/qshield/qshield/internal/platform"
+)
+
+// ServeCommand is `qshield serve`: the platform's HTTPS API and every scheme service.
+func ServeCommand(g *Globals) *cobra.Command {
+	var listen, stateDir string
+	var insecure bool
+	var hostsFlag []string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the qshield platform server (HTTPS with mutual TLS from the platform CA)",
+		Long: "Run the platform: ledger API, audit trail, CA and the scheme services, on --db.\n" +
+			"The first start creates the platform CA. The state directory receives ca.pem and an\n" +
+			"admin client certificate (admin.pem, admin-key.pem) for API clients.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log})
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w", listen, err)
+			}
+			url := p.URL(ln.Addr())
+			if g.JSON {
+				_ = g.PrintJSON(map[string]string{"url": url, "state_dir": p.StateDir, "db": p.DB.Dialect.String()})
+			} else {
+				fmt.Fprintf(g.Out, "qshield serving on %s (database: %s, state: %s)\n", url, p.DB.Dialect, p.StateDir)
+			}
+			g.Log.Info("serving", "url", url)
+			return p.Serve(ctx, ln)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to listen on")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for ca.pem, the admin client certificate and the CA sealing key (default: beside the SQLite file)")
+	cmd.Flags().BoolVar(&insecure, "insecure-http", false, "serve plain HTTP with no client authentication (only behind a TLS-terminating proxy)")
+	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")
+	return cmd
+}

@@ -1,0 +1,166 @@
+// Package client is the Go client of qshield's platform HTTP API (accounts,
+// transfers, history). It is what the CLI, the demo, the crash test and the
+// ledger experiment use, so they exercise the same path a real client would.
+// Errors from the server come back as *httpx.Problem.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/internal/server"
+	"github.com/qshield/qshield/ledger"
+)
+
+// Client talks to one qshield server.
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// New returns a client for baseURL (e.g. "https://127.0.0.1:8443") using
+// tlsConfig (nil for plain HTTP).
+func New(baseURL string, tlsConfig *tls.Config) *Client {
+	tr := &http.Transport{
+		TLSClientConfig:     tlsConfig,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	return &Client{base: baseURL, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// Do sends a JSON request and decodes a JSON response into out (may be nil).
+// A non-2xx answer is returned as *httpx.Problem.
+func (c *Client) Do(ctx context.Context, method, path string, headers map[string]string, in, out any) (int, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return 0, fmt.Errorf("client: encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return 0, fmt.Errorf("client: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("client: read response: %w", err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		p := &httpx.Problem{Status: resp.StatusCode}
+		if json.Unmarshal(data, p) != nil || p.Code == "" {
+			p.Code = "http_" + strconv.Itoa(resp.StatusCode)
+			p.Detail = string(bytes.TrimSpace(data))
+		}
+		return resp.StatusCode, p
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("client: decode response: %w", err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// ProblemCode returns the problem code of err, or "".
+func ProblemCode(err error) string {
+	var p *httpx.Problem
+	if errors.As(err, &p) {
+		return p.Code
+	}
+	return ""
+}
+
+// CreateAccount opens an account.
+func (c *Client) CreateAccount(ctx context.Context, req server.AccountRequest) (ledger.Account, error) {
+	var a ledger.Account
+	_, err := c.Do(ctx, http.MethodPost, "/v1/accounts", nil, req, &a)
+	return a, err
+}
+
+// Account fetches an account with its balances.
+func (c *Client) Account(ctx context.Context, id string) (ledger.Account, error) {
+	var a ledger.Account
+	_, err := c.Do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(id), nil, nil, &a)
+	return a, err
+}
+
+// Transfer moves money under idempotency key key. replayed reports whether the
+// server answered with the result of an earlier request with the same key.
+func (c *Client) Transfer(ctx context.Context, key string, req server.TransferRequest) (t ledger.Transfer, replayed bool, err error) {
+	status, err := c.Do(ctx, http.MethodPost, "/v1/transfers", map[string]string{httpx.IdempotencyHeader: key}, req, &t)
+	return t, status == http.StatusOK, err
+}
+
+// GetTransfer fetches one transfer.
+func (c *Client) GetTransfer(ctx context.Context, id string) (ledger.Transfer, error) {
+	var t ledger.Transfer
+	_, err := c.Do(ctx, http.MethodGet, "/v1/transfers/"+url.PathEscape(id), nil, nil, &t)
+	return t, err
+}
+
+// Post posts a pending transfer (amount 0: all of it).
+func (c *Client) Post(ctx context.Context, key, id string, amount int64) (ledger.Transfer, error) {
+	var t ledger.Transfer
+	_, err := c.Do(ctx, http.MethodPost, "/v1/transfers/"+url.PathEscape(id)+"/post", map[string]string{httpx.IdempotencyHeader: key}, server.PostRequest{Amount: amount}, &t)
+	return t, err
+}
+
+// Void voids a pending transfer.
+func (c *Client) Void(ctx context.Context, key, id string) (ledger.Transfer, error) {
+	var t ledger.Transfer
+	_, err := c.Do(ctx, http.MethodPost, "/v1/transfers/"+url.PathEscape(id)+"/void", map[string]string{httpx.IdempotencyHeader: key}, nil, &t)
+	return t, err
+}
+
+// History returns one page of an account's transfers, newest first.
+func (c *Client) History(ctx context.Context, account, cursor string, limit int) (server.HistoryPage, error) {
+	var p server.HistoryPage
+	q := url.Values{}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/v1/accounts/" + url.PathEscape(account) + "/transfers"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	_, err := c.Do(ctx, http.MethodGet, path, nil, nil, &p)
+	return p, err
+}
+
+// Healthz checks that the server answers.
+func (c *Client) Healthz(ctx context.Context) error {
+	_, err := c.Do(ctx, http.MethodGet, "/healthz", nil, nil, nil)
+	return err
+}

@@ -1,0 +1,310 @@
+// Package platform wires qshield's server together: the database, the
+// platform CA, the audit trail, the ledger and the HTTPS server with every
+// scheme's handlers. `qshield serve` and `qshield demo` both use it, so the
+// demo exercises exactly what a deployment runs.
+//
+// Key material on disk. The CA's private key is stored in the database sealed
+// with a key from QSHIELD_CA_KEY (a 32-byte key in hex/base64, or a passphrase
+// run through argon2id). When the variable is unset, a random 32-byte key is
+// created once in the state directory (ca-seal.key, mode 0600), so that a stolen
+// database alone does not reveal the CA key; production deployments should set
+// QSHIELD_CA_KEY from a secret store instead.
+//
+// The state directory also receives the files a client needs to talk to the
+// server: ca.pem (the root to trust) and admin.pem / admin-key.pem (a client
+// certificate for the administrative API, mode 0600).
+package platform
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/server"
+	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/pki"
+)
+
+// CAName is the name of the platform CA in the pki tables.
+const CAName = "platform"
+
+// Config configures a platform.
+type Config struct {
+	// DB is the database DSN ("" = the default SQLite file).
+	DB string
+	// StateDir holds ca-seal.key, ca.pem and the admin client certificate;
+	// "" means the directory of the SQLite file, or ~/.config/qshield for PostgreSQL.
+	StateDir string
+	// InsecureHTTP serves plain HTTP (only for use behind a TLS proxy).
+	InsecureHTTP bool
+	// Hosts are extra DNS names or IPs for the server certificate
+	// (localhost and 127.0.0.1 are always included).
+	Hosts []string
+	Log   *slog.Logger
+}
+
+// Platform is an opened platform, ready to serve.
+type Platform struct {
+	Config   Config
+	DB       *sqldb.DB
+	CA       *pki.CA
+	Audit    *audit.Log
+	Ledger   *ledger.Ledger
+	Server   *server.Server
+	StateDir string
+	// ServerTLS is the server's TLS configuration (nil with InsecureHTTP).
+	ServerTLS *tls.Config
+	// AdminCert is a client certificate for the platform API.
+	AdminCert tls.Certificate
+
+	closers []func() error
+}
+
+// Open opens the database, the CA, the audit trail and the ledger and builds
+// the server with all routes; it does not listen yet (see Serve).
+func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	p := &Platform{Config: cfg}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	p.DB, err = sqldb.Open(ctx, cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	p.closers = append(p.closers, p.DB.Close)
+	p.StateDir, err = stateDir(cfg, p.DB)
+	if err != nil {
+		return nil, err
+	}
+	keyEnc, err := caSealKey(p.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	p.CA, err = pki.OpenOrCreateCA(ctx, p.DB, CAName, pki.Options{}, keyEnc)
+	if err != nil {
+		return nil, fmt.Errorf("platform: certification authority: %w", err)
+	}
+	p.Audit, err = audit.Open(ctx, p.DB)
+	if err != nil {
+		return nil, fmt.Errorf("platform: audit trail: %w", err)
+	}
+	p.Ledger, err = ledger.Open(ctx, p.DB)
+	if err != nil {
+		return nil, fmt.Errorf("platform: ledger: %w", err)
+	}
+	p.closers = append(p.closers, p.Ledger.Close)
+
+	scfg := server.Config{InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log}
+	if !cfg.InsecureHTTP {
+		dns, ips := hosts(cfg.Hosts)
+		cert, err := p.CA.IssueTLS(ctx, pki.RoleServer, "qshield-platform", dns, ips)
+		if err != nil {
+			return nil, fmt.Errorf("platform: server certificate: %w", err)
+		}
+		p.ServerTLS = p.CA.ServerTLS(ctx, cert)
+		// Pages for people (QR displays) are fetched without client
+		// certificates; API routes demand one themselves.
+		p.ServerTLS.ClientAuth = tls.VerifyClientCertIfGiven
+		scfg.TLS = p.ServerTLS
+	}
+	p.AdminCert, err = p.CA.IssueTLS(ctx, pki.RoleClient, "qshield-admin", nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("platform: admin certificate: %w", err)
+	}
+	if err := p.writeClientFiles(); err != nil {
+		return nil, err
+	}
+	p.Server, err = server.New(scfg)
+	if err != nil {
+		return nil, err
+	}
+	(&server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP}).Register(p.Server)
+	return p, nil
+}
+
+// ClientTLS returns a TLS configuration for a client of this platform
+// presenting cert (use p.AdminCert for the administrative API).
+func (p *Platform) ClientTLS(ctx context.Context, cert tls.Certificate) *tls.Config {
+	if p.ServerTLS == nil {
+		return nil
+	}
+	return p.CA.ClientTLS(ctx, cert, "localhost")
+}
+
+// Serve listens on ln until ctx is cancelled.
+func (p *Platform) Serve(ctx context.Context, ln net.Listener) error {
+	return p.Server.Run(ctx, ln)
+}
+
+// URL is the base URL for a listener address.
+func (p *Platform) URL(addr net.Addr) string {
+	scheme := "https"
+	if p.ServerTLS == nil {
+		scheme = "http"
+	}
+	host := addr.String()
+	if ta, ok := addr.(*net.TCPAddr); ok && (ta.IP.IsLoopback() || ta.IP.IsUnspecified()) {
+		host = fmt.Sprintf("localhost:%d", ta.Port)
+	}
+	return scheme + "://" + host
+}
+
+// Close releases everything Open acquired, in reverse order.
+func (p *Platform) Close() error {
+	var errs []error
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		if err := p.closers[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.closers = nil
+	return errors.Join(errs...)
+}
+
+func stateDir(cfg Config, db *sqldb.DB) (string, error) {
+	dir := cfg.StateDir
+	if dir == "" {
+		if db.Path != "" {
+			dir = filepath.Dir(db.Path)
+		} else {
+			base, err := os.UserConfigDir()
+			if err != nil {
+				return "", fmt.Errorf("platform: no state directory: %w", err)
+			}
+			dir = filepath.Join(base, "qshield")
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("platform: create state directory: %w", err)
+	}
+	return dir, nil
+}
+
+// caSealKey returns the key sealing the CA private key: QSHIELD_CA_KEY, or a
+// random key kept in dir/ca-seal.key (created on first use, mode 0600).
+func caSealKey(dir string) (pki.KeyEncryptor, error) {
+	if os.Getenv("QSHIELD_CA_KEY") != "" {
+		return pki.EnvKey("QSHIELD_CA_KEY")
+	}
+	path := filepath.Join(dir, "ca-seal.key")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		k := make([]byte, 32)
+		if _, err := rand.Read(k); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("platform: create %s: %w", path, err)
+		}
+		if _, err := f.WriteString(hex.EncodeToString(k) + "\n"); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := f.Close(); err != nil {
+			return nil, err
+		}
+		return pki.RawKey(k)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("platform: read %s: %w", path, err)
+	}
+	return pki.KeyFromString(strings.TrimSpace(string(b)))
+}
+
+func hosts(extra []string) (dns []string, ips []net.IP) {
+	dns = []string{"localhost"}
+	ips = []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
+	for _, h := range extra {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else if h != "" {
+			dns = append(dns, h)
+		}
+	}
+	return dns, ips
+}
+
+func (p *Platform) writeClientFiles() error {
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Certificate().Raw})
+	if err := writeFileAtomic(filepath.Join(p.StateDir, "ca.pem"), caPEM, 0o644); err != nil {
+		return err
+	}
+	var certPEM []byte
+	for _, der := range p.AdminCert.Certificate {
+		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(p.AdminCert.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("platform: encode admin key: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(p.StateDir, "admin-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(p.StateDir, "admin.pem"), certPEM, 0o600)
+}
+
+// writeFileAtomic writes data to a temporary file, fsyncs it and renames it
+// over path, so readers never see a partial file.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("platform: write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("platform: write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// LoadClientTLS builds a client TLS config from a state directory's ca.pem,
+// admin.pem and admin-key.pem (what `qshield serve` writes).
+func LoadClientTLS(dir string) (*tls.Config, error) {
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("platform: %s/ca.pem holds no certificate", dir)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("platform: admin certificate: %w", err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost"}, nil
+}
