@@ -7,5 +7,7 @@ import "github.com/qshield/qshield/experiment"
 
 // All returns every experiment.
 func All() []experiment.Spec {
-	return []experiment.Spec{}
+	return []experiment.Spec{
+		FingerprintExperiment(),
+	}
 }
