@@ -83,8 +83,11 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sqldb: open postgres: %w", err)
 		}
-		sdb.SetMaxOpenConns(128)
-		sdb.SetMaxIdleConns(128)
+		// PostgreSQL allows 100 connections by default and several test
+		// binaries share it; callers that need more (load experiments)
+		// raise this with SetMaxOpenConns.
+		sdb.SetMaxOpenConns(32)
+		sdb.SetMaxIdleConns(32)
 		sdb.SetConnMaxIdleTime(5 * time.Minute)
 		if err := sdb.PingContext(ctx); err != nil {
 			sdb.Close()

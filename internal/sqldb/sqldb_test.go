@@ -60,3 +60,42 @@ func TestRebind(t *testing.T) {
 		t.Fatalf("got %q want %q", got, want)
 	}
 }
+
+func TestBatcher(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		if err := db.Migrate(ctx, "batch", []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE b (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)`}}); err != nil {
+			t.Fatal(err)
+		}
+		b := db.NewBatcher(16)
+		defer b.Close()
+		const n = 200
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			go func(i int) {
+				errs <- b.Do(ctx, func(tx *sql.Tx) error {
+					if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO b (k, v) VALUES (?, ?)`), i%150, i); err != nil {
+						return err // the 50 duplicates fail alone
+					}
+					return nil
+				})
+			}(i)
+		}
+		failed := 0
+		for i := 0; i < n; i++ {
+			if err := <-errs; err != nil {
+				if !sqldb.IsUniqueViolation(err) {
+					t.Fatalf("unexpected error %v", err)
+				}
+				failed++
+			}
+		}
+		var rows int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM b`).Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if rows != 150 || failed != 50 {
+			t.Fatalf("rows=%d failed=%d, want 150 and 50", rows, failed)
+		}
+	})
+}
