@@ -1,0 +1,200 @@
+package qmsp
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/crypto/poly1305"
+)
+
+// Errors of the cryptographic layer.
+var (
+	ErrAuth = errors.New("qmsp: authentication failed")
+)
+
+// Batch is a quantum key QK(x) split by DivQ (seed §3.3 step 3): the first 16
+// bytes become the next preset key, the rest is cut into 64-byte payment units.
+type Batch struct {
+	NextPK [PresetKeySize]byte
+	Units  [][UnitSize]byte
+}
+
+// DivQ splits qk. len(qk) must be 80..1024 bytes; trailing bytes that do not
+// fill a unit are discarded (never used for anything).
+func DivQ(qk []byte) (*Batch, error) {
+	if len(qk) < MinBatchSize || len(qk) > MaxBatchSize {
+		return nil, fmt.Errorf("%w: quantum key batch of %d bytes (want %d..%d)", ErrFormat, len(qk), MinBatchSize, MaxBatchSize)
+	}
+	b := &Batch{}
+	copy(b.NextPK[:], qk[:PresetKeySize])
+	rest := qk[PresetKeySize:]
+	for len(rest) >= UnitSize {
+		var u [UnitSize]byte
+		copy(u[:], rest[:UnitSize])
+		b.Units = append(b.Units, u)
+		rest = rest[UnitSize:]
+	}
+	return b, nil
+}
+
+// UnitKeys splits a payment unit into the Poly1305 one-time key (r ‖ s) and
+// the pad: r = unit[0:16] (the seed's 16-byte DivQ segment), pad = unit[16:48]
+// (the seed's 32-byte segment shown in the QR), s = unit[48:64].
+func UnitKeys(u *[UnitSize]byte) (pad [PadSize]byte, macKey [MACKeySize]byte) {
+	copy(pad[:], u[16:48])
+	copy(macKey[:16], u[0:16])
+	copy(macKey[16:], u[48:64])
+	return pad, macKey
+}
+
+// paymentMACInput is what the one-time MAC covers: the display's signed
+// fields and the ciphertext.
+func paymentMACInput(gi string, ref KeyRef, expires int64, ct []byte) []byte {
+	b := make([]byte, 0, 96)
+	b = append(b, "qmsp-pay-v1"...)
+	b = append(b, byte(len(gi)))
+	b = append(b, gi...)
+	b = append(b, ref.KeyID[:]...)
+	b = binary.BigEndian.AppendUint16(b, ref.Unit)
+	b = binary.BigEndian.AppendUint64(b, uint64(expires))
+	b = append(b, ct...)
+	return b
+}
+
+// SealPayment is the phone's step 5: En_Info = pad ⊕ M, plus a one-time
+// Poly1305 tag over the reference and the ciphertext.
+func SealPayment(d *Display, m *PaymentInfo) (ct [InfoSize]byte, tag [TagSize]byte, err error) {
+	pt, err := m.MarshalBinary()
+	if err != nil {
+		return ct, tag, err
+	}
+	subtle.XORBytes(ct[:], pt, d.Pad[:])
+	poly1305.Sum(&tag, paymentMACInput(d.Gateway, d.Ref, d.Expires.Unix(), ct[:]), &d.MACKey)
+	return ct, tag, nil
+}
+
+// OpenPayment is the platform's step 8: verify the tag (constant time), then
+// De_Info = pad ⊕ En_Info.
+func OpenPayment(gi string, ref KeyRef, expires int64, unit *[UnitSize]byte, ct []byte, tag []byte) (*PaymentInfo, error) {
+	if len(ct) != InfoSize || len(tag) != TagSize {
+		return nil, fmt.Errorf("%w: ciphertext %d bytes and tag %d bytes", ErrFormat, len(ct), len(tag))
+	}
+	pad, macKey := UnitKeys(unit)
+	var want [TagSize]byte
+	poly1305.Sum(&want, paymentMACInput(gi, ref, expires, ct), &macKey)
+	if subtle.ConstantTimeCompare(want[:], tag) != 1 {
+		return nil, fmt.Errorf("%w: payment tag does not verify (modified in transit?)", ErrAuth)
+	}
+	var pt [InfoSize]byte
+	subtle.XORBytes(pt[:], ct, pad[:])
+	var m PaymentInfo
+	if err := m.UnmarshalBinary(pt[:]); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func wrapAD(gi string, epoch uint64, keyID [16]byte) []byte {
+	b := make([]byte, 0, 64)
+	b = append(b, "qmsp-wrap-v1"...)
+	b = append(b, byte(len(gi)))
+	b = append(b, gi...)
+	b = binary.BigEndian.AppendUint64(b, epoch)
+	return append(b, keyID[:]...)
+}
+
+// Wrap is the CSS's En_AES (step 4) made authenticated: AES-128-GCM under the
+// preset key, bound to the gateway, the new epoch and the key ID. Output:
+// nonce(12) ‖ ciphertext ‖ tag(16).
+func Wrap(pk *[PresetKeySize]byte, gi string, epoch uint64, keyID [16]byte, qk []byte) ([]byte, error) {
+	block, err := aes.NewCipher(pk[:])
+	if err != nil {
+		return nil, err
+	}
+	g, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 12, 12+len(qk)+16)
+	if _, err := rand.Read(out); err != nil {
+		return nil, err
+	}
+	return g.Seal(out, out[:12], qk, wrapAD(gi, epoch, keyID)), nil
+}
+
+// Unwrap is the gateway's De_AES (step 6).
+func Unwrap(pk *[PresetKeySize]byte, gi string, epoch uint64, keyID [16]byte, sealed []byte) ([]byte, error) {
+	if len(sealed) < 12+16 {
+		return nil, fmt.Errorf("%w: wrapped key of %d bytes", ErrFormat, len(sealed))
+	}
+	block, err := aes.NewCipher(pk[:])
+	if err != nil {
+		return nil, err
+	}
+	g, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	qk, err := g.Open(nil, sealed[:12], sealed[12:], wrapAD(gi, epoch, keyID))
+	if err != nil {
+		return nil, fmt.Errorf("%w: key delivery does not open under the preset key (out of step or forged)", ErrAuth)
+	}
+	return qk, nil
+}
+
+// requestMAC authenticates a gateway's key request (or acknowledgement) under
+// the preset key of the epoch it claims.
+func requestMAC(pk *[PresetKeySize]byte, kind, gi string, epoch uint64, unix int64, nonce []byte) []byte {
+	m := hmac.New(sha256.New, pk[:])
+	m.Write([]byte("qmsp-" + kind + "-v1"))
+	m.Write([]byte{byte(len(gi))})
+	m.Write([]byte(gi))
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], epoch)
+	binary.BigEndian.PutUint64(b[8:], uint64(unix))
+	m.Write(b[:])
+	m.Write(nonce)
+	return m.Sum(nil)
+}
+
+// sealer encrypts key material at rest (XChaCha20-Poly1305, random nonce,
+// bound to a context string such as table and row).
+type sealer struct{ aead cipher.AEAD }
+
+func newSealer(key []byte) (*sealer, error) {
+	if len(key) != chacha20poly1305.KeySize {
+		return nil, fmt.Errorf("qmsp: storage key must be %d bytes, got %d", chacha20poly1305.KeySize, len(key))
+	}
+	a, err := chacha20poly1305.NewX(key)
+	if err != nil {
+		return nil, err
+	}
+	return &sealer{aead: a}, nil
+}
+
+func (s *sealer) seal(pt []byte, ad string) []byte {
+	out := make([]byte, chacha20poly1305.NonceSizeX, chacha20poly1305.NonceSizeX+len(pt)+16)
+	_, _ = rand.Read(out)
+	return s.aead.Seal(out, out[:chacha20poly1305.NonceSizeX], pt, []byte(ad))
+}
+
+func (s *sealer) open(ct []byte, ad string) ([]byte, error) {
+	if len(ct) < chacha20poly1305.NonceSizeX+16 {
+		return nil, fmt.Errorf("qmsp: sealed record too short")
+	}
+	pt, err := s.aead.Open(nil, ct[:chacha20poly1305.NonceSizeX], ct[chacha20poly1305.NonceSizeX:], []byte(ad))
+	if err != nil {
+		return nil, fmt.Errorf("qmsp: sealed record does not open (wrong storage key or tampered): %w", err)
+	}
+	return pt, nil
+}
+
+func sha256Hash(b []byte) [32]byte { return sha256.Sum256(b) }

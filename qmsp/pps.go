@@ -1,0 +1,382 @@
+package qmsp
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/ledger"
+)
+
+// Payment errors; test with errors.Is.
+var (
+	ErrExpired      = errors.New("qmsp: payment code expired")
+	ErrKeyUsed      = errors.New("qmsp: quantum key already used")
+	ErrUnknownKey   = errors.New("qmsp: unknown quantum key reference")
+	ErrBadSignature = errors.New("qmsp: gateway signature does not verify")
+	ErrUnknownPayer = errors.New("qmsp: payer not registered to this phone")
+	ErrMerchant     = errors.New("qmsp: payment names another merchant than the gateway's")
+	ErrCurrency     = errors.New("qmsp: unsupported currency")
+	ErrRefused      = errors.New("qmsp: payment refused by the ledger")
+)
+
+// PaymentRequest is what the phone sends to the payment platform (step 6):
+// the displayed reference, the gateway's signature, En_Info and its tag.
+type PaymentRequest struct {
+	Gateway    string `json:"gateway"`
+	Merchant   uint32 `json:"merchant"`
+	KeyID      string `json:"key_id"`
+	Unit       uint16 `json:"unit"`
+	Expires    int64  `json:"expires"`
+	GatewaySig []byte `json:"gateway_sig"`
+	Ciphertext []byte `json:"ciphertext"`
+	Tag        []byte `json:"tag"`
+}
+
+// Receipt is the platform's answer to a completed payment.
+type Receipt struct {
+	KeyRef     string `json:"key_ref"`
+	TransferID string `json:"transfer_id"`
+	Payer      uint64 `json:"payer"`
+	Merchant   uint32 `json:"merchant"`
+	Amount     int64  `json:"amount"`
+	Currency   string `json:"currency"`
+}
+
+// PPSConfig configures the payment platform server.
+type PPSConfig struct {
+	DB *sqldb.DB
+	// Keys is the PPS's key manager client (the PPS is the slave SAE).
+	Keys SlaveKeys
+	// MasterSAE is the CSS's SAE ID.
+	MasterSAE string
+	Ledger    *ledger.Ledger
+	// StorageKey (32 bytes) seals fetched quantum keys at rest.
+	StorageKey []byte
+	Audit      Auditor
+	Log        *slog.Logger
+	Now        func() time.Time
+	// MaxValidity bounds how far ahead a displayed code may expire (default 10 min).
+	MaxValidity time.Duration
+}
+
+// PPS is the payment platform server: it decrypts and verifies payments and
+// moves the money through the ledger (seed §3.4 steps 6–8).
+type PPS struct {
+	cfg   PPSConfig
+	seal  *sealer
+	batch *sqldb.Batcher
+	now   func() time.Time
+
+	fetchMu sync.Mutex
+	fetches map[string]*sync.Mutex
+}
+
+// NewPPS opens the PPS on cfg.DB (applying migrations).
+func NewPPS(ctx context.Context, cfg PPSConfig) (*PPS, error) {
+	if cfg.DB == nil || cfg.Keys == nil || cfg.MasterSAE == "" || cfg.Ledger == nil {
+		return nil, errors.New("qmsp: PPS needs a database, a key manager client, the master SAE ID and a ledger")
+	}
+	if cfg.MaxValidity <= 0 {
+		cfg.MaxValidity = 10 * time.Minute
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s, err := newSealer(cfg.StorageKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := migrate(ctx, cfg.DB); err != nil {
+		return nil, err
+	}
+	return &PPS{cfg: cfg, seal: s, batch: cfg.DB.NewBatcher(256), now: nowOr(cfg.Now), fetches: map[string]*sync.Mutex{}}, nil
+}
+
+// Close stops the PPS's committer.
+func (p *PPS) Close() error { return p.batch.Close() }
+
+// RegisterGateway records gateway gi (setup step 2 on the platform side): its
+// merchant number, the merchant's ledger account and the gateway's
+// certificate, whose public key verifies the codes it displays.
+func (p *PPS) RegisterGateway(ctx context.Context, gi string, merchant uint32, merchantAccount string, cert *x509.Certificate) error {
+	if err := checkGatewayID(gi); err != nil {
+		return err
+	}
+	if _, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok {
+		return fmt.Errorf("qmsp: gateway %s certificate has no ECDSA key", gi)
+	}
+	if _, err := p.cfg.Ledger.Account(ctx, merchantAccount); err != nil {
+		return fmt.Errorf("qmsp: merchant account for %s: %w", gi, err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
+	if err != nil {
+		return err
+	}
+	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_gateways (gi, merchant, merchant_account, public_key, status, created_at) VALUES (?, ?, ?, ?, 'active', ?)`),
+			gi, int64(merchant), merchantAccount, pub, p.now().UnixNano())
+		return err
+	})
+	if sqldb.IsUniqueViolation(err) {
+		return fmt.Errorf("%w: %s", ErrGatewayExists, gi)
+	}
+	return err
+}
+
+// RegisterPayer binds payer number payer to a ledger account and to the phone
+// (its client certificate's common name) allowed to spend from it.
+func (p *PPS) RegisterPayer(ctx context.Context, payer uint64, account, phone string) error {
+	if _, err := p.cfg.Ledger.Account(ctx, account); err != nil {
+		return fmt.Errorf("qmsp: payer account: %w", err)
+	}
+	return p.batch.Do(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_payers (payer, account, phone) VALUES (?, ?, ?)`), int64(payer), account, phone)
+		return err
+	})
+}
+
+// currencies maps ISO 4217 numeric codes to the ledger's alphabetic codes.
+var currencies = map[uint16]string{156: "CNY", 978: "EUR", 840: "USD", 826: "GBP", 392: "JPY", 344: "HKD"}
+
+// CurrencyCode returns the numeric ISO 4217 code of an alphabetic one.
+func CurrencyCode(alpha string) (uint16, bool) {
+	for n, a := range currencies {
+		if a == alpha {
+			return n, true
+		}
+	}
+	return 0, false
+}
+
+// material returns the quantum key batch keyID, fetching it from the key
+// manager on first use (the key manager hands it out once) and keeping it
+// sealed in the database.
+func (p *PPS) material(ctx context.Context, keyID string) ([]byte, error) {
+	if b, err := p.storedMaterial(ctx, keyID); err == nil || !errors.Is(err, sql.ErrNoRows) {
+		return b, err
+	}
+	p.fetchMu.Lock()
+	mu, ok := p.fetches[keyID]
+	if !ok {
+		mu = &sync.Mutex{}
+		p.fetches[keyID] = mu
+	}
+	p.fetchMu.Unlock()
+	mu.Lock()
+	defer func() {
+		mu.Unlock()
+		p.fetchMu.Lock()
+		delete(p.fetches, keyID)
+		p.fetchMu.Unlock()
+	}()
+	if b, err := p.storedMaterial(ctx, keyID); err == nil || !errors.Is(err, sql.ErrNoRows) {
+		return b, err
+	}
+	keys, err := p.cfg.Keys.DecKeys(ctx, p.cfg.MasterSAE, keyID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnknownKey, keyID, err)
+	}
+	if len(keys) != 1 || keys[0].ID != keyID {
+		return nil, fmt.Errorf("%w: key manager answered %d keys for %s", ErrUnknownKey, len(keys), keyID)
+	}
+	b := keys[0].Key
+	if len(b) < MinBatchSize || len(b) > MaxBatchSize {
+		return nil, fmt.Errorf("%w: key %s has %d bytes", ErrUnknownKey, keyID, len(b))
+	}
+	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_keys (key_id, material, units, fetched_at) VALUES (?, ?, ?, ?)`),
+			keyID, p.seal.seal(b, "pps-key/"+keyID), (len(b)-PresetKeySize)/UnitSize, p.now().UnixNano())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("qmsp: store quantum key %s: %w", keyID, err)
+	}
+	return b, nil
+}
+
+func (p *PPS) storedMaterial(ctx context.Context, keyID string) ([]byte, error) {
+	var sealed []byte
+	err := p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT material FROM qmsp_pps_keys WHERE key_id = ?`), keyID).Scan(&sealed)
+	if err != nil {
+		return nil, err
+	}
+	return p.seal.open(sealed, "pps-key/"+keyID)
+}
+
+type ppsGateway struct {
+	merchant uint32
+	account  string
+	pub      *ecdsa.PublicKey
+}
+
+func (p *PPS) gateway(ctx context.Context, gi string) (*ppsGateway, error) {
+	var merchant int64
+	var account, status string
+	var pubDER []byte
+	err := p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT merchant, merchant_account, public_key, status FROM qmsp_pps_gateways WHERE gi = ?`), gi).Scan(&merchant, &account, &pubDER, &status)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && status != "active") {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownGateway, gi)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pk, err := x509.ParsePKIXPublicKey(pubDER)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := pk.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("qmsp: gateway %s key is not ECDSA", gi)
+	}
+	return &ppsGateway{merchant: uint32(merchant), account: account, pub: pub}, nil
+}
+
+// Pay verifies and executes a payment (steps 6–8). phone is the client
+// certificate identity of the caller ("" skips the phone binding, for
+// in-process use). The quantum key unit is burned by the first attempt that
+// verifies, whatever the ledger then says, as wallets burn a payment code
+// even when the payment fails.
+func (p *PPS) Pay(ctx context.Context, phone, idemKey string, req PaymentRequest) (*Receipt, error) {
+	r, err := p.pay(ctx, phone, idemKey, req)
+	outcome := "success"
+	details := map[string]string{"key": req.KeyID + "/" + strconv.Itoa(int(req.Unit))}
+	if err != nil {
+		outcome = "denied"
+		details["reason"] = err.Error()
+	} else {
+		details["amount"] = strconv.FormatInt(r.Amount, 10) + " " + r.Currency
+		details["transfer"] = r.TransferID
+	}
+	audited(ctx, p.cfg.Audit, phoneOr(phone), "qmsp.pay", outcome, req.Gateway, details)
+	return r, err
+}
+
+func phoneOr(s string) string {
+	if s == "" {
+		return "phone"
+	}
+	return s
+}
+
+func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest) (*Receipt, error) {
+	if err := checkGatewayID(req.Gateway); err != nil {
+		return nil, err
+	}
+	keyID, err := ParseUUID(req.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	if formatUUID(keyID) != req.KeyID {
+		return nil, fmt.Errorf("%w: key ID must be lowercase canonical", ErrFormat)
+	}
+	g, err := p.gateway(ctx, req.Gateway)
+	if err != nil {
+		return nil, err
+	}
+	d := Display{Gateway: req.Gateway, Merchant: req.Merchant, Ref: KeyRef{KeyID: keyID, Unit: req.Unit}, Expires: time.Unix(req.Expires, 0)}
+	digest := sha256.Sum256(d.SignedBytes())
+	if !ecdsa.VerifyASN1(g.pub, digest[:], req.GatewaySig) {
+		return nil, fmt.Errorf("%w: code claims gateway %s", ErrBadSignature, req.Gateway)
+	}
+	now := p.now()
+	if !now.Before(d.Expires) {
+		return nil, fmt.Errorf("%w: at %s", ErrExpired, d.Expires.UTC().Format(time.RFC3339))
+	}
+	if d.Expires.Sub(now) > p.cfg.MaxValidity {
+		return nil, fmt.Errorf("%w: code valid beyond the platform's %s limit", ErrExpired, p.cfg.MaxValidity)
+	}
+	if req.Merchant != g.merchant {
+		return nil, fmt.Errorf("%w: code names merchant %d, gateway belongs to %d", ErrMerchant, req.Merchant, g.merchant)
+	}
+	qk, err := p.material(ctx, req.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	batch, err := DivQ(qk)
+	if err != nil {
+		return nil, err
+	}
+	if int(req.Unit) >= len(batch.Units) {
+		return nil, fmt.Errorf("%w: unit %d of a %d-unit key", ErrUnknownKey, req.Unit, len(batch.Units))
+	}
+	m, err := OpenPayment(req.Gateway, d.Ref, req.Expires, &batch.Units[req.Unit], req.Ciphertext, req.Tag)
+	if err != nil {
+		return nil, err
+	}
+	if m.Merchant != g.merchant {
+		return nil, fmt.Errorf("%w: M names merchant %d", ErrMerchant, m.Merchant)
+	}
+	cur, ok := currencies[m.Currency]
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", ErrCurrency, m.Currency)
+	}
+	var account, boundPhone string
+	err = p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT account, phone FROM qmsp_pps_payers WHERE payer = ?`), int64(m.Payer)).Scan(&account, &boundPhone)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && phone != "" && phone != boundPhone) {
+		return nil, fmt.Errorf("%w: payer %d", ErrUnknownPayer, m.Payer)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Claim the unit: one row per (key, unit), whatever happens next.
+	reqHash := requestHash(idemKey, &req)
+	ref := d.Ref.String()
+	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_payments (key_id, unit, gi, payer, amount, currency, state, request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, 'accepted', ?, ?)`),
+			req.KeyID, int(req.Unit), req.Gateway, int64(m.Payer), m.Amount, cur, reqHash, now.UnixNano())
+		if sqldb.IsUniqueViolation(err) {
+			var prev []byte
+			if qerr := tx.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT request_hash FROM qmsp_payments WHERE key_id = ? AND unit = ?`), req.KeyID, int(req.Unit)).Scan(&prev); qerr != nil {
+				return qerr
+			}
+			if idemKey != "" && bytes.Equal(prev, reqHash) {
+				return nil // the same client retrying the same request: the ledger's idempotency returns the first result
+			}
+			return fmt.Errorf("%w: %s", ErrKeyUsed, ref)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	t, err := p.cfg.Ledger.Transfer(ctx, ledger.TransferRequest{
+		IdempotencyKey: "qmsp/" + ref, From: account, To: g.account, Amount: m.Amount, Currency: cur,
+		Memo: "QMSP payment via gateway " + req.Gateway,
+	})
+	if err != nil {
+		_ = p.batch.Do(ctx, func(tx *sql.Tx) error {
+			_, e := tx.ExecContext(ctx, p.cfg.DB.Rebind(`UPDATE qmsp_payments SET state = 'refused', reason = ? WHERE key_id = ? AND unit = ?`), err.Error(), req.KeyID, int(req.Unit))
+			return e
+		})
+		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return &Receipt{KeyRef: ref, TransferID: t.ID, Payer: m.Payer, Merchant: m.Merchant, Amount: m.Amount, Currency: cur}, nil
+}
+
+func requestHash(idemKey string, r *PaymentRequest) []byte {
+	h := sha256.New()
+	h.Write([]byte(idemKey))
+	h.Write([]byte{0})
+	h.Write(r.Ciphertext)
+	h.Write(r.Tag)
+	return h.Sum(nil)
+}
+
+// UnitUsed reports whether a payment unit has been spent (the gateway page
+// uses it to move to the next code).
+func (p *PPS) UnitUsed(ctx context.Context, ref KeyRef) (bool, error) {
+	var n int
+	err := p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT COUNT(*) FROM qmsp_payments WHERE key_id = ? AND unit = ?`), formatUUID(ref.KeyID), int(ref.Unit)).Scan(&n)
+	return n > 0, err
+}

@@ -1,0 +1,127 @@
+package qmsp
+
+import (
+	"context"
+	"time"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/kme/etsi014"
+)
+
+// MasterKeys is the CSS's view of its key manager (ETSI 014 enc_keys as the
+// master SAE). *etsi014.Client implements it.
+type MasterKeys interface {
+	EncKeys(ctx context.Context, slaveSAE string, number, sizeBits int) ([]etsi014.KeyMaterial, error)
+}
+
+// SlaveKeys is the PPS's view of its key manager (ETSI 014 dec_keys as the
+// slave SAE). *etsi014.Client implements it.
+type SlaveKeys interface {
+	DecKeys(ctx context.Context, masterSAE string, keyIDs ...string) ([]etsi014.KeyMaterial, error)
+}
+
+// Auditor records security-relevant events. *audit.Log implements it.
+type Auditor interface {
+	Append(ctx context.Context, e audit.Entry) (audit.Record, error)
+}
+
+var migrations = []sqldb.Migration{{
+	Version: 1,
+	SQLite: `CREATE TABLE qmsp_css_gateways (
+		gi TEXT PRIMARY KEY,
+		merchant BIGINT NOT NULL,
+		status TEXT NOT NULL,
+		epoch BIGINT NOT NULL,
+		pk BLOB NOT NULL,
+		pending_epoch BIGINT NOT NULL DEFAULT 0,
+		pending_pk BLOB,
+		resyncs BIGINT NOT NULL DEFAULT 0,
+		updated_at BIGINT NOT NULL);
+	CREATE TABLE qmsp_pps_gateways (
+		gi TEXT PRIMARY KEY,
+		merchant BIGINT NOT NULL,
+		merchant_account TEXT NOT NULL,
+		public_key BLOB NOT NULL,
+		status TEXT NOT NULL,
+		created_at BIGINT NOT NULL);
+	CREATE TABLE qmsp_pps_payers (
+		payer BIGINT PRIMARY KEY,
+		account TEXT NOT NULL,
+		phone TEXT NOT NULL);
+	CREATE TABLE qmsp_pps_keys (
+		key_id TEXT PRIMARY KEY,
+		material BLOB NOT NULL,
+		units INTEGER NOT NULL,
+		fetched_at BIGINT NOT NULL);
+	CREATE TABLE qmsp_payments (
+		key_id TEXT NOT NULL,
+		unit INTEGER NOT NULL,
+		gi TEXT NOT NULL,
+		payer BIGINT NOT NULL,
+		amount BIGINT NOT NULL,
+		currency TEXT NOT NULL,
+		state TEXT NOT NULL,
+		transfer_id TEXT NOT NULL DEFAULT '',
+		reason TEXT NOT NULL DEFAULT '',
+		request_hash BLOB NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (key_id, unit))`,
+	Postgres: `CREATE TABLE qmsp_css_gateways (
+		gi TEXT PRIMARY KEY,
+		merchant BIGINT NOT NULL,
+		status TEXT NOT NULL,
+		epoch BIGINT NOT NULL,
+		pk BYTEA NOT NULL,
+		pending_epoch BIGINT NOT NULL DEFAULT 0,
+		pending_pk BYTEA,
+		resyncs BIGINT NOT NULL DEFAULT 0,
+		updated_at BIGINT NOT NULL);
+	CREATE TABLE qmsp_pps_gateways (
+		gi TEXT PRIMARY KEY,
+		merchant BIGINT NOT NULL,
+		merchant_account TEXT NOT NULL,
+		public_key BYTEA NOT NULL,
+		status TEXT NOT NULL,
+		created_at BIGINT NOT NULL);
+	CREATE TABLE qmsp_pps_payers (
+		payer BIGINT PRIMARY KEY,
+		account TEXT NOT NULL,
+		phone TEXT NOT NULL);
+	CREATE TABLE qmsp_pps_keys (
+		key_id TEXT PRIMARY KEY,
+		material BYTEA NOT NULL,
+		units INTEGER NOT NULL,
+		fetched_at BIGINT NOT NULL);
+	CREATE TABLE qmsp_payments (
+		key_id TEXT NOT NULL,
+		unit INTEGER NOT NULL,
+		gi TEXT NOT NULL,
+		payer BIGINT NOT NULL,
+		amount BIGINT NOT NULL,
+		currency TEXT NOT NULL,
+		state TEXT NOT NULL,
+		transfer_id TEXT NOT NULL DEFAULT '',
+		reason TEXT NOT NULL DEFAULT '',
+		request_hash BYTEA NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (key_id, unit))`,
+}}
+
+func migrate(ctx context.Context, db *sqldb.DB) error {
+	return db.Migrate(ctx, "qmsp", migrations)
+}
+
+func nowOr(f func() time.Time) func() time.Time {
+	if f != nil {
+		return f
+	}
+	return time.Now
+}
+
+func audited(ctx context.Context, a Auditor, actor, event, outcome, resource string, details map[string]string) {
+	if a == nil {
+		return
+	}
+	_, _ = a.Append(ctx, audit.Entry{Actor: actor, Event: event, Outcome: outcome, Origin: "qmsp", Resource: resource, Details: details})
+}
