@@ -116,10 +116,10 @@ type Display struct {
 	Gateway  string
 	Merchant uint32 // the gateway's merchant number
 	Ref      KeyRef
-	Expires time.Time // whole seconds
-	Pad     [PadSize]byte
-	MACKey  [MACKeySize]byte
-	Sig     []byte // gateway's ECDSA signature over SignedBytes()
+	Expires  time.Time // whole seconds
+	Pad      [PadSize]byte
+	MACKey   [MACKeySize]byte
+	Sig      []byte // gateway's ECDSA signature over SignedBytes()
 }
 
 // SignedBytes is what the gateway signs: everything but the key material.

@@ -53,7 +53,7 @@ func Encode(text string, ec Level, scale int) (*image.Gray, int, error) {
 			}
 		}
 	}
-	return img, (w-17)/4, nil
+	return img, (w - 17) / 4, nil
 }
 
 func qrEncode(text string, ec Level) (*gozxing.BitMatrix, error) {
