@@ -25,6 +25,7 @@ func Root(g *Globals) *cobra.Command {
 		VersionCommand(g),
 		ServeCommand(g),
 		DemoCommand(g),
+		AuditCommand(g),
 		ExperimentCommand(g, func() (*experiment.Registry, error) { return experiment.NewRegistry(experiments.All()...) }),
 	)
 	return root

@@ -20,6 +20,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -101,7 +102,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("platform: certification authority: %w", err)
 	}
-	p.Audit, err = audit.Open(ctx, p.DB)
+	p.Audit, err = OpenAudit(ctx, p.DB)
 	if err != nil {
 		return nil, fmt.Errorf("platform: audit trail: %w", err)
 	}
@@ -307,4 +308,24 @@ func LoadClientTLS(dir string) (*tls.Config, error) {
 		return nil, fmt.Errorf("platform: admin certificate: %w", err)
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost"}, nil
+}
+
+// EnvAuditKey names the environment variable holding the audit trail's HMAC
+// key (hex or base64, ≥ 32 bytes). Every process writing to the trail must
+// use the same key.
+const EnvAuditKey = "QSHIELD_AUDIT_KEY"
+
+// OpenAudit opens the audit trail, keyed with QSHIELD_AUDIT_KEY when it is set.
+func OpenAudit(ctx context.Context, db *sqldb.DB) (*audit.Log, error) {
+	v := strings.TrimSpace(os.Getenv(EnvAuditKey))
+	if v == "" {
+		return audit.Open(ctx, db)
+	}
+	key, err := hex.DecodeString(v)
+	if err != nil {
+		if key, err = base64.StdEncoding.DecodeString(v); err != nil {
+			return nil, fmt.Errorf("platform: %s is neither hex nor base64", EnvAuditKey)
+		}
+	}
+	return audit.OpenWithOptions(ctx, db, audit.Options{Key: key})
 }

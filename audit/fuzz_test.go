@@ -1,0 +1,55 @@
+package audit
+
+import (
+	"bytes"
+	"testing"
+	"time"
+)
+
+func FuzzParseGroupBy(f *testing.F) {
+	for _, s := range []string{"event", "event,day", "resource, day ,actor", "", ",", "day;drop table"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		gs, err := ParseGroupBy(s)
+		if err != nil {
+			return
+		}
+		for _, g := range gs {
+			if _, ok := groupExpr[g]; !ok {
+				t.Fatalf("accepted grouping %q", g)
+			}
+		}
+	})
+}
+
+func FuzzParseTime(f *testing.F) {
+	for _, s := range []string{"2026-11-21T08:00:00Z", "2026-11-21", "24h", "-5m", "", "yesterday", "2026-13-01"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, s string) {
+		tm, err := ParseTime(s, now)
+		if err == nil && !tm.IsZero() && tm.After(now) && !bytes.ContainsAny([]byte(s), "0123456789") {
+			t.Fatalf("%q parsed to %v", s, tm)
+		}
+	})
+}
+
+// FuzzHashUnambiguous: two records that differ in any field, including by
+// moving bytes across a field boundary, never share an encoding.
+func FuzzHashUnambiguous(f *testing.F) {
+	f.Add("alice", "login", "success", uint8(3))
+	f.Add("", "", "", uint8(0))
+	f.Fuzz(func(t *testing.T, a, b, c string, cut uint8) {
+		r1 := row{seq: 1, time: "t", actor: a, event: b, outcome: c, details: "{}", prev: make([]byte, 32)}
+		joined := a + b
+		k := int(cut) % (len(joined) + 1)
+		r2 := r1
+		r2.actor, r2.event = joined[:k], joined[k:]
+		same := r1.actor == r2.actor && r1.event == r2.event
+		if eq := bytes.Equal(computeHash(&r1), computeHash(&r2)); eq != same {
+			t.Fatalf("hash equality %v for fields equal %v", eq, same)
+		}
+	})
+}

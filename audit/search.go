@@ -1,0 +1,206 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Query selects records. Zero fields do not filter. Event and Resource
+// ending in '*' match by prefix ("pki.*" matches "pki.issue").
+type Query struct {
+	From     time.Time // inclusive
+	To       time.Time // exclusive
+	Actor    string
+	Event    string
+	Resource string
+	Outcome  string
+	Limit    int   // Search only: default 100, at most 10000
+	AfterSeq int64 // Search only: records with seq > AfterSeq (paging)
+}
+
+// GroupBy names a Stats grouping key.
+type GroupBy string
+
+const (
+	ByEvent    GroupBy = "event"
+	ByDay      GroupBy = "day" // UTC date, YYYY-MM-DD
+	ByResource GroupBy = "resource"
+	ByActor    GroupBy = "actor"
+	ByOutcome  GroupBy = "outcome"
+	ByOrigin   GroupBy = "origin"
+)
+
+// ParseGroupBy parses a comma-separated list such as "event,day".
+func ParseGroupBy(s string) ([]GroupBy, error) {
+	var out []GroupBy
+	for _, p := range strings.Split(s, ",") {
+		g := GroupBy(strings.TrimSpace(p))
+		if _, ok := groupExpr[g]; !ok {
+			return nil, fmt.Errorf("%w: unknown grouping %q (event, day, resource, actor, outcome, origin)", ErrInvalid, g)
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+var groupExpr = map[GroupBy]string{
+	ByEvent: "event", ByDay: "substr(time, 1, 10)", ByResource: "resource",
+	ByActor: "actor", ByOutcome: "outcome", ByOrigin: "origin",
+}
+
+// Count is one Stats group.
+type Count struct {
+	Keys []string `json:"keys"` // one value per GroupBy, in order
+	N    int64    `json:"n"`
+}
+
+const (
+	defaultLimit = 100
+	maxLimit     = 10000
+)
+
+func (l *Log) where(q Query) (string, []any, error) {
+	var conds []string
+	var args []any
+	if !q.From.IsZero() {
+		conds = append(conds, "time >= ?")
+		args = append(args, q.From.UTC().Format(TimeLayout))
+	}
+	if !q.To.IsZero() {
+		conds = append(conds, "time < ?")
+		args = append(args, q.To.UTC().Format(TimeLayout))
+	}
+	for _, f := range []struct{ col, v string }{{"actor", q.Actor}, {"event", q.Event}, {"resource", q.Resource}, {"outcome", q.Outcome}} {
+		if f.v == "" {
+			continue
+		}
+		if err := checkText(f.col, f.v, false, maxField); err != nil {
+			return "", nil, err
+		}
+		if p, ok := strings.CutSuffix(f.v, "*"); ok && (f.col == "event" || f.col == "resource") {
+			if p == "" {
+				continue
+			}
+			conds = append(conds, fmt.Sprintf("substr(%s, 1, %d) = ?", f.col, utf8.RuneCountInString(p)))
+			args = append(args, p)
+			continue
+		}
+		conds = append(conds, f.col+" = ?")
+		args = append(args, f.v)
+	}
+	if q.AfterSeq > 0 {
+		conds = append(conds, "seq > ?")
+		args = append(args, q.AfterSeq)
+	}
+	if len(conds) == 0 {
+		return "", nil, nil
+	}
+	return " WHERE " + strings.Join(conds, " AND "), args, nil
+}
+
+// Search returns the records matching q in chain order.
+func (l *Log) Search(ctx context.Context, q Query) ([]Record, error) {
+	if q.Limit < 0 || q.Limit > maxLimit {
+		return nil, fmt.Errorf("%w: limit must be 0..%d", ErrInvalid, maxLimit)
+	}
+	if q.Limit == 0 {
+		q.Limit = defaultLimit
+	}
+	w, args, err := l.where(q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash
+		FROM audit_log`+w+` ORDER BY seq LIMIT ?`), append(args, q.Limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("audit: search: %w", err)
+	}
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		var r Record
+		var ts, details string
+		if err := rows.Scan(&r.Seq, &ts, &r.Actor, &r.Event, &r.Outcome, &r.Origin, &r.Resource, &details, &r.PrevHash, &r.Hash); err != nil {
+			return nil, fmt.Errorf("audit: search: %w", err)
+		}
+		if r.Time, err = time.Parse(TimeLayout, ts); err != nil {
+			return nil, fmt.Errorf("audit: record %d has a malformed time %q (run verify)", r.Seq, ts)
+		}
+		if details != "{}" {
+			if err := json.Unmarshal([]byte(details), &r.Details); err != nil {
+				return nil, fmt.Errorf("audit: record %d has malformed details (run verify): %w", r.Seq, err)
+			}
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: search: %w", err)
+	}
+	return out, nil
+}
+
+// Stats counts the records matching q (Limit and AfterSeq ignored) grouped
+// by the given keys (at least one), ordered by key.
+func (l *Log) Stats(ctx context.Context, q Query, by ...GroupBy) ([]Count, error) {
+	if len(by) == 0 {
+		return nil, fmt.Errorf("%w: Stats needs a grouping", ErrInvalid)
+	}
+	var exprs []string
+	for _, g := range by {
+		e, ok := groupExpr[g]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown grouping %q", ErrInvalid, g)
+		}
+		exprs = append(exprs, e)
+	}
+	q.AfterSeq = 0
+	w, args, err := l.where(q)
+	if err != nil {
+		return nil, err
+	}
+	cols := strings.Join(exprs, ", ")
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT `+cols+`, COUNT(*) FROM audit_log`+w+` GROUP BY `+cols+` ORDER BY `+cols), args...)
+	if err != nil {
+		return nil, fmt.Errorf("audit: stats: %w", err)
+	}
+	defer rows.Close()
+	var out []Count
+	for rows.Next() {
+		keys := make([]string, len(by))
+		dest := make([]any, 0, len(by)+1)
+		for i := range keys {
+			dest = append(dest, &keys[i])
+		}
+		var c Count
+		dest = append(dest, &c.N)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("audit: stats: %w", err)
+		}
+		c.Keys = keys
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// ParseTime parses a search bound: RFC 3339 ("2026-11-21T08:00:00Z"), a UTC
+// date ("2026-11-21", midnight), or a duration before now ("24h", "90m").
+func ParseTime(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("%w: time %q is not RFC 3339, YYYY-MM-DD or a duration such as 24h", ErrInvalid, s)
+}

@@ -1,0 +1,113 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"testing"
+	"time"
+)
+
+func FuzzParseDeviceInfo(f *testing.F) {
+	good, _ := MarshalDeviceInfo(&DeviceInfo{Serial: "SN", Model: "m", Kind: KindPhone, Attrs: map[string]string{"a": "1", "b": "2"}})
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte{0x30, 0x00})
+	f.Add([]byte{0x30, 0x80, 0x00, 0x00})
+	f.Fuzz(func(t *testing.T, der []byte) {
+		d, err := ParseDeviceInfo(der)
+		if err != nil {
+			return
+		}
+		// Accepted input is canonical: re-encoding reproduces it exactly.
+		again, err := MarshalDeviceInfo(d)
+		if err != nil || !bytes.Equal(again, der) {
+			t.Fatalf("accepted non-canonical device info %x", der)
+		}
+	})
+}
+
+func FuzzParseRole(f *testing.F) {
+	for _, r := range []Role{RoleServer, RoleClient, RoleDevice, RoleApplication} {
+		e, _ := roleExtension(r)
+		f.Add(e.Value)
+	}
+	f.Add([]byte{0x13, 0x06, 's', 'e', 'r', 'v', 'e', 'r'})
+	f.Fuzz(func(t *testing.T, der []byte) {
+		r, err := ParseRole(der)
+		if err == nil && !r.Valid() {
+			t.Fatalf("accepted invalid role %q", r)
+		}
+	})
+}
+
+func FuzzParseCertPEM(f *testing.F) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fuzz"},
+		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<31, 0)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	c, _ := x509.ParseCertificate(der)
+	p := EncodeCertPEM(c)
+	f.Add(p)
+	f.Add(append(append([]byte(nil), p...), p...))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		certs, err := ParseCertsPEM(data)
+		if err != nil {
+			return
+		}
+		for _, c := range certs {
+			_, _ = DeviceInfoOf(c)
+			_, _ = RoleOf(c)
+		}
+	})
+}
+
+func FuzzParsePrivateKeyPEM(f *testing.F) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	enc, _ := RawKey(make([]byte, 32))
+	plain, _ := EncodePrivateKeyPEM(k)
+	sealed, _ := SealPrivateKeyPEM(k, enc)
+	f.Add(plain)
+	f.Add(sealed)
+	f.Add([]byte("-----BEGIN QSHIELD SEALED PRIVATE KEY-----\nUVNLMQE=\n-----END QSHIELD SEALED PRIVATE KEY-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParsePrivateKeyPEM(data, enc)
+		if err == nil && s == nil {
+			t.Fatal("nil key without error")
+		}
+	})
+}
+
+// FuzzParseSealed covers the sealed-key container parser. It does not run
+// the KDF (argon2id parameters in a fuzzed blob could ask for up to 1 GiB).
+func FuzzParseSealed(f *testing.F) {
+	rk, _ := RawKey(make([]byte, 32))
+	s1, _ := rk.Seal([]byte("k"), nil)
+	s2, _ := fastKey("fuzz passphrase").Seal([]byte("k"), nil)
+	f.Add(s1)
+	f.Add(s2)
+	f.Add([]byte("QSK1"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, err := parseSealed(data)
+		if err != nil {
+			return
+		}
+		if h.kdf == kdfArgon2 && checkArgon(h.params) != nil {
+			t.Fatal("accepted out-of-range argon2 parameters")
+		}
+		if len(h.nonce) != 24 || len(h.ct) < 16 {
+			t.Fatal("short nonce or ciphertext accepted")
+		}
+		if h.kdf == kdfRaw {
+			if _, err := rk.Open(data, nil); err != nil && !bytes.Equal(data, s1) {
+				return
+			}
+		}
+	})
+}
