@@ -62,7 +62,7 @@ type CSSConfig struct {
 	// BatchBytes is x, the size of the quantum key per acquisition (80..1024, default 1024).
 	BatchBytes int
 	// Prefetch is how many batches the CSS keeps fetched from its key
-	// manager ahead of demand (default 64; 0 disables prefetching).
+	// manager ahead of demand (default 16; negative disables prefetching).
 	Prefetch int
 	// StorageKey (32 bytes) seals preset keys at rest.
 	StorageKey []byte
@@ -103,7 +103,7 @@ func NewCSS(ctx context.Context, cfg CSSConfig) (*CSS, error) {
 	if cfg.Prefetch < 0 {
 		cfg.Prefetch = 0
 	} else if cfg.Prefetch == 0 {
-		cfg.Prefetch = 64
+		cfg.Prefetch = 16
 	}
 	if cfg.MaxSkew <= 0 {
 		cfg.MaxSkew = 2 * time.Minute
@@ -175,6 +175,10 @@ func (c *CSS) next(ctx context.Context) (etsiKey, error) {
 		n = 128
 	}
 	keys, err := c.cfg.Keys.EncKeys(ctx, c.cfg.SlaveSAE, n, c.cfg.BatchBytes*8)
+	if err != nil && n > 1 {
+		// The pool may hold less than a full prefetch: take one batch.
+		keys, err = c.cfg.Keys.EncKeys(ctx, c.cfg.SlaveSAE, 1, c.cfg.BatchBytes*8)
+	}
 	if err != nil {
 		return etsiKey{}, fmt.Errorf("%w: %w", ErrNoQuantumKey, err)
 	}

@@ -274,3 +274,6 @@ func (g *Gateway) Advance() error {
 	g.st.ShownExpires = 0
 	return writeState(g.cfg.StatePath, g.seal, &g.st)
 }
+
+// Signer is a crypto.Signer (named here so callers can assert to it).
+type Signer = crypto.Signer

@@ -14,6 +14,7 @@ import (
 func Scenarios() []demo.Scenario {
 	return []demo.Scenario{
 		demo.Ledger(),
+		demo.QMSP(),
 	}
 }
 

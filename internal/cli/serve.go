@@ -14,6 +14,7 @@ func ServeCommand(g *Globals) *cobra.Command {
 	var listen, stateDir string
 	var insecure bool
 	var hostsFlag []string
+	var qkdCfg platform.QKDConfig
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the qshield platform server (HTTPS with mutual TLS from the platform CA)",
@@ -23,7 +24,7 @@ func ServeCommand(g *Globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log})
+			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log, QKD: qkdCfg})
 			if err != nil {
 				return err
 			}
@@ -33,6 +34,9 @@ func ServeCommand(g *Globals) *cobra.Command {
 				return fmt.Errorf("listen on %s: %w", listen, err)
 			}
 			url := p.URL(ln.Addr())
+			if p.QMSP != nil {
+				g.Log.Info("QMSP gateway page", "url", url+"/qmsp/gateways/"+platform.BuiltinGateway+"/")
+			}
 			if g.JSON {
 				_ = g.PrintJSON(map[string]string{"url": url, "state_dir": p.StateDir, "db": p.DB.Dialect.String()})
 			} else {
@@ -45,6 +49,10 @@ func ServeCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to listen on")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for ca.pem, the admin client certificate and the CA sealing key (default: beside the SQLite file)")
 	cmd.Flags().BoolVar(&insecure, "insecure-http", false, "serve plain HTTP with no client authentication (only behind a TLS-terminating proxy)")
+	cmd.Flags().BoolVar(&qkdCfg.Off, "no-qkd", false, "do not run the simulated QKD link (the key managers serve what their pools hold)")
+	cmd.Flags().Float64Var(&qkdCfg.DistanceKm, "qkd-distance", 25, "fibre length of the simulated QKD link in km")
+	cmd.Flags().Float64Var(&qkdCfg.Speedup, "qkd-speedup", 1, "run the simulated 40 MHz source this many times faster than real time (0: as fast as the CPU allows)")
+	cmd.Flags().Float64Var(&qkdCfg.EveFraction, "qkd-eve", 0, "fraction of pulses an eavesdropper intercepts and resends (the link aborts when it is detected)")
 	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")
 	return cmd
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 )
@@ -54,6 +55,8 @@ type Config struct {
 	// (localhost and 127.0.0.1 are always included).
 	Hosts []string
 	Log   *slog.Logger
+	// QKD configures the simulated link feeding the key managers.
+	QKD QKDConfig
 }
 
 // Platform is an opened platform, ready to serve.
@@ -69,6 +72,12 @@ type Platform struct {
 	ServerTLS *tls.Config
 	// AdminCert is a client certificate for the platform API.
 	AdminCert tls.Certificate
+	// KME is the pair of key managers (site A: platform, site B: supermarket).
+	KME *kme.Pair
+	// QMSP is seed 000's services.
+	QMSP *QMSP
+
+	master []byte
 
 	closers []func() error
 }
@@ -98,14 +107,19 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
-	p.CA, err = pki.OpenOrCreateCA(ctx, p.DB, CAName, pki.Options{}, keyEnc)
+	p.master, err = loadMaster(p.StateDir)
 	if err != nil {
-		return nil, fmt.Errorf("platform: certification authority: %w", err)
+		return nil, err
 	}
 	p.Audit, err = OpenAudit(ctx, p.DB)
 	if err != nil {
 		return nil, fmt.Errorf("platform: audit trail: %w", err)
 	}
+	p.CA, err = pki.OpenOrCreateCA(ctx, p.DB, CAName, pki.Options{}, keyEnc)
+	if err != nil {
+		return nil, fmt.Errorf("platform: certification authority: %w", err)
+	}
+	p.CA = p.CA.WithAudit(p.Audit, "platform")
 	p.Ledger, err = ledger.Open(ctx, p.DB)
 	if err != nil {
 		return nil, fmt.Errorf("platform: ledger: %w", err)
@@ -137,6 +151,12 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	(&server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP}).Register(p.Server)
+	if err := p.startQuantum(ctx, cfg.QKD); err != nil {
+		return nil, err
+	}
+	if err := p.startQMSP(ctx); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

@@ -1,0 +1,220 @@
+package platform
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/kme/etsi014"
+	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qmsp"
+)
+
+// QMSP is seed 000 inside the platform: the supermarket server (CSS), the
+// payment platform server (PPS) and the gateways whose pages serve shows.
+type QMSP struct {
+	CSS *qmsp.CSS
+	PPS *qmsp.PPS
+
+	p        *Platform
+	mu       sync.Mutex
+	gateways map[string]*qmsp.Gateway
+}
+
+// BuiltinGateway is the gateway `serve` runs and shows at /qmsp/gateways/GW-0001/.
+const BuiltinGateway = "GW-0001"
+
+// BuiltinMerchant is its merchant number and ledger account.
+const (
+	BuiltinMerchant        = 1
+	BuiltinMerchantAccount = "qmsp-supermarket-1"
+)
+
+func (p *Platform) startQMSP(ctx context.Context) error {
+	cssTLS, err := p.KME.ClientTLS(ctx, SAECSS)
+	if err != nil {
+		return err
+	}
+	ppsTLS, err := p.KME.ClientTLS(ctx, SAEPPS)
+	if err != nil {
+		return err
+	}
+	q := &QMSP{p: p, gateways: map[string]*qmsp.Gateway{}}
+	q.CSS, err = qmsp.NewCSS(ctx, qmsp.CSSConfig{DB: p.DB, Keys: etsi014.New(p.KME.BURL, cssTLS), SlaveSAE: SAEPPS,
+		StorageKey: p.Secret("qmsp-css"), Audit: p.Audit, Log: p.Config.Log})
+	if err != nil {
+		return fmt.Errorf("platform: qmsp CSS: %w", err)
+	}
+	p.closers = append(p.closers, q.CSS.Close)
+	q.PPS, err = qmsp.NewPPS(ctx, qmsp.PPSConfig{DB: p.DB, Keys: etsi014.New(p.KME.AURL, ppsTLS), MasterSAE: SAECSS,
+		Ledger: p.Ledger, StorageKey: p.Secret("qmsp-pps"), Audit: p.Audit, Log: p.Config.Log})
+	if err != nil {
+		return fmt.Errorf("platform: qmsp PPS: %w", err)
+	}
+	p.closers = append(p.closers, q.PPS.Close)
+	p.QMSP = q
+	p.Server.Mount("/v1/qmsp/css/", q.CSS.Handler())
+	p.Server.Handle("POST /v1/qmsp/pay", q.PPS.Handler())
+	p.Server.Handle("GET /qmsp/gateways/{gi}/{file...}", http.HandlerFunc(q.servePage))
+	return nil
+}
+
+// servePage shows a gateway's current code, provisioning the built-in
+// gateway on first use.
+func (q *QMSP) servePage(w http.ResponseWriter, r *http.Request) {
+	gi := r.PathValue("gi")
+	g, err := q.Gateway(r.Context(), gi)
+	if err != nil {
+		status := http.StatusServiceUnavailable
+		if errors.Is(err, qmsp.ErrUnknownGateway) {
+			status = http.StatusNotFound
+		}
+		httpx.WriteProblem(w, r, status, "gateway_unavailable", err.Error())
+		return
+	}
+	(&qmsp.GatewayPage{Gateway: g, PPS: q.PPS}).ServeHTTP(w, r)
+}
+
+// Gateway returns the in-process gateway gi; the built-in one is registered
+// and provisioned on first use (its preset key is quantum key, so this waits
+// for the link's first keys).
+func (q *QMSP) Gateway(ctx context.Context, gi string) (*qmsp.Gateway, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if g, ok := q.gateways[gi]; ok {
+		return g, nil
+	}
+	if gi != BuiltinGateway {
+		return nil, fmt.Errorf("%w: %s is not run by this server", qmsp.ErrUnknownGateway, gi)
+	}
+	g, err := q.ProvisionGateway(ctx, gi, BuiltinMerchant, BuiltinMerchantAccount, "CNY", GatewayOptions{Dir: q.p.StateDir})
+	if err != nil {
+		return nil, err
+	}
+	q.gateways[gi] = g
+	return g, nil
+}
+
+// GatewayOptions say where a gateway keeps its files and how it reaches the CSS.
+type GatewayOptions struct {
+	Dir string
+	// ServerURL, when set, makes the device call the CSS over HTTPS with its
+	// device certificate; otherwise it calls it in-process.
+	ServerURL string
+	// TTL is how long a displayed code is valid (default 60 s).
+	TTL time.Duration
+}
+
+// ProvisionGateway performs the setup algorithm for gateway gi in one place:
+// a device key and certificate from the CA, registration at the CSS (preset
+// key from the key manager) and at the PPS (merchant account, certificate),
+// and the device's initial state in o.Dir. An already provisioned gateway is
+// reopened.
+func (q *QMSP) ProvisionGateway(ctx context.Context, gi string, merchant uint32, account, currency string, o GatewayOptions) (*qmsp.Gateway, error) {
+	dir := o.Dir
+	certPath := filepath.Join(dir, "gateway-"+gi+".pem")
+	statePath := filepath.Join(dir, "gateway-"+gi+".state")
+	keyPath := filepath.Join(dir, "gateway-"+gi+"-key.pem")
+	storage := q.p.Secret("gateway-storage/" + gi)
+	open := func(signer *ecdsa.PrivateKey) (*qmsp.Gateway, error) {
+		var css qmsp.CSSClient = qmsp.LocalCSS{CSS: q.CSS, Peer: gi}
+		if o.ServerURL != "" {
+			certPEM, err := os.ReadFile(certPath)
+			if err != nil {
+				return nil, err
+			}
+			cert, err := pki.ParseCertPEM(certPEM)
+			if err != nil {
+				return nil, err
+			}
+			tc := q.p.CA.ClientTLS(ctx, tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: signer, Leaf: cert}, "localhost")
+			css = qmsp.NewClient(o.ServerURL, tc)
+		}
+		return qmsp.OpenGateway(qmsp.GatewayConfig{StatePath: statePath, StorageKey: storage, Signer: signer, CSS: css, TTL: o.TTL})
+	}
+	keyEnc, err := pki.RawKey(storage)
+	if err != nil {
+		return nil, err
+	}
+	if b, err := os.ReadFile(keyPath); err == nil {
+		k, err := pki.ParsePrivateKeyPEM(b, keyEnc)
+		if err != nil {
+			return nil, fmt.Errorf("platform: gateway key: %w", err)
+		}
+		ek, ok := k.(*ecdsa.PrivateKey)
+		if !ok {
+			return nil, errors.New("platform: gateway key is not ECDSA")
+		}
+		return open(ek)
+	}
+	if _, err := q.p.Ledger.EnsureAccount(ctx, ledger.NewAccount{ID: account, Owner: "merchant " + fmt.Sprint(merchant), Kind: ledger.KindMerchant, Currency: currency}); err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: gi, PublicKey: key.Public(),
+		Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"}})
+	if err != nil {
+		return nil, err
+	}
+	var pk [qmsp.PresetKeySize]byte
+	for attempt := 0; ; attempt++ {
+		pk, err = q.CSS.RegisterGateway(ctx, gi, merchant)
+		if err == nil || !errors.Is(err, qmsp.ErrNoQuantumKey) || attempt >= 50 {
+			break
+		}
+		select { // the link has not delivered its first keys yet
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := q.PPS.RegisterGateway(ctx, gi, merchant, account, iss.Cert); err != nil {
+		return nil, err
+	}
+	if err := qmsp.ProvisionGateway(statePath, storage, gi, merchant, pk); err != nil {
+		return nil, err
+	}
+	pemKey, err := pki.SealPrivateKeyPEM(key, keyEnc)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(keyPath, pemKey, 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(certPath, pki.EncodeCertPEM(iss.Cert), 0o644); err != nil {
+		return nil, err
+	}
+	return open(key)
+}
+
+// IssuePhone issues a phone's client certificate and binds payer number
+// payer (spending from account) to it at the PPS.
+func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, account string) (*pki.Issued, error) {
+	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: phone,
+		Device: &pki.DeviceInfo{Serial: phone, Kind: pki.KindPhone}})
+	if err != nil {
+		return nil, err
+	}
+	if err := q.PPS.RegisterPayer(ctx, payer, account, phone); err != nil {
+		return nil, err
+	}
+	return iss, nil
+}
+
