@@ -234,4 +234,3 @@ func check(ok bool, format string, a ...any) error {
 	}
 	return fmt.Errorf(format, a...)
 }
-

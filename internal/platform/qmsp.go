@@ -2,10 +2,10 @@ package platform
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -217,4 +217,3 @@ func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, accou
 	}
 	return iss, nil
 }
-
