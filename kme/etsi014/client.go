@@ -1,0 +1,219 @@
+package etsi014
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// maxResponse bounds a response body: 128 keys of 1 MiB would not fit, but
+// no KME offers that; 16 MiB is far above any sane container.
+const maxResponse = 16 << 20
+
+// Client calls one KME. It is safe for concurrent use.
+type Client struct {
+	base string // scheme://host[:port] without a trailing slash
+	hc   *http.Client
+}
+
+// KeyMaterial is a delivered key: its ID and its bytes.
+type KeyMaterial struct {
+	ID  string
+	Key []byte
+}
+
+// New returns a client for the KME at baseURL ("https://kme.example:8443";
+// a trailing "/api/v1/keys" is accepted and ignored) that authenticates with
+// tlsConfig (which must carry the SAE's client certificate and trust the
+// KME's CA). The HTTP client keeps connections alive and times out a call
+// after 30 seconds unless ctx ends sooner.
+func New(baseURL string, tlsConfig *tls.Config) *Client {
+	if tlsConfig != nil {
+		// The HTTP/2 set-up edits NextProtos: never touch the caller's config.
+		tlsConfig = tlsConfig.Clone()
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     tlsConfig,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+	return NewWithHTTPClient(baseURL, &http.Client{Transport: tr, Timeout: 30 * time.Second})
+}
+
+// NewWithHTTPClient is New with a caller-supplied HTTP client.
+func NewWithHTTPClient(baseURL string, hc *http.Client) *Client {
+	b := strings.TrimRight(baseURL, "/")
+	b = strings.TrimSuffix(b, strings.TrimRight(APIPrefix, "/"))
+	return &Client{base: strings.TrimRight(b, "/"), hc: hc}
+}
+
+// CloseIdleConnections closes the client's idle connections.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
+func (c *Client) url(sae, call string) string {
+	return c.base + APIPrefix + url.PathEscape(sae) + "/" + call
+}
+
+// Status returns the status of the key supply from the calling (master) SAE
+// to slaveSAE.
+func (c *Client) Status(ctx context.Context, slaveSAE string) (*Status, error) {
+	var st Status
+	if err := c.do(ctx, http.MethodGet, c.url(slaveSAE, "status"), nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// EncKeys asks for number new keys of sizeBits bits shared with slaveSAE
+// (Get key). number 0 and sizeBits 0 mean the KME's defaults; when both are
+// 0 the simple GET form is used, otherwise a POST with a Key request.
+func (c *Client) EncKeys(ctx context.Context, slaveSAE string, number, sizeBits int) ([]KeyMaterial, error) {
+	if number < 0 || sizeBits < 0 {
+		return nil, fmt.Errorf("etsi014: negative number (%d) or size (%d)", number, sizeBits)
+	}
+	u := c.url(slaveSAE, "enc_keys")
+	var kc KeyContainer
+	var err error
+	if number == 0 && sizeBits == 0 {
+		err = c.do(ctx, http.MethodGet, u, nil, &kc)
+	} else {
+		var req KeyRequest
+		if number > 0 {
+			req.Number = &number
+		}
+		if sizeBits > 0 {
+			req.Size = &sizeBits
+		}
+		err = c.do(ctx, http.MethodPost, u, &req, &kc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeContainer(&kc, nil)
+}
+
+// EncKeysRequest sends a full Key request (POST enc_keys).
+func (c *Client) EncKeysRequest(ctx context.Context, slaveSAE string, req *KeyRequest) ([]KeyMaterial, error) {
+	var kc KeyContainer
+	if err := c.do(ctx, http.MethodPost, c.url(slaveSAE, "enc_keys"), req, &kc); err != nil {
+		return nil, err
+	}
+	return decodeContainer(&kc, nil)
+}
+
+// DecKeys fetches the keys keyIDs that masterSAE obtained for the calling
+// (slave) SAE (Get key with key IDs). One ID uses the GET form, several a
+// POST with a Key IDs object. Keys come back in the order of keyIDs.
+func (c *Client) DecKeys(ctx context.Context, masterSAE string, keyIDs ...string) ([]KeyMaterial, error) {
+	if len(keyIDs) == 0 {
+		return nil, errors.New("etsi014: DecKeys needs at least one key ID")
+	}
+	u := c.url(masterSAE, "dec_keys")
+	var kc KeyContainer
+	var err error
+	if len(keyIDs) == 1 {
+		err = c.do(ctx, http.MethodGet, u+"?key_ID="+url.QueryEscape(keyIDs[0]), nil, &kc)
+	} else {
+		req := KeyIDs{KeyIDs: make([]KeyID, len(keyIDs))}
+		for i, id := range keyIDs {
+			req.KeyIDs[i].KeyID = id
+		}
+		err = c.do(ctx, http.MethodPost, u, &req, &kc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeContainer(&kc, keyIDs)
+}
+
+// decodeContainer base64-decodes the keys and, when want is set, checks that
+// the container holds exactly those IDs in that order.
+func decodeContainer(kc *KeyContainer, want []string) ([]KeyMaterial, error) {
+	if want != nil && len(kc.Keys) != len(want) {
+		return nil, fmt.Errorf("etsi014: KME returned %d keys, asked for %d", len(kc.Keys), len(want))
+	}
+	out := make([]KeyMaterial, len(kc.Keys))
+	for i, k := range kc.Keys {
+		if want != nil && !strings.EqualFold(k.KeyID, want[i]) {
+			return nil, fmt.Errorf("etsi014: KME returned key %q at position %d, asked for %q", k.KeyID, i, want[i])
+		}
+		b, err := base64.StdEncoding.DecodeString(k.Key)
+		if err != nil {
+			return nil, fmt.Errorf("etsi014: key %q: bad base64: %w", k.KeyID, err)
+		}
+		out[i] = KeyMaterial{ID: k.KeyID, Key: b}
+	}
+	return out, nil
+}
+
+func (c *Client) do(ctx context.Context, method, u string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("etsi014: encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return fmt.Errorf("etsi014: build request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("etsi014: %s %s: %w", method, redact(u), err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
+	if err != nil {
+		return fmt.Errorf("etsi014: read response: %w", err)
+	}
+	if len(data) > maxResponse {
+		return fmt.Errorf("etsi014: response larger than %d bytes", maxResponse)
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &Error{StatusCode: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(truncate(data, 200)))
+			if e.Message == "" {
+				e.Message = http.StatusText(resp.StatusCode)
+			}
+		}
+		return e
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("etsi014: decode %s response: %w", method, err)
+	}
+	return nil
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+// redact drops the query (key IDs) from a URL for error messages.
+func redact(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i]
+	}
+	return u
+}

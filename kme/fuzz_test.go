@@ -1,0 +1,109 @@
+package kme
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func checkErr(t *testing.T, e *apiError) {
+	if e.status != http.StatusBadRequest {
+		t.Fatalf("parse error with status %d, want 400: %s", e.status, e.message)
+	}
+	// The error body must stay valid JSON whatever the input.
+	b, err := json.Marshal(map[string]any{"message": e.message, "details": e.details})
+	if err != nil || !json.Valid(b) {
+		t.Fatalf("error body not encodable: %v", err)
+	}
+}
+
+func FuzzParseKeyRequest(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `{"number": 3, "size": 1024}`, `{"number": 1.5}`, `{"size": "8"}`, `{"number": null, "size": null}`,
+		`{"additional_slave_SAE_IDs": ["A"]}`, `{"additional_slave_SAE_IDs": []}`,
+		`{"extension_mandatory": [{"abc_route_type": "direct"}], "extension_optional": [{"abc_max_age": 30000}]}`,
+		`{"number": 2} x`, `[]`, `null`, ``, `{"Number": 1}`, `{"number": 99999999999999999999}`, `{"number": -0}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		n, size, e := parseKeyRequest(body, 256)
+		if e != nil {
+			checkErr(t, e)
+			return
+		}
+		if n < 0 || size < 0 || n > 999999999 || size > 999999999 {
+			t.Fatalf("accepted out-of-range number %d size %d", n, size)
+		}
+		if !json.Valid(body) {
+			t.Fatalf("accepted invalid JSON %q", body)
+		}
+	})
+}
+
+func FuzzParseKeyIDs(f *testing.F) {
+	for _, s := range []string{
+		`{"key_IDs": [{"key_ID": "bc490419-7d60-487f-adc1-4ddcc177c139"}]}`,
+		`{"key_IDs": [{"key_ID": "BC490419-7D60-487F-ADC1-4DDCC177C139", "key_ID_extension": {"x": 1}}], "key_IDs_extension": [1]}`,
+		`{"key_IDs": [{"key_ID": "bc490419-7d60-487f-adc1-4ddcc177c139"}, {"key_ID": "bc490419-7d60-487f-adc1-4ddcc177c139"}]}`,
+		`{"key_IDs": []}`, `{"key_IDs": [{}]}`, `{"key_IDs": [1]}`, `{"key_IDs": "x"}`, `{}`, `{"key_ids": []}`, `{"key_IDs": [{"key_ID": 5}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ids, e := parseKeyIDs(body)
+		if e != nil {
+			checkErr(t, e)
+			return
+		}
+		if len(ids) == 0 {
+			t.Fatal("accepted an empty key ID list")
+		}
+		seen := map[string]bool{}
+		for _, id := range ids {
+			if c, ok := parseUUID(id); !ok || c != id {
+				t.Fatalf("accepted non-canonical key ID %q", id)
+			}
+			if seen[id] {
+				t.Fatalf("accepted duplicate %q", id)
+			}
+			seen[id] = true
+		}
+	})
+}
+
+func FuzzParseQuery(f *testing.F) {
+	for _, s := range []string{"", "number=2&size=512", "number=0", "size=abc", "number=1&number=2", "key_ID=bc490419-7d60-487f-adc1-4ddcc177c139",
+		"key_ID=%zz", "x=1", "number=+5", "size=%2D8", ";", "key_ID=bc490419-7d60-487f-adc1-4ddcc177c139&key_ID=a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		n, size, e := parseEncQuery(q, 256)
+		if e != nil {
+			checkErr(t, e)
+		} else if n < 0 || size < 0 {
+			t.Fatalf("negative number %d or size %d from %q", n, size, q)
+		}
+		ids, e := parseDecQuery(q)
+		if e != nil {
+			checkErr(t, e)
+		} else if c, ok := parseUUID(ids[0]); len(ids) != 1 || !ok || c != ids[0] {
+			t.Fatalf("dec query %q gave %v", q, ids)
+		}
+	})
+}
+
+func FuzzParseUUID(f *testing.F) {
+	f.Add("bc490419-7d60-487f-adc1-4ddcc177c139")
+	f.Add("bc490419x7d60-487f-adc1-4ddcc177c139")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, ok := parseUUID(s)
+		if !ok {
+			return
+		}
+		if !strings.EqualFold(c, s) || formatUUID(uuidBytes(c)) != c {
+			t.Fatalf("%q → %q does not round-trip", s, c)
+		}
+	})
+}

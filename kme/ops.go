@@ -1,0 +1,554 @@
+package kme
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/qshield/qshield/kme/etsi014"
+)
+
+// apiError is an ETSI 014 error answer: status and Error body.
+type apiError struct {
+	status  int
+	message string
+	details []map[string]any
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.message) }
+
+func errorf(status int, format string, args ...any) *apiError {
+	return &apiError{status: status, message: fmt.Sprintf(format, args...)}
+}
+
+func (e *apiError) with(name string, v any) *apiError {
+	e.details = append(e.details, map[string]any{name: v})
+	return e
+}
+
+// Delivered is a key handed to an SAE.
+type Delivered struct {
+	ID  string
+	Key []byte
+}
+
+// slaveKME reports where slave lives: "" (unknown), "local" or "peer".
+func (k *KME) slaveSite(slave string) string {
+	switch {
+	case k.local[slave]:
+		return "local"
+	case k.peer != nil && (k.remote[slave] || len(k.remote) == 0):
+		return "peer"
+	}
+	return ""
+}
+
+func (k *KME) authorizeMaster(master, slave string) (site string, e *apiError) {
+	if !k.local[master] {
+		return "", errorf(http.StatusUnauthorized, "SAE %q is not attached to KME %q", master, k.cfg.KMEID).with("SAE_ID", master)
+	}
+	if slave == master {
+		return "", errorf(http.StatusBadRequest, "slave_SAE_ID must differ from the calling SAE's ID")
+	}
+	site = k.slaveSite(slave)
+	if site == "" {
+		return "", errorf(http.StatusUnauthorized, "slave SAE %q is not reachable from KME %q", slave, k.cfg.KMEID).with("slave_SAE_ID", slave)
+	}
+	return site, nil
+}
+
+// status returns the Status object for master → slave.
+func (k *KME) status(master, slave string) (*etsi014.Status, *apiError) {
+	site, e := k.authorizeMaster(master, slave)
+	if e != nil {
+		return nil, e
+	}
+	target := k.cfg.KMEID
+	if site == "peer" {
+		target = k.cfg.PeerKMEID
+	}
+	k.mu.Lock()
+	stored := k.pool.len()
+	k.mu.Unlock()
+	return &etsi014.Status{
+		SourceKMEID: k.cfg.KMEID, TargetKMEID: target,
+		MasterSAEID: master, SlaveSAEID: slave,
+		KeySize:          k.cfg.KeySizeBits,
+		StoredKeyCount:   min(stored, k.cfg.MaxKeyCount),
+		MaxKeyCount:      k.cfg.MaxKeyCount,
+		MaxKeyPerRequest: k.cfg.MaxKeyPerRequest,
+		MaxKeySize:       k.cfg.MaxKeySize,
+		MinKeySize:       k.cfg.MinKeySize,
+		MaxSAEIDCount:    0,
+	}, nil
+}
+
+// checkSize validates number and size against the limits (400 on failure).
+func (k *KME) checkRequest(number, size int) *apiError {
+	switch {
+	case number < 1:
+		return errorf(http.StatusBadRequest, "number must be at least 1, got %d", number).with("number", number)
+	case number > k.cfg.MaxKeyPerRequest:
+		return errorf(http.StatusBadRequest, "number %d exceeds max_key_per_request %d", number, k.cfg.MaxKeyPerRequest).with("max_key_per_request", k.cfg.MaxKeyPerRequest)
+	case size%8 != 0:
+		return errorf(http.StatusBadRequest, "size %d is not a multiple of 8", size).with("size", size)
+	case size < k.cfg.MinKeySize:
+		return errorf(http.StatusBadRequest, "size %d is below min_key_size %d", size, k.cfg.MinKeySize).with("min_key_size", k.cfg.MinKeySize)
+	case size > k.cfg.MaxKeySize:
+		return errorf(http.StatusBadRequest, "size %d exceeds max_key_size %d", size, k.cfg.MaxKeySize).with("max_key_size", k.cfg.MaxKeySize)
+	}
+	return nil
+}
+
+func (k *KME) notEnough(number, size, stored int) *apiError {
+	e := errorf(http.StatusServiceUnavailable, "not enough key material: %d keys of %d bits requested, %d units of %d bits stored", number, size, stored, k.cfg.KeySizeBits)
+	ls := k.Link()
+	switch ls.State {
+	case LinkAborted:
+		e.message += "; the QKD link is aborted: " + ls.Error
+	case LinkDown:
+		e.message += "; the QKD link is down"
+		if ls.Error != "" {
+			e.message += ": " + ls.Error
+		}
+	}
+	return e.with("stored_key_count", stored).with("link_state", ls.State)
+}
+
+// take removes n units from the pool for a new request (nil if too few).
+// The KME whose ID sorts first takes the oldest units and the other the
+// newest (older than SyncGrace), so the two never race for the same units
+// until the pool is almost empty.
+func (k *KME) take(n int) []*unit {
+	var us []*unit
+	if k.low {
+		us = k.pool.takeFront(n)
+	} else if us = k.pool.takeBack(n, time.Now().Add(-k.cfg.SyncGrace).UnixNano()); us == nil {
+		// Too few settled units: use the oldest ones (a collision with the
+		// peer's choice only makes one of the two requests retry).
+		us = k.pool.takeFront(n)
+	}
+	for _, u := range us {
+		k.inflight[u.id] = u
+	}
+	return us
+}
+
+// putBack returns in-flight units to the pool (k.mu held).
+func (k *KME) putBack(us []*unit) {
+	for _, u := range us {
+		delete(k.inflight, u.id)
+		k.pool.insert(u)
+	}
+}
+
+func (k *KME) forget(us []*unit) {
+	for _, u := range us {
+		delete(k.inflight, u.id)
+	}
+}
+
+// encKeys serves Get key: number keys of size bits for master → slave.
+func (k *KME) encKeys(ctx context.Context, master, slave string, number, size int) ([]Delivered, *apiError) {
+	site, e := k.authorizeMaster(master, slave)
+	if e != nil {
+		return nil, e
+	}
+	if e := k.checkRequest(number, size); e != nil {
+		return nil, e
+	}
+	per := (size + k.cfg.KeySizeBits - 1) / k.cfg.KeySizeBits
+	for attempt := 0; ; attempt++ {
+		out, e, retry := k.tryEncKeys(ctx, master, slave, site, number, size, per)
+		if !retry || attempt >= 2 {
+			return out, e
+		}
+	}
+}
+
+func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number, size, per int) ([]Delivered, *apiError, bool) {
+	k.mu.Lock()
+	us := k.take(number * per)
+	stored := k.pool.len()
+	k.mu.Unlock()
+	if us == nil {
+		return nil, k.notEnough(number, size, stored), false
+	}
+	groups := make([]*group, number)
+	for i := range groups {
+		groups[i] = &group{id: us[i*per].id, master: master, slave: slave, sizeBits: size, units: us[i*per : (i+1)*per]}
+	}
+	// 1. The peer KME reserves the same units first (or discards them when
+	// both SAEs are local), so the two pools never disagree.
+	if k.peer != nil {
+		mode := modeSlave
+		if site == "local" {
+			mode = modeDiscard
+		}
+		err := k.peer.reserve(ctx, &reserveRequest{Master: master, Slave: slave, Mode: mode, Keys: syncKeys(groups)})
+		if err != nil {
+			var pe *peerError
+			if errors.As(err, &pe) && pe.status == http.StatusConflict {
+				// The peer lacks some units: drop those that are old enough to
+				// have reached it, return the others and try again.
+				k.dropMissing(ctx, us, pe.missing)
+				return nil, errorf(http.StatusServiceUnavailable, "key pools of %s and %s are out of step; retry", k.cfg.KMEID, k.cfg.PeerKMEID), true
+			}
+			k.mu.Lock()
+			k.putBack(us)
+			k.mu.Unlock()
+			if errors.As(err, &pe) && pe.status == http.StatusUnauthorized {
+				return nil, errorf(http.StatusUnauthorized, "slave SAE %q is not attached to KME %q", slave, k.cfg.PeerKMEID).with("slave_SAE_ID", slave), false
+			}
+			k.log.Warn("peer KME reservation failed", "err", err)
+			return nil, errorf(http.StatusServiceUnavailable, "peer KME %s unavailable: %v", k.cfg.PeerKMEID, err), false
+		}
+	}
+	// 2. Take the key bytes: delete the units (the slave's copy is at the
+	// peer) or, when the slave is local, keep them reserved for it.
+	out := make([]Delivered, number)
+	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		plain, err := k.readUnits(ctx, tx, us, stateAvailable, "", "")
+		if err != nil {
+			return err
+		}
+		if site == "local" {
+			if err := k.reserveRows(ctx, tx, groups); err != nil {
+				return err
+			}
+		} else if err := k.deleteRows(ctx, tx, us, stateAvailable); err != nil {
+			return err
+		}
+		for i, g := range groups {
+			out[i] = Delivered{ID: g.id, Key: compose(plain[i*per:(i+1)*per], size)}
+		}
+		return nil
+	})
+	if err != nil {
+		k.log.Error("deliver keys to master", "err", err)
+		if k.peer != nil && site == "peer" {
+			k.releaseAtPeer(groups)
+		}
+		var ce *corruptError
+		corrupt := errors.As(err, &ce)
+		k.mu.Lock()
+		if site == "peer" || k.peer == nil {
+			for _, u := range us {
+				if corrupt && u.id == ce.unit {
+					continue // quarantined below, never offered again
+				}
+				delete(k.inflight, u.id)
+				k.pool.insert(u)
+			}
+		} else {
+			k.forget(us) // discarded at the peer: unusable here
+		}
+		k.mu.Unlock()
+		if corrupt {
+			k.quarantine(ctx, us, ce.unit)
+			return nil, errorf(http.StatusServiceUnavailable, "key store error at KME %s", k.cfg.KMEID), true
+		}
+		return nil, errorf(http.StatusServiceUnavailable, "key store error at KME %s", k.cfg.KMEID), false
+	}
+	k.mu.Lock()
+	k.forget(us)
+	if site == "local" {
+		for _, g := range groups {
+			k.addGroup(g)
+		}
+	}
+	k.mu.Unlock()
+	k.deliveredMaster.Add(int64(number))
+	return out, nil, false
+}
+
+// quarantine deletes a unit whose stored ciphertext failed authentication
+// (tampering or corruption), so that it is never offered again; the peer's
+// copy is removed by the next reconciliation.
+func (k *KME) quarantine(ctx context.Context, us []*unit, id string) {
+	for _, u := range us {
+		if u.id != id {
+			continue
+		}
+		k.log.Error("key unit failed authentication: removed from the pool", "unit", id)
+		err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			_, err := k.deleteRowsN(ctx, tx, []*unit{u}, stateAvailable)
+			return err
+		})
+		k.mu.Lock()
+		delete(k.inflight, id)
+		k.mu.Unlock()
+		if err != nil {
+			k.log.Error("quarantine unit", "unit", id, "err", err)
+		}
+	}
+}
+
+// compose concatenates unit plaintexts and cuts them to size bits.
+func compose(units [][]byte, size int) []byte {
+	out := make([]byte, 0, size/8+32)
+	for _, u := range units {
+		out = append(out, u...)
+		clear(u)
+	}
+	for i := size / 8; i < len(out); i++ {
+		out[i] = 0
+	}
+	return out[:size/8]
+}
+
+// releaseAtPeer asks the peer, in the background, to put back a reservation
+// whose keys never reached the master SAE.
+func (k *KME) releaseAtPeer(groups []*group) {
+	keys := syncKeys(groups)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := k.peer.release(ctx, &releaseRequest{Keys: keys}); err != nil {
+			k.log.Warn("release reservation at peer KME", "err", err)
+		}
+	}()
+}
+
+// dropMissing deletes from this pool the units the peer reported missing
+// that are older than SyncGrace, and returns the rest to the pool.
+func (k *KME) dropMissing(ctx context.Context, us []*unit, missing []string) {
+	miss := make(map[string]bool, len(missing))
+	for _, id := range missing {
+		miss[id] = true
+	}
+	cutoff := time.Now().Add(-k.cfg.SyncGrace).UnixNano()
+	var drop, keep []*unit
+	for _, u := range us {
+		if miss[u.id] && u.created <= cutoff {
+			drop = append(drop, u)
+		} else {
+			keep = append(keep, u)
+		}
+	}
+	k.mu.Lock()
+	k.putBack(keep)
+	k.mu.Unlock()
+	if len(drop) == 0 {
+		return
+	}
+	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := k.deleteRowsN(ctx, tx, drop, stateAvailable)
+		return err
+	})
+	k.mu.Lock()
+	if err != nil {
+		k.putBack(drop)
+	} else {
+		k.forget(drop)
+	}
+	k.mu.Unlock()
+	if err == nil {
+		k.log.Warn("dropped units the peer KME does not hold", "units", len(drop))
+	}
+}
+
+// decKeys serves Get key with key IDs: the slave SAE fetches ids that master
+// obtained for it. All or nothing.
+func (k *KME) decKeys(ctx context.Context, slave, master string, ids []string) ([]Delivered, *apiError) {
+	if !k.local[slave] {
+		return nil, errorf(http.StatusUnauthorized, "SAE %q is not attached to KME %q", slave, k.cfg.KMEID).with("SAE_ID", slave)
+	}
+	if len(ids) > k.cfg.MaxKeyPerRequest {
+		return nil, errorf(http.StatusBadRequest, "%d key IDs exceed max_key_per_request %d", len(ids), k.cfg.MaxKeyPerRequest).with("max_key_per_request", k.cfg.MaxKeyPerRequest)
+	}
+	k.mu.Lock()
+	gs := make([]*group, len(ids))
+	var unauthorized, notFound []string
+	for i, id := range ids {
+		g := k.groups[id]
+		switch {
+		case g == nil || g.busy:
+			notFound = append(notFound, id)
+		case g.master != master || g.slave != slave:
+			unauthorized = append(unauthorized, id)
+		default:
+			gs[i] = g
+		}
+	}
+	if len(unauthorized) > 0 {
+		k.mu.Unlock()
+		return nil, errorf(http.StatusUnauthorized, "key IDs not shared between master SAE %q and SAE %q", master, slave).with("key_IDs", unauthorized)
+	}
+	if len(notFound) > 0 {
+		k.mu.Unlock()
+		return nil, errorf(http.StatusBadRequest, "key IDs not found (unknown or already delivered)").with("key_IDs", notFound)
+	}
+	var us []*unit
+	for _, g := range gs {
+		g.busy = true
+		us = append(us, g.units...)
+	}
+	k.mu.Unlock()
+
+	out := make([]Delivered, len(gs))
+	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		plain, err := k.readUnits(ctx, tx, us, stateReserved, master, slave)
+		if err != nil {
+			return err
+		}
+		if err := k.deleteRows(ctx, tx, us, stateReserved); err != nil {
+			return err
+		}
+		j := 0
+		for i, g := range gs {
+			out[i] = Delivered{ID: g.id, Key: compose(plain[j:j+len(g.units)], g.sizeBits)}
+			j += len(g.units)
+		}
+		return nil
+	})
+	k.mu.Lock()
+	for _, g := range gs {
+		g.busy = false
+		if err == nil {
+			k.dropGroup(g)
+		}
+	}
+	k.mu.Unlock()
+	if err != nil {
+		k.log.Error("deliver keys to slave", "err", err)
+		return nil, errorf(http.StatusServiceUnavailable, "key store error at KME %s", k.cfg.KMEID)
+	}
+	k.deliveredSlave.Add(int64(len(gs)))
+	return out, nil
+}
+
+// errStateChanged means the database did not hold a unit in the expected
+// state: the in-memory index was wrong (or another process touched the
+// pool), and nothing is delivered.
+var errStateChanged = errors.New("kme: key unit not in the expected state")
+
+// readUnits returns the decrypted bytes of us, in order, checking their state
+// (and, for reserved units, their SAE pair).
+func (k *KME) readUnits(ctx context.Context, tx *sql.Tx, us []*unit, state int, master, slave string) ([][]byte, error) {
+	q := `SELECT seq, key_id, key_enc FROM kme_keys WHERE kme_id = ? AND state = ?`
+	args := []any{k.cfg.KMEID, state}
+	if state == stateReserved {
+		q += ` AND master_sae = ? AND slave_sae = ?`
+		args = append(args, master, slave)
+	}
+	q += ` AND seq IN (` + placeholders(len(us)) + `)`
+	for _, u := range us {
+		args = append(args, u.seq)
+	}
+	if k.db.Dialect.String() == "postgres" {
+		q += ` FOR UPDATE`
+	}
+	rows, err := k.w.query(ctx, tx, k.db.Rebind(q), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	type rowT struct {
+		id  string
+		enc []byte
+	}
+	bySeq := make(map[int64]rowT, len(us))
+	for rows.Next() {
+		var seq int64
+		var r rowT
+		if err := rows.Scan(&seq, &r.id, &r.enc); err != nil {
+			return nil, err
+		}
+		bySeq[seq] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(us))
+	for i, u := range us {
+		r, ok := bySeq[u.seq]
+		if !ok || r.id != u.id {
+			return nil, fmt.Errorf("%w: %s", errStateChanged, u.id)
+		}
+		// The unit ID is bound into the ciphertext: a row moved or swapped
+		// in the database fails here.
+		p, err := k.seal.open(k.cfg.KMEID, u.id, r.enc)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// deleteRows deletes us, which must all be in state.
+func (k *KME) deleteRows(ctx context.Context, tx *sql.Tx, us []*unit, state int) error {
+	n, err := k.deleteRowsN(ctx, tx, us, state)
+	if err != nil {
+		return err
+	}
+	if n != len(us) {
+		return fmt.Errorf("%w: deleted %d of %d units", errStateChanged, n, len(us))
+	}
+	return nil
+}
+
+func (k *KME) deleteRowsN(ctx context.Context, tx *sql.Tx, us []*unit, state int) (int, error) {
+	total := 0
+	for i := 0; i < len(us); i += 500 {
+		part := us[i:min(i+500, len(us))]
+		args := []any{k.cfg.KMEID, state}
+		for _, u := range part {
+			args = append(args, u.seq)
+		}
+		res, err := k.w.exec(ctx, tx, k.db.Rebind(`DELETE FROM kme_keys WHERE kme_id = ? AND state = ? AND seq IN (`+placeholders(len(part))+`)`), args...)
+		if err != nil {
+			return total, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, err
+		}
+		total += int(n)
+	}
+	return total, nil
+}
+
+// reserveRows marks the units of groups reserved for their SAE pair.
+func (k *KME) reserveRows(ctx context.Context, tx *sql.Tx, groups []*group) error {
+	now := time.Now().UnixNano()
+	// Single-unit groups (the common case) in one statement per pair.
+	var single []*group
+	for _, g := range groups {
+		if len(g.units) == 1 {
+			single = append(single, g)
+			continue
+		}
+		for part, u := range g.units {
+			res, err := k.w.exec(ctx, tx, k.db.Rebind(`UPDATE kme_keys SET state = 1, group_id = ?, part = ?, size_bits = ?, master_sae = ?, slave_sae = ?, reserved_at = ?
+				WHERE kme_id = ? AND seq = ? AND key_id = ? AND state = 0`), g.id, part, g.sizeBits, g.master, g.slave, now, k.cfg.KMEID, u.seq, u.id)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				return fmt.Errorf("%w: %s", errStateChanged, u.id)
+			}
+		}
+	}
+	for i := 0; i < len(single); i += 500 {
+		part := single[i:min(i+500, len(single))]
+		g0 := part[0]
+		args := []any{g0.sizeBits, g0.master, g0.slave, now, k.cfg.KMEID}
+		for _, g := range part {
+			args = append(args, g.units[0].seq)
+		}
+		res, err := k.w.exec(ctx, tx, k.db.Rebind(`UPDATE kme_keys SET state = 1, group_id = key_id, part = 0, size_bits = ?, master_sae = ?, slave_sae = ?, reserved_at = ?
+			WHERE kme_id = ? AND state = 0 AND seq IN (`+placeholders(len(part))+`)`), args...)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || int(n) != len(part) {
+			return fmt.Errorf("%w: reserved %d of %d units", errStateChanged, n, len(part))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package kme
+
+import (
+	"container/list"
+	"crypto/sha1"
+	"encoding/hex"
+	"strconv"
+)
+
+// unit is one fixed-size piece of key material in the pool, as the index
+// keeps it in memory (the bytes stay encrypted in the database).
+type unit struct {
+	id      string
+	seq     int64 // deposit order at this KME
+	created int64 // unix nanoseconds of the deposit
+}
+
+// pool is the in-memory index of the available units, ordered by seq. It is
+// a cache of the database rows in state available, rebuilt at start-up; the
+// database (whose updates check the state they expect) stays the authority,
+// so no key can be handed out twice even if the index were wrong.
+type pool struct {
+	l    *list.List // of *unit, ascending seq
+	byID map[string]*list.Element
+}
+
+func newPool() *pool { return &pool{l: list.New(), byID: make(map[string]*list.Element)} }
+
+func (p *pool) len() int { return p.l.Len() }
+
+func (p *pool) has(id string) bool { _, ok := p.byID[id]; return ok }
+
+// insert adds u keeping seq order (new deposits land at the back in O(1)).
+func (p *pool) insert(u *unit) {
+	if _, ok := p.byID[u.id]; ok {
+		return
+	}
+	e := p.l.Back()
+	for e != nil && e.Value.(*unit).seq > u.seq {
+		e = e.Prev()
+	}
+	if e == nil {
+		p.byID[u.id] = p.l.PushFront(u)
+	} else {
+		p.byID[u.id] = p.l.InsertAfter(u, e)
+	}
+}
+
+func (p *pool) remove(id string) (*unit, bool) {
+	e, ok := p.byID[id]
+	if !ok {
+		return nil, false
+	}
+	delete(p.byID, id)
+	return p.l.Remove(e).(*unit), true
+}
+
+// takeFront removes and returns the n oldest units (nil when fewer exist).
+func (p *pool) takeFront(n int) []*unit {
+	if p.l.Len() < n {
+		return nil
+	}
+	out := make([]*unit, 0, n)
+	for len(out) < n {
+		e := p.l.Front()
+		u := e.Value.(*unit)
+		p.l.Remove(e)
+		delete(p.byID, u.id)
+		out = append(out, u)
+	}
+	return out
+}
+
+// takeBack removes and returns the n newest units deposited no later than
+// notAfter (nil when fewer exist). Units newer than notAfter may not have
+// reached the peer KME yet and are skipped.
+func (p *pool) takeBack(n int, notAfter int64) []*unit {
+	e := p.l.Back()
+	for e != nil && e.Value.(*unit).created > notAfter {
+		e = e.Prev()
+	}
+	var sel []*list.Element
+	for ; e != nil && len(sel) < n; e = e.Prev() {
+		sel = append(sel, e)
+	}
+	if len(sel) < n {
+		return nil
+	}
+	out := make([]*unit, n)
+	for i, e := range sel {
+		u := e.Value.(*unit)
+		p.l.Remove(e)
+		delete(p.byID, u.id)
+		out[i] = u
+	}
+	return out
+}
+
+// snapshot returns the IDs of the units deposited no later than notAfter.
+func (p *pool) snapshot(notAfter int64) []string {
+	var ids []string
+	for e := p.l.Front(); e != nil; e = e.Next() {
+		u := e.Value.(*unit)
+		if u.created <= notAfter {
+			ids = append(ids, u.id)
+		}
+	}
+	return ids
+}
+
+// parseUUID checks that s is a UUID in the canonical 8-4-4-4-12 hex form and
+// returns it in lower case.
+func parseUUID(s string) (string, bool) {
+	if len(s) != 36 {
+		return "", false
+	}
+	b := []byte(s)
+	for i, c := range b {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return "", false
+			}
+			continue
+		}
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+		case c >= 'A' && c <= 'F':
+			b[i] = c + ('a' - 'A')
+		default:
+			return "", false
+		}
+	}
+	return string(b), true
+}
+
+func uuidBytes(s string) []byte {
+	b, _ := hex.DecodeString(s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36])
+	return b
+}
+
+func formatUUID(b []byte) string {
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// unitID names unit i of a delivered QKD key. A key that is exactly one unit
+// keeps its own ID; a longer key is cut into units named by the RFC 9562
+// name-based (version 5) UUID of the decimal index in the key ID's namespace,
+// so both KMEs derive the same names without talking.
+func unitID(keyID string, i, n int) string {
+	if n == 1 {
+		return keyID
+	}
+	return uuidV5(keyID, []byte(strconv.Itoa(i)))
+}
+
+// uuidV5 is the RFC 9562 name-based UUID (SHA-1, version 5) of name in the
+// namespace ns (a canonical lower-case UUID).
+func uuidV5(ns string, name []byte) string {
+	h := sha1.New()
+	h.Write(uuidBytes(ns))
+	h.Write(name)
+	sum := h.Sum(nil)[:16]
+	sum[6] = (sum[6] & 0x0f) | 0x50
+	sum[8] = (sum[8] & 0x3f) | 0x80
+	return formatUUID(sum)
+}

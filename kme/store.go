@@ -1,0 +1,370 @@
+package kme
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/qshield/qshield/internal/sqldb"
+)
+
+// component is the name the kme tables are migrated under.
+const component = "kme"
+
+var migrations = []sqldb.Migration{{
+	Version: 1,
+	SQLite: `
+CREATE TABLE kme_keys (
+	kme_id      TEXT    NOT NULL,
+	key_id      TEXT    NOT NULL,
+	seq         INTEGER NOT NULL,
+	key_enc     BLOB    NOT NULL,
+	state       INTEGER NOT NULL,
+	group_id    TEXT,
+	part        INTEGER,
+	size_bits   INTEGER,
+	master_sae  TEXT,
+	slave_sae   TEXT,
+	created_at  INTEGER NOT NULL,
+	reserved_at INTEGER,
+	PRIMARY KEY (kme_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE kme_meta (
+	kme_id     TEXT PRIMARY KEY,
+	key_check  BLOB NOT NULL,
+	created_at TEXT NOT NULL
+)`,
+	Postgres: `
+CREATE TABLE kme_keys (
+	kme_id      TEXT    NOT NULL,
+	key_id      TEXT    NOT NULL,
+	seq         BIGINT  NOT NULL,
+	key_enc     BYTEA   NOT NULL,
+	state       INTEGER NOT NULL,
+	group_id    TEXT,
+	part        INTEGER,
+	size_bits   INTEGER,
+	master_sae  TEXT,
+	slave_sae   TEXT,
+	created_at  BIGINT  NOT NULL,
+	reserved_at BIGINT,
+	PRIMARY KEY (kme_id, seq)
+);
+CREATE TABLE kme_meta (
+	kme_id     TEXT PRIMARY KEY,
+	key_check  BYTEA NOT NULL,
+	created_at TEXT NOT NULL
+)`,
+}}
+
+// Unit states in kme_keys.state.
+const (
+	stateAvailable = 0 // in the pool, not yet assigned
+	stateReserved  = 1 // assigned to (master, slave); waiting for the slave SAE
+)
+
+// sealer encrypts key units at rest with AES-256-GCM. The additional data
+// binds a ciphertext to its KME and unit ID, so rows cannot be swapped.
+type sealer struct {
+	aead  cipher.AEAD
+	check []byte
+}
+
+func newSealer(master []byte) (*sealer, error) {
+	if len(master) != 32 {
+		return nil, fmt.Errorf("%w: master key is %d bytes, want 32", ErrMasterKey, len(master))
+	}
+	// Separate keys for encryption and for the key check value.
+	enc := hmacSHA256(master, []byte("qshield kme v1 unit encryption"))
+	blk, err := aes.NewCipher(enc)
+	if err != nil {
+		return nil, fmt.Errorf("kme: aes: %w", err)
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, fmt.Errorf("kme: gcm: %w", err)
+	}
+	return &sealer{aead: aead, check: hmacSHA256(master, []byte("qshield kme v1 key check"))}, nil
+}
+
+func hmacSHA256(key, msg []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(msg)
+	return m.Sum(nil)
+}
+
+func ad(kmeID, unitID string) []byte {
+	return []byte("qshield-kme-unit\x00" + kmeID + "\x00" + unitID)
+}
+
+func (s *sealer) seal(kmeID, unitID string, plain []byte) ([]byte, error) {
+	out := make([]byte, 12, 12+len(plain)+s.aead.Overhead())
+	if _, err := rand.Read(out); err != nil {
+		return nil, fmt.Errorf("kme: nonce: %w", err)
+	}
+	return s.aead.Seal(out, out, plain, ad(kmeID, unitID)), nil
+}
+
+// corruptError names the unit whose ciphertext failed authentication.
+type corruptError struct{ unit string }
+
+func (e *corruptError) Error() string {
+	return fmt.Sprintf("%v: unit %s", ErrCorrupt, e.unit)
+}
+func (e *corruptError) Unwrap() error { return ErrCorrupt }
+
+func (s *sealer) open(kmeID, unitID string, sealed []byte) ([]byte, error) {
+	if len(sealed) < 12+s.aead.Overhead() {
+		return nil, &corruptError{unitID}
+	}
+	p, err := s.aead.Open(nil, sealed[:12], sealed[12:], ad(kmeID, unitID))
+	if err != nil {
+		return nil, &corruptError{unitID}
+	}
+	return p, nil
+}
+
+// checkMasterKey records the key check value of this KME on first use and
+// compares it afterwards, so a wrong master key is a clear error at start-up
+// rather than undecryptable keys later.
+func checkMasterKey(ctx context.Context, db *sqldb.DB, kmeID string, s *sealer) error {
+	return db.InTx(ctx, func(tx *sql.Tx) error {
+		var got []byte
+		err := tx.QueryRowContext(ctx, db.Rebind(`SELECT key_check FROM kme_meta WHERE kme_id = ?`), kmeID).Scan(&got)
+		if errors.Is(err, sql.ErrNoRows) {
+			_, err = tx.ExecContext(ctx, db.Rebind(`INSERT INTO kme_meta (kme_id, key_check, created_at) VALUES (?, ?, ?)`),
+				kmeID, s.check, time.Now().UTC().Format(time.RFC3339Nano))
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if subtle.ConstantTimeCompare(got, s.check) != 1 {
+			return fmt.Errorf("%w: the pool of KME %q was sealed with another master key", ErrMasterKey, kmeID)
+		}
+		return nil
+	})
+}
+
+// writer is a group committer: operations from concurrent requests are
+// queued and applied by one goroutine, many per transaction, each inside its
+// own savepoint so that one failing operation does not fail the others. A
+// caller returns only once its operation is committed (on SQLite with
+// synchronous=FULL: on disk), so durability costs one commit per batch, not
+// one per request.
+type writer struct {
+	once   sync.Once
+	mu     sync.RWMutex // held for reading while enqueuing; closed under it
+	closed bool
+	db     *sqldb.DB
+	smu    sync.Mutex
+	stmts  map[string]*sql.Stmt
+	ops    chan *op
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+type op struct {
+	fn   func(ctx context.Context, tx *sql.Tx) error
+	done chan error
+}
+
+const maxBatch = 64
+
+func newWriter(db *sqldb.DB) *writer {
+	w := &writer{db: db, ops: make(chan *op, 1024), stop: make(chan struct{})}
+	w.wg.Add(1)
+	go w.loop()
+	return w
+}
+
+var errClosed = errors.New("kme: key manager closed")
+
+// do runs fn in a batch transaction and waits for the commit.
+func (w *writer) do(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	o := &op{fn: fn, done: make(chan error, 1)}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return errClosed
+	}
+	select {
+	case w.ops <- o:
+		w.mu.RUnlock()
+	case <-ctx.Done():
+		w.mu.RUnlock()
+		return ctx.Err()
+	}
+	// Once queued, the operation will be applied or failed; wait for it even if
+	// ctx ends, so the caller never mistakes a committed change for a failed one.
+	return <-o.done
+}
+
+func (w *writer) close() {
+	w.once.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		close(w.stop)
+	})
+	w.wg.Wait()
+	w.closeStmts()
+}
+
+func (w *writer) loop() {
+	defer w.wg.Done()
+	for {
+		var first *op
+		select {
+		case first = <-w.ops:
+		case <-w.stop:
+			// Fail whatever is still queued.
+			for {
+				select {
+				case o := <-w.ops:
+					o.done <- errClosed
+				default:
+					return
+				}
+			}
+		}
+		batch := []*op{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-w.ops:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		w.apply(batch)
+	}
+}
+
+// apply commits batch in one transaction. An operation that fails makes the
+// transaction roll back; it is then reported and the others are applied
+// again without it (operations have no effect outside the transaction, so
+// running them again is safe — InTx relies on the same property).
+func (w *writer) apply(batch []*op) {
+	for len(batch) > 0 {
+		failed, err := w.try(batch)
+		if failed < 0 {
+			for _, o := range batch {
+				o.done <- err
+			}
+			return
+		}
+		batch[failed].done <- err
+		batch = append(batch[:failed:failed], batch[failed+1:]...)
+	}
+}
+
+// errOpFailed aborts a batch transaction because one operation failed.
+var errOpFailed = errors.New("kme: operation failed")
+
+// try runs batch in one transaction. It returns the index of the operation
+// that failed and its error, or -1 and the transaction's outcome.
+func (w *writer) try(batch []*op) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	failed, opErr := -1, error(nil)
+	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
+		failed, opErr = -1, nil
+		if w.db.Dialect == sqldb.SQLite {
+			// Overwrite deleted key material in the database pages.
+			if _, err := tx.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {
+				return err
+			}
+		}
+		for i, o := range batch {
+			if err := o.fn(ctx, tx); err != nil {
+				if sqldb.IsTransient(err) {
+					return err
+				}
+				failed, opErr = i, err
+				return errOpFailed
+			}
+		}
+		return nil
+	})
+	if failed >= 0 {
+		return failed, opErr
+	}
+	if err != nil {
+		err = fmt.Errorf("kme: commit key pool batch: %w", err)
+	}
+	return -1, err
+}
+
+// placeholders returns "?, ?, …" with n marks.
+func placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?, ", n-1) + "?"
+}
+
+// maxStmts bounds the prepared-statement cache (statements differ by the
+// length of their IN lists).
+const maxStmts = 4096
+
+// stmt returns tx's version of the prepared statement for q, preparing and
+// caching it on first use: the hot statements are parsed once, not on every
+// request.
+func (w *writer) stmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, error) {
+	w.smu.Lock()
+	st := w.stmts[q]
+	if st == nil && len(w.stmts) < maxStmts {
+		var err error
+		st, err = w.db.PrepareContext(ctx, q)
+		if err != nil {
+			w.smu.Unlock()
+			return nil, err
+		}
+		if w.stmts == nil {
+			w.stmts = make(map[string]*sql.Stmt)
+		}
+		w.stmts[q] = st
+	}
+	w.smu.Unlock()
+	if st == nil {
+		return tx.PrepareContext(ctx, q)
+	}
+	return tx.StmtContext(ctx, st), nil
+}
+
+func (w *writer) exec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	st, err := w.stmt(ctx, tx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (w *writer) query(ctx context.Context, tx *sql.Tx, q string, args ...any) (*sql.Rows, error) {
+	st, err := w.stmt(ctx, tx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (w *writer) closeStmts() {
+	w.smu.Lock()
+	defer w.smu.Unlock()
+	for _, st := range w.stmts {
+		st.Close()
+	}
+	w.stmts = nil
+}

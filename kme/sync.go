@@ -1,0 +1,384 @@
+package kme
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// The KME-to-KME protocol, served under SyncPrefix on the same mutual-TLS
+// listener as the ETSI API and accepted only from the peer KME's client
+// certificate (CommonName = PeerKMEID):
+//
+//	POST reserve   {master_SAE_ID, slave_SAE_ID, mode, keys:[{key_ID, size, units}]}
+//	               → 200 {} | 409 {message, missing:[unit IDs]} | 401 | 400 | 503
+//	POST release   {keys:[{key_ID, units}]} → 200 {}
+//	POST reconcile {unit_IDs:[…]} → 200 {missing:[…]}
+//
+// mode "slave": the slave SAE is attached to the receiver, which keeps the
+// units reserved for it; mode "discard": both SAEs are at the sender, and
+// the receiver deletes its copies.
+const SyncPrefix = "/api/v1/kme-sync/"
+
+const (
+	modeSlave   = "slave"
+	modeDiscard = "discard"
+)
+
+type syncKey struct {
+	KeyID string   `json:"key_ID"`
+	Size  int      `json:"size,omitempty"`
+	Units []string `json:"units"`
+}
+
+type reserveRequest struct {
+	Master string    `json:"master_SAE_ID"`
+	Slave  string    `json:"slave_SAE_ID"`
+	Mode   string    `json:"mode"`
+	Keys   []syncKey `json:"keys"`
+}
+
+type releaseRequest struct {
+	Keys []syncKey `json:"keys"`
+}
+
+type reconcileRequest struct {
+	UnitIDs []string `json:"unit_IDs"`
+}
+
+type syncAnswer struct {
+	Message string   `json:"message,omitempty"`
+	Missing []string `json:"missing,omitempty"` // not held at all
+	Busy    []string `json:"busy,omitempty"`    // held but taken by a request in flight
+}
+
+func syncKeys(groups []*group) []syncKey {
+	out := make([]syncKey, len(groups))
+	for i, g := range groups {
+		ids := make([]string, len(g.units))
+		for j, u := range g.units {
+			ids[j] = u.id
+		}
+		out[i] = syncKey{KeyID: g.id, Size: g.sizeBits, Units: ids}
+	}
+	return out
+}
+
+// peerClient calls the peer KME.
+type peerClient struct {
+	base string
+	hc   *http.Client
+}
+
+type peerError struct {
+	status  int
+	message string
+	missing []string
+}
+
+func (e *peerError) Error() string {
+	return fmt.Sprintf("peer KME answered %d: %s", e.status, e.message)
+}
+
+func newPeerClient(base string, tc *tls.Config) *peerClient {
+	tr := &http.Transport{
+		TLSClientConfig: tc.Clone(), ForceAttemptHTTP2: true,
+		MaxIdleConns: 64, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+	return &peerClient{base: strings.TrimRight(base, "/"), hc: &http.Client{Transport: tr, Timeout: 20 * time.Second}}
+}
+
+func (p *peerClient) call(ctx context.Context, op string, in any) (*syncAnswer, error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.base+SyncPrefix+op, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := p.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	var ans syncAnswer
+	if err := json.Unmarshal(data, &ans); err != nil {
+		return nil, fmt.Errorf("peer KME %s: %d, undecodable answer: %w", op, resp.StatusCode, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &peerError{status: resp.StatusCode, message: ans.Message, missing: ans.Missing}
+	}
+	return &ans, nil
+}
+
+func (p *peerClient) reserve(ctx context.Context, r *reserveRequest) error {
+	_, err := p.call(ctx, "reserve", r)
+	return err
+}
+
+func (p *peerClient) release(ctx context.Context, r *releaseRequest) error {
+	_, err := p.call(ctx, "release", r)
+	return err
+}
+
+// maxSyncBody bounds a sync request body.
+const maxSyncBody = 32 << 20
+
+// serveSync handles the KME-to-KME endpoints; caller is the authenticated
+// peer KME.
+func (k *KME) serveSync(w http.ResponseWriter, r *http.Request, op string) {
+	if r.Method != http.MethodPost {
+		writeSync(w, http.StatusMethodNotAllowed, &syncAnswer{Message: "POST only"})
+		return
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSyncBody))
+	dec.DisallowUnknownFields()
+	switch op {
+	case "reserve":
+		var req reserveRequest
+		if err := dec.Decode(&req); err != nil {
+			writeSync(w, http.StatusBadRequest, &syncAnswer{Message: "malformed reserve request: " + err.Error()})
+			return
+		}
+		status, ans := k.peerReserve(r.Context(), &req)
+		writeSync(w, status, ans)
+	case "release":
+		var req releaseRequest
+		if err := dec.Decode(&req); err != nil {
+			writeSync(w, http.StatusBadRequest, &syncAnswer{Message: "malformed release request: " + err.Error()})
+			return
+		}
+		status, ans := k.peerRelease(r.Context(), &req)
+		writeSync(w, status, ans)
+	case "reconcile":
+		var req reconcileRequest
+		if err := dec.Decode(&req); err != nil {
+			writeSync(w, http.StatusBadRequest, &syncAnswer{Message: "malformed reconcile request: " + err.Error()})
+			return
+		}
+		writeSync(w, http.StatusOK, &syncAnswer{Missing: k.missing(req.UnitIDs)})
+	default:
+		writeSync(w, http.StatusNotFound, &syncAnswer{Message: "unknown sync operation"})
+	}
+}
+
+func writeSync(w http.ResponseWriter, status int, a *syncAnswer) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(a)
+}
+
+// peerReserve applies a reservation decided by the peer KME.
+func (k *KME) peerReserve(ctx context.Context, req *reserveRequest) (int, *syncAnswer) {
+	if req.Mode != modeSlave && req.Mode != modeDiscard {
+		return http.StatusBadRequest, &syncAnswer{Message: "unknown mode"}
+	}
+	if req.Mode == modeSlave && !k.local[req.Slave] {
+		return http.StatusUnauthorized, &syncAnswer{Message: fmt.Sprintf("SAE %q is not attached to KME %q", req.Slave, k.cfg.KMEID)}
+	}
+	if len(req.Keys) == 0 || len(req.Keys) > k.cfg.MaxKeyPerRequest {
+		return http.StatusBadRequest, &syncAnswer{Message: "bad number of keys"}
+	}
+	maxUnits := (k.cfg.MaxKeySize + k.cfg.KeySizeBits - 1) / k.cfg.KeySizeBits
+	seen := map[string]bool{}
+	for _, key := range req.Keys {
+		if len(key.Units) == 0 || len(key.Units) > maxUnits || key.Units[0] != key.KeyID ||
+			key.Size <= 0 || key.Size > len(key.Units)*k.cfg.KeySizeBits {
+			return http.StatusBadRequest, &syncAnswer{Message: "malformed key " + key.KeyID}
+		}
+		for _, id := range key.Units {
+			if seen[id] {
+				return http.StatusBadRequest, &syncAnswer{Message: "unit listed twice"}
+			}
+			seen[id] = true
+		}
+	}
+	k.mu.Lock()
+	var taken []*unit
+	var missing, busy []string
+	groups := make([]*group, len(req.Keys))
+	for i, key := range req.Keys {
+		g := &group{id: key.KeyID, master: req.Master, slave: req.Slave, sizeBits: key.Size, fromPeer: true}
+		for _, id := range key.Units {
+			u, ok := k.pool.remove(id)
+			if !ok {
+				if k.inflight[id] != nil {
+					busy = append(busy, id)
+				} else {
+					missing = append(missing, id)
+				}
+				continue
+			}
+			k.inflight[id] = u
+			taken = append(taken, u)
+			g.units = append(g.units, u)
+		}
+		groups[i] = g
+	}
+	if len(missing) > 0 || len(busy) > 0 {
+		k.putBack(taken)
+		k.mu.Unlock()
+		return http.StatusConflict, &syncAnswer{Message: "units not available", Missing: missing, Busy: busy}
+	}
+	k.mu.Unlock()
+	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if req.Mode == modeDiscard {
+			return k.deleteRows(ctx, tx, taken, stateAvailable)
+		}
+		return k.reserveRows(ctx, tx, groups)
+	})
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err != nil {
+		k.putBack(taken)
+		k.log.Error("apply peer reservation", "err", err)
+		return http.StatusServiceUnavailable, &syncAnswer{Message: "key store error"}
+	}
+	k.forget(taken)
+	if req.Mode == modeSlave {
+		for _, g := range groups {
+			k.addGroup(g)
+		}
+	}
+	return http.StatusOK, &syncAnswer{}
+}
+
+// peerRelease returns to the pool reservations the peer made but could not
+// complete. Only reservations made by the peer and not being delivered are
+// touched.
+func (k *KME) peerRelease(ctx context.Context, req *releaseRequest) (int, *syncAnswer) {
+	k.mu.Lock()
+	var gs []*group
+	var us []*unit
+	for _, key := range req.Keys {
+		g := k.groups[key.KeyID]
+		if g == nil || !g.fromPeer || g.busy {
+			continue
+		}
+		g.busy = true
+		gs = append(gs, g)
+		us = append(us, g.units...)
+	}
+	k.mu.Unlock()
+	if len(gs) == 0 {
+		return http.StatusOK, &syncAnswer{}
+	}
+	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		for i := 0; i < len(us); i += 500 {
+			part := us[i:min(i+500, len(us))]
+			args := []any{k.cfg.KMEID}
+			for _, u := range part {
+				args = append(args, u.seq)
+			}
+			if _, err := k.w.exec(ctx, tx, k.db.Rebind(`UPDATE kme_keys SET state = 0, group_id = NULL, part = NULL, size_bits = NULL, master_sae = NULL, slave_sae = NULL, reserved_at = NULL
+				WHERE kme_id = ? AND state = 1 AND seq IN (`+placeholders(len(part))+`)`), args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, g := range gs {
+		g.busy = false
+		if err == nil {
+			k.dropGroup(g)
+			for _, u := range g.units {
+				k.pool.insert(u)
+			}
+		}
+	}
+	if err != nil {
+		return http.StatusServiceUnavailable, &syncAnswer{Message: "key store error"}
+	}
+	return http.StatusOK, &syncAnswer{}
+}
+
+// missing returns the IDs among ids that this KME holds neither in its pool
+// nor in flight.
+func (k *KME) missing(ids []string) []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for _, id := range ids {
+		if !k.pool.has(id) && k.inflight[id] == nil {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Reconcile compares this KME's available units (older than SyncGrace) with
+// the peer's and deletes those the peer does not hold, so that both pools
+// agree after one side lost a deposit (a crash between the two deposits of
+// a block, a full pool on one side). Each KME reconciles its own pool; Serve
+// runs it at start-up and every ReconcileEvery. It returns the number of
+// units removed.
+func (k *KME) Reconcile(ctx context.Context) (int, error) {
+	if k.peer == nil {
+		return 0, nil
+	}
+	k.mu.Lock()
+	ids := k.pool.snapshot(time.Now().Add(-k.cfg.SyncGrace).UnixNano())
+	k.mu.Unlock()
+	removed := 0
+	const chunk = 20000
+	for i := 0; i < len(ids) || i == 0; i += chunk {
+		part := ids[i:min(i+chunk, len(ids))]
+		if len(part) == 0 {
+			break
+		}
+		ans, err := k.peer.call(ctx, "reconcile", &reconcileRequest{UnitIDs: part})
+		if err != nil {
+			return removed, fmt.Errorf("kme: reconcile with %s: %w", k.cfg.PeerKMEID, err)
+		}
+		if len(ans.Missing) == 0 {
+			continue
+		}
+		k.mu.Lock()
+		var drop []*unit
+		for _, id := range ans.Missing {
+			if u, ok := k.pool.remove(id); ok {
+				k.inflight[id] = u
+				drop = append(drop, u)
+			}
+		}
+		k.mu.Unlock()
+		if len(drop) == 0 {
+			continue
+		}
+		err = k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			_, err := k.deleteRowsN(ctx, tx, drop, stateAvailable)
+			return err
+		})
+		k.mu.Lock()
+		if err != nil {
+			k.putBack(drop)
+		} else {
+			k.forget(drop)
+		}
+		k.mu.Unlock()
+		if err != nil {
+			return removed, fmt.Errorf("kme: reconcile: delete units: %w", err)
+		}
+		removed += len(drop)
+	}
+	if removed > 0 {
+		k.log.Warn("reconciled key pool with peer KME", "removed_units", removed)
+	}
+	return removed, nil
+}

@@ -1,0 +1,1015 @@
+// Package link runs a QKD session: Alice and Bob as two separate parties
+// exchanging typed messages over an authenticated Transport, block after block:
+//
+//  1. quantum transmission (simulated by package bb84 on Alice's side; Bob's
+//     detector output reaches him as a Quantum message, standing in for the
+//     fibre: it is not part of the public discussion);
+//  2. sifting: Bob announces detected slots and bases, Alice her bases and the
+//     intensity class of each;
+//  3. parameter estimation: Alice discloses a random sample of the sifted signal
+//     bits and all sifted decoy and vacuum bits; Bob counts the errors; Alice
+//     bounds Y1 and e1 (package decoy) and aborts when the QBER exceeds the
+//     limit or no secret key can be extracted;
+//  4. information reconciliation: Cascade on frames of FrameBits bits, Bob asking
+//     Alice for parities (package cascade);
+//  5. verification: Alice sends a GF(2^64) polynomial tag of every frame at a
+//     fresh random point; frames whose tags differ are discarded;
+//  6. privacy amplification: Alice fixes the output length from the decoy bounds,
+//     the disclosed bits and the security parameter, and a Toeplitz seed; both
+//     hash the verified bits (package privacy), cut the result into keys named
+//     by UUIDs Alice chooses, and hand them to their sinks — Bob first, then
+//     Alice once Bob confirms.
+//
+// Transports: Pipe (in-memory, same codec), and TCP with mutual TLS (Dial,
+// Accept, Serve). The classical channel must be authenticated; QKD's security
+// rests on it. Messages are length-prefixed frames; the decoder is a bounded
+// parser that rejects anything inconsistent (fuzzed).
+package link
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+
+	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/qkd/bb84"
+	"github.com/qshield/qshield/qkd/cascade"
+	"github.com/qshield/qshield/qkd/decoy"
+	"github.com/qshield/qshield/qkd/privacy"
+)
+
+// Sentinel errors.
+var (
+	ErrConfig   = errors.New("qkd/link: invalid configuration")
+	ErrProtocol = errors.New("qkd/link: protocol violation")
+	ErrPeer     = errors.New("qkd/link: peer aborted the session")
+)
+
+// Config configures a session. The zero value of each field means its default.
+type Config struct {
+	// Physics of the link (only Alice, who runs the simulator, uses it).
+	Physics bb84.Params
+	// SourceRateHz is the pulse rate, for the key rate in bit/s (default 40 MHz,
+	// the seed's QKD device).
+	SourceRateHz float64
+	// PulsesPerBlock is the number of pulses per block (default 10^8).
+	PulsesPerBlock int64
+	// Blocks is the number of blocks to run; 0 runs until ctx is cancelled
+	// (Bob: until Alice closes the connection).
+	Blocks int
+	// FrameBits is the Cascade frame length (default 16384).
+	FrameBits int
+	// SampleFraction of the sifted signal bits is disclosed to estimate the
+	// QBER (default 0.05).
+	SampleFraction float64
+	// Epsilon is the security parameter: failure probability of privacy
+	// amplification and of each finite-size bound (default 1e-10).
+	Epsilon float64
+	// FiniteSize applies finite-size corrections to the decoy bounds.
+	FiniteSize bool
+	// KeyBytes is the size of each delivered key (default 32).
+	KeyBytes int
+	// MaxQBER aborts a block whose sampled QBER exceeds it (default 0.11,
+	// where 1 − 2h(e) reaches zero).
+	MaxQBER float64
+	// FPlanning is the reconciliation efficiency assumed when deciding, before
+	// reconciliation, whether a block can yield a key (default 1.10).
+	FPlanning float64
+	// ContinueOnAbort keeps running after an aborted block; the run then
+	// returns an error wrapping qkd.ErrAborted at its end.
+	ContinueOnAbort bool
+	// Seed makes the simulation reproducible (tests); nil draws from crypto/rand.
+	Seed *[32]byte
+	// OnBlock, when set, is called by the party after each block with that
+	// block's statistics.
+	OnBlock func(block qkd.Stats)
+	// Log receives debug messages; nil discards them.
+	Log *slog.Logger
+}
+
+// DefaultConfig returns the GYS link at km kilometres with every default.
+func DefaultConfig(km float64) Config {
+	return Config{Physics: bb84.DefaultParams(km)}
+}
+
+func (c Config) normalized(alice bool) (Config, error) {
+	if c.SourceRateHz == 0 {
+		c.SourceRateHz = 40e6
+	}
+	if c.PulsesPerBlock == 0 {
+		c.PulsesPerBlock = 1e8
+	}
+	if c.FrameBits == 0 {
+		c.FrameBits = 16384
+	}
+	if c.SampleFraction == 0 {
+		c.SampleFraction = 0.05
+	}
+	if c.Epsilon == 0 {
+		c.Epsilon = 1e-10
+	}
+	if c.KeyBytes == 0 {
+		c.KeyBytes = 32
+	}
+	if c.MaxQBER == 0 {
+		c.MaxQBER = 0.11
+	}
+	if c.FPlanning == 0 {
+		c.FPlanning = 1.10
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	bad := func(f string, a ...any) (Config, error) {
+		return c, fmt.Errorf("%w: "+f, append([]any{ErrConfig}, a...)...)
+	}
+	switch {
+	case !(c.SourceRateHz > 0 && c.SourceRateHz < 1e12):
+		return bad("source rate %g Hz", c.SourceRateHz)
+	case c.PulsesPerBlock < 1e4 || c.PulsesPerBlock > 1<<44:
+		return bad("%d pulses per block (want 10^4 … 1.7·10^13)", c.PulsesPerBlock)
+	case c.Blocks < 0:
+		return bad("%d blocks", c.Blocks)
+	case c.FrameBits < 1024 || c.FrameBits > 1<<24:
+		return bad("frame of %d bits (want 1024 … 2^24)", c.FrameBits)
+	case !(c.SampleFraction > 0 && c.SampleFraction < 0.5):
+		return bad("sample fraction %g", c.SampleFraction)
+	case !(c.Epsilon > 0 && c.Epsilon < 0.01):
+		return bad("security parameter %g", c.Epsilon)
+	case c.KeyBytes < 1 || c.KeyBytes > 1<<20:
+		return bad("key size %d bytes", c.KeyBytes)
+	case !(c.MaxQBER > 0 && c.MaxQBER < 0.5):
+		return bad("QBER limit %g", c.MaxQBER)
+	case !(c.FPlanning >= 1 && c.FPlanning < 3):
+		return bad("planning efficiency %g", c.FPlanning)
+	}
+	if alice {
+		if err := c.Physics.Validate(); err != nil {
+			return c, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
+	return c, nil
+}
+
+// minFrameBits is the shortest trailing frame worth reconciling; shorter tails
+// are discarded.
+const minFrameBits = 256
+
+// frames cuts n key bits into frame lengths.
+func frames(n, frameBits int) []int {
+	var fs []int
+	for n >= frameBits {
+		fs = append(fs, frameBits)
+		n -= frameBits
+	}
+	if n >= minFrameBits {
+		fs = append(fs, n)
+	}
+	return fs
+}
+
+// partition splits the sifted detections: signal bits go to the sample (each
+// with probability frac, drawn from seed) or to the key; decoy and vacuum bits
+// go to the decoy set. It returns detection indices in order.
+func partition(n int, match []uint64, class []uint8, seed [32]byte, frac float64) (sample, decoys, key []int32, sifted [3]int64, detected [3]int64) {
+	rng := mrand.New(mrand.NewChaCha8(seed))
+	for i := 0; i < n; i++ {
+		c := class[i]
+		detected[c]++
+		if match[i>>6]>>(uint(i)&63)&1 == 0 {
+			continue
+		}
+		sifted[c]++
+		if c != decoy.Signal {
+			decoys = append(decoys, int32(i))
+			continue
+		}
+		if rng.Float64() < frac {
+			sample = append(sample, int32(i))
+		} else {
+			key = append(key, int32(i))
+		}
+	}
+	return
+}
+
+// gather packs the bits of v at the given indices.
+func gather(v []uint64, idx []int32) []uint64 {
+	out := make([]uint64, (len(idx)+63)/64)
+	for j, i := range idx {
+		out[j>>6] |= (v[i>>6] >> (uint(i) & 63) & 1) << (uint(j) & 63)
+	}
+	return out
+}
+
+// bitsRange packs bits [lo, lo+n) of v.
+func bitsRange(v []uint64, lo, n int) []uint64 {
+	out := make([]uint64, (n+63)/64)
+	for j := 0; j < n; j++ {
+		i := lo + j
+		out[j>>6] |= (v[i>>6] >> (uint(i) & 63) & 1) << (uint(j) & 63)
+	}
+	return out
+}
+
+// appendBits appends the first n bits of src to dst holding dn bits.
+func appendBits(dst []uint64, dn int, src []uint64, n int) []uint64 {
+	for j := 0; j < n; j++ {
+		if (dn+j)&63 == 0 {
+			dst = append(dst, 0)
+		}
+		dst[(dn+j)>>6] |= (src[j>>6] >> (uint(j) & 63) & 1) << (uint(dn+j) & 63)
+	}
+	return dst
+}
+
+func countDiff(a, b []uint64, n int) int64 {
+	var c int64
+	for i := 0; i < n; i++ {
+		c += int64((a[i>>6] ^ b[i>>6]) >> (uint(i) & 63) & 1)
+	}
+	return c
+}
+
+// toeplitzSeed expands a 32-byte public seed into the n+m−1 seed bits of an
+// m×n Toeplitz matrix.
+func toeplitzSeed(seed [32]byte, n, m int) []uint64 {
+	rng := mrand.New(mrand.NewChaCha8(seed))
+	nb := privacy.SeedBits(n, m)
+	s := make([]uint64, (nb+63)/64)
+	for i := range s {
+		s[i] = rng.Uint64()
+	}
+	return s
+}
+
+func random32() ([32]byte, error) {
+	var s [32]byte
+	if _, err := rand.Read(s[:]); err != nil {
+		return s, fmt.Errorf("qkd/link: drawing seed: %w", err)
+	}
+	return s, nil
+}
+
+// cutKeys splits the final key into keys of keyBytes bytes.
+func cutKeys(final []uint64, ids []string, keyBytes int) []qkd.Key {
+	buf := make([]byte, 8*len(final))
+	for i, w := range final {
+		binary.LittleEndian.PutUint64(buf[8*i:], w)
+	}
+	keys := make([]qkd.Key, len(ids))
+	for i, id := range ids {
+		keys[i] = qkd.Key{ID: id, Bytes: append([]byte(nil), buf[i*keyBytes:(i+1)*keyBytes]...)}
+	}
+	clear(buf)
+	return keys
+}
+
+// recv receives the next message and checks its type; an Abort from the peer
+// becomes an error wrapping ErrPeer.
+func recv[T Message](ctx context.Context, tr Transport) (T, error) {
+	var zero T
+	m, err := tr.Recv(ctx)
+	if err != nil {
+		return zero, err
+	}
+	if a, ok := m.(*Abort); ok {
+		return zero, fmt.Errorf("%w: %s", ErrPeer, a.Reason)
+	}
+	t, ok := m.(T)
+	if !ok {
+		return zero, fmt.Errorf("%w: got %T, want %T", ErrProtocol, m, zero)
+	}
+	return t, nil
+}
+
+// fail sends an Abort to the peer (best effort) and returns err.
+func fail(ctx context.Context, tr Transport, err error) error {
+	if !errors.Is(err, ErrPeer) && ctx.Err() == nil {
+		_ = tr.Send(ctx, &Abort{Reason: err.Error()})
+	}
+	return err
+}
+
+func blockErr(blk uint64, err error) error {
+	return fmt.Errorf("qkd/link: block %d: %w", blk, err)
+}
+
+func abortedErr(blk uint64, reason string) error {
+	return fmt.Errorf("qkd/link: block %d: %s: %w", blk, reason, qkd.ErrAborted)
+}
+
+// RunAlice runs Alice's side of a session over tr: she simulates the quantum
+// transmission and leads every step. It returns the session statistics; the
+// error wraps qkd.ErrAborted when a block aborted, ErrPeer when Bob aborted,
+// and ctx.Err() when ctx was cancelled.
+func RunAlice(ctx context.Context, tr Transport, cfg Config, sink qkd.Sink) (qkd.Stats, error) {
+	var total qkd.Stats
+	cfg, err := cfg.normalized(true)
+	if err != nil {
+		return total, err
+	}
+	rng := bb84.NewRand(cfg.Seed)
+	var lastAbort error
+	for blk := uint64(0); cfg.Blocks == 0 || blk < uint64(cfg.Blocks); blk++ {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		st, err := aliceBlock(ctx, tr, &cfg, blk, rng, sink)
+		total.Add(st, cfg.SourceRateHz)
+		if cfg.OnBlock != nil {
+			cfg.OnBlock(st)
+		}
+		if err != nil {
+			return total, fail(ctx, tr, blockErr(blk, err))
+		}
+		if st.Aborted {
+			cfg.Log.Info("qkd block aborted", "block", blk, "reason", st.AbortReason)
+			lastAbort = abortedErr(blk, st.AbortReason)
+			if !cfg.ContinueOnAbort {
+				return total, lastAbort
+			}
+		}
+	}
+	return total, lastAbort
+}
+
+func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng *mrand.Rand, sink qkd.Sink) (qkd.Stats, error) {
+	st := qkd.Stats{Blocks: 1, Pulses: cfg.PulsesPerBlock}
+	sim, err := bb84.Simulate(cfg.Physics, cfg.PulsesPerBlock, rng)
+	if err != nil {
+		return st, err
+	}
+	a := &sim.Alice
+	n := a.N
+	st.Detected = int64(n)
+	if err := tr.Send(ctx, &Quantum{Block: blk, Pulses: uint64(sim.Pulses), N: uint64(n),
+		Slots: sim.Bob.Slots, Basis: sim.Bob.Basis, Value: sim.Bob.Value}); err != nil {
+		return st, err
+	}
+	sim.Bob = bb84.Record{} // Alice must not use Bob's detector output
+
+	// Sifting.
+	det, err := recv[*Detections](ctx, tr)
+	if err != nil {
+		return st, err
+	}
+	if det.Block != blk || det.N != uint64(n) {
+		return st, fmt.Errorf("%w: detection report for block %d with %d events, want block %d with %d", ErrProtocol, det.Block, det.N, blk, n)
+	}
+	for i, s := range det.Slots {
+		if s != a.Slots[i] {
+			return st, fmt.Errorf("%w: Bob reports a detection in slot %d, which Alice has no record of", ErrProtocol, s)
+		}
+	}
+	match := make([]uint64, bb84.Words(n))
+	for w := range match {
+		match[w] = ^(a.Basis[w] ^ det.Basis[w])
+	}
+	sift := &Sift{Block: blk, N: uint64(n), Basis: a.Basis, Class: a.Class}
+	for k := range sift.PulsesPerClass {
+		sift.PulsesPerClass[k] = uint64(sim.PulsesPerClass[k])
+	}
+	if err := tr.Send(ctx, sift); err != nil {
+		return st, err
+	}
+
+	// Parameter estimation.
+	seed, err := random32()
+	if err != nil {
+		return st, err
+	}
+	sample, decoys, keyIdx, sifted, detected := partition(n, match, a.Class, seed, cfg.SampleFraction)
+	for _, s := range sifted {
+		st.Sifted += s
+	}
+	st.SiftedSignal = sifted[decoy.Signal]
+	st.SampledBits = int64(len(sample) + len(decoys))
+	if err := tr.Send(ctx, &Sample{Block: blk, Seed: seed, Fraction: cfg.SampleFraction,
+		SampleBits: gather(a.Value, sample), NSample: uint64(len(sample)),
+		DecoyBits: gather(a.Value, decoys), NDecoy: uint64(len(decoys))}); err != nil {
+		return st, err
+	}
+	cnt, err := recv[*Counts](ctx, tr)
+	if err != nil {
+		return st, err
+	}
+	var compared [3]int64
+	compared[decoy.Signal] = int64(len(sample))
+	for _, i := range decoys {
+		compared[a.Class[i]]++
+	}
+	dc := decoy.Counts{Mu: cfg.Physics.Mu, Nu: cfg.Physics.Nu}
+	for k := 0; k < 3; k++ {
+		if cnt.Compared[k] != uint64(compared[k]) {
+			return st, fmt.Errorf("%w: Bob compared %d bits of class %d, Alice disclosed %d", ErrProtocol, cnt.Compared[k], k, compared[k])
+		}
+		dc.Pulses[k] = sim.PulsesPerClass[k]
+		dc.Detections[k] = detected[k]
+		dc.Sifted[k] = sifted[k]
+		dc.Errors[k] = int64(cnt.Errors[k])
+		dc.Compared[k] = compared[k]
+	}
+	if compared[decoy.Signal] > 0 {
+		st.SampledQBER = float64(dc.Errors[decoy.Signal]) / float64(compared[decoy.Signal])
+	}
+	est, k1, reason := aliceEstimate(cfg, dc)
+	st.Y1Lower, st.E1Upper = est.Y1L, est.E1U
+	nKey := len(keyIdx)
+	if reason == "" {
+		leak := int64(cfg.FPlanning*decoy.H(st.SampledQBER)*float64(nKey)) + 64*int64(len(frames(nKey, cfg.FrameBits)))
+		if decoy.SecretLength(int64(nKey), est, leak, cfg.Epsilon, cfg.FiniteSize, k1) <= 0 {
+			reason = fmt.Sprintf("no secret key: Y1 ≥ %.3g, e1 ≤ %.3g, QBER %.2f%% on %d signal bits", est.Y1L, est.E1U, 100*st.SampledQBER, nKey)
+		}
+	}
+	dec := &Decision{Block: blk, QBER: math.Min(st.SampledQBER, 0.45), FrameBits: uint64(cfg.FrameBits)}
+	if reason != "" {
+		dec.Abort, dec.Reason = true, reason
+		st.Aborted, st.AbortReason, st.AbortedBlocks = true, reason, 1
+		return st, tr.Send(ctx, dec)
+	}
+	if dec.CascadeSeed, err = random32(); err != nil {
+		return st, err
+	}
+	if err := tr.Send(ctx, dec); err != nil {
+		return st, err
+	}
+
+	// Reconciliation: answer Bob's parity requests frame by frame.
+	key := gather(a.Value, keyIdx)
+	fs := frames(nKey, cfg.FrameBits)
+	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed)
+	if err != nil {
+		return st, err
+	}
+	frameKeys := make([][]uint64, len(fs))
+	off := 0
+	for f, l := range fs {
+		frameKeys[f] = bitsRange(key, off, l)
+		off += l
+	}
+	st.DiscardedBits = int64(nKey - off)
+	responders := make([]*cascade.Alice, len(fs))
+	var corrected uint64
+	for done := false; !done; {
+		m, err := tr.Recv(ctx)
+		if err != nil {
+			return st, err
+		}
+		switch m := m.(type) {
+		case *ParityRequest:
+			rep := &ParityReply{Frames: make([]FrameReply, len(m.Frames))}
+			for k, fr := range m.Frames {
+				f := int(fr.Frame)
+				if f >= len(fs) {
+					return st, fmt.Errorf("%w: parity request for frame %d of %d", ErrProtocol, f, len(fs))
+				}
+				if responders[f] == nil {
+					if responders[f], err = cascade.NewAlice(plans[f], frameKeys[f]); err != nil {
+						return st, err
+					}
+				}
+				bits, err := responders[f].Answer(fr.Ranges)
+				if err != nil {
+					return st, err
+				}
+				st.DisclosedBits += int64(len(fr.Ranges))
+				rep.Frames[k] = FrameReply{Frame: fr.Frame, N: uint32(len(fr.Ranges)), Bits: bits}
+			}
+			st.RoundTrips++
+			if err := tr.Send(ctx, rep); err != nil {
+				return st, err
+			}
+		case *Reconciled:
+			if m.Block != blk || m.Corrected > uint64(off) {
+				return st, fmt.Errorf("%w: reconciliation end for block %d with %d corrections", ErrProtocol, m.Block, m.Corrected)
+			}
+			corrected = m.Corrected
+			done = true
+		case *Abort:
+			return st, fmt.Errorf("%w: %s", ErrPeer, m.Reason)
+		default:
+			return st, fmt.Errorf("%w: got %T during reconciliation", ErrProtocol, m)
+		}
+	}
+	parityBits := st.DisclosedBits
+	st.Frames = len(fs)
+
+	// Verification.
+	point, err := privacy.NewTagPoint()
+	if err != nil {
+		return st, err
+	}
+	ver := &Verify{Block: blk, Point: uint64(point), Tags: make([]uint64, len(fs))}
+	for f := range fs {
+		if ver.Tags[f], err = privacy.Tag(frameKeys[f], fs[f], point); err != nil {
+			return st, err
+		}
+	}
+	st.DisclosedBits += 64 * int64(len(fs))
+	if err := tr.Send(ctx, ver); err != nil {
+		return st, err
+	}
+	vr, err := recv[*VerifyResult](ctx, tr)
+	if err != nil {
+		return st, err
+	}
+	if vr.Block != blk || vr.Frames != uint64(len(fs)) {
+		return st, fmt.Errorf("%w: verification result for block %d with %d frames", ErrProtocol, vr.Block, vr.Frames)
+	}
+	okKey, nOK := joinOK(frameKeys, fs, vr.OK, &st)
+	st.ReconciledBits = int64(nOK)
+	if off > 0 {
+		st.QBER = float64(corrected) / float64(off)
+	}
+	if h := decoy.H(st.QBER); off > 0 && h > 0 {
+		st.F = float64(parityBits) / (float64(off) * h)
+	}
+
+	// Privacy amplification.
+	amp := &Amplify{Block: blk}
+	ell := decoy.SecretLength(int64(nOK), est, st.DisclosedBits, cfg.Epsilon, cfg.FiniteSize, k1)
+	nKeys := ell / int64(8*cfg.KeyBytes)
+	if ell <= 0 {
+		amp.Abort = true
+		amp.Reason = fmt.Sprintf("no secret key after reconciliation: %d verified bits, %d disclosed", nOK, st.DisclosedBits)
+		st.Aborted, st.AbortReason, st.AbortedBlocks = true, amp.Reason, 1
+		return st, tr.Send(ctx, amp)
+	}
+	if amp.Seed, err = random32(); err != nil {
+		return st, err
+	}
+	amp.Bits = uint64(nKeys) * uint64(8*cfg.KeyBytes)
+	amp.IDs = make([]string, nKeys)
+	for i := range amp.IDs {
+		if amp.IDs[i], err = newUUID(); err != nil {
+			return st, err
+		}
+	}
+	if err := tr.Send(ctx, amp); err != nil {
+		return st, err
+	}
+	keys, err := amplify(okKey, nOK, amp, cfg.KeyBytes)
+	if err != nil {
+		return st, err
+	}
+	st.FinalBits = int64(amp.Bits)
+	st.DeliveredKeys = int64(len(keys))
+	st.Add(qkd.Stats{}, cfg.SourceRateHz) // recompute ratios
+	if _, err := recv[*BlockDone](ctx, tr); err != nil {
+		return st, err
+	}
+	if len(keys) > 0 && sink != nil {
+		if err := sink(ctx, keys); err != nil {
+			return st, fmt.Errorf("qkd/link: Alice's key sink: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// aliceEstimate runs the decoy analysis. It returns the estimate, the number
+// of single-photon events behind e1 (for the finite-size sampling term) and an
+// abort reason ("" to go on).
+func aliceEstimate(cfg *Config, dc decoy.Counts) (decoy.Estimate, float64, string) {
+	eps := 0.0
+	if cfg.FiniteSize {
+		eps = cfg.Epsilon
+	}
+	if dc.Compared[decoy.Signal] == 0 {
+		return decoy.Estimate{}, 0, "no signal bits to estimate the QBER (block too short)"
+	}
+	e := float64(dc.Errors[decoy.Signal]) / float64(dc.Compared[decoy.Signal])
+	if e > cfg.MaxQBER {
+		return decoy.Estimate{}, 0, fmt.Sprintf("QBER %.2f%% above the %.1f%% limit", 100*e, 100*cfg.MaxQBER)
+	}
+	obs, err := decoy.Observe(dc, eps)
+	if err != nil {
+		return decoy.Estimate{}, 0, fmt.Sprintf("parameter estimation: %v", err)
+	}
+	obs.Emu = e
+	est, err := decoy.Bounds(obs)
+	if err != nil {
+		return est, 0, fmt.Sprintf("parameter estimation: %v", err)
+	}
+	if est.Y1L <= 0 {
+		return est, 0, "decoy bound on the single-photon yield is not positive (photon-number-splitting attack or too much loss)"
+	}
+	var k1 float64
+	if obs.Qnu > 0 {
+		nu := dc.Nu
+		k1 = float64(dc.Compared[decoy.Decoy]) * nu * math.Exp(-nu) * est.Y1L / obs.Qnu
+	}
+	return est, k1, ""
+}
+
+func makePlans(fs []int, qber float64, seed [32]byte) ([]*cascade.Plan, error) {
+	plans := make([]*cascade.Plan, len(fs))
+	byLen := map[int]*cascade.Plan{}
+	for f, l := range fs {
+		p, ok := byLen[l]
+		if !ok {
+			var err error
+			if p, err = cascade.NewPlan(l, qber, 0, seed); err != nil {
+				return nil, err
+			}
+			byLen[l] = p
+		}
+		plans[f] = p
+	}
+	return plans, nil
+}
+
+// joinOK concatenates the frames marked in ok.
+func joinOK(frameKeys [][]uint64, fs []int, ok []uint64, st *qkd.Stats) ([]uint64, int) {
+	var out []uint64
+	n := 0
+	for f, l := range fs {
+		if ok[f>>6]>>(uint(f)&63)&1 == 1 {
+			out = appendBits(out, n, frameKeys[f], l)
+			n += l
+		} else {
+			st.ResidualFrames++
+			st.DiscardedBits += int64(l)
+		}
+	}
+	return out, n
+}
+
+func amplify(key []uint64, n int, amp *Amplify, keyBytes int) ([]qkd.Key, error) {
+	m := int(amp.Bits)
+	if m > n || uint64(len(amp.IDs))*uint64(8*keyBytes) != amp.Bits {
+		return nil, fmt.Errorf("%w: %d output bits for %d keys of %d bytes from %d bits", ErrProtocol, amp.Bits, len(amp.IDs), keyBytes, n)
+	}
+	if m == 0 {
+		return nil, nil
+	}
+	final, err := privacy.Hash(key, n, toeplitzSeed(amp.Seed, n, m), m)
+	if err != nil {
+		return nil, err
+	}
+	keys := cutKeys(final, amp.IDs, keyBytes)
+	clear(final)
+	return keys, nil
+}
+
+// RunBob runs Bob's side of a session over tr. It stops after cfg.Blocks
+// blocks, or when Alice closes the transport between blocks (then the error is
+// nil), or when ctx is cancelled. Bob's Physics configuration is not used.
+func RunBob(ctx context.Context, tr Transport, cfg Config, sink qkd.Sink) (qkd.Stats, error) {
+	var total qkd.Stats
+	cfg, err := cfg.normalized(false)
+	if err != nil {
+		return total, err
+	}
+	var lastAbort error
+	for blk := uint64(0); cfg.Blocks == 0 || blk < uint64(cfg.Blocks); blk++ {
+		q, err := recv[*Quantum](ctx, tr)
+		if err != nil {
+			if errors.Is(err, ErrClosed) || errors.Is(err, io.EOF) {
+				return total, lastAbort
+			}
+			if ctx.Err() != nil {
+				return total, ctx.Err()
+			}
+			return total, fail(ctx, tr, blockErr(blk, err))
+		}
+		st, err := bobBlock(ctx, tr, &cfg, blk, q, sink)
+		total.Add(st, cfg.SourceRateHz)
+		if cfg.OnBlock != nil {
+			cfg.OnBlock(st)
+		}
+		if err != nil {
+			return total, fail(ctx, tr, blockErr(blk, err))
+		}
+		if st.Aborted {
+			lastAbort = abortedErr(blk, st.AbortReason)
+			if !cfg.ContinueOnAbort {
+				return total, lastAbort
+			}
+		}
+	}
+	return total, lastAbort
+}
+
+func bobBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, q *Quantum, sink qkd.Sink) (qkd.Stats, error) {
+	st := qkd.Stats{Blocks: 1, Pulses: int64(q.Pulses), Detected: int64(q.N)}
+	if q.Block != blk {
+		return st, fmt.Errorf("%w: quantum block %d, want %d", ErrProtocol, q.Block, blk)
+	}
+	n := int(q.N)
+	if err := tr.Send(ctx, &Detections{Block: blk, N: q.N, Slots: q.Slots, Basis: q.Basis}); err != nil {
+		return st, err
+	}
+	sift, err := recv[*Sift](ctx, tr)
+	if err != nil {
+		return st, err
+	}
+	if sift.Block != blk || sift.N != q.N {
+		return st, fmt.Errorf("%w: sifting for block %d with %d events", ErrProtocol, sift.Block, sift.N)
+	}
+	var pulses uint64
+	for _, p := range sift.PulsesPerClass {
+		pulses += p
+	}
+	if pulses != q.Pulses {
+		return st, fmt.Errorf("%w: %d pulses per class sum to %d, want %d", ErrProtocol, pulses, pulses, q.Pulses)
+	}
+	match := make([]uint64, bb84.Words(n))
+	for w := range match {
+		match[w] = ^(q.Basis[w] ^ sift.Basis[w])
+	}
+	smp, err := recv[*Sample](ctx, tr)
+	if err != nil {
+		return st, err
+	}
+	sample, decoys, keyIdx, sifted, _ := partition(n, match, sift.Class, smp.Seed, smp.Fraction)
+	if smp.Block != blk || smp.NSample != uint64(len(sample)) || smp.NDecoy != uint64(len(decoys)) {
+		return st, fmt.Errorf("%w: sample of %d+%d bits, want %d+%d", ErrProtocol, smp.NSample, smp.NDecoy, len(sample), len(decoys))
+	}
+	for _, s := range sifted {
+		st.Sifted += s
+	}
+	st.SiftedSignal = sifted[decoy.Signal]
+	st.SampledBits = int64(len(sample) + len(decoys))
+	cnt := &Counts{Block: blk}
+	cnt.Compared[decoy.Signal] = uint64(len(sample))
+	cnt.Errors[decoy.Signal] = uint64(countDiff(gather(q.Value, sample), smp.SampleBits, len(sample)))
+	bobDecoy := gather(q.Value, decoys)
+	for j, i := range decoys {
+		c := sift.Class[i]
+		cnt.Compared[c]++
+		cnt.Errors[c] += (bobDecoy[j>>6] ^ smp.DecoyBits[j>>6]) >> (uint(j) & 63) & 1
+	}
+	if len(sample) > 0 {
+		st.SampledQBER = float64(cnt.Errors[decoy.Signal]) / float64(len(sample))
+	}
+	if err := tr.Send(ctx, cnt); err != nil {
+		return st, err
+	}
+	dec, err := recv[*Decision](ctx, tr)
+	if err != nil {
+		return st, err
+	}
+	if dec.Block != blk {
+		return st, fmt.Errorf("%w: decision for block %d", ErrProtocol, dec.Block)
+	}
+	if dec.Abort {
+		st.Aborted, st.AbortReason, st.AbortedBlocks = true, dec.Reason, 1
+		return st, nil
+	}
+	if dec.FrameBits < 1024 || dec.FrameBits > 1<<24 {
+		return st, fmt.Errorf("%w: frame of %d bits", ErrProtocol, dec.FrameBits)
+	}
+
+	// Reconciliation.
+	nKey := len(keyIdx)
+	key := gather(q.Value, keyIdx)
+	fs := frames(nKey, int(dec.FrameBits))
+	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed)
+	if err != nil {
+		return st, err
+	}
+	frameKeys := make([][]uint64, len(fs))
+	off := 0
+	for f, l := range fs {
+		frameKeys[f] = bitsRange(key, off, l)
+		off += l
+	}
+	rec, err := reconcileFrames(ctx, tr, plans, frameKeys)
+	if err != nil {
+		return st, err
+	}
+	corrected := uint64(rec.Corrected)
+	st.DisclosedBits += rec.Disclosed
+	st.RoundTrips += rec.RoundTrips
+	st.DiscardedBits = int64(nKey - off)
+	st.Frames = len(fs)
+	parityBits := st.DisclosedBits
+	if err := tr.Send(ctx, &Reconciled{Block: blk, Corrected: corrected}); err != nil {
+		return st, err
+	}
+
+	// Verification.
+	ver, err := recv[*Verify](ctx, tr)
+	if err != nil {
+		return st, err
+	}
+	if ver.Block != blk || len(ver.Tags) != len(fs) {
+		return st, fmt.Errorf("%w: %d verification tags for %d frames", ErrProtocol, len(ver.Tags), len(fs))
+	}
+	st.DisclosedBits += 64 * int64(len(fs))
+	vr := &VerifyResult{Block: blk, Frames: uint64(len(fs)), OK: make([]uint64, (len(fs)+63)/64)}
+	var mine, theirs [8]byte
+	for f := range fs {
+		t, err := privacy.Tag(frameKeys[f], fs[f], privacy.TagPoint(ver.Point))
+		if err != nil {
+			return st, err
+		}
+		binary.LittleEndian.PutUint64(mine[:], t)
+		binary.LittleEndian.PutUint64(theirs[:], ver.Tags[f])
+		if subtle.ConstantTimeCompare(mine[:], theirs[:]) == 1 {
+			vr.OK[f>>6] |= 1 << (uint(f) & 63)
+		}
+	}
+	if err := tr.Send(ctx, vr); err != nil {
+		return st, err
+	}
+	okKey, nOK := joinOK(frameKeys, fs, vr.OK, &st)
+	st.ReconciledBits = int64(nOK)
+	if off > 0 {
+		st.QBER = float64(corrected) / float64(off)
+	}
+	if h := decoy.H(st.QBER); off > 0 && h > 0 {
+		st.F = float64(parityBits) / (float64(off) * h)
+	}
+
+	// Privacy amplification.
+	amp, err := recv[*Amplify](ctx, tr)
+	if err != nil {
+		return st, err
+	}
+	if amp.Block != blk {
+		return st, fmt.Errorf("%w: amplification for block %d", ErrProtocol, amp.Block)
+	}
+	if amp.Abort {
+		st.Aborted, st.AbortReason, st.AbortedBlocks = true, amp.Reason, 1
+		return st, nil
+	}
+	keys, err := amplify(okKey, nOK, amp, cfg.KeyBytes)
+	if err != nil {
+		return st, err
+	}
+	st.FinalBits = int64(amp.Bits)
+	st.DeliveredKeys = int64(len(keys))
+	st.Add(qkd.Stats{}, cfg.SourceRateHz)
+	if len(keys) > 0 && sink != nil {
+		if err := sink(ctx, keys); err != nil {
+			return st, fmt.Errorf("qkd/link: Bob's key sink: %w", err)
+		}
+	}
+	return st, tr.Send(ctx, &BlockDone{Block: blk})
+}
+
+// Run runs Alice and Bob in-process over a Pipe and returns Alice's statistics
+// (Bob's errors are joined to Alice's). The error wraps qkd.ErrAborted when a
+// block aborted.
+func Run(ctx context.Context, cfg Config, aliceSink, bobSink qkd.Sink) (qkd.Stats, error) {
+	ta, tb := Pipe()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bobCfg := cfg
+	bobCfg.OnBlock = nil // reported once, by Alice
+	type res struct {
+		st  qkd.Stats
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		st, err := RunBob(ctx, tb, bobCfg, bobSink)
+		ch <- res{st, err}
+	}()
+	st, err := RunAlice(ctx, ta, cfg, aliceSink)
+	ta.Close()
+	b := <-ch
+	if err == nil && b.err != nil {
+		err = b.err
+	} else if err != nil && b.err != nil && !errors.Is(err, qkd.ErrAborted) && !errors.Is(b.err, ErrPeer) {
+		err = errors.Join(err, b.err)
+	}
+	return st, err
+}
+
+// maxParallelFrames bounds the frames Bob reconciles at once (memory).
+const maxParallelFrames = 64
+
+type askMsg struct {
+	frame uint32
+	req   []cascade.Range
+	reply chan askRes
+}
+
+type askRes struct {
+	bits []uint64
+	err  error
+}
+
+// reconcileFrames runs Cascade on every frame, up to maxParallelFrames at a
+// time, each in its own goroutine. Their parity requests are gathered: when
+// every running frame waits for Alice, one ParityRequest carries them all, so
+// a block costs about as many round trips as its slowest frame.
+func reconcileFrames(ctx context.Context, tr Transport, plans []*cascade.Plan, frameKeys [][]uint64) (cascade.Result, error) {
+	var total cascade.Result
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reqCh := make(chan askMsg)
+	type done struct {
+		res cascade.Result
+		err error
+		rb  *cascade.Bob
+	}
+	doneCh := make(chan done)
+	free := map[*cascade.Plan][]*cascade.Bob{}
+	next, running := 0, 0
+	start := func() {
+		f := next
+		next++
+		running++
+		p := plans[f]
+		var rb *cascade.Bob
+		if l := free[p]; len(l) > 0 {
+			rb, free[p] = l[len(l)-1], l[:len(l)-1]
+		} else {
+			rb = cascade.NewBob(p)
+		}
+		go func() {
+			res, err := rb.Reconcile(ctx, frameKeys[f], func(ctx context.Context, req []cascade.Range) ([]uint64, error) {
+				m := askMsg{frame: uint32(f), req: req, reply: make(chan askRes, 1)}
+				select {
+				case reqCh <- m:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				select {
+				case r := <-m.reply:
+					return r.bits, r.err
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			})
+			doneCh <- done{res, err, rb}
+		}()
+	}
+	var firstErr error
+	var pending []askMsg
+	for next < len(plans) && running < maxParallelFrames {
+		start()
+	}
+	for running > 0 {
+		select {
+		case m := <-reqCh:
+			pending = append(pending, m)
+		case d := <-doneCh:
+			running--
+			if d.err != nil && firstErr == nil {
+				firstErr = d.err
+				cancel()
+			}
+			total.Corrected += d.res.Corrected
+			total.Disclosed += d.res.Disclosed
+			total.RoundTrips = max(total.RoundTrips, d.res.RoundTrips)
+			if d.rb != nil {
+				free[d.rb.Plan()] = append(free[d.rb.Plan()], d.rb)
+			}
+			if firstErr == nil && next < len(plans) {
+				start()
+			}
+		}
+		if firstErr == nil && running > 0 && len(pending) == running {
+			req := &ParityRequest{Frames: make([]FrameRequest, len(pending))}
+			for k, m := range pending {
+				req.Frames[k] = FrameRequest{Frame: m.frame, Ranges: m.req}
+			}
+			rep, err := exchange(ctx, tr, req)
+			for k, m := range pending {
+				if err != nil {
+					m.reply <- askRes{err: err}
+				} else {
+					m.reply <- askRes{bits: rep.Frames[k].Bits}
+				}
+			}
+			pending = pending[:0]
+			if err != nil && firstErr == nil {
+				firstErr = err
+				cancel()
+			}
+		}
+	}
+	return total, firstErr
+}
+
+// exchange sends one batched parity request and checks the reply matches it.
+func exchange(ctx context.Context, tr Transport, req *ParityRequest) (*ParityReply, error) {
+	if err := tr.Send(ctx, req); err != nil {
+		return nil, err
+	}
+	rep, err := recv[*ParityReply](ctx, tr)
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.Frames) != len(req.Frames) {
+		return nil, fmt.Errorf("%w: parities for %d frames, asked %d", ErrProtocol, len(rep.Frames), len(req.Frames))
+	}
+	for k, fr := range rep.Frames {
+		if fr.Frame != req.Frames[k].Frame || int(fr.N) != len(req.Frames[k].Ranges) {
+			return nil, fmt.Errorf("%w: %d parities for frame %d, asked %d for frame %d", ErrProtocol, fr.N, fr.Frame, len(req.Frames[k].Ranges), req.Frames[k].Frame)
+		}
+	}
+	return rep, nil
+}
