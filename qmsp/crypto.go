@@ -198,3 +198,9 @@ func (s *sealer) open(ct []byte, ad string) ([]byte, error) {
 }
 
 func sha256Hash(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// RequestMAC computes a gateway request's MAC (exported for load generators
+// that play many gateways).
+func RequestMAC(pk *[PresetKeySize]byte, kind, gi string, epoch uint64, unix int64, nonce []byte) []byte {
+	return requestMAC(pk, kind, gi, epoch, unix, nonce)
+}

@@ -59,7 +59,10 @@ type CSSConfig struct {
 	Keys MasterKeys
 	// SlaveSAE is the payment platform's SAE ID at the peer key manager.
 	SlaveSAE string
-	// BatchBytes is x, the size of the quantum key per acquisition (80..1024, default 1024).
+	// BatchBytes is x, the size of the quantum key per acquisition (default
+	// 1024). A gateway needs at least 80 (PK and one payment unit); sizes down
+	// to 24 are accepted so that the seed's Tables 1–3 (8-, 24- and 40-byte
+	// keys after the 16-byte PK) can be reproduced.
 	BatchBytes int
 	// Prefetch is how many batches the CSS keeps fetched from its key
 	// manager ahead of demand (default 16; negative disables prefetching).
@@ -97,8 +100,8 @@ func NewCSS(ctx context.Context, cfg CSSConfig) (*CSS, error) {
 	if cfg.BatchBytes == 0 {
 		cfg.BatchBytes = MaxBatchSize
 	}
-	if cfg.BatchBytes < MinBatchSize || cfg.BatchBytes > MaxBatchSize {
-		return nil, fmt.Errorf("qmsp: batch size %d outside %d..%d", cfg.BatchBytes, MinBatchSize, MaxBatchSize)
+	if cfg.BatchBytes < PresetKeySize+8 || cfg.BatchBytes > MaxBatchSize {
+		return nil, fmt.Errorf("qmsp: batch size %d outside %d..%d", cfg.BatchBytes, PresetKeySize+8, MaxBatchSize)
 	}
 	if cfg.Prefetch < 0 {
 		cfg.Prefetch = 0

@@ -245,10 +245,10 @@ func (g *Gateway) Current(ctx context.Context) (*Display, error) {
 		}
 	}
 	if g.st.ShownExpires == 0 {
+		// Kept in memory only: after a reboot a unit may be shown again with
+		// a fresh expiry, which is harmless — the platform accepts each unit
+		// once — and saves an fsync per code.
 		g.st.ShownExpires = now.Add(g.cfg.TTL).Unix()
-		if err := writeState(g.cfg.StatePath, g.seal, &g.st); err != nil {
-			return nil, err
-		}
 	}
 	keyID, err := ParseUUID(g.st.KeyID)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/ledger"
 )
@@ -249,16 +250,11 @@ func (p *PPS) gateway(ctx context.Context, gi string) (*ppsGateway, error) {
 // even when the payment fails.
 func (p *PPS) Pay(ctx context.Context, phone, idemKey string, req PaymentRequest) (*Receipt, error) {
 	r, err := p.pay(ctx, phone, idemKey, req)
-	outcome := "success"
-	details := map[string]string{"key": req.KeyID + "/" + strconv.Itoa(int(req.Unit))}
 	if err != nil {
-		outcome = "denied"
-		details["reason"] = err.Error()
-	} else {
-		details["amount"] = strconv.FormatInt(r.Amount, 10) + " " + r.Currency
-		details["transfer"] = r.TransferID
+		// Accepted payments are audited inside their claim transaction.
+		audited(ctx, p.cfg.Audit, phoneOr(phone), "qmsp.pay", "denied", req.Gateway,
+			map[string]string{"key": req.KeyID + "/" + strconv.Itoa(int(req.Unit)), "reason": err.Error()})
 	}
-	audited(ctx, p.cfg.Audit, phoneOr(phone), "qmsp.pay", outcome, req.Gateway, details)
 	return r, err
 }
 
@@ -345,6 +341,11 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 			}
 			return fmt.Errorf("%w: %s", ErrKeyUsed, ref)
 		}
+		if err != nil || p.cfg.Audit == nil {
+			return err
+		}
+		_, err = p.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay.accept", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
+			Details: map[string]string{"key": ref, "amount": strconv.FormatInt(m.Amount, 10) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10)}})
 		return err
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package qmsp
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -24,6 +25,9 @@ type SlaveKeys interface {
 // Auditor records security-relevant events. *audit.Log implements it.
 type Auditor interface {
 	Append(ctx context.Context, e audit.Entry) (audit.Record, error)
+	// AppendTx records inside the caller's transaction, so the business
+	// change and its audit record commit together.
+	AppendTx(ctx context.Context, tx *sql.Tx, e audit.Entry) (audit.Record, error)
 }
 
 var migrations = []sqldb.Migration{{

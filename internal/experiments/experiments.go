@@ -9,5 +9,6 @@ import "github.com/qshield/qshield/experiment"
 func All() []experiment.Spec {
 	return []experiment.Spec{
 		FingerprintExperiment(),
+		QMSPExperiment(),
 	}
 }
