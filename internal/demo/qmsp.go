@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
+	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/internal/qrimg"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -85,6 +87,12 @@ func QMSP() Scenario {
 		}
 
 		// Attacks.
+		rogueLedger := client.New(env.URL, env.ClientTLS(phoneCert))
+		_, _, err = rogueLedger.Transfer(ctx, newKey("steal"), server.TransferRequest{From: merchantAcct, To: payer, Amount: 36_80, Currency: "CNY"})
+		rogueLedger.Close()
+		if err := Expect(&rows, "the phone's certificate calls the ledger API directly", err, "forbidden", "devices move money only through their scheme"); err != nil {
+			return rows, err
+		}
 		ppsClient := qmsp.NewClient(env.URL, env.ClientTLS(phoneCert))
 		req, _, err := phone.BuildPayment(scanned, 36_80, 156)
 		if err != nil {

@@ -139,7 +139,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		p.ServerTLS.ClientAuth = tls.VerifyClientCertIfGiven
 		scfg.TLS = p.ServerTLS
 	}
-	p.AdminCert, err = p.CA.IssueTLS(ctx, pki.RoleClient, "qshield-admin", nil, nil)
+	p.AdminCert, err = p.CA.IssueTLS(ctx, pki.RoleClient, AdminName, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("platform: admin certificate: %w", err)
 	}
@@ -150,7 +150,11 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
-	(&server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP}).Register(p.Server)
+	api := &server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP}
+	if !cfg.InsecureHTTP {
+		api.Authorize = isAdmin
+	}
+	api.Register(p.Server)
 	if err := p.startQuantum(ctx, cfg.QKD); err != nil {
 		return nil, err
 	}

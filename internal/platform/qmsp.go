@@ -2,6 +2,8 @@ package platform
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,10 +13,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -67,6 +71,7 @@ func (p *Platform) startQMSP(ctx context.Context) error {
 	p.Server.Mount("/v1/qmsp/css/", q.CSS.Handler())
 	p.Server.Handle("POST /v1/qmsp/pay", q.PPS.Handler())
 	p.Server.Handle("GET /qmsp/gateways/{gi}/{file...}", http.HandlerFunc(q.servePage))
+	q.adminRoutes()
 	return nil
 }
 
@@ -158,36 +163,15 @@ func (q *QMSP) ProvisionGateway(ctx context.Context, gi string, merchant uint32,
 		}
 		return open(ek)
 	}
-	if _, err := q.p.Ledger.EnsureAccount(ctx, ledger.NewAccount{ID: account, Owner: "merchant " + fmt.Sprint(merchant), Kind: ledger.KindMerchant, Currency: currency}); err != nil {
-		return nil, err
-	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: gi, PublicKey: key.Public(),
-		Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"}})
+	cert, pk, err := q.EnrolGateway(ctx, gi, merchant, account, currency, key.Public())
 	if err != nil {
 		return nil, err
 	}
-	var pk [qmsp.PresetKeySize]byte
-	for attempt := 0; ; attempt++ {
-		pk, err = q.CSS.RegisterGateway(ctx, gi, merchant)
-		if err == nil || !errors.Is(err, qmsp.ErrNoQuantumKey) || attempt >= 50 {
-			break
-		}
-		select { // the link has not delivered its first keys yet
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := q.PPS.RegisterGateway(ctx, gi, merchant, account, iss.Cert); err != nil {
-		return nil, err
-	}
+	iss := &pki.Issued{Cert: cert}
 	if err := qmsp.ProvisionGateway(statePath, storage, gi, merchant, pk); err != nil {
 		return nil, err
 	}
@@ -204,10 +188,50 @@ func (q *QMSP) ProvisionGateway(ctx context.Context, gi string, merchant uint32,
 	return open(key)
 }
 
+// EnrolGateway runs the setup algorithm for a gateway whose key pair was
+// generated on the device: it opens the merchant's ledger account if needed,
+// certifies pub, registers the gateway at the CSS — receiving its preset key,
+// 16 bytes of quantum key — and at the PPS.
+func (q *QMSP) EnrolGateway(ctx context.Context, gi string, merchant uint32, account, currency string, pub crypto.PublicKey) (*x509.Certificate, [qmsp.PresetKeySize]byte, error) {
+	var pk [qmsp.PresetKeySize]byte
+	if _, err := q.p.Ledger.EnsureAccount(ctx, ledger.NewAccount{ID: account, Owner: "merchant " + fmt.Sprint(merchant), Kind: ledger.KindMerchant, Currency: currency}); err != nil {
+		return nil, pk, err
+	}
+	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: gi, PublicKey: pub,
+		Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"}})
+	if err != nil {
+		return nil, pk, err
+	}
+	for attempt := 0; ; attempt++ {
+		pk, err = q.CSS.RegisterGateway(ctx, gi, merchant)
+		if err == nil || !errors.Is(err, qmsp.ErrNoQuantumKey) || attempt >= 50 {
+			break
+		}
+		select { // the link has not delivered its first keys yet
+		case <-ctx.Done():
+			return nil, pk, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return nil, pk, err
+	}
+	if err := q.PPS.RegisterGateway(ctx, gi, merchant, account, iss.Cert); err != nil {
+		return nil, pk, err
+	}
+	return iss.Cert, pk, nil
+}
+
 // IssuePhone issues a phone's client certificate and binds payer number
 // payer (spending from account) to it at the PPS.
 func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, account string) (*pki.Issued, error) {
-	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: phone,
+	return q.EnrolPhone(ctx, phone, payer, account, nil)
+}
+
+// EnrolPhone certifies a phone (pub nil: the CA generates the key pair) and
+// binds payer number payer, spending from account, to it.
+func (q *QMSP) EnrolPhone(ctx context.Context, phone string, payer uint64, account string, pub crypto.PublicKey) (*pki.Issued, error) {
+	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: phone, PublicKey: pub,
 		Device: &pki.DeviceInfo{Serial: phone, Kind: pki.KindPhone}})
 	if err != nil {
 		return nil, err
@@ -216,4 +240,121 @@ func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, accou
 		return nil, err
 	}
 	return iss, nil
+}
+
+// AdminName is the common name of the platform's administrative client certificate.
+const AdminName = "qshield-admin"
+
+// isAdmin reports whether the request carries the platform admin certificate.
+func isAdmin(r *http.Request) bool {
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && r.TLS.VerifiedChains[0][0].Subject.CommonName == AdminName
+}
+
+// GatewayEnrolment is the body of POST /v1/qmsp/admin/gateways.
+type GatewayEnrolment struct {
+	Gateway   string `json:"gateway"`
+	Merchant  uint32 `json:"merchant"`
+	Account   string `json:"account"`
+	Currency  string `json:"currency"`
+	PublicKey []byte `json:"public_key"` // PKIX DER, generated on the device
+}
+
+// GatewayEnrolled is its answer: the device certificate and the preset key.
+type GatewayEnrolled struct {
+	Certificate []byte `json:"certificate"` // DER
+	PresetKey   []byte `json:"preset_key"`
+	CA          []byte `json:"ca"` // DER of the platform root
+}
+
+// PhoneEnrolment is the body of POST /v1/qmsp/admin/phones.
+type PhoneEnrolment struct {
+	Phone     string `json:"phone"`
+	Payer     uint64 `json:"payer"`
+	Account   string `json:"account"`
+	PublicKey []byte `json:"public_key"`
+}
+
+func (q *QMSP) adminRoutes() {
+	q.p.Server.Handle("POST /v1/qmsp/admin/gateways", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isAdmin(r) {
+			httpx.WriteProblem(w, r, http.StatusForbidden, "admin_required", "this endpoint needs the platform admin certificate")
+			return
+		}
+		var req GatewayEnrolment
+		if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
+			return
+		}
+		pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
+		if err != nil {
+			httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "public_key is not a PKIX public key: "+err.Error())
+			return
+		}
+		if req.Currency == "" {
+			req.Currency = "CNY"
+		}
+		cert, pk, err := q.EnrolGateway(r.Context(), req.Gateway, req.Merchant, req.Account, req.Currency, pub)
+		if err != nil {
+			q.enrolError(w, r, err)
+			return
+		}
+		httpx.WriteJSON(w, http.StatusCreated, GatewayEnrolled{Certificate: cert.Raw, PresetKey: pk[:], CA: q.p.CA.Certificate().Raw})
+	}))
+	q.p.Server.Handle("POST /v1/qmsp/admin/phones", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isAdmin(r) {
+			httpx.WriteProblem(w, r, http.StatusForbidden, "admin_required", "this endpoint needs the platform admin certificate")
+			return
+		}
+		var req PhoneEnrolment
+		if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
+			return
+		}
+		pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
+		if err != nil {
+			httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "public_key is not a PKIX public key: "+err.Error())
+			return
+		}
+		iss, err := q.EnrolPhone(r.Context(), req.Phone, req.Payer, req.Account, pub)
+		if err != nil {
+			q.enrolError(w, r, err)
+			return
+		}
+		httpx.WriteJSON(w, http.StatusCreated, GatewayEnrolled{Certificate: iss.Cert.Raw, CA: q.p.CA.Certificate().Raw})
+	}))
+	// A gateway asks whether its displayed unit was spent (to move on).
+	q.p.Server.Handle("GET /v1/qmsp/units/{key}/{unit}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			httpx.WriteProblem(w, r, http.StatusUnauthorized, "client_certificate_required", "a device certificate is required")
+			return
+		}
+		id, err := qmsp.ParseUUID(r.PathValue("key"))
+		unit, uerr := strconv.ParseUint(r.PathValue("unit"), 10, 16)
+		if err != nil || uerr != nil {
+			httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "want /v1/qmsp/units/{uuid}/{unit}")
+			return
+		}
+		used, err := q.PPS.UnitUsed(r.Context(), qmsp.KeyRef{KeyID: id, Unit: uint16(unit)})
+		if err != nil {
+			httpx.WriteProblem(w, r, http.StatusInternalServerError, "internal", "internal error")
+			return
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]bool{"used": used})
+	}))
+}
+
+func (q *QMSP) enrolError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, qmsp.ErrGatewayExists), errors.Is(err, ledger.ErrAccountExists):
+		httpx.WriteProblem(w, r, http.StatusConflict, "exists", err.Error())
+	case errors.Is(err, qmsp.ErrFormat), errors.Is(err, pki.ErrBadRequest), errors.Is(err, ledger.ErrInvalidAccount), errors.Is(err, ledger.ErrAccountNotFound):
+		httpx.WriteProblem(w, r, http.StatusBadRequest, "invalid", err.Error())
+	case errors.Is(err, qmsp.ErrNoQuantumKey):
+		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "no_quantum_key", err.Error())
+	default:
+		if sqldb.IsUniqueViolation(err) {
+			httpx.WriteProblem(w, r, http.StatusConflict, "exists", "already enrolled")
+			return
+		}
+		q.p.Config.Log.Error("qmsp enrolment", "err", err)
+		httpx.WriteProblem(w, r, http.StatusInternalServerError, "internal", "internal error")
+	}
 }

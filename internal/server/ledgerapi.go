@@ -26,6 +26,11 @@ type LedgerAPI struct {
 	Ledger *ledger.Ledger
 	// RequireClientCert refuses requests without a verified client certificate.
 	RequireClientCert bool
+	// Authorize, when set, decides whether the verified caller may use the
+	// ledger API at all (the platform allows only its admin certificate:
+	// devices such as phones and gateways move money only through their
+	// scheme's own checks).
+	Authorize func(*http.Request) bool
 }
 
 // Register mounts the routes on s.
@@ -43,6 +48,10 @@ func (a *LedgerAPI) auth(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.RequireClientCert && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
 			httpx.WriteProblem(w, r, http.StatusUnauthorized, "client_certificate_required", "this endpoint needs a client certificate issued by the platform CA")
+			return
+		}
+		if a.Authorize != nil && !a.Authorize(r) {
+			httpx.WriteProblem(w, r, http.StatusForbidden, "forbidden", "this certificate may not use the ledger API")
 			return
 		}
 		h(w, r)
