@@ -36,9 +36,9 @@ type Account struct {
 	Kind          Kind      `json:"kind"`
 	Currency      string    `json:"currency"`
 	AllowNegative bool      `json:"allow_negative"`
-	Balance       int64     `json:"balance"`         // posted
-	PendingDebit  int64     `json:"pending_debit"`   // reserved by pending outgoing transfers
-	PendingCredit int64     `json:"pending_credit"`  // announced by pending incoming transfers
+	Balance       int64     `json:"balance"`        // posted
+	PendingDebit  int64     `json:"pending_debit"`  // reserved by pending outgoing transfers
+	PendingCredit int64     `json:"pending_credit"` // announced by pending incoming transfers
 	CreatedAt     time.Time `json:"created_at"`
 }
 

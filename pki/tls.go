@@ -22,17 +22,36 @@ import (
 // post-quantum X25519MLKEM768. TLS needs an ECDSA P-256 CA; with an SM2 CA
 // every handshake fails with ErrTLSNotSM2.
 func (ca *CA) ServerTLS(ctx context.Context, cert tls.Certificate) *tls.Config {
+	return ca.serverTLS(ctx, cert, true)
+}
+
+// ServerTLSOptionalClient is ServerTLS for a server that also serves pages to
+// browsers: a client certificate is verified (chain, role, revocation) when
+// one is presented, and a connection without one is allowed; handlers that
+// need a client identity must check r.TLS.VerifiedChains themselves.
+func (ca *CA) ServerTLSOptionalClient(ctx context.Context, cert tls.Certificate) *tls.Config {
+	return ca.serverTLS(ctx, cert, false)
+}
+
+func (ca *CA) serverTLS(ctx context.Context, cert tls.Certificate, require bool) *tls.Config {
+	auth := tls.RequireAndVerifyClientCert
+	if !require {
+		auth = tls.VerifyClientCertIfGiven
+	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		MaxVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientAuth:   auth,
 		ClientCAs:    ca.RootPool(),
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if ca.alg != ECDSAP256 {
 				return ErrTLSNotSM2
 			}
 			if len(cs.PeerCertificates) == 0 {
+				if !require {
+					return nil
+				}
 				return fmt.Errorf("%w: no client certificate", ErrUntrusted)
 			}
 			leaf := cs.PeerCertificates[0]

@@ -237,7 +237,9 @@ func (c *Client) Pay(ctx context.Context, idemKey string, req PaymentRequest) (*
 // seen a payment with the displayed one.
 type GatewayPage struct {
 	Gateway *Gateway
-	PPS     *PPS
+	// Used reports whether the platform has seen a payment with a unit
+	// (in-process: PPS.UnitUsed; a standalone gateway asks the server).
+	Used func(ctx context.Context, ref KeyRef) (bool, error)
 }
 
 var pageTmpl = template.Must(template.New("gw").Parse(`<!doctype html>
@@ -286,8 +288,8 @@ func (gp *GatewayPage) current(ctx context.Context) (*Display, error) {
 	if err != nil {
 		return nil, err
 	}
-	if gp.PPS != nil {
-		used, err := gp.PPS.UnitUsed(ctx, d.Ref)
+	if gp.Used != nil {
+		used, err := gp.Used(ctx, d.Ref)
 		if err != nil {
 			return nil, err
 		}

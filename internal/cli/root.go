@@ -26,6 +26,8 @@ func Root(g *Globals) *cobra.Command {
 		ServeCommand(g),
 		DemoCommand(g),
 		AuditCommand(g),
+		GatewayCommand(g),
+		PhoneCommand(g),
 		ExperimentCommand(g, func() (*experiment.Registry, error) { return experiment.NewRegistry(experiments.All()...) }),
 	)
 	return root

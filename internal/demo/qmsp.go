@@ -12,8 +12,8 @@ import (
 
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
-	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/internal/qrimg"
+	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"

@@ -469,4 +469,3 @@ func qmspEndToEnd(ctx context.Context, p *platform.Platform, url string, phones 
 	t.Notes = append(t.Notes, "Each payment: the gateway signs a fresh code (refilling its 15-unit batch from the CSS over HTTPS when spent), the phone seals M with the pad and a one-time Poly1305 tag and posts it over mutual TLS; the PPS verifies the gateway signature and the tag, claims the unit and moves the money in the ledger before answering.")
 	return t, nil
 }
-

@@ -133,10 +133,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("platform: server certificate: %w", err)
 		}
-		p.ServerTLS = p.CA.ServerTLS(ctx, cert)
 		// Pages for people (QR displays) are fetched without client
 		// certificates; API routes demand one themselves.
-		p.ServerTLS.ClientAuth = tls.VerifyClientCertIfGiven
+		p.ServerTLS = p.CA.ServerTLSOptionalClient(ctx, cert)
 		scfg.TLS = p.ServerTLS
 	}
 	p.AdminCert, err = p.CA.IssueTLS(ctx, pki.RoleClient, AdminName, nil, nil)

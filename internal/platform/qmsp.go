@@ -3,11 +3,11 @@ package platform
 import (
 	"context"
 	"crypto"
-	"crypto/x509"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -88,7 +88,7 @@ func (q *QMSP) servePage(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, status, "gateway_unavailable", err.Error())
 		return
 	}
-	(&qmsp.GatewayPage{Gateway: g, PPS: q.PPS}).ServeHTTP(w, r)
+	(&qmsp.GatewayPage{Gateway: g, Used: q.PPS.UnitUsed}).ServeHTTP(w, r)
 }
 
 // Gateway returns the in-process gateway gi; the built-in one is registered

@@ -1,0 +1,558 @@
+package experiments
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qshield/qshield/experiment"
+	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/ledger"
+)
+
+// TransferFunc performs one posted transfer of amount minor units of
+// LoadCurrency between two load accounts under an idempotency key, returning
+// only once it is acknowledged (durable).
+type TransferFunc func(ctx context.Context, from, to string, amount int64, key string) error
+
+// LoadCurrency is the currency of the load accounts.
+const LoadCurrency = "XTS" // ISO 4217 code reserved for testing
+
+// LoadAccountID names the i-th load account (0 ≤ i < accounts).
+func LoadAccountID(i int) string { return fmt.Sprintf("load-%06d", i) }
+
+const (
+	loadIssuer = "load-issuer"
+	loadFund   = int64(1_000_000_000_000)
+)
+
+// LoadTarget is one system under test in the ledger experiment.
+type LoadTarget struct {
+	Name string
+	// Open prepares the target for a run over accounts load accounts (created
+	// and funded, e.g. with PrepareLoadLedger) and returns its transfer
+	// function and a cleanup. It returns ErrSkip (wrapped) when the target is
+	// not available (e.g. no PostgreSQL).
+	Open func(ctx context.Context, env *experiment.Env, accounts int) (TransferFunc, func(), error)
+	// PGBench asks for pgbench's TPC-B TPS at the same concurrency beside it.
+	PGBench bool
+}
+
+// ErrSkip marks a target that cannot run in this environment.
+var ErrSkip = errors.New("target not available")
+
+// LoadResult is the outcome of one RunLoad cell.
+type LoadResult struct {
+	Clients   int           `json:"clients"`
+	Accounts  int           `json:"accounts"`
+	Duration  time.Duration `json:"duration_ns"`
+	Transfers int64         `json:"transfers"` // acknowledged
+	Errors    int64         `json:"errors"`
+	FirstErr  string        `json:"first_error,omitempty"`
+	TPS       float64       `json:"tps"`
+	P50       time.Duration `json:"p50_ns"`
+	P99       time.Duration `json:"p99_ns"`
+}
+
+// RunLoad runs clients goroutines for duration, each making transfers of 1–100
+// units between two distinct random load accounts out of accounts, and reports
+// the acknowledged rate and latency percentiles.
+func RunLoad(ctx context.Context, clients, accounts int, duration time.Duration, transfer TransferFunc) LoadResult {
+	res := LoadResult{Clients: clients, Accounts: accounts}
+	if clients < 1 || accounts < 2 {
+		res.FirstErr = "need at least 1 client and 2 accounts"
+		return res
+	}
+	var prefix [6]byte
+	_, _ = rand.Read(prefix[:])
+	run := hex.EncodeToString(prefix[:])
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lat := make([][]time.Duration, clients)
+	var nErr atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(duration)
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			seed := uint64(c)*0x9E3779B97F4A7C15 + uint64(start.UnixNano())
+			next := func(n int) int {
+				seed ^= seed << 13
+				seed ^= seed >> 7
+				seed ^= seed << 17
+				return int(seed % uint64(n))
+			}
+			for i := 0; ctx.Err() == nil && time.Now().Before(deadline); i++ {
+				a := next(accounts)
+				b := next(accounts - 1)
+				if b >= a {
+					b++
+				}
+				key := fmt.Sprintf("load-%s-%d-%d", run, c, i)
+				t0 := time.Now()
+				err := transfer(ctx, LoadAccountID(a), LoadAccountID(b), int64(1+next(100)), key)
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					if nErr.Add(1) == 1 {
+						firstErr.Store(err.Error())
+					}
+					continue
+				}
+				lat[c] = append(lat[c], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	res.Duration = time.Since(start)
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	res.Transfers = int64(len(all))
+	res.Errors = nErr.Load()
+	if s, ok := firstErr.Load().(string); ok {
+		res.FirstErr = s
+	}
+	res.TPS = float64(res.Transfers) / res.Duration.Seconds()
+	if len(all) > 0 {
+		res.P50 = all[len(all)/2]
+		res.P99 = all[min(len(all)-1, int(math.Ceil(float64(len(all))*0.99))-1)]
+	}
+	return res
+}
+
+// PrepareLoadLedger opens a ledger on db and creates, idempotently, the issuer
+// and accounts funded load accounts.
+func PrepareLoadLedger(ctx context.Context, db *sqldb.DB, accounts int) (*ledger.Ledger, error) {
+	l, err := ledger.Open(ctx, db, ledger.WithSweepInterval(0))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := l.EnsureAccount(ctx, ledger.NewAccount{ID: loadIssuer, Owner: "load", Kind: ledger.KindSystem, Currency: LoadCurrency, AllowNegative: true}); err != nil {
+		l.Close()
+		return nil, err
+	}
+	// Concurrent setup lets the SQLite group commit batch it.
+	var next atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= accounts {
+					return
+				}
+				id := LoadAccountID(i)
+				_, err := l.EnsureAccount(ctx, ledger.NewAccount{ID: id, Owner: "load", Kind: ledger.KindUser, Currency: LoadCurrency})
+				if err == nil {
+					_, err = l.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "fund-" + id, From: loadIssuer, To: id, Amount: loadFund, Currency: LoadCurrency})
+				}
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("prepare %s: %w", id, err)
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		l.Close()
+		return nil, firstErr
+	}
+	return l, nil
+}
+
+// LedgerTransferFunc adapts a ledger to TransferFunc.
+func LedgerTransferFunc(l *ledger.Ledger) TransferFunc {
+	return func(ctx context.Context, from, to string, amount int64, key string) error {
+		_, err := l.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: key, From: from, To: to, Amount: amount, Currency: LoadCurrency})
+		return err
+	}
+}
+
+// SQLiteTarget is the ledger in-process on a fresh SQLite file.
+func SQLiteTarget() LoadTarget {
+	return LoadTarget{Name: "sqlite (in-process)", Open: func(ctx context.Context, env *experiment.Env, accounts int) (TransferFunc, func(), error) {
+		dir, err := os.MkdirTemp("", "qshield-ledger-exp-")
+		if err != nil {
+			return nil, nil, err
+		}
+		db, err := sqldb.Open(ctx, filepath.Join(dir, "ledger.db"))
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, nil, err
+		}
+		l, err := PrepareLoadLedger(ctx, db, accounts)
+		if err == nil {
+			// Start measuring with an empty WAL, not the setup's backlog.
+			_, err = db.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
+		}
+		if err != nil {
+			if l != nil {
+				l.Close()
+			}
+			db.Close()
+			os.RemoveAll(dir)
+			return nil, nil, err
+		}
+		return LedgerTransferFunc(l), func() { l.Close(); db.Close(); os.RemoveAll(dir) }, nil
+	}}
+}
+
+// PostgresTarget is the ledger in-process on a fresh schema of env.Postgres.
+func PostgresTarget() LoadTarget {
+	return LoadTarget{Name: "postgres (in-process)", PGBench: true, Open: func(ctx context.Context, env *experiment.Env, accounts int) (TransferFunc, func(), error) {
+		db, drop, err := FreshPostgres(ctx, env)
+		if err != nil {
+			return nil, nil, err
+		}
+		l, err := PrepareLoadLedger(ctx, db, accounts)
+		if err != nil {
+			drop()
+			return nil, nil, err
+		}
+		return LedgerTransferFunc(l), func() { l.Close(); drop() }, nil
+	}}
+}
+
+// FreshPostgres opens a new, empty schema in env.Postgres; cleanup drops it.
+func FreshPostgres(ctx context.Context, env *experiment.Env) (*sqldb.DB, func(), error) {
+	if env.Postgres == "" {
+		return nil, nil, fmt.Errorf("%w: no PostgreSQL reachable", ErrSkip)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "qx_" + hex.EncodeToString(b[:])
+	admin, err := sqldb.Open(ctx, env.Postgres)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrSkip, err)
+	}
+	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		admin.Close()
+		return nil, nil, fmt.Errorf("create schema: %w", err)
+	}
+	u, err := url.Parse(env.Postgres)
+	if err != nil {
+		admin.Close()
+		return nil, nil, err
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	db, err := sqldb.Open(ctx, u.String())
+	drop := func() {
+		if db != nil {
+			db.Close()
+		}
+		_, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		admin.Close()
+	}
+	if err != nil {
+		db = nil
+		drop()
+		return nil, nil, err
+	}
+	return db, drop, nil
+}
+
+// LedgerExperiment measures transfer throughput and latency. Targets run in
+// order: SQLite and PostgreSQL in-process, then any extra (e.g. the HTTPS API).
+func LedgerExperiment(extra ...LoadTarget) experiment.Spec {
+	return experiment.Spec{
+		Name:    "ledger",
+		Summary: "ledger transfers/s and p50/p99 latency by clients and accounts, against pgbench TPC-B",
+		Params: []experiment.Param{
+			{Name: "duration", Default: "3s", Usage: "length of each measured cell"},
+			{Name: "clients", Default: "1,8,64", Usage: "comma-separated concurrent client counts"},
+			{Name: "accounts", Default: "10,10000", Usage: "comma-separated account counts"},
+			{Name: "targets", Default: "all", Usage: "comma-separated target name prefixes (sqlite, postgres, https) or all"},
+			{Name: "pgbench-scale", Default: "10", Usage: "pgbench -i scale factor (0 disables pgbench)"},
+		},
+		Run: func(ctx context.Context, env *experiment.Env) (*experiment.Result, error) {
+			return runLedgerExperiment(ctx, env, append([]LoadTarget{SQLiteTarget(), PostgresTarget()}, extra...))
+		},
+	}
+}
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad count %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []LoadTarget) (*experiment.Result, error) {
+	dur, err := env.Duration("duration")
+	if err != nil {
+		return nil, err
+	}
+	if dur <= 0 {
+		return nil, fmt.Errorf("parameter duration must be positive")
+	}
+	clients, err := intList(env.String("clients"))
+	if err != nil {
+		return nil, fmt.Errorf("parameter clients: %w", err)
+	}
+	accounts, err := intList(env.String("accounts"))
+	if err != nil {
+		return nil, fmt.Errorf("parameter accounts: %w", err)
+	}
+	for _, a := range accounts {
+		if a < 2 {
+			return nil, fmt.Errorf("parameter accounts: need at least 2")
+		}
+	}
+	scale, err := env.Int("pgbench-scale")
+	if err != nil {
+		return nil, err
+	}
+	sel := strings.Split(env.String("targets"), ",")
+	chosen := func(name string) bool {
+		for _, s := range sel {
+			s = strings.TrimSpace(s)
+			if s == "all" || strings.HasPrefix(name, s) {
+				return true
+			}
+		}
+		return false
+	}
+
+	table := experiment.Table{
+		Title:  "Ledger transfers (durable, posted, random pairs)",
+		Header: []string{"target", "accounts", "clients", "transfers/s", "p50", "p99", "errors", "pgbench TPS", "ours / pgbench"},
+	}
+	var results []map[string]any
+	plot := experiment.Plot{File: "ledger-tps.png", Title: "Ledger throughput", XLabel: "concurrent clients", YLabel: "transfers/s", LogX: true}
+
+	// pgbench runs right after each cell of a target that asks for it, so
+	// both see the same load on this (possibly shared) machine.
+	var pgb *pgBench
+	var pgbNote string
+	wantPGB := false
+	for _, t := range targets {
+		wantPGB = wantPGB || (t.PGBench && chosen(t.Name))
+	}
+	switch {
+	case !wantPGB:
+	case env.Postgres == "" || scale <= 0:
+		pgbNote = "pgbench not run: no PostgreSQL reachable or pgbench-scale=0"
+	default:
+		if pgb, err = newPGBench(ctx, env, dur, scale); err != nil {
+			pgbNote = "pgbench not run: " + err.Error()
+		} else {
+			defer pgb.drop()
+			pgbNote = fmt.Sprintf("pgbench: built-in TPC-B-like script, scale %d, -M prepared, -j ≤ 2, %d s, run on the same server right after each of our cells.", scale, pgb.secs)
+		}
+	}
+	pgSeries := map[int][]float64{}
+
+	total := 0
+	for _, t := range targets {
+		if chosen(t.Name) {
+			total += len(accounts) * len(clients)
+		}
+	}
+	prog := env.Progress.Start("ledger load cells", int64(total), "cells")
+	var notes []string
+	sqlite64 := 0.0
+	for _, t := range targets {
+		if !chosen(t.Name) {
+			continue
+		}
+		for _, acc := range accounts {
+			env.Log.Info("ledger experiment: preparing", "target", t.Name, "accounts", acc)
+			transfer, cleanup, err := t.Open(ctx, env, acc)
+			if errors.Is(err, ErrSkip) {
+				notes = append(notes, fmt.Sprintf("%s skipped: %v", t.Name, err))
+				prog.Add(int64(len(clients)))
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("ledger experiment: prepare %s with %d accounts: %w", t.Name, acc, err)
+			}
+			series := experiment.Series{Name: fmt.Sprintf("%s, %d accounts", t.Name, acc)}
+			for _, c := range clients {
+				if err := ctx.Err(); err != nil {
+					cleanup()
+					return nil, err
+				}
+				r := RunLoad(ctx, c, acc, dur, transfer)
+				prog.Add(1)
+				pg, ratio := "", ""
+				var pgTPS float64
+				if pgb != nil && t.PGBench {
+					if tps, err := pgb.run(ctx, c); err != nil {
+						pg = err.Error()
+					} else {
+						pgTPS = tps
+						pg = strconv.FormatFloat(tps, 'f', 0, 64)
+						ratio = fmt.Sprintf("%.0f%%", 100*r.TPS/tps)
+						pgSeries[c] = append(pgSeries[c], tps)
+					}
+				}
+				errs := strconv.FormatInt(r.Errors, 10)
+				if r.FirstErr != "" {
+					errs += " (" + r.FirstErr + ")"
+				}
+				table.AddRow(t.Name, acc, c, strconv.FormatFloat(r.TPS, 'f', 0, 64), r.P50, r.P99, errs, pg, ratio)
+				series.X = append(series.X, float64(c))
+				series.Y = append(series.Y, r.TPS)
+				results = append(results, map[string]any{"target": t.Name, "result": r, "pgbench_tps": pgTPS})
+				if strings.HasPrefix(t.Name, "sqlite") && c == 64 && (sqlite64 == 0 || r.TPS < sqlite64) {
+					sqlite64 = r.TPS
+				}
+			}
+			cleanup()
+			plot.Series = append(plot.Series, series)
+		}
+	}
+	prog.Done()
+	if len(pgSeries) > 0 {
+		s := experiment.Series{Name: "pgbench TPC-B", Points: true}
+		for _, c := range clients {
+			for _, tps := range pgSeries[c] {
+				s.X = append(s.X, float64(c))
+				s.Y = append(s.Y, tps)
+			}
+		}
+		plot.Series = append(plot.Series, s)
+	}
+	table.Notes = append(table.Notes,
+		fmt.Sprintf("Each cell runs %s; a transfer is acknowledged only once committed (SQLite WAL synchronous=FULL with group commit; PostgreSQL synchronous_commit as configured on the server).", dur),
+		"Targets: PostgreSQL ≥ 60% of pgbench's TPS at equal concurrency; SQLite in-process ≥ 5,000 transfers/s at 64 clients.")
+	if sqlite64 > 0 {
+		verdict := "met"
+		if sqlite64 < 5000 {
+			verdict = "NOT met"
+		}
+		table.Notes = append(table.Notes, fmt.Sprintf("SQLite at 64 clients (worst account count): %.0f transfers/s — target %s.", sqlite64, verdict))
+	}
+	if pgbNote != "" {
+		table.Notes = append(table.Notes, pgbNote)
+	}
+	table.Notes = append(table.Notes, notes...)
+	return &experiment.Result{
+		Name:   "ledger",
+		Title:  "Ledger throughput and latency",
+		Tables: []experiment.Table{table},
+		Plots:  []experiment.Plot{plot},
+		Data:   results,
+	}, nil
+}
+
+var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+// pgbenchPath finds pgbench on PATH or in the Debian/Ubuntu PostgreSQL tree.
+func pgbenchPath() (string, error) {
+	if p, err := exec.LookPath("pgbench"); err == nil {
+		return p, nil
+	}
+	m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pgbench")
+	if len(m) > 0 {
+		slices.Sort(m)
+		return m[len(m)-1], nil
+	}
+	return "", errors.New("pgbench not found on PATH or under /usr/lib/postgresql/*/bin")
+}
+
+// pgBench is a throwaway database initialised for pgbench's TPC-B-like script.
+type pgBench struct {
+	bin, conn string
+	secs      int
+	drop      func()
+}
+
+// newPGBench creates the database qshield_pgbench on env.Postgres' server and
+// runs pgbench -i at scale.
+func newPGBench(ctx context.Context, env *experiment.Env, dur time.Duration, scale int) (*pgBench, error) {
+	bin, err := pgbenchPath()
+	if err != nil {
+		return nil, err
+	}
+	const dbName = "qshield_pgbench"
+	admin, err := sql.Open("pgx", env.Postgres)
+	if err != nil {
+		return nil, err
+	}
+	_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+dbName)
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+dbName); err != nil {
+		admin.Close()
+		return nil, fmt.Errorf("create database %s: %w", dbName, err)
+	}
+	drop := func() {
+		_, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+dbName)
+		admin.Close()
+	}
+	u, err := url.Parse(env.Postgres)
+	if err != nil {
+		drop()
+		return nil, err
+	}
+	u.Path = "/" + dbName
+	q := u.Query()
+	q.Del("search_path")
+	u.RawQuery = q.Encode()
+	p := &pgBench{bin: bin, conn: u.String(), secs: max(1, int(math.Ceil(dur.Seconds()))), drop: drop}
+	env.Log.Info("pgbench: initialising", "scale", scale)
+	if b, err := exec.CommandContext(ctx, bin, "-i", "-q", "-s", strconv.Itoa(scale), p.conn).CombinedOutput(); err != nil {
+		drop()
+		return nil, fmt.Errorf("pgbench -i: %v: %s", err, lastLine(b))
+	}
+	return p, nil
+}
+
+// run returns pgbench's TPS with clients connections.
+func (p *pgBench) run(ctx context.Context, clients int) (float64, error) {
+	args := []string{"-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(p.secs), p.conn}
+	b, err := exec.CommandContext(ctx, p.bin, args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pgbench -c %d: %v: %s", clients, err, lastLine(b))
+	}
+	m := tpsRE.FindSubmatch(b)
+	if m == nil {
+		return 0, fmt.Errorf("pgbench -c %d: no tps in output: %s", clients, lastLine(b))
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+func lastLine(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
