@@ -325,42 +325,61 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	if err != nil {
 		return nil, err
 	}
-	// Claim the unit: one row per (key, unit), whatever happens next.
+	// One transaction claims the unit (a row per key and unit), moves the
+	// money and writes the audit record; concurrent payments share its
+	// commit. A refusal by the ledger still commits the claim, marked
+	// refused: the unit is burned either way.
 	reqHash := requestHash(idemKey, &req)
 	ref := d.Ref.String()
+	var t ledger.Transfer
+	var refused error
 	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_payments (key_id, unit, gi, payer, amount, currency, state, request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, 'accepted', ?, ?)`),
+		refused = nil
+		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_payments (key_id, unit, gi, payer, amount, currency, state, request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, 'paid', ?, ?)`),
 			req.KeyID, int(req.Unit), req.Gateway, int64(m.Payer), m.Amount, cur, reqHash, now.UnixNano())
+		retry := false
 		if sqldb.IsUniqueViolation(err) {
 			var prev []byte
 			if qerr := tx.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT request_hash FROM qmsp_payments WHERE key_id = ? AND unit = ?`), req.KeyID, int(req.Unit)).Scan(&prev); qerr != nil {
 				return qerr
 			}
-			if idemKey != "" && bytes.Equal(prev, reqHash) {
-				return nil // the same client retrying the same request: the ledger's idempotency returns the first result
+			if idemKey == "" || !bytes.Equal(prev, reqHash) {
+				return fmt.Errorf("%w: %s", ErrKeyUsed, ref)
 			}
-			return fmt.Errorf("%w: %s", ErrKeyUsed, ref)
-		}
-		if err != nil || p.cfg.Audit == nil {
+			retry = true // the same client retrying: the ledger returns the first result
+		} else if err != nil {
 			return err
 		}
-		_, err = p.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay.accept", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
-			Details: map[string]string{"key": ref, "amount": strconv.FormatInt(m.Amount, 10) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10)}})
+		t, err = p.cfg.Ledger.TransferTx(ctx, tx, ledger.TransferRequest{
+			IdempotencyKey: "qmsp/" + ref, From: account, To: g.account, Amount: m.Amount, Currency: cur,
+			Memo: "QMSP payment via gateway " + req.Gateway,
+		})
+		if err != nil {
+			if retry {
+				return fmt.Errorf("%w: %w", ErrRefused, err)
+			}
+			refused = err
+			_, uerr := tx.ExecContext(ctx, p.cfg.DB.Rebind(`UPDATE qmsp_payments SET state = 'refused', reason = ? WHERE key_id = ? AND unit = ?`), err.Error(), req.KeyID, int(req.Unit))
+			return uerr
+		}
+		if retry {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`UPDATE qmsp_payments SET transfer_id = ? WHERE key_id = ? AND unit = ?`), t.ID, req.KeyID, int(req.Unit)); err != nil {
+			return err
+		}
+		if p.cfg.Audit == nil {
+			return nil
+		}
+		_, err = p.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
+			Details: map[string]string{"key": ref, "amount": strconv.FormatInt(m.Amount, 10) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	t, err := p.cfg.Ledger.Transfer(ctx, ledger.TransferRequest{
-		IdempotencyKey: "qmsp/" + ref, From: account, To: g.account, Amount: m.Amount, Currency: cur,
-		Memo: "QMSP payment via gateway " + req.Gateway,
-	})
-	if err != nil {
-		_ = p.batch.Do(ctx, func(tx *sql.Tx) error {
-			_, e := tx.ExecContext(ctx, p.cfg.DB.Rebind(`UPDATE qmsp_payments SET state = 'refused', reason = ? WHERE key_id = ? AND unit = ?`), err.Error(), req.KeyID, int(req.Unit))
-			return e
-		})
-		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+	if refused != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRefused, refused)
 	}
 	return &Receipt{KeyRef: ref, TransferID: t.ID, Payer: m.Payer, Merchant: m.Merchant, Amount: m.Amount, Currency: cur}, nil
 }
