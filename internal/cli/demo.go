@@ -15,6 +15,7 @@ func Scenarios() []demo.Scenario {
 	return []demo.Scenario{
 		demo.Ledger(),
 		demo.QMSP(),
+		demo.BioQR(),
 	}
 }
 

@@ -27,6 +27,7 @@ func Root(g *Globals) *cobra.Command {
 		DemoCommand(g),
 		AuditCommand(g),
 		GatewayCommand(g),
+		POSCommand(g),
 		PhoneCommand(g),
 		ExperimentCommand(g, func() (*experiment.Registry, error) { return experiment.NewRegistry(experiments.All()...) }),
 	)

@@ -10,5 +10,7 @@ func All() []experiment.Spec {
 	return []experiment.Spec{
 		FingerprintExperiment(),
 		QMSPExperiment(),
+		BioQRExperiment(),
+		LedgerExperiment(),
 	}
 }

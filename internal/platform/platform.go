@@ -32,6 +32,7 @@ import (
 	"strings"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/kme"
@@ -76,6 +77,8 @@ type Platform struct {
 	KME *kme.Pair
 	// QMSP is seed 000's services.
 	QMSP *QMSP
+	// BioQR is seed 004's settlement server.
+	BioQR *bioqr.Settlement
 
 	master []byte
 
@@ -158,6 +161,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	if err := p.startQMSP(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startBioQR(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil

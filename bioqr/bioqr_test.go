@@ -1,0 +1,528 @@
+package bioqr
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qshield/qshield/bioqr/emvqr"
+	"github.com/qshield/qshield/bioqr/qrimg"
+	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/pki"
+)
+
+const sharedData = "../../shared/data"
+
+var (
+	tplOnce sync.Once
+	tpl     Templates
+	tplErr  error
+)
+
+func templates(t *testing.T) Templates {
+	tplOnce.Do(func() { tpl, tplErr = LoadTemplates(sharedData, nil) })
+	if tplErr != nil {
+		t.Fatalf("templates: %v", tplErr)
+	}
+	return tpl
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type fixture struct {
+	ctx   context.Context
+	db    *sqldb.DB
+	ca    *pki.CA
+	led   *ledger.Ledger
+	rig   *Rig
+	audit *MemoryAuditor
+	clk   *clock
+}
+
+func fastKey() pki.KeyEncryptor {
+	k, _ := pki.RawKey(bytes.Repeat([]byte{7}, 32))
+	return k
+}
+
+func newFixture(t *testing.T, db *sqldb.DB) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	ca, err := pki.OpenOrCreateCA(ctx, db, "platform", pki.Options{}, fastKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	led, err := ledger.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
+	f := &fixture{ctx: ctx, db: db, ca: ca, led: led, audit: &MemoryAuditor{}, clk: &clock{t: time.Now()}}
+	f.rig, err = NewRig(ctx, RigConfig{DB: db, CA: ca, Ledger: led, Audit: f.audit, Templates: templates(t), Now: f.clk.Now})
+	if err != nil {
+		t.Fatalf("NewRig: %v", err)
+	}
+	return f
+}
+
+func (f *fixture) balance(t *testing.T, id string) int64 {
+	t.Helper()
+	a, err := f.led.Account(f.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Balance
+}
+
+// viaPNG renders text as a QR PNG and scans it back, as a camera would.
+func viaPNG(t *testing.T, text string) string {
+	t.Helper()
+	png, _, err := qrimg.EncodePNG(text, qrimg.M, 3)
+	if err != nil {
+		t.Fatalf("render QR: %v", err)
+	}
+	got, err := qrimg.DecodePNG(bytes.NewReader(png), 0)
+	if err != nil {
+		t.Fatalf("scan QR: %v", err)
+	}
+	if got != text {
+		t.Fatal("scanned QR differs from the rendered one")
+	}
+	return got
+}
+
+// pay runs steps 2–8: the POS issues a consumption QR, the phone reads it
+// and returns the payment QR text.
+func (f *fixture) pay(t *testing.T, amount int64, probe []byte) (string, *Consumption) {
+	t.Helper()
+	c, err := f.rig.POS.NewConsumption(f.ctx, amount)
+	if err != nil {
+		t.Fatalf("NewConsumption: %v", err)
+	}
+	read, err := f.rig.Phone.ReadConsumption(f.ctx, viaPNG(t, c.Payload))
+	if err != nil {
+		t.Fatalf("ReadConsumption: %v", err)
+	}
+	qr, err := f.rig.Phone.Pay(f.ctx, read, f.rig.Payer, probe)
+	if err != nil {
+		t.Fatalf("Pay: %v", err)
+	}
+	return viaPNG(t, qr), c
+}
+
+func TestFifteenStepsOverMutualTLS(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(t, db)
+		url, stop, err := f.rig.StartTLS(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+		before, mBefore := f.balance(t, f.rig.Payer), f.balance(t, f.rig.Merchant)
+		// Probe from the phone's own sensor.
+		qr, c := f.pay(t, 25_50, f.rig.Templates.Genuine)
+		res, err := f.rig.POS.Accept(f.ctx, qr)
+		if err != nil {
+			t.Fatalf("Accept: %v", err)
+		}
+		if res.Status != "paid" || res.Amount != 25_50 || res.ProbeSource != "phone" || res.Replayed {
+			t.Fatalf("result %+v", res)
+		}
+		// Probe from the POS's sensor.
+		f.rig.POS.Sensor = BytesSensor(f.rig.Templates.Genuine)
+		qr2, _ := f.pay(t, 10_00, nil)
+		res2, err := f.rig.POS.Accept(f.ctx, qr2)
+		if err != nil || res2.ProbeSource != "pos" {
+			t.Fatalf("Accept with POS probe: %+v, %v", res2, err)
+		}
+		if got := f.balance(t, f.rig.Payer); got != before-35_50 {
+			t.Fatalf("payer balance %d, want %d", got, before-35_50)
+		}
+		if got := f.balance(t, f.rig.Merchant); got != mBefore+35_50 {
+			t.Fatalf("merchant balance %d, want %d", got, mBefore+35_50)
+		}
+		if !strings.Contains(c.Payload, "010212") {
+			t.Fatal("consumption QR is not dynamic")
+		}
+		// The payload is a standard EMVCo payload.
+		if _, err := emvqr.Parse(c.Payload); err != nil {
+			t.Fatalf("emvqr.Parse: %v", err)
+		}
+		// Without a client certificate the API refuses.
+		resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: nil}}).Get(url + "/v1/bioqr/credential")
+		if err == nil {
+			resp.Body.Close()
+			t.Fatal("TLS handshake without a client certificate succeeded")
+		}
+		var settled int
+		for _, e := range f.audit.Snapshot() {
+			if e.Action == "bioqr.settle" && e.Outcome == "ok" {
+				settled++
+			}
+		}
+		if settled != 2 {
+			t.Fatalf("%d settle audit events, want 2", settled)
+		}
+	})
+}
+
+func TestAttacks(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(t, db)
+		r := f.rig
+		genuine, impostor := r.Templates.Genuine, r.Templates.Impostor
+
+		t.Run("fake POS from another CA", func(t *testing.T) {
+			// Same subject name as the platform root, different key.
+			evil, err := pki.NewCA(f.ctx, f.db, "evil", pki.Options{Subject: f.ca.Certificate().Subject.CommonName}, fastKey())
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, _ := NewSecureUnit("", KindPOS, pki.ECDSAP256, nil)
+			req, _ := NewCertRequest(u, "EVIL-POS", "", nil, map[string]string{AttrMerchantAccount: "thief"})
+			c, err := (&Certifier{CA: evil}).Certify(f.ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Install(u, evil.Certificate()); err != nil {
+				t.Fatal(err)
+			}
+			fake := &POS{Unit: u, Store: NewMemoryRandStore(), Merchant: r.POS.Merchant}
+			fake.Merchant.Account = "thief"
+			qr, err := fake.NewConsumption(f.ctx, 999_00)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Phone.ReadConsumption(f.ctx, qr.Payload); !errors.Is(err, ErrIllegalPOS) {
+				t.Fatalf("phone accepted a POS certified by another CA: %v", err)
+			}
+			// A forged POS key under a genuine credential fails the POS signature.
+			u2, _ := NewSecureUnit("", KindPOS, pki.ECDSAP256, nil)
+			u2.cred, u2.root = r.POS.Unit.Credential(), r.POS.Unit.Root()
+			forger := &POS{Unit: u2, Store: NewMemoryRandStore(), Merchant: r.POS.Merchant}
+			qr2, err := forger.NewConsumption(f.ctx, 1_00)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Phone.ReadConsumption(f.ctx, qr2.Payload); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("phone accepted a QR signed by a key other than the credential's: %v", err)
+			}
+		})
+
+		t.Run("revoked POS", func(t *testing.T) {
+			pos2, err := r.NewPOS(f.ctx, "POS-REVOKED", r.Merchant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := pos2.NewConsumption(f.ctx, 5_00)
+			if err != nil {
+				t.Fatal(err)
+			}
+			read, err := r.Phone.ReadConsumption(f.ctx, c.Payload)
+			if err != nil {
+				t.Fatalf("before revocation: %v", err)
+			}
+			qr, err := r.Phone.Pay(f.ctx, read, r.Payer, genuine)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.ca.Revoke(f.ctx, pos2.Unit.Certificate().SerialNumber, "terminal stolen"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Phone.ReadConsumption(f.ctx, c.Payload); !errors.Is(err, ErrIllegalPOS) {
+				t.Fatalf("phone accepted a revoked POS: %v", err)
+			}
+			// Its already-made payment QR is refused by the settlement server.
+			if _, err := pos2.Accept(f.ctx, qr); !errors.Is(err, ErrIllegalPOS) {
+				t.Fatalf("settlement accepted a revoked POS: %v", err)
+			}
+		})
+
+		t.Run("replayed payment QR", func(t *testing.T) {
+			before := f.balance(t, r.Payer)
+			qr, _ := f.pay(t, 3_00, genuine)
+			if _, err := r.POS.Accept(f.ctx, qr); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrRandCodeUsed) {
+				t.Fatalf("POS accepted a replayed payment QR: %v", err)
+			}
+			// A POS replaying to the settlement server gets the same answer,
+			// not a second payment.
+			q, _ := ParsePaymentQR(qr)
+			pt, _ := r.POS.Unit.Decrypt([]byte(paymentInfo), paymentAAD(q.KeyID), q.Ciphertext)
+			env := &Envelope{Message: pt, ProbeSource: ProbeFromPhone, POSTime: f.clk.Now()}
+			sealed, err := r.POS.SealEnvelope(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := r.Settlement.Settle(f.ctx, r.POS.Unit.Certificate(), sealed)
+			if err != nil {
+				t.Fatalf("server replay: %v", err)
+			}
+			if res.Status != "paid" {
+				t.Fatalf("server replay: %+v", res)
+			}
+			if got := f.balance(t, r.Payer); got != before-3_00 {
+				t.Fatalf("payer paid %d, want 3.00 once", before-got)
+			}
+			// Another envelope (POS probe instead) with the same RandCode is refused.
+			env2 := &Envelope{Message: pt, ProbeSource: ProbeFromPhone, POSTime: f.clk.Now().Add(time.Second)}
+			sealed2, _ := r.POS.SealEnvelope(env2)
+			if _, err := r.Settlement.Settle(f.ctx, r.POS.Unit.Certificate(), sealed2); !errors.Is(err, ErrRandCodeUsed) {
+				t.Fatalf("server accepted a second envelope for a used RandCode: %v", err)
+			}
+		})
+
+		t.Run("modified amount or ciphertext", func(t *testing.T) {
+			before := f.balance(t, r.Payer)
+			c, err := r.POS.NewConsumption(f.ctx, 88_00)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 1. The displayed amount changed (CRC recomputed): the POS signature fails.
+			body := strings.Replace(c.Payload, "540588.00", "540508.00", 1)
+			body = body[:len(body)-4]
+			forged := body + strings.ToUpper(hex16(emvqr.CRC16([]byte(body))))
+			if _, err := r.Phone.ReadConsumption(f.ctx, forged); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("phone accepted a consumption QR with a changed amount: %v", err)
+			}
+			// 2. A flipped ciphertext byte in the payment QR: decryption fails.
+			read, _ := r.Phone.ReadConsumption(f.ctx, c.Payload)
+			qr, err := r.Phone.Pay(f.ctx, read, r.Payer, genuine)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q, _ := ParsePaymentQR(qr)
+			q.Ciphertext[len(q.Ciphertext)/2] ^= 1
+			if _, err := r.POS.Accept(f.ctx, EncodePaymentQR(q)); !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("POS accepted a modified ciphertext: %v", err)
+			}
+			// 3. A rogue POS lowers... raises the amount before sealing: the
+			//    phone's signature no longer verifies.
+			c2, _ := r.POS.NewConsumption(f.ctx, 1_00)
+			read2, _ := r.Phone.ReadConsumption(f.ctx, c2.Payload)
+			qr2, _ := r.Phone.Pay(f.ctx, read2, r.Payer, genuine)
+			q2, _ := ParsePaymentQR(qr2)
+			pt, _ := r.POS.Unit.Decrypt([]byte(paymentInfo), paymentAAD(q2.KeyID), q2.Ciphertext)
+			m, err := ParsePaymentMessage(pt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Amount = 500_00
+			if m.TBS, err = m.tbs(); err != nil {
+				t.Fatal(err)
+			}
+			m.Raw = append(append([]byte(nil), m.TBS...), byte(len(m.Signature)))
+			m.Raw = append(m.Raw, m.Signature...)
+			sealed, _ := r.POS.SealEnvelope(&Envelope{Message: m.Raw, ProbeSource: ProbeFromPhone, POSTime: f.clk.Now()})
+			if _, err := r.Settlement.Settle(f.ctx, r.POS.Unit.Certificate(), sealed); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("settlement accepted an altered amount: %v", err)
+			}
+			if got := f.balance(t, r.Payer); got != before {
+				t.Fatalf("money moved: %d", before-got)
+			}
+		})
+
+		t.Run("forged payment cannot burn the customer's RandCode", func(t *testing.T) {
+			c, _ := r.POS.NewConsumption(f.ctx, 5_00)
+			read, _ := r.Phone.ReadConsumption(f.ctx, c.Payload)
+			// A bystander read the RandCode off the screen and forges a
+			// payment with an uncertified key.
+			u, _ := NewSecureUnit("", KindPhone, pki.ECDSAP256, nil)
+			u.root = r.Phone.Unit.Root()
+			m := &PaymentMessage{Amount: 5_00, Currency: "156", Account: "x", MerchantAccount: c.Account, RandCode: c.RandCode,
+				Expires: c.Expires, POSSerial: c.Credential.Serial, Created: f.clk.Now(), PhoneCredential: r.Phone.Unit.Credential().Raw}
+			if err := m.sign(u); err != nil {
+				t.Fatal(err)
+			}
+			kid := r.POS.Unit.KeyID()
+			ct, _ := seal(r.POS.Unit.Public(), []byte(paymentInfo), paymentAAD(kid), m.Raw)
+			if _, err := r.POS.Accept(f.ctx, EncodePaymentQR(&PaymentQR{KeyID: kid, Ciphertext: ct})); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("forged payment: %v", err)
+			}
+			qr, err := r.Phone.Pay(f.ctx, read, r.Payer, genuine)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.POS.Accept(f.ctx, qr); err != nil {
+				t.Fatalf("the customer's payment after the forgery: %v", err)
+			}
+		})
+
+		t.Run("wrong finger", func(t *testing.T) {
+			before := f.balance(t, r.Payer)
+			qr, _ := f.pay(t, 7_00, impostor)
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrFingerprint) {
+				t.Fatalf("settlement accepted another finger: %v", err)
+			}
+			if got := f.balance(t, r.Payer); got != before {
+				t.Fatal("money moved on a wrong finger")
+			}
+		})
+
+		t.Run("stolen phone with no finger", func(t *testing.T) {
+			before := f.balance(t, r.Payer)
+			r.POS.Sensor = nil
+			qr, _ := f.pay(t, 9_00, nil)
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrNoFingerprint) {
+				t.Fatalf("payment without any fingerprint: %v", err)
+			}
+			// The thief puts their own finger on the POS sensor.
+			r.POS.Sensor = BytesSensor(impostor)
+			qr2, _ := f.pay(t, 9_00, nil)
+			if _, err := r.POS.Accept(f.ctx, qr2); !errors.Is(err, ErrFingerprint) {
+				t.Fatalf("thief's finger accepted: %v", err)
+			}
+			r.POS.Sensor = nil
+			// A copied credential in another phone (no access to the secure
+			// unit's key) fails the phone signature even with the owner's finger.
+			thief, _ := NewSecureUnit("", KindPhone, pki.ECDSAP256, nil)
+			thief.cred, thief.root = r.Phone.Unit.Credential(), r.Phone.Unit.Root()
+			tp := &Phone{Unit: thief, Revocation: CARevocation{CA: f.ca}, Now: f.clk.Now}
+			if err := tp.SetAccounts([]string{r.Payer}); err != nil {
+				t.Fatal(err)
+			}
+			c, _ := r.POS.NewConsumption(f.ctx, 9_00)
+			read, _ := tp.ReadConsumption(f.ctx, c.Payload)
+			qr3, err := tp.Pay(f.ctx, read, r.Payer, genuine)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.POS.Accept(f.ctx, qr3); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("cloned credential accepted: %v", err)
+			}
+			if got := f.balance(t, r.Payer); got != before {
+				t.Fatal("money moved")
+			}
+		})
+
+		t.Run("expired consumption QR", func(t *testing.T) {
+			c, _ := r.POS.NewConsumption(f.ctx, 4_00)
+			read, err := r.Phone.ReadConsumption(f.ctx, c.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			qr, _ := r.Phone.Pay(f.ctx, read, r.Payer, genuine)
+			f.clk.Add(DefaultConsumptionTTL + time.Second)
+			defer f.clk.Add(-(DefaultConsumptionTTL + time.Second))
+			if _, err := r.Phone.ReadConsumption(f.ctx, c.Payload); !errors.Is(err, ErrExpired) {
+				t.Fatalf("phone accepted an expired consumption QR: %v", err)
+			}
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrExpired) {
+				t.Fatalf("POS accepted a payment for an expired consumption QR: %v", err)
+			}
+		})
+
+		t.Run("payment QR made for a different POS", func(t *testing.T) {
+			other, err := r.NewPOS(f.ctx, "POS-OTHER", r.Merchant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			qr, _ := f.pay(t, 2_00, genuine)
+			if _, err := other.Accept(f.ctx, qr); !errors.Is(err, ErrWrongPOS) {
+				t.Fatalf("another POS accepted the code: %v", err)
+			}
+			// Relabelled with the other POS's key ID: it cannot decrypt it.
+			q, _ := ParsePaymentQR(qr)
+			q.KeyID = other.Unit.KeyID()
+			if _, err := other.Accept(f.ctx, EncodePaymentQR(q)); !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("another POS decrypted the code: %v", err)
+			}
+			// The right POS still accepts it.
+			if _, err := r.POS.Accept(f.ctx, qr); err != nil {
+				t.Fatalf("right POS: %v", err)
+			}
+		})
+
+		t.Run("lockout after repeated wrong fingers", func(t *testing.T) {
+			var err error
+			for i := 0; i < 8 && !errors.Is(err, ErrLocked); i++ {
+				qr, _ := f.pay(t, 1_00, impostor)
+				_, err = r.POS.Accept(f.ctx, qr)
+			}
+			if !errors.Is(err, ErrLocked) {
+				t.Fatalf("no lockout: %v", err)
+			}
+			qr, _ := f.pay(t, 1_00, genuine)
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrLocked) {
+				t.Fatalf("locked phone paid: %v", err)
+			}
+			f.clk.Add(16 * time.Minute)
+			qr, _ = f.pay(t, 1_00, genuine)
+			if _, err := r.POS.Accept(f.ctx, qr); err != nil {
+				t.Fatalf("after the window: %v", err)
+			}
+		})
+	})
+}
+
+func hex16(v uint16) string {
+	const h = "0123456789abcdef"
+	return string([]byte{h[v>>12], h[v>>8&15], h[v>>4&15], h[v&15]})
+}
+
+// TestFifteenStepsSM2 runs the protocol with the Chinese-standard option:
+// an SM2 CA, SM2 device keys, SM2-SM3 credentials and signatures, and
+// SM2 + SM4-GCM encryption of the payment QR and the envelope.
+func TestFifteenStepsSM2(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		ca, err := pki.NewCA(ctx, db, "gm-platform", pki.Options{Algorithm: pki.SM2}, fastKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		led, err := ledger.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer led.Close()
+		r, err := NewRig(ctx, RigConfig{DB: db, CA: ca, Ledger: led, Templates: templates(t), Algorithm: pki.SM2, Audit: &MemoryAuditor{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := r.POS.NewConsumption(ctx, 18_80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read, err := r.Phone.ReadConsumption(ctx, c.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		qr, err := r.Phone.Pay(ctx, read, r.Payer, r.Templates.Genuine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, _ := ParsePaymentQR(qr)
+		if Suite(q.Ciphertext[0]) != SuiteSM2SM4 {
+			t.Fatalf("payment QR suite %v", Suite(q.Ciphertext[0]))
+		}
+		res, err := r.POS.Accept(ctx, qr)
+		if err != nil || res.Amount != 18_80 {
+			t.Fatalf("Accept: %+v %v", res, err)
+		}
+		// And the wrong finger is refused here too.
+		c2, _ := r.POS.NewConsumption(ctx, 1_00)
+		read2, _ := r.Phone.ReadConsumption(ctx, c2.Payload)
+		qr2, _ := r.Phone.Pay(ctx, read2, r.Payer, r.Templates.Impostor)
+		if _, err := r.POS.Accept(ctx, qr2); !errors.Is(err, ErrFingerprint) {
+			t.Fatalf("impostor: %v", err)
+		}
+	})
+}

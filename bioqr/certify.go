@@ -1,0 +1,252 @@
+package bioqr
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/qshield/qshield/pki"
+)
+
+// CertRequest is a device's certification request (steps C and b): its
+// public key, its device information and, for a phone, the commitment to its
+// sealed owner template, signed by the device key as proof that the
+// requester holds the private key (the CSR's self-signature).
+type CertRequest struct {
+	Kind      DeviceKind        `json:"kind"`
+	Subject   string            `json:"subject"` // device serial, InforC / InforP / InforS
+	Model     string            `json:"model,omitempty"`
+	PublicKey []byte            `json:"public_key"` // compressed point
+	Curve     string            `json:"curve"`      // "P-256" or "SM2"
+	Extra     []byte            `json:"extra,omitempty"`
+	Attrs     map[string]string `json:"attrs,omitempty"`
+	// ProofOfPossession is the device's signature over SignedBytes.
+	ProofOfPossession []byte `json:"pop"`
+}
+
+const popContext = "qshield bioqr certification request v1\x00"
+
+// SignedBytes is the canonical encoding the proof of possession covers.
+func (r *CertRequest) SignedBytes() []byte {
+	var b cryptobyte.Builder
+	b.AddBytes([]byte(popContext))
+	b.AddUint8(uint8(r.Kind))
+	addString8(&b, r.Subject)
+	addString8(&b, r.Model)
+	addString8(&b, r.Curve)
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.PublicKey) })
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.Extra) })
+	// Attributes are signed in sorted order.
+	keys := sortedKeys(r.Attrs)
+	b.AddUint8(uint8(len(keys)))
+	for _, k := range keys {
+		addString8(&b, k)
+		addString8(&b, r.Attrs[k])
+	}
+	out, err := b.Bytes()
+	if err != nil { // only on over-long fields, which Validate refuses
+		return nil
+	}
+	return out
+}
+
+func addString8(b *cryptobyte.Builder, s string) {
+	if len(s) > 255 {
+		b.SetError(fmt.Errorf("%w: field longer than 255 bytes", ErrMalformed))
+		return
+	}
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(s)) })
+}
+
+// NewCertRequest builds and signs a request inside the unit (steps A, C / a, b).
+func NewCertRequest(u *SecureUnit, subject, model string, extra []byte, attrs map[string]string) (*CertRequest, error) {
+	pub := u.Public()
+	curve := "P-256"
+	if pub.Curve != elliptic.P256() {
+		curve = "SM2"
+	}
+	r := &CertRequest{Kind: u.Kind(), Subject: subject, Model: model, Curve: curve,
+		PublicKey: elliptic.MarshalCompressed(pub.Curve, pub.X, pub.Y), Extra: extra, Attrs: attrs}
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	sig, err := u.Sign(r.SignedBytes())
+	if err != nil {
+		return nil, err
+	}
+	r.ProofOfPossession = sig
+	return r, nil
+}
+
+func (r *CertRequest) validate() error {
+	if !r.Kind.Valid() {
+		return fmt.Errorf("%w: unknown device kind", ErrMalformed)
+	}
+	if err := checkText("subject", r.Subject, 1, 64); err != nil {
+		return err
+	}
+	if err := checkText("model", r.Model, 0, 64); err != nil {
+		return err
+	}
+	if len(r.Extra) > maxExtra {
+		return fmt.Errorf("%w: extra data longer than %d bytes", ErrMalformed, maxExtra)
+	}
+	if len(r.Attrs) > 16 {
+		return fmt.Errorf("%w: more than 16 attributes", ErrMalformed)
+	}
+	for k, v := range r.Attrs {
+		if err := checkText("attribute name", k, 1, 64); err != nil {
+			return err
+		}
+		if err := checkText("attribute "+k, v, 0, 128); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkText(what, s string, min, max int) error {
+	if len(s) < min || len(s) > max || !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s must be %d..%d bytes of UTF-8", ErrMalformed, what, min, max)
+	}
+	for _, c := range s {
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("%w: %s contains a control character", ErrMalformed, what)
+		}
+	}
+	return nil
+}
+
+// publicKey decodes and checks the requested key and the proof of possession.
+func (r *CertRequest) publicKey() (*ecdsa.PublicKey, error) {
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	var curve elliptic.Curve
+	switch r.Curve {
+	case "P-256":
+		curve = elliptic.P256()
+	case "SM2":
+		curve = sm2Curve()
+	default:
+		return nil, fmt.Errorf("%w: curve %q", ErrMalformed, r.Curve)
+	}
+	if len(r.PublicKey) != 33 {
+		return nil, fmt.Errorf("%w: public key must be a 33-byte compressed point", ErrMalformed)
+	}
+	x, y := elliptic.UnmarshalCompressed(curve, r.PublicKey)
+	if x == nil {
+		return nil, fmt.Errorf("%w: public key is not on %s", ErrMalformed, r.Curve)
+	}
+	pub := &ecdsa.PublicKey{Curve: curve, X: x, Y: y}
+	msg := r.SignedBytes()
+	if msg == nil || !verifySig(pub, msg, r.ProofOfPossession) {
+		return nil, fmt.Errorf("%w: proof of possession", ErrBadSignature)
+	}
+	return pub, nil
+}
+
+// Certified is what the CA returns to a device (steps E / d).
+type Certified struct {
+	CertDER    []byte `json:"cert"`
+	Credential []byte `json:"credential"`
+	CARoot     []byte `json:"ca_root"`
+}
+
+// Install stores c in the unit after checking it against the expected root
+// (nil: trust the root in c, for first contact over an authenticated channel).
+func (c *Certified) Install(u *SecureUnit, root *x509.Certificate) error {
+	got, err := pki.ParseCertDER(c.CARoot)
+	if err != nil {
+		return fmt.Errorf("%w: CA root: %v", ErrMalformed, err)
+	}
+	if root != nil && !root.Equal(got) {
+		return fmt.Errorf("%w: the CA root differs from the trusted one", ErrBadSignature)
+	}
+	cred, err := ParseCredential(c.Credential)
+	if err != nil {
+		return err
+	}
+	if err := cred.Verify(got, u.Kind(), time.Now()); err != nil {
+		return err
+	}
+	return u.Install(got, c.CertDER, c.Credential)
+}
+
+// Certifier is the certification centre's side of steps D and c: it checks a
+// request, issues the X.509 certificate through the platform CA (recorded in
+// its register, so it can be revoked) and signs the compact credential with
+// the same CA key.
+type Certifier struct {
+	CA       *pki.CA
+	Validity time.Duration // 0: one year
+	Now      func() time.Time
+}
+
+func (c *Certifier) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// Certify issues a certificate and a credential for req.
+func (c *Certifier) Certify(ctx context.Context, req *CertRequest) (*Certified, error) {
+	pub, err := req.publicKey()
+	if err != nil {
+		return nil, err
+	}
+	validity := c.Validity
+	if validity == 0 {
+		validity = 365 * 24 * time.Hour
+	}
+	kind := map[DeviceKind]string{KindPhone: pki.KindPhone, KindPOS: pki.KindPOS, KindSettlement: pki.KindServer}[req.Kind]
+	attrs := map[string]string{}
+	for k, v := range req.Attrs {
+		attrs[k] = v
+	}
+	iss, err := c.CA.Issue(ctx, pki.IssueRequest{
+		Role:       pki.RoleDevice,
+		CommonName: req.Kind.String() + " " + req.Subject,
+		PublicKey:  pub,
+		Device:     &pki.DeviceInfo{Serial: req.Subject, Model: req.Model, Kind: kind, Attrs: attrs},
+		Validity:   validity,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bioqr: issue certificate for %s %q: %w", req.Kind, req.Subject, err)
+	}
+	cred, err := c.signCredential(req.Kind, iss.Cert, pub, req.Extra)
+	if err != nil {
+		return nil, err
+	}
+	return &Certified{CertDER: iss.DER, Credential: cred, CARoot: c.CA.Certificate().Raw}, nil
+}
+
+func (c *Certifier) signCredential(kind DeviceKind, cert *x509.Certificate, pub *ecdsa.PublicKey, extra []byte) ([]byte, error) {
+	sigAlg := uint8(sigECDSAP256)
+	if c.CA.Algorithm() == pki.SM2 {
+		sigAlg = sigSM2
+	}
+	tbs, err := credentialTBS(sigAlg, kind, cert.SerialNumber, cert.NotAfter, pub, extra)
+	if err != nil {
+		return nil, err
+	}
+	der, err := signWith(c.CA.Signer(), append([]byte(credContext), tbs...))
+	if err != nil {
+		return nil, err
+	}
+	sig, err := sigToRaw(der)
+	if err != nil {
+		return nil, err
+	}
+	var b cryptobyte.Builder
+	b.AddBytes(tbs)
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(sig) })
+	return b.Bytes()
+}

@@ -1,0 +1,54 @@
+package bioqr
+
+import (
+	"fmt"
+
+	"github.com/qshield/qshield/fingerprint"
+)
+
+// Matcher compares an enrolled owner template with a probe, both ISO/IEC
+// 19794-2 records (step 14: InforFp against InforFpN).
+type Matcher interface {
+	// Validate refuses a record that is not a usable template.
+	Validate(template []byte) error
+	// Match reports whether probe comes from the enrolled finger.
+	Match(enrolled, probe []byte) (ok bool, score float64, err error)
+}
+
+// MinMinutiae is the fewest minutiae an enrolled template may have.
+const MinMinutiae = 12
+
+// FingerprintMatcher adapts the fingerprint package's matcher (its threshold
+// is chosen for a false match rate ≤ 0.1 %).
+type FingerprintMatcher struct{ M *fingerprint.Matcher }
+
+// NewFingerprintMatcher returns the default matcher.
+func NewFingerprintMatcher() FingerprintMatcher {
+	return FingerprintMatcher{M: fingerprint.NewMatcher()}
+}
+
+// Validate parses the record and requires MinMinutiae minutiae.
+func (f FingerprintMatcher) Validate(b []byte) error {
+	t, err := fingerprint.ParseISO(b)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(t.Minutiae) < MinMinutiae {
+		return fmt.Errorf("%w: template has %d minutiae, need at least %d", ErrMalformed, len(t.Minutiae), MinMinutiae)
+	}
+	return nil
+}
+
+// Match parses both records and runs the matcher.
+func (f FingerprintMatcher) Match(enrolled, probe []byte) (bool, float64, error) {
+	a, err := fingerprint.ParseISO(enrolled)
+	if err != nil {
+		return false, 0, fmt.Errorf("%w: enrolled template: %v", ErrMalformed, err)
+	}
+	b, err := fingerprint.ParseISO(probe)
+	if err != nil {
+		return false, 0, fmt.Errorf("%w: probe: %v", ErrMalformed, err)
+	}
+	ok, score := f.M.Verify(f.M.Prepare(a), f.M.Prepare(b))
+	return ok, score, nil
+}

@@ -1,0 +1,322 @@
+package bioqr
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qshield/qshield/bioqr/qrimg"
+	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/pki"
+)
+
+func TestSealOpenSuites(t *testing.T) {
+	for _, alg := range []pki.Algorithm{pki.ECDSAP256, pki.SM2} {
+		t.Run(string(alg), func(t *testing.T) {
+			u, err := NewSecureUnit("", KindPOS, alg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			other, _ := NewSecureUnit("", KindPOS, alg, nil)
+			msg := []byte("Sum+InforCn+RandCodeC")
+			ct, err := seal(u.Public(), []byte("info"), []byte("aad"), msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[pki.Algorithm]Suite{pki.ECDSAP256: SuiteHPKEP256, pki.SM2: SuiteSM2SM4}[alg]
+			if Suite(ct[0]) != want {
+				t.Fatalf("suite %v, want %v", Suite(ct[0]), want)
+			}
+			pt, err := u.Decrypt([]byte("info"), []byte("aad"), ct)
+			if err != nil || !bytes.Equal(pt, msg) {
+				t.Fatalf("open: %q %v", pt, err)
+			}
+			for name, f := range map[string]func() error{
+				"wrong key":  func() error { _, err := other.Decrypt([]byte("info"), []byte("aad"), ct); return err },
+				"wrong aad":  func() error { _, err := u.Decrypt([]byte("info"), []byte("aaX"), ct); return err },
+				"wrong info": func() error { _, err := u.Decrypt([]byte("infX"), []byte("aad"), ct); return err },
+				"flipped bit": func() error {
+					c := bytes.Clone(ct)
+					c[len(c)-1] ^= 1
+					_, err := u.Decrypt([]byte("info"), []byte("aad"), c)
+					return err
+				},
+				"relabelled suite": func() error {
+					c := bytes.Clone(ct)
+					c[0] ^= 3
+					_, err := u.Decrypt([]byte("info"), []byte("aad"), c)
+					return err
+				},
+				"truncated": func() error { _, err := u.Decrypt([]byte("info"), []byte("aad"), ct[:20]); return err },
+			} {
+				if err := f(); !errors.Is(err, ErrDecrypt) {
+					t.Errorf("%s: %v", name, err)
+				}
+			}
+			// Signatures round-trip through the raw form.
+			der, err := u.Sign(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := sigToRaw(der)
+			if err != nil || len(raw) != 64 || !verifySig(u.Public(), msg, rawToSig(raw)) {
+				t.Fatalf("raw signature: %v", err)
+			}
+			if verifySig(u.Public(), []byte("other"), der) {
+				t.Fatal("signature verifies for another message")
+			}
+		})
+	}
+}
+
+func TestSecureUnitFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "phone.json")
+	pin := pki.PassphraseKeyWithParams([]byte("123456 correct"), pki.Argon2Params{Time: 1, Memory: 19 * 1024, Threads: 1})
+	u, err := NewSecureUnit(path, KindPhone, pki.ECDSAP256, pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.PutSecret("accounts", []byte(`["alice"]`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewSecureUnit(path, KindPhone, pki.ECDSAP256, pin); !errors.Is(err, ErrExists) {
+		t.Fatalf("overwrote an existing unit: %v", err)
+	}
+	wrong := pki.PassphraseKeyWithParams([]byte("000000 wrong!"), pki.Argon2Params{Time: 1, Memory: 19 * 1024, Threads: 1})
+	if _, err := OpenSecureUnit(path, wrong); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("wrong PIN: %v", err)
+	}
+	u2, err := OpenSecureUnit(path, pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !u2.Public().Equal(u.Public()) {
+		t.Fatal("reopened unit has another key")
+	}
+	s, err := u2.Secret("accounts")
+	if err != nil || string(s) != `["alice"]` {
+		t.Fatalf("secret: %q %v", s, err)
+	}
+	data, _ := readAll(path)
+	if bytes.Contains(data, []byte("alice")) || bytes.Contains(data, []byte("PRIVATE KEY-----\nM")) {
+		t.Fatal("secret or key in clear on disk")
+	}
+}
+
+func readAll(p string) ([]byte, error) {
+	f, err := openFile(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+func TestFileRandStoreSingleUse(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rand.json")
+	a, b := FileRandStore{Path: path}, FileRandStore{Path: path}
+	var code [16]byte
+	code[0] = 9
+	now := time.Now()
+	if err := a.Put(ctx, Pending{RandCode: code, Amount: 100, Currency: "156", MerchantAccount: "m", Expires: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.Take(ctx, code, now)
+	if err != nil || p.Amount != 100 {
+		t.Fatalf("take: %+v %v", p, err)
+	}
+	if _, err := a.Take(ctx, code, now); !errors.Is(err, ErrRandCodeUsed) {
+		t.Fatalf("second take: %v", err)
+	}
+	var other [16]byte
+	if _, err := a.Take(ctx, other, now); !errors.Is(err, ErrRandCodeUnknown) {
+		t.Fatalf("unknown code: %v", err)
+	}
+	code[0] = 10
+	_ = a.Put(ctx, Pending{RandCode: code, Amount: 1, Expires: now.Add(time.Second)})
+	if _, err := a.Take(ctx, code, now.Add(2*time.Second)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired code: %v", err)
+	}
+}
+
+func TestCredentialSM2CA(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		ca, err := pki.NewCA(ctx, db, "gm", pki.Options{Algorithm: pki.SM2}, fastKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, _ := NewSecureUnit("", KindPOS, pki.SM2, nil)
+		req, err := NewCertRequest(u, "POS-SM2", "", nil, map[string]string{AttrMerchantAccount: "m"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := (&Certifier{CA: ca}).Certify(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Install(u, ca.Certificate()); err != nil {
+			t.Fatal(err)
+		}
+		cred := u.Credential()
+		if cred.SigAlg != sigSM2 || cred.PublicKey.Curve != sm2Curve() {
+			t.Fatalf("credential %+v", cred)
+		}
+		if err := cred.Verify(ca.Certificate(), KindPOS, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := cred.Verify(ca.Certificate(), KindPhone, time.Now()); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("wrong kind accepted: %v", err)
+		}
+		if err := cred.Verify(ca.Certificate(), KindPOS, cred.NotAfter); !errors.Is(err, ErrExpired) {
+			t.Fatalf("expired credential accepted: %v", err)
+		}
+		// A payment to an SM2 POS uses SM2 encryption with SM4-GCM.
+		ct, err := seal(cred.PublicKey, []byte(paymentInfo), nil, []byte("x"))
+		if err != nil || Suite(ct[0]) != SuiteSM2SM4 {
+			t.Fatalf("suite: %v", err)
+		}
+	})
+}
+
+func TestEnrolmentChecks(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(t, db)
+		st := f.rig.Settlement
+		stc, _ := ParseCredential(st.Credential())
+		u, _ := NewSecureUnit("", KindPhone, pki.ECDSAP256, nil)
+		good := func() *EnrolRequest {
+			er, err := NewEnrolRequest(u, stc, "PHONE-X", "", f.rig.Templates.Owner, []string{f.rig.Payer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return er
+		}
+		cases := map[string]struct {
+			mutate func(*EnrolRequest)
+			want   error
+		}{
+			"commitment mismatch": {func(e *EnrolRequest) { e.SealedTemplate[len(e.SealedTemplate)-1] ^= 1 }, ErrMalformed},
+			"forged proof":        {func(e *EnrolRequest) { e.Request.Subject = "PHONE-Y" }, ErrBadSignature},
+			"unknown account":     {func(e *EnrolRequest) { e.Accounts = []string{"nobody"} }, ErrNotFound},
+			"no accounts":         {func(e *EnrolRequest) { e.Accounts = nil }, ErrMalformed},
+			"POS request":         {func(e *EnrolRequest) { e.Request.Kind = KindPOS }, ErrMalformed},
+		}
+		for name, c := range cases {
+			t.Run(name, func(t *testing.T) {
+				er := good()
+				c.mutate(er)
+				if _, err := st.Enrol(f.ctx, "test", er); !errors.Is(err, c.want) {
+					t.Fatalf("Enrol = %v, want %v", err, c.want)
+				}
+			})
+		}
+		t.Run("garbage template", func(t *testing.T) {
+			sealed, commit, _ := SealTemplate(stc, u.Public(), []byte("not a template"))
+			req, _ := NewCertRequest(u, "PHONE-Z", "", commit, nil)
+			if _, err := st.Enrol(f.ctx, "test", &EnrolRequest{Request: req, SealedTemplate: sealed, Accounts: []string{f.rig.Payer}}); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("garbage template enrolled: %v", err)
+			}
+		})
+		// Nothing was issued for the refused requests.
+		n := 0
+		for _, e := range f.audit.Snapshot() {
+			if e.Action == "bioqr.certify" && e.Outcome == "ok" {
+				n++
+			}
+		}
+		if n != 3 { // the rig's settlement server, POS and phone
+			t.Fatalf("%d certifications, want 3", n)
+		}
+		// The template is stored sealed, bound to the credential.
+		var sealed []byte
+		cred := f.rig.Phone.Unit.Credential()
+		if err := db.QueryRowContext(f.ctx, db.Rebind(`SELECT template_sealed FROM bioqr_enrolments WHERE serial = ?`), cred.Serial.Text(16)).Scan(&sealed); err != nil {
+			t.Fatal(err)
+		}
+		if h := sha256.Sum256(sealed); !bytes.Equal(h[:], cred.Extra) {
+			t.Fatal("stored template does not match the credential's commitment")
+		}
+		if bytes.Contains(sealed, f.rig.Templates.Owner[24:60]) {
+			t.Fatal("template stored in clear")
+		}
+	})
+}
+
+func TestPOSPage(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(t, db)
+		c, err := f.rig.POS.NewConsumption(f.ctx, 12_34)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.rig.Settlement.publish(f.ctx, f.rig.POS.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(f.rig.Settlement.PageHandler())
+		defer srv.Close()
+		id := f.rig.POS.Unit.Certificate().Subject.CommonName[len("pos "):]
+		resp, err := http.Get(srv.URL + "/bioqr/pos/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "12.34 CNY") || !strings.Contains(string(body), "qr.png") {
+			t.Fatalf("page %d: %s", resp.StatusCode, body)
+		}
+		resp, err = http.Get(srv.URL + "/bioqr/pos/" + id + "/qr.png")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := qrimg.DecodePNG(resp.Body, 0)
+		resp.Body.Close()
+		if err != nil || got != c.Payload {
+			t.Fatalf("page QR: %v", err)
+		}
+		// Another POS's QR cannot be published under this POS.
+		other, _ := f.rig.NewPOS(f.ctx, "POS-2", f.rig.Merchant)
+		if err := f.rig.Settlement.publish(f.ctx, other.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); !errors.Is(err, ErrWrongPOS) {
+			t.Fatalf("publish foreign QR: %v", err)
+		}
+	})
+}
+
+func TestRevocationStatusOverHTTP(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(t, db)
+		_, stop, err := f.rig.StartTLS(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+		cl := f.rig.Phone.Revocation
+		serial := f.rig.POS.Unit.Certificate().SerialNumber
+		if err := cl.CheckRevoked(f.ctx, serial); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.CheckRevoked(f.ctx, big.NewInt(12345)); !errors.Is(err, pki.ErrUnknownCert) {
+			t.Fatalf("unknown serial: %v", err)
+		}
+		_ = f.ca.Revoke(f.ctx, serial, "test")
+		if err := cl.CheckRevoked(f.ctx, serial); !errors.Is(err, pki.ErrRevoked) {
+			t.Fatalf("revoked serial: %v", err)
+		}
+		// The POS's own mutual-TLS connection is now refused too.
+		if _, err := f.rig.POS.Settler.Settle(f.ctx, []byte{1}); err == nil {
+			t.Fatal("revoked POS reached the settle endpoint")
+		}
+	})
+}

@@ -1,0 +1,31 @@
+package platform
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/qshield/qshield/bioqr"
+	"github.com/qshield/qshield/pki"
+)
+
+// startBioQR runs seed 004's settlement server: its secure unit (key pair)
+// in the state directory, sealed under a platform secret, and its routes.
+func (p *Platform) startBioQR(ctx context.Context) error {
+	enc, err := pki.RawKey(p.Secret("bioqr-settlement"))
+	if err != nil {
+		return err
+	}
+	su, err := bioqr.OpenOrCreateSecureUnit(filepath.Join(p.StateDir, "bioqr-settlement.json"), bioqr.KindSettlement, pki.ECDSAP256, enc)
+	if err != nil {
+		return fmt.Errorf("platform: bioqr settlement unit: %w", err)
+	}
+	st, err := bioqr.NewSettlement(ctx, bioqr.SettlementConfig{DB: p.DB, CA: p.CA, Ledger: p.Ledger, Audit: bioqr.AuditLog{L: p.Audit}, Unit: su, Log: p.Config.Log})
+	if err != nil {
+		return fmt.Errorf("platform: bioqr settlement: %w", err)
+	}
+	p.BioQR = st
+	p.Server.Mount("/v1/bioqr/", st.Handler())
+	p.Server.Mount("/bioqr/", st.PageHandler())
+	return nil
+}
