@@ -11,6 +11,6 @@ func All() []experiment.Spec {
 		FingerprintExperiment(),
 		QMSPExperiment(),
 		BioQRExperiment(),
-		LedgerExperiment(),
+		LedgerExperiment(HTTPSTarget()),
 	}
 }
