@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/bioqr/qrimg"
+	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
 	"github.com/qshield/qshield/ledger"

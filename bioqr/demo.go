@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/bioqr/qrimg"
+	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"

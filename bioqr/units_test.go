@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/bioqr/qrimg"
+	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
 	"github.com/qshield/qshield/pki"

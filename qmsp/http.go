@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/internal/httpx"
-	"github.com/qshield/qshield/internal/qrimg"
+	"github.com/qshield/qshield/qrimg"
 )
 
 // peerName returns the common name of the verified client certificate, or ""
@@ -268,7 +268,7 @@ func (gp *GatewayPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = pageTmpl.Execute(w, gp.Gateway.ID())
 	case "qr.png":
-		png, _, err := qrimg.PNG(string(text), qrimg.M, 6)
+		png, _, err := qrimg.EncodePNG(string(text), qrimg.M, 6)
 		if err != nil {
 			writeErr(w, r, err)
 			return

@@ -20,7 +20,7 @@ import (
 
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/bioqr/qrimg"
+	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/pki"
 )
 

@@ -26,7 +26,7 @@ import (
 
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
-	"github.com/qshield/qshield/internal/qrimg"
+	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qmsp"
 )
@@ -234,14 +234,14 @@ func GatewayCommand(g *Globals) *cobra.Command {
 			}
 			text, _ := d.MarshalText()
 			if pngOut != "" {
-				png, version, err := qrimg.PNG(string(text), qrimg.M, 6)
+				png, info, err := qrimg.EncodePNG(string(text), qrimg.M, 6)
 				if err != nil {
 					return err
 				}
 				if err := os.WriteFile(pngOut, png, 0o644); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.Err, "wrote %s (QR version %d)\n", pngOut, version)
+				fmt.Fprintf(g.Err, "wrote %s (QR version %d)\n", pngOut, info.Version)
 			}
 			fmt.Fprintln(g.Out, string(text))
 			return nil

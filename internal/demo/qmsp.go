@@ -12,7 +12,7 @@ import (
 
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
-	"github.com/qshield/qshield/internal/qrimg"
+	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -66,15 +66,15 @@ func QMSP() Scenario {
 			return rows, err
 		}
 		text, _ := d.MarshalText()
-		png, version, err := qrimg.PNG(string(text), qrimg.M, 4)
+		png, info, err := qrimg.EncodePNG(string(text), qrimg.M, 4)
 		if err != nil {
 			return rows, err
 		}
-		scanned, err := qrimg.DecodePNG(png)
+		scanned, err := qrimg.DecodePNG(bytes.NewReader(png), 8<<20)
 		if err == nil && scanned != string(text) {
 			err = errors.New("decoded text differs")
 		}
-		if err := Expect(&rows, "phone scans the gateway's QR", err, "", fmt.Sprintf("QR version %d, %d characters, read back by ZXing", version, len(text))); err != nil {
+		if err := Expect(&rows, "phone scans the gateway's QR", err, "", fmt.Sprintf("QR version %d-%s, %d characters, read back by ZXing", info.Version, info.Level, len(text))); err != nil {
 			return rows, err
 		}
 		r, err := phone.Pay(ctx, scanned, 36_80, 156)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/bioqr"
-	"github.com/qshield/qshield/bioqr/qrimg"
+	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/fingerprint"
 	"github.com/qshield/qshield/internal/sqldb"
