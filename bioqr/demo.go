@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qrimg"
 )
 
 // Step is one row of the demo.

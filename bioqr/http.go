@@ -16,9 +16,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/internal/httpx"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qrimg"
 )
 
 var codes = []struct {

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qrimg"
 )
 
 func TestSealOpenSuites(t *testing.T) {

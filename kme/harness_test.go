@@ -30,7 +30,9 @@ type testEnv struct {
 	http map[string]*http.Client
 }
 
-func newCA(t *testing.T, db *sqldb.DB) *pki.CA {
+func newCA(t *testing.T, db *sqldb.DB) *pki.CA { return newCAtb(t, db) }
+
+func newCAtb(t testing.TB, db *sqldb.DB) *pki.CA {
 	t.Helper()
 	enc, err := pki.RawKey(bytes.Repeat([]byte{7}, 32))
 	if err != nil {

@@ -239,6 +239,7 @@ func newKME(ctx context.Context, db *sqldb.DB, cfg Config, w *writer) (*KME, err
 		}
 		return nil, fmt.Errorf("kme: check master key: %w", err)
 	}
+	cfg.MasterKey = nil // only the derived keys in the sealer are kept
 	k := &KME{
 		cfg: cfg, db: db, seal: s, log: cfg.Logger.With("kme", cfg.KMEID),
 		low:           cfg.PeerKMEID == "" || cfg.KMEID < cfg.PeerKMEID,
@@ -339,8 +340,13 @@ func (k *KME) Close() error {
 // ID returns the KME ID.
 func (k *KME) ID() string { return k.cfg.KMEID }
 
-// Config returns the effective configuration (defaults filled in).
-func (k *KME) Config() Config { return k.cfg }
+// Config returns the effective configuration (defaults filled in), without
+// the master key.
+func (k *KME) Config() Config {
+	c := k.cfg
+	c.MasterKey = nil
+	return c
+}
 
 func (k *KME) unitBytes() int { return k.cfg.KeySizeBits / 8 }
 

@@ -197,29 +197,38 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 				k.dropMissing(ctx, us, pe.missing)
 				return nil, errorf(http.StatusServiceUnavailable, "key pools of %s and %s are out of step; retry", k.cfg.KMEID, k.cfg.PeerKMEID), true
 			}
+			if errors.As(err, &pe) && pe.status == http.StatusUnauthorized {
+				k.mu.Lock()
+				k.putBack(us)
+				k.mu.Unlock()
+				return nil, errorf(http.StatusUnauthorized, "slave SAE %q is not attached to KME %q", slave, k.cfg.PeerKMEID).with("slave_SAE_ID", slave), false
+			}
+			// The peer may have applied the reservation even though its answer
+			// was lost: ask it to release it before the units are offered again.
+			if mode == modeSlave && pe == nil {
+				k.releaseAtPeer(groups)
+			}
 			k.mu.Lock()
 			k.putBack(us)
 			k.mu.Unlock()
-			if errors.As(err, &pe) && pe.status == http.StatusUnauthorized {
-				return nil, errorf(http.StatusUnauthorized, "slave SAE %q is not attached to KME %q", slave, k.cfg.PeerKMEID).with("slave_SAE_ID", slave), false
-			}
 			k.log.Warn("peer KME reservation failed", "err", err)
-			return nil, errorf(http.StatusServiceUnavailable, "peer KME %s unavailable: %v", k.cfg.PeerKMEID, err), false
+			return nil, errorf(http.StatusServiceUnavailable, "peer KME %s unavailable; retry later", k.cfg.PeerKMEID), false
 		}
 	}
 	// 2. Take the key bytes: delete the units (the slave's copy is at the
 	// peer) or, when the slave is local, keep them reserved for it.
 	out := make([]Delivered, number)
 	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		plain, err := k.readUnits(ctx, tx, us, stateAvailable, "", "")
-		if err != nil {
-			return err
-		}
+		var plain [][]byte
+		var err error
 		if site == "local" {
+			if plain, err = k.readUnits(ctx, tx, us, stateAvailable, "", ""); err != nil {
+				return err
+			}
 			if err := k.reserveRows(ctx, tx, groups); err != nil {
 				return err
 			}
-		} else if err := k.deleteRows(ctx, tx, us, stateAvailable); err != nil {
+		} else if plain, err = k.takeUnits(ctx, tx, us, stateAvailable, "", ""); err != nil {
 			return err
 		}
 		for i, g := range groups {
@@ -391,11 +400,8 @@ func (k *KME) decKeys(ctx context.Context, slave, master string, ids []string) (
 
 	out := make([]Delivered, len(gs))
 	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		plain, err := k.readUnits(ctx, tx, us, stateReserved, master, slave)
+		plain, err := k.takeUnits(ctx, tx, us, stateReserved, master, slave)
 		if err != nil {
-			return err
-		}
-		if err := k.deleteRows(ctx, tx, us, stateReserved); err != nil {
 			return err
 		}
 		j := 0
@@ -476,6 +482,65 @@ func (k *KME) readUnits(ctx context.Context, tx *sql.Tx, us []*unit, state int, 
 			return nil, err
 		}
 		out[i] = p
+	}
+	return out, nil
+}
+
+// takeUnits deletes us (which must all be in state, and for reserved units
+// belong to master → slave) and returns their decrypted bytes in order, in
+// one statement (DELETE … RETURNING). Any mismatch is an error, and the
+// caller's transaction then rolls the deletion back.
+func (k *KME) takeUnits(ctx context.Context, tx *sql.Tx, us []*unit, state int, master, slave string) ([][]byte, error) {
+	type rowT struct {
+		id  string
+		enc []byte
+	}
+	bySeq := make(map[int64]rowT, len(us))
+	for i := 0; i < len(us); i += 500 {
+		part := us[i:min(i+500, len(us))]
+		q := `DELETE FROM kme_keys WHERE kme_id = ? AND state = ?`
+		args := []any{k.cfg.KMEID, state}
+		if state == stateReserved {
+			q += ` AND master_sae = ? AND slave_sae = ?`
+			args = append(args, master, slave)
+		}
+		q += ` AND seq IN (` + placeholders(len(part)) + `) RETURNING seq, key_id, key_enc`
+		for _, u := range part {
+			args = append(args, u.seq)
+		}
+		rows, err := k.w.query(ctx, tx, k.db.Rebind(q), args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var seq int64
+			var r rowT
+			if err := rows.Scan(&seq, &r.id, &r.enc); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			bySeq[seq] = r
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := make([][]byte, len(us))
+	for i, u := range us {
+		r, ok := bySeq[u.seq]
+		if !ok || r.id != u.id {
+			return nil, fmt.Errorf("%w: %s", errStateChanged, u.id)
+		}
+		p, err := k.seal.open(k.cfg.KMEID, u.id, r.enc)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	if len(bySeq) != len(us) {
+		return nil, fmt.Errorf("%w: deleted %d rows for %d units", errStateChanged, len(bySeq), len(us))
 	}
 	return out, nil
 }

@@ -195,9 +195,13 @@ func (k *KME) peerReserve(ctx context.Context, req *reserveRequest) (int, *syncA
 	}
 	maxUnits := (k.cfg.MaxKeySize + k.cfg.KeySizeBits - 1) / k.cfg.KeySizeBits
 	seen := map[string]bool{}
+	if !validID(req.Master) || !validID(req.Slave) {
+		return http.StatusBadRequest, &syncAnswer{Message: "malformed SAE IDs"}
+	}
 	for _, key := range req.Keys {
 		if len(key.Units) == 0 || len(key.Units) > maxUnits || key.Units[0] != key.KeyID ||
-			key.Size <= 0 || key.Size > len(key.Units)*k.cfg.KeySizeBits {
+			key.Size < k.cfg.MinKeySize || key.Size > k.cfg.MaxKeySize || key.Size%8 != 0 ||
+			len(key.Units) != (key.Size+k.cfg.KeySizeBits-1)/k.cfg.KeySizeBits {
 			return http.StatusBadRequest, &syncAnswer{Message: "malformed key " + key.KeyID}
 		}
 		for _, id := range key.Units {

@@ -20,8 +20,8 @@ import (
 
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qrimg"
 )
 
 // Files in a bioqr device state directory.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -15,6 +16,7 @@ func Scenarios() []demo.Scenario {
 	return []demo.Scenario{
 		demo.Ledger(),
 		demo.QMSP(),
+		demo.SelfVerify(),
 		demo.BioQR(),
 	}
 }
@@ -30,7 +32,13 @@ func DemoCommand(g *Globals) *cobra.Command {
 			if data == "" {
 				data = findSharedData()
 			}
-			rows, err := demo.Run(cmd.Context(), demo.Options{Log: g.Log, DataDir: data}, Scenarios())
+			log := g.Log
+			if !g.Verbose {
+				// Refusals are the demo's point; the server's warnings about
+				// them would only repeat the table.
+				log = slog.New(slog.NewTextHandler(g.Err, &slog.HandlerOptions{Level: slog.LevelError}))
+			}
+			rows, err := demo.Run(cmd.Context(), demo.Options{Log: log, DataDir: data}, Scenarios())
 			if g.JSON {
 				if perr := g.PrintJSON(rows); perr != nil {
 					return perr

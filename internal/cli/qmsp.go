@@ -26,9 +26,9 @@ import (
 
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
-	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qmsp"
+	"github.com/qshield/qshield/qrimg"
 )
 
 // deviceDir is a device's credentials on disk: storage.key (the device's

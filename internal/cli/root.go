@@ -28,6 +28,13 @@ func Root(g *Globals) *cobra.Command {
 		AuditCommand(g),
 		GatewayCommand(g),
 		POSCommand(g),
+		QKDCommand(g),
+		KMECommand(g),
+		AdminCommand(g),
+		ChargerCommand(g),
+		VendorCommand(g),
+		SelfVerifyCommand(g),
+		ScanCommand(g),
 		PhoneCommand(g),
 		ExperimentCommand(g, func() (*experiment.Registry, error) { return experiment.NewRegistry(experiments.All()...) }),
 	)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
-	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -22,6 +21,7 @@ import (
 	"github.com/qshield/qshield/qkd/bb84"
 	"github.com/qshield/qshield/qkd/link"
 	"github.com/qshield/qshield/qmsp"
+	"github.com/qshield/qshield/qrimg"
 )
 
 // QMSP is seed 000: a quantum-key gateway payment over HTTPS, then each attack.

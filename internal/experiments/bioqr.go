@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/bioqr"
-	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/fingerprint"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qrimg"
 )
 
 // BioQRExperiment is `qshield experiment bioqr`: seed 004's end-to-end

@@ -11,6 +11,7 @@ func All() []experiment.Spec {
 		FingerprintExperiment(),
 		QMSPExperiment(),
 		BioQRExperiment(),
+		SelfVerifyExperiment(),
 		LedgerExperiment(HTTPSTarget()),
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/selfverify"
 )
 
 // CAName is the name of the platform CA in the pki tables.
@@ -79,6 +80,8 @@ type Platform struct {
 	QMSP *QMSP
 	// BioQR is seed 004's settlement server.
 	BioQR *bioqr.Settlement
+	// SelfVerify is seed 002's network operator.
+	SelfVerify *selfverify.Operator
 
 	master []byte
 
@@ -164,6 +167,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	if err := p.startBioQR(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startSelfVerify(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil

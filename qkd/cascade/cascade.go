@@ -294,7 +294,7 @@ type bob struct {
 	// oddPending lists, per pass, blocks whose parity may disagree.
 	pending [][]uint32
 	queued  [][]bool // queued[i][blk]: blk is in pending[i]
-	built   int // passes whose copies exist
+	built   int      // passes whose copies exist
 	flipped []uint64 // bits flipped in this frame
 	// scratch reused across cascade rounds
 	act     []node

@@ -88,10 +88,10 @@ func (l Link) GLLP(km, mu, f float64) float64 {
 // signal (μ), weak decoy (ν) and vacuum intensities: gains Q (detections per
 // pulse) and error rates E (errors per sifted detection).
 type Observation struct {
-	Mu, Nu     float64
-	Qmu, Emu   float64
-	Qnu, Enu   float64
-	Q0, E0     float64
+	Mu, Nu   float64
+	Qmu, Emu float64
+	Qnu, Enu float64
+	Q0, E0   float64
 }
 
 // Expected returns the observation the model predicts at distance km.
@@ -150,12 +150,12 @@ func Rate(o Observation, f float64) (float64, Estimate, error) {
 // Counts are the raw tallies of one block, per intensity class, from which the
 // finite-size observation is built.
 type Counts struct {
-	Mu, Nu           float64
-	Pulses           [3]int64 // pulses sent per class: signal, decoy, vacuum
-	Detections       [3]int64 // detections per class (any basis)
-	Sifted           [3]int64 // sifted detections per class
-	Errors           [3]int64 // errors among the sifted detections whose bits were compared
-	Compared         [3]int64 // sifted detections whose bits were compared
+	Mu, Nu     float64
+	Pulses     [3]int64 // pulses sent per class: signal, decoy, vacuum
+	Detections [3]int64 // detections per class (any basis)
+	Sifted     [3]int64 // sifted detections per class
+	Errors     [3]int64 // errors among the sifted detections whose bits were compared
+	Compared   [3]int64 // sifted detections whose bits were compared
 }
 
 // Class indices in Counts.

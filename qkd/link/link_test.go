@@ -356,7 +356,8 @@ func sampleMessages() []Message {
 		&Verify{Block: 5, Point: 99, Tags: []uint64{1, 2}},
 		&VerifyResult{Block: 5, Frames: 2, OK: []uint64{3}},
 		&Amplify{Block: 6, Seed: [32]byte{3}, Bits: 512, IDs: []string{"0f8fad5b-d9cb-469f-a165-70867728950e", "7c9e6679-7425-40de-944b-e07fc1f90ae7"}},
-		&BlockDone{Block: 6},
+		&BlockDone{Block: 6, Tag: 77},
+		&Auth{Block: 6, Tag: 1 << 63},
 		&Abort{Reason: "bye"},
 	}
 }
@@ -382,7 +383,7 @@ func TestCodecRoundTrip(t *testing.T) {
 
 func TestCodecRejects(t *testing.T) {
 	bad := []Message{
-		&Quantum{Block: 1, Pulses: 10, N: 2, Slots: []uint64{5, 10}, Basis: []uint64{0}, Value: []uint64{0}}, // slot ≥ pulses
+		&Quantum{Block: 1, Pulses: 10, N: 2, Slots: []uint64{5, 10}, Basis: []uint64{0}, Value: []uint64{0}},  // slot ≥ pulses
 		&Quantum{Block: 1, Pulses: 100, N: 3, Slots: []uint64{5, 10}, Basis: []uint64{0}, Value: []uint64{0}}, // count mismatch
 		&Counts{Errors: [3]uint64{5}, Compared: [3]uint64{4}},
 		&Amplify{IDs: []string{"not-a-uuid"}},
@@ -443,4 +444,60 @@ func FuzzConnTransport(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestServe: Bob serves two Alices one after the other over mutual TLS; a
+// rogue client in between is refused without stopping the server.
+func TestServe(t *testing.T) {
+	p := newPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := testConfig(50)
+	var mu sync.Mutex
+	var bobKeys []qkd.Key
+	var errs []error
+	served := make(chan error, 1)
+	go func() {
+		served <- Serve(ctx, ln, p.server, func(ctx context.Context, tr Transport) error {
+			_, err := RunBob(ctx, tr, cfg, func(_ context.Context, k []qkd.Key) error {
+				mu.Lock()
+				defer mu.Unlock()
+				bobKeys = append(bobKeys, k...)
+				return nil
+			})
+			return err
+		}, func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() })
+	}()
+	var aliceKeys []qkd.Key
+	for i := 0; i < 2; i++ {
+		if i == 1 {
+			if tr, err := Dial(ctx, ln.Addr().String(), p.rogue); err == nil {
+				_, _ = tr.Recv(ctx)
+				tr.Close()
+			}
+		}
+		tr, err := Dial(ctx, ln.Addr().String(), p.client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = RunAlice(ctx, tr, cfg, func(_ context.Context, k []qkd.Key) error { aliceKeys = append(aliceKeys, k...); return nil })
+		tr.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Bob delivers before Alice: by now both sessions are stored on his side.
+	cancel()
+	ln.Close()
+	<-served
+	mu.Lock()
+	defer mu.Unlock()
+	sameKeys(t, aliceKeys, bobKeys)
+	if len(errs) == 0 {
+		t.Error("the rogue client's refusal was not reported")
+	}
 }

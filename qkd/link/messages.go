@@ -27,20 +27,21 @@ type Type uint8
 
 // Message types, in protocol order.
 const (
-	TQuantum        Type = iota + 1 // Alice → Bob: the simulated quantum channel (Bob's detector output)
-	TDetections                     // Bob → Alice: detected slots and Bob's bases
-	TSift                           // Alice → Bob: Alice's bases and intensity classes, pulses per class
-	TSample                         // Alice → Bob: sample seed and Alice's bits of the estimation set
-	TCounts                         // Bob → Alice: errors found in the estimation set
-	TDecision                       // Alice → Bob: go on (with Cascade parameters) or abort
-	TParityRequest                  // Bob → Alice: Cascade parity request
-	TParityReply                    // Alice → Bob: Cascade parities
-	TReconciled                     // Bob → Alice: all frames reconciled, errors corrected
-	TVerify                         // Alice → Bob: verification point and tags per frame
-	TVerifyResult                   // Bob → Alice: which frames matched
-	TAmplify                        // Alice → Bob: privacy amplification seed, length, key IDs
-	TBlockDone                      // Bob → Alice: Bob stored the keys
-	TAbort                          // either way: the session stops with a reason
+	TQuantum       Type = iota + 1 // Alice → Bob: the simulated quantum channel (Bob's detector output)
+	TDetections                    // Bob → Alice: detected slots and Bob's bases
+	TSift                          // Alice → Bob: Alice's bases and intensity classes, pulses per class
+	TSample                        // Alice → Bob: sample seed and Alice's bits of the estimation set
+	TCounts                        // Bob → Alice: errors found in the estimation set
+	TDecision                      // Alice → Bob: go on (with Cascade parameters) or abort
+	TParityRequest                 // Bob → Alice: Cascade parity request
+	TParityReply                   // Alice → Bob: Cascade parities
+	TReconciled                    // Bob → Alice: all frames reconciled, errors corrected
+	TVerify                        // Alice → Bob: verification point and tags per frame
+	TVerifyResult                  // Bob → Alice: which frames matched
+	TAmplify                       // Alice → Bob: privacy amplification seed, length, key IDs
+	TBlockDone                     // Bob → Alice: Bob stored the keys
+	TAbort                         // either way: the session stops with a reason
+	TAuth                          // Alice → Bob: one-time MAC of the block's transcript
 	typeEnd
 )
 
@@ -169,8 +170,18 @@ type Amplify struct {
 	IDs    []string
 }
 
-// BlockDone acknowledges that Bob delivered the block's keys.
-type BlockDone struct{ Block uint64 }
+// BlockDone acknowledges that Bob delivered the block's keys; with transcript
+// authentication, Tag is Bob's one-time MAC of the transcript (else 0).
+type BlockDone struct {
+	Block uint64
+	Tag   uint64
+}
+
+// Auth carries Alice's one-time MAC of the block's transcript.
+type Auth struct {
+	Block uint64
+	Tag   uint64
+}
 
 // Abort stops the session.
 type Abort struct{ Reason string }
@@ -189,6 +200,7 @@ func (*VerifyResult) Type() Type  { return TVerifyResult }
 func (*Amplify) Type() Type       { return TAmplify }
 func (*BlockDone) Type() Type     { return TBlockDone }
 func (*Abort) Type() Type         { return TAbort }
+func (*Auth) Type() Type          { return TAuth }
 
 // Marshal encodes m as a frame body: one type byte then the fields.
 func Marshal(m Message) []byte {
@@ -234,6 +246,8 @@ func Unmarshal(b []byte) (Message, error) {
 		m = new(BlockDone)
 	case TAbort:
 		m = new(Abort)
+	case TAuth:
+		m = new(Auth)
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrMalformed, b[0])
 	}
@@ -747,9 +761,21 @@ func (m *Amplify) decode(r *reader) error {
 	return r.err
 }
 
-func (m *BlockDone) appendTo(b []byte) []byte { return putU(b, m.Block) }
+func (m *BlockDone) appendTo(b []byte) []byte {
+	return binary.LittleEndian.AppendUint64(putU(b, m.Block), m.Tag)
+}
+
 func (m *BlockDone) decode(r *reader) error {
-	m.Block = r.u()
+	m.Block, m.Tag = r.u(), r.u64()
+	return r.err
+}
+
+func (m *Auth) appendTo(b []byte) []byte {
+	return binary.LittleEndian.AppendUint64(putU(b, m.Block), m.Tag)
+}
+
+func (m *Auth) decode(r *reader) error {
+	m.Block, m.Tag = r.u(), r.u64()
 	return r.err
 }
 

@@ -24,6 +24,15 @@
 // Accept, Serve). The classical channel must be authenticated; QKD's security
 // rests on it. Messages are length-prefixed frames; the decoder is a bounded
 // parser that rejects anything inconsistent (fuzzed).
+//
+// Without TLS, Config.Auth authenticates the classical discussion as deployed
+// QKD systems do: a Wegman–Carter one-time MAC (GF(2^64) polynomial hash of the
+// block's whole transcript, XOR a one-time pad) keyed from a pool that starts
+// with a pre-shared key and is refilled from each block's output. Tagging the
+// transcript once per block rather than every message keeps the key cost at 24
+// bytes per block (Cascade alone sends hundreds of messages per block); the
+// keys are only handed to the sinks after both tags verify, so a tampered
+// message costs the block, never a wrong key.
 package link
 
 import (
@@ -37,6 +46,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"time"
 
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/bb84"
@@ -82,6 +92,13 @@ type Config struct {
 	// FPlanning is the reconciliation efficiency assumed when deciding, before
 	// reconciliation, whether a block can yield a key (default 1.10).
 	FPlanning float64
+	// Auth, when set, authenticates each block's classical transcript with
+	// Wegman–Carter one-time MACs keyed from the pool (24 bytes per block), and
+	// refills the pool from the block's output (the first keys of every block,
+	// enough for 24 bytes, go to the pool instead of the sink). Use it when the
+	// transport is not authenticated by mutual TLS; a tampered transcript
+	// fails the block with ErrAuth and no keys. Both ends need identical pools.
+	Auth KeyPool
 	// ContinueOnAbort keeps running after an aborted block; the run then
 	// returns an error wrapping qkd.ErrAborted at its end.
 	ContinueOnAbort bool
@@ -290,10 +307,13 @@ func recv[T Message](ctx context.Context, tr Transport) (T, error) {
 	return t, nil
 }
 
-// fail sends an Abort to the peer (best effort) and returns err.
+// fail sends an Abort to the peer (best effort, bounded in time: the peer may
+// be failing too and not reading) and returns err.
 func fail(ctx context.Context, tr Transport, err error) error {
 	if !errors.Is(err, ErrPeer) && ctx.Err() == nil {
-		_ = tr.Send(ctx, &Abort{Reason: err.Error()})
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_ = tr.Send(sctx, &Abort{Reason: err.Error()})
+		cancel()
 	}
 	return err
 }
@@ -355,6 +375,14 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 		return st, err
 	}
 	sim.Bob = bb84.Record{} // Alice must not use Bob's detector output
+	var tx transcript
+	var padA, padB uint64
+	if cfg.Auth != nil {
+		if padA, padB, err = startAuth(&tx, cfg.Auth); err != nil {
+			return st, err
+		}
+		tr = &sideTransport{Transport: tr, t: &tx, sendDir: dirAliceToBob, recvDir: dirBobToAlice}
+	}
 
 	// Sifting.
 	det, err := recv[*Detections](ctx, tr)
@@ -563,8 +591,22 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 	st.FinalBits = int64(amp.Bits)
 	st.DeliveredKeys = int64(len(keys))
 	st.Add(qkd.Stats{}, cfg.SourceRateHz) // recompute ratios
-	if _, err := recv[*BlockDone](ctx, tr); err != nil {
+	if cfg.Auth != nil {
+		if err := tr.Send(ctx, &Auth{Block: blk, Tag: tx.tag(padA)}); err != nil {
+			return st, err
+		}
+	}
+	bd, err := recv[*BlockDone](ctx, tr)
+	if err != nil {
 		return st, err
+	}
+	if cfg.Auth != nil {
+		if !tagsEqual(bd.Tag, tx.tag(padB)) {
+			st.DeliveredKeys = 0
+			return st, fmt.Errorf("%w: Bob's tag does not match", ErrAuth)
+		}
+		keys = reserveAuthKeys(keys, cfg.Auth)
+		st.DeliveredKeys = int64(len(keys))
 	}
 	if len(keys) > 0 && sink != nil {
 		if err := sink(ctx, keys); err != nil {
@@ -702,6 +744,15 @@ func bobBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, q *Qua
 	st := qkd.Stats{Blocks: 1, Pulses: int64(q.Pulses), Detected: int64(q.N)}
 	if q.Block != blk {
 		return st, fmt.Errorf("%w: quantum block %d, want %d", ErrProtocol, q.Block, blk)
+	}
+	var tx transcript
+	var padA, padB uint64
+	if cfg.Auth != nil {
+		var err error
+		if padA, padB, err = startAuth(&tx, cfg.Auth); err != nil {
+			return st, err
+		}
+		tr = &sideTransport{Transport: tr, t: &tx, sendDir: dirBobToAlice, recvDir: dirAliceToBob}
 	}
 	n := int(q.N)
 	if err := tr.Send(ctx, &Detections{Block: blk, N: q.N, Slots: q.Slots, Basis: q.Basis}); err != nil {
@@ -847,20 +898,35 @@ func bobBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, q *Qua
 		return st, err
 	}
 	st.FinalBits = int64(amp.Bits)
-	st.DeliveredKeys = int64(len(keys))
 	st.Add(qkd.Stats{}, cfg.SourceRateHz)
+	done := &BlockDone{Block: blk}
+	if cfg.Auth != nil {
+		a, err := recv[*Auth](ctx, tr)
+		if err != nil {
+			return st, err
+		}
+		if a.Block != blk || !tagsEqual(a.Tag, tx.tag(padA)) {
+			return st, fmt.Errorf("%w: Alice's tag does not match", ErrAuth)
+		}
+		done.Tag = tx.tag(padB)
+		keys = reserveAuthKeys(keys, cfg.Auth)
+	}
+	st.DeliveredKeys = int64(len(keys))
 	if len(keys) > 0 && sink != nil {
 		if err := sink(ctx, keys); err != nil {
 			return st, fmt.Errorf("qkd/link: Bob's key sink: %w", err)
 		}
 	}
-	return st, tr.Send(ctx, &BlockDone{Block: blk})
+	return st, tr.Send(ctx, done)
 }
 
 // Run runs Alice and Bob in-process over a Pipe and returns Alice's statistics
 // (Bob's errors are joined to Alice's). The error wraps qkd.ErrAborted when a
 // block aborted.
 func Run(ctx context.Context, cfg Config, aliceSink, bobSink qkd.Sink) (qkd.Stats, error) {
+	if cfg.Auth != nil {
+		return qkd.Stats{}, fmt.Errorf("%w: Run shares one Config between both parties; give each its own Auth pool with RunAlice and RunBob", ErrConfig)
+	}
 	ta, tb := Pipe()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -1012,4 +1078,17 @@ func exchange(ctx context.Context, tr Transport, req *ParityRequest) (*ParityRep
 		}
 	}
 	return rep, nil
+}
+
+// reserveAuthKeys moves the first keys of a block, enough for one block's
+// authentication key, into the pool and returns the rest.
+func reserveAuthKeys(keys []qkd.Key, pool KeyPool) []qkd.Key {
+	got := 0
+	i := 0
+	for ; i < len(keys) && got < authKeyBytes; i++ {
+		pool.Refill(keys[i].Bytes)
+		got += len(keys[i].Bytes)
+		clear(keys[i].Bytes)
+	}
+	return keys[i:]
 }

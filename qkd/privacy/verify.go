@@ -6,6 +6,10 @@ import (
 	"fmt"
 )
 
+// MulGF64 multiplies a and b in GF(2^64) = GF(2)[t]/(t^64 + t^4 + t^3 + t + 1),
+// the field of the verification hash (exported for the link's transcript MAC).
+func MulGF64(a, b uint64) uint64 { return gfMul(a, b) }
+
 // gfMul multiplies in GF(2^64) = GF(2)[t]/(t^64 + t^4 + t^3 + t + 1).
 func gfMul(a, b uint64) uint64 {
 	var hi, lo uint64

@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/keycharge"
+	"github.com/qshield/qshield/pki"
+)
+
+func FuzzKCParseSize(f *testing.F) {
+	for _, s := range []string{"9MB", "512KiB", "1048576", "1 m", "-1", "99999999999999999MB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := kcParseSize(s)
+		if err == nil && (n <= 0 || n > 1<<40) {
+			t.Fatalf("%q: %d", s, n)
+		}
+	})
+}
+
+func writeCertPair(t *testing.T, dir, name string, der []byte, key any) {
+	t.Helper()
+	k, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(filepath.Join(dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}), 0o600)
+}
+
+// The admin, charger and phone commands end to end against a lab platform.
+func TestKeychargeCommands(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
+	enc, _ := pki.RawKey(bytes.Repeat([]byte{9}, 32))
+	ca, err := pki.OpenOrCreateCA(ctx, db, "platform", pki.Options{}, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, _ := audit.Open(ctx, db)
+	lab, err := keycharge.StartLab(ctx, keycharge.LabConfig{DB: db, CA: ca, Audit: log, PoolUnits: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	if err := lab.Fill(ctx, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	os.WriteFile(filepath.Join(state, "ca.pem"), pki.EncodeCertPEM(ca.Certificate()), 0o644)
+	writeCertPair(t, state, "admin", lab.AdminCert.Certificate[0], lab.AdminCert.PrivateKey)
+	writeCertPair(t, state, "charger-1", lab.ChargerCert.Certificate[0], lab.ChargerCert.PrivateKey)
+	devices := t.TempDir()
+	dev := filepath.Join(devices, "ukey1")
+	t.Setenv(EnvDevicePIN, "112233")
+	t.Setenv(EnvDevicePUK, "44556677")
+	run := func(cmd *cobra.Command, args ...string) string {
+		t.Helper()
+		g := NewGlobals()
+		var out, errb bytes.Buffer
+		g.Out, g.Err = &out, &errb
+		g.Init()
+		c := cmd
+		if c == nil {
+			t.Fatal("nil command")
+		}
+		_ = g
+		c.SetArgs(args)
+		c.SetOut(&out)
+		c.SetErr(&errb)
+		c.SetContext(ctx)
+		if err := c.ExecuteContext(ctx); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errb.String())
+		}
+		return out.String()
+	}
+	mk := func(f func(*Globals) *cobra.Command) (*cobra.Command, *bytes.Buffer) {
+		g := NewGlobals()
+		var out bytes.Buffer
+		g.Out, g.Err = &out, &bytes.Buffer{}
+		g.Init()
+		return f(g), &out
+	}
+	common := []string{"--url", lab.URL, "--state-dir", state}
+	admin := func(args ...string) string {
+		c, out := mk(AdminCommand)
+		run(c, append(args, common...)...)
+		return out.String()
+	}
+	admin("device", "manufacture", "--dir", dev, "--serial", "CLI-1")
+	admin("device", "init", "--dir", dev)
+	admin("device", "distribute", "CLI-1", "--to", "admin-li")
+	admin("device", "bind", "CLI-1", "--user", "carol")
+	if out := admin("device", "activate", "CLI-1"); !strings.Contains(out, "state=active") {
+		t.Fatalf("activate: %s", out)
+	}
+	ch, out := mk(ChargerCommand)
+	run(ch, append([]string{"--watch", devices, "--once", "--volume", "256KiB", "--kme-url", lab.Pair.AURL,
+		"--cert", filepath.Join(state, "charger-1.pem"), "--key", filepath.Join(state, "charger-1-key.pem")}, common...)...)
+	if !strings.Contains(out.String(), "charged 262144 bytes") {
+		t.Fatalf("charger: %s", out.String())
+	}
+	ph, pout := mk(PhoneChannelCommand)
+	run(ph, append([]string{"--device", dev, "--alg", "sm4-gcm", "hello QSSC", "second message"}, common...)...)
+	if !strings.Contains(pout.String(), "< hello QSSC") || !strings.Contains(pout.String(), "sm4-gcm") {
+		t.Fatalf("phone: %s", pout.String())
+	}
+	if out := admin("device", "show", "CLI-1"); !strings.Contains(out, "key=262080/262144") {
+		t.Fatalf("show: %s", out)
+	}
+	admin("device", "freeze", "CLI-1")
+	ph2, _ := mk(PhoneChannelCommand)
+	ph2.SetArgs(append([]string{"--device", dev, "x"}, common...))
+	ph2.SetOut(&bytes.Buffer{})
+	ph2.SetErr(&bytes.Buffer{})
+	if err := ph2.ExecuteContext(ctx); err == nil || !strings.Contains(err.Error(), "frozen") {
+		t.Fatalf("frozen device channel: %v", err)
+	}
+	if out := admin("device", "stats", "--by", "event"); !strings.Contains(out, "keycharge.charge.commit") {
+		t.Fatalf("stats: %s", out)
+	}
+}

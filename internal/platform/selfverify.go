@@ -1,0 +1,33 @@
+package platform
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/qshield/qshield/selfverify"
+	"github.com/qshield/qshield/selfverify/ecqv"
+)
+
+// startSelfVerify runs seed 002's network operator N: its long-term ECQV key,
+// its routes under /v1/selfverify/ and the sweeper that closes expired tokens
+// and unanswered deposits.
+func (p *Platform) startSelfVerify(ctx context.Context) error {
+	key, err := selfverify.LoadOrCreateOperatorKey(ctx, p.DB, ecqv.P256())
+	if err != nil {
+		return fmt.Errorf("platform: selfverify operator key: %w", err)
+	}
+	op, err := selfverify.NewOperator(ctx, p.DB, selfverify.OperatorConfig{Key: key, Ledger: p.Ledger, Audit: selfverify.AuditTo(p.Audit), Log: p.Config.Log})
+	if err != nil {
+		return fmt.Errorf("platform: selfverify operator: %w", err)
+	}
+	p.SelfVerify = op
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); op.Run(rctx, 30*time.Second) }()
+	p.closers = append(p.closers, op.Close, func() error { cancel(); wg.Wait(); return nil })
+	p.Server.Mount("/v1/selfverify/", op.Handler())
+	return nil
+}

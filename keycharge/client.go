@@ -1,0 +1,216 @@
+package keycharge
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/keycharge/channel"
+)
+
+// Client is the HTTP client of Handler, used by the charger, the phone and
+// `qshield admin device`. Problems come back as errors that match the
+// package's sentinel errors with errors.Is (and *httpx.Problem with errors.As).
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the platform at baseURL
+// ("https://127.0.0.1:8443") presenting the client certificate in tlsConfig.
+func NewClient(baseURL string, tlsConfig *tls.Config) *Client {
+	tr := &http.Transport{TLSClientConfig: tlsConfig, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
+	return &Client{base: strings.TrimRight(baseURL, "/"), hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
+}
+
+// NewClientWithHTTP uses a caller's http.Client (e.g. httptest's).
+func NewClientWithHTTP(baseURL string, hc *http.Client) *Client {
+	return &Client{base: strings.TrimRight(baseURL, "/"), hc: hc}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// remoteError is a problem answer that also matches its sentinel error.
+type remoteError struct {
+	p        *httpx.Problem
+	sentinel error
+}
+
+func (e *remoteError) Error() string   { return e.p.Error() }
+func (e *remoteError) Unwrap() []error { return []error{e.sentinel, e.p} }
+
+func problemError(p *httpx.Problem) error {
+	for _, e := range errorCodes {
+		if e.code == p.Code {
+			return &remoteError{p: p, sentinel: e.err}
+		}
+	}
+	return p
+}
+
+func (c *Client) raw(ctx context.Context, method, path, ctype string, body []byte) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("keycharge: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("keycharge: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("keycharge: read response: %w", err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		p := &httpx.Problem{Status: resp.StatusCode}
+		if json.Unmarshal(data, p) != nil || p.Code == "" {
+			p.Code = "http_" + strconv.Itoa(resp.StatusCode)
+			p.Detail = string(bytes.TrimSpace(data))
+		}
+		return nil, problemError(p)
+	}
+	return data, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return fmt.Errorf("keycharge: encode request: %w", err)
+		}
+	}
+	data, err := c.raw(ctx, method, path, "application/json", body)
+	if err != nil {
+		return err
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("keycharge: decode response: %w", err)
+		}
+	}
+	return nil
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Register records a manufactured device.
+func (c *Client) Register(ctx context.Context, req RegisterRequest) (*Device, error) {
+	var d Device
+	return &d, c.do(ctx, http.MethodPost, "/v1/keycharge/devices", req, &d)
+}
+
+// Devices lists the registry.
+func (c *Client) Devices(ctx context.Context) ([]*Device, error) {
+	var d []*Device
+	return d, c.do(ctx, http.MethodGet, "/v1/keycharge/devices", nil, &d)
+}
+
+// Device returns one device.
+func (c *Client) Device(ctx context.Context, serial string) (*Device, error) {
+	var d Device
+	return &d, c.do(ctx, http.MethodGet, "/v1/keycharge/devices/"+esc(serial), nil, &d)
+}
+
+// Transition applies a lifecycle action.
+func (c *Client) Transition(ctx context.Context, serial string, req TransitionRequest) (*TransitionResult, error) {
+	var r TransitionResult
+	return &r, c.do(ctx, http.MethodPost, "/v1/keycharge/devices/"+esc(serial)+"/transitions", req, &r)
+}
+
+// Keys lists a device's stored keys.
+func (c *Client) Keys(ctx context.Context, serial string, limit int) ([]KeyRecord, error) {
+	var k []KeyRecord
+	return k, c.do(ctx, http.MethodGet, "/v1/keycharge/devices/"+esc(serial)+"/keys?limit="+strconv.Itoa(limit), nil, &k)
+}
+
+// ReportPINFailure reports a wrong PIN entered at a charger.
+func (c *Client) ReportPINFailure(ctx context.Context, serial string) (int, error) {
+	var r map[string]int
+	err := c.do(ctx, http.MethodPost, "/v1/keycharge/devices/"+esc(serial)+"/pin-failures", nil, &r)
+	return r["pin_failures"], err
+}
+
+// BeginCharge starts a charge.
+func (c *Client) BeginCharge(ctx context.Context, req BeginRequest) (*BeginResponse, error) {
+	var r BeginResponse
+	return &r, c.do(ctx, http.MethodPost, "/v1/keycharge/charges", req, &r)
+}
+
+// AuthenticateCharge sends the device's signature.
+func (c *Client) AuthenticateCharge(ctx context.Context, id string, sig []byte) error {
+	return c.do(ctx, http.MethodPost, "/v1/keycharge/charges/"+esc(id)+"/authenticate", AuthenticateRequest{Signature: sig}, nil)
+}
+
+// CommitCharge ends a charge with the consistency check.
+func (c *Client) CommitCharge(ctx context.Context, id string, req CommitRequest) (*ChargeStatus, error) {
+	var r ChargeStatus
+	return &r, c.do(ctx, http.MethodPost, "/v1/keycharge/charges/"+esc(id)+"/commit", req, &r)
+}
+
+// ChargeStatus returns a charge.
+func (c *Client) ChargeStatus(ctx context.Context, id string) (*ChargeStatus, error) {
+	var r ChargeStatus
+	return &r, c.do(ctx, http.MethodGet, "/v1/keycharge/charges/"+esc(id), nil, &r)
+}
+
+// AbortCharge aborts an open charge.
+func (c *Client) AbortCharge(ctx context.Context, id, reason string) (*ChargeStatus, error) {
+	var r ChargeStatus
+	return &r, c.do(ctx, http.MethodPost, "/v1/keycharge/charges/"+esc(id)+"/abort", AbortRequest{Reason: reason}, &r)
+}
+
+// PoolKeys announces prefetched key IDs (the platform fetches and pools them).
+func (c *Client) PoolKeys(ctx context.Context, req PoolRequest) (*PoolStatus, error) {
+	var r PoolStatus
+	return &r, c.do(ctx, http.MethodPost, "/v1/keycharge/pool", req, &r)
+}
+
+// ResetPool drops the charger's pool on the platform.
+func (c *Client) ResetPool(ctx context.Context) (*PoolStatus, error) {
+	var r PoolStatus
+	return &r, c.do(ctx, http.MethodPost, "/v1/keycharge/pool/reset", struct{}{}, &r)
+}
+
+// AuditStats counts keycharge audit records (by: "event", "resource", "day"…).
+func (c *Client) AuditStats(ctx context.Context, by string) ([]audit.Count, error) {
+	var r []audit.Count
+	return r, c.do(ctx, http.MethodGet, "/v1/keycharge/audit/stats?by="+url.QueryEscape(by), nil, &r)
+}
+
+// AuditSearch lists keycharge audit records.
+func (c *Client) AuditSearch(ctx context.Context, event, resource string, limit int) ([]audit.Record, error) {
+	var r []audit.Record
+	q := url.Values{"event": {event}, "resource": {resource}, "limit": {strconv.Itoa(limit)}}
+	return r, c.do(ctx, http.MethodGet, "/v1/keycharge/audit/search?"+q.Encode(), nil, &r)
+}
+
+// OpenChannel opens a QSSC session.
+func (c *Client) OpenChannel(ctx context.Context, req channel.OpenRequest) (*channel.OpenResponse, error) {
+	var r channel.OpenResponse
+	return &r, c.do(ctx, http.MethodPost, "/v1/keycharge/channel/open", req, &r)
+}
+
+// ChannelMessage sends one frame and returns the reply frame.
+func (c *Client) ChannelMessage(ctx context.Context, frame []byte) ([]byte, error) {
+	return c.raw(ctx, http.MethodPost, "/v1/keycharge/channel/message", "application/octet-stream", frame)
+}

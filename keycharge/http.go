@@ -1,0 +1,323 @@
+package keycharge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/keycharge/channel"
+	"github.com/qshield/qshield/pki"
+)
+
+// Prefix is where the lead mounts Handler.
+const Prefix = "/v1/keycharge/"
+
+const maxJSON = 1 << 20
+
+// errorCodes maps sentinel errors to HTTP statuses and problem codes (the
+// client maps the codes back, so errors.Is works across HTTP).
+var errorCodes = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{ErrUnauthenticated, http.StatusUnauthorized, "client_certificate_required"},
+	{ErrForbidden, http.StatusForbidden, "forbidden"},
+	{ErrNotFound, http.StatusNotFound, "not_found"},
+	{ErrExists, http.StatusConflict, "exists"},
+	{ErrTransition, http.StatusConflict, "illegal_transition"},
+	{ErrDeviceState, http.StatusForbidden, "device_state"},
+	{ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{ErrCounterfeit, http.StatusForbidden, "untrusted_device"},
+	{ErrBadSignature, http.StatusForbidden, "bad_signature"},
+	{ErrChargeState, http.StatusConflict, "charge_state"},
+	{ErrHashMismatch, http.StatusConflict, "consistency_check_failed"},
+	{ErrPendingCharge, http.StatusConflict, "pending_charge"},
+	{ErrPINLocked, http.StatusForbidden, "pin_locked"},
+	{ErrKeyUsed, http.StatusConflict, "key_used"},
+	{ErrNoKey, http.StatusConflict, "no_key"},
+	{ErrNoKME, http.StatusServiceUnavailable, "no_kme"},
+	{ErrKME, http.StatusBadGateway, "kme_error"},
+}
+
+func (q *QKMP) writeErr(w http.ResponseWriter, r *http.Request, err error) {
+	for _, e := range errorCodes {
+		if errors.Is(err, e.err) {
+			httpx.WriteProblem(w, r, e.status, e.code, err.Error())
+			return
+		}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "cancelled", "request cancelled")
+		return
+	}
+	q.cfg.Log.Error("keycharge request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	httpx.WriteProblem(w, r, http.StatusInternalServerError, "internal", "internal error")
+}
+
+// PrincipalOf returns the caller of a request from its verified TLS client
+// certificate (role from the qshield role extension).
+func PrincipalOf(r *http.Request) (Principal, error) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.PeerCertificates) == 0 {
+		return Principal{}, ErrUnauthenticated
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	role, err := pki.RoleOf(leaf)
+	if err != nil {
+		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	return Principal{Name: leaf.Subject.CommonName, Role: role}, nil
+}
+
+// Handler returns the QKMP/QSSC HTTP API, to be mounted at Prefix:
+//
+//	POST /v1/keycharge/devices                          register (admin)
+//	GET  /v1/keycharge/devices                          list (admin)
+//	GET  /v1/keycharge/devices/{serial}                 device with key volume
+//	POST /v1/keycharge/devices/{serial}/transitions     lifecycle action (admin)
+//	GET  /v1/keycharge/devices/{serial}/keys            stored keys' life (admin)
+//	POST /v1/keycharge/devices/{serial}/pin-failures    charger reports a wrong PIN
+//	POST /v1/keycharge/charges                          begin: certificate → challenge
+//	GET  /v1/keycharge/charges/{id}                     charge status
+//	POST /v1/keycharge/charges/{id}/authenticate        device signature
+//	POST /v1/keycharge/charges/{id}/commit              key IDs + hash (consistency check)
+//	POST /v1/keycharge/charges/{id}/abort
+//	POST /v1/keycharge/pool                             charger announces prefetched key IDs
+//	POST /v1/keycharge/pool/reset                       charger drops its platform pool
+//	GET  /v1/keycharge/audit/stats?by=event,resource,day&from=&to=   (admin)
+//	GET  /v1/keycharge/audit/search?event=&resource=&limit=          (admin)
+//	POST /v1/keycharge/channel/open                     phone opens a QSSC session (device-signed)
+//	POST /v1/keycharge/channel/message                  one frame (application/octet-stream)
+//
+// Administrative and charging routes need a verified client certificate;
+// the channel routes authenticate the device by its signature and key.
+func (q *QKMP) Handler() http.Handler {
+	mux := http.NewServeMux()
+	auth := func(f func(w http.ResponseWriter, r *http.Request, p Principal)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "no-store")
+			p, err := PrincipalOf(r)
+			if err != nil {
+				q.writeErr(w, r, err)
+				return
+			}
+			f(w, r, p)
+		}
+	}
+	mux.HandleFunc("POST /v1/keycharge/devices", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		var req RegisterRequest
+		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
+			return
+		}
+		d, err := q.Register(r.Context(), p, req)
+		q.respond(w, r, http.StatusCreated, d, err)
+	}))
+	mux.HandleFunc("GET /v1/keycharge/devices", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		ds, err := q.Devices(r.Context(), p, limit)
+		if ds == nil {
+			ds = []*Device{}
+		}
+		q.respond(w, r, http.StatusOK, ds, err)
+	}))
+	mux.HandleFunc("GET /v1/keycharge/devices/{serial}", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		d, err := q.Device(r.Context(), p, r.PathValue("serial"))
+		q.respond(w, r, http.StatusOK, d, err)
+	}))
+	mux.HandleFunc("POST /v1/keycharge/devices/{serial}/transitions", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		var req TransitionRequest
+		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
+			return
+		}
+		res, err := q.Transition(r.Context(), p, r.PathValue("serial"), req)
+		q.respond(w, r, http.StatusOK, res, err)
+	}))
+	mux.HandleFunc("GET /v1/keycharge/devices/{serial}/keys", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		ks, err := q.Keys(r.Context(), p, r.PathValue("serial"), limit)
+		if ks == nil {
+			ks = []KeyRecord{}
+		}
+		q.respond(w, r, http.StatusOK, ks, err)
+	}))
+	mux.HandleFunc("POST /v1/keycharge/devices/{serial}/pin-failures", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		n, err := q.ReportPINFailure(r.Context(), p, r.PathValue("serial"))
+		q.respond(w, r, http.StatusOK, map[string]int{"pin_failures": n}, err)
+	}))
+	mux.HandleFunc("POST /v1/keycharge/charges", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		var req BeginRequest
+		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
+			return
+		}
+		res, err := q.BeginCharge(r.Context(), p, req)
+		q.respond(w, r, http.StatusCreated, res, err)
+	}))
+	mux.HandleFunc("GET /v1/keycharge/charges/{id}", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		res, err := q.ChargeStatusOf(r.Context(), p, r.PathValue("id"))
+		q.respond(w, r, http.StatusOK, res, err)
+	}))
+	mux.HandleFunc("POST /v1/keycharge/charges/{id}/authenticate", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		var req AuthenticateRequest
+		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
+			return
+		}
+		err := q.AuthenticateCharge(r.Context(), p, r.PathValue("id"), req.Signature)
+		q.respond(w, r, http.StatusOK, map[string]string{"state": ChargePending}, err)
+	}))
+	mux.HandleFunc("POST /v1/keycharge/charges/{id}/commit", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		var req CommitRequest
+		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
+			return
+		}
+		res, err := q.CommitCharge(r.Context(), p, r.PathValue("id"), req)
+		q.respond(w, r, http.StatusOK, res, err)
+	}))
+	mux.HandleFunc("POST /v1/keycharge/charges/{id}/abort", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		var req AbortRequest
+		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
+			return
+		}
+		res, err := q.AbortCharge(r.Context(), p, r.PathValue("id"), req.Reason)
+		q.respond(w, r, http.StatusOK, res, err)
+	}))
+	mux.HandleFunc("POST /v1/keycharge/pool", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		var req PoolRequest
+		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
+			return
+		}
+		res, err := q.PoolKeys(r.Context(), p, req)
+		q.respond(w, r, http.StatusOK, res, err)
+	}))
+	mux.HandleFunc("POST /v1/keycharge/pool/reset", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		res, err := q.ResetPool(r.Context(), p)
+		q.respond(w, r, http.StatusOK, res, err)
+	}))
+	mux.HandleFunc("GET /v1/keycharge/audit/stats", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		res, err := q.AuditStats(r.Context(), p, r.URL.Query().Get("by"), r.URL.Query().Get("from"), r.URL.Query().Get("to"))
+		q.respond(w, r, http.StatusOK, res, err)
+	}))
+	mux.HandleFunc("GET /v1/keycharge/audit/search", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		res, err := q.AuditSearch(r.Context(), p, r.URL.Query().Get("event"), r.URL.Query().Get("resource"), limit)
+		q.respond(w, r, http.StatusOK, res, err)
+	}))
+	mux.HandleFunc("POST /v1/keycharge/channel/open", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		var req channel.OpenRequest
+		if !httpx.DecodeOrProblem(w, r, 16<<10, &req) {
+			return
+		}
+		res, err := q.OpenChannel(r.Context(), req)
+		q.respond(w, r, http.StatusOK, res, err)
+	})
+	mux.HandleFunc("POST /v1/keycharge/channel/message", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if ct := r.Header.Get("Content-Type"); ct != "application/octet-stream" {
+			httpx.WriteProblem(w, r, http.StatusUnsupportedMediaType, "unsupported_media_type", "channel frames are application/octet-stream")
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, channel.MaxFrame+1))
+		if err != nil {
+			httpx.WriteProblem(w, r, http.StatusBadRequest, "read_error", "could not read the frame")
+			return
+		}
+		if len(body) > channel.MaxFrame {
+			httpx.WriteProblem(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "frame too large")
+			return
+		}
+		out, err := q.ChannelMessage(r.Context(), body)
+		if err != nil {
+			q.writeErr(w, r, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.WriteHeader(http.StatusOK)
+		w.Write(out)
+	})
+	mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no such keycharge endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// AuthenticateRequest carries the device's signature over the challenge.
+type AuthenticateRequest struct {
+	Signature []byte `json:"signature"`
+}
+
+// AbortRequest aborts a charge.
+type AbortRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+func (q *QKMP) respond(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		q.writeErr(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, status, v)
+}
+
+// AuditStats counts keycharge audit records grouped by (a comma list of)
+// event, resource (device), day, actor, outcome — administrators only.
+func (q *QKMP) AuditStats(ctx context.Context, p Principal, by, from, to string) ([]audit.Count, error) {
+	if !q.isAdmin(p) {
+		return nil, ErrForbidden
+	}
+	if by == "" {
+		by = "event"
+	}
+	gs, err := audit.ParseGroupBy(by)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	qr := audit.Query{Event: "keycharge.*"}
+	now := q.cfg.Now()
+	if from != "" {
+		if qr.From, err = audit.ParseTime(from, now); err != nil {
+			return nil, fmt.Errorf("%w: from: %v", ErrInvalid, err)
+		}
+	}
+	if to != "" {
+		if qr.To, err = audit.ParseTime(to, now); err != nil {
+			return nil, fmt.Errorf("%w: to: %v", ErrInvalid, err)
+		}
+	}
+	out, err := q.cfg.Audit.Stats(ctx, qr, gs...)
+	if errors.Is(err, audit.ErrInvalid) {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if out == nil {
+		out = []audit.Count{}
+	}
+	return out, err
+}
+
+// AuditSearch returns keycharge audit records (event defaults to keycharge.*).
+func (q *QKMP) AuditSearch(ctx context.Context, p Principal, event, resource string, limit int) ([]audit.Record, error) {
+	if !q.isAdmin(p) {
+		return nil, ErrForbidden
+	}
+	if event == "" {
+		event = "keycharge.*"
+	}
+	if limit <= 0 || limit > 10000 {
+		limit = 100
+	}
+	out, err := q.cfg.Audit.Search(ctx, audit.Query{Event: event, Resource: resource, Limit: limit})
+	if errors.Is(err, audit.ErrInvalid) {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if out == nil {
+		out = []audit.Record{}
+	}
+	return out, err
+}
+
+var _ = time.Now

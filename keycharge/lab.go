@@ -1,0 +1,268 @@
+package keycharge
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/progress"
+	"github.com/qshield/qshield/internal/server"
+	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/keycharge/device"
+	"github.com/qshield/qshield/kme"
+	"github.com/qshield/qshield/kme/etsi014"
+	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qkd"
+)
+
+// LabConfig configures a Lab: a complete, self-contained seed 001 set-up on
+// loopback (the demo, the experiment and the tests all use it, so they
+// exercise the real HTTPS and ETSI 014 paths).
+type LabConfig struct {
+	DB    *sqldb.DB
+	CA    *pki.CA // ECDSA P-256 (TLS)
+	Audit *audit.Log
+	// KeyBits is the KMEs' unit, their max_key_size and the charger's key
+	// size (default 65536 bits = 8 KiB).
+	KeyBits int
+	// PoolUnits is each KME's capacity in units (default 8192 = 64 MiB at 8 KiB).
+	PoolUnits int
+	// ChargerSAE is the charger's name (client certificate CN, SAE ID);
+	// default "charger-1". QSSCSAE defaults to "qssc".
+	ChargerSAE, QSSCSAE string
+	Progress            *progress.Factory
+	Log                 *slog.Logger
+}
+
+// Lab is a running QKMP + QSSC (HTTPS, mutual TLS) and a KME pair.
+type Lab struct {
+	Config  LabConfig
+	QKMP    *QKMP
+	Pair    *kme.Pair
+	URL     string
+	Admin   *Client         // certificate "qshield-admin"
+	Charger *Client         // certificate ChargerSAE
+	Phone   *Client         // no client certificate
+	KMEA    *etsi014.Client // the charger, master SAE at site A
+	QSSCKME *etsi014.Client // the QSSC, slave SAE at site B
+
+	AdminCert, ChargerCert tls.Certificate
+	ChargerKMETLS          *tls.Config
+	stop                   context.CancelFunc
+	done                   chan error
+}
+
+// ServerTLS adapts the CA's mutual-TLS server configuration so that a
+// client certificate is optional (the channel routes authenticate devices
+// by signature; the other routes demand a certificate themselves) but
+// verified against the CA, revocation included, whenever one is presented.
+func ServerTLS(ctx context.Context, ca *pki.CA, cert tls.Certificate) *tls.Config {
+	c := ca.ServerTLS(ctx, cert)
+	verify := c.VerifyConnection
+	c.ClientAuth = tls.VerifyClientCertIfGiven
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		return verify(cs)
+	}
+	return c
+}
+
+// StartLab starts the lab; Close stops it.
+func StartLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
+	if cfg.DB == nil || cfg.CA == nil || cfg.Audit == nil {
+		return nil, fmt.Errorf("%w: lab needs DB, CA and Audit", ErrInvalid)
+	}
+	if cfg.KeyBits <= 0 {
+		cfg.KeyBits = 65536
+	}
+	if cfg.PoolUnits <= 0 {
+		cfg.PoolUnits = 8192
+	}
+	if cfg.ChargerSAE == "" {
+		cfg.ChargerSAE = "charger-1"
+	}
+	if cfg.QSSCSAE == "" {
+		cfg.QSSCSAE = "qssc"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	l := &Lab{Config: cfg, done: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	master := make([]byte, 32)
+	suffix := make([]byte, 4)
+	rand.Read(master)
+	rand.Read(suffix)
+	sfx := hex.EncodeToString(suffix)
+	l.Pair, err = kme.StartPair(ctx, cfg.DB, kme.PairConfig{CA: cfg.CA,
+		A:         kme.SiteConfig{KMEID: "KME_QKC_" + sfx, SAEs: []string{cfg.ChargerSAE}},
+		B:         kme.SiteConfig{KMEID: "KME_QSSC_" + sfx, SAEs: []string{cfg.QSSCSAE}},
+		MasterKey: master, KeySizeBits: cfg.KeyBits, MaxKeySize: cfg.KeyBits, MinKeySize: 64,
+		MaxKeyCount: cfg.PoolUnits, MaxKeyPerRequest: 128, SyncGrace: -1, ReconcileEvery: -1, Logger: cfg.Log})
+	if err != nil {
+		return nil, fmt.Errorf("keycharge: lab KMEs: %w", err)
+	}
+	if l.ChargerKMETLS, err = l.Pair.ClientTLS(ctx, cfg.ChargerSAE); err != nil {
+		return nil, err
+	}
+	qsscTLS, err := l.Pair.ClientTLS(ctx, cfg.QSSCSAE)
+	if err != nil {
+		return nil, err
+	}
+	l.KMEA = etsi014.New(l.Pair.AURL, l.ChargerKMETLS)
+	l.QSSCKME = etsi014.New(l.Pair.BURL, qsscTLS)
+	qkmpKey := make([]byte, 32)
+	rand.Read(qkmpKey)
+	l.QKMP, err = Open(ctx, Config{DB: cfg.DB, CA: cfg.CA, Audit: cfg.Audit, MasterKey: qkmpKey, QSSC: l.QSSCKME, Log: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
+	srvCert, err := cfg.CA.IssueTLS(ctx, pki.RoleServer, "qkmp", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	if l.AdminCert, err = cfg.CA.IssueTLS(ctx, pki.RoleClient, "qshield-admin", nil, nil); err != nil {
+		return nil, err
+	}
+	if l.ChargerCert, err = cfg.CA.IssueTLS(ctx, pki.RoleApplication, cfg.ChargerSAE, nil, nil); err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Config{TLS: ServerTLS(ctx, cfg.CA, srvCert), MaxBody: 4 << 20, WriteTimeout: 5 * time.Minute, ReadTimeout: 5 * time.Minute, Log: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
+	srv.Mount(Prefix, l.QKMP.Handler())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	l.URL = "https://" + ln.Addr().String()
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	l.stop = cancel
+	go func() { l.done <- srv.Run(sctx, ln) }()
+	l.Admin = NewClient(l.URL, cfg.CA.ClientTLS(ctx, l.AdminCert, "127.0.0.1"))
+	l.Charger = NewClient(l.URL, cfg.CA.ClientTLS(ctx, l.ChargerCert, "127.0.0.1"))
+	l.Phone = NewClient(l.URL, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cfg.CA.RootPool(), ServerName: "127.0.0.1"})
+	return l, nil
+}
+
+// Close stops the server and the KMEs.
+func (l *Lab) Close() {
+	if l.stop != nil {
+		l.stop()
+		<-l.done
+	}
+	for _, c := range []*Client{l.Admin, l.Charger, l.Phone} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	if l.Pair != nil {
+		l.Pair.Close()
+	}
+}
+
+// Fill deposits n bytes of fresh random key (standing in for the QKD link's
+// output) into both KMEs.
+func (l *Lab) Fill(ctx context.Context, n int64) error {
+	ub := l.Config.KeyBits / 8
+	sa, sb := l.Pair.Sinks()
+	const per = 256
+	for n > 0 {
+		var keys []qkd.Key
+		for i := 0; i < per && n > 0; i++ {
+			id := make([]byte, 16)
+			rand.Read(id)
+			id[6] = id[6]&0x0f | 0x40
+			id[8] = id[8]&0x3f | 0x80
+			h := hex.EncodeToString(id)
+			b := make([]byte, ub)
+			rand.Read(b)
+			keys = append(keys, qkd.Key{ID: h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], Bytes: b})
+			n -= int64(ub)
+		}
+		if err := sa(ctx, keys); err != nil {
+			return err
+		}
+		if err := sb(ctx, keys); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewCharger returns a charger of this lab (fault: the test hook, may be nil).
+func (l *Lab) NewCharger(fault func(string) error) (*Charger, error) {
+	return NewCharger(ChargerConfig{Platform: l.Charger, KME: l.KMEA, MasterSAE: l.Config.ChargerSAE, SlaveSAE: l.Config.QSSCSAE,
+		KeyBits: l.Config.KeyBits, Progress: l.Config.Progress, Log: l.Config.Log, Fault: fault})
+}
+
+// Provision takes a new device through its lifecycle up to active: it is
+// manufactured in dir (key pair generated inside), registered, initialised
+// (certificate issued for the device's own key, with proof of possession),
+// distributed to admin, bound to user and activated. The device is returned
+// open.
+func Provision(ctx context.Context, admin *Client, dir string, info device.Info, pin, puk []byte, opts device.Options, adminName, user string) (*device.Device, error) {
+	if err := device.Manufacture(dir, info, pin, puk, opts); err != nil {
+		return nil, err
+	}
+	if _, err := admin.Register(ctx, RegisterRequest{Serial: info.Serial, Model: info.Model, Kind: info.Kind}); err != nil {
+		return nil, err
+	}
+	dev, err := device.Open(dir, pin, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := Initialise(ctx, admin, dev); err != nil {
+		dev.Close()
+		return nil, err
+	}
+	for _, tr := range []TransitionRequest{{Action: ActDistribute, Administrator: adminName}, {Action: ActBind, User: user}, {Action: ActActivate}} {
+		if _, err := admin.Transition(ctx, info.Serial, tr); err != nil {
+			dev.Close()
+			return nil, err
+		}
+	}
+	return dev, nil
+}
+
+// Initialise runs the initialise transition for an opened device and
+// installs the issued certificate in it.
+func Initialise(ctx context.Context, admin *Client, dev *device.Device) error {
+	pubDER, err := x509.MarshalPKIXPublicKey(dev.PublicKey())
+	if err != nil {
+		return err
+	}
+	serial := dev.Info().Serial
+	proof, err := dev.Signer().Sign(rand.Reader, InitialiseDigest(serial, pubDER), nil)
+	if err != nil {
+		return err
+	}
+	res, err := admin.Transition(ctx, serial, TransitionRequest{Action: ActInitialise, PublicKey: pubDER, Proof: proof})
+	if err != nil {
+		return err
+	}
+	cert, err := x509.ParseCertificate(res.CertDER)
+	if err != nil {
+		return fmt.Errorf("keycharge: issued certificate: %w", err)
+	}
+	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(dev.PublicKey()) {
+		return errors.New("keycharge: the platform certified another key")
+	}
+	return dev.InstallCertificate(cert)
+}

@@ -1,0 +1,51 @@
+package selfverify
+
+import (
+	"context"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/selfverify/ecqv"
+)
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the demo sleeps about 3.5 s")
+	}
+	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
+	ctx := context.Background()
+	led, err := ledger.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer led.Close()
+	al, err := audit.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The operator served over HTTPS, as in `qshield serve`.
+	key, err := LoadOrCreateOperatorKey(ctx, db, ecqv.P256())
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := NewOperator(ctx, db, OperatorConfig{Key: key, Ledger: led, Audit: AuditTo(al)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	srv := httptest.NewTLSServer(op.Handler())
+	defer srv.Close()
+	rows, err := Demo(ctx, DemoConfig{DB: db, Ledger: led, Audit: AuditTo(al), OperatorURL: srv.URL, HTTPClient: srv.Client()})
+	for _, r := range rows {
+		t.Logf("%-50s %-8s %s", r.Step, r.Outcome, r.Detail)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) < 20 {
+		t.Fatalf("only %d rows", len(rows))
+	}
+}

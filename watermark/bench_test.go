@@ -1,0 +1,56 @@
+package watermark
+
+import (
+	"image"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/qshield/qshield/watermark/camsim"
+)
+
+func benchFrame(b *testing.B) (Params, image.Image) {
+	p := DefaultParams()
+	t0, _ := NewToken(p.TokenLen, nil)
+	l, err := NewLoop(t0, p, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prof := camsim.CloseScan()
+	prof.Display.CodeWidthMM = 45 * float64(p.FrameModules()) / float64(p.Dimension())
+	rng := rand.New(rand.NewPCG(1, 1))
+	ex, _ := NewExtractor(p, false)
+	for range 50 {
+		su, _ := prof.Draw(rng, 0, 150)
+		img, err := su.Camera.Capture(&camsim.Scene{Display: prof.Display, Frames: l.Frames[:1]}, su.Pose, 0, rng)
+		if err != nil {
+			continue
+		}
+		if _, err := ex.Extract(img); err == nil {
+			return p, img
+		}
+	}
+	b.Fatal("no extractable frame")
+	return p, nil
+}
+
+// BenchmarkExtract1280x720 is the full per-frame scan of a 1280×720 camera
+// frame; compare with BenchmarkDecodeQR1280x720 (the QR decode alone).
+func BenchmarkExtract1280x720(b *testing.B) {
+	p, img := benchFrame(b)
+	ex, _ := NewExtractor(p, false)
+	for b.Loop() {
+		if _, err := ex.Extract(img); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeQR1280x720(b *testing.B) {
+	p, img := benchFrame(b)
+	ex, _ := NewExtractor(p, false)
+	for b.Loop() {
+		if _, err := ex.DecodeQR(img); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,84 @@
+// Package watermark implements watermarked dynamic payment codes (qshield seed
+// 003): a payer's phone loops n QR-code frames of one public handle T1; each
+// frame's module rings carry one Shamir share of the secret token T0; a merchant
+// scanner filming the loop from 10–20 cm collects t distinct shares within a
+// fraction of a second and recovers T0, while a photo — or a short burst, or a
+// photo of a photo — does not.
+//
+// # Threat model
+//
+// The server issues T0 (16–32 random bytes; 16 by default) to the payer's phone,
+// bound to the payer's account, single use, valid for at most 60 s (see Issuer
+// and Verifier). The thief can see the screen: read every QR code, photograph
+// it from a distance (on-site theft), or have an accomplice show the photos on
+// another screen to a merchant scanner elsewhere (collaborative theft). The
+// thief knows this package and its parameters. The goal: reading the code must
+// not let the thief pay.
+//
+//   - T1 = "QSW1:" ‖ base32(HMAC-SHA256(key = T0, "qshield/watermark/v1/handle")[:16]).
+//     T1 is what every standard decoder reads. It is a pseudo-random function
+//     of T0: it reveals nothing about T0, and the server, which issued T0,
+//     computes it in advance to index its record. Submitting T1 alone pays
+//     nothing; guessing T0 from T1 is a 128-bit search.
+//   - W = T0 is split by (t, n) Shamir sharing over GF(2^8) (package shamir).
+//     Fewer than t shares carry no information about T0.
+//   - Each share is packed as index ‖ t ‖ value ‖ CRC-32 (the CRC also covers
+//     T1, so a share cannot be moved under another code), coded with the
+//     K = 7, rate-1/2 convolutional code (package convcode) and spread over the
+//     data modules by a fixed interleaver, one share per frame.
+//   - The server accepts (T1, T0) once, before expiry, comparing SHA-256(T0) in
+//     constant time with its record (it stores no T0). A wrong T0 does not
+//     consume the code, so knowing T1 does not let a thief burn the payer's
+//     code either.
+//
+// What stops the thief is physics and the threshold, not secrecy of the
+// layout. A single photo holds one frame (or two blended ones): one share at
+// most. A burst must capture t distinct frames, each at a resolution where the
+// ring signal survives (about 6 pixels per module or more). The honest limits,
+// measured by `qshield experiment watermark`: a 1x phone lens beyond about 1 m
+// gets almost no shares; a 2x or 3x lens within 1–2 m does, and a thief who
+// films t or more frames from there recovers T0. Re-capture (collaborative
+// theft) degrades the signal further but does not stop a sharp close-range
+// telephoto burst either. The scheme therefore raises the cost of theft — a
+// long telephoto burst or video from close by, which the single-use 60 s token
+// and the payer's attention further limit — it does not make it impossible.
+//
+// # Embedding
+//
+// Every frame is the same QR code of T1: fixed version (3), error-correction
+// level (M) and mask (2), so module positions are identical across the loop
+// (gozxing's encoder accepts fixed version and mask hints; the code is a
+// standard QR symbol that zbar and ZXing read from every frame). Each module is
+// ModulePx pixels (a multiple of 3). Its centre third always has the QR colour:
+// the "QR bit" every decoder samples. Function patterns (finders, timing,
+// alignment, format) are solid. The outer ring of a data module carries one
+// coded bit: 0 leaves the ring solid, 1 moves it Depth (0.2) of the way, in
+// linear light, towards the opposite colour (a grey ring around a black or
+// white centre, as in halftone QR codes).
+//
+// # Extraction
+//
+// The scanner decodes T1 with gozxing (retrying a 45°-rotated copy, where
+// ZXing's detector is weak), rebuilds the detector's module-to-image
+// perspective transform from its finder and alignment points, and samples each
+// data module's centre and ring in linear light (undoing the camera's sRGB
+// tone curve). The decision feature is ring − ½·centre, signed by the module's
+// colour (known from regenerating the QR matrix of T1). A least-squares fit per
+// colour on the number of opposite-colour neighbours and on the position
+// removes inter-symbol interference from blur and illumination gradients; a
+// one-step 2-means per colour sets threshold and scale. The soft values of a
+// coded bit's modules are summed, Viterbi-decoded and the CRC checked.
+//
+// Why the signal is semi-robust: the ring is a detail at one third of a module.
+// Once the capture's blur spans about a third of a module (distance, a short
+// lens, defocus, motion, a second screen-camera pass) the ring merges with its
+// centre and neighbours and the soft bits drown. A close scanner sees 7–14
+// pixels per module; a 1x phone lens at 1 m sees about 4.5, at 3 m 1.5.
+//
+// # Display
+//
+// The loop runs at FrameRate (15 frames/s by default, a divisor of the 60 Hz
+// refresh, half the 30 frames/s of a typical scanner so every frame is seen
+// unblended at least once). With t = 6 of n = 10, a scanner needs 6 distinct
+// frames: about 0.4 s. Frames are exported as PNG files and as an animated GIF.
+package watermark

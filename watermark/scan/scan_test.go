@@ -1,0 +1,223 @@
+package scan
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"image"
+	"image/draw"
+	"testing"
+
+	"github.com/qshield/qshield/shamir"
+	"github.com/qshield/qshield/watermark"
+)
+
+func newLoop(t *testing.T, p watermark.Params) ([]byte, *watermark.Loop) {
+	t.Helper()
+	t0, err := watermark.NewToken(p.TokenLen, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := watermark.NewLoop(t0, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return t0, l
+}
+
+func TestReconstructFromLoop(t *testing.T) {
+	ctx := context.Background()
+	p := watermark.DefaultParams()
+	t0, l := newLoop(t, p)
+	s, err := NewSession(p, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A blank frame and a repeated frame first.
+	blank := image.NewGray(image.Rect(0, 0, 200, 200))
+	draw.Draw(blank, blank.Rect, image.White, image.Point{}, draw.Src)
+	ev, _ := s.Add(ctx, blank)
+	if ev.Err == nil || ev.Handle != "" {
+		t.Fatalf("blank frame: %+v", ev)
+	}
+	var res *Result
+	// Frame 3 twice, then the loop from the start: frame 3 comes again
+	// (a duplicate) and the 6th distinct share is frame 5, the 8th frame.
+	for i, f := range append([]*image.Gray{l.Frames[3], l.Frames[3]}, l.Frames...) {
+		ev, err := s.Add(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Result != nil {
+			res = ev.Result
+			if i != 7 {
+				t.Fatalf("completed at frame %d, want 7", i)
+			}
+			break
+		}
+	}
+	if res == nil || !bytes.Equal(res.Token, t0) || res.Handle != l.Handle || res.Shares != p.Threshold {
+		t.Fatalf("result %+v", res)
+	}
+	st := s.Stats()
+	if st.NoCode != 1 || st.Duplicate != 2 || st.NewShares != p.Threshold {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestFewerThanThresholdNeverCompletes(t *testing.T) {
+	ctx := context.Background()
+	p := watermark.DefaultParams()
+	_, l := newLoop(t, p)
+	s, _ := NewSession(p, false, nil)
+	for range 3 { // the same t-1 frames, many times
+		for _, f := range l.Frames[:p.Threshold-1] {
+			ev, _ := s.Add(ctx, f)
+			if ev.Result != nil {
+				t.Fatal("completed with t-1 shares")
+			}
+		}
+	}
+}
+
+// TestMixedTokensNeverCombine interleaves frames of two payers' codes: each
+// group completes only with its own shares, into its own token.
+func TestMixedTokensNeverCombine(t *testing.T) {
+	ctx := context.Background()
+	p := watermark.DefaultParams()
+	ta, la := newLoop(t, p)
+	tb, lb := newLoop(t, p)
+	s, _ := NewSession(p, false, nil)
+	// t-1 of A and t-1 of B (2t-2 shares in total, more than t): nothing.
+	for i := range p.Threshold - 1 {
+		for _, f := range []*image.Gray{la.Frames[i], lb.Frames[i+1]} {
+			ev, _ := s.Add(ctx, f)
+			if ev.Result != nil {
+				t.Fatalf("completed from mixed shares: %+v", ev.Result)
+			}
+		}
+	}
+	ev, _ := s.Add(ctx, lb.Frames[0]) // B's t-th share
+	if ev.Result == nil || ev.Result.Handle != lb.Handle || !bytes.Equal(ev.Result.Token, tb) {
+		t.Fatalf("B: %+v", ev)
+	}
+	ev, _ = s.Add(ctx, la.Frames[p.Threshold]) // A's t-th share
+	if ev.Result == nil || ev.Result.Handle != la.Handle || !bytes.Equal(ev.Result.Token, ta) {
+		t.Fatalf("A: %+v", ev)
+	}
+}
+
+// TestForgedShareNeverCombines renders B's share under A's code with a CRC
+// valid for A (as a forger could): the reconstruction does not derive A's T1,
+// so nothing is returned, and a further genuine share lets the subset search
+// leave the forged one out.
+func TestForgedShareNeverCombines(t *testing.T) {
+	ctx := context.Background()
+	p := watermark.DefaultParams()
+	_, la := newLoop(t, p)
+	tb, _ := newLoop(t, p)
+	sh, _ := shamir.Split(tb, p.Threshold, p.Shares, nil)
+	// A frame whose QR says A but whose share (with B's CRC) belongs to B.
+	img, err := watermark.Render(la.Handle, watermark.Share{Index: sh[0].Index, Threshold: byte(p.Threshold), Value: sh[0].Value}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Render computes the CRC over A's handle (a forger can), so the share
+	// passes the CRC: the defence is the reconstruction check.
+	ex, _ := watermark.NewExtractor(p, false)
+	if _, err := ex.Extract(img); err != nil {
+		t.Fatalf("extract: %v", err)
+	}
+	s, _ := NewSession(p, false, nil)
+	s.Add(ctx, img)
+	for _, f := range la.Frames[1:p.Threshold] {
+		ev, _ := s.Add(ctx, f)
+		if ev.Result != nil {
+			t.Fatalf("reconstructed with a foreign share: %+v", ev.Result)
+		}
+		if f == la.Frames[p.Threshold-1] && !errors.Is(ev.Err, ErrNoConsistentSubset) {
+			t.Fatalf("want ErrNoConsistentSubset, got %v", ev.Err)
+		}
+	}
+	// One more genuine share: the subset search excludes the forged one.
+	ev, _ := s.Add(ctx, la.Frames[p.Threshold])
+	if ev.Result == nil || ev.Result.Handle != la.Handle {
+		t.Fatalf("no recovery after a genuine extra share: %+v", ev)
+	}
+}
+
+// TestCorruptedFrameDropped damages a frame's watermark: its share is dropped
+// (CRC) and the session still completes from the other frames.
+func TestCorruptedFrameDropped(t *testing.T) {
+	ctx := context.Background()
+	p := watermark.DefaultParams()
+	t0, l := newLoop(t, p)
+	bad := image.NewGray(l.Frames[0].Rect)
+	copy(bad.Pix, l.Frames[0].Pix)
+	// Flip the ring signal of a band of 15 module rows (grey rings become
+	// solid, solid rings grey), keeping every module centre.
+	m := p.ModulePx
+	for y := 10 * m; y < 25*m; y++ {
+		for x := 0; x < bad.Rect.Dx(); x++ {
+			if (x%m < m/3 || x%m >= 2*m/3) || (y%m < m/3 || y%m >= 2*m/3) {
+				v := bad.Pix[y*bad.Stride+x]
+				if v != 0 && v != 255 {
+					if v < 128 {
+						bad.Pix[y*bad.Stride+x] = 0
+					} else {
+						bad.Pix[y*bad.Stride+x] = 255
+					}
+				} else if v == 0 {
+					bad.Pix[y*bad.Stride+x] = 60
+				} else {
+					bad.Pix[y*bad.Stride+x] = 200
+				}
+			}
+		}
+	}
+	s, _ := NewSession(p, false, nil)
+	ev, _ := s.Add(ctx, bad)
+	if !errors.Is(ev.Err, watermark.ErrBadShare) || ev.Handle != l.Handle {
+		t.Fatalf("corrupted frame: %+v", ev)
+	}
+	var res *Result
+	for _, f := range l.Frames[1 : p.Threshold+1] {
+		ev, _ := s.Add(ctx, f)
+		if ev.Result != nil {
+			res = ev.Result
+		}
+	}
+	if res == nil || !bytes.Equal(res.Token, t0) {
+		t.Fatalf("no result after dropping the corrupted frame: %+v", res)
+	}
+}
+
+func TestContextCancelled(t *testing.T) {
+	p := watermark.DefaultParams()
+	s, _ := NewSession(p, false, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Add(ctx, image.NewGray(image.Rect(0, 0, 10, 10))); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+}
+
+func FuzzAdd(f *testing.F) {
+	p := watermark.DefaultParams()
+	f.Add(uint16(40), uint16(40), []byte{0, 255, 128})
+	f.Add(uint16(1), uint16(1), []byte{})
+	f.Fuzz(func(t *testing.T, w, h uint16, pix []byte) {
+		w, h = w%300+1, h%300+1
+		img := image.NewGray(image.Rect(0, 0, int(w), int(h)))
+		for i := range img.Pix {
+			if len(pix) > 0 {
+				img.Pix[i] = pix[i%len(pix)]
+			}
+		}
+		s, _ := NewSession(p, false, nil)
+		ev, err := s.Add(context.Background(), img)
+		if err != nil || ev.Result != nil {
+			t.Fatalf("random frame: %+v %v", ev, err)
+		}
+	})
+}

@@ -1,0 +1,247 @@
+// Package trial runs end-to-end payment and theft trials of watermarked
+// payment codes through the camera simulator. Experiments, attack tests, the
+// demo and `qshield scan --simulate` use it.
+//
+// Timing model of a normal payment. The scanner films at its profile's rate;
+// camera frame i starts its exposure at i/rate and is available once the last
+// row is read out. A single core processes frames in order: frame i starts
+// when it is available and the previous frame is done. The payment time is
+// from the start of the first exposure to the end of processing of the frame
+// that completes the reconstruction, plus the server's verification. Processing
+// times are measured as thread CPU time on this machine, so the result does not
+// depend on other load.
+//
+// Thieves use the same extraction software as the scanner with the decoder's
+// TRY_HARDER mode (the best a thief can do with our code); each theft trial is
+// one burst (on-site) or one burst replayed on the accomplice's screen to a
+// merchant scanner (collaborative).
+package trial
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"math/rand/v2"
+	"runtime"
+	"time"
+
+	"github.com/qshield/qshield/watermark"
+	"github.com/qshield/qshield/watermark/camsim"
+	"github.com/qshield/qshield/watermark/scan"
+)
+
+// SymbolMM is the width of the QR symbol (without quiet zone) on the payer's
+// screen.
+const SymbolMM = 45.0
+
+// FrameMM returns the physical width of a rendered frame for p.
+func FrameMM(p watermark.Params) float64 {
+	return SymbolMM * float64(p.FrameModules()) / float64(p.Dimension())
+}
+
+// WithDisplay returns prof with its display sized for p's frames.
+func WithDisplay(prof camsim.Profile, p watermark.Params) camsim.Profile {
+	prof.Display.CodeWidthMM = FrameMM(p)
+	return prof
+}
+
+// PayResult is the outcome of one normal payment.
+type PayResult struct {
+	OK         bool
+	Frames     int           // camera frames processed
+	Elapsed    time.Duration // first exposure to reconstruction (pipeline model)
+	Processing time.Duration // total CPU time spent on the frames
+	Token      []byte
+	Handle     string
+	Setup      camsim.Setup
+	Stats      scan.Stats
+}
+
+// Pay simulates a payer holding loop in front of a scanner of profile prof
+// (its display sized by the caller, see WithDisplay) until the scanner
+// reconstructs T0 or timeout (simulated time) passes.
+func Pay(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *rand.Rand, timeout time.Duration) (PayResult, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	su, err := prof.Draw(rng, -1, 0)
+	if err != nil {
+		return PayResult{}, err
+	}
+	period := time.Duration(float64(len(loop.Frames)) * float64(time.Second) / loop.Params.FrameRate)
+	scene := &camsim.Scene{Display: prof.Display, Frames: loop.Frames, FrameRate: loop.Params.FrameRate,
+		Phase: time.Duration(rng.Int64N(int64(period)))}
+	cs, err := su.Camera.NewSession(scene, su.Pose)
+	if err != nil {
+		return PayResult{Setup: su}, fmt.Errorf("trial: camera: %w", err)
+	}
+	sess, err := scan.NewSession(loop.Params, false, nil)
+	if err != nil {
+		return PayResult{}, err
+	}
+	capPeriod := time.Duration(float64(time.Second) / prof.CaptureRate)
+	res := PayResult{Setup: su, Handle: loop.Handle}
+	var busyUntil time.Duration
+	for i := 0; ; i++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		start := time.Duration(i) * capPeriod
+		if start > timeout {
+			return res, nil
+		}
+		img, err := cs.Capture(start, rng)
+		if err != nil {
+			return res, fmt.Errorf("trial: capture: %w", err)
+		}
+		ready := start + su.Camera.Exposure + su.Camera.Readout
+		t0 := ThreadCPU()
+		ev, err := sess.Add(ctx, img)
+		proc := ThreadCPU() - t0
+		if err != nil {
+			return res, err
+		}
+		res.Frames++
+		res.Processing += proc
+		res.Stats = sess.Stats()
+		busyUntil = max(busyUntil, ready) + proc
+		if ev.Result != nil {
+			res.OK = true
+			res.Token = ev.Result.Token
+			res.Elapsed = busyUntil
+			return res, nil
+		}
+	}
+}
+
+// TheftResult is the outcome of one theft attempt.
+type TheftResult struct {
+	OK bool
+	// SucceededAt is the number of photos after which T0 was recovered
+	// (0 when it was not).
+	SucceededAt int
+	Photos      int
+	Shares      int // distinct valid shares the thief obtained
+	Setup       camsim.Setup
+}
+
+// Photos takes a burst of n photos of loop with the theft profile prof (lens
+// index or -1 for random, distance in mm or 0 for the profile's range).
+func Photos(loop *watermark.Loop, prof camsim.Profile, rng *rand.Rand, lens int, distanceMM float64, n int) ([]*image.Gray, camsim.Setup, error) {
+	su, err := prof.Draw(rng, lens, distanceMM)
+	if err != nil {
+		return nil, su, err
+	}
+	period := time.Duration(float64(len(loop.Frames)) * float64(time.Second) / loop.Params.FrameRate)
+	scene := &camsim.Scene{Display: prof.Display, Frames: loop.Frames, FrameRate: loop.Params.FrameRate,
+		Phase: time.Duration(rng.Int64N(int64(period)))}
+	cs, err := su.Camera.NewSession(scene, su.Pose)
+	if err != nil {
+		return nil, su, fmt.Errorf("trial: camera: %w", err)
+	}
+	gap := time.Duration(float64(time.Second) / prof.CaptureRate)
+	var out []*image.Gray
+	for i := range n {
+		img, err := cs.Capture(time.Duration(i)*gap, rng)
+		if err != nil {
+			return nil, su, fmt.Errorf("trial: capture: %w", err)
+		}
+		out = append(out, img)
+	}
+	return out, su, nil
+}
+
+// BurstLen draws a burst length from prof.Burst.
+func BurstLen(prof camsim.Profile, rng *rand.Rand) int {
+	lo, hi := max(1, prof.Burst[0]), max(1, prof.Burst[1])
+	if hi <= lo {
+		return lo
+	}
+	return lo + rng.IntN(hi-lo+1)
+}
+
+// OnSite is one on-site theft: a burst of n photos (n <= 0: drawn from the
+// profile) processed by the thief with the scanner's software.
+func OnSite(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *rand.Rand, lens int, distanceMM float64, n int) (TheftResult, error) {
+	if n <= 0 {
+		n = BurstLen(prof, rng)
+	}
+	photos, su, err := Photos(loop, prof, rng, lens, distanceMM, n)
+	res := TheftResult{Setup: su, Photos: n}
+	if err != nil {
+		if errors.Is(err, camsim.ErrParams) {
+			return res, nil // e.g. the code out of view: the photo is useless
+		}
+		return res, err
+	}
+	sess, err := scan.NewSession(loop.Params, true, nil)
+	if err != nil {
+		return res, err
+	}
+	for i, img := range photos {
+		ev, err := sess.Add(ctx, img)
+		if err != nil {
+			return res, err
+		}
+		res.Shares = ev.Have
+		if ev.Result != nil {
+			res.OK, res.SucceededAt = true, i+1
+			break
+		}
+	}
+	return res, nil
+}
+
+// Collaborative is one collaborative theft: an accomplice's burst (as OnSite)
+// shown photo by photo, zoomed, on another phone to a merchant scanner
+// (profile scanner, its display replaced by replay), perFrame scanner frames
+// per photo, all into one scanner session.
+func Collaborative(ctx context.Context, loop *watermark.Loop, thief, scanner camsim.Profile, replay camsim.Display,
+	rng *rand.Rand, lens int, distanceMM float64, n, perPhoto int) (TheftResult, error) {
+	if n <= 0 {
+		n = BurstLen(thief, rng)
+	}
+	photos, su, err := Photos(loop, thief, rng, lens, distanceMM, n)
+	res := TheftResult{Setup: su, Photos: n}
+	if err != nil {
+		if errors.Is(err, camsim.ErrParams) {
+			return res, nil
+		}
+		return res, err
+	}
+	sess, err := scan.NewSession(loop.Params, false, nil)
+	if err != nil {
+		return res, err
+	}
+	scanner.Display = replay
+	scanner.Crop = true // only the region around the code is simulated
+	gap := time.Duration(float64(time.Second) / scanner.CaptureRate)
+	for i, ph := range photos {
+		ssu, err := scanner.Draw(rng, -1, 0)
+		if err != nil {
+			return res, err
+		}
+		// The photo is shown so that its width is replay.CodeWidthMM.
+		scene := &camsim.Scene{Display: replay, Frames: []*image.Gray{ph}}
+		cs, err := ssu.Camera.NewSession(scene, ssu.Pose)
+		if err != nil {
+			continue
+		}
+		for k := range perPhoto {
+			img, err := cs.Capture(time.Duration(k)*gap, rng)
+			if err != nil {
+				return res, err
+			}
+			ev, err := sess.Add(ctx, img)
+			if err != nil {
+				return res, err
+			}
+			res.Shares = ev.Have
+			if ev.Result != nil {
+				res.OK, res.SucceededAt = true, i+1
+				return res, nil
+			}
+		}
+	}
+	return res, nil
+}
