@@ -389,7 +389,6 @@ type PairOptions struct {
 	Km               float64  // simulated fibre length (default 25)
 	MaxKeys          int
 	NoLink           bool // do not start the simulated link
-	StateDir         string
 }
 
 // StartKMEPair opens both sites' KMEs (KME_A, KME_B) on db with certificates

@@ -13,5 +13,6 @@ func All() []experiment.Spec {
 		BioQRExperiment(),
 		SelfVerifyExperiment(),
 		LedgerExperiment(HTTPSTarget()),
+		KMEExperiment(),
 	}
 }
