@@ -14,5 +14,8 @@ func All() []experiment.Spec {
 		SelfVerifyExperiment(),
 		LedgerExperiment(HTTPSTarget()),
 		KMEExperiment(),
+		QKDRateExperiment(),
+		QKDCascadeExperiment(),
+		QKDEveExperiment(),
 	}
 }

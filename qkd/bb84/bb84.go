@@ -122,6 +122,8 @@ func (p Params) Validate() error {
 		return bad("misalignment error %g", l.Ed)
 	case !(l.Y0 >= 0 && l.Y0 < 0.1):
 		return bad("dark count yield %g", l.Y0)
+	case p.Eve == EveNone && p.EveFraction != 0:
+		return bad("eavesdropper fraction %g with no eavesdropper mode (set Eve)", p.EveFraction)
 	case !(p.DistanceKm >= 0 && p.DistanceKm <= 1000):
 		return bad("distance %g km", p.DistanceKm)
 	case !(p.Mu > 0 && p.Mu < 10 && p.Nu > 0 && p.Nu < p.Mu && p.Vacuum >= 0 && p.Vacuum < p.Nu):

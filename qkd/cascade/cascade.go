@@ -500,11 +500,6 @@ func (b *bob) cascade(ctx context.Context, ask AskFunc) error {
 			req, waiting = req[:0], waiting[:0]
 			for idx := 0; idx < len(act); {
 				nd := &act[idx]
-				if nd.dead {
-					act[idx] = act[len(act)-1]
-					act = act[:len(act)-1]
-					continue
-				}
 				c := b.copies[nd.pass]
 				// Descend locally while Alice's parities are cached.
 				for nd.hi-nd.lo > 1 {
@@ -521,7 +516,6 @@ func (b *bob) cascade(ctx context.Context, ask AskFunc) error {
 				}
 				if nd.hi-nd.lo == 1 {
 					j := int(b.origIndex(nd.pass, nd.lo))
-					nd.dead = true
 					if b.flipped[j>>6]>>(uint(j)&63)&1 == 1 {
 						b.res.Inconsistent = true
 						return nil
@@ -544,10 +538,8 @@ func (b *bob) cascade(ctx context.Context, ask AskFunc) error {
 			if err != nil {
 				return err
 			}
-			// A node queued for a request may have been dropped (or moved by
-			// the swap-removal) after a later flip in the same sweep: its
-			// answer is cached for later searches, but only the node that
-			// still starts at the requested range descends.
+			// Waiting nodes sit before the sweep position, so swap-removal of
+			// finished nodes never moves them; the check below is defensive.
 			for j, idx := range waiting {
 				r := req[j]
 				al := uint8(rep[j>>6] >> (uint(j) & 63) & 1)
@@ -571,7 +563,6 @@ type node struct {
 	idx    int // heap index of the node in its block's search tree (root 1)
 	lo, hi int
 	a      uint8 // Alice's parity of [lo, hi)
-	dead   bool
 }
 
 func (b *bob) origIndex(i, pos int) uint32 {

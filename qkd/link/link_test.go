@@ -195,6 +195,11 @@ func TestBadConfig(t *testing.T) {
 	if _, err := Run(context.Background(), cfg, nil, nil); !errors.Is(err, ErrConfig) {
 		t.Fatalf("err = %v, want ErrConfig", err)
 	}
+	cfg = testConfig(0)
+	cfg.PulsesPerBlock = 1e12 // 2·10^10 detections: far beyond one block's limit
+	if _, err := Run(context.Background(), cfg, nil, nil); !errors.Is(err, ErrConfig) {
+		t.Fatalf("err = %v, want ErrConfig", err)
+	}
 	cfg = testConfig(25)
 	cfg.Physics.Nu = 0.9
 	if _, err := RunAlice(context.Background(), nil, cfg, nil); !errors.Is(err, ErrConfig) {

@@ -171,6 +171,16 @@ func (c Config) normalized(alice bool) (Config, error) {
 		if err := c.Physics.Validate(); err != nil {
 			return c, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
+		gain, _, _ := c.Physics.Expected()
+		probs := c.Physics.Probabilities()
+		var pdet float64
+		for k := range gain {
+			pdet += probs[k] * gain[k]
+		}
+		if exp := pdet * float64(c.PulsesPerBlock); exp > maxDetections/2 {
+			return bad("%d pulses per block would give about %.3g detections at %g km (limit %d): use smaller blocks",
+				c.PulsesPerBlock, exp, c.Physics.DistanceKm, maxDetections/2)
+		}
 	}
 	return c, nil
 }
@@ -509,6 +519,10 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 					return st, err
 				}
 				st.DisclosedBits += int64(len(fr.Ranges))
+				if st.DisclosedBits > int64(off) {
+					// More parities than key bits: nothing could remain secret.
+					return st, fmt.Errorf("%w: Bob asked for %d parities of %d key bits", ErrProtocol, st.DisclosedBits, off)
+				}
 				rep.Frames[k] = FrameReply{Frame: fr.Frame, N: uint32(len(fr.Ranges)), Bits: bits}
 			}
 			st.RoundTrips++

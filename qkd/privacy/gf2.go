@@ -39,6 +39,13 @@ func mulBaseGeneric(z, x, y []uint64) {
 	}
 }
 
+// mulRangeGeneric is the portable mulRange: the full product, then a copy.
+func mulRangeGeneric(z, x, y []uint64, k0, k1 int) {
+	full := make([]uint64, len(x)+len(y))
+	mulBaseGeneric(full, x, y)
+	copy(z[:k1-k0], full[k0:k1])
+}
+
 // karatsubaThreshold is the operand length (words) below which the schoolbook
 // product is used.
 const karatsubaThreshold = 48
