@@ -3,6 +3,7 @@ package qmsp
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -30,9 +31,8 @@ type Auditor interface {
 	AppendTx(ctx context.Context, tx *sql.Tx, e audit.Entry) (audit.Record, error)
 }
 
-var migrations = []sqldb.Migration{{
-	Version: 1,
-	SQLite: `CREATE TABLE qmsp_css_gateways (
+// schema is written for SQLite; PostgreSQL differs only in its binary type.
+const schema = `CREATE TABLE qmsp_css_gateways (
 		gi TEXT PRIMARY KEY,
 		merchant BIGINT NOT NULL,
 		status TEXT NOT NULL,
@@ -70,46 +70,12 @@ var migrations = []sqldb.Migration{{
 		reason TEXT NOT NULL DEFAULT '',
 		request_hash BLOB NOT NULL,
 		created_at BIGINT NOT NULL,
-		PRIMARY KEY (key_id, unit))`,
-	Postgres: `CREATE TABLE qmsp_css_gateways (
-		gi TEXT PRIMARY KEY,
-		merchant BIGINT NOT NULL,
-		status TEXT NOT NULL,
-		epoch BIGINT NOT NULL,
-		pk BYTEA NOT NULL,
-		pending_epoch BIGINT NOT NULL DEFAULT 0,
-		pending_pk BYTEA,
-		resyncs BIGINT NOT NULL DEFAULT 0,
-		updated_at BIGINT NOT NULL);
-	CREATE TABLE qmsp_pps_gateways (
-		gi TEXT PRIMARY KEY,
-		merchant BIGINT NOT NULL,
-		merchant_account TEXT NOT NULL,
-		public_key BYTEA NOT NULL,
-		status TEXT NOT NULL,
-		created_at BIGINT NOT NULL);
-	CREATE TABLE qmsp_pps_payers (
-		payer BIGINT PRIMARY KEY,
-		account TEXT NOT NULL,
-		phone TEXT NOT NULL);
-	CREATE TABLE qmsp_pps_keys (
-		key_id TEXT PRIMARY KEY,
-		material BYTEA NOT NULL,
-		units INTEGER NOT NULL,
-		fetched_at BIGINT NOT NULL);
-	CREATE TABLE qmsp_payments (
-		key_id TEXT NOT NULL,
-		unit INTEGER NOT NULL,
-		gi TEXT NOT NULL,
-		payer BIGINT NOT NULL,
-		amount BIGINT NOT NULL,
-		currency TEXT NOT NULL,
-		state TEXT NOT NULL,
-		transfer_id TEXT NOT NULL DEFAULT '',
-		reason TEXT NOT NULL DEFAULT '',
-		request_hash BYTEA NOT NULL,
-		created_at BIGINT NOT NULL,
-		PRIMARY KEY (key_id, unit))`,
+		PRIMARY KEY (key_id, unit))`
+
+var migrations = []sqldb.Migration{{
+	Version:  1,
+	SQLite:   schema,
+	Postgres: strings.ReplaceAll(schema, "BLOB", "BYTEA"),
 }}
 
 func migrate(ctx context.Context, db *sqldb.DB) error {

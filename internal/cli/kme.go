@@ -31,7 +31,6 @@ import (
 const (
 	// EnvKMEMasterKey holds the pool master key: 32 bytes in hex or base64.
 	EnvKMEMasterKey = "QSHIELD_KME_MASTER_KEY"
-	envCAKey        = "QSHIELD_CA_KEY"
 )
 
 // KMECommand is `qshield kme`: run ETSI GS QKD 014 key managers and talk to them.
@@ -73,12 +72,12 @@ func (c *kmeCommon) open(ctx context.Context, g *Globals) (*sqldb.DB, *pki.CA, [
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	dir, err := kmeStateDir(c.stateDir, db)
+	dir, err := platform.StateDir(c.stateDir, db)
 	if err != nil {
 		db.Close()
 		return nil, nil, nil, err
 	}
-	ca, err := openPlatformCA(ctx, db, dir)
+	ca, err := platform.OpenCA(ctx, db, dir)
 	if err != nil {
 		db.Close()
 		return nil, nil, nil, err
@@ -91,47 +90,8 @@ func (c *kmeCommon) open(ctx context.Context, g *Globals) (*sqldb.DB, *pki.CA, [
 	return db, ca, mk, nil
 }
 
-func kmeStateDir(dir string, db *sqldb.DB) (string, error) {
-	if dir == "" {
-		if db.Path != "" {
-			dir = filepath.Dir(db.Path)
-		} else {
-			base, err := os.UserConfigDir()
-			if err != nil {
-				return "", fmt.Errorf("kme: no state directory: %w", err)
-			}
-			dir = filepath.Join(base, "qshield")
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("kme: create state directory: %w", err)
-	}
-	return dir, nil
-}
-
 // openPlatformCA opens (or creates) the platform CA with the same sealing key
 // `qshield serve` uses: QSHIELD_CA_KEY, or ca-seal.key in the state directory.
-func openPlatformCA(ctx context.Context, db *sqldb.DB, dir string) (*pki.CA, error) {
-	var enc pki.KeyEncryptor
-	var err error
-	if os.Getenv(envCAKey) != "" {
-		enc, err = pki.EnvKey(envCAKey)
-	} else {
-		var raw []byte
-		raw, err = loadOrCreateKeyFile(filepath.Join(dir, "ca-seal.key"))
-		if err == nil {
-			enc, err = pki.RawKey(raw)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kme: CA sealing key: %w", err)
-	}
-	ca, err := pki.OpenOrCreateCA(ctx, db, platform.CAName, pki.Options{}, enc)
-	if err != nil {
-		return nil, fmt.Errorf("kme: platform CA: %w", err)
-	}
-	return ca, nil
-}
 
 // KMEMasterKey returns the pool master key: the environment variable, the
 // named file, or kme-master.key in dir (created on first use).

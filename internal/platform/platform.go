@@ -105,11 +105,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.closers = append(p.closers, p.DB.Close)
-	p.StateDir, err = stateDir(cfg, p.DB)
-	if err != nil {
-		return nil, err
-	}
-	keyEnc, err := caSealKey(p.StateDir)
+	p.StateDir, err = StateDir(cfg.StateDir, p.DB)
 	if err != nil {
 		return nil, err
 	}
@@ -121,9 +117,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("platform: audit trail: %w", err)
 	}
-	p.CA, err = pki.OpenOrCreateCA(ctx, p.DB, CAName, pki.Options{}, keyEnc)
+	p.CA, err = OpenCA(ctx, p.DB, p.StateDir)
 	if err != nil {
-		return nil, fmt.Errorf("platform: certification authority: %w", err)
+		return nil, err
 	}
 	p.CA = p.CA.WithAudit(p.Audit, "platform")
 	p.Ledger, err = ledger.Open(ctx, p.DB)
@@ -214,8 +210,9 @@ func (p *Platform) Close() error {
 	return errors.Join(errs...)
 }
 
-func stateDir(cfg Config, db *sqldb.DB) (string, error) {
-	dir := cfg.StateDir
+// StateDir resolves the state directory: dir, or the directory of the SQLite
+// file, or ~/.config/qshield for PostgreSQL; it is created (mode 0700).
+func StateDir(dir string, db *sqldb.DB) (string, error) {
 	if dir == "" {
 		if db.Path != "" {
 			dir = filepath.Dir(db.Path)
@@ -231,6 +228,20 @@ func stateDir(cfg Config, db *sqldb.DB) (string, error) {
 		return "", fmt.Errorf("platform: create state directory: %w", err)
 	}
 	return dir, nil
+}
+
+// OpenCA opens (or creates) the platform CA in db, its key sealed under
+// QSHIELD_CA_KEY or dir/ca-seal.key.
+func OpenCA(ctx context.Context, db *sqldb.DB, dir string) (*pki.CA, error) {
+	keyEnc, err := caSealKey(dir)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := pki.OpenOrCreateCA(ctx, db, CAName, pki.Options{}, keyEnc)
+	if err != nil {
+		return nil, fmt.Errorf("platform: certification authority: %w", err)
+	}
+	return ca, nil
 }
 
 // caSealKey returns the key sealing the CA private key: QSHIELD_CA_KEY, or a
