@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qshield/qshield/internal/sqldb"
@@ -83,8 +84,9 @@ type CSS struct {
 	seal   *sealer
 	batch  *sqldb.Batcher
 	now    func() time.Time
-	buf    chan etsiKey
-	fillMu sync.Mutex
+	buf       chan etsiKey
+	fillMu    sync.Mutex
+	refilling atomic.Bool
 }
 
 type etsiKey struct {
@@ -163,9 +165,30 @@ func (c *CSS) RegisterGateway(ctx context.Context, gi string, merchant uint32) (
 func (c *CSS) next(ctx context.Context) (etsiKey, error) {
 	select {
 	case k := <-c.buf:
+		if len(c.buf) < cap(c.buf)/2 && c.refilling.CompareAndSwap(false, true) {
+			// Top the buffer up in the background, so that no visit waits
+			// for the key manager while keys are still buffered.
+			go func() {
+				defer c.refilling.Store(false)
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				defer cancel()
+				if k, err := c.fetch(rctx); err == nil {
+					select {
+					case c.buf <- k:
+					default:
+					}
+				}
+			}()
+		}
 		return k, nil
 	default:
 	}
+	return c.fetch(ctx)
+}
+
+// fetch asks the key manager for up to a buffer's worth of batches, returns
+// one and buffers the rest.
+func (c *CSS) fetch(ctx context.Context) (etsiKey, error) {
 	c.fillMu.Lock()
 	defer c.fillMu.Unlock()
 	select {
@@ -173,10 +196,7 @@ func (c *CSS) next(ctx context.Context) (etsiKey, error) {
 		return k, nil
 	default:
 	}
-	n := cap(c.buf)
-	if n > 128 {
-		n = 128
-	}
+	n := min(max(cap(c.buf)-len(c.buf), 1), 128)
 	keys, err := c.cfg.Keys.EncKeys(ctx, c.cfg.SlaveSAE, n, c.cfg.BatchBytes*8)
 	if err != nil && n > 1 {
 		// The pool may hold less than a full prefetch: take one batch.

@@ -81,7 +81,7 @@ func ProvisionGateway(path string, storageKey []byte, id string, merchant uint32
 	if err != nil {
 		return err
 	}
-	return writeState(path, s, &GatewayState{ID: id, Merchant: merchant, PK: pk[:]})
+	return writeState(path, s, &GatewayState{ID: id, Merchant: merchant, PK: pk[:]}, true)
 }
 
 // OpenGateway loads a provisioned gateway.
@@ -128,7 +128,13 @@ func (g *Gateway) load() error {
 	return nil
 }
 
-func writeState(path string, s *sealer, st *GatewayState) error {
+// writeState replaces the state file atomically (write a new file, rename).
+// durable also fsyncs the file and its directory before returning: needed
+// whenever the preset key changes, since a gateway that forgot its epoch
+// would be out of step; not needed when only the displayed unit moves on,
+// since a gateway that forgets that shows a spent unit again, which the
+// platform refuses (and the page skips).
+func writeState(path string, s *sealer, st *GatewayState, durable bool) error {
 	pt, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -144,9 +150,11 @@ func writeState(path string, s *sealer, st *GatewayState) error {
 		tmp.Close()
 		return fmt.Errorf("qmsp: save gateway state: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("qmsp: save gateway state: %w", err)
+	if durable {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return fmt.Errorf("qmsp: save gateway state: %w", err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
@@ -154,9 +162,11 @@ func writeState(path string, s *sealer, st *GatewayState) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("qmsp: save gateway state: %w", err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if durable {
+		if d, err := os.Open(dir); err == nil {
+			_ = d.Sync()
+			d.Close()
+		}
 	}
 	return nil
 }
@@ -218,7 +228,7 @@ func (g *Gateway) refreshLocked(ctx context.Context) error {
 	}
 	next.Next = 0
 	next.ShownExpires = 0
-	if err := writeState(g.cfg.StatePath, g.seal, &next); err != nil {
+	if err := writeState(g.cfg.StatePath, g.seal, &next, true); err != nil {
 		return err
 	}
 	g.st = next
@@ -272,7 +282,7 @@ func (g *Gateway) Advance() error {
 	defer g.mu.Unlock()
 	g.st.Next++
 	g.st.ShownExpires = 0
-	return writeState(g.cfg.StatePath, g.seal, &g.st)
+	return writeState(g.cfg.StatePath, g.seal, &g.st, false)
 }
 
 // Signer is a crypto.Signer (named here so callers can assert to it).

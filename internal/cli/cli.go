@@ -21,13 +21,15 @@ import (
 
 // Globals are the settings shared by every subcommand (persistent root flags).
 type Globals struct {
-	DB       string // --db, or QSHIELD_DB
-	JSON     bool   // --json
-	Verbose  bool   // --verbose
-	Out      io.Writer
-	Err      io.Writer
-	Log      *slog.Logger
-	Progress *progress.Factory
+	DB      string // --db, or QSHIELD_DB
+	JSON    bool   // --json
+	Verbose bool   // --verbose
+	// CPUProfile is --cpuprofile: a file for a CPU profile of the command.
+	CPUProfile string
+	Out        io.Writer
+	Err        io.Writer
+	Log        *slog.Logger
+	Progress   *progress.Factory
 }
 
 // NewGlobals returns Globals writing to stdout and stderr.

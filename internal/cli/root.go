@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"os"
+	"runtime/pprof"
+
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/experiment"
@@ -14,10 +17,27 @@ func Root(g *Globals) *cobra.Command {
 		Short:         "qshield: secure QR-code mobile payments (QKD keys, self-verified keys, watermarked and biometric QR codes)",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			g.Init()
+			if g.CPUProfile != "" {
+				f, err := os.Create(g.CPUProfile)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					f.Close()
+					return err
+				}
+			}
+			return nil
+		},
+		PersistentPostRun: func(cmd *cobra.Command, args []string) {
+			if g.CPUProfile != "" {
+				pprof.StopCPUProfile()
+			}
 		},
 	}
+	root.PersistentFlags().StringVar(&g.CPUProfile, "cpuprofile", "", "write a CPU profile to this file (for go tool pprof)")
 	root.PersistentFlags().StringVar(&g.DB, "db", g.DB, "database: an SQLite file path (default in the user data directory) or a postgres:// URL (env QSHIELD_DB)")
 	root.PersistentFlags().BoolVar(&g.JSON, "json", false, "machine-readable JSON output")
 	root.PersistentFlags().BoolVarP(&g.Verbose, "verbose", "v", false, "debug logging on stderr")
