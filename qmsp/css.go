@@ -80,10 +80,10 @@ type CSSConfig struct {
 // CSS is the commercial supermarket server: it registers gateways (setup
 // steps 1–4), and serves their key acquisitions (steps 1–8).
 type CSS struct {
-	cfg    CSSConfig
-	seal   *sealer
-	batch  *sqldb.Batcher
-	now    func() time.Time
+	cfg       CSSConfig
+	seal      *sealer
+	batch     *sqldb.Batcher
+	now       func() time.Time
 	buf       chan etsiKey
 	fillMu    sync.Mutex
 	refilling atomic.Bool
