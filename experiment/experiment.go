@@ -171,12 +171,19 @@ func escapeCells(cells []string) []string {
 // Plot is data for one PNG line plot, written as File (a base name such as
 // "qkd-rate.png") under the output directory.
 type Plot struct {
-	File   string   `json:"file"`
-	Title  string   `json:"title"`
-	XLabel string   `json:"x_label"`
-	YLabel string   `json:"y_label"`
-	LogX   bool     `json:"log_x,omitempty"`
-	LogY   bool     `json:"log_y,omitempty"`
+	File   string `json:"file"`
+	Title  string `json:"title"`
+	XLabel string `json:"x_label"`
+	YLabel string `json:"y_label"`
+	LogX   bool   `json:"log_x,omitempty"`
+	LogY   bool   `json:"log_y,omitempty"`
+	// Legend places the legend: "" (top right), "top-left", "bottom-left"
+	// or "bottom-right".
+	Legend string `json:"legend,omitempty"`
+	// YMin and YMax, when non-zero, fix the Y range (e.g. to make room for
+	// the legend).
+	YMin   float64  `json:"y_min,omitempty"`
+	YMax   float64  `json:"y_max,omitempty"`
 	Series []Series `json:"series"`
 }
 

@@ -75,11 +75,11 @@ func WritePNG(path string, p Plot) error {
 	pl.Add(plotter.NewGrid())
 	if p.LogX {
 		pl.X.Scale = plot.LogScale{}
-		pl.X.Tick.Marker = plot.LogTicks{Prec: -1}
+		pl.X.Tick.Marker = plot.LogTicks{Prec: 2}
 	}
 	if p.LogY {
 		pl.Y.Scale = plot.LogScale{}
-		pl.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		pl.Y.Tick.Marker = plot.LogTicks{Prec: 2}
 	}
 	for i, s := range p.Series {
 		xy := make(plotter.XYs, 0, len(s.X))
@@ -122,7 +122,21 @@ func WritePNG(path string, p Plot) error {
 		pl.Add(ln, pts)
 		pl.Legend.Add(s.Name, ln, pts)
 	}
-	pl.Legend.Top = true
+	switch p.Legend {
+	case "top-left":
+		pl.Legend.Top, pl.Legend.Left = true, true
+	case "bottom-left":
+		pl.Legend.Left = true
+	case "bottom-right":
+	default:
+		pl.Legend.Top = true
+	}
+	if p.YMin != 0 {
+		pl.Y.Min = p.YMin
+	}
+	if p.YMax != 0 {
+		pl.Y.Max = p.YMax
+	}
 	pl.BackgroundColor = color.White
 	if err := pl.Save(7*vg.Inch, 4.5*vg.Inch, path); err != nil {
 		return fmt.Errorf("experiment: save plot %s: %w", path, err)

@@ -103,7 +103,7 @@ func runQMSP(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 		Title:  "Tables 1–3: CSS average response time vs simultaneous gateway visits (mutual TLS on loopback, durable SQLite)",
 		Header: []string{"key bytes", "visits", "seed avg (s)", "qshield avg", "qshield p99", "speed-up"},
 	}
-	plot := experiment.Plot{File: "qmsp-css-response.png", Title: "CSS average response time (Tables 1-3)", XLabel: "simultaneous gateway visits", YLabel: "average response (ms)", LogY: true}
+	plot := experiment.Plot{File: "qmsp-css-response.png", Title: "CSS average response time (Tables 1-3)", XLabel: "simultaneous gateway visits", YLabel: "average response (ms)", LogY: true, Legend: "top-left", YMin: 0.5, YMax: 1e6}
 	rep := env.Progress.Start("qmsp visits", int64(3*len(visitLevels)), "levels")
 	for _, L := range []int{8, 24, 40} {
 		lat, err := cssVisits(ctx, p, L, rounds, rep)
