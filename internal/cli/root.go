@@ -47,6 +47,7 @@ func Root(g *Globals) *cobra.Command {
 		DemoCommand(g),
 		AuditCommand(g),
 		GatewayCommand(g),
+		QMSPCommand(g),
 		POSCommand(g),
 		QKDCommand(g),
 		KMECommand(g),

@@ -57,6 +57,16 @@ func (p *Platform) Secret(purpose string) []byte {
 	return k
 }
 
+// SecretIn is Platform.Secret for a process that is not the platform itself
+// but shares its state directory (e.g. a CSS or PPS run on its own).
+func SecretIn(dir, purpose string) ([]byte, error) {
+	m, err := loadMaster(dir)
+	if err != nil {
+		return nil, err
+	}
+	return hkdf.Key(sha256.New, m, nil, "qshield/"+purpose, 32)
+}
+
 func loadMaster(dir string) ([]byte, error) {
 	if v := strings.TrimSpace(os.Getenv("QSHIELD_PLATFORM_KEY")); v != "" {
 		k, err := hex.DecodeString(v)
