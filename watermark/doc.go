@@ -35,9 +35,10 @@
 // layout. A single photo holds one frame (or two blended ones): one share at
 // most. A burst must capture t distinct frames, each at a resolution where the
 // ring signal survives (about 6 pixels per module or more). The honest limits,
-// measured by `qshield experiment watermark`: a 1x phone lens beyond about 1 m
-// gets almost no shares; a 2x or 3x lens within 1–2 m does, and a thief who
-// films t or more frames from there recovers T0. Re-capture (collaborative
+// measured by `qshield experiment watermark`: a 1x phone lens from 1 m or
+// more gets almost no shares; a 1x lens at 0.5 m, a 2x lens within about 1 m
+// or a 3x lens within about 2 m does, and a thief who films t or more distinct
+// frames from there recovers T0. Re-capture (collaborative
 // theft) degrades the signal further but does not stop a sharp close-range
 // telephoto burst either. The scheme therefore raises the cost of theft — a
 // long telephoto burst or video from close by, which the single-use 60 s token
@@ -59,7 +60,8 @@
 // # Extraction
 //
 // The scanner decodes T1 with gozxing (retrying a 45°-rotated copy, where
-// ZXing's detector is weak), rebuilds the detector's module-to-image
+// ZXing's detector is weak, and a half-size copy, which helps very crisp or
+// very large codes), rebuilds the detector's module-to-image
 // perspective transform from its finder and alignment points, and samples each
 // data module's centre and ring in linear light (undoing the camera's sRGB
 // tone curve). The decision feature is ring − ½·centre, signed by the module's

@@ -106,7 +106,54 @@ func (e *Extractor) decode(pix []byte, w, h int) (*gozxing.Result, error) {
 	if res2, err2 := e.decodeRotated(pix, w, h); err2 == nil {
 		return res2, nil
 	}
+	// Very crisp or very large codes (exported PNG frames, a telephoto at
+	// close range) sometimes defeat the detector's module-size estimate;
+	// a half-size copy usually decodes.
+	if w >= 84 && h >= 84 {
+		if res3, err3 := e.decodeHalf(pix, w, h); err3 == nil {
+			return res3, nil
+		}
+	}
 	return nil, fmt.Errorf("%w: %v", ErrNoCode, err)
+}
+
+// decodeHalf decodes a 2×2-averaged copy of the frame and returns the result
+// with its points in the original frame's coordinates.
+func (e *Extractor) decodeHalf(pix []byte, w, h int) (*gozxing.Result, error) {
+	hw, hh := w/2, h/2
+	if cap(e.rot) < hw*hh {
+		e.rot = make([]byte, hw*hh)
+	}
+	half := e.rot[:hw*hh]
+	for y := range hh {
+		r0, r1 := pix[2*y*w:], pix[(2*y+1)*w:]
+		for x := range hw {
+			half[y*hw+x] = byte((int(r0[2*x]) + int(r0[2*x+1]) + int(r1[2*x]) + int(r1[2*x+1]) + 2) / 4)
+		}
+	}
+	src, err := gozxing.NewPlanarYUVLuminanceSource(half, hw, hh, 0, 0, hw, hh, false)
+	if err != nil {
+		return nil, err
+	}
+	bmp, err := gozxing.NewBinaryBitmap(gozxing.NewHybridBinarizer(src))
+	if err != nil {
+		return nil, err
+	}
+	res, err := e.reader.Decode(bmp, e.hints)
+	if err != nil {
+		return nil, err
+	}
+	pts := res.GetResultPoints()
+	out := make([]gozxing.ResultPoint, len(pts))
+	for i, p := range pts {
+		x, y := 2*p.GetX(), 2*p.GetY()
+		if _, ok := p.(*detector.AlignmentPattern); ok {
+			out[i] = detector.NewAlignmentPattern(x, y, 0)
+		} else {
+			out[i] = gozxing.NewResultPoint(x, y)
+		}
+	}
+	return gozxing.NewResult(res.GetText(), res.GetRawBytes(), out, res.GetBarcodeFormat()), nil
 }
 
 // decodeRotated decodes a 45°-rotated copy of the frame (nearest-neighbour,

@@ -17,6 +17,7 @@ func Scenarios() []demo.Scenario {
 		demo.Ledger(),
 		demo.QMSP(),
 		demo.SelfVerify(),
+		demo.Watermark(),
 		demo.BioQR(),
 	}
 }

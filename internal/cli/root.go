@@ -55,7 +55,8 @@ func Root(g *Globals) *cobra.Command {
 		ChargerCommand(g),
 		VendorCommand(g),
 		SelfVerifyCommand(g),
-		ScanCommand(g),
+		WatermarkScanCommand(g),
+		WatermarkCommand(g),
 		PhoneCommand(g),
 		ExperimentCommand(g, func() (*experiment.Registry, error) { return experiment.NewRegistry(experiments.All()...) }),
 	)

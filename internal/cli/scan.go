@@ -118,7 +118,9 @@ to a merchant scanner).`,
 					rep.Recovered = true
 					rep.Frames = ev.Result.Frames
 					if sub != nil {
-						if err := sub.Submit(ctx, *ev.Result); err != nil {
+						if err := sub.Submit(ctx, *ev.Result); errors.Is(err, errNotSubmitted) {
+							// no server configured: print only
+						} else if err != nil {
 							rep.SubmitError = err.Error()
 						} else {
 							rep.Submitted = true

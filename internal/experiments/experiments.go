@@ -12,6 +12,7 @@ func All() []experiment.Spec {
 		QMSPExperiment(),
 		BioQRExperiment(),
 		SelfVerifyExperiment(),
+		WatermarkExperiment(),
 		LedgerExperiment(HTTPSTarget()),
 		KMEExperiment(),
 		QKDRateExperiment(),

@@ -39,6 +39,7 @@ import (
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/selfverify"
+	"github.com/qshield/qshield/watermark/service"
 )
 
 // CAName is the name of the platform CA in the pki tables.
@@ -82,6 +83,8 @@ type Platform struct {
 	BioQR *bioqr.Settlement
 	// SelfVerify is seed 002's network operator.
 	SelfVerify *selfverify.Operator
+	// Watermark is seed 003's token service.
+	Watermark *service.Service
 
 	master []byte
 
@@ -166,6 +169,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	if err := p.startSelfVerify(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startWatermark(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -43,6 +43,8 @@ type Camera struct {
 	// Crop, when set, makes Capture return only the region around the screen
 	// (as a thief crops a photo); the pixels are the sensor's own.
 	Crop bool
+	// CropMargin is the crop's size relative to the frame (0 means 1.25).
+	CropMargin float64
 	// BlurPx is the optics + demosaicing point-spread sigma in output pixels.
 	BlurPx float64
 	// FocusMM and DefocusK model a fixed-focus lens: extra blur sigma

@@ -32,6 +32,7 @@ type Profile struct {
 	SensorW     int
 	SensorH     int
 	Crop        bool
+	CropMargin  float64
 	Lenses      []Lens // one is drawn per trial
 	FocusMM     float64
 	DefocusK    float64
@@ -86,7 +87,7 @@ func (p Profile) Draw(rng *rand.Rand, lens int, distanceMM float64) (Setup, erro
 	ang := rng.Float64() * 2 * math.Pi
 	cam := Camera{
 		Name: p.Name + "/" + l.Name, SensorW: p.SensorW, SensorH: p.SensorH, HFOVDeg: l.HFOVDeg,
-		Crop: p.Crop, BlurPx: l.BlurPx, FocusMM: p.FocusMM, DefocusK: p.DefocusK,
+		Crop: p.Crop, CropMargin: p.CropMargin, BlurPx: l.BlurPx, FocusMM: p.FocusMM, DefocusK: p.DefocusK,
 		MotionPx:    p.MotionPx.draw(rng) * l.ShakeScale,
 		Exposure:    time.Duration(p.Exposure.draw(rng) * float64(time.Millisecond)),
 		Readout:     p.Readout,

@@ -100,8 +100,12 @@ func (c *Camera) newRender(s *Scene, pose Pose) (*render, error) {
 	x0, y0, w, h := 0, 0, c.SensorW, c.SensorH
 	if c.Crop {
 		minX, minY, maxX, maxY := math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
+		half := c.CropMargin / 2
+		if half <= 0 {
+			half = 0.625
+		}
 		for _, p := range [][2]float64{{-1, -1}, {1, -1}, {1, 1}, {-1, 1}} {
-			u, v := proj(p[0]*d.CodeWidthMM*0.625, p[1]*codeH*0.625)
+			u, v := proj(p[0]*d.CodeWidthMM*half, p[1]*codeH*half)
 			minX, maxX = math.Min(minX, u), math.Max(maxX, u)
 			minY, maxY = math.Min(minY, v), math.Max(maxY, v)
 		}

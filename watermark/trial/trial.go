@@ -7,9 +7,9 @@
 // row is read out. A single core processes frames in order: frame i starts
 // when it is available and the previous frame is done. The payment time is
 // from the start of the first exposure to the end of processing of the frame
-// that completes the reconstruction, plus the server's verification. Processing
-// times are measured as thread CPU time on this machine, so the result does not
-// depend on other load.
+// that completes the reconstruction. Processing times are measured as thread
+// CPU time on this machine, so the result does not depend on other load. The
+// payer's pose is held until ReaimAfter passes without success, then redrawn.
 //
 // Thieves use the same extraction software as the scanner with the decoder's
 // TRY_HARDER mode (the best a thief can do with our code); each theft trial is
@@ -54,9 +54,16 @@ type PayResult struct {
 	Processing time.Duration // total CPU time spent on the frames
 	Token      []byte
 	Handle     string
-	Setup      camsim.Setup
+	Setup      camsim.Setup // the first pose
 	Stats      scan.Stats
+	Reaims     int // times the payer moved the phone (see ReaimAfter)
 }
+
+// ReaimAfter is how long a payer holds the phone still without the scanner's
+// beep before moving it: Pay then draws a new pose from the profile. Payers
+// do this naturally; without it a pose the decoder cannot read (for example a
+// strong tilt combined with a 45° roll) would hold for the whole timeout.
+const ReaimAfter = time.Second
 
 // Pay simulates a payer holding loop in front of a scanner of profile prof
 // (its display sized by the caller, see WithDisplay) until the scanner
@@ -82,6 +89,7 @@ func Pay(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *ra
 	capPeriod := time.Duration(float64(time.Second) / prof.CaptureRate)
 	res := PayResult{Setup: su, Handle: loop.Handle}
 	var busyUntil time.Duration
+	nextAim := ReaimAfter
 	for i := 0; ; i++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -89,6 +97,18 @@ func Pay(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *ra
 		start := time.Duration(i) * capPeriod
 		if start > timeout {
 			return res, nil
+		}
+		if start >= nextAim {
+			// No beep yet: the payer moves the phone. New pose, same
+			// scanner session (shares collected so far are kept).
+			nextAim += ReaimAfter
+			if su, err = prof.Draw(rng, -1, 0); err != nil {
+				return res, err
+			}
+			if cs, err = su.Camera.NewSession(scene, su.Pose); err != nil {
+				return res, fmt.Errorf("trial: camera: %w", err)
+			}
+			res.Reaims++
 		}
 		img, err := cs.Capture(start, rng)
 		if err != nil {
@@ -214,7 +234,9 @@ func Collaborative(ctx context.Context, loop *watermark.Loop, thief, scanner cam
 		return res, err
 	}
 	scanner.Display = replay
-	scanner.Crop = true // only the region around the code is simulated
+	// Only the displayed photo is simulated (the photo already has a margin
+	// around the code; nothing outside it matters to the decoder).
+	scanner.Crop, scanner.CropMargin = true, 1.02
 	gap := time.Duration(float64(time.Second) / scanner.CaptureRate)
 	for i, ph := range photos {
 		ssu, err := scanner.Draw(rng, -1, 0)

@@ -1,0 +1,75 @@
+package platform
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+
+	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/watermark/service"
+)
+
+// startWatermark runs seed 003's token service and the phone-screen pages.
+func (p *Platform) startWatermark(ctx context.Context) error {
+	wm, err := service.New(ctx, service.Config{DB: p.DB, Ledger: p.Ledger, Audit: p.Audit})
+	if err != nil {
+		return fmt.Errorf("platform: watermark service: %w", err)
+	}
+	p.Watermark = wm
+	p.closers = append(p.closers, wm.Close)
+	h := wm.Handler()
+	p.Server.Handle("POST /v1/watermark/codes", h)
+	p.Server.Handle("POST /v1/watermark/pay", h)
+	p.Server.Mount("/watermark/", h)
+	p.Server.Handle("POST /v1/watermark/admin/devices", http.HandlerFunc(p.enrolWatermarkDevice))
+	return nil
+}
+
+// WatermarkEnrolment is the body of POST /v1/watermark/admin/devices.
+type WatermarkEnrolment struct {
+	Name      string `json:"name"`
+	Role      string `json:"role"` // "phone" or "scanner"
+	Account   string `json:"account"`
+	PublicKey []byte `json:"public_key"` // PKIX DER, generated on the device
+}
+
+// EnrolWatermarkDevice certifies a phone or scanner (pub nil: the CA makes
+// the key pair) and binds it to a ledger account.
+func (p *Platform) EnrolWatermarkDevice(ctx context.Context, name, role, account string, pub any) (*pki.Issued, error) {
+	kind := pki.KindPhone
+	if role == "scanner" {
+		kind = pki.KindPOS
+	}
+	iss, err := p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: name, PublicKey: pub, Device: &pki.DeviceInfo{Serial: name, Kind: kind}})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Watermark.Enrol(ctx, name, role, account); err != nil {
+		return nil, err
+	}
+	return iss, nil
+}
+
+func (p *Platform) enrolWatermarkDevice(w http.ResponseWriter, r *http.Request) {
+	if !isAdmin(r) {
+		httpx.WriteProblem(w, r, http.StatusForbidden, "admin_required", "this endpoint needs the platform admin certificate")
+		return
+	}
+	var req WatermarkEnrolment
+	if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
+		return
+	}
+	pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
+	if err != nil {
+		httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "public_key is not a PKIX public key: "+err.Error())
+		return
+	}
+	iss, err := p.EnrolWatermarkDevice(r.Context(), req.Name, req.Role, req.Account, pub)
+	if err != nil {
+		p.QMSP.enrolError(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusCreated, GatewayEnrolled{Certificate: iss.Cert.Raw, CA: p.CA.Certificate().Raw})
+}

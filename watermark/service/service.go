@@ -1,0 +1,291 @@
+// Package service is the server side of the watermarked payment codes (seed
+// 003): it issues original tokens T0 to payers, keeps them (as SHA-256
+// digests, never T0 itself) in the platform database, and, when a merchant's
+// scanner has reconstructed T0 from enough watermark shares, verifies it and
+// moves the money through the ledger.
+//
+// A code is single use and valid for at most 60 seconds. Paying runs in one
+// database transaction: the code is marked used (only if it was unused), the
+// ledger transfer from the payer's account to the merchant's is recorded,
+// and so is the audit entry; either all of it commits or none. A wrong T0
+// for a known T1 does not consume the code — a thief who only read the
+// public T1 cannot burn the payer's code — while a right T0 consumes it even
+// when the ledger then refuses the payment (insufficient funds), as wallets
+// burn a payment code whatever the outcome.
+//
+// Who may do what is decided by client certificates from the platform CA:
+// a phone's certificate is bound to the payer account it issues codes for, a
+// scanner's to the merchant account it is paid into (tables wm_devices).
+package service
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/watermark"
+)
+
+// Errors beyond those of package watermark.
+var (
+	ErrUnknownDevice = errors.New("watermark: device not enrolled for this role")
+	ErrRefused       = errors.New("watermark: payment refused by the ledger")
+)
+
+const schema = `CREATE TABLE wm_tokens (
+	handle TEXT PRIMARY KEY,
+	digest BLOB NOT NULL,
+	account TEXT NOT NULL,
+	issued_at BIGINT NOT NULL,
+	expires_at BIGINT NOT NULL,
+	used_at BIGINT NOT NULL DEFAULT 0,
+	transfer_id TEXT NOT NULL DEFAULT '');
+CREATE INDEX wm_tokens_expires ON wm_tokens (expires_at);
+CREATE TABLE wm_devices (
+	name TEXT NOT NULL,
+	role TEXT NOT NULL CHECK (role IN ('phone', 'scanner')),
+	account TEXT NOT NULL,
+	PRIMARY KEY (name, role))`
+
+var migrations = []sqldb.Migration{{Version: 1, SQLite: schema, Postgres: strings.ReplaceAll(schema, "BLOB", "BYTEA")}}
+
+// Auditor records payments (*audit.Log implements it).
+type Auditor interface {
+	Append(ctx context.Context, e audit.Entry) (audit.Record, error)
+	AppendTx(ctx context.Context, tx *sql.Tx, e audit.Entry) (audit.Record, error)
+}
+
+// Service issues and redeems codes.
+type Service struct {
+	db     *sqldb.DB
+	led    *ledger.Ledger
+	audit  Auditor
+	batch  *sqldb.Batcher
+	now    func() time.Time
+	Params watermark.Params
+	issuer *watermark.Issuer
+	store  *SQLStore
+}
+
+// Config configures a Service.
+type Config struct {
+	DB     *sqldb.DB
+	Ledger *ledger.Ledger
+	Audit  Auditor
+	Params watermark.Params // zero: watermark.DefaultParams()
+	TTL    time.Duration    // code validity, ≤ 60 s (default 60 s)
+	Now    func() time.Time
+}
+
+// New opens the service (applying its migrations).
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.DB == nil || cfg.Ledger == nil {
+		return nil, errors.New("watermark/service: needs a database and a ledger")
+	}
+	if err := cfg.DB.Migrate(ctx, "watermark", migrations); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Params == (watermark.Params{}) {
+		cfg.Params = watermark.DefaultParams()
+	}
+	s := &Service{db: cfg.DB, led: cfg.Ledger, audit: cfg.Audit, batch: cfg.DB.NewBatcher(256), now: cfg.Now, Params: cfg.Params}
+	s.store = &SQLStore{db: cfg.DB}
+	s.issuer = &watermark.Issuer{Store: s.store, TTL: cfg.TTL, Now: cfg.Now, TokenLen: cfg.Params.TokenLen}
+	return s, nil
+}
+
+// Close stops the service's committer.
+func (s *Service) Close() error { return s.batch.Close() }
+
+// Store is the service's token store.
+func (s *Service) Store() *SQLStore { return s.store }
+
+// Enrol binds device name (its certificate's common name) in role "phone"
+// or "scanner" to a ledger account.
+func (s *Service) Enrol(ctx context.Context, name, role, account string) error {
+	if role != "phone" && role != "scanner" {
+		return fmt.Errorf("watermark/service: role %q is neither phone nor scanner", role)
+	}
+	if _, err := s.led.Account(ctx, account); err != nil {
+		return err
+	}
+	return s.batch.Do(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO wm_devices (name, role, account) VALUES (?, ?, ?)`), name, role, account)
+		return err
+	})
+}
+
+// Account returns the account bound to device name in role.
+func (s *Service) Account(ctx context.Context, name, role string) (string, error) {
+	var acct string
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT account FROM wm_devices WHERE name = ? AND role = ?`), name, role).Scan(&acct)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("%w: %s as %s", ErrUnknownDevice, name, role)
+	}
+	return acct, err
+}
+
+// Issue creates a fresh T0 for the payer's account (the phone then derives
+// T1 and the watermark from it and shows the looping code).
+func (s *Service) Issue(ctx context.Context, account string) ([]byte, watermark.Record, error) {
+	t0, rec, err := s.issuer.Issue(ctx, account)
+	if err != nil {
+		return nil, rec, err
+	}
+	s.audited(ctx, "payer", "watermark.issue", "success", rec.Handle, map[string]string{"account": account})
+	return t0, rec, nil
+}
+
+// Pay redeems (handle, t0) for amount in currency into merchantAccount.
+// idemKey makes a scanner's retry of the same payment return its first
+// result.
+func (s *Service) Pay(ctx context.Context, scanner, merchantAccount, handle string, t0 []byte, amount int64, currency, idemKey string) (ledger.Transfer, error) {
+	t, err := s.pay(ctx, merchantAccount, handle, t0, amount, currency, idemKey)
+	if err != nil {
+		s.audited(ctx, scanner, "watermark.pay", "denied", handle, map[string]string{"reason": err.Error()})
+	}
+	return t, err
+}
+
+func (s *Service) pay(ctx context.Context, merchantAccount, handle string, t0 []byte, amount int64, currency, idemKey string) (ledger.Transfer, error) {
+	if err := watermark.ParseHandle(handle); err != nil {
+		return ledger.Transfer{}, fmt.Errorf("%w: %v", watermark.ErrUnknownToken, err)
+	}
+	rec, err := s.store.Lookup(ctx, handle)
+	if err != nil {
+		return ledger.Transfer{}, err
+	}
+	d := watermark.Digest(t0)
+	if subtle.ConstantTimeCompare(d[:], rec.Digest[:]) != 1 {
+		return ledger.Transfer{}, watermark.ErrWrongToken // does not consume the code
+	}
+	now := s.now()
+	key := "wm/" + handle
+	var out ledger.Transfer
+	var refused error
+	err = s.batch.Do(ctx, func(tx *sql.Tx) error {
+		refused = nil
+		var usedAt int64
+		var transferID string
+		if err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT used_at, transfer_id FROM wm_tokens WHERE handle = ?`), handle).Scan(&usedAt, &transferID); err != nil {
+			return err
+		}
+		if usedAt != 0 {
+			// A retry of the payment that used the code gets its result.
+			if transferID != "" && idemKey != "" {
+				if t, err := s.led.TransferByKey(ctx, key); err == nil && t.Memo == memo(idemKey) {
+					out = t
+					return nil
+				}
+			}
+			return watermark.ErrUsed
+		}
+		if !now.Before(rec.ExpiresAt) {
+			return watermark.ErrExpired
+		}
+		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE wm_tokens SET used_at = ? WHERE handle = ? AND used_at = 0`), now.UnixNano(), handle)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return watermark.ErrUsed
+		}
+		t, err := s.led.TransferTx(ctx, tx, ledger.TransferRequest{IdempotencyKey: key, From: rec.Account, To: merchantAccount,
+			Amount: amount, Currency: currency, Memo: memo(idemKey)})
+		switch {
+		case errors.Is(err, ledger.ErrInsufficientFunds):
+			refused = err // a real refusal: the code stays burned
+			return nil
+		case err != nil:
+			return err // a bad request (amount, currency, accounts): the code is not consumed
+		}
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE wm_tokens SET transfer_id = ? WHERE handle = ?`), t.ID, handle); err != nil {
+			return err
+		}
+		out = t
+		if s.audit == nil {
+			return nil
+		}
+		_, err = s.audit.AppendTx(ctx, tx, audit.Entry{Actor: merchantAccount, Event: "watermark.pay", Outcome: "success", Origin: "watermark", Resource: handle,
+			Details: map[string]string{"amount": strconv.FormatInt(amount, 10) + " " + currency, "transfer": t.ID}})
+		return err
+	})
+	if err != nil {
+		return ledger.Transfer{}, err
+	}
+	if refused != nil {
+		return ledger.Transfer{}, fmt.Errorf("%w: %w", ErrRefused, refused)
+	}
+	return out, nil
+}
+
+func memo(idemKey string) string { return "watermarked code payment " + idemKey }
+
+func (s *Service) audited(ctx context.Context, actor, event, outcome, resource string, details map[string]string) {
+	if s.audit != nil {
+		_, _ = s.audit.Append(ctx, audit.Entry{Actor: actor, Event: event, Outcome: outcome, Origin: "watermark", Resource: resource, Details: details})
+	}
+}
+
+// SQLStore is a watermark.TokenStore in the platform database.
+type SQLStore struct{ db *sqldb.DB }
+
+// Insert implements watermark.TokenStore.
+func (st *SQLStore) Insert(ctx context.Context, r watermark.Record) error {
+	_, err := st.db.ExecContext(ctx, st.db.Rebind(`INSERT INTO wm_tokens (handle, digest, account, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)`),
+		r.Handle, r.Digest[:], r.Account, r.IssuedAt.UnixNano(), r.ExpiresAt.UnixNano())
+	if sqldb.IsUniqueViolation(err) {
+		return fmt.Errorf("%w: %s", watermark.ErrDuplicate, r.Handle)
+	}
+	return err
+}
+
+// Lookup implements watermark.TokenStore.
+func (st *SQLStore) Lookup(ctx context.Context, handle string) (watermark.Record, error) {
+	var r watermark.Record
+	var digest []byte
+	var issued, expires, used int64
+	err := st.db.QueryRowContext(ctx, st.db.Rebind(`SELECT handle, digest, account, issued_at, expires_at, used_at FROM wm_tokens WHERE handle = ?`), handle).
+		Scan(&r.Handle, &digest, &r.Account, &issued, &expires, &used)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, watermark.ErrUnknownToken
+	}
+	if err != nil {
+		return r, err
+	}
+	if len(digest) != len(r.Digest) {
+		return r, fmt.Errorf("watermark/service: stored digest of %d bytes", len(digest))
+	}
+	copy(r.Digest[:], digest)
+	r.IssuedAt, r.ExpiresAt = time.Unix(0, issued), time.Unix(0, expires)
+	if used != 0 {
+		r.UsedAt = time.Unix(0, used)
+	}
+	return r, nil
+}
+
+// MarkUsed implements watermark.TokenStore.
+func (st *SQLStore) MarkUsed(ctx context.Context, handle string, at time.Time) error {
+	res, err := st.db.ExecContext(ctx, st.db.Rebind(`UPDATE wm_tokens SET used_at = ? WHERE handle = ? AND used_at = 0`), at.UnixNano(), handle)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	if _, err := st.Lookup(ctx, handle); err != nil {
+		return err
+	}
+	return watermark.ErrUsed
+}
