@@ -1,20 +1,22 @@
 package keycharge
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
+	"crypto"
+	"crypto/rand"
 	"errors"
 	"net/http"
-	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
+	"github.com/qshield/qshield/kme/etsi014"
 )
 
 // A tampered or deleted keycharge audit record is detected by Verify.
@@ -183,8 +185,98 @@ func TestDeviceRefusesForeignCertificate(t *testing.T) {
 	}
 }
 
-var _ = bytes.Equal
-var _ = tls.VersionTLS13
-var _ = x509.ParseCertificate
-var _ = httptest.NewRecorder
-var _ = context.Background
+// corruptingKME flips a bit of one delivered key: the charger writes a key
+// the QSSC does not have.
+type corruptingKME struct{ KeySource }
+
+func (c corruptingKME) EncKeys(ctx context.Context, slave string, n, bits int) ([]etsi014.KeyMaterial, error) {
+	ks, err := c.KeySource.EncKeys(ctx, slave, n, bits)
+	if err == nil && len(ks) > 0 {
+		ks[len(ks)-1].Key[0] ^= 1
+	}
+	return ks, err
+}
+
+// The consistency check catches a charge whose bytes differ from the QSSC's:
+// the platform refuses it and the device discards it.
+func TestConsistencyCheckCatchesCorruption(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		e := startEnv(t, db, 2)
+		ctx := e.ctx
+		dev := e.provision("SN-HC")
+		bad, err := NewCharger(ChargerConfig{Platform: e.lab.Charger, KME: corruptingKME{e.lab.KMEA}, MasterSAE: "charger-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bad.Charge(ctx, dev, 128<<10); !errors.Is(err, ErrHashMismatch) {
+			t.Fatalf("corrupted charge: %v", err)
+		}
+		if dev.Remaining() != 0 || dev.Pending() != nil {
+			t.Fatalf("device kept a refused charge: %d bytes, pending %v", dev.Remaining(), dev.Pending())
+		}
+		e.consistent(dev)
+		// Pooled keys too.
+		if _, err := bad.Prefetch(ctx, 128<<10); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bad.Charge(ctx, dev, 128<<10); !errors.Is(err, ErrHashMismatch) {
+			t.Fatalf("corrupted pooled charge: %v", err)
+		}
+		e.consistent(dev)
+		if st, _ := e.lab.QKMP.poolStatus(ctx, "charger-1"); st.Keys != 0 {
+			t.Fatalf("pooled keys of a failed charge survive: %+v", st)
+		}
+	})
+}
+
+// Forged channel openings: a counterfeit device's signature, or a genuine
+// signature without the key (wrong MAC), are refused and burn no key.
+func TestChannelForgery(t *testing.T) {
+	e := startEnv(t, sqldbtest.Open(t, sqldbtest.Backends()[0]), 1)
+	ctx := e.ctx
+	dev := e.provision("SN-FG")
+	if _, err := e.charger(nil).Charge(ctx, dev, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	keyID := dev.Keys()[0].ID
+	fake := filepath.Join(e.dir, "fake-fg")
+	if err := device.Manufacture(fake, device.Info{Serial: "SN-FG", Kind: "ukey"}, testPIN, testPUK, fastOpts); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := device.Open(fake, testPIN, fastOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	mk := func(signer *device.Device, segment []byte) channel.OpenRequest {
+		req := channel.OpenRequest{Serial: "SN-FG", KeyID: keyID, Offset: 0, Alg: channel.AES256GCM, ClientNonce: make([]byte, channel.NonceLen), TimeMillis: time.Now().UnixMilli()}
+		sig, err := signer.Signer().Sign(rand.Reader, req.Digest(), crypto.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Signature = sig
+		req.MAC = req.RequestMAC(channel.AuthKey(segment))
+		return req
+	}
+	if _, err := e.lab.Phone.OpenChannel(ctx, mk(fd, make([]byte, channel.SegmentLen))); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("counterfeit signature: %v", err)
+	}
+	if _, err := e.lab.Phone.OpenChannel(ctx, mk(dev, make([]byte, channel.SegmentLen))); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("genuine signature, wrong key: %v", err)
+	}
+	// Stale request (replayed later): refused on time.
+	old := mk(dev, make([]byte, channel.SegmentLen))
+	old.TimeMillis -= int64(time.Hour / time.Millisecond)
+	if _, err := e.lab.Phone.OpenChannel(ctx, old); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("stale request: %v", err)
+	}
+	keys, _ := e.lab.Admin.Keys(ctx, "SN-FG", 1)
+	if keys[0].Used != 0 {
+		t.Fatalf("forged openings burnt %d bytes of key", keys[0].Used)
+	}
+	// The genuine device still opens at offset 0.
+	s, err := (&Phone{Device: dev, Platform: e.lab.Phone}).Open(ctx)
+	if err != nil || s.Offset != 0 {
+		t.Fatalf("genuine open: %v", err)
+	}
+}

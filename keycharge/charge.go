@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/keycharge/device"
@@ -355,13 +354,11 @@ func (q *QKMP) CommitCharge(ctx context.Context, p Principal, chargeID string, r
 	if err != nil {
 		return nil, err
 	}
-	keys := make([][]byte, len(req.KeyIDs))
+	keys := make([][]byte, len(req.KeyIDs)) // fetched now (not pooled)
 	var missing []string
 	var missingAt []int
 	for i, id := range req.KeyIDs {
-		if k, ok := pooled[id]; ok {
-			keys[i] = k
-		} else {
+		if _, ok := pooled[id]; !ok {
 			missing = append(missing, id)
 			missingAt = append(missingAt, i)
 		}
@@ -387,13 +384,20 @@ func (q *QKMP) CommitCharge(ctx context.Context, p Principal, chargeID string, r
 			clear(k)
 		}
 	}()
-	// Consistency check: the same coding (charge order) and bytes.
+	// Consistency check: the same coding (charge order), IDs and bytes.
 	h := device.NewChargeHash(chargeID)
 	var total int64
+	digests := make([][]byte, len(req.KeyIDs))
 	if mismatch == "" {
-		for i, k := range keys {
-			h.Add(req.KeyIDs[i], k)
-			total += int64(len(k))
+		for i, id := range req.KeyIDs {
+			if pk, ok := pooled[id]; ok {
+				h.AddDigest(id, pk.length, pk.digest)
+				total += int64(pk.length)
+				continue
+			}
+			digests[i] = device.KeyDigest(keys[i])
+			h.AddDigest(id, len(keys[i]), digests[i])
+			total += int64(len(keys[i]))
 		}
 	}
 	sum := h.Sum()
@@ -484,12 +488,12 @@ func (q *QKMP) CommitCharge(ctx context.Context, p Principal, chargeID string, r
 		const chunk = 64
 		for i := 0; i < len(missing); i += chunk {
 			end := min(i+chunk, len(missing))
-			qs := `INSERT INTO keycharge_keys (key_id, serial, charge_id, seq, length, state, sealed, extracted_at, coded_at, distributed_at, owner) VALUES ` +
-				strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?),", end-i), ",")
-			args := make([]any, 0, 10*(end-i))
+			qs := `INSERT INTO keycharge_keys (key_id, serial, charge_id, seq, length, state, sealed, extracted_at, coded_at, distributed_at, owner, digest) VALUES ` +
+				strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?),", end-i), ",")
+			args := make([]any, 0, 11*(end-i))
 			for j := i; j < end; j++ {
 				at := missingAt[j]
-				args = append(args, missing[j], c.serial, chargeID, at, len(keys[at]), sealed[j], extracted, coded, now, p.Name)
+				args = append(args, missing[j], c.serial, chargeID, at, len(keys[at]), sealed[j], extracted, coded, now, p.Name, digests[at])
 			}
 			if _, err := tx.ExecContext(ctx, q.db.Rebind(qs), args...); err != nil {
 				return fmt.Errorf("keycharge: store keys: %w", err)
@@ -532,7 +536,7 @@ func (q *QKMP) fetch(ctx context.Context, master string, ids []string) ([][]byte
 		go func(i, end int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			km, err := q.cfg.QSSC.DecKeys(ctx, master, ids[i:end]...)
+			km, err := retryKME(ctx, func() ([]etsi014.KeyMaterial, error) { return q.cfg.QSSC.DecKeys(ctx, master, ids[i:end]...) })
 			if err == nil && len(km) != end-i {
 				err = fmt.Errorf("%d keys returned for %d IDs", len(km), end-i)
 			}
@@ -624,5 +628,3 @@ func (q *QKMP) ReportPINFailure(ctx context.Context, p Principal, serial string)
 	})
 	return n, err
 }
-
-var _ = time.Now

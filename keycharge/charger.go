@@ -68,6 +68,37 @@ type Charger struct {
 	poolBytes  int64
 	prefetchMu sync.Mutex
 	poolReset  bool
+	tuneOnce   sync.Once
+}
+
+// statusSource is a KeySource that can report the KME's limits
+// (etsi014.Client).
+type statusSource interface {
+	Status(ctx context.Context, slaveSAE string) (*etsi014.Status, error)
+}
+
+// tune reads the KME's limits once (when the key source can report them)
+// and fits the key size and batch to them: a KME with a small
+// max_key_size still works, only with more keys per charge.
+func (c *Charger) tune(ctx context.Context) {
+	c.tuneOnce.Do(func() {
+		ss, ok := c.cfg.KME.(statusSource)
+		if !ok {
+			return
+		}
+		st, err := ss.Status(ctx, c.cfg.SlaveSAE)
+		if err != nil {
+			c.cfg.Log.Warn("KME status (keeping the configured key size)", "err", err)
+			return
+		}
+		if st.MaxKeySize > 0 && c.cfg.KeyBits > st.MaxKeySize {
+			c.cfg.Log.Info("key size reduced to the KME's max_key_size", "from", c.cfg.KeyBits, "to", st.MaxKeySize)
+			c.cfg.KeyBits = st.MaxKeySize - st.MaxKeySize%8
+		}
+		if st.MaxKeyPerRequest > 0 && c.cfg.Batch > st.MaxKeyPerRequest {
+			c.cfg.Batch = st.MaxKeyPerRequest
+		}
+	})
 }
 
 // NewCharger checks cfg and returns a charger.
@@ -306,6 +337,7 @@ func (c *Charger) abandon(ctx context.Context, id string, cause error) {
 // fill writes volume bytes of keys, in order, into w: from the local pool
 // first, then fetched from the KME in parallel batches.
 func (c *Charger) fill(ctx context.Context, w *device.ChargeWriter, volume int64) ([]string, int64, error) {
+	c.tune(ctx)
 	keyBytes := int64(c.cfg.KeyBits / 8)
 	n := int((volume + keyBytes - 1) / keyBytes)
 	bar := c.cfg.Progress.Start("charging", int64(n)*keyBytes, "B")
@@ -359,7 +391,9 @@ func (c *Charger) stream(ctx context.Context, n int, fn func(etsi014.KeyMaterial
 			}
 			cnt := min(c.cfg.Batch, n-i*c.cfg.Batch)
 			go func(i, cnt int) {
-				ks, err := c.cfg.KME.EncKeys(ctx, c.cfg.SlaveSAE, cnt, c.cfg.KeyBits)
+				ks, err := retryKME(ctx, func() ([]etsi014.KeyMaterial, error) {
+					return c.cfg.KME.EncKeys(ctx, c.cfg.SlaveSAE, cnt, c.cfg.KeyBits)
+				})
 				if err == nil && len(ks) != cnt {
 					err = fmt.Errorf("KME returned %d keys for %d", len(ks), cnt)
 				}
@@ -424,6 +458,7 @@ func (c *Charger) Prefetch(ctx context.Context, target int64) (int64, error) {
 		}
 		c.poolReset = true
 	}
+	c.tune(ctx)
 	keyBytes := int64(c.cfg.KeyBits / 8)
 	need := target - c.Pooled()
 	if need <= 0 {
@@ -574,4 +609,23 @@ func plugged(dir string) (map[string]bool, error) {
 		}
 	}
 	return out, nil
+}
+
+// retryKME retries a KME call that failed with 503 (the KME asks to retry,
+// e.g. while its pool and its peer's are brought back in step) a few times
+// with backoff.
+func retryKME(ctx context.Context, call func() ([]etsi014.KeyMaterial, error)) ([]etsi014.KeyMaterial, error) {
+	wait := 20 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		ks, err := call()
+		if err == nil || !errors.Is(err, etsi014.ErrUnavailable) || attempt >= 7 {
+			return ks, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 800*time.Millisecond)
+	}
 }

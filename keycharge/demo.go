@@ -129,6 +129,11 @@ func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
 	}
 	ok("device and platform consistent", "same keys, bytes and usage on both sides (digest %x…)", dd[:6])
 
+	// A clone: a copy of the store taken now, used after the original.
+	clone := filepath.Join(dir, "clone")
+	if err := copyStore(devDir, clone); err != nil {
+		return steps, err
+	}
 	for _, alg := range []channel.Alg{channel.AES256GCM, channel.SM4GCM} {
 		s, err := (&Phone{Device: dev, Platform: lab.Phone, Alg: alg}).Open(ctx)
 		if err != nil {
@@ -141,14 +146,7 @@ func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
 		ok("quantum secure channel ("+string(alg)+")", "key %s @%d in the clear; echo %q; %d bytes of key left at the QSSC", s.KeyID, s.Offset, reply, s.Remaining)
 	}
 
-	// Cloned device: a copy of the store replays a used segment.
-	clone := filepath.Join(dir, "clone")
-	if err := copyStore(devDir, clone); err != nil {
-		return steps, err
-	}
-	if _, err := (&Phone{Device: dev, Platform: lab.Phone}).Open(ctx); err != nil {
-		return steps, err
-	}
+	// The clone replays the segment the original used first.
 	cd, err := device.Open(clone, pin, opts)
 	if err != nil {
 		return steps, err

@@ -66,11 +66,31 @@
 // device discards it. Invariants: the QKMP commits only keys the device has
 // already staged durably (step 3 before 4), the device uses keys only after
 // the QKMP committed them, and segments are marked used on both sides
-// before use (device: before the bytes leave the store; QSSC: in the
-// transaction that opens the session), so no key is counted that the device
-// lacks and no segment is usable twice. Keys fetched from the KME by a
+// before use (device: before the bytes leave the store, in leases of 4 KiB;
+// QSSC: in the transaction that opens the session, monotonically per key),
+// so no key is counted that the device lacks and no segment is usable
+// twice. A cloned device shares the original's key: whichever uses a
+// segment first wins and the other is refused (key_used, audited), so a
+// clone shows up as soon as both are used. Keys fetched from the KME by a
 // charge that is then aborted are simply never used (the KME's slave-side
 // reservation is not consumed; see Known gaps in the report).
+//
+// The consistency check value (device.ChargeHash) is a hash list: SHA-256
+// over the charge ID and, in charge order, each key's ID, length and
+// SHA-256 — equivalent in strength to hashing the bytes themselves, and it
+// lets the platform check keys it fetched earlier from their stored digests.
+//
+// # Key pools: charging at disk speed
+//
+// Fetching from two KMEs during the charge bounds it by ETSI 014 (about
+// 15 MB/s here). A charger may therefore prefetch (Charger.Prefetch): it
+// fetches keys into a local pool and announces their IDs; the QKMP fetches
+// its copies with dec_keys and keeps them sealed in state "pooled", owned by
+// that charger and usable by nobody. A charge then draws from the pool and
+// the commit finds the keys' digests on the platform and assigns them to
+// the device in the commit transaction; keys not pooled are fetched as
+// before. Pooled keys named in a failed consistency check are destroyed; a
+// charger that restarts resets its platform pool (its local copy is gone).
 //
 // # Quantum secure channel (QSSC)
 //

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/internal/httpx"
@@ -319,5 +318,3 @@ func (q *QKMP) AuditSearch(ctx context.Context, p Principal, event, resource str
 	}
 	return out, err
 }
-
-var _ = time.Now

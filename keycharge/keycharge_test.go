@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -556,5 +557,79 @@ func copyDir(t *testing.T, from, to string) {
 	t.Helper()
 	if err := copyTree(from, to); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A charger asking for larger keys than the KME's max_key_size adapts.
+func TestChargerTunesToKME(t *testing.T) {
+	e := startEnv(t, sqldbtest.Open(t, sqldbtest.Backends()[0]), 1)
+	dev := e.provision("SN-TU")
+	c, err := NewCharger(ChargerConfig{Platform: e.lab.Charger, KME: e.lab.KMEA, MasterSAE: "charger-1", KeyBits: 1 << 20, Batch: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Charge(e.ctx, dev, 100<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Keys != 13 || c.cfg.KeyBits != 65536 || c.cfg.Batch != 128 {
+		t.Fatalf("keys %d, key bits %d, batch %d", res.Keys, c.cfg.KeyBits, c.cfg.Batch)
+	}
+	e.consistent(dev)
+}
+
+// Plug-in monitoring: a device is charged when it appears, once per plug-in.
+func TestWatchPlugIn(t *testing.T) {
+	e := startEnv(t, sqldbtest.Open(t, sqldbtest.Backends()[0]), 1)
+	dev := e.provision("SN-W")
+	src := dev.Dir()
+	dev.Close()
+	slot := filepath.Join(t.TempDir(), "slots")
+	if err := os.MkdirAll(slot, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan error, 4)
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	c := e.charger(nil)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Watch(ctx, WatchConfig{Dir: slot, Every: 20 * time.Millisecond, Volume: 16 << 10, Options: fastOpts,
+			PIN:      func(string, device.Info) ([]byte, error) { return append([]byte(nil), testPIN...), nil },
+			OnResult: func(_ string, _ *ChargeResult, err error) { results <- err }})
+	}()
+	for i := 0; i < 2; i++ {
+		plugged := filepath.Join(slot, fmt.Sprintf("usb%d", i))
+		if err := os.Rename(src, plugged); err != nil { // plug in
+			t.Fatal(err)
+		}
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Fatalf("plug-in %d: %v", i, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("plug-in %d not detected", i)
+		}
+		if err := os.Rename(plugged, src); err != nil { // pull out
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	d, err := device.Open(src, testPIN, fastOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if len(d.Charges()) != 2 || d.Remaining() != 32<<10 {
+		t.Fatalf("%d charges, %d bytes", len(d.Charges()), d.Remaining())
+	}
+	select {
+	case err := <-results:
+		t.Fatalf("extra charge: %v", err)
+	default:
 	}
 }

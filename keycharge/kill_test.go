@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -51,72 +52,74 @@ func TestChargerKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode")
 	}
-	e := startEnv(t, sqldbtest.Open(t, sqldbtest.Backends()[0]), 14)
-	ctx := e.ctx
-	cfgDir := t.TempDir()
-	os.WriteFile(filepath.Join(cfgDir, "ca.pem"), pki.EncodeCertPEM(e.ca.Certificate()), 0o600)
-	writePEMPair(t, cfgDir, "charger", e.lab.ChargerCert)
-	writePEMPair(t, cfgDir, "sae", e.lab.ChargerKMETLS.Certificates[0])
-	dev := e.provision("SN-KILL")
-	dir := dev.Dir()
-	dev.Close()
-	plans := append([]string{}, FaultPoints[:len(FaultPoints)-1]...)
-	for i := 0; i < 3; i++ {
-		plans = append(plans, "random")
-	}
-	for _, plan := range plans {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestChargerChild$", "-test.v")
-		cmd.Env = append(os.Environ(), envChild+"="+strings.Join([]string{cfgDir, e.lab.URL, e.lab.Pair.AURL, dir, e.lab.Config.ChargerSAE}, "|"), envKillAt+"="+plan)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		e := startEnv(t, db, 14)
+		ctx := e.ctx
+		cfgDir := t.TempDir()
+		os.WriteFile(filepath.Join(cfgDir, "ca.pem"), pki.EncodeCertPEM(e.ca.Certificate()), 0o600)
+		writePEMPair(t, cfgDir, "charger", e.lab.ChargerCert)
+		writePEMPair(t, cfgDir, "sae", e.lab.ChargerKMETLS.Certificates[0])
+		dev := e.provision("SN-KILL")
+		dir := dev.Dir()
+		dev.Close()
+		plans := append([]string{}, FaultPoints[:len(FaultPoints)-1]...)
+		for i := 0; i < 3; i++ {
+			plans = append(plans, "random")
 		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		killed := make(chan string, 1)
-		go func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				line := sc.Text()
-				if strings.HasPrefix(line, "AT ") || strings.HasPrefix(line, "STARTED") {
-					select {
-					case killed <- line:
-					default:
+		for _, plan := range plans {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestChargerChild$", "-test.v")
+			cmd.Env = append(os.Environ(), envChild+"="+strings.Join([]string{cfgDir, e.lab.URL, e.lab.Pair.AURL, dir, e.lab.Config.ChargerSAE}, "|"), envKillAt+"="+plan)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			killed := make(chan string, 1)
+			go func() {
+				sc := bufio.NewScanner(out)
+				for sc.Scan() {
+					line := sc.Text()
+					if strings.HasPrefix(line, "AT ") || strings.HasPrefix(line, "STARTED") {
+						select {
+						case killed <- line:
+						default:
+						}
 					}
 				}
+			}()
+			select {
+			case line := <-killed:
+				if plan == "random" {
+					time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
+				}
+				cmd.Process.Signal(syscall.SIGKILL)
+				t.Logf("%s: killed (%s)", plan, line)
+			case <-time.After(60 * time.Second):
+				cmd.Process.Kill()
+				t.Fatalf("%s: child never reached its kill point", plan)
 			}
-		}()
-		select {
-		case line := <-killed:
-			if plan == "random" {
-				time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
+			cmd.Wait()
+			// Re-plug.
+			d, err := device.Open(dir, testPIN, fastOpts)
+			if err != nil {
+				t.Fatalf("%s: device after kill: %v", plan, err)
 			}
-			cmd.Process.Signal(syscall.SIGKILL)
-			t.Logf("%s: killed (%s)", plan, line)
-		case <-time.After(60 * time.Second):
-			cmd.Process.Kill()
-			t.Fatalf("%s: child never reached its kill point", plan)
+			rec, err := e.charger(nil).Recover(ctx, d)
+			if err != nil {
+				t.Fatalf("%s: recover: %v", plan, err)
+			}
+			// Settle charges the kill left open on the platform (never staged).
+			if _, err := e.charger(nil).Charge(ctx, d, 8<<10); err != nil {
+				t.Fatalf("%s: charge after recovery: %v", plan, err)
+			}
+			e.consistent(d)
+			t.Logf("%s: recovery %s, device holds %d bytes in %d charges", plan, rec, d.Remaining(), len(d.Charges()))
+			d.Close()
 		}
-		cmd.Wait()
-		// Re-plug.
-		d, err := device.Open(dir, testPIN, fastOpts)
-		if err != nil {
-			t.Fatalf("%s: device after kill: %v", plan, err)
-		}
-		rec, err := e.charger(nil).Recover(ctx, d)
-		if err != nil {
-			t.Fatalf("%s: recover: %v", plan, err)
-		}
-		// Settle charges the kill left open on the platform (never staged).
-		if _, err := e.charger(nil).Charge(ctx, d, 8<<10); err != nil {
-			t.Fatalf("%s: charge after recovery: %v", plan, err)
-		}
-		e.consistent(d)
-		t.Logf("%s: recovery %s, device holds %d bytes in %d charges", plan, rec, d.Remaining(), len(d.Charges()))
-		d.Close()
-	}
+	})
 }
 
 // TestChargerChild is the child charger process of TestChargerKilled.

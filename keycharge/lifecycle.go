@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"database/sql"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/big"
 	"unicode/utf8"
@@ -261,6 +262,4 @@ func (q *QKMP) Transition(ctx context.Context, p Principal, serial string, req T
 	return out, nil
 }
 
-func isTransition(err error) bool {
-	return err != nil && (errorsIs(err, ErrTransition))
-}
+func isTransition(err error) bool { return errors.Is(err, ErrTransition) }

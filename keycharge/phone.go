@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -93,3 +94,17 @@ func (ps *PhoneSession) Send(ctx context.Context, msg []byte) ([]byte, error) {
 
 // Alg is the session's cipher.
 func (ps *PhoneSession) Alg() channel.Alg { return ps.s.Alg }
+
+// DeviceTLS returns a copy of base that presents the device certificate,
+// signing the TLS handshake with the device key (which never leaves the
+// device): the phone's mutual-TLS identity towards the platform, as the
+// seed's phone configures "user certificate information".
+func DeviceTLS(base *tls.Config, dev *device.Device) (*tls.Config, error) {
+	cert := dev.Certificate()
+	if cert == nil {
+		return nil, device.ErrNoCertificate
+	}
+	c := base.Clone()
+	c.Certificates = []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: dev.Signer(), Leaf: cert}}
+	return c, nil
+}

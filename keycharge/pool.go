@@ -62,11 +62,14 @@ func (q *QKMP) PoolKeys(ctx context.Context, p Principal, req PoolRequest) (*Poo
 		return nil, err
 	}
 	sealed := make([][]byte, len(keys))
+	digests := make([][]byte, len(keys))
+	lens := make([]int, len(keys))
 	var total int64
 	for i, k := range keys {
 		if sealed[i], err = q.seal.seal(req.KeyIDs[i], k); err != nil {
 			return nil, err
 		}
+		digests[i], lens[i] = device.KeyDigest(k), len(k)
 		total += int64(len(k))
 		clear(k)
 	}
@@ -75,11 +78,11 @@ func (q *QKMP) PoolKeys(ctx context.Context, p Principal, req PoolRequest) (*Poo
 		const chunk = 64
 		for i := 0; i < len(keys); i += chunk {
 			end := min(i+chunk, len(keys))
-			qs := `INSERT INTO keycharge_keys (key_id, serial, charge_id, seq, length, state, sealed, extracted_at, coded_at, distributed_at, owner) VALUES ` +
-				strings.TrimSuffix(strings.Repeat("(?, '', '', 0, ?, 'pooled', ?, ?, ?, 0, ?),", end-i), ",")
-			args := make([]any, 0, 6*(end-i))
+			qs := `INSERT INTO keycharge_keys (key_id, serial, charge_id, seq, length, state, sealed, extracted_at, coded_at, distributed_at, owner, digest) VALUES ` +
+				strings.TrimSuffix(strings.Repeat("(?, '', '', 0, ?, 'pooled', ?, ?, ?, 0, ?, ?),", end-i), ",")
+			args := make([]any, 0, 7*(end-i))
 			for j := i; j < end; j++ {
-				args = append(args, req.KeyIDs[j], len(keys[j]), sealed[j], extracted, coded, p.Name)
+				args = append(args, req.KeyIDs[j], lens[j], sealed[j], extracted, coded, p.Name, digests[j])
 			}
 			if _, err := tx.ExecContext(ctx, q.db.Rebind(qs), args...); err != nil {
 				return fmt.Errorf("keycharge: pool keys: %w", err)
@@ -127,9 +130,15 @@ func (q *QKMP) ResetPool(ctx context.Context, p Principal) (*PoolStatus, error) 
 	return q.poolStatus(ctx, p.Name)
 }
 
-// pooled returns the owner's pooled keys among ids (opened).
-func (q *QKMP) pooled(ctx context.Context, owner string, ids []string) (map[string][]byte, error) {
-	out := map[string][]byte{}
+// pooledKey is a pooled key's length and digest.
+type pooledKey struct {
+	length int
+	digest []byte
+}
+
+// pooled returns the length and digest of the owner's pooled keys among ids.
+func (q *QKMP) pooled(ctx context.Context, owner string, ids []string) (map[string]pooledKey, error) {
+	out := map[string]pooledKey{}
 	const chunk = 500
 	for i := 0; i < len(ids); i += chunk {
 		part := ids[i:min(i+chunk, len(ids))]
@@ -137,24 +146,21 @@ func (q *QKMP) pooled(ctx context.Context, owner string, ids []string) (map[stri
 		for _, id := range part {
 			args = append(args, id)
 		}
-		rows, err := q.db.QueryContext(ctx, q.db.Rebind(`SELECT key_id, sealed FROM keycharge_keys WHERE owner = ? AND state = 'pooled' AND key_id IN (`+
+		rows, err := q.db.QueryContext(ctx, q.db.Rebind(`SELECT key_id, length, digest FROM keycharge_keys WHERE owner = ? AND state = 'pooled' AND key_id IN (`+
 			strings.TrimSuffix(strings.Repeat("?,", len(part)), ",")+`)`), args...)
 		if err != nil {
 			return nil, fmt.Errorf("keycharge: read pool: %w", err)
 		}
 		for rows.Next() {
 			var id string
-			var sealed []byte
-			if err := rows.Scan(&id, &sealed); err != nil {
+			var pk pooledKey
+			if err := rows.Scan(&id, &pk.length, &pk.digest); err != nil {
 				rows.Close()
 				return nil, err
 			}
-			k, err := q.seal.open(id, sealed)
-			if err != nil {
-				rows.Close()
-				return nil, err
+			if len(pk.digest) == 32 {
+				out[id] = pk
 			}
-			out[id] = k
 		}
 		if err := rows.Close(); err != nil {
 			return nil, err

@@ -238,9 +238,11 @@ var migrations = []sqldb.Migration{{
 		frozen_at INTEGER NOT NULL DEFAULT 0,
 		restored_at INTEGER NOT NULL DEFAULT 0,
 		destroyed_at INTEGER NOT NULL DEFAULT 0,
-		owner TEXT NOT NULL DEFAULT '');
+		owner TEXT NOT NULL DEFAULT '',
+		digest BLOB);
 	CREATE INDEX keycharge_keys_serial ON keycharge_keys (serial, charge_id, seq);
-	CREATE INDEX keycharge_keys_owner ON keycharge_keys (owner, state)`,
+	CREATE INDEX keycharge_keys_owner ON keycharge_keys (owner, state);
+	CREATE INDEX keycharge_keys_volume ON keycharge_keys (serial, state, length, used)`,
 	Postgres: `CREATE TABLE keycharge_devices (
 		serial TEXT PRIMARY KEY,
 		model TEXT NOT NULL,
@@ -283,9 +285,11 @@ var migrations = []sqldb.Migration{{
 		frozen_at BIGINT NOT NULL DEFAULT 0,
 		restored_at BIGINT NOT NULL DEFAULT 0,
 		destroyed_at BIGINT NOT NULL DEFAULT 0,
-		owner TEXT NOT NULL DEFAULT '');
+		owner TEXT NOT NULL DEFAULT '',
+		digest BYTEA);
 	CREATE INDEX keycharge_keys_serial ON keycharge_keys (serial, charge_id, seq);
-	CREATE INDEX keycharge_keys_owner ON keycharge_keys (owner, state)`,
+	CREATE INDEX keycharge_keys_owner ON keycharge_keys (owner, state);
+	CREATE INDEX keycharge_keys_volume ON keycharge_keys (serial, state, length, used)`,
 }}
 
 func (q *QKMP) now() int64 { return q.cfg.Now().UnixNano() }

@@ -26,6 +26,9 @@ type session struct {
 
 const maxClockSkew = 5 * time.Minute
 
+// maxSessions bounds the QSSC's open channel sessions (memory).
+const maxSessions = 100000
+
 // OpenChannel opens a quantum secure channel for a phone (QSSC side): see
 // the package documentation. Refusals: ErrDeviceState (frozen, lost,
 // cancelled…), ErrCounterfeit (certificate), ErrBadSignature (signature or
@@ -113,8 +116,13 @@ func (q *QKMP) OpenChannel(ctx context.Context, req channel.OpenRequest) (*chann
 			return nil
 		}
 		now := q.now()
-		if _, err := tx.ExecContext(ctx, q.db.Rebind(`UPDATE keycharge_keys SET used = ?, last_used_at = ? WHERE key_id = ? AND used = ?`), req.Offset+channel.SegmentLen, now, req.KeyID, used); err != nil {
+		res, err := tx.ExecContext(ctx, q.db.Rebind(`UPDATE keycharge_keys SET used = ?, last_used_at = ? WHERE key_id = ? AND used = ?`), req.Offset+channel.SegmentLen, now, req.KeyID, used)
+		if err != nil {
 			return fmt.Errorf("keycharge: mark key used: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			denied = fmt.Errorf("%w: key %s used concurrently", ErrKeyUsed, req.KeyID)
+			return nil
 		}
 		if err := tx.QueryRowContext(ctx, q.db.Rebind(`SELECT COALESCE(SUM(length - used), 0) FROM keycharge_keys WHERE serial = ? AND state = 'active'`), req.Serial).Scan(&remaining); err != nil {
 			return err
@@ -149,6 +157,10 @@ func (q *QKMP) OpenChannel(ctx context.Context, req channel.OpenRequest) (*chann
 		if now.Sub(v.last) > q.cfg.SessionIdle {
 			delete(q.sessions, k)
 		}
+	}
+	if len(q.sessions) >= maxSessions {
+		q.mu.Unlock()
+		return nil, fmt.Errorf("%w: too many open channel sessions", ErrNoKey)
 	}
 	q.sessions[id] = &session{serial: req.Serial, s: s, last: now}
 	q.mu.Unlock()

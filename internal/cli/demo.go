@@ -16,6 +16,7 @@ func Scenarios() []demo.Scenario {
 	return []demo.Scenario{
 		demo.Ledger(),
 		demo.QMSP(),
+		demo.KeyCharge(),
 		demo.SelfVerify(),
 		demo.Watermark(),
 		demo.BioQR(),

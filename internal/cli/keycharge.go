@@ -519,12 +519,10 @@ func PhoneChannelCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tc, err := pf.tlsConfig(g, pf.url, false)
+			base, err := pf.tlsConfig(g, pf.url, false)
 			if err != nil {
 				return err
 			}
-			plat := keycharge.NewClient(pf.url, tc)
-			defer plat.Close()
 			pin, err := kcSecret(g, pinFlag, EnvDevicePIN, "device PIN")
 			if err != nil {
 				return err
@@ -534,6 +532,13 @@ func PhoneChannelCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			defer d.Close()
+			// Mutual TLS with the device certificate, signed inside the device.
+			tc, err := keycharge.DeviceTLS(base, d)
+			if err != nil {
+				return err
+			}
+			plat := keycharge.NewClient(pf.url, tc)
+			defer plat.Close()
 			ph := &keycharge.Phone{Device: d, Platform: plat, Alg: alg}
 			msgs := args
 			if len(msgs) == 0 {
@@ -572,7 +577,7 @@ func PhoneChannelCommand(g *Globals) *cobra.Command {
 			return nil
 		},
 	}
-	pf.register(cmd, "unused (the channel authenticates with the device key)")
+	pf.register(cmd, "unused (TLS presents the device certificate; the channel is authenticated by the device key)")
 	cmd.Flags().StringVar(&dir, "device", "", "device directory (required)")
 	_ = cmd.MarkFlagRequired("device")
 	cmd.Flags().StringVar(&pinFlag, "pin", "", "device PIN (else "+EnvDevicePIN+" or a prompt)")

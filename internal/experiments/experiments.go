@@ -10,6 +10,7 @@ func All() []experiment.Spec {
 	return []experiment.Spec{
 		FingerprintExperiment(),
 		QMSPExperiment(),
+		ChargingExperiment(),
 		BioQRExperiment(),
 		SelfVerifyExperiment(),
 		WatermarkExperiment(),

@@ -35,6 +35,7 @@ import (
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -85,6 +86,8 @@ type Platform struct {
 	SelfVerify *selfverify.Operator
 	// Watermark is seed 003's token service.
 	Watermark *service.Service
+	// KeyCharge is seed 001's key management platform and service centre.
+	KeyCharge *keycharge.QKMP
 
 	master []byte
 
@@ -172,6 +175,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	if err := p.startWatermark(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startKeyCharge(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil

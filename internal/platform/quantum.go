@@ -105,8 +105,10 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 		A:         kme.SiteConfig{KMEID: KMEPlatform, SAEs: []string{SAEPPS, SAECharger}},
 		B:         kme.SiteConfig{KMEID: KMESupermarket, SAEs: []string{SAECSS, SAEQSSC}},
 		MasterKey: p.Secret("kme-pool"),
-		// QMSP asks for 1024-byte quantum keys; charging asks for large batches.
-		MaxKeySize: 8192,
+		// QMSP asks for 1024-byte quantum keys, the charger for 8 KiB ones;
+		// the pools hold up to 32 MB each.
+		MaxKeySize:  65536,
+		MaxKeyCount: 1_000_000,
 		Logger:     p.Config.Log,
 	})
 	if err != nil {

@@ -17,8 +17,11 @@ import (
 
 // ChargeHash is the consistency check value of a charge: SHA-256 over a
 // domain label, the charge ID and, in charge order (the "coding" both sides
-// agree on), every key's ID and bytes, each length-prefixed, then the key
-// count. The charger, the device and the platform compute it independently.
+// agree on), every key's ID, length and SHA-256 digest, each
+// length-prefixed, then the key count — a hash list, so that a side that
+// already knows the keys' digests (the platform, for keys it pooled in
+// advance) can check a charge without re-reading megabytes of key. The
+// charger, the device and the platform compute it independently.
 type ChargeHash struct {
 	h hash.Hash
 	n uint64
@@ -27,7 +30,7 @@ type ChargeHash struct {
 // NewChargeHash starts the hash of charge chargeID.
 func NewChargeHash(chargeID string) *ChargeHash {
 	c := &ChargeHash{h: sha256.New()}
-	c.h.Write([]byte("qshield qkc charge v1\x00"))
+	c.h.Write([]byte("qshield qkc charge v2\x00"))
 	c.str(chargeID)
 	return c
 }
@@ -39,13 +42,22 @@ func (c *ChargeHash) str(s string) {
 	c.h.Write([]byte(s))
 }
 
+// KeyDigest is the per-key digest used by ChargeHash.
+func KeyDigest(key []byte) []byte {
+	d := sha256.Sum256(key)
+	return d[:]
+}
+
 // Add appends one key.
-func (c *ChargeHash) Add(id string, key []byte) {
+func (c *ChargeHash) Add(id string, key []byte) { c.AddDigest(id, len(key), KeyDigest(key)) }
+
+// AddDigest appends one key given its length and KeyDigest.
+func (c *ChargeHash) AddDigest(id string, length int, digest []byte) {
 	c.str(id)
 	var l [4]byte
-	binary.BigEndian.PutUint32(l[:], uint32(len(key)))
+	binary.BigEndian.PutUint32(l[:], uint32(length))
 	c.h.Write(l[:])
-	c.h.Write(key)
+	c.h.Write(digest)
 	c.n++
 }
 
@@ -283,7 +295,8 @@ type KeyInfo struct {
 	Charge string `json:"charge"`
 }
 
-// Keys lists the usable (committed) keys in charge order.
+// Keys lists the usable (committed) keys in charge order; Used counts
+// leased bytes (see TakeSegment) as used.
 func (d *Device) Keys() []KeyInfo {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -313,6 +326,9 @@ func (d *Device) Remaining() int64 {
 	for _, k := range d.meta.Keys {
 		n += int64(k.Len - k.Used)
 	}
+	if d.lease != nil {
+		n += int64(d.lease.end - d.lease.next)
+	}
 	return n
 }
 
@@ -327,6 +343,12 @@ type Segment struct {
 // marks them used — persisted before it returns, so a segment is never
 // handed out twice, even across crashes. Keys with fewer than n bytes left
 // are skipped (their tail is marked used).
+//
+// To spare a metadata rewrite per segment, the device reserves a lease of
+// Options.SegmentLease bytes (default 4 KiB) of one key at a time: the
+// lease is marked used on disk first, and segments are then handed out of
+// it from memory. A crash or Close wastes the rest of the lease — never
+// hands it out again.
 func (d *Device) TakeSegment(n int) (Segment, error) {
 	if n <= 0 || n > MaxKeyLen {
 		return Segment{}, fmt.Errorf("%w: segment length %d", ErrInvalid, n)
@@ -336,6 +358,16 @@ func (d *Device) TakeSegment(n int) (Segment, error) {
 	if err := d.check(); err != nil {
 		return Segment{}, err
 	}
+	if l := d.lease; l != nil && l.end-l.next >= n {
+		kb, err := d.readKeyLocked(l.key, l.next, n)
+		if err != nil {
+			return Segment{}, err
+		}
+		seg := Segment{KeyID: l.key.ID, Offset: l.next, Key: kb}
+		l.next += n
+		return seg, nil
+	}
+	d.lease = nil
 	idx := -1
 	for i, k := range d.meta.Keys {
 		if k.Len-k.Used >= n {
@@ -351,8 +383,12 @@ func (d *Device) TakeSegment(n int) (Segment, error) {
 	if err != nil {
 		return Segment{}, err
 	}
-	// Mark used: this key from Used to Used+n, and the short tails of the
-	// keys skipped before it.
+	reserve := n
+	if d.opt.SegmentLease > n {
+		reserve = min(d.opt.SegmentLease, k.Len-k.Used)
+	}
+	// Mark used: this key from Used to Used+reserve, and the short tails
+	// of the keys skipped before it.
 	type undo struct {
 		k    *keyRec
 		used int
@@ -366,14 +402,23 @@ func (d *Device) TakeSegment(n int) (Segment, error) {
 	}
 	seg := Segment{KeyID: k.ID, Offset: k.Used, Key: kb}
 	undos = append(undos, undo{k, k.Used})
-	k.Used += n
+	k.Used += reserve
 	if err := d.saveLocked(); err != nil {
 		for _, u := range undos {
 			u.k.Used = u.used
 		}
 		return Segment{}, err
 	}
+	if reserve > n {
+		d.lease = &lease{key: k, next: seg.Offset + n, end: k.Used}
+	}
 	return seg, nil
+}
+
+// lease is the reserved, not yet handed out, part of one key.
+type lease struct {
+	key       *keyRec
+	next, end int
 }
 
 func (d *Device) readKeyLocked(k *keyRec, off, n int) ([]byte, error) {
@@ -424,14 +469,14 @@ func (d *Device) Digest() ([]byte, error) {
 	return dg.Sum(), nil
 }
 
-// KeyDigest accumulates a Digest; callers add keys sorted by ID.
-type KeyDigest struct{ c *ChargeHash }
+// Digester accumulates a Digest; callers add keys sorted by ID.
+type Digester struct{ c *ChargeHash }
 
 // NewDigest starts a digest.
-func NewDigest() *KeyDigest { return &KeyDigest{c: NewChargeHash("digest")} }
+func NewDigest() *Digester { return &Digester{c: NewChargeHash("digest")} }
 
 // Add adds one key with its used count.
-func (k *KeyDigest) Add(id string, used int, key []byte) {
+func (k *Digester) Add(id string, used int, key []byte) {
 	var u [4]byte
 	binary.BigEndian.PutUint32(u[:], uint32(used))
 	k.c.h.Write(u[:])
@@ -439,4 +484,4 @@ func (k *KeyDigest) Add(id string, used int, key []byte) {
 }
 
 // Sum returns the digest.
-func (k *KeyDigest) Sum() []byte { return k.c.Sum() }
+func (k *Digester) Sum() []byte { return k.c.Sum() }

@@ -44,6 +44,9 @@ type Options struct {
 	KDF         KDFParams // zero: DefaultKDF (only used by Manufacture and PIN changes)
 	MaxPINTries int       // default 5
 	MaxPUKTries int       // default 10
+	// SegmentLease is how much of a key TakeSegment reserves per metadata
+	// write (default 4096 bytes; negative: none, every segment is written).
+	SegmentLease int
 }
 
 func (o Options) withDefaults() Options {
@@ -55,6 +58,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxPUKTries <= 0 {
 		o.MaxPUKTries = 10
+	}
+	if o.SegmentLease == 0 {
+		o.SegmentLease = 4096
 	}
 	return o
 }
@@ -232,12 +238,13 @@ type Device struct {
 	dir string
 	opt Options
 
-	mu   sync.Mutex
-	hdr  *header
-	dek  []byte
-	meta *metadata
-	key  *ecdsa.PrivateKey
-	cert *x509.Certificate
+	mu    sync.Mutex
+	hdr   *header
+	dek   []byte
+	meta  *metadata
+	key   *ecdsa.PrivateKey
+	cert  *x509.Certificate
+	lease *lease // reserved segment bytes (TakeSegment)
 }
 
 // Manufacture creates a new store in dir (created if missing, must not hold
@@ -361,7 +368,9 @@ func Unlock(dir string, puk, newPIN []byte, opts Options) error {
 	}
 	c, err := readCounters(dir, h)
 	if errors.Is(err, ErrLocked) {
-		c = &counters{storeID: h.storeID} // missing counter file: the PUK recreates it
+		// Missing or foreign counter file: deleting it must not reset the
+		// PUK counter, so the PUK gets one last try.
+		c = &counters{storeID: h.storeID, pukFail: uint32(opts.MaxPUKTries - 1)}
 	} else if err != nil {
 		return err
 	}
@@ -403,11 +412,16 @@ func Peek(dir string) (Info, error) {
 	if err != nil {
 		return i, fmt.Errorf("device: read info: %w", err)
 	}
+	return parseInfo(b)
+}
+
+func parseInfo(b []byte) (Info, error) {
+	var i Info
 	if err := json.Unmarshal(b, &i); err != nil {
-		return i, fmt.Errorf("%w: info file: %v", ErrCorrupt, err)
+		return Info{}, fmt.Errorf("%w: info file: %v", ErrCorrupt, err)
 	}
 	if err := i.Validate(); err != nil {
-		return i, fmt.Errorf("%w: info file: %v", ErrCorrupt, err)
+		return Info{}, fmt.Errorf("%w: info file: %v", ErrCorrupt, err)
 	}
 	return i, nil
 }

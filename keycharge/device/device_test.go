@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-var fastOpts = Options{KDF: KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, MaxPINTries: 3, MaxPUKTries: 2}
+var fastOpts = Options{KDF: KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, MaxPINTries: 3, MaxPUKTries: 2, SegmentLease: -1}
 
 var (
 	pin = []byte("123456")
@@ -180,10 +180,8 @@ func TestWrongPINLockoutAndPUK(t *testing.T) {
 	if _, err := Open(dir, pin, fastOpts); !errors.Is(err, ErrLocked) {
 		t.Fatalf("deleted counter: %v", err)
 	}
-	// Wrong PUK is counted.
-	if err := Unlock(dir, []byte("wrongpuk"), []byte("111111"), fastOpts); !errors.Is(err, ErrWrongPUK) {
-		t.Fatalf("wrong PUK: %v", err)
-	}
+	// With the counter file gone the PUK gets one last try (deleting the
+	// file must not reset the PUK counter either): the right PUK works.
 	if err := Unlock(dir, puk, []byte("111111"), fastOpts); err != nil {
 		t.Fatalf("PUK: %v", err)
 	}
@@ -199,7 +197,10 @@ func TestWrongPINLockoutAndPUK(t *testing.T) {
 	if err := Unlock(dir, puk, []byte("222222"), fastOpts); err != nil {
 		t.Fatal(err)
 	}
-	// Too many wrong PUKs block the device for good.
+	// Wrong PUKs are counted; too many block the device for good.
+	if err := Unlock(dir, []byte("wrongpuk"), []byte("111111"), fastOpts); !errors.Is(err, ErrWrongPUK) {
+		t.Fatalf("wrong PUK: %v", err)
+	}
 	for i := 0; i < fastOpts.MaxPUKTries; i++ {
 		Unlock(dir, []byte("badbadbad"), []byte("333333"), fastOpts)
 	}
@@ -214,6 +215,19 @@ func TestWrongPINLockoutAndPUK(t *testing.T) {
 // The counter is written before the PIN check: a process killed during the
 // KDF leaves the increment behind. Simulated by checking the file after a
 // failed attempt and after a counter file from another device is swapped in.
+// Deleting the counter file and guessing the PUK: one try, then blocked.
+func TestDeletedCounterGivesOnePUKTry(t *testing.T) {
+	dir, d := newDevice(t)
+	d.Close()
+	os.Remove(filepath.Join(dir, CounterFile))
+	if err := Unlock(dir, []byte("guess123"), []byte("111111"), fastOpts); !errors.Is(err, ErrBlocked) {
+		t.Fatalf("PUK guess after deleting the counter: %v", err)
+	}
+	if err := Unlock(dir, puk, []byte("111111"), fastOpts); !errors.Is(err, ErrBlocked) {
+		t.Fatalf("device not blocked: %v", err)
+	}
+}
+
 func TestCounterPersistsAndIsBound(t *testing.T) {
 	dir, d := newDevice(t)
 	d.Close()
@@ -355,5 +369,60 @@ func TestTamperDetected(t *testing.T) {
 	os.WriteFile(p, b, 0o600)
 	if _, err := Open(dir2, pin, fastOpts); err == nil {
 		t.Fatal("tampered header accepted")
+	}
+}
+
+// With a lease, segments come from memory between metadata writes, never
+// overlap, and a reopen (crash, unplug) skips the unused rest of the lease.
+func TestSegmentLease(t *testing.T) {
+	opts := fastOpts
+	opts.SegmentLease = 4096
+	dir := filepath.Join(t.TempDir(), "lease")
+	if err := Manufacture(dir, Info{Serial: "L1", Kind: "ukey"}, pin, puk, opts); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(dir, pin, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.InstallCertificate(selfCert(t, d)); err != nil {
+		t.Fatal(err)
+	}
+	ids, keys := randKeys(2, 10000)
+	d.CommitCharge("c", charge(t, d, "c", ids, keys))
+	seen := map[int]bool{}
+	var st0 []byte
+	for i := 0; i < 64; i++ {
+		s, err := d.TakeSegment(64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.KeyID != ids[0] || seen[s.Offset] || !bytes.Equal(s.Key, keys[0][s.Offset:s.Offset+64]) {
+			t.Fatalf("segment %d: %s@%d", i, s.KeyID, s.Offset)
+		}
+		seen[s.Offset] = true
+		if i == 0 {
+			st0, _ = os.ReadFile(filepath.Join(dir, StoreFile))
+		}
+	}
+	if st1, _ := os.ReadFile(filepath.Join(dir, StoreFile)); !bytes.Equal(st0, st1) {
+		t.Fatal("metadata rewritten inside a lease")
+	}
+	if d.Remaining() != 20000-64*64 {
+		t.Fatalf("remaining %d", d.Remaining())
+	}
+	s, _ := d.TakeSegment(64) // new lease
+	if s.Offset != 4096 {
+		t.Fatalf("second lease starts at %d", s.Offset)
+	}
+	d.Close()
+	d2, err := Open(dir, pin, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	s, _ = d2.TakeSegment(64)
+	if s.Offset != 8192 || s.KeyID != ids[0] {
+		t.Fatalf("after reopen: %s@%d (the rest of the lease must be skipped)", s.KeyID, s.Offset)
 	}
 }

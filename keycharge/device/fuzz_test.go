@@ -54,3 +54,14 @@ func FuzzParseCounters(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseInfo(f *testing.F) {
+	f.Add([]byte(`{"serial":"SN-1","model":"UKEY","kind":"ukey"}`))
+	f.Add([]byte(`{"serial":""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		i, err := parseInfo(b)
+		if err == nil && !ValidID(i.Serial) {
+			t.Fatal("accepted an invalid serial")
+		}
+	})
+}
