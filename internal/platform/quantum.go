@@ -109,7 +109,7 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 		// the pools hold up to 32 MB each.
 		MaxKeySize:  65536,
 		MaxKeyCount: 1_000_000,
-		Logger:     p.Config.Log,
+		Logger:      p.Config.Log,
 	})
 	if err != nil {
 		return fmt.Errorf("platform: key managers: %w", err)
