@@ -38,9 +38,10 @@ func ServeCommand(g *Globals) *cobra.Command {
 				g.Log.Info("QMSP gateway page", "url", url+"/qmsp/gateways/"+platform.BuiltinGateway+"/")
 			}
 			if g.JSON {
-				_ = g.PrintJSON(map[string]string{"url": url, "state_dir": p.StateDir, "db": p.DB.Dialect.String()})
+				_ = g.PrintJSON(map[string]string{"url": url, "state_dir": p.StateDir, "db": p.DB.Dialect.String(), "kme_a": p.KME.AURL, "kme_b": p.KME.BURL})
 			} else {
 				fmt.Fprintf(g.Out, "qshield serving on %s (database: %s, state: %s)\n", url, p.DB.Dialect, p.StateDir)
+				fmt.Fprintf(g.Out, "key managers: %s (%s), %s (%s)\n", p.KME.AURL, platform.KMEPlatform, p.KME.BURL, platform.KMESupermarket)
 			}
 			g.Log.Info("serving", "url", url)
 			return p.Serve(ctx, ln)
@@ -53,6 +54,8 @@ func ServeCommand(g *Globals) *cobra.Command {
 	cmd.Flags().Float64Var(&qkdCfg.DistanceKm, "qkd-distance", 25, "fibre length of the simulated QKD link in km")
 	cmd.Flags().Float64Var(&qkdCfg.Speedup, "qkd-speedup", 1, "run the simulated 40 MHz source this many times faster than real time (0: as fast as the CPU allows)")
 	cmd.Flags().Float64Var(&qkdCfg.EveFraction, "qkd-eve", 0, "fraction of pulses an eavesdropper intercepts and resends (the link aborts when it is detected)")
+	cmd.Flags().StringVar(&qkdCfg.ListenA, "kme-a", "127.0.0.1:8441", "address of site A's key manager (KME_PLATFORM: SAEs pps, charger-1)")
+	cmd.Flags().StringVar(&qkdCfg.ListenB, "kme-b", "127.0.0.1:8442", "address of site B's key manager (KME_SUPERMARKET: SAEs css, qssc)")
 	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")
 	return cmd
 }

@@ -44,6 +44,9 @@ type QKDConfig struct {
 	Speedup float64
 	// EveFraction intercepts and resends this fraction of pulses.
 	EveFraction float64
+	// ListenA and ListenB are the key managers' addresses (default: any
+	// free port on 127.0.0.1).
+	ListenA, ListenB string
 }
 
 // Secret returns a 32-byte key for purpose, derived (HKDF-SHA256) from the
@@ -102,8 +105,8 @@ func loadMaster(dir string) ([]byte, error) {
 func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 	pair, err := kme.StartPair(ctx, p.DB, kme.PairConfig{
 		CA:        p.CA,
-		A:         kme.SiteConfig{KMEID: KMEPlatform, SAEs: []string{SAEPPS, SAECharger}},
-		B:         kme.SiteConfig{KMEID: KMESupermarket, SAEs: []string{SAECSS, SAEQSSC}},
+		A:         kme.SiteConfig{KMEID: KMEPlatform, SAEs: []string{SAEPPS, SAECharger}, Listen: cfg.ListenA},
+		B:         kme.SiteConfig{KMEID: KMESupermarket, SAEs: []string{SAECSS, SAEQSSC}, Listen: cfg.ListenB},
 		MasterKey: p.Secret("kme-pool"),
 		// QMSP asks for 1024-byte quantum keys, the charger for 8 KiB ones;
 		// the pools hold up to 32 MB each.
