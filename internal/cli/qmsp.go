@@ -138,6 +138,30 @@ func (d deviceDir) load() (*ecdsa.PrivateKey, *tls.Config, error) {
 		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}}}, nil
 }
 
+// enrolDevice generates the device's key pair in d, has the server's admin API
+// at path certify it (body builds the request around the PKIX public key),
+// and stores the certificate and the CA root in d.
+func enrolDevice(ctx context.Context, server, adminDir string, d deviceDir, path string, body func(pub []byte) any) (*platform.DeviceEnrolled, error) {
+	key, err := d.newKey()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	ac, err := adminClient(server, adminDir)
+	if err != nil {
+		return nil, err
+	}
+	defer ac.Close()
+	var out platform.DeviceEnrolled
+	if _, err := ac.Do(ctx, http.MethodPost, path, nil, body(pub), &out); err != nil {
+		return nil, err
+	}
+	return &out, d.saveCerts(out.Certificate, out.CA)
+}
+
 // adminClient talks to the server with the admin certificate from a state directory.
 func adminClient(server, stateDir string) (*client.Client, error) {
 	if stateDir == "" {
@@ -168,23 +192,11 @@ func GatewayCommand(g *Globals) *cobra.Command {
 			if _, err := os.Stat(d.path("state")); err == nil {
 				return fmt.Errorf("%s already holds a provisioned gateway", dir)
 			}
-			key, err := d.newKey()
+			out, err := enrolDevice(cmd.Context(), server, adminDir, d, "/v1/qmsp/admin/gateways", func(pub []byte) any {
+				return platform.GatewayEnrolment{Gateway: gi, Merchant: merchant, Account: account, Currency: currency, PublicKey: pub}
+			})
 			if err != nil {
-				return err
-			}
-			pub, _ := x509.MarshalPKIXPublicKey(key.Public())
-			ac, err := adminClient(server, adminDir)
-			if err != nil {
-				return err
-			}
-			defer ac.Close()
-			var out platform.GatewayEnrolled
-			if _, err := ac.Do(cmd.Context(), http.MethodPost, "/v1/qmsp/admin/gateways", nil,
-				platform.GatewayEnrolment{Gateway: gi, Merchant: merchant, Account: account, Currency: currency, PublicKey: pub}, &out); err != nil {
 				return fmt.Errorf("enrol gateway: %w", err)
-			}
-			if err := d.saveCerts(out.Certificate, out.CA); err != nil {
-				return err
 			}
 			var pk [qmsp.PresetKeySize]byte
 			if len(out.PresetKey) != len(pk) {
@@ -331,24 +343,10 @@ func PhoneQMSPCommand(g *Globals) *cobra.Command {
 		Short: "Generate the phone's key and have it certified and bound to a payer number",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d := deviceDir(dir)
-			key, err := d.newKey()
-			if err != nil {
-				return err
-			}
-			pub, _ := x509.MarshalPKIXPublicKey(key.Public())
-			ac, err := adminClient(server, adminDir)
-			if err != nil {
-				return err
-			}
-			defer ac.Close()
-			var out platform.GatewayEnrolled
-			if _, err := ac.Do(cmd.Context(), http.MethodPost, "/v1/qmsp/admin/phones", nil,
-				platform.PhoneEnrolment{Phone: phone, Payer: payer, Account: account, PublicKey: pub}, &out); err != nil {
+			if _, err := enrolDevice(cmd.Context(), server, adminDir, deviceDir(dir), "/v1/qmsp/admin/phones", func(pub []byte) any {
+				return platform.PhoneEnrolment{Phone: phone, Payer: payer, Account: account, PublicKey: pub}
+			}); err != nil {
 				return fmt.Errorf("enrol phone: %w", err)
-			}
-			if err := d.saveCerts(out.Certificate, out.CA); err != nil {
-				return err
 			}
 			fmt.Fprintf(g.Out, "phone %s enrolled as payer %d (account %s) in %s\n", phone, payer, account, dir)
 			return nil

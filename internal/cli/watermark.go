@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -72,24 +71,10 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 			if dir == "" {
 				dir = "./" + role
 			}
-			d := deviceDir(dir)
-			key, err := d.newKey()
-			if err != nil {
-				return err
-			}
-			pub, _ := x509.MarshalPKIXPublicKey(key.Public())
-			ac, err := adminClient(server, adminDir)
-			if err != nil {
-				return err
-			}
-			defer ac.Close()
-			var out platform.GatewayEnrolled
-			if _, err := ac.Do(cmd.Context(), http.MethodPost, "/v1/watermark/admin/devices", nil,
-				platform.WatermarkEnrolment{Name: name, Role: role, Account: account, PublicKey: pub}, &out); err != nil {
+			if _, err := enrolDevice(cmd.Context(), server, adminDir, deviceDir(dir), "/v1/watermark/admin/devices", func(pub []byte) any {
+				return platform.WatermarkEnrolment{Name: name, Role: role, Account: account, PublicKey: pub}
+			}); err != nil {
 				return fmt.Errorf("enrol %s: %w", role, err)
-			}
-			if err := d.saveCerts(out.Certificate, out.CA); err != nil {
-				return err
 			}
 			fmt.Fprintf(g.Out, "%s %s enrolled for account %s in %s\n", role, name, account, dir)
 			return nil

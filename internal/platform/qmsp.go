@@ -259,8 +259,8 @@ type GatewayEnrolment struct {
 	PublicKey []byte `json:"public_key"` // PKIX DER, generated on the device
 }
 
-// GatewayEnrolled is its answer: the device certificate and the preset key.
-type GatewayEnrolled struct {
+// DeviceEnrolled is its answer: the device certificate and the preset key.
+type DeviceEnrolled struct {
 	Certificate []byte `json:"certificate"` // DER
 	PresetKey   []byte `json:"preset_key"`
 	CA          []byte `json:"ca"` // DER of the platform root
@@ -297,7 +297,7 @@ func (q *QMSP) adminRoutes() {
 			q.enrolError(w, r, err)
 			return
 		}
-		httpx.WriteJSON(w, http.StatusCreated, GatewayEnrolled{Certificate: cert.Raw, PresetKey: pk[:], CA: q.p.CA.Certificate().Raw})
+		httpx.WriteJSON(w, http.StatusCreated, DeviceEnrolled{Certificate: cert.Raw, PresetKey: pk[:], CA: q.p.CA.Certificate().Raw})
 	}))
 	q.p.Server.Handle("POST /v1/qmsp/admin/phones", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !isAdmin(r) {
@@ -318,7 +318,7 @@ func (q *QMSP) adminRoutes() {
 			q.enrolError(w, r, err)
 			return
 		}
-		httpx.WriteJSON(w, http.StatusCreated, GatewayEnrolled{Certificate: iss.Cert.Raw, CA: q.p.CA.Certificate().Raw})
+		httpx.WriteJSON(w, http.StatusCreated, DeviceEnrolled{Certificate: iss.Cert.Raw, CA: q.p.CA.Certificate().Raw})
 	}))
 	// A gateway asks whether its displayed unit was spent (to move on).
 	q.p.Server.Handle("GET /v1/qmsp/units/{key}/{unit}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -71,5 +71,5 @@ func (p *Platform) enrolWatermarkDevice(w http.ResponseWriter, r *http.Request) 
 		p.QMSP.enrolError(w, r, err)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusCreated, GatewayEnrolled{Certificate: iss.Cert.Raw, CA: p.CA.Certificate().Raw})
+	httpx.WriteJSON(w, http.StatusCreated, DeviceEnrolled{Certificate: iss.Cert.Raw, CA: p.CA.Certificate().Raw})
 }
