@@ -256,7 +256,7 @@ func MeasureHTTPThroughput(ctx context.Context, db *sqldb.DB, concurrency int, d
 	}
 	defer led.Close()
 	curve := ecqv.P256()
-	key, err := LoadOrCreateOperatorKey(ctx, db, curve)
+	key, err := LoadOrCreateOperatorKey(ctx, db, curve, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,9 @@ type DemoConfig struct {
 	HTTPClient  *http.Client
 	// Curve is P-256 (default) or SM2; it must match the stored operator key.
 	Curve *ecqv.Curve
+	// KeySeal opens the stored operator key (the platform's sealer); nil
+	// for a database whose key is stored in clear.
+	KeySeal KeySealer
 }
 
 // Demo runs the scheme end to end — registration, withdrawal, three
@@ -128,7 +131,7 @@ func (d *demo) run() error {
 	ctx := d.ctx
 	var err error
 	d.curve = d.cfg.Curve
-	key, err := LoadOrCreateOperatorKey(ctx, d.cfg.DB, d.curve)
+	key, err := LoadOrCreateOperatorKey(ctx, d.cfg.DB, d.curve, d.cfg.KeySeal)
 	if err != nil {
 		return d.fail("operator key", err)
 	}

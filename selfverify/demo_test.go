@@ -27,7 +27,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The operator served over HTTPS, as in `qshield serve`.
-	key, err := LoadOrCreateOperatorKey(ctx, db, ecqv.P256())
+	key, err := LoadOrCreateOperatorKey(ctx, db, ecqv.P256(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ func newEnv(t testing.TB, db *sqldb.DB, curve *ecqv.Curve) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := LoadOrCreateOperatorKey(ctx, db, curve)
+	key, err := LoadOrCreateOperatorKey(ctx, db, curve, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -110,26 +111,51 @@ func (o *Operator) Close() error {
 	return nil
 }
 
-// LoadOrCreateOperatorKey returns N's long-term key stored in db, creating one
-// on curve the first time. The key is stored in the database as hex; a
-// production deployment keeps it in an HSM or KMS instead (see package doc).
-func LoadOrCreateOperatorKey(ctx context.Context, db *sqldb.DB, curve *ecqv.Curve) (*ecqv.PrivateKey, error) {
+// KeySealer seals the operator's private key at rest (pki.KeyEncryptor
+// implements it).
+type KeySealer interface {
+	Seal(plaintext, ad []byte) ([]byte, error)
+	Open(sealed, ad []byte) ([]byte, error)
+}
+
+const sealedPrefix = "sealed:"
+
+// LoadOrCreateOperatorKey returns N's long-term key d_N, creating it on first
+// use. With seal it is stored sealed (AEAD, bound to the curve name); a key
+// stored in clear by an earlier version is resealed on load. With seal nil it
+// is stored in clear (tests and throwaway databases only).
+func LoadOrCreateOperatorKey(ctx context.Context, db *sqldb.DB, curve *ecqv.Curve, seal KeySealer) (*ecqv.PrivateKey, error) {
 	if err := db.Migrate(ctx, "selfverify", operatorMigrations); err != nil {
 		return nil, fmt.Errorf("selfverify: %w", err)
 	}
-	var name, dHex string
-	err := db.QueryRowContext(ctx, `SELECT curve, d FROM sv_operator_key WHERE id = 1`).Scan(&name, &dHex)
+	ad := []byte("selfverify operator key " + curve.Name())
+	encode := func(d []byte) (string, error) {
+		if seal == nil {
+			return hex.EncodeToString(d), nil
+		}
+		b, err := seal.Seal(d, ad)
+		if err != nil {
+			return "", fmt.Errorf("selfverify: seal operator key: %w", err)
+		}
+		return sealedPrefix + hex.EncodeToString(b), nil
+	}
+	var name, stored string
+	err := db.QueryRowContext(ctx, `SELECT curve, d FROM sv_operator_key WHERE id = 1`).Scan(&name, &stored)
 	if errors.Is(err, sql.ErrNoRows) {
 		k, err := curve.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, err
 		}
+		enc, err := encode(k.Bytes())
+		if err != nil {
+			return nil, err
+		}
 		_, err = db.ExecContext(ctx, db.Rebind(`INSERT INTO sv_operator_key (id, curve, d, created_at) VALUES (1, ?, ?, ?)`),
-			curve.Name(), hex.EncodeToString(k.Bytes()), ms(time.Now()))
+			curve.Name(), enc, ms(time.Now()))
 		if err != nil && !sqldb.IsUniqueViolation(err) {
 			return nil, fmt.Errorf("selfverify: store operator key: %w", err)
 		}
-		return LoadOrCreateOperatorKey(ctx, db, curve)
+		return LoadOrCreateOperatorKey(ctx, db, curve, seal)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("selfverify: load operator key: %w", err)
@@ -141,9 +167,31 @@ func LoadOrCreateOperatorKey(ctx context.Context, db *sqldb.DB, curve *ecqv.Curv
 	if c.Name() != curve.Name() {
 		return nil, fmt.Errorf("selfverify: operator key is on %s, %s requested", c.Name(), curve.Name())
 	}
-	raw, err := hex.DecodeString(dHex)
-	if err != nil {
-		return nil, fmt.Errorf("selfverify: stored operator key: %w", err)
+	var raw []byte
+	if strings.HasPrefix(stored, sealedPrefix) {
+		if seal == nil {
+			return nil, errors.New("selfverify: the operator key is sealed; the platform's key is needed to open it")
+		}
+		b, err := hex.DecodeString(strings.TrimPrefix(stored, sealedPrefix))
+		if err != nil {
+			return nil, fmt.Errorf("selfverify: stored operator key: %w", err)
+		}
+		if raw, err = seal.Open(b, ad); err != nil {
+			return nil, fmt.Errorf("selfverify: open operator key (wrong platform key?): %w", err)
+		}
+	} else {
+		if raw, err = hex.DecodeString(stored); err != nil {
+			return nil, fmt.Errorf("selfverify: stored operator key: %w", err)
+		}
+		if seal != nil { // stored in clear by an earlier version: seal it now
+			enc, err := encode(raw)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE sv_operator_key SET d = ? WHERE id = 1`), enc); err != nil {
+				return nil, fmt.Errorf("selfverify: reseal operator key: %w", err)
+			}
+		}
 	}
 	return c.NewPrivateKey(raw)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/internal/platform"
 	"net"
 	"net/http"
 	"os"
@@ -588,7 +589,7 @@ func loadCatalog(file string, items []string) ([]selfverify.Item, error) {
 // account in --db and prints the one-time code the phone or vendor registers
 // with. It works on the database directly, as the server's administrator.
 func SelfVerifyEnrollCommand(g *Globals) *cobra.Command {
-	var id, role, account, curveName string
+	var id, role, account, curveName, svStateDir string
 	cmd := &cobra.Command{
 		Use:   "enroll",
 		Short: "Enrol a user or vendor for self-verified registration and print its one-time code",
@@ -609,7 +610,15 @@ func SelfVerifyEnrollCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			key, err := selfverify.LoadOrCreateOperatorKey(ctx, db, curve)
+			dir, err := platform.StateDir(svStateDir, db)
+			if err != nil {
+				return err
+			}
+			seal, err := platform.OperatorKeySealer(dir)
+			if err != nil {
+				return err
+			}
+			key, err := selfverify.LoadOrCreateOperatorKey(ctx, db, curve, seal)
 			if err != nil {
 				return err
 			}
@@ -630,6 +639,7 @@ func SelfVerifyEnrollCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&role, "role", selfverify.RoleUser, "user or vendor")
 	cmd.Flags().StringVar(&account, "account", "", "ledger account the identity's money moves through")
 	cmd.Flags().StringVar(&curveName, "curve", "P-256", "operator curve when the key is created: P-256 or SM2")
+	cmd.Flags().StringVar(&svStateDir, "state-dir", "", "the platform state directory (its platform.key opens the operator key; default: beside the SQLite file)")
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("account")
 	return cmd

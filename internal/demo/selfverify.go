@@ -14,7 +14,11 @@ func SelfVerify() Scenario {
 	return Scenario{Name: "selfverify", Run: func(ctx context.Context, env *Env) ([]Row, error) {
 		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: env.ClientTLS(env.P.AdminCert)}}
 		defer hc.CloseIdleConnections()
-		steps, err := selfverify.Demo(ctx, selfverify.DemoConfig{DB: env.P.DB, Ledger: env.P.Ledger, Audit: selfverify.AuditTo(env.P.Audit), OperatorURL: env.URL, HTTPClient: hc})
+		seal, err := env.P.OperatorKeySealer()
+		if err != nil {
+			return nil, err
+		}
+		steps, err := selfverify.Demo(ctx, selfverify.DemoConfig{DB: env.P.DB, Ledger: env.P.Ledger, Audit: selfverify.AuditTo(env.P.Audit), OperatorURL: env.URL, HTTPClient: hc, KeySeal: seal})
 		rows := make([]Row, len(steps))
 		for i, s := range steps {
 			rows[i] = Row{Step: s.Step, Outcome: s.Outcome, Detail: s.Detail}

@@ -2,7 +2,9 @@ package platform
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/qshield/qshield/pki"
 	"sync"
 	"time"
 
@@ -10,11 +12,32 @@ import (
 	"github.com/qshield/qshield/selfverify/ecqv"
 )
 
+const operatorKeyPurpose = "selfverify-operator"
+
+// OperatorKeySealer returns the sealer of seed 002's operator key for a
+// process sharing the platform's state directory dir.
+func OperatorKeySealer(dir string) (pki.KeyEncryptor, error) {
+	k, err := SecretIn(dir, operatorKeyPurpose)
+	if err != nil {
+		return nil, err
+	}
+	return pki.RawKey(k)
+}
+
+// OperatorKeySealer is the platform's sealer of the operator key.
+func (p *Platform) OperatorKeySealer() (pki.KeyEncryptor, error) {
+	return pki.RawKey(p.Secret(operatorKeyPurpose))
+}
+
 // startSelfVerify runs seed 002's network operator N: its long-term ECQV key,
 // its routes under /v1/selfverify/ and the sweeper that closes expired tokens
 // and unanswered deposits.
 func (p *Platform) startSelfVerify(ctx context.Context) error {
-	key, err := selfverify.LoadOrCreateOperatorKey(ctx, p.DB, ecqv.P256())
+	seal, err := pki.RawKey(p.Secret(operatorKeyPurpose))
+	if err != nil {
+		return err
+	}
+	key, err := selfverify.LoadOrCreateOperatorKey(ctx, p.DB, ecqv.P256(), seal)
 	if err != nil {
 		return fmt.Errorf("platform: selfverify operator key: %w", err)
 	}
