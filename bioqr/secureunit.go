@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/internal/fsutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -367,35 +368,14 @@ func (u *SecureUnit) SecretNames() []string {
 	return out
 }
 
-// writeFileAtomic writes data to a temporary file in the same directory,
-// fsyncs it and renames it over path.
+// writeFileAtomic creates path's directory and replaces path durably.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("bioqr: create %s: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("bioqr: write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("bioqr: write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("bioqr: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("bioqr: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("bioqr: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("bioqr: write %s: %w", path, err)
+	if err := fsutil.WriteFileAtomic(path, data, perm, true); err != nil {
+		return fmt.Errorf("bioqr: %w", err)
 	}
 	return nil
 }

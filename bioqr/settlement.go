@@ -64,28 +64,7 @@ const (
 	templateInfo        = "qshield bioqr owner template v1"
 )
 
-var migrations = []sqldb.Migration{{
-	Version: 1,
-	SQLite: `CREATE TABLE bioqr_enrolments (
-		serial TEXT PRIMARY KEY,
-		subject TEXT NOT NULL,
-		cert_der BLOB NOT NULL,
-		template_sealed BLOB NOT NULL,
-		accounts TEXT NOT NULL,
-		created_at TEXT NOT NULL);
-	CREATE TABLE bioqr_settlements (
-		rand_code TEXT PRIMARY KEY,
-		message_hash TEXT NOT NULL,
-		pos_serial TEXT NOT NULL,
-		phone_serial TEXT NOT NULL,
-		code TEXT NOT NULL,
-		result TEXT NOT NULL,
-		created_at TEXT NOT NULL);
-	CREATE TABLE bioqr_failures (
-		phone_serial TEXT NOT NULL,
-		at_unix INTEGER NOT NULL);
-	CREATE INDEX bioqr_failures_phone ON bioqr_failures (phone_serial, at_unix)`,
-	Postgres: `CREATE TABLE bioqr_enrolments (
+var migrations = []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE bioqr_enrolments (
 		serial TEXT PRIMARY KEY,
 		subject TEXT NOT NULL,
 		cert_der BYTEA NOT NULL,
@@ -103,8 +82,7 @@ var migrations = []sqldb.Migration{{
 	CREATE TABLE bioqr_failures (
 		phone_serial TEXT NOT NULL,
 		at_unix BIGINT NOT NULL);
-	CREATE INDEX bioqr_failures_phone ON bioqr_failures (phone_serial, at_unix)`,
-}}
+	CREATE INDEX bioqr_failures_phone ON bioqr_failures (phone_serial, at_unix)`}}
 
 // NewSettlement migrates the bioqr tables and, when the unit holds no valid
 // credential from this CA yet, certifies the settlement server's own key

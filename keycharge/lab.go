@@ -180,28 +180,13 @@ func (l *Lab) Close() {
 // Fill deposits n bytes of fresh random key (standing in for the QKD link's
 // output) into both KMEs.
 func (l *Lab) Fill(ctx context.Context, n int64) error {
-	ub := l.Config.KeyBits / 8
-	sa, sb := l.Pair.Sinks()
-	const per = 256
+	ub := int64(l.Config.KeyBits / 8)
 	for n > 0 {
-		var keys []qkd.Key
-		for i := 0; i < per && n > 0; i++ {
-			id := make([]byte, 16)
-			rand.Read(id)
-			id[6] = id[6]&0x0f | 0x40
-			id[8] = id[8]&0x3f | 0x80
-			h := hex.EncodeToString(id)
-			b := make([]byte, ub)
-			rand.Read(b)
-			keys = append(keys, qkd.Key{ID: h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], Bytes: b})
-			n -= int64(ub)
-		}
-		if err := sa(ctx, keys); err != nil {
+		count := min((n+ub-1)/ub, 256)
+		if err := l.Pair.Deposit(ctx, qkd.RandomKeys(int(count), int(ub))); err != nil {
 			return err
 		}
-		if err := sb(ctx, keys); err != nil {
-			return err
-		}
+		n -= count * ub
 	}
 	return nil
 }

@@ -194,56 +194,8 @@ func Open(ctx context.Context, cfg Config) (*QKMP, error) {
 	return &QKMP{cfg: cfg, db: cfg.DB, seal: s, sessions: map[[16]byte]*session{}}, nil
 }
 
-var migrations = []sqldb.Migration{{
-	Version: 1,
-	SQLite: `CREATE TABLE keycharge_devices (
-		serial TEXT PRIMARY KEY,
-		model TEXT NOT NULL,
-		kind TEXT NOT NULL,
-		state TEXT NOT NULL,
-		cert_serial TEXT NOT NULL DEFAULT '',
-		cert_der BLOB,
-		administrator TEXT NOT NULL DEFAULT '',
-		user_id TEXT NOT NULL DEFAULT '',
-		pin_failures INTEGER NOT NULL DEFAULT 0,
-		created_at INTEGER NOT NULL,
-		updated_at INTEGER NOT NULL);
-	CREATE TABLE keycharge_charges (
-		id TEXT PRIMARY KEY,
-		serial TEXT NOT NULL,
-		charger TEXT NOT NULL,
-		state TEXT NOT NULL,
-		volume INTEGER NOT NULL,
-		challenge BLOB NOT NULL,
-		hash BLOB,
-		key_count INTEGER NOT NULL DEFAULT 0,
-		bytes INTEGER NOT NULL DEFAULT 0,
-		reason TEXT NOT NULL DEFAULT '',
-		created_at INTEGER NOT NULL,
-		updated_at INTEGER NOT NULL);
-	CREATE INDEX keycharge_charges_serial ON keycharge_charges (serial, state);
-	CREATE TABLE keycharge_keys (
-		key_id TEXT PRIMARY KEY,
-		serial TEXT NOT NULL,
-		charge_id TEXT NOT NULL,
-		seq INTEGER NOT NULL,
-		length INTEGER NOT NULL,
-		used INTEGER NOT NULL DEFAULT 0,
-		state TEXT NOT NULL,
-		sealed BLOB,
-		extracted_at INTEGER NOT NULL,
-		coded_at INTEGER NOT NULL,
-		distributed_at INTEGER NOT NULL,
-		last_used_at INTEGER NOT NULL DEFAULT 0,
-		frozen_at INTEGER NOT NULL DEFAULT 0,
-		restored_at INTEGER NOT NULL DEFAULT 0,
-		destroyed_at INTEGER NOT NULL DEFAULT 0,
-		owner TEXT NOT NULL DEFAULT '',
-		digest BLOB);
-	CREATE INDEX keycharge_keys_serial ON keycharge_keys (serial, charge_id, seq);
-	CREATE INDEX keycharge_keys_owner ON keycharge_keys (owner, state);
-	CREATE INDEX keycharge_keys_volume ON keycharge_keys (serial, state, length, used)`,
-	Postgres: `CREATE TABLE keycharge_devices (
+// schema is the platform's tables (PostgreSQL types; see sqldb.Migration).
+const schema = `CREATE TABLE keycharge_devices (
 		serial TEXT PRIMARY KEY,
 		model TEXT NOT NULL,
 		kind TEXT NOT NULL,
@@ -289,8 +241,9 @@ var migrations = []sqldb.Migration{{
 		digest BYTEA);
 	CREATE INDEX keycharge_keys_serial ON keycharge_keys (serial, charge_id, seq);
 	CREATE INDEX keycharge_keys_owner ON keycharge_keys (owner, state);
-	CREATE INDEX keycharge_keys_volume ON keycharge_keys (serial, state, length, used)`,
-}}
+	CREATE INDEX keycharge_keys_volume ON keycharge_keys (serial, state, length, used)`
+
+var migrations = []sqldb.Migration{{Version: 1, SQL: schema}}
 
 func (q *QKMP) now() int64 { return q.cfg.Now().UnixNano() }
 

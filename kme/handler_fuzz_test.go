@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"github.com/qshield/qshield/qkd"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -36,7 +37,7 @@ func FuzzHandler(f *testing.F) {
 	}
 	f.Cleanup(func() { kp.Close() })
 	for _, kk := range []*KME{k, kp} {
-		if err := kk.Deposit(ctx, randomKeys(f, 2000, 32)); err != nil {
+		if err := kk.Deposit(ctx, qkd.RandomKeys(2000, 32)); err != nil {
 			f.Fatal(err)
 		}
 	}

@@ -3,7 +3,6 @@ package kme
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -110,24 +109,10 @@ func (e *testEnv) restart() {
 	e.start()
 }
 
-func randomKeys(t testing.TB, n, size int) []qkd.Key {
-	keys := make([]qkd.Key, n)
-	for i := range keys {
-		var id [16]byte
-		rand.Read(id[:])
-		id[6] = id[6]&0x0f | 0x40
-		id[8] = id[8]&0x3f | 0x80
-		b := make([]byte, size)
-		rand.Read(b)
-		keys[i] = qkd.Key{ID: formatUUID(id[:]), Bytes: b}
-	}
-	return keys
-}
-
 // fill deposits n fresh 256-bit keys into both KMEs.
 func (e *testEnv) fill(n int) {
 	e.t.Helper()
-	keys := randomKeys(e.t, n, 32)
+	keys := qkd.RandomKeys(n, 32)
 	sa, sb := e.p.Sinks()
 	ctx := context.Background()
 	if err := sa(ctx, keys); err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/qkd"
 	"slices"
 	"strings"
 	"sync"
@@ -380,7 +381,7 @@ func TestRestartKeepsPoolsInAgreement(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A crash between the two deposits of a block: only A got it.
-		lost := randomKeys(t, 5, 32)
+		lost := qkd.RandomKeys(5, 32)
 		if err := e.p.A.Deposit(ctx, lost); err != nil {
 			t.Fatal(err)
 		}
@@ -442,7 +443,7 @@ func TestMaxKeyCount(t *testing.T) {
 	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
 	e := startEnv(t, db, func(c *PairConfig) { c.MaxKeyCount = 10 })
 	ctx := context.Background()
-	keys := randomKeys(t, 25, 32)
+	keys := qkd.RandomKeys(25, 32)
 	if err := e.p.A.Deposit(ctx, keys); err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +461,7 @@ func TestMaxKeyCount(t *testing.T) {
 	sa, _ := e.p.Sinks()
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := sa(cctx, randomKeys(t, 1, 32)); !errors.Is(err, context.Canceled) {
+	if err := sa(cctx, qkd.RandomKeys(1, 32)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("sink on a full pool: %v", err)
 	}
 }
@@ -541,7 +542,7 @@ func TestConcurrentNoKeyTwice(t *testing.T) {
 func TestAtRestEncrypted(t *testing.T) {
 	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
 	e := startEnv(t, db, nil)
-	keys := randomKeys(t, 3, 32)
+	keys := qkd.RandomKeys(3, 32)
 	ctx := context.Background()
 	if err := e.p.A.Deposit(ctx, keys); err != nil {
 		t.Fatal(err)

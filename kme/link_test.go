@@ -55,7 +55,7 @@ func TestLinkAbortedReported(t *testing.T) {
 	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
 	e := startEnv(t, db, nil)
 	err := e.p.RunLink(context.Background(), func(ctx context.Context, a, b qkd.Sink) error {
-		keys := randomKeys(t, 2, 32)
+		keys := qkd.RandomKeys(2, 32)
 		if err := a(ctx, keys); err != nil {
 			return err
 		}

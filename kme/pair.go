@@ -203,6 +203,17 @@ func (p *Pair) Sinks() (a, b qkd.Sink) {
 	return mk(p.A), mk(p.B)
 }
 
+// Deposit gives both KMEs the same keys, as the two ends of a link do.
+// Tests and load experiments fill the pools this way without running the
+// link (see qkd.RandomKeys).
+func (p *Pair) Deposit(ctx context.Context, keys []qkd.Key) error {
+	a, b := p.Sinks()
+	if err := a(ctx, keys); err != nil {
+		return err
+	}
+	return b(ctx, keys)
+}
+
 // waitRoom blocks until both pools have room.
 func (p *Pair) waitRoom(ctx context.Context) error {
 	t := time.NewTicker(200 * time.Millisecond)

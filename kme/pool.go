@@ -3,7 +3,7 @@ package kme
 import (
 	"container/list"
 	"crypto/sha1"
-	"encoding/hex"
+	"github.com/qshield/qshield/qkd"
 	"strconv"
 )
 
@@ -111,38 +111,19 @@ func (p *pool) snapshot(notAfter int64) []string {
 // parseUUID checks that s is a UUID in the canonical 8-4-4-4-12 hex form and
 // returns it in lower case.
 func parseUUID(s string) (string, bool) {
-	if len(s) != 36 {
+	b, err := qkd.ParseKeyID(s)
+	if err != nil {
 		return "", false
 	}
-	b := []byte(s)
-	for i, c := range b {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return "", false
-			}
-			continue
-		}
-		switch {
-		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
-		case c >= 'A' && c <= 'F':
-			b[i] = c + ('a' - 'A')
-		default:
-			return "", false
-		}
-	}
-	return string(b), true
+	return qkd.FormatKeyID(b), true
 }
 
 func uuidBytes(s string) []byte {
-	b, _ := hex.DecodeString(s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36])
-	return b
+	b, _ := qkd.ParseKeyID(s)
+	return b[:]
 }
 
-func formatUUID(b []byte) string {
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
+func formatUUID(b []byte) string { return qkd.FormatKeyID([16]byte(b)) }
 
 // unitID names unit i of a delivered QKD key. A key that is exactly one unit
 // keeps its own ID; a longer key is cut into units named by the RFC 9562

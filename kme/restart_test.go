@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/qshield/qshield/qkd"
 	"net"
 	"slices"
 	"testing"
@@ -88,7 +89,7 @@ func TestRestartOneSide(t *testing.T) {
 			return ca.ClientTLS(ctx, c, "127.0.0.1")
 		}
 		saeA, saeB := sae("SAE_A"), sae("SAE_B")
-		keys := randomKeys(t, 40, 32)
+		keys := qkd.RandomKeys(40, 32)
 		for _, s := range []*site{a, b} {
 			if err := s.k.Deposit(ctx, keys); err != nil {
 				t.Fatal(err)
@@ -109,7 +110,7 @@ func TestRestartOneSide(t *testing.T) {
 			t.Fatal("A's pool changed while B was down")
 		}
 		// A block reached A only (B was down when the link delivered it).
-		if err := a.k.Deposit(ctx, randomKeys(t, 3, 32)); err != nil {
+		if err := a.k.Deposit(ctx, qkd.RandomKeys(3, 32)); err != nil {
 			t.Fatal(err)
 		}
 		b.start()

@@ -175,6 +175,13 @@ func checkTwoRows(res sql.Result, err error) error {
 // is used with other parameters the error is ErrIdempotencyConflict.
 func (l *Ledger) byKey(ctx context.Context, tx *sql.Tx, req TransferRequest) (Transfer, bool, error) {
 	r, err := scanTransfer(l.queryRow(ctx, tx, l.q.transferByKey, req.IdempotencyKey))
+	return replayOf(r, err, req)
+}
+
+// replayOf interprets the lookup of req's idempotency key: no transfer yet
+// (false), the first transfer of a replayed request (true, marked Replayed),
+// or ErrIdempotencyConflict when the key was used with other parameters.
+func replayOf(r record, err error, req TransferRequest) (Transfer, bool, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		return Transfer{}, false, nil
 	}
@@ -184,7 +191,9 @@ func (l *Ledger) byKey(ctx context.Context, tx *sql.Tx, req TransferRequest) (Tr
 	if err := sameParams(r, req); err != nil {
 		return Transfer{}, false, err
 	}
-	return r.Transfer, true, nil
+	t := r.Transfer
+	t.Replayed = true
+	return t, true, nil
 }
 
 // TransferByKey returns the transfer recorded under an idempotency key.

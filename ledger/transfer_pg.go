@@ -193,16 +193,7 @@ func checkTransfer(req TransferRequest, from, to Account) error {
 // byKeyDB is byKey outside a transaction.
 func (l *Ledger) byKeyDB(ctx context.Context, req TransferRequest) (Transfer, bool, error) {
 	r, err := scanTransfer(l.db.QueryRowContext(ctx, l.q.transferByKey, req.IdempotencyKey))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Transfer{}, false, nil
-	}
-	if err != nil {
-		return Transfer{}, false, fmt.Errorf("ledger: look up idempotency key: %w", err)
-	}
-	if err := sameParams(r, req); err != nil {
-		return Transfer{}, false, err
-	}
-	return r.Transfer, true, nil
+	return replayOf(r, err, req)
 }
 
 func sameParams(r record, req TransferRequest) error {

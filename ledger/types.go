@@ -85,6 +85,10 @@ type Transfer struct {
 	ResolvedAt     time.Time `json:"resolved_at,omitzero"`
 	// PostedAmount is what a pending transfer posted (≤ Amount).
 	PostedAmount int64 `json:"posted_amount,omitempty"`
+	// Replayed reports that the request repeated an earlier one with the
+	// same idempotency key, whose transfer this is (set by Transfer and
+	// TransferTx; not stored).
+	Replayed bool `json:"-"`
 }
 
 // Errors returned by the ledger; test with errors.Is.

@@ -84,30 +84,7 @@ type CA struct {
 	actor  string
 }
 
-var migrations = []sqldb.Migration{{
-	Version: 1,
-	SQLite: `CREATE TABLE pki_cas (
-		name TEXT PRIMARY KEY,
-		algorithm TEXT NOT NULL,
-		cert_der BLOB NOT NULL,
-		key_sealed BLOB NOT NULL,
-		created_at TEXT NOT NULL);
-	CREATE TABLE pki_certs (
-		ca_name TEXT NOT NULL REFERENCES pki_cas(name),
-		serial TEXT NOT NULL,
-		role TEXT NOT NULL,
-		common_name TEXT NOT NULL,
-		subject TEXT NOT NULL,
-		device_serial TEXT NOT NULL DEFAULT '',
-		not_before TEXT NOT NULL,
-		not_after TEXT NOT NULL,
-		issued_at TEXT NOT NULL,
-		der BLOB NOT NULL,
-		revoked_at TEXT,
-		revoke_reason TEXT NOT NULL DEFAULT '',
-		PRIMARY KEY (ca_name, serial));
-	CREATE INDEX pki_certs_cn ON pki_certs (ca_name, common_name)`,
-	Postgres: `CREATE TABLE pki_cas (
+var migrations = []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE pki_cas (
 		name TEXT PRIMARY KEY,
 		algorithm TEXT NOT NULL,
 		cert_der BYTEA NOT NULL,
@@ -127,8 +104,7 @@ var migrations = []sqldb.Migration{{
 		revoked_at TEXT,
 		revoke_reason TEXT NOT NULL DEFAULT '',
 		PRIMARY KEY (ca_name, serial));
-	CREATE INDEX pki_certs_cn ON pki_certs (ca_name, common_name)`,
-}}
+	CREATE INDEX pki_certs_cn ON pki_certs (ca_name, common_name)`}}
 
 // Migrate creates the pki tables (component "pki"); NewCA and LoadCA call it.
 func Migrate(ctx context.Context, db *sqldb.DB) error {

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/qkd"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -207,7 +208,7 @@ func (c *CSS) fetch(ctx context.Context) (etsiKey, error) {
 	}
 	var first etsiKey
 	for i, k := range keys {
-		id, err := ParseUUID(k.ID)
+		id, err := parseKeyID(k.ID)
 		if err != nil || len(k.Key) != c.cfg.BatchBytes {
 			return etsiKey{}, fmt.Errorf("%w: key manager returned key %q of %d bytes", ErrNoQuantumKey, k.ID, len(k.Key))
 		}
@@ -350,7 +351,7 @@ func (c *CSS) AcquireKey(ctx context.Context, peer string, req KeyRequest) (*Key
 		if err != nil {
 			return err
 		}
-		out = &KeyDelivery{Gateway: req.Gateway, Epoch: newEpoch, KeyID: formatUUID(qk.id), Wrapped: wrapped}
+		out = &KeyDelivery{Gateway: req.Gateway, Epoch: newEpoch, KeyID: qkd.FormatKeyID(qk.id), Wrapped: wrapped}
 		return nil
 	})
 	clear(qk.key)

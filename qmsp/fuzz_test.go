@@ -58,7 +58,7 @@ func FuzzPaymentRequest(f *testing.F) {
 			return
 		}
 		if err := checkGatewayID(req.Gateway); err == nil {
-			_, _ = ParseUUID(req.KeyID)
+			_, _ = parseKeyID(req.KeyID)
 		}
 		var u [UnitSize]byte
 		_, _ = OpenPayment("GW-1", KeyRef{Unit: req.Unit}, req.Expires, &u, req.Ciphertext, req.Tag)

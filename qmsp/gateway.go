@@ -9,8 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/internal/fsutil"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 )
@@ -139,34 +139,8 @@ func writeState(path string, s *sealer, st *GatewayState, durable bool) error {
 	if err != nil {
 		return err
 	}
-	ct := s.seal(pt, "gateway-state")
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".gateway-*")
-	if err != nil {
+	if err := fsutil.WriteFileAtomic(path, s.seal(pt, "gateway-state"), 0o600, durable); err != nil {
 		return fmt.Errorf("qmsp: save gateway state: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(ct); err != nil {
-		tmp.Close()
-		return fmt.Errorf("qmsp: save gateway state: %w", err)
-	}
-	if durable {
-		if err := tmp.Sync(); err != nil {
-			tmp.Close()
-			return fmt.Errorf("qmsp: save gateway state: %w", err)
-		}
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("qmsp: save gateway state: %w", err)
-	}
-	if durable {
-		if d, err := os.Open(dir); err == nil {
-			_ = d.Sync()
-			d.Close()
-		}
 	}
 	return nil
 }
@@ -205,7 +179,7 @@ func (g *Gateway) refreshLocked(ctx context.Context) error {
 	if d.Gateway != g.st.ID || d.Epoch != g.st.Epoch+1 {
 		return fmt.Errorf("%w: delivery for %s epoch %d, gateway at epoch %d", ErrOutOfStep, d.Gateway, d.Epoch, g.st.Epoch)
 	}
-	keyID, err := ParseUUID(d.KeyID)
+	keyID, err := parseKeyID(d.KeyID)
 	if err != nil {
 		return err
 	}
@@ -260,7 +234,7 @@ func (g *Gateway) Current(ctx context.Context) (*Display, error) {
 		// once — and saves an fsync per code.
 		g.st.ShownExpires = now.Add(g.cfg.TTL).Unix()
 	}
-	keyID, err := ParseUUID(g.st.KeyID)
+	keyID, err := parseKeyID(g.st.KeyID)
 	if err != nil {
 		return nil, err
 	}

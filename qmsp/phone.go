@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/qshield/qshield/qkd"
 )
 
 // Payer is the platform's view for a phone: Pay sends a payment request.
@@ -43,7 +44,7 @@ func (p *Phone) BuildPayment(code string, amount int64, currency uint16) (*Payme
 		return nil, nil, err
 	}
 	return &PaymentRequest{
-		Gateway: d.Gateway, Merchant: d.Merchant, KeyID: formatUUID(d.Ref.KeyID), Unit: d.Ref.Unit, Expires: d.Expires.Unix(),
+		Gateway: d.Gateway, Merchant: d.Merchant, KeyID: qkd.FormatKeyID(d.Ref.KeyID), Unit: d.Ref.Unit, Expires: d.Expires.Unix(),
 		GatewaySig: d.Sig, Ciphertext: ct[:], Tag: tag[:],
 	}, &d, nil
 }

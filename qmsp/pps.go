@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/qkd"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -269,11 +270,11 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	if err := checkGatewayID(req.Gateway); err != nil {
 		return nil, err
 	}
-	keyID, err := ParseUUID(req.KeyID)
+	keyID, err := parseKeyID(req.KeyID)
 	if err != nil {
 		return nil, err
 	}
-	if formatUUID(keyID) != req.KeyID {
+	if qkd.FormatKeyID(keyID) != req.KeyID {
 		return nil, fmt.Errorf("%w: key ID must be lowercase canonical", ErrFormat)
 	}
 	g, err := p.gateway(ctx, req.Gateway)
@@ -397,6 +398,6 @@ func requestHash(idemKey string, r *PaymentRequest) []byte {
 // uses it to move to the next code).
 func (p *PPS) UnitUsed(ctx context.Context, ref KeyRef) (bool, error) {
 	var n int
-	err := p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT COUNT(*) FROM qmsp_payments WHERE key_id = ? AND unit = ?`), formatUUID(ref.KeyID), int(ref.Unit)).Scan(&n)
+	err := p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT COUNT(*) FROM qmsp_payments WHERE key_id = ? AND unit = ?`), qkd.FormatKeyID(ref.KeyID), int(ref.Unit)).Scan(&n)
 	return n > 0, err
 }

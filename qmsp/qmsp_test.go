@@ -49,21 +49,7 @@ type env struct {
 }
 
 func fillKeys(t testing.TB, p *kme.Pair, n int) {
-	keys := make([]qkd.Key, n)
-	for i := range keys {
-		var id [16]byte
-		rand.Read(id[:])
-		id[6] = id[6]&0x0f | 0x40
-		id[8] = id[8]&0x3f | 0x80
-		b := make([]byte, 32)
-		rand.Read(b)
-		keys[i] = qkd.Key{ID: formatUUID(id), Bytes: b}
-	}
-	sa, sb := p.Sinks()
-	if err := sa(context.Background(), keys); err != nil {
-		t.Fatal(err)
-	}
-	if err := sb(context.Background(), keys); err != nil {
+	if err := p.Deposit(context.Background(), qkd.RandomKeys(n, 32)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -430,7 +416,7 @@ func TestRatchetStaysInStep(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, _ := ParseUUID(d.KeyID)
+		id, _ := parseKeyID(d.KeyID)
 		pk := pkOf()
 		qk, err := Unwrap(&pk, "GW-R", d.Epoch, id, d.Wrapped)
 		if err != nil {

@@ -3,7 +3,6 @@ package qmsp
 import (
 	"context"
 	"database/sql"
-	"strings"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -31,22 +30,23 @@ type Auditor interface {
 	AppendTx(ctx context.Context, tx *sql.Tx, e audit.Entry) (audit.Record, error)
 }
 
-// schema is written for SQLite; PostgreSQL differs only in its binary type.
+// schema holds the CSS's and the PPS's tables (PostgreSQL types; see
+// sqldb.Migration).
 const schema = `CREATE TABLE qmsp_css_gateways (
 		gi TEXT PRIMARY KEY,
 		merchant BIGINT NOT NULL,
 		status TEXT NOT NULL,
 		epoch BIGINT NOT NULL,
-		pk BLOB NOT NULL,
+		pk BYTEA NOT NULL,
 		pending_epoch BIGINT NOT NULL DEFAULT 0,
-		pending_pk BLOB,
+		pending_pk BYTEA,
 		resyncs BIGINT NOT NULL DEFAULT 0,
 		updated_at BIGINT NOT NULL);
 	CREATE TABLE qmsp_pps_gateways (
 		gi TEXT PRIMARY KEY,
 		merchant BIGINT NOT NULL,
 		merchant_account TEXT NOT NULL,
-		public_key BLOB NOT NULL,
+		public_key BYTEA NOT NULL,
 		status TEXT NOT NULL,
 		created_at BIGINT NOT NULL);
 	CREATE TABLE qmsp_pps_payers (
@@ -55,7 +55,7 @@ const schema = `CREATE TABLE qmsp_css_gateways (
 		phone TEXT NOT NULL);
 	CREATE TABLE qmsp_pps_keys (
 		key_id TEXT PRIMARY KEY,
-		material BLOB NOT NULL,
+		material BYTEA NOT NULL,
 		units INTEGER NOT NULL,
 		fetched_at BIGINT NOT NULL);
 	CREATE TABLE qmsp_payments (
@@ -68,15 +68,11 @@ const schema = `CREATE TABLE qmsp_css_gateways (
 		state TEXT NOT NULL,
 		transfer_id TEXT NOT NULL DEFAULT '',
 		reason TEXT NOT NULL DEFAULT '',
-		request_hash BLOB NOT NULL,
+		request_hash BYTEA NOT NULL,
 		created_at BIGINT NOT NULL,
 		PRIMARY KEY (key_id, unit))`
 
-var migrations = []sqldb.Migration{{
-	Version:  1,
-	SQLite:   schema,
-	Postgres: strings.ReplaceAll(schema, "BLOB", "BYTEA"),
-}}
+var migrations = []sqldb.Migration{{Version: 1, SQL: schema}}
 
 func migrate(ctx context.Context, db *sqldb.DB) error {
 	return db.Migrate(ctx, "qmsp", migrations)

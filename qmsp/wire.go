@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/qkd"
 	"strings"
 	"time"
 )
@@ -107,7 +108,7 @@ type KeyRef struct {
 }
 
 // String is "uuid/unit".
-func (r KeyRef) String() string { return formatUUID(r.KeyID) + "/" + fmt.Sprint(r.Unit) }
+func (r KeyRef) String() string { return qkd.FormatKeyID(r.KeyID) + "/" + fmt.Sprint(r.Unit) }
 
 // Display is what the gateway shows as a QR code: the key reference, its
 // identity and an expiry, signed with its device key, and the 64 bytes of
@@ -264,50 +265,12 @@ func checkGatewayID(gi string) error {
 	return nil
 }
 
-// ParseUUID parses the canonical 8-4-4-4-12 hex form.
-func ParseUUID(s string) ([16]byte, error) {
-	var u [16]byte
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return u, fmt.Errorf("%w: %q is not a UUID", ErrFormat, s)
+// parseKeyID parses a key reference's UUID, reporting a malformed one as
+// ErrFormat.
+func parseKeyID(s string) ([16]byte, error) {
+	b, err := qkd.ParseKeyID(s)
+	if err != nil {
+		return b, fmt.Errorf("%w: %q is not a UUID", ErrFormat, s)
 	}
-	j := 0
-	for i := 0; i < 36; {
-		if s[i] == '-' {
-			i++
-			continue
-		}
-		hi, ok1 := unhex(s[i])
-		lo, ok2 := unhex(s[i+1])
-		if !ok1 || !ok2 {
-			return u, fmt.Errorf("%w: %q is not a UUID", ErrFormat, s)
-		}
-		u[j] = hi<<4 | lo
-		j++
-		i += 2
-	}
-	return u, nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
-}
-
-func formatUUID(u [16]byte) string {
-	const hx = "0123456789abcdef"
-	b := make([]byte, 0, 36)
-	for i, v := range u {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			b = append(b, '-')
-		}
-		b = append(b, hx[v>>4], hx[v&15])
-	}
-	return string(b)
+	return b, nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/internal/fsutil"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -111,7 +112,7 @@ func bioqrPOSInit(g *Globals, stateDir *string) *cobra.Command {
 				return err
 			}
 			cred := u.Credential()
-			return bioqrReport(g, map[string]any{"pos": id, "serial": cred.Serial.Text(16), "merchant_account": account, "state_dir": *stateDir},
+			return g.Report(map[string]any{"pos": id, "serial": cred.Serial.Text(16), "merchant_account": account, "state_dir": *stateDir},
 				fmt.Sprintf("POS %s certified (serial %s), payments go to %s", id, cred.Serial.Text(16), account))
 		},
 	}
@@ -174,7 +175,7 @@ func bioqrPOSCharge(g *Globals, stateDir *string) *cobra.Command {
 				}
 				page = strings.TrimRight(cfg.Server, "/") + "/bioqr/pos/" + url.PathEscape(cfg.ID)
 			}
-			return bioqrReport(g, map[string]any{"png": out, "payload": c.Payload, "rand_code": hex.EncodeToString(c.RandCode[:]),
+			return g.Report(map[string]any{"png": out, "payload": c.Payload, "rand_code": hex.EncodeToString(c.RandCode[:]),
 				"expires": c.Expires, "qr_version": info.Version, "page": page},
 				fmt.Sprintf("consumption QR for %s %s written to %s (QR version %d, valid until %s)%s", amount, cur.Code, out, info.Version,
 					c.Expires.Local().Format("15:04:05"), map[bool]string{true: "; page " + page, false: ""}[page != ""]))
@@ -220,7 +221,7 @@ func bioqrPOSAccept(g *Globals, stateDir *string) *cobra.Command {
 				return fmt.Errorf("pos accept: %w", err)
 			}
 			cur, _ := bioqr.LookupCurrency(res.Currency)
-			return bioqrReport(g, res, fmt.Sprintf("paid: %s → %s, %s, transfer %s (fingerprint from %s, score %.1f)%s",
+			return g.Report(res, fmt.Sprintf("paid: %s → %s, %s, transfer %s (fingerprint from %s, score %.1f)%s",
 				res.Account, res.MerchantAccount, bioqr.FormatAmount(res.Amount, cur), res.TransferID, res.ProbeSource, res.Score,
 				map[bool]string{true: " [replayed result]", false: ""}[res.Replayed]))
 		},
@@ -308,7 +309,7 @@ func bioqrPhoneEnrol(g *Globals, stateDir *string) *cobra.Command {
 			if err := bioqrWriteJSON(filepath.Join(*stateDir, bioqrPhoneFile), bioqrPhoneConfigFile{Server: server, ID: id}); err != nil {
 				return err
 			}
-			return bioqrReport(g, map[string]any{"phone": id, "serial": u.Credential().Serial.Text(16), "accounts": accounts},
+			return g.Report(map[string]any{"phone": id, "serial": u.Credential().Serial.Text(16), "accounts": accounts},
 				fmt.Sprintf("phone %s enrolled (serial %s) for %s; the fingerprint is kept sealed at the settlement server", id, u.Credential().Serial.Text(16), strings.Join(accounts, ", ")))
 		},
 	}
@@ -387,7 +388,7 @@ func bioqrPhonePay(g *Globals, stateDir *string) *cobra.Command {
 				return fmt.Errorf("phone pay: %w", err)
 			}
 			cur, _ := bioqr.LookupCurrency(c.Currency)
-			return bioqrReport(g, map[string]any{"png": out, "merchant": c.Name, "amount": c.Amount, "currency": cur.Code, "account": account,
+			return g.Report(map[string]any{"png": out, "merchant": c.Name, "amount": c.Amount, "currency": cur.Code, "account": account,
 				"qr_version": info.Version, "characters": len(qr), "fingerprint_in_qr": probe != nil},
 				fmt.Sprintf("pay %s to %s (%s) from %s: payment QR written to %s (version %d)%s", bioqr.FormatAmount(c.Amount, cur), c.Name,
 					c.City, account, out, info.Version, map[bool]string{true: ", fingerprint included", false: ", put your finger on the POS sensor"}[probe != nil]))
@@ -548,11 +549,7 @@ func bioqrWriteJSON(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fsutil.WriteFileAtomic(path, b, 0o600, true)
 }
 
 func bioqrReadJSON(path string, v any) error {
@@ -566,15 +563,6 @@ func bioqrReadJSON(path string, v any) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
-}
-
-// report prints v as JSON with --json, else the text line.
-func bioqrReport(g *Globals, v any, text string) error {
-	if g.JSON {
-		return g.PrintJSON(v)
-	}
-	_, err := fmt.Fprintln(g.Out, text)
-	return err
 }
 
 func bioqrNow() time.Time { return time.Now() }

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/qshield/qshield/internal/progress"
 	"github.com/qshield/qshield/internal/sqldb"
@@ -57,6 +58,18 @@ func (g *Globals) PrintJSON(v any) error {
 	enc := json.NewEncoder(g.Out)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// Report prints v as JSON with --json, else text (with a final newline).
+func (g *Globals) Report(v any, text string) error {
+	if g.JSON {
+		return g.PrintJSON(v)
+	}
+	if !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	_, err := io.WriteString(g.Out, text)
+	return err
 }
 
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(v) }

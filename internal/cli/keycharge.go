@@ -155,14 +155,6 @@ func kcParseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func kcShow(g *Globals, v any, text string) error {
-	if g.JSON {
-		return g.PrintJSON(v)
-	}
-	fmt.Fprintln(g.Out, text)
-	return nil
-}
-
 func kcDeviceLine(d *keycharge.Device) string {
 	return fmt.Sprintf("%s  state=%s  cert=%s  admin=%s  user=%s  key=%d/%d bytes left  pin_failures=%d",
 		d.Serial, d.State, kcOrDash(d.CertSerial), kcOrDash(d.Administrator), kcOrDash(d.User), d.Remaining, d.KeyBytes, d.PINFailures)
@@ -217,7 +209,7 @@ func AdminCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("device created in %s but not registered: %w", dir, err)
 			}
-			return kcShow(g, d, "manufactured: "+kcDeviceLine(d))
+			return g.Report(d, "manufactured: "+kcDeviceLine(d))
 		}),
 	}
 	manufacture.Flags().StringVar(&dir, "dir", "", "device directory (the device's mount point)")
@@ -251,7 +243,7 @@ func AdminCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return kcShow(g, got, "initialised: "+kcDeviceLine(got))
+			return g.Report(got, "initialised: "+kcDeviceLine(got))
 		}),
 	}
 	initCmd.Flags().StringVar(&initDir, "dir", "", "device directory")
@@ -270,7 +262,7 @@ func AdminCommand(g *Globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return kcShow(g, res.Device, string(action)+": "+kcDeviceLine(res.Device))
+				return g.Report(res.Device, string(action)+": "+kcDeviceLine(res.Device))
 			}),
 		}
 		cmd.Flags().StringVar(&req.Reason, "reason", "", "reason recorded in the audit trail")
@@ -301,7 +293,7 @@ func AdminCommand(g *Globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return kcShow(g, d, kcDeviceLine(d))
+				return g.Report(d, kcDeviceLine(d))
 			}),
 		},
 		&cobra.Command{
@@ -372,7 +364,7 @@ func AdminCommand(g *Globals) *cobra.Command {
 			if err := device.Unlock(unlockDir, puk, pin, device.Options{}); err != nil {
 				return err
 			}
-			return kcShow(g, map[string]string{"unlocked": unlockDir}, "device unlocked; new PIN set")
+			return g.Report(map[string]string{"unlocked": unlockDir}, "device unlocked; new PIN set")
 		},
 	}
 	unlock.Flags().StringVar(&unlockDir, "dir", "", "device directory")

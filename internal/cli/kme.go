@@ -2,14 +2,13 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/internal/fsutil"
 	"net"
 	"os"
 	"path/filepath"
@@ -97,7 +96,7 @@ func (c *kmeCommon) open(ctx context.Context, g *Globals) (*sqldb.DB, *pki.CA, [
 // named file, or kme-master.key in dir (created on first use).
 func KMEMasterKey(dir, file string) ([]byte, error) {
 	if v := os.Getenv(EnvKMEMasterKey); v != "" {
-		k, err := decodeKey32(v)
+		k, err := fsutil.DecodeKey32(v)
 		if err != nil {
 			return nil, fmt.Errorf("kme: %s: %w", EnvKMEMasterKey, err)
 		}
@@ -108,57 +107,9 @@ func KMEMasterKey(dir, file string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kme: master key file: %w", err)
 		}
-		return decodeKey32(string(b))
+		return fsutil.DecodeKey32(string(b))
 	}
-	return loadOrCreateKeyFile(filepath.Join(dir, "kme-master.key"))
-}
-
-func decodeKey32(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
-		return b, nil
-	}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(s); err == nil && len(b) == 32 {
-			return b, nil
-		}
-	}
-	return nil, errors.New("want 32 bytes in hex or base64")
-}
-
-// loadOrCreateKeyFile reads a 32-byte hex key, creating it (mode 0600) if absent.
-func loadOrCreateKeyFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		k, err := decodeKey32(string(b))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return k, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	k := make([]byte, 32)
-	if _, err := rand.Read(k); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return loadOrCreateKeyFile(path) // created concurrently
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
-	}
-	if _, err := f.WriteString(hex.EncodeToString(k) + "\n"); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return k, f.Close()
+	return fsutil.LoadOrCreateKey(filepath.Join(dir, "kme-master.key"))
 }
 
 func splitHosts(hosts []string) (dns []string, ips []net.IP) {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"image"
@@ -25,6 +24,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/internal/client"
+	"github.com/qshield/qshield/internal/fsutil"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qmsp"
@@ -39,21 +39,19 @@ type deviceDir string
 func (d deviceDir) path(name string) string { return filepath.Join(string(d), name) }
 
 func (d deviceDir) storageKey(create bool) ([]byte, error) {
-	b, err := os.ReadFile(d.path("storage.key"))
-	if errors.Is(err, os.ErrNotExist) && create {
-		k := make([]byte, 32)
-		rand.Read(k)
+	if create {
 		if err := os.MkdirAll(string(d), 0o700); err != nil {
 			return nil, err
 		}
-		return k, os.WriteFile(d.path("storage.key"), []byte(hex.EncodeToString(k)+"\n"), 0o600)
+		return fsutil.LoadOrCreateKey(d.path("storage.key"))
 	}
+	b, err := os.ReadFile(d.path("storage.key"))
 	if err != nil {
 		return nil, fmt.Errorf("device directory %s: %w", d, err)
 	}
-	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(k) != 32 {
-		return nil, fmt.Errorf("%s is not 64 hex digits", d.path("storage.key"))
+	k, err := fsutil.DecodeKey32(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.path("storage.key"), err)
 	}
 	return k, nil
 }
@@ -76,7 +74,7 @@ func (d deviceDir) newKey() (*ecdsa.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return key, os.WriteFile(d.path("key.pem"), pemKey, 0o600)
+	return key, fsutil.WriteFileAtomic(d.path("key.pem"), pemKey, 0o600, true)
 }
 
 func (d deviceDir) saveCerts(certDER, caDER []byte) error {
@@ -88,10 +86,10 @@ func (d deviceDir) saveCerts(certDER, caDER []byte) error {
 	if err != nil {
 		return fmt.Errorf("server sent a bad CA certificate: %w", err)
 	}
-	if err := os.WriteFile(d.path("cert.pem"), pki.EncodeCertPEM(cert), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(d.path("cert.pem"), pki.EncodeCertPEM(cert), 0o644, true); err != nil {
 		return err
 	}
-	return os.WriteFile(d.path("ca.pem"), pki.EncodeCertPEM(ca), 0o644)
+	return fsutil.WriteFileAtomic(d.path("ca.pem"), pki.EncodeCertPEM(ca), 0o644, true)
 }
 
 // load returns the device's key and a TLS configuration presenting its certificate.

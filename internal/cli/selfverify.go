@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/internal/fsutil"
 	"github.com/qshield/qshield/internal/platform"
 	"net"
 	"net/http"
@@ -99,11 +100,9 @@ func saveWallet(path string) func(*selfverify.Wallet) error {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return err
 		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o600); err != nil {
-			return err
-		}
-		return os.Rename(tmp, path)
+		// Durable: the wallet records which chained keys were used, and the
+		// phone saves it before sending, so no key is ever used twice.
+		return fsutil.WriteFileAtomic(path, b, 0o600, true)
 	}
 }
 
@@ -165,7 +164,7 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			if err := saveWallet(wallet)(w); err != nil {
 				return err
 			}
-			return svPrint(g, map[string]any{"id": cred.ID, "curve": w.Curve, "p": fmt.Sprintf("%x", w.P), "wallet": wallet},
+			return g.Report(map[string]any{"id": cred.ID, "curve": w.Curve, "p": fmt.Sprintf("%x", w.P), "wallet": wallet},
 				fmt.Sprintf("registered %s on %s; wallet %s\n", cred.ID, w.Curve, wallet))
 		},
 	}
@@ -185,7 +184,7 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return svPrint(g, st.Token, fmt.Sprintf("token %s: W=%d %s, expires %s\n", st.Token.Serial, st.Token.Limit, st.Token.Currency,
+			return g.Report(st.Token, fmt.Sprintf("token %s: W=%d %s, expires %s\n", st.Token.Serial, st.Token.Limit, st.Token.Currency,
 				st.Token.Expires().UTC().Format(time.RFC3339)))
 		}),
 	}
@@ -207,7 +206,7 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return svPrint(g, rc, fmt.Sprintf("paid %d for %s (payment %d of this session, %d spent at this vendor)\ngoods: %s\n",
+			return g.Report(rc, fmt.Sprintf("paid %d for %s (payment %d of this session, %d spent at this vendor)\ngoods: %s\n",
 				rc.Price, rc.Item, rc.Seq, rc.SpentAtVendor, rc.Goods))
 		}),
 	}
@@ -272,7 +271,7 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			if len(all) == 0 {
 				b.WriteString("nothing to confirm\n")
 			}
-			return svPrint(g, all, b.String())
+			return g.Report(all, b.String())
 		}),
 	}
 	confirm.Flags().StringVar(&serial, "serial", "", "only this token")
@@ -287,7 +286,7 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return svPrint(g, st, fmt.Sprintf("token %s: %s; settled %d, refunded %d of W=%d\n", st.Serial, st.State, st.Settled, st.Refunded, st.Limit))
+			return g.Report(st, fmt.Sprintf("token %s: %s; settled %d, refunded %d of W=%d\n", st.Serial, st.State, st.Settled, st.Refunded, st.Limit))
 		}),
 	}
 	closeCmd.Flags().StringVar(&serial, "serial", "", "token serial")
@@ -344,15 +343,6 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 	}
 	cmd.AddCommand(register, withdraw, pay, catalogCmd, confirm, closeCmd, status)
 	return cmd
-}
-
-// print writes v as JSON with --json, else text.
-func svPrint(g *Globals, v any, text string) error {
-	if g.JSON {
-		return g.PrintJSON(v)
-	}
-	_, err := fmt.Fprint(g.Out, text)
-	return err
 }
 
 // VendorCommand is `qshield vendor`: the vendor V of the self-verified
@@ -417,7 +407,7 @@ func VendorCommand(g *Globals) *cobra.Command {
 			if err := selfverify.SaveVendorCredentials(ctx, db, cred); err != nil {
 				return err
 			}
-			return svPrint(g, map[string]any{"id": id, "curve": cred.Curve().Name(), "p": fmt.Sprintf("%x", cred.P.Bytes())},
+			return g.Report(map[string]any{"id": id, "curve": cred.Curve().Name(), "p": fmt.Sprintf("%x", cred.P.Bytes())},
 				fmt.Sprintf("registered vendor %s on %s\n", id, cred.Curve().Name()))
 		},
 	}
@@ -496,14 +486,14 @@ func VendorCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			if dep == nil {
-				return svPrint(g, map[string]any{"deposit": nil}, "nothing to deposit\n")
+				return g.Report(map[string]any{"deposit": nil}, "nothing to deposit\n")
 			}
 			var b strings.Builder
 			fmt.Fprintf(&b, "deposit %s\n", dep.ID)
 			for _, cs := range dep.Confirmations {
 				fmt.Fprintf(&b, "  token %s: %d %s (user must answer by %s)\n", cs.Serial, cs.Amount, cs.State, time.UnixMilli(cs.Deadline).UTC().Format(time.RFC3339))
 			}
-			return svPrint(g, dep, b.String())
+			return g.Report(dep, b.String())
 		},
 	}
 
@@ -631,7 +621,7 @@ func SelfVerifyEnrollCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return svPrint(g, map[string]string{"id": id, "role": role, "account": account, "code": code},
+			return g.Report(map[string]string{"id": id, "role": role, "account": account, "code": code},
 				fmt.Sprintf("enrolled %s (%s, account %s); one-time code: %s\n", id, role, account, code))
 		},
 	}

@@ -10,10 +10,15 @@ import (
 	"github.com/qshield/qshield/ledger"
 )
 
-func newKey(prefix string) string {
-	b := make([]byte, 8)
+// newKey returns a fresh idempotency key (or name) starting with prefix.
+func newKey(prefix string) string { return prefix + "-" + suffix() }
+
+// suffix returns 12 random hex digits, making each demo run's names unique
+// in a database that earlier runs also used.
+func suffix() string {
+	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	return prefix + "-" + hex.EncodeToString(b)
+	return hex.EncodeToString(b)
 }
 
 // Ledger is the platform scenario: accounts, a funded payment, a refused
@@ -22,7 +27,7 @@ func Ledger() Scenario {
 	return Scenario{Name: "ledger", Run: func(ctx context.Context, env *Env) ([]Row, error) {
 		var rows []Row
 		c := env.Client
-		sfx := newKey("")[1:9]
+		sfx := suffix()
 		bank, alice, shop := "demo-bank-"+sfx, "demo-alice-"+sfx, "demo-shop-"+sfx
 		for _, a := range []server.AccountRequest{
 			{ID: bank, Owner: "qshield", Kind: ledger.KindSystem, Currency: "CNY", AllowNegative: true},

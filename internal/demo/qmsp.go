@@ -30,7 +30,7 @@ func QMSP() Scenario {
 		var rows []Row
 		p := env.P
 		q := p.QMSP
-		sfx := newKey("")[1:7]
+		sfx := suffix()
 		gi := "GW-DEMO-" + sfx
 		payer, merchantAcct := "qmsp-alice-"+sfx, "qmsp-shop-"+sfx
 		for _, a := range []ledger.NewAccount{

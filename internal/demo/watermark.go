@@ -25,7 +25,7 @@ func Watermark() Scenario {
 	return Scenario{Name: "watermark", Run: func(ctx context.Context, env *Env) ([]Row, error) {
 		var rows []Row
 		p := env.P
-		sfx := newKey("")[1:7]
+		sfx := suffix()
 		payer, shop := "wm-payer-"+sfx, "wm-shop-"+sfx
 		for _, a := range []ledger.NewAccount{
 			{ID: "wm-bank-" + sfx, Owner: "bank", Kind: ledger.KindSystem, Currency: "CNY", AllowNegative: true},

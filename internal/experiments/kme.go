@@ -215,16 +215,7 @@ func kmeCellRun(ctx context.Context, env *experiment.Env, batch, conc int, dur t
 	bar := env.Progress.Start(fmt.Sprintf("filling the key pools (%d keys/request)", batch), int64(poolN), "keys")
 	for done := 0; done < poolN; {
 		n := min(5000, poolN-done)
-		keys := make([]qkd.Key, n)
-		buf := make([]byte, 32*n)
-		rand.Read(buf)
-		for i := range keys {
-			var id [16]byte
-			rand.Read(id[:])
-			id[6] = id[6]&0x0f | 0x40
-			id[8] = id[8]&0x3f | 0x80
-			keys[i] = qkd.Key{ID: fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:16]), Bytes: buf[32*i : 32*i+32]}
-		}
+		keys := qkd.RandomKeys(n, 32)
 		if err := p.A.Deposit(ctx, keys); err != nil {
 			return cell, err
 		}

@@ -137,22 +137,8 @@ func runQMSP(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 }
 
 func fillPools(ctx context.Context, p *platform.Platform, units int) error {
-	sa, sb := p.KME.Sinks()
 	for done := 0; done < units; done += 1000 {
-		keys := make([]qkd.Key, 1000)
-		for i := range keys {
-			var id [16]byte
-			rand.Read(id[:])
-			id[6] = id[6]&0x0f | 0x40
-			id[8] = id[8]&0x3f | 0x80
-			b := make([]byte, 32)
-			rand.Read(b)
-			keys[i] = qkd.Key{ID: fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:16]), Bytes: b}
-		}
-		if err := sa(ctx, keys); err != nil {
-			return err
-		}
-		if err := sb(ctx, keys); err != nil {
+		if err := p.KME.Deposit(ctx, qkd.RandomKeys(1000, 32)); err != nil {
 			return err
 		}
 	}
@@ -211,7 +197,7 @@ func cssVisits(ctx context.Context, p *platform.Platform, L, rounds int, rep int
 		if err != nil {
 			return 0, err
 		}
-		id, _ := qmsp.ParseUUID(d.KeyID)
+		id, _ := qkd.ParseKeyID(d.KeyID)
 		qk, err := qmsp.Unwrap(&g.pk, g.id, d.Epoch, id, d.Wrapped)
 		if err != nil {
 			return 0, err

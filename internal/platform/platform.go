@@ -17,7 +17,6 @@ package platform
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr"
+	"github.com/qshield/qshield/internal/fsutil"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/keycharge"
@@ -264,32 +264,17 @@ func caSealKey(dir string) (pki.KeyEncryptor, error) {
 	}
 	path := filepath.Join(dir, "ca-seal.key")
 	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		k := make([]byte, 32)
-		if _, err := rand.Read(k); err != nil {
-			return nil, err
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("platform: create %s: %w", path, err)
-		}
-		if _, err := f.WriteString(hex.EncodeToString(k) + "\n"); err != nil {
-			f.Close()
-			return nil, err
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, err
-		}
-		if err := f.Close(); err != nil {
-			return nil, err
-		}
-		return pki.RawKey(k)
+	if err == nil { // a key, or a passphrase an operator put there
+		return pki.KeyFromString(strings.TrimSpace(string(b)))
 	}
-	if err != nil {
+	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("platform: read %s: %w", path, err)
 	}
-	return pki.KeyFromString(strings.TrimSpace(string(b)))
+	k, err := fsutil.LoadOrCreateKey(path)
+	if err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
+	}
+	return pki.RawKey(k)
 }
 
 func hosts(extra []string) (dns []string, ips []net.IP) {
@@ -307,7 +292,7 @@ func hosts(extra []string) (dns []string, ips []net.IP) {
 
 func (p *Platform) writeClientFiles() error {
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Certificate().Raw})
-	if err := writeFileAtomic(filepath.Join(p.StateDir, "ca.pem"), caPEM, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "ca.pem"), caPEM, 0o644, true); err != nil {
 		return err
 	}
 	var certPEM []byte
@@ -318,36 +303,10 @@ func (p *Platform) writeClientFiles() error {
 	if err != nil {
 		return fmt.Errorf("platform: encode admin key: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(p.StateDir, "admin-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "admin-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600, true); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(p.StateDir, "admin.pem"), certPEM, 0o600)
-}
-
-// writeFileAtomic writes data to a temporary file, fsyncs it and renames it
-// over path, so readers never see a partial file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("platform: write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("platform: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "admin.pem"), certPEM, 0o600, true)
 }
 
 // LoadClientTLS builds a client TLS config from a state directory's ca.pem,

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/qkd"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/internal/fsutil"
 	"github.com/qshield/qshield/internal/httpx"
 	"github.com/qshield/qshield/internal/sqldb"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -179,10 +181,10 @@ func (q *QMSP) ProvisionGateway(ctx context.Context, gi string, merchant uint32,
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(keyPath, pemKey, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(keyPath, pemKey, 0o600, true); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(certPath, pki.EncodeCertPEM(iss.Cert), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(certPath, pki.EncodeCertPEM(iss.Cert), 0o644, true); err != nil {
 		return nil, err
 	}
 	return open(key)
@@ -326,7 +328,7 @@ func (q *QMSP) adminRoutes() {
 			httpx.WriteProblem(w, r, http.StatusUnauthorized, "client_certificate_required", "a device certificate is required")
 			return
 		}
-		id, err := qmsp.ParseUUID(r.PathValue("key"))
+		id, err := qkd.ParseKeyID(r.PathValue("key"))
 		unit, uerr := strconv.ParseUint(r.PathValue("unit"), 10, 16)
 		if err != nil || uerr != nil {
 			httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "want /v1/qmsp/units/{uuid}/{unit}")

@@ -3,18 +3,15 @@ package platform
 import (
 	"context"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/internal/fsutil"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
@@ -71,31 +68,16 @@ func SecretIn(dir, purpose string) ([]byte, error) {
 }
 
 func loadMaster(dir string) ([]byte, error) {
-	if v := strings.TrimSpace(os.Getenv("QSHIELD_PLATFORM_KEY")); v != "" {
-		k, err := hex.DecodeString(v)
-		if err != nil || len(k) != 32 {
-			return nil, errors.New("platform: QSHIELD_PLATFORM_KEY must be 64 hex digits")
+	if v := os.Getenv("QSHIELD_PLATFORM_KEY"); v != "" {
+		k, err := fsutil.DecodeKey32(v)
+		if err != nil {
+			return nil, fmt.Errorf("platform: QSHIELD_PLATFORM_KEY: %w", err)
 		}
 		return k, nil
 	}
-	path := filepath.Join(dir, "platform.key")
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		k := make([]byte, 32)
-		if _, err := rand.Read(k); err != nil {
-			return nil, err
-		}
-		if err := writeFileAtomic(path, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
-			return nil, err
-		}
-		return k, nil
-	}
+	k, err := fsutil.LoadOrCreateKey(filepath.Join(dir, "platform.key"))
 	if err != nil {
 		return nil, fmt.Errorf("platform: %w", err)
-	}
-	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(k) != 32 {
-		return nil, fmt.Errorf("platform: %s is not 64 hex digits", path)
 	}
 	return k, nil
 }

@@ -144,8 +144,6 @@ func (a *LedgerAPI) transfer(w http.ResponseWriter, r *http.Request) {
 	if !httpx.DecodeOrProblem(w, r, 4<<10, &req) {
 		return
 	}
-	// A replay returns the first result with 200; a new transfer is 201.
-	_, prevErr := a.Ledger.TransferByKey(r.Context(), key)
 	t, err := a.Ledger.Transfer(r.Context(), ledger.TransferRequest{
 		IdempotencyKey: key, From: req.From, To: req.To, Amount: req.Amount, Currency: req.Currency,
 		Memo: req.Memo, Pending: req.Pending, ExpiresAt: req.ExpiresAt,
@@ -154,8 +152,9 @@ func (a *LedgerAPI) transfer(w http.ResponseWriter, r *http.Request) {
 		writeLedgerError(w, r, err)
 		return
 	}
+	// A replay returns the first result with 200; a new transfer is 201.
 	status := http.StatusCreated
-	if prevErr == nil {
+	if t.Replayed {
 		status = http.StatusOK
 		w.Header().Set("Idempotent-Replayed", "true")
 	}

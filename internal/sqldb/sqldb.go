@@ -13,6 +13,7 @@
 package sqldb
 
 import (
+	"regexp"
 	"context"
 	"database/sql"
 	"errors"
@@ -152,8 +153,10 @@ func (db *DB) Rebind(q string) string {
 	return b.String()
 }
 
-// Migration is one schema step of a component. SQL is used for both dialects
-// unless the dialect-specific field is set.
+// Migration is one schema step of a component. SQL serves both dialects
+// unless a dialect-specific field is set; it is written with PostgreSQL's
+// types, and on SQLite the word BYTEA becomes BLOB (SQLite gives BIGINT,
+// TEXT and the rest the right affinities as they are).
 type Migration struct {
 	Version  int
 	SQL      string
@@ -168,8 +171,13 @@ func (m Migration) text(d Dialect) string {
 	if d == Postgres && m.Postgres != "" {
 		return m.Postgres
 	}
+	if d == SQLite {
+		return byteaRE.ReplaceAllString(m.SQL, "BLOB")
+	}
 	return m.SQL
 }
+
+var byteaRE = regexp.MustCompile(`\bBYTEA\b`)
 
 // Migrate applies, in order and each in its own transaction, the migrations of
 // component that are not applied yet. It is safe to call from several processes.

@@ -99,3 +99,25 @@ func TestBatcher(t *testing.T) {
 		}
 	})
 }
+
+// TestMigrationTypes: one text with PostgreSQL types serves both dialects.
+func TestMigrationTypes(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		if err := db.Migrate(ctx, "types", []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE typed (id BIGINT PRIMARY KEY, blob_col BYTEA NOT NULL, note TEXT NOT NULL)`}}); err != nil {
+			t.Fatal(err)
+		}
+		in := []byte{0, 1, 2, 0xff}
+		if _, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO typed (id, blob_col, note) VALUES (?, ?, ?)`), int64(1)<<40, in, "BYTEAX stays"); err != nil {
+			t.Fatal(err)
+		}
+		var out []byte
+		var note string
+		if err := db.QueryRowContext(ctx, `SELECT blob_col, note FROM typed`).Scan(&out, &note); err != nil {
+			t.Fatal(err)
+		}
+		if string(out) != string(in) || note != "BYTEAX stays" {
+			t.Fatalf("got % x %q", out, note)
+		}
+	})
+}

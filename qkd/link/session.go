@@ -591,9 +591,7 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 	amp.Bits = uint64(nKeys) * uint64(8*cfg.KeyBytes)
 	amp.IDs = make([]string, nKeys)
 	for i := range amp.IDs {
-		if amp.IDs[i], err = newUUID(); err != nil {
-			return st, err
-		}
+		amp.IDs[i] = qkd.NewKeyID()
 	}
 	if err := tr.Send(ctx, amp); err != nil {
 		return st, err

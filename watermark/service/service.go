@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -42,7 +41,7 @@ var (
 
 const schema = `CREATE TABLE wm_tokens (
 	handle TEXT PRIMARY KEY,
-	digest BLOB NOT NULL,
+	digest BYTEA NOT NULL,
 	account TEXT NOT NULL,
 	issued_at BIGINT NOT NULL,
 	expires_at BIGINT NOT NULL,
@@ -55,7 +54,7 @@ CREATE TABLE wm_devices (
 	account TEXT NOT NULL,
 	PRIMARY KEY (name, role))`
 
-var migrations = []sqldb.Migration{{Version: 1, SQLite: schema, Postgres: strings.ReplaceAll(schema, "BLOB", "BYTEA")}}
+var migrations = []sqldb.Migration{{Version: 1, SQL: schema}}
 
 // Auditor records payments (*audit.Log implements it).
 type Auditor interface {
