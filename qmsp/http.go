@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/pki"
 	"html/template"
 	"io"
 	"net/http"
@@ -19,10 +20,11 @@ import (
 // peerName returns the common name of the verified client certificate, or ""
 // when the connection carries none.
 func peerName(r *http.Request) string {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+	cn, _, err := pki.PeerIdentity(r.TLS)
+	if err != nil {
 		return ""
 	}
-	return r.TLS.VerifiedChains[0][0].Subject.CommonName
+	return cn
 }
 
 // errorStatus maps the package's errors to HTTP status and problem code.

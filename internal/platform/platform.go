@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -181,6 +182,16 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// AdminName is the common name of the platform's administrative client certificate.
+const AdminName = "qshield-admin"
+
+// isAdmin reports whether the request carries the platform admin certificate
+// (verified by the TLS layer, revocation included).
+func isAdmin(r *http.Request) bool {
+	cn, _, err := pki.PeerIdentity(r.TLS)
+	return err == nil && cn == AdminName
 }
 
 // ClientTLS returns a TLS configuration for a client of this platform

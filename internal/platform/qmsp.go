@@ -244,14 +244,6 @@ func (q *QMSP) EnrolPhone(ctx context.Context, phone string, payer uint64, accou
 	return iss, nil
 }
 
-// AdminName is the common name of the platform's administrative client certificate.
-const AdminName = "qshield-admin"
-
-// isAdmin reports whether the request carries the platform admin certificate.
-func isAdmin(r *http.Request) bool {
-	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && r.TLS.VerifiedChains[0][0].Subject.CommonName == AdminName
-}
-
 // GatewayEnrolment is the body of POST /v1/qmsp/admin/gateways.
 type GatewayEnrolment struct {
 	Gateway   string `json:"gateway"`

@@ -254,7 +254,6 @@ func Serve(ctx context.Context, ln net.Listener, cfg *tls.Config, handle func(co
 	}
 }
 
-
 // validUUID reports whether s is a lower-case version-4 UUID.
 func validUUID(s string) bool {
 	if len(s) != 36 {

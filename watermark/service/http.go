@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/pki"
 	"html/template"
 	"image/png"
 	"net/http"
@@ -166,10 +167,11 @@ func (s *screens) get(id string) *screen {
 }
 
 func peer(r *http.Request) string {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+	cn, _, err := pki.PeerIdentity(r.TLS)
+	if err != nil {
 		return ""
 	}
-	return r.TLS.VerifiedChains[0][0].Subject.CommonName
+	return cn
 }
 
 func (s *Service) device(w http.ResponseWriter, r *http.Request, role string) (string, bool) {
