@@ -186,14 +186,6 @@ func (c *Certified) Install(u *SecureUnit, root *x509.Certificate) error {
 type Certifier struct {
 	CA       *pki.CA
 	Validity time.Duration // 0: one year
-	Now      func() time.Time
-}
-
-func (c *Certifier) now() time.Time {
-	if c.Now != nil {
-		return c.Now()
-	}
-	return time.Now()
 }
 
 // Certify issues a certificate and a credential for req.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/qshield/qshield/bioqr/emvqr"
@@ -35,18 +34,6 @@ type DemoDeps struct {
 	// fingerprints/fvc2002); "" or absent data means synthetic templates.
 	DataDir string
 	Log     *slog.Logger
-}
-
-type demoClock struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (c *demoClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.off) }
-func (c *demoClock) set(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.off = d
 }
 
 // DemoSteps runs seed 004 end to end on the platform's database, CA and
@@ -78,14 +65,13 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 		return nil
 	}
 
-	clk := &demoClock{}
 	m := NewFingerprintMatcher()
 	tp, err := LoadTemplates(d.DataDir, m)
 	if err != nil {
 		return fail("load fingerprint templates", err)
 	}
 	ok("fingerprint templates", tp.Source)
-	rig, err := NewRig(ctx, RigConfig{DB: d.DB, CA: d.CA, Ledger: d.Ledger, Audit: d.Audit, Matcher: m, Templates: tp, Log: d.Log, Now: clk.Now})
+	rig, err := NewRig(ctx, RigConfig{DB: d.DB, CA: d.CA, Ledger: d.Ledger, Audit: d.Audit, Matcher: m, Templates: tp, Log: d.Log, Now: time.Now})
 	if err != nil {
 		return fail("certify settlement server, POS and phone (steps A–F, a–d)", err)
 	}
@@ -243,9 +229,9 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 		return steps, err
 	}
 	xc, _ := rig.POS.NewConsumption(ctx, 4_00)
-	rig.Phone.Now = func() time.Time { return clk.Now().Add(DefaultConsumptionTTL + time.Second) }
+	rig.Phone.Now = func() time.Time { return time.Now().Add(DefaultConsumptionTTL + time.Second) }
 	_, err = rig.Phone.ReadConsumption(ctx, xc.Payload)
-	rig.Phone.Now = clk.Now
+	rig.Phone.Now = time.Now
 	if err := refused("attack: expired consumption QR", err, ErrExpired); err != nil {
 		return steps, err
 	}

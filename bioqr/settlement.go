@@ -121,7 +121,7 @@ func NewSettlement(ctx context.Context, cfg SettlementConfig) (*Settlement, erro
 	if err := cfg.DB.Migrate(ctx, "bioqr", migrations); err != nil {
 		return nil, fmt.Errorf("bioqr: migrate: %w", err)
 	}
-	s := &Settlement{cfg: cfg, certifier: &Certifier{CA: cfg.CA, Now: cfg.Now}, display: newDisplayStore()}
+	s := &Settlement{cfg: cfg, certifier: &Certifier{CA: cfg.CA}, display: newDisplayStore()}
 	if err := s.ensureCertified(ctx); err != nil {
 		return nil, err
 	}

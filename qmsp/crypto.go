@@ -12,6 +12,8 @@ import (
 	"fmt"
 
 	"golang.org/x/crypto/chacha20poly1305"
+	// Deprecated for general-purpose MACs; used here as exactly what it is, a
+	// one-time authenticator whose key (quantum key) is never reused.
 	"golang.org/x/crypto/poly1305"
 )
 

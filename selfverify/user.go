@@ -121,7 +121,6 @@ type User struct {
 	cred  *Credentials
 	qV    map[string]*ecqv.PublicKey  // vendor ID + P → Q_V
 	tKeys map[string]*ecqv.PrivateKey // token serial → parsed t
-	skew  time.Duration
 	retry int
 }
 

@@ -213,21 +213,6 @@ func extractInto(dst, v []uint64, from, m int) {
 	maskTail(dst, m)
 }
 
-// extract returns bits [from, from+m) of v, packed.
-func extract(v []uint64, from, m int) []uint64 {
-	out := make([]uint64, (m+63)/64)
-	w, sh := from>>6, uint(from)&63
-	for i := range out {
-		lo := v[w+i] >> sh
-		if sh != 0 && w+i+1 < len(v) {
-			lo |= v[w+i+1] << (64 - sh)
-		}
-		out[i] = lo
-	}
-	maskTail(out, m)
-	return out
-}
-
 // HashDirect computes the same hash from the definition y_i = ⊕_j T[i][j]·x_j in
 // O(n·m/64) word operations. It is the reference for tests.
 func HashDirect(key []uint64, n int, seed []uint64, m int) ([]uint64, error) {
