@@ -52,7 +52,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Outcome values (others are allowed).

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/internal/sqldb"
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // clock is a deterministic test clock advancing by step on every call.

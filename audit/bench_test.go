@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func BenchmarkAppend(b *testing.B) {

@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // ProblemKind classifies a break in the chain.

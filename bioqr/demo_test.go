@@ -3,8 +3,8 @@ package bioqr
 import (
 	"testing"
 
-	"github.com/qshield/qshield/internal/sqldb"
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func TestDemoSteps(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 )

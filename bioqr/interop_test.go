@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // promptparseScript parses each payload given on stdin (one JSON array)

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/fingerprint"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 )

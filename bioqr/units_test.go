@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/internal/sqldb"
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 )

@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qshield/qshield/internal/progress"
+	"github.com/qshield/qshield/progress"
 )
 
 // Param is one named parameter an experiment accepts, as --param name=value on the

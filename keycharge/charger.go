@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/internal/progress"
+	"github.com/qshield/qshield/progress"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme/etsi014"
 )

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/keycharge/channel"
 )
 

@@ -9,7 +9,7 @@ import (
 	"strconv"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/pki"
 )

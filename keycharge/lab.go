@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/internal/progress"
+	"github.com/qshield/qshield/progress"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"

@@ -13,7 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/pki"
 )

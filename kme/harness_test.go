@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
 )

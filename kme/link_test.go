@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/link"

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // component is the name the kme tables are migrated under.

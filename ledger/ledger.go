@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Limits on amounts and balances. A transfer moves at most MaxAmount; no

@@ -1,6 +1,6 @@
 package ledger
 
-import "github.com/qshield/qshield/internal/sqldb"
+import "github.com/qshield/qshield/sqldb"
 
 const (
 	accountCols  = `id, owner, kind, currency, allow_negative, balance, pending_debit, pending_credit, created_at`

@@ -1,6 +1,6 @@
 package ledger
 
-import "github.com/qshield/qshield/internal/sqldb"
+import "github.com/qshield/qshield/sqldb"
 
 // Times are stored as Unix nanoseconds (0 = none) and booleans as 0/1 so that
 // both dialects share one schema and one set of queries. The CHECK constraints

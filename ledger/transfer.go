@@ -10,7 +10,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // errNeedExpiry is returned inside a transfer transaction when the debited

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // On PostgreSQL a transfer is one pipelined batch of two statements in one

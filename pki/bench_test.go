@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func benchCA(b *testing.B, alg Algorithm) *CA {

@@ -22,7 +22,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Sentinel errors. Verification failures wrap exactly one of ErrUntrusted,

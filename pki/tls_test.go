@@ -12,8 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qshield/qshield/internal/sqldb"
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func testMutualTLS(t *testing.T, db *sqldb.DB) {

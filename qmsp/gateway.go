@@ -9,7 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/internal/fsutil"
+	"github.com/qshield/qshield/fsutil"
 	"os"
 	"sync"
 	"time"

@@ -13,7 +13,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/qrimg"
 )
 

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/kme/etsi014"
 )
 

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // committer runs the write transactions of the payment hot path (the

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 )
 

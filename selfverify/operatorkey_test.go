@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qshield/qshield/internal/sqldb"
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/selfverify/ecqv"
 )

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 )
 

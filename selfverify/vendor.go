@@ -12,7 +12,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/selfverify/ecqv"
 )
 

@@ -17,8 +17,8 @@ import (
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/internal/sqldb"
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/ledger"
 )
 

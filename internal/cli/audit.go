@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // EnvAuditKey names the environment variable holding the audit MAC key

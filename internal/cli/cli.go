@@ -16,8 +16,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/qshield/qshield/internal/progress"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/progress"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Globals are the settings shared by every subcommand (persistent root flags).

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/experiment"
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // ExperimentCommand is `qshield experiment NAME [--json] [--out DIR] [--param k=v]`.

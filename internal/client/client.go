@@ -17,7 +17,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/ledger"
 )

@@ -14,7 +14,7 @@ import (
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/fingerprint"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/experiment"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 )
 

@@ -10,7 +10,7 @@ import (
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/pki"
 )
 

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/experiment"
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func TestRunLoadCounts(t *testing.T) {

@@ -33,9 +33,9 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr"
-	"github.com/qshield/qshield/internal/fsutil"
+	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"

@@ -18,9 +18,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/internal/fsutil"
-	"github.com/qshield/qshield/internal/httpx"
-	"github.com/qshield/qshield/internal/sqldb"
+	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"

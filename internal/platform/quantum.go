@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/internal/fsutil"
+	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/watermark/service"
 )

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 )
 

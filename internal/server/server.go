@@ -20,7 +20,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qshield/qshield/internal/httpx"
+	"github.com/qshield/qshield/httpx"
 )
 
 // Config configures a Server.

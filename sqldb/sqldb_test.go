@@ -6,8 +6,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/qshield/qshield/internal/sqldb"
-	"github.com/qshield/qshield/internal/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func TestMigrateIdempotentAndInTx(t *testing.T) {
