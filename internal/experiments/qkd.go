@@ -559,8 +559,8 @@ func runQKDEve(ctx context.Context, env *experiment.Env) (*experiment.Result, er
 		}
 		want := base + p*(0.25-base/2)
 		e1 := "—"
-		if st.E1Upper > 0 {
-			e1 = fmt.Sprintf("%.2f%%", 100*st.E1Upper)
+		if st.PhiUpper > 0 {
+			e1 = fmt.Sprintf("%.2f%%", 100*st.PhiUpper)
 		}
 		ir.AddRow(p, fmt.Sprintf("%.2f%%", 100*st.SampledQBER), fmt.Sprintf("%.2f%%", 100*want), e1, st.FinalBits, st.KeyRatePerPulse, outcomeOf(st))
 		sMeas.X, sMeas.Y = append(sMeas.X, p), append(sMeas.Y, st.SampledQBER)
@@ -571,7 +571,7 @@ func runQKDEve(ctx context.Context, env *experiment.Env) (*experiment.Result, er
 	ir.Notes = append(ir.Notes, "Expected: Eve's wrong basis (probability 1/2) makes Bob's sifted bit random, so the QBER rises by about p/4. The link aborts once the QBER passes 11% or the decoy bounds leave no secret key: the key shrinks with p and vanishes well before p = 1.")
 
 	pns := experiment.Table{Title: fmt.Sprintf("Photon-number splitting at %g km (Eve keeps one photon of each multi-photon pulse, blocks single photons to keep the signal gain)", pnsKm),
-		Header: []string{"attacked fraction", "sampled QBER", "Y1 lower bound", "true Y1 (no attack)", "final bits", "outcome"}}
+		Header: []string{"attacked fraction", "sampled QBER", "s_X,1 lower bound", "abort cause", "final bits", "outcome"}}
 	for _, p := range []float64{0, 0.5, 1} {
 		cfg := link.DefaultConfig(pnsKm)
 		if p > 0 {
@@ -581,7 +581,7 @@ func runQKDEve(ctx context.Context, env *experiment.Env) (*experiment.Result, er
 		if err != nil {
 			return nil, err
 		}
-		pns.AddRow(p, fmt.Sprintf("%.2f%%", 100*st.SampledQBER), st.Y1Lower, gys.Eta(pnsKm)+gys.Y0, st.FinalBits, outcomeOf(st))
+		pns.AddRow(p, fmt.Sprintf("%.2f%%", 100*st.SampledQBER), st.SX1Lower, string(st.AbortCause), st.FinalBits, outcomeOf(st))
 	}
 	prog.Done()
 	pns.Notes = append(pns.Notes, "The QBER does not move under PNS; the decoy gains expose the attack through the single-photon yield bound, and the key shrinks to what the single photons still guarantee, or the block aborts.")
