@@ -632,8 +632,8 @@ func aliceEstimate(cfg *Config, in decoy.FiniteInput, qber float64, compared int
 	if err != nil {
 		return fb, qkd.CauseDecoy, fmt.Sprintf("parameter estimation: %v", err)
 	}
-	if fb.SX1 < 1 {
-		return fb, qkd.CauseDecoy, fmt.Sprintf("decoy bound leaves no single-photon key bits (s_X,1 ≥ %.3g; photon-number-splitting attack, too much loss, or too few pulses)", fb.SX1)
+	if fb.SX1 < 1 || fb.SZ1 < 1 {
+		return fb, qkd.CauseDecoy, fmt.Sprintf("decoy bounds leave no single-photon detections (s_X,1 ≥ %.3g, s_Z,1 ≥ %.3g; photon-number-splitting attack, too much loss, or too few pulses)", fb.SX1, fb.SZ1)
 	}
 	if fb.PhiX >= 0.5 {
 		return fb, qkd.CausePhaseError, fmt.Sprintf("single-photon phase error bound φ_X reaches 1/2 (v_Z,1 ≤ %.3g of s_Z,1 ≥ %.3g)", fb.VZ1, fb.SZ1)
@@ -740,6 +740,7 @@ func RunBob(ctx context.Context, tr Transport, cfg Config, sink qkd.Sink) (qkd.S
 			return total, fail(ctx, tr, blockErr(blk, err))
 		}
 		if st.Aborted {
+			cfg.Log.Warn("qkd block aborted (Bob)", "block", blk, "cause", string(st.AbortCause), "reason", st.AbortReason)
 			lastAbort = abortedErr(blk, st.AbortReason)
 			if !cfg.ContinueOnAbort {
 				return total, lastAbort
