@@ -117,9 +117,9 @@ type Stats struct {
 	AbortReason     string  // reason of the last abort
 	AbortCause      AbortCause
 	// Aborts counts aborted blocks by cause.
-	Aborts map[AbortCause]int `json:",omitempty"`
-	ResidualFrames  int     // Cascade frames caught with residual errors by verification
-	Frames          int     // Cascade frames processed
+	Aborts         map[AbortCause]int `json:",omitempty"`
+	ResidualFrames int                // Cascade frames caught with residual errors by verification
+	Frames         int                // Cascade frames processed
 }
 
 // Add accumulates the counters of b into s and recomputes the ratios. The last
