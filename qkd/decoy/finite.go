@@ -109,7 +109,16 @@ func Finite(in FiniteInput) (FiniteBound, error) {
 		return math.Exp(mu[k]) / p[k] * (x + sign*delta)
 	}
 	m1, m2, m3 := mu[Signal], mu[Decoy], mu[Vacuum]
+	// s0s1 evaluates Eqs. (2) and (3). Both are lower bounds on counts of
+	// events among the n = Σ n_k detections, so each is also clamped to what
+	// n leaves (still a valid lower bound; it matters only for counts no
+	// honest channel produces).
 	s0s1 := func(n [3]float64, delta float64) (s0, s1 float64) {
+		total := n[0] + n[1] + n[2]
+		defer func() {
+			s0 = math.Min(s0, total)
+			s1 = math.Min(s1, total-s0)
+		}()
 		s0 = tau0 * (m2*bound(Vacuum, n[Vacuum], delta, -1) - m3*bound(Decoy, n[Decoy], delta, +1)) / (m2 - m3)
 		s0 = math.Max(s0, 0)
 		num := bound(Decoy, n[Decoy], delta, -1) - bound(Vacuum, n[Vacuum], delta, +1) -

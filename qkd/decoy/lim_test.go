@@ -307,3 +307,28 @@ func TestLimPaperCurves(t *testing.T) {
 		t.Errorf("n_X = 10^4 cut-off at %.0f km, paper 135 km", c4)
 	}
 }
+
+// FuzzFinite: for any counts the bound is either an error or a key length
+// between 0 and the number of key bits, with φ_X in [0, 1/2], and more
+// disclosed bits never give a longer key.
+func FuzzFinite(f *testing.F) {
+	f.Add(0.4, 0.2, 0.3, 0.5, uint32(300000), uint32(500000), uint32(200), uint32(20000), uint32(30000), uint32(12), uint32(700), uint32(1000), uint32(6), uint8(10))
+	f.Add(0.5, 0.1, 0.8, 0.1, uint32(0), uint32(1000000), uint32(0), uint32(0), uint32(100000), uint32(0), uint32(0), uint32(0), uint32(0), uint8(30))
+	f.Fuzz(func(t *testing.T, mu1, mu2, p1, p2 float64, x0, x1, x2, z0, z1, z2, m0, m1, m2 uint32, e uint8) {
+		in := FiniteInput{Intensities: [3]float64{mu1, mu2, 0}, Probabilities: [3]float64{p1, p2, 1 - p1 - p2},
+			NX: [3]float64{float64(x0), float64(x1), float64(x2)}, NZ: [3]float64{float64(z0), float64(z1), float64(z2)},
+			MZ: [3]float64{float64(m0), float64(m1), float64(m2)}, EpsSec: math.Pow(10, -float64(e%40))}
+		b, err := Finite(in)
+		if err != nil {
+			return
+		}
+		nX := in.NX[0] + in.NX[1] + in.NX[2]
+		if !(b.PhiX >= 0 && b.PhiX <= 0.5) || b.SX0 < 0 || b.SX1 < 0 || b.SX0+b.SX1 > nX+1e-6 {
+			t.Fatalf("bounds out of range: %+v", b)
+		}
+		l0, l1 := b.KeyLength(0), b.KeyLength(1000)
+		if l0 < 0 || float64(l0) > nX || l1 > l0 {
+			t.Fatalf("key lengths %d, %d for %g key bits", l0, l1, nX)
+		}
+	})
+}
