@@ -509,3 +509,24 @@ func TestServe(t *testing.T) {
 		t.Error("the rogue client's refusal was not reported")
 	}
 }
+
+// TestLowLatencyCascadeLink: Bob's low-latency Cascade schedule works against
+// an unchanged Alice and costs fewer round trips per block.
+func TestLowLatencyCascadeLink(t *testing.T) {
+	var a, b collector
+	cfg := testConfig(25)
+	base, err := Run(context.Background(), cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Cascade = cascade.Options{LowLatency: true}
+	st, err := Run(context.Background(), cfg, a.sink, b.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameKeys(t, a.keys, b.keys)
+	if st.FinalBits == 0 || st.RoundTrips >= base.RoundTrips {
+		t.Fatalf("low-latency: %d bits, %d round trips (default schedule %d)", st.FinalBits, st.RoundTrips, base.RoundTrips)
+	}
+	t.Logf("round trips per block: %d (default %d); f %.3f (default %.3f)", st.RoundTrips, base.RoundTrips, st.F, base.F)
+}

@@ -83,6 +83,11 @@ type Config struct {
 	Blocks int
 	// FrameBits is the Cascade frame length (default 16384).
 	FrameBits int
+	// Cascade selects Bob's Cascade schedule (only Bob's matters: Alice
+	// answers whatever he asks). The zero value is the default schedule
+	// (fewest disclosed parities); LowLatency trades a few parities for
+	// fewer round trips on long links (see package cascade).
+	Cascade cascade.Options
 	// Epsilon is ε_sec, the secrecy parameter of every block's key (default
 	// 1e-10): Lim et al.'s 21 error terms get ε_sec/21 each. The correctness
 	// parameter ε_cor is the collision bound of the verification tags
@@ -466,7 +471,7 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 	// Reconciliation: answer Bob's parity requests frame by frame.
 	key := gather(a.Value, keyIdx)
 	fs := frames(nKey, cfg.FrameBits)
-	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed)
+	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed, cascade.Options{})
 	if err != nil {
 		return st, err
 	}
@@ -657,14 +662,14 @@ func epsCor(fs []int) float64 {
 	return e
 }
 
-func makePlans(fs []int, qber float64, seed [32]byte) ([]*cascade.Plan, error) {
+func makePlans(fs []int, qber float64, seed [32]byte, opt cascade.Options) ([]*cascade.Plan, error) {
 	plans := make([]*cascade.Plan, len(fs))
 	byLen := map[int]*cascade.Plan{}
 	for f, l := range fs {
 		p, ok := byLen[l]
 		if !ok {
 			var err error
-			if p, err = cascade.NewPlan(l, qber, 0, seed); err != nil {
+			if p, err = cascade.NewPlanOptions(l, qber, seed, opt); err != nil {
 				return nil, err
 			}
 			byLen[l] = p
@@ -834,7 +839,7 @@ func bobBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, q *Qua
 	nKey := len(keyIdx)
 	key := gather(q.Value, keyIdx)
 	fs := frames(nKey, int(dec.FrameBits))
-	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed)
+	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed, cfg.Cascade)
 	if err != nil {
 		return st, err
 	}
