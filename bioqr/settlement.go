@@ -16,9 +16,9 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Payer is the part of the ledger the settlement server uses.

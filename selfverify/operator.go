@@ -16,9 +16,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // OperatorConfig configures the network operator N.
