@@ -76,11 +76,12 @@ func Browser(t testing.TB, caPEM []byte) context.Context {
 	return bctx
 }
 
-// NewTab opens a new tab in the browser of bctx; every action in it has the
-// timeout d.
+// NewTab opens a new tab in the browser of bctx, in a browser context of its
+// own (cookies and storage not shared: another person at another device);
+// every action in it has the timeout d.
 func NewTab(t testing.TB, bctx context.Context, d time.Duration) context.Context {
 	t.Helper()
-	tctx, cancel := chromedp.NewContext(bctx)
+	tctx, cancel := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
 	if err := chromedp.Do(tctx, chromedp.Navigate("about:blank")); err != nil {
 		cancel()
 		t.Fatalf("new tab: %v", err)

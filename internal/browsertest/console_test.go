@@ -88,7 +88,7 @@ func text(t *testing.T, ctx context.Context, sel string) string {
 
 func eval[T any](t *testing.T, ctx context.Context, js string) T {
 	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
 	if err != nil {
 		t.Fatalf("evaluate %s: %v", js, err)
 	}
@@ -139,7 +139,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 			t.Errorf("%s scrolls sideways at %d px", name, vp.w)
 		}
 		if dir := os.Getenv("QSHIELD_SCREENSHOTS"); dir != "" {
-			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 			if err != nil {
 				t.Fatal(err)
 			}

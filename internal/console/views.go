@@ -191,7 +191,7 @@ func (c *Console) accounts(w http.ResponseWriter, r *http.Request, s *Session) {
 		}
 		d.Accounts = append(d.Accounts, a)
 	}
-	c.render(w, r, http.StatusOK, "accounts", page{Title: "Accounts", Nav: "accounts", S: s, Data: d, Flash: r.URL.Query().Get("flash")})
+	c.render(w, r, http.StatusOK, "accounts", page{Title: "Accounts", Nav: "accounts", S: s, Data: d})
 }
 
 func (c *Console) createAccount(w http.ResponseWriter, r *http.Request, s *Session) {
@@ -449,7 +449,11 @@ func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *Session) {
 			Device: cr.DeviceSerial, NotAfter: cr.NotAfter, Revoked: cr.Revoked, RevokeReason: cr.RevokeReason})
 	}
 	sort.Strings(d.Kinds)
-	c.render(w, r, http.StatusOK, "devices", page{Title: "Devices and certificates", Nav: "devices", S: s, Data: d, Flash: r.URL.Query().Get("flash")})
+	flash := ""
+	if r.URL.Query().Get("flash") == "revoked" {
+		flash = "Certificate revoked: the device is refused from its next request."
+	}
+	c.render(w, r, http.StatusOK, "devices", page{Title: "Devices and certificates", Nav: "devices", S: s, Data: d, Flash: flash})
 }
 
 func (c *Console) revoke(w http.ResponseWriter, r *http.Request, s *Session) {
