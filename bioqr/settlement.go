@@ -16,9 +16,9 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Payer is the part of the ledger the settlement server uses.
@@ -419,7 +419,12 @@ func (s *Settlement) settle(ctx context.Context, posCert *x509.Certificate, seal
 	return s.record(ctx, rc, hash, posCert.SerialNumber, cred.Serial, res, err)
 }
 
-func isRefusal(err error) bool { return ErrorCode(err) != "internal" }
+// isRefusal reports whether err is a final answer about the payment (a
+// registered refusal) rather than a transient failure that may be retried.
+func isRefusal(err error) bool {
+	_, ok := codes.Lookup(err)
+	return ok
+}
 
 func (s *Settlement) decide(ctx context.Context, now time.Time, posCert *x509.Certificate, dev *pki.DeviceInfo, env *Envelope, m *PaymentMessage, cred *Credential, en *enrolment) (*SettleResult, error) {
 	if n, err := s.failures(ctx, cred.Serial, now); err != nil {
