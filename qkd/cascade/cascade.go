@@ -37,19 +37,18 @@
 //
 // With Options.LowLatency the block parities of every pass are asked in the
 // first request (every pass asks them anyway, so this discloses nothing more),
-// and searches of different passes overlap: new searches start in the
-// lowest pass that has an odd block (and, with Options.Overlap = w, in the w
-// passes above it) while searches already running in other passes go on, one
-// request per level for all of them. Two searches may then chase the same
-// error: before every
+// and searches of different passes overlap: with Options.Overlap = w, searches
+// in the lowest pass that has an odd block and in the w passes above it
+// advance together, one request per level for all of them (searches further
+// up wait). Two searches may then chase the same error: before every
 // step and before flipping, a search checks that its current range still
 // holds an odd number of errors (Bob's parity against Alice's), and stops if
 // another search already fixed it. Its parities stay cached, so a stopped
 // search is partly reused later. The price is the few parities such searches
-// waste; the gain is round trips. Measured on 10^4-bit frames (qkd-cascade
-// experiment, BENCHMARKS.md): the default schedule needs 235–805 round trips
-// at f ≈ 1.05–1.06 for QBER 1–10%; overlap 0 about a third to a half of those
-// at f 1.10–1.25; overlap 2 about a quarter at f 1.15–1.43. Cascade cannot
+// waste; the gain is round trips. Measured on 10^4-bit frames (qkd-wan
+// experiment, BENCHMARKS.md): the default schedule needs 235–800 round trips
+// at f ≈ 1.05–1.06 for QBER 1–10%; overlap 1 roughly halves them at f
+// 1.08–1.12, overlap 2 and 3 cut them 3–4× at f 1.12–1.26. Cascade does not
 // reach both few round trips and f near 1.05: each cascaded search is a chain
 // of dependent parities.
 //
@@ -130,9 +129,10 @@ type Options struct {
 	// LowLatency asks every pass's block parities at once and runs the
 	// searches of several passes together (see the package documentation).
 	LowLatency bool
-	// Overlap (low-latency schedule only) lets new searches start in the
-	// Overlap passes above the lowest pass with an odd block: 0 wastes the
-	// fewest parities, larger values save round trips and waste more.
+	// Overlap (low-latency schedule only) lets searches in the Overlap passes
+	// above the lowest pass with an odd block run at the same time: 1 wastes
+	// the fewest parities, larger values save round trips and waste more (0
+	// is the default order, with all block parities asked up front).
 	Overlap int
 }
 
@@ -759,10 +759,19 @@ func (b *bob) cascadeAll(ctx context.Context, ask AskFunc) error {
 			}
 			idx++
 		}
-		// Ask the next level of every live search. Searches that share a
-		// node (the same block found odd twice) ask once.
+		// Ask the next level of every live search in the lowest active pass
+		// and the Overlap passes above it; searches further up wait (they
+		// keep their place and are dropped if the lower passes fix their
+		// error). Searches that share a node ask once.
+		minPass := len(b.plan.passes)
+		for idx := range act {
+			minPass = min(minPass, act[idx].pass)
+		}
 		for idx := range act {
 			nd := &act[idx]
+			if nd.pass > minPass+b.plan.overlap {
+				continue
+			}
 			if _, ok := b.getCache(nd, 0); ok {
 				continue
 			}

@@ -519,7 +519,7 @@ func TestLowLatencyCascadeLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Cascade = cascade.Options{LowLatency: true}
+	cfg.Cascade = cascade.Options{LowLatency: true, Overlap: 2}
 	st, err := Run(context.Background(), cfg, a.sink, b.sink)
 	if err != nil {
 		t.Fatal(err)
