@@ -17,6 +17,7 @@ import (
 
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/bb84"
+	"github.com/qshield/qshield/qkd/cascade"
 	"github.com/qshield/qshield/qkd/link"
 )
 
@@ -36,6 +37,7 @@ type qkdFlags struct {
 	distance, rate, eve, eps float64
 	pulses                   float64
 	blocks, frame, keyBytes  int
+	overlap                  int
 	eveMode                  string
 	keepGoing                bool
 }
@@ -50,6 +52,7 @@ func (f *qkdFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.blocks, "blocks", 1, "blocks to run (0: until interrupted)")
 	fl.Float64Var(&f.eps, "epsilon", 1e-10, "secrecy parameter ε_sec of each block's key (finite-key bounds of Lim et al. 2014; there is no asymptotic mode)")
 	fl.IntVar(&f.frame, "frame", 16384, "Cascade frame length in bits")
+	fl.IntVar(&f.overlap, "cascade-overlap", 0, cascadeOverlapUsage)
 	fl.IntVar(&f.keyBytes, "key-bytes", 32, "size of each delivered key in bytes")
 	fl.BoolVar(&f.keepGoing, "continue-on-abort", false, "keep running after a block aborts")
 }
@@ -64,6 +67,7 @@ func (f *qkdFlags) config() (link.Config, error) {
 	cfg.Blocks = f.blocks
 	cfg.Epsilon = f.eps
 	cfg.FrameBits = f.frame
+	cfg.Cascade = cascadeSchedule(f.overlap)
 	cfg.KeyBytes = f.keyBytes
 	cfg.ContinueOnAbort = f.keepGoing
 	if f.eve > 0 {
@@ -86,6 +90,16 @@ func (f *qkdFlags) config() (link.Config, error) {
 		cfg.PulsesPerBlock = n
 	}
 	return cfg, nil
+}
+
+const cascadeOverlapUsage = "Bob's Cascade schedule: 0 = default (fewest disclosed parities); 1–3 = low-latency with that many overlapping passes (fewer round trips on long links, more parities)"
+
+// cascadeSchedule maps --cascade-overlap to Bob's Cascade options.
+func cascadeSchedule(overlap int) cascade.Options {
+	if overlap <= 0 {
+		return cascade.Options{}
+	}
+	return cascade.Options{LowLatency: true, Overlap: overlap}
 }
 
 // interruptible returns a context cancelled on SIGINT/SIGTERM.
@@ -271,7 +285,7 @@ func qkdAliceCommand(g *Globals) *cobra.Command {
 func qkdBobCommand(g *Globals) *cobra.Command {
 	var t tlsFlags
 	var addr string
-	var blocks, keyBytes int
+	var blocks, keyBytes, overlap int
 	cmd := &cobra.Command{
 		Use:   "bob",
 		Short: "Run Bob (detectors): accept one Alice over mutual TLS and run the session",
@@ -294,7 +308,7 @@ func qkdBobCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			defer tr.Close()
-			cfg := link.Config{Blocks: blocks, KeyBytes: keyBytes, Log: g.Log}
+			cfg := link.Config{Blocks: blocks, KeyBytes: keyBytes, Log: g.Log, Cascade: cascadeSchedule(overlap)}
 			st, err := link.RunBob(ctx, tr, cfg, nil)
 			out, err := outcome(st, err)
 			rep := qkdReport{Role: "bob", Stats: st, Outcome: out}
@@ -311,5 +325,6 @@ func qkdBobCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&addr, "listen", "127.0.0.1:7400", "address to listen on")
 	cmd.Flags().IntVar(&blocks, "blocks", 0, "blocks to run (0: until Alice disconnects)")
 	cmd.Flags().IntVar(&keyBytes, "key-bytes", 32, "size of each delivered key in bytes (must match Alice)")
+	cmd.Flags().IntVar(&overlap, "cascade-overlap", 0, cascadeOverlapUsage)
 	return cmd
 }
