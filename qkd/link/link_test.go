@@ -76,7 +76,9 @@ func TestRunDeliversIdenticalKeys(t *testing.T) {
 			t.Fatalf("key of %d bytes", len(k.Bytes))
 		}
 	}
-	if st.Blocks != 2 || st.Aborted || st.ResidualFrames != 0 {
+	// A frame Cascade leaves with an error (about 10^-4 of frames) is caught
+	// by verification and discarded; more than a couple in 2 blocks is a bug.
+	if st.Blocks != 2 || st.Aborted || st.ResidualFrames > 2 {
 		t.Fatalf("stats: %+v", st)
 	}
 	if st.F < 1 || st.F > 1.15 {
