@@ -142,6 +142,13 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 		lc.Physics.Eve, lc.Physics.EveFraction = bb84.EveInterceptResend, cfg.EveFraction
 	}
 	lc.Log = p.Config.Log
+	lc.OnBlock = func(st qkd.Stats) {
+		// One line per block: delivered bits, or the abort cause (a stable
+		// value, qkd.AbortCause, ready to become a metric label).
+		p.Config.Log.Info("qkd block", "pulses", st.Pulses, "final_bits", st.FinalBits, "qber", st.QBER,
+			"f", st.F, "round_trips", st.RoundTrips, "eps_sec", st.EpsSec, "eps_cor", st.EpsCor,
+			"aborted", st.Aborted, "cause", string(st.AbortCause))
+	}
 	p.Config.Log.Info("QKD link block size", "km", km, "pulses_per_block", pulses, "source_seconds", float64(pulses)/40e6)
 	blockTime := time.Duration(float64(lc.PulsesPerBlock) / 40e6 * float64(time.Second))
 	if cfg.Speedup > 0 {
