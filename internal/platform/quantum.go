@@ -177,7 +177,9 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 			return
 		}
 		defer tr.Close()
-		_, err = link.RunBob(ctx, tr, lc, sinkB)
+		bobCfg := lc
+		bobCfg.OnBlock = nil // each block is logged once, by Alice
+		_, err = link.RunBob(ctx, tr, bobCfg, sinkB)
 		bobErr <- err
 	}()
 	tr, err := link.Dial(ctx, ln.Addr().String(), p.CA.ClientTLS(ctx, aliceCert, "127.0.0.1"))
