@@ -38,6 +38,10 @@ const (
 	RetryTimeout = 4
 )
 
+// EnvCluster enables the tests that start a cluster (they need
+// postgresql-15, patroni and etcd-server installed; .ci/run installs them).
+const EnvCluster = "QSHIELD_TEST_CLUSTER"
+
 // Cluster is a running etcd and two Patroni-managed PostgreSQL nodes.
 type Cluster struct {
 	dir   string

@@ -14,10 +14,6 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 )
 
-// EnvCluster enables the cluster tests (they install nothing and need
-// postgresql-15, patroni and etcd-server).
-const EnvCluster = "QSHIELD_TEST_CLUSTER"
-
 func TestFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 	if os.Getenv(EnvCluster) == "" {
 		t.Skip(EnvCluster + " not set: skipping the Patroni cluster test")
