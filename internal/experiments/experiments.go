@@ -20,5 +20,6 @@ func All() []experiment.Spec {
 		QKDCascadeExperiment(),
 		QKDEveExperiment(),
 		ClusterExperiment(),
+		SoakExperiment(),
 	}
 }
