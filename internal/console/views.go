@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 )
 
@@ -112,9 +113,28 @@ type schemeRow struct {
 	Payments, Refused int64
 }
 
-var schemeEvents = []struct{ scheme, prefix string }{
-	{"QMSP (000)", "qmsp."}, {"Key charging (001)", "keycharge."}, {"Self-verified (002)", "selfverify."},
-	{"Watermark (003)", "watermark."}, {"Biometric QR (004)", "bioqr."}, {"Ledger", "ledger."},
+// schemeEvents are the audit events that record each scheme's money (or key)
+// movements: a success is a payment, anything else a refusal. An entry
+// ending in "." matches every event below it.
+var schemeEvents = []struct {
+	scheme string
+	events []string
+}{
+	{"QMSP (000)", []string{"qmsp.pay"}},
+	{"Key charging (001)", []string{"keycharge.charge.commit", "keycharge.charge.abort"}},
+	{"Self-verified (002)", []string{"selfverify.withdraw", "selfverify.deposit", "selfverify.settle", "selfverify.refund"}},
+	{"Watermark (003)", []string{"watermark.pay"}},
+	{"Biometric QR (004)", []string{"bioqr.settle"}},
+	{"Ledger API", []string{"ledger."}},
+}
+
+func matchesEvent(event string, list []string) bool {
+	for _, e := range list {
+		if event == e || (strings.HasSuffix(e, ".") && strings.HasPrefix(event, e)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *Session) {
@@ -130,7 +150,7 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *Session) 
 	for _, se := range schemeEvents {
 		row := schemeRow{Scheme: se.scheme}
 		for _, k := range counts {
-			if len(k.Keys) != 2 || !strings.HasPrefix(k.Keys[0], se.prefix) {
+			if len(k.Keys) != 2 || !matchesEvent(k.Keys[0], se.events) {
 				continue
 			}
 			if k.Keys[1] == audit.OutcomeSuccess {
@@ -141,8 +161,8 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *Session) 
 		}
 		d.Schemes = append(d.Schemes, row)
 	}
-	if c.cfg.KME != nil {
-		if ls := c.cfg.KME.A.Link(); ls.State != "up" {
+	if c.cfg.KME != nil && c.cfg.Link != nil {
+		if ls := c.cfg.KME.A.Link(); ls.State != kme.LinkUp {
 			msg := "QKD link " + ls.State
 			if ls.Error != "" {
 				msg += ": " + ls.Error

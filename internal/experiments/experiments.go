@@ -20,5 +20,7 @@ func All() []experiment.Spec {
 		QKDCascadeExperiment(),
 		QKDWANExperiment(),
 		QKDEveExperiment(),
+		ClusterExperiment(),
+		SoakExperiment(),
 	}
 }
