@@ -2,10 +2,14 @@ package experiments
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -54,6 +58,11 @@ func runSoak(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 	if !sqldb.IsPostgres(dsn) {
 		return nil, errors.New("soak: needs PostgreSQL (--db postgres://…): several nodes share one database")
 	}
+	dsn, dropSchema, err := freshSchema(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer dropSchema()
 	state, err := os.MkdirTemp("", "qshield-soak-*")
 	if err != nil {
 		return nil, err
@@ -160,4 +169,33 @@ func runSoak(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 		return res, fmt.Errorf("soak: %d failed scenario runs, balance sum %d, audit intact %v", len(failures), total, rep.OK)
 	}
 	return res, nil
+}
+
+// freshSchema creates an empty schema in the PostgreSQL database of dsn and
+// returns a DSN whose search_path is that schema, and a function that drops
+// it, so that a run never mixes with other data in the database.
+func freshSchema(ctx context.Context, dsn string) (string, func(), error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return "", nil, err
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	schema := "qshield_run_" + hex.EncodeToString(b[:])
+	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		db.Close()
+		return "", nil, fmt.Errorf("create schema for the run: %w", err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		db.Close()
+		return "", nil, err
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), func() {
+		db.ExecContext(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE")
+		db.Close()
+	}, nil
 }
