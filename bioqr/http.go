@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"html/template"
 	"math/big"
 	"net/http"
 	"sync"
@@ -261,6 +260,7 @@ type displayStore struct {
 
 type displayed struct {
 	payload, message string
+	merchant         string // the merchant's name from the last consumption QR
 	expires, updated time.Time
 	png              []byte
 }
@@ -290,10 +290,13 @@ func (s *Settlement) publish(_ context.Context, posCert *x509.Certificate, req *
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
-		d.payload, d.expires, d.png = req.Payload, c.Expires, png
+		d.payload, d.expires, d.png, d.merchant = req.Payload, c.Expires, png, c.Name
 	}
 	s.display.mu.Lock()
 	defer s.display.mu.Unlock()
+	if d.merchant == "" {
+		d.merchant = s.display.m[dev.Serial].merchant
+	}
 	if _, ok := s.display.m[dev.Serial]; !ok && len(s.display.m) >= maxDisplays {
 		return fmt.Errorf("%w: too many POS displays", ErrMalformed)
 	}
@@ -307,50 +310,30 @@ func (s *Settlement) current(id string) (displayed, bool) {
 	d, ok := s.display.m[id]
 	if ok && d.payload != "" && !s.cfg.Now().Before(d.expires) {
 		d.payload, d.png = "", nil
-		d.message = "QR expired"
+		d.message = msgExpired
 	}
 	return d, ok
 }
 
-var pageTmpl = template.Must(template.New("pos").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
-<title>qshield POS {{.ID}}</title>
-<style>body{font-family:sans-serif;text-align:center;margin-top:2em}img{image-rendering:pixelated;width:min(80vw,480px)}</style>
-</head><body><h1>POS {{.ID}}</h1>
-{{if .HasQR}}<p>Scan to pay {{.Amount}}</p><img alt="consumption QR" src="{{.PNG}}"><p>valid until {{.Expires}}</p>{{else}}<p>No payment pending.</p>{{end}}
-{{if .Message}}<p><strong>{{.Message}}</strong></p>{{end}}
-</body></html>`))
+// msgExpired is the display message of a QR that expired.
+const msgExpired = "QR expired"
 
 // PageHandler serves the POS display pages, to mount at /bioqr/ (no client
 // certificate needed: it shows what the POS would show on its own screen):
 //
-//	GET /bioqr/pos/{id}         HTML page refreshing every 2 s
+//	GET /bioqr/pos/{id}         the page (see posPage)
+//	GET /bioqr/pos/{id}/status  its status, polled every second
 //	GET /bioqr/pos/{id}/qr.png  the current consumption QR
 func (s *Settlement) PageHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /bioqr/pos/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		d, ok := s.current(id)
-		if !ok {
-			httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no POS "+id+" has published a display")
-			return
-		}
-		data := struct {
-			ID, Amount, PNG, Expires, Message string
-			HasQR                             bool
-		}{ID: id, Message: d.message, HasQR: d.payload != ""}
-		if d.payload != "" {
-			if c, err := ParseConsumption(d.payload); err == nil {
-				cur, _ := LookupCurrency(c.Currency)
-				data.Amount = FormatAmount(c.Amount, cur)
-			}
-			data.PNG = "/bioqr/pos/" + id + "/qr.png?t=" + fmt.Sprint(d.updated.UnixNano())
-			data.Expires = d.expires.Format(time.RFC3339)
-		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		w.Header().Set("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'")
-		_ = pageTmpl.Execute(w, data)
+		s.posPage(w, r, id, d, ok)
+	})
+	mux.HandleFunc("GET /bioqr/pos/{id}/status", func(w http.ResponseWriter, r *http.Request) {
+		d, ok := s.current(r.PathValue("id"))
+		s.posStatus(w, r, d, ok)
 	})
 	mux.HandleFunc("GET /bioqr/pos/{id}/qr.png", func(w http.ResponseWriter, r *http.Request) {
 		d, ok := s.current(r.PathValue("id"))

@@ -48,6 +48,13 @@ type Page struct {
 	// LoopMillis (a looping code, such as the watermarked one).
 	Loop       []string
 	LoopMillis int
+	// LoopFresh fetches every frame anew each time it is shown (frames that
+	// change over time, such as time-stamped shares) instead of preloading
+	// the loop once.
+	LoopFresh bool
+	// PaidHoldMillis is how long a "paid" status stays on screen before the
+	// page moves on to the next code (Status.Next); default 4000.
+	PaidHoldMillis int
 }
 
 // Status is what a page's status endpoint answers.
@@ -58,6 +65,16 @@ type Status struct {
 	Message string `json:"message"`
 	// Reload asks the page to fetch a new code image (the code changed).
 	Reload bool `json:"reload,omitempty"`
+	// Next, when set, is the status URL to poll from now on (the status of
+	// the next code); after a payment the page keeps "paid" on screen for
+	// a moment before it shows the next code.
+	Next string `json:"next,omitempty"`
+	// Expires, when not zero, is the new expiry of the code on screen in
+	// Unix milliseconds (the countdown restarts from it).
+	Expires int64 `json:"expires,omitempty"`
+	// Refresh asks the page to load itself again (what it shows changed
+	// more than the status and the code image).
+	Refresh bool `json:"refresh,omitempty"`
 }
 
 // The states a Status may have.
@@ -77,6 +94,9 @@ func Render(w http.ResponseWriter, status int, p Page) {
 	}
 	if p.LoopMillis <= 0 {
 		p.LoopMillis = 100
+	}
+	if p.PaidHoldMillis <= 0 {
+		p.PaidHoldMillis = 4000
 	}
 	if err := tmpl.Execute(&b, p); err != nil {
 		http.Error(w, "This page could not be shown. Please try again.", http.StatusInternalServerError)
@@ -161,39 +181,51 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
 <script>
 "use strict";
 (function(){
-  var statusURL = {{json .StatusURL}}, loop = {{json .Loop}}, loopMs = {{.LoopMillis}};
+  var statusURL = {{json .StatusURL}}, loop = {{json .Loop}}, loopMs = {{.LoopMillis}}, fresh = {{.LoopFresh}}, holdMs = {{.PaidHoldMillis}};
   var st = document.getElementById("status"), card = document.getElementById("card"), code = document.getElementById("code");
-  var cd = document.getElementById("countdown");
+  var cd = document.getElementById("countdown"), end = cd ? +cd.dataset.expires : 0, holdUntil = 0, state = {{json .Status.State}};
+  function reloadCode(){ if (code && !loop) code.src = code.src.split("?")[0] + "?" + Date.now(); }
   function show(s){
+    if (s.refresh) { location.reload(); return; }
+    state = s.state;
     st.className = "status " + s.state; card.className = "card " + s.state;
     st.textContent = s.message || (s.state === "paid" ? "Paid. Thank you!" : "Waiting for payment…");
-    if (s.reload && code && !loop) code.src = code.src.split("?")[0] + "?" + Date.now();
+    if (s.expires) end = s.expires;
+    if (s.next) statusURL = s.next;
+    if (s.state === "paid" && s.next) {
+      holdUntil = Date.now() + holdMs;
+      setTimeout(function(){ holdUntil = 0; reloadCode(); poll(); }, holdMs);
+      return;
+    }
+    if (s.reload) reloadCode();
   }
   if (cd) {
-    var end = +cd.dataset.expires;
     var tick = function(){
+      if (state === "paid") { cd.textContent = ""; return; }
       var left = Math.max(0, Math.round((end - Date.now())/1000));
       cd.textContent = left > 0 ? "Code valid for " + left + " s" : "This code has expired.";
-      if (left === 0 && st.className.indexOf("paid") < 0) show({state:"expired", message:"This code has expired. A new one will appear."});
+      if (left === 0 && state === "waiting") show({state:"expired", message:"This code has expired. A new one will appear."});
     };
     tick(); setInterval(tick, 1000);
   }
   if (loop && loop.length > 1 && code) {
-    var imgs = loop.map(function(u){ var i = new Image(); i.src = u; return i; }), k = 0;
-    setInterval(function(){ k = (k + 1) % imgs.length; code.src = imgs[k].src; }, loopMs);
+    var k = 0, imgs = fresh ? null : loop.map(function(u){ var i = new Image(); i.src = u; return i; });
+    setInterval(function(){
+      k = (k + 1) % loop.length;
+      code.src = fresh ? loop[k] + (loop[k].indexOf("?") < 0 ? "?" : "&") + "t=" + Date.now() : imgs[k].src;
+    }, loopMs);
   }
-  if (statusURL) {
-    var fails = 0;
-    var poll = function(){
-      fetch(statusURL, {cache:"no-store", credentials:"same-origin"}).then(function(r){
-        if (!r.ok) throw new Error(String(r.status));
-        return r.json();
-      }).then(function(s){ fails = 0; show(s); }).catch(function(){
-        if (++fails >= 3) show({state:"offline", message:"Connection lost. Reconnecting…"});
-      });
-    };
-    setInterval(poll, 1000);
+  var fails = 0;
+  function poll(){
+    if (!statusURL || Date.now() < holdUntil) return;
+    fetch(statusURL, {cache:"no-store", credentials:"same-origin"}).then(function(r){
+      if (!r.ok && r.status !== 503) throw new Error(String(r.status));
+      return r.json();
+    }).then(function(s){ fails = 0; if (Date.now() >= holdUntil) show(s); }).catch(function(){
+      if (++fails >= 3) show({state:"offline", message:"Connection lost. Reconnecting…"});
+    });
   }
+  if (statusURL) setInterval(poll, 1000);
 })();
 </script>
 </body>

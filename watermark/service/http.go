@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"github.com/qshield/qshield/pki"
-	"html/template"
 	"image/png"
 	"net/http"
 	"strconv"
@@ -83,6 +82,10 @@ func (s *Service) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /watermark/screen/{id}/{file...}", func(w http.ResponseWriter, r *http.Request) {
 		sc := screens.get(r.PathValue("id"))
+		if sc == nil && (r.PathValue("file") == "" || r.PathValue("file") == "index.html") {
+			screenGone(w)
+			return
+		}
 		if sc == nil {
 			codes.WriteCode(w, r, "not_found", "no such code (expired?)")
 			return
@@ -91,8 +94,7 @@ func (s *Service) Handler() http.Handler {
 		file := r.PathValue("file")
 		switch {
 		case file == "" || file == "index.html":
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			_ = screenPage.Execute(w, map[string]any{"N": len(sc.loop.Frames), "Period": s.Params.FramePeriod().Milliseconds(), "Handle": sc.loop.Handle})
+			renderScreen(w, len(sc.loop.Frames), s.Params.FramePeriod(), sc.expires)
 		case file == "loop.gif":
 			var buf bytes.Buffer
 			if err := sc.loop.WriteGIF(&buf); err != nil {
@@ -115,17 +117,6 @@ func (s *Service) Handler() http.Handler {
 	})
 	return mux
 }
-
-var screenPage = template.Must(template.New("s").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>Payment code</title>
-<style>body{background:#fff;text-align:center;font-family:sans-serif}img{image-rendering:pixelated;width:420px}</style></head>
-<body><p>Show this screen to the merchant's scanner, close up.</p>
-<img id="f" src="frame/0.png" alt="payment code">
-<script>
-var n={{.N}}, i=0, frames=[];
-for (var k=0;k<n;k++){var im=new Image(); im.src='frame/'+k+'.png'; frames.push(im);}
-setInterval(function(){i=(i+1)%n; document.getElementById('f').src=frames[i].src;}, {{.Period}});
-</script></body></html>`))
 
 type screen struct {
 	loop    *watermark.Loop
