@@ -161,7 +161,7 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
 .status.refused,.status.expired{background:#fdecea;color:#b3261e}
 .status.offline{background:#fff4e5;color:#7a4d00}
 .hint{margin:12px 0 0;font-size:15px;color:#57606a}
-.paid .code,.expired .code{opacity:.15}
+.paid .code,.expired .code,.offline .code{opacity:.15}
 @media (max-width:360px){h1{font-size:21px}.amount{font-size:34px}}
 </style>
 </head>
@@ -192,6 +192,7 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
     st.textContent = s.message || (s.state === "paid" ? "Paid. Thank you!" : "Waiting for payment…");
     if (s.expires) end = s.expires;
     if (s.next) statusURL = s.next;
+    tick();
     if (s.state === "paid" && s.next) {
       holdUntil = Date.now() + holdMs;
       setTimeout(function(){ holdUntil = 0; reloadCode(); poll(); }, holdMs);
@@ -199,15 +200,14 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
     }
     if (s.reload) reloadCode();
   }
-  if (cd) {
-    var tick = function(){
-      if (state === "paid") { cd.textContent = ""; return; }
-      var left = Math.max(0, Math.round((end - Date.now())/1000));
-      cd.textContent = left > 0 ? "Code valid for " + left + " s" : "This code has expired.";
-      if (left === 0 && state === "waiting") show({state:"expired", message:"This code has expired. A new one will appear."});
-    };
-    tick(); setInterval(tick, 1000);
+  function tick(){
+    if (!cd) return;
+    if (state === "paid" || state === "offline") { cd.textContent = ""; return; }
+    var left = Math.max(0, Math.round((end - Date.now())/1000));
+    cd.textContent = left > 0 ? "Code valid for " + left + " s" : "This code has expired.";
+    if (left === 0 && state === "waiting") show({state:"expired", message:"This code has expired. A new one will appear."});
   }
+  if (cd) { tick(); setInterval(tick, 1000); }
   if (loop && loop.length > 1 && code) {
     var k = 0, imgs = fresh ? null : loop.map(function(u){ var i = new Image(); i.src = u; return i; });
     setInterval(function(){
