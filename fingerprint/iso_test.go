@@ -16,9 +16,12 @@ import (
 // fvcRoot returns the FVC2002 data directory or skips the test.
 func fvcRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := fvc.FindData(filepath.Join("..", "shared", "data", "fingerprints", "fvc2002"))
+	dir, err := fvc.DataDir()
+	if errors.Is(err, fvc.ErrDataUnset) {
+		t.Skipf("skipping: %v", err)
+	}
 	if err != nil {
-		t.Skipf("FVC2002 data not available (../shared/data/fingerprints/fvc2002 from the module root): %v", err)
+		t.Fatal(err)
 	}
 	return dir
 }
