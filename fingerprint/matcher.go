@@ -40,8 +40,9 @@ type Params struct {
 	GlobalTolRel float64
 	// MinPairs is the number of paired minutiae below which the score is 0.
 	MinPairs int
-	// FusionWeight weighs the pairing-graph score g (squashed to g/(g+1))
-	// added to the cylinder score; 0 uses the cylinders alone.
+	// FusionWeight weighs the pairing-graph score g in the fused score
+	// c·(1 + FusionWeight·g), c the cylinder score; 0 uses the cylinders
+	// alone (and skips the graph matcher).
 	FusionWeight float64
 
 	// Minutia Cylinder-Code parameters (see mcc.go; pixels at 500 dpi,
@@ -99,10 +100,10 @@ func DefaultParams() Params {
 		GlobalTol:      16,
 		GlobalTolRel:   0.05,
 		GlobalAngleTol: 0.6,
-		FusionWeight:   0.25,
+		FusionWeight:   2,
 
 		CylinderRadius:      70,
-		CylinderCells:       8,
+		CylinderCells:       16,
 		CylinderAngles:      6,
 		SigmaS:              28.0 / 3,
 		SigmaD:              2 * math.Pi / 9,
@@ -119,7 +120,7 @@ func DefaultParams() Params {
 		RelaxIterations:     5,
 		RelaxWeight:         0.5,
 		RelaxLenTol:         5,
-		RelaxLenTolRel:      0,
+		RelaxLenTolRel:      0.04,
 		RelaxLenTau:         1.6,
 		RelaxAngleTol:       math.Pi / 12,
 		RelaxAngleTau:       30,
@@ -171,6 +172,8 @@ func NewMatcher(opts ...Option) *Matcher {
 	if p.Roots < 1 {
 		p.Roots = 1
 	}
+	p.CylinderCells = min(max(p.CylinderCells, 2), 22)
+	p.CylinderAngles = min(max(p.CylinderAngles, 1), 32)
 	m := &Matcher{p: p, threshold: c.threshold, angTol8: int32(math.Round(p.AngleTol * 256 / twoPi))}
 	m.mcc = newMCCTables(&m.p)
 	m.pool.New = func() any { return new(scratch) }
@@ -445,10 +448,10 @@ type matchResult struct {
 	overA, overB int
 }
 
-// Score compares two prepared templates and returns a similarity score in
-// [0, 1+FusionWeight]; higher means more similar. It is the relaxed
-// Minutia Cylinder-Code similarity (in [0, 1]) plus FusionWeight·g/(g+1),
-// g the pairing-graph score. Score is symmetric, Score(a, b) == Score(b, a),
+// Score compares two prepared templates and returns a similarity score ≥ 0;
+// higher means more similar. It is the relaxed Minutia Cylinder-Code
+// similarity c (in [0, 1]) fused with the pairing-graph score g as
+// c·(1 + FusionWeight·g) (see Fuse). Score is symmetric, Score(a, b) == Score(b, a),
 // deterministic, and does not allocate once the matcher's scratch pool is
 // warm.
 func (m *Matcher) Score(a, b *Prepared) float64 {
@@ -469,7 +472,7 @@ func (m *Matcher) Score(a, b *Prepared) float64 {
 
 // CylinderScore returns the relaxed cylinder similarity alone (in [0, 1]).
 // Together with GraphScore it lets an evaluation try fusion weights without
-// matching again: Score = CylinderScore + FusionWeight·g/(g+1), g = GraphScore.
+// matching again: Score = Fuse(CylinderScore, GraphScore, FusionWeight).
 func (m *Matcher) CylinderScore(a, b *Prepared) float64 {
 	if a == nil || b == nil {
 		return 0
@@ -496,17 +499,20 @@ func (m *Matcher) GraphScore(a, b *Prepared) float64 {
 	return scoreOf(m.match(a, b, s), m.p.MinPairs)
 }
 
-// Fuse combines a cylinder score and a graph score as Score does.
+// Fuse combines a cylinder score c and a graph score g as Score does:
+// c·(1 + weight·g). The product lets the graph's evidence amplify the
+// cylinders' but never stand in for it: a pair the cylinders find
+// dissimilar stays low whatever the graph says.
 func Fuse(cylinder, graph, weight float64) float64 {
 	if weight <= 0 {
 		return cylinder
 	}
-	return cylinder + weight*graph/(graph+1)
+	return cylinder * (1 + weight*graph)
 }
 
 // DefaultThreshold is the score threshold for FMR ≤ 0.1%; see the package
 // documentation for how it was chosen.
-const DefaultThreshold = 0.8
+const DefaultThreshold = 0.10
 
 // Threshold returns the score threshold Verify uses.
 func (m *Matcher) Threshold() float64 { return m.threshold }

@@ -18,11 +18,19 @@ import (
 // geometry agrees (relaxation), with a length tolerance that grows with the
 // distance between the minutiae (plastic distortion grows with distance).
 
-// cylinderLayout is the cell layout of the cylinders of one Prepared.
+// cylinderLayout is the cell layout of the cylinders of one Prepared. Bits
+// are stored angle-major: angular slice a holds the ns·ns spatial cells in
+// sw words, so that one spatial validity mask of sw words serves every
+// slice.
 type cylinderLayout struct {
 	ns, nd int // spatial cells per side, angular cells
-	words  int // uint64 words per cylinder bit vector
+	sw     int // uint64 words per angular slice (and per validity mask)
+	words  int // uint64 words per cylinder bit vector (sw·nd)
 }
+
+// maxSliceWords bounds sw so that the common validity mask of two cylinders
+// fits a fixed array: ns ≤ 22.
+const maxSliceWords = 8
 
 // mccTables holds what a Matcher precomputes for cylinders and relaxation.
 type mccTables struct {
@@ -35,6 +43,8 @@ type mccTables struct {
 	// angInt[k][b]: ∫ of the angular Gaussian over cell k for a direction
 	// difference quantised to byte b (2π/256 units).
 	angInt [][256]float64
+	// sqrt[n] = √n for every possible popcount of a cylinder.
+	sqrt []float32
 	// sig is the logistic function 1/(1+e^{-x}) tabulated on [-sigMax, sigMax].
 	sig [2*sigSteps + 1]float32
 }
@@ -57,7 +67,8 @@ func (t *mccTables) logistic(x float32) float32 {
 
 func newMCCTables(p *Params) *mccTables {
 	ns, nd := p.CylinderCells, p.CylinderAngles
-	t := &mccTables{lay: cylinderLayout{ns: ns, nd: nd, words: (ns*ns*nd + 63) / 64}}
+	sw := (ns*ns + 63) / 64
+	t := &mccTables{lay: cylinderLayout{ns: ns, nd: nd, sw: sw, words: sw * nd}}
 	ds := 2 * p.CylinderRadius / float64(ns)
 	c := float64(ns+1) / 2
 	t.cellDX = make([]float64, ns*ns)
@@ -89,6 +100,10 @@ func newMCCTables(p *Params) *mccTables {
 			t.angInt[k][b] = 0.5 * (math.Erf((alpha+dd/2)/sd) - math.Erf((alpha-dd/2)/sd))
 		}
 	}
+	t.sqrt = make([]float32, t.lay.words*64+1)
+	for i := range t.sqrt {
+		t.sqrt[i] = float32(math.Sqrt(float64(i)))
+	}
 	for i := range t.sig {
 		x := (float64(i) - sigSteps) * sigMax / sigSteps
 		t.sig[i] = float32(1 / (1 + math.Exp(-x)))
@@ -104,7 +119,7 @@ func (m *Matcher) buildCylinders(p *Prepared) {
 	lay := t.lay
 	n := p.n
 	p.cylBits = make([]uint64, n*lay.words)
-	p.cylMask = make([]uint64, n*lay.words)
+	p.cylMask = make([]uint64, n*lay.sw)
 	p.cylOK = make([]bool, n)
 	p.cylIdx = p.cylIdx[:0]
 	sigS := m.p.SigmaS
@@ -131,7 +146,7 @@ func (m *Matcher) buildCylinders(p *Prepared) {
 			continue
 		}
 		bitsV := p.cylBits[i*lay.words : (i+1)*lay.words]
-		mask := p.cylMask[i*lay.words : (i+1)*lay.words]
+		mask := p.cylMask[i*lay.sw : (i+1)*lay.sw]
 		valid := 0
 		for k := range t.cellDX {
 			if !t.inR[k] {
@@ -157,11 +172,10 @@ func (m *Matcher) buildCylinders(p *Prepared) {
 					cell[a] += g * t.angInt[a][db]
 				}
 			}
+			mask[k/64] |= 1 << (k % 64)
 			for a := 0; a < lay.nd; a++ {
-				bit := k*lay.nd + a
-				mask[bit/64] |= 1 << (bit % 64)
 				if cell[a] >= m.p.MuPsi {
-					bitsV[bit/64] |= 1 << (bit % 64)
+					bitsV[a*lay.sw+k/64] |= 1 << (k % 64)
 				}
 			}
 		}
@@ -185,42 +199,51 @@ type mccPair struct {
 // valid cylinders that passes the direction check, and returns how many there
 // are.
 func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
-	w := m.mcc.lay.words
-	minCommon := int(m.p.MinMatchableCells * float64(m.mcc.cellsInR*m.mcc.lay.nd))
+	lay := m.mcc.lay
+	w, sw, nd := lay.words, lay.sw, lay.nd
+	// Validity is per spatial cell, the same in every angular slice.
+	minCommon := int(math.Ceil(m.p.MinMatchableCells * float64(m.mcc.cellsInR)))
 	dTheta := int32(math.Round(m.p.MaxRotation * 256 / twoPi))
 	s.sims = s.sims[:0]
+	var v [maxSliceWords]uint64
+	sq := m.mcc.sqrt
 	for _, i := range a.cylIdx {
 		ba := a.cylBits[int(i)*w : int(i+1)*w]
-		ma := a.cylMask[int(i)*w : int(i+1)*w]
+		ma := a.cylMask[int(i)*sw : int(i+1)*sw]
 		ta := a.theta8[i]
 		for _, j := range b.cylIdx {
 			if angDiff8(ta, b.theta8[j]) > dTheta {
 				continue
 			}
-			bb := b.cylBits[int(j)*w : int(j+1)*w]
-			mb := b.cylMask[int(j)*w : int(j+1)*w]
-			var nab, na, nb, nx int
-			for k := 0; k < w; k++ {
-				v := ma[k] & mb[k]
-				ca, cb := ba[k]&v, bb[k]&v
-				nab += bits.OnesCount64(v)
-				na += bits.OnesCount64(ca)
-				nb += bits.OnesCount64(cb)
-				nx += bits.OnesCount64(ca ^ cb)
+			mb := b.cylMask[int(j)*sw : int(j+1)*sw]
+			nab := 0
+			for k := 0; k < sw; k++ {
+				v[k] = ma[k] & mb[k]
+				nab += bits.OnesCount64(v[k])
 			}
-			if nab < minCommon || na+nb == 0 {
+			if nab < minCommon {
 				continue
 			}
-			sa, sb := sqrtTab(na), sqrtTab(nb)
-			sim := 1 - sqrtTab(nx)/(sa+sb)
+			bb := b.cylBits[int(j)*w : int(j+1)*w]
+			var na, nb, nx int
+			for a0 := 0; a0 < nd*sw; a0 += sw {
+				for k := 0; k < sw; k++ {
+					ca, cb := ba[a0+k]&v[k], bb[a0+k]&v[k]
+					na += bits.OnesCount64(ca)
+					nb += bits.OnesCount64(cb)
+					nx += bits.OnesCount64(ca ^ cb)
+				}
+			}
+			if na+nb == 0 {
+				continue
+			}
+			sim := 1 - sq[nx]/(sq[na]+sq[nb])
 			if sim > 0 {
 				s.sims = append(s.sims, mccPair{sim, i, j})
 			}
 		}
 	}
 }
-
-func sqrtTab(n int) float32 { return float32(math.Sqrt(float64(n))) }
 
 // mccScore consolidates the local similarities of a and b into a score in
 // [0, 1]: greedy one-to-one assignment by descending similarity, relaxation

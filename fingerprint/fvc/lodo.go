@@ -29,6 +29,32 @@ type Fold struct {
 	Report             eval.Report // Chosen on Left (never seen in tuning)
 	LeftFMR, LeftFNMR  float64     // at Threshold on Left
 	LeftImpostorsAbove int         // impostor scores ≥ Threshold on Left
+	// EachThreshold is the stricter rule: the lowest threshold with FMR ≤
+	// the target on every tuning database separately (ThresholdEach);
+	// EachLeftFMR and EachLeftFNMR are its rates on Left.
+	EachThreshold             float64
+	EachLeftFMR, EachLeftFNMR float64
+}
+
+// ThresholdEach returns the lowest threshold whose FMR is ≤ maxFMR on every
+// score set separately (the largest of their ThresholdForFMR thresholds): one
+// threshold that holds the bound on each sensor it was chosen on, not only on
+// their pool.
+func ThresholdEach(sets []Scores, maxFMR float64) (float64, error) {
+	if len(sets) == 0 {
+		return 0, eval.ErrNoScores
+	}
+	var t float64
+	for k, s := range sets {
+		pt, err := eval.ThresholdForFMR(s.Genuine, s.Impostor, maxFMR)
+		if err != nil {
+			return 0, err
+		}
+		if k == 0 || pt.Threshold > t {
+			t = pt.Threshold
+		}
+	}
+	return t, nil
 }
 
 // ErrShape is returned when a score table is not candidates × databases.
@@ -75,10 +101,12 @@ func LeaveOneOut(scores [][]Scores, names []string, maxFMR float64) ([]Fold, err
 			}
 		}
 		var g, im []float64
+		var tune []Scores
 		for d := 0; d < nd; d++ {
 			if d != left {
 				g = append(g, scores[f.Chosen][d].Genuine...)
 				im = append(im, scores[f.Chosen][d].Impostor...)
+				tune = append(tune, scores[f.Chosen][d])
 			}
 		}
 		pt, err := eval.ThresholdForFMR(g, im, maxFMR)
@@ -97,6 +125,11 @@ func LeaveOneOut(scores [][]Scores, names []string, maxFMR float64) ([]Fold, err
 				f.LeftImpostorsAbove++
 			}
 		}
+		if f.EachThreshold, err = ThresholdEach(tune, maxFMR); err != nil {
+			return nil, fmt.Errorf("fvc: fold %s: %w", names[left], err)
+		}
+		op = eval.At(s.Genuine, s.Impostor, f.EachThreshold)
+		f.EachLeftFMR, f.EachLeftFNMR = op.FMR, op.FNMR
 		folds[left] = f
 	}
 	return folds, nil
