@@ -149,10 +149,12 @@ func dataDir(t testing.TB) string {
 	return dir
 }
 
-// TestFVC2002Accuracy is a regression guard on the real data: the mean EER over
-// DB1–DB4 (280 genuine and 2,880 impostor comparisons each) must stay at or
-// below 3.5% (measured: about 2.4%), and DefaultThreshold must keep the pooled
-// FMR at or below 0.1%.
+// TestFVC2002Accuracy is a regression guard on the data DefaultParams and
+// DefaultThreshold were chosen on (so it is not an accuracy estimate: that is
+// the leave-one-database-out table of `qshield experiment fingerprint`): the
+// mean EER over DB1–DB4 (280 genuine and 2,880 impostor comparisons each)
+// must stay at or below 2.5% (measured: 1.52%), and DefaultThreshold must
+// keep the FMR at or below 0.1% on every database.
 func TestFVC2002Accuracy(t *testing.T) {
 	dbs, err := fvc.LoadFVC2002(dataDir(t))
 	if err != nil {
@@ -171,14 +173,17 @@ func TestFVC2002Accuracy(t *testing.T) {
 		}
 		t.Logf("%s: EER %.2f%% FMR100 %.2f%% FMR1000 %.2f%% ZeroFMR %.2f%%", db.Name,
 			100*res.Report.EER, 100*res.Report.FMR100, 100*res.Report.FMR1000, 100*res.Report.ZeroFMR)
+		if op := eval.At(res.Genuine, res.Impostor, fingerprint.DefaultThreshold); op.FMR > 0.001 {
+			t.Errorf("%s: FMR %.3f%% at DefaultThreshold exceeds 0.1%%", db.Name, 100*op.FMR)
+		}
 		sum += res.Report.EER
 		allG = append(allG, res.Genuine...)
 		allI = append(allI, res.Impostor...)
 	}
 	mean := sum / float64(len(dbs))
 	t.Logf("mean EER %.2f%%", 100*mean)
-	if mean > 0.035 {
-		t.Errorf("mean EER %.2f%% above the 3.5%% regression bound", 100*mean)
+	if mean > 0.025 {
+		t.Errorf("mean EER %.2f%% above the 2.5%% regression bound", 100*mean)
 	}
 	op := eval.At(allG, allI, fingerprint.DefaultThreshold)
 	t.Logf("at DefaultThreshold %.2f: pooled FMR %.3f%%, FNMR %.2f%%", fingerprint.DefaultThreshold, 100*op.FMR, 100*op.FNMR)
