@@ -342,7 +342,7 @@ func (s *Settlement) Settle(ctx context.Context, posCert *x509.Certificate, seal
 		e.Subject = res.RandCode
 		e.Detail = map[string]string{"transfer": res.TransferID, "amount": fmt.Sprint(res.Amount), "currency": res.Currency,
 			"account": res.Account, "merchant_account": res.MerchantAccount, "phone": res.Phone, "probe": res.ProbeSource,
-			"score": fmt.Sprintf("%.2f", res.Score), "replayed": fmt.Sprint(res.Replayed)}
+			"score": fmt.Sprintf("%.3f", res.Score), "replayed": fmt.Sprint(res.Replayed)}
 	}
 	s.audit(ctx, e)
 	return res, err
@@ -470,7 +470,7 @@ func (s *Settlement) decide(ctx context.Context, now time.Time, posCert *x509.Ce
 		if err := s.addFailure(ctx, cred.Serial, now); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: score %.1f", ErrFingerprint, score)
+		return nil, fmt.Errorf("%w: score %.3f", ErrFingerprint, score)
 	}
 	// Step 15: pay, idempotently on the RandCode.
 	t, err := s.cfg.Ledger.Transfer(ctx, ledger.TransferRequest{

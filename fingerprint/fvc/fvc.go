@@ -12,6 +12,21 @@
 //
 // which uses the data more fully than the original FVC impostor set (first
 // impressions only, 45 per database; ImpostorFirstOnly selects it).
+//
+// # Data
+//
+// The repository ships no fingerprint data. DataDir reads the directory from
+// $QSHIELD_FINGERPRINT_DATA; LoadFVC2002 loads DB1_B..DB4_B from it and
+// fails with ErrNoData when any is missing or empty — never a silent
+// fallback. Digest identifies the records, so that results are compared with
+// published figures only for the data those figures were measured on
+// (FVC2002SetBDigest).
+//
+// # Honest tuning
+//
+// LeaveOneOut chooses parameters and a threshold on all databases but one
+// and measures them on that one, for each database in turn; ThresholdEach is
+// the per-database threshold rule.
 package fvc
 
 import (
