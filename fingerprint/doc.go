@@ -75,7 +75,7 @@
 // data.
 //
 // DefaultThreshold (0.10) is the lowest threshold with FMR ≤ 0.1% on each of
-// the four databases separately (0.0974), rounded up; pooled FMR there is
+// the four databases separately (0.0972), rounded up; pooled FMR there is
 // 0.009% and pooled FNMR 9.1%. Chosen on three databases, the same rule held
 // FMR ≤ 0.2% on the held-out DB1–DB3 but not on DB4 (0.24%, false matches from
 // 3 of its 45 finger pairs): each database has only 10 fingers, so an FMR of

@@ -224,6 +224,10 @@ type Prepared struct {
 	cylBits, cylMask []uint64
 	cylOK            []bool
 	cylIdx           []uint8
+	// dist[i*n+j] and dir[i*n+j]: distance and direction (2π/256 units) of
+	// the segment from minutia i to minutia j.
+	dist []float32
+	dir  []uint8
 	// key orders templates so that Score(a, b) and Score(b, a) compute the
 	// same comparison (FNV-1a over the minutiae).
 	key uint64
@@ -380,6 +384,7 @@ func (m *Matcher) Prepare(t *Template) *Prepared {
 		p.theta8[i] = angleToByte(float64(p.theta[i]))
 	}
 	m.buildCylinders(p)
+	buildPairTables(p)
 	h := uint64(14695981039346656037)
 	for i := 0; i < n; i++ {
 		for _, v := range [...]uint32{uint32(int32(p.x[i])), uint32(int32(p.y[i])), uint32(angleToByte(float64(p.theta[i]))), uint32(p.typ[i])} {

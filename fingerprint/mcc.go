@@ -189,6 +189,25 @@ func (m *Matcher) buildCylinders(p *Prepared) {
 	}
 }
 
+// buildPairTables fills p.dist and p.dir: the distance between every two
+// minutiae and the direction of the segment from one to the other (2π/256
+// units), so that relaxation needs no square root or arctangent per
+// comparison.
+func buildPairTables(p *Prepared) {
+	n := p.n
+	p.dist = make([]float32, n*n)
+	p.dir = make([]uint8, n*n)
+	for i := 0; i < n; i++ {
+		for j := i + 1; j < n; j++ {
+			dx, dy := float64(p.x[j]-p.x[i]), float64(p.y[j]-p.y[i])
+			d := float32(math.Hypot(dx, dy))
+			p.dist[i*n+j], p.dist[j*n+i] = d, d
+			a := angleToByte(math.Atan2(dy, dx))
+			p.dir[i*n+j], p.dir[j*n+i] = a, a+128
+		}
+	}
+}
+
 // mccPair is one candidate minutia pair with its local similarity.
 type mccPair struct {
 	sim  float32
@@ -314,10 +333,8 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 		pa, pb := s.sel[ti].a, s.sel[ti].b
 		for ki := ti + 1; ki < n; ki++ {
 			qa, qb := s.sel[ki].a, s.sel[ki].b
-			dxa, dya := a.x[qa]-a.x[pa], a.y[qa]-a.y[pa]
-			dxb, dyb := b.x[qb]-b.x[pb], b.y[qb]-b.y[pb]
-			la := float32(math.Sqrt(float64(dxa*dxa + dya*dya)))
-			lb := float32(math.Sqrt(float64(dxb*dxb + dyb*dyb)))
+			la := a.dist[int(pa)*a.n+int(qa)]
+			lb := b.dist[int(pb)*b.n+int(qb)]
 			d1 := la - lb
 			if d1 < 0 {
 				d1 = -d1
@@ -333,8 +350,8 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 			z2 := t.logistic(-tauA * (d2 - muA))
 			// Radial angles: the direction of the joining segment in each
 			// minutia's frame (both ends).
-			phA := atan2Byte(dya, dxa)
-			phB := atan2Byte(dyb, dxb)
+			phA := a.dir[int(pa)*a.n+int(qa)]
+			phB := b.dir[int(pb)*b.n+int(qb)]
 			d3t := float32(angDiff8(a.theta8[pa]-phA, b.theta8[pb]-phB)) * (twoPi / 256)
 			d3k := float32(angDiff8(a.theta8[qa]-phA, b.theta8[qb]-phB)) * (twoPi / 256)
 			base := z1 * z2
@@ -379,39 +396,4 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 		sum += float64(lam[s.eff[r]])
 	}
 	return sum / float64(nP)
-}
-
-// atan2Byte returns atan2(y, x) in 2π/256 units (mathematical frame).
-func atan2Byte(y, x float32) uint8 {
-	return angleToByte(float64(fastAtan2(y, x)))
-}
-
-// fastAtan2 approximates atan2 to about 0.005 rad, far below the byte
-// resolution (0.025 rad) the result is quantised to.
-func fastAtan2(y, x float32) float32 {
-	ax, ay := x, y
-	if ax < 0 {
-		ax = -ax
-	}
-	if ay < 0 {
-		ay = -ay
-	}
-	if ax == 0 && ay == 0 {
-		return 0
-	}
-	var a float32
-	if ax >= ay {
-		z := ay / ax
-		a = z * (math.Pi/4 + 0.273*(1-z))
-	} else {
-		z := ax / ay
-		a = math.Pi/2 - z*(math.Pi/4+0.273*(1-z))
-	}
-	if x < 0 {
-		a = math.Pi - a
-	}
-	if y < 0 {
-		a = -a
-	}
-	return a
 }
