@@ -245,12 +245,28 @@ func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
 			}
 			bb := b.cylBits[int(j)*w : int(j+1)*w]
 			var na, nb, nx int
-			for a0 := 0; a0 < nd*sw; a0 += sw {
-				for k := 0; k < sw; k++ {
-					ca, cb := ba[a0+k]&v[k], bb[a0+k]&v[k]
-					na += bits.OnesCount64(ca)
-					nb += bits.OnesCount64(cb)
-					nx += bits.OnesCount64(ca ^ cb)
+			if sw == 4 {
+				// NS 13–16 (the default): the mask in registers, four words
+				// per angular slice.
+				v0, v1, v2, v3 := v[0], v[1], v[2], v[3]
+				for a0 := 0; a0+4 <= len(ba) && a0+4 <= len(bb); a0 += 4 {
+					x, y := ba[a0:a0+4:a0+4], bb[a0:a0+4:a0+4]
+					c0, d0 := x[0]&v0, y[0]&v0
+					c1, d1 := x[1]&v1, y[1]&v1
+					c2, d2 := x[2]&v2, y[2]&v2
+					c3, d3 := x[3]&v3, y[3]&v3
+					na += bits.OnesCount64(c0) + bits.OnesCount64(c1) + bits.OnesCount64(c2) + bits.OnesCount64(c3)
+					nb += bits.OnesCount64(d0) + bits.OnesCount64(d1) + bits.OnesCount64(d2) + bits.OnesCount64(d3)
+					nx += bits.OnesCount64(c0^d0) + bits.OnesCount64(c1^d1) + bits.OnesCount64(c2^d2) + bits.OnesCount64(c3^d3)
+				}
+			} else {
+				for a0 := 0; a0 < nd*sw; a0 += sw {
+					for k := 0; k < sw; k++ {
+						ca, cb := ba[a0+k]&v[k], bb[a0+k]&v[k]
+						na += bits.OnesCount64(ca)
+						nb += bits.OnesCount64(cb)
+						nx += bits.OnesCount64(ca ^ cb)
+					}
 				}
 			}
 			if na+nb == 0 {
