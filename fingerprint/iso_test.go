@@ -291,8 +291,15 @@ func FuzzParseISO(f *testing.F) {
 		}
 		// Whatever parses must also be matchable without trouble.
 		p := m.Prepare(tp)
-		if s := m.Score(p, ref); math.IsNaN(s) || s < 0 {
+		s := m.Score(p, ref)
+		if math.IsNaN(s) || math.IsInf(s, 0) || s < 0 {
 			t.Fatalf("score %v", s)
+		}
+		if r := m.Score(ref, p); r != s {
+			t.Fatalf("Score not symmetric: %v vs %v", s, r)
+		}
+		if c := m.CylinderScore(p, p); math.IsNaN(c) || c < 0 || c > 1 {
+			t.Fatalf("cylinder self-score %v outside [0, 1]", c)
 		}
 	})
 }
