@@ -32,6 +32,7 @@ func FingerprintExperiment() experiment.Spec {
 			{Name: "synthetic", Default: "no", Usage: "yes: run on four synthetic databases instead of real data (labelled as such); no: real data only"},
 			{Name: "passes", Default: "3", Usage: "timing passes per database; the fastest is reported"},
 			{Name: "seed", Default: "2026", Usage: "seed of the plastic-distortion test set"},
+			{Name: "fingers", Default: "10", Usage: "fingers per synthetic database (synthetic=yes only; 8 impressions each)"},
 			{Name: "grid", Default: "full", Usage: "full: the 32-candidate selection grid; small: DefaultParams and its cylinder-only variant (smoke tests)"},
 		},
 		Run: runFingerprint,
@@ -88,7 +89,14 @@ type fpDataset struct {
 func loadFingerprintData(env *experiment.Env) ([]*fvc.Database, fpDataset, error) {
 	switch env.String("synthetic") {
 	case "yes":
-		return syntheticDatabases(), fpDataset{Label: "synthetic databases (fingerprint.Synthetic, 4 × 10 fingers × 8 impressions; asked for with synthetic=yes)"}, nil
+		n, err := env.Int("fingers")
+		if err != nil {
+			return nil, fpDataset{}, err
+		}
+		if n < 3 || n > 100 {
+			return nil, fpDataset{}, fmt.Errorf("fingerprint: fingers %d out of range 3..100", n)
+		}
+		return syntheticDatabases(n), fpDataset{Label: fmt.Sprintf("synthetic databases (fingerprint.Synthetic, 4 × %d fingers × 8 impressions; asked for with synthetic=yes)", n)}, nil
 	case "no":
 	default:
 		return nil, fpDataset{}, fmt.Errorf("fingerprint: synthetic=%q, want yes or no", env.String("synthetic"))
@@ -223,6 +231,8 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 	if err != nil {
 		return nil, err
 	}
+	nGen, nImp := dbs[0].Comparisons(false)
+	nFingers := len(dbs[0].Fingers)
 	names := make([]string, len(dbs))
 	for d, db := range dbs {
 		names[d] = db.Name
@@ -307,9 +317,9 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 	}
 	lodo.Notes = append(lodo.Notes,
 		"Data: "+ds.Label+".",
-		fmt.Sprintf("Comparisons per database: all genuine pairs (280) and all impostor pairs of impressions of different fingers (2,880); tuning pools three databases (8,640 impostors, so FMR ≤ 0.1%% allows 8). Grid: %s, chosen by the lowest mean EER over the three tuning databases.", gridDesc),
+		fmt.Sprintf("Comparisons per database: all genuine pairs (%d) and all impostor pairs of impressions of different fingers (%d); tuning pools three databases (%d impostors, so FMR ≤ 0.1%% allows %d). Grid: %s, chosen by the lowest mean EER over the three tuning databases.", nGen, nImp, 3*nImp, 3*nImp/1000, gridDesc),
 		fmt.Sprintf("Result: mean EER %s (target ≤ 2.50%%: %s), worst database %s (target ≤ 5.00%%: %s).", pct(meanEER), yesNo(meanEER <= 0.025), pct(worst), yesNo(worst <= 0.05)),
-		"EER is interpolated where the DET polyline crosses FMR = FNMR; FMR100/FMR1000/ZeroFMR are the lowest FNMR with FMR ≤ 1%, ≤ 0.1%, = 0. With 2,880 impostors per database, one false match is 0.035% and FMR1000 rests on the 2 highest impostor scores.")
+		fmt.Sprintf("EER is interpolated where the DET polyline crosses FMR = FNMR; FMR100/FMR1000/ZeroFMR are the lowest FNMR with FMR ≤ 1%%, ≤ 0.1%%, = 0. With %d impostors per database, one false match is %.3f%% and FMR1000 rests on the %d highest impostor scores.", nImp, 100/float64(nImp), nImp/1000))
 
 	// 3. Distortion test set: the probe of every comparison distorted with
 	//    the plastic model, each fold's frozen choice on its held-out DB.
@@ -409,7 +419,7 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 	}
 	thr.Notes = append(thr.Notes,
 		"Data: "+ds.Label+".",
-		"Each database has 10 fingers, so its 2,880 impostor comparisons come from only 45 pairs of fingers; false matches cluster in a few look-alike pairs, and an FMR of 0.1% cannot be certified on this data (the finger-pair column shows where they come from).",
+		fmt.Sprintf("Each database has %d fingers, so its %d impostor comparisons come from only %d pairs of fingers; false matches cluster in a few look-alike pairs, and an FMR of 0.1%% cannot be certified on this data (the finger-pair column shows where they come from).", nFingers, nImp, nFingers*(nFingers-1)/2),
 		"The deployed fingerprint.DefaultParams / DefaultThreshold are chosen on all four databases (threshold: FMR ≤ 0.1% on each); their honest accuracy estimate is the leave-one-out table, not a figure on these databases.",
 		fmt.Sprintf("Selection on all four databases picks %q (mean EER %s, tuned on the data it is measured on); DefaultParams is %s; its strict-rule threshold on all four is %.4f (fingerprint.DefaultThreshold %.4f%s).",
 			cands[all].Name, pct(allMean), defaultName(cands, defIdx), deployed, fingerprint.DefaultThreshold, staleNote(deployed, defIdx)))
@@ -492,7 +502,8 @@ func fingerPairs(db *fvc.Database, imp []fpPair, scores []float64, t float64) st
 	if len(order) == 0 {
 		return "—"
 	}
-	out := fmt.Sprintf("%d of 45 (", len(order))
+	nf := len(db.Fingers)
+	out := fmt.Sprintf("%d of %d (", len(order), nf*(nf-1)/2)
 	for i, q := range order {
 		if i > 0 {
 			out += ", "
@@ -580,13 +591,13 @@ func positiveX(name string, x, y []float64) experiment.Series {
 	return s
 }
 
-// syntheticDatabases returns four FVC-shaped synthetic databases (10 fingers ×
+// syntheticDatabases returns four FVC-shaped synthetic databases (fingers ×
 // 8 impressions), one seed each, used only when synthetic=yes.
-func syntheticDatabases() []*fvc.Database {
+func syntheticDatabases(fingers int) []*fvc.Database {
 	var out []*fvc.Database
 	for d := 1; d <= 4; d++ {
 		db := &fvc.Database{Name: fmt.Sprintf("SYN%d", d)}
-		for f := 0; f < 10; f++ {
+		for f := 0; f < fingers; f++ {
 			db.Fingers = append(db.Fingers, 101+f)
 			var row []*fingerprint.Template
 			for i := 1; i <= 8; i++ {

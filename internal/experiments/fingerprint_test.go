@@ -13,7 +13,7 @@ import (
 )
 
 func fingerprintEnv(params map[string]string) *experiment.Env {
-	p := map[string]string{"data": "", "synthetic": "no", "passes": "1", "seed": "1", "grid": "small"}
+	p := map[string]string{"data": "", "synthetic": "no", "passes": "1", "seed": "1", "grid": "small", "fingers": "10"}
 	for k, v := range params {
 		p[k] = v
 	}
@@ -67,10 +67,7 @@ func TestFingerprintMissingDataIsAnError(t *testing.T) {
 // databases (asked for explicitly) and checks that every table names them
 // and that no published FVC2002 figure is compared with them.
 func TestFingerprintSyntheticIsLabelled(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the experiment on synthetic data (about 30 s on a busy machine)")
-	}
-	res, err := runFingerprint(context.Background(), fingerprintEnv(map[string]string{"synthetic": "yes"}))
+	res, err := runFingerprint(context.Background(), fingerprintEnv(map[string]string{"synthetic": "yes", "fingers": "4"}))
 	if err != nil {
 		t.Fatal(err)
 	}
