@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,36 +20,37 @@ import (
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme/etsi014"
+	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb"
 )
 
-// Environment variables of the keycharge commands.
+// Environment variables of the keycharge commands (the device's secrets).
 const (
-	EnvPlatformURL = "QSHIELD_URL"
-	EnvDevicePIN   = "QSHIELD_DEVICE_PIN"
-	EnvDevicePUK   = "QSHIELD_DEVICE_PUK"
+	EnvDevicePIN = "QSHIELD_DEVICE_PIN"
+	EnvDevicePUK = "QSHIELD_DEVICE_PUK"
 )
 
-// kcPlatformFlags are the connection flags of the keycharge clients.
+// kcPlatformFlags are the connection flags of the keycharge clients:
+// --server, the operator's --admin directory, and --ca/--cert/--key to
+// override single files of it (a charger presents its own certificate).
 type kcPlatformFlags struct {
-	url, stateDir, ca, cert, key string
+	server, admin, ca, cert, key string
 }
 
 func (f *kcPlatformFlags) register(cmd *cobra.Command, certHelp string) {
-	def := os.Getenv(EnvPlatformURL)
-	if def == "" {
-		def = "https://127.0.0.1:8443"
-	}
-	cmd.PersistentFlags().StringVar(&f.url, "url", def, "platform URL (env "+EnvPlatformURL+")")
-	cmd.PersistentFlags().StringVar(&f.stateDir, "state-dir", "", "platform state directory holding ca.pem, admin.pem, admin-key.pem (default: beside the SQLite file)")
-	cmd.PersistentFlags().StringVar(&f.ca, "ca", "", "CA certificate (default STATE_DIR/ca.pem)")
-	cmd.PersistentFlags().StringVar(&f.cert, "cert", "", certHelp)
-	cmd.PersistentFlags().StringVar(&f.key, "key", "", "client private key (default STATE_DIR/admin-key.pem)")
+	fs := cmd.PersistentFlags()
+	serverFlag(fs, &f.server, "")
+	adminFlag(fs, &f.admin, "state-dir")
+	fs.StringVar(&f.ca, "ca", "", "CA certificate (default ADMIN/ca.pem)")
+	fs.StringVar(&f.cert, "cert", "", certHelp)
+	fs.StringVar(&f.key, "key", "", "client private key (default ADMIN/admin-key.pem)")
 }
 
+// dir is --admin, or by default the server's directory beside the SQLite
+// database of --db (where `qshield serve` writes it).
 func (f *kcPlatformFlags) dir(g *Globals) (string, error) {
-	if f.stateDir != "" {
-		return f.stateDir, nil
+	if f.admin != "" {
+		return f.admin, nil
 	}
 	if sqldb.IsPostgres(g.DB) {
 		base, err := os.UserConfigDir()
@@ -82,19 +82,15 @@ func (f *kcPlatformFlags) tlsConfig(g *Globals, serverURL string, withCert bool)
 		}
 		return filepath.Join(dir, name)
 	}
-	caPEM, err := os.ReadFile(pick(f.ca, "ca.pem"))
+	_, roots, err := loadRoot(pick(f.ca, "ca.pem"))
 	if err != nil {
 		return nil, fmt.Errorf("read CA certificate: %w", err)
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("no certificate in the CA file")
+	host, err := serverName(serverURL)
+	if err != nil {
+		return nil, err
 	}
-	u, err := url.Parse(serverURL)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("bad URL %q", serverURL)
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: u.Hostname()}
+	tc := pki.TLSClientConfig(roots, host)
 	if withCert {
 		c, err := tls.LoadX509KeyPair(pick(f.cert, "admin.pem"), pick(f.key, "admin-key.pem"))
 		if err != nil {
@@ -106,11 +102,11 @@ func (f *kcPlatformFlags) tlsConfig(g *Globals, serverURL string, withCert bool)
 }
 
 func (f *kcPlatformFlags) client(g *Globals, withCert bool) (*keycharge.Client, error) {
-	tc, err := f.tlsConfig(g, f.url, withCert)
+	tc, err := f.tlsConfig(g, f.server, withCert)
 	if err != nil {
 		return nil, err
 	}
-	return keycharge.NewClient(f.url, tc), nil
+	return keycharge.NewClient(f.server, tc), nil
 }
 
 // secret returns a PIN or PUK: the flag, the environment variable, or a
@@ -385,11 +381,11 @@ func ChargerCommand(g *Globals) *cobra.Command {
 	var once bool
 	var keyBits int
 	cmd := &cobra.Command{
-		Use:   "charger --watch DIR --kme-url URL --cert charger-1.pem --key charger-1-key.pem",
+		Use:   "charger --watch DIR --kme URL --cert charger-1.pem --key charger-1-key.pem",
 		Short: "Quantum key charger (QKC): charge plugged key storage devices from the site's KME",
 		Long: "Watches DIR (each subdirectory holding a device store is a plugged device; polling).\n" +
 			"For each plug-in: PIN (flag, " + EnvDevicePIN + " or a prompt; wrong PINs are reported to the platform),\n" +
-			"challenge-response with the platform, keys over ETSI GS QKD 014 from --kme-url as master SAE,\n" +
+			"challenge-response with the platform, keys over ETSI GS QKD 014 from --kme as master SAE,\n" +
 			"written into the device with a progress bar, consistency check, then the platform records the charge.\n" +
 			"The client certificate (from `qshield kme issue-cert charger-1`) serves both the platform and the KME.",
 		Args: cobra.NoArgs,
@@ -447,12 +443,14 @@ func ChargerCommand(g *Globals) *cobra.Command {
 			if !once {
 				fmt.Fprintf(g.Err, "charger %s watching %s (Ctrl-C to stop)\n", sae, watch)
 			}
-			return ch.Watch(ctx, keycharge.WatchConfig{Dir: watch, Every: every, Volume: volume, Once: once,
+			var charged, failed int
+			err = ch.Watch(ctx, keycharge.WatchConfig{Dir: watch, Every: every, Volume: volume, Once: once,
 				PIN: func(dir string, info device.Info) ([]byte, error) {
 					return kcSecret(g, pinFlag, EnvDevicePIN, "PIN of device "+info.Serial)
 				},
 				OnResult: func(dir string, res *keycharge.ChargeResult, err error) {
 					if err != nil {
+						failed++
 						if g.JSON {
 							_ = g.PrintJSON(map[string]string{"device": dir, "error": err.Error()})
 						} else {
@@ -460,6 +458,7 @@ func ChargerCommand(g *Globals) *cobra.Command {
 						}
 						return
 					}
+					charged++
 					if g.JSON {
 						_ = g.PrintJSON(res)
 					} else {
@@ -473,12 +472,22 @@ func ChargerCommand(g *Globals) *cobra.Command {
 						}
 					}
 				}})
+			if err != nil {
+				return err
+			}
+			// With --once a script must see a failed charge in the exit
+			// status, not only in the output.
+			if failed > 0 {
+				return &Error{Code: "charge_failed", Err: fmt.Errorf("%d of %d charges failed", failed, failed+charged)}
+			}
+			return nil
 		},
 	}
 	pf.register(cmd, "charger client certificate (role client or application, CN charger-…)")
 	cmd.Flags().String("watch", "", "directory where devices appear (required)")
 	_ = cmd.MarkFlagRequired("watch")
-	cmd.Flags().StringVar(&kmeURL, "kme-url", "https://127.0.0.1:8441", "the site's KME (ETSI GS QKD 014)")
+	cmd.Flags().StringVar(&kmeURL, "kme", "https://127.0.0.1:8441", "the site's KME (ETSI GS QKD 014)")
+	alias(cmd.Flags(), &kmeURL, "kme-url", "kme", "https://127.0.0.1:8441")
 	cmd.Flags().StringVar(&kmeCert, "kme-cert", "", "SAE client certificate for the KME (default --cert)")
 	cmd.Flags().StringVar(&kmeKey, "kme-key", "", "SAE client key for the KME (default --key)")
 	cmd.Flags().StringVar(&sae, "sae", "", "this charger's SAE ID (default: the certificate's CN)")
@@ -500,7 +509,7 @@ func PhoneChannelCommand(g *Globals) *cobra.Command {
 	var dir, pinFlag, algS string
 	var perSession int
 	cmd := &cobra.Command{
-		Use:   "channel --device DIR [MESSAGE…]",
+		Use:   "channel --dir DIR [MESSAGE…]",
 		Short: "Quantum secure channel with the QSSC from a charged key storage device (AES-256-GCM or SM4-GCM)",
 		Long: "Each session uses a fresh 64-byte segment of the device's charged quantum key (key ID in the clear),\n" +
 			"marked used on the device before it is sent and at the QSSC when accepted. Messages come from the\n" +
@@ -511,7 +520,7 @@ func PhoneChannelCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			base, err := pf.tlsConfig(g, pf.url, false)
+			base, err := pf.tlsConfig(g, pf.server, false)
 			if err != nil {
 				return err
 			}
@@ -529,7 +538,7 @@ func PhoneChannelCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			plat := keycharge.NewClient(pf.url, tc)
+			plat := keycharge.NewClient(pf.server, tc)
 			defer plat.Close()
 			ph := &keycharge.Phone{Device: d, Platform: plat, Alg: alg}
 			msgs := args
@@ -570,8 +579,8 @@ func PhoneChannelCommand(g *Globals) *cobra.Command {
 		},
 	}
 	pf.register(cmd, "unused (TLS presents the device certificate; the channel is authenticated by the device key)")
-	cmd.Flags().StringVar(&dir, "device", "", "device directory (required)")
-	_ = cmd.MarkFlagRequired("device")
+	dirFlag(cmd.Flags(), &dir, "", "the key storage device's directory (its mount point; required)", "device")
+	_ = cmd.MarkFlagRequired("dir")
 	cmd.Flags().StringVar(&pinFlag, "pin", "", "device PIN (else "+EnvDevicePIN+" or a prompt)")
 	cmd.Flags().StringVar(&algS, "alg", string(channel.AES256GCM), "cipher: aes-256-gcm or sm4-gcm (the national secret algorithm)")
 	cmd.Flags().IntVar(&perSession, "per-session", 0, "open a new session every N messages (0: one session)")

@@ -30,10 +30,10 @@ func QMSPCommand(g *Globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if role != "css" && role != "pps" {
-				return fmt.Errorf("--role must be css or pps")
+				return Usagef("--role must be css or pps")
 			}
 			if kmeURL == "" {
-				return fmt.Errorf("--kme is required (the URL of this site's key manager)")
+				return Usagef("--kme is required (the URL of this site's key manager)")
 			}
 			u, err := url.Parse(kmeURL)
 			if err != nil {
@@ -107,7 +107,10 @@ func QMSPCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.Out, "qmsp %s serving on https://%s (SAE %s at %s)\n", role, ln.Addr(), sae, kmeURL)
+			if err := g.Report(map[string]any{"role": role, "url": "https://" + ln.Addr().String(), "sae": sae, "kme": kmeURL},
+				fmt.Sprintf("qmsp %s serving on https://%s (SAE %s at %s)", role, ln.Addr(), sae, kmeURL)); err != nil {
+				return err
+			}
 			return s.Run(ctx, ln)
 		},
 	}
@@ -116,7 +119,7 @@ func QMSPCommand(g *Globals) *cobra.Command {
 	serve.Flags().StringVar(&sae, "sae", "", "this server's SAE ID at the key manager (default: the role)")
 	serve.Flags().StringVar(&peerSAE, "peer-sae", "", "the other server's SAE ID (default: pps for the CSS, css for the PPS)")
 	serve.Flags().StringVar(&listen, "listen", "127.0.0.1:8450", "address to listen on")
-	serve.Flags().StringVar(&stateDir, "state-dir", "", "the platform state directory (CA sealing key, platform.key)")
+	dirFlag(serve.Flags(), &stateDir, "", "the server's directory (CA sealing key, platform.key)", "state-dir")
 	cmd.AddCommand(serve)
 	return cmd
 }

@@ -2,19 +2,14 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"github.com/qshield/qshield/fsutil"
-	"github.com/qshield/qshield/internal/platform"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -22,7 +17,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
+	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/selfverify"
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
@@ -34,34 +33,29 @@ type svConn struct {
 	ca     string
 }
 
+// EnvCA names the CA certificate file the self-verified clients trust (--ca).
+const EnvCA = "QSHIELD_CA"
+
 func (c *svConn) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&c.server, "server", envOr("QSHIELD_SERVER", "https://127.0.0.1:8443"), "operator base URL (env QSHIELD_SERVER)")
-	cmd.Flags().StringVar(&c.ca, "ca", os.Getenv("QSHIELD_CA"), "PEM file of the CA that signs the server certificates (env QSHIELD_CA; default: system roots)")
+	serverFlag(cmd.Flags(), &c.server, "the operator's URL")
+	cmd.Flags().StringVar(&c.ca, "ca", os.Getenv(EnvCA), "PEM file of the CA that signs the server certificates (env "+EnvCA+"; default: system roots)")
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-// httpClient trusts --ca (or the system roots).
+// httpClient trusts --ca (or the system roots), at TLS 1.3.
 func (c *svConn) httpClient() (*http.Client, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	var pool *x509.CertPool
 	if c.ca != "" {
 		pem, err := os.ReadFile(c.ca)
 		if err != nil {
 			return nil, fmt.Errorf("read --ca: %w", err)
 		}
-		pool := x509.NewCertPool()
+		pool = x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("--ca %s holds no PEM certificate", c.ca)
 		}
-		cfg.RootCAs = pool
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = cfg
+	tr.TLSClientConfig = pki.TLSClientConfig(pool, "")
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
 }
 
@@ -173,22 +167,26 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 	_ = register.MarkFlagRequired("id")
 	_ = register.MarkFlagRequired("code")
 
-	var amount int64
+	var amount string
 	var ttl time.Duration
 	withdraw := &cobra.Command{
 		Use:   "withdraw",
 		Short: "Move W from your account into escrow and receive a signed e-balance token",
 		Args:  cobra.NoArgs,
 		RunE: withUser(func(ctx context.Context, u *selfverify.User) error {
-			st, err := u.Withdraw(ctx, amount, ttl)
+			amt, err := parseAmount(amount, u.Wallet().Currency)
 			if err != nil {
 				return err
 			}
-			return g.Report(st.Token, fmt.Sprintf("token %s: W=%d %s, expires %s\n", st.Token.Serial, st.Token.Limit, st.Token.Currency,
+			st, err := u.Withdraw(ctx, amt.Minor, ttl)
+			if err != nil {
+				return err
+			}
+			return g.Report(st.Token, fmt.Sprintf("token %s: W=%s, expires %s\n", st.Token.Serial, money.Format(st.Token.Limit, st.Token.Currency),
 				st.Token.Expires().UTC().Format(time.RFC3339)))
 		}),
 	}
-	withdraw.Flags().Int64Var(&amount, "amount", 0, "token limit W in minor units")
+	withdraw.Flags().StringVar(&amount, "amount", "", "token limit W in major units of your account's currency, e.g. 100.00")
 	withdraw.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default: the operator's, 24h)")
 	_ = withdraw.MarkFlagRequired("amount")
 
@@ -206,8 +204,9 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.Report(rc, fmt.Sprintf("paid %d for %s (payment %d of this session, %d spent at this vendor)\ngoods: %s\n",
-				rc.Price, rc.Item, rc.Seq, rc.SpentAtVendor, rc.Goods))
+			cur := u.Wallet().Currency
+			return g.Report(rc, fmt.Sprintf("paid %s for %s (payment %d of this session, %s spent at this vendor)\ngoods: %s\n",
+				money.Format(rc.Price, cur), rc.Item, rc.Seq, money.Format(rc.SpentAtVendor, cur), rc.Goods))
 		}),
 	}
 	pay.Flags().StringVar(&vendorURL, "vendor", "", "vendor base URL")
@@ -234,7 +233,7 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			tw := tabwriter.NewWriter(g.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "vendor %s (%s, %s)\nITEM\tPRICE\tDESCRIPTION\n", info.ID, info.Curve, info.Currency)
 			for _, it := range info.Catalog {
-				fmt.Fprintf(tw, "%s\t%d\t%s\n", it.ID, it.Price, it.Description)
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", it.ID, money.Format(it.Price, info.Currency), it.Description)
 			}
 			return tw.Flush()
 		},
@@ -266,7 +265,7 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			}
 			var b strings.Builder
 			for _, c := range all {
-				fmt.Fprintf(&b, "confirmation %s (token %s): %d → %s\n", c.ID, c.Serial, c.Amount, c.State)
+				fmt.Fprintf(&b, "confirmation %s (token %s): %s → %s\n", c.ID, c.Serial, money.Format(c.Amount, u.Wallet().Currency), c.State)
 			}
 			if len(all) == 0 {
 				b.WriteString("nothing to confirm\n")
@@ -286,7 +285,9 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.Report(st, fmt.Sprintf("token %s: %s; settled %d, refunded %d of W=%d\n", st.Serial, st.State, st.Settled, st.Refunded, st.Limit))
+			cur := u.Wallet().Currency
+			return g.Report(st, fmt.Sprintf("token %s: %s; settled %s, refunded %s of W=%s\n", st.Serial, st.State,
+				money.Format(st.Settled, cur), money.Format(st.Refunded, cur), money.Format(st.Limit, cur)))
 		}),
 	}
 	closeCmd.Flags().StringVar(&serial, "serial", "", "token serial")
@@ -328,11 +329,11 @@ func PhoneShopCommand(g *Globals) *cobra.Command {
 			tw := tabwriter.NewWriter(g.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "wallet of %s (%s)\nTOKEN\tW\tSPENT\tEXPIRES\tCLOSED\n", w.ID, w.Curve)
 			for _, t := range toks {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%v\n", t.Serial, t.W, t.Spent, t.Expires, t.Closed)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", t.Serial, money.Format(t.W, w.Currency), money.Format(t.Spent, w.Currency), t.Expires, t.Closed)
 			}
 			fmt.Fprintf(tw, "\nVENDOR\tITEM\tPRICE\tSEQ\tREF\n")
 			for _, p := range w.Payments {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", p.Vendor, p.Item, p.Price, p.Seq, p.Ref)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", p.Vendor, p.Item, money.Format(p.Price, w.Currency), p.Seq, p.Ref)
 			}
 			return tw.Flush()
 		},
@@ -358,7 +359,10 @@ func VendorCommand(g *Globals) *cobra.Command {
 	cmd.PersistentFlags().StringVar(&id, "id", "", "vendor identity")
 	_ = cmd.MarkPersistentFlagRequired("id")
 
-	openVendor := func(ctx context.Context, catalog []selfverify.Item) (*selfverify.Vendor, *sqldb.DB, error) {
+	// openVendor opens the vendor in --db; catalog (nil for commands that
+	// sell nothing) builds the catalogue in the vendor's currency.
+	var currency string // the vendor's, once openVendor has read its credentials
+	openVendor := func(ctx context.Context, catalogOf func(currency string) ([]selfverify.Item, error)) (*selfverify.Vendor, *sqldb.DB, error) {
 		db, err := g.OpenDB(ctx)
 		if err != nil {
 			return nil, nil, err
@@ -367,6 +371,14 @@ func VendorCommand(g *Globals) *cobra.Command {
 		if err != nil {
 			db.Close()
 			return nil, nil, err
+		}
+		currency = cred.Currency
+		var catalog []selfverify.Item
+		if catalogOf != nil {
+			if catalog, err = catalogOf(cred.Currency); err != nil {
+				db.Close()
+				return nil, nil, err
+			}
 		}
 		api, err := conn.operator()
 		if err != nil {
@@ -422,13 +434,9 @@ func VendorCommand(g *Globals) *cobra.Command {
 		Short: "Serve the vendor API (/v1/vendor/) over HTTPS",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			catalog, err := loadCatalog(catalogFile, items)
-			if err != nil {
-				return err
-			}
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			v, db, err := openVendor(ctx, catalog)
+			v, db, err := openVendor(ctx, func(currency string) ([]selfverify.Item, error) { return loadCatalog(catalogFile, items, currency) })
 			if err != nil {
 				return err
 			}
@@ -443,7 +451,7 @@ func VendorCommand(g *Globals) *cobra.Command {
 			errc := make(chan error, 1)
 			switch {
 			case certFile != "" && keyFile != "":
-				srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+				srv.TLSConfig = pki.TLSServerConfig(nil)
 				go func() { errc <- srv.ServeTLS(ln, certFile, keyFile) }()
 				fmt.Fprintf(g.Err, "vendor %s serving https://%s%s\n", id, ln.Addr(), selfverify.VendorPrefix)
 			case insecure:
@@ -451,7 +459,7 @@ func VendorCommand(g *Globals) *cobra.Command {
 				fmt.Fprintf(g.Err, "vendor %s serving plain http://%s%s (insecure)\n", id, ln.Addr(), selfverify.VendorPrefix)
 			default:
 				ln.Close()
-				return errors.New("give --tls-cert and --tls-key, or --insecure-http for a local test")
+				return Usagef("give --tls-cert and --tls-key, or --insecure-http for a local test")
 			}
 			select {
 			case err := <-errc:
@@ -467,8 +475,8 @@ func VendorCommand(g *Globals) *cobra.Command {
 	serve.Flags().StringVar(&certFile, "tls-cert", "", "TLS certificate (PEM)")
 	serve.Flags().StringVar(&keyFile, "tls-key", "", "TLS private key (PEM)")
 	serve.Flags().BoolVar(&insecure, "insecure-http", false, "serve plain HTTP (local tests only)")
-	serve.Flags().StringVar(&catalogFile, "catalog", "", "JSON file: [{\"id\":…,\"description\":…,\"price\":…}]")
-	serve.Flags().StringArrayVar(&items, "item", nil, "catalogue item id:price[:description] (repeatable)")
+	serve.Flags().StringVar(&catalogFile, "catalog", "", "JSON file: [{\"id\":…,\"description\":…,\"price\":…}], prices in minor units as in the API")
+	serve.Flags().StringArrayVar(&items, "item", nil, "catalogue item id:price[:description], price in major units of the vendor's currency, e.g. tea:12.50 (repeatable)")
 
 	deposit := &cobra.Command{
 		Use:   "deposit",
@@ -491,7 +499,7 @@ func VendorCommand(g *Globals) *cobra.Command {
 			var b strings.Builder
 			fmt.Fprintf(&b, "deposit %s\n", dep.ID)
 			for _, cs := range dep.Confirmations {
-				fmt.Fprintf(&b, "  token %s: %d %s (user must answer by %s)\n", cs.Serial, cs.Amount, cs.State, time.UnixMilli(cs.Deadline).UTC().Format(time.RFC3339))
+				fmt.Fprintf(&b, "  token %s: %s %s (user must answer by %s)\n", cs.Serial, money.Format(cs.Amount, currency), cs.State, time.UnixMilli(cs.Deadline).UTC().Format(time.RFC3339))
 			}
 			return g.Report(dep, b.String())
 		},
@@ -526,7 +534,7 @@ func VendorCommand(g *Globals) *cobra.Command {
 			tw := tabwriter.NewWriter(g.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "REF\tTOKEN\tSEQ\tITEM\tPRICE\tDEPOSIT\tSTATE")
 			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", p.Ref, p.Serial, p.Seq, p.Item, p.Price, p.DepositID, p.DepositState)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.Ref, p.Serial, p.Seq, p.Item, money.Format(p.Price, currency), p.DepositID, p.DepositState)
 			}
 			return tw.Flush()
 		},
@@ -540,7 +548,10 @@ func VendorCommand(g *Globals) *cobra.Command {
 	return cmd
 }
 
-func loadCatalog(file string, items []string) ([]selfverify.Item, error) {
+// loadCatalog reads the vendor's catalogue: --catalog (prices in minor
+// units, the API's form) and --item id:price[:description] (price in major
+// units of currency).
+func loadCatalog(file string, items []string, currency string) ([]selfverify.Item, error) {
 	var cat []selfverify.Item
 	if file != "" {
 		b, err := os.ReadFile(file)
@@ -556,34 +567,35 @@ func loadCatalog(file string, items []string) ([]selfverify.Item, error) {
 	for _, s := range items {
 		parts := strings.SplitN(s, ":", 3)
 		if len(parts) < 2 {
-			return nil, fmt.Errorf("--item %q: want id:price[:description]", s)
+			return nil, Usagef("--item %q: want id:price[:description]", s)
 		}
-		price, err := strconv.ParseInt(parts[1], 10, 64)
+		price, err := money.ParsePositive(parts[1], currency)
 		if err != nil {
-			return nil, fmt.Errorf("--item %q: price: %w", s, err)
+			return nil, Usage(&Error{Code: ErrorCode(err), Err: fmt.Errorf("--item %q: price: %w", s, err)})
 		}
-		it := selfverify.Item{ID: parts[0], Price: price}
+		it := selfverify.Item{ID: parts[0], Price: price.Minor}
 		if len(parts) == 3 {
 			it.Description = parts[2]
 		}
 		cat = append(cat, it)
 	}
 	if len(cat) == 0 {
-		return nil, errors.New("the vendor needs a catalogue: --item id:price[:description] or --catalog file.json")
+		return nil, Usagef("the vendor needs a catalogue: --item id:price[:description] or --catalog file.json")
 	}
 	return cat, nil
 }
 
-// SelfVerifyEnrollCommand is the operator's enrollment step (suggested as
-// `qshield selfverify enroll`): it binds an identity and role to a ledger
+// SelfVerifyEnrollCommand is the operator's enrolment step (`qshield
+// selfverify enrol`, alias enroll): it binds an identity and role to a ledger
 // account in --db and prints the one-time code the phone or vendor registers
 // with. It works on the database directly, as the server's administrator.
 func SelfVerifyEnrollCommand(g *Globals) *cobra.Command {
 	var id, role, account, curveName, svStateDir string
 	cmd := &cobra.Command{
-		Use:   "enroll",
-		Short: "Enrol a user or vendor for self-verified registration and print its one-time code",
-		Args:  cobra.NoArgs,
+		Use:     "enrol",
+		Aliases: []string{"enroll"},
+		Short:   "Enrol a user or vendor for self-verified registration and print its one-time code",
+		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			ctx := c.Context()
 			db, err := g.OpenDB(ctx)
@@ -629,7 +641,7 @@ func SelfVerifyEnrollCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&role, "role", selfverify.RoleUser, "user or vendor")
 	cmd.Flags().StringVar(&account, "account", "", "ledger account the identity's money moves through")
 	cmd.Flags().StringVar(&curveName, "curve", "P-256", "operator curve when the key is created: P-256 or SM2")
-	cmd.Flags().StringVar(&svStateDir, "state-dir", "", "the platform state directory (its platform.key opens the operator key; default: beside the SQLite file)")
+	dirFlag(cmd.Flags(), &svStateDir, "", "the server's directory (its platform.key opens the operator key; default: beside the SQLite file)", "state-dir")
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("account")
 	return cmd
