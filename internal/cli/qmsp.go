@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"html"
 	"image"
 	_ "image/gif" // decoding photographed or saved codes
 	_ "image/jpeg"
@@ -294,15 +295,9 @@ func readQR(ctx context.Context, src string, roots *x509.CertPool) (string, erro
 		}
 		switch ctype {
 		case "text/html":
-			img := imgSrc.FindSubmatch(body)
-			if img == nil {
-				return "", fmt.Errorf("--qr %s: a web page without an image", src)
+			if src, err = pageImage(body, final); err != nil {
+				return "", fmt.Errorf("--qr %s: %w", src, err)
 			}
-			ref, err := final.Parse(string(img[1]))
-			if err != nil {
-				return "", fmt.Errorf("--qr %s: image link %q: %w", src, img[1], err)
-			}
-			src = ref.String()
 			continue
 		case "text/plain":
 			return strings.TrimSpace(string(body)), nil
@@ -314,6 +309,23 @@ func readQR(ctx context.Context, src string, roots *x509.CertPool) (string, erro
 }
 
 var imgSrc = regexp.MustCompile(`(?is)<img[^>]*\ssrc\s*=\s*["']([^"']+)["']`)
+
+// pageImage returns the absolute URL of the first image of an HTML page
+// fetched from base (a gateway page shows its code as its one <img>).
+func pageImage(page []byte, base *url.URL) (string, error) {
+	img := imgSrc.FindSubmatch(page)
+	if img == nil {
+		return "", errors.New("a web page without an image")
+	}
+	ref, err := base.Parse(html.UnescapeString(string(img[1])))
+	if err != nil {
+		return "", fmt.Errorf("image link %q: %w", img[1], err)
+	}
+	if ref.Scheme != "http" && ref.Scheme != "https" {
+		return "", fmt.Errorf("image link %q is not an http(s) URL", img[1])
+	}
+	return ref.String(), nil
+}
 
 // fetch GETs src and returns the body, its media type and the final URL
 // (after redirects, to resolve relative links against).
