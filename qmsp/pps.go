@@ -368,7 +368,7 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 			return nil
 		}
 		_, err = p.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
-			Details: map[string]string{"key": ref, "amount": strconv.FormatInt(m.Amount, 10) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
+			Details: map[string]string{"key": ref, "amount": currency.Format(m.Amount) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
 		return err
 	})
 	if err != nil {
