@@ -91,7 +91,7 @@ func ExperimentCommand(g *Globals, reg func() (*experiment.Registry, error)) *co
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "directory to write NAME.md, NAME.json and PNG plots into")
-	cmd.Flags().StringArrayVar(&params, "param", nil, "experiment parameter name=value (repeatable); see `qshield experiment list`")
+	cmd.Flags().StringArrayVar(&params, "param", nil, "experiment parameter name=value (repeatable); see: qshield experiment list")
 	return cmd
 }
 

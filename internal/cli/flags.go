@@ -73,7 +73,7 @@ func dirFlag(fs *pflag.FlagSet, p *string, kind, what string, oldNames ...string
 // adminFlag registers --admin (env QSHIELD_ADMIN): the operator's
 // credential directory, with the old names as deprecated aliases.
 func adminFlag(fs *pflag.FlagSet, p *string, oldNames ...string) {
-	fs.StringVar(p, "admin", os.Getenv(EnvAdmin), "the operator's credentials: a directory holding ca.pem, admin.pem and admin-key.pem, as `qshield serve` writes into its --dir (env "+EnvAdmin+")")
+	fs.StringVar(p, "admin", os.Getenv(EnvAdmin), "the operator's credentials: a directory holding ca.pem, admin.pem and admin-key.pem, as qshield serve writes into its --dir (env "+EnvAdmin+")")
 	for _, o := range oldNames {
 		alias(fs, p, o, "admin", os.Getenv(EnvAdmin))
 	}

@@ -49,7 +49,7 @@ func WatermarkScanCommand(g *Globals) *cobra.Command {
 	})
 	cmd := ScanCommandWith(g, sub)
 	cmd.Flags().StringVar(&server, "server", "", "submit the recovered token to this qshield server (verify and pay)")
-	dirFlag(cmd.Flags(), &dir, KindWatermarkScanner, "the scanner's directory (key and certificate from `qshield watermark enrol --role scanner`)")
+	dirFlag(cmd.Flags(), &dir, KindWatermarkScanner, "the scanner's directory (key and certificate from: qshield watermark enrol --role scanner)")
 	cmd.Flags().StringVar(&amount, "amount", "1", "amount to charge in major units of --currency, e.g. 12.34 (CNY) or 100 (JPY)")
 	cmd.Flags().StringVar(&currency, "currency", "CNY", "ISO 4217 currency")
 	return cmd
