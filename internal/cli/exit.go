@@ -13,7 +13,6 @@ import (
 
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/money"
-	"github.com/qshield/qshield/qmsp"
 )
 
 // Exit statuses of qshield (docs/CLI.md).
@@ -68,18 +67,14 @@ func ExitCode(err error) int {
 // and a few well-known classes; "error" for everything else.
 func ErrorCode(err error) string {
 	var (
-		u  *usageError
-		e  *Error
-		p  *httpx.Problem
-		qp *qmsp.ProblemError
+		u *usageError
+		e *Error
 	)
 	switch {
 	case errors.As(err, &e):
 		return e.Code
-	case errors.As(err, &p) && p.Code != "":
-		return p.Code
-	case errors.As(err, &qp) && qp.Code != "":
-		return qp.Code
+	case httpx.ProblemCode(err) != "":
+		return httpx.ProblemCode(err)
 	case errors.Is(err, money.ErrUnknownCurrency):
 		return "unknown_currency"
 	case errors.Is(err, money.ErrSyntax), errors.Is(err, money.ErrPrecision), errors.Is(err, money.ErrRange):
