@@ -13,21 +13,27 @@ func formatMoney(minor int64, cur string) string { return money.Format(minor, cu
 
 func signedMoney(minor int64, cur string) string { return formatMoney(minor, cur) }
 
+// formError is a message for the person filling in a form: a sentence,
+// shown as it is.
+type formError string
+
+func (e formError) Error() string { return string(e) }
+
 // parseMoney reads what an operator typed into minor units of cur, with a
 // message fit for the form.
 func parseMoney(s, cur string) (int64, error) {
 	c, err := money.Lookup(cur)
 	if err != nil {
-		return 0, fmt.Errorf("This account's currency %s is not known.", cur)
+		return 0, formError(fmt.Sprintf("This account's currency %s is not known.", cur))
 	}
 	v, err := c.Parse(s)
 	switch {
 	case errors.Is(err, money.ErrPrecision) || errors.Is(err, money.ErrSyntax):
-		return 0, fmt.Errorf("Enter an amount like %s (at most %d decimals for %s).", c.Format(1234*pow10(c.Digits)/100)+" "+c.Code, c.Digits, c.Code)
+		return 0, formError(fmt.Sprintf("Enter an amount like %s (at most %d decimals for %s).", c.Format(1234*pow10(c.Digits)/100)+" "+c.Code, c.Digits, c.Code))
 	case err != nil || v > 1_000_000_000_000_000:
-		return 0, fmt.Errorf("That amount is too large.")
+		return 0, formError("That amount is too large.")
 	case v <= 0:
-		return 0, fmt.Errorf("The amount must be more than zero.")
+		return 0, formError("The amount must be more than zero.")
 	}
 	return v, nil
 }
