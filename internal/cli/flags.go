@@ -8,10 +8,12 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // The command vocabulary (docs/CLI.md): one flag name and at most one
@@ -71,12 +73,49 @@ func dirFlag(fs *pflag.FlagSet, p *string, kind, what string, oldNames ...string
 }
 
 // adminFlag registers --admin (env QSHIELD_ADMIN): the operator's
-// credential directory, with the old names as deprecated aliases.
+// credential directory, with the old names as deprecated aliases. When
+// neither is given, the root command fills in the directory `qshield serve`
+// uses with the same --db (defaultAdmin).
 func adminFlag(fs *pflag.FlagSet, p *string, oldNames ...string) {
-	fs.StringVar(p, "admin", os.Getenv(EnvAdmin), "the operator's credentials: a directory holding ca.pem, admin.pem and admin-key.pem, as qshield serve writes into its --dir (env "+EnvAdmin+")")
+	fs.StringVar(p, "admin", os.Getenv(EnvAdmin), "the operator's credentials: a directory holding ca.pem, admin.pem and admin-key.pem, as qshield serve writes into its --dir (env "+EnvAdmin+"; default: the server's directory for --db)")
 	for _, o := range oldNames {
 		alias(fs, p, o, "admin", os.Getenv(EnvAdmin))
 	}
+}
+
+// ServerDir is the directory `qshield serve` keeps its state in when it
+// is given no --dir: beside the SQLite database of dsn (the default one when
+// dsn is empty), or the user's configuration directory for PostgreSQL.
+func ServerDir(dsn string) (string, error) {
+	if sqldb.IsPostgres(dsn) {
+		base, err := os.UserConfigDir()
+		if err != nil {
+			return "", err
+		}
+		return filepath.Join(base, "qshield"), nil
+	}
+	if dsn == "" {
+		var err error
+		if dsn, err = sqldb.DefaultPath(); err != nil {
+			return "", err
+		}
+	}
+	return filepath.Dir(dsn), nil
+}
+
+// defaultAdmin gives an unset --admin of cmd its default: the server's
+// directory for the same --db, so that on one machine `qshield serve` and
+// the operator's commands need no flags.
+func defaultAdmin(g *Globals, cmd *cobra.Command) error {
+	f := cmd.Flags().Lookup("admin")
+	if f == nil || f.Value.String() != "" {
+		return nil
+	}
+	dir, err := ServerDir(g.DB)
+	if err != nil {
+		return nil // left empty: the command says --admin is required
+	}
+	return f.Value.Set(dir)
 }
 
 // alias registers a hidden, deprecated flag old writing into the same

@@ -17,7 +17,6 @@ import (
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/pki"
-	"github.com/qshield/qshield/sqldb"
 )
 
 // Environment variables of the keycharge commands (the device's secrets).
@@ -42,27 +41,13 @@ func (f *kcPlatformFlags) register(cmd *cobra.Command, certHelp string) {
 	fs.StringVar(&f.key, "key", "", "client private key (default ADMIN/admin-key.pem)")
 }
 
-// dir is --admin, or by default the server's directory beside the SQLite
-// database of --db (where `qshield serve` writes it).
+// dir is --admin (its default, the server's directory, is filled in by
+// the root command: see defaultAdmin).
 func (f *kcPlatformFlags) dir(g *Globals) (string, error) {
 	if f.admin != "" {
 		return f.admin, nil
 	}
-	if sqldb.IsPostgres(g.DB) {
-		base, err := os.UserConfigDir()
-		if err != nil {
-			return "", err
-		}
-		return filepath.Join(base, "qshield"), nil
-	}
-	p := g.DB
-	if p == "" {
-		var err error
-		if p, err = sqldb.DefaultPath(); err != nil {
-			return "", err
-		}
-	}
-	return filepath.Dir(p), nil
+	return ServerDir(g.DB)
 }
 
 // tlsConfig builds a TLS 1.3 client configuration trusting the platform CA;

@@ -28,6 +28,9 @@ func Root(g *Globals) *cobra.Command {
 			if err := cmd.ValidateFlagGroups(); err != nil {
 				return Usage(err)
 			}
+			if err := defaultAdmin(g, cmd); err != nil {
+				return err
+			}
 			if g.CPUProfile != "" {
 				f, err := os.Create(g.CPUProfile)
 				if err != nil {
