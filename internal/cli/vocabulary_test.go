@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -73,6 +76,30 @@ func TestEnrollAlias(t *testing.T) {
 		c, _, err := root.Find(args)
 		if err != nil || c.Name() != "enrol" {
 			t.Errorf("%v finds %v, %v", args, c.Name(), err)
+		}
+	}
+}
+
+// TestEveryCommandJSONError: every command, given --json and a mistake,
+// answers one JSON error object with code "usage" and exits 2.
+func TestEveryCommandJSONError(t *testing.T) {
+	var paths [][]string
+	walk(Root(NewGlobals()), func(c *cobra.Command) {
+		if c.HasParent() {
+			paths = append(paths, strings.Fields(c.CommandPath())[1:])
+		}
+	})
+	if len(paths) < 60 {
+		t.Fatalf("only %d commands", len(paths))
+	}
+	for _, p := range paths {
+		g := NewGlobals()
+		var out, errb bytes.Buffer
+		g.Out, g.Err = &out, &errb
+		code := Main(context.Background(), g, append(p, "--json", "--no-such-flag"))
+		var e errorJSON
+		if err := json.Unmarshal(out.Bytes(), &e); err != nil || code != ExitUsage || e.Error.Code != "usage" || e.Error.ExitCode != ExitUsage {
+			t.Errorf("qshield %s --json --no-such-flag: exit %d, stdout %q (%v)", strings.Join(p, " "), code, out.String(), err)
 		}
 	}
 }
