@@ -32,14 +32,14 @@ func (a *LedgerAPI) listAccounts(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxAccountPage {
-			httpx.WriteProblem(w, r, http.StatusBadRequest, "invalid_limit", "limit must be an integer from 1 to "+strconv.Itoa(MaxAccountPage))
+			LedgerCodes.WriteCode(w, r, "invalid_limit", "limit must be an integer from 1 to "+strconv.Itoa(MaxAccountPage))
 			return
 		}
 		limit = n
 	}
 	after, err := base64.RawURLEncoding.DecodeString(q.Get("cursor"))
 	if err != nil || (len(after) > 0 && !ledger.ValidAccountID(string(after))) {
-		httpx.WriteProblem(w, r, http.StatusBadRequest, "invalid_cursor", "cursor is not one this server returned")
+		LedgerCodes.WriteCode(w, r, "invalid_cursor", "cursor is not one this server returned")
 		return
 	}
 	// One more than asked tells whether a next page exists.
