@@ -196,9 +196,13 @@ func (p *PPS) material(ctx context.Context, keyID string) ([]byte, error) {
 	if len(b) < MinBatchSize || len(b) > MaxBatchSize {
 		return nil, fmt.Errorf("%w: key %s has %d bytes", ErrUnknownKey, keyID, len(b))
 	}
+	sealed, err := p.seal.seal(b, "pps-key/"+keyID)
+	if err != nil {
+		return nil, err
+	}
 	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_keys (key_id, material, units, fetched_at) VALUES (?, ?, ?, ?)`),
-			keyID, p.seal.seal(b, "pps-key/"+keyID), (len(b)-PresetKeySize)/UnitSize, p.now().UnixNano())
+			keyID, sealed, (len(b)-PresetKeySize)/UnitSize, p.now().UnixNano())
 		return err
 	})
 	if err != nil {
