@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 type clock struct {
@@ -35,7 +35,7 @@ func (c *clock) Add(d time.Duration) {
 }
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	db      *sqldb.DB
 	ca      *pki.CA
 	pair    *kme.Pair
@@ -54,7 +54,7 @@ func fillKeys(t testing.TB, p *kme.Pair, n int) {
 	}
 }
 
-func newEnv(t *testing.T, db *sqldb.DB, keys int) *env {
+func newEnv(t testing.TB, db *sqldb.DB, keys int) *env {
 	t.Helper()
 	ctx := context.Background()
 	enc, _ := pki.RawKey(bytes.Repeat([]byte{9}, 32))
@@ -164,7 +164,7 @@ func (e *env) phone() *Phone {
 	return &Phone{Payer: 42, Platform: LocalPPS{PPS: e.pps, Peer: "phone-alice"}}
 }
 
-func code(t *testing.T, g *Gateway) string {
+func code(t testing.TB, g *Gateway) string {
 	t.Helper()
 	d, err := g.Current(context.Background())
 	if err != nil {
