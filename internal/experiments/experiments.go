@@ -19,5 +19,7 @@ func All() []experiment.Spec {
 		QKDRateExperiment(),
 		QKDCascadeExperiment(),
 		QKDEveExperiment(),
+		ClusterExperiment(),
+		SoakExperiment(),
 	}
 }
