@@ -9,8 +9,10 @@ import (
 func TestClock(t *testing.T) {
 	t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	c := New(t0)
-	if !c.Now().Equal(t0) || !c.Now().Equal(t0) {
-		t.Fatal("a clock without a step moved by itself")
+	for i := 0; i < 2; i++ {
+		if !c.Now().Equal(t0) {
+			t.Fatal("a clock without a step moved by itself")
+		}
 	}
 	c.Add(time.Minute)
 	if got := c.Now(); !got.Equal(t0.Add(time.Minute)) {
