@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/paypage"
 )
 
@@ -29,8 +30,7 @@ func (s *Settlement) posPage(w http.ResponseWriter, r *http.Request, id string, 
 		Status: customerStatus(d), StatusURL: posStatusURL(id, d)}
 	if d.payload != "" {
 		if c, err := ParseConsumption(d.payload); err == nil {
-			cur, _ := LookupCurrency(c.Currency)
-			p.Amount = FormatAmount(c.Amount, cur)
+			p.Amount = money.Format(c.Amount, c.Currency)
 		}
 		p.QR = "/bioqr/pos/" + url.PathEscape(id) + "/qr.png?t=" + strconv.FormatInt(d.updated.UnixNano(), 10)
 		p.QRAlt = "payment code of " + merchantName(d)
