@@ -12,6 +12,15 @@
 // the platform cannot be reached the page says so in words and keeps trying.
 // Payers never see raw JSON, stack traces or internal error codes: a Status
 // carries a sentence written for them.
+//
+// A status answer may move the page on: Next names the status URL of the
+// next code (after a payment the page keeps "paid" on screen for
+// PaidHoldMillis, fades the spent code, then loads the next one), Reload
+// fetches the code image again, Expires restarts the countdown, and Refresh
+// reloads the whole page (what it shows changed beyond the status). While
+// the status cannot be fetched three times in a row the page shows the
+// offline state and fades the code, so nobody scans a code that cannot be
+// paid; it recovers by itself on the next answer.
 package paypage
 
 import (
