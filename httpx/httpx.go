@@ -25,6 +25,9 @@ type Problem struct {
 	Detail   string `json:"detail,omitempty"`
 	Instance string `json:"instance,omitempty"`
 	Code     string `json:"code"`
+	// RequestID is the server's ID of the request (also in X-Request-ID);
+	// quote it when reporting a problem.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Error makes a Problem usable as an error (e.g. from a client).
@@ -43,6 +46,10 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, status int, code, deta
 	}
 	if r != nil {
 		p.Instance = r.URL.Path
+		if ri := RequestInfoFrom(r.Context()); ri != nil {
+			p.RequestID = ri.ID
+			ri.setProblem(code)
+		}
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

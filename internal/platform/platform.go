@@ -30,10 +30,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/internal/metrics"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge"
@@ -62,6 +65,11 @@ type Config struct {
 	Log   *slog.Logger
 	// QKD configures the simulated link feeding the key managers.
 	QKD QKDConfig
+	// DBOptions size the database pool and set its timeouts (zero: sqldb's defaults).
+	DBOptions sqldb.Options
+	// HTTP limits of the node (zero: the server package's defaults).
+	MaxInFlight, MaxQueue, MaxConns int
+	QueueTimeout, RequestTimeout     time.Duration
 }
 
 // Platform is an opened platform, ready to serve.
@@ -89,6 +97,8 @@ type Platform struct {
 	Watermark *service.Service
 	// KeyCharge is seed 001's key management platform and service centre.
 	KeyCharge *keycharge.QKMP
+	// Metrics is the node's Prometheus registry, served at /metrics.
+	Metrics *metrics.Metrics
 
 	master []byte
 
@@ -107,7 +117,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			p.Close()
 		}
 	}()
-	p.DB, err = sqldb.Open(ctx, cfg.DB)
+	p.DB, err = sqldb.OpenWith(ctx, cfg.DB, cfg.DBOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +145,18 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	}
 	p.closers = append(p.closers, p.Ledger.Close)
 
-	scfg := server.Config{InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log}
+	p.Metrics = metrics.New()
+	p.Metrics.AddDB(p.DB.DB)
+	p.Metrics.AddLedger(p.DB.DB)
+	idem, err := httpx.OpenSQLStore(ctx, p.DB, 0)
+	if err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
+	}
+	scfg := server.Config{
+		InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log, Metrics: p.Metrics,
+		MaxInFlight: cfg.MaxInFlight, MaxQueue: cfg.MaxQueue, MaxConns: cfg.MaxConns,
+		QueueTimeout: cfg.QueueTimeout, RequestTimeout: cfg.RequestTimeout,
+	}
 	if !cfg.InsecureHTTP {
 		dns, ips := hosts(cfg.Hosts)
 		cert, err := p.CA.IssueTLS(ctx, pki.RoleServer, "qshield-platform", dns, ips)
@@ -158,7 +179,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
-	api := &server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP}
+	p.Server.AddCheck(server.Check{Name: "database", Func: p.DB.PingContext})
+	p.Server.AddCheck(server.Check{Name: "migrations", Func: p.DB.CheckMigrations})
+	api := &server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP, Idempotency: &httpx.Idempotency{Store: idem}}
 	if !cfg.InsecureHTTP {
 		api.Authorize = isAdmin
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
@@ -101,9 +102,21 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 	}
 	p.KME = pair
 	p.closers = append(p.closers, pair.Close)
+	p.Metrics.AddKME(pair.A)
+	p.Metrics.AddKME(pair.B)
 	if cfg.Off {
 		return nil
 	}
+	// With the link on, a node whose link stopped (an eavesdropper, a
+	// failure) cannot serve new quantum keys: not ready.
+	p.Server.AddCheck(server.Check{Name: "qkd_link", Func: func(context.Context) error {
+		for _, k := range []*kme.KME{pair.A, pair.B} {
+			if ls := k.Link(); ls.State == kme.LinkAborted || ls.State == kme.LinkDown {
+				return fmt.Errorf("QKD link at %s is %s since %s: %s", k.ID(), ls.State, ls.Since.Format(time.RFC3339), ls.Error)
+			}
+		}
+		return nil
+	}})
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	p.closers = append(p.closers, func() error { cancel(); wg.Wait(); return nil })
@@ -133,6 +146,7 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 		lc.Physics.Eve, lc.Physics.EveFraction = bb84.EveInterceptResend, cfg.EveFraction
 	}
 	lc.Log = p.Config.Log
+	lc.OnBlock = p.Metrics.QKDBlock
 	blockTime := time.Duration(float64(lc.PulsesPerBlock) / 40e6 * float64(time.Second))
 	if cfg.Speedup > 0 {
 		blockTime = time.Duration(float64(blockTime) / cfg.Speedup)
@@ -160,7 +174,9 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 			return
 		}
 		defer tr.Close()
-		_, err = link.RunBob(ctx, tr, lc, sinkB)
+		bc := lc
+		bc.OnBlock = nil // Alice reports each block once
+		_, err = link.RunBob(ctx, tr, bc, sinkB)
 		bobErr <- err
 	}()
 	tr, err := link.Dial(ctx, ln.Addr().String(), p.CA.ClientTLS(ctx, aliceCert, "127.0.0.1"))
