@@ -38,12 +38,12 @@ import (
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/metrics"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/selfverify"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/watermark/service"
 )
 
@@ -69,7 +69,7 @@ type Config struct {
 	DBOptions sqldb.Options
 	// HTTP limits of the node (zero: the server package's defaults).
 	MaxInFlight, MaxQueue, MaxConns int
-	QueueTimeout, RequestTimeout     time.Duration
+	QueueTimeout, RequestTimeout    time.Duration
 }
 
 // Platform is an opened platform, ready to serve.
