@@ -71,6 +71,19 @@ func (s *SQLStore) Begin(ctx context.Context, scope, key string, hash []byte, le
 	if err != nil {
 		return nil, nil, err
 	}
+	var stored *StoredResponse
+	var claim []byte
+	err = s.db.Retry(ctx, func() error {
+		var err error
+		stored, claim, err = s.begin(ctx, scope, key, hash, lease, token)
+		return err
+	})
+	return stored, claim, err
+}
+
+// begin is one attempt of Begin; a retry after a lost connection may find
+// the claim its first attempt inserted, which token identifies.
+func (s *SQLStore) begin(ctx context.Context, scope, key string, hash []byte, lease time.Duration, token []byte) (*StoredResponse, []byte, error) {
 	now := s.now()
 	until := now.Add(lease).UnixNano()
 	res, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO httpx_idempotency (scope, idem_key, request_hash, claim, locked_until, created_at)
@@ -108,6 +121,9 @@ func (s *SQLStore) Begin(ctx context.Context, scope, key string, hash []byte, le
 	if !equalHash(oldHash, hash) {
 		return nil, nil, ErrIdempotencyConflict
 	}
+	if status == 0 && equalHash(oldClaim, token) {
+		return nil, token, nil // our own claim, from an attempt whose answer was lost
+	}
 	if status != 0 {
 		return &StoredResponse{Status: status, ContentType: ctype, Location: location, Body: body}, nil, nil
 	}
@@ -140,8 +156,11 @@ func (s *SQLStore) Complete(ctx context.Context, scope, key string, token []byte
 	if body == nil {
 		body = []byte{}
 	}
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE httpx_idempotency SET status = ?, content_type = ?, location = ?, body = ?, claim = NULL
-		WHERE scope = ? AND idem_key = ? AND claim = ?`), r.Status, r.ContentType, r.Location, body, scope, key, token)
+	err := s.db.Retry(ctx, func() error {
+		_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE httpx_idempotency SET status = ?, content_type = ?, location = ?, body = ?, claim = NULL
+			WHERE scope = ? AND idem_key = ? AND claim = ?`), r.Status, r.ContentType, r.Location, body, scope, key, token)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("httpx: store idempotent response: %w", err)
 	}
@@ -150,7 +169,10 @@ func (s *SQLStore) Complete(ctx context.Context, scope, key string, token []byte
 
 // Release implements IdempotencyStore.
 func (s *SQLStore) Release(ctx context.Context, scope, key string, token []byte) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM httpx_idempotency WHERE scope = ? AND idem_key = ? AND claim = ? AND status = 0`), scope, key, token)
+	err := s.db.Retry(ctx, func() error {
+		_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM httpx_idempotency WHERE scope = ? AND idem_key = ? AND claim = ? AND status = 0`), scope, key, token)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("httpx: release idempotency claim: %w", err)
 	}

@@ -117,6 +117,9 @@ type Options struct {
 	// BusyTimeout is how long SQLite waits for the write lock before
 	// SQLITE_BUSY (default 10 s).
 	BusyTimeout time.Duration
+	// Pragmas are extra SQLite pragmas run on every connection, e.g.
+	// "cache_size(-65536)" or "max_page_count(100000)" (a size cap).
+	Pragmas []string
 }
 
 // DefaultOptions returns the options Open uses for dialect d.
@@ -220,6 +223,9 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", o.BusyTimeout.Milliseconds()))
 	q.Add("_pragma", "foreign_keys(ON)")
+	for _, p := range o.Pragmas {
+		q.Add("_pragma", p)
+	}
 	q.Set("_txlock", "immediate")
 	sdb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
@@ -423,6 +429,26 @@ func (db *DB) InTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		if backoff < 100*time.Millisecond {
 			backoff *= 2
 		}
+	}
+}
+
+// Retry runs fn, an idempotent operation outside a transaction (a single
+// statement whose repetition is harmless), again when it fails on a lost
+// connection, up to 5 times with backoff; a fresh pooled connection is used
+// each time.
+func (db *DB) Retry(ctx context.Context, fn func() error) error {
+	backoff := 2 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if err == nil || !IsConnError(err) || attempt >= 4 || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (after %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff *= 4
 	}
 }
 
