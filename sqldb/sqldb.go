@@ -90,7 +90,8 @@ func DefaultPath() (string, error) {
 // Options tune Open. The zero value gives the defaults documented on each
 // field; [DefaultOptions] returns them filled in.
 type Options struct {
-	// MaxOpenConns caps the pool (default 32 on PostgreSQL, 16 on SQLite).
+	// MaxOpenConns caps the pool (default 32 on PostgreSQL, 16 on SQLite;
+	// `qshield serve` uses 20).
 	// Size it so that nodes × MaxOpenConns stays below the server's
 	// max_connections (100 by default) with room for administration.
 	MaxOpenConns int

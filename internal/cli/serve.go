@@ -11,7 +11,7 @@ import (
 
 // ServeCommand is `qshield serve`: the platform's HTTPS API and every scheme service.
 func ServeCommand(g *Globals) *cobra.Command {
-	var listen, stateDir string
+	var listen, stateDir, configPath string
 	var insecure bool
 	var hostsFlag []string
 	var qkdCfg platform.QKDConfig
@@ -24,7 +24,23 @@ func ServeCommand(g *Globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log, QKD: qkdCfg})
+			// Node settings: flags > environment > --config file > defaults (internal/config).
+			rc, err := resolveNode(cmd, configPath)
+			if err != nil {
+				return err
+			}
+			if err := rc.Validate(); err != nil {
+				return fmt.Errorf("configuration: %w", err)
+			}
+			if !g.Verbose {
+				if g.Log, err = rc.Logger(g.Err); err != nil {
+					return err
+				}
+			}
+			listen = rc.Listen
+			pcfg := platformConfig(rc)
+			pcfg.Hosts, pcfg.Log, pcfg.QKD = hostsFlag, g.Log, qkdCfg
+			p, err := platform.Open(ctx, pcfg)
 			if err != nil {
 				return err
 			}
@@ -57,5 +73,6 @@ func ServeCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&qkdCfg.ListenA, "kme-a", "127.0.0.1:8441", "address of site A's key manager (KME_PLATFORM: SAEs pps, charger-1)")
 	cmd.Flags().StringVar(&qkdCfg.ListenB, "kme-b", "127.0.0.1:8442", "address of site B's key manager (KME_SUPERMARKET: SAEs css, qssc)")
 	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")
+	nodeFlags(cmd, &configPath) // pool, timeouts, load shedding, logging, --config
 	return cmd
 }
