@@ -33,8 +33,13 @@ CREATE INDEX httpx_idempotency_created ON httpx_idempotency (created_at)`}}
 // taken with an INSERT … ON CONFLICT DO NOTHING, so two nodes racing on one
 // key get one claim; an expired claim is taken over with a compare-and-set
 // on the claim token, which also fences the old holder's Complete.
+//
+// On SQLite every write goes through a group committer (sqldb.Batcher): a
+// claim and a completion per request would otherwise cost two fsyncs each
+// and, under hundreds of concurrent requests, a convoy on the write lock.
 type SQLStore struct {
 	db  *sqldb.DB
+	b   *sqldb.Batcher
 	ttl time.Duration
 	now func() time.Time
 	n   atomic.Uint64
@@ -51,8 +56,11 @@ func OpenSQLStore(ctx context.Context, db *sqldb.DB, ttl time.Duration) (*SQLSto
 	if ttl <= 0 {
 		ttl = DefaultIdempotencyTTL
 	}
-	return &SQLStore{db: db, ttl: ttl, now: time.Now}, nil
+	return &SQLStore{db: db, b: db.NewBatcher(0), ttl: ttl, now: time.Now}, nil
 }
+
+// Close stops the store's group committer.
+func (s *SQLStore) Close() error { return s.b.Close() }
 
 func newToken() ([]byte, error) {
 	t := make([]byte, 16)
@@ -62,7 +70,8 @@ func newToken() ([]byte, error) {
 	return t, nil
 }
 
-// Begin implements IdempotencyStore.
+// Begin implements IdempotencyStore. The claim, the read of an existing
+// record and a takeover run in one transaction.
 func (s *SQLStore) Begin(ctx context.Context, scope, key string, hash []byte, lease time.Duration) (*StoredResponse, []byte, error) {
 	if s.n.Add(1)%1024 == 0 {
 		s.purge(ctx)
@@ -73,26 +82,27 @@ func (s *SQLStore) Begin(ctx context.Context, scope, key string, hash []byte, le
 	}
 	var stored *StoredResponse
 	var claim []byte
-	err = s.db.Retry(ctx, func() error {
+	err = s.b.Do(ctx, func(tx *sql.Tx) error {
 		var err error
-		stored, claim, err = s.begin(ctx, scope, key, hash, lease, token)
+		stored, claim, err = s.begin(ctx, tx, scope, key, hash, lease, token)
 		return err
 	})
+	if err != nil && !errors.Is(err, ErrIdempotencyConflict) && !errors.Is(err, ErrIdempotencyInProgress) {
+		err = fmt.Errorf("claim key: %w", err)
+	}
 	return stored, claim, err
 }
 
-// begin is one attempt of Begin; a retry after a lost connection may find
-// the claim its first attempt inserted, which token identifies.
-func (s *SQLStore) begin(ctx context.Context, scope, key string, hash []byte, lease time.Duration, token []byte) (*StoredResponse, []byte, error) {
+func (s *SQLStore) begin(ctx context.Context, tx *sql.Tx, scope, key string, hash []byte, lease time.Duration, token []byte) (*StoredResponse, []byte, error) {
 	now := s.now()
 	until := now.Add(lease).UnixNano()
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO httpx_idempotency (scope, idem_key, request_hash, claim, locked_until, created_at)
+	res, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO httpx_idempotency (scope, idem_key, request_hash, claim, locked_until, created_at)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, idem_key) DO NOTHING`), scope, key, hash, token, until, now.UnixNano())
 	if err != nil {
-		return nil, nil, fmt.Errorf("claim key: %w", err)
+		return nil, nil, err
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return nil, nil, fmt.Errorf("claim key: %w", err)
+		return nil, nil, err
 	} else if n == 1 {
 		return nil, token, nil
 	}
@@ -102,27 +112,24 @@ func (s *SQLStore) begin(ctx context.Context, scope, key string, hash []byte, le
 		status                  int
 		ctype, location         string
 	)
-	err = s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT request_hash, claim, locked_until, status, content_type, location, body, created_at
+	err = tx.QueryRowContext(ctx, s.db.Rebind(`SELECT request_hash, claim, locked_until, status, content_type, location, body, created_at
 		FROM httpx_idempotency WHERE scope = ? AND idem_key = ?`), scope, key).
 		Scan(&oldHash, &oldClaim, &locked, &status, &ctype, &location, &body, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, ErrIdempotencyInProgress // purged between the two statements: let the client retry
+		return nil, nil, ErrIdempotencyInProgress // purged meanwhile: let the client retry
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("read key: %w", err)
+		return nil, nil, err
 	}
 	if created < now.Add(-s.ttl).UnixNano() {
 		// Forgotten: start afresh, unless another request did just that.
-		res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE httpx_idempotency SET request_hash = ?, claim = ?, locked_until = ?,
+		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE httpx_idempotency SET request_hash = ?, claim = ?, locked_until = ?,
 			status = 0, content_type = '', location = '', body = NULL, created_at = ?
 			WHERE scope = ? AND idem_key = ? AND created_at = ?`), hash, token, until, now.UnixNano(), scope, key, created)
-		return s.took(res, err, token)
+		return took(res, err, token)
 	}
 	if !equalHash(oldHash, hash) {
 		return nil, nil, ErrIdempotencyConflict
-	}
-	if status == 0 && equalHash(oldClaim, token) {
-		return nil, token, nil // our own claim, from an attempt whose answer was lost
 	}
 	if status != 0 {
 		return &StoredResponse{Status: status, ContentType: ctype, Location: location, Body: body}, nil, nil
@@ -131,18 +138,18 @@ func (s *SQLStore) begin(ctx context.Context, scope, key string, hash []byte, le
 		return nil, nil, ErrIdempotencyInProgress
 	}
 	// The holder's lease expired (its node died or it never finished): take over.
-	res, err = s.db.ExecContext(ctx, s.db.Rebind(`UPDATE httpx_idempotency SET claim = ?, locked_until = ?
+	res, err = tx.ExecContext(ctx, s.db.Rebind(`UPDATE httpx_idempotency SET claim = ?, locked_until = ?
 		WHERE scope = ? AND idem_key = ? AND status = 0 AND claim = ?`), token, until, scope, key, oldClaim)
-	return s.took(res, err, token)
+	return took(res, err, token)
 }
 
-func (s *SQLStore) took(res sql.Result, err error, token []byte) (*StoredResponse, []byte, error) {
+func took(res sql.Result, err error, token []byte) (*StoredResponse, []byte, error) {
 	if err != nil {
-		return nil, nil, fmt.Errorf("take over key: %w", err)
+		return nil, nil, err
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return nil, nil, fmt.Errorf("take over key: %w", err)
+		return nil, nil, err
 	}
 	if n != 1 {
 		return nil, nil, ErrIdempotencyInProgress
@@ -156,8 +163,8 @@ func (s *SQLStore) Complete(ctx context.Context, scope, key string, token []byte
 	if body == nil {
 		body = []byte{}
 	}
-	err := s.db.Retry(ctx, func() error {
-		_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE httpx_idempotency SET status = ?, content_type = ?, location = ?, body = ?, claim = NULL
+	err := s.b.Do(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE httpx_idempotency SET status = ?, content_type = ?, location = ?, body = ?, claim = NULL
 			WHERE scope = ? AND idem_key = ? AND claim = ?`), r.Status, r.ContentType, r.Location, body, scope, key, token)
 		return err
 	})
@@ -169,8 +176,8 @@ func (s *SQLStore) Complete(ctx context.Context, scope, key string, token []byte
 
 // Release implements IdempotencyStore.
 func (s *SQLStore) Release(ctx context.Context, scope, key string, token []byte) error {
-	err := s.db.Retry(ctx, func() error {
-		_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM httpx_idempotency WHERE scope = ? AND idem_key = ? AND claim = ? AND status = 0`), scope, key, token)
+	err := s.b.Do(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM httpx_idempotency WHERE scope = ? AND idem_key = ? AND claim = ? AND status = 0`), scope, key, token)
 		return err
 	})
 	if err != nil {
@@ -182,5 +189,8 @@ func (s *SQLStore) Release(ctx context.Context, scope, key string, token []byte)
 // purge deletes keys older than the TTL (best effort).
 func (s *SQLStore) purge(ctx context.Context) {
 	cutoff := s.now().Add(-s.ttl).UnixNano()
-	_, _ = s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM httpx_idempotency WHERE created_at < ? AND (status <> 0 OR locked_until < ?)`), cutoff, cutoff)
+	_ = s.b.Do(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM httpx_idempotency WHERE created_at < ? AND (status <> 0 OR locked_until < ?)`), cutoff, cutoff)
+		return err
+	})
 }

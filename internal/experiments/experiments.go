@@ -19,5 +19,6 @@ func All() []experiment.Spec {
 		QKDRateExperiment(),
 		QKDCascadeExperiment(),
 		QKDEveExperiment(),
+		OverloadExperiment(),
 	}
 }

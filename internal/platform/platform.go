@@ -152,6 +152,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("platform: %w", err)
 	}
+	p.closers = append(p.closers, idem.Close)
 	scfg := server.Config{
 		InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log, Metrics: p.Metrics,
 		MaxInFlight: cfg.MaxInFlight, MaxQueue: cfg.MaxQueue, MaxConns: cfg.MaxConns,

@@ -31,6 +31,7 @@ func newAPI(t testing.TB, db *sqldb.DB) (http.Handler, *ledger.Ledger) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { store.Close() })
 	(&server.LedgerAPI{Ledger: led, Idempotency: &httpx.Idempotency{Store: store}}).Register(s)
 	for _, a := range []ledger.NewAccount{
 		{ID: "bank", Owner: "bank", Kind: ledger.KindSystem, Currency: "EUR", AllowNegative: true},

@@ -85,6 +85,7 @@ func newOpsAPI(t testing.TB, db *sqldb.DB, cfg server.Config) opsEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { store.Close() })
 	(&server.LedgerAPI{Ledger: led, Idempotency: &httpx.Idempotency{Store: store}}).Register(s)
 	s.AddCheck(server.Check{Name: "database", Func: db.PingContext})
 	for _, a := range []ledger.NewAccount{
@@ -219,7 +220,7 @@ func TestDiskFullIs503(t *testing.T) {
 			}
 			saw503 = true
 		default:
-			t.Fatalf("transfer %d: %d %s", i, rec.Code, rec.Body)
+			t.Fatalf("transfer %d: %d %s\n%s", i, rec.Code, rec.Body, env.logs)
 		}
 	}
 	if !saw503 {
@@ -256,6 +257,7 @@ func newOpsAPIExisting(t testing.TB, db *sqldb.DB) opsEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { store.Close() })
 	(&server.LedgerAPI{Ledger: led, Idempotency: &httpx.Idempotency{Store: store}}).Register(s)
 	return opsEnv{h: s.Handler(), led: led, logs: logs}
 }
