@@ -195,4 +195,3 @@ func redactDSN(dsn string) string {
 	}
 	return dsn
 }
-
