@@ -197,3 +197,62 @@ func TestNodesShareOneDatabase(t *testing.T) {
 	}
 	_ = io.Discard
 }
+
+// TestQKDLinkLeader: with two nodes on one PostgreSQL database and the QKD
+// link on, exactly one node runs the link (it ran in every node, whose key
+// sequences then collided); when that node stops, the other takes the link
+// over within 10 s.
+func TestQKDLinkLeader(t *testing.T) {
+	dsn := sqldbtest.PostgresDSN(t)
+	t.Setenv("QSHIELD_CA_KEY", strings.Repeat("ab", 32))
+	t.Setenv("QSHIELD_PLATFORM_KEY", strings.Repeat("cd", 32))
+	ctx := context.Background()
+	var nodes [2]*platform.Platform
+	for i := range nodes {
+		p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: t.TempDir(), InsecureHTTP: true, QKD: platform.QKDConfig{Speedup: 0, DistanceKm: 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = p
+	}
+	defer func() {
+		for _, p := range nodes {
+			if p != nil {
+				p.Close()
+			}
+		}
+	}()
+	leaderOf := func(i int) string {
+		_, body := get(t, nodes[i].Server.Handler(), "/metrics")
+		return metric(body, `qshield_leader\{duty="qkd-link"\}`)
+	}
+	var leader int
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		a, b := leaderOf(0), leaderOf(1)
+		if a == "1" && b == "1" {
+			t.Fatal("both nodes run the QKD link")
+		}
+		if a == "1" || b == "1" {
+			if b == "1" {
+				leader = 1
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no node took the QKD link: %q %q", a, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	nodes[leader].Close()
+	nodes[leader] = nil
+	other := 1 - leader
+	stopped := time.Now()
+	for leaderOf(other) != "1" {
+		if time.Since(stopped) > 10*time.Second {
+			t.Fatalf("the link did not move within 10 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("QKD link moved to node %d after %v", other, time.Since(stopped))
+}

@@ -3,6 +3,7 @@ package platform
 import (
 	"context"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/kme"
+	"github.com/qshield/qshield/lease"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/bb84"
@@ -117,20 +119,45 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 		}
 		return nil
 	}})
+	// The link ends are a singleton: with several nodes on one database
+	// only the holder of the "qkd-link" lease runs them, and another node
+	// takes over within the lease TTL (plus a third) when it dies.
+	el, err := lease.New(ctx, p.DB, "qkd-link", nodeName(), 0, p.Config.Log)
+	if err != nil {
+		return fmt.Errorf("platform: %w", err)
+	}
+	el.OnChange = func(held bool) { p.Metrics.SetLeader("qkd-link", held) }
+	p.Metrics.SetLeader("qkd-link", false)
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	p.closers = append(p.closers, func() error { cancel(); wg.Wait(); return nil })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := pair.RunLink(lctx, func(ctx context.Context, sinkA, sinkB qkd.Sink) error {
-			return p.runLink(ctx, cfg, sinkA, sinkB)
+		_ = el.Run(lctx, func(ctx context.Context, token int64) error {
+			err := pair.RunLink(ctx, func(ctx context.Context, sinkA, sinkB qkd.Sink) error {
+				return p.runLink(ctx, cfg, sinkA, sinkB)
+			})
+			if err != nil {
+				// A stopped link (an eavesdropper, a failure) stays
+				// stopped and visible (/readyz, qkd_link_state) until
+				// an operator restarts the node; this node keeps the
+				// duty so that no other node silently restarts it.
+				p.Config.Log.Error("QKD link stopped", "err", err)
+				<-ctx.Done()
+			}
+			return nil
 		})
-		if err != nil {
-			p.Config.Log.Error("QKD link stopped", "err", err)
-		}
 	}()
 	return nil
+}
+
+// nodeName names this process for leases: host, process ID and a random suffix.
+func nodeName() string {
+	h, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%x", h, os.Getpid(), b)
 }
 
 // runLink runs Alice (site A) and Bob (site B) as two parties over a TCP
