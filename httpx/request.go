@@ -125,13 +125,14 @@ const RetryAfterSeconds = 2
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	log := Logger(r.Context())
 	switch {
-	case r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded):
+	case r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded),
+		errors.Is(err, context.Canceled) && !sqldb.IsUnavailable(err):
 		log.Info("request cancelled by the client", "err", err)
 		WriteProblem(w, r, http.StatusServiceUnavailable, "cancelled", "request cancelled")
 	case errors.Is(err, ErrUnavailable) || sqldb.IsUnavailable(err) || errors.Is(r.Context().Err(), context.DeadlineExceeded):
 		log.Warn("request failed: service unavailable", "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
-		WriteProblem(w, r, http.StatusServiceUnavailable, "unavailable",
+		WriteProblem(w, r, http.StatusServiceUnavailable, CodeUnavailable,
 			"the service is temporarily unavailable; retry later (with the same Idempotency-Key for a POST)")
 	default:
 		log.Error("request failed: internal error", "err", err)

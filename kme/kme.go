@@ -328,7 +328,7 @@ func (k *KME) Close() error {
 		k.closed.Store(true)
 	}
 	if k.peer != nil {
-		k.peer.hc.CloseIdleConnections()
+		k.peer.c.CloseIdleConnections()
 	}
 	return nil
 }

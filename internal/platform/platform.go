@@ -37,6 +37,7 @@ import (
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/metrics"
+	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
@@ -70,6 +71,12 @@ type Config struct {
 	// HTTP limits of the node (zero: the server package's defaults).
 	MaxInFlight, MaxQueue, MaxConns int
 	QueueTimeout, RequestTimeout    time.Duration
+	// PublicURL is the origin people use to reach the platform, e.g.
+	// "https://pay.example.com" (default DefaultPublicURL); the console's
+	// passkeys are bound to its host name.
+	PublicURL string
+	// ResultsDir holds experiment results the console shows ("" = none).
+	ResultsDir string
 }
 
 // Platform is an opened platform, ready to serve.
@@ -99,6 +106,10 @@ type Platform struct {
 	KeyCharge *keycharge.QKMP
 	// Metrics is the node's Prometheus registry, served at /metrics.
 	Metrics *metrics.Metrics
+	// Console is the operator console (nil with InsecureHTTP).
+	Console *console.Console
+	// LinkMonitor samples the QKD link for the console (nil without a link).
+	LinkMonitor *console.LinkMonitor
 
 	master []byte
 
@@ -203,6 +214,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	if err := p.startKeyCharge(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startConsole(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil
