@@ -2,6 +2,17 @@
 // bodies with a size limit and no unknown fields, errors as RFC 9457
 // application/problem+json with a stable machine-readable code, and the
 // Idempotency-Key header on money-moving POSTs.
+//
+// Failures that are not the caller's fault are split by [WriteError]: the
+// database or the node could not serve the request (connection lost,
+// timeout, disk full: see sqldb.IsUnavailable) is 503 "unavailable" with
+// Retry-After, anything else is a bug, 500 "internal"; both are logged with
+// their cause and the request ID that the server put in the request's
+// context ([RequestInfo]) and that every problem carries.
+//
+// [Idempotency] stores each keyed POST's response, refusals included, in an
+// [IdempotencyStore] ([SQLStore] shares it between every node of one
+// database) and replays it for a retry with the same key.
 package httpx
 
 import (
