@@ -2,8 +2,8 @@ package platform_test
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
@@ -143,6 +144,19 @@ func TestNodesShareOneDatabase(t *testing.T) {
 		}
 		defer nodes[i].Close()
 	}
+	// One settlement identity (it was a key pair per node's state directory).
+	var pubs []string
+	for _, p := range nodes {
+		c, err := bioqr.ParseCredential(p.BioQR.Credential())
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := x509.MarshalPKIXPublicKey(c.PublicKey)
+		pubs = append(pubs, string(der))
+	}
+	if pubs[0] != pubs[1] || pubs[1] != pubs[2] {
+		t.Fatal("the nodes have different bioqr settlement keys")
+	}
 	h := func(i int) http.Handler { return nodes[i%n].Server.Handler() }
 	for i, acct := range []string{`{"id":"bank","owner":"bank","kind":"system","currency":"EUR","allow_negative":true}`, `{"id":"alice","owner":"alice","kind":"user","currency":"EUR"}`, `{"id":"shop","owner":"shop","kind":"merchant","currency":"EUR"}`} {
 		if rec := post(h(i), "/v1/accounts", "", acct); rec.Code != 201 {
@@ -195,7 +209,6 @@ func TestNodesShareOneDatabase(t *testing.T) {
 			t.Errorf("node %d /readyz %d %s", i, code, body)
 		}
 	}
-	_ = io.Discard
 }
 
 // TestQKDLinkLeader: with two nodes on one PostgreSQL database and the QKD
