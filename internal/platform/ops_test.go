@@ -122,7 +122,8 @@ func grepLines(text, sub string) string {
 // one node is honoured by the others.
 func TestNodesShareOneDatabase(t *testing.T) {
 	dsn := sqldbtest.PostgresDSN(t)
-	t.Setenv("QSHIELD_CA_KEY", strings.Repeat("ab", 32))
+	// One secret for the platform (the CA key is derived from it), one for
+	// the audit trail.
 	t.Setenv("QSHIELD_PLATFORM_KEY", strings.Repeat("cd", 32))
 	t.Setenv(platform.EnvAuditKey, strings.Repeat("ef", 32))
 	ctx := context.Background()

@@ -5,10 +5,13 @@
 //
 // Key material on disk. The CA's private key is stored in the database sealed
 // with a key from QSHIELD_CA_KEY (a 32-byte key in hex/base64, or a passphrase
-// run through argon2id). When the variable is unset, a random 32-byte key is
-// created once in the state directory (ca-seal.key, mode 0600), so that a stolen
-// database alone does not reveal the CA key; production deployments should set
-// QSHIELD_CA_KEY from a secret store instead.
+// run through argon2id). When the variable is unset, the key is derived from
+// the platform master key (QSHIELD_PLATFORM_KEY, or a random platform.key
+// created once in the state directory, mode 0600) — or read from ca-seal.key
+// where an older installation created one — so that a stolen database alone
+// does not reveal the CA key. Nodes of one platform get the same
+// QSHIELD_PLATFORM_KEY from a secret store; everything else they share is in
+// the database.
 //
 // The state directory also receives the files a client needs to talk to the
 // server: ca.pem (the root to trust) and admin.pem / admin-key.pem (a client
@@ -305,8 +308,11 @@ func OpenCA(ctx context.Context, db *sqldb.DB, dir string) (*pki.CA, error) {
 	return ca, nil
 }
 
-// caSealKey returns the key sealing the CA private key: QSHIELD_CA_KEY, or a
-// random key kept in dir/ca-seal.key (created on first use, mode 0600).
+// caSealKey returns the key sealing the CA private key, first found of:
+// QSHIELD_CA_KEY; dir/ca-seal.key when it exists (installations made before
+// the CA key was derived); a key derived (HKDF) from the platform master
+// key (QSHIELD_PLATFORM_KEY, or dir/platform.key). With the last, nodes
+// given the same QSHIELD_PLATFORM_KEY share the CA without another secret.
 func caSealKey(dir string) (pki.KeyEncryptor, error) {
 	if os.Getenv("QSHIELD_CA_KEY") != "" {
 		return pki.EnvKey("QSHIELD_CA_KEY")
@@ -319,9 +325,9 @@ func caSealKey(dir string) (pki.KeyEncryptor, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("platform: read %s: %w", path, err)
 	}
-	k, err := fsutil.LoadOrCreateKey(path)
+	k, err := SecretIn(dir, "ca-seal")
 	if err != nil {
-		return nil, fmt.Errorf("platform: %w", err)
+		return nil, err
 	}
 	return pki.RawKey(k)
 }
