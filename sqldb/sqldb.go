@@ -499,7 +499,9 @@ func IsTransient(err error) bool {
 // crash_shutdown, 57P03 cannot_connect_now, 25006 read-only transaction on
 // a demoted primary).
 func IsConnError(err error) bool {
-	if err == nil {
+	// A cancelled or expired context is the caller's, not the connection's
+	// (context.DeadlineExceeded even satisfies net.Error).
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return false
 	}
 	var pe *pgconn.PgError
