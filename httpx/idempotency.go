@@ -24,22 +24,25 @@ import (
 //     TTL (24 h by default).
 //   - The same key with a different method, path or body is 409
 //     idempotency_conflict.
-//   - While the first request runs, a second one with the key is 409
-//     idempotency_in_progress with Retry-After: 1.
+//   - While the first request runs, a second one with the key waits for its
+//     outcome (up to Lease) and replays it; only if the first is still
+//     running after that is it 409 idempotency_in_progress with Retry-After: 1.
 //   - Stored: every 2xx and every refusal a retry would repeat (409, 422,
 //     404 …). Not stored, so that a retry runs again: 400, 401, 403, 408,
 //     413, 415, 429 (the request was not accepted for execution) and every
 //     5xx (the server failed; a retry is the way out of doubt).
 //   - A replayed 201 Created is answered 200 OK (with the same body and
 //     Location), so a client can tell a replay from a first creation.
-//   - If the node dies while the request runs, the claim expires after
-//     Lease and the next retry runs the handler again. Handlers therefore
-//     still make their effect idempotent in their own transaction (the
-//     ledger keys transfers; accounts get an ID derived from the key).
+//   - A claim lasts Lease and is renewed every Lease/3 while the handler
+//     runs. If the node dies, the claim lapses within Lease and a retry (on
+//     any node) runs the handler again. Handlers therefore still make their
+//     effect idempotent in their own transaction (the ledger keys transfers;
+//     accounts get an ID derived from the key), so the re-run finds the
+//     first run's effect.
 type Idempotency struct {
 	Store IdempotencyStore
-	// Lease is how long a claim blocks other requests with the key
-	// (default 60 s; make it longer than the request timeout).
+	// Lease is how long a claim lasts without renewal (default 3 s); the
+	// claim is renewed every Lease/3 while the handler runs.
 	Lease time.Duration
 	// MaxBody bounds the request body read for the fingerprint (default MaxBody).
 	MaxBody int64
@@ -58,6 +61,8 @@ type IdempotencyStore interface {
 	Complete(ctx context.Context, scope, key string, token []byte, resp StoredResponse) error
 	// Release gives up a claim without storing anything.
 	Release(ctx context.Context, scope, key string, token []byte) error
+	// Extend renews a claim for lease from now (nothing if it was lost).
+	Extend(ctx context.Context, scope, key string, token []byte, lease time.Duration) error
 }
 
 // StoredResponse is a response kept for replay.
@@ -101,7 +106,7 @@ func Fingerprint(method, path string, body []byte) []byte {
 func (m *Idempotency) Wrap(required bool, next http.Handler) http.Handler {
 	lease := m.Lease
 	if lease <= 0 {
-		lease = 60 * time.Second
+		lease = 3 * time.Second
 	}
 	maxBody := m.MaxBody
 	if maxBody <= 0 {
@@ -133,6 +138,19 @@ func (m *Idempotency) Wrap(required bool, next http.Handler) http.Handler {
 		}
 		hash := Fingerprint(r.Method, r.URL.Path, body)
 		stored, token, err := m.Store.Begin(r.Context(), scope, key, hash, lease)
+		// Another request holds the key: wait for its outcome, or for its
+		// claim to lapse (its node died), for up to a lease and a bit.
+		wait, deadline := 20*time.Millisecond, time.Now().Add(lease+lease/4)
+		for errors.Is(err, ErrIdempotencyInProgress) && time.Now().Before(deadline) {
+			select {
+			case <-r.Context().Done():
+				WriteError(w, r, r.Context().Err())
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 250*time.Millisecond)
+			stored, token, err = m.Store.Begin(r.Context(), scope, key, hash, lease)
+		}
 		switch {
 		case errors.Is(err, ErrIdempotencyConflict):
 			WriteProblem(w, r, http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used with a different request")
@@ -148,6 +166,24 @@ func (m *Idempotency) Wrap(required bool, next http.Handler) http.Handler {
 			replay(w, *stored)
 			return
 		}
+		stopRenew := make(chan struct{})
+		renewed := make(chan struct{})
+		go func() {
+			defer close(renewed)
+			t := time.NewTicker(lease / 3)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopRenew:
+					return
+				case <-t.C:
+					if err := m.Store.Extend(context.WithoutCancel(r.Context()), scope, key, token, lease); err != nil {
+						Logger(r.Context()).Warn("idempotency: claim not renewed", "key", key, "err", err)
+					}
+				}
+			}
+		}()
+		defer func() { close(stopRenew); <-renewed }()
 		rec := &recorder{ResponseWriter: w}
 		completed := false
 		defer func() {

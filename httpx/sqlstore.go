@@ -174,6 +174,19 @@ func (s *SQLStore) Complete(ctx context.Context, scope, key string, token []byte
 	return nil
 }
 
+// Extend implements IdempotencyStore.
+func (s *SQLStore) Extend(ctx context.Context, scope, key string, token []byte, lease time.Duration) error {
+	until := s.now().Add(lease).UnixNano()
+	err := s.b.Do(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE httpx_idempotency SET locked_until = ? WHERE scope = ? AND idem_key = ? AND claim = ? AND status = 0`), until, scope, key, token)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("httpx: extend idempotency claim: %w", err)
+	}
+	return nil
+}
+
 // Release implements IdempotencyStore.
 func (s *SQLStore) Release(ctx context.Context, scope, key string, token []byte) error {
 	err := s.b.Do(ctx, func(tx *sql.Tx) error {

@@ -24,7 +24,7 @@ func TestSQLStoreClaims(t *testing.T) {
 		}
 		defer s.Close()
 		h := httpx.Fingerprint("POST", "/v1/x", []byte(`{"a":1}`))
-		stored, tok1, err := s.Begin(ctx, "alice", "k", h, 50*time.Millisecond)
+		stored, tok1, err := s.Begin(ctx, "alice", "k", h, time.Second)
 		if err != nil || stored != nil || tok1 == nil {
 			t.Fatalf("first claim: %v %v %v", stored, tok1, err)
 		}
@@ -38,7 +38,7 @@ func TestSQLStoreClaims(t *testing.T) {
 		if _, tok, err := s.Begin(ctx, "bob", "k", h, time.Minute); err != nil || tok == nil {
 			t.Fatalf("bob: %v", err)
 		}
-		time.Sleep(60 * time.Millisecond) // the first holder's lease expires
+		time.Sleep(1100 * time.Millisecond) // the first holder's lease expires
 		_, tok2, err := s.Begin(ctx, "alice", "k", h, time.Minute)
 		if err != nil || tok2 == nil || bytes.Equal(tok1, tok2) {
 			t.Fatalf("takeover: %v", err)

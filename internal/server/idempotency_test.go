@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/server"
@@ -142,6 +143,34 @@ func TestPostVoidKeysUsed(t *testing.T) {
 			if rec := do(env.h, "POST", "/v1/transfers/"+other+"/"+op, op+"-key", "", ""); rec.Code != 409 || !strings.Contains(rec.Body.String(), "idempotency_conflict") {
 				t.Fatalf("%s key reused on another transfer: %d %s", op, rec.Code, rec.Body)
 			}
+		}
+	})
+}
+
+// TestCrashedClaimTakenOver: a key claimed by a request whose node died
+// (claim never completed nor renewed) is taken over by the retry once the
+// claim lapses, instead of answering 409 until a long lease ran out (the
+// SIGKILL test in cmd/qshield caught that).
+func TestCrashedClaimTakenOver(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		env := newOpsAPI(t, db, server.Config{})
+		ctx := context.Background()
+		other, err := httpx.OpenSQLStore(ctx, db, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		body := `{"from":"alice","to":"shop","amount":3,"currency":"EUR"}`
+		if _, tok, err := other.Begin(ctx, "", "crashed", httpx.Fingerprint("POST", "/v1/transfers", []byte(body)), 300*time.Millisecond); err != nil || tok == nil {
+			t.Fatalf("claim: %v", err)
+		}
+		start := time.Now()
+		rec := transfer(env.h, "crashed", 3)
+		if rec.Code != 201 {
+			t.Fatalf("retry after the holder died: %d %s", rec.Code, rec.Body)
+		}
+		if d := time.Since(start); d < 250*time.Millisecond {
+			t.Fatalf("took over a live claim after %v", d)
 		}
 	})
 }
