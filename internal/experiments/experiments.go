@@ -18,7 +18,10 @@ func All() []experiment.Spec {
 		KMEExperiment(),
 		QKDRateExperiment(),
 		QKDCascadeExperiment(),
+		QKDWANExperiment(),
 		QKDEveExperiment(),
 		OverloadExperiment(),
+		ClusterExperiment(),
+		SoakExperiment(),
 	}
 }
