@@ -213,9 +213,8 @@ func TestNodesShareOneDatabase(t *testing.T) {
 }
 
 // TestQKDLinkLeader: with two nodes on one PostgreSQL database and the QKD
-// link on, exactly one node runs the link (it ran in every node, whose key
-// sequences then collided); when that node stops, the other takes the link
-// over within 10 s.
+// link as a singleton, exactly one node runs the link; when that node stops,
+// the other takes the link over within 10 s.
 func TestQKDLinkLeader(t *testing.T) {
 	dsn := sqldbtest.PostgresDSN(t)
 	t.Setenv("QSHIELD_CA_KEY", strings.Repeat("ab", 32))
@@ -223,7 +222,7 @@ func TestQKDLinkLeader(t *testing.T) {
 	ctx := context.Background()
 	var nodes [2]*platform.Platform
 	for i := range nodes {
-		p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: t.TempDir(), InsecureHTTP: true, QKD: platform.QKDConfig{Speedup: 0, DistanceKm: 10}})
+		p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: t.TempDir(), InsecureHTTP: true, QKD: platform.QKDConfig{Speedup: 0, DistanceKm: 10, Singleton: true}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -47,6 +47,13 @@ type QKDConfig struct {
 	// ListenA and ListenB are the key managers' addresses (default: any
 	// free port on 127.0.0.1).
 	ListenA, ListenB string
+	// Singleton runs the link ends only in the node holding the "qkd-link"
+	// lease (another node takes over within about 8 s when it dies). Off by
+	// default: the key managers keep their pool index in memory, so a node
+	// serves quantum keys only from deposits of its own link; until the
+	// index is shared through the database every node runs its own link
+	// (their units are disjoint; sequence numbers come from the database).
+	Singleton bool
 }
 
 // Secret returns a 32-byte key for purpose, derived (HKDF-SHA256) from the
@@ -119,36 +126,39 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 		}
 		return nil
 	}})
-	// The link ends are a singleton: with several nodes on one database
-	// only the holder of the "qkd-link" lease runs them, and another node
-	// takes over within the lease TTL (plus a third) when it dies.
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	p.closers = append(p.closers, func() error { cancel(); wg.Wait(); return nil })
+	run := func(ctx context.Context, _ int64) error {
+		err := pair.RunLink(ctx, func(ctx context.Context, sinkA, sinkB qkd.Sink) error {
+			return p.runLink(ctx, cfg, sinkA, sinkB)
+		})
+		if err != nil {
+			// A stopped link (an eavesdropper, a failure) stays stopped
+			// and visible (/readyz, qkd_link_state) until an operator
+			// restarts the node; with Singleton this node keeps the duty
+			// so that no other node silently restarts it.
+			p.Config.Log.Error("QKD link stopped", "err", err)
+			<-ctx.Done()
+		}
+		return nil
+	}
+	if !cfg.Singleton {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = run(lctx, 0) }()
+		return nil
+	}
+	// The link ends as a singleton: with several nodes on one database only
+	// the holder of the "qkd-link" lease runs them, and another node takes
+	// over within the lease TTL (plus a third) when it dies.
 	el, err := lease.New(ctx, p.DB, "qkd-link", nodeName(), 0, p.Config.Log)
 	if err != nil {
 		return fmt.Errorf("platform: %w", err)
 	}
 	el.OnChange = func(held bool) { p.Metrics.SetLeader("qkd-link", held) }
 	p.Metrics.SetLeader("qkd-link", false)
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	p.closers = append(p.closers, func() error { cancel(); wg.Wait(); return nil })
 	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = el.Run(lctx, func(ctx context.Context, token int64) error {
-			err := pair.RunLink(ctx, func(ctx context.Context, sinkA, sinkB qkd.Sink) error {
-				return p.runLink(ctx, cfg, sinkA, sinkB)
-			})
-			if err != nil {
-				// A stopped link (an eavesdropper, a failure) stays
-				// stopped and visible (/readyz, qkd_link_state) until
-				// an operator restarts the node; this node keeps the
-				// duty so that no other node silently restarts it.
-				p.Config.Log.Error("QKD link stopped", "err", err)
-				<-ctx.Done()
-			}
-			return nil
-		})
-	}()
+	go func() { defer wg.Done(); _ = el.Run(lctx, run) }()
 	return nil
 }
 
