@@ -262,5 +262,8 @@ func (r *recorder) Write(b []byte) (int, error) {
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// Flush passes flushes through (streaming handlers type-assert http.Flusher).
+func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
+
 // equalHash compares fingerprints in constant time.
 func equalHash(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

@@ -268,6 +268,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// Flush lets streaming handlers (server-sent events) flush through the
+// wrapper; they look for http.Flusher with a type assertion.
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
 // RequestIDHeader carries the request ID in both directions.
 const RequestIDHeader = "X-Request-ID"
 
@@ -356,10 +365,19 @@ func stripMethod(pattern string) string {
 	return pattern
 }
 
-// exempt reports whether a request bypasses shedding and the deadline
-// (probes and scrapes must answer even when the node is saturated).
+// exempt reports whether a request bypasses shedding and the deadline:
+// probes and scrapes must answer even when the node is saturated, and
+// server-sent event streams (the console's live feeds) last as long as the
+// page is open — they would hold a slot each and be cut at the deadline.
 func exempt(r *http.Request) bool {
-	return r.Method == http.MethodGet && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics")
+	if r.Method != http.MethodGet {
+		return false
+	}
+	switch r.URL.Path {
+	case "/healthz", "/readyz", "/metrics":
+		return true
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 }
 
 func (s *Server) shed(next http.Handler) http.Handler {

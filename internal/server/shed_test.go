@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -69,4 +70,46 @@ func TestLoadShedding(t *testing.T) {
 	if rec := do(h, "GET", "/slow", "", "", ""); rec.Code != 204 {
 		t.Fatalf("after the load: %d", rec.Code)
 	}
+}
+
+// TestStreamsThroughMiddleware: a server-sent event stream finds an
+// http.Flusher through the middleware (the always-on access-log wrapper hid
+// it, breaking the console's live feeds) and is neither shed nor cut at the
+// request deadline.
+func TestStreamsThroughMiddleware(t *testing.T) {
+	s, err := server.New(server.Config{InsecureHTTP: true, MaxInFlight: 1, RequestTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Handle("GET /events", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fl, ok := w.(http.Flusher)
+		if !ok {
+			http.Error(w, "streaming unsupported", 500)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl.Flush()
+		select {
+		case <-r.Context().Done():
+			http.Error(w, "cut", 500)
+		case <-time.After(150 * time.Millisecond):
+			w.Write([]byte("data: ok\n\n"))
+		}
+	}))
+	h := s.Handler()
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ { // two streams with one in-flight slot
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := httptest.NewRequest("GET", "/events", nil)
+			r.Header.Set("Accept", "text/event-stream")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			if rec.Code != 200 || !strings.Contains(rec.Body.String(), "data: ok") {
+				t.Errorf("stream: %d %q", rec.Code, rec.Body)
+			}
+		}()
+	}
+	wg.Wait()
 }
