@@ -16,10 +16,20 @@ import (
 	"github.com/qshield/qshield/sqldb"
 )
 
-// pflags adapts a cobra flag set to config.Flags.
+// pflags adapts a cobra flag set to config.Flags. A flag counts as given
+// when it or one of its deprecated aliases (which share its variable) was.
 type pflags struct{ fs *pflag.FlagSet }
 
-func (p pflags) Changed(name string) bool { return p.fs.Lookup(name) != nil && p.fs.Changed(name) }
+var flagAliases = map[string][]string{"dir": {"state-dir"}}
+
+func (p pflags) Changed(name string) bool {
+	for _, n := range append([]string{name}, flagAliases[name]...) {
+		if p.fs.Lookup(n) != nil && p.fs.Changed(n) {
+			return true
+		}
+	}
+	return false
+}
 func (p pflags) Value(name string) (string, bool) {
 	f := p.fs.Lookup(name)
 	if f == nil {
@@ -29,7 +39,7 @@ func (p pflags) Value(name string) (string, bool) {
 }
 
 // nodeFlags registers the node settings that the command does not define
-// already (serve defines --listen, --state-dir, --insecure-http; --db is
+// already (serve defines --listen, --dir, --insecure-http; --db is
 // global), plus --config. Their values are read back through config.Resolve.
 func nodeFlags(cmd *cobra.Command, configPath *string) {
 	d := config.Defaults()

@@ -88,7 +88,7 @@ func Settings() []Setting {
 	return []Setting{
 		{"db", "QSHIELD_DB", "db", "database: SQLite file path or postgres:// URL (may hold a password: prefer the environment)", kString, func(c *Config) any { return &c.DB }},
 		{"listen", "QSHIELD_LISTEN", "listen", "address the API listens on", kString, func(c *Config) any { return &c.Listen }},
-		{"state_dir", "QSHIELD_STATE_DIR", "state-dir", "directory receiving ca.pem and the admin client certificate", kString, func(c *Config) any { return &c.StateDir }},
+		{"state_dir", "QSHIELD_STATE_DIR", "dir", "the server's directory: ca.pem and the operator's credentials", kString, func(c *Config) any { return &c.StateDir }},
 		{"insecure_http", "QSHIELD_INSECURE_HTTP", "insecure-http", "serve plain HTTP (only behind a TLS-terminating proxy)", kBool, func(c *Config) any { return &c.InsecureHTTP }},
 		{"log_level", "QSHIELD_LOG_LEVEL", "log-level", "debug, info, warn or error", kString, func(c *Config) any { return &c.LogLevel }},
 		{"log_format", "QSHIELD_LOG_FORMAT", "log-format", "json (one object per line) or text", kString, func(c *Config) any { return &c.LogFormat }},
