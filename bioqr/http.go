@@ -21,7 +21,7 @@ import (
 // codes is the settlement API's error-code registry: every refusal the
 // protocol can give, its HTTP status and a message safe to show the payer.
 var codes = httpx.NewRegistry(
-	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The payment data could not be read.", Err: ErrMalformed},
+	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The request could not be read.", Err: ErrMalformed},
 	httpx.Code{Code: "decrypt_failed", Status: http.StatusBadRequest, Message: "The payment data could not be opened.", Err: ErrDecrypt},
 	httpx.Code{Code: "bad_signature", Status: http.StatusForbidden, Message: "The signature is not valid.", Err: ErrBadSignature},
 	httpx.Code{Code: "illegal_pos", Status: http.StatusForbidden, Message: "This terminal is not certified for payments.", Err: ErrIllegalPOS},

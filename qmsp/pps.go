@@ -201,10 +201,14 @@ func (p *PPS) material(ctx context.Context, keyID string) ([]byte, error) {
 	if len(b) < MinBatchSize || len(b) > MaxBatchSize {
 		return nil, fmt.Errorf("%w: key %s has %d bytes", ErrUnknownKey, keyID, len(b))
 	}
+	sealed, err := p.seal.seal(b, "pps-key/"+keyID)
+	if err != nil {
+		return nil, err
+	}
 	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_keys (key_id, material, units, fetched_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (key_id) DO NOTHING`),
-			keyID, p.seal.seal(b, "pps-key/"+keyID), (len(b)-PresetKeySize)/UnitSize, p.now().UnixNano())
+			keyID, sealed, (len(b)-PresetKeySize)/UnitSize, p.now().UnixNano())
 		return err
 	})
 	if err != nil {
@@ -366,10 +370,20 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	var refused error
 	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
 		refused = nil
-		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_payments (key_id, unit, gi, payer, amount, currency, state, request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, 'paid', ?, ?)`),
+		// ON CONFLICT DO NOTHING, not a unique violation: on PostgreSQL a
+		// violation aborts the transaction, which the batcher shares with
+		// concurrent payments.
+		res, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_payments (key_id, unit, gi, payer, amount, currency, state, request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, 'paid', ?, ?) ON CONFLICT (key_id, unit) DO NOTHING`),
 			req.KeyID, int(req.Unit), req.Gateway, int64(m.Payer), m.Amount, cur, reqHash, now.UnixNano())
+		if err != nil {
+			return err
+		}
+		claimed, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
 		retry := false
-		if sqldb.IsUniqueViolation(err) {
+		if claimed == 0 {
 			var prev []byte
 			if qerr := tx.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT request_hash FROM qmsp_payments WHERE key_id = ? AND unit = ?`), req.KeyID, int(req.Unit)).Scan(&prev); qerr != nil {
 				return qerr
@@ -378,8 +392,6 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 				return fmt.Errorf("%w: %s", ErrKeyUsed, ref)
 			}
 			retry = true // the same client retrying: the ledger returns the first result
-		} else if err != nil {
-			return err
 		}
 		t, err = p.cfg.Ledger.TransferTx(ctx, tx, ledger.TransferRequest{
 			IdempotencyKey: "qmsp/" + ref, From: account, To: g.account, Amount: m.Amount, Currency: cur,

@@ -11,7 +11,7 @@ import (
 
 // ServeCommand is `qshield serve`: the platform's HTTPS API and every scheme service.
 func ServeCommand(g *Globals) *cobra.Command {
-	var listen, stateDir, configPath string
+	var listen, stateDir, publicURL, results, configPath string
 	var insecure bool
 	var hostsFlag []string
 	var qkdCfg platform.QKDConfig
@@ -37,18 +37,22 @@ func ServeCommand(g *Globals) *cobra.Command {
 					return err
 				}
 			}
-			listen = rc.Listen
+			listen, insecure = rc.Listen, rc.InsecureHTTP
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w", listen, err)
+			}
+			defer ln.Close()
+			if publicURL == "" {
+				publicURL = platform.LocalURL(ln.Addr(), insecure)
+			}
 			pcfg := platformConfig(rc)
-			pcfg.Hosts, pcfg.Log, pcfg.QKD = hostsFlag, g.Log, qkdCfg
+			pcfg.Hosts, pcfg.Log, pcfg.QKD, pcfg.PublicURL, pcfg.ResultsDir = hostsFlag, g.Log, qkdCfg, publicURL, results
 			p, err := platform.Open(ctx, pcfg)
 			if err != nil {
 				return err
 			}
 			defer p.Close()
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fmt.Errorf("listen on %s: %w", listen, err)
-			}
 			url := p.URL(ln.Addr())
 			if p.QMSP != nil {
 				g.Log.Info("QMSP gateway page", "url", url+"/qmsp/gateways/"+platform.BuiltinGateway+"/")
@@ -73,6 +77,8 @@ func ServeCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&qkdCfg.ListenA, "kme-a", "127.0.0.1:8441", "address of site A's key manager (KME_PLATFORM: SAEs pps, charger-1)")
 	cmd.Flags().StringVar(&qkdCfg.ListenB, "kme-b", "127.0.0.1:8442", "address of site B's key manager (KME_SUPERMARKET: SAEs css, qssc)")
 	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")
+	cmd.Flags().StringVar(&publicURL, "public-url", "", "the origin people use to reach this server, e.g. https://pay.example.com (console passkeys are bound to its host; default https://localhost:PORT)")
+	cmd.Flags().StringVar(&results, "results", "", "directory of experiment results (NAME.md, NAME.png) the console shows")
 	nodeFlags(cmd, &configPath) // pool, timeouts, load shedding, logging, --config
 	return cmd
 }
