@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 )
@@ -341,8 +342,7 @@ func (s *Settlement) PageHandler() http.Handler {
 		}{ID: id, Message: d.message, HasQR: d.payload != ""}
 		if d.payload != "" {
 			if c, err := ParseConsumption(d.payload); err == nil {
-				cur, _ := LookupCurrency(c.Currency)
-				data.Amount = FormatAmount(c.Amount, cur)
+				data.Amount = money.Format(c.Amount, c.Currency)
 			}
 			data.PNG = "/bioqr/pos/" + id + "/qr.png?t=" + fmt.Sprint(d.updated.UnixNano())
 			data.Expires = d.expires.Format(time.RFC3339)
@@ -363,17 +363,4 @@ func (s *Settlement) PageHandler() http.Handler {
 		_, _ = w.Write(d.png)
 	})
 	return mux
-}
-
-// FormatAmount writes minor units with the currency's decimals and code
-// (2550, CNY → "25.50 CNY").
-func FormatAmount(v int64, c Currency) string {
-	s := fmt.Sprint(v)
-	if c.Decimals > 0 {
-		for len(s) <= c.Decimals {
-			s = "0" + s
-		}
-		s = s[:len(s)-c.Decimals] + "." + s[len(s)-c.Decimals:]
-	}
-	return s + " " + c.Code
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/sqldb"
 )
 
@@ -148,17 +149,10 @@ func (p *PPS) RegisterPayer(ctx context.Context, payer uint64, account, phone st
 	})
 }
 
-// currencies maps ISO 4217 numeric codes to the ledger's alphabetic codes.
-var currencies = map[uint16]string{156: "CNY", 978: "EUR", 840: "USD", 826: "GBP", 392: "JPY", 344: "HKD"}
-
 // CurrencyCode returns the numeric ISO 4217 code of an alphabetic one.
 func CurrencyCode(alpha string) (uint16, bool) {
-	for n, a := range currencies {
-		if a == alpha {
-			return n, true
-		}
-	}
-	return 0, false
+	c, err := money.Lookup(alpha)
+	return c.Numeric, err == nil
 }
 
 // material returns the quantum key batch keyID, fetching it from the key
@@ -318,10 +312,11 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	if m.Merchant != g.merchant {
 		return nil, fmt.Errorf("%w: M names merchant %d", ErrMerchant, m.Merchant)
 	}
-	cur, ok := currencies[m.Currency]
-	if !ok {
+	currency, err := money.ByNumeric(m.Currency)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %d", ErrCurrency, m.Currency)
 	}
+	cur := currency.Code
 	var account, boundPhone string
 	err = p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT account, phone FROM qmsp_pps_payers WHERE payer = ?`), int64(m.Payer)).Scan(&account, &boundPhone)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && phone != "" && phone != boundPhone) {
@@ -385,7 +380,7 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 			return nil
 		}
 		_, err = p.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
-			Details: map[string]string{"key": ref, "amount": strconv.FormatInt(m.Amount, 10) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
+			Details: map[string]string{"key": ref, "amount": currency.Format(m.Amount) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
 		return err
 	})
 	if err != nil {

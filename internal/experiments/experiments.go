@@ -18,6 +18,7 @@ func All() []experiment.Spec {
 		KMEExperiment(),
 		QKDRateExperiment(),
 		QKDCascadeExperiment(),
+		QKDWANExperiment(),
 		QKDEveExperiment(),
 		ClusterExperiment(),
 		SoakExperiment(),
