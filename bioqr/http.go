@@ -286,7 +286,7 @@ func (s *Settlement) publish(_ context.Context, posCert *x509.Certificate, req *
 		if c.Credential.Serial.Cmp(posCert.SerialNumber) != 0 {
 			return fmt.Errorf("%w: the QR names another POS", ErrWrongPOS)
 		}
-		png, _, err := qrimg.EncodePNG(req.Payload, qrimg.M, 6)
+		png, _, err := qrimg.EncodePNG(req.Payload, qrimg.M, posQRScale)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrMalformed, err)
 		}

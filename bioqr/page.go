@@ -34,6 +34,7 @@ func (s *Settlement) posPage(w http.ResponseWriter, r *http.Request, id string, 
 		}
 		p.QR = "/bioqr/pos/" + url.PathEscape(id) + "/qr.png?t=" + strconv.FormatInt(d.updated.UnixNano(), 10)
 		p.QRAlt = "payment code of " + merchantName(d)
+		p.QRScale = posQRScale
 		p.Expires = d.expires
 		p.Hint = "Scan with your qshield app, then confirm with your fingerprint."
 	}
@@ -52,6 +53,10 @@ func (s *Settlement) posStatus(w http.ResponseWriter, r *http.Request, d display
 	}
 	paypage.WriteStatus(w, st)
 }
+
+// posQRScale is the pixels per module of the consumption QR image
+// (publish draws it).
+const posQRScale = 6
 
 func posStatusURL(id string, d displayed) string {
 	return "/bioqr/pos/" + url.PathEscape(id) + "/status?v=" + version(d)

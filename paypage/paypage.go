@@ -45,6 +45,13 @@ type Page struct {
 	QR string
 	// QRAlt describes the code for screen readers.
 	QRAlt string
+	// QRScale is the image's pixels per module (for QR and Loop). When set,
+	// the page draws every module with the same whole number of device
+	// pixels, as large as fits (uneven modules from a fractional scale
+	// trouble decoders), and a whole multiple of QRScale when there is room
+	// (the image's own pixels, such as a watermark's, are copied exactly);
+	// 0 scales the image to the width.
+	QRScale int
 	// Expires, when set, shows a countdown to it.
 	Expires time.Time
 	// StatusURL is polled (GET, JSON Status) every second; "" disables it.
@@ -163,7 +170,7 @@ main{width:100%;max-width:480px;padding:16px 16px 28px;text-align:center}
 .sub{margin:0;color:#57606a;font-size:15px}
 h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
 .amount{font-size:40px;font-weight:700;margin:6px 0 10px;letter-spacing:.5px}
-.code{display:block;margin:0 auto;width:min(100%,420px);height:auto;aspect-ratio:1/1;object-fit:contain;image-rendering:pixelated;image-rendering:crisp-edges;background:#fff}
+.code{display:block;margin:0 auto;width:min(100%,420px);max-width:100%;height:auto;aspect-ratio:1/1;object-fit:contain;image-rendering:pixelated;image-rendering:crisp-edges;background:#fff}
 .countdown{margin:10px 0 0;font-size:16px;color:#57606a}
 .status{margin:14px 0 0;padding:12px;border-radius:12px;font-size:18px;font-weight:600;background:#eef1f4}
 .status.paid{background:#e6f4ea;color:#116329}
@@ -192,6 +199,16 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
 (function(){
   var statusURL = {{json .StatusURL}}, loop = {{json .Loop}}, loopMs = {{.LoopMillis}}, fresh = {{.LoopFresh}}, holdMs = {{.PaidHoldMillis}};
   var st = document.getElementById("status"), card = document.getElementById("card"), code = document.getElementById("code");
+  var scale = {{.QRScale}};
+  function fit(){
+    if (!code || !scale || !code.naturalWidth) return;
+    var mods = code.naturalWidth / scale, dpr = window.devicePixelRatio || 1, cs = getComputedStyle(card);
+    var avail = Math.min(card.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight), 420);
+    var k = Math.max(1, Math.floor(avail * dpr / mods));
+    if (k >= scale) k -= k % scale; // whole copies of the image's pixels: its detail survives
+    code.style.width = (k * mods / dpr) + "px";
+  }
+  if (code) { code.addEventListener("load", fit); window.addEventListener("resize", fit); fit(); }
   var cd = document.getElementById("countdown"), end = cd ? +cd.dataset.expires : 0, holdUntil = 0, state = {{json .Status.State}};
   function reloadCode(){ if (code && !loop) code.src = code.src.split("?")[0] + "?" + Date.now(); }
   function show(s){

@@ -72,6 +72,7 @@ func (gp *GatewayPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Heading:    gp.heading(d),
 			Amount:     displayAmount(d),
 			QR:         "qr.png",
+			QRScale:    qrScale,
 			QRAlt:      "payment code of " + gp.heading(d),
 			Expires:    d.Expires,
 			StatusURL:  statusURL(d.Ref),
@@ -79,7 +80,7 @@ func (gp *GatewayPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Hint:       "Each code pays once. A new one appears after every payment.",
 		})
 	case "qr.png":
-		png, _, err := qrimg.EncodePNG(string(text), qrimg.M, 6)
+		png, _, err := qrimg.EncodePNG(string(text), qrimg.M, qrScale)
 		if err != nil {
 			gp.logErr(r, err)
 			http.Error(w, "The code could not be drawn.", http.StatusInternalServerError)
@@ -150,6 +151,9 @@ func (gp *GatewayPage) heading(d *Display) string {
 // displayAmount is the amount a code carries, as people read it ("" when
 // the payer enters it).
 func displayAmount(d *Display) string { return "" }
+
+// qrScale is the code image's pixels per module.
+const qrScale = 6
 
 func statusURL(ref KeyRef) string {
 	return "status?code=" + url.QueryEscape(qkd.FormatKeyID(ref.KeyID)+"/"+strconv.Itoa(int(ref.Unit)))

@@ -94,7 +94,7 @@ func (s *Service) Handler() http.Handler {
 		file := r.PathValue("file")
 		switch {
 		case file == "" || file == "index.html":
-			renderScreen(w, len(sc.loop.Frames), s.Params.FramePeriod(), sc.expires)
+			renderScreen(w, len(sc.loop.Frames), s.Params.ModulePx, s.Params.FramePeriod(), sc.expires)
 		case file == "loop.gif":
 			var buf bytes.Buffer
 			if err := sc.loop.WriteGIF(&buf); err != nil {

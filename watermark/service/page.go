@@ -13,7 +13,7 @@ import (
 // quiet zone inside the image (never cropped), a countdown to the code's
 // expiry and a brightness hint — a scanner reads the faint watermark best
 // from a bright screen held still.
-func renderScreen(w http.ResponseWriter, n int, period time.Duration, expires time.Time) {
+func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, expires time.Time) {
 	loop := make([]string, n)
 	for k := range loop {
 		loop[k] = "frame/" + strconv.Itoa(k) + ".png"
@@ -25,6 +25,7 @@ func renderScreen(w http.ResponseWriter, n int, period time.Duration, expires ti
 		Loop:       loop,
 		LoopMillis: int(period.Milliseconds()),
 		QRAlt:      "your payment code, changing several times a second",
+		QRScale:    modulePx,
 		Expires:    expires,
 		Status:     paypage.Status{State: paypage.Waiting, Message: "Show this screen to the merchant's scanner, close up."},
 		Hint:       "Turn your screen brightness up and hold the phone still, 10–20 cm from the scanner.",
