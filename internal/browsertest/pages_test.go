@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"image"
+	"image/draw"
 	"image/png"
 	"io"
 	"net"
@@ -89,30 +91,43 @@ func capture(t *testing.T, ctx context.Context, name string, wantQR bool, vps ..
 			}
 		}
 		if wantQR {
-			texts = append(texts, decodeShot(t, name+"-"+vp.suffix, shot))
+			// The region of the screenshot where the page draws the code
+			// (CSS pixels are device pixels at scale 1), with a margin.
+			r := eval[[]float64](t, ctx, "(function(){var r=document.getElementById('code').getBoundingClientRect();return [r.left+scrollX,r.top+scrollY,r.right+scrollX,r.bottom+scrollY]})()")
+			texts = append(texts, decodeShot(t, name+"-"+vp.suffix, shot, image.Rect(int(r[0])-16, int(r[1])-16, int(r[2])+16, int(r[3])+16)))
 		}
 	}
 	do(t, ctx, "reset viewport", chromedp.EmulateReset())
 	return texts
 }
 
-// decodeShot reads the QR code in a screenshot with qrimg and, when
-// installed, zbarimg; both must agree.
-func decodeShot(t *testing.T, name string, shot []byte) string {
+// decodeShot reads the QR code in region of a screenshot with qrimg and,
+// when installed, zbarimg; both must agree. A failing screenshot is kept in
+// the test's log directory for a look.
+func decodeShot(t *testing.T, name string, shot []byte, region image.Rectangle) string {
 	t.Helper()
 	img, err := png.Decode(bytes.NewReader(shot))
 	if err != nil {
 		t.Fatalf("%s: screenshot is not a PNG: %v", name, err)
 	}
-	text, err := qrimg.Decode(img)
+	region = region.Intersect(img.Bounds())
+	crop := image.NewRGBA(region)
+	draw.Draw(crop, region, img, region.Min, draw.Src)
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, crop); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), name+".png")
+	if err := os.WriteFile(f, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text, err := qrimg.Decode(crop)
 	if err != nil {
-		t.Fatalf("%s: no QR code read from the screenshot: %v", name, err)
+		keep := filepath.Join(os.TempDir(), "qshield-"+name+"-unread.png")
+		_ = os.WriteFile(keep, shot, 0o644)
+		t.Fatalf("%s: no QR code read from the screenshot (kept as %s): %v", name, keep, err)
 	}
 	if zbar, err := exec.LookPath("zbarimg"); err == nil {
-		f := filepath.Join(t.TempDir(), "shot.png")
-		if err := os.WriteFile(f, shot, 0o600); err != nil {
-			t.Fatal(err)
-		}
 		out, err := exec.Command(zbar, "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", f).Output()
 		if err != nil {
 			t.Errorf("%s: zbarimg read no QR code: %v", name, err)
