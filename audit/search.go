@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -203,4 +204,55 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 		return now.Add(-d).UTC(), nil
 	}
 	return time.Time{}, fmt.Errorf("%w: time %q is not RFC 3339, YYYY-MM-DD or a duration such as 24h", ErrInvalid, s)
+}
+
+// ScanEvents calls fn for every record whose event starts with prefix,
+// inside the caller's (snapshot) transaction: first the records in the log
+// in seq order, then the entries still queued for integration (Seq 0), so a
+// caller reading its own tables in the same snapshot sees exactly the
+// records committed with them. Hashes are not returned.
+func (l *Log) ScanEvents(ctx context.Context, tx *sql.Tx, prefix string, fn func(Record) error) error {
+	for _, q := range []string{
+		`SELECT seq, time, actor, event, outcome, origin, resource, details FROM audit_log WHERE substr(event, 1, ?) = ? ORDER BY seq`,
+		`SELECT 0, time, actor, event, outcome, origin, resource, details FROM audit_queue WHERE substr(event, 1, ?) = ? ORDER BY id`,
+	} {
+		if err := l.scanEvents(ctx, tx, q, prefix, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Log) scanEvents(ctx context.Context, tx *sql.Tx, q, prefix string, fn func(Record) error) error {
+	rows, err := tx.QueryContext(ctx, l.db.Rebind(q), utf8.RuneCountInString(prefix), prefix)
+	if err != nil {
+		return fmt.Errorf("audit: scan events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r Record
+		var ts, details string
+		if err := rows.Scan(&r.Seq, &ts, &r.Actor, &r.Event, &r.Outcome, &r.Origin, &r.Resource, &details); err != nil {
+			return fmt.Errorf("audit: scan events: %w", err)
+		}
+		r.Time, _ = time.Parse(TimeLayout, ts)
+		if details != "{}" {
+			if err := json.Unmarshal([]byte(details), &r.Details); err != nil {
+				return fmt.Errorf("audit: record %d has malformed details: %w", r.Seq, err)
+			}
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: scan events: %w", err)
+	}
+	return nil
+}
+
+// Snapshot runs fn in a read-only transaction that sees one consistent
+// snapshot of the database (repeatable read on PostgreSQL).
+func (l *Log) Snapshot(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return l.snapshot(ctx, fn)
 }

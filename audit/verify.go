@@ -30,6 +30,14 @@ const (
 	ProblemForged ProblemKind = "forged"
 	// ProblemHead: the head does not match the last record.
 	ProblemHead ProblemKind = "head"
+	// ProblemRollback: the log is smaller than a checkpoint.
+	ProblemRollback ProblemKind = "rollback"
+	// ProblemFork: the records before a checkpoint's size do not hash to its
+	// root (deleted, inserted, reordered or rewritten records, or a copy of
+	// the log that grew apart).
+	ProblemFork ProblemKind = "fork"
+	// ProblemTree: the stored Merkle tree hashes disagree with the records.
+	ProblemTree ProblemKind = "tree"
 )
 
 // Problem is one break found by Verify.
@@ -73,6 +81,9 @@ func (r *Report) add(p Problem) {
 // on PostgreSQL), so records appended while it runs are neither reported as
 // inserted nor make the tail look truncated; appenders are not blocked.
 func (l *Log) Verify(ctx context.Context) (Report, error) {
+	if _, err := l.Integrate(ctx); err != nil {
+		return Report{}, err
+	}
 	return l.VerifyAnchor(ctx, Head{})
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/sqldb"
 )
 
@@ -44,6 +45,7 @@ type options struct {
 	window        time.Duration
 	checkpoint    time.Duration
 	defaultExpiry time.Duration
+	audit         audit.Recorder
 }
 
 // WithLogger sets the logger (default slog.Default()).
