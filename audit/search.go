@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Query selects records. Zero fields do not filter. Event and Resource
@@ -19,6 +21,9 @@ type Query struct {
 	Event    string
 	Resource string
 	Outcome  string
+	// Account matches records about a ledger account: its resource, or a
+	// "from" or "to" detail equal to it (money records name both accounts).
+	Account  string
 	Limit    int   // Search only: default 100, at most 10000
 	AfterSeq int64 // Search only: records with seq > AfterSeq (paging)
 }
@@ -93,6 +98,18 @@ func (l *Log) where(q Query) (string, []any, error) {
 		conds = append(conds, f.col+" = ?")
 		args = append(args, f.v)
 	}
+	if q.Account != "" {
+		if err := checkText("account", q.Account, false, maxField); err != nil {
+			return "", nil, err
+		}
+		v, _ := json.Marshal(q.Account)
+		pos := "instr(details, ?)"
+		if l.db.Dialect == sqldb.Postgres {
+			pos = "strpos(details, ?)"
+		}
+		conds = append(conds, "(resource = ? OR "+pos+" > 0 OR "+pos+" > 0)")
+		args = append(args, q.Account, `"from":`+string(v), `"to":`+string(v))
+	}
 	if q.AfterSeq > 0 {
 		conds = append(conds, "seq > ?")
 		args = append(args, q.AfterSeq)
@@ -103,7 +120,8 @@ func (l *Log) where(q Query) (string, []any, error) {
 	return " WHERE " + strings.Join(conds, " AND "), args, nil
 }
 
-// Search returns the records matching q in chain order.
+// Search returns the records matching q in chain order (after integrating
+// queued entries, so a committed record is always found).
 func (l *Log) Search(ctx context.Context, q Query) ([]Record, error) {
 	if q.Limit < 0 || q.Limit > maxLimit {
 		return nil, fmt.Errorf("%w: limit must be 0..%d", ErrInvalid, maxLimit)
@@ -113,6 +131,9 @@ func (l *Log) Search(ctx context.Context, q Query) ([]Record, error) {
 	}
 	w, args, err := l.where(q)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := l.Integrate(ctx); err != nil {
 		return nil, err
 	}
 	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash
@@ -161,6 +182,9 @@ func (l *Log) Stats(ctx context.Context, q Query, by ...GroupBy) ([]Count, error
 	q.AfterSeq = 0
 	w, args, err := l.where(q)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := l.Integrate(ctx); err != nil {
 		return nil, err
 	}
 	cols := strings.Join(exprs, ", ")

@@ -379,7 +379,7 @@ func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq
 			continue
 		}
 		if single {
-			errs[i] = runOp(ctx, tx, r.op)
+			errs[i] = runOp(opContext{ctx, r.ctx}, tx, r.op)
 			if errs[i] != nil {
 				_ = tx.Rollback()
 				if sqldb.IsTransient(errs[i]) {
@@ -393,7 +393,7 @@ func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq
 			_ = tx.Rollback()
 			return err
 		}
-		errs[i] = runOp(ctx, tx, r.op)
+		errs[i] = runOp(opContext{ctx, r.ctx}, tx, r.op)
 		if errs[i] != nil {
 			if sqldb.IsTransient(errs[i]) {
 				_ = tx.Rollback()
@@ -411,6 +411,16 @@ func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq
 	}
 	return tx.Commit()
 }
+
+// opContext runs a request's op with the batch's cancellation and the
+// request's values (such as the audit actor, see audit.WithActor).
+type opContext struct {
+	context.Context
+	values context.Context
+}
+
+// Value implements context.Context.
+func (c opContext) Value(key any) any { return c.values.Value(key) }
 
 // checkpointer copies the WAL into the database file in the background. A
 // PASSIVE checkpoint never blocks the writer or readers; it copies what it can.
