@@ -8,11 +8,15 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/qshield/qshield/fsutil"
 )
 
 // Checkpoints.
@@ -168,6 +172,10 @@ func (l *Log) Checkpoint(ctx context.Context, signer note.Signer) ([]byte, Check
 	return msg, c, nil
 }
 
+// ParseStoredCheckpoint parses a signed checkpoint without checking its
+// signature (for the log's own bookkeeping; outside holders use OpenCheckpoint).
+func ParseStoredCheckpoint(msg []byte) (Checkpoint, error) { return parseStored(msg) }
+
 // parseStored parses a stored signed checkpoint without checking its
 // signature (the database is not trusted for that: outside holders check).
 func parseStored(msg []byte) (Checkpoint, error) {
@@ -272,4 +280,54 @@ func (l *Log) compareStored(ctx context.Context, tx *sql.Tx, t *memTree, rep *Re
 		rep.add(Problem{Kind: ProblemTree, Seq: t.n, Detail: fmt.Sprintf("%d of %d stored tree hashes differ from the records (%d expected)", bad, n, len(t.hashes))})
 	}
 	return nil
+}
+
+// LoadOrCreateSigner reads the checkpoint signing key from keyFile (a
+// signed-note private key) and its verifier key from vkeyFile, creating
+// both for origin on first use (keyFile mode 0600). Keep keyFile out of the
+// database and its backups; publish vkeyFile to witnesses and auditors.
+func LoadOrCreateSigner(keyFile, vkeyFile, origin string) (note.Signer, string, error) {
+	skey, err := os.ReadFile(keyFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		s, v, gerr := GenerateCheckpointKey(origin)
+		if gerr != nil {
+			return nil, "", fmt.Errorf("audit: generate checkpoint key: %w", gerr)
+		}
+		if err := fsutil.WriteFileAtomic(vkeyFile, []byte(v+"\n"), 0o644, true); err != nil {
+			return nil, "", fmt.Errorf("audit: write checkpoint verifier key: %w", err)
+		}
+		if err := fsutil.WriteFileAtomic(keyFile, []byte(s+"\n"), 0o600, true); err != nil {
+			return nil, "", fmt.Errorf("audit: write checkpoint key: %w", err)
+		}
+		skey, err = []byte(s), nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("audit: read checkpoint key: %w", err)
+	}
+	signer, err := note.NewSigner(strings.TrimSpace(string(skey)))
+	if err != nil {
+		return nil, "", fmt.Errorf("audit: checkpoint key %s: %w", keyFile, err)
+	}
+	vkey, err := ReadVerifierKey(vkeyFile)
+	if err != nil {
+		return nil, "", err
+	}
+	v, _ := note.NewVerifier(vkey)
+	if v.Name() != signer.Name() || v.KeyHash() != signer.KeyHash() {
+		return nil, "", fmt.Errorf("audit: %s and %s are not one key pair", keyFile, vkeyFile)
+	}
+	return signer, vkey, nil
+}
+
+// ReadVerifierKey reads a signed-note verifier key ("name+hash+base64") from a file.
+func ReadVerifierKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("audit: read checkpoint verifier key: %w", err)
+	}
+	vkey := strings.TrimSpace(string(b))
+	if _, err := note.NewVerifier(vkey); err != nil {
+		return "", fmt.Errorf("audit: verifier key %s: %w", path, err)
+	}
+	return vkey, nil
 }

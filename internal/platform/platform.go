@@ -62,6 +62,8 @@ type Config struct {
 	Log   *slog.Logger
 	// QKD configures the simulated link feeding the key managers.
 	QKD QKDConfig
+	// Audit configures the audit log's signed checkpoints.
+	Audit AuditConfig
 }
 
 // Platform is an opened platform, ready to serve.
@@ -89,6 +91,8 @@ type Platform struct {
 	Watermark *service.Service
 	// KeyCharge is seed 001's key management platform and service centre.
 	KeyCharge *keycharge.QKMP
+	// Publisher signs and publishes the audit log's checkpoints.
+	Publisher *audit.Publisher
 
 	master []byte
 
@@ -129,7 +133,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.CA = p.CA.WithAudit(p.Audit, "platform")
-	p.Ledger, err = ledger.Open(ctx, p.DB)
+	p.Ledger, err = ledger.Open(ctx, p.DB, ledger.WithAudit(p.Audit))
 	if err != nil {
 		return nil, fmt.Errorf("platform: ledger: %w", err)
 	}
@@ -163,6 +167,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		api.Authorize = isAdmin
 	}
 	api.Register(p.Server)
+	if err := p.startAudit(ctx); err != nil {
+		return nil, err
+	}
 	if err := p.startQuantum(ctx, cfg.QKD); err != nil {
 		return nil, err
 	}

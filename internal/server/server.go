@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/httpx"
 )
 
@@ -90,8 +91,17 @@ func (s *Server) Mount(prefix string, h http.Handler) {
 }
 
 // Handler returns the full handler chain (useful for tests with httptest).
+// Every request's context names its principal for the audit trail
+// (audit.WithActor with Principal), so that money a scheme moves through
+// the ledger is audited with the caller's certificate serial as actor.
 func (s *Server) Handler() http.Handler {
-	return s.recoverer(s.limitBody(s.logRequests(s.mux)))
+	return s.recoverer(s.limitBody(s.logRequests(withPrincipal(s.mux))))
+}
+
+func withPrincipal(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(audit.WithActor(r.Context(), Principal(r))))
+	})
 }
 
 // Run serves on ln until ctx is cancelled, then shuts down gracefully.
