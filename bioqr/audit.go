@@ -2,7 +2,7 @@ package bioqr
 
 import (
 	"context"
-	"fmt"
+	"database/sql"
 	"log/slog"
 	"sync"
 	"unicode/utf8"
@@ -20,80 +20,71 @@ type AuditEvent struct {
 	Detail  map[string]string // small, non-secret facts
 }
 
-// Auditor records events. The platform's audit trail is adapted to it by
-// the caller (see the package doc); LogAuditor and MemoryAuditor are for
-// tools and tests.
-type Auditor interface {
-	Record(ctx context.Context, e AuditEvent) error
-}
-
-// LogAuditor writes events to a structured logger.
-type LogAuditor struct{ Log *slog.Logger }
-
-// Record logs e.
-func (a LogAuditor) Record(ctx context.Context, e AuditEvent) error {
-	if a.Log == nil {
-		return nil
-	}
-	args := []any{"action", e.Action, "actor", e.Actor, "subject", e.Subject, "outcome", e.Outcome}
-	for _, k := range sortedKeys(e.Detail) {
-		args = append(args, k, e.Detail[k])
-	}
-	a.Log.InfoContext(ctx, "audit", args...)
-	return nil
-}
-
-// MemoryAuditor keeps events in memory.
-type MemoryAuditor struct {
-	mu     sync.Mutex
-	Events []AuditEvent
-}
-
-// Record appends e.
-func (a *MemoryAuditor) Record(_ context.Context, e AuditEvent) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.Events = append(a.Events, e)
-	return nil
-}
-
-// Snapshot returns a copy of the events.
-func (a *MemoryAuditor) Snapshot() []AuditEvent {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]AuditEvent(nil), a.Events...)
-}
-
-// AuditLog records events in the platform's hash-chained audit trail.
-type AuditLog struct{ L *audit.Log }
-
-// Record appends e as an audit entry: Event is the action, Outcome
-// "success" or "failure" (the refusal code goes into the details).
-func (a AuditLog) Record(ctx context.Context, e AuditEvent) error {
-	if a.L == nil {
-		return nil
-	}
+// Entry is e as an audit record with Origin "bioqr": Event is the action,
+// Outcome "success" or "failure" (the refusal code goes into the details).
+func (e AuditEvent) Entry() audit.Entry {
 	actor := e.Actor
 	if actor == "" {
 		actor = "bioqr"
 	}
 	d := make(map[string]string, len(e.Detail)+1)
 	for k, v := range e.Detail {
-		if len(v) > 1024 {
-			v = v[:1024]
-		}
-		d[k] = v
+		d[k] = clip(v, 1024)
 	}
-	outcome := "success"
+	outcome := audit.OutcomeSuccess
 	if e.Outcome != "ok" {
-		outcome = "failure"
+		outcome = audit.OutcomeFailure
 		d["code"] = e.Outcome
 	}
-	_, err := a.L.Append(ctx, audit.Entry{Actor: clip(actor, 256), Event: e.Action, Outcome: outcome, Origin: "bioqr", Resource: clip(e.Subject, 256), Details: d})
-	if err != nil {
-		return fmt.Errorf("bioqr: audit: %w", err)
+	return audit.Entry{Actor: clip(actor, 256), Event: e.Action, Outcome: outcome, Origin: "bioqr", Resource: clip(e.Subject, 256), Details: d}
+}
+
+// LogAuditor is an audit.Recorder that writes events to a structured
+// logger (for tools without an audit trail).
+type LogAuditor struct{ Log *slog.Logger }
+
+// Record logs e.
+func (a LogAuditor) Record(ctx context.Context, e audit.Entry) error {
+	if a.Log == nil {
+		return nil
 	}
+	args := []any{"event", e.Event, "actor", e.Actor, "resource", e.Resource, "outcome", e.Outcome}
+	for _, k := range sortedKeys(e.Details) {
+		args = append(args, k, e.Details[k])
+	}
+	a.Log.InfoContext(ctx, "audit", args...)
 	return nil
+}
+
+// RecordTx logs e (nothing is written to tx).
+func (a LogAuditor) RecordTx(ctx context.Context, _ *sql.Tx, e audit.Entry) error {
+	return a.Record(ctx, e)
+}
+
+// MemoryAuditor is an audit.Recorder that keeps entries in memory.
+type MemoryAuditor struct {
+	mu     sync.Mutex
+	Events []audit.Entry
+}
+
+// Record appends e.
+func (a *MemoryAuditor) Record(_ context.Context, e audit.Entry) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.Events = append(a.Events, e)
+	return nil
+}
+
+// RecordTx appends e (regardless of whether tx commits).
+func (a *MemoryAuditor) RecordTx(ctx context.Context, _ *sql.Tx, e audit.Entry) error {
+	return a.Record(ctx, e)
+}
+
+// Snapshot returns a copy of the entries.
+func (a *MemoryAuditor) Snapshot() []audit.Entry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]audit.Entry(nil), a.Events...)
 }
 
 func clip(s string, n int) string {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr/emvqr"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
@@ -172,7 +173,7 @@ func TestFifteenStepsOverMutualTLS(t *testing.T) {
 		}
 		var settled int
 		for _, e := range f.audit.Snapshot() {
-			if e.Action == "bioqr.settle" && e.Outcome == "ok" {
+			if e.Event == "bioqr.settle" && e.Outcome == audit.OutcomeSuccess {
 				settled++
 			}
 		}

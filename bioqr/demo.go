@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr/emvqr"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
@@ -29,7 +30,7 @@ type DemoDeps struct {
 	DB     *sqldb.DB
 	CA     *pki.CA // an ECDSA P-256 CA (mutual TLS)
 	Ledger *ledger.Ledger
-	Audit  Auditor // nil: LogAuditor on Log
+	Audit  audit.Recorder // nil: LogAuditor on Log
 	// DataDir is the shared data directory (real FVC2002 templates under
 	// fingerprints/fvc2002); "" or absent data means synthetic templates.
 	DataDir string

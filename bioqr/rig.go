@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/fingerprint"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
@@ -91,7 +92,7 @@ type RigConfig struct {
 	DB        *sqldb.DB
 	CA        *pki.CA
 	Ledger    *ledger.Ledger
-	Audit     Auditor
+	Audit     audit.Recorder
 	Matcher   Matcher
 	Templates Templates
 	Log       *slog.Logger

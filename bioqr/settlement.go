@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -32,7 +33,7 @@ type SettlementConfig struct {
 	DB      *sqldb.DB
 	CA      *pki.CA
 	Ledger  Payer
-	Audit   Auditor // nil: LogAuditor on Log
+	Audit   audit.Recorder // nil: LogAuditor on Log
 	Unit    *SecureUnit
 	Matcher Matcher // nil: NewFingerprintMatcher()
 	Log     *slog.Logger
@@ -154,7 +155,7 @@ func (s *Settlement) ensureCertified(ctx context.Context) error {
 }
 
 func (s *Settlement) audit(ctx context.Context, e AuditEvent) {
-	if err := s.cfg.Audit.Record(ctx, e); err != nil {
+	if err := s.cfg.Audit.Record(ctx, e.Entry()); err != nil {
 		s.cfg.Log.Error("bioqr: audit record failed", "action", e.Action, "err", err)
 	}
 }

@@ -2,6 +2,7 @@ package selfverify
 
 import (
 	"context"
+	"database/sql"
 	"crypto/rand"
 	"strings"
 	"sync"
@@ -35,16 +36,26 @@ func (c *clock) Advance(d time.Duration) {
 
 type memAudit struct {
 	mu     sync.Mutex
-	events []AuditEvent
-	next   Auditor
+	events []audit.Entry
+	next   audit.Recorder
 }
 
-func (m *memAudit) Record(ctx context.Context, e AuditEvent) error {
+func (m *memAudit) Record(ctx context.Context, e audit.Entry) error {
 	m.mu.Lock()
 	m.events = append(m.events, e)
 	m.mu.Unlock()
 	if m.next != nil {
 		return m.next.Record(ctx, e)
+	}
+	return nil
+}
+
+func (m *memAudit) RecordTx(ctx context.Context, tx *sql.Tx, e audit.Entry) error {
+	m.mu.Lock()
+	m.events = append(m.events, e)
+	m.mu.Unlock()
+	if m.next != nil {
+		return m.next.RecordTx(ctx, tx, e)
 	}
 	return nil
 }
@@ -93,7 +104,7 @@ func newEnv(t testing.TB, db *sqldb.DB, curve *ecqv.Curve) *env {
 		t.Fatal(err)
 	}
 	c := newClock()
-	ma := &memAudit{next: AuditTo(al)}
+	ma := &memAudit{next: al}
 	op, err := NewOperator(ctx, db, OperatorConfig{Key: key, Ledger: led, Audit: ma, Now: c.Now, ConfirmWindow: 5 * time.Minute, DepositGrace: time.Hour})
 	if err != nil {
 		t.Fatal(err)

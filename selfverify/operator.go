@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify/ecqv"
@@ -28,7 +29,7 @@ type OperatorConfig struct {
 	// Ledger moves the money. Required.
 	Ledger Ledger
 	// Audit records refusals and money movements; nil logs them only.
-	Audit Auditor
+	Audit audit.Recorder
 	// EscrowPrefix names the escrow account per currency: prefix + "." + code
 	// (default "selfverify.escrow").
 	EscrowPrefix string
@@ -222,7 +223,7 @@ func (o *Operator) audit(ctx context.Context, e AuditEvent) {
 	if o.cfg.Audit == nil {
 		return
 	}
-	if err := o.cfg.Audit.Record(ctx, e); err != nil {
+	if err := o.cfg.Audit.Record(ctx, e.Entry()); err != nil {
 		o.log.Error("selfverify: audit append failed", "event", e.Event, "err", err)
 	}
 }

@@ -24,17 +24,6 @@ type AuditEvent struct {
 	Details  map[string]any
 }
 
-// Auditor records audit events (see AuditTo for the platform's audit log).
-type Auditor interface {
-	Record(ctx context.Context, e AuditEvent) error
-}
-
-// AuditFunc adapts a function to Auditor.
-type AuditFunc func(ctx context.Context, e AuditEvent) error
-
-// Record calls f.
-func (f AuditFunc) Record(ctx context.Context, e AuditEvent) error { return f(ctx, e) }
-
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
 // operatorMigrations are the operator's tables (component "selfverify").

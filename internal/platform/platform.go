@@ -35,12 +35,12 @@ import (
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/selfverify"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/watermark/service"
 )
 
