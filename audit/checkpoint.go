@@ -224,11 +224,8 @@ func (l *Log) VerifyCheckpoint(ctx context.Context, cp Checkpoint) (CheckpointRe
 	rep := CheckpointReport{Checkpoint: cp.Tree}
 	err := l.snapshot(ctx, func(tx *sql.Tx) error {
 		var err error
-		if rep.Report, err = l.verifyTx(ctx, tx); err != nil {
-			return err
-		}
 		t := &memTree{}
-		if err := scanRows(ctx, tx, func(r *row) error { return t.add(encode(r)) }); err != nil {
+		if rep.Report, err = l.verifyTx(ctx, tx, func(r *row) error { return t.add(encode(r)) }); err != nil {
 			return err
 		}
 		rep.Tree.Size = t.n

@@ -100,7 +100,8 @@ func (l *Log) snapshot(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return fn(tx)
 }
 
-func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx) (Report, error) {
+// verifyTx walks the chain; onRow, when set, sees every record as read.
+func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx, onRow func(*row) error) (Report, error) {
 	rep := Report{MACChecked: l.key != nil}
 	var headMAC []byte
 	if err := tx.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&rep.Head.Seq, &rep.Head.Hash, &headMAC); err != nil {
@@ -121,6 +122,11 @@ func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx) (Report, error) {
 			return rep, fmt.Errorf("audit: read record: %w", err)
 		}
 		rep.Records++
+		if onRow != nil {
+			if err := onRow(&r); err != nil {
+				return rep, err
+			}
+		}
 		if r.seq < 1 {
 			rep.add(Problem{Kind: ProblemInserted, Seq: r.seq, Detail: "sequence number before the first record"})
 			continue
@@ -171,7 +177,7 @@ func (l *Log) VerifyAnchor(ctx context.Context, anchor Head) (Report, error) {
 	var rep Report
 	err := l.snapshot(ctx, func(tx *sql.Tx) error {
 		var err error
-		if rep, err = l.verifyTx(ctx, tx); err != nil {
+		if rep, err = l.verifyTx(ctx, tx, nil); err != nil {
 			return err
 		}
 		if anchor.Seq == 0 {
