@@ -12,11 +12,11 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/sqldb"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 const sharedData = "../../shared/data"

@@ -12,10 +12,10 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Step is one row of the demo.

@@ -34,6 +34,7 @@ import (
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
@@ -64,6 +65,12 @@ type Config struct {
 	QKD QKDConfig
 	// Audit configures the audit log's signed checkpoints.
 	Audit AuditConfig
+	// PublicURL is the origin people use to reach the platform, e.g.
+	// "https://pay.example.com" (default DefaultPublicURL); the console's
+	// passkeys are bound to its host name.
+	PublicURL string
+	// ResultsDir holds experiment results the console shows ("" = none).
+	ResultsDir string
 }
 
 // Platform is an opened platform, ready to serve.
@@ -93,6 +100,10 @@ type Platform struct {
 	KeyCharge *keycharge.QKMP
 	// Publisher signs and publishes the audit log's checkpoints.
 	Publisher *audit.Publisher
+	// Console is the operator console (nil with InsecureHTTP).
+	Console *console.Console
+	// LinkMonitor samples the QKD link for the console (nil without a link).
+	LinkMonitor *console.LinkMonitor
 
 	master []byte
 
@@ -186,6 +197,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	if err := p.startKeyCharge(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startConsole(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil
