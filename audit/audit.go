@@ -353,6 +353,11 @@ func (l *Log) mac(label string, seq int64, hash []byte) []byte {
 func (l *Log) Append(ctx context.Context, e Entry) (Record, error) {
 	var rec Record
 	err := l.db.InTx(ctx, func(tx *sql.Tx) error {
+		if l.db.Dialect == sqldb.SQLite {
+			var err error
+			rec, err = l.AppendTx(ctx, tx, e)
+			return err
+		}
 		id, _, err := l.enqueue(ctx, tx, e)
 		if err != nil {
 			return err
@@ -373,13 +378,33 @@ func (l *Log) Append(ctx context.Context, e Entry) (Record, error) {
 	return rec, err
 }
 
-// AppendTx records e inside tx; the record exists only if tx commits. It
-// writes one row to the queue of entries waiting for their place in the log
-// and takes no log-wide lock, so concurrent business transactions do not
-// serialise on the audit trail; Integrate (run by the Publisher, Append,
-// Verify and the proofs) gives queued entries their sequence number, chain
-// hash and Merkle tree leaf in commit order. The returned Record has Seq 0.
+// AppendTx records e inside tx; the record exists only if tx commits.
+//
+// On SQLite, whose transactions already hold the database's only write lock
+// (BEGIN IMMEDIATE), the record gets its place in the log at once: seq,
+// chain hash and Merkle tree leaf. On PostgreSQL that would make every
+// business transaction wait for the log's head row, so AppendTx only
+// inserts a row into the queue of entries waiting for their place, taking no
+// log-wide lock; Integrate (run by the Publisher, Append, Verify, Search and
+// the proofs) gives queued entries their place in queue order. The returned
+// Record then has Seq 0.
 func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, e Entry) (Record, error) {
+	if l.db.Dialect == sqldb.SQLite {
+		r, err := l.rowOf(e)
+		if err != nil {
+			return Record{}, err
+		}
+		head, err := l.lockHead(ctx, tx)
+		if err != nil {
+			return Record{}, err
+		}
+		recs, err := l.appendRowsTx(ctx, tx, head, []row{r})
+		if err != nil {
+			return Record{}, err
+		}
+		recs[0].Details = cloneMap(e.Details)
+		return recs[0], nil
+	}
 	_, t, err := l.enqueue(ctx, tx, e)
 	if err != nil {
 		return Record{}, err
@@ -388,22 +413,33 @@ func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, e Entry) (Record, error)
 		Resource: e.Resource, Details: cloneMap(e.Details)}, nil
 }
 
-// enqueue validates e and inserts it into audit_queue inside tx.
-func (l *Log) enqueue(ctx context.Context, tx *sql.Tx, e Entry) (int64, time.Time, error) {
+// rowOf validates e and returns it as a row stamped with the current time.
+func (l *Log) rowOf(e Entry) (row, error) {
 	if err := e.validate(); err != nil {
-		return 0, time.Time{}, err
+		return row{}, err
 	}
 	details, err := canonicalDetails(e.Details)
 	if err != nil {
-		return 0, time.Time{}, err
+		return row{}, err
 	}
 	t := l.now().UTC().Truncate(time.Microsecond)
+	return row{time: t.Format(TimeLayout), actor: e.Actor, event: e.Event, outcome: e.Outcome, origin: e.Origin,
+		resource: e.Resource, details: details}, nil
+}
+
+// enqueue validates e and inserts it into audit_queue inside tx.
+func (l *Log) enqueue(ctx context.Context, tx *sql.Tx, e Entry) (int64, time.Time, error) {
+	r, err := l.rowOf(e)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
 	var id int64
 	err = tx.QueryRowContext(ctx, l.db.Rebind(`INSERT INTO audit_queue (time, actor, event, outcome, origin, resource, details)
-		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`), t.Format(TimeLayout), e.Actor, e.Event, e.Outcome, e.Origin, e.Resource, details).Scan(&id)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`), r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details).Scan(&id)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("audit: append %s: %w", e.Event, err)
 	}
+	t, _ := time.Parse(TimeLayout, r.time)
 	return id, t, nil
 }
 

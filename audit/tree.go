@@ -112,17 +112,50 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 	if len(pending) == 0 {
 		return nil, nil
 	}
-	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, mem: map[int64]tlog.Hash{}}
-	ins, err := tx.PrepareContext(ctx, l.db.Rebind(`INSERT INTO audit_log
-		(seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`))
+	recs, err := l.appendRowsTx(ctx, tx, head, rs)
 	if err != nil {
-		return nil, fmt.Errorf("audit: prepare append: %w", err)
+		return nil, err
 	}
-	defer ins.Close()
+	for i := range pending {
+		pending[i].Record = recs[i]
+	}
+	ids := make([]any, len(pending))
+	for i, q := range pending {
+		ids[i] = q.queueID
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`DELETE FROM audit_queue WHERE id IN (?`+strings.Repeat(", ?", n-1)+`)`), ids[:n]...); err != nil {
+			return nil, fmt.Errorf("audit: dequeue: %w", err)
+		}
+		ids = ids[n:]
+	}
+	return pending, nil
+}
+
+// appendRowsTx gives rs (time and contents set) the places after head in
+// the log inside tx, which holds the head lock: seq, chain hash, MAC, leaf
+// and subtree hashes, and moves the head.
+func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row) ([]Record, error) {
+	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, mem: map[int64]tlog.Hash{}}
+	q := l.db.Rebind(`INSERT INTO audit_log
+		(seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	var ins interface {
+		ExecContext(ctx context.Context, args ...any) (sql.Result, error)
+	}
+	if len(rs) > 1 {
+		st, err := tx.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("audit: prepare append: %w", err)
+		}
+		defer st.Close()
+		ins = st
+	}
 	var newIdx []int64
 	var newHash []tlog.Hash
 	start := head.Seq
+	out := make([]Record, len(rs))
 	for i := range rs {
 		r := &rs[i]
 		r.seq, r.prev = head.Seq+1, head.Hash
@@ -140,27 +173,22 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 			newIdx = append(newIdx, base+int64(j))
 			newHash = append(newHash, h)
 		}
-		if _, err := ins.ExecContext(ctx, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac); err != nil {
+		args := []any{r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac}
+		if ins != nil {
+			_, err = ins.ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, q, args...)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("audit: append record %d: %w", r.seq, err)
 		}
 		head = Head{Seq: r.seq, Hash: r.hash}
 		t, _ := time.Parse(TimeLayout, r.time)
-		pending[i].Record = Record{Seq: r.seq, Time: t, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
+		out[i] = Record{Seq: r.seq, Time: t, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
 			Resource: r.resource, PrevHash: r.prev, Hash: r.hash}
 	}
 	if err := l.insertHashes(ctx, tx, newIdx, newHash); err != nil {
 		return nil, err
-	}
-	ids := make([]any, len(pending))
-	for i, q := range pending {
-		ids[i] = q.queueID
-	}
-	for len(ids) > 0 {
-		n := min(len(ids), 500)
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(`DELETE FROM audit_queue WHERE id IN (?`+strings.Repeat(", ?", n-1)+`)`), ids[:n]...); err != nil {
-			return nil, fmt.Errorf("audit: dequeue: %w", err)
-		}
-		ids = ids[n:]
 	}
 	res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1 AND seq = ?`),
 		head.Seq, head.Hash, l.mac("head", head.Seq, head.Hash), start)
@@ -168,9 +196,9 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 		return nil, fmt.Errorf("audit: update head: %w", err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return nil, fmt.Errorf("audit: head moved during integration (concurrent writer without lock?)")
+		return nil, fmt.Errorf("audit: head moved during append (concurrent writer without lock?)")
 	}
-	return pending, nil
+	return out, nil
 }
 
 func (l *Log) insertHashes(ctx context.Context, tx *sql.Tx, idx []int64, hs []tlog.Hash) error {
