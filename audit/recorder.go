@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Recorder is what a component needs from the audit trail. *Log implements
@@ -22,6 +24,34 @@ type Recorder interface {
 // RecordTx implements Recorder (AppendTx without the returned record).
 func (l *Log) RecordTx(ctx context.Context, tx *sql.Tx, e Entry) error {
 	_, err := l.AppendTx(ctx, tx, e)
+	return err
+}
+
+// RecordAllTx appends entries, in order, inside tx: on SQLite in one bulk
+// write (the leaf and tree hashes computed in memory, 100 records per
+// INSERT), on PostgreSQL into the queue. All or none are valid.
+func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) error {
+	if l.db.Dialect != sqldb.SQLite {
+		for _, e := range entries {
+			if _, _, err := l.enqueue(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	rs := make([]row, len(entries))
+	for i, e := range entries {
+		r, err := l.rowOf(e)
+		if err != nil {
+			return err
+		}
+		rs[i] = r
+	}
+	head, err := l.lockHead(ctx, tx)
+	if err != nil {
+		return err
+	}
+	_, err = l.appendRowsTx(ctx, tx, head, rs)
 	return err
 }
 

@@ -138,19 +138,21 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 // and subtree hashes, and moves the head.
 func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row) ([]Record, error) {
 	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, mem: map[int64]tlog.Hash{}}
-	q := l.db.Rebind(`INSERT INTO audit_log
-		(seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	var ins interface {
-		ExecContext(ctx context.Context, args ...any) (sql.Result, error)
-	}
-	if len(rs) > 1 {
-		st, err := tx.PrepareContext(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("audit: prepare append: %w", err)
+	// Records are inserted 100 per statement (one round trip each).
+	const perInsert = 100
+	var pendingArgs []any
+	flush := func() error {
+		n := len(pendingArgs) / 11
+		if n == 0 {
+			return nil
 		}
-		defer st.Close()
-		ins = st
+		q := `INSERT INTO audit_log (seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(q), pendingArgs...); err != nil {
+			return fmt.Errorf("audit: append records: %w", err)
+		}
+		pendingArgs = pendingArgs[:0]
+		return nil
 	}
 	var newIdx []int64
 	var newHash []tlog.Hash
@@ -173,19 +175,19 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row)
 			newIdx = append(newIdx, base+int64(j))
 			newHash = append(newHash, h)
 		}
-		args := []any{r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac}
-		if ins != nil {
-			_, err = ins.ExecContext(ctx, args...)
-		} else {
-			_, err = tx.ExecContext(ctx, q, args...)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("audit: append record %d: %w", r.seq, err)
+		pendingArgs = append(pendingArgs, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac)
+		if len(pendingArgs) >= perInsert*11 {
+			if err := flush(); err != nil {
+				return nil, err
+			}
 		}
 		head = Head{Seq: r.seq, Hash: r.hash}
 		t, _ := time.Parse(TimeLayout, r.time)
 		out[i] = Record{Seq: r.seq, Time: t, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
 			Resource: r.resource, PrevHash: r.prev, Hash: r.hash}
+	}
+	if err := flush(); err != nil {
+		return nil, err
 	}
 	if err := l.insertHashes(ctx, tx, newIdx, newHash); err != nil {
 		return nil, err
