@@ -293,4 +293,25 @@ func TestFundNeedsConfirmation(t *testing.T) {
 	if a, _ := c.cfg.Ledger.Account(ctx, "yen"); a.Balance != 100 {
 		t.Fatalf("JPY balance %d, want 100 (¥100 typed)", a.Balance)
 	}
+	// A transfer between accounts: confirmation first; an overdraft changes nothing.
+	if _, err := c.cfg.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: "yen2", Owner: "Z", Kind: ledger.KindMerchant, Currency: "JPY"}); err != nil {
+		t.Fatal(err)
+	}
+	w = request(c, http.MethodPost, "/console/accounts/yen/transfer", ck, s.CSRF, url.Values{"to": {"yen2"}, "amount": {"40"}})
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "40 JPY") {
+		t.Fatalf("transfer confirmation: %d %s", w.Code, w.Body)
+	}
+	over := url.Values{"to": {"yen2"}, "amount_minor": {"101"}, "currency": {"JPY"}, "key": {"console-transfer-abcdefghijklmnopqrstuv"}}
+	if w := request(c, http.MethodPost, "/console/accounts/yen/transfer/confirm", ck, s.CSRF, over); w.Code != http.StatusBadRequest {
+		t.Fatalf("overdraft: %d", w.Code)
+	}
+	ok := url.Values{"to": {"yen2"}, "amount_minor": {"40"}, "currency": {"JPY"}, "key": {"console-transfer-bcdefghijklmnopqrstuvw"}}
+	if w := request(c, http.MethodPost, "/console/accounts/yen/transfer/confirm", ck, s.CSRF, ok); w.Code != http.StatusSeeOther {
+		t.Fatalf("transfer: %d %s", w.Code, w.Body)
+	}
+	a, _ := c.cfg.Ledger.Account(ctx, "yen")
+	b, _ := c.cfg.Ledger.Account(ctx, "yen2")
+	if a.Balance != 60 || b.Balance != 40 {
+		t.Fatalf("balances %d / %d, want 60 / 40", a.Balance, b.Balance)
+	}
 }
