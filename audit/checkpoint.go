@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -289,6 +290,11 @@ func LoadOrCreateSigner(keyFile, vkeyFile, origin string) (note.Signer, string, 
 		s, v, gerr := GenerateCheckpointKey(origin)
 		if gerr != nil {
 			return nil, "", fmt.Errorf("audit: generate checkpoint key: %w", gerr)
+		}
+		for _, f := range []string{keyFile, vkeyFile} {
+			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+				return nil, "", fmt.Errorf("audit: key directory: %w", err)
+			}
 		}
 		if err := fsutil.WriteFileAtomic(vkeyFile, []byte(v+"\n"), 0o644, true); err != nil {
 			return nil, "", fmt.Errorf("audit: write checkpoint verifier key: %w", err)
