@@ -226,7 +226,7 @@ func (l *Log) VerifyCheckpoint(ctx context.Context, cp Checkpoint) (CheckpointRe
 	err := l.snapshot(ctx, func(tx *sql.Tx) error {
 		var err error
 		t := &memTree{}
-		if rep.Report, err = l.verifyTx(ctx, tx, func(r *row) error { return t.add(encode(r)) }); err != nil {
+		if rep.Report, err = l.verifyTx(ctx, tx, t.add); err != nil {
 			return err
 		}
 		rep.Tree.Size = t.n

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/hmac"
 	"database/sql"
 	"errors"
@@ -100,8 +101,8 @@ func (l *Log) snapshot(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return fn(tx)
 }
 
-// verifyTx walks the chain; onRow, when set, sees every record as read.
-func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx, onRow func(*row) error) (Report, error) {
+// verifyTx walks the chain; onRow, when set, sees every record's encoding as read.
+func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx, onRow func(enc []byte) error) (Report, error) {
 	rep := Report{MACChecked: l.key != nil}
 	var headMAC []byte
 	if err := tx.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&rep.Head.Seq, &rep.Head.Hash, &headMAC); err != nil {
@@ -122,8 +123,9 @@ func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx, onRow func(*row) error) 
 			return rep, fmt.Errorf("audit: read record: %w", err)
 		}
 		rep.Records++
+		enc := encode(&r)
 		if onRow != nil {
-			if err := onRow(&r); err != nil {
+			if err := onRow(enc); err != nil {
 				return rep, err
 			}
 		}
@@ -140,7 +142,7 @@ func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx, onRow func(*row) error) 
 			prevKnown = false
 		}
 		switch {
-		case !bytes.Equal(computeHash(&r), r.hash):
+		case !bytes.Equal(sha256Sum(enc), r.hash):
 			rep.add(Problem{Kind: ProblemChanged, Seq: r.seq, Detail: "contents do not match the stored hash"})
 		case l.key != nil && !hmac.Equal(r.mac, l.mac("record", r.seq, r.hash)):
 			rep.add(Problem{Kind: ProblemForged, Seq: r.seq, Detail: "MAC missing or wrong: written without the audit key"})
@@ -195,4 +197,9 @@ func (l *Log) VerifyAnchor(ctx context.Context, anchor Head) (Report, error) {
 		return nil
 	})
 	return rep, err
+}
+
+func sha256Sum(b []byte) []byte {
+	h := sha256.Sum256(b)
+	return h[:]
 }
