@@ -3,8 +3,8 @@ package audit
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/hmac"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"

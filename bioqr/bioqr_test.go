@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/qshield/qshield/internal/testclock"
 	"net/http"
 	"strings"
 	"sync"
@@ -35,18 +36,6 @@ func templates(t *testing.T) Templates {
 	return tpl
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type fixture struct {
 	ctx   context.Context
 	db    *sqldb.DB
@@ -54,7 +43,7 @@ type fixture struct {
 	led   *ledger.Ledger
 	rig   *Rig
 	audit *MemoryAuditor
-	clk   *clock
+	clk   *testclock.Clock
 }
 
 func fastKey() pki.KeyEncryptor {
@@ -74,7 +63,7 @@ func newFixture(t *testing.T, db *sqldb.DB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { led.Close() })
-	f := &fixture{ctx: ctx, db: db, ca: ca, led: led, audit: &MemoryAuditor{}, clk: &clock{t: time.Now()}}
+	f := &fixture{ctx: ctx, db: db, ca: ca, led: led, audit: &MemoryAuditor{}, clk: testclock.New(time.Now())}
 	f.rig, err = NewRig(ctx, RigConfig{DB: db, CA: ca, Ledger: led, Audit: f.audit, Templates: templates(t), Now: f.clk.Now})
 	if err != nil {
 		t.Fatalf("NewRig: %v", err)

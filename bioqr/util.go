@@ -2,7 +2,6 @@ package bioqr
 
 import (
 	"crypto/elliptic"
-	cryptorand "crypto/rand"
 	"fmt"
 	"math/big"
 	"os"
@@ -66,4 +65,3 @@ func rawToSig(raw []byte) []byte {
 
 func openFile(p string) (*os.File, error) { return os.Open(p) }
 
-func randRead(b []byte) (int, error) { return cryptorand.Read(b) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"github.com/qshield/qshield/internal/testclock"
 	"strings"
 	"sync"
 	"testing"
@@ -14,25 +15,6 @@ import (
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type memAudit struct {
 	mu     sync.Mutex
@@ -77,7 +59,7 @@ type env struct {
 	db    *sqldb.DB
 	led   *ledger.Ledger
 	op    *Operator
-	clock *clock
+	clock *testclock.Clock
 	audit *memAudit
 	curve *ecqv.Curve
 }
@@ -103,7 +85,7 @@ func newEnv(t testing.TB, db *sqldb.DB, curve *ecqv.Curve) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClock()
+	c := testclock.New(time.Now().UTC())
 	ma := &memAudit{next: al}
 	op, err := NewOperator(ctx, db, OperatorConfig{Key: key, Ledger: led, Audit: ma, Now: c.Now, ConfirmWindow: 5 * time.Minute, DepositGrace: time.Hour})
 	if err != nil {

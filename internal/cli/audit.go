@@ -440,7 +440,7 @@ func auditWitnessCommand(g *Globals) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", "", "platform base URL (serving GET /v1/audit/checkpoint)")
+	serverFlag(cmd.Flags(), &server, "the platform's URL, serving GET /v1/audit/checkpoint")
 	cmd.Flags().StringVar(&logKey, "log-key", "", "the log's checkpoint verifier key file")
 	cmd.Flags().StringVar(&key, "key", "", "the witness's own signing key file (created on first use)")
 	cmd.Flags().StringVar(&state, "state", "", "file holding the last cosigned checkpoint (keep it off the platform's machine)")

@@ -20,8 +20,8 @@ func ServeCommand(g *Globals) *cobra.Command {
 		Use:   "serve",
 		Short: "Run the qshield platform server (HTTPS with mutual TLS from the platform CA)",
 		Long: "Run the platform: ledger API, audit trail, CA and the scheme services, on --db.\n" +
-			"The first start creates the platform CA. The state directory receives ca.pem and an\n" +
-			"admin client certificate (admin.pem, admin-key.pem) for API clients.",
+			"The first start creates the platform CA. Its directory (--dir) receives ca.pem and the\n" +
+			"operator's client certificate (admin.pem, admin-key.pem): other commands' --admin.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -49,7 +49,7 @@ func ServeCommand(g *Globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to listen on")
-	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for ca.pem, the admin client certificate and the CA sealing key (default: beside the SQLite file)")
+	dirFlag(cmd.Flags(), &stateDir, "", "the server's directory: ca.pem, the operator's credentials (admin.pem, admin-key.pem; what clients' --admin names) and the CA sealing key (default: beside the SQLite file)", "state-dir")
 	cmd.Flags().BoolVar(&insecure, "insecure-http", false, "serve plain HTTP with no client authentication (only behind a TLS-terminating proxy)")
 	cmd.Flags().BoolVar(&qkdCfg.Off, "no-qkd", false, "do not run the simulated QKD link (the key managers serve what their pools hold)")
 	cmd.Flags().Float64Var(&qkdCfg.DistanceKm, "qkd-distance", 25, "fibre length of the simulated QKD link in km")
