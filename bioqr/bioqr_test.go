@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/qshield/qshield/fingerprint/fvc"
 	"github.com/qshield/qshield/internal/testclock"
 	"net/http"
 	"strings"
@@ -20,8 +21,6 @@ import (
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
-const sharedData = "../../shared/data"
-
 var (
 	tplOnce sync.Once
 	tpl     Templates
@@ -29,7 +28,16 @@ var (
 )
 
 func templates(t *testing.T) Templates {
-	tplOnce.Do(func() { tpl, tplErr = LoadTemplates(sharedData, nil) })
+	tplOnce.Do(func() {
+		// FVC2002 templates when QSHIELD_FINGERPRINT_DATA names them,
+		// synthetic ones otherwise; a variable pointing at nothing fails.
+		dir, err := fvc.DataDir()
+		if err != nil && !errors.Is(err, fvc.ErrDataUnset) {
+			tplErr = err
+			return
+		}
+		tpl, tplErr = LoadTemplates(dir, nil)
+	})
 	if tplErr != nil {
 		t.Fatalf("templates: %v", tplErr)
 	}

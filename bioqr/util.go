@@ -64,4 +64,3 @@ func rawToSig(raw []byte) []byte {
 }
 
 func openFile(p string) (*os.File, error) { return os.Open(p) }
-

@@ -27,8 +27,8 @@ type BioQRDeps struct {
 	CA     *pki.CA // an ECDSA P-256 CA (mutual TLS)
 	Ledger *ledger.Ledger
 	Audit  audit.Recorder // nil: LogAuditor on Log
-	// DataDir is the shared data directory (real FVC2002 templates under
-	// fingerprints/fvc2002); "" or absent data means synthetic templates.
+	// DataDir is the FVC2002 directory holding DB1_B (QSHIELD_FINGERPRINT_DATA);
+	// "" means synthetic templates, and a directory without the data is an error.
 	DataDir string
 	Log     *slog.Logger
 }
