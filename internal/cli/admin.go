@@ -18,13 +18,14 @@ import (
 // the audit statistics, and the local PUK unlock of a device.
 func AdminCommand(g *Globals) *cobra.Command {
 	a := &adminEnv{g: g}
-	admin := &cobra.Command{Use: "admin", Short: "Administer the platform (key storage devices)"}
+	admin := &cobra.Command{Use: "admin", Short: "Administer the platform (key storage devices, console operators)"}
 	a.pf.register(admin, "administrator client certificate (default ADMIN/admin.pem)")
 	dev := &cobra.Command{Use: "device", Short: "Quantum key storage devices (QKMSD): lifecycle on the QKMP"}
 	admin.AddCommand(dev)
 	dev.AddCommand(adminManufacture(g, a), adminInit(g, a))
 	dev.AddCommand(adminLifecycle(g, a)...)
 	dev.AddCommand(adminKeys(g, a), adminStats(g, a), adminUnlock(g, a))
+	admin.AddCommand(adminOperator(g, a))
 	return admin
 }
 

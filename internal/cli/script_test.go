@@ -66,18 +66,18 @@ func serveCmd(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	dir := ts.MkAbs("server")
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := platform.Open(ctx, platform.Config{
-		DB: filepath.Join(dir, "qshield.db"), StateDir: dir, QKD: qkd,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		cancel()
 		ts.Fatalf("serve: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := platform.Open(ctx, platform.Config{
+		DB: filepath.Join(dir, "qshield.db"), StateDir: dir, QKD: qkd, PublicURL: platform.LocalURL(ln.Addr(), false),
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	})
 	if err != nil {
 		cancel()
-		p.Close()
+		ln.Close()
 		ts.Fatalf("serve: %v", err)
 	}
 	done := make(chan struct{})

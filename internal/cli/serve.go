@@ -11,7 +11,7 @@ import (
 
 // ServeCommand is `qshield serve`: the platform's HTTPS API and every scheme service.
 func ServeCommand(g *Globals) *cobra.Command {
-	var listen, stateDir string
+	var listen, stateDir, publicURL, results, configPath string
 	var insecure bool
 	var hostsFlag []string
 	var qkdCfg platform.QKDConfig
@@ -24,15 +24,35 @@ func ServeCommand(g *Globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log, QKD: qkdCfg})
+			// Node settings: flags > environment > --config file > defaults (internal/config).
+			rc, err := resolveNode(cmd, configPath)
 			if err != nil {
 				return err
 			}
-			defer p.Close()
+			if err := rc.Validate(); err != nil {
+				return fmt.Errorf("configuration: %w", err)
+			}
+			if !g.Verbose {
+				if g.Log, err = rc.Logger(g.Err); err != nil {
+					return err
+				}
+			}
+			listen, insecure = rc.Listen, rc.InsecureHTTP
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", listen, err)
 			}
+			defer ln.Close()
+			if publicURL == "" {
+				publicURL = platform.LocalURL(ln.Addr(), insecure)
+			}
+			pcfg := platformConfig(rc)
+			pcfg.Hosts, pcfg.Log, pcfg.QKD, pcfg.PublicURL, pcfg.ResultsDir = hostsFlag, g.Log, qkdCfg, publicURL, results
+			p, err := platform.Open(ctx, pcfg)
+			if err != nil {
+				return err
+			}
+			defer p.Close()
 			url := p.URL(ln.Addr())
 			if p.QMSP != nil {
 				g.Log.Info("QMSP gateway page", "url", url+"/qmsp/gateways/"+platform.BuiltinGateway+"/")
@@ -57,5 +77,8 @@ func ServeCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&qkdCfg.ListenA, "kme-a", "127.0.0.1:8441", "address of site A's key manager (KME_PLATFORM: SAEs pps, charger-1)")
 	cmd.Flags().StringVar(&qkdCfg.ListenB, "kme-b", "127.0.0.1:8442", "address of site B's key manager (KME_SUPERMARKET: SAEs css, qssc)")
 	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")
+	cmd.Flags().StringVar(&publicURL, "public-url", "", "the origin people use to reach this server, e.g. https://pay.example.com (console passkeys are bound to its host; default https://localhost:PORT)")
+	cmd.Flags().StringVar(&results, "results", "", "directory of experiment results (NAME.md, NAME.png) the console shows")
+	nodeFlags(cmd, &configPath) // pool, timeouts, load shedding, logging, --config
 	return cmd
 }
