@@ -473,8 +473,8 @@ func (e *Extractor) readShare(pix []byte, w, h int, tr *common.PerspectiveTransf
 	if err != nil {
 		return Share{}, agreement, err
 	}
-	if int(s.Threshold) != e.p.Threshold {
-		return Share{}, agreement, fmt.Errorf("%w: threshold %d, expected %d", ErrBadShare, s.Threshold, e.p.Threshold)
+	if int(s.Index) > e.p.Shares {
+		return Share{}, agreement, fmt.Errorf("%w: index %d of %d shares", ErrBadShare, s.Index, e.p.Shares)
 	}
 	return s, agreement, nil
 }

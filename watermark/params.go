@@ -3,6 +3,7 @@ package watermark
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/makiuchi-d/gozxing/qrcode/decoder"
@@ -48,8 +49,9 @@ type Params struct {
 	// linear light: a "1" moves the ring of a module this far towards the
 	// opposite colour.
 	Depth float64
-	// FrameRate is the display loop rate in frames per second; it should divide
-	// the screen refresh rate (60 Hz) and be at most half the scanner's rate.
+	// FrameRate is the display loop rate in whole frames per second (so every
+	// time slot holds the same frames); it should divide the screen refresh
+	// rate (60 Hz) and be at most half the scanner's rate.
 	FrameRate float64
 }
 
@@ -86,7 +88,7 @@ func (p Params) Validate() error {
 		return fmt.Errorf("%w: quiet zone %d", ErrParams, p.QuietZone)
 	case !(p.Depth > 0 && p.Depth <= 0.5):
 		return fmt.Errorf("%w: depth %v (0..0.5]", ErrParams, p.Depth)
-	case !(p.FrameRate > 0 && p.FrameRate <= 60):
+	case !(p.FrameRate >= 1 && p.FrameRate <= 60 && p.FrameRate == math.Trunc(p.FrameRate)):
 		return fmt.Errorf("%w: frame rate %v", ErrParams, p.FrameRate)
 	}
 	if _, err := decoder.ErrorCorrectionLevel_ValueOf(p.ECLevel); err != nil {
