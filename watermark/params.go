@@ -49,6 +49,16 @@ type Params struct {
 	// linear light: a "1" moves the ring of a module this far towards the
 	// opposite colour.
 	Depth float64
+	// MinModulePx and MaxModuleErrors are the scanner's acceptance policy
+	// for a frame's share (0 disables each): a share read at fewer pixels
+	// per module than MinModulePx, or with more than MaxModuleErrors of its
+	// rings misread before error correction, is dropped. Direct scans at
+	// 10–20 cm see 7–14 px per module and few misread rings; a downscaled
+	// copy or a re-captured screen is coarser or noisier. A policy of the
+	// honest scanner, not a property of the signal: it stops what is shown
+	// to a merchant's scanner, not a thief's own software.
+	MinModulePx     float64
+	MaxModuleErrors float64
 	// FrameRate is the display loop rate in whole frames per second (so every
 	// time slot holds the same frames); it should divide the screen refresh
 	// rate (60 Hz) and be at most half the scanner's rate.
@@ -63,6 +73,7 @@ func DefaultParams() Params {
 		Threshold: 6, Shares: 10, TokenLen: 16,
 		Version: 3, ECLevel: "M", Mask: 2,
 		ModulePx: 12, QuietZone: 4, Depth: 0.2, FrameRate: 15,
+		MinModulePx: 5,
 	}
 }
 
@@ -88,6 +99,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("%w: quiet zone %d", ErrParams, p.QuietZone)
 	case !(p.Depth > 0 && p.Depth <= 0.5):
 		return fmt.Errorf("%w: depth %v (0..0.5]", ErrParams, p.Depth)
+	case !(p.MinModulePx >= 0 && p.MinModulePx <= 60 && p.MaxModuleErrors >= 0 && p.MaxModuleErrors < 0.5):
+		return fmt.Errorf("%w: scanner policy %.2f px, %.2f errors", ErrParams, p.MinModulePx, p.MaxModuleErrors)
 	case !(p.FrameRate >= 1 && p.FrameRate <= 60 && p.FrameRate == math.Trunc(p.FrameRate)):
 		return fmt.Errorf("%w: frame rate %v", ErrParams, p.FrameRate)
 	}

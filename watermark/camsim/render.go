@@ -315,25 +315,70 @@ func (r *render) panelPrefilter(src *image.Gray, p *plane, w, h int) {
 			lum[px] = a*(1-ay) + b*ay
 		}
 	}
+	// The mask is separable (column weights × row weights) and constant
+	// over each panel pixel's 3×3 virtual samples, so a ds×ds box is a
+	// weighted sum over the panel pixels it touches: per box column the
+	// panel columns and their summed column weights, likewise for rows.
 	ds := r.ds
 	inv := 1 / float32(ds*ds)
+	var colW, rowW [3]float32
+	for c := range 3 {
+		for k := range 3 {
+			colW[c] += m32[3*k+c] / 3
+			rowW[k] += m32[3*k+c] / 3
+		}
+	}
+	// Normalise so that colW[c]·rowW[k] reproduces the mask when it is
+	// separable (RGBStripe is); the mean stays 1.
+	var cs, rs float32
+	for i := range 3 {
+		cs += colW[i]
+		rs += rowW[i]
+	}
+	for i := range 3 {
+		colW[i] *= 3 / cs
+		rowW[i] *= 3 / rs
+	}
+	type tap struct {
+		idx int
+		w   float32
+	}
+	taps := func(n int, wt [3]float32) [][]tap {
+		out := make([][]tap, n)
+		for x := range n {
+			var t []tap
+			for v := x * ds; v < (x+1)*ds; v++ {
+				if len(t) > 0 && t[len(t)-1].idx == v/3 {
+					t[len(t)-1].w += wt[v%3]
+				} else {
+					t = append(t, tap{v / 3, wt[v%3]})
+				}
+			}
+			out[x] = t
+		}
+		return out
+	}
+	cols := taps(w, colW)
+	rows := taps(h, rowW)
 	acc := make([]float32, w)
+	rowSum := make([]float32, w)
 	lastPY := -1
 	for y := range h {
 		clear(acc)
-		for vy := y * ds; vy < (y+1)*ds; vy++ {
-			py := vy / 3
-			if py != lastPY {
-				panelRow(py)
-				lastPY = py
+		for _, rt := range rows[y] {
+			if rt.idx != lastPY {
+				panelRow(min(rt.idx, r.panelH-1))
+				lastPY = rt.idx
 			}
-			mr := m32[3*(vy%3) : 3*(vy%3)+3]
-			for x := range w {
+			for x, ct := range cols {
 				var a float32
-				for vx := x * ds; vx < (x+1)*ds; vx++ {
-					a += lum[vx/3] * mr[vx%3]
+				for _, c := range ct {
+					a += lum[min(c.idx, r.panelW-1)] * c.w
 				}
-				acc[x] += a
+				rowSum[x] = a
+			}
+			for x := range w {
+				acc[x] += rt.w * rowSum[x]
 			}
 		}
 		for x := range w {

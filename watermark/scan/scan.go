@@ -58,6 +58,9 @@ type Event struct {
 	Need     int           // threshold for Handle (0 until a share was read)
 	Err      error         // why the frame gave nothing (nil when it gave a share)
 	Elapsed  time.Duration // processing time of this frame
+	// ModulePx and ModuleErrors are the frame's watermark.FrameResult
+	// measures (0 when no code or no share decoded).
+	ModulePx, ModuleErrors float64
 	Result   *Result       // set when this frame completed a reconstruction
 }
 
@@ -110,7 +113,7 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 	start := time.Now()
 	s.stats.Frames++
 	fr, err := s.ex.Extract(img)
-	ev := Event{Handle: fr.Handle}
+	ev := Event{Handle: fr.Handle, ModulePx: fr.ModulePx, ModuleErrors: fr.ModuleErrors}
 	defer func() { ev.Elapsed = time.Since(start) }()
 	if err != nil {
 		ev.Err = err

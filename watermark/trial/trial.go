@@ -89,6 +89,24 @@ var DefaultEpoch = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 // slot-stamped frames by its own clock (ck.Start + ck.Skew at the first
 // exposure).
 func Pay(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *rand.Rand, timeout time.Duration, ck Clock) (PayResult, error) {
+	return PayObserved(ctx, loop, prof, rng, timeout, ck, nil)
+}
+
+// FrameEvent is one scanner frame as an Observer sees it.
+type FrameEvent struct {
+	At           time.Duration // end of its processing (pipeline model)
+	Index        byte          // share index, 0 when no share decoded
+	ModulePx     float64
+	ModuleErrors float64
+}
+
+// Observer, when given, sees every frame's event, and the scan then runs to
+// its timeout even after a reconstruction (to evaluate scanner policies
+// offline on the same frames).
+type Observer func(FrameEvent)
+
+// PayObserved is Pay with an observer (nil: stop at the reconstruction).
+func PayObserved(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *rand.Rand, timeout time.Duration, ck Clock, obs Observer) (PayResult, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if ck.Start.IsZero() {
@@ -147,13 +165,18 @@ func Pay(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *ra
 		res.Processing += proc
 		res.Stats = sess.Stats()
 		busyUntil = max(busyUntil, ready) + proc
-		if ev.Result != nil {
+		if obs != nil {
+			obs(FrameEvent{At: busyUntil, Index: ev.Index, ModulePx: ev.ModulePx, ModuleErrors: ev.ModuleErrors})
+		}
+		if ev.Result != nil && !res.OK {
 			res.OK = true
 			res.Token = ev.Result.Token
 			res.Stamps = ev.Result.Stamps
 			res.Elapsed = busyUntil
 			res.Submitted = ck.Start.Add(busyUntil + ck.Latency)
-			return res, nil
+			if obs == nil {
+				return res, nil
+			}
 		}
 	}
 }
@@ -309,7 +332,8 @@ type Relay struct {
 	Replay     camsim.Display
 	Delay      time.Duration
 	Timeout    time.Duration
-	Clock      Clock // Start: server time of the thief's first exposure
+	Clock      Clock    // Start: server time of the thief's first exposure
+	Observe    Observer // optional; see Observer
 }
 
 // Recapture runs one re-capture theft and returns what the merchant scanner
@@ -412,13 +436,18 @@ func Recapture(ctx context.Context, loop *watermark.Loop, rl Relay, rng *rand.Ra
 		res.Processing += proc
 		res.Stats = sess.Stats()
 		busyUntil = max(busyUntil, ready) + proc
-		if ev.Result != nil {
+		if rl.Observe != nil {
+			rl.Observe(FrameEvent{At: busyUntil, Index: ev.Index, ModulePx: ev.ModulePx, ModuleErrors: ev.ModuleErrors})
+		}
+		if ev.Result != nil && !res.OK {
 			res.OK = true
 			res.Token = ev.Result.Token
 			res.Stamps = ev.Result.Stamps
 			res.Elapsed = busyUntil
 			res.Submitted = ck.Start.Add(rl.Delay + busyUntil + ck.Latency)
-			return res, nil
+			if rl.Observe == nil {
+				return res, nil
+			}
 		}
 	}
 }
