@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/sqldb"
 )
 
 var testMaster = bytes.Repeat([]byte{0x42}, 32)

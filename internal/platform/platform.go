@@ -34,13 +34,14 @@ import (
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/selfverify"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/watermark/service"
 )
 
@@ -62,6 +63,12 @@ type Config struct {
 	Log   *slog.Logger
 	// QKD configures the simulated link feeding the key managers.
 	QKD QKDConfig
+	// PublicURL is the origin people use to reach the platform, e.g.
+	// "https://pay.example.com" (default DefaultPublicURL); the console's
+	// passkeys are bound to its host name.
+	PublicURL string
+	// ResultsDir holds experiment results the console shows ("" = none).
+	ResultsDir string
 }
 
 // Platform is an opened platform, ready to serve.
@@ -89,6 +96,10 @@ type Platform struct {
 	Watermark *service.Service
 	// KeyCharge is seed 001's key management platform and service centre.
 	KeyCharge *keycharge.QKMP
+	// Console is the operator console (nil with InsecureHTTP).
+	Console *console.Console
+	// LinkMonitor samples the QKD link for the console (nil without a link).
+	LinkMonitor *console.LinkMonitor
 
 	master []byte
 
@@ -179,6 +190,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	if err := p.startKeyCharge(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startConsole(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil
