@@ -245,7 +245,10 @@ func OnSite(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng 
 		}
 		return res, err
 	}
-	sess, err := scan.NewSession(loop.Params, true, nil)
+	// The thief's own software: TRY_HARDER and no merchant-scanner policy.
+	free := loop.Params
+	free.MinModulePx, free.MaxModuleErrors = 0, 0
+	sess, err := scan.NewSession(free, true, nil)
 	if err != nil {
 		return res, err
 	}
