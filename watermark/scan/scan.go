@@ -58,10 +58,10 @@ type Event struct {
 	Need     int           // threshold for Handle (0 until a share was read)
 	Err      error         // why the frame gave nothing (nil when it gave a share)
 	Elapsed  time.Duration // processing time of this frame
+	Result   *Result       // set when this frame completed a reconstruction
 	// ModulePx and ModuleErrors are the frame's watermark.FrameResult
 	// measures (0 when no code or no share decoded).
 	ModulePx, ModuleErrors float64
-	Result   *Result       // set when this frame completed a reconstruction
 }
 
 // Stats counts frame outcomes.
