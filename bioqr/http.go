@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 )
@@ -20,7 +21,7 @@ import (
 // codes is the settlement API's error-code registry: every refusal the
 // protocol can give, its HTTP status and a message safe to show the payer.
 var codes = httpx.NewRegistry(
-	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The payment data could not be read.", Err: ErrMalformed},
+	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The request could not be read.", Err: ErrMalformed},
 	httpx.Code{Code: "decrypt_failed", Status: http.StatusBadRequest, Message: "The payment data could not be opened.", Err: ErrDecrypt},
 	httpx.Code{Code: "bad_signature", Status: http.StatusForbidden, Message: "The signature is not valid.", Err: ErrBadSignature},
 	httpx.Code{Code: "illegal_pos", Status: http.StatusForbidden, Message: "This terminal is not certified for payments.", Err: ErrIllegalPOS},
@@ -341,8 +342,7 @@ func (s *Settlement) PageHandler() http.Handler {
 		}{ID: id, Message: d.message, HasQR: d.payload != ""}
 		if d.payload != "" {
 			if c, err := ParseConsumption(d.payload); err == nil {
-				cur, _ := LookupCurrency(c.Currency)
-				data.Amount = FormatAmount(c.Amount, cur)
+				data.Amount = money.Format(c.Amount, c.Currency)
 			}
 			data.PNG = "/bioqr/pos/" + id + "/qr.png?t=" + fmt.Sprint(d.updated.UnixNano())
 			data.Expires = d.expires.Format(time.RFC3339)
@@ -363,17 +363,4 @@ func (s *Settlement) PageHandler() http.Handler {
 		_, _ = w.Write(d.png)
 	})
 	return mux
-}
-
-// FormatAmount writes minor units with the currency's decimals and code
-// (2550, CNY → "25.50 CNY").
-func FormatAmount(v int64, c Currency) string {
-	s := fmt.Sprint(v)
-	if c.Decimals > 0 {
-		for len(s) <= c.Decimals {
-			s = "0" + s
-		}
-		s = s[:len(s)-c.Decimals] + "." + s[len(s)-c.Decimals:]
-	}
-	return s + " " + c.Code
 }

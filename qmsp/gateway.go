@@ -139,7 +139,11 @@ func writeState(path string, s *sealer, st *GatewayState, durable bool) error {
 	if err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileAtomic(path, s.seal(pt, "gateway-state"), 0o600, durable); err != nil {
+	sealed, err := s.seal(pt, "gateway-state")
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(path, sealed, 0o600, durable); err != nil {
 		return fmt.Errorf("qmsp: save gateway state: %w", err)
 	}
 	return nil

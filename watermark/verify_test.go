@@ -7,11 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/qshield/qshield/internal/testclock"
 )
-
-type clock struct{ t time.Time }
-
-func (c *clock) now() time.Time { return c.t }
 
 // stampsAt returns the stamps of the first n shares shown in the slot of at.
 func stampsAt(code Code, handle string, n int, at time.Time) []Stamp {
@@ -24,10 +22,10 @@ func stampsAt(code Code, handle string, n int, at time.Time) []Stamp {
 
 func TestIssueVerify(t *testing.T) {
 	ctx := context.Background()
-	ck := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	ck := testclock.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	store := NewMemStore()
-	is := &Issuer{Store: store, Now: ck.now, TTL: time.Hour} // capped at 60 s
-	v := &Verifier{Store: store, Now: ck.now}
+	is := &Issuer{Store: store, Now: ck.Now, TTL: time.Hour} // capped at 60 s
+	v := &Verifier{Store: store, Now: ck.Now}
 	tt := DefaultParams().Threshold
 
 	code, rec, err := is.Issue(ctx, "alice", 50_00)
@@ -41,7 +39,7 @@ func TestIssueVerify(t *testing.T) {
 	if h, _ := Handle(t0); h != rec.Handle {
 		t.Fatal("record handle is not Handle(T0)")
 	}
-	stamps := stampsAt(code, rec.Handle, tt, ck.t)
+	stamps := stampsAt(code, rec.Handle, tt, ck.Now())
 	claim := func(tok []byte) Claim { return Claim{Handle: rec.Handle, Token: tok, Stamps: stamps, Amount: 42_00} }
 	// T1 alone, or any wrong T0, is refused and does not consume the code.
 	wrong := append([]byte(nil), t0...)
@@ -61,8 +59,8 @@ func TestIssueVerify(t *testing.T) {
 	}
 	// Expiry.
 	c1, rec1, _ := is.Issue(ctx, "bob", 100)
-	ck.t = ck.t.Add(MaxTTL)
-	st1 := stampsAt(c1, rec1.Handle, tt, ck.t)
+	ck.Add(MaxTTL)
+	st1 := stampsAt(c1, rec1.Handle, tt, ck.Now())
 	if _, err := v.Verify(ctx, Claim{Handle: rec1.Handle, Token: c1.Token, Stamps: st1, Amount: 1}); !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired: %v", err)
 	}
@@ -90,14 +88,14 @@ func TestIssueVerify(t *testing.T) {
 // consume the code; the limit itself is accepted (issue 12, item 5).
 func TestLimitRefused(t *testing.T) {
 	ctx := context.Background()
-	ck := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	ck := testclock.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	store := NewMemStore()
-	v := &Verifier{Store: store, Now: ck.now}
-	code, rec, err := (&Issuer{Store: store, Now: ck.now}).Issue(ctx, "alice", 10_00)
+	v := &Verifier{Store: store, Now: ck.Now}
+	code, rec, err := (&Issuer{Store: store, Now: ck.Now}).Issue(ctx, "alice", 10_00)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := stampsAt(code, rec.Handle, DefaultParams().Threshold, ck.t)
+	st := stampsAt(code, rec.Handle, DefaultParams().Threshold, ck.Now())
 	if _, err := v.Verify(ctx, Claim{Handle: rec.Handle, Token: code.Token, Stamps: st, Amount: 10_01}); !errors.Is(err, ErrOverLimit) {
 		t.Fatalf("over the limit: %v", err)
 	}
@@ -113,11 +111,11 @@ func TestLimitRefused(t *testing.T) {
 func TestReplayLaterRefused(t *testing.T) {
 	ctx := context.Background()
 	start := time.Date(2026, 1, 1, 12, 0, 0, 300e6, time.UTC)
-	ck := &clock{t: start}
+	ck := testclock.New(start)
 	store := NewMemStore()
 	tt := DefaultParams().Threshold
-	v := &Verifier{Store: store, Now: ck.now}
-	code, rec, err := (&Issuer{Store: store, Now: ck.now}).Issue(ctx, "alice", 50_00)
+	v := &Verifier{Store: store, Now: ck.Now}
+	code, rec, err := (&Issuer{Store: store, Now: ck.Now}).Issue(ctx, "alice", 50_00)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,13 +125,13 @@ func TestReplayLaterRefused(t *testing.T) {
 	// Later than the window: refused at every delay up to the expiry, and
 	// the code is not consumed.
 	for d := w.MaxAge + SlotDuration; d < MaxTTL; d += 700 * time.Millisecond {
-		ck.t = start.Add(d)
+		ck.Set(start.Add(d))
 		if _, err := v.Verify(ctx, claim); !errors.Is(err, ErrStale) {
 			t.Fatalf("replayed %v later: %v", d, err)
 		}
 	}
 	// A stamp with a wrong tag, or moved to another slot or index, fails.
-	ck.t = start.Add(200 * time.Millisecond)
+	ck.Set(start.Add(200 * time.Millisecond))
 	for i, mut := range []func(*Stamp){
 		func(s *Stamp) { s.Tag[0] ^= 1 },
 		func(s *Stamp) { s.Slot++ },

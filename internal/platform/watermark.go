@@ -2,11 +2,8 @@ package platform
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
-	"net/http"
 
-	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/watermark/service"
 )
@@ -23,7 +20,13 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	p.Server.Handle("POST /v1/watermark/codes", h)
 	p.Server.Handle("POST /v1/watermark/pay", h)
 	p.Server.Mount("/watermark/", h)
-	p.Server.Handle("POST /v1/watermark/admin/devices", http.HandlerFunc(p.enrolWatermarkDevice))
+	p.Server.Handle("POST /v1/watermark/admin/devices", enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
+		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, pub)
+		if err != nil {
+			return DeviceEnrolled{}, err
+		}
+		return DeviceEnrolled{Certificate: iss.Cert.Raw}, nil
+	}))
 	return nil
 }
 
@@ -50,26 +53,4 @@ func (p *Platform) EnrolWatermarkDevice(ctx context.Context, name, role, account
 		return nil, err
 	}
 	return iss, nil
-}
-
-func (p *Platform) enrolWatermarkDevice(w http.ResponseWriter, r *http.Request) {
-	if !isAdmin(r) {
-		httpx.WriteProblem(w, r, http.StatusForbidden, "admin_required", "this endpoint needs the platform admin certificate")
-		return
-	}
-	var req WatermarkEnrolment
-	if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
-		return
-	}
-	pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
-	if err != nil {
-		httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "public_key is not a PKIX public key: "+err.Error())
-		return
-	}
-	iss, err := p.EnrolWatermarkDevice(r.Context(), req.Name, req.Role, req.Account, pub)
-	if err != nil {
-		p.QMSP.enrolError(w, r, err)
-		return
-	}
-	httpx.WriteJSON(w, http.StatusCreated, DeviceEnrolled{Certificate: iss.Cert.Raw, CA: p.CA.Certificate().Raw})
 }

@@ -11,6 +11,7 @@ import (
 
 // LedgerAPI serves accounts, balances, transfers and history over HTTP.
 //
+//	GET  /v1/accounts                    list accounts in ID order (?cursor=&limit=)
 //	POST /v1/accounts                    open an account (Idempotency-Key optional)
 //	GET  /v1/accounts/{id}               the account with its balances
 //	GET  /v1/accounts/{id}/transfers     history, newest first (?cursor=&limit=)
@@ -34,6 +35,7 @@ type LedgerAPI struct {
 
 // Register mounts the routes on s.
 func (a *LedgerAPI) Register(s *Server) {
+	s.Handle("GET /v1/accounts", a.auth(a.listAccounts))
 	s.Handle("POST /v1/accounts", a.auth(a.createAccount))
 	s.Handle("GET /v1/accounts/{id}", a.auth(a.getAccount))
 	s.Handle("GET /v1/accounts/{id}/transfers", a.auth(a.history))

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/internal/testclock"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
@@ -16,19 +17,7 @@ import (
 	"github.com/qshield/qshield/watermark/trial"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func setup(t *testing.T, db *sqldb.DB) (*Service, *ledger.Ledger, *clock) {
+func setup(t *testing.T, db *sqldb.DB) (*Service, *ledger.Ledger, *testclock.Clock) {
 	t.Helper()
 	ctx := context.Background()
 	led, err := ledger.Open(ctx, db)
@@ -49,8 +38,8 @@ func setup(t *testing.T, db *sqldb.DB) (*Service, *ledger.Ledger, *clock) {
 	if _, err := led.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "f", From: "bank", To: "payer", Amount: 1000, Currency: "CNY"}); err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{t: time.Now()}
-	s, err := New(ctx, Config{DB: db, Ledger: led, Now: clk.now})
+	clk := testclock.New(time.Now())
+	s, err := New(ctx, Config{DB: db, Ledger: led, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +78,8 @@ func TestScanAndPay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := trial.Pay(ctx, loop, trial.WithDisplay(camsim.CloseScan(), s.Params), rand.New(rand.NewPCG(1, 2)), 3*time.Second, trial.Clock{Start: clk.now()})
-		clk.add(res.Submitted.Sub(clk.now()))
+		res, err := trial.Pay(ctx, loop, trial.WithDisplay(camsim.CloseScan(), s.Params), rand.New(rand.NewPCG(1, 2)), 3*time.Second, trial.Clock{Start: clk.Now()})
+		clk.Add(res.Submitted.Sub(clk.Now()))
 		if err != nil || !res.OK {
 			t.Fatalf("close scan did not reconstruct the token: %+v %v", res, err)
 		}
@@ -125,14 +114,14 @@ func TestRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A thief who read only T1 guesses T0: refused, and the code survives.
-		guess := claim(s, code, rec, 100, clk.now())
+		guess := claim(s, code, rec, 100, clk.Now())
 		guess.Token = append([]byte(nil), code.Token...)
 		guess.Token[0] ^= 1
 		if _, err := s.Pay(ctx, "thief", "shop", guess, "CNY", "x"); !errors.Is(err, watermark.ErrWrongToken) {
 			t.Fatalf("wrong token: %v", err)
 		}
 		// A bad request from the merchant does not burn the payer's code.
-		if _, err := s.Pay(ctx, "scanner", "euro-shop", claim(s, code, rec, 100, clk.now()), "EUR", "y"); !errors.Is(err, ledger.ErrCurrencyMismatch) {
+		if _, err := s.Pay(ctx, "scanner", "euro-shop", claim(s, code, rec, 100, clk.Now()), "EUR", "y"); !errors.Is(err, ledger.ErrCurrencyMismatch) {
 			t.Fatalf("currency mismatch: %v", err)
 		}
 		// Concurrent redemptions: exactly one pays.
@@ -143,7 +132,7 @@ func TestRefusals(t *testing.T) {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 100, clk.now()), "CNY", "c"+string(rune('a'+i))); err == nil {
+				if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 100, clk.Now()), "CNY", "c"+string(rune('a'+i))); err == nil {
 					mu.Lock()
 					ok++
 					mu.Unlock()
@@ -159,22 +148,22 @@ func TestRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		clk.add(61 * time.Second)
-		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, c1, rec1, 100, clk.now()), "CNY", "e"); !errors.Is(err, watermark.ErrExpired) {
+		clk.Add(61 * time.Second)
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, c1, rec1, 100, clk.Now()), "CNY", "e"); !errors.Is(err, watermark.ErrExpired) {
 			t.Fatalf("expired: %v", err)
 		}
 		// Unknown handle.
-		unknown := claim(s, c1, rec1, 100, clk.now())
+		unknown := claim(s, c1, rec1, 100, clk.Now())
 		unknown.Handle = "QSW1:AAAAAAAAAAAAAAAAAAAAAAAAAA"
 		if _, err := s.Pay(ctx, "scanner", "shop", unknown, "CNY", "u"); err == nil {
 			t.Fatal("unknown handle accepted")
 		}
 		// Insufficient funds burns the code (as wallets do).
 		c2, rec2, _ := s.Issue(ctx, "payer", 2_000_000)
-		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, c2, rec2, 1_000_000, clk.now()), "CNY", "big"); !errors.Is(err, ErrRefused) {
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, c2, rec2, 1_000_000, clk.Now()), "CNY", "big"); !errors.Is(err, ErrRefused) {
 			t.Fatalf("overdraft: %v", err)
 		}
-		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, c2, rec2, 10, clk.now()), "CNY", "small"); !errors.Is(err, watermark.ErrUsed) {
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, c2, rec2, 10, clk.Now()), "CNY", "small"); !errors.Is(err, watermark.ErrUsed) {
 			t.Fatalf("after a refusal the code must be burned: %v", err)
 		}
 		if balance(t, led, "payer") != 900 {
@@ -197,13 +186,13 @@ func TestOverLimitRefused(t *testing.T) {
 		if got, _ := s.Store().Lookup(ctx, rec.Handle); got.Limit != 3_00 {
 			t.Fatalf("stored limit %d", got.Limit)
 		}
-		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 3_01, clk.now()), "CNY", "over"); !errors.Is(err, watermark.ErrOverLimit) {
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 3_01, clk.Now()), "CNY", "over"); !errors.Is(err, watermark.ErrOverLimit) {
 			t.Fatalf("over the limit: %v", err)
 		}
 		if balance(t, led, "payer") != 1000 {
 			t.Fatal("money moved on a refused charge")
 		}
-		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 3_00, clk.now()), "CNY", "ok"); err != nil {
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 3_00, clk.Now()), "CNY", "ok"); err != nil {
 			t.Fatalf("at the limit: %v", err)
 		}
 		if _, _, err := s.Issue(ctx, "payer", 0); err == nil {
@@ -223,12 +212,12 @@ func TestStaleSharesRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		filmed := claim(s, code, rec, 1_00, clk.now())
-		clk.add(4 * time.Second)
+		filmed := claim(s, code, rec, 1_00, clk.Now())
+		clk.Add(4 * time.Second)
 		if _, err := s.Pay(ctx, "scanner", "shop", filmed, "CNY", "late"); !errors.Is(err, watermark.ErrStale) {
 			t.Fatalf("replayed 4 s later: %v", err)
 		}
-		forged := claim(s, code, rec, 1_00, clk.now())
+		forged := claim(s, code, rec, 1_00, clk.Now())
 		forged.Stamps[0].Tag[1] ^= 0x40
 		if _, err := s.Pay(ctx, "scanner", "shop", forged, "CNY", "forged"); !errors.Is(err, watermark.ErrBadStamp) {
 			t.Fatalf("forged stamp: %v", err)
@@ -236,7 +225,7 @@ func TestStaleSharesRefused(t *testing.T) {
 		if balance(t, led, "payer") != 1000 {
 			t.Fatal("money moved")
 		}
-		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 1_00, clk.now()), "CNY", "fresh"); err != nil {
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 1_00, clk.Now()), "CNY", "fresh"); err != nil {
 			t.Fatalf("fresh claim: %v", err)
 		}
 	})
