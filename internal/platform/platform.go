@@ -5,10 +5,13 @@
 //
 // Key material on disk. The CA's private key is stored in the database sealed
 // with a key from QSHIELD_CA_KEY (a 32-byte key in hex/base64, or a passphrase
-// run through argon2id). When the variable is unset, a random 32-byte key is
-// created once in the state directory (ca-seal.key, mode 0600), so that a stolen
-// database alone does not reveal the CA key; production deployments should set
-// QSHIELD_CA_KEY from a secret store instead.
+// run through argon2id). When the variable is unset, the key is derived from
+// the platform master key (QSHIELD_PLATFORM_KEY, or a random platform.key
+// created once in the state directory, mode 0600) — or read from ca-seal.key
+// where an older installation created one — so that a stolen database alone
+// does not reveal the CA key. Nodes of one platform get the same
+// QSHIELD_PLATFORM_KEY from a secret store; everything else they share is in
+// the database.
 //
 // The state directory also receives the files a client needs to talk to the
 // server: ca.pem (the root to trust) and admin.pem / admin-key.pem (a client
@@ -30,11 +33,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/console"
+	"github.com/qshield/qshield/internal/metrics"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
@@ -65,6 +71,11 @@ type Config struct {
 	QKD QKDConfig
 	// Audit configures the audit log's signed checkpoints.
 	Audit AuditConfig
+	// DBOptions size the database pool and set its timeouts (zero: sqldb's defaults).
+	DBOptions sqldb.Options
+	// HTTP limits of the node (zero: the server package's defaults).
+	MaxInFlight, MaxQueue, MaxConns int
+	QueueTimeout, RequestTimeout    time.Duration
 	// PublicURL is the origin people use to reach the platform, e.g.
 	// "https://pay.example.com" (default DefaultPublicURL); the console's
 	// passkeys are bound to its host name.
@@ -100,6 +111,8 @@ type Platform struct {
 	KeyCharge *keycharge.QKMP
 	// Publisher signs and publishes the audit log's checkpoints.
 	Publisher *audit.Publisher
+	// Metrics is the node's Prometheus registry, served at /metrics.
+	Metrics *metrics.Metrics
 	// Console is the operator console (nil with InsecureHTTP).
 	Console *console.Console
 	// LinkMonitor samples the QKD link for the console (nil without a link).
@@ -122,7 +135,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			p.Close()
 		}
 	}()
-	p.DB, err = sqldb.Open(ctx, cfg.DB)
+	p.DB, err = sqldb.OpenWith(ctx, cfg.DB, cfg.DBOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +163,19 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	}
 	p.closers = append(p.closers, p.Ledger.Close)
 
-	scfg := server.Config{InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log}
+	p.Metrics = metrics.New()
+	p.Metrics.AddDB(p.DB.DB)
+	p.Metrics.AddLedger(p.DB.DB)
+	idem, err := httpx.OpenSQLStore(ctx, p.DB, 0)
+	if err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
+	}
+	p.closers = append(p.closers, idem.Close)
+	scfg := server.Config{
+		InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log, Metrics: p.Metrics,
+		MaxInFlight: cfg.MaxInFlight, MaxQueue: cfg.MaxQueue, MaxConns: cfg.MaxConns,
+		QueueTimeout: cfg.QueueTimeout, RequestTimeout: cfg.RequestTimeout,
+	}
 	if !cfg.InsecureHTTP {
 		dns, ips := hosts(cfg.Hosts)
 		cert, err := p.CA.IssueTLS(ctx, pki.RoleServer, "qshield-platform", dns, ips)
@@ -173,7 +198,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
-	api := &server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP}
+	p.Server.AddCheck(server.Check{Name: "database", Func: p.DB.PingContext})
+	p.Server.AddCheck(server.Check{Name: "migrations", Func: p.DB.CheckMigrations})
+	api := &server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP, Idempotency: &httpx.Idempotency{Store: idem}}
 	if !cfg.InsecureHTTP {
 		api.Authorize = isAdmin
 	}
@@ -292,8 +319,11 @@ func OpenCA(ctx context.Context, db *sqldb.DB, dir string) (*pki.CA, error) {
 	return ca, nil
 }
 
-// caSealKey returns the key sealing the CA private key: QSHIELD_CA_KEY, or a
-// random key kept in dir/ca-seal.key (created on first use, mode 0600).
+// caSealKey returns the key sealing the CA private key, first found of:
+// QSHIELD_CA_KEY; dir/ca-seal.key when it exists (installations made before
+// the CA key was derived); a key derived (HKDF) from the platform master
+// key (QSHIELD_PLATFORM_KEY, or dir/platform.key). With the last, nodes
+// given the same QSHIELD_PLATFORM_KEY share the CA without another secret.
 func caSealKey(dir string) (pki.KeyEncryptor, error) {
 	if os.Getenv("QSHIELD_CA_KEY") != "" {
 		return pki.EnvKey("QSHIELD_CA_KEY")
@@ -306,9 +336,9 @@ func caSealKey(dir string) (pki.KeyEncryptor, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("platform: read %s: %w", path, err)
 	}
-	k, err := fsutil.LoadOrCreateKey(path)
+	k, err := SecretIn(dir, "ca-seal")
 	if err != nil {
-		return nil, fmt.Errorf("platform: %w", err)
+		return nil, err
 	}
 	return pki.RawKey(k)
 }

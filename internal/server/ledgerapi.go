@@ -1,6 +1,9 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -14,7 +17,7 @@ import (
 // LedgerAPI serves accounts, balances, transfers and history over HTTP.
 //
 //	GET  /v1/accounts                    list accounts in ID order (?cursor=&limit=)
-//	POST /v1/accounts                    open an account (Idempotency-Key optional)
+//	POST /v1/accounts                    open an account (Idempotency-Key honoured)
 //	GET  /v1/accounts/{id}               the account with its balances
 //	GET  /v1/accounts/{id}/transfers     history, newest first (?cursor=&limit=)
 //	POST /v1/transfers                   move money (Idempotency-Key required)
@@ -36,18 +39,41 @@ type LedgerAPI struct {
 	// devices such as phones and gateways move money only through their
 	// scheme's own checks).
 	Authorize func(*http.Request) bool
+	// Idempotency, when set, stores the response of every POST carrying an
+	// Idempotency-Key (refusals included) and replays it for a retry with
+	// the same key (see httpx.Idempotency). Without it only the ledger's
+	// own transfer keys and account IDs derived from keys protect retries.
+	Idempotency *httpx.Idempotency
 }
 
 // Register mounts the routes on s.
 func (a *LedgerAPI) Register(s *Server) {
 	s.Handle("GET /v1/accounts", a.auth(a.listAccounts))
-	s.Handle("POST /v1/accounts", a.auth(a.createAccount))
+	s.Handle("POST /v1/accounts", a.auth(a.idem(false, a.createAccount)))
 	s.Handle("GET /v1/accounts/{id}", a.auth(a.getAccount))
 	s.Handle("GET /v1/accounts/{id}/transfers", a.auth(a.history))
-	s.Handle("POST /v1/transfers", a.auth(a.transfer))
+	s.Handle("POST /v1/transfers", a.auth(a.idem(true, a.transfer)))
 	s.Handle("GET /v1/transfers/{id}", a.auth(a.getTransfer))
-	s.Handle("POST /v1/transfers/{id}/post", a.auth(a.post))
-	s.Handle("POST /v1/transfers/{id}/void", a.auth(a.void))
+	s.Handle("POST /v1/transfers/{id}/post", a.auth(a.idem(true, a.post)))
+	s.Handle("POST /v1/transfers/{id}/void", a.auth(a.idem(true, a.void)))
+}
+
+// idem puts h behind the idempotency store when there is one.
+func (a *LedgerAPI) idem(required bool, h http.HandlerFunc) http.HandlerFunc {
+	if a.Idempotency == nil {
+		return h
+	}
+	return a.Idempotency.Wrap(required, h).ServeHTTP
+}
+
+// accountIDForKey derives the ID of an account created without one under an
+// Idempotency-Key, so that a retry whose stored response was lost (a crash
+// between the commit and storing it) finds the same account instead of
+// opening a second one.
+func accountIDForKey(r *http.Request, key string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s", httpx.PrincipalOf(r.Context()), key)
+	return "acc_k" + hex.EncodeToString(h.Sum(nil)[:15])
 }
 
 func (a *LedgerAPI) auth(h http.HandlerFunc) http.Handler {
@@ -112,9 +138,17 @@ func (a *LedgerAPI) createAccount(w http.ResponseWriter, r *http.Request) {
 	if !httpx.DecodeOrProblem(w, r, 4<<10, &req) {
 		return
 	}
-	acct, err := a.Ledger.CreateAccount(r.Context(), ledger.NewAccount{
+	na := ledger.NewAccount{
 		ID: req.ID, Owner: req.Owner, Kind: req.Kind, Currency: req.Currency, AllowNegative: req.AllowNegative,
-	})
+	}
+	var acct ledger.Account
+	var err error
+	if key := r.Header.Get(httpx.IdempotencyHeader); key != "" && na.ID == "" {
+		na.ID = accountIDForKey(r, key)
+		acct, err = a.Ledger.EnsureAccount(r.Context(), na)
+	} else {
+		acct, err = a.Ledger.CreateAccount(r.Context(), na)
+	}
 	if err != nil {
 		writeLedgerError(w, r, err)
 		return
@@ -190,7 +224,7 @@ func (a *LedgerAPI) getTransfer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *LedgerAPI) post(w http.ResponseWriter, r *http.Request) {
-	if _, ok := httpx.IdempotencyKey(w, r); !ok {
+	if _, ok := httpx.IdempotencyKey(w, r); !ok { // used by a.Idempotency
 		return
 	}
 	var req PostRequest
@@ -208,7 +242,7 @@ func (a *LedgerAPI) post(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *LedgerAPI) void(w http.ResponseWriter, r *http.Request) {
-	if _, ok := httpx.IdempotencyKey(w, r); !ok {
+	if _, ok := httpx.IdempotencyKey(w, r); !ok { // used by a.Idempotency
 		return
 	}
 	t, err := a.Ledger.Void(r.Context(), r.PathValue("id"))
@@ -242,5 +276,8 @@ var LedgerCodes = httpx.NewRegistry(
 )
 
 func writeLedgerError(w http.ResponseWriter, r *http.Request, err error) {
+	// Registered refusals are 4xx; database down, disk full, timeouts are
+	// 503 with Retry-After; anything else is a bug: 500 with the request
+	// ID. The last two are logged with the cause (httpx.WriteError).
 	LedgerCodes.Write(w, r, err)
 }
