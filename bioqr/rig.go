@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/fingerprint"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -95,7 +96,7 @@ type RigConfig struct {
 	DB        *sqldb.DB
 	CA        *pki.CA
 	Ledger    *ledger.Ledger
-	Audit     Auditor
+	Audit     audit.Recorder
 	Matcher   Matcher
 	Templates Templates
 	Log       *slog.Logger

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb"
@@ -34,7 +35,7 @@ type SettlementConfig struct {
 	DB      *sqldb.DB
 	CA      *pki.CA
 	Ledger  Payer
-	Audit   Auditor // nil: LogAuditor on Log
+	Audit   audit.Recorder // nil: LogAuditor on Log
 	Unit    *SecureUnit
 	Matcher Matcher // nil: NewFingerprintMatcher()
 	Log     *slog.Logger
@@ -156,7 +157,7 @@ func (s *Settlement) ensureCertified(ctx context.Context) error {
 }
 
 func (s *Settlement) audit(ctx context.Context, e AuditEvent) {
-	if err := s.cfg.Audit.Record(ctx, e); err != nil {
+	if err := s.cfg.Audit.Record(ctx, e.Entry()); err != nil {
 		s.cfg.Log.Error("bioqr: audit record failed", "action", e.Action, "err", err)
 	}
 }
@@ -581,7 +582,7 @@ func (s *Settlement) conclude(ctx context.Context, a *authentic, pay *payment, r
 		if err := s.record(ctx, tx, a, res, derr); err != nil {
 			return err
 		}
-		return s.cfg.Audit.RecordTx(ctx, tx, settleEvent(a.posCert, res, derr))
+		return s.cfg.Audit.RecordTx(ctx, tx, settleEvent(a.posCert, res, derr).Entry())
 	})
 	switch {
 	case errors.Is(err, errClaimed):

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/sqldb"
@@ -233,7 +234,7 @@ func TestEnrolmentChecks(t *testing.T) {
 		// Nothing was issued for the refused requests.
 		n := 0
 		for _, e := range f.audit.Snapshot() {
-			if e.Action == "bioqr.certify" && e.Outcome == "ok" {
+			if e.Event == "bioqr.certify" && e.Outcome == audit.OutcomeSuccess {
 				n++
 			}
 		}

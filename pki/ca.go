@@ -80,7 +80,7 @@ type CA struct {
 	pool   *x509.CertPool
 	smPool *smx509.CertPool
 	id     string
-	audit  *audit.Log // optional, see WithAudit
+	audit  audit.Recorder // optional, see WithAudit
 	actor  string
 }
 

@@ -67,7 +67,7 @@ type PPSConfig struct {
 	Ledger    *ledger.Ledger
 	// StorageKey (32 bytes) seals fetched quantum keys at rest.
 	StorageKey []byte
-	Audit      Auditor
+	Audit      audit.Recorder
 	Log        *slog.Logger
 	Now        func() time.Time
 	// MaxValidity bounds how far ahead a displayed code may expire (default 10 min).
@@ -414,7 +414,7 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 		if p.cfg.Audit == nil {
 			return nil
 		}
-		_, err = p.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
+		err = p.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
 			Details: map[string]string{"key": ref, "amount": currency.Format(m.Amount) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
 		return err
 	})

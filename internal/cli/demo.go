@@ -20,6 +20,7 @@ func Scenarios() []demo.Scenario {
 		demo.SelfVerify(),
 		demo.Watermark(),
 		demo.BioQR(),
+		demo.Audit(), // last: reconciles and checkpoints everything above
 	}
 }
 

@@ -69,6 +69,8 @@ type Config struct {
 	Log   *slog.Logger
 	// QKD configures the simulated link feeding the key managers.
 	QKD QKDConfig
+	// Audit configures the audit log's signed checkpoints.
+	Audit AuditConfig
 	// DBOptions size the database pool and set its timeouts (zero: sqldb's defaults).
 	DBOptions sqldb.Options
 	// HTTP limits of the node (zero: the server package's defaults).
@@ -107,6 +109,8 @@ type Platform struct {
 	Watermark *service.Service
 	// KeyCharge is seed 001's key management platform and service centre.
 	KeyCharge *keycharge.QKMP
+	// Publisher signs and publishes the audit log's checkpoints.
+	Publisher *audit.Publisher
 	// Metrics is the node's Prometheus registry, served at /metrics.
 	Metrics *metrics.Metrics
 	// Console is the operator console (nil with InsecureHTTP).
@@ -153,7 +157,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.CA = p.CA.WithAudit(p.Audit, "platform")
-	p.Ledger, err = ledger.Open(ctx, p.DB)
+	p.Ledger, err = ledger.Open(ctx, p.DB, ledger.WithAudit(p.Audit))
 	if err != nil {
 		return nil, fmt.Errorf("platform: ledger: %w", err)
 	}
@@ -201,6 +205,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		api.Authorize = isAdmin
 	}
 	api.Register(p.Server)
+	if err := p.startAudit(ctx); err != nil {
+		return nil, err
+	}
 	if err := p.startQuantum(ctx, cfg.QKD); err != nil {
 		return nil, err
 	}

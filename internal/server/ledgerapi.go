@@ -8,8 +8,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/pki"
 )
 
 // LedgerAPI serves accounts, balances, transfers and history over HTTP.
@@ -24,7 +26,10 @@ import (
 //	POST /v1/transfers/{id}/void         void a pending transfer (Idempotency-Key required)
 //
 // Every route requires a client certificate verified by the TLS layer unless
-// the server runs with the explicit insecure-HTTP option.
+// the server runs with the explicit insecure-HTTP option. With a ledger
+// opened WithAudit, every account creation, transfer, post and void is
+// audited in its own database transaction with the caller's certificate
+// serial as the actor (see Principal).
 type LedgerAPI struct {
 	Ledger *ledger.Ledger
 	// RequireClientCert refuses requests without a verified client certificate.
@@ -81,8 +86,20 @@ func (a *LedgerAPI) auth(h http.HandlerFunc) http.Handler {
 			httpx.WriteProblem(w, r, http.StatusForbidden, "forbidden", "this certificate may not use the ledger API")
 			return
 		}
-		h(w, r)
+		// The ledger audits every account and money movement inside its
+		// transaction with this principal as the actor.
+		h(w, r.WithContext(audit.WithActor(r.Context(), Principal(r))))
 	})
+}
+
+// Principal names the caller of r for the audit trail: the serial number
+// (hex) of its verified client certificate, or "unauthenticated" on a
+// server run with the insecure-HTTP option.
+func Principal(r *http.Request) string {
+	if _, serial, err := pki.PeerIdentity(r.TLS); err == nil {
+		return serial.Text(16)
+	}
+	return "unauthenticated"
 }
 
 // AccountRequest is the body of POST /v1/accounts.

@@ -38,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/metrics"
 )
@@ -169,8 +170,13 @@ func (s *Server) Mount(prefix string, h http.Handler) {
 }
 
 // Handler returns the full handler chain (useful for tests with httptest).
+// Every request's context names its principal for the audit trail
+// (audit.WithActor with Principal), so that money a scheme moves through
+// the ledger is audited with the caller's certificate serial as actor.
 func (s *Server) Handler() http.Handler {
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every request names its principal for the audit trail.
+		r = r.WithContext(audit.WithActor(r.Context(), Principal(r)))
 		s.mux.ServeHTTP(w, r)
 		// ServeMux records the matched pattern in r; nested muxes of
 		// mounted schemes overwrite it with theirs, which is what we want.

@@ -66,17 +66,11 @@ ALTER TABLE wm_tokens ADD COLUMN pay_limit BIGINT NOT NULL DEFAULT 0`
 
 var migrations = []sqldb.Migration{{Version: 1, SQL: schema}, {Version: 2, SQL: schemaV2}}
 
-// Auditor records payments (*audit.Log implements it).
-type Auditor interface {
-	Append(ctx context.Context, e audit.Entry) (audit.Record, error)
-	AppendTx(ctx context.Context, tx *sql.Tx, e audit.Entry) (audit.Record, error)
-}
-
 // Service issues and redeems codes.
 type Service struct {
 	db     *sqldb.DB
 	led    *ledger.Ledger
-	audit  Auditor
+	audit  audit.Recorder
 	batch  *sqldb.Batcher
 	now    func() time.Time
 	Params watermark.Params
@@ -89,7 +83,7 @@ type Service struct {
 type Config struct {
 	DB     *sqldb.DB
 	Ledger *ledger.Ledger
-	Audit  Auditor
+	Audit  audit.Recorder
 	Params watermark.Params // zero: watermark.DefaultParams()
 	Window watermark.Window // zero: watermark.DefaultWindow()
 	TTL    time.Duration    // code validity, ≤ 60 s (default 60 s)
@@ -235,7 +229,7 @@ func (s *Service) pay(ctx context.Context, merchantAccount string, c watermark.C
 		if s.audit == nil {
 			return nil
 		}
-		_, err = s.audit.AppendTx(ctx, tx, audit.Entry{Actor: merchantAccount, Event: "watermark.pay", Outcome: "success", Origin: "watermark", Resource: handle,
+		err = s.audit.RecordTx(ctx, tx, audit.Entry{Actor: merchantAccount, Event: "watermark.pay", Outcome: "success", Origin: "watermark", Resource: handle,
 			Details: map[string]string{"amount": strconv.FormatInt(amount, 10) + " " + currency, "transfer": t.ID}})
 		return err
 	})
@@ -252,7 +246,7 @@ func memo(idemKey string) string { return "watermarked code payment " + idemKey 
 
 func (s *Service) audited(ctx context.Context, actor, event, outcome, resource string, details map[string]string) {
 	if s.audit != nil {
-		_, _ = s.audit.Append(ctx, audit.Entry{Actor: actor, Event: event, Outcome: outcome, Origin: "watermark", Resource: resource, Details: details})
+		_ = s.audit.Record(ctx, audit.Entry{Actor: actor, Event: event, Outcome: outcome, Origin: "watermark", Resource: resource, Details: details})
 	}
 }
 
