@@ -133,3 +133,20 @@ func PeerCertificate(state *tls.ConnectionState) (*x509.Certificate, error) {
 	}
 	return state.PeerCertificates[0], nil
 }
+
+// IssueTLSFor issues a certificate for req (a fresh key pair when
+// req.PublicKey is nil) and returns it as a tls.Certificate: IssueTLS with a
+// principal kind, scheme and scope.
+func (ca *CA) IssueTLSFor(ctx context.Context, req IssueRequest) (tls.Certificate, error) {
+	if ca.alg != ECDSAP256 {
+		return tls.Certificate{}, ErrTLSNotSM2
+	}
+	if req.PublicKey != nil {
+		return tls.Certificate{}, fmt.Errorf("%w: IssueTLSFor makes the key pair itself", ErrBadRequest)
+	}
+	iss, err := ca.Issue(ctx, req)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return TLSCertificate(iss)
+}
