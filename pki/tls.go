@@ -150,3 +150,27 @@ func (ca *CA) IssueTLSFor(ctx context.Context, req IssueRequest) (tls.Certificat
 	}
 	return TLSCertificate(iss)
 }
+
+// PostQuantumOnly returns a copy of c that accepts only the hybrid
+// post-quantum key exchange X25519MLKEM768 (a peer offering only classical
+// groups fails the handshake). Use it where quantum keys travel: the key
+// managers, the QKD link, device channels.
+func PostQuantumOnly(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768}
+	return c
+}
+
+// PreferPostQuantum returns a copy of c that prefers X25519MLKEM768 and
+// still accepts X25519 and P-256 (for browsers and older clients).
+func PreferPostQuantum(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
+	return c
+}
+
+// IsPostQuantum reports whether a handshake used a post-quantum hybrid key
+// exchange.
+func IsPostQuantum(cs tls.ConnectionState) bool {
+	return cs.CurveID == tls.X25519MLKEM768
+}
