@@ -391,7 +391,7 @@ func ChargerCommand(g *Globals) *cobra.Command {
 			"For each plug-in: PIN (flag, " + EnvDevicePIN + " or a prompt; wrong PINs are reported to the platform),\n" +
 			"challenge-response with the platform, keys over ETSI GS QKD 014 from --kme-url as master SAE,\n" +
 			"written into the device with a progress bar, consistency check, then the platform records the charge.\n" +
-			"The client certificate (from `qshield kme issue-cert charger-1`) serves both the platform and the KME.",
+			"The client certificate (from `qshield kme issue-cert --kind charger charger-1`) serves both the platform and the KME.",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			ctx := c.Context()

@@ -405,7 +405,7 @@ func kmePairCommand(g *Globals) *cobra.Command {
 
 func kmeIssueCertCommand(g *Globals) *cobra.Command {
 	var c kmeCommon
-	var out string
+	var out, kind string
 	cmd := &cobra.Command{
 		Use:   "issue-cert SAE_ID",
 		Short: "Issue an SAE client certificate from the platform CA (writes SAE_ID.pem, SAE_ID-key.pem, ca.pem)",
@@ -417,7 +417,7 @@ func kmeIssueCertCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			cert, err := ca.IssueTLS(ctx, pki.RoleApplication, args[0], nil, nil)
+			cert, err := ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: args[0], Kind: pki.PrincipalKind(kind), Scheme: "kme"})
 			if err != nil {
 				return err
 			}
@@ -448,6 +448,7 @@ func kmeIssueCertCommand(g *Globals) *cobra.Command {
 	}
 	c.flags(cmd)
 	cmd.Flags().StringVar(&out, "out", ".", "output directory")
+	cmd.Flags().StringVar(&kind, "kind", "sae", "principal kind: sae, or charger for a key charger (which is also its site's SAE)")
 	return cmd
 }
 

@@ -133,8 +133,9 @@ func QMSP() Scenario {
 			return rows, err
 		}
 
-		// An unregistered gateway (a valid CA certificate, registered nowhere).
-		rogueCert, err := p.CA.IssueTLS(ctx, pki.RoleDevice, "GW-ROGUE-"+sfx, nil, nil)
+		// An unregistered gateway (a valid gateway certificate from the CA,
+		// registered at no CSS).
+		rogueCert, err := p.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: "GW-ROGUE-" + sfx, Kind: pki.PrincipalGateway})
 		if err != nil {
 			return rows, err
 		}

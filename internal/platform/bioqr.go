@@ -25,7 +25,6 @@ func (p *Platform) startBioQR(ctx context.Context) error {
 		return fmt.Errorf("platform: bioqr settlement: %w", err)
 	}
 	p.BioQR = st
-	p.Server.Mount("/v1/bioqr/", st.Handler())
-	p.Server.Mount("/bioqr/", st.PageHandler())
+	p.Router.Register(st.Routes()...)
 	return nil
 }

@@ -26,12 +26,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/internal/server"
@@ -62,7 +64,16 @@ type Config struct {
 	Log   *slog.Logger
 	// QKD configures the simulated link feeding the key managers.
 	QKD QKDConfig
+	// Trust configures authorization: trusted proxies, rate limits,
+	// post-quantum enforcement (see TrustConfig).
+	Trust TrustConfig
+	// MaxConnAge closes kept-alive connections older than this after their
+	// next response (0: DefaultMaxConnAge; negative: no limit).
+	MaxConnAge time.Duration
 }
+
+// DefaultMaxConnAge bounds how long one client connection is kept alive.
+const DefaultMaxConnAge = 10 * time.Minute
 
 // Platform is an opened platform, ready to serve.
 type Platform struct {
@@ -89,8 +100,11 @@ type Platform struct {
 	Watermark *service.Service
 	// KeyCharge is seed 001's key management platform and service centre.
 	KeyCharge *keycharge.QKMP
+	// Router registers every route with its authorization policy.
+	Router *authz.Router
 
-	master []byte
+	master    []byte
+	classical atomic.Int64
 
 	closers []func() error
 }
@@ -135,7 +149,11 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	}
 	p.closers = append(p.closers, p.Ledger.Close)
 
-	scfg := server.Config{InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log}
+	maxAge := cfg.MaxConnAge
+	if maxAge == 0 {
+		maxAge = DefaultMaxConnAge
+	}
+	scfg := server.Config{InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log, MaxConnAge: max(maxAge, 0)}
 	if !cfg.InsecureHTTP {
 		dns, ips := hosts(cfg.Hosts)
 		cert, err := p.CA.IssueTLS(ctx, pki.RoleServer, "qshield-platform", dns, ips)
@@ -144,12 +162,11 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		}
 		// Pages for people (QR displays) are fetched without client
 		// certificates; API routes demand one themselves.
-		p.ServerTLS = p.CA.ServerTLSOptionalClient(ctx, cert)
+		p.ServerTLS = p.countHandshakes(p.CA.ServerTLSOptionalClient(ctx, cert))
 		scfg.TLS = p.ServerTLS
 	}
-	p.AdminCert, err = p.CA.IssueTLS(ctx, pki.RoleClient, AdminName, nil, nil)
-	if err != nil {
-		return nil, fmt.Errorf("platform: admin certificate: %w", err)
+	if err := p.adminCredential(ctx); err != nil {
+		return nil, err
 	}
 	if err := p.writeClientFiles(); err != nil {
 		return nil, err
@@ -158,11 +175,11 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
-	api := &server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP}
-	if !cfg.InsecureHTTP {
-		api.Authorize = isAdmin
+	if err := p.newRouter(ctx); err != nil {
+		return nil, err
 	}
-	api.Register(p.Server)
+	p.Router.Register((&server.LedgerAPI{Ledger: p.Ledger}).Routes()...)
+	p.certRoutes()
 	if err := p.startQuantum(ctx, cfg.QKD); err != nil {
 		return nil, err
 	}
@@ -184,15 +201,10 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	return p, nil
 }
 
-// AdminName is the common name of the platform's administrative client certificate.
+// AdminName is the common name (a display name) of the platform's
+// administrative client certificate; the admin is recognised by its
+// principal kind, never by this name.
 const AdminName = "qshield-admin"
-
-// isAdmin reports whether the request carries the platform admin certificate
-// (verified by the TLS layer, revocation included).
-func isAdmin(r *http.Request) bool {
-	cn, _, err := pki.PeerIdentity(r.TLS)
-	return err == nil && cn == AdminName
-}
 
 // ClientTLS returns a TLS configuration for a client of this platform
 // presenting cert (use p.AdminCert for the administrative API).
@@ -303,21 +315,7 @@ func hosts(extra []string) (dns []string, ips []net.IP) {
 
 func (p *Platform) writeClientFiles() error {
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Certificate().Raw})
-	if err := fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "ca.pem"), caPEM, 0o644, true); err != nil {
-		return err
-	}
-	var certPEM []byte
-	for _, der := range p.AdminCert.Certificate {
-		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(p.AdminCert.PrivateKey)
-	if err != nil {
-		return fmt.Errorf("platform: encode admin key: %w", err)
-	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "admin-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600, true); err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "admin.pem"), certPEM, 0o600, true)
+	return fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "ca.pem"), caPEM, 0o644, true)
 }
 
 // LoadClientTLS builds a client TLS config from a state directory's ca.pem,
@@ -331,7 +329,7 @@ func LoadClientTLS(dir string) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("platform: %s/ca.pem holds no certificate", dir)
 	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
+	cert, err := loadAdminFiles(dir)
 	if err != nil {
 		return nil, fmt.Errorf("platform: admin certificate: %w", err)
 	}

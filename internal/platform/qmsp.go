@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -70,9 +71,14 @@ func (p *Platform) startQMSP(ctx context.Context) error {
 	}
 	p.closers = append(p.closers, q.PPS.Close)
 	p.QMSP = q
-	p.Server.Mount("/v1/qmsp/css/", q.CSS.Handler())
-	p.Server.Handle("POST /v1/qmsp/pay", q.PPS.Handler())
-	p.Server.Handle("GET /qmsp/gateways/{gi}/{file...}", http.HandlerFunc(q.servePage))
+	// The CSS and PPS know gateways and phones by their certificates'
+	// names; the router has authenticated each certificate as a principal of
+	// the right kind first (a name belongs to one kind).
+	css, pps := q.CSS.Handler(), q.PPS.Handler()
+	p.Router.Handle("POST /v1/qmsp/css/keys", authz.Allow(pki.PrincipalGateway), css)
+	p.Router.Handle("POST /v1/qmsp/css/ack", authz.Allow(pki.PrincipalGateway), css)
+	p.Router.Handle("POST /v1/qmsp/pay", authz.Allow(pki.PrincipalPhone), pps)
+	p.Router.Handle("GET /qmsp/gateways/{gi}/{file...}", authz.Public("a gateway's screen: the signed QR codes it shows to payers"), http.HandlerFunc(q.servePage))
 	q.adminRoutes()
 	return nil
 }
@@ -200,7 +206,8 @@ func (q *QMSP) EnrolGateway(ctx context.Context, gi string, merchant uint32, acc
 		return nil, pk, err
 	}
 	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: gi, PublicKey: pub,
-		Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"}})
+		Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"},
+		Kind: pki.PrincipalGateway, Scheme: "qmsp", Scope: []string{"account:" + account, fmt.Sprintf("merchant:%d", merchant)}})
 	if err != nil {
 		return nil, pk, err
 	}
@@ -233,8 +240,11 @@ func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, accou
 // EnrolPhone certifies a phone (pub nil: the CA generates the key pair) and
 // binds payer number payer, spending from account, to it.
 func (q *QMSP) EnrolPhone(ctx context.Context, phone string, payer uint64, account string, pub crypto.PublicKey) (*pki.Issued, error) {
+	if err := q.p.checkPayerAccount(ctx, account); err != nil {
+		return nil, err
+	}
 	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: phone, PublicKey: pub,
-		Device: &pki.DeviceInfo{Serial: phone, Kind: pki.KindPhone}})
+		Device: &pki.DeviceInfo{Serial: phone, Kind: pki.KindPhone}, Kind: pki.PrincipalPhone, Scheme: "qmsp", Scope: []string{"account:" + account}})
 	if err != nil {
 		return nil, err
 	}
@@ -269,11 +279,8 @@ type PhoneEnrolment struct {
 }
 
 func (q *QMSP) adminRoutes() {
-	q.p.Server.Handle("POST /v1/qmsp/admin/gateways", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isAdmin(r) {
-			httpx.WriteProblem(w, r, http.StatusForbidden, "admin_required", "this endpoint needs the platform admin certificate")
-			return
-		}
+	admin := authz.Allow(pki.PrincipalAdmin)
+	q.p.Router.Handle("POST /v1/qmsp/admin/gateways", admin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req GatewayEnrolment
 		if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
 			return
@@ -293,11 +300,7 @@ func (q *QMSP) adminRoutes() {
 		}
 		httpx.WriteJSON(w, http.StatusCreated, DeviceEnrolled{Certificate: cert.Raw, PresetKey: pk[:], CA: q.p.CA.Certificate().Raw})
 	}))
-	q.p.Server.Handle("POST /v1/qmsp/admin/phones", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isAdmin(r) {
-			httpx.WriteProblem(w, r, http.StatusForbidden, "admin_required", "this endpoint needs the platform admin certificate")
-			return
-		}
+	q.p.Router.Handle("POST /v1/qmsp/admin/phones", admin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req PhoneEnrolment
 		if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
 			return
@@ -315,11 +318,7 @@ func (q *QMSP) adminRoutes() {
 		httpx.WriteJSON(w, http.StatusCreated, DeviceEnrolled{Certificate: iss.Cert.Raw, CA: q.p.CA.Certificate().Raw})
 	}))
 	// A gateway asks whether its displayed unit was spent (to move on).
-	q.p.Server.Handle("GET /v1/qmsp/units/{key}/{unit}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-			httpx.WriteProblem(w, r, http.StatusUnauthorized, "client_certificate_required", "a device certificate is required")
-			return
-		}
+	q.p.Router.Handle("GET /v1/qmsp/units/{key}/{unit}", authz.Allow(pki.PrincipalGateway, pki.PrincipalAdmin), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := qkd.ParseKeyID(r.PathValue("key"))
 		unit, uerr := strconv.ParseUint(r.PathValue("unit"), 10, 16)
 		if err != nil || uerr != nil {
@@ -337,6 +336,10 @@ func (q *QMSP) adminRoutes() {
 
 func (q *QMSP) enrolError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
+	case errors.Is(err, ErrNotPayerAccount):
+		httpx.WriteProblem(w, r, http.StatusForbidden, "account_not_eligible", err.Error())
+	case errors.Is(err, pki.ErrNameTaken), errors.Is(err, pki.ErrDeviceTaken):
+		httpx.WriteProblem(w, r, http.StatusConflict, "exists", err.Error())
 	case errors.Is(err, qmsp.ErrGatewayExists), errors.Is(err, ledger.ErrAccountExists):
 		httpx.WriteProblem(w, r, http.StatusConflict, "exists", err.Error())
 	case errors.Is(err, qmsp.ErrFormat), errors.Is(err, pki.ErrBadRequest), errors.Is(err, ledger.ErrInvalidAccount), errors.Is(err, ledger.ErrAccountNotFound):

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/watermark/service"
@@ -19,11 +20,14 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	}
 	p.Watermark = wm
 	p.closers = append(p.closers, wm.Close)
+	// The service finds the device by its certificate's name in its own
+	// enrolment register; the router has already authenticated that
+	// certificate as a principal of the right kind (names belong to one kind).
 	h := wm.Handler()
-	p.Server.Handle("POST /v1/watermark/codes", h)
-	p.Server.Handle("POST /v1/watermark/pay", h)
-	p.Server.Mount("/watermark/", h)
-	p.Server.Handle("POST /v1/watermark/admin/devices", http.HandlerFunc(p.enrolWatermarkDevice))
+	p.Router.Handle("POST /v1/watermark/codes", authz.Allow(pki.PrincipalPhone), h)
+	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner), h)
+	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
+	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), http.HandlerFunc(p.enrolWatermarkDevice))
 	return nil
 }
 
@@ -38,11 +42,19 @@ type WatermarkEnrolment struct {
 // EnrolWatermarkDevice certifies a phone or scanner (pub nil: the CA makes
 // the key pair) and binds it to a ledger account.
 func (p *Platform) EnrolWatermarkDevice(ctx context.Context, name, role, account string, pub any) (*pki.Issued, error) {
-	kind := pki.KindPhone
-	if role == "scanner" {
-		kind = pki.KindPOS
+	kind, pkind := pki.KindPhone, pki.PrincipalPhone
+	switch role {
+	case "scanner":
+		kind, pkind = "scanner", pki.PrincipalScanner
+	case "phone":
+		if err := p.checkPayerAccount(ctx, account); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%w: role %q is neither phone nor scanner", pki.ErrBadRequest, role)
 	}
-	iss, err := p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: name, PublicKey: pub, Device: &pki.DeviceInfo{Serial: name, Kind: kind}})
+	iss, err := p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: name, PublicKey: pub, Device: &pki.DeviceInfo{Serial: name, Kind: kind},
+		Kind: pkind, Scheme: "watermark", Scope: []string{"account:" + account}})
 	if err != nil {
 		return nil, err
 	}
@@ -53,10 +65,6 @@ func (p *Platform) EnrolWatermarkDevice(ctx context.Context, name, role, account
 }
 
 func (p *Platform) enrolWatermarkDevice(w http.ResponseWriter, r *http.Request) {
-	if !isAdmin(r) {
-		httpx.WriteProblem(w, r, http.StatusForbidden, "admin_required", "this endpoint needs the platform admin certificate")
-		return
-	}
 	var req WatermarkEnrolment
 	if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
 		return

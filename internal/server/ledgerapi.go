@@ -6,8 +6,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/pki"
 )
 
 // LedgerAPI serves accounts, balances, transfers and history over HTTP.
@@ -33,7 +35,26 @@ type LedgerAPI struct {
 	Authorize func(*http.Request) bool
 }
 
-// Register mounts the routes on s.
+// Routes returns the API with its policies: only administrators move money
+// or open accounts; auditors may read. Devices move money only through
+// their scheme's own checks.
+func (a *LedgerAPI) Routes() []authz.Route {
+	write := authz.Allow(pki.PrincipalAdmin)
+	read := authz.Allow(pki.PrincipalAdmin, pki.PrincipalAuditor)
+	return []authz.Route{
+		{Pattern: "POST /v1/accounts", Policy: write, Handler: http.HandlerFunc(a.createAccount)},
+		{Pattern: "GET /v1/accounts/{id}", Policy: read, Handler: http.HandlerFunc(a.getAccount)},
+		{Pattern: "GET /v1/accounts/{id}/transfers", Policy: read, Handler: http.HandlerFunc(a.history)},
+		{Pattern: "POST /v1/transfers", Policy: write, Handler: http.HandlerFunc(a.transfer)},
+		{Pattern: "GET /v1/transfers/{id}", Policy: read, Handler: http.HandlerFunc(a.getTransfer)},
+		{Pattern: "POST /v1/transfers/{id}/post", Policy: write, Handler: http.HandlerFunc(a.post)},
+		{Pattern: "POST /v1/transfers/{id}/void", Policy: write, Handler: http.HandlerFunc(a.void)},
+	}
+}
+
+// Register mounts the routes on s with the checks of RequireClientCert and
+// Authorize (a stand-alone server without principals; the platform
+// registers Routes on its authorization router instead).
 func (a *LedgerAPI) Register(s *Server) {
 	s.Handle("POST /v1/accounts", a.auth(a.createAccount))
 	s.Handle("GET /v1/accounts/{id}", a.auth(a.getAccount))

@@ -35,13 +35,18 @@ type Config struct {
 	WriteTimeout    time.Duration // default 30 s
 	IdleTimeout     time.Duration // default 120 s
 	ShutdownTimeout time.Duration // default 10 s
-	Log             *slog.Logger
+	// MaxConnAge closes a kept-alive connection after the first response
+	// once it is this old (0: no limit), so no connection outlives a
+	// certificate revocation or rotation for long.
+	MaxConnAge time.Duration
+	Log        *slog.Logger
 }
 
 // Server is the HTTP server.
 type Server struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg      Config
+	mux      *http.ServeMux
+	patterns []string
 }
 
 // New returns a server with /healthz mounted.
@@ -78,7 +83,14 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handle registers h for a ServeMux pattern (e.g. "POST /v1/transfers").
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.patterns = append(s.patterns, pattern)
+	s.mux.Handle(pattern, h)
+}
+
+// Patterns lists the patterns registered with Handle and Mount (not the
+// built-in /healthz and 404), so a test can check each has a policy.
+func (s *Server) Patterns() []string { return append([]string(nil), s.patterns...) }
 
 // Mount serves h under prefix (which must end in "/"), with the prefix kept in
 // the request path.
@@ -86,12 +98,29 @@ func (s *Server) Mount(prefix string, h http.Handler) {
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
+	s.patterns = append(s.patterns, prefix)
 	s.mux.Handle(prefix, h)
 }
 
 // Handler returns the full handler chain (useful for tests with httptest).
 func (s *Server) Handler() http.Handler {
-	return s.recoverer(s.limitBody(s.logRequests(s.mux)))
+	return s.recoverer(s.limitBody(s.logRequests(s.connAge(s.mux))))
+}
+
+type connStartKey struct{}
+
+// connAge marks the response "Connection: close" once the connection is
+// older than MaxConnAge.
+func (s *Server) connAge(next http.Handler) http.Handler {
+	if s.cfg.MaxConnAge <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t, ok := r.Context().Value(connStartKey{}).(time.Time); ok && time.Since(t) > s.cfg.MaxConnAge {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Run serves on ln until ctx is cancelled, then shuts down gracefully.
@@ -106,6 +135,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, connStartKey{}, time.Now())
+		},
 	}
 	errc := make(chan error, 1)
 	go func() {
