@@ -298,67 +298,92 @@ func WithCertificate(ctx context.Context, cert *x509.Certificate) context.Contex
 	return context.WithValue(ctx, certKey{}, cert)
 }
 
+// Decision is the outcome of Authorize.
+type Decision struct {
+	// Principal is the authenticated caller (nil: none).
+	Principal *pki.Principal
+	// Certificate is the client certificate it was authenticated with.
+	Certificate *x509.Certificate
+	// Status is 0 when the request may proceed, else the HTTP status of the
+	// refusal (401, 403, 503), with Code and Reason.
+	Status       int
+	Code, Reason string
+}
+
+// Authorize decides a request against pol without rate limiting or
+// reporting: who the caller is, and whether pol admits it (for tests and
+// for callers that check a policy outside the router).
+func (rt *Router) Authorize(r *http.Request, pol Policy) Decision {
+	cert, err := rt.clientCert(r)
+	if err != nil {
+		return Decision{Status: http.StatusUnauthorized, Code: "client_certificate_rejected", Reason: err.Error()}
+	}
+	var d Decision
+	if cert != nil && rt.opts.Auth != nil {
+		p, err := rt.opts.Auth.Authenticate(r.Context(), cert)
+		if err != nil {
+			if r.Context().Err() != nil || (!errors.Is(err, pki.ErrUntrusted) && !errors.Is(err, pki.ErrRevoked) &&
+				!errors.Is(err, pki.ErrExpired) && !errors.Is(err, pki.ErrWrongRole) && !errors.Is(err, pki.ErrKeyMismatch)) {
+				return Decision{Status: http.StatusServiceUnavailable, Code: "authentication_unavailable", Reason: "cannot check the client certificate now"}
+			}
+			return Decision{Status: http.StatusUnauthorized, Code: "client_certificate_rejected", Reason: err.Error()}
+		}
+		d.Principal, d.Certificate = p, cert
+	}
+	if pol.public {
+		return d
+	}
+	if d.Principal == nil {
+		d.Status, d.Code, d.Reason = http.StatusUnauthorized, "client_certificate_required", "this endpoint needs a client certificate issued by the platform CA"
+		return d
+	}
+	if !pol.Allows(d.Principal.Kind) {
+		d.Status, d.Code, d.Reason = http.StatusForbidden, "forbidden", fmt.Sprintf("a %s may not call this endpoint (allowed: %s)", d.Principal.Kind, pol)
+		return d
+	}
+	if pol.owner != nil {
+		if err := pol.owner(r, d.Principal); err != nil {
+			if !errors.Is(err, ErrNotOwner) {
+				d.Status, d.Code, d.Reason = http.StatusInternalServerError, "internal", "internal error"
+				return d
+			}
+			d.Status, d.Code, d.Reason = http.StatusForbidden, "not_owner", err.Error()
+		}
+	}
+	return d
+}
+
 func (rt *Router) wrap(pattern string, pol Policy, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		src := sourceOf(r)
+		d := rt.Authorize(r, pol)
 		if rt.limits != nil {
-			if wait, ok := rt.limits.allowSource(src, rt.opts.Now()); !ok {
+			var wait time.Duration
+			ok := true
+			if d.Principal != nil {
+				wait, ok = rt.limits.allowPrincipal(d.Principal.Serial, rt.opts.Now())
+			} else {
+				wait, ok = rt.limits.allowSource(src, rt.opts.Now())
+			}
+			if !ok {
 				rt.tooMany(w, r, wait)
 				return
 			}
 		}
-		cert, err := rt.clientCert(r)
-		if err != nil {
-			rt.refuseAnonymous(w, r, pattern, src, http.StatusUnauthorized, "client_certificate_rejected", err.Error())
+		switch {
+		case d.Status == 0:
+		case d.Principal == nil && (d.Status == http.StatusUnauthorized):
+			rt.refuseAnonymous(w, r, pattern, src, d.Status, d.Code, d.Reason)
+			return
+		case d.Status == http.StatusForbidden:
+			rt.refuse(w, r, Denial{Pattern: pattern, Source: src, Principal: d.Principal, Status: d.Status, Code: d.Code, Reason: d.Reason})
+			return
+		default:
+			httpx.WriteProblem(w, r, d.Status, d.Code, d.Reason)
 			return
 		}
-		var p *pki.Principal
-		if cert != nil && rt.opts.Auth != nil {
-			p, err = rt.opts.Auth.Authenticate(r.Context(), cert)
-			if err != nil {
-				if r.Context().Err() != nil {
-					httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "cancelled", "request cancelled")
-					return
-				}
-				if !errors.Is(err, pki.ErrUntrusted) && !errors.Is(err, pki.ErrRevoked) && !errors.Is(err, pki.ErrExpired) &&
-					!errors.Is(err, pki.ErrWrongRole) && !errors.Is(err, pki.ErrKeyMismatch) {
-					httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "authentication_unavailable", "cannot check the client certificate now")
-					return
-				}
-				rt.refuseAnonymous(w, r, pattern, src, http.StatusUnauthorized, "client_certificate_rejected", err.Error())
-				return
-			}
-		}
-		if p != nil && rt.limits != nil {
-			if wait, ok := rt.limits.allowPrincipal(p.Serial, rt.opts.Now()); !ok {
-				rt.tooMany(w, r, wait)
-				return
-			}
-		}
-		if !pol.public {
-			if p == nil {
-				rt.refuseAnonymous(w, r, pattern, src, http.StatusUnauthorized, "client_certificate_required",
-					"this endpoint needs a client certificate issued by the platform CA")
-				return
-			}
-			if !pol.Allows(p.Kind) {
-				rt.refuse(w, r, Denial{Pattern: pattern, Source: src, Principal: p, Status: http.StatusForbidden, Code: "forbidden",
-					Reason: fmt.Sprintf("a %s may not call %s (allowed: %s)", p.Kind, pattern, pol)})
-				return
-			}
-			if pol.owner != nil {
-				if err := pol.owner(r, p); err != nil {
-					if !errors.Is(err, ErrNotOwner) {
-						httpx.WriteProblem(w, r, http.StatusInternalServerError, "internal", "internal error")
-						return
-					}
-					rt.refuse(w, r, Denial{Pattern: pattern, Source: src, Principal: p, Status: http.StatusForbidden, Code: "not_owner", Reason: err.Error()})
-					return
-				}
-			}
-		}
-		if p != nil {
-			r = r.WithContext(WithCertificate(WithPrincipal(r.Context(), p), cert))
+		if d.Principal != nil {
+			r = r.WithContext(WithCertificate(WithPrincipal(r.Context(), d.Principal), d.Certificate))
 		}
 		h.ServeHTTP(w, r)
 	})

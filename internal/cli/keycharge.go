@@ -176,7 +176,7 @@ func AdminCommand(g *Globals) *cobra.Command {
 	admin := &cobra.Command{Use: "admin", Short: "Administer the platform (key storage devices)"}
 	pf.register(admin, "administrator client certificate (default STATE_DIR/admin.pem)")
 	dev := &cobra.Command{Use: "device", Short: "Quantum key storage devices (QKMSD): lifecycle on the QKMP"}
-	admin.AddCommand(dev)
+	admin.AddCommand(dev, AdminCertCommand(g), AdminRotateCommand(g))
 	withClient := func(run func(ctx context.Context, c *keycharge.Client, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
 			c, err := pf.client(g, true)

@@ -15,6 +15,7 @@ func ServeCommand(g *Globals) *cobra.Command {
 	var insecure bool
 	var hostsFlag []string
 	var qkdCfg platform.QKDConfig
+	var trust platform.TrustConfig
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the qshield platform server (HTTPS with mutual TLS from the platform CA)",
@@ -24,7 +25,7 @@ func ServeCommand(g *Globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log, QKD: qkdCfg})
+			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log, QKD: qkdCfg, Trust: trust})
 			if err != nil {
 				return err
 			}
@@ -49,7 +50,8 @@ func ServeCommand(g *Globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to listen on")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for ca.pem, the admin client certificate and the CA sealing key (default: beside the SQLite file)")
-	cmd.Flags().BoolVar(&insecure, "insecure-http", false, "serve plain HTTP with no client authentication (only behind a TLS-terminating proxy)")
+	cmd.Flags().BoolVar(&insecure, "insecure-http", false, "serve plain HTTP (only behind a TLS-terminating proxy): authenticated routes need --trusted-proxy and --client-cert-header, else only public pages are served")
+	trustFlags(cmd, &trust)
 	cmd.Flags().BoolVar(&qkdCfg.Off, "no-qkd", false, "do not run the simulated QKD link (the key managers serve what their pools hold)")
 	cmd.Flags().Float64Var(&qkdCfg.DistanceKm, "qkd-distance", 25, "fibre length of the simulated QKD link in km")
 	cmd.Flags().Float64Var(&qkdCfg.Speedup, "qkd-speedup", 1, "run the simulated 40 MHz source this many times faster than real time (0: as fast as the CPU allows)")

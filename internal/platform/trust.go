@@ -204,33 +204,50 @@ func (p *Platform) adminCredential(ctx context.Context) error {
 }
 
 func (p *Platform) issueAdmin(ctx context.Context) error {
-	cert, err := p.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: AdminName, Kind: pki.PrincipalAdmin, Scope: []string{"*"}})
-	if err != nil {
-		return fmt.Errorf("platform: admin certificate: %w", err)
+	cert, err := issueAdmin(ctx, p.CA, p.StateDir)
+	if err == nil {
+		p.AdminCert = cert
 	}
-	p.AdminCert = cert
-	return writeAdminFiles(p.StateDir, cert)
+	return err
 }
 
-// RotateAdmin revokes every active admin credential and issues a new one
-// into the state directory (`qshield admin rotate`). It returns the new
-// serial.
-func (p *Platform) RotateAdmin(ctx context.Context) (string, error) {
-	active, err := p.CA.Principals(ctx, pki.PrincipalFilter{Kind: pki.PrincipalAdmin, ActiveOnly: true, Limit: 1000})
+func issueAdmin(ctx context.Context, ca *pki.CA, dir string) (tls.Certificate, error) {
+	cert, err := ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: AdminName, Kind: pki.PrincipalAdmin, Scope: []string{"*"}})
 	if err != nil {
-		return "", err
+		return tls.Certificate{}, fmt.Errorf("platform: admin certificate: %w", err)
+	}
+	return cert, writeAdminFiles(dir, cert)
+}
+
+// RotateAdmin revokes every active admin credential of ca and issues a new
+// one into the state directory dir (`qshield admin rotate`). A running
+// platform refuses the old credential within pki.PrincipalCacheTTL.
+func RotateAdmin(ctx context.Context, ca *pki.CA, dir string) (tls.Certificate, error) {
+	active, err := ca.Principals(ctx, pki.PrincipalFilter{Kind: pki.PrincipalAdmin, ActiveOnly: true, Limit: 1000})
+	if err != nil {
+		return tls.Certificate{}, err
 	}
 	for _, a := range active {
 		n, _ := new(big.Int).SetString(a.Serial, 16)
-		if err := p.CA.Revoke(ctx, n, "rotated"); err != nil {
-			return "", err
+		if err := ca.Revoke(ctx, n, "rotated"); err != nil {
+			return tls.Certificate{}, err
 		}
 	}
-	if err := p.issueAdmin(ctx); err != nil {
-		return "", err
-	}
-	return p.AdminCert.Leaf.SerialNumber.Text(16), nil
+	return issueAdmin(ctx, ca, dir)
 }
+
+// RotateAdmin is RotateAdmin on the platform's CA and state directory.
+func (p *Platform) RotateAdmin(ctx context.Context) error {
+	cert, err := RotateAdmin(ctx, p.CA, p.StateDir)
+	if err == nil {
+		p.AdminCert = cert
+	}
+	return err
+}
+
+// LoadAdmin reads the admin credential of a state directory (admin.pem and
+// admin-key.pem, the key sealed under QSHIELD_ADMIN_PASSPHRASE when set).
+func LoadAdmin(dir string) (tls.Certificate, error) { return loadAdminFiles(dir) }
 
 func adminKeyEncryptor() (pki.KeyEncryptor, error) {
 	v := os.Getenv(EnvAdminPassphrase)
