@@ -182,10 +182,10 @@ type Options struct {
 	// trusted proxy: URL-escaped PEM (nginx $ssl_client_escaped_cert) or
 	// base64 DER. The certificate is verified again here.
 	ClientCertHeader string
-	// PerPrincipal and PerSource are the sustained request rates per
-	// principal (certificate serial) and per source address; 0 means
-	// unlimited. Burst is the bucket size for both (default 2 s' worth, at
-	// least 10).
+	// PerPrincipal is the sustained request rate per principal
+	// (certificate serial); PerSource the rate per source address of
+	// requests that carry no principal. 0 means unlimited. Burst is the
+	// bucket size (default: 2 s' worth of each rate, at least 10).
 	PerPrincipal, PerSource rate.Limit
 	Burst                   int
 	// Denied receives refusals: authenticated ones at once, unauthenticated
@@ -492,7 +492,7 @@ func ParseCertHeader(v string) (*x509.Certificate, error) {
 		return nil, errors.New("forwarded client certificate too large")
 	}
 	if strings.Contains(v, "%") {
-		u, err := url.QueryUnescape(v)
+		u, err := url.PathUnescape(v) // '+' is a base64 character, not a space
 		if err != nil {
 			return nil, fmt.Errorf("forwarded client certificate: %w", err)
 		}
@@ -531,7 +531,7 @@ func sourceOf(r *http.Request) string {
 // limiters holds the token buckets, dropping idle ones.
 type limiters struct {
 	perPrincipal, perSource rate.Limit
-	burst                   int
+	burst                   int // 0: per limit, 2 s' worth and at least 10
 	mu                      sync.Mutex
 	m                       map[string]*bucket
 	sweep                   time.Time
@@ -545,12 +545,6 @@ type bucket struct {
 const maxBuckets = 100000
 
 func newLimiters(pp, ps rate.Limit, burst int) *limiters {
-	if burst <= 0 {
-		burst = int(2 * max(pp, ps))
-		if burst < 10 {
-			burst = 10
-		}
-	}
 	return &limiters{perPrincipal: pp, perSource: ps, burst: burst, m: map[string]*bucket{}}
 }
 
@@ -581,7 +575,11 @@ func (l *limiters) allow(key string, lim rate.Limit, now time.Time) (time.Durati
 	}
 	b, ok := l.m[key]
 	if !ok {
-		b = &bucket{l: rate.NewLimiter(lim, l.burst)}
+		burst := l.burst
+		if burst <= 0 {
+			burst = max(int(2*lim), 10)
+		}
+		b = &bucket{l: rate.NewLimiter(lim, burst)}
 		l.m[key] = b
 	}
 	b.seen = now

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -142,25 +143,22 @@ func escape(s string) string {
 }
 
 // countHandshakes wraps the platform listener's TLS configuration: it
-// prefers X25519MLKEM768, counts handshakes that negotiated a classical key
-// exchange and, with RequirePQ, refuses them.
+// prefers X25519MLKEM768, counts the clients that do not offer it (their
+// handshake would negotiate a classical key exchange) and, with RequirePQ,
+// refuses them.
 func (p *Platform) countHandshakes(c *tls.Config) *tls.Config {
 	c = pki.PreferPostQuantum(c)
 	if p.Config.Trust.RequirePQ {
 		c = pki.PostQuantumOnly(c)
 	}
-	next := c.VerifyConnection
-	c.VerifyConnection = func(cs tls.ConnectionState) error {
-		if !pki.IsPostQuantum(cs) {
+	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if !slices.Contains(hello.SupportedCurves, tls.X25519MLKEM768) {
 			p.classical.Add(1)
 			if p.Config.Trust.RequirePQ {
-				return fmt.Errorf("platform: key exchange %v is not post-quantum", cs.CurveID)
+				return nil, fmt.Errorf("platform: client offers no post-quantum key exchange (%v)", hello.SupportedCurves)
 			}
 		}
-		if next != nil {
-			return next(cs)
-		}
-		return nil
+		return nil, nil
 	}
 	return c
 }
