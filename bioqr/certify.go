@@ -227,7 +227,7 @@ func (c *Certifier) certify(ctx context.Context, req *CertRequest, scope []strin
 		Replaces:   replaces,
 	})
 	if errors.Is(err, pki.ErrDeviceTaken) {
-		return nil, fmt.Errorf("%w: %s %q is already certified (revoke it first): %v", ErrExists, req.Kind, req.Subject, err)
+		return nil, fmt.Errorf("%w: %s %q is already certified (revoke it first): %w", ErrExists, req.Kind, req.Subject, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bioqr: issue certificate for %s %q: %w", req.Kind, req.Subject, err)
