@@ -6,13 +6,21 @@
 // Key material on disk. The CA's private key is stored in the database sealed
 // with a key from QSHIELD_CA_KEY (a 32-byte key in hex/base64, or a passphrase
 // run through argon2id). When the variable is unset, a random 32-byte key is
-// created once in the state directory (ca-seal.key, mode 0600), so that a stolen
-// database alone does not reveal the CA key; production deployments should set
-// QSHIELD_CA_KEY from a secret store instead.
+// created once in QSHIELD_SECRET_DIR, or else the state directory
+// (ca-seal.key, mode 0600), so that a stolen database alone does not reveal
+// the CA key; the platform master key (QSHIELD_PLATFORM_KEY, else
+// platform.key) likewise. Open warns when these files sit beside the SQLite
+// database they seal; production deployments set the variables from a
+// secret store.
 //
 // The state directory also receives the files a client needs to talk to the
-// server: ca.pem (the root to trust) and admin.pem / admin-key.pem (a client
-// certificate for the administrative API, mode 0600).
+// server: ca.pem (the root to trust) and the admin credential admin.pem /
+// admin-key.pem (mode 0600), created once — not on every start — and
+// replaced only by `qshield admin rotate`; its key is sealed under
+// QSHIELD_ADMIN_PASSPHRASE when that is set.
+//
+// Authorization: every route is registered on one authz.Router with its
+// policy (trust.go); see SECURITY.md.
 package platform
 
 import (
@@ -134,6 +142,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
+	p.warnSecretsBesideData()
 	p.Audit, err = OpenAudit(ctx, p.DB)
 	if err != nil {
 		return nil, fmt.Errorf("platform: audit trail: %w", err)
@@ -285,7 +294,11 @@ func caSealKey(dir string) (pki.KeyEncryptor, error) {
 	if os.Getenv("QSHIELD_CA_KEY") != "" {
 		return pki.EnvKey("QSHIELD_CA_KEY")
 	}
-	path := filepath.Join(dir, "ca-seal.key")
+	sd, err := secretDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(sd, "ca-seal.key")
 	b, err := os.ReadFile(path)
 	if err == nil { // a key, or a passphrase an operator put there
 		return pki.KeyFromString(strings.TrimSpace(string(b)))

@@ -75,7 +75,11 @@ func loadMaster(dir string) ([]byte, error) {
 		}
 		return k, nil
 	}
-	k, err := fsutil.LoadOrCreateKey(filepath.Join(dir, "platform.key"))
+	sd, err := secretDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	k, err := fsutil.LoadOrCreateKey(filepath.Join(sd, "platform.key"))
 	if err != nil {
 		return nil, fmt.Errorf("platform: %w", err)
 	}

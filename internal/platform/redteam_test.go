@@ -448,3 +448,19 @@ func TestRedTeamClassicalKeyExchange(t *testing.T) {
 }
 
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// Red-team finding (low): ca-seal.key and platform.key sat next to the
+// database by default. With QSHIELD_SECRET_DIR they live elsewhere.
+func TestSecretDirOutsideData(t *testing.T) {
+	secrets := t.TempDir()
+	t.Setenv(EnvSecretDir, secrets)
+	p := openTestPlatform(t, Config{})
+	for _, f := range []string{"platform.key", "ca-seal.key"} {
+		if _, err := os.Stat(secrets + "/" + f); err != nil {
+			t.Errorf("%s not in the secret directory: %v", f, err)
+		}
+		if _, err := os.Stat(p.StateDir + "/" + f); err == nil {
+			t.Errorf("%s beside the database", f)
+		}
+	}
+}

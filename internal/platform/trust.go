@@ -401,3 +401,42 @@ func (p *Platform) checkPayerAccount(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// ---- secrets at rest ----
+
+// EnvSecretDir names the directory holding platform.key and ca-seal.key
+// when QSHIELD_PLATFORM_KEY and QSHIELD_CA_KEY are not set. It should be
+// outside the data directory (another disk, a tmpfs filled from a secret
+// store), so that a copy of the data directory does not carry the keys
+// that open it.
+const EnvSecretDir = "QSHIELD_SECRET_DIR"
+
+// secretDir is where key files live: QSHIELD_SECRET_DIR, else stateDir.
+func secretDir(stateDir string) (string, error) {
+	d := os.Getenv(EnvSecretDir)
+	if d == "" {
+		return stateDir, nil
+	}
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return "", fmt.Errorf("platform: %s: %w", EnvSecretDir, err)
+	}
+	return d, nil
+}
+
+// warnSecretsBesideData logs when the sealing keys are files in the
+// directory of the SQLite database they seal.
+func (p *Platform) warnSecretsBesideData() {
+	if p.DB.Path == "" || (os.Getenv("QSHIELD_PLATFORM_KEY") != "" && os.Getenv("QSHIELD_CA_KEY") != "") {
+		return
+	}
+	dir, err := secretDir(p.StateDir)
+	if err != nil {
+		return
+	}
+	a, _ := filepath.Abs(dir)
+	b, _ := filepath.Abs(filepath.Dir(p.DB.Path))
+	if a == b {
+		p.Config.Log.Warn("the platform's sealing keys (platform.key, ca-seal.key) are beside the database they seal; set QSHIELD_PLATFORM_KEY and QSHIELD_CA_KEY, or "+EnvSecretDir+" to a directory outside the data directory",
+			"dir", dir)
+	}
+}
