@@ -2,6 +2,7 @@ package bioqr
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -21,10 +22,16 @@ type AuditEvent struct {
 }
 
 // Auditor records events. The platform's audit trail is adapted to it by
-// the caller (see the package doc); LogAuditor and MemoryAuditor are for
-// tools and tests.
+// AuditLog; LogAuditor and MemoryAuditor are for tools and tests.
+//
+// RecordTx records inside the caller's database transaction: the settlement
+// server writes a payment's outcome, its ledger transfer and its audit record
+// in one transaction, so either all three happen or none does. Only
+// AuditLog's RecordTx is transactional; LogAuditor and MemoryAuditor record
+// at once, whatever becomes of the transaction.
 type Auditor interface {
 	Record(ctx context.Context, e AuditEvent) error
+	RecordTx(ctx context.Context, tx *sql.Tx, e AuditEvent) error
 }
 
 // LogAuditor writes events to a structured logger.
@@ -43,6 +50,11 @@ func (a LogAuditor) Record(ctx context.Context, e AuditEvent) error {
 	return nil
 }
 
+// RecordTx logs e (a log is not transactional).
+func (a LogAuditor) RecordTx(ctx context.Context, _ *sql.Tx, e AuditEvent) error {
+	return a.Record(ctx, e)
+}
+
 // MemoryAuditor keeps events in memory.
 type MemoryAuditor struct {
 	mu     sync.Mutex
@@ -55,6 +67,11 @@ func (a *MemoryAuditor) Record(_ context.Context, e AuditEvent) error {
 	defer a.mu.Unlock()
 	a.Events = append(a.Events, e)
 	return nil
+}
+
+// RecordTx appends e (memory is not transactional).
+func (a *MemoryAuditor) RecordTx(ctx context.Context, _ *sql.Tx, e AuditEvent) error {
+	return a.Record(ctx, e)
 }
 
 // Snapshot returns a copy of the events.
@@ -73,6 +90,24 @@ func (a AuditLog) Record(ctx context.Context, e AuditEvent) error {
 	if a.L == nil {
 		return nil
 	}
+	if _, err := a.L.Append(ctx, entryOf(e)); err != nil {
+		return fmt.Errorf("bioqr: audit: %w", err)
+	}
+	return nil
+}
+
+// RecordTx appends e inside tx: it commits or rolls back with it.
+func (a AuditLog) RecordTx(ctx context.Context, tx *sql.Tx, e AuditEvent) error {
+	if a.L == nil {
+		return nil
+	}
+	if _, err := a.L.AppendTx(ctx, tx, entryOf(e)); err != nil {
+		return fmt.Errorf("bioqr: audit: %w", err)
+	}
+	return nil
+}
+
+func entryOf(e AuditEvent) audit.Entry {
 	actor := e.Actor
 	if actor == "" {
 		actor = "bioqr"
@@ -89,11 +124,7 @@ func (a AuditLog) Record(ctx context.Context, e AuditEvent) error {
 		outcome = "failure"
 		d["code"] = e.Outcome
 	}
-	_, err := a.L.Append(ctx, audit.Entry{Actor: clip(actor, 256), Event: e.Action, Outcome: outcome, Origin: "bioqr", Resource: clip(e.Subject, 256), Details: d})
-	if err != nil {
-		return fmt.Errorf("bioqr: audit: %w", err)
-	}
-	return nil
+	return audit.Entry{Actor: clip(actor, 256), Event: e.Action, Outcome: outcome, Origin: "bioqr", Resource: clip(e.Subject, 256), Details: d}
 }
 
 func clip(s string, n int) string {

@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/sqldb"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 const sharedData = "../../shared/data"

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/bioqr/emvqr"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Step is one row of the demo.

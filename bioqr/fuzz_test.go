@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // seeds builds one genuine instance of every binary format, once.

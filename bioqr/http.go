@@ -1,19 +1,15 @@
 package bioqr
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"math/big"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,73 +19,41 @@ import (
 	"github.com/qshield/qshield/qrimg"
 )
 
-var codes = []struct {
-	err    error
-	code   string
-	status int
-}{
-	{ErrMalformed, "malformed", http.StatusBadRequest},
-	{ErrDecrypt, "decrypt_failed", http.StatusBadRequest},
-	{ErrBadSignature, "bad_signature", http.StatusForbidden},
-	{ErrIllegalPOS, "illegal_pos", http.StatusForbidden},
-	{ErrIllegalPhone, "illegal_phone", http.StatusForbidden},
-	{ErrIllegalServer, "illegal_server", http.StatusBadGateway},
-	{ErrExpired, "expired", http.StatusConflict},
-	{ErrRandCodeUnknown, "rand_code_unknown", http.StatusConflict},
-	{ErrRandCodeUsed, "rand_code_used", http.StatusConflict},
-	{ErrWrongPOS, "wrong_pos", http.StatusForbidden},
-	{ErrMismatch, "mismatch", http.StatusConflict},
-	{ErrNoFingerprint, "no_fingerprint", http.StatusUnprocessableEntity},
-	{ErrFingerprint, "fingerprint_mismatch", http.StatusForbidden},
-	{ErrLocked, "phone_locked", http.StatusTooManyRequests},
-	{ErrAccountNotEnrolled, "account_not_enrolled", http.StatusForbidden},
-	{ErrInsufficientFunds, "insufficient_funds", http.StatusPaymentRequired},
-	{ErrNotCertified, "not_certified", http.StatusConflict},
-	{ErrWrongKey, "wrong_key", http.StatusForbidden},
-	{ErrExists, "exists", http.StatusConflict},
-	{ErrNotFound, "not_found", http.StatusNotFound},
-	{ErrConsent, "consent_required", http.StatusForbidden},
-	{ErrAccountNotEligible, "account_not_eligible", http.StatusForbidden},
-}
+// codes is the settlement API's error-code registry: every refusal the
+// protocol can give, its HTTP status and a message safe to show the payer.
+var codes = httpx.NewRegistry(
+	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The payment data could not be read.", Err: ErrMalformed},
+	httpx.Code{Code: "decrypt_failed", Status: http.StatusBadRequest, Message: "The payment data could not be opened.", Err: ErrDecrypt},
+	httpx.Code{Code: "bad_signature", Status: http.StatusForbidden, Message: "The signature is not valid.", Err: ErrBadSignature},
+	httpx.Code{Code: "illegal_pos", Status: http.StatusForbidden, Message: "This terminal is not certified for payments.", Err: ErrIllegalPOS},
+	httpx.Code{Code: "illegal_phone", Status: http.StatusForbidden, Message: "This phone is not certified for payments.", Err: ErrIllegalPhone},
+	httpx.Code{Code: "illegal_server", Status: http.StatusBadGateway, Message: "The settlement server could not be verified.", Err: ErrIllegalServer},
+	httpx.Code{Code: "code_expired", Status: http.StatusGone, Message: "The payment code has expired; please scan a new one.", Err: ErrExpired},
+	httpx.Code{Code: "rand_code_unknown", Status: http.StatusConflict, Message: "The payment code is not known; please scan a new one.", Err: ErrRandCodeUnknown},
+	httpx.Code{Code: "rand_code_used", Status: http.StatusConflict, Message: "The payment code was already used.", Err: ErrRandCodeUsed},
+	httpx.Code{Code: "wrong_pos", Status: http.StatusForbidden, Message: "The payment was made for another terminal.", Err: ErrWrongPOS},
+	httpx.Code{Code: "mismatch", Status: http.StatusConflict, Message: "The payment does not match the terminal's request.", Err: ErrMismatch},
+	httpx.Code{Code: "no_fingerprint", Status: http.StatusUnprocessableEntity, Message: "A fingerprint is needed to pay.", Err: ErrNoFingerprint},
+	httpx.Code{Code: "fingerprint_mismatch", Status: http.StatusForbidden, Message: "The fingerprint did not match.", Err: ErrFingerprint},
+	httpx.Code{Code: "phone_locked", Status: http.StatusTooManyRequests, Message: "Too many failed attempts; this phone is locked for a while.", Err: ErrLocked},
+	httpx.Code{Code: "account_not_enrolled", Status: http.StatusForbidden, Message: "That account is not enrolled on this phone.", Err: ErrAccountNotEnrolled},
+	httpx.Code{Code: "insufficient_funds", Status: http.StatusUnprocessableEntity, Message: "The account does not have enough money for this payment.", Err: ErrInsufficientFunds},
+	httpx.Code{Code: "not_certified", Status: http.StatusConflict, Message: "The device has not been certified yet.", Err: ErrNotCertified},
+	httpx.Code{Code: "wrong_key", Status: http.StatusForbidden, Message: "The device's key does not match its certificate.", Err: ErrWrongKey},
+	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: ErrExists},
+	httpx.Code{Code: "not_found", Status: http.StatusNotFound, Message: "That was not found.", Err: ErrNotFound},
+	httpx.Code{Code: "consent_required", Status: http.StatusForbidden, Message: "The account holder's enrolment code is needed.", Err: ErrConsent},
+	httpx.Code{Code: "account_not_eligible", Status: http.StatusForbidden, Message: "This account cannot be used from a payer's device.", Err: ErrAccountNotEligible},
+)
+
+// ErrorCodes returns the settlement API's error-code registry.
+func ErrorCodes() *httpx.Registry { return codes }
 
 // ErrorCode is the stable problem code for an error ("internal" when it is
-// none of the sentinels).
-func ErrorCode(err error) string {
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
-	}
-	return "internal"
-}
+// none of the sentinels, "cancelled" for a cancelled context).
+func ErrorCode(err error) string { return codes.CodeOf(err) }
 
-func errorStatus(err error) int {
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			return c.status
-		}
-	}
-	return http.StatusInternalServerError
-}
-
-// errorForCode maps a problem code back to its sentinel.
-func errorForCode(code string) error {
-	for _, c := range codes {
-		if c.code == code {
-			return c.err
-		}
-	}
-	return nil
-}
-
-func writeErr(w http.ResponseWriter, r *http.Request, err error) {
-	st := errorStatus(err)
-	detail := err.Error()
-	if st == http.StatusInternalServerError {
-		detail = "internal error"
-	}
-	httpx.WriteProblem(w, r, st, ErrorCode(err), detail)
-}
+func writeErr(w http.ResponseWriter, r *http.Request, err error) { codes.Write(w, r, err) }
 
 // Routes returns the settlement API with its authorization policies (see
 // package authz), to register on a server whose TLS layer verifies client
@@ -253,61 +217,24 @@ type DisplayRequest struct {
 // Client is the HTTP client of the settlement API, used by `qshield pos`
 // and `qshield phone bioqr`. It is a Settler and a RevocationChecker.
 type Client struct {
-	base string
-	hc   *http.Client
+	c *httpx.Client
 }
 
 // NewClient returns a client for base (e.g. "https://localhost:8443") over
 // tlsConfig (the device's certificate for mutual TLS).
 func NewClient(base string, tlsConfig *tls.Config) *Client {
 	tr := &http.Transport{TLSClientConfig: tlsConfig, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}
-	return &Client{base: strings.TrimRight(base, "/"), hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	c := httpx.NewClient(base, &http.Client{Transport: tr, Timeout: 30 * time.Second})
+	c.Codes, c.Name, c.MaxResponse = codes, "bioqr", 1<<20
+	return &Client{c: c}
 }
 
 // Close releases idle connections.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
+func (c *Client) Close() { c.c.CloseIdleConnections() }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("bioqr: encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return fmt.Errorf("bioqr: %w", err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("bioqr: %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("bioqr: read response: %w", err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		p := &httpx.Problem{Status: resp.StatusCode}
-		if json.Unmarshal(data, p) != nil || p.Code == "" {
-			p.Code = fmt.Sprintf("http_%d", resp.StatusCode)
-		}
-		if e := errorForCode(p.Code); e != nil {
-			return fmt.Errorf("%w (server: %s)", e, p.Detail)
-		}
-		return p
-	}
-	if out != nil && len(data) > 0 {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("bioqr: decode response: %w", err)
-		}
-	}
-	return nil
+	_, err := c.c.Do(ctx, method, path, nil, in, out)
+	return err
 }
 
 // SettlementCredential fetches the settlement server's credential.

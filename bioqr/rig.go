@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/fingerprint"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Templates are the fingerprint records a demo or test uses: the owner's

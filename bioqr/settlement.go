@@ -16,14 +16,16 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
-// Payer is the part of the ledger the settlement server uses.
+// Payer is the part of the ledger the settlement server uses. TransferTx
+// moves money inside the settlement's own transaction (*ledger.Ledger
+// implements it).
 type Payer interface {
-	Transfer(ctx context.Context, req ledger.TransferRequest) (ledger.Transfer, error)
+	TransferTx(ctx context.Context, tx *sql.Tx, req ledger.TransferRequest) (ledger.Transfer, error)
 	Account(ctx context.Context, id string) (ledger.Account, error)
 }
 
@@ -354,8 +356,24 @@ func (s *Settlement) loadEnrolment(ctx context.Context, serial *big.Int) (*enrol
 
 // Settle processes a sealed envelope from the POS whose verified TLS client
 // certificate is posCert (steps 13–15).
+//
+// Once the payment message is authentic its RandCode's outcome is final and
+// is written in one database transaction with everything it implies: the
+// outcome row that claims the RandCode, the ledger transfer (when paid), the
+// fingerprint failure (when refused for a mismatch) and the audit record. If
+// any of them fails, none of them happens and the RandCode stays open.
 func (s *Settlement) Settle(ctx context.Context, posCert *x509.Certificate, sealed []byte) (*SettleResult, error) {
-	res, err := s.settle(ctx, posCert, sealed)
+	res, audited, err := s.settle(ctx, posCert, sealed)
+	if !audited {
+		// Refused before the message was authentic, a replay, or a transient
+		// failure: nothing was written, so the record stands alone.
+		s.audit(ctx, settleEvent(posCert, res, err))
+	}
+	return res, err
+}
+
+// settleEvent is the audit record of one settlement attempt.
+func settleEvent(posCert *x509.Certificate, res *SettleResult, err error) AuditEvent {
 	e := AuditEvent{Action: "bioqr.settle", Outcome: "ok", Detail: map[string]string{}}
 	if posCert != nil {
 		e.Actor = posCert.Subject.CommonName
@@ -363,14 +381,13 @@ func (s *Settlement) Settle(ctx context.Context, posCert *x509.Certificate, seal
 	if err != nil {
 		e.Outcome = ErrorCode(err)
 		e.Detail["error"] = err.Error()
-	} else {
-		e.Subject = res.RandCode
-		e.Detail = map[string]string{"transfer": res.TransferID, "amount": fmt.Sprint(res.Amount), "currency": res.Currency,
-			"account": res.Account, "merchant_account": res.MerchantAccount, "phone": res.Phone, "probe": res.ProbeSource,
-			"score": fmt.Sprintf("%.2f", res.Score), "replayed": fmt.Sprint(res.Replayed)}
+		return e
 	}
-	s.audit(ctx, e)
-	return res, err
+	e.Subject = res.RandCode
+	e.Detail = map[string]string{"transfer": res.TransferID, "amount": fmt.Sprint(res.Amount), "currency": res.Currency,
+		"account": res.Account, "merchant_account": res.MerchantAccount, "phone": res.Phone, "probe": res.ProbeSource,
+		"score": fmt.Sprintf("%.2f", res.Score), "replayed": fmt.Sprint(res.Replayed)}
+	return e
 }
 
 // InProcess returns a Settler that settles directly, as if posCert had
@@ -385,8 +402,40 @@ type settlerFunc func(context.Context, []byte) (*SettleResult, error)
 
 func (f settlerFunc) Settle(ctx context.Context, b []byte) (*SettleResult, error) { return f(ctx, b) }
 
-func (s *Settlement) settle(ctx context.Context, posCert *x509.Certificate, sealed []byte) (*SettleResult, error) {
+// settle runs the protocol; audited reports whether the outcome's audit
+// record was written in the outcome's transaction.
+func (s *Settlement) settle(ctx context.Context, posCert *x509.Certificate, sealed []byte) (res *SettleResult, audited bool, err error) {
 	now := s.cfg.Now()
+	a, err := s.authenticate(ctx, now, posCert, sealed)
+	if err != nil {
+		return nil, false, err
+	}
+	// From here the message is authentic: its RandCode's outcome is final.
+	if prev, err := s.previous(ctx, a.rc, a.hash, posCert.SerialNumber); prev != nil || err != nil {
+		return prev, false, err
+	}
+	pay, err := s.decide(ctx, now, a)
+	if err != nil && !isRefusal(err) {
+		return nil, false, err // transient: the RandCode stays open for a retry
+	}
+	return s.conclude(ctx, a, pay, err)
+}
+
+// authentic is a payment message that passed step 14: decrypted, from a
+// certified POS, signed by an enrolled, certified phone.
+type authentic struct {
+	posCert  *x509.Certificate
+	dev      *pki.DeviceInfo
+	env      *Envelope
+	m        *PaymentMessage
+	cred     *Credential
+	en       *enrolment
+	rc, hash string // the RandCode and the plaintext's SHA-256, hex
+}
+
+// authenticate is steps 13 and 14: the POS, the envelope, the phone's
+// credential and enrolment, and the message signature.
+func (s *Settlement) authenticate(ctx context.Context, now time.Time, posCert *x509.Certificate, sealed []byte) (*authentic, error) {
 	// The POS: certified by our CA, not revoked, a POS, with a merchant account.
 	dev, err := s.cfg.CA.Verify(ctx, posCert, pki.RoleDevice, now)
 	if err != nil {
@@ -430,40 +479,46 @@ func (s *Settlement) settle(ctx context.Context, posCert *x509.Certificate, seal
 	if err := m.verifySignature(cred); err != nil {
 		return nil, err
 	}
-	// From here the message is authentic: its RandCode's outcome is final.
-	rc := hex.EncodeToString(m.RandCode[:])
 	mh := sha256.Sum256(pt)
-	hash := hex.EncodeToString(mh[:])
-	if prev, err := s.previous(ctx, rc, hash, posCert.SerialNumber); prev != nil || err != nil {
-		return prev, err
-	}
-	res, err := s.decide(ctx, now, posCert, dev, env, m, cred, en)
-	if err != nil && !isRefusal(err) {
-		return nil, err // transient: the RandCode stays open for a retry
-	}
-	return s.record(ctx, rc, hash, posCert.SerialNumber, cred.Serial, res, err)
+	return &authentic{posCert: posCert, dev: dev, env: env, m: m, cred: cred, en: en,
+		rc: hex.EncodeToString(m.RandCode[:]), hash: hex.EncodeToString(mh[:])}, nil
 }
 
-func isRefusal(err error) bool { return ErrorCode(err) != "internal" }
+// isRefusal reports whether err is a final answer about the payment (a
+// registered refusal) rather than a transient failure that may be retried.
+func isRefusal(err error) bool {
+	_, ok := codes.Lookup(err)
+	return ok
+}
 
-func (s *Settlement) decide(ctx context.Context, now time.Time, posCert *x509.Certificate, dev *pki.DeviceInfo, env *Envelope, m *PaymentMessage, cred *Credential, en *enrolment) (*SettleResult, error) {
-	if n, err := s.failures(ctx, cred.Serial, now); err != nil {
+// payment is a decided payment: the transfer to make and the result it gives.
+type payment struct {
+	transfer ledger.TransferRequest
+	result   SettleResult
+}
+
+// decide checks the payment against the enrolment, the POS and the owner's
+// fingerprint (step 15 up to the transfer). It writes nothing: the outcome
+// is written by conclude.
+func (s *Settlement) decide(ctx context.Context, now time.Time, a *authentic) (*payment, error) {
+	m, env, en := a.m, a.env, a.en
+	if n, err := s.failures(ctx, a.cred.Serial, now); err != nil {
 		return nil, err
 	} else if n >= s.cfg.MaxFailures {
 		return nil, fmt.Errorf("%w: %d failures", ErrLocked, n)
 	}
-	if m.POSSerial.Cmp(posCert.SerialNumber) != 0 {
-		return nil, fmt.Errorf("%w: signed for POS %s, submitted by %s", ErrWrongPOS, m.POSSerial.Text(16), posCert.SerialNumber.Text(16))
+	if m.POSSerial.Cmp(a.posCert.SerialNumber) != 0 {
+		return nil, fmt.Errorf("%w: signed for POS %s, submitted by %s", ErrWrongPOS, m.POSSerial.Text(16), a.posCert.SerialNumber.Text(16))
 	}
-	if m.MerchantAccount != dev.Attrs[AttrMerchantAccount] {
+	if m.MerchantAccount != a.dev.Attrs[AttrMerchantAccount] {
 		return nil, fmt.Errorf("%w: payee %q is not the POS's merchant account", ErrMismatch, m.MerchantAccount)
 	}
 	if now.After(m.Expires.Add(s.cfg.SettleGrace)) || env.POSTime.After(m.Expires) {
 		return nil, fmt.Errorf("%w: consumption QR expired at %s", ErrExpired, m.Expires.Format(time.RFC3339))
 	}
 	allowed := false
-	for _, a := range en.accounts {
-		allowed = allowed || a == m.Account
+	for _, acct := range en.accounts {
+		allowed = allowed || acct == m.Account
 	}
 	if !allowed {
 		return nil, fmt.Errorf("%w: %q", ErrAccountNotEnrolled, m.Account)
@@ -482,7 +537,8 @@ func (s *Settlement) decide(ctx context.Context, now time.Time, posCert *x509.Ce
 	default:
 		return nil, fmt.Errorf("%w: probe source inconsistent", ErrMalformed)
 	}
-	owner, err := s.cfg.Unit.Decrypt([]byte(templateInfo), elliptic.MarshalCompressed(cred.PublicKey.Curve, cred.PublicKey.X, cred.PublicKey.Y), en.sealed)
+	pub := a.cred.PublicKey
+	owner, err := s.cfg.Unit.Decrypt([]byte(templateInfo), elliptic.MarshalCompressed(pub.Curve, pub.X, pub.Y), en.sealed)
 	if err != nil {
 		return nil, fmt.Errorf("bioqr: open owner template: %w", err)
 	}
@@ -492,30 +548,74 @@ func (s *Settlement) decide(ctx context.Context, now time.Time, posCert *x509.Ce
 		return nil, err
 	}
 	if !ok {
-		if err := s.addFailure(ctx, cred.Serial, now); err != nil {
-			return nil, err
-		}
 		return nil, fmt.Errorf("%w: score %.1f", ErrFingerprint, score)
 	}
-	// Step 15: pay, idempotently on the RandCode.
-	t, err := s.cfg.Ledger.Transfer(ctx, ledger.TransferRequest{
-		IdempotencyKey: "bioqr-" + hex.EncodeToString(m.RandCode[:]),
-		From:           m.Account, To: m.MerchantAccount, Amount: m.Amount, Currency: cur.Code,
-		Memo: "bioqr payment at " + dev.Serial,
-	})
+	return &payment{
+		transfer: ledger.TransferRequest{
+			IdempotencyKey: "bioqr-" + a.rc,
+			From:           m.Account, To: m.MerchantAccount, Amount: m.Amount, Currency: cur.Code,
+			Memo: "bioqr payment at " + a.dev.Serial,
+		},
+		result: SettleResult{Status: "paid", Amount: m.Amount, Currency: cur.Code, Account: m.Account,
+			MerchantAccount: m.MerchantAccount, RandCode: a.rc, Phone: en.subject, ProbeSource: source, Score: score},
+	}, nil
+}
+
+// ledgerRefusal maps a refused transfer to the protocol's refusal.
+func ledgerRefusal(err error) error {
 	switch {
 	case errors.Is(err, ledger.ErrInsufficientFunds):
-		return nil, fmt.Errorf("%w: %v", ErrInsufficientFunds, err)
+		return fmt.Errorf("%w: %v", ErrInsufficientFunds, err)
 	case errors.Is(err, ledger.ErrCurrencyMismatch), errors.Is(err, ledger.ErrIdempotencyConflict):
-		return nil, fmt.Errorf("%w: %v", ErrMismatch, err)
+		return fmt.Errorf("%w: %v", ErrMismatch, err)
 	case errors.Is(err, ledger.ErrAccountNotFound):
-		return nil, fmt.Errorf("%w: %v", ErrAccountNotEnrolled, err)
-	case err != nil:
-		return nil, fmt.Errorf("bioqr: ledger transfer: %w", err)
+		return fmt.Errorf("%w: %v", ErrAccountNotEnrolled, err)
 	}
-	return &SettleResult{Status: "paid", TransferID: t.ID, Amount: m.Amount, Currency: cur.Code, Account: m.Account,
-		MerchantAccount: m.MerchantAccount, RandCode: hex.EncodeToString(m.RandCode[:]), Phone: en.subject,
-		ProbeSource: source, Score: score}, nil
+	return fmt.Errorf("bioqr: ledger transfer: %w", err)
+}
+
+// errClaimed: another settlement of the same RandCode committed first.
+var errClaimed = errors.New("bioqr: RandCode claimed concurrently")
+
+// conclude writes the final outcome of an authentic message in one
+// transaction: the transfer (pay != nil), the outcome row that claims the
+// RandCode, the fingerprint failure (refused for a mismatch) and the audit
+// record. A transfer the ledger refuses becomes the outcome instead.
+func (s *Settlement) conclude(ctx context.Context, a *authentic, pay *payment, refusal error) (*SettleResult, bool, error) {
+	var res *SettleResult
+	var derr error
+	err := s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
+		res, derr = nil, refusal
+		if pay != nil {
+			t, err := s.cfg.Ledger.TransferTx(ctx, tx, pay.transfer)
+			if err != nil {
+				if derr = ledgerRefusal(err); !isRefusal(derr) {
+					return derr
+				}
+			} else {
+				r := pay.result
+				r.TransferID = t.ID
+				res = &r
+			}
+		}
+		if errors.Is(derr, ErrFingerprint) {
+			if err := s.addFailure(ctx, tx, a.cred.Serial, s.cfg.Now()); err != nil {
+				return err
+			}
+		}
+		if err := s.record(ctx, tx, a, res, derr); err != nil {
+			return err
+		}
+		return s.cfg.Audit.RecordTx(ctx, tx, settleEvent(a.posCert, res, derr))
+	})
+	switch {
+	case errors.Is(err, errClaimed):
+		prev, perr := s.previous(ctx, a.rc, a.hash, a.posCert.SerialNumber)
+		return prev, false, perr
+	case err != nil:
+		return nil, false, err
+	}
+	return res, true, derr
 }
 
 type storedOutcome struct {
@@ -552,22 +652,26 @@ func (s *Settlement) previous(ctx context.Context, rc, hash string, pos *big.Int
 	return &r, nil
 }
 
-func (s *Settlement) record(ctx context.Context, rc, hash string, pos, phone *big.Int, res *SettleResult, derr error) (*SettleResult, error) {
+// record writes the outcome row that claims the RandCode (errClaimed when
+// a concurrent settlement claimed it first).
+func (s *Settlement) record(ctx context.Context, tx *sql.Tx, a *authentic, res *SettleResult, derr error) error {
 	o := storedOutcome{Code: "ok", Result: res}
 	if derr != nil {
 		o = storedOutcome{Code: ErrorCode(derr), Error: derr.Error()}
 	}
-	raw, _ := json.Marshal(o)
-	db := s.cfg.DB
-	_, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO bioqr_settlements (rand_code, message_hash, pos_serial, phone_serial, code, result, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-		rc, hash, pos.Text(16), phone.Text(16), o.Code, string(raw), s.cfg.Now().UTC().Format(time.RFC3339Nano))
+	raw, err := json.Marshal(o)
 	if err != nil {
-		if sqldb.IsUniqueViolation(err) { // a concurrent duplicate won the race
-			return s.previous(ctx, rc, hash, pos)
-		}
-		return nil, fmt.Errorf("bioqr: record outcome: %w", err)
+		return fmt.Errorf("bioqr: encode outcome: %w", err)
 	}
-	return res, derr
+	_, err = tx.ExecContext(ctx, s.cfg.DB.Rebind(`INSERT INTO bioqr_settlements (rand_code, message_hash, pos_serial, phone_serial, code, result, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		a.rc, a.hash, a.posCert.SerialNumber.Text(16), a.cred.Serial.Text(16), o.Code, string(raw), s.cfg.Now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		if sqldb.IsUniqueViolation(err) {
+			return errClaimed
+		}
+		return fmt.Errorf("bioqr: record outcome: %w", err)
+	}
+	return nil
 }
 
 func (s *Settlement) failures(ctx context.Context, phone *big.Int, now time.Time) (int, error) {
@@ -581,9 +685,8 @@ func (s *Settlement) failures(ctx context.Context, phone *big.Int, now time.Time
 	return n, nil
 }
 
-func (s *Settlement) addFailure(ctx context.Context, phone *big.Int, now time.Time) error {
-	db := s.cfg.DB
-	if _, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO bioqr_failures (phone_serial, at_unix) VALUES (?, ?)`), phone.Text(16), now.Unix()); err != nil {
+func (s *Settlement) addFailure(ctx context.Context, tx *sql.Tx, phone *big.Int, now time.Time) error {
+	if _, err := tx.ExecContext(ctx, s.cfg.DB.Rebind(`INSERT INTO bioqr_failures (phone_serial, at_unix) VALUES (?, ?)`), phone.Text(16), now.Unix()); err != nil {
 		return fmt.Errorf("bioqr: record failure: %w", err)
 	}
 	return nil

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func TestSealOpenSuites(t *testing.T) {

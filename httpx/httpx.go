@@ -33,10 +33,11 @@ func (p *Problem) Error() string {
 	return fmt.Sprintf("%d %s: %s", p.Status, p.Code, p.Detail)
 }
 
-// WriteProblem writes a problem+json response.
+// WriteProblem writes a problem+json response. Handlers with sentinel
+// errors write them through a Registry instead.
 func WriteProblem(w http.ResponseWriter, r *http.Request, status int, code, detail string) {
 	p := Problem{
-		Type:   "https://qshield.dev/problems/" + code,
+		Type:   problemType(code),
 		Title:  http.StatusText(status),
 		Status: status,
 		Detail: detail,
@@ -45,11 +46,20 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, status int, code, deta
 	if r != nil {
 		p.Instance = r.URL.Path
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
+	writeProblem(w, p)
+}
+
+func problemType(code string) string { return "https://qshield.dev/problems/" + code }
+
+func writeProblem(w http.ResponseWriter, p Problem) {
+	w.Header().Set("Content-Type", ProblemContentType)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
+	w.WriteHeader(p.Status)
 	_ = json.NewEncoder(w).Encode(p)
 }
+
+// ProblemContentType is the media type of an RFC 9457 problem document.
+const ProblemContentType = "application/problem+json"
 
 // WriteJSON writes v as a JSON response with status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme/etsi014"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // A tampered or deleted keycharge audit record is detected by Verify.

@@ -14,9 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/progress"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme/etsi014"
+	"github.com/qshield/qshield/progress"
 )
 
 // KeySource delivers quantum keys to the charger as the master SAE —

@@ -1,16 +1,11 @@
 package keycharge
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -22,93 +17,41 @@ import (
 // `qshield admin device`. Problems come back as errors that match the
 // package's sentinel errors with errors.Is (and *httpx.Problem with errors.As).
 type Client struct {
-	base string
-	hc   *http.Client
+	c *httpx.Client
 }
 
 // NewClient returns a client for the platform at baseURL
 // ("https://127.0.0.1:8443") presenting the client certificate in tlsConfig.
 func NewClient(baseURL string, tlsConfig *tls.Config) *Client {
 	tr := &http.Transport{TLSClientConfig: tlsConfig, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
-	return &Client{base: strings.TrimRight(baseURL, "/"), hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
+	return NewClientWithHTTP(baseURL, &http.Client{Transport: tr, Timeout: 2 * time.Minute})
 }
 
 // NewClientWithHTTP uses a caller's http.Client (e.g. httptest's).
 func NewClientWithHTTP(baseURL string, hc *http.Client) *Client {
-	return &Client{base: strings.TrimRight(baseURL, "/"), hc: hc}
+	c := httpx.NewClient(baseURL, hc)
+	c.Codes, c.Name, c.MaxResponse = codes, "keycharge", maxResponse
+	return &Client{c: c}
 }
+
+// maxResponse bounds an answer: a key list of the largest page is a few
+// MiB, so 16 MiB leaves room and still bounds a hostile server.
+const maxResponse = 16 << 20
 
 // Close releases idle connections.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
-
-// remoteError is a problem answer that also matches its sentinel error.
-type remoteError struct {
-	p        *httpx.Problem
-	sentinel error
-}
-
-func (e *remoteError) Error() string   { return e.p.Error() }
-func (e *remoteError) Unwrap() []error { return []error{e.sentinel, e.p} }
-
-func problemError(p *httpx.Problem) error {
-	for _, e := range errorCodes {
-		if e.code == p.Code {
-			return &remoteError{p: p, sentinel: e.err}
-		}
-	}
-	return p
-}
+func (c *Client) Close() { c.c.CloseIdleConnections() }
 
 func (c *Client) raw(ctx context.Context, method, path, ctype string, body []byte) ([]byte, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	resp, err := c.c.Send(ctx, httpx.Request{Method: method, Path: path, Body: body, ContentType: ctype})
 	if err != nil {
-		return nil, fmt.Errorf("keycharge: %w", err)
+		return nil, err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("keycharge: %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("keycharge: read response: %w", err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		p := &httpx.Problem{Status: resp.StatusCode}
-		if json.Unmarshal(data, p) != nil || p.Code == "" {
-			p.Code = "http_" + strconv.Itoa(resp.StatusCode)
-			p.Detail = string(bytes.TrimSpace(data))
-		}
-		return nil, problemError(p)
-	}
-	return data, nil
+	return resp.Body, nil
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body []byte
-	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
-			return fmt.Errorf("keycharge: encode request: %w", err)
-		}
-	}
-	data, err := c.raw(ctx, method, path, "application/json", body)
-	if err != nil {
-		return err
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("keycharge: decode response: %w", err)
-		}
-	}
-	return nil
+	_, err := c.c.Do(ctx, method, path, nil, in, out)
+	return err
 }
 
 func esc(s string) string { return url.PathEscape(s) }

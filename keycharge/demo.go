@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Step is one row of the demo.

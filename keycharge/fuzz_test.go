@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 var fuzzRoutes = []struct{ method, path, ctype string }{

@@ -20,45 +20,37 @@ const Prefix = "/v1/keycharge/"
 
 const maxJSON = 1 << 20
 
-// errorCodes maps sentinel errors to HTTP statuses and problem codes (the
-// client maps the codes back, so errors.Is works across HTTP).
-var errorCodes = []struct {
-	err    error
-	status int
-	code   string
-}{
-	{ErrUnauthenticated, http.StatusUnauthorized, "client_certificate_required"},
-	{ErrForbidden, http.StatusForbidden, "forbidden"},
-	{ErrNotFound, http.StatusNotFound, "not_found"},
-	{ErrExists, http.StatusConflict, "exists"},
-	{ErrTransition, http.StatusConflict, "illegal_transition"},
-	{ErrDeviceState, http.StatusForbidden, "device_state"},
-	{ErrInvalid, http.StatusBadRequest, "invalid_request"},
-	{ErrCounterfeit, http.StatusForbidden, "untrusted_device"},
-	{ErrBadSignature, http.StatusForbidden, "bad_signature"},
-	{ErrChargeState, http.StatusConflict, "charge_state"},
-	{ErrHashMismatch, http.StatusConflict, "consistency_check_failed"},
-	{ErrPendingCharge, http.StatusConflict, "pending_charge"},
-	{ErrPINLocked, http.StatusForbidden, "pin_locked"},
-	{ErrKeyUsed, http.StatusConflict, "key_used"},
-	{ErrNoKey, http.StatusConflict, "no_key"},
-	{ErrNoKME, http.StatusServiceUnavailable, "no_kme"},
-	{ErrKME, http.StatusBadGateway, "kme_error"},
-}
+// codes is the keycharge API's error-code registry; Client maps the codes
+// back, so errors.Is works across HTTP.
+var codes = httpx.NewRegistry(
+	httpx.Code{Code: "client_certificate_required", Status: http.StatusUnauthorized, Message: "This service needs a device certificate from the platform.", Err: ErrUnauthenticated},
+	httpx.Code{Code: "forbidden", Status: http.StatusForbidden, Message: "This device is not allowed to do that.", Err: ErrForbidden},
+	httpx.Code{Code: "not_found", Status: http.StatusNotFound, Message: "That was not found.", Err: ErrNotFound},
+	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: ErrExists},
+	httpx.Code{Code: "illegal_transition", Status: http.StatusConflict, Message: "The device cannot change to that state.", Err: ErrTransition},
+	httpx.Code{Code: "device_state", Status: http.StatusForbidden, Message: "The device is not in a state that allows this.", Err: ErrDeviceState},
+	httpx.Code{Code: "invalid_request", Status: http.StatusBadRequest, Message: "The request is not valid.", Err: ErrInvalid},
+	httpx.Code{Code: "untrusted_device", Status: http.StatusForbidden, Message: "The device could not be verified as genuine.", Err: ErrCounterfeit},
+	httpx.Code{Code: "bad_signature", Status: http.StatusForbidden, Message: "The signature is not valid.", Err: ErrBadSignature},
+	httpx.Code{Code: "charge_state", Status: http.StatusConflict, Message: "The charge is not in a state that allows this.", Err: ErrChargeState},
+	httpx.Code{Code: "consistency_check_failed", Status: http.StatusConflict, Message: "The device's keys do not match the platform's; the charge was stopped.", Err: ErrHashMismatch},
+	httpx.Code{Code: "pending_charge", Status: http.StatusConflict, Message: "Another charge is still in progress.", Err: ErrPendingCharge},
+	httpx.Code{Code: "pin_locked", Status: http.StatusForbidden, Message: "Too many wrong PINs; the device is locked.", Err: ErrPINLocked},
+	httpx.Code{Code: "key_used", Status: http.StatusConflict, Message: "That key was already used.", Err: ErrKeyUsed},
+	httpx.Code{Code: "no_key", Status: http.StatusConflict, Message: "No key is available for this device.", Err: ErrNoKey},
+	httpx.Code{Code: "no_kme", Status: http.StatusServiceUnavailable, Message: "The key service is not available right now.", Err: ErrNoKME},
+	httpx.Code{Code: "kme_error", Status: http.StatusBadGateway, Message: "The key service failed; please try again.", Err: ErrKME},
+	httpx.Code{Code: "read_error", Status: http.StatusBadRequest, Message: "The request could not be read."},
+)
+
+// ErrorCodes returns the keycharge API's error-code registry.
+func ErrorCodes() *httpx.Registry { return codes }
 
 func (q *QKMP) writeErr(w http.ResponseWriter, r *http.Request, err error) {
-	for _, e := range errorCodes {
-		if errors.Is(err, e.err) {
-			httpx.WriteProblem(w, r, e.status, e.code, err.Error())
-			return
-		}
+	if _, ok := codes.Lookup(err); !ok && r.Context().Err() == nil {
+		q.cfg.Log.Error("keycharge request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "cancelled", "request cancelled")
-		return
-	}
-	q.cfg.Log.Error("keycharge request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	httpx.WriteProblem(w, r, http.StatusInternalServerError, "internal", "internal error")
+	codes.Write(w, r, err)
 }
 
 // PrincipalOf returns the caller of a request: the principal package
@@ -98,7 +90,7 @@ func (q *QKMP) Handler() http.Handler {
 	rt := authz.New(authz.Options{Auth: q.cfg.CA})
 	rt.Register(q.Routes()...)
 	rt.HandleFunc(Prefix, authz.Public("answers 404 for unknown keycharge paths"), func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no such keycharge endpoint: "+r.Method+" "+r.URL.Path)
+		codes.WriteCode(w, r, "not_found", "no such keycharge endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return rt
 }
@@ -235,16 +227,16 @@ func (q *QKMP) Routes() []authz.Route {
 	handle("POST /v1/keycharge/channel/message", device, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		if ct := r.Header.Get("Content-Type"); ct != "application/octet-stream" {
-			httpx.WriteProblem(w, r, http.StatusUnsupportedMediaType, "unsupported_media_type", "channel frames are application/octet-stream")
+			codes.WriteCode(w, r, "unsupported_media_type", "channel frames are application/octet-stream")
 			return
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, channel.MaxFrame+1))
 		if err != nil {
-			httpx.WriteProblem(w, r, http.StatusBadRequest, "read_error", "could not read the frame")
+			codes.WriteCode(w, r, "read_error", "could not read the frame")
 			return
 		}
 		if len(body) > channel.MaxFrame {
-			httpx.WriteProblem(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "frame too large")
+			codes.WriteCode(w, r, "body_too_large", "frame too large")
 			return
 		}
 		out, err := q.ChannelMessage(r.Context(), body)

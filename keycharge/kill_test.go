@@ -18,11 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // Environment of the child charger process.

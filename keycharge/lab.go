@@ -14,14 +14,14 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/progress"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/progress"
 	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // LabConfig configures a Lab: a complete, self-contained seed 001 set-up on

@@ -13,9 +13,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // RegisterRequest records a manufactured device.

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Sentinel errors (HTTP status in brackets).

@@ -11,8 +11,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // FuzzHandler sends arbitrary methods, paths, queries and bodies to a KME

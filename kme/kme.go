@@ -13,9 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Sentinel errors.
@@ -344,7 +344,7 @@ func (k *KME) Close() error {
 		k.closed.Store(true)
 	}
 	if k.peer != nil {
-		k.peer.hc.CloseIdleConnections()
+		k.peer.c.CloseIdleConnections()
 	}
 	return nil
 }

@@ -13,9 +13,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
-	"github.com/qshield/qshield/kme/etsi014"
 )
 
 // TestSpecByHand speaks ETSI GS QKD 014 with hand-written requests and checks

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/link"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // TestRealLinkFillsBothPools runs the simulated BB84 link between the two

@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // SiteConfig describes one site of a Pair.

@@ -9,10 +9,10 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/qshield/qshield/sqldb"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // site is one standalone KME (as `qshield kme serve` runs it) that a test

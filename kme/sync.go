@@ -1,16 +1,15 @@
 package kme
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"time"
+
+	"github.com/qshield/qshield/httpx"
 )
 
 // The KME-to-KME protocol, served under SyncPrefix on the same mutual-TLS
@@ -72,10 +71,7 @@ func syncKeys(groups []*group) []syncKey {
 }
 
 // peerClient calls the peer KME.
-type peerClient struct {
-	base string
-	hc   *http.Client
-}
+type peerClient struct{ c *httpx.Client }
 
 type peerError struct {
 	status  int
@@ -93,34 +89,25 @@ func newPeerClient(base string, tc *tls.Config) *peerClient {
 		MaxIdleConns: 64, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}
-	return &peerClient{base: strings.TrimRight(base, "/"), hc: &http.Client{Transport: tr, Timeout: 20 * time.Second}}
+	c := httpx.NewClient(base, &http.Client{Transport: tr, Timeout: 20 * time.Second})
+	c.Name, c.MaxResponse, c.DecodeError = "peer KME", maxSyncBody, decodePeerError
+	return &peerClient{c: c}
+}
+
+// decodePeerError reads a sync answer that is not 200 (the sync protocol's
+// own error body, which lists the keys the peer is missing).
+func decodePeerError(status int, _ http.Header, data []byte) error {
+	var ans syncAnswer
+	if err := json.Unmarshal(data, &ans); err != nil {
+		return fmt.Errorf("peer KME: %d, undecodable answer: %w", status, err)
+	}
+	return &peerError{status: status, message: ans.Message, missing: ans.Missing}
 }
 
 func (p *peerClient) call(ctx context.Context, op string, in any) (*syncAnswer, error) {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.base+SyncPrefix+op, bytes.NewReader(b))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := p.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
 	var ans syncAnswer
-	if err := json.Unmarshal(data, &ans); err != nil {
-		return nil, fmt.Errorf("peer KME %s: %d, undecodable answer: %w", op, resp.StatusCode, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, &peerError{status: resp.StatusCode, message: ans.Message, missing: ans.Missing}
+	if _, err := p.c.Do(ctx, http.MethodPost, SyncPrefix+op, nil, in, &ans); err != nil {
+		return nil, err
 	}
 	return &ans, nil
 }

@@ -6,8 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // BenchmarkTransfer measures durable posted transfers with 64 concurrent

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
-	"github.com/qshield/qshield/ledger"
 )
 
 // clock is a settable test clock.

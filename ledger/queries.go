@@ -15,6 +15,7 @@ type queries struct {
 	applyPosted, applyPending, applyResolve, setState             string
 	expiredPending, expiredForAccount, history, total             string
 	pgPosted, pgPending                                           string
+	feedAfter, feedLatest                                         string
 }
 
 func newQueries(db *sqldb.DB) queries {
@@ -58,9 +59,11 @@ func newQueries(db *sqldb.DB) queries {
 			UNION ALL
 			SELECT seq FROM (SELECT seq FROM ledger_transfers WHERE to_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?) t
 		) ORDER BY seq DESC LIMIT ?`),
-		pgPosted:  pgTransferSQL(false),
-		pgPending: pgTransferSQL(true),
-		total:     r(`SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT), COUNT(*) FROM ledger_accounts WHERE currency = ?`),
+		feedAfter:  r(`SELECT ` + transferCols + ` FROM ledger_transfers WHERE seq > ? ORDER BY seq LIMIT ?`),
+		feedLatest: r(`SELECT ` + transferCols + ` FROM ledger_transfers ORDER BY seq DESC LIMIT ?`),
+		pgPosted:   pgTransferSQL(false),
+		pgPending:  pgTransferSQL(true),
+		total:      r(`SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT), COUNT(*) FROM ledger_accounts WHERE currency = ?`),
 	}
 }
 

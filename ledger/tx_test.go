@@ -6,9 +6,9 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
-	"github.com/qshield/qshield/ledger"
 )
 
 func TestTransferTx(t *testing.T) {

@@ -1,15 +1,10 @@
 package qmsp
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"github.com/qshield/qshield/pki"
 	"html/template"
-	"io"
 	"net/http"
 	"time"
 
@@ -27,51 +22,30 @@ func peerName(r *http.Request) string {
 	return cn
 }
 
-// errorStatus maps the package's errors to HTTP status and problem code.
-func errorStatus(err error) (int, string) {
-	switch {
-	case errors.Is(err, ErrFormat):
-		return http.StatusBadRequest, "malformed"
-	case errors.Is(err, ErrUnknownGateway):
-		return http.StatusForbidden, "unknown_gateway"
-	case errors.Is(err, ErrUnknownPayer):
-		return http.StatusForbidden, "unknown_payer"
-	case errors.Is(err, ErrBadSignature):
-		return http.StatusForbidden, "bad_gateway_signature"
-	case errors.Is(err, ErrAuth):
-		return http.StatusForbidden, "authentication_failed"
-	case errors.Is(err, ErrOutOfStep):
-		return http.StatusConflict, "preset_key_out_of_step"
-	case errors.Is(err, ErrStale):
-		return http.StatusBadRequest, "stale_request"
-	case errors.Is(err, ErrExpired):
-		return http.StatusGone, "code_expired"
-	case errors.Is(err, ErrKeyUsed):
-		return http.StatusConflict, "key_already_used"
-	case errors.Is(err, ErrUnknownKey):
-		return http.StatusNotFound, "unknown_key"
-	case errors.Is(err, ErrMerchant):
-		return http.StatusUnprocessableEntity, "wrong_merchant"
-	case errors.Is(err, ErrCurrency):
-		return http.StatusUnprocessableEntity, "unsupported_currency"
-	case errors.Is(err, ErrRefused):
-		return http.StatusUnprocessableEntity, "payment_refused"
-	case errors.Is(err, ErrNoQuantumKey):
-		return http.StatusServiceUnavailable, "no_quantum_key"
-	case errors.Is(err, ErrGatewayExists):
-		return http.StatusConflict, "gateway_exists"
-	}
-	return http.StatusInternalServerError, "internal"
-}
+// codes is the CSS's and PPS's error-code registry; Client maps the codes
+// back, so errors.Is works across HTTP.
+var codes = httpx.NewRegistry(
+	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The payment data could not be read.", Err: ErrFormat},
+	httpx.Code{Code: "unknown_gateway", Status: http.StatusForbidden, Message: "This payment code comes from an unknown terminal.", Err: ErrUnknownGateway},
+	httpx.Code{Code: "unknown_payer", Status: http.StatusForbidden, Message: "This phone is not registered for payments.", Err: ErrUnknownPayer},
+	httpx.Code{Code: "bad_gateway_signature", Status: http.StatusForbidden, Message: "The payment code's signature is not valid.", Err: ErrBadSignature},
+	httpx.Code{Code: "authentication_failed", Status: http.StatusForbidden, Message: "The payment could not be authenticated.", Err: ErrAuth},
+	httpx.Code{Code: "preset_key_out_of_step", Status: http.StatusConflict, Message: "The phone's keys are out of step; please re-synchronise.", Err: ErrOutOfStep},
+	httpx.Code{Code: "stale_request", Status: http.StatusBadRequest, Message: "The request is too old; please try again.", Err: ErrStale},
+	httpx.Code{Code: "code_expired", Status: http.StatusGone, Message: "The payment code has expired; please scan a new one.", Err: ErrExpired},
+	httpx.Code{Code: "key_already_used", Status: http.StatusConflict, Message: "The payment code was already used.", Err: ErrKeyUsed},
+	httpx.Code{Code: "unknown_key", Status: http.StatusNotFound, Message: "The payment code is not known.", Err: ErrUnknownKey},
+	httpx.Code{Code: "wrong_merchant", Status: http.StatusUnprocessableEntity, Message: "The payment is for another merchant.", Err: ErrMerchant},
+	httpx.Code{Code: "unsupported_currency", Status: http.StatusUnprocessableEntity, Message: "That currency is not accepted here.", Err: ErrCurrency},
+	httpx.Code{Code: "payment_refused", Status: http.StatusUnprocessableEntity, Message: "The payment was refused.", Err: ErrRefused},
+	httpx.Code{Code: "no_quantum_key", Status: http.StatusServiceUnavailable, Message: "No payment keys are available right now; please try again shortly.", Err: ErrNoQuantumKey},
+	httpx.Code{Code: "gateway_exists", Status: http.StatusConflict, Message: "That terminal is already registered.", Err: ErrGatewayExists},
+)
 
-func writeErr(w http.ResponseWriter, r *http.Request, err error) {
-	status, code := errorStatus(err)
-	detail := err.Error()
-	if status == http.StatusInternalServerError {
-		detail = "internal error"
-	}
-	httpx.WriteProblem(w, r, status, code, detail)
-}
+// ErrorCodes returns the CSS's and PPS's error-code registry.
+func ErrorCodes() *httpx.Registry { return codes }
+
+func writeErr(w http.ResponseWriter, r *http.Request, err error) { codes.Write(w, r, err) }
 
 // Handler serves the CSS's gateway API:
 //
@@ -157,58 +131,10 @@ func NewClient(base string, tc *tls.Config) *Client {
 	return &Client{Base: base, HTTP: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true}}}
 }
 
-// ProblemError is an error answer from the server.
-type ProblemError struct {
-	httpx.Problem
-	// Err is the package sentinel the code maps back to (nil if unknown).
-	Err error
-}
-
-func (e *ProblemError) Error() string { return e.Problem.Error() }
-func (e *ProblemError) Unwrap() error { return e.Err }
-
-var codeErrors = map[string]error{
-	"malformed": ErrFormat, "unknown_gateway": ErrUnknownGateway, "unknown_payer": ErrUnknownPayer,
-	"bad_gateway_signature": ErrBadSignature, "authentication_failed": ErrAuth, "preset_key_out_of_step": ErrOutOfStep,
-	"stale_request": ErrStale, "code_expired": ErrExpired, "key_already_used": ErrKeyUsed, "unknown_key": ErrUnknownKey,
-	"wrong_merchant": ErrMerchant, "unsupported_currency": ErrCurrency, "payment_refused": ErrRefused,
-	"no_quantum_key": ErrNoQuantumKey, "gateway_exists": ErrGatewayExists,
-}
-
 func (c *Client) post(ctx context.Context, path, idem string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if idem != "" {
-		req.Header.Set(httpx.IdempotencyHeader, idem)
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return fmt.Errorf("qmsp: %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		pe := &ProblemError{}
-		if json.Unmarshal(data, &pe.Problem) != nil || pe.Code == "" {
-			pe.Status, pe.Code, pe.Detail = resp.StatusCode, "http_error", string(data)
-		}
-		pe.Err = codeErrors[pe.Code]
-		return pe
-	}
-	if out == nil || resp.StatusCode == http.StatusNoContent {
-		return nil
-	}
-	return json.Unmarshal(data, out)
+	hc := httpx.Client{BaseURL: c.Base, HTTP: c.HTTP, Codes: codes, Name: "qmsp", MaxResponse: 1 << 20}
+	_, err := hc.Do(ctx, http.MethodPost, path, httpx.Idempotent(idem), in, out)
+	return err
 }
 
 // AcquireKey implements CSSClient.
@@ -281,7 +207,7 @@ func (gp *GatewayPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write(text)
 	default:
-		httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no such file")
+		codes.WriteCode(w, r, "not_found", "no such file")
 	}
 }
 

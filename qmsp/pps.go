@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Payment errors; test with errors.Is.

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/kme/etsi014"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // MasterKeys is the CSS's view of its key manager (ETSI 014 enc_keys as the

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
-	"github.com/qshield/qshield/selfverify/ecqv"
 )
 
 // eachEnv runs fn on a fresh environment on SQLite and, when

@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // DemoStep is one row of the demo: what was done, what happened, details.

@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func TestDemo(t *testing.T) {

@@ -7,8 +7,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // FuzzParse feeds arbitrary bytes to the decoder of every message type. A

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb"
 )
 
 type clock struct {

@@ -1,15 +1,11 @@
 package selfverify
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,52 +20,39 @@ const (
 	VendorPrefix   = "/v1/vendor/"
 )
 
-// errorCodes maps sentinel errors to problem codes and HTTP statuses; the
-// clients map the codes back, so errors.Is works across HTTP.
-var errorCodes = []struct {
-	err    error
-	code   string
-	status int
-}{
-	{ErrInvalidMessage, "invalid_message", http.StatusBadRequest},
-	{ErrBadEnrollment, "bad_enrollment", http.StatusForbidden},
-	{ErrNotRegistered, "not_registered", http.StatusForbidden},
-	{ErrBadSignature, "bad_signature", http.StatusUnauthorized},
-	{ErrBadMAC, "bad_mac", http.StatusUnauthorized},
-	{ErrStale, "stale_request", http.StatusUnauthorized},
-	{ErrReplay, "replay", http.StatusConflict},
-	{ErrInsufficientFunds, "insufficient_funds", http.StatusUnprocessableEntity},
-	{ErrTokenNotFound, "token_not_found", http.StatusNotFound},
-	{ErrTokenExpired, "token_expired", http.StatusGone},
-	{ErrTokenClosed, "token_closed", http.StatusGone},
-	{ErrOverspend, "overspend", http.StatusUnprocessableEntity},
-	{ErrDoubleDeposit, "double_deposit", http.StatusConflict},
-	{ErrUnknownPayment, "unknown_payment", http.StatusUnprocessableEntity},
-	{ErrNotFound, "not_found", http.StatusNotFound},
-	{ErrDeadline, "deadline_passed", http.StatusGone},
-	{ErrDecided, "already_decided", http.StatusConflict},
-	{ErrRefused, "refused", http.StatusConflict},
-	{ErrDecrypt, "decrypt_failed", http.StatusBadRequest},
-	{ErrSequence, "sequence", http.StatusConflict},
-	{ErrWrongVendor, "wrong_vendor", http.StatusBadRequest},
-	{ErrPrice, "wrong_price", http.StatusUnprocessableEntity},
-	{ErrCurrency, "currency_mismatch", http.StatusUnprocessableEntity},
-	{ledger.ErrAccountNotFound, "account_not_found", http.StatusUnprocessableEntity},
-}
+// codes is the operator's and vendor's error-code registry; the clients
+// map the codes back, so errors.Is works across HTTP.
+var codes = httpx.NewRegistry(
+	httpx.Code{Code: "invalid_message", Status: http.StatusBadRequest, Message: "The request could not be read.", Err: ErrInvalidMessage},
+	httpx.Code{Code: "bad_enrollment", Status: http.StatusForbidden, Message: "The enrolment could not be verified.", Err: ErrBadEnrollment},
+	httpx.Code{Code: "not_registered", Status: http.StatusForbidden, Message: "This wallet is not registered.", Err: ErrNotRegistered},
+	httpx.Code{Code: "bad_signature", Status: http.StatusForbidden, Message: "The signature is not valid.", Err: ErrBadSignature},
+	httpx.Code{Code: "bad_mac", Status: http.StatusUnauthorized, Message: "The request could not be authenticated.", Err: ErrBadMAC},
+	httpx.Code{Code: "stale_request", Status: http.StatusBadRequest, Message: "The request is too old; please try again.", Err: ErrStale},
+	httpx.Code{Code: "replay", Status: http.StatusConflict, Message: "This request was already made.", Err: ErrReplay},
+	httpx.Code{Code: "insufficient_funds", Status: http.StatusUnprocessableEntity, Message: "The account does not have enough money for this payment.", Err: ErrInsufficientFunds},
+	httpx.Code{Code: "token_not_found", Status: http.StatusNotFound, Message: "The payment token was not found.", Err: ErrTokenNotFound},
+	httpx.Code{Code: "token_expired", Status: http.StatusGone, Message: "The payment token has expired.", Err: ErrTokenExpired},
+	httpx.Code{Code: "token_closed", Status: http.StatusGone, Message: "The payment token is closed.", Err: ErrTokenClosed},
+	httpx.Code{Code: "overspend", Status: http.StatusUnprocessableEntity, Message: "The payment is more than the token holds.", Err: ErrOverspend},
+	httpx.Code{Code: "double_deposit", Status: http.StatusConflict, Message: "This payment was already deposited.", Err: ErrDoubleDeposit},
+	httpx.Code{Code: "unknown_payment", Status: http.StatusUnprocessableEntity, Message: "The payment is not known.", Err: ErrUnknownPayment},
+	httpx.Code{Code: "not_found", Status: http.StatusNotFound, Message: "That was not found.", Err: ErrNotFound},
+	httpx.Code{Code: "deadline_passed", Status: http.StatusGone, Message: "The deadline for this has passed.", Err: ErrDeadline},
+	httpx.Code{Code: "already_decided", Status: http.StatusConflict, Message: "This was already decided.", Err: ErrDecided},
+	httpx.Code{Code: "refused", Status: http.StatusConflict, Message: "The payment was refused.", Err: ErrRefused},
+	httpx.Code{Code: "decrypt_failed", Status: http.StatusBadRequest, Message: "The payment data could not be opened.", Err: ErrDecrypt},
+	httpx.Code{Code: "sequence", Status: http.StatusConflict, Message: "The request is out of sequence; please try again.", Err: ErrSequence},
+	httpx.Code{Code: "wrong_vendor", Status: http.StatusBadRequest, Message: "The payment was made for another vendor.", Err: ErrWrongVendor},
+	httpx.Code{Code: "wrong_price", Status: http.StatusUnprocessableEntity, Message: "The amount does not match the price.", Err: ErrPrice},
+	httpx.Code{Code: "currency_mismatch", Status: http.StatusUnprocessableEntity, Message: "The payment is in the wrong currency.", Err: ErrCurrency},
+	httpx.Code{Code: "account_not_found", Status: http.StatusNotFound, Message: "That account does not exist.", Err: ledger.ErrAccountNotFound},
+)
 
-func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	for _, e := range errorCodes {
-		if errors.Is(err, e.err) {
-			httpx.WriteProblem(w, r, e.status, e.code, err.Error())
-			return
-		}
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "unavailable", "request cancelled")
-		return
-	}
-	httpx.WriteProblem(w, r, http.StatusInternalServerError, "internal", "internal error")
-}
+// ErrorCodes returns the operator's and vendor's error-code registry.
+func ErrorCodes() *httpx.Registry { return codes }
+
+func writeError(w http.ResponseWriter, r *http.Request, err error) { codes.Write(w, r, err) }
 
 // decode reads and validates a JSON body of type T.
 func decode[T any, P interface {
@@ -95,7 +78,7 @@ func idempotency(w http.ResponseWriter, r *http.Request, nonce string) bool {
 		return false
 	}
 	if nonce != "" && k != nonce {
-		httpx.WriteProblem(w, r, http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must equal the request's signed nonce")
+		codes.WriteCode(w, r, "invalid_idempotency_key", "Idempotency-Key must equal the request's signed nonce")
 		return false
 	}
 	return true
@@ -109,7 +92,7 @@ func (o *Operator) Handler() http.Handler {
 	rt := authz.New(authz.Options{})
 	rt.Register(o.Routes()...)
 	rt.HandleFunc(OperatorPrefix, authz.Public("answers 404 for unknown paths"), func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+		codes.WriteCode(w, r, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return rt
 }
@@ -242,7 +225,7 @@ func (v *Vendor) Handler() http.Handler {
 		reply(w, r, resp, err)
 	})
 	mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+		codes.WriteCode(w, r, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return mux
 }
@@ -251,10 +234,7 @@ func (v *Vendor) Handler() http.Handler {
 
 // client is a small JSON-over-HTTPS client that turns problem responses back
 // into this package's sentinel errors.
-type client struct {
-	base string
-	hc   *http.Client
-}
+type client struct{ c *httpx.Client }
 
 func newClient(base string, hc *http.Client) (client, error) {
 	u, err := url.Parse(base)
@@ -264,62 +244,27 @@ func newClient(base string, hc *http.Client) (client, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
-	return client{base: strings.TrimRight(base, "/"), hc: hc}, nil
+	c := httpx.NewClient(base, hc)
+	c.Codes, c.Name = codes, "selfverify"
+	return client{c: c}, nil
 }
 
-// ProblemError is a problem response mapped to a sentinel error.
-type ProblemError struct {
-	Problem httpx.Problem
-	err     error
-}
-
-func (e *ProblemError) Error() string { return e.Problem.Error() }
-
-// Unwrap returns the sentinel error and the problem.
-func (e *ProblemError) Unwrap() []error { return []error{e.err, &e.Problem} }
-
+// do sends in and decodes and validates the answer into out (every
+// selfverify answer has a body).
 func (c client) do(ctx context.Context, method, path, idemKey string, in, out any) error {
-	var body io.Reader
+	req := httpx.Request{Method: method, Path: path, Header: httpx.Idempotent(idemKey)}
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return fmt.Errorf("selfverify: encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		req.Body, req.ContentType = b, "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	resp, err := c.c.Send(ctx, req)
 	if err != nil {
-		return fmt.Errorf("selfverify: %s %s: %w", method, path, err)
+		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if idemKey != "" {
-		req.Header.Set(httpx.IdempotencyHeader, idemKey)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("selfverify: %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return fmt.Errorf("selfverify: %s %s: read response: %w", method, path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var p httpx.Problem
-		if json.Unmarshal(data, &p) != nil || p.Code == "" {
-			return fmt.Errorf("selfverify: %s %s: HTTP %d", method, path, resp.StatusCode)
-		}
-		pe := &ProblemError{Problem: p, err: fmt.Errorf("HTTP %d", resp.StatusCode)}
-		for _, e := range errorCodes {
-			if e.code == p.Code {
-				pe.err = e.err
-			}
-		}
-		return pe
-	}
-	if err := json.Unmarshal(data, out); err != nil {
+	if err := json.Unmarshal(resp.Body, out); err != nil {
 		return fmt.Errorf("%w: %s %s: response: %v", ErrInvalidMessage, method, path, err)
 	}
 	if v, ok := out.(validator); ok {

@@ -15,9 +15,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
-	"github.com/qshield/qshield/selfverify/ecqv"
 )
 
 // capture records every request body a handler receives and every response

@@ -16,9 +16,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // OperatorConfig configures the network operator N.
@@ -796,11 +796,8 @@ func (o *Operator) Deposit(ctx context.Context, req DepositRequest) (*DepositRes
 				firstReason = reason
 			}
 			code := "rejected"
-			for _, e := range errorCodes {
-				if errors.Is(reason, e.err) {
-					code = e.code
-					break
-				}
+			if c, ok := codes.Lookup(reason); ok {
+				code = c.Code
 			}
 			rejected = append(rejected, RejectedItem{Ref: item.Ref, Serial: item.Serial, Code: code, Reason: reason.Error()})
 		}

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qshield/qshield/sqldb"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // TestOperatorKeySealed: d_N is never stored in clear when a sealer is given,

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
-	"github.com/qshield/qshield/selfverify/ecqv"
 )
 
 // TestEndToEnd runs all four phases on both curves and both databases and

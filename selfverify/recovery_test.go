@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // flakyLedger fails the first transfer whose idempotency key has a given

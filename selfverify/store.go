@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Ledger is the part of the money ledger the operator uses (*ledger.Ledger).

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -521,7 +522,8 @@ func callRetry(n int, f func() (*PaymentResponse, error)) (*PaymentResponse, err
 	for i := 0; ; i++ {
 		r, err := f()
 		var p *httpx.Problem
-		if err == nil || i >= n || errors.As(err, &p) || errors.Is(err, context.Canceled) || isProtocolError(err) {
+		answered := errors.As(err, &p) && !strings.HasPrefix(p.Code, "http_") // the server's problem, not a proxy's page
+		if err == nil || i >= n || answered || errors.Is(err, context.Canceled) || isProtocolError(err) {
 			return r, err
 		}
 	}

@@ -12,8 +12,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // VendorConfig configures a vendor V.

@@ -17,9 +17,9 @@ import (
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/internal/server"
+	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
-	"github.com/qshield/qshield/ledger"
 )
 
 // buildBinary compiles qshield once per test binary.

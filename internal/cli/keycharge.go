@@ -17,11 +17,11 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme/etsi014"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Environment variables of the keycharge commands.

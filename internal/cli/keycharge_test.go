@@ -13,9 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func FuzzKCParseSize(f *testing.F) {

@@ -18,12 +18,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/internal/platform"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/link"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Environment variables read by the kme commands.

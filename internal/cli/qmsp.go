@@ -23,8 +23,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qmsp"

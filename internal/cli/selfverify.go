@@ -22,10 +22,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // svConn are the flags every self-verified client command shares.

@@ -5,13 +5,8 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -24,8 +19,7 @@ import (
 
 // Client talks to one qshield server.
 type Client struct {
-	base string
-	hc   *http.Client
+	c *httpx.Client
 }
 
 // New returns a client for baseURL (e.g. "https://127.0.0.1:8443") using
@@ -38,66 +32,26 @@ func New(baseURL string, tlsConfig *tls.Config) *Client {
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   true,
 	}
-	return &Client{base: baseURL, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	c := httpx.NewClient(baseURL, &http.Client{Transport: tr, Timeout: 30 * time.Second})
+	c.Codes, c.Name = server.LedgerCodes, "client"
+	return &Client{c: c}
 }
 
 // Close releases idle connections.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
+func (c *Client) Close() { c.c.CloseIdleConnections() }
 
 // Do sends a JSON request and decodes a JSON response into out (may be nil).
-// A non-2xx answer is returned as *httpx.Problem.
+// A non-2xx answer is returned as *httpx.Error (see httpx.Client).
 func (c *Client) Do(ctx context.Context, method, path string, headers map[string]string, in, out any) (int, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return 0, fmt.Errorf("client: encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return 0, fmt.Errorf("client: %w", err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	h := make(http.Header, len(headers))
 	for k, v := range headers {
-		req.Header.Set(k, v)
+		h.Set(k, v)
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("client: %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return resp.StatusCode, fmt.Errorf("client: read response: %w", err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		p := &httpx.Problem{Status: resp.StatusCode}
-		if json.Unmarshal(data, p) != nil || p.Code == "" {
-			p.Code = "http_" + strconv.Itoa(resp.StatusCode)
-			p.Detail = string(bytes.TrimSpace(data))
-		}
-		return resp.StatusCode, p
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("client: decode response: %w", err)
-		}
-	}
-	return resp.StatusCode, nil
+	return c.c.Do(ctx, method, path, h, in, out)
 }
 
 // ProblemCode returns the problem code of err, or "".
-func ProblemCode(err error) string {
-	var p *httpx.Problem
-	if errors.As(err, &p) {
-		return p.Code
-	}
-	return ""
-}
+func ProblemCode(err error) string { return httpx.ProblemCode(err) }
 
 // CreateAccount opens an account.
 func (c *Client) CreateAccount(ctx context.Context, req server.AccountRequest) (ledger.Account, error) {

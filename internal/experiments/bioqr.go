@@ -14,10 +14,10 @@ import (
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/fingerprint"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // BioQRExperiment is `qshield experiment bioqr`: seed 004's end-to-end

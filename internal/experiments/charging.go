@@ -16,11 +16,11 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/experiment"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // ChargingExperiment measures seed 001's quantum key charging end to end —

@@ -16,11 +16,11 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/experiment"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // KMEExperiment measures ETSI GS QKD 014 key delivery: a master SAE calls

@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/experiment"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // TransferFunc performs one posted transfer of amount minor units of

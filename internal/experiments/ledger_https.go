@@ -10,8 +10,8 @@ import (
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // HTTPSTarget is the ledger experiment's case (c): transfers through the

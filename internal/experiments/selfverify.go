@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/experiment"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/selfverify"
 	"github.com/qshield/qshield/selfverify/ecqv"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // SelfVerifyExperiment reproduces seed 002's Figures 5 and 6 from costs

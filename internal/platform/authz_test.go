@@ -32,6 +32,10 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"GET /v1/admin/certs":                  {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"GET /v1/admin/certs/{serial}":         {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"POST /v1/admin/certs/{serial}/revoke": {pki.PrincipalAdmin},
+	// the operator console (authenticates its operators with passkeys)
+	"/console/":                nil,
+	"GET /console":             nil,
+	"POST /v1/console/invites": {pki.PrincipalAdmin},
 	// seed 000
 	"POST /v1/qmsp/css/keys":            {pki.PrincipalGateway},
 	"POST /v1/qmsp/css/ack":             {pki.PrincipalGateway},
@@ -127,7 +131,10 @@ var pathVar = regexp.MustCompile(`\{[a-z]+(\.\.\.)?\}`)
 
 // requestFor builds a request matching pattern, presenting cert (nil: none).
 func requestFor(pattern string, cert *x509.Certificate, root *x509.Certificate) *http.Request {
-	method, path, _ := strings.Cut(pattern, " ")
+	method, path, ok := strings.Cut(pattern, " ")
+	if !ok { // a prefix pattern without a method
+		method, path = "GET", pattern
+	}
 	path = pathVar.ReplaceAllString(path, "x")
 	r := httptest.NewRequest(method, "https://localhost"+path, strings.NewReader("{}"))
 	if cert != nil {

@@ -44,13 +44,14 @@ import (
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/server"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/selfverify"
+	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/watermark/service"
 )
 
@@ -78,6 +79,12 @@ type Config struct {
 	// MaxConnAge closes kept-alive connections older than this after their
 	// next response (0: DefaultMaxConnAge; negative: no limit).
 	MaxConnAge time.Duration
+	// PublicURL is the origin people use to reach the platform, e.g.
+	// "https://pay.example.com" (default DefaultPublicURL); the console's
+	// passkeys are bound to its host name.
+	PublicURL string
+	// ResultsDir holds experiment results the console shows ("" = none).
+	ResultsDir string
 }
 
 // DefaultMaxConnAge bounds how long one client connection is kept alive.
@@ -110,6 +117,10 @@ type Platform struct {
 	KeyCharge *keycharge.QKMP
 	// Router registers every route with its authorization policy.
 	Router *authz.Router
+	// Console is the operator console (nil with InsecureHTTP).
+	Console *console.Console
+	// LinkMonitor samples the QKD link for the console (nil without a link).
+	LinkMonitor *console.LinkMonitor
 
 	master    []byte
 	classical atomic.Int64
@@ -205,6 +216,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	if err := p.startKeyCharge(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startConsole(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -21,11 +21,11 @@ import (
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
-	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qmsp"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // QMSP is seed 000 inside the platform: the supermarket server (CSS), the

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -140,7 +139,7 @@ func (a *LedgerAPI) history(w http.ResponseWriter, r *http.Request) {
 	if s := r.URL.Query().Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 500 {
-			httpx.WriteProblem(w, r, http.StatusBadRequest, "invalid_limit", "limit must be an integer from 1 to 500")
+			LedgerCodes.WriteCode(w, r, "invalid_limit", "limit must be an integer from 1 to 500")
 			return
 		}
 		limit = n
@@ -222,41 +221,28 @@ func (a *LedgerAPI) void(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, t)
 }
 
-// ledgerErrors maps ledger sentinel errors to HTTP status and problem code.
-var ledgerErrors = []struct {
-	err    error
-	status int
-	code   string
-}{
-	{ledger.ErrInvalidAccount, http.StatusBadRequest, "invalid_account"},
-	{ledger.ErrAccountExists, http.StatusConflict, "account_exists"},
-	{ledger.ErrAccountNotFound, http.StatusNotFound, "account_not_found"},
-	{ledger.ErrInvalidAmount, http.StatusUnprocessableEntity, "invalid_amount"},
-	{ledger.ErrCurrencyMismatch, http.StatusUnprocessableEntity, "currency_mismatch"},
-	{ledger.ErrSameAccount, http.StatusUnprocessableEntity, "same_account"},
-	{ledger.ErrInsufficientFunds, http.StatusUnprocessableEntity, "insufficient_funds"},
-	{ledger.ErrIdempotencyConflict, http.StatusConflict, "idempotency_conflict"},
-	{ledger.ErrMissingIdempotency, http.StatusBadRequest, "idempotency_key_required"},
-	{ledger.ErrTransferNotFound, http.StatusNotFound, "transfer_not_found"},
-	{ledger.ErrNotPending, http.StatusConflict, "not_pending"},
-	{ledger.ErrExpired, http.StatusConflict, "expired"},
-	{ledger.ErrInvalidExpiry, http.StatusUnprocessableEntity, "invalid_expiry"},
-	{ledger.ErrInvalidMemo, http.StatusUnprocessableEntity, "invalid_memo"},
-	{ledger.ErrInvalidCursor, http.StatusBadRequest, "invalid_cursor"},
-	{ledger.ErrInvalidKey, http.StatusBadRequest, "invalid_idempotency_key"},
-	{ledger.ErrClosed, http.StatusServiceUnavailable, "shutting_down"},
-}
+// LedgerCodes is the ledger API's error-code registry.
+var LedgerCodes = httpx.NewRegistry(
+	httpx.Code{Code: "invalid_account", Status: http.StatusBadRequest, Message: "That account name is not valid.", Err: ledger.ErrInvalidAccount},
+	httpx.Code{Code: "account_exists", Status: http.StatusConflict, Message: "That account already exists.", Err: ledger.ErrAccountExists},
+	httpx.Code{Code: "account_not_found", Status: http.StatusNotFound, Message: "That account does not exist.", Err: ledger.ErrAccountNotFound},
+	httpx.Code{Code: "invalid_amount", Status: http.StatusUnprocessableEntity, Message: "The amount is not valid.", Err: ledger.ErrInvalidAmount},
+	httpx.Code{Code: "currency_mismatch", Status: http.StatusUnprocessableEntity, Message: "The payment is in the wrong currency.", Err: ledger.ErrCurrencyMismatch},
+	httpx.Code{Code: "same_account", Status: http.StatusUnprocessableEntity, Message: "Money cannot move from an account to itself.", Err: ledger.ErrSameAccount},
+	httpx.Code{Code: "insufficient_funds", Status: http.StatusUnprocessableEntity, Message: "The account does not have enough money for this payment.", Err: ledger.ErrInsufficientFunds},
+	httpx.Code{Code: "idempotency_conflict", Status: http.StatusConflict, Message: "This Idempotency-Key was already used for a different request.", Err: ledger.ErrIdempotencyConflict},
+	httpx.Code{Code: "idempotency_key_required", Status: http.StatusBadRequest, Message: "The request is missing its Idempotency-Key.", Err: ledger.ErrMissingIdempotency},
+	httpx.Code{Code: "transfer_not_found", Status: http.StatusNotFound, Message: "That transfer does not exist.", Err: ledger.ErrTransferNotFound},
+	httpx.Code{Code: "not_pending", Status: http.StatusConflict, Message: "The transfer is no longer pending.", Err: ledger.ErrNotPending},
+	httpx.Code{Code: "expired", Status: http.StatusConflict, Message: "The transfer has expired.", Err: ledger.ErrExpired},
+	httpx.Code{Code: "invalid_expiry", Status: http.StatusUnprocessableEntity, Message: "The expiry is not valid.", Err: ledger.ErrInvalidExpiry},
+	httpx.Code{Code: "invalid_memo", Status: http.StatusUnprocessableEntity, Message: "The memo is not valid.", Err: ledger.ErrInvalidMemo},
+	httpx.Code{Code: "invalid_cursor", Status: http.StatusBadRequest, Message: "The page cursor is not valid.", Err: ledger.ErrInvalidCursor},
+	httpx.Code{Code: "invalid_idempotency_key", Status: http.StatusBadRequest, Message: "The request's Idempotency-Key is not valid.", Err: ledger.ErrInvalidKey},
+	httpx.Code{Code: "shutting_down", Status: http.StatusServiceUnavailable, Message: "The service is restarting; please try again shortly.", Err: ledger.ErrClosed},
+	httpx.Code{Code: "invalid_limit", Status: http.StatusBadRequest, Message: "The page size is not valid."},
+)
 
 func writeLedgerError(w http.ResponseWriter, r *http.Request, err error) {
-	for _, m := range ledgerErrors {
-		if errors.Is(err, m.err) {
-			httpx.WriteProblem(w, r, m.status, m.code, err.Error())
-			return
-		}
-	}
-	if r.Context().Err() != nil {
-		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "cancelled", "request cancelled")
-		return
-	}
-	httpx.WriteProblem(w, r, http.StatusInternalServerError, "internal", "internal error")
+	LedgerCodes.Write(w, r, err)
 }

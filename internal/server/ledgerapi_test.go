@@ -10,9 +10,9 @@ import (
 
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/server"
+	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
-	"github.com/qshield/qshield/ledger"
 )
 
 func newAPI(t testing.TB, db *sqldb.DB) (http.Handler, *ledger.Ledger) {

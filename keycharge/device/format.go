@@ -187,7 +187,7 @@ func sealBody(h *header, dek, body []byte) ([]byte, error) {
 	}
 	out = append(out, nonce[:]...)
 	out = binary.BigEndian.AppendUint32(out, uint32(len(body)+g.Overhead()))
-	ad := out[:len(out)] // header, nonce, length
+	ad := out // header, nonce, length
 	ad = append([]byte(nil), ad...)
 	return g.Seal(out, nonce[:], body, ad), nil
 }

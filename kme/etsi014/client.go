@@ -1,18 +1,18 @@
 package etsi014
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/qshield/qshield/httpx"
 )
 
 // maxResponse bounds a response body: 128 keys of 1 MiB would not fit, but
@@ -21,8 +21,7 @@ const maxResponse = 16 << 20
 
 // Client calls one KME. It is safe for concurrent use.
 type Client struct {
-	base string // scheme://host[:port] without a trailing slash
-	hc   *http.Client
+	c *httpx.Client
 }
 
 // KeyMaterial is a delivered key: its ID and its bytes.
@@ -56,14 +55,17 @@ func New(baseURL string, tlsConfig *tls.Config) *Client {
 func NewWithHTTPClient(baseURL string, hc *http.Client) *Client {
 	b := strings.TrimRight(baseURL, "/")
 	b = strings.TrimSuffix(b, strings.TrimRight(APIPrefix, "/"))
-	return &Client{base: strings.TrimRight(b, "/"), hc: hc}
+	hx := httpx.NewClient(b, hc)
+	hx.Name, hx.MaxResponse, hx.DecodeError = "etsi014", maxResponse, decodeError
+	return &Client{c: hx}
 }
 
 // CloseIdleConnections closes the client's idle connections.
-func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+func (c *Client) CloseIdleConnections() { c.c.CloseIdleConnections() }
 
+// url returns the path of an API call (the httpx client adds the base).
 func (c *Client) url(sae, call string) string {
-	return c.base + APIPrefix + url.PathEscape(sae) + "/" + call
+	return APIPrefix + url.PathEscape(sae) + "/" + call
 }
 
 // Status returns the status of the key supply from the calling (master) SAE
@@ -159,48 +161,35 @@ func decodeContainer(kc *KeyContainer, want []string) ([]KeyMaterial, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, u string, in, out any) error {
-	var body io.Reader
+	req := httpx.Request{Method: method, Path: u, Header: http.Header{"Accept": {"application/json"}}}
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("etsi014: encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		req.Body, req.ContentType = b, "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	resp, err := c.c.Send(ctx, req)
 	if err != nil {
-		return fmt.Errorf("etsi014: build request: %w", err)
+		return err
 	}
-	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("etsi014: %s %s: %w", method, redact(u), err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
-	if err != nil {
-		return fmt.Errorf("etsi014: read response: %w", err)
-	}
-	if len(data) > maxResponse {
-		return fmt.Errorf("etsi014: response larger than %d bytes", maxResponse)
-	}
-	if resp.StatusCode != http.StatusOK {
-		e := &Error{StatusCode: resp.StatusCode}
-		if json.Unmarshal(data, e) != nil || e.Message == "" {
-			e.Message = strings.TrimSpace(string(truncate(data, 200)))
-			if e.Message == "" {
-				e.Message = http.StatusText(resp.StatusCode)
-			}
-		}
-		return e
-	}
-	if err := json.Unmarshal(data, out); err != nil {
+	if err := json.Unmarshal(resp.Body, out); err != nil {
 		return fmt.Errorf("etsi014: decode %s response: %w", method, err)
 	}
 	return nil
+}
+
+// decodeError reads the ETSI 014 Error object of a non-2xx answer (the
+// standard's error format, not problem+json).
+func decodeError(status int, _ http.Header, data []byte) error {
+	e := &Error{StatusCode: status}
+	if json.Unmarshal(data, e) != nil || e.Message == "" {
+		e.Message = strings.TrimSpace(string(truncate(data, 200)))
+		if e.Message == "" {
+			e.Message = http.StatusText(status)
+		}
+	}
+	return e
 }
 
 func truncate(b []byte, n int) []byte {
@@ -208,12 +197,4 @@ func truncate(b []byte, n int) []byte {
 		return b[:n]
 	}
 	return b
-}
-
-// redact drops the query (key IDs) from a URL for error messages.
-func redact(u string) string {
-	if i := strings.IndexByte(u, '?'); i >= 0 {
-		return u[:i]
-	}
-	return u
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"github.com/qshield/qshield/pki"
 	"html/template"
 	"image/png"
@@ -86,7 +84,7 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /watermark/screen/{id}/{file...}", func(w http.ResponseWriter, r *http.Request) {
 		sc := screens.get(r.PathValue("id"))
 		if sc == nil {
-			httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no such code (expired?)")
+			codes.WriteCode(w, r, "not_found", "no such code (expired?)")
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
@@ -106,13 +104,13 @@ func (s *Service) Handler() http.Handler {
 		case len(file) > 10 && file[:6] == "frame/":
 			n, err := strconv.Atoi(file[6 : len(file)-4])
 			if err != nil || n < 0 || n >= len(sc.loop.Frames) || file[len(file)-4:] != ".png" {
-				httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no such frame")
+				codes.WriteCode(w, r, "not_found", "no such frame")
 				return
 			}
 			w.Header().Set("Content-Type", "image/png")
 			_ = png.Encode(w, sc.loop.Frames[n])
 		default:
-			httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no such file")
+			codes.WriteCode(w, r, "not_found", "no such file")
 		}
 	})
 	return mux
@@ -188,27 +186,19 @@ func (s *Service) device(w http.ResponseWriter, r *http.Request, role string) (s
 	return acct, true
 }
 
-func writeErr(w http.ResponseWriter, r *http.Request, err error) {
-	status, code := http.StatusInternalServerError, "internal"
-	switch {
-	case errors.Is(err, watermark.ErrUnknownToken):
-		status, code = http.StatusNotFound, "unknown_code"
-	case errors.Is(err, watermark.ErrExpired):
-		status, code = http.StatusGone, "code_expired"
-	case errors.Is(err, watermark.ErrUsed):
-		status, code = http.StatusConflict, "code_used"
-	case errors.Is(err, watermark.ErrWrongToken):
-		status, code = http.StatusForbidden, "wrong_token"
-	case errors.Is(err, ErrUnknownDevice):
-		status, code = http.StatusForbidden, "unknown_device"
-	case errors.Is(err, ErrRefused):
-		status, code = http.StatusUnprocessableEntity, "payment_refused"
-	case errors.Is(err, ledger.ErrInvalidAmount), errors.Is(err, ledger.ErrCurrencyMismatch):
-		status, code = http.StatusUnprocessableEntity, "invalid_payment"
-	}
-	detail := err.Error()
-	if status == http.StatusInternalServerError {
-		detail = "internal error"
-	}
-	httpx.WriteProblem(w, r, status, code, fmt.Sprint(detail))
-}
+// codes is the watermark service's error-code registry.
+var codes = httpx.NewRegistry(
+	httpx.Code{Code: "unknown_code", Status: http.StatusNotFound, Message: "The payment code is not known.", Err: watermark.ErrUnknownToken},
+	httpx.Code{Code: "code_expired", Status: http.StatusGone, Message: "The payment code has expired; please scan a new one.", Err: watermark.ErrExpired},
+	httpx.Code{Code: "code_used", Status: http.StatusConflict, Message: "The payment code was already used.", Err: watermark.ErrUsed},
+	httpx.Code{Code: "wrong_token", Status: http.StatusForbidden, Message: "The payment code does not match.", Err: watermark.ErrWrongToken},
+	httpx.Code{Code: "unknown_device", Status: http.StatusForbidden, Message: "This device is not registered for payments.", Err: ErrUnknownDevice},
+	httpx.Code{Code: "payment_refused", Status: http.StatusUnprocessableEntity, Message: "The payment was refused.", Err: ErrRefused},
+	httpx.Code{Code: "invalid_payment", Status: http.StatusUnprocessableEntity, Message: "The payment amount or currency is not valid.", Err: ledger.ErrInvalidAmount},
+	httpx.Code{Code: "invalid_payment", Status: http.StatusUnprocessableEntity, Message: "The payment amount or currency is not valid.", Err: ledger.ErrCurrencyMismatch},
+)
+
+// ErrorCodes returns the watermark service's error-code registry.
+func ErrorCodes() *httpx.Registry { return codes }
+
+func writeErr(w http.ResponseWriter, r *http.Request, err error) { codes.Write(w, r, err) }

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
-	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/watermark"
 	"github.com/qshield/qshield/watermark/camsim"
 	"github.com/qshield/qshield/watermark/trial"

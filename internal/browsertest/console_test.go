@@ -1,0 +1,280 @@
+package browsertest_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	cdpwebauthn "github.com/chromedp/cdproto/webauthn"
+	"github.com/chromedp/chromedp"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/browsertest"
+	"github.com/qshield/qshield/internal/console"
+	"github.com/qshield/qshield/internal/platform"
+	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/pki"
+)
+
+// startPlatform runs a platform on a free loopback port with the console's
+// origin set to it, and returns it with its base URL.
+func startPlatform(t *testing.T) (*platform.Platform, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("https://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := platform.Open(ctx, platform.Config{DB: filepath.Join(dir, "qshield.db"), StateDir: dir, PublicURL: base,
+		QKD: platform.QKDConfig{Off: true, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"}})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; p.Close() })
+	return p, base
+}
+
+// passkeyTab opens a tab with a virtual platform authenticator (resident
+// keys, user verification) and returns it with the authenticator's ID.
+func passkeyTab(t *testing.T, bctx context.Context) (context.Context, cdpwebauthn.AuthenticatorID) {
+	t.Helper()
+	ctx := browsertest.NewTab(t, bctx, 90*time.Second)
+	if _, err := chromedp.Call(ctx, cdpwebauthn.Enable, cdpwebauthn.EnableParams{}); err != nil {
+		t.Fatalf("WebAuthn.enable: %v", err)
+	}
+	res, err := chromedp.Call(ctx, cdpwebauthn.AddVirtualAuthenticator, cdpwebauthn.AddVirtualAuthenticatorParams{
+		Options: &cdpwebauthn.VirtualAuthenticatorOptions{Protocol: cdpwebauthn.AuthenticatorProtocolCtap2, Transport: cdpwebauthn.AuthenticatorTransportInternal,
+			HasResidentKey: true, HasUserVerification: true, IsUserVerified: true, AutomaticPresenceSimulation: true}})
+	if err != nil {
+		t.Fatalf("add virtual authenticator: %v", err)
+	}
+	return ctx, res.AuthenticatorID
+}
+
+func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// clickAndLoad clicks sel and waits for the page load it causes.
+func clickAndLoad(t *testing.T, ctx context.Context, sel string) {
+	t.Helper()
+	if _, err := chromedp.Run(ctx, chromedp.WaitEvent(page.LoadEventFired, nil, chromedp.Click(chromedp.CSS(sel)))); err != nil {
+		t.Fatalf("click %s: %v", sel, err)
+	}
+}
+
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
+}
+
+func eval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", js, err)
+	}
+	return v
+}
+
+// waitPath waits until the tab's location path is path.
+func waitPath(t *testing.T, ctx context.Context, path string) {
+	t.Helper()
+	for {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string]("location.pathname"))
+		if err == nil && got == path {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			st, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.Evaluate[string]("((document.getElementById('status')||{}).textContent||'') + ' | ' + document.body.innerText.slice(0, 300)"))
+			t.Fatalf("waiting for %s: at %q (%v); page status %q", path, got, err, st)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// register opens an invitation link and creates a passkey.
+func register(t *testing.T, ctx context.Context, link string) {
+	t.Helper()
+	do(t, ctx, "open invitation", chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#register")))
+	do(t, ctx, "create passkey", chromedp.Click(chromedp.CSS("#register")))
+	waitPath(t, ctx, "/console/")
+}
+
+// screenshot saves the tab at 1280×800 and 390×844 under
+// $QSHIELD_SCREENSHOTS (when set) and checks the phone width has no
+// horizontal scroll.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	for _, vp := range []struct {
+		w, h   int64
+		suffix string
+		mobile bool
+	}{{1280, 800, "desktop", false}, {390, 844, "phone", true}} {
+		opts := []chromedp.EmulateViewportOption{chromedp.EmulateScale(1)}
+		if vp.mobile {
+			opts = append(opts, chromedp.EmulateMobile)
+		}
+		do(t, ctx, "viewport", chromedp.EmulateViewport(vp.w, vp.h, opts...), chromedp.Sleep(200*time.Millisecond))
+		if vp.mobile && !eval[bool](t, ctx, "document.documentElement.scrollWidth <= window.innerWidth") {
+			t.Errorf("%s scrolls sideways at %d px", name, vp.w)
+		}
+		if dir := os.Getenv("QSHIELD_SCREENSHOTS"); dir != "" {
+			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name+"-"+vp.suffix+".png"), png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	do(t, ctx, "reset viewport", chromedp.EmulateReset())
+}
+
+func TestConsole(t *testing.T) {
+	p, base := startPlatform(t)
+	caPEM := pki.EncodeCertPEM(p.CA.Certificate())
+	bctx := browsertest.Browser(t, caPEM)
+	ctx := context.Background()
+
+	// An admin, invited through the platform's API, registers a passkey.
+	link, _, err := p.Console.Invite(ctx, "Ada Admin", console.RoleAdmin, "admin:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(link, base+"/console/invite/") {
+		t.Fatalf("invitation link %q", link)
+	}
+	admin, authID := passkeyTab(t, bctx)
+	register(t, admin, link)
+	if got := text(t, admin, "h1"); got != "Dashboard" {
+		t.Fatalf("after registration: %q", got)
+	}
+	creds, err := chromedp.Call(admin, cdpwebauthn.GetCredentials, cdpwebauthn.GetCredentialsParams{AuthenticatorID: authID})
+	if err != nil || len(creds.Credentials) != 1 || !creds.Credentials[0].IsResidentCredential {
+		t.Fatalf("virtual authenticator holds %+v (%v), want one resident credential", creds, err)
+	}
+	screenshot(t, admin, "console-dashboard")
+
+	// The invitation is single use.
+	other, _ := passkeyTab(t, bctx)
+	do(t, other, "reuse invitation", chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS(".error")))
+
+	// Open an account and fund it, with the confirmation step.
+	do(t, admin, "accounts", chromedp.Navigate(base+"/console/accounts"), chromedp.WaitVisible(chromedp.CSS("summary")))
+	do(t, admin, "open form", chromedp.Click(chromedp.CSS("summary")),
+		chromedp.SetValue(chromedp.CSS("#id"), "alice"), chromedp.SetValue(chromedp.CSS("#owner"), "Alice Example"))
+	clickAndLoad(t, admin, "details form button[type=submit]")
+	waitPath(t, admin, "/console/accounts/alice")
+	do(t, admin, "amount", chromedp.SetValue(chromedp.CSS("#amount"), "12.34"))
+	clickAndLoad(t, admin, "form[action$='/fund'] button")
+	if got := text(t, admin, "#confirm"); !strings.Contains(got, "12.34 CNY") {
+		t.Fatalf("confirmation button says %q", got)
+	}
+	if a, _ := p.Ledger.Account(ctx, "alice"); a.Balance != 0 {
+		t.Fatalf("funded before confirmation: %d", a.Balance)
+	}
+	clickAndLoad(t, admin, "#confirm")
+	if got := text(t, admin, "#balance"); got != "12.34 CNY" {
+		t.Fatalf("balance shown %q", got)
+	}
+	if a, err := p.Ledger.Account(ctx, "alice"); err != nil || a.Balance != 1234 {
+		t.Fatalf("ledger balance %d (%v), want 1234", a.Balance, err)
+	}
+	screenshot(t, admin, "console-account")
+
+	// The live feed shows a payment made elsewhere without a reload.
+	do(t, admin, "transfers", chromedp.Navigate(base+"/console/transfers"), chromedp.WaitVisible(chromedp.CSS("#feed")))
+	if _, err := p.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: "shop", Owner: "Shop", Kind: ledger.KindMerchant, Currency: "CNY"}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := p.Ledger.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "feed-1", From: "alice", To: "shop", Amount: 500, Currency: "CNY"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(admin, chromedp.Poll[bool](fmt.Sprintf("document.body.innerText.includes(%q)", tr.ID))); err != nil {
+		t.Fatalf("the feed did not show transfer %s: %v", tr.ID, err)
+	}
+	screenshot(t, admin, "console-transfers")
+
+	// Revoke a phone's certificate from the devices view.
+	iss, err := p.CA.IssueTLS(ctx, pki.RoleClient, "stolen-phone", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := pki.ParseCertDER(iss.Certificate[0])
+	do(t, admin, "devices", chromedp.Navigate(base+"/console/devices"), chromedp.WaitVisible(chromedp.CSS("table")),
+		chromedp.Evaluate[chromedp.Void]("window.confirm = () => true"))
+	clickAndLoad(t, admin, fmt.Sprintf("form[action='/console/devices/%s/revoke'] button", leaf.SerialNumber))
+	if revoked, err := p.CA.IsRevoked(ctx, leaf.SerialNumber); err != nil || !revoked {
+		t.Fatalf("certificate not revoked (%v)", err)
+	}
+	screenshot(t, admin, "console-devices")
+
+	// Verify the audit trail from the console.
+	do(t, admin, "audit", chromedp.Navigate(base+"/console/audit"), chromedp.WaitVisible(chromedp.CSS("#verify")))
+	clickAndLoad(t, admin, "#verify")
+	if got := text(t, admin, "#verdict"); !strings.HasPrefix(got, "Intact") {
+		t.Fatalf("audit verdict %q", got)
+	}
+
+	// An auditor can look but not act: the server refuses, whatever the page.
+	alink, _, err := p.Console.Invite(ctx, "Otto Auditor", console.RoleAuditor, "admin:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditor, _ := passkeyTab(t, bctx)
+	register(t, auditor, alink)
+	do(t, auditor, "auditor accounts", chromedp.Navigate(base+"/console/accounts"), chromedp.WaitVisible(chromedp.CSS("table")))
+	if n := eval[int](t, auditor, "document.querySelectorAll('details form').length"); n != 0 {
+		t.Fatalf("auditor sees %d account forms", n)
+	}
+	status := eval[int](t, auditor, `(async () => {
+		const f = new FormData(); f.set("csrf", document.body.dataset.csrf); f.set("id", "mallory"); f.set("owner", "M"); f.set("kind", "user"); f.set("currency", "CNY");
+		return (await fetch("/console/accounts", {method: "POST", body: new URLSearchParams(f)})).status; })()`)
+	if status != 403 {
+		t.Fatalf("auditor creating an account: status %d, want 403", status)
+	}
+	if _, err := p.Ledger.Account(ctx, "mallory"); err == nil {
+		t.Fatal("the auditor's refused request created an account")
+	}
+	denied, err := p.Audit.Search(ctx, audit.Query{Event: "console.denied"})
+	if err != nil || len(denied) != 1 || !strings.HasPrefix(denied[0].Actor, "operator:op_") {
+		t.Fatalf("refusal not audited: %+v (%v)", denied, err)
+	}
+	// A form posted without the session's CSRF token is refused too.
+	status = eval[int](t, admin, `(async () => (await fetch("/console/operators/invite", {method: "POST", body: new URLSearchParams({name: "x", role: "admin"})})).status)()`)
+	if status != 403 {
+		t.Fatalf("POST without CSRF token: status %d, want 403", status)
+	}
+
+	// Sign out, then sign in again with the passkey.
+	clickAndLoad(t, admin, "form.who button")
+	waitPath(t, admin, "/console/login")
+	do(t, admin, "sign in", chromedp.Click(chromedp.CSS("#signin")))
+	waitPath(t, admin, "/console/")
+	if got := text(t, admin, ".who strong"); got != "admin" {
+		t.Fatalf("signed in as %q", got)
+	}
+	screenshot(t, admin, "console-login-done")
+}

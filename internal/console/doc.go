@@ -1,0 +1,39 @@
+// Package console is qshield's operator console, served by `qshield serve`
+// under /console: the pages the people who run the platform use to look after
+// accounts, devices, certificates, the audit trail and the QKD link.
+//
+// # Design
+//
+// Server-rendered HTML (html/template) with a small stylesheet and one small
+// script, every asset embedded in the binary: the console works offline and
+// loads nothing from elsewhere. The live parts (the transfers feed and the QKD
+// link's charts) are server-sent events; the charts are drawn by the page's own
+// few lines of SVG code, not a library.
+//
+// # Who may sign in
+//
+// Operators sign in with passkeys (WebAuthn, github.com/go-webauthn/webauthn):
+// no passwords exist. The first operator, and every later one, is created
+// through a single-use invitation link that `qshield admin operator invite`
+// (the platform's administrative client certificate) or an admin in the console
+// issues; the link names the role and expires after InviteTTL. Opening it
+// registers a passkey and creates the operator. Each operator has one role:
+//
+//	admin     everything below, plus inviting operators and revoking certificates
+//	operator  accounts (create, fund with a confirmation step), device lifecycle
+//	auditor   read-only: every view, the audit trail and its verification
+//
+// Every action checks the role on the server (Route.Role), whatever the page
+// showed, and every action, allowed or refused, is written to the audit trail
+// with the operator as actor ("operator:<id>").
+//
+// # Sessions
+//
+// A session is a random 256-bit identifier in a __Host- cookie (HttpOnly,
+// Secure, SameSite=Strict, Path=/); the database keeps only its SHA-256, so a
+// copy of the database does not let anyone sign in. Sessions end after
+// IdleTimeout without a request and after MaxSessionAge in any case, and at
+// sign-out. Every state-changing request must carry the session's CSRF token
+// (a form field or the X-CSRF-Token header) and, when the browser sends one,
+// an Origin equal to the console's own; SameSite=Strict is the second line.
+package console
