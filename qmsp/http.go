@@ -38,6 +38,7 @@ var codes = httpx.NewRegistry(
 	httpx.Code{Code: "wrong_merchant", Status: http.StatusUnprocessableEntity, Message: "The payment is for another merchant.", Err: ErrMerchant},
 	httpx.Code{Code: "unsupported_currency", Status: http.StatusUnprocessableEntity, Message: "That currency is not accepted here.", Err: ErrCurrency},
 	httpx.Code{Code: "payment_refused", Status: http.StatusUnprocessableEntity, Message: "The payment was refused.", Err: ErrRefused},
+	httpx.Code{Code: "amount_mismatch", Status: http.StatusUnprocessableEntity, Message: "The amount is not the one the merchant asked for.", Err: ErrAmount},
 	httpx.Code{Code: "no_quantum_key", Status: http.StatusServiceUnavailable, Message: "No payment keys are available right now; please try again shortly.", Err: ErrNoQuantumKey},
 	httpx.Code{Code: "gateway_exists", Status: http.StatusConflict, Message: "That terminal is already registered.", Err: ErrGatewayExists},
 )
