@@ -23,7 +23,6 @@ func TestRealLinkFillsBothPools(t *testing.T) {
 	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
 	e := startEnv(t, db, nil)
 	cfg := link.DefaultConfig(10)
-	cfg.PulsesPerBlock = 2e7
 	cfg.Blocks = 1
 	err := e.p.RunLink(context.Background(), func(ctx context.Context, a, b qkd.Sink) error {
 		_, err := link.Run(ctx, cfg, a, b)

@@ -8,8 +8,9 @@
 //     detectors, passive basis choice at Bob, optional eavesdropper), simulated at
 //     the level of detection events so that billions of pulses cost only as much
 //     as their detections;
-//   - qkd/decoy: the GLLP / Lo–Ma–Chen key-rate formula and the vacuum + weak decoy
-//     bounds of Ma et al. (2005), with optional finite-size corrections;
+//   - qkd/decoy: the finite-key length of Lim, Curty, Walenta, Xu and Zbinden
+//     (2014), the only bound a delivered key is sized by, and, for reference
+//     curves only, the asymptotic GLLP / Lo–Ma–Chen rate;
 //   - qkd/cascade: Cascade information reconciliation, bit-packed, as two parties;
 //   - qkd/privacy: Toeplitz privacy amplification in O(n log n) time and the
 //     universal-hash verification of reconciled keys;
@@ -20,6 +21,7 @@ package qkd
 import (
 	"context"
 	"errors"
+	"strings"
 )
 
 // ErrAborted is wrapped by every error reporting that a block was aborted because
@@ -27,6 +29,50 @@ import (
 // eavesdropper). Callers use errors.Is(err, qkd.ErrAborted) to report "link under
 // attack" rather than a software failure.
 var ErrAborted = errors.New("qkd: block aborted: no secret key can be extracted")
+
+// AbortCause says why a block delivered no key, as a short stable value (a
+// metric label); Stats.AbortReason has the human-readable detail.
+type AbortCause string
+
+// Abort causes.
+const (
+	CauseNone AbortCause = ""
+	// CauseNoTestBits: the block had no test-basis detections (far too short).
+	CauseNoTestBits AbortCause = "no-test-bits"
+	// CauseQBER: the estimated error rate is above the configured limit.
+	CauseQBER AbortCause = "qber"
+	// CauseDecoy: the decoy analysis leaves no single-photon detections (a
+	// photon-number-splitting attack, too much loss, or too few pulses).
+	CauseDecoy AbortCause = "decoy-bound"
+	// CausePhaseError: the bound on the single-photon phase error rate
+	// reached 1/2.
+	CausePhaseError AbortCause = "phase-error"
+	// CauseFiniteSize: the bounds are positive but the finite-key length is
+	// not, once the planned leakage and the ε terms are paid (block too short).
+	CauseFiniteSize AbortCause = "finite-size"
+	// CauseLeakage: after reconciliation and verification the bits actually
+	// disclosed (or discarded) leave no key.
+	CauseLeakage AbortCause = "leakage"
+	// CauseOther: any other reason (e.g. from an older peer).
+	CauseOther AbortCause = "other"
+)
+
+var causes = []AbortCause{CauseNoTestBits, CauseQBER, CauseDecoy, CausePhaseError, CauseFiniteSize, CauseLeakage}
+
+// Reason formats an abort reason as "cause: detail", the form the link sends
+// to the peer so that both ends report the same cause.
+func (c AbortCause) Reason(detail string) string { return string(c) + ": " + detail }
+
+// ParseAbortCause returns the cause of a reason made by AbortCause.Reason, or
+// CauseOther.
+func ParseAbortCause(reason string) AbortCause {
+	for _, c := range causes {
+		if strings.HasPrefix(reason, string(c)+": ") {
+			return c
+		}
+	}
+	return CauseOther
+}
 
 // Key is one delivered secret key. ID is a UUID v4 in text form chosen by Alice
 // and sent to Bob in the protocol, so that both ends file the same bytes under
@@ -58,16 +104,22 @@ type Stats struct {
 	QBER            float64 // error rate of the reconciled signal bits (errors corrected / bits)
 	SampledQBER     float64 // error rate estimated from the disclosed sample
 	F               float64 // reconciliation efficiency: disclosed / (n·h(QBER))
-	Y1Lower         float64 // decoy lower bound on the single-photon yield
-	E1Upper         float64 // decoy upper bound on the single-photon error rate
+	SX0Lower        float64 // finite-size lower bound on vacuum key bits s_X,0 (last block)
+	SX1Lower        float64 // finite-size lower bound on single-photon key bits s_X,1 (last block)
+	PhiUpper        float64 // finite-size upper bound on their phase error rate φ_X (last block)
+	EpsSec          float64 // secrecy ε of the delivered key (per block; summed over blocks)
+	EpsCor          float64 // correctness ε: collision bound of the verification tags (summed)
 	SecretFraction  float64 // final bits / reconciled bits
 	KeyRatePerPulse float64 // final bits / pulses
 	KeyRateBps      float64 // final bits per second of source time (pulses / source rate)
 	RoundTrips      int     // classical round trips of the reconciliation
 	Aborted         bool    // at least one block aborted
 	AbortReason     string  // reason of the last abort
-	ResidualFrames  int     // Cascade frames caught with residual errors by verification
-	Frames          int     // Cascade frames processed
+	AbortCause      AbortCause
+	// Aborts counts aborted blocks by cause.
+	Aborts         map[AbortCause]int `json:",omitempty"`
+	ResidualFrames int                // Cascade frames caught with residual errors by verification
+	Frames         int                // Cascade frames processed
 }
 
 // Add accumulates the counters of b into s and recomputes the ratios. The last
@@ -104,12 +156,21 @@ func (s *Stats) Add(b Stats, sourceRateHz float64) {
 	s.ResidualFrames += b.ResidualFrames
 	s.Frames += b.Frames
 	s.QBER, s.SampledQBER, s.F = qErr, sq, fw
-	if b.Y1Lower != 0 || b.E1Upper != 0 {
-		s.Y1Lower, s.E1Upper = b.Y1Lower, b.E1Upper
+	if b.SX1Lower != 0 || b.PhiUpper != 0 {
+		s.SX0Lower, s.SX1Lower, s.PhiUpper = b.SX0Lower, b.SX1Lower, b.PhiUpper
 	}
+	s.EpsSec += b.EpsSec
+	s.EpsCor += b.EpsCor
 	if b.Aborted {
 		s.Aborted = true
 		s.AbortReason = b.AbortReason
+		s.AbortCause = b.AbortCause
+	}
+	for c, n := range b.Aborts {
+		if s.Aborts == nil {
+			s.Aborts = map[AbortCause]int{}
+		}
+		s.Aborts[c] += n
 	}
 	s.SecretFraction, s.KeyRatePerPulse, s.KeyRateBps = 0, 0, 0
 	if s.ReconciledBits > 0 {

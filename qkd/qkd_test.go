@@ -22,3 +22,23 @@ func TestStatsAdd(t *testing.T) {
 		t.Errorf("ratios: %+v", s)
 	}
 }
+
+func TestAbortCauseRoundTrip(t *testing.T) {
+	for _, c := range causes {
+		if got := ParseAbortCause(c.Reason("detail: with colons")); got != c {
+			t.Errorf("ParseAbortCause(%q) = %q", c.Reason("x"), got)
+		}
+	}
+	for _, r := range []string{"", "qber", "QBER 12%", "finite-size:no space", "something: else"} {
+		if got := ParseAbortCause(r); got != CauseOther {
+			t.Errorf("ParseAbortCause(%q) = %q, want other", r, got)
+		}
+	}
+	var s Stats
+	s.Add(Stats{Blocks: 1, AbortedBlocks: 1, Aborted: true, AbortCause: CauseQBER, Aborts: map[AbortCause]int{CauseQBER: 1}}, 1)
+	s.Add(Stats{Blocks: 1, AbortedBlocks: 1, Aborted: true, AbortCause: CauseQBER, Aborts: map[AbortCause]int{CauseQBER: 1}}, 1)
+	s.Add(Stats{Blocks: 1, EpsSec: 1e-10, EpsCor: 1e-16}, 1)
+	if s.Aborts[CauseQBER] != 2 || s.AbortCause != CauseQBER || s.EpsSec != 1e-10 {
+		t.Errorf("%+v", s)
+	}
+}

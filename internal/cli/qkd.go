@@ -17,6 +17,7 @@ import (
 
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/bb84"
+	"github.com/qshield/qshield/qkd/cascade"
 	"github.com/qshield/qshield/qkd/link"
 )
 
@@ -36,21 +37,22 @@ type qkdFlags struct {
 	distance, rate, eve, eps float64
 	pulses                   float64
 	blocks, frame, keyBytes  int
+	overlap                  int
 	eveMode                  string
-	finite, keepGoing        bool
+	keepGoing                bool
 }
 
 func (f *qkdFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.Float64Var(&f.distance, "distance", 25, "fibre length in km (GYS link: 0.21 dB/km, η_Bob 4.5%, e_d 3.3%, Y0 1.7e-6)")
 	fl.Float64Var(&f.rate, "rate", 40e6, "source pulse rate in Hz (for the key rate in bit/s)")
-	fl.Float64Var(&f.pulses, "pulses", 1e8, "pulses per block (e.g. 1e8)")
+	fl.Float64Var(&f.pulses, "pulses", 0, "pulses per block (e.g. 1e9); 0 chooses twice the minimum block with a positive finite key at --distance")
 	fl.Float64Var(&f.eve, "eve", 0, "fraction of pulses the eavesdropper attacks (0 … 1)")
 	fl.StringVar(&f.eveMode, "eve-mode", "intercept-resend", "eavesdropping attack: intercept-resend or pns (photon-number splitting)")
 	fl.IntVar(&f.blocks, "blocks", 1, "blocks to run (0: until interrupted)")
-	fl.BoolVar(&f.finite, "finite-size", false, "apply finite-size corrections to the decoy-state bounds")
-	fl.Float64Var(&f.eps, "epsilon", 1e-10, "security parameter ε")
+	fl.Float64Var(&f.eps, "epsilon", 1e-10, "secrecy parameter ε_sec of each block's key (finite-key bounds of Lim et al. 2014; there is no asymptotic mode)")
 	fl.IntVar(&f.frame, "frame", 16384, "Cascade frame length in bits")
+	fl.IntVar(&f.overlap, "cascade-overlap", 0, cascadeOverlapUsage)
 	fl.IntVar(&f.keyBytes, "key-bytes", 32, "size of each delivered key in bytes")
 	fl.BoolVar(&f.keepGoing, "continue-on-abort", false, "keep running after a block aborts")
 }
@@ -58,14 +60,14 @@ func (f *qkdFlags) register(cmd *cobra.Command) {
 func (f *qkdFlags) config() (link.Config, error) {
 	cfg := link.DefaultConfig(f.distance)
 	cfg.SourceRateHz = f.rate
-	if f.pulses != math.Trunc(f.pulses) || f.pulses < 1 || f.pulses > 1<<44 {
-		return cfg, fmt.Errorf("--pulses %g: want a whole number between 1 and 2^44", f.pulses)
+	if f.pulses != math.Trunc(f.pulses) || f.pulses < 0 || f.pulses > 1<<44 {
+		return cfg, fmt.Errorf("--pulses %g: want 0 (planned) or a whole number up to 2^44", f.pulses)
 	}
 	cfg.PulsesPerBlock = int64(f.pulses)
 	cfg.Blocks = f.blocks
-	cfg.FiniteSize = f.finite
 	cfg.Epsilon = f.eps
 	cfg.FrameBits = f.frame
+	cfg.Cascade = cascadeSchedule(f.overlap)
 	cfg.KeyBytes = f.keyBytes
 	cfg.ContinueOnAbort = f.keepGoing
 	if f.eve > 0 {
@@ -78,7 +80,26 @@ func (f *qkdFlags) config() (link.Config, error) {
 	if f.blocks < 0 {
 		return cfg, fmt.Errorf("--blocks must be ≥ 0")
 	}
+	if cfg.PulsesPerBlock == 0 {
+		honest := cfg.Physics
+		honest.Eve, honest.EveFraction = bb84.EveNone, 0
+		n, err := link.PlanPulses(honest, cfg.Epsilon, 1.10)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.PulsesPerBlock = n
+	}
 	return cfg, nil
+}
+
+const cascadeOverlapUsage = "Bob's Cascade schedule: 0 = default (fewest disclosed parities); 1–3 = low-latency with that many overlapping passes (fewer round trips on long links, more parities)"
+
+// cascadeSchedule maps --cascade-overlap to Bob's Cascade options.
+func cascadeSchedule(overlap int) cascade.Options {
+	if overlap <= 0 {
+		return cascade.Options{}
+	}
+	return cascade.Options{LowLatency: true, Overlap: overlap}
 }
 
 // interruptible returns a context cancelled on SIGINT/SIGTERM.
@@ -109,7 +130,10 @@ func (g *Globals) printQKD(rep qkdReport) error {
 	} else {
 		fmt.Fprintf(w, "  QBER                sampled %.3f%% on %d disclosed bits (nothing reconciled)\n", 100*s.SampledQBER, s.SampledBits)
 	}
-	fmt.Fprintf(w, "  decoy bounds        Y1 ≥ %.4g, e1 ≤ %.4g\n", s.Y1Lower, s.E1Upper)
+	fmt.Fprintf(w, "  finite-key bounds   s_X,0 ≥ %.4g, s_X,1 ≥ %.4g, φ_X ≤ %.4g (Lim et al. 2014)\n", s.SX0Lower, s.SX1Lower, s.PhiUpper)
+	if s.EpsSec > 0 {
+		fmt.Fprintf(w, "  security            ε_sec %.3g, ε_cor %.3g (summed over blocks)\n", s.EpsSec, s.EpsCor)
+	}
 	fmt.Fprintf(w, "  reconciled bits     %d in %d frames (%d frames discarded by verification)\n", s.ReconciledBits, s.Frames, s.ResidualFrames)
 	fmt.Fprintf(w, "  disclosed bits      %d (Cascade parities + verification tags), %d round trips\n", s.DisclosedBits, s.RoundTrips)
 	fmt.Fprintf(w, "  efficiency f        %.4f\n", s.F)
@@ -261,7 +285,7 @@ func qkdAliceCommand(g *Globals) *cobra.Command {
 func qkdBobCommand(g *Globals) *cobra.Command {
 	var t tlsFlags
 	var addr string
-	var blocks, keyBytes int
+	var blocks, keyBytes, overlap int
 	cmd := &cobra.Command{
 		Use:   "bob",
 		Short: "Run Bob (detectors): accept one Alice over mutual TLS and run the session",
@@ -284,7 +308,7 @@ func qkdBobCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			defer tr.Close()
-			cfg := link.Config{Blocks: blocks, KeyBytes: keyBytes, Log: g.Log}
+			cfg := link.Config{Blocks: blocks, KeyBytes: keyBytes, Log: g.Log, Cascade: cascadeSchedule(overlap)}
 			st, err := link.RunBob(ctx, tr, cfg, nil)
 			out, err := outcome(st, err)
 			rep := qkdReport{Role: "bob", Stats: st, Outcome: out}
@@ -301,5 +325,6 @@ func qkdBobCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&addr, "listen", "127.0.0.1:7400", "address to listen on")
 	cmd.Flags().IntVar(&blocks, "blocks", 0, "blocks to run (0: until Alice disconnects)")
 	cmd.Flags().IntVar(&keyBytes, "key-bytes", 32, "size of each delivered key in bytes (must match Alice)")
+	cmd.Flags().IntVar(&overlap, "cascade-overlap", 0, cascadeOverlapUsage)
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 )
 
@@ -42,6 +43,8 @@ func (c *Console) routes() {
 	guarded("GET /console/accounts/{id}", RoleAuditor, c.account)
 	guarded("POST /console/accounts/{id}/fund", RoleOperator, c.fundConfirm)
 	guarded("POST /console/accounts/{id}/fund/confirm", RoleOperator, c.fund)
+	guarded("POST /console/accounts/{id}/transfer", RoleOperator, c.transferConfirm)
+	guarded("POST /console/accounts/{id}/transfer/confirm", RoleOperator, c.transfer)
 	guarded("GET /console/transfers", RoleAuditor, c.transfers)
 	guarded("GET /console/transfers/stream", RoleAuditor, c.transferStream)
 	guarded("GET /console/devices", RoleAuditor, c.devices)
@@ -112,9 +115,28 @@ type schemeRow struct {
 	Payments, Refused int64
 }
 
-var schemeEvents = []struct{ scheme, prefix string }{
-	{"QMSP (000)", "qmsp."}, {"Key charging (001)", "keycharge."}, {"Self-verified (002)", "selfverify."},
-	{"Watermark (003)", "watermark."}, {"Biometric QR (004)", "bioqr."}, {"Ledger", "ledger."},
+// schemeEvents are the audit events that record each scheme's money (or key)
+// movements: a success is a payment, anything else a refusal. An entry
+// ending in "." matches every event below it.
+var schemeEvents = []struct {
+	scheme string
+	events []string
+}{
+	{"QMSP (000)", []string{"qmsp.pay"}},
+	{"Key charging (001)", []string{"keycharge.charge.commit", "keycharge.charge.abort"}},
+	{"Self-verified (002)", []string{"selfverify.withdraw", "selfverify.deposit", "selfverify.settle", "selfverify.refund"}},
+	{"Watermark (003)", []string{"watermark.pay"}},
+	{"Biometric QR (004)", []string{"bioqr.settle"}},
+	{"Ledger API", []string{"ledger."}},
+}
+
+func matchesEvent(event string, list []string) bool {
+	for _, e := range list {
+		if event == e || (strings.HasSuffix(e, ".") && strings.HasPrefix(event, e)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *Session) {
@@ -130,7 +152,7 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *Session) 
 	for _, se := range schemeEvents {
 		row := schemeRow{Scheme: se.scheme}
 		for _, k := range counts {
-			if len(k.Keys) != 2 || !strings.HasPrefix(k.Keys[0], se.prefix) {
+			if len(k.Keys) != 2 || !matchesEvent(k.Keys[0], se.events) {
 				continue
 			}
 			if k.Keys[1] == audit.OutcomeSuccess {
@@ -141,8 +163,8 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *Session) 
 		}
 		d.Schemes = append(d.Schemes, row)
 	}
-	if c.cfg.KME != nil {
-		if ls := c.cfg.KME.A.Link(); ls.State != "up" {
+	if c.cfg.KME != nil && c.cfg.Link != nil {
+		if ls := c.cfg.KME.A.Link(); ls.State != kme.LinkUp {
 			msg := "QKD link " + ls.State
 			if ls.Error != "" {
 				msg += ": " + ls.Error
@@ -246,6 +268,8 @@ func (c *Console) account(w http.ResponseWriter, r *http.Request, s *Session) {
 		flash = "Account created."
 	case "funded":
 		flash = "Funds added."
+	case "moved":
+		flash = "Transfer made."
 	}
 	c.render(w, r, http.StatusOK, "account", page{Title: "Account " + a.ID, Nav: "accounts", S: s, Flash: flash,
 		Data: accountData{Account: a, History: hist, Next: next}})
@@ -315,6 +339,80 @@ func (c *Console) fund(w http.ResponseWriter, r *http.Request, s *Session) {
 		return
 	}
 	http.Redirect(w, r, "/console/accounts/"+a.ID+"?flash=funded", http.StatusSeeOther)
+}
+
+type transferData struct {
+	From, To ledger.Account
+	Amount   int64
+	Memo     string
+	Key      string
+}
+
+// transferConfirm shows a transfer between two accounts for confirmation.
+func (c *Console) transferConfirm(w http.ResponseWriter, r *http.Request, s *Session) {
+	ctx := r.Context()
+	from, err := c.cfg.Ledger.Account(ctx, r.PathValue("id"))
+	if err != nil {
+		c.fail(w, r, s, http.StatusNotFound, "No such account: "+ledgerMessage(err))
+		return
+	}
+	to, err := c.cfg.Ledger.Account(ctx, strings.TrimSpace(r.PostFormValue("to")))
+	if err != nil {
+		c.fail(w, r, s, http.StatusBadRequest, "The receiving account: "+ledgerMessage(err))
+		return
+	}
+	if to.Currency != from.Currency {
+		c.fail(w, r, s, http.StatusBadRequest, fmt.Sprintf("%s holds %s and %s holds %s: a transfer stays in one currency.", from.ID, from.Currency, to.ID, to.Currency))
+		return
+	}
+	amt, err := parseMoney(r.PostFormValue("amount"), from.Currency)
+	if err != nil {
+		c.fail(w, r, s, http.StatusBadRequest, err.Error())
+		return
+	}
+	memo := strings.TrimSpace(r.PostFormValue("memo"))
+	if len(memo) > 200 {
+		c.fail(w, r, s, http.StatusBadRequest, "The note is longer than 200 characters.")
+		return
+	}
+	key, _ := randomToken()
+	c.render(w, r, http.StatusOK, "transfer", page{Title: "Confirm transfer", Nav: "accounts", S: s,
+		Data: transferData{From: from, To: to, Amount: amt, Memo: memo, Key: "console-transfer-" + key[:22]}})
+}
+
+func (c *Console) transfer(w http.ResponseWriter, r *http.Request, s *Session) {
+	ctx := r.Context()
+	from := r.PathValue("id")
+	to := r.PostFormValue("to")
+	amt, err := strconv.ParseInt(r.PostFormValue("amount_minor"), 10, 64)
+	key := r.PostFormValue("key")
+	cur := r.PostFormValue("currency")
+	if err != nil || amt <= 0 || !strings.HasPrefix(key, "console-transfer-") || len(key) > 64 {
+		c.fail(w, r, s, http.StatusBadRequest, "The confirmation form was altered; start again.")
+		return
+	}
+	memo := r.PostFormValue("memo")
+	if memo == "" {
+		memo = "by operator " + s.Operator.ID
+	}
+	tr, err := c.cfg.Ledger.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: key, From: from, To: to, Amount: amt, Currency: cur, Memo: memo})
+	outcome := audit.OutcomeSuccess
+	details := map[string]any{"to": to, "amount": amt, "currency": cur}
+	if err != nil {
+		outcome = audit.OutcomeFailure
+		details["error"] = ledgerMessage(err)
+	} else {
+		details["transfer"] = tr.ID
+	}
+	if aerr := c.record(ctx, s, "console.transfer", outcome, from, details); aerr != nil && err == nil {
+		c.fail(w, r, s, http.StatusServiceUnavailable, "The transfer was made but the audit trail could not record the action; check the audit trail.")
+		return
+	}
+	if err != nil {
+		c.fail(w, r, s, http.StatusBadRequest, "The transfer was not made: "+ledgerMessage(err))
+		return
+	}
+	http.Redirect(w, r, "/console/accounts/"+from+"?flash=moved", http.StatusSeeOther)
 }
 
 func (c *Console) transfers(w http.ResponseWriter, r *http.Request, s *Session) {
@@ -685,6 +783,10 @@ func ledgerMessage(err error) string {
 		return "the account ID or its fields are not valid (IDs: letters, digits, '.', '-', '_')"
 	case errors.Is(err, ledger.ErrInvalidAmount):
 		return "the amount is not valid"
+	case errors.Is(err, ledger.ErrInsufficientFunds):
+		return "the account does not have enough available funds"
+	case errors.Is(err, ledger.ErrCurrencyMismatch):
+		return "the two accounts hold different currencies"
 	}
 	return err.Error()
 }

@@ -18,6 +18,9 @@ func All() []experiment.Spec {
 		KMEExperiment(),
 		QKDRateExperiment(),
 		QKDCascadeExperiment(),
+		QKDWANExperiment(),
 		QKDEveExperiment(),
+		ClusterExperiment(),
+		SoakExperiment(),
 	}
 }

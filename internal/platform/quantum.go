@@ -132,11 +132,28 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 		km = 25
 	}
 	lc := link.DefaultConfig(km)
-	lc.PulsesPerBlock = 4e7
+	lc.Epsilon = 1e-10
+	// Blocks must be long enough for a positive finite key at this distance
+	// (every key is sized by the finite-key bound): the source's 10^7-pulse
+	// frames are accumulated until the planned block is complete (about
+	// 5.3·10^8 pulses, 13 s of the 40 MHz source, at 25 km).
+	pulses, err := link.PlanPulses(lc.Physics, lc.Epsilon, 1.10)
+	if err != nil {
+		return fmt.Errorf("platform: QKD link at %g km: %w", km, err)
+	}
+	lc.PulsesPerBlock = pulses
 	if cfg.EveFraction > 0 {
 		lc.Physics.Eve, lc.Physics.EveFraction = bb84.EveInterceptResend, cfg.EveFraction
 	}
 	lc.Log = p.Config.Log
+	lc.OnBlock = func(st qkd.Stats) {
+		// One line per block: delivered bits, or the abort cause (a stable
+		// value, qkd.AbortCause, ready to become a metric label).
+		p.Config.Log.Info("qkd block", "pulses", st.Pulses, "final_bits", st.FinalBits, "qber", st.QBER,
+			"f", st.F, "round_trips", st.RoundTrips, "eps_sec", st.EpsSec, "eps_cor", st.EpsCor,
+			"aborted", st.Aborted, "cause", string(st.AbortCause))
+	}
+	p.Config.Log.Info("QKD link block size", "km", km, "pulses_per_block", pulses, "source_seconds", float64(pulses)/40e6)
 	blockTime := time.Duration(float64(lc.PulsesPerBlock) / 40e6 * float64(time.Second))
 	if cfg.Speedup > 0 {
 		blockTime = time.Duration(float64(blockTime) / cfg.Speedup)
@@ -164,7 +181,9 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 			return
 		}
 		defer tr.Close()
-		_, err = link.RunBob(ctx, tr, lc, sinkB)
+		bobCfg := lc
+		bobCfg.OnBlock = nil // each block is logged once, by Alice
+		_, err = link.RunBob(ctx, tr, bobCfg, sinkB)
 		bobErr <- err
 	}()
 	tr, err := link.Dial(ctx, ln.Addr().String(), pki.PostQuantumOnly(p.CA.ClientTLS(ctx, aliceCert, "127.0.0.1")))

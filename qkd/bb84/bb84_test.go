@@ -79,7 +79,7 @@ func TestStatisticsMatchTheory(t *testing.T) {
 				sifted += c.sifted[k]
 				det += c.det[k]
 			}
-			within(t, "sifting rate", float64(sifted)/float64(det), 0.5, det, 5)
+			within(t, "sifting rate", float64(sifted)/float64(det), p.PX*p.PX+(1-p.PX)*(1-p.PX), det, 5)
 			if tc.eve == EveInterceptResend {
 				// QBER rises by about p/4 on the signal class.
 				base := p.Link.ErrorRate(p.Mu, p.Link.Eta(p.DistanceKm))

@@ -185,9 +185,9 @@ func pct(q float64) string {
 func TestCorruptedParitiesTerminate(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	flagged := 0
-	for trial := 0; trial < 20; trial++ {
+	for trial := 0; trial < 40; trial++ {
 		a, b, _ := frame(rng, 4096, 0.05)
-		plan, _ := NewPlan(4096, 0.05, 0, [32]byte{byte(trial)})
+		plan, _ := NewPlanOptions(4096, 0.05, [32]byte{byte(trial)}, Options{LowLatency: trial >= 20, Overlap: trial % 3})
 		alice, _ := NewAlice(plan, a)
 		calls := 0
 		res, err := Reconcile(context.Background(), plan, b, func(_ context.Context, req []Range) ([]uint64, error) {
@@ -208,5 +208,49 @@ func TestCorruptedParitiesTerminate(t *testing.T) {
 			t.Fatalf("%d round trips: runaway search", res.RoundTrips)
 		}
 	}
-	t.Logf("%d of 20 corrupted frames flagged inconsistent", flagged)
+	t.Logf("%d of 40 corrupted frames flagged inconsistent", flagged)
+}
+
+// TestLowLatencyCorrects: the low-latency schedule corrects every error, with
+// fewer round trips than the default schedule on the same frames, and every
+// parity it discloses is counted.
+func TestLowLatencyCorrects(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, q := range []float64{0.01, 0.05, 0.10} {
+		for _, overlap := range []int{1, 3} {
+			var rtLow, rtSeq int
+			for f := 0; f < 20; f++ {
+				n := 10000
+				a, b, errs := frame(rng, n, q)
+				b2 := append([]uint64(nil), b...)
+				var seed [32]byte
+				seed[0], seed[1] = byte(f), byte(overlap)
+				low, err := NewPlanOptions(n, q, seed, Options{LowLatency: true, Overlap: overlap})
+				if err != nil {
+					t.Fatal(err)
+				}
+				alice, _ := NewAlice(low, a)
+				res, err := Reconcile(context.Background(), low, b, func(_ context.Context, req []Range) ([]uint64, error) { return alice.Answer(req) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !equal(a, b) || res.Corrected != errs || res.Inconsistent {
+					t.Fatalf("q %g overlap %d frame %d: %d of %d errors corrected, inconsistent %v", q, overlap, f, res.Corrected, errs, res.Inconsistent)
+				}
+				if res.Disclosed != alice.Disclosed {
+					t.Fatalf("Bob counts %d disclosed parities, Alice answered %d", res.Disclosed, alice.Disclosed)
+				}
+				seq, _ := NewPlan(n, q, 0, seed)
+				r2, err := Local(context.Background(), seq, a, b2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rtLow += res.RoundTrips
+				rtSeq += r2.RoundTrips
+			}
+			if rtLow >= rtSeq*2/3 {
+				t.Errorf("q %g overlap %d: %d round trips, default schedule %d", q, overlap, rtLow, rtSeq)
+			}
+		}
+	}
 }

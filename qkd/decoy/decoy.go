@@ -1,7 +1,17 @@
-// Package decoy holds the key-rate theory of decoy-state BB84 with weak coherent
-// pulses: the GLLP formula with the infinite-decoy limit of Lo, Ma and Chen (2005),
-// the vacuum + weak decoy bounds on the single-photon yield Y1 and error rate e1 of
-// Ma, Qi, Zhao and Lo (2005), and finite-size corrections.
+// Package decoy holds the key-length theory of decoy-state BB84 with weak
+// coherent pulses.
+//
+// Delivered keys are sized by one function only: Finite and
+// FiniteBound.KeyLength, the finite-key bounds of Lim, Curty, Walenta, Xu and
+// Zbinden, Phys. Rev. A 89, 022307 (2014) (see finite.go): Hoeffding
+// deviations on total counts, the random-sampling term γ for the phase error,
+// ε_sec split into the paper's 21 terms, ε_cor from error verification.
+//
+// The asymptotic formulas below — the GLLP rate with the infinite-decoy limit
+// of Lo, Ma and Chen (2005), and the vacuum + weak decoy bounds of Ma, Qi,
+// Zhao and Lo (2005) on observed frequencies — are reference curves: they say
+// what infinitely long blocks would give, and they validate the simulator.
+// Nothing may size a key with them.
 //
 // Model (the one the reference figures use):
 //
@@ -9,13 +19,6 @@
 //	Q_μ      = Y0 + 1 − e^(−ημ)               (gain of intensity μ)
 //	E_μ·Q_μ  = Y0/2 + e_d·(1 − e^(−ημ))       (erroneous gain)
 //	R        ≥ q·{ −Q_μ·f·h(E_μ) + Q_1·[1 − h(e_1)] },  q = 1/2
-//
-// Finite-size corrections (Bounds with Finite set) follow the usual practice of
-// Lim et al. (2014): every observed count x is replaced by x ± sqrt(x/2·ln(1/ε))
-// (Hoeffding), in the direction that makes the key shorter, and the phase error
-// rate of the key bits, estimated on a random sample, gets the sampling term
-// γ(n, k, e, ε) (Serfling). The privacy amplification security term
-// 2·log2(1/(2ε)) is charged by the caller (SecretLength).
 package decoy
 
 import (
@@ -165,11 +168,10 @@ const (
 	Vacuum = 2
 )
 
-// Observe turns counts into an Observation. With eps > 0 every count is moved by
-// the Hoeffding deviation sqrt(x/2·ln(1/eps)) in the direction that lowers Y1 and
-// raises e1 (finite-size analysis); with eps = 0 the observed frequencies are used
-// as they are (asymptotic analysis).
-func Observe(c Counts, eps float64) (Observation, error) {
+// Observe turns counts into the asymptotic Observation: the observed
+// frequencies as they are (for reference curves only; a key is sized by
+// Finite).
+func Observe(c Counts) (Observation, error) {
 	for k := 0; k < 3; k++ {
 		if c.Pulses[k] <= 0 {
 			return Observation{}, fmt.Errorf("%w: no pulses in intensity class %d", ErrInvalid, k)
@@ -178,83 +180,18 @@ func Observe(c Counts, eps float64) (Observation, error) {
 			return Observation{}, fmt.Errorf("%w: inconsistent counts in class %d", ErrInvalid, k)
 		}
 	}
-	dev := func(x float64) float64 {
-		if eps <= 0 {
-			return 0
-		}
-		return math.Sqrt(math.Max(x, 1) / 2 * math.Log(1/eps))
-	}
-	up := func(x float64) float64 { return x + dev(x) }
-	down := func(x float64) float64 { return math.Max(x-dev(x), 0) }
-	rate := func(e, n int64) float64 {
+	rate := func(e, n int64, none float64) float64 {
 		if n == 0 {
-			return 0.5
+			return none
 		}
 		return float64(e) / float64(n)
 	}
 	o := Observation{Mu: c.Mu, Nu: c.Nu}
-	pm, pn, p0 := float64(c.Pulses[Signal]), float64(c.Pulses[Decoy]), float64(c.Pulses[Vacuum])
-	o.Qmu = up(float64(c.Detections[Signal])) / pm
-	o.Qnu = down(float64(c.Detections[Decoy])) / pn
-	o.Q0 = up(float64(c.Detections[Vacuum])) / p0
-	o.Emu = rate(c.Errors[Signal], c.Compared[Signal])
-	// e1 ≤ (E_ν Q_ν e^ν − E0 Y0)/(Y1 ν): raise the decoy errors, lower the vacuum errors.
-	if c.Compared[Decoy] > 0 {
-		o.Enu = math.Min(up(float64(c.Errors[Decoy]))/float64(c.Compared[Decoy]), 1)
-		// Keep E_ν·Q_ν consistent with the lowered Q_ν: scale by the raw gain.
-		o.Enu = o.Enu * (float64(c.Detections[Decoy]) / pn) / math.Max(o.Qnu, 1e-300)
-		if o.Qnu == 0 {
-			o.Enu = 0.5
-		}
-	} else {
-		o.Enu = 0.5
-	}
-	if c.Compared[Vacuum] > 0 {
-		o.E0 = down(float64(c.Errors[Vacuum])) / float64(c.Compared[Vacuum])
-		// E0·Y0 is subtracted: use the raw gain so that the product is a lower bound.
-		if o.Q0 > 0 {
-			o.E0 = o.E0 * (float64(c.Detections[Vacuum]) / p0) / o.Q0
-		}
-	} else {
-		o.E0 = 0
-	}
+	o.Qmu = float64(c.Detections[Signal]) / float64(c.Pulses[Signal])
+	o.Qnu = float64(c.Detections[Decoy]) / float64(c.Pulses[Decoy])
+	o.Q0 = float64(c.Detections[Vacuum]) / float64(c.Pulses[Vacuum])
+	o.Emu = rate(c.Errors[Signal], c.Compared[Signal], 0.5)
+	o.Enu = rate(c.Errors[Decoy], c.Compared[Decoy], 0.5)
+	o.E0 = rate(c.Errors[Vacuum], c.Compared[Vacuum], 0)
 	return o, nil
-}
-
-// SamplingGap is the Serfling-type deviation between the error rate of k
-// randomly sampled positions and that of the n remaining ones, holding except
-// with probability eps: sqrt((n+k)(k+1)·ln(1/eps) / (2·n·k²)).
-func SamplingGap(n, k float64, eps float64) float64 {
-	if eps <= 0 || n <= 0 || k <= 0 {
-		if eps <= 0 {
-			return 0
-		}
-		return 0.5
-	}
-	return math.Sqrt((n + k) * (k + 1) * math.Log(1/eps) / (2 * n * k * k))
-}
-
-// SecretLength returns the length of the final key for nKey reconciled signal
-// bits, given the decoy estimate, the bits disclosed during reconciliation and
-// verification (leak) and the security parameter eps of privacy amplification:
-//
-//	ℓ = ⌊ s1·(1 − h(e1)) − leak − 2·log2(1/(2·eps)) ⌋,  s1 = nKey·Q1L/Qμ
-//
-// With finite set, e1 is raised by SamplingGap(s1, k1, eps), k1 being the number
-// of single-photon events behind the e1 estimate. A result ≤ 0 means abort.
-func SecretLength(nKey int64, est Estimate, leak int64, eps float64, finite bool, k1 float64) int64 {
-	s1 := float64(nKey) * est.SingleFraction
-	e1 := est.E1U
-	if finite {
-		e1 = math.Min(e1+SamplingGap(s1, k1, eps), 0.5)
-	}
-	sec := 0.0
-	if eps > 0 {
-		sec = 2 * math.Log2(1/(2*eps))
-	}
-	l := s1*(1-H(e1)) - float64(leak) - sec
-	if l <= 0 || math.IsNaN(l) {
-		return 0
-	}
-	return int64(math.Floor(l))
 }

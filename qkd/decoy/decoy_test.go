@@ -54,41 +54,28 @@ func TestBoundsApproachTruth(t *testing.T) {
 	}
 }
 
-func TestFiniteSizeIsConservative(t *testing.T) {
-	c := Counts{Mu: 0.48, Nu: 0.05,
-		Pulses:     [3]int64{8e7, 1e7, 1e7},
-		Detections: [3]int64{500000, 7000, 17},
-		Sifted:     [3]int64{250000, 3500, 9},
-		Errors:     [3]int64{400, 130, 4},
-		Compared:   [3]int64{12000, 3500, 9},
-	}
-	a, err := Observe(c, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := Observe(c, 1e-10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ea, _ := Bounds(a)
-	ef, _ := Bounds(f)
-	if !(ef.Y1L < ea.Y1L && ef.E1U > ea.E1U) {
-		t.Errorf("finite-size bounds (Y1 ≥ %g, e1 ≤ %g) are not more conservative than asymptotic ones (%g, %g)", ef.Y1L, ef.E1U, ea.Y1L, ea.E1U)
-	}
-	if SecretLength(240000, ef, 50000, 1e-10, true, 3000) >= SecretLength(240000, ea, 50000, 1e-10, false, 3000) {
-		t.Error("finite-size key is not shorter")
-	}
-}
-
 func TestInvalid(t *testing.T) {
 	if _, err := Bounds(Observation{Mu: 0.1, Nu: 0.2, Qmu: 1}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("ν > μ accepted: %v", err)
 	}
-	if _, err := Observe(Counts{Mu: 0.5, Nu: 0.1}, 0); !errors.Is(err, ErrInvalid) {
+	if _, err := Observe(Counts{Mu: 0.5, Nu: 0.1}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("empty counts accepted: %v", err)
 	}
-	if got := SecretLength(1000, Estimate{SingleFraction: 0.5, E1U: 0.5}, 0, 1e-10, false, 0); got != 0 {
-		t.Errorf("e1 = 0.5 gives %d secret bits", got)
+	for _, in := range []FiniteInput{
+		{Intensities: [3]float64{0.1, 0.2, 0}, Probabilities: [3]float64{0.5, 0.3, 0.2}, EpsSec: 1e-10},
+		{Intensities: [3]float64{0.5, 0.1, 0}, Probabilities: [3]float64{0.5, 0.3, 0.3}, EpsSec: 1e-10},
+		{Intensities: [3]float64{0.5, 0.1, 0}, Probabilities: [3]float64{0.5, 0.3, 0.2}, EpsSec: 0},
+		{Intensities: [3]float64{0.5, 0.1, 0}, Probabilities: [3]float64{0.5, 0.3, 0.2}, EpsSec: 1e-10, NZ: [3]float64{1, 1, 1}, MZ: [3]float64{2, 0, 0}},
+		{Intensities: [3]float64{0.5, 0.1, 0}, Probabilities: [3]float64{0.5, 0.3, 0.2}, EpsSec: 1e-10, NX: [3]float64{math.NaN(), 0, 0}},
+	} {
+		if _, err := Finite(in); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Finite(%+v) accepted: %v", in, err)
+		}
+	}
+	// No counts: no key, never a panic.
+	b, err := Finite(FiniteInput{Intensities: [3]float64{0.5, 0.1, 0}, Probabilities: [3]float64{0.5, 0.3, 0.2}, EpsSec: 1e-10})
+	if err != nil || b.KeyLength(0) != 0 || b.PhiX != 0.5 {
+		t.Errorf("empty block: %+v, %v", b, err)
 	}
 }
 

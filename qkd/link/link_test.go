@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"math"
 	"math/big"
 	"net"
 	"sync"
@@ -53,7 +54,6 @@ func sameKeys(t *testing.T, a, b []qkd.Key) {
 func testConfig(km float64) Config {
 	cfg := DefaultConfig(km)
 	cfg.Blocks = 1
-	cfg.PulsesPerBlock = 3e7
 	seed := [32]byte{42}
 	cfg.Seed = &seed
 	return cfg
@@ -76,15 +76,18 @@ func TestRunDeliversIdenticalKeys(t *testing.T) {
 			t.Fatalf("key of %d bytes", len(k.Bytes))
 		}
 	}
-	if st.Blocks != 2 || st.Aborted || st.ResidualFrames != 0 {
+	// A frame Cascade leaves with an error (about 10^-4 of frames) is caught
+	// by verification and discarded; more than a couple in 2 blocks is a bug.
+	if st.Blocks != 2 || st.Aborted || st.ResidualFrames > 2 {
 		t.Fatalf("stats: %+v", st)
 	}
 	if st.F < 1 || st.F > 1.15 {
 		t.Errorf("reconciliation efficiency %.3f", st.F)
 	}
-	// Sifting keeps about half the detections.
-	if r := float64(st.Sifted) / float64(st.Detected); r < 0.49 || r > 0.51 {
-		t.Errorf("sifted fraction %.4f, want 0.5", r)
+	// Sifting keeps the detections where both chose the same basis.
+	px := cfg.Physics.PX
+	if r, want := float64(st.Sifted)/float64(st.Detected), px*px+(1-px)*(1-px); math.Abs(r-want) > 0.01 {
+		t.Errorf("sifted fraction %.4f, want %.4f", r, want)
 	}
 	// QBER ≈ e_d plus dark counts at 25 km (3.3%).
 	if st.QBER < 0.028 || st.QBER > 0.038 {
@@ -114,7 +117,6 @@ func TestFullInterceptResendAborts(t *testing.T) {
 // QBER, but the decoy bounds expose it and the block aborts.
 func TestPNSExposedByDecoys(t *testing.T) {
 	cfg := testConfig(50)
-	cfg.PulsesPerBlock = 1e8
 	cfg.Physics.Eve = bb84.EvePNS
 	cfg.Physics.EveFraction = 1
 	st, err := Run(context.Background(), cfg, nil, nil)
@@ -123,6 +125,9 @@ func TestPNSExposedByDecoys(t *testing.T) {
 	}
 	if st.SampledQBER > 0.05 {
 		t.Errorf("PNS raised the QBER to %.3f; it should not", st.SampledQBER)
+	}
+	if st.AbortCause != qkd.CauseDecoy {
+		t.Errorf("abort cause %q (%s), want %q", st.AbortCause, st.AbortReason, qkd.CauseDecoy)
 	}
 }
 
@@ -352,7 +357,7 @@ func sampleMessages() []Message {
 		&Quantum{Block: 1, Pulses: 1000, N: 3, Slots: []uint64{5, 6, 900}, Basis: []uint64{5}, Value: []uint64{3}},
 		&Detections{Block: 1, N: 2, Slots: []uint64{0, 77}, Basis: []uint64{2}},
 		&Sift{Block: 2, N: 5, Basis: []uint64{9}, Class: []uint8{0, 1, 2, 0, 0}, PulsesPerClass: [3]uint64{800, 100, 100}},
-		&Sample{Block: 3, Seed: [32]byte{1}, Fraction: 0.05, SampleBits: []uint64{1}, NSample: 10, DecoyBits: []uint64{}, NDecoy: 0},
+		&Sample{Block: 3, N: 10, Bits: []uint64{1}},
 		&Counts{Block: 3, Errors: [3]uint64{1, 2, 3}, Compared: [3]uint64{10, 20, 30}},
 		&Decision{Block: 4, Abort: true, Reason: "QBER", QBER: 0.03, FrameBits: 16384, CascadeSeed: [32]byte{7}},
 		&ParityRequest{Frames: []FrameRequest{{Frame: 3, Ranges: []cascade.Range{{Pass: 1, Lo: 0, Hi: 64}, {Pass: 0, Lo: 5, Hi: 9}}}}},
@@ -360,7 +365,7 @@ func sampleMessages() []Message {
 		&Reconciled{Block: 5, Corrected: 33},
 		&Verify{Block: 5, Point: 99, Tags: []uint64{1, 2}},
 		&VerifyResult{Block: 5, Frames: 2, OK: []uint64{3}},
-		&Amplify{Block: 6, Seed: [32]byte{3}, Bits: 512, IDs: []string{"0f8fad5b-d9cb-469f-a165-70867728950e", "7c9e6679-7425-40de-944b-e07fc1f90ae7"}},
+		&Amplify{Block: 6, Seed: []uint64{3, 4}, Bits: 512, IDs: []string{"0f8fad5b-d9cb-469f-a165-70867728950e", "7c9e6679-7425-40de-944b-e07fc1f90ae7"}},
 		&BlockDone{Block: 6, Tag: 77},
 		&Auth{Block: 6, Tag: 1 << 63},
 		&Abort{Reason: "bye"},
@@ -392,7 +397,7 @@ func TestCodecRejects(t *testing.T) {
 		&Quantum{Block: 1, Pulses: 100, N: 3, Slots: []uint64{5, 10}, Basis: []uint64{0}, Value: []uint64{0}}, // count mismatch
 		&Counts{Errors: [3]uint64{5}, Compared: [3]uint64{4}},
 		&Amplify{IDs: []string{"not-a-uuid"}},
-		&Sample{Fraction: 0, SampleBits: nil},
+		&Sample{N: 65, Bits: []uint64{1}},
 		&VerifyResult{Frames: 65, OK: []uint64{1}},
 	}
 	for _, m := range bad {
@@ -505,4 +510,25 @@ func TestServe(t *testing.T) {
 	if len(errs) == 0 {
 		t.Error("the rogue client's refusal was not reported")
 	}
+}
+
+// TestLowLatencyCascadeLink: Bob's low-latency Cascade schedule works against
+// an unchanged Alice and costs fewer round trips per block.
+func TestLowLatencyCascadeLink(t *testing.T) {
+	var a, b collector
+	cfg := testConfig(25)
+	base, err := Run(context.Background(), cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Cascade = cascade.Options{LowLatency: true, Overlap: 2}
+	st, err := Run(context.Background(), cfg, a.sink, b.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameKeys(t, a.keys, b.keys)
+	if st.FinalBits == 0 || st.RoundTrips >= base.RoundTrips {
+		t.Fatalf("low-latency: %d bits, %d round trips (default schedule %d)", st.FinalBits, st.RoundTrips, base.RoundTrips)
+	}
+	t.Logf("round trips per block: %d (default %d); f %.3f (default %.3f)", st.RoundTrips, base.RoundTrips, st.F, base.F)
 }

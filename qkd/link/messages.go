@@ -83,17 +83,13 @@ type Sift struct {
 	PulsesPerClass [3]uint64
 }
 
-// Sample discloses Alice's bits of the estimation set: the signal positions
-// selected by Seed (each sifted signal bit with probability Fraction) and every
-// sifted decoy and vacuum bit, in detection order.
+// Sample discloses Alice's bits of every sifted test-basis (Z) detection, of
+// every intensity, in detection order (Lim et al. 2014, step 4: the sets Z_k
+// are announced and their errors counted).
 type Sample struct {
-	Block      uint64
-	Seed       [32]byte
-	Fraction   float64
-	SampleBits []uint64
-	NSample    uint64
-	DecoyBits  []uint64
-	NDecoy     uint64
+	Block uint64
+	N     uint64
+	Bits  []uint64
 }
 
 // Counts are the errors Bob found in the estimation set, per class.
@@ -158,14 +154,15 @@ type VerifyResult struct {
 	OK     []uint64
 }
 
-// Amplify fixes privacy amplification: the Toeplitz seed is expanded from Seed,
-// the output has Bits bits, cut into len(IDs) keys. Bits = 0 with Abort set
-// means the block failed after reconciliation.
+// Amplify fixes privacy amplification: Seed holds the n+m−1 uniformly random
+// bits (crypto/rand) of the m×n Toeplitz matrix, n the verified key bits and
+// m = Bits the output, cut into len(IDs) keys. Bits = 0 with Abort set means
+// the block failed after reconciliation.
 type Amplify struct {
 	Block  uint64
 	Abort  bool
 	Reason string
-	Seed   [32]byte
+	Seed   []uint64
 	Bits   uint64
 	IDs    []string
 }
@@ -544,27 +541,15 @@ func (m *Sift) decode(r *reader) error {
 
 func (m *Sample) appendTo(b []byte) []byte {
 	b = putU(b, m.Block)
-	b = append(b, m.Seed[:]...)
-	b = putF64(b, m.Fraction)
-	b = putU(b, m.NSample)
-	b = putWords(b, m.SampleBits)
-	b = putU(b, m.NDecoy)
-	return putWords(b, m.DecoyBits)
+	b = putU(b, m.N)
+	return putWords(b, m.Bits)
 }
 
 func (m *Sample) decode(r *reader) error {
 	m.Block = r.u()
-	m.Seed = r.bytes32()
-	m.Fraction = r.f64()
-	m.NSample = r.u()
-	m.SampleBits = r.words(maxDetections / 64)
-	m.NDecoy = r.u()
-	m.DecoyBits = r.words(maxDetections / 64)
-	if r.err == nil && !(m.Fraction > 0 && m.Fraction < 1) {
-		r.fail("sample fraction %g", m.Fraction)
-	}
-	r.packedFor(m.SampleBits, m.NSample, "sample bits")
-	r.packedFor(m.DecoyBits, m.NDecoy, "decoy bits")
+	m.N = r.u()
+	m.Bits = r.words(maxDetections / 64)
+	r.packedFor(m.Bits, m.N, "test bits")
 	return r.err
 }
 
@@ -732,7 +717,7 @@ func (m *Amplify) appendTo(b []byte) []byte {
 	b = putU(b, m.Block)
 	b = putBool(b, m.Abort)
 	b = putString(b, m.Reason)
-	b = append(b, m.Seed[:]...)
+	b = putWords(b, m.Seed)
 	b = putU(b, m.Bits)
 	b = putU(b, uint64(len(m.IDs)))
 	for _, id := range m.IDs {
@@ -745,7 +730,7 @@ func (m *Amplify) decode(r *reader) error {
 	m.Block = r.u()
 	m.Abort = r.boolean()
 	m.Reason = r.str()
-	m.Seed = r.bytes32()
+	m.Seed = r.words(2 * maxDetections / 64)
 	m.Bits = r.u()
 	n := r.count(maxIDs, "key ID", 2)
 	if r.err != nil {

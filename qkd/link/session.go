@@ -6,16 +6,20 @@
 //     fibre: it is not part of the public discussion);
 //  2. sifting: Bob announces detected slots and bases, Alice her bases and the
 //     intensity class of each;
-//  3. parameter estimation: Alice discloses a random sample of the sifted signal
-//     bits and all sifted decoy and vacuum bits; Bob counts the errors; Alice
-//     bounds Y1 and e1 (package decoy) and aborts when the QBER exceeds the
-//     limit or no secret key can be extracted;
+//  3. parameter estimation (Lim et al. 2014): the bases are biased (key basis
+//     X with probability PX); every sifted X detection of every intensity is a
+//     key bit, every sifted Z detection is disclosed; Bob counts the Z errors
+//     per intensity; Alice computes the finite-key bounds of package decoy
+//     (decoy.Finite) and aborts when the QBER exceeds the limit or the
+//     finite-key length, with the planned leakage, is not positive. There is
+//     no asymptotic path: every delivered key is sized by decoy.Finite;
 //  4. information reconciliation: Cascade on frames of FrameBits bits, Bob asking
 //     Alice for parities (package cascade);
 //  5. verification: Alice sends a GF(2^64) polynomial tag of every frame at a
 //     fresh random point; frames whose tags differ are discarded;
-//  6. privacy amplification: Alice fixes the output length from the decoy bounds,
-//     the disclosed bits and the security parameter, and a Toeplitz seed; both
+//  6. privacy amplification: Alice fixes the output length ℓ from the finite-key
+//     bound and the bits actually disclosed (parities, tags) or discarded, and
+//     draws the n+m−1 Toeplitz seed bits from crypto/rand; both
 //     hash the verified bits (package privacy), cut the result into keys named
 //     by UUIDs Alice chooses, and hand them to their sinks — Bob first, then
 //     Alice once Bob confirms.
@@ -69,21 +73,27 @@ type Config struct {
 	// SourceRateHz is the pulse rate, for the key rate in bit/s (default 40 MHz,
 	// the seed's QKD device).
 	SourceRateHz float64
-	// PulsesPerBlock is the number of pulses per block (default 10^8).
+	// PulsesPerBlock is the number of pulses per block. Zero means the block
+	// size PlanPulses chooses for the link's distance: large enough for a
+	// positive finite key with margin (Alice accumulates that many pulses
+	// before post-processing; Bob follows Alice).
 	PulsesPerBlock int64
 	// Blocks is the number of blocks to run; 0 runs until ctx is cancelled
 	// (Bob: until Alice closes the connection).
 	Blocks int
 	// FrameBits is the Cascade frame length (default 16384).
 	FrameBits int
-	// SampleFraction of the sifted signal bits is disclosed to estimate the
-	// QBER (default 0.05).
-	SampleFraction float64
-	// Epsilon is the security parameter: failure probability of privacy
-	// amplification and of each finite-size bound (default 1e-10).
+	// Cascade selects Bob's Cascade schedule (only Bob's matters: Alice
+	// answers whatever he asks). The zero value is the default schedule
+	// (fewest disclosed parities); LowLatency trades a few parities for
+	// fewer round trips on long links (see package cascade).
+	Cascade cascade.Options
+	// Epsilon is ε_sec, the secrecy parameter of every block's key (default
+	// 1e-10): Lim et al.'s 21 error terms get ε_sec/21 each. The correctness
+	// parameter ε_cor is the collision bound of the verification tags
+	// (reported in Stats.EpsCor). There is deliberately no switch to
+	// asymptotic bounds.
 	Epsilon float64
-	// FiniteSize applies finite-size corrections to the decoy bounds.
-	FiniteSize bool
 	// KeyBytes is the size of each delivered key (default 32).
 	KeyBytes int
 	// MaxQBER aborts a block whose sampled QBER exceeds it (default 0.11,
@@ -120,14 +130,8 @@ func (c Config) normalized(alice bool) (Config, error) {
 	if c.SourceRateHz == 0 {
 		c.SourceRateHz = 40e6
 	}
-	if c.PulsesPerBlock == 0 {
-		c.PulsesPerBlock = 1e8
-	}
 	if c.FrameBits == 0 {
 		c.FrameBits = 16384
-	}
-	if c.SampleFraction == 0 {
-		c.SampleFraction = 0.05
 	}
 	if c.Epsilon == 0 {
 		c.Epsilon = 1e-10
@@ -150,15 +154,13 @@ func (c Config) normalized(alice bool) (Config, error) {
 	switch {
 	case !(c.SourceRateHz > 0 && c.SourceRateHz < 1e12):
 		return bad("source rate %g Hz", c.SourceRateHz)
-	case c.PulsesPerBlock < 1e4 || c.PulsesPerBlock > 1<<44:
+	case c.PulsesPerBlock != 0 && (c.PulsesPerBlock < 1e4 || c.PulsesPerBlock > 1<<44):
 		return bad("%d pulses per block (want 10^4 … 1.7·10^13)", c.PulsesPerBlock)
 	case c.Blocks < 0:
 		return bad("%d blocks", c.Blocks)
 	case c.FrameBits < 1024 || c.FrameBits > 1<<24:
 		return bad("frame of %d bits (want 1024 … 2^24)", c.FrameBits)
-	case !(c.SampleFraction > 0 && c.SampleFraction < 0.5):
-		return bad("sample fraction %g", c.SampleFraction)
-	case !(c.Epsilon > 0 && c.Epsilon < 0.01):
+	case !(c.Epsilon >= 1e-30 && c.Epsilon < 0.01):
 		return bad("security parameter %g", c.Epsilon)
 	case c.KeyBytes < 1 || c.KeyBytes > 1<<20:
 		return bad("key size %d bytes", c.KeyBytes)
@@ -170,6 +172,17 @@ func (c Config) normalized(alice bool) (Config, error) {
 	if alice {
 		if err := c.Physics.Validate(); err != nil {
 			return c, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		if c.PulsesPerBlock == 0 {
+			// Plan for the honest link: the eavesdropper is what the
+			// estimation is there to find, not a planning input.
+			honest := c.Physics
+			honest.Eve, honest.EveFraction = bb84.EveNone, 0
+			n, err := PlanPulses(honest, c.Epsilon, c.FPlanning)
+			if err != nil {
+				return c, err
+			}
+			c.PulsesPerBlock = n
 		}
 		gain, _, _ := c.Physics.Expected()
 		probs := c.Physics.Probabilities()
@@ -202,26 +215,22 @@ func frames(n, frameBits int) []int {
 	return fs
 }
 
-// partition splits the sifted detections: signal bits go to the sample (each
-// with probability frac, drawn from seed) or to the key; decoy and vacuum bits
-// go to the decoy set. It returns detection indices in order.
-func partition(n int, match []uint64, class []uint8, seed [32]byte, frac float64) (sample, decoys, key []int32, sifted [3]int64, detected [3]int64) {
-	rng := mrand.New(mrand.NewChaCha8(seed))
+// partition splits the sifted detections (match set) by basis: key-basis (X,
+// basis bit 0) detections of every intensity are the key, test-basis (Z)
+// detections are disclosed. It returns detection indices in order and the
+// sifted counts per intensity and basis.
+func partition(n int, match, basis []uint64, class []uint8) (test, key []int32, nX, nZ [3]int64) {
 	for i := 0; i < n; i++ {
-		c := class[i]
-		detected[c]++
 		if match[i>>6]>>(uint(i)&63)&1 == 0 {
 			continue
 		}
-		sifted[c]++
-		if c != decoy.Signal {
-			decoys = append(decoys, int32(i))
-			continue
-		}
-		if rng.Float64() < frac {
-			sample = append(sample, int32(i))
-		} else {
+		c := class[i]
+		if basis[i>>6]>>(uint(i)&63)&1 == 0 {
+			nX[c]++
 			key = append(key, int32(i))
+		} else {
+			nZ[c]++
+			test = append(test, int32(i))
 		}
 	}
 	return
@@ -263,18 +272,6 @@ func countDiff(a, b []uint64, n int) int64 {
 		c += int64((a[i>>6] ^ b[i>>6]) >> (uint(i) & 63) & 1)
 	}
 	return c
-}
-
-// toeplitzSeed expands a 32-byte public seed into the n+m−1 seed bits of an
-// m×n Toeplitz matrix.
-func toeplitzSeed(seed [32]byte, n, m int) []uint64 {
-	rng := mrand.New(mrand.NewChaCha8(seed))
-	nb := privacy.SeedBits(n, m)
-	s := make([]uint64, (nb+63)/64)
-	for i := range s {
-		s[i] = rng.Uint64()
-	}
-	return s
 }
 
 func random32() ([32]byte, error) {
@@ -361,7 +358,8 @@ func RunAlice(ctx context.Context, tr Transport, cfg Config, sink qkd.Sink) (qkd
 			return total, fail(ctx, tr, blockErr(blk, err))
 		}
 		if st.Aborted {
-			cfg.Log.Info("qkd block aborted", "block", blk, "reason", st.AbortReason)
+			cfg.Log.Warn("qkd block aborted", "block", blk, "cause", string(st.AbortCause), "reason", st.AbortReason,
+				"pulses", st.Pulses, "sampled_qber", st.SampledQBER)
 			lastAbort = abortedErr(blk, st.AbortReason)
 			if !cfg.ContinueOnAbort {
 				return total, lastAbort
@@ -419,58 +417,48 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 		return st, err
 	}
 
-	// Parameter estimation.
-	seed, err := random32()
-	if err != nil {
-		return st, err
+	// Parameter estimation: every sifted Z detection is disclosed.
+	test, keyIdx, nX, nZ := partition(n, match, a.Basis, a.Class)
+	for k := 0; k < 3; k++ {
+		st.Sifted += nX[k] + nZ[k]
 	}
-	sample, decoys, keyIdx, sifted, detected := partition(n, match, a.Class, seed, cfg.SampleFraction)
-	for _, s := range sifted {
-		st.Sifted += s
-	}
-	st.SiftedSignal = sifted[decoy.Signal]
-	st.SampledBits = int64(len(sample) + len(decoys))
-	if err := tr.Send(ctx, &Sample{Block: blk, Seed: seed, Fraction: cfg.SampleFraction,
-		SampleBits: gather(a.Value, sample), NSample: uint64(len(sample)),
-		DecoyBits: gather(a.Value, decoys), NDecoy: uint64(len(decoys))}); err != nil {
+	st.SiftedSignal = nX[decoy.Signal] + nZ[decoy.Signal]
+	st.SampledBits = int64(len(test))
+	if err := tr.Send(ctx, &Sample{Block: blk, N: uint64(len(test)), Bits: gather(a.Value, test)}); err != nil {
 		return st, err
 	}
 	cnt, err := recv[*Counts](ctx, tr)
 	if err != nil {
 		return st, err
 	}
-	var compared [3]int64
-	compared[decoy.Signal] = int64(len(sample))
-	for _, i := range decoys {
-		compared[a.Class[i]]++
-	}
-	dc := decoy.Counts{Mu: cfg.Physics.Mu, Nu: cfg.Physics.Nu}
+	in := decoy.FiniteInput{Intensities: cfg.Physics.Intensities(), Probabilities: cfg.Physics.Probabilities(), EpsSec: cfg.Epsilon}
+	var errs, compared int64
 	for k := 0; k < 3; k++ {
-		if cnt.Compared[k] != uint64(compared[k]) {
-			return st, fmt.Errorf("%w: Bob compared %d bits of class %d, Alice disclosed %d", ErrProtocol, cnt.Compared[k], k, compared[k])
+		if cnt.Compared[k] != uint64(nZ[k]) {
+			return st, fmt.Errorf("%w: Bob compared %d test bits of class %d, Alice disclosed %d", ErrProtocol, cnt.Compared[k], k, nZ[k])
 		}
-		dc.Pulses[k] = sim.PulsesPerClass[k]
-		dc.Detections[k] = detected[k]
-		dc.Sifted[k] = sifted[k]
-		dc.Errors[k] = int64(cnt.Errors[k])
-		dc.Compared[k] = compared[k]
+		in.NX[k], in.NZ[k], in.MZ[k] = float64(nX[k]), float64(nZ[k]), float64(cnt.Errors[k])
+		errs += int64(cnt.Errors[k])
+		compared += nZ[k]
 	}
-	if compared[decoy.Signal] > 0 {
-		st.SampledQBER = float64(dc.Errors[decoy.Signal]) / float64(compared[decoy.Signal])
+	if compared > 0 {
+		st.SampledQBER = float64(errs) / float64(compared)
 	}
-	est, k1, reason := aliceEstimate(cfg, dc)
-	st.Y1Lower, st.E1Upper = est.Y1L, est.E1U
 	nKey := len(keyIdx)
-	if reason == "" {
-		leak := int64(cfg.FPlanning*decoy.H(st.SampledQBER)*float64(nKey)) + 64*int64(len(frames(nKey, cfg.FrameBits)))
-		if decoy.SecretLength(int64(nKey), est, leak, cfg.Epsilon, cfg.FiniteSize, k1) <= 0 {
-			reason = fmt.Sprintf("no secret key: Y1 ≥ %.3g, e1 ≤ %.3g, QBER %.2f%% on %d signal bits", est.Y1L, est.E1U, 100*st.SampledQBER, nKey)
+	fb, cause, reason := aliceEstimate(cfg, in, st.SampledQBER, compared)
+	st.SX0Lower, st.SX1Lower, st.PhiUpper = fb.SX0, fb.SX1, fb.PhiX
+	if cause == qkd.CauseNone {
+		leak := cfg.FPlanning*decoy.H(st.SampledQBER)*float64(nKey) + float64(64*len(frames(nKey, cfg.FrameBits)))
+		if fb.KeyLength(leak) <= 0 {
+			cause = qkd.CauseFiniteSize
+			reason = fmt.Sprintf("finite-key length not positive for %d key bits (%d pulses): s_X,0 ≥ %.0f, s_X,1 ≥ %.0f, φ_X ≤ %.4f, planned leakage %.0f bits, 6·log2(21/ε_sec) = %.0f",
+				nKey, st.Pulses, fb.SX0, fb.SX1, fb.PhiX, leak, decoy.SecurityCost(cfg.Epsilon))
 		}
 	}
 	dec := &Decision{Block: blk, QBER: math.Min(st.SampledQBER, 0.45), FrameBits: uint64(cfg.FrameBits)}
-	if reason != "" {
-		dec.Abort, dec.Reason = true, reason
-		st.Aborted, st.AbortReason, st.AbortedBlocks = true, reason, 1
+	if cause != qkd.CauseNone {
+		dec.Abort, dec.Reason = true, cause.Reason(reason)
+		abortStats(&st, cause, dec.Reason)
 		return st, tr.Send(ctx, dec)
 	}
 	if dec.CascadeSeed, err = random32(); err != nil {
@@ -483,7 +471,7 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 	// Reconciliation: answer Bob's parity requests frame by frame.
 	key := gather(a.Value, keyIdx)
 	fs := frames(nKey, cfg.FrameBits)
-	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed)
+	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed, cascade.Options{})
 	if err != nil {
 		return st, err
 	}
@@ -575,20 +563,27 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 		st.F = float64(parityBits) / (float64(off) * h)
 	}
 
-	// Privacy amplification.
+	// Privacy amplification. Bits of frames that failed verification and the
+	// unreconciled tail are charged as disclosed: the bound counts vacuum and
+	// single-photon events among all nKey key bits, and a subset of n bits
+	// loses at most the removed bits of min-entropy.
 	amp := &Amplify{Block: blk}
-	ell := decoy.SecretLength(int64(nOK), est, st.DisclosedBits, cfg.Epsilon, cfg.FiniteSize, k1)
+	charged := st.DisclosedBits + int64(nKey-nOK)
+	ell := fb.KeyLength(float64(charged))
 	nKeys := ell / int64(8*cfg.KeyBytes)
-	if ell <= 0 {
+	if nKeys <= 0 {
 		amp.Abort = true
-		amp.Reason = fmt.Sprintf("no secret key after reconciliation: %d verified bits, %d disclosed", nOK, st.DisclosedBits)
-		st.Aborted, st.AbortReason, st.AbortedBlocks = true, amp.Reason, 1
+		amp.Reason = qkd.CauseLeakage.Reason(fmt.Sprintf("finite-key length %d bits after %d disclosed and %d discarded bits of %d (no whole %d-byte key)",
+			ell, st.DisclosedBits, nKey-nOK, nKey, cfg.KeyBytes))
+		abortStats(&st, qkd.CauseLeakage, amp.Reason)
 		return st, tr.Send(ctx, amp)
 	}
-	if amp.Seed, err = random32(); err != nil {
+	amp.Bits = uint64(nKeys) * uint64(8*cfg.KeyBytes)
+	if amp.Seed, err = privacy.NewSeed(nOK, int(amp.Bits)); err != nil {
 		return st, err
 	}
-	amp.Bits = uint64(nKeys) * uint64(8*cfg.KeyBytes)
+	st.EpsSec = cfg.Epsilon
+	st.EpsCor = epsCor(fs)
 	amp.IDs = make([]string, nKeys)
 	for i := range amp.IDs {
 		amp.IDs[i] = qkd.NewKeyID()
@@ -628,49 +623,53 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 	return st, nil
 }
 
-// aliceEstimate runs the decoy analysis. It returns the estimate, the number
-// of single-photon events behind e1 (for the finite-size sampling term) and an
-// abort reason ("" to go on).
-func aliceEstimate(cfg *Config, dc decoy.Counts) (decoy.Estimate, float64, string) {
-	eps := 0.0
-	if cfg.FiniteSize {
-		eps = cfg.Epsilon
+// aliceEstimate runs the finite-key analysis of Lim et al. (2014) on the
+// block's counts. It returns the bound and, when the block must stop, the
+// cause and detail.
+func aliceEstimate(cfg *Config, in decoy.FiniteInput, qber float64, compared int64) (decoy.FiniteBound, qkd.AbortCause, string) {
+	if compared == 0 {
+		return decoy.FiniteBound{}, qkd.CauseNoTestBits, "no test-basis detections to estimate the errors (block far too short)"
 	}
-	if dc.Compared[decoy.Signal] == 0 {
-		return decoy.Estimate{}, 0, "no signal bits to estimate the QBER (block too short)"
+	if qber > cfg.MaxQBER {
+		return decoy.FiniteBound{}, qkd.CauseQBER, fmt.Sprintf("QBER %.2f%% above the %.1f%% limit", 100*qber, 100*cfg.MaxQBER)
 	}
-	e := float64(dc.Errors[decoy.Signal]) / float64(dc.Compared[decoy.Signal])
-	if e > cfg.MaxQBER {
-		return decoy.Estimate{}, 0, fmt.Sprintf("QBER %.2f%% above the %.1f%% limit", 100*e, 100*cfg.MaxQBER)
-	}
-	obs, err := decoy.Observe(dc, eps)
+	fb, err := decoy.Finite(in)
 	if err != nil {
-		return decoy.Estimate{}, 0, fmt.Sprintf("parameter estimation: %v", err)
+		return fb, qkd.CauseDecoy, fmt.Sprintf("parameter estimation: %v", err)
 	}
-	obs.Emu = e
-	est, err := decoy.Bounds(obs)
-	if err != nil {
-		return est, 0, fmt.Sprintf("parameter estimation: %v", err)
+	if fb.SX1 < 1 || fb.SZ1 < 1 {
+		return fb, qkd.CauseDecoy, fmt.Sprintf("decoy bounds leave no single-photon detections (s_X,1 ≥ %.3g, s_Z,1 ≥ %.3g; photon-number-splitting attack, too much loss, or too few pulses)", fb.SX1, fb.SZ1)
 	}
-	if est.Y1L <= 0 {
-		return est, 0, "decoy bound on the single-photon yield is not positive (photon-number-splitting attack or too much loss)"
+	if fb.PhiX >= 0.5 {
+		return fb, qkd.CausePhaseError, fmt.Sprintf("single-photon phase error bound φ_X reaches 1/2 (v_Z,1 ≤ %.3g of s_Z,1 ≥ %.3g)", fb.VZ1, fb.SZ1)
 	}
-	var k1 float64
-	if obs.Qnu > 0 {
-		nu := dc.Nu
-		k1 = float64(dc.Compared[decoy.Decoy]) * nu * math.Exp(-nu) * est.Y1L / obs.Qnu
-	}
-	return est, k1, ""
+	return fb, qkd.CauseNone, ""
 }
 
-func makePlans(fs []int, qber float64, seed [32]byte) ([]*cascade.Plan, error) {
+// abortStats marks st as an aborted block.
+func abortStats(st *qkd.Stats, cause qkd.AbortCause, reason string) {
+	st.Aborted, st.AbortReason, st.AbortedBlocks, st.AbortCause = true, reason, 1, cause
+	st.Aborts = map[qkd.AbortCause]int{cause: 1}
+}
+
+// epsCor is the correctness parameter of a block: the sum over its frames of
+// the verification tag's collision probability.
+func epsCor(fs []int) float64 {
+	var e float64
+	for _, l := range fs {
+		e += privacy.TagCollision(l)
+	}
+	return e
+}
+
+func makePlans(fs []int, qber float64, seed [32]byte, opt cascade.Options) ([]*cascade.Plan, error) {
 	plans := make([]*cascade.Plan, len(fs))
 	byLen := map[int]*cascade.Plan{}
 	for f, l := range fs {
 		p, ok := byLen[l]
 		if !ok {
 			var err error
-			if p, err = cascade.NewPlan(l, qber, 0, seed); err != nil {
+			if p, err = cascade.NewPlanOptions(l, qber, seed, opt); err != nil {
 				return nil, err
 			}
 			byLen[l] = p
@@ -704,7 +703,10 @@ func amplify(key []uint64, n int, amp *Amplify, keyBytes int) ([]qkd.Key, error)
 	if m == 0 {
 		return nil, nil
 	}
-	final, err := privacy.Hash(key, n, toeplitzSeed(amp.Seed, n, m), m)
+	if uint64(len(amp.Seed)) != (uint64(privacy.SeedBits(n, m))+63)/64 {
+		return nil, fmt.Errorf("%w: Toeplitz seed of %d words for %d×%d (want %d bits)", ErrProtocol, len(amp.Seed), m, n, privacy.SeedBits(n, m))
+	}
+	final, err := privacy.Hash(key, n, amp.Seed, m)
 	if err != nil {
 		return nil, err
 	}
@@ -743,6 +745,7 @@ func RunBob(ctx context.Context, tr Transport, cfg Config, sink qkd.Sink) (qkd.S
 			return total, fail(ctx, tr, blockErr(blk, err))
 		}
 		if st.Aborted {
+			cfg.Log.Warn("qkd block aborted (Bob)", "block", blk, "cause", string(st.AbortCause), "reason", st.AbortReason)
 			lastAbort = abortedErr(blk, st.AbortReason)
 			if !cfg.ContinueOnAbort {
 				return total, lastAbort
@@ -792,26 +795,27 @@ func bobBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, q *Qua
 	if err != nil {
 		return st, err
 	}
-	sample, decoys, keyIdx, sifted, _ := partition(n, match, sift.Class, smp.Seed, smp.Fraction)
-	if smp.Block != blk || smp.NSample != uint64(len(sample)) || smp.NDecoy != uint64(len(decoys)) {
-		return st, fmt.Errorf("%w: sample of %d+%d bits, want %d+%d", ErrProtocol, smp.NSample, smp.NDecoy, len(sample), len(decoys))
+	test, keyIdx, nX, nZ := partition(n, match, sift.Basis, sift.Class)
+	if smp.Block != blk || smp.N != uint64(len(test)) {
+		return st, fmt.Errorf("%w: %d test bits for block %d, want %d for block %d", ErrProtocol, smp.N, smp.Block, len(test), blk)
 	}
-	for _, s := range sifted {
-		st.Sifted += s
+	for k := 0; k < 3; k++ {
+		st.Sifted += nX[k] + nZ[k]
 	}
-	st.SiftedSignal = sifted[decoy.Signal]
-	st.SampledBits = int64(len(sample) + len(decoys))
+	st.SiftedSignal = nX[decoy.Signal] + nZ[decoy.Signal]
+	st.SampledBits = int64(len(test))
 	cnt := &Counts{Block: blk}
-	cnt.Compared[decoy.Signal] = uint64(len(sample))
-	cnt.Errors[decoy.Signal] = uint64(countDiff(gather(q.Value, sample), smp.SampleBits, len(sample)))
-	bobDecoy := gather(q.Value, decoys)
-	for j, i := range decoys {
+	bobTest := gather(q.Value, test)
+	var errs uint64
+	for j, i := range test {
 		c := sift.Class[i]
 		cnt.Compared[c]++
-		cnt.Errors[c] += (bobDecoy[j>>6] ^ smp.DecoyBits[j>>6]) >> (uint(j) & 63) & 1
+		e := (bobTest[j>>6] ^ smp.Bits[j>>6]) >> (uint(j) & 63) & 1
+		cnt.Errors[c] += e
+		errs += e
 	}
-	if len(sample) > 0 {
-		st.SampledQBER = float64(cnt.Errors[decoy.Signal]) / float64(len(sample))
+	if len(test) > 0 {
+		st.SampledQBER = float64(errs) / float64(len(test))
 	}
 	if err := tr.Send(ctx, cnt); err != nil {
 		return st, err
@@ -824,7 +828,7 @@ func bobBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, q *Qua
 		return st, fmt.Errorf("%w: decision for block %d", ErrProtocol, dec.Block)
 	}
 	if dec.Abort {
-		st.Aborted, st.AbortReason, st.AbortedBlocks = true, dec.Reason, 1
+		abortStats(&st, qkd.ParseAbortCause(dec.Reason), dec.Reason)
 		return st, nil
 	}
 	if dec.FrameBits < 1024 || dec.FrameBits > 1<<24 {
@@ -835,7 +839,7 @@ func bobBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, q *Qua
 	nKey := len(keyIdx)
 	key := gather(q.Value, keyIdx)
 	fs := frames(nKey, int(dec.FrameBits))
-	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed)
+	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed, cfg.Cascade)
 	if err != nil {
 		return st, err
 	}
@@ -902,7 +906,7 @@ func bobBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, q *Qua
 		return st, fmt.Errorf("%w: amplification for block %d", ErrProtocol, amp.Block)
 	}
 	if amp.Abort {
-		st.Aborted, st.AbortReason, st.AbortedBlocks = true, amp.Reason, 1
+		abortStats(&st, qkd.ParseAbortCause(amp.Reason), amp.Reason)
 		return st, nil
 	}
 	keys, err := amplify(okKey, nOK, amp, cfg.KeyBytes)

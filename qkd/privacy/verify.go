@@ -67,3 +67,12 @@ func Tag(key []uint64, n int, r TagPoint) (uint64, error) {
 	acc = gfMul(acc^uint64(n), uint64(r))
 	return acc, nil
 }
+
+// TagCollision bounds the probability that two different n-bit keys get the
+// same Tag at a uniformly random point: their difference is a nonzero
+// polynomial of degree at most ⌈n/64⌉ + 1 (one coefficient per word, one for
+// the length), with at most that many roots among the 2^64 points. Summed
+// over the frames of a block it is the block's ε_cor.
+func TagCollision(n int) float64 {
+	return float64((n+63)/64+1) / 0x1p64
+}
