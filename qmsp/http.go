@@ -8,13 +8,20 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/qrimg"
 )
 
-// peerName returns the common name of the verified client certificate, or ""
-// when the connection carries none.
+// peerName returns the name of the calling principal: the one the
+// platform's authorization router authenticated (authz.PrincipalFrom; its
+// kind was checked there and a name belongs to one kind), or, on a
+// stand-alone server without the router, the common name of the TLS-verified
+// client certificate. "" when there is none.
 func peerName(r *http.Request) string {
+	if p := authz.PrincipalFrom(r.Context()); p != nil {
+		return p.Name
+	}
 	cn, _, err := pki.PeerIdentity(r.TLS)
 	if err != nil {
 		return ""
