@@ -260,6 +260,8 @@ func (c *principalCache) forget(serial string) {
 // certificate must verify against the root (chain, validity, role, key
 // usage, as in Verify) and be exactly the certificate the register holds
 // under its serial (same public key), and the principal must be active.
+// While a register entry is cached, the same certificate bytes are not
+// verified again (only their validity period is checked).
 // Every request should call it — not only the TLS handshake — so that a
 // revocation also ends kept-alive connections; register reads are cached
 // for at most PrincipalCacheTTL and a Revoke on this CA clears them at once.
@@ -283,21 +285,30 @@ func (ca *CA) Authenticate(ctx context.Context, cert *x509.Certificate) (*Princi
 
 func (ca *CA) authenticate(ctx context.Context, cert *x509.Certificate) (*Principal, error) {
 	now := time.Now()
-	if _, err := ca.verifyStatic(cert, "", now); err != nil {
-		return nil, err
+	if cert == nil || cert.SerialNumber == nil {
+		return nil, fmt.Errorf("%w: no certificate", ErrUntrusted)
 	}
 	serial := serialText(cert.SerialNumber)
 	e, ok := ca.cache.get(serial, now)
-	if !ok {
+	if ok && len(e.der) == len(cert.Raw) && subtle.ConstantTimeCompare(e.der, cert.Raw) == 1 {
+		// The very bytes verified when the entry was read: only time can
+		// have changed the outcome.
+		if now.Before(cert.NotBefore) || now.After(cert.NotAfter) || now.After(ca.cert.NotAfter) {
+			return nil, fmt.Errorf("%w: %s valid %s..%s", ErrExpired, serial, cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
+		}
+	} else {
+		if _, err := ca.verifyStatic(cert, "", now); err != nil {
+			return nil, err
+		}
 		p, der, err := ca.loadPrincipal(ctx, serial)
 		if err != nil {
 			return nil, err
 		}
+		if len(der) != len(cert.Raw) || subtle.ConstantTimeCompare(der, cert.Raw) != 1 {
+			return nil, fmt.Errorf("%w: serial %s", ErrKeyMismatch, serial)
+		}
 		e = cachedPrincipal{p: p, der: der, at: now}
 		ca.cache.put(serial, e)
-	}
-	if len(e.der) != len(cert.Raw) || subtle.ConstantTimeCompare(e.der, cert.Raw) != 1 {
-		return nil, fmt.Errorf("%w: serial %s", ErrKeyMismatch, serial)
 	}
 	if e.p.Status != StatusActive {
 		return nil, fmt.Errorf("%w: serial %s (%s %q)", ErrRevoked, serial, e.p.Kind, e.p.Name)
