@@ -267,20 +267,12 @@ func (c *principalCache) forget(serial string) {
 // for at most PrincipalCacheTTL and a Revoke on this CA clears them at once.
 //
 // Errors wrap ErrUntrusted, ErrExpired, ErrWrongRole, ErrRevoked or
-// ErrKeyMismatch. A refusal is audited like Verify's.
+// ErrKeyMismatch. Unlike Verify, a refusal is not written to the audit
+// trail here: it runs on every request, and its caller (package authz)
+// audits refusals aggregated per source and minute, so a flood of requests
+// with a revoked certificate cannot grow the trail without bound.
 func (ca *CA) Authenticate(ctx context.Context, cert *x509.Certificate) (*Principal, error) {
-	p, err := ca.authenticate(ctx, cert)
-	if err != nil && ca.audit != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-		serial, cn := "", ""
-		if cert != nil {
-			cn = cert.Subject.CommonName
-			if cert.SerialNumber != nil {
-				serial = serialText(cert.SerialNumber)
-			}
-		}
-		return nil, ca.auditDenied(ctx, serial, cn, err)
-	}
-	return p, err
+	return ca.authenticate(ctx, cert)
 }
 
 func (ca *CA) authenticate(ctx context.Context, cert *x509.Certificate) (*Principal, error) {

@@ -464,3 +464,39 @@ func TestSecretDirOutsideData(t *testing.T) {
 		}
 	}
 }
+
+// A flood with a revoked certificate is aggregated like an anonymous one:
+// the trail does not grow with every refused request.
+func TestRevokedFloodAuditBounded(t *testing.T) {
+	p := openTestPlatform(t, Config{Trust: TrustConfig{RatePerSource: -1}})
+	url := serve(t, p)
+	ctx := context.Background()
+	c, err := p.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: "aud-r", Kind: pki.PrincipalAuditor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := httpsClient(p, c)
+	if a := call(t, hc, "GET", url+"/v1/admin/certs", nil); a.status != 200 {
+		t.Fatalf("before revocation: %d", a.status)
+	}
+	if err := p.CA.Revoke(ctx, c.Leaf.SerialNumber, "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		if a := call(t, hc, "GET", url+"/v1/admin/certs", nil); a.status != http.StatusUnauthorized {
+			t.Fatalf("revoked: %d", a.status)
+		}
+	}
+	p.Router.Flush(ctx, true)
+	var n int
+	for _, ev := range []string{"authz.denied", "pki.verify"} {
+		recs, err := p.Audit.Search(ctx, audit.Query{Event: ev, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(recs)
+	}
+	if n > 3 {
+		t.Fatalf("100 refused requests wrote %d audit records", n)
+	}
+}
