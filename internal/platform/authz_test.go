@@ -43,6 +43,7 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"GET /qmsp/gateways/{gi}/{file...}": nil,
 	"POST /v1/qmsp/admin/gateways":      {pki.PrincipalAdmin},
 	"POST /v1/qmsp/admin/phones":        {pki.PrincipalAdmin},
+	"POST /v1/qmsp/gateways/{gi}/sale":  {pki.PrincipalAdmin, pki.PrincipalOperator},
 	"GET /v1/qmsp/units/{key}/{unit}":   {pki.PrincipalGateway, pki.PrincipalAdmin},
 	// seed 004
 	"GET /v1/bioqr/credential":       {pki.PrincipalAdmin, pki.PrincipalOperator, pki.PrincipalAuditor, pki.PrincipalPOS, pki.PrincipalPhone},

@@ -79,6 +79,7 @@ func (p *Platform) startQMSP(ctx context.Context) error {
 	p.Router.Handle("POST /v1/qmsp/css/ack", authz.Allow(pki.PrincipalGateway), css)
 	p.Router.Handle("POST /v1/qmsp/pay", authz.Allow(pki.PrincipalPhone), pps)
 	p.Router.Handle("GET /qmsp/gateways/{gi}/{file...}", authz.Public("a gateway's screen: the signed QR codes it shows to payers"), http.HandlerFunc(q.servePage))
+	p.Router.Handle("POST /v1/qmsp/gateways/{gi}/sale", authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator), http.HandlerFunc(q.setSale))
 	q.adminRoutes()
 	return nil
 }
@@ -97,6 +98,43 @@ func (q *QMSP) servePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	(&qmsp.GatewayPage{Gateway: g, Used: q.PPS.UnitUsed}).ServeHTTP(w, r)
+}
+
+// SaleRequest is the body of POST /v1/qmsp/gateways/{gi}/sale: the amount
+// (minor units) and ISO 4217 numeric currency the gateway's codes carry,
+// signed, from now on (amount 0: the payer enters the amount).
+type SaleRequest struct {
+	Amount   int64  `json:"amount"`
+	Currency uint16 `json:"currency"`
+}
+
+// setSale sets the sale of an in-process gateway: an administrator, or an
+// operator whose scope has the gateway's merchant ("merchant:N").
+func (q *QMSP) setSale(w http.ResponseWriter, r *http.Request) {
+	pr := authz.PrincipalFrom(r.Context())
+	var req SaleRequest
+	if !httpx.DecodeOrProblem(w, r, 1<<10, &req) {
+		return
+	}
+	g, err := q.Gateway(r.Context(), r.PathValue("gi"))
+	if err != nil {
+		httpx.WriteProblem(w, r, http.StatusNotFound, "unknown_gateway", err.Error())
+		return
+	}
+	if pr.Kind != pki.PrincipalAdmin && !pr.MayActFor(fmt.Sprintf("merchant:%d", g.State().Merchant)) {
+		httpx.WriteProblem(w, r, http.StatusForbidden, "not_owner", "the gateway's merchant is outside this operator's scope")
+		return
+	}
+	if err := g.SetSale(req.Amount, req.Currency); err != nil {
+		httpx.WriteProblem(w, r, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
+	d, err := g.Current(r.Context())
+	if err != nil {
+		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "gateway_unavailable", err.Error())
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"shows": d.Describe()})
 }
 
 // Gateway returns the in-process gateway gi; the built-in one is registered
