@@ -154,17 +154,18 @@ func kmeServeCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("kme: server certificate: %w", err)
 			}
-			cliCert, err := ca.IssueTLS(ctx, pki.RoleClient, kmeID, nil, nil)
+			cliCert, err := ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: kmeID, Kind: pki.PrincipalKMEPeer, Scheme: "kme"})
 			if err != nil {
 				return fmt.Errorf("kme: client certificate: %w", err)
 			}
-			cfg := kme.Config{KMEID: kmeID, PeerKMEID: peerID, SAEs: saes, PeerSAEs: peerSAEs, MaxKeyCount: maxKeys, MasterKey: mk, Logger: g.Log}
+			// Callers are principals of the CA's register, decided by kind.
+			cfg := kme.Config{KMEID: kmeID, PeerKMEID: peerID, SAEs: saes, PeerSAEs: peerSAEs, MaxKeyCount: maxKeys, MasterKey: mk, Logger: g.Log, Principals: ca}
 			if peerID != "" {
 				if peerURL == "" {
 					return errors.New("--peer-url is required with --peer-kme-id")
 				}
 				host := peerHost(peerURL)
-				cfg.PeerURL, cfg.PeerTLS = peerURL, ca.ClientTLS(ctx, cliCert, host)
+				cfg.PeerURL, cfg.PeerTLS = peerURL, pki.PostQuantumOnly(ca.ClientTLS(ctx, cliCert, host))
 			}
 			k, err := kme.New(ctx, db, cfg)
 			if err != nil {
