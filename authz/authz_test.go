@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,3 +225,28 @@ func selfSigned(t *testing.T, cn string) *x509.Certificate {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// Concurrent requests share the limiters and the aggregation safely (run
+// with -race).
+func TestConcurrentRequests(t *testing.T) {
+	var mu sync.Mutex
+	denied := 0
+	rt := New(Options{Auth: fakeAuth{}, PerPrincipal: 1000, PerSource: 1000, Denied: func(context.Context, Denial) { mu.Lock(); denied++; mu.Unlock() }})
+	rt.Handle("GET /x", Allow(pki.PrincipalPhone), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cn := []string{"phone", "", "pos"}[i%3]
+			for range 200 {
+				rt.ServeHTTP(httptest.NewRecorder(), req("GET", "/x", cn))
+			}
+		}()
+	}
+	wg.Wait()
+	rt.Flush(context.Background(), true)
+	if denied == 0 {
+		t.Fatal("no refusal reported")
+	}
+}
