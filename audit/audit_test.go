@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/internal/testclock"
 	"strings"
 	"sync"
 	"testing"
@@ -17,27 +18,12 @@ import (
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
-// clock is a deterministic test clock advancing by step on every call.
-type clock struct {
-	mu   sync.Mutex
-	t    time.Time
-	step time.Duration
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := c.t
-	c.t = c.t.Add(c.step)
-	return t
-}
-
 var t0 = time.Date(2026, 11, 20, 22, 0, 0, 0, time.UTC)
 
 func openLog(t *testing.T, db *sqldb.DB, key []byte) *Log {
 	t.Helper()
-	c := &clock{t: t0, step: time.Hour}
-	l, err := OpenWithOptions(context.Background(), db, Options{Key: key, Now: c.now})
+	c := testclock.Stepping(t0, time.Hour)
+	l, err := OpenWithOptions(context.Background(), db, Options{Key: key, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/qshield/qshield/fingerprint/fvc"
+	"github.com/qshield/qshield/internal/testclock"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,8 +20,6 @@ import (
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
-const sharedData = "../../shared/data"
-
 var (
 	tplOnce sync.Once
 	tpl     Templates
@@ -27,23 +27,20 @@ var (
 )
 
 func templates(t *testing.T) Templates {
-	tplOnce.Do(func() { tpl, tplErr = LoadTemplates(sharedData, nil) })
+	tplOnce.Do(func() {
+		// FVC2002 templates when QSHIELD_FINGERPRINT_DATA names them,
+		// synthetic ones otherwise; a variable pointing at nothing fails.
+		dir, err := fvc.DataDir()
+		if err != nil && !errors.Is(err, fvc.ErrDataUnset) {
+			tplErr = err
+			return
+		}
+		tpl, tplErr = LoadTemplates(dir, nil)
+	})
 	if tplErr != nil {
 		t.Fatalf("templates: %v", tplErr)
 	}
 	return tpl
-}
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 type fixture struct {
@@ -53,7 +50,7 @@ type fixture struct {
 	led   *ledger.Ledger
 	rig   *Rig
 	audit *MemoryAuditor
-	clk   *clock
+	clk   *testclock.Clock
 }
 
 func fastKey() pki.KeyEncryptor {
@@ -73,7 +70,7 @@ func newFixture(t *testing.T, db *sqldb.DB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { led.Close() })
-	f := &fixture{ctx: ctx, db: db, ca: ca, led: led, audit: &MemoryAuditor{}, clk: &clock{t: time.Now()}}
+	f := &fixture{ctx: ctx, db: db, ca: ca, led: led, audit: &MemoryAuditor{}, clk: testclock.New(time.Now())}
 	f.rig, err = NewRig(ctx, RigConfig{DB: db, CA: ca, Ledger: led, Audit: f.audit, Templates: templates(t), Now: f.clk.Now})
 	if err != nil {
 		t.Fatalf("NewRig: %v", err)

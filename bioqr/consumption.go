@@ -9,33 +9,24 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 
 	"github.com/qshield/qshield/bioqr/emvqr"
+	"github.com/qshield/qshield/money"
 )
 
 // GUI is the globally unique identifier of qshield's templates in the
 // EMVCo payload (merchant account template 26 and unreserved templates 80+).
 const GUI = "DEV.QSHIELD"
 
-// Currency is an ISO 4217 currency: numeric code (EMVCo), alphabetic code
-// (ledger) and minor-unit digits.
-type Currency struct {
-	Numeric  string
-	Code     string
-	Decimals int
-}
-
-var currencies = []Currency{
-	{"156", "CNY", 2}, {"344", "HKD", 2}, {"392", "JPY", 0}, {"826", "GBP", 2},
-	{"840", "USD", 2}, {"978", "EUR", 2}, {"702", "SGD", 2},
-}
+// Currency is an ISO 4217 currency (the EMVCo payload carries its numeric
+// code, the ledger its alphabetic code).
+type Currency = money.Currency
 
 // LookupCurrency finds a currency by numeric or alphabetic code.
 func LookupCurrency(code string) (Currency, error) {
-	for _, c := range currencies {
-		if c.Numeric == code || c.Code == strings.ToUpper(code) {
-			return c, nil
-		}
+	c, err := money.Lookup(code)
+	if err != nil {
+		return Currency{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	return Currency{}, fmt.Errorf("%w: unsupported currency %q", ErrMalformed, code)
+	return c, nil
 }
 
 // Merchant is what a POS prints in its consumption QR besides the amount.
@@ -109,9 +100,12 @@ func encodeConsumption(u *SecureUnit, c *Consumption) error {
 	if err != nil {
 		return err
 	}
-	c.Currency = cur.Numeric
-	amount, err := emvqr.FormatAmount(c.Amount, cur.Decimals)
-	if err != nil {
+	c.Currency = cur.NumericCode()
+	if c.Amount <= 0 {
+		return fmt.Errorf("%w: amount %d must be positive", ErrMalformed, c.Amount)
+	}
+	amount := cur.Format(c.Amount)
+	if err := emvqr.CheckAmount(amount); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	tbs, err := c.signedBytes()
@@ -145,7 +139,7 @@ func encodeConsumption(u *SecureUnit, c *Consumption) error {
 	objs := []emvqr.DataObject{
 		{ID: "00", Value: "01"}, {ID: "01", Value: emvqr.PointOfInitDynamic},
 		{ID: "26", Value: acct},
-		{ID: "52", Value: c.MCC}, {ID: "53", Value: cur.Numeric}, {ID: "54", Value: amount},
+		{ID: "52", Value: c.MCC}, {ID: "53", Value: cur.NumericCode()}, {ID: "54", Value: amount},
 		{ID: "58", Value: c.Country}, {ID: "59", Value: c.Name}, {ID: "60", Value: c.City},
 	}
 	for i := 0; len(text) > 0; i++ {
@@ -193,8 +187,10 @@ func ParseConsumption(payload string) (*Consumption, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: no amount", ErrMalformed)
 	}
-	if c.Amount, err = emvqr.ParseAmount(amt, cur.Decimals); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	// emvqr.Parse has checked the field's syntax; the value is exact in
+	// the currency's minor units or refused.
+	if c.Amount, err = cur.Parse(amt); err != nil || c.Amount <= 0 {
+		return nil, fmt.Errorf("%w: amount %q in %s", ErrMalformed, amt, cur.Code)
 	}
 	acct, ok, err := p.Template("26")
 	if err != nil || !ok {

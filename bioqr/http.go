@@ -15,6 +15,7 @@ import (
 
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 )
@@ -22,7 +23,7 @@ import (
 // codes is the settlement API's error-code registry: every refusal the
 // protocol can give, its HTTP status and a message safe to show the payer.
 var codes = httpx.NewRegistry(
-	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The payment data could not be read.", Err: ErrMalformed},
+	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The request could not be read.", Err: ErrMalformed},
 	httpx.Code{Code: "decrypt_failed", Status: http.StatusBadRequest, Message: "The payment data could not be opened.", Err: ErrDecrypt},
 	httpx.Code{Code: "bad_signature", Status: http.StatusForbidden, Message: "The signature is not valid.", Err: ErrBadSignature},
 	httpx.Code{Code: "illegal_pos", Status: http.StatusForbidden, Message: "This terminal is not certified for payments.", Err: ErrIllegalPOS},
@@ -398,8 +399,7 @@ func (s *Settlement) servePage(w http.ResponseWriter, r *http.Request) {
 	}{ID: id, Message: d.message, HasQR: d.payload != ""}
 	if d.payload != "" {
 		if c, err := ParseConsumption(d.payload); err == nil {
-			cur, _ := LookupCurrency(c.Currency)
-			data.Amount = FormatAmount(c.Amount, cur)
+			data.Amount = money.Format(c.Amount, c.Currency)
 		}
 		data.PNG = "/bioqr/pos/" + url.PathEscape(id) + "/qr.png?t=" + fmt.Sprint(d.updated.UnixNano())
 		data.Expires = d.expires.Format(time.RFC3339)
@@ -420,17 +420,4 @@ func (s *Settlement) servePNG(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "image/png")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(d.png)
-}
-
-// FormatAmount writes minor units with the currency's decimals and code
-// (2550, CNY → "25.50 CNY").
-func FormatAmount(v int64, c Currency) string {
-	s := fmt.Sprint(v)
-	if c.Decimals > 0 {
-		for len(s) <= c.Decimals {
-			s = "0" + s
-		}
-		s = s[:len(s)-c.Decimals] + "." + s[len(s)-c.Decimals:]
-	}
-	return s + " " + c.Code
 }

@@ -28,8 +28,9 @@ type Templates struct {
 	Source                   string
 }
 
-// FVCDir is where LoadTemplates looks under a data directory.
-const FVCDir = "fingerprints/fvc2002/DB1_B"
+// FVCDir is where LoadTemplates looks under an FVC2002 directory (the one
+// QSHIELD_FINGERPRINT_DATA names, holding DB1_B..DB4_B).
+const FVCDir = "DB1_B"
 
 // LoadTemplates reads real FVC2002 records from dataDir (the shared data
 // directory: owner finger 101 impression 1, the first of impressions 2–8 the
@@ -40,10 +41,13 @@ func LoadTemplates(dataDir string, m Matcher) (Templates, error) {
 		m = NewFingerprintMatcher()
 	}
 	if dataDir != "" {
+		// A directory that was named must hold the data: a typo fails
+		// loudly instead of quietly falling back to synthetic prints.
 		dir := filepath.Join(dataDir, FVCDir)
-		if _, err := os.Stat(filepath.Join(dir, "101_1.iso")); err == nil {
-			return loadFVC(dir, m)
+		if _, err := os.Stat(filepath.Join(dir, "101_1.iso")); err != nil {
+			return Templates{}, fmt.Errorf("bioqr: %s holds no FVC2002 DB1_B templates: %w", dataDir, err)
 		}
+		return loadFVC(dir, m)
 	}
 	return syntheticTemplates(m)
 }

@@ -386,7 +386,7 @@ func settleEvent(posCert *x509.Certificate, res *SettleResult, err error) AuditE
 	e.Subject = res.RandCode
 	e.Detail = map[string]string{"transfer": res.TransferID, "amount": fmt.Sprint(res.Amount), "currency": res.Currency,
 		"account": res.Account, "merchant_account": res.MerchantAccount, "phone": res.Phone, "probe": res.ProbeSource,
-		"score": fmt.Sprintf("%.2f", res.Score), "replayed": fmt.Sprint(res.Replayed)}
+		"score": fmt.Sprintf("%.3f", res.Score), "replayed": fmt.Sprint(res.Replayed)}
 	return e
 }
 
@@ -548,7 +548,7 @@ func (s *Settlement) decide(ctx context.Context, now time.Time, a *authentic) (*
 		return nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("%w: score %.1f", ErrFingerprint, score)
+		return nil, fmt.Errorf("%w: score %.3f", ErrFingerprint, score)
 	}
 	return &payment{
 		transfer: ledger.TransferRequest{

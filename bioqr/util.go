@@ -2,7 +2,6 @@ package bioqr
 
 import (
 	"crypto/elliptic"
-	cryptorand "crypto/rand"
 	"fmt"
 	"math/big"
 	"os"
@@ -65,5 +64,3 @@ func rawToSig(raw []byte) []byte {
 }
 
 func openFile(p string) (*os.File, error) { return os.Open(p) }
-
-func randRead(b []byte) (int, error) { return cryptorand.Read(b) }

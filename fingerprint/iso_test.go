@@ -16,9 +16,12 @@ import (
 // fvcRoot returns the FVC2002 data directory or skips the test.
 func fvcRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := fvc.FindData(filepath.Join("..", "shared", "data", "fingerprints", "fvc2002"))
+	dir, err := fvc.DataDir()
+	if errors.Is(err, fvc.ErrDataUnset) {
+		t.Skipf("skipping: %v", err)
+	}
 	if err != nil {
-		t.Skipf("FVC2002 data not available (../shared/data/fingerprints/fvc2002 from the module root): %v", err)
+		t.Fatal(err)
 	}
 	return dir
 }
@@ -288,8 +291,15 @@ func FuzzParseISO(f *testing.F) {
 		}
 		// Whatever parses must also be matchable without trouble.
 		p := m.Prepare(tp)
-		if s := m.Score(p, ref); math.IsNaN(s) || s < 0 {
+		s := m.Score(p, ref)
+		if math.IsNaN(s) || math.IsInf(s, 0) || s < 0 {
 			t.Fatalf("score %v", s)
+		}
+		if r := m.Score(ref, p); r != s {
+			t.Fatalf("Score not symmetric: %v vs %v", s, r)
+		}
+		if c := m.CylinderScore(p, p); math.IsNaN(c) || c < 0 || c > 1 {
+			t.Fatalf("cylinder self-score %v outside [0, 1]", c)
 		}
 	})
 }

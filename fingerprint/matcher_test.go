@@ -3,7 +3,6 @@ package fingerprint_test
 import (
 	"fmt"
 	"math"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -208,7 +207,7 @@ func TestDegenerateTemplates(t *testing.T) {
 func BenchmarkScore(b *testing.B) {
 	m := fingerprint.NewMatcher()
 	var ps []*fingerprint.Prepared
-	if dir, err := fvc.FindData(filepath.Join("..", "shared", "data", "fingerprints", "fvc2002")); err == nil {
+	if dir, err := fvc.DataDir(); err == nil {
 		dbs, err := fvc.LoadFVC2002(dir)
 		if err != nil {
 			b.Fatal(err)

@@ -5,24 +5,35 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/binary"
 	"fmt"
 	"time"
 
 	"github.com/qshield/qshield/keycharge/device"
+	"github.com/qshield/qshield/seal"
+	"github.com/qshield/qshield/sqldb"
 )
 
-// sealer encrypts stored key material: AES-256-GCM under
-// HKDF-SHA256(master, "keycharge keys v1"), random nonce, additional data
-// binding the key ID, the table's primary key (a sealed key moved to another
-// row fails to open; the row's serial column says whose key it is).
-type sealer struct{ aead cipher.AEAD }
+// sealer encrypts stored key material with package seal (purpose
+// "keycharge key", identity the key ID — the table's primary key — so a
+// sealed key moved to another row fails to open; the row's serial column
+// says whose key it is). It still opens keys written by the sealer before it
+// (AES-256-GCM under HKDF-SHA256(master, "keycharge keys v1"), additional
+// data "qkmp key v1\x00" || len || key ID); reseal rewrites them at Open.
+type sealer struct {
+	s      *seal.Sealer
+	legacy cipher.AEAD
+}
 
 func newSealer(master []byte) (*sealer, error) {
 	if len(master) != 32 {
 		return nil, fmt.Errorf("%w: master key must be 32 bytes, got %d", ErrInvalid, len(master))
+	}
+	ns, err := seal.New(master, "keycharge key")
+	if err != nil {
+		return nil, err
 	}
 	k, err := hkdf.Key(sha256.New, master, nil, "keycharge keys v1", 32)
 	if err != nil {
@@ -36,32 +47,98 @@ func newSealer(master []byte) (*sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sealer{aead: g}, nil
+	return &sealer{s: ns, legacy: g}, nil
 }
 
-func keyAD(keyID string) []byte {
+func legacyKeyAD(keyID string) []byte {
 	b := []byte("qkmp key v1\x00")
 	b = binary.BigEndian.AppendUint16(b, uint16(len(keyID)))
 	return append(b, keyID...)
 }
 
 func (s *sealer) seal(keyID string, key []byte) ([]byte, error) {
-	n := make([]byte, 12, 12+len(key)+16)
-	if _, err := rand.Read(n); err != nil {
-		return nil, err
-	}
-	return s.aead.Seal(n, n, key, keyAD(keyID)), nil
+	return s.s.Seal(key, keyID)
 }
 
 func (s *sealer) open(keyID string, sealed []byte) ([]byte, error) {
+	k, _, err := s.openAny(keyID, sealed)
+	return k, err
+}
+
+// openAny opens the current format or, failing that, the legacy one (a
+// legacy record starts with the current header by chance once in 2^32).
+func (s *sealer) openAny(keyID string, sealed []byte) (key []byte, legacy bool, err error) {
+	if seal.IsSealed(sealed) {
+		if k, err := s.s.Open(sealed, keyID); err == nil {
+			return k, false, nil
+		}
+	}
 	if len(sealed) < 12+16 {
-		return nil, fmt.Errorf("keycharge: stored key %s truncated", keyID)
+		return nil, false, fmt.Errorf("keycharge: stored key %s truncated", keyID)
 	}
-	k, err := s.aead.Open(nil, sealed[:12], sealed[12:], keyAD(keyID))
+	k, err := s.legacy.Open(nil, sealed[:12], sealed[12:], legacyKeyAD(keyID))
 	if err != nil {
-		return nil, fmt.Errorf("keycharge: stored key %s failed authentication", keyID)
+		return nil, false, fmt.Errorf("keycharge: stored key %s failed authentication", keyID)
 	}
-	return k, nil
+	return k, true, nil
+}
+
+// reseal rewrites stored keys still in the legacy format in the current
+// one, a batch per transaction, and returns how many it rewrote. A key that
+// opens in neither format is left as it is (it fails when used, as before).
+func reseal(ctx context.Context, db *sqldb.DB, s *sealer) (int, error) {
+	const batch = 512
+	total, after := 0, ""
+	for {
+		type row struct {
+			id     string
+			sealed []byte
+		}
+		var rows []row
+		err := db.InTx(ctx, func(tx *sql.Tx) error {
+			rows = rows[:0]
+			rs, err := tx.QueryContext(ctx, db.Rebind(`SELECT key_id, sealed FROM keycharge_keys WHERE key_id > ? ORDER BY key_id LIMIT ?`), after, batch)
+			if err != nil {
+				return err
+			}
+			for rs.Next() {
+				var r row
+				if err := rs.Scan(&r.id, &r.sealed); err != nil {
+					rs.Close()
+					return err
+				}
+				rows = append(rows, r)
+			}
+			rs.Close()
+			if err := rs.Err(); err != nil {
+				return err
+			}
+			for _, r := range rows {
+				k, legacy, err := s.openAny(r.id, r.sealed)
+				if err != nil || !legacy {
+					clear(k)
+					continue
+				}
+				b, err := s.seal(r.id, k)
+				clear(k)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, db.Rebind(`UPDATE keycharge_keys SET sealed = ? WHERE key_id = ?`), b, r.id); err != nil {
+					return err
+				}
+				total++
+			}
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("keycharge: reseal stored keys: %w", err)
+		}
+		if len(rows) < batch {
+			return total, nil
+		}
+		after = rows[len(rows)-1].id
+	}
 }
 
 // KeyRecord is a stored key's life (no key bytes).

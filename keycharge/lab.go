@@ -11,10 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/qshield/qshield/audit"
-	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -142,19 +142,23 @@ func StartLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
 	if l.ChargerCert, err = cfg.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: cfg.ChargerSAE, Kind: pki.PrincipalCharger, Scheme: "keycharge"}); err != nil {
 		return nil, err
 	}
-	srv, err := server.New(server.Config{TLS: ServerTLS(ctx, cfg.CA, srvCert), MaxBody: 4 << 20, WriteTimeout: 5 * time.Minute, ReadTimeout: 5 * time.Minute, Log: cfg.Log})
-	if err != nil {
-		return nil, err
-	}
-	srv.Mount(Prefix, l.QKMP.Handler())
+	mux := http.NewServeMux()
+	mux.Handle(Prefix, l.QKMP.Handler())
+	srv := &http.Server{Handler: mux, TLSConfig: ServerTLS(ctx, cfg.CA, srvCert), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 5 * time.Minute, WriteTimeout: 5 * time.Minute, ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	l.URL = "https://" + ln.Addr().String()
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	l.stop = cancel
-	go func() { l.done <- srv.Run(sctx, ln) }()
+	l.stop = func() { _ = srv.Close() }
+	go func() {
+		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			l.done <- err
+			return
+		}
+		l.done <- nil
+	}()
 	l.Admin = NewClient(l.URL, cfg.CA.ClientTLS(ctx, l.AdminCert, "127.0.0.1"))
 	l.Charger = NewClient(l.URL, cfg.CA.ClientTLS(ctx, l.ChargerCert, "127.0.0.1"))
 	l.Phone = NewClient(l.URL, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cfg.CA.RootPool(), ServerName: "127.0.0.1"})

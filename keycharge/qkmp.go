@@ -181,6 +181,11 @@ func Open(ctx context.Context, cfg Config) (*QKMP, error) {
 	if err := cfg.DB.Migrate(ctx, "keycharge", migrations); err != nil {
 		return nil, fmt.Errorf("keycharge: %w", err)
 	}
+	if n, err := reseal(ctx, cfg.DB, s); err != nil {
+		return nil, err
+	} else if n > 0 {
+		cfg.Log.Info("keycharge: resealed stored keys in the current at-rest format", "keys", n)
+	}
 	return &QKMP{cfg: cfg, db: cfg.DB, seal: s, sessions: map[[16]byte]*session{}}, nil
 }
 

@@ -251,6 +251,11 @@ func newKME(ctx context.Context, db *sqldb.DB, cfg Config, w *writer) (*KME, err
 		}
 		return nil, fmt.Errorf("kme: check master key: %w", err)
 	}
+	if n, err := reseal(ctx, db, cfg.KMEID, s); err != nil {
+		return nil, err
+	} else if n > 0 {
+		cfg.Logger.Info("kme: resealed key units in the current at-rest format", "kme", cfg.KMEID, "units", n)
+	}
 	cfg.MasterKey = nil // only the derived keys in the sealer are kept
 	k := &KME{
 		cfg: cfg, db: db, seal: s, log: cfg.Logger.With("kme", cfg.KMEID),

@@ -5,7 +5,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/seal"
 	"github.com/qshield/qshield/sqldb"
 )
 
@@ -73,28 +73,36 @@ const (
 	stateReserved  = 1 // assigned to (master, slave); waiting for the slave SAE
 )
 
-// sealer encrypts key units at rest with AES-256-GCM. The additional data
-// binds a ciphertext to its KME and unit ID, so rows cannot be swapped.
+// sealer encrypts key units at rest with package seal (purpose "kme unit",
+// identity KME ID and unit ID, so rows cannot be swapped). It still opens
+// units written by the sealer before it (AES-256-GCM under an HMAC-derived
+// key, additional data "qshield-kme-unit\x00KME\x00unit"): reseal rewrites
+// them at start-up.
 type sealer struct {
-	aead  cipher.AEAD
-	check []byte
+	s      *seal.Sealer
+	legacy cipher.AEAD
+	check  []byte
 }
+
+const sealPurpose = "kme unit"
 
 func newSealer(master []byte) (*sealer, error) {
 	if len(master) != 32 {
 		return nil, fmt.Errorf("%w: master key is %d bytes, want 32", ErrMasterKey, len(master))
 	}
-	// Separate keys for encryption and for the key check value.
-	enc := hmacSHA256(master, []byte("qshield kme v1 unit encryption"))
-	blk, err := aes.NewCipher(enc)
+	s, err := seal.New(master, sealPurpose)
+	if err != nil {
+		return nil, fmt.Errorf("kme: %w", err)
+	}
+	blk, err := aes.NewCipher(hmacSHA256(master, []byte("qshield kme v1 unit encryption")))
 	if err != nil {
 		return nil, fmt.Errorf("kme: aes: %w", err)
 	}
-	aead, err := cipher.NewGCM(blk)
+	legacy, err := cipher.NewGCM(blk)
 	if err != nil {
 		return nil, fmt.Errorf("kme: gcm: %w", err)
 	}
-	return &sealer{aead: aead, check: hmacSHA256(master, []byte("qshield kme v1 key check"))}, nil
+	return &sealer{s: s, legacy: legacy, check: hmacSHA256(master, []byte("qshield kme v1 key check"))}, nil
 }
 
 func hmacSHA256(key, msg []byte) []byte {
@@ -103,16 +111,16 @@ func hmacSHA256(key, msg []byte) []byte {
 	return m.Sum(nil)
 }
 
-func ad(kmeID, unitID string) []byte {
+func legacyAD(kmeID, unitID string) []byte {
 	return []byte("qshield-kme-unit\x00" + kmeID + "\x00" + unitID)
 }
 
 func (s *sealer) seal(kmeID, unitID string, plain []byte) ([]byte, error) {
-	out := make([]byte, 12, 12+len(plain)+s.aead.Overhead())
-	if _, err := rand.Read(out); err != nil {
-		return nil, fmt.Errorf("kme: nonce: %w", err)
+	b, err := s.s.Seal(plain, kmeID, unitID)
+	if err != nil {
+		return nil, fmt.Errorf("kme: %w", err)
 	}
-	return s.aead.Seal(out, out, plain, ad(kmeID, unitID)), nil
+	return b, nil
 }
 
 // corruptError names the unit whose ciphertext failed authentication.
@@ -123,15 +131,92 @@ func (e *corruptError) Error() string {
 }
 func (e *corruptError) Unwrap() error { return ErrCorrupt }
 
+// open opens a unit in the current format or, failing that, the legacy one
+// (a legacy record starts with the current header by chance once in 2^32).
 func (s *sealer) open(kmeID, unitID string, sealed []byte) ([]byte, error) {
-	if len(sealed) < 12+s.aead.Overhead() {
-		return nil, &corruptError{unitID}
+	p, _, err := s.openAny(kmeID, unitID, sealed)
+	return p, err
+}
+
+func (s *sealer) openAny(kmeID, unitID string, sealed []byte) (p []byte, legacy bool, err error) {
+	if seal.IsSealed(sealed) {
+		if p, err := s.s.Open(sealed, kmeID, unitID); err == nil {
+			return p, false, nil
+		}
 	}
-	p, err := s.aead.Open(nil, sealed[:12], sealed[12:], ad(kmeID, unitID))
+	if len(sealed) < 12+s.legacy.Overhead() {
+		return nil, false, &corruptError{unitID}
+	}
+	p, err = s.legacy.Open(nil, sealed[:12], sealed[12:], legacyAD(kmeID, unitID))
 	if err != nil {
-		return nil, &corruptError{unitID}
+		return nil, false, &corruptError{unitID}
 	}
-	return p, nil
+	return p, true, nil
+}
+
+// reseal rewrites the units of kmeID still sealed in the legacy format in
+// the current one, a batch per transaction (each row is re-read under the
+// transaction, so a unit delivered meanwhile is simply gone). It returns how
+// many units it rewrote. A unit that opens in neither format is left as it
+// is: it is refused with ErrCorrupt when a key needs it, as before.
+func reseal(ctx context.Context, db *sqldb.DB, kmeID string, s *sealer) (int, error) {
+	const batch = 512
+	total := 0
+	after := int64(-1)
+	for {
+		type row struct {
+			seq int64
+			id  string
+			enc []byte
+		}
+		var rows []row
+		err := db.InTx(ctx, func(tx *sql.Tx) error {
+			rows = rows[:0]
+			rs, err := tx.QueryContext(ctx, db.Rebind(`SELECT seq, key_id, key_enc FROM kme_keys WHERE kme_id = ? AND seq > ? ORDER BY seq LIMIT ?`), kmeID, after, batch)
+			if err != nil {
+				return err
+			}
+			for rs.Next() {
+				var r row
+				if err := rs.Scan(&r.seq, &r.id, &r.enc); err != nil {
+					rs.Close()
+					return err
+				}
+				rows = append(rows, r)
+			}
+			rs.Close()
+			if err := rs.Err(); err != nil {
+				return err
+			}
+			for _, r := range rows {
+				p, legacy, err := s.openAny(kmeID, r.id, r.enc)
+				if err != nil {
+					continue // corrupt: left as it is, refused (ErrCorrupt) when asked for
+				}
+				if !legacy {
+					clear(p)
+					continue
+				}
+				enc, err := s.seal(kmeID, r.id, p)
+				clear(p)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, db.Rebind(`UPDATE kme_keys SET key_enc = ? WHERE kme_id = ? AND seq = ?`), enc, kmeID, r.seq); err != nil {
+					return err
+				}
+				total++
+			}
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("kme: reseal the pool of %s: %w", kmeID, err)
+		}
+		if len(rows) < batch {
+			return total, nil
+		}
+		after = rows[len(rows)-1].seq
+	}
 }
 
 // checkMasterKey records the key check value of this KME on first use and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/internal/testclock"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -14,19 +15,6 @@ import (
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
-
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func openLedger(t *testing.T, db *sqldb.DB, opts ...ledger.Option) *ledger.Ledger {
 	t.Helper()
@@ -333,7 +321,7 @@ func TestConcurrentSameKey(t *testing.T) {
 func TestTwoPhase(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+		clk := testclock.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 		l := openLedger(t, db, ledger.WithClock(clk.Now))
 		fixture(t, l, 2, 1000)
 		pend := func(key string, amount int64, exp time.Time) ledger.Transfer {
@@ -739,7 +727,7 @@ func TestCheckConstraintBackstop(t *testing.T) {
 func TestAccountExpiresLazily(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+		clk := testclock.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 		l := openLedger(t, db, ledger.WithClock(clk.Now))
 		fixture(t, l, 2, 100)
 		p, err := l.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "p", From: "u00", To: "u01", Amount: 60, Currency: "CNY", Pending: true, ExpiresAt: clk.Now().Add(time.Second)})

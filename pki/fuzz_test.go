@@ -61,9 +61,19 @@ func FuzzParseCertPEM(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// Invariant: every certificate parsed re-encodes to PEM that parses
+		// back to the same DER, and its role and device info read the same.
 		for _, c := range certs {
+			back, err := ParseCertPEM(EncodeCertPEM(c))
+			if err != nil || !bytes.Equal(back.Raw, c.Raw) {
+				t.Fatalf("certificate does not round-trip through PEM: %v", err)
+			}
+			r1, e1 := RoleOf(c)
+			r2, e2 := RoleOf(back)
+			if r1 != r2 || (e1 == nil) != (e2 == nil) {
+				t.Fatalf("role differs after a round trip: %v/%v %v/%v", r1, r2, e1, e2)
+			}
 			_, _ = DeviceInfoOf(c)
-			_, _ = RoleOf(c)
 		}
 	})
 }

@@ -12,6 +12,8 @@ import (
 	"fmt"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/qshield/qshield/seal"
 	// Deprecated for general-purpose MACs; used here as exactly what it is, a
 	// one-time authenticator whose key (quantum key) is never reused.
 	"golang.org/x/crypto/poly1305"
@@ -167,32 +169,53 @@ func requestMAC(pk *[PresetKeySize]byte, kind, gi string, epoch uint64, unix int
 	return m.Sum(nil)
 }
 
-// sealer encrypts key material at rest (XChaCha20-Poly1305, random nonce,
-// bound to a context string such as table and row).
-type sealer struct{ aead cipher.AEAD }
+// sealer encrypts key material at rest with package seal (purpose "qmsp
+// record", identity a context string naming the table and row, such as
+// "css-pk/GW-1/7"). It still opens records written by the sealer before it
+// (XChaCha20-Poly1305, nonce || ciphertext, the context as additional data):
+// those are rewritten in the current format the next time they change (a
+// gateway's preset key at every epoch, its state file at every code, a PPS
+// key batch is used up).
+type sealer struct {
+	s      *seal.Sealer
+	legacy cipher.AEAD
+}
 
 func newSealer(key []byte) (*sealer, error) {
 	if len(key) != chacha20poly1305.KeySize {
 		return nil, fmt.Errorf("qmsp: storage key must be %d bytes, got %d", chacha20poly1305.KeySize, len(key))
 	}
+	ns, err := seal.New(key, "qmsp record")
+	if err != nil {
+		return nil, fmt.Errorf("qmsp: %w", err)
+	}
 	a, err := chacha20poly1305.NewX(key)
 	if err != nil {
 		return nil, err
 	}
-	return &sealer{aead: a}, nil
+	return &sealer{s: ns, legacy: a}, nil
 }
 
-func (s *sealer) seal(pt []byte, ad string) []byte {
-	out := make([]byte, chacha20poly1305.NonceSizeX, chacha20poly1305.NonceSizeX+len(pt)+16)
-	_, _ = rand.Read(out)
-	return s.aead.Seal(out, out[:chacha20poly1305.NonceSizeX], pt, []byte(ad))
+func (s *sealer) seal(pt []byte, ad string) ([]byte, error) {
+	b, err := s.s.Seal(pt, ad)
+	if err != nil {
+		return nil, fmt.Errorf("qmsp: seal %s: %w", ad, err)
+	}
+	return b, nil
 }
 
 func (s *sealer) open(ct []byte, ad string) ([]byte, error) {
+	if seal.IsSealed(ct) {
+		if pt, err := s.s.Open(ct, ad); err == nil {
+			return pt, nil
+		}
+	}
+	// The legacy format (a legacy record starts with the current header by
+	// chance once in 2^32, hence the fall-through).
 	if len(ct) < chacha20poly1305.NonceSizeX+16 {
 		return nil, fmt.Errorf("qmsp: sealed record too short")
 	}
-	pt, err := s.aead.Open(nil, ct[:chacha20poly1305.NonceSizeX], ct[chacha20poly1305.NonceSizeX:], []byte(ad))
+	pt, err := s.legacy.Open(nil, ct[:chacha20poly1305.NonceSizeX], ct[chacha20poly1305.NonceSizeX:], []byte(ad))
 	if err != nil {
 		return nil, fmt.Errorf("qmsp: sealed record does not open (wrong storage key or tampered): %w", err)
 	}

@@ -146,9 +146,13 @@ func (c *CSS) RegisterGateway(ctx context.Context, gi string, merchant uint32) (
 		return pk, fmt.Errorf("%w: key manager returned %d keys", ErrNoQuantumKey, len(keys))
 	}
 	copy(pk[:], keys[0].Key)
+	sealedPK, err := c.seal.seal(pk[:], "css-pk/"+gi+"/0")
+	if err != nil {
+		return pk, err
+	}
 	err = c.batch.Do(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, c.cfg.DB.Rebind(`INSERT INTO qmsp_css_gateways (gi, merchant, status, epoch, pk, updated_at) VALUES (?, ?, 'active', 0, ?, ?)`),
-			gi, int64(merchant), c.seal.seal(pk[:], "css-pk/"+gi+"/0"), c.now().UnixNano())
+			gi, int64(merchant), sealedPK, c.now().UnixNano())
 		return err
 	})
 	if sqldb.IsUniqueViolation(err) {
@@ -344,9 +348,17 @@ func (c *CSS) AcquireKey(ctx context.Context, peer string, req KeyRequest) (*Key
 		if err != nil {
 			return err
 		}
+		sealedPK, err := c.seal.seal(pk[:], "css-pk/"+req.Gateway+"/"+strconv.FormatUint(g.epoch, 10))
+		if err != nil {
+			return err
+		}
+		sealedNext, err := c.seal.seal(qk.key[:PresetKeySize], "css-pk/"+req.Gateway+"/"+strconv.FormatUint(newEpoch, 10))
+		if err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx, c.cfg.DB.Rebind(`UPDATE qmsp_css_gateways SET epoch = ?, pk = ?, pending_epoch = ?, pending_pk = ?, resyncs = resyncs + ?, updated_at = ? WHERE gi = ?`),
-			int64(g.epoch), c.seal.seal(pk[:], "css-pk/"+req.Gateway+"/"+strconv.FormatUint(g.epoch, 10)),
-			int64(newEpoch), c.seal.seal(qk.key[:PresetKeySize], "css-pk/"+req.Gateway+"/"+strconv.FormatUint(newEpoch, 10)),
+			int64(g.epoch), sealedPK,
+			int64(newEpoch), sealedNext,
 			boolInt(resync != ""), c.now().UnixNano(), req.Gateway)
 		if err != nil {
 			return err
@@ -389,8 +401,12 @@ func (c *CSS) Acknowledge(ctx context.Context, peer string, ack Ack) error {
 		}
 		switch {
 		case g.pendingPK != nil && ack.Epoch == g.pendingEpoch && hmac.Equal(ack.MAC, requestMAC(g.pendingPK, "ack", ack.Gateway, ack.Epoch, ack.Time, ack.Nonce)):
-			_, err := tx.ExecContext(ctx, c.cfg.DB.Rebind(`UPDATE qmsp_css_gateways SET epoch = ?, pk = ?, pending_epoch = 0, pending_pk = NULL, updated_at = ? WHERE gi = ?`),
-				int64(g.pendingEpoch), c.seal.seal(g.pendingPK[:], "css-pk/"+ack.Gateway+"/"+strconv.FormatUint(g.pendingEpoch, 10)), c.now().UnixNano(), ack.Gateway)
+			sealedPK, err := c.seal.seal(g.pendingPK[:], "css-pk/"+ack.Gateway+"/"+strconv.FormatUint(g.pendingEpoch, 10))
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, c.cfg.DB.Rebind(`UPDATE qmsp_css_gateways SET epoch = ?, pk = ?, pending_epoch = 0, pending_pk = NULL, updated_at = ? WHERE gi = ?`),
+				int64(g.pendingEpoch), sealedPK, c.now().UnixNano(), ack.Gateway)
 			return err
 		case ack.Epoch == g.epoch && hmac.Equal(ack.MAC, requestMAC(&g.pk, "ack", ack.Gateway, ack.Epoch, ack.Time, ack.Nonce)):
 			return nil

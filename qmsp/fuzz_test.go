@@ -2,9 +2,13 @@ package qmsp
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 func FuzzDisplay(f *testing.F) {
@@ -51,20 +55,37 @@ func FuzzPaymentInfo(f *testing.F) {
 	})
 }
 
-// FuzzPaymentRequest feeds arbitrary JSON to a PPS: it must refuse without
-// panicking and move no money.
+// FuzzPaymentRequest feeds arbitrary payment requests to a running PPS
+// (SQLite, a registered gateway, a funded payer): every one must be refused
+// and none may move money or claim a key unit.
 func FuzzPaymentRequest(f *testing.F) {
 	f.Add(`{"gateway":"GW-1","key_id":"00000000-0000-4000-8000-000000000000","unit":1,"expires":1,"gateway_sig":"AA==","ciphertext":"AA==","tag":"AA=="}`)
+	f.Add(`{"gateway":"GW-1","key_id":"00000000-0000-4000-8000-000000000000","unit":0,"expires":99999999999,"ciphertext":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","tag":"AAAAAAAAAAAAAAAAAAAAAA=="}`)
 	f.Add(`{}`)
+	e := newEnv(f, sqldbtest.Open(f, sqldbtest.Backends()[0]), 50)
+	g := e.gateway("GW-1")
+	// A real code's key ID and unit, so mutations reach past the look-ups.
+	var d Display
+	if err := d.UnmarshalText([]byte(code(e.t, g))); err == nil {
+		b, _ := json.Marshal(PaymentRequest{Gateway: "GW-1", KeyID: qkd.FormatKeyID(d.Ref.KeyID), Unit: d.Ref.Unit, Expires: d.Expires.Unix(), Ciphertext: make([]byte, 32), Tag: make([]byte, 16)})
+		f.Add(string(b))
+	}
+	alice, market := e.balance("alice"), e.balance("market")
+	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, s string) {
 		var req PaymentRequest
 		if json.Unmarshal([]byte(s), &req) != nil {
 			return
 		}
-		if err := checkGatewayID(req.Gateway); err == nil {
-			_, _ = parseKeyID(req.KeyID)
+		if r, err := e.pps.Pay(ctx, "phone-alice", "fuzz", req); err == nil {
+			t.Fatalf("forged request paid: %+v", r)
 		}
-		var u [UnitSize]byte
-		_, _ = OpenPayment("GW-1", KeyRef{Unit: req.Unit}, req.Expires, &u, req.Ciphertext, req.Tag)
+		if a, m := e.balance("alice"), e.balance("market"); a != alice || m != market {
+			t.Fatalf("money moved: alice %d market %d, want %d %d", a, m, alice, market)
+		}
+		var n int
+		if err := e.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM qmsp_payments`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%d key units claimed (%v)", n, err)
+		}
 	})
 }

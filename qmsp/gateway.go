@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/money"
 	"os"
 	"sync"
 	"time"
@@ -87,8 +88,10 @@ func (g *Gateway) SetSale(amount int64, currency uint16) error {
 	if err := d.checkSale(); err != nil {
 		return err
 	}
-	if _, ok := currencies[d.Currency]; d.Amount != 0 && !ok {
-		return fmt.Errorf("%w: %d", ErrCurrency, currency)
+	if d.Amount != 0 {
+		if _, err := money.ByNumeric(d.Currency); err != nil {
+			return fmt.Errorf("%w: %d", ErrCurrency, currency)
+		}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -168,7 +171,11 @@ func writeState(path string, s *sealer, st *GatewayState, durable bool) error {
 	if err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileAtomic(path, s.seal(pt, "gateway-state"), 0o600, durable); err != nil {
+	sealed, err := s.seal(pt, "gateway-state")
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(path, sealed, 0o600, durable); err != nil {
 		return fmt.Errorf("qmsp: save gateway state: %w", err)
 	}
 	return nil

@@ -32,7 +32,7 @@ func peerName(r *http.Request) string {
 // codes is the CSS's and PPS's error-code registry; Client maps the codes
 // back, so errors.Is works across HTTP.
 var codes = httpx.NewRegistry(
-	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The payment data could not be read.", Err: ErrFormat},
+	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The request could not be read.", Err: ErrFormat},
 	httpx.Code{Code: "unknown_gateway", Status: http.StatusForbidden, Message: "This payment code comes from an unknown terminal.", Err: ErrUnknownGateway},
 	httpx.Code{Code: "unknown_payer", Status: http.StatusForbidden, Message: "This phone is not registered for payments.", Err: ErrUnknownPayer},
 	httpx.Code{Code: "bad_gateway_signature", Status: http.StatusForbidden, Message: "The payment code's signature is not valid.", Err: ErrBadSignature},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/qkd"
 )
 
@@ -79,19 +80,9 @@ func (d *Display) Describe() string {
 	if d.Amount == 0 {
 		return fmt.Sprintf("pay merchant %d (gateway %s); enter the amount", d.Merchant, d.Gateway)
 	}
-	cur, dec := fmt.Sprint(d.Currency), 2
-	if c, ok := currencies[d.Currency]; ok {
-		cur = c
-		if c == "JPY" {
-			dec = 0
-		}
+	amt := fmt.Sprintf("%d (currency %d)", d.Amount, d.Currency)
+	if c, err := money.ByNumeric(d.Currency); err == nil {
+		amt = c.Format(d.Amount) + " " + c.Code
 	}
-	amt := fmt.Sprint(d.Amount)
-	if dec > 0 {
-		for len(amt) <= dec {
-			amt = "0" + amt
-		}
-		amt = amt[:len(amt)-dec] + "." + amt[len(amt)-dec:]
-	}
-	return fmt.Sprintf("pay %s %s to merchant %d (gateway %s, signed)", amt, cur, d.Merchant, d.Gateway)
+	return fmt.Sprintf("pay %s to merchant %d (gateway %s, signed)", amt, d.Merchant, d.Gateway)
 }

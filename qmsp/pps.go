@@ -17,6 +17,7 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/sqldb"
 )
 
@@ -155,17 +156,10 @@ func (p *PPS) RegisterPayer(ctx context.Context, payer uint64, account, phone st
 	})
 }
 
-// currencies maps ISO 4217 numeric codes to the ledger's alphabetic codes.
-var currencies = map[uint16]string{156: "CNY", 978: "EUR", 840: "USD", 826: "GBP", 392: "JPY", 344: "HKD"}
-
 // CurrencyCode returns the numeric ISO 4217 code of an alphabetic one.
 func CurrencyCode(alpha string) (uint16, bool) {
-	for n, a := range currencies {
-		if a == alpha {
-			return n, true
-		}
-	}
-	return 0, false
+	c, err := money.Lookup(alpha)
+	return c.Numeric, err == nil
 }
 
 // material returns the quantum key batch keyID, fetching it from the key
@@ -203,9 +197,13 @@ func (p *PPS) material(ctx context.Context, keyID string) ([]byte, error) {
 	if len(b) < MinBatchSize || len(b) > MaxBatchSize {
 		return nil, fmt.Errorf("%w: key %s has %d bytes", ErrUnknownKey, keyID, len(b))
 	}
+	sealed, err := p.seal.seal(b, "pps-key/"+keyID)
+	if err != nil {
+		return nil, err
+	}
 	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_keys (key_id, material, units, fetched_at) VALUES (?, ?, ?, ?)`),
-			keyID, p.seal.seal(b, "pps-key/"+keyID), (len(b)-PresetKeySize)/UnitSize, p.now().UnixNano())
+			keyID, sealed, (len(b)-PresetKeySize)/UnitSize, p.now().UnixNano())
 		return err
 	})
 	if err != nil {
@@ -327,10 +325,11 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	if d.Amount != 0 && (m.Amount != d.Amount || m.Currency != d.Currency) {
 		return nil, fmt.Errorf("%w: M pays %d (currency %d), the code asks %d (currency %d)", ErrAmount, m.Amount, m.Currency, d.Amount, d.Currency)
 	}
-	cur, ok := currencies[m.Currency]
-	if !ok {
+	currency, err := money.ByNumeric(m.Currency)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %d", ErrCurrency, m.Currency)
 	}
+	cur := currency.Code
 	var account, boundPhone string
 	err = p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT account, phone FROM qmsp_pps_payers WHERE payer = ?`), int64(m.Payer)).Scan(&account, &boundPhone)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && phone != "" && phone != boundPhone) {
@@ -349,10 +348,20 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	var refused error
 	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
 		refused = nil
-		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_payments (key_id, unit, gi, payer, amount, currency, state, request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, 'paid', ?, ?)`),
+		// ON CONFLICT DO NOTHING, not a unique violation: on PostgreSQL a
+		// violation aborts the transaction, which the batcher shares with
+		// concurrent payments.
+		res, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_payments (key_id, unit, gi, payer, amount, currency, state, request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, 'paid', ?, ?) ON CONFLICT (key_id, unit) DO NOTHING`),
 			req.KeyID, int(req.Unit), req.Gateway, int64(m.Payer), m.Amount, cur, reqHash, now.UnixNano())
+		if err != nil {
+			return err
+		}
+		claimed, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
 		retry := false
-		if sqldb.IsUniqueViolation(err) {
+		if claimed == 0 {
 			var prev []byte
 			if qerr := tx.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT request_hash FROM qmsp_payments WHERE key_id = ? AND unit = ?`), req.KeyID, int(req.Unit)).Scan(&prev); qerr != nil {
 				return qerr
@@ -361,8 +370,6 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 				return fmt.Errorf("%w: %s", ErrKeyUsed, ref)
 			}
 			retry = true // the same client retrying: the ledger returns the first result
-		} else if err != nil {
-			return err
 		}
 		t, err = p.cfg.Ledger.TransferTx(ctx, tx, ledger.TransferRequest{
 			IdempotencyKey: "qmsp/" + ref, From: account, To: g.account, Amount: m.Amount, Currency: cur,
@@ -386,7 +393,7 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 			return nil
 		}
 		_, err = p.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
-			Details: map[string]string{"key": ref, "amount": strconv.FormatInt(m.Amount, 10) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
+			Details: map[string]string{"key": ref, "amount": currency.Format(m.Amount) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
 		return err
 	})
 	if err != nil {

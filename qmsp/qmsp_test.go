@@ -7,8 +7,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"github.com/qshield/qshield/internal/testclock"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,27 +22,15 @@ import (
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	db      *sqldb.DB
 	ca      *pki.CA
 	pair    *kme.Pair
 	css     *CSS
 	pps     *PPS
 	led     *ledger.Ledger
-	clk     *clock
+	clk     *testclock.Clock
 	dir     string
 	gwKey   *ecdsa.PrivateKey
 	storage []byte
@@ -54,7 +42,7 @@ func fillKeys(t testing.TB, p *kme.Pair, n int) {
 	}
 }
 
-func newEnv(t *testing.T, db *sqldb.DB, keys int) *env {
+func newEnv(t testing.TB, db *sqldb.DB, keys int) *env {
 	t.Helper()
 	ctx := context.Background()
 	enc, _ := pki.RawKey(bytes.Repeat([]byte{9}, 32))
@@ -81,7 +69,7 @@ func newEnv(t *testing.T, db *sqldb.DB, keys int) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, ca: ca, pair: pair, clk: &clock{t: time.Now()}, dir: t.TempDir(), storage: bytes.Repeat([]byte{5}, 32)}
+	e := &env{t: t, db: db, ca: ca, pair: pair, clk: testclock.New(time.Now()), dir: t.TempDir(), storage: bytes.Repeat([]byte{5}, 32)}
 	al, err := audit.Open(ctx, db)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +152,7 @@ func (e *env) phone() *Phone {
 	return &Phone{Payer: 42, Platform: LocalPPS{PPS: e.pps, Peer: "phone-alice"}}
 }
 
-func code(t *testing.T, g *Gateway) string {
+func code(t testing.TB, g *Gateway) string {
 	t.Helper()
 	d, err := g.Current(context.Background())
 	if err != nil {

@@ -87,6 +87,21 @@ func FuzzDecodePNG(f *testing.F) {
 	f.Add(png)
 	f.Add([]byte("\x89PNG\r\n\x1a\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = DecodePNG(bytes.NewReader(b), 1<<16)
+		// Invariants: input over the limit is refused, and what decodes is
+		// content a QR code can carry (it encodes and decodes back).
+		text, err := DecodePNG(bytes.NewReader(b), 1<<16)
+		if err != nil {
+			return
+		}
+		if len(b) > 1<<16 {
+			t.Fatalf("%d-byte input over the 65536-byte limit decoded", len(b))
+		}
+		png, _, err := EncodePNG(text, L, 2)
+		if err != nil {
+			t.Fatalf("decoded text %q does not encode: %v", text, err)
+		}
+		if again, err := DecodePNG(bytes.NewReader(png), 1<<24); err != nil || again != text {
+			t.Fatalf("decoded text %q does not round-trip: %q %v", text, again, err)
+		}
 	})
 }

@@ -396,13 +396,13 @@ func TestReplayWithdraw(t *testing.T) {
 			t.Fatalf("nonce reuse: %v", err)
 		}
 		// Later, the captured request is stale.
-		e.clock.Advance(10 * time.Minute)
+		e.clock.Add(10 * time.Minute)
 		if _, err := e.op.Withdraw(e.ctx, *req); !errors.Is(err, ErrStale) {
 			t.Fatalf("stale replay: %v", err)
 		}
 		// A request with a stale timestamp but a fresh nonce is stale as well.
 		old, _, _ := u.WithdrawRequest(100, time.Hour)
-		e.clock.Advance(5 * time.Minute)
+		e.clock.Add(5 * time.Minute)
 		if _, err := e.op.Withdraw(e.ctx, *old); !errors.Is(err, ErrStale) {
 			t.Fatalf("stale request: %v", err)
 		}
@@ -484,7 +484,7 @@ func TestDepositNoAnswer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.clock.Advance(6 * time.Minute) // confirm window is 5 min
+		e.clock.Add(6 * time.Minute) // confirm window is 5 min
 		if err := e.op.Sweep(e.ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -518,7 +518,7 @@ func TestDepositDeadlineWithoutSweep(t *testing.T) {
 		st := mustWithdraw(t, u, 1000)
 		mustPay(t, u, v.Local(), "tea")
 		dep, _ := v.Deposit(e.ctx)
-		e.clock.Advance(6 * time.Minute)
+		e.clock.Add(6 * time.Minute)
 		wt := u.Wallet().Tokens[0]
 		ans := ConfirmAnswer{ID: dep.Confirmations[0].ID, Serial: st.Token.Serial, Agree: true, Total: 120}
 		ans.MAC = mac(e.curve, wt.KUN, ans.macBytes())
@@ -539,7 +539,7 @@ func TestExpiredToken(t *testing.T) {
 		v := e.vendor("shop")
 		st := mustWithdraw(t, u, 1000)
 		mustPay(t, u, v.Local(), "tea")
-		e.clock.Advance(61 * time.Minute)
+		e.clock.Add(61 * time.Minute)
 		// At the vendor, first and later payments.
 		info := v.Info()
 		qV, _ := u.vendorKey(info)
@@ -641,7 +641,7 @@ func TestDepositLostAnswer(t *testing.T) {
 		if _, err := lossy.Deposit(e.ctx); err == nil {
 			t.Fatal("lost answer not reported")
 		}
-		e.clock.Advance(time.Second)
+		e.clock.Add(time.Second)
 		dep, err := v.Deposit(e.ctx)
 		if err != nil {
 			t.Fatalf("resend: %v", err)

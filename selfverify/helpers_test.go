@@ -3,6 +3,7 @@ package selfverify
 import (
 	"context"
 	"crypto/rand"
+	"github.com/qshield/qshield/internal/testclock"
 	"strings"
 	"sync"
 	"testing"
@@ -13,25 +14,6 @@ import (
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type memAudit struct {
 	mu     sync.Mutex
@@ -66,7 +48,7 @@ type env struct {
 	db    *sqldb.DB
 	led   *ledger.Ledger
 	op    *Operator
-	clock *clock
+	clock *testclock.Clock
 	audit *memAudit
 	curve *ecqv.Curve
 }
@@ -92,7 +74,7 @@ func newEnv(t testing.TB, db *sqldb.DB, curve *ecqv.Curve) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClock()
+	c := testclock.New(time.Now().UTC())
 	ma := &memAudit{next: AuditTo(al)}
 	op, err := NewOperator(ctx, db, OperatorConfig{Key: key, Ledger: led, Audit: ma, Now: c.Now, ConfirmWindow: 5 * time.Minute, DepositGrace: time.Hour})
 	if err != nil {

@@ -213,12 +213,16 @@ func (o *Operator) forUpdate() string {
 	return ""
 }
 
-func (o *Operator) audit(ctx context.Context, e AuditEvent) {
+func (o *Operator) logAudit(ctx context.Context, e AuditEvent) {
 	level := slog.LevelInfo
 	if e.Outcome != "success" {
 		level = slog.LevelWarn
 	}
 	o.log.Log(ctx, level, "selfverify audit", "event", e.Event, "outcome", e.Outcome, "actor", e.Actor, "resource", e.Resource)
+}
+
+func (o *Operator) audit(ctx context.Context, e AuditEvent) {
+	o.logAudit(ctx, e)
 	if o.cfg.Audit == nil {
 		return
 	}
@@ -552,21 +556,80 @@ func (o *Operator) fund(ctx context.Context, serial string) (*SignedToken, error
 	if _, err := o.cfg.Ledger.EnsureAccount(ctx, ledger.NewAccount{ID: escrow, Owner: "selfverify", Kind: ledger.KindEscrow, Currency: currency}); err != nil {
 		return nil, fmt.Errorf("selfverify: withdraw: escrow account: %w", err)
 	}
-	tr, err := o.cfg.Ledger.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "selfverify:withdraw:" + serial,
-		From: account, To: escrow, Amount: w, Currency: currency, Memo: "selfverify token " + serial})
-	if errors.Is(err, ledger.ErrInsufficientFunds) {
-		_, _ = o.db.ExecContext(ctx, o.db.Rebind(`UPDATE sv_tokens SET state = 'failed' WHERE serial = ? AND state = 'funding'`), serial)
-		return nil, o.refuse(ctx, user, "selfverify.withdraw", serial, fmt.Errorf("%w: %v", ErrInsufficientFunds, err))
-	}
+	var refusal error
+	err = o.moveMoney(ctx, func(tx *sql.Tx) (*AuditEvent, error) {
+		refusal = nil
+		t, err := o.loadToken(ctx, tx, serial, true)
+		if err != nil {
+			return nil, err
+		}
+		if t.state != "funding" {
+			return nil, nil // funded (or refused) concurrently
+		}
+		tr, err := o.cfg.Ledger.TransferTx(ctx, tx, ledger.TransferRequest{IdempotencyKey: "selfverify:withdraw:" + serial,
+			From: account, To: escrow, Amount: w, Currency: currency, Memo: "selfverify token " + serial})
+		if errors.Is(err, ledger.ErrInsufficientFunds) {
+			// A refused transfer writes nothing: the refusal commits alone.
+			refusal = fmt.Errorf("%w: %v", ErrInsufficientFunds, err)
+			if _, err := tx.ExecContext(ctx, o.db.Rebind(`UPDATE sv_tokens SET state = 'failed' WHERE serial = ? AND state = 'funding'`), serial); err != nil {
+				return nil, err
+			}
+			return &AuditEvent{Actor: user, Event: "selfverify.withdraw", Outcome: "denied", Resource: serial,
+				Details: map[string]any{"reason": refusal.Error()}}, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("move W to escrow: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, o.db.Rebind(`UPDATE sv_tokens SET state = 'active', escrow_transfer = ? WHERE serial = ? AND state = 'funding'`), tr.ID, serial); err != nil {
+			return nil, fmt.Errorf("activate token: %w", err)
+		}
+		return &AuditEvent{Actor: user, Event: "selfverify.withdraw", Outcome: "success", Resource: serial,
+			Details: map[string]any{"w": w, "currency": currency, "transfer": tr.ID}}, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("selfverify: withdraw: move W to escrow: %w", err)
+		return nil, fmt.Errorf("selfverify: withdraw: %w", err)
 	}
-	if _, err := o.db.ExecContext(ctx, o.db.Rebind(`UPDATE sv_tokens SET state = 'active', escrow_transfer = ? WHERE serial = ? AND state = 'funding'`), tr.ID, serial); err != nil {
-		return nil, fmt.Errorf("selfverify: withdraw: activate token: %w", err)
+	if refusal != nil {
+		return nil, refusal
 	}
-	o.audit(ctx, AuditEvent{Actor: user, Event: "selfverify.withdraw", Outcome: "success", Resource: serial,
-		Details: map[string]any{"w": w, "currency": currency, "transfer": tr.ID}})
+	var state2 string
+	if err := o.db.QueryRowContext(ctx, o.db.Rebind(`SELECT state FROM sv_tokens WHERE serial = ?`), serial).Scan(&state2); err != nil {
+		return nil, fmt.Errorf("selfverify: withdraw: %w", err)
+	}
+	if state2 == "failed" {
+		return nil, ErrInsufficientFunds
+	}
 	return &st, nil
+}
+
+// moveMoney runs fn, which claims what it moves money for (a state change
+// under a row lock) and calls Ledger.TransferTx, in one transaction together
+// with the audit record fn returns (nil: nothing happened, nothing to
+// record). If anything fails nothing is written. An auditor that is not a
+// TxAuditor records after the commit.
+func (o *Operator) moveMoney(ctx context.Context, fn func(tx *sql.Tx) (*AuditEvent, error)) error {
+	ta, inTx := o.cfg.Audit.(TxAuditor)
+	var ev *AuditEvent
+	err := o.db.InTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if ev, err = fn(tx); err != nil || ev == nil || !inTx {
+			return err
+		}
+		if err := ta.RecordTx(ctx, tx, *ev); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		return nil
+	})
+	if err != nil || ev == nil {
+		return err
+	}
+	o.logAudit(ctx, *ev)
+	if !inTx && o.cfg.Audit != nil {
+		if err := o.cfg.Audit.Record(ctx, *ev); err != nil {
+			o.log.Error("selfverify: audit append failed", "event", ev.Event, "err", err)
+		}
+	}
+	return nil
 }
 
 type tokenRow struct {
@@ -1066,21 +1129,33 @@ func (o *Operator) settle(ctx context.Context, cid string) error {
 	if err != nil {
 		return err
 	}
-	tr, err := o.cfg.Ledger.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "selfverify:settle:" + cid,
-		From: o.escrow(it.currency), To: it.account, Amount: amount, Currency: it.currency,
-		Memo: "selfverify deposit " + cid + " token " + serial})
+	err = o.moveMoney(ctx, func(tx *sql.Tx) (*AuditEvent, error) {
+		var state string
+		if err := tx.QueryRowContext(ctx, o.db.Rebind(`SELECT state FROM sv_confirmations WHERE id = ?`+o.forUpdate()), cid).Scan(&state); err != nil {
+			return nil, err
+		}
+		if state != StateAgreed {
+			return nil, nil // settled concurrently
+		}
+		tr, err := o.cfg.Ledger.TransferTx(ctx, tx, ledger.TransferRequest{IdempotencyKey: "selfverify:settle:" + cid,
+			From: o.escrow(it.currency), To: it.account, Amount: amount, Currency: it.currency,
+			Memo: "selfverify deposit " + cid + " token " + serial})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tx.ExecContext(ctx, o.db.Rebind(`UPDATE sv_confirmations SET state = 'settled', transfer_id = ? WHERE id = ? AND state = 'agreed'`), tr.ID, cid); err != nil {
+			return nil, err
+		}
+		if _, err := tx.ExecContext(ctx, o.db.Rebind(`UPDATE sv_reservations SET state = 'settled' WHERE confirmation_id = ?`), cid); err != nil {
+			return nil, err
+		}
+		return &AuditEvent{Actor: "operator", Event: "selfverify.settle", Outcome: "success", Resource: cid,
+			Details: map[string]any{"vendor": vendor, "amount": amount, "serial": serial, "transfer": tr.ID}}, nil
+	})
 	if err != nil {
 		o.audit(ctx, AuditEvent{Actor: "operator", Event: "selfverify.settle", Outcome: "failure", Resource: cid, Details: map[string]any{"error": err.Error()}})
 		return fmt.Errorf("selfverify: settle %s: %w", cid, err)
 	}
-	if _, err := o.db.ExecContext(ctx, o.db.Rebind(`UPDATE sv_confirmations SET state = 'settled', transfer_id = ? WHERE id = ? AND state = 'agreed'`), tr.ID, cid); err != nil {
-		return fmt.Errorf("selfverify: settle %s: %w", cid, err)
-	}
-	if _, err := o.db.ExecContext(ctx, o.db.Rebind(`UPDATE sv_reservations SET state = 'settled' WHERE confirmation_id = ?`), cid); err != nil {
-		return fmt.Errorf("selfverify: settle %s: %w", cid, err)
-	}
-	o.audit(ctx, AuditEvent{Actor: "operator", Event: "selfverify.settle", Outcome: "success", Resource: cid,
-		Details: map[string]any{"vendor": vendor, "amount": amount, "serial": serial, "transfer": tr.ID}})
 	return nil
 }
 
@@ -1281,20 +1356,32 @@ func (o *Operator) refundIfDone(ctx context.Context, serial string) error {
 		return nil
 	}
 	amount := t.w - t.settled
-	var trID string
-	if amount > 0 {
-		tr, err := o.cfg.Ledger.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "selfverify:refund:" + serial,
-			From: o.escrow(t.currency), To: t.account, Amount: amount, Currency: t.currency, Memo: "selfverify token " + serial + " refund"})
+	err = o.moveMoney(ctx, func(tx *sql.Tx) (*AuditEvent, error) {
+		t, err := o.loadToken(ctx, tx, serial, true)
 		if err != nil {
-			return fmt.Errorf("selfverify: refund %s: %w", serial, err)
+			return nil, err
 		}
-		trID = tr.ID
-	}
-	if _, err := o.db.ExecContext(ctx, o.db.Rebind(`UPDATE sv_tokens SET state = 'refunded', refunded = ?, refund_transfer = ? WHERE serial = ? AND state = 'refunding'`),
-		amount, trID, serial); err != nil {
+		if t.state != "refunding" {
+			return nil, nil // refunded concurrently
+		}
+		var trID string
+		if amount > 0 {
+			tr, err := o.cfg.Ledger.TransferTx(ctx, tx, ledger.TransferRequest{IdempotencyKey: "selfverify:refund:" + serial,
+				From: o.escrow(t.currency), To: t.account, Amount: amount, Currency: t.currency, Memo: "selfverify token " + serial + " refund"})
+			if err != nil {
+				return nil, err
+			}
+			trID = tr.ID
+		}
+		if _, err := tx.ExecContext(ctx, o.db.Rebind(`UPDATE sv_tokens SET state = 'refunded', refunded = ?, refund_transfer = ? WHERE serial = ? AND state = 'refunding'`),
+			amount, trID, serial); err != nil {
+			return nil, err
+		}
+		return &AuditEvent{Actor: "operator", Event: "selfverify.refund", Outcome: "success", Resource: serial,
+			Details: map[string]any{"amount": amount, "settled": t.settled, "w": t.w, "transfer": trID}}, nil
+	})
+	if err != nil {
 		return fmt.Errorf("selfverify: refund %s: %w", serial, err)
 	}
-	o.audit(ctx, AuditEvent{Actor: "operator", Event: "selfverify.refund", Outcome: "success", Resource: serial,
-		Details: map[string]any{"amount": amount, "settled": t.settled, "w": t.w, "transfer": trID}})
 	return nil
 }

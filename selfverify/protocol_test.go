@@ -98,7 +98,7 @@ func TestExpiryRefund(t *testing.T) {
 	v := e.vendor("shop")
 	st := mustWithdraw(t, u, 500)
 	mustPay(t, u, v.Local(), "tea")
-	e.clock.Advance(90 * time.Minute) // past expiry, within grace: reservation outstanding
+	e.clock.Add(90 * time.Minute) // past expiry, within grace: reservation outstanding
 	if err := e.op.Sweep(e.ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestExpiryRefund(t *testing.T) {
 	if _, err := u.Pay(e.ctx, v.Local(), "tea"); err == nil {
 		t.Fatal("payment with an expired token accepted")
 	}
-	e.clock.Advance(2 * time.Hour) // grace over: the undeposited payment lapses
+	e.clock.Add(2 * time.Hour) // grace over: the undeposited payment lapses
 	if err := e.op.Sweep(e.ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package selfverify
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"strings"
 	"sync"
@@ -16,7 +17,7 @@ import (
 
 // flakyLedger fails the first transfer whose idempotency key has a given
 // prefix, as a crash or an unreachable ledger would, after (when after is
-// set) the transfer was actually made.
+// set) the transfer was made in the operator's transaction.
 type flakyLedger struct {
 	Ledger
 	mu     sync.Mutex
@@ -24,7 +25,7 @@ type flakyLedger struct {
 	after  bool
 }
 
-func (f *flakyLedger) Transfer(ctx context.Context, req ledger.TransferRequest) (ledger.Transfer, error) {
+func (f *flakyLedger) TransferTx(ctx context.Context, tx *sql.Tx, req ledger.TransferRequest) (ledger.Transfer, error) {
 	f.mu.Lock()
 	fail := false
 	for p, armed := range f.prefix {
@@ -36,7 +37,7 @@ func (f *flakyLedger) Transfer(ctx context.Context, req ledger.TransferRequest) 
 	if fail && !f.after {
 		return ledger.Transfer{}, errors.New("ledger unreachable")
 	}
-	tr, err := f.Ledger.Transfer(ctx, req)
+	tr, err := f.Ledger.TransferTx(ctx, tx, req)
 	if fail {
 		return ledger.Transfer{}, errors.New("connection lost after commit")
 	}

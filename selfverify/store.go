@@ -2,6 +2,7 @@ package selfverify
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/qshield/qshield/ledger"
@@ -12,7 +13,9 @@ import (
 type Ledger interface {
 	EnsureAccount(ctx context.Context, na ledger.NewAccount) (ledger.Account, error)
 	Account(ctx context.Context, id string) (ledger.Account, error)
-	Transfer(ctx context.Context, req ledger.TransferRequest) (ledger.Transfer, error)
+	// TransferTx moves money inside the operator's transaction, so the
+	// token's state change, the transfer and the audit record commit together.
+	TransferTx(ctx context.Context, tx *sql.Tx, req ledger.TransferRequest) (ledger.Transfer, error)
 }
 
 // AuditEvent is one security-relevant event.
@@ -27,6 +30,15 @@ type AuditEvent struct {
 // Auditor records audit events (see AuditTo for the platform's audit log).
 type Auditor interface {
 	Record(ctx context.Context, e AuditEvent) error
+}
+
+// TxAuditor is an Auditor that can also record inside the caller's
+// database transaction (AuditTo's auditor can). With one, the audit record
+// of a money movement commits or rolls back with the movement; with another
+// Auditor it is recorded after the commit.
+type TxAuditor interface {
+	Auditor
+	RecordTx(ctx context.Context, tx *sql.Tx, e AuditEvent) error
 }
 
 // AuditFunc adapts a function to Auditor.

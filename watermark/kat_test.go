@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -139,6 +140,14 @@ func FuzzParseHandle(f *testing.F) {
 	f.Add(h)
 	f.Add("QSW1:")
 	f.Fuzz(func(t *testing.T, s string) {
-		_ = ParseHandle(s)
+		// Invariant: an accepted handle is exactly the prefix and the
+		// canonical encoding of a 128-bit value (no second spelling).
+		if ParseHandle(s) != nil {
+			return
+		}
+		b, err := handleEnc.DecodeString(strings.TrimPrefix(s, HandlePrefix))
+		if err != nil || len(b) != handleLen || HandlePrefix+handleEnc.EncodeToString(b) != s {
+			t.Fatalf("accepted handle %q is not canonical", s)
+		}
 	})
 }

@@ -3,22 +3,19 @@ package watermark
 import (
 	"context"
 	"errors"
+	"github.com/qshield/qshield/internal/testclock"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-type clock struct{ t time.Time }
-
-func (c *clock) now() time.Time { return c.t }
-
 func TestIssueVerify(t *testing.T) {
 	ctx := context.Background()
-	ck := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	ck := testclock.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	store := NewMemStore()
-	is := &Issuer{Store: store, Now: ck.now, TTL: time.Hour} // capped at 60 s
-	v := &Verifier{Store: store, Now: ck.now}
+	is := &Issuer{Store: store, Now: ck.Now, TTL: time.Hour} // capped at 60 s
+	v := &Verifier{Store: store, Now: ck.Now}
 
 	t0, rec, err := is.Issue(ctx, "alice")
 	if err != nil {
@@ -48,7 +45,7 @@ func TestIssueVerify(t *testing.T) {
 	}
 	// Expiry.
 	t1, rec1, _ := is.Issue(ctx, "bob")
-	ck.t = ck.t.Add(MaxTTL)
+	ck.Add(MaxTTL)
 	if _, err := v.Verify(ctx, rec1.Handle, t1); !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired: %v", err)
 	}

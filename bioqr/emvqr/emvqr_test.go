@@ -68,10 +68,7 @@ func hex4(v uint16) string {
 }
 
 func sample(t *testing.T) string {
-	amt, err := FormatAmount(2550, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	amt := "25.50"
 	s, err := Encode([]DataObject{
 		{"00", "01"}, {"01", "12"},
 		{"26", mustObjs(t, []DataObject{{"00", "DEV.QSHIELD"}, {"01", "shop-1"}})},
@@ -104,9 +101,10 @@ func TestEncodeParseRoundTrip(t *testing.T) {
 	if p.Offset("80") <= 0 || !strings.HasPrefix(s[p.Offset("80"):], "80") {
 		t.Fatalf("offset of 80 wrong: %d", p.Offset("80"))
 	}
-	n, err := ParseAmount("25.5", 2)
-	if err != nil || n != 2550 {
-		t.Fatalf("ParseAmount = %d, %v", n, err)
+	for _, ok := range []string{"25.5", "100", "0.001"} {
+		if err := CheckAmount(ok); err != nil {
+			t.Errorf("CheckAmount(%q) = %v", ok, err)
+		}
 	}
 }
 
@@ -151,11 +149,10 @@ func TestEncodeRejects(t *testing.T) {
 	if _, err := Encode([]DataObject{{"00", "01"}, {"59", strings.Repeat("x", 100)}}); err == nil {
 		t.Fatal("value of 100 characters accepted")
 	}
-	if _, err := FormatAmount(0, 2); err == nil {
-		t.Fatal("zero amount accepted")
-	}
-	if _, err := ParseAmount("1.234", 2); err == nil {
-		t.Fatal("three decimals accepted for a two-decimal currency")
+	for _, bad := range []string{"", ".5", "1.2.3", "1,000", "12345678901234", "-1"} {
+		if err := CheckAmount(bad); err == nil {
+			t.Errorf("CheckAmount(%q) accepted", bad)
+		}
 	}
 }
 

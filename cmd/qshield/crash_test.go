@@ -40,7 +40,7 @@ type serveProc struct {
 
 func startServe(t *testing.T, bin, dsn, stateDir string) *serveProc {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--db", dsn, "--listen", "127.0.0.1:0", "--kme-a", "127.0.0.1:0", "--kme-b", "127.0.0.1:0", "--state-dir", stateDir, "--json")
+	cmd := exec.Command(bin, "serve", "--db", dsn, "--listen", "127.0.0.1:0", "--kme-a", "127.0.0.1:0", "--kme-b", "127.0.0.1:0", "--dir", stateDir, "--json")
 	cmd.Env = append(os.Environ(), "QSHIELD_CA_KEY=")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -1,11 +1,11 @@
 // Command qshield runs the qshield payment-security platform: the server, the
-// device-side tools (gateway, POS, charger, phone, scanner), the demo and the
-// experiments. Every subcommand lives in internal/cli.
+// device-side tools (gateway, POS, charger, phone, scanner), the ledger, the
+// demo and the experiments. Every subcommand lives in internal/cli; the
+// command vocabulary and exit statuses are in docs/CLI.md.
 package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -15,10 +15,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := cli.Root(cli.NewGlobals()).ExecuteContext(ctx)
+	code := cli.Main(ctx, cli.NewGlobals(), os.Args[1:])
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "qshield:", err)
-		os.Exit(1)
-	}
+	os.Exit(code)
 }

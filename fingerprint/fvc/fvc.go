@@ -12,6 +12,21 @@
 //
 // which uses the data more fully than the original FVC impostor set (first
 // impressions only, 45 per database; ImpostorFirstOnly selects it).
+//
+// # Data
+//
+// The repository ships no fingerprint data. DataDir reads the directory from
+// $QSHIELD_FINGERPRINT_DATA; LoadFVC2002 loads DB1_B..DB4_B from it and
+// fails with ErrNoData when any is missing or empty — never a silent
+// fallback. Digest identifies the records, so that results are compared with
+// published figures only for the data those figures were measured on
+// (FVC2002SetBDigest).
+//
+// # Honest tuning
+//
+// LeaveOneOut chooses parameters and a threshold on all databases but one
+// and measures them on that one, for each database in turn; ThresholdEach is
+// the per-database threshold rule.
 package fvc
 
 import (
@@ -64,7 +79,7 @@ var fileRE = regexp.MustCompile(`^(\d+)_(\d+)\.iso$`)
 func LoadDatabase(dir string) (*Database, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("fvc: reading %s: %w", dir, err)
+		return nil, fmt.Errorf("%w: reading %s: %v", ErrNoData, dir, err)
 	}
 	type key struct{ f, i int }
 	byKey := map[key]string{}
@@ -115,17 +130,58 @@ func LoadDatabase(dir string) (*Database, error) {
 	return db, nil
 }
 
-// LoadFVC2002 loads DB1_B..DB4_B from root (e.g. ../shared/data/fingerprints/fvc2002).
+// LoadFVC2002 loads DB1_B..DB4_B from root, the directory holding them
+// (normally the one named by the QSHIELD_FINGERPRINT_DATA environment
+// variable, see DataDir). A root that does not exist, or that lacks one of
+// the four databases, is an error wrapping ErrNoData: an explicit data path
+// that holds no database never falls back to anything.
 func LoadFVC2002(root string) ([]*Database, error) {
+	st, err := os.Stat(root)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoData, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%w: %s is not a directory", ErrNoData, root)
+	}
 	var out []*Database
 	for d := 1; d <= 4; d++ {
-		db, err := LoadDatabase(filepath.Join(root, fmt.Sprintf("DB%d_B", d)))
+		dir := filepath.Join(root, fmt.Sprintf("DB%d_B", d))
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("%w: %s holds no DB%d_B (want DB1_B..DB4_B): %v", ErrNoData, root, d, err)
+		}
+		db, err := LoadDatabase(dir)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, db)
 	}
 	return out, nil
+}
+
+// DataEnv is the environment variable naming the directory that holds
+// DB1_B..DB4_B. The repository ships no fingerprint data.
+const DataEnv = "QSHIELD_FINGERPRINT_DATA"
+
+// ErrDataUnset is returned by DataDir when DataEnv is not set; tests that need
+// the data skip on it, nothing else does.
+var ErrDataUnset = errors.New("fvc: " + DataEnv + " is not set (it names the directory holding FVC2002 DB1_B..DB4_B)")
+
+// DataDir returns the directory named by DataEnv, or ErrDataUnset. A set
+// variable that points at nothing is an error wrapping ErrNoData, so that a
+// typo fails loudly instead of looking like "no data".
+func DataDir() (string, error) {
+	dir := os.Getenv(DataEnv)
+	if dir == "" {
+		return "", ErrDataUnset
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s=%q: %v", ErrNoData, DataEnv, dir, err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("%w: %s=%q is not a directory", ErrNoData, DataEnv, dir)
+	}
+	return dir, nil
 }
 
 // Result is the outcome of the protocol on one database.
@@ -256,39 +312,4 @@ func Run(ctx context.Context, m *fingerprint.Matcher, db *Database, opt Options)
 		return nil, fmt.Errorf("fvc: %s: %w", db.Name, err)
 	}
 	return res, nil
-}
-
-// FindData returns dir made absolute when it is absolute or exists relative to
-// the working directory; otherwise it looks for it relative to the root of the
-// Go module containing the working directory (the directory holding go.mod),
-// so that tests, which run in their package directory, find
-// "../shared/data/..." the same way the binary does from the repository root.
-func FindData(dir string) (string, error) {
-	if filepath.IsAbs(dir) {
-		if _, err := os.Stat(dir); err != nil {
-			return "", fmt.Errorf("fvc: %w", err)
-		}
-		return dir, nil
-	}
-	if _, err := os.Stat(dir); err == nil {
-		return filepath.Abs(dir)
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("fvc: %w", err)
-	}
-	for d := wd; ; {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			p := filepath.Join(d, dir)
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("fvc: %w", err)
-			}
-			return p, nil
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", fmt.Errorf("fvc: %s not found and no go.mod above %s: %w", dir, wd, os.ErrNotExist)
-		}
-		d = parent
-	}
 }

@@ -36,7 +36,7 @@ type adminCA struct {
 }
 
 func (a *adminCA) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&a.stateDir, "state-dir", "", "the platform's state directory (default: beside the SQLite file)")
+	dirFlag(cmd.Flags(), &a.stateDir, "", "the server's directory, holding the CA sealing key (default: beside the SQLite file)")
 }
 
 func (a *adminCA) open(ctx context.Context, g *Globals) (*sqldb.DB, *pki.CA, string, error) {

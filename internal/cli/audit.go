@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/internal/platform"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/sqldb"
 )
 

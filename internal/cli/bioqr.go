@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/fsutil"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,23 +19,23 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/bioqr"
-	"github.com/qshield/qshield/bioqr/emvqr"
+	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 )
 
 // Files in a bioqr device state directory.
 const (
-	bioqrUnitFile     = "unit.json"     // the secure unit (sealed key, certificate, credential)
-	bioqrSealFile     = "unit-seal.key" // POS only: random key sealing the unit (unless QSHIELD_POS_KEY is set)
-	bioqrPOSConfig    = "pos.json"      // POS merchant configuration and server URL
-	bioqrRandCodes    = "randcodes.json"
-	bioqrPhoneFile    = "phone.json" // phone: server URL
-	bioqrEnvPOSKey    = "QSHIELD_POS_KEY"
-	bioqrEnvPhonePIN  = "QSHIELD_PHONE_PIN"
-	bioqrQRScale      = 6
-	bioqrMaxImage     = 16 << 20
-	bioqrOperatorHelp = "state directory of `qshield serve` holding ca.pem, admin.pem and admin-key.pem (the operator who certifies devices)"
+	bioqrUnitFile    = "unit.json"     // the secure unit (sealed key, certificate, credential)
+	bioqrSealFile    = "unit-seal.key" // POS only: random key sealing the unit (unless QSHIELD_POS_KEY is set)
+	bioqrPOSConfig   = "pos.json"      // POS merchant configuration and server URL
+	bioqrRandCodes   = "randcodes.json"
+	bioqrPhoneFile   = "phone.json" // phone: server URL
+	bioqrEnvPOSKey   = "QSHIELD_POS_KEY"
+	bioqrEnvPhonePIN = "QSHIELD_PHONE_PIN"
+	bioqrQRScale     = 6
+	bioqrMaxImage    = 16 << 20
 )
 
 type bioqrPOSConfigFile struct {
@@ -52,28 +51,27 @@ type bioqrPhoneConfigFile struct {
 
 // POSCommand is `qshield pos`: a point-of-sale terminal of seed 004.
 //
-//	qshield pos init   --server URL --operator-dir DIR --state-dir DIR --id POS-1 --merchant-account ACCT ...
-//	qshield pos charge --state-dir DIR --amount 25.50 [--out qr.png]
-//	qshield pos accept --state-dir DIR --image pay.png [--finger probe.iso]
+//	qshield pos init   --server URL --admin DIR [--dir DIR] --id POS-1 --merchant-account ACCT ...
+//	qshield pos charge [--dir DIR] --amount 25.50 [--out qr.png]
+//	qshield pos accept [--dir DIR] --image pay.png [--finger probe.iso]
 func POSCommand(g *Globals) *cobra.Command {
 	var stateDir string
 	cmd := &cobra.Command{
 		Use:   "pos",
 		Short: "Seed 004 POS terminal: show consumption QR codes, accept biometric payment QR codes, settle",
 		Long: "A point-of-sale terminal for biometric QR payments (patent CN103985036A). Its secure unit\n" +
-			"(--state-dir) holds its key, CA-issued certificate and compact credential; `init` certifies it\n" +
+			"(--dir) holds its key, CA-issued certificate and compact credential; `init` certifies it\n" +
 			"through a running `qshield serve`, `charge` shows a consumption QR, `accept` reads a phone's\n" +
 			"payment QR and settles it with the server over mutual TLS. The unit file is sealed with\n" +
 			bioqrEnvPOSKey + " (a 32-byte key or a passphrase) or, when unset, a random key kept in the state directory.",
 	}
-	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", "", "POS state directory (required)")
-	_ = cmd.MarkPersistentFlagRequired("state-dir")
+	dirFlag(cmd.PersistentFlags(), &stateDir, KindBioQRPOS, "the POS's directory (secure unit, configuration)", "state-dir")
 	cmd.AddCommand(bioqrPOSInit(g, &stateDir), bioqrPOSCharge(g, &stateDir), bioqrPOSAccept(g, &stateDir))
 	return cmd
 }
 
 func bioqrPOSInit(g *Globals, stateDir *string) *cobra.Command {
-	var server, operatorDir, id, account string
+	var server, admin, id, account string
 	m := bioqr.Merchant{}
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -82,7 +80,7 @@ func bioqrPOSInit(g *Globals, stateDir *string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			m.Account = account
-			op, err := bioqrOperatorTLS(operatorDir, server)
+			op, err := bioqrOperatorTLS(admin, server)
 			if err != nil {
 				return err
 			}
@@ -117,8 +115,8 @@ func bioqrPOSInit(g *Globals, stateDir *string) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&server, "server", "https://localhost:8443", "qshield serve URL")
-	f.StringVar(&operatorDir, "operator-dir", "", bioqrOperatorHelp)
+	serverFlag(f, &server, "")
+	adminFlag(f, &admin, "operator-dir")
 	f.StringVar(&id, "id", "", "POS identifier (device serial)")
 	f.StringVar(&account, "merchant-account", "", "ledger account credited by this POS")
 	f.StringVar(&m.Name, "name", "Corner Shop", "merchant name (≤ 25 characters)")
@@ -126,7 +124,7 @@ func bioqrPOSInit(g *Globals, stateDir *string) *cobra.Command {
 	f.StringVar(&m.Country, "country", "CN", "ISO 3166-1 alpha-2 country code")
 	f.StringVar(&m.MCC, "mcc", "5411", "ISO 18245 merchant category code")
 	f.StringVar(&m.Currency, "currency", "CNY", "ISO 4217 currency")
-	for _, n := range []string{"operator-dir", "id", "merchant-account"} {
+	for _, n := range []string{"admin", "id", "merchant-account"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd
@@ -146,15 +144,11 @@ func bioqrPOSCharge(g *Globals, stateDir *string) *cobra.Command {
 				return err
 			}
 			defer cl.Close()
-			cur, err := bioqr.LookupCurrency(cfg.Merchant.Currency)
+			amt, err := parseAmount(amount, cfg.Merchant.Currency)
 			if err != nil {
 				return err
 			}
-			minor, err := emvqr.ParseAmount(amount, cur.Decimals)
-			if err != nil {
-				return fmt.Errorf("pos charge: --amount: %w", err)
-			}
-			c, err := p.NewConsumption(ctx, minor)
+			c, err := p.NewConsumption(ctx, amt.Minor)
 			if err != nil {
 				return err
 			}
@@ -177,12 +171,12 @@ func bioqrPOSCharge(g *Globals, stateDir *string) *cobra.Command {
 			}
 			return g.Report(map[string]any{"png": out, "payload": c.Payload, "rand_code": hex.EncodeToString(c.RandCode[:]),
 				"expires": c.Expires, "qr_version": info.Version, "page": page},
-				fmt.Sprintf("consumption QR for %s %s written to %s (QR version %d, valid until %s)%s", amount, cur.Code, out, info.Version,
+				fmt.Sprintf("consumption QR for %s written to %s (QR version %d, valid until %s)%s", amt, out, info.Version,
 					c.Expires.Local().Format("15:04:05"), map[bool]string{true: "; page " + page, false: ""}[page != ""]))
 		},
 	}
-	cmd.Flags().StringVar(&amount, "amount", "", "amount in major units, e.g. 25.50")
-	cmd.Flags().StringVar(&out, "out", "", "PNG output (default STATE-DIR/consumption.png)")
+	cmd.Flags().StringVar(&amount, "amount", "", "amount in major units of the merchant's currency, e.g. 25.50 (CNY) or 100 (JPY)")
+	cmd.Flags().StringVar(&out, "out", "", "PNG output (default DIR/consumption.png)")
 	cmd.Flags().BoolVar(&publish, "publish", true, "show the QR on the server's POS page (/bioqr/pos/ID)")
 	_ = cmd.MarkFlagRequired("amount")
 	return cmd
@@ -213,16 +207,14 @@ func bioqrPOSAccept(g *Globals, stateDir *string) *cobra.Command {
 			if err != nil {
 				msg = "payment refused: " + bioqr.ErrorCode(err)
 			} else {
-				cur, _ := bioqr.LookupCurrency(res.Currency)
-				msg = "paid " + bioqr.FormatAmount(res.Amount, cur)
+				msg = "paid " + money.Format(res.Amount, res.Currency)
 			}
 			_ = cl.Display(ctx, bioqr.DisplayRequest{Message: msg})
 			if err != nil {
 				return fmt.Errorf("pos accept: %w", err)
 			}
-			cur, _ := bioqr.LookupCurrency(res.Currency)
 			return g.Report(res, fmt.Sprintf("paid: %s → %s, %s, transfer %s (fingerprint from %s, score %.1f)%s",
-				res.Account, res.MerchantAccount, bioqr.FormatAmount(res.Amount, cur), res.TransferID, res.ProbeSource, res.Score,
+				res.Account, res.MerchantAccount, money.Format(res.Amount, res.Currency), res.TransferID, res.ProbeSource, res.Score,
 				map[bool]string{true: " [replayed result]", false: ""}[res.Replayed]))
 		},
 	}
@@ -235,37 +227,37 @@ func bioqrPOSAccept(g *Globals, stateDir *string) *cobra.Command {
 // PhoneBioQRCommand is `qshield phone bioqr`: the phone of seed 004. The
 // lead mounts it under `qshield phone`.
 //
-//	qshield phone bioqr enrol --server URL --operator-dir DIR --state-dir DIR --id PHONE-1 --finger owner.iso --account alice
-//	qshield phone bioqr pay   --state-dir DIR --image consumption.png --account alice [--finger probe.iso] [--out pay.png]
+//	qshield phone bioqr enrol --server URL --admin DIR [--dir DIR] --id PHONE-1 --finger owner.iso --account alice
+//	qshield phone bioqr pay   [--dir DIR] --image consumption.png --account alice [--finger probe.iso] [--out pay.png]
 func PhoneBioQRCommand(g *Globals) *cobra.Command {
 	var stateDir string
 	cmd := &cobra.Command{
 		Use:   "bioqr",
 		Short: "Seed 004 phone: enrol with a fingerprint, pay a consumption QR with a payment QR",
-		Long: "The phone of biometric QR payments (patent CN103985036A). Its secure unit (--state-dir) holds\n" +
+		Long: "The phone of biometric QR payments (patent CN103985036A). Its secure unit (--dir) holds\n" +
 			"its key, sealed with the PIN or passphrase in " + bioqrEnvPhonePIN + " (at least 8 characters), its\n" +
 			"certificate and credential, and its payment accounts.",
 	}
-	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", "", "phone state directory (required)")
-	_ = cmd.MarkPersistentFlagRequired("state-dir")
+	dirFlag(cmd.PersistentFlags(), &stateDir, KindBioQRPhone, "the phone's directory (secure unit, configuration)", "state-dir")
 	cmd.AddCommand(bioqrPhoneEnrol(g, &stateDir), bioqrPhonePay(g, &stateDir))
 	return cmd
 }
 
 func bioqrPhoneEnrol(g *Globals, stateDir *string) *cobra.Command {
-	var server, operatorDir, id, finger string
+	var server, admin, id, finger string
 	var accounts []string
 	cmd := &cobra.Command{
-		Use:   "enrol",
-		Short: "Create the phone's secure unit, seal the owner's fingerprint to the settlement server and get certified (steps A–F)",
-		Args:  cobra.NoArgs,
+		Use:     "enrol",
+		Aliases: []string{"enroll"},
+		Short:   "Create the phone's secure unit, seal the owner's fingerprint to the settlement server and get certified (steps A–F)",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			enc, err := bioqrPhonePIN()
 			if err != nil {
 				return err
 			}
-			op, err := bioqrOperatorTLS(operatorDir, server)
+			op, err := bioqrOperatorTLS(admin, server)
 			if err != nil {
 				return err
 			}
@@ -314,12 +306,12 @@ func bioqrPhoneEnrol(g *Globals, stateDir *string) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&server, "server", "https://localhost:8443", "qshield serve URL")
-	f.StringVar(&operatorDir, "operator-dir", "", bioqrOperatorHelp)
+	serverFlag(f, &server, "")
+	adminFlag(f, &admin, "operator-dir")
 	f.StringVar(&id, "id", "", "phone identifier (device serial)")
 	f.StringVar(&finger, "finger", "", "owner's fingerprint, an ISO/IEC 19794-2 file")
 	f.StringSliceVar(&accounts, "account", nil, "ledger account(s) this phone may pay from")
-	for _, n := range []string{"operator-dir", "id", "finger", "account"} {
+	for _, n := range []string{"admin", "id", "finger", "account"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd
@@ -387,10 +379,13 @@ func bioqrPhonePay(g *Globals, stateDir *string) *cobra.Command {
 			if err := os.WriteFile(out, png, 0o644); err != nil {
 				return fmt.Errorf("phone pay: %w", err)
 			}
-			cur, _ := bioqr.LookupCurrency(c.Currency)
+			cur, err := money.Lookup(c.Currency)
+			if err != nil {
+				return err
+			}
 			return g.Report(map[string]any{"png": out, "merchant": c.Name, "amount": c.Amount, "currency": cur.Code, "account": account,
 				"qr_version": info.Version, "characters": len(qr), "fingerprint_in_qr": probe != nil},
-				fmt.Sprintf("pay %s to %s (%s) from %s: payment QR written to %s (version %d)%s", bioqr.FormatAmount(c.Amount, cur), c.Name,
+				fmt.Sprintf("pay %s to %s (%s) from %s: payment QR written to %s (version %d)%s", money.Amount{Minor: c.Amount, Currency: cur}, c.Name,
 					c.City, account, out, info.Version, map[bool]string{true: ", fingerprint included", false: ", put your finger on the POS sensor"}[probe != nil]))
 		},
 	}
@@ -398,7 +393,7 @@ func bioqrPhonePay(g *Globals, stateDir *string) *cobra.Command {
 	f.StringVar(&image, "image", "", "consumption QR image (PNG, JPEG or GIF)")
 	f.StringVar(&account, "account", "", "paying account (default: the first enrolled)")
 	f.StringVar(&finger, "finger", "", "ISO/IEC 19794-2 file from the phone's own sensor (optional)")
-	f.StringVar(&out, "out", "", "PNG output (default STATE-DIR/payment.png)")
+	f.StringVar(&out, "out", "", "PNG output (default DIR/payment.png)")
 	_ = cmd.MarkFlagRequired("image")
 	return cmd
 }
@@ -410,28 +405,16 @@ type bioqrOperator struct {
 	rootCert *x509.Certificate
 }
 
-// bioqrOperatorTLS loads the operator (admin) client certificate that `qshield
-// serve` wrote into its state directory.
+// bioqrOperatorTLS loads the operator's credentials (--admin).
 func bioqrOperatorTLS(dir, server string) (*bioqrOperator, error) {
-	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
-	if err != nil {
-		return nil, fmt.Errorf("operator: %w", err)
+	if _, err := bioqrServerName(server); err != nil {
+		return nil, err
 	}
-	root, err := pki.ParseCertPEM(caPEM)
-	if err != nil {
-		return nil, fmt.Errorf("operator: ca.pem: %w", err)
-	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
-	if err != nil {
-		return nil, fmt.Errorf("operator: admin certificate: %w", err)
-	}
-	host, err := bioqrServerName(server)
+	tc, root, err := adminTLS(dir, server)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(root)
-	return &bioqrOperator{Config: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: host}, rootCert: root}, nil
+	return &bioqrOperator{Config: tc, rootCert: root}, nil
 }
 
 // bioqrDeviceTLS is a mutual-TLS client configuration presenting the unit's
@@ -447,13 +430,13 @@ func bioqrDeviceTLS(u *bioqr.SecureUnit, server string) (*tls.Config, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(u.Root())
-	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: host}, nil
+	return pki.TLSClientConfig(pool, host, cert), nil
 }
 
 func bioqrServerName(server string) (string, error) {
 	u, err := url.Parse(server)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
-		return "", fmt.Errorf("--server %q: want an https:// URL", server)
+		return "", Usagef("--server %q: want an https:// URL", server)
 	}
 	return u.Hostname(), nil
 }

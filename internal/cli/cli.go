@@ -35,7 +35,7 @@ type Globals struct {
 
 // NewGlobals returns Globals writing to stdout and stderr.
 func NewGlobals() *Globals {
-	return &Globals{DB: os.Getenv("QSHIELD_DB"), Out: os.Stdout, Err: os.Stderr}
+	return &Globals{DB: os.Getenv(EnvDB), Out: os.Stdout, Err: os.Stderr}
 }
 
 // Init sets the logger and progress factory once flags are parsed.

@@ -2,9 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"github.com/qshield/qshield/fingerprint/fvc"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -33,7 +33,7 @@ func DemoCommand(g *Globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if data == "" {
-				data = findSharedData()
+				data = os.Getenv(fvc.DataEnv)
 			}
 			log := g.Log
 			if !g.Verbose {
@@ -58,23 +58,6 @@ func DemoCommand(g *Globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&data, "data", "", "shared data directory (default: ../shared/data when present)")
+	cmd.Flags().StringVar(&data, "fingerprints", "", "FVC2002 directory holding DB1_B for the biometric scheme (default $"+fvc.DataEnv+"; neither: synthetic prints)")
 	return cmd
-}
-
-// findSharedData returns ../shared/data (relative to the working directory
-// or to the module root above it) when it exists.
-func findSharedData() string {
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for i := 0; i < 4; i++ {
-		p := filepath.Join(dir, "..", "shared", "data")
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			return filepath.Clean(p)
-		}
-		dir = filepath.Dir(dir)
-	}
-	return ""
 }

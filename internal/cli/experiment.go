@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/experiment"
-	"github.com/qshield/qshield/sqldb/sqldbtest"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // ExperimentCommand is `qshield experiment NAME [--json] [--out DIR] [--param k=v]`.
@@ -21,7 +21,8 @@ func ExperimentCommand(g *Globals, reg func() (*experiment.Registry, error)) *co
 		Use:   "experiment NAME",
 		Short: "Run a measurement and print its table (and write JSON and PNG plots with --out)",
 		Long: "Run a named experiment. It prints a Markdown table (or JSON with --json) and, with --out DIR,\n" +
-			"writes DIR/NAME.md, DIR/NAME.json and its PNG plots. `qshield experiment list` lists them.",
+			"writes DIR/NAME.md, DIR/NAME.json and its PNG plots. `qshield experiment list` lists them.\n" +
+			"With --db postgres://… the database-bound experiments also run on that PostgreSQL server.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := reg()
@@ -29,6 +30,14 @@ func ExperimentCommand(g *Globals, reg func() (*experiment.Registry, error)) *co
 				return err
 			}
 			if args[0] == "list" {
+				if g.JSON {
+					specs := make([]map[string]any, 0, len(r.Names()))
+					for _, n := range r.Names() {
+						s, _ := r.Lookup(n)
+						specs = append(specs, map[string]any{"name": n, "summary": s.Summary, "params": s.Params})
+					}
+					return g.PrintJSON(specs)
+				}
 				for _, n := range r.Names() {
 					s, _ := r.Lookup(n)
 					fmt.Fprintf(g.Out, "%-16s %s\n", n, s.Summary)
@@ -40,13 +49,13 @@ func ExperimentCommand(g *Globals, reg func() (*experiment.Registry, error)) *co
 			}
 			spec, ok := r.Lookup(args[0])
 			if !ok {
-				return fmt.Errorf("no experiment %q (have: %s)", args[0], strings.Join(r.Names(), ", "))
+				return Usagef("no experiment %q (have: %s)", args[0], strings.Join(r.Names(), ", "))
 			}
 			given := map[string]string{}
 			for _, p := range params {
 				k, v, ok := strings.Cut(p, "=")
 				if !ok {
-					return fmt.Errorf("--param %q: want name=value", p)
+					return Usagef("--param %q: want name=value", p)
 				}
 				given[k] = v
 			}
@@ -54,15 +63,12 @@ func ExperimentCommand(g *Globals, reg func() (*experiment.Registry, error)) *co
 			if err != nil {
 				return err
 			}
-			env := &experiment.Env{
-				Params:   resolved,
-				DB:       g.DB,
-				Postgres: os.Getenv("QSHIELD_BENCH_POSTGRES"),
-				Log:      g.Log,
-				Progress: g.Progress,
-			}
-			if env.Postgres == "" {
-				env.Postgres = os.Getenv(sqldbtest.EnvPostgres)
+			env := &experiment.Env{Params: resolved, DB: g.DB, Log: g.Log, Progress: g.Progress}
+			// PostgreSQL comes from --db (or QSHIELD_DB) and nowhere else,
+			// as BENCHMARKS.md says: the database-bound experiments then
+			// also run on it.
+			if sqldb.IsPostgres(g.DB) {
+				env.Postgres = g.DB
 			}
 			start := time.Now()
 			res, err := spec.Run(cmd.Context(), env)
@@ -85,7 +91,7 @@ func ExperimentCommand(g *Globals, reg func() (*experiment.Registry, error)) *co
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "directory to write NAME.md, NAME.json and PNG plots into")
-	cmd.Flags().StringArrayVar(&params, "param", nil, "experiment parameter name=value (repeatable); see `qshield experiment list`")
+	cmd.Flags().StringArrayVar(&params, "param", nil, "experiment parameter name=value (repeatable); see: qshield experiment list")
 	return cmd
 }
 

@@ -93,7 +93,7 @@ func TestKeychargeCommands(t *testing.T) {
 		g.Init()
 		return f(g), &out
 	}
-	common := []string{"--url", lab.URL, "--state-dir", state}
+	common := []string{"--server", lab.URL, "--admin", state}
 	admin := func(args ...string) string {
 		c, out := mk(AdminCommand)
 		run(c, append(args, common...)...)
@@ -107,13 +107,13 @@ func TestKeychargeCommands(t *testing.T) {
 		t.Fatalf("activate: %s", out)
 	}
 	ch, out := mk(ChargerCommand)
-	run(ch, append([]string{"--watch", devices, "--once", "--volume", "256KiB", "--kme-url", lab.Pair.AURL,
+	run(ch, append([]string{"--watch", devices, "--once", "--volume", "256KiB", "--kme", lab.Pair.AURL,
 		"--cert", filepath.Join(state, "charger-1.pem"), "--key", filepath.Join(state, "charger-1-key.pem")}, common...)...)
 	if !strings.Contains(out.String(), "charged 262144 bytes") {
 		t.Fatalf("charger: %s", out.String())
 	}
 	ph, pout := mk(PhoneChannelCommand)
-	run(ph, append([]string{"--device", dev, "--alg", "sm4-gcm", "hello QSSC", "second message"}, common...)...)
+	run(ph, append([]string{"--dir", dev, "--alg", "sm4-gcm", "hello QSSC", "second message"}, common...)...)
 	if !strings.Contains(pout.String(), "< hello QSSC") || !strings.Contains(pout.String(), "sm4-gcm") {
 		t.Fatalf("phone: %s", pout.String())
 	}
@@ -122,11 +122,21 @@ func TestKeychargeCommands(t *testing.T) {
 	}
 	admin("device", "freeze", "CLI-1")
 	ph2, _ := mk(PhoneChannelCommand)
-	ph2.SetArgs(append([]string{"--device", dev, "x"}, common...))
+	ph2.SetArgs(append([]string{"--dir", dev, "x"}, common...))
 	ph2.SetOut(&bytes.Buffer{})
 	ph2.SetErr(&bytes.Buffer{})
 	if err := ph2.ExecuteContext(ctx); err == nil || !strings.Contains(err.Error(), "frozen") {
 		t.Fatalf("frozen device channel: %v", err)
+	}
+	// charger --once must fail when its charge fails (a frozen device is
+	// refused): it used to exit 0 whatever happened.
+	ch2, _ := mk(ChargerCommand)
+	ch2.SetArgs(append([]string{"--watch", devices, "--once", "--volume", "64KiB", "--kme", lab.Pair.AURL,
+		"--cert", filepath.Join(state, "charger-1.pem"), "--key", filepath.Join(state, "charger-1-key.pem")}, common...))
+	ch2.SetOut(&bytes.Buffer{})
+	ch2.SetErr(&bytes.Buffer{})
+	if err := ch2.ExecuteContext(ctx); err == nil || ErrorCode(err) != "charge_failed" {
+		t.Fatalf("charger --once on a frozen device: %v, want a charge_failed error", err)
 	}
 	if out := admin("device", "stats", "--by", "event"); !strings.Contains(out, "keycharge.charge.commit") {
 		t.Fatalf("stats: %s", out)

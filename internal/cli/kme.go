@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/fsutil"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -60,7 +60,7 @@ type kmeCommon struct {
 }
 
 func (c *kmeCommon) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&c.stateDir, "state-dir", "", "directory for ca-seal.key and kme-master.key (default: beside the SQLite file, or ~/.config/qshield)")
+	dirFlag(cmd.Flags(), &c.stateDir, "", "the server's directory: ca-seal.key and kme-master.key (default: beside the SQLite file, or ~/.config/qshield)", "state-dir")
 	cmd.Flags().StringVar(&c.masterKeyFile, "master-key-file", "", "file holding the pool master key (32 bytes, hex or base64); overrides the default file, not "+EnvKMEMasterKey)
 	cmd.Flags().StringSliceVar(&c.hosts, "host", []string{"127.0.0.1"}, "names or IPs the KME is reached at (server certificate); the first is used in URLs")
 }
@@ -463,7 +463,7 @@ func safeFileName(s string) string {
 }
 
 func kmeKeysCommand(g *Globals) *cobra.Command {
-	var url, certFile, keyFile, caFile string
+	var kmeURL, certFile, keyFile, caFile string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "keys",
@@ -472,22 +472,22 @@ func kmeKeysCommand(g *Globals) *cobra.Command {
 			"and the CA --ca. Keys are printed base64-encoded (JSON with --json).",
 	}
 	client := func() (*etsi014.Client, error) {
-		if url == "" || certFile == "" || keyFile == "" || caFile == "" {
-			return nil, errors.New("--url, --cert, --key and --ca are required")
+		if kmeURL == "" || certFile == "" || keyFile == "" || caFile == "" {
+			return nil, Usagef("--kme, --cert, --key and --ca are required")
 		}
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			return nil, fmt.Errorf("client certificate: %w", err)
 		}
-		caPEM, err := os.ReadFile(caFile)
+		_, pool, err := loadRoot(caFile)
 		if err != nil {
 			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(caPEM) {
-			return nil, fmt.Errorf("%s: no certificate", caFile)
+		host, err := serverName(kmeURL)
+		if err != nil {
+			return nil, err
 		}
-		return etsi014.New(url, &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}), nil
+		return etsi014.New(kmeURL, pki.TLSClientConfig(pool, host, cert)), nil
 	}
 	printKeys := func(keys []etsi014.KeyMaterial) error {
 		if g.JSON {
@@ -553,7 +553,8 @@ func kmeKeysCommand(g *Globals) *cobra.Command {
 			return printKeys(keys)
 		},
 	}
-	cmd.PersistentFlags().StringVar(&url, "url", "https://127.0.0.1:8441", "the KME's base URL")
+	cmd.PersistentFlags().StringVar(&kmeURL, "kme", "https://127.0.0.1:8441", "the KME's base URL")
+	alias(cmd.PersistentFlags(), &kmeURL, "url", "kme", "https://127.0.0.1:8441")
 	cmd.PersistentFlags().StringVar(&certFile, "cert", "", "SAE client certificate (PEM)")
 	cmd.PersistentFlags().StringVar(&keyFile, "key", "", "SAE private key (PEM)")
 	cmd.PersistentFlags().StringVar(&caFile, "ca", "", "CA certificate that signed the KME's certificate (PEM)")

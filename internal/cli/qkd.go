@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/bb84"
 	"github.com/qshield/qshield/qkd/cascade"
@@ -210,27 +210,20 @@ func (t *tlsFlags) register(cmd *cobra.Command) {
 
 func (t *tlsFlags) config(server bool) (*tls.Config, error) {
 	if t.cert == "" || t.key == "" || t.ca == "" {
-		return nil, errors.New("--cert, --key and --ca are required: the classical channel is authenticated with mutual TLS")
+		return nil, Usagef("--cert, --key and --ca are required: the classical channel is authenticated with mutual TLS")
 	}
 	pair, err := tls.LoadX509KeyPair(t.cert, t.key)
 	if err != nil {
 		return nil, fmt.Errorf("loading %s / %s: %w", t.cert, t.key, err)
 	}
-	pem, err := os.ReadFile(t.ca)
+	_, pool, err := loadRoot(t.ca)
 	if err != nil {
 		return nil, fmt.Errorf("reading CA: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", t.ca)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13}
 	if server {
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	} else {
-		cfg.RootCAs, cfg.ServerName = pool, t.server
+		return pki.TLSServerConfig(pool, pair), nil
 	}
-	return cfg, nil
+	return pki.TLSClientConfig(pool, t.server, pair), nil
 }
 
 func qkdAliceCommand(g *Globals) *cobra.Command {

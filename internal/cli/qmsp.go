@@ -2,222 +2,38 @@ package cli
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"image"
-	_ "image/jpeg" // decoding photographed codes
+	"html"
+	_ "image/gif" // decoding photographed or saved codes
+	_ "image/jpeg"
 	_ "image/png"
 	"io"
+	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
-	"path/filepath"
-	"strconv"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/qshield/qshield/fsutil"
-	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qmsp"
 	"github.com/qshield/qshield/qrimg"
 )
 
-// deviceDir is a device's credentials on disk: storage.key (the device's
-// storage key, 0600), key.pem (its private key sealed under it), cert.pem and
-// ca.pem.
-type deviceDir string
-
-func (d deviceDir) path(name string) string { return filepath.Join(string(d), name) }
-
-func (d deviceDir) storageKey(create bool) ([]byte, error) {
-	if create {
-		if err := os.MkdirAll(string(d), 0o700); err != nil {
-			return nil, err
-		}
-		return fsutil.LoadOrCreateKey(d.path("storage.key"))
-	}
-	b, err := os.ReadFile(d.path("storage.key"))
-	if err != nil {
-		return nil, fmt.Errorf("device directory %s: %w", d, err)
-	}
-	k, err := fsutil.DecodeKey32(string(b))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", d.path("storage.key"), err)
-	}
-	return k, nil
-}
-
-// newKey generates the device key pair and stores it sealed.
-func (d deviceDir) newKey() (*ecdsa.PrivateKey, error) {
-	sk, err := d.storageKey(true)
-	if err != nil {
-		return nil, err
-	}
-	enc, err := pki.RawKey(sk)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	pemKey, err := pki.SealPrivateKeyPEM(key, enc)
-	if err != nil {
-		return nil, err
-	}
-	return key, fsutil.WriteFileAtomic(d.path("key.pem"), pemKey, 0o600, true)
-}
-
-func (d deviceDir) saveCerts(certDER, caDER []byte) error {
-	cert, err := x509.ParseCertificate(certDER)
-	if err != nil {
-		return fmt.Errorf("server sent a bad certificate: %w", err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return fmt.Errorf("server sent a bad CA certificate: %w", err)
-	}
-	if err := fsutil.WriteFileAtomic(d.path("cert.pem"), pki.EncodeCertPEM(cert), 0o644, true); err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(d.path("ca.pem"), pki.EncodeCertPEM(ca), 0o644, true)
-}
-
-// load returns the device's key and a TLS configuration presenting its certificate.
-func (d deviceDir) load() (*ecdsa.PrivateKey, *tls.Config, error) {
-	sk, err := d.storageKey(false)
-	if err != nil {
-		return nil, nil, err
-	}
-	enc, err := pki.RawKey(sk)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := os.ReadFile(d.path("key.pem"))
-	if err != nil {
-		return nil, nil, err
-	}
-	k, err := pki.ParsePrivateKeyPEM(b, enc)
-	if err != nil {
-		return nil, nil, err
-	}
-	key, ok := k.(*ecdsa.PrivateKey)
-	if !ok {
-		return nil, nil, errors.New("device key is not ECDSA P-256")
-	}
-	cb, err := os.ReadFile(d.path("cert.pem"))
-	if err != nil {
-		return nil, nil, err
-	}
-	cert, err := pki.ParseCertPEM(cb)
-	if err != nil {
-		return nil, nil, err
-	}
-	cab, err := os.ReadFile(d.path("ca.pem"))
-	if err != nil {
-		return nil, nil, err
-	}
-	ca, err := pki.ParseCertPEM(cab)
-	if err != nil {
-		return nil, nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return key, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "localhost",
-		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}}}, nil
-}
-
-// enrolDevice generates the device's key pair in d, has the server's admin API
-// at path certify it (body builds the request around the PKIX public key),
-// and stores the certificate and the CA root in d.
-func enrolDevice(ctx context.Context, server, adminDir string, d deviceDir, path string, body func(pub []byte) any) (*platform.DeviceEnrolled, error) {
-	key, err := d.newKey()
-	if err != nil {
-		return nil, err
-	}
-	pub, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil {
-		return nil, err
-	}
-	ac, err := adminClient(server, adminDir)
-	if err != nil {
-		return nil, err
-	}
-	defer ac.Close()
-	var out platform.DeviceEnrolled
-	if _, err := ac.Do(ctx, http.MethodPost, path, nil, body(pub), &out); err != nil {
-		return nil, err
-	}
-	return &out, d.saveCerts(out.Certificate, out.CA)
-}
-
-// adminClient talks to the server with the admin certificate from a state directory.
-func adminClient(server, stateDir string) (*client.Client, error) {
-	if stateDir == "" {
-		return nil, errors.New("--admin-dir is required (the server's state directory with admin.pem)")
-	}
-	tc, err := platform.LoadClientTLS(stateDir)
-	if err != nil {
-		return nil, err
-	}
-	return client.New(server, tc), nil
-}
-
 // GatewayCommand is `qshield gateway`: a quantum key gateway device.
 func GatewayCommand(g *Globals) *cobra.Command {
-	var server, dir, adminDir string
+	var server, dir string
 	cmd := &cobra.Command{Use: "gateway", Short: "Run a QMSP quantum key gateway (seed 000)"}
-	cmd.PersistentFlags().StringVar(&server, "server", "https://localhost:8443", "qshield server URL")
-	cmd.PersistentFlags().StringVar(&dir, "dir", "./gateway", "the gateway's directory (keys, certificate, state)")
-
-	var gi, account, currency string
-	var merchant uint32
-	provision := &cobra.Command{
-		Use:   "provision",
-		Short: "Generate the gateway's key, enrol it (setup steps 1-4) and store its preset key",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			d := deviceDir(dir)
-			if _, err := os.Stat(d.path("state")); err == nil {
-				return fmt.Errorf("%s already holds a provisioned gateway", dir)
-			}
-			out, err := enrolDevice(cmd.Context(), server, adminDir, d, "/v1/qmsp/admin/gateways", func(pub []byte) any {
-				return platform.GatewayEnrolment{Gateway: gi, Merchant: merchant, Account: account, Currency: currency, PublicKey: pub}
-			})
-			if err != nil {
-				return fmt.Errorf("enrol gateway: %w", err)
-			}
-			var pk [qmsp.PresetKeySize]byte
-			if len(out.PresetKey) != len(pk) {
-				return errors.New("server sent a preset key of the wrong size")
-			}
-			copy(pk[:], out.PresetKey)
-			sk, _ := d.storageKey(false)
-			if err := qmsp.ProvisionGateway(d.path("state"), sk, gi, merchant, pk); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.Out, "gateway %s provisioned in %s (merchant %d, account %s)\n", gi, dir, merchant, account)
-			return nil
-		},
-	}
-	provision.Flags().StringVar(&adminDir, "admin-dir", "", "the server's state directory (holds admin.pem and admin-key.pem)")
-	provision.Flags().StringVar(&gi, "gateway", "", "gateway identifier GI")
-	provision.Flags().Uint32Var(&merchant, "merchant", 1, "merchant number")
-	provision.Flags().StringVar(&account, "account", "", "the merchant's ledger account (opened if missing)")
-	provision.Flags().StringVar(&currency, "currency", "CNY", "the account's currency")
-	_ = provision.MarkFlagRequired("gateway")
-	_ = provision.MarkFlagRequired("account")
-
-	open := func(ctx context.Context) (*qmsp.Gateway, *qmsp.Client, error) {
+	serverFlag(cmd.PersistentFlags(), &server, "")
+	dirFlag(cmd.PersistentFlags(), &dir, KindQMSPGateway, "the gateway's directory (keys, certificate, state)")
+	open := func() (*qmsp.Gateway, *qmsp.Client, error) {
 		d := deviceDir(dir)
 		key, tc, err := d.load()
 		if err != nil {
@@ -228,13 +44,62 @@ func GatewayCommand(g *Globals) *cobra.Command {
 		gw, err := qmsp.OpenGateway(qmsp.GatewayConfig{StatePath: d.path("state"), StorageKey: sk, Signer: key, CSS: c})
 		return gw, c, err
 	}
+	cmd.AddCommand(gatewayProvision(g, &server, &dir), gatewayCode(g, open), gatewayRun(g, &server, open))
+	return cmd
+}
+
+func gatewayProvision(g *Globals, server, dir *string) *cobra.Command {
+	var admin, gi, account, currency string
+	var merchant uint32
+	cmd := &cobra.Command{
+		Use:   "provision",
+		Short: "Generate the gateway's key, enrol it (setup steps 1-4) and store its preset key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d := deviceDir(*dir)
+			if _, err := os.Stat(d.path("state")); err == nil {
+				return fmt.Errorf("%s already holds a provisioned gateway", *dir)
+			}
+			out, err := enrolDevice(cmd.Context(), *server, admin, d, "/v1/qmsp/admin/gateways", func(pub []byte) any {
+				return platform.GatewayEnrolment{Gateway: gi, Merchant: merchant, Account: account, Currency: currency, PublicKey: pub}
+			})
+			if err != nil {
+				return fmt.Errorf("enrol gateway: %w", err)
+			}
+			var pk [qmsp.PresetKeySize]byte
+			if len(out.PresetKey) != len(pk) {
+				return errors.New("server sent a preset key of the wrong size")
+			}
+			copy(pk[:], out.PresetKey)
+			sk, err := d.storageKey(false)
+			if err != nil {
+				return err
+			}
+			if err := qmsp.ProvisionGateway(d.path("state"), sk, gi, merchant, pk); err != nil {
+				return err
+			}
+			return g.Report(map[string]any{"gateway": gi, "dir": *dir, "merchant": merchant, "account": account},
+				fmt.Sprintf("gateway %s provisioned in %s (merchant %d, account %s)", gi, *dir, merchant, account))
+		},
+	}
+	adminFlag(cmd.Flags(), &admin, "admin-dir")
+	cmd.Flags().StringVar(&gi, "gateway", "", "gateway identifier GI")
+	cmd.Flags().Uint32Var(&merchant, "merchant", 1, "merchant number")
+	cmd.Flags().StringVar(&account, "account", "", "the merchant's ledger account (opened if missing)")
+	cmd.Flags().StringVar(&currency, "currency", "CNY", "the account's currency (ISO 4217)")
+	_ = cmd.MarkFlagRequired("gateway")
+	_ = cmd.MarkFlagRequired("account")
+	return cmd
+}
+
+func gatewayCode(g *Globals, open func() (*qmsp.Gateway, *qmsp.Client, error)) *cobra.Command {
 	var pngOut string
-	code := &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "code",
 		Short: "Print the code the gateway shows now (and write it as a PNG with --png)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			gw, _, err := open(cmd.Context())
+			gw, _, err := open()
 			if err != nil {
 				return err
 			}
@@ -242,7 +107,11 @@ func GatewayCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			text, _ := d.MarshalText()
+			text, err := d.MarshalText()
+			if err != nil {
+				return err
+			}
+			rep := map[string]any{"gateway": gw.ID(), "code": string(text)}
 			if pngOut != "" {
 				png, info, err := qrimg.EncodePNG(string(text), qrimg.M, 6)
 				if err != nil {
@@ -251,27 +120,32 @@ func GatewayCommand(g *Globals) *cobra.Command {
 				if err := os.WriteFile(pngOut, png, 0o644); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.Err, "wrote %s (QR version %d)\n", pngOut, info.Version)
+				rep["png"], rep["qr_version"] = pngOut, info.Version
 			}
-			fmt.Fprintln(g.Out, string(text))
-			return nil
+			return g.Report(rep, string(text))
 		},
 	}
-	code.Flags().StringVar(&pngOut, "png", "", "also write the QR code to this PNG file")
+	cmd.Flags().StringVar(&pngOut, "png", "", "also write the QR code to this PNG file")
+	return cmd
+}
 
+func gatewayRun(g *Globals, server *string, open func() (*qmsp.Gateway, *qmsp.Client, error)) *cobra.Command {
 	var listen string
-	run := &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Show the gateway's codes on a local page, moving on after each payment",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			gw, c, err := open(cmd.Context())
+			gw, c, err := open()
 			if err != nil {
 				return err
 			}
 			used := func(ctx context.Context, ref qmsp.KeyRef) (bool, error) {
 				var out struct{ Used bool }
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, server+"/v1/qmsp/units/"+ref.String(), nil)
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, *server+"/v1/qmsp/units/"+ref.String(), nil)
+				if err != nil {
+					return false, err
+				}
 				resp, err := c.HTTP.Do(req)
 				if err != nil {
 					return false, err
@@ -284,148 +158,209 @@ func GatewayCommand(g *Globals) *cobra.Command {
 				err = jsonDecode(resp.Body, &out)
 				return out.Used, err
 			}
-			page := &qmsp.GatewayPage{Gateway: gw, Used: used}
 			mux := http.NewServeMux()
-			mux.Handle("GET /{file...}", page)
+			mux.Handle("GET /{file...}", &qmsp.GatewayPage{Gateway: gw, Used: used})
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
 			}
 			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 			go func() { <-cmd.Context().Done(); srv.Close() }()
-			fmt.Fprintf(g.Out, "gateway %s showing codes on http://%s/\n", gw.ID(), ln.Addr())
+			page := "http://" + ln.Addr().String() + "/"
+			if err := g.Report(map[string]any{"gateway": gw.ID(), "page": page}, fmt.Sprintf("gateway %s showing codes on %s", gw.ID(), page)); err != nil {
+				return err
+			}
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		},
 	}
-	run.Flags().StringVar(&listen, "listen", "127.0.0.1:8480", "address of the gateway's screen (a local page)")
-	cmd.AddCommand(provision, code, run)
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8480", "address of the gateway's screen (a local page)")
 	return cmd
-}
-
-// parseAmount turns "12.34" into 1234 minor units (two decimals).
-func parseAmount(s string) (int64, error) {
-	whole, frac, _ := strings.Cut(strings.TrimSpace(s), ".")
-	if len(frac) > 2 {
-		return 0, fmt.Errorf("amount %q has more than two decimals", s)
-	}
-	for len(frac) < 2 {
-		frac += "0"
-	}
-	w, err := strconv.ParseInt(whole, 10, 64)
-	if err != nil || w < 0 {
-		return 0, fmt.Errorf("amount %q is not a positive decimal number", s)
-	}
-	f, err := strconv.ParseInt(frac, 10, 64)
-	if err != nil || f < 0 {
-		return 0, fmt.Errorf("amount %q is not a positive decimal number", s)
-	}
-	if w > (1<<47)/100 {
-		return 0, fmt.Errorf("amount %q is too large", s)
-	}
-	return w*100 + f, nil
 }
 
 // PhoneQMSPCommand is `qshield phone qmsp`: enrol a phone and pay at a gateway.
 func PhoneQMSPCommand(g *Globals) *cobra.Command {
 	var server, dir string
 	cmd := &cobra.Command{Use: "qmsp", Short: "Pay at a QMSP quantum key gateway (seed 000)"}
-	cmd.PersistentFlags().StringVar(&server, "server", "https://localhost:8443", "qshield server URL")
-	cmd.PersistentFlags().StringVar(&dir, "dir", "./phone", "the phone's directory (key and certificate)")
-	var adminDir, phone, account string
+	serverFlag(cmd.PersistentFlags(), &server, "")
+	dirFlag(cmd.PersistentFlags(), &dir, KindQMSPPhone, "the phone's directory (key and certificate)")
+	cmd.AddCommand(phoneQMSPEnrol(g, &server, &dir), phoneQMSPPay(g, &server, &dir))
+	return cmd
+}
+
+func phoneQMSPEnrol(g *Globals, server, dir *string) *cobra.Command {
+	var admin, phone, account string
 	var payer uint64
-	enrol := &cobra.Command{
-		Use:   "enrol",
-		Short: "Generate the phone's key and have it certified and bound to a payer number",
-		Args:  cobra.NoArgs,
+	cmd := &cobra.Command{
+		Use:     "enrol",
+		Aliases: []string{"enroll"},
+		Short:   "Generate the phone's key and have it certified and bound to a payer number",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := enrolDevice(cmd.Context(), server, adminDir, deviceDir(dir), "/v1/qmsp/admin/phones", func(pub []byte) any {
+			if _, err := enrolDevice(cmd.Context(), *server, admin, deviceDir(*dir), "/v1/qmsp/admin/phones", func(pub []byte) any {
 				return platform.PhoneEnrolment{Phone: phone, Payer: payer, Account: account, PublicKey: pub}
 			}); err != nil {
 				return fmt.Errorf("enrol phone: %w", err)
 			}
-			fmt.Fprintf(g.Out, "phone %s enrolled as payer %d (account %s) in %s\n", phone, payer, account, dir)
-			return nil
+			return g.Report(map[string]any{"phone": phone, "payer": payer, "account": account, "dir": *dir},
+				fmt.Sprintf("phone %s enrolled as payer %d (account %s) in %s", phone, payer, account, *dir))
 		},
 	}
-	enrol.Flags().StringVar(&adminDir, "admin-dir", "", "the server's state directory (holds admin.pem and admin-key.pem)")
-	enrol.Flags().StringVar(&phone, "phone", "", "the phone's name (its certificate's common name)")
-	enrol.Flags().Uint64Var(&payer, "payer", 0, "payer number")
-	enrol.Flags().StringVar(&account, "account", "", "the ledger account it pays from")
-	_ = enrol.MarkFlagRequired("phone")
-	_ = enrol.MarkFlagRequired("payer")
-	_ = enrol.MarkFlagRequired("account")
+	adminFlag(cmd.Flags(), &admin, "admin-dir")
+	cmd.Flags().StringVar(&phone, "phone", "", "the phone's name (its certificate's common name)")
+	cmd.Flags().Uint64Var(&payer, "payer", 0, "payer number")
+	cmd.Flags().StringVar(&account, "account", "", "the ledger account it pays from")
+	_ = cmd.MarkFlagRequired("phone")
+	_ = cmd.MarkFlagRequired("payer")
+	_ = cmd.MarkFlagRequired("account")
+	return cmd
+}
 
-	var qrFile, codeText, amount, currency string
-	pay := &cobra.Command{
+func phoneQMSPPay(g *Globals, server, dir *string) *cobra.Command {
+	var qr, codeText, amount, currency string
+	var payer uint64
+	cmd := &cobra.Command{
 		Use:   "pay",
-		Short: "Scan a gateway's code (an image, its text, or the gateway page's URL) and pay",
+		Short: "Scan a gateway's code and pay: --qr takes a PNG/JPEG/GIF file, the URL of its image, or the gateway page's URL; --code its text",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			minor, err := parseAmount(amount)
+			amt, err := parseAmount(amount, currency)
 			if err != nil {
 				return err
 			}
-			cur, ok := qmsp.CurrencyCode(currency)
-			if !ok {
-				return fmt.Errorf("unsupported currency %q", currency)
+			if (qr == "") == (codeText == "") {
+				return Usagef("give the gateway's code with --qr FILE|URL or --code TEXT (one of them)")
+			}
+			d := deviceDir(*dir)
+			_, tc, err := d.load()
+			if err != nil {
+				return err
 			}
 			text := codeText
-			switch {
-			case qrFile != "" && strings.HasPrefix(qrFile, "http"):
-				resp, err := http.Get(qrFile)
+			if qr != "" {
+				roots, err := d.roots()
 				if err != nil {
 					return err
 				}
-				img, _, err := image.Decode(io.LimitReader(resp.Body, 8<<20))
-				resp.Body.Close()
-				if err != nil {
-					return fmt.Errorf("read %s: %w", qrFile, err)
-				}
-				if text, err = qrimg.Decode(img); err != nil {
+				if text, err = readQR(cmd.Context(), qr, roots); err != nil {
 					return err
 				}
-			case qrFile != "":
-				f, err := os.Open(qrFile)
-				if err != nil {
-					return err
-				}
-				img, _, err := image.Decode(f)
-				f.Close()
-				if err != nil {
-					return fmt.Errorf("read %s: %w", qrFile, err)
-				}
-				if text, err = qrimg.Decode(img); err != nil {
-					return err
-				}
-			case text == "":
-				return errors.New("give the code with --qr FILE|URL or --code TEXT")
 			}
-			_, tc, err := deviceDir(dir).load()
+			ph := &qmsp.Phone{Payer: payer, Platform: qmsp.NewClient(*server, tc)}
+			r, err := ph.Pay(cmd.Context(), text, amt.Minor, amt.Currency.Numeric)
 			if err != nil {
 				return err
 			}
-			ph := &qmsp.Phone{Payer: payer, Platform: qmsp.NewClient(server, tc)}
-			r, err := ph.Pay(cmd.Context(), text, minor, cur)
-			if err != nil {
-				return err
-			}
-			if g.JSON {
-				return g.PrintJSON(r)
-			}
-			fmt.Fprintf(g.Out, "paid %d.%02d %s to merchant %d (transfer %s, key %s)\n", r.Amount/100, r.Amount%100, r.Currency, r.Merchant, r.TransferID, r.KeyRef)
-			return nil
+			paid := amt
+			paid.Minor = r.Amount
+			return g.Report(r, fmt.Sprintf("paid %s to merchant %d (transfer %s, key %s)", paid, r.Merchant, r.TransferID, r.KeyRef))
 		},
 	}
-	pay.Flags().StringVar(&qrFile, "qr", "", "the gateway's QR: a PNG/JPEG file or an http(s) URL of its image")
-	pay.Flags().StringVar(&codeText, "code", "", "the code's text (QMSP1:…)")
-	pay.Flags().StringVar(&amount, "amount", "", "amount, e.g. 12.34")
-	pay.Flags().StringVar(&currency, "currency", "CNY", "ISO 4217 currency")
-	pay.Flags().Uint64Var(&payer, "payer", 0, "this phone's payer number")
-	_ = pay.MarkFlagRequired("amount")
-	_ = pay.MarkFlagRequired("payer")
-	cmd.AddCommand(enrol, pay)
+	cmd.Flags().StringVar(&qr, "qr", "", "the gateway's QR: a PNG, JPEG or GIF file, an http(s) URL of its image (the server's …/qr.png), or the gateway page's URL")
+	cmd.Flags().StringVar(&codeText, "code", "", "the code's text (QMSP1:…)")
+	cmd.Flags().StringVar(&amount, "amount", "", "amount in major units of --currency, e.g. 12.34 (CNY) or 100 (JPY)")
+	cmd.Flags().StringVar(&currency, "currency", "CNY", "ISO 4217 currency")
+	cmd.Flags().Uint64Var(&payer, "payer", 0, "this phone's payer number")
+	_ = cmd.MarkFlagRequired("amount")
+	_ = cmd.MarkFlagRequired("payer")
 	return cmd
+}
+
+// maxQRImage bounds an image or page read for --qr.
+const maxQRImage = 16 << 20
+
+// readQR returns the text of the QR code named by src: an image file, the
+// URL of an image, a gateway page (HTML: its <img> is fetched, as a camera
+// would see it) or a URL answering the code as text/plain. HTTPS servers
+// are trusted when their certificate chains to roots (the platform CA).
+func readQR(ctx context.Context, src string, roots *x509.CertPool) (string, error) {
+	u, err := url.Parse(src)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		f, err := os.Open(src)
+		if err != nil {
+			return "", fmt.Errorf("--qr: %w", err)
+		}
+		defer f.Close()
+		return decodeQRImage(f, src)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.TLSClientConfig(roots, "")}}
+	defer hc.CloseIdleConnections()
+	for range 2 { // the page, then its image
+		body, ctype, final, err := fetch(ctx, hc, src)
+		if err != nil {
+			return "", err
+		}
+		switch ctype {
+		case "text/html":
+			if src, err = pageImage(body, final); err != nil {
+				return "", fmt.Errorf("--qr %s: %w", src, err)
+			}
+			continue
+		case "text/plain":
+			return strings.TrimSpace(string(body)), nil
+		default:
+			return decodeQRImage(strings.NewReader(string(body)), src)
+		}
+	}
+	return "", fmt.Errorf("--qr %s: the page's image is another page", src)
+}
+
+var imgSrc = regexp.MustCompile(`(?is)<img[^>]*\ssrc\s*=\s*["']([^"']+)["']`)
+
+// pageImage returns the absolute URL of the first image of an HTML page
+// fetched from base (a gateway page shows its code as its one <img>).
+func pageImage(page []byte, base *url.URL) (string, error) {
+	img := imgSrc.FindSubmatch(page)
+	if img == nil {
+		return "", errors.New("a web page without an image")
+	}
+	ref, err := base.Parse(html.UnescapeString(string(img[1])))
+	if err != nil {
+		return "", fmt.Errorf("image link %q: %w", img[1], err)
+	}
+	if ref.Scheme != "http" && ref.Scheme != "https" {
+		return "", fmt.Errorf("image link %q is not an http(s) URL", img[1])
+	}
+	return ref.String(), nil
+}
+
+// fetch GETs src and returns the body, its media type and the final URL
+// (after redirects, to resolve relative links against).
+func fetch(ctx context.Context, hc *http.Client, src string) ([]byte, string, *url.URL, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("--qr: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("--qr: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxQRImage+1))
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("--qr %s: %w", src, err)
+	}
+	if len(body) > maxQRImage {
+		return nil, "", nil, fmt.Errorf("--qr %s: larger than %d bytes", src, maxQRImage)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, "", nil, fmt.Errorf("--qr %s: %s: %s", src, resp.Status, strings.TrimSpace(string(body[:min(len(body), 200)])))
+	}
+	ctype, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if err != nil {
+		ctype, _, _ = mime.ParseMediaType(http.DetectContentType(body))
+	}
+	return body, ctype, resp.Request.URL, nil
+}
+
+func decodeQRImage(r io.Reader, name string) (string, error) {
+	// qrimg checks the image's size from its header before decoding the
+	// pixels (a decompression bomb is refused, not decoded).
+	text, err := qrimg.DecodePNG(r, maxQRImage)
+	if err != nil {
+		return "", fmt.Errorf("--qr %s: %w", name, err)
+	}
+	return text, nil
 }

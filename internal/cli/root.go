@@ -19,6 +19,18 @@ func Root(g *Globals) *cobra.Command {
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			g.Init()
+			// cobra checks required flags after this hook and without the
+			// flag-error hook: check them here so that a missing flag is a
+			// usage error (exit status 2) like every other.
+			if err := cmd.ValidateRequiredFlags(); err != nil {
+				return Usage(err)
+			}
+			if err := cmd.ValidateFlagGroups(); err != nil {
+				return Usage(err)
+			}
+			if err := defaultAdmin(g, cmd); err != nil {
+				return err
+			}
 			if g.CPUProfile != "" {
 				f, err := os.Create(g.CPUProfile)
 				if err != nil {
@@ -38,7 +50,7 @@ func Root(g *Globals) *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&g.CPUProfile, "cpuprofile", "", "write a CPU profile to this file (for go tool pprof)")
-	root.PersistentFlags().StringVar(&g.DB, "db", g.DB, "database: an SQLite file path (default in the user data directory) or a postgres:// URL (env QSHIELD_DB)")
+	root.PersistentFlags().StringVar(&g.DB, "db", g.DB, "database: an SQLite file path (default in the user data directory) or a postgres:// URL (env "+EnvDB+")")
 	root.PersistentFlags().BoolVar(&g.JSON, "json", false, "machine-readable JSON output")
 	root.PersistentFlags().BoolVarP(&g.Verbose, "verbose", "v", false, "debug logging on stderr")
 	root.AddCommand(
@@ -59,6 +71,8 @@ func Root(g *Globals) *cobra.Command {
 		WatermarkCommand(g),
 		PhoneCommand(g),
 		ExperimentCommand(g, func() (*experiment.Registry, error) { return experiment.NewRegistry(experiments.All()...) }),
+		LedgerCommand(g),
 	)
+	markUsage(root)
 	return root
 }

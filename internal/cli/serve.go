@@ -11,7 +11,7 @@ import (
 
 // ServeCommand is `qshield serve`: the platform's HTTPS API and every scheme service.
 func ServeCommand(g *Globals) *cobra.Command {
-	var listen, stateDir string
+	var listen, stateDir, publicURL, results string
 	var insecure bool
 	var hostsFlag []string
 	var qkdCfg platform.QKDConfig
@@ -20,20 +20,25 @@ func ServeCommand(g *Globals) *cobra.Command {
 		Use:   "serve",
 		Short: "Run the qshield platform server (HTTPS with mutual TLS from the platform CA)",
 		Long: "Run the platform: ledger API, audit trail, CA and the scheme services, on --db.\n" +
-			"The first start creates the platform CA. The state directory receives ca.pem and an\n" +
-			"admin client certificate (admin.pem, admin-key.pem) for API clients.",
+			"The first start creates the platform CA. Its directory (--dir) receives ca.pem and the\n" +
+			"operator's client certificate (admin.pem, admin-key.pem): other commands' --admin.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log, QKD: qkdCfg, Trust: trust})
-			if err != nil {
-				return err
-			}
-			defer p.Close()
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", listen, err)
 			}
+			defer ln.Close()
+			if publicURL == "" {
+				publicURL = platform.LocalURL(ln.Addr(), insecure)
+			}
+			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log, QKD: qkdCfg, Trust: trust,
+				PublicURL: publicURL, ResultsDir: results})
+			if err != nil {
+				return err
+			}
+			defer p.Close()
 			url := p.URL(ln.Addr())
 			if p.QMSP != nil {
 				g.Log.Info("QMSP gateway page", "url", url+"/qmsp/gateways/"+platform.BuiltinGateway+"/")
@@ -49,7 +54,7 @@ func ServeCommand(g *Globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to listen on")
-	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for ca.pem, the admin client certificate and the CA sealing key (default: beside the SQLite file)")
+	dirFlag(cmd.Flags(), &stateDir, "", "the server's directory: ca.pem, the operator's credentials (admin.pem, admin-key.pem; what clients' --admin names) and the CA sealing key (default: beside the SQLite file)", "state-dir")
 	cmd.Flags().BoolVar(&insecure, "insecure-http", false, "serve plain HTTP (only behind a TLS-terminating proxy): authenticated routes need --trusted-proxy and --client-cert-header, else only public pages are served")
 	trustFlags(cmd, &trust)
 	cmd.Flags().BoolVar(&qkdCfg.Off, "no-qkd", false, "do not run the simulated QKD link (the key managers serve what their pools hold)")
@@ -59,5 +64,7 @@ func ServeCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&qkdCfg.ListenA, "kme-a", "127.0.0.1:8441", "address of site A's key manager (KME_PLATFORM: SAEs pps, charger-1)")
 	cmd.Flags().StringVar(&qkdCfg.ListenB, "kme-b", "127.0.0.1:8442", "address of site B's key manager (KME_SUPERMARKET: SAEs css, qssc)")
 	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")
+	cmd.Flags().StringVar(&publicURL, "public-url", "", "the origin people use to reach this server, e.g. https://pay.example.com (console passkeys are bound to its host; default https://localhost:PORT)")
+	cmd.Flags().StringVar(&results, "results", "", "directory of experiment results (NAME.md, NAME.png) the console shows")
 	return cmd
 }

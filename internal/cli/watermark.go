@@ -31,7 +31,7 @@ func WatermarkScanCommand(g *Globals) *cobra.Command {
 		if server == "" {
 			return errNotSubmitted
 		}
-		minor, err := parseAmount(amount)
+		amt, err := parseAmount(amount, currency)
 		if err != nil {
 			return err
 		}
@@ -44,13 +44,13 @@ func WatermarkScanCommand(g *Globals) *cobra.Command {
 		key := make([]byte, 12)
 		rand.Read(key)
 		_, err = c.Do(ctx, http.MethodPost, "/v1/watermark/pay", map[string]string{"Idempotency-Key": "scan-" + hex.EncodeToString(key)},
-			service.PayRequest{Handle: r.Handle, Token: r.Token, Amount: minor, Currency: currency}, nil)
+			service.PayRequest{Handle: r.Handle, Token: r.Token, Amount: amt.Minor, Currency: amt.Currency.Code}, nil)
 		return err
 	})
 	cmd := ScanCommandWith(g, sub)
 	cmd.Flags().StringVar(&server, "server", "", "submit the recovered token to this qshield server (verify and pay)")
-	cmd.Flags().StringVar(&dir, "dir", "./scanner", "the scanner's directory (key and certificate from `qshield watermark enrol`)")
-	cmd.Flags().StringVar(&amount, "amount", "1.00", "amount to charge, e.g. 12.34")
+	dirFlag(cmd.Flags(), &dir, KindWatermarkScanner, "the scanner's directory (key and certificate from: qshield watermark enrol --role scanner)")
+	cmd.Flags().StringVar(&amount, "amount", "1", "amount to charge in major units of --currency, e.g. 12.34 (CNY) or 100 (JPY)")
 	cmd.Flags().StringVar(&currency, "currency", "CNY", "ISO 4217 currency")
 	return cmd
 }
@@ -60,16 +60,17 @@ func WatermarkScanCommand(g *Globals) *cobra.Command {
 func WatermarkCommand(g *Globals) *cobra.Command {
 	var server, dir string
 	cmd := &cobra.Command{Use: "watermark", Short: "Watermarked dynamic payment codes (seed 003): enrol devices, fetch a payer's looping code"}
-	cmd.PersistentFlags().StringVar(&server, "server", "https://localhost:8443", "qshield server URL")
-	cmd.PersistentFlags().StringVar(&dir, "dir", "", "the device's directory (default ./phone or ./scanner)")
+	serverFlag(cmd.PersistentFlags(), &server, "")
+	dirFlag(cmd.PersistentFlags(), &dir, "", "the device's directory (default "+DefaultDir(KindWatermarkPhone)+" or "+DefaultDir(KindWatermarkScanner)+")")
 	var adminDir, name, role, account string
 	enrol := &cobra.Command{
-		Use:   "enrol",
-		Short: "Generate a phone's or scanner's key and have it certified and bound to a ledger account",
-		Args:  cobra.NoArgs,
+		Use:     "enrol",
+		Aliases: []string{"enroll"},
+		Short:   "Generate a phone's or scanner's key and have it certified and bound to a ledger account",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir == "" {
-				dir = "./" + role
+				dir = DefaultDir("watermark-" + role)
 			}
 			if _, err := enrolDevice(cmd.Context(), server, adminDir, deviceDir(dir), "/v1/watermark/admin/devices", func(pub []byte) any {
 				return platform.WatermarkEnrolment{Name: name, Role: role, Account: account, PublicKey: pub}
@@ -80,7 +81,7 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 			return nil
 		},
 	}
-	enrol.Flags().StringVar(&adminDir, "admin-dir", "", "the server's state directory (holds admin.pem and admin-key.pem)")
+	adminFlag(enrol.Flags(), &adminDir, "admin-dir")
 	enrol.Flags().StringVar(&name, "name", "", "the device's name (its certificate's common name)")
 	enrol.Flags().StringVar(&role, "role", "phone", "phone (pays: codes charge its account) or scanner (is paid into its account)")
 	enrol.Flags().StringVar(&account, "account", "", "the ledger account")
@@ -94,7 +95,7 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir == "" {
-				dir = "./phone"
+				dir = DefaultDir(KindWatermarkPhone)
 			}
 			_, tc, err := deviceDir(dir).load()
 			if err != nil {

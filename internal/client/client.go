@@ -60,6 +60,15 @@ func (c *Client) CreateAccount(ctx context.Context, req server.AccountRequest) (
 	return a, err
 }
 
+// Accounts returns one page of accounts in ID order, starting after cursor
+// ("" for the first page; then the previous page's NextCursor). limit 0 is
+// the server's default page size.
+func (c *Client) Accounts(ctx context.Context, cursor string, limit int) (server.AccountPage, error) {
+	var p server.AccountPage
+	_, err := c.Do(ctx, http.MethodGet, "/v1/accounts"+pageQuery(cursor, limit), nil, nil, &p)
+	return p, err
+}
+
 // Account fetches an account with its balances.
 func (c *Client) Account(ctx context.Context, id string) (ledger.Account, error) {
 	var a ledger.Account
@@ -98,6 +107,12 @@ func (c *Client) Void(ctx context.Context, key, id string) (ledger.Transfer, err
 // History returns one page of an account's transfers, newest first.
 func (c *Client) History(ctx context.Context, account, cursor string, limit int) (server.HistoryPage, error) {
 	var p server.HistoryPage
+	_, err := c.Do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(account)+"/transfers"+pageQuery(cursor, limit), nil, nil, &p)
+	return p, err
+}
+
+// pageQuery is the query string of a paged listing ("" when both are unset).
+func pageQuery(cursor string, limit int) string {
 	q := url.Values{}
 	if cursor != "" {
 		q.Set("cursor", cursor)
@@ -105,12 +120,10 @@ func (c *Client) History(ctx context.Context, account, cursor string, limit int)
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	path := "/v1/accounts/" + url.PathEscape(account) + "/transfers"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
+	if len(q) == 0 {
+		return ""
 	}
-	_, err := c.Do(ctx, http.MethodGet, path, nil, nil, &p)
-	return p, err
+	return "?" + q.Encode()
 }
 
 // Healthz checks that the server answers.

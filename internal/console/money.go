@@ -1,60 +1,39 @@
 package console
 
 import (
+	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/qshield/qshield/money"
 )
 
-// minorUnits is the number of decimals of a currency for display.
-// TODO(merge): use the money package.
-func minorUnits(cur string) int {
-	switch cur {
-	case "JPY", "KRW", "VND", "CLP", "ISK":
-		return 0
-	case "KWD", "BHD", "OMR", "JOD", "TND", "IQD", "LYD":
-		return 3
-	}
-	return 2
-}
-
-func formatMoney(minor int64, cur string) string {
-	d := minorUnits(cur)
-	neg := minor < 0
-	u := uint64(minor)
-	if neg {
-		u = uint64(-minor)
-	}
-	s := fmt.Sprint(u)
-	if d > 0 {
-		for len(s) <= d {
-			s = "0" + s
-		}
-		s = s[:len(s)-d] + "." + s[len(s)-d:]
-	}
-	if neg {
-		s = "-" + s
-	}
-	return s + " " + cur
-}
+// formatMoney shows minor units of cur in major units with the code
+// ("12.34 CNY", "100 JPY"); the money package holds the one ISO 4217 table.
+func formatMoney(minor int64, cur string) string { return money.Format(minor, cur) }
 
 func signedMoney(minor int64, cur string) string { return formatMoney(minor, cur) }
 
+// formError is a message for the person filling in a form: a sentence,
+// shown as it is.
+type formError string
+
+func (e formError) Error() string { return string(e) }
+
+// parseMoney reads what an operator typed into minor units of cur, with a
+// message fit for the form.
 func parseMoney(s, cur string) (int64, error) {
-	s = strings.TrimSpace(s)
-	d := minorUnits(cur)
-	whole, frac, _ := strings.Cut(s, ".")
-	if whole == "" || len(frac) > d || strings.Trim(whole+frac, "0123456789") != "" || len(whole) > 15 {
-		return 0, fmt.Errorf("Enter an amount like %s (at most %d decimals for %s).", formatMoney(1234*pow10(d)/100, cur), d, cur)
+	c, err := money.Lookup(cur)
+	if err != nil {
+		return 0, formError(fmt.Sprintf("This account's currency %s is not known.", cur))
 	}
-	for len(frac) < d {
-		frac += "0"
-	}
-	var v int64
-	for _, ch := range whole + frac {
-		v = v*10 + int64(ch-'0')
-	}
-	if v <= 0 {
-		return 0, fmt.Errorf("The amount must be more than zero.")
+	v, err := c.Parse(s)
+	switch {
+	case errors.Is(err, money.ErrPrecision) || errors.Is(err, money.ErrSyntax):
+		return 0, formError(fmt.Sprintf("Enter an amount like %s (at most %d decimals for %s).", c.Format(1234*pow10(c.Digits)/100)+" "+c.Code, c.Digits, c.Code))
+	case err != nil || v > 1_000_000_000_000_000:
+		return 0, formError("That amount is too large.")
+	case v <= 0:
+		return 0, formError("The amount must be more than zero.")
 	}
 	return v, nil
 }

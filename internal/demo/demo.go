@@ -38,7 +38,7 @@ type Env struct {
 	// ClientTLS builds a TLS config for a client presenting cert.
 	ClientTLS func(cert tls.Certificate) *tls.Config
 	Log       *slog.Logger
-	// DataDir is ../shared/data when present, else "".
+	// DataDir is the FVC2002 directory (QSHIELD_FINGERPRINT_DATA), or "" for synthetic prints.
 	DataDir string
 }
 

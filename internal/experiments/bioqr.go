@@ -3,6 +3,7 @@ package experiments
 import (
 	"context"
 	"fmt"
+	"github.com/qshield/qshield/fingerprint/fvc"
 	"os"
 	"path/filepath"
 	"sort"
@@ -32,7 +33,7 @@ func BioQRExperiment() experiment.Spec {
 			{Name: "payments", Default: "100", Usage: "sequential payments timed stage by stage"},
 			{Name: "workers", Default: "1,2,4", Usage: "concurrent POS workers for the throughput runs"},
 			{Name: "per-worker", Default: "40", Usage: "payments per worker in each throughput run"},
-			{Name: "data", Default: "", Usage: "shared data directory with fingerprints/fvc2002 (default: ../shared/data when present)"},
+			{Name: "data", Default: "", Usage: "FVC2002 directory holding DB1_B (default: $QSHIELD_FINGERPRINT_DATA; neither: synthetic templates)"},
 		},
 		Run: runBioQR,
 	}
@@ -42,18 +43,7 @@ func bioqrData(p string) string {
 	if p != "" {
 		return p
 	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for i := 0; i < 4; i++ {
-		c := filepath.Join(dir, "..", "shared", "data")
-		if st, err := os.Stat(c); err == nil && st.IsDir() {
-			return filepath.Clean(c)
-		}
-		dir = filepath.Dir(dir)
-	}
-	return ""
+	return os.Getenv(fvc.DataEnv)
 }
 
 type bioqrStages map[string][]time.Duration

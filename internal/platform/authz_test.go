@@ -21,6 +21,7 @@ import (
 // means deciding — and reviewing — who may call it.
 var expectedAccess = map[string][]pki.PrincipalKind{
 	// ledger API: money moves only through administrators or the schemes
+	"GET /v1/accounts":                {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"POST /v1/accounts":               {pki.PrincipalAdmin},
 	"GET /v1/accounts/{id}":           {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"GET /v1/accounts/{id}/transfers": {pki.PrincipalAdmin, pki.PrincipalAuditor},

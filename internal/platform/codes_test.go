@@ -19,6 +19,7 @@ func TestErrorCodesAgree(t *testing.T) {
 	registries := map[string]*httpx.Registry{
 		"ledger": server.LedgerCodes, "bioqr": bioqr.ErrorCodes(), "keycharge": keycharge.ErrorCodes(),
 		"qmsp": qmsp.ErrorCodes(), "selfverify": selfverify.ErrorCodes(), "watermark": service.ErrorCodes(),
+		"admin enrolment": enrolCodes,
 	}
 	type seen struct {
 		api string

@@ -244,9 +244,13 @@ func (p *Platform) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // URL is the base URL for a listener address.
-func (p *Platform) URL(addr net.Addr) string {
+func (p *Platform) URL(addr net.Addr) string { return LocalURL(addr, p.ServerTLS == nil) }
+
+// LocalURL is the base URL of a listener on this machine: https (http when
+// insecure) and "localhost" for a loopback or unspecified address.
+func LocalURL(addr net.Addr, insecure bool) string {
 	scheme := "https"
-	if p.ServerTLS == nil {
+	if insecure {
 		scheme = "http"
 	}
 	host := addr.String()

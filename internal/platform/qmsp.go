@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/qkd"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,8 +23,8 @@ import (
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qmsp"
-	"github.com/qshield/qshield/sqldb"
 )
 
 // QMSP is seed 000 inside the platform: the supermarket server (CSS), the
@@ -318,42 +317,22 @@ type PhoneEnrolment struct {
 
 func (q *QMSP) adminRoutes() {
 	admin := authz.Allow(pki.PrincipalAdmin)
-	q.p.Router.Handle("POST /v1/qmsp/admin/gateways", admin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req GatewayEnrolment
-		if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
-			return
-		}
-		pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
-		if err != nil {
-			httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "public_key is not a PKIX public key: "+err.Error())
-			return
-		}
+	q.p.Router.Handle("POST /v1/qmsp/admin/gateways", admin, enrolHandler(q.p, "qmsp gateway", func(ctx context.Context, req *GatewayEnrolment, pub any) (DeviceEnrolled, error) {
 		if req.Currency == "" {
 			req.Currency = "CNY"
 		}
-		cert, pk, err := q.EnrolGateway(r.Context(), req.Gateway, req.Merchant, req.Account, req.Currency, pub)
+		cert, pk, err := q.EnrolGateway(ctx, req.Gateway, req.Merchant, req.Account, req.Currency, pub)
 		if err != nil {
-			q.enrolError(w, r, err)
-			return
+			return DeviceEnrolled{}, err
 		}
-		httpx.WriteJSON(w, http.StatusCreated, DeviceEnrolled{Certificate: cert.Raw, PresetKey: pk[:], CA: q.p.CA.Certificate().Raw})
+		return DeviceEnrolled{Certificate: cert.Raw, PresetKey: pk[:]}, nil
 	}))
-	q.p.Router.Handle("POST /v1/qmsp/admin/phones", admin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req PhoneEnrolment
-		if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
-			return
-		}
-		pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
+	q.p.Router.Handle("POST /v1/qmsp/admin/phones", admin, enrolHandler(q.p, "qmsp phone", func(ctx context.Context, req *PhoneEnrolment, pub any) (DeviceEnrolled, error) {
+		iss, err := q.EnrolPhone(ctx, req.Phone, req.Payer, req.Account, pub)
 		if err != nil {
-			httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "public_key is not a PKIX public key: "+err.Error())
-			return
+			return DeviceEnrolled{}, err
 		}
-		iss, err := q.EnrolPhone(r.Context(), req.Phone, req.Payer, req.Account, pub)
-		if err != nil {
-			q.enrolError(w, r, err)
-			return
-		}
-		httpx.WriteJSON(w, http.StatusCreated, DeviceEnrolled{Certificate: iss.Cert.Raw, CA: q.p.CA.Certificate().Raw})
+		return DeviceEnrolled{Certificate: iss.Cert.Raw}, nil
 	}))
 	// A gateway asks whether its displayed unit was spent (to move on).
 	q.p.Router.Handle("GET /v1/qmsp/units/{key}/{unit}", authz.Allow(pki.PrincipalGateway, pki.PrincipalAdmin), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -370,26 +349,4 @@ func (q *QMSP) adminRoutes() {
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]bool{"used": used})
 	}))
-}
-
-func (q *QMSP) enrolError(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, ErrNotPayerAccount):
-		httpx.WriteProblem(w, r, http.StatusForbidden, "account_not_eligible", err.Error())
-	case errors.Is(err, pki.ErrNameTaken), errors.Is(err, pki.ErrDeviceTaken):
-		httpx.WriteProblem(w, r, http.StatusConflict, "exists", err.Error())
-	case errors.Is(err, qmsp.ErrGatewayExists), errors.Is(err, ledger.ErrAccountExists):
-		httpx.WriteProblem(w, r, http.StatusConflict, "exists", err.Error())
-	case errors.Is(err, qmsp.ErrFormat), errors.Is(err, pki.ErrBadRequest), errors.Is(err, ledger.ErrInvalidAccount), errors.Is(err, ledger.ErrAccountNotFound):
-		httpx.WriteProblem(w, r, http.StatusBadRequest, "invalid", err.Error())
-	case errors.Is(err, qmsp.ErrNoQuantumKey):
-		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "no_quantum_key", err.Error())
-	default:
-		if sqldb.IsUniqueViolation(err) {
-			httpx.WriteProblem(w, r, http.StatusConflict, "exists", "already enrolled")
-			return
-		}
-		q.p.Config.Log.Error("qmsp enrolment", "err", err)
-		httpx.WriteProblem(w, r, http.StatusInternalServerError, "internal", "internal error")
-	}
 }

@@ -2,12 +2,9 @@ package platform
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
-	"net/http"
 
 	"github.com/qshield/qshield/authz"
-	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/watermark/service"
 )
@@ -27,7 +24,13 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	p.Router.Handle("POST /v1/watermark/codes", authz.Allow(pki.PrincipalPhone), h)
 	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner), h)
 	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
-	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), http.HandlerFunc(p.enrolWatermarkDevice))
+	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
+		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, pub)
+		if err != nil {
+			return DeviceEnrolled{}, err
+		}
+		return DeviceEnrolled{Certificate: iss.Cert.Raw}, nil
+	}))
 	return nil
 }
 
@@ -62,22 +65,4 @@ func (p *Platform) EnrolWatermarkDevice(ctx context.Context, name, role, account
 		return nil, err
 	}
 	return iss, nil
-}
-
-func (p *Platform) enrolWatermarkDevice(w http.ResponseWriter, r *http.Request) {
-	var req WatermarkEnrolment
-	if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
-		return
-	}
-	pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
-	if err != nil {
-		httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "public_key is not a PKIX public key: "+err.Error())
-		return
-	}
-	iss, err := p.EnrolWatermarkDevice(r.Context(), req.Name, req.Role, req.Account, pub)
-	if err != nil {
-		p.QMSP.enrolError(w, r, err)
-		return
-	}
-	httpx.WriteJSON(w, http.StatusCreated, DeviceEnrolled{Certificate: iss.Cert.Raw, CA: p.CA.Certificate().Raw})
 }

@@ -13,6 +13,7 @@ import (
 
 // LedgerAPI serves accounts, balances, transfers and history over HTTP.
 //
+//	GET  /v1/accounts                    list accounts in ID order (?cursor=&limit=)
 //	POST /v1/accounts                    open an account (Idempotency-Key optional)
 //	GET  /v1/accounts/{id}               the account with its balances
 //	GET  /v1/accounts/{id}/transfers     history, newest first (?cursor=&limit=)
@@ -41,6 +42,7 @@ func (a *LedgerAPI) Routes() []authz.Route {
 	write := authz.Allow(pki.PrincipalAdmin)
 	read := authz.Allow(pki.PrincipalAdmin, pki.PrincipalAuditor)
 	return []authz.Route{
+		{Pattern: "GET /v1/accounts", Policy: read, Handler: http.HandlerFunc(a.listAccounts)},
 		{Pattern: "POST /v1/accounts", Policy: write, Handler: http.HandlerFunc(a.createAccount)},
 		{Pattern: "GET /v1/accounts/{id}", Policy: read, Handler: http.HandlerFunc(a.getAccount)},
 		{Pattern: "GET /v1/accounts/{id}/transfers", Policy: read, Handler: http.HandlerFunc(a.history)},
@@ -55,13 +57,9 @@ func (a *LedgerAPI) Routes() []authz.Route {
 // Authorize (a stand-alone server without principals; the platform
 // registers Routes on its authorization router instead).
 func (a *LedgerAPI) Register(s *Server) {
-	s.Handle("POST /v1/accounts", a.auth(a.createAccount))
-	s.Handle("GET /v1/accounts/{id}", a.auth(a.getAccount))
-	s.Handle("GET /v1/accounts/{id}/transfers", a.auth(a.history))
-	s.Handle("POST /v1/transfers", a.auth(a.transfer))
-	s.Handle("GET /v1/transfers/{id}", a.auth(a.getTransfer))
-	s.Handle("POST /v1/transfers/{id}/post", a.auth(a.post))
-	s.Handle("POST /v1/transfers/{id}/void", a.auth(a.void))
+	for _, r := range a.Routes() { // one list of routes for both ways of serving
+		s.Handle(r.Pattern, a.auth(r.Handler.ServeHTTP))
+	}
 }
 
 func (a *LedgerAPI) auth(h http.HandlerFunc) http.Handler {

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"github.com/qshield/qshield/internal/testclock"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -16,19 +17,7 @@ import (
 	"github.com/qshield/qshield/watermark/trial"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func setup(t *testing.T, db *sqldb.DB) (*Service, *ledger.Ledger, *clock) {
+func setup(t *testing.T, db *sqldb.DB) (*Service, *ledger.Ledger, *testclock.Clock) {
 	t.Helper()
 	ctx := context.Background()
 	led, err := ledger.Open(ctx, db)
@@ -49,8 +38,8 @@ func setup(t *testing.T, db *sqldb.DB) (*Service, *ledger.Ledger, *clock) {
 	if _, err := led.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "f", From: "bank", To: "payer", Amount: 1000, Currency: "CNY"}); err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{t: time.Now()}
-	s, err := New(ctx, Config{DB: db, Ledger: led, Now: clk.now})
+	clk := testclock.New(time.Now())
+	s, err := New(ctx, Config{DB: db, Ledger: led, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +137,7 @@ func TestRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		clk.add(61 * time.Second)
+		clk.Add(61 * time.Second)
 		if _, err := s.Pay(ctx, "scanner", "shop", rec1.Handle, t1, 100, "CNY", "e"); !errors.Is(err, watermark.ErrExpired) {
 			t.Fatalf("expired: %v", err)
 		}

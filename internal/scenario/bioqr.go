@@ -1,9 +1,12 @@
-package bioqr
+package scenario
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/bioqr"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,32 +20,25 @@ import (
 	"github.com/qshield/qshield/sqldb"
 )
 
-// Step is one row of the demo.
-type Step struct {
-	Step    string `json:"step"`
-	Outcome string `json:"outcome"`
-	Detail  string `json:"detail"`
-}
-
-// DemoDeps is what DemoSteps needs from the platform.
-type DemoDeps struct {
+// BioQRDeps is what BioQR needs from the platform.
+type BioQRDeps struct {
 	DB     *sqldb.DB
 	CA     *pki.CA // an ECDSA P-256 CA (mutual TLS)
 	Ledger *ledger.Ledger
-	Audit  Auditor // nil: LogAuditor on Log
-	// DataDir is the shared data directory (real FVC2002 templates under
-	// fingerprints/fvc2002); "" or absent data means synthetic templates.
+	Audit  bioqr.Auditor // nil: LogAuditor on Log
+	// DataDir is the FVC2002 directory holding DB1_B (QSHIELD_FINGERPRINT_DATA);
+	// "" means synthetic templates, and a directory without the data is an error.
 	DataDir string
 	Log     *slog.Logger
 }
 
-// DemoSteps runs seed 004 end to end on the platform's database, CA and
+// BioQR runs seed 004 end to end on the platform's database, CA and
 // ledger: certification of the settlement server, a POS and a phone; a
 // payment through both QR codes (rendered to PNG and scanned back) settled
 // over mutual TLS on a loopback port; then every attack, each of which must
 // be refused with its own error. A step that does not behave as the scheme
 // requires ends the demo with an error (the rows so far are returned).
-func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
+func BioQR(ctx context.Context, d BioQRDeps) ([]Step, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
@@ -55,23 +51,23 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 	refused := func(step string, err, want error) error {
 		if err == nil {
 			steps = append(steps, Step{step, "UNEXPECTED", "accepted"})
-			return fmt.Errorf("bioqr demo: %s: accepted, want %s", step, ErrorCode(want))
+			return fmt.Errorf("bioqr demo: %s: accepted, want %s", step, bioqr.ErrorCode(want))
 		}
 		if !errors.Is(err, want) {
 			steps = append(steps, Step{step, "UNEXPECTED", err.Error()})
-			return fmt.Errorf("bioqr demo: %s: %w (want %s)", step, err, ErrorCode(want))
+			return fmt.Errorf("bioqr demo: %s: %w (want %s)", step, err, bioqr.ErrorCode(want))
 		}
-		steps = append(steps, Step{step, "refused (" + ErrorCode(want) + ")", err.Error()})
+		steps = append(steps, Step{step, "refused (" + bioqr.ErrorCode(want) + ")", err.Error()})
 		return nil
 	}
 
-	m := NewFingerprintMatcher()
-	tp, err := LoadTemplates(d.DataDir, m)
+	m := bioqr.NewFingerprintMatcher()
+	tp, err := bioqr.LoadTemplates(d.DataDir, m)
 	if err != nil {
 		return fail("load fingerprint templates", err)
 	}
 	ok("fingerprint templates", tp.Source)
-	rig, err := NewRig(ctx, RigConfig{DB: d.DB, CA: d.CA, Ledger: d.Ledger, Audit: d.Audit, Matcher: m, Templates: tp, Log: d.Log, Now: time.Now})
+	rig, err := bioqr.NewRig(ctx, bioqr.RigConfig{DB: d.DB, CA: d.CA, Ledger: d.Ledger, Audit: d.Audit, Matcher: m, Templates: tp, Log: d.Log, Now: time.Now})
 	if err != nil {
 		return fail("certify settlement server, POS and phone (steps A–F, a–d)", err)
 	}
@@ -117,7 +113,7 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 	if err != nil {
 		return fail("phone encrypts the payment to the POS key (steps 6–7)", err)
 	}
-	ok("phone encrypts the payment to the POS key (steps 6–7)", fmt.Sprintf("%s, with the owner's finger from the phone sensor: %d characters, QR version %d-%s", SuiteHPKEP256, len(qr), qinfo.Version, qinfo.Level))
+	ok("phone encrypts the payment to the POS key (steps 6–7)", fmt.Sprintf("%s, with the owner's finger from the phone sensor: %d characters, QR version %d-%s", bioqr.SuiteHPKEP256, len(qr), qinfo.Version, qinfo.Level))
 	before, _ := d.Ledger.Account(ctx, rig.Payer)
 	res, err := rig.POS.Accept(ctx, qtext)
 	if err != nil {
@@ -129,7 +125,7 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 	}
 	ok("POS decrypts, checks RandCode, settles over mutual TLS (steps 8–15)", fmt.Sprintf("paid: transfer %s, match score %.1f", res.TransferID, res.Score))
 	// The same with the POS's own sensor (step 11's other branch).
-	rig.POS.Sensor = BytesSensor(tp.Genuine)
+	rig.POS.Sensor = bioqr.BytesSensor(tp.Genuine)
 	c2, _ := rig.POS.NewConsumption(ctx, 8_00)
 	read2, err := rig.Phone.ReadConsumption(ctx, c2.Payload)
 	if err != nil {
@@ -160,22 +156,22 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 		return fail("attack: fake POS certified by another CA", err)
 	}
 	defer closeEvil()
-	eu, _ := NewSecureUnit("", KindPOS, pki.ECDSAP256, nil)
-	ereq, _ := NewCertRequest(eu, "EVIL-POS", "", nil, map[string]string{AttrMerchantAccount: "thief"})
-	ec, err := (&Certifier{CA: evil}).Certify(ctx, ereq)
+	eu, _ := bioqr.NewSecureUnit("", bioqr.KindPOS, pki.ECDSAP256, nil)
+	ereq, _ := bioqr.NewCertRequest(eu, "EVIL-POS", "", nil, map[string]string{bioqr.AttrMerchantAccount: "thief"})
+	ec, err := (&bioqr.Certifier{CA: evil}).Certify(ctx, ereq)
 	if err == nil {
 		err = ec.Install(eu, evil.Certificate())
 	}
 	if err != nil {
 		return fail("attack: fake POS certified by another CA", err)
 	}
-	fake := &POS{Unit: eu, Store: NewMemoryRandStore(), Merchant: rig.POS.Merchant}
+	fake := &bioqr.POS{Unit: eu, Store: bioqr.NewMemoryRandStore(), Merchant: rig.POS.Merchant}
 	fc, err := fake.NewConsumption(ctx, 999_00)
 	if err != nil {
 		return fail("attack: fake POS certified by another CA", err)
 	}
 	_, err = rig.Phone.ReadConsumption(ctx, fc.Payload)
-	if err := refused("attack: fake POS certified by another CA", err, ErrIllegalPOS); err != nil {
+	if err := refused("attack: fake POS certified by another CA", err, bioqr.ErrIllegalPOS); err != nil {
 		return steps, err
 	}
 	rp, err := rig.NewPOS(ctx, "POS-STOLEN-"+randSuffix(), rig.Merchant)
@@ -187,28 +183,28 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 		return fail("attack: revoked POS", err)
 	}
 	_, err = rig.Phone.ReadConsumption(ctx, rc.Payload)
-	if err := refused("attack: revoked POS", err, ErrIllegalPOS); err != nil {
+	if err := refused("attack: revoked POS", err, bioqr.ErrIllegalPOS); err != nil {
 		return steps, err
 	}
 	_, err = rig.POS.Accept(ctx, qtext)
-	if err := refused("attack: replay the paid payment QR", err, ErrRandCodeUsed); err != nil {
+	if err := refused("attack: replay the paid payment QR", err, bioqr.ErrRandCodeUsed); err != nil {
 		return steps, err
 	}
 	cm, _ := rig.POS.NewConsumption(ctx, 88_00)
 	body := strings.Replace(cm.Payload, "540588.00", "540508.00", 1)
 	body = body[:len(body)-4]
 	_, err = rig.Phone.ReadConsumption(ctx, body+fmt.Sprintf("%04X", emvqr.CRC16([]byte(body))))
-	if err := refused("attack: consumption QR amount changed 88.00 → 8.00 (CRC fixed)", err, ErrBadSignature); err != nil {
+	if err := refused("attack: consumption QR amount changed 88.00 → 8.00 (CRC fixed)", err, bioqr.ErrBadSignature); err != nil {
 		return steps, err
 	}
 	pq, err := payWith(6_00, tp.Genuine)
 	if err != nil {
 		return fail("attack: flip one bit of the payment QR ciphertext", err)
 	}
-	q, _ := ParsePaymentQR(pq)
+	q, _ := bioqr.ParsePaymentQR(pq)
 	q.Ciphertext[len(q.Ciphertext)/2] ^= 1
-	_, err = rig.POS.Accept(ctx, EncodePaymentQR(q))
-	if err := refused("attack: flip one bit of the payment QR ciphertext", err, ErrDecrypt); err != nil {
+	_, err = rig.POS.Accept(ctx, bioqr.EncodePaymentQR(q))
+	if err := refused("attack: flip one bit of the payment QR ciphertext", err, bioqr.ErrDecrypt); err != nil {
 		return steps, err
 	}
 	wq, err := payWith(7_00, tp.Impostor)
@@ -216,7 +212,7 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 		return fail("attack: wrong finger", err)
 	}
 	_, err = rig.POS.Accept(ctx, wq)
-	if err := refused("attack: wrong finger", err, ErrFingerprint); err != nil {
+	if err := refused("attack: wrong finger", err, bioqr.ErrFingerprint); err != nil {
 		return steps, err
 	}
 	rig.POS.Sensor = nil
@@ -225,14 +221,14 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 		return fail("attack: stolen phone, no finger", err)
 	}
 	_, err = rig.POS.Accept(ctx, sq)
-	if err := refused("attack: stolen phone, no finger", err, ErrNoFingerprint); err != nil {
+	if err := refused("attack: stolen phone, no finger", err, bioqr.ErrNoFingerprint); err != nil {
 		return steps, err
 	}
 	xc, _ := rig.POS.NewConsumption(ctx, 4_00)
-	rig.Phone.Now = func() time.Time { return time.Now().Add(DefaultConsumptionTTL + time.Second) }
+	rig.Phone.Now = func() time.Time { return time.Now().Add(bioqr.DefaultConsumptionTTL + time.Second) }
 	_, err = rig.Phone.ReadConsumption(ctx, xc.Payload)
 	rig.Phone.Now = time.Now
-	if err := refused("attack: expired consumption QR", err, ErrExpired); err != nil {
+	if err := refused("attack: expired consumption QR", err, bioqr.ErrExpired); err != nil {
 		return steps, err
 	}
 	other, err := rig.NewPOS(ctx, "POS-OTHER-"+randSuffix(), rig.Merchant)
@@ -244,7 +240,7 @@ func DemoSteps(ctx context.Context, d DemoDeps) ([]Step, error) {
 		return fail("attack: payment QR shown to a different POS", err)
 	}
 	_, err = other.Accept(ctx, oq)
-	if err := refused("attack: payment QR shown to a different POS", err, ErrWrongPOS); err != nil {
+	if err := refused("attack: payment QR shown to a different POS", err, bioqr.ErrWrongPOS); err != nil {
 		return steps, err
 	}
 	final, _ := d.Ledger.Account(ctx, rig.Payer)
@@ -268,7 +264,7 @@ func throwawayCA(ctx context.Context) (*pki.CA, func(), error) {
 	}
 	done := func() { db.Close(); os.RemoveAll(dir) }
 	b := make([]byte, 32)
-	if _, err := randRead(b); err != nil {
+	if _, err := rand.Read(b); err != nil {
 		done()
 		return nil, nil, err
 	}
@@ -279,4 +275,10 @@ func throwawayCA(ctx context.Context) (*pki.CA, func(), error) {
 		return nil, nil, err
 	}
 	return ca, done, nil
+}
+
+func randSuffix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

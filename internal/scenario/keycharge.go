@@ -1,4 +1,4 @@
-package keycharge
+package scenario
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/keycharge"
 	"log/slog"
 	"math/big"
 	"os"
@@ -20,15 +21,8 @@ import (
 	"github.com/qshield/qshield/sqldb"
 )
 
-// Step is one row of the demo.
-type Step struct {
-	Step    string `json:"step"`
-	Outcome string `json:"outcome"` // "ok", or "refused" for an attack the platform must refuse
-	Detail  string `json:"detail"`
-}
-
-// DemoDeps is what Demo needs from the platform.
-type DemoDeps struct {
+// KeyChargeDeps is what KeyCharge needs from the platform.
+type KeyChargeDeps struct {
 	DB    *sqldb.DB
 	CA    *pki.CA // ECDSA P-256 (TLS)
 	Audit *audit.Log
@@ -38,7 +32,7 @@ type DemoDeps struct {
 	Log *slog.Logger
 }
 
-// Demo runs seed 001 end to end on the platform's database, CA and audit
+// KeyCharge runs seed 001 end to end on the platform's database, CA and audit
 // trail: it starts a KME pair and the QKMP/QSSC (HTTPS, mutual TLS) on
 // loopback, then runs the device lifecycle, a charge over ETSI 014 with the
 // consistency check, a charge from prefetched pools, channels with
@@ -46,9 +40,9 @@ type DemoDeps struct {
 // device, counterfeit device, frozen/lost/cancelled device, wrong PINs),
 // and verifies the audit chain. It returns an error as soon as a step does
 // not behave as required.
-func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
+func KeyCharge(ctx context.Context, deps KeyChargeDeps) (steps []Step, err error) {
 	if deps.DB == nil || deps.CA == nil || deps.Audit == nil {
-		return nil, fmt.Errorf("%w: Demo needs DB, CA and Audit", ErrInvalid)
+		return nil, fmt.Errorf("%w: KeyCharge needs DB, CA and Audit", keycharge.ErrInvalid)
 	}
 	dir := deps.Dir
 	if dir == "" {
@@ -57,7 +51,7 @@ func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
 		}
 		defer os.RemoveAll(dir)
 	}
-	lab, err := StartLab(ctx, LabConfig{DB: deps.DB, CA: deps.CA, Audit: deps.Audit, PoolUnits: 1024, Log: deps.Log})
+	lab, err := keycharge.StartLab(ctx, keycharge.LabConfig{DB: deps.DB, CA: deps.CA, Audit: deps.Audit, PoolUnits: 1024, Log: deps.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +80,7 @@ func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
 	rand.Read(suffix)
 	serial := fmt.Sprintf("QK-UKEY-%X", suffix)
 	devDir := filepath.Join(dir, serial)
-	dev, err := Provision(ctx, lab.Admin, devDir, device.Info{Serial: serial, Model: "QK-UKEY-1", Kind: "ukey"}, pin, puk, opts, "admin-wang", "alice")
+	dev, err := keycharge.Provision(ctx, lab.Admin, devDir, device.Info{Serial: serial, Model: "QK-UKEY-1", Kind: "ukey"}, pin, puk, opts, "admin-wang", "alice")
 	if err != nil {
 		return steps, fmt.Errorf("keycharge demo: provision: %w", err)
 	}
@@ -96,12 +90,12 @@ func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
 		return steps, err
 	}
 	ok("device lifecycle", "%s manufactured (key pair generated inside) → initialised (certificate %s from the platform CA) → distributed to admin-wang → bound to alice → %s", serial, d.CertSerial, d.State)
-	_, err = lab.Admin.Transition(ctx, serial, TransitionRequest{Action: ActActivate})
-	if err := refused("illegal transition: activate an active device", err, ErrTransition); err != nil {
+	_, err = lab.Admin.Transition(ctx, serial, keycharge.TransitionRequest{Action: keycharge.ActActivate})
+	if err := refused("illegal transition: activate an active device", err, keycharge.ErrTransition); err != nil {
 		return steps, err
 	}
-	_, err = lab.Charger.Transition(ctx, serial, TransitionRequest{Action: ActFreeze})
-	if err := refused("charger (not an administrator) freezes the device", err, ErrForbidden); err != nil {
+	_, err = lab.Charger.Transition(ctx, serial, keycharge.TransitionRequest{Action: keycharge.ActFreeze})
+	if err := refused("charger (not an administrator) freezes the device", err, keycharge.ErrForbidden); err != nil {
 		return steps, err
 	}
 
@@ -135,7 +129,7 @@ func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
 		return steps, err
 	}
 	for _, alg := range []channel.Alg{channel.AES256GCM, channel.SM4GCM} {
-		s, err := (&Phone{Device: dev, Platform: lab.Phone, Alg: alg}).Open(ctx)
+		s, err := (&keycharge.Phone{Device: dev, Platform: lab.Phone, Alg: alg}).Open(ctx)
 		if err != nil {
 			return steps, fmt.Errorf("keycharge demo: channel: %w", err)
 		}
@@ -151,9 +145,9 @@ func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
 	if err != nil {
 		return steps, err
 	}
-	_, err = (&Phone{Device: cd, Platform: lab.Phone}).Open(ctx)
+	_, err = (&keycharge.Phone{Device: cd, Platform: lab.Phone}).Open(ctx)
 	cd.Close()
-	if err := refused("cloned device replays a used key segment", err, ErrKeyUsed); err != nil {
+	if err := refused("cloned device replays a used key segment", err, keycharge.ErrKeyUsed); err != nil {
 		return steps, err
 	}
 
@@ -181,13 +175,13 @@ func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
 	}
 	_, err = ch.Charge(ctx, fd, 4096)
 	fd.Close()
-	if err := refused("counterfeit device (self-signed certificate) asks for a charge", err, ErrCounterfeit); err != nil {
+	if err := refused("counterfeit device (self-signed certificate) asks for a charge", err, keycharge.ErrCounterfeit); err != nil {
 		return steps, err
 	}
 
 	// Wrong PIN at the charger is reported to the platform.
 	dev2 := filepath.Join(dir, "other")
-	if _, err := Provision(ctx, lab.Admin, dev2, device.Info{Serial: serial + "-2", Kind: "ukey"}, pin, puk, opts, "admin-wang", "bob"); err != nil {
+	if _, err := keycharge.Provision(ctx, lab.Admin, dev2, device.Info{Serial: serial + "-2", Kind: "ukey"}, pin, puk, opts, "admin-wang", "bob"); err != nil {
 		return steps, err
 	}
 	_, err = ch.OpenDevice(ctx, dev2, []byte("000000"), opts)
@@ -199,35 +193,35 @@ func Demo(ctx context.Context, deps DemoDeps) (steps []Step, err error) {
 	}
 
 	for _, st := range []struct {
-		act  Action
+		act  keycharge.Action
 		name string
-	}{{ActFreeze, "frozen"}, {ActReportLost, "lost"}} {
-		if _, err := lab.Admin.Transition(ctx, serial, TransitionRequest{Action: st.act, Reason: "demo"}); err != nil {
+	}{{keycharge.ActFreeze, "frozen"}, {keycharge.ActReportLost, "lost"}} {
+		if _, err := lab.Admin.Transition(ctx, serial, keycharge.TransitionRequest{Action: st.act, Reason: "demo"}); err != nil {
 			return steps, err
 		}
 		_, err := ch.Charge(ctx, dev, 4096)
-		if err := refused(st.name+" device asks for a charge", err, ErrDeviceState); err != nil {
+		if err := refused(st.name+" device asks for a charge", err, keycharge.ErrDeviceState); err != nil {
 			return steps, err
 		}
-		_, err = (&Phone{Device: dev, Platform: lab.Phone}).Open(ctx)
-		if err := refused(st.name+" device opens a channel", err, ErrDeviceState); err != nil {
+		_, err = (&keycharge.Phone{Device: dev, Platform: lab.Phone}).Open(ctx)
+		if err := refused(st.name+" device opens a channel", err, keycharge.ErrDeviceState); err != nil {
 			return steps, err
 		}
 	}
-	if _, err := lab.Admin.Transition(ctx, serial, TransitionRequest{Action: ActUnfreeze, Reason: "found"}); err != nil {
+	if _, err := lab.Admin.Transition(ctx, serial, keycharge.TransitionRequest{Action: keycharge.ActUnfreeze, Reason: "found"}); err != nil {
 		return steps, err
 	}
-	if _, err := (&Phone{Device: dev, Platform: lab.Phone}).Open(ctx); err != nil {
+	if _, err := (&keycharge.Phone{Device: dev, Platform: lab.Phone}).Open(ctx); err != nil {
 		return steps, fmt.Errorf("keycharge demo: after unfreeze: %w", err)
 	}
 	ok("cancel the loss", "device active again; its keys restored; channel opens")
-	if _, err := lab.Admin.Transition(ctx, serial, TransitionRequest{Action: ActCancel}); err != nil {
+	if _, err := lab.Admin.Transition(ctx, serial, keycharge.TransitionRequest{Action: keycharge.ActCancel}); err != nil {
 		return steps, err
 	}
 	d, _ = lab.Admin.Device(ctx, serial)
 	ok("cancel the device", "state %s; keys on the platform destroyed (%d bytes left); certificate revoked", d.State, d.Remaining)
-	_, err = (&Phone{Device: dev, Platform: lab.Phone}).Open(ctx)
-	if err := refused("cancelled device opens a channel", err, ErrDeviceState); err != nil {
+	_, err = (&keycharge.Phone{Device: dev, Platform: lab.Phone}).Open(ctx)
+	if err := refused("cancelled device opens a channel", err, keycharge.ErrDeviceState); err != nil {
 		return steps, err
 	}
 	rep, err := deps.Audit.Verify(ctx)

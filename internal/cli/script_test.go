@@ -1,0 +1,100 @@
+package cli_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/qshield/qshield/internal/cli"
+	"github.com/qshield/qshield/internal/platform"
+)
+
+// TestMain lets the scripts run qshield as a command: testscript re-executes
+// this test binary as "qshield", which runs cli.Main exactly as
+// cmd/qshield does (exit status included).
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"qshield": func() { os.Exit(cli.Main(context.Background(), cli.NewGlobals(), os.Args[1:])) },
+	})
+}
+
+// TestScripts runs testdata/script/*.txtar: the command line as a person
+// uses it, mistakes included. Scripts that need a platform start one with
+// the serve command (below), which sets $SERVER and $ADMIN.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Setup: func(env *testscript.Env) error {
+			// Keep every default path (the SQLite database, wallets) inside
+			// the script's work directory.
+			env.Setenv("HOME", env.WorkDir)
+			env.Setenv("XDG_DATA_HOME", filepath.Join(env.WorkDir, ".data"))
+			env.Setenv("XDG_CONFIG_HOME", filepath.Join(env.WorkDir, ".config"))
+			for _, k := range []string{cli.EnvServer, cli.EnvAdmin, cli.EnvDB, "QSHIELD_CA_KEY", "QSHIELD_PLATFORM_KEY", "QSHIELD_AUDIT_KEY"} {
+				env.Setenv(k, "")
+			}
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"serve": serveCmd},
+	})
+}
+
+// serveCmd is the script command "serve [qkd]": it runs the platform in
+// this process on a fresh SQLite database in the work directory until the
+// script ends, and sets $SERVER (its URL) and $ADMIN (its directory, the
+// operator's credentials). With "qkd" the simulated QKD link runs as fast as
+// the CPU allows, so that the QMSP gateway gets its keys.
+func serveCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! serve")
+	}
+	qkd := platform.QKDConfig{Off: true, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"}
+	for _, a := range args {
+		switch a {
+		case "qkd":
+			qkd.Off, qkd.Speedup = false, 0
+		default:
+			ts.Fatalf("serve: unknown argument %q", a)
+		}
+	}
+	dir := ts.MkAbs("server")
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		ts.Fatalf("serve: %v", err)
+	}
+	p, err := platform.Open(ctx, platform.Config{
+		DB: filepath.Join(dir, "qshield.db"), StateDir: dir, QKD: qkd, PublicURL: platform.LocalURL(ln.Addr(), false),
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	})
+	if err != nil {
+		cancel()
+		ln.Close()
+		ts.Fatalf("serve: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = p.Serve(ctx, ln)
+	}()
+	ts.Defer(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+		}
+		p.Close()
+	})
+	url := p.URL(ln.Addr())
+	ts.Setenv("SERVER", url)
+	ts.Setenv("ADMIN", dir)
+	ts.Logf("platform at %s (%s)", url, strings.TrimPrefix(dir, ts.Getenv("WORK")))
+}

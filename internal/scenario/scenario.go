@@ -1,0 +1,13 @@
+// Package scenario holds the end-to-end scheme scenarios that `qshield demo`
+// runs (each scheme's normal flow and the attacks it must refuse). They are
+// harnesses, not library code: they moved here from the scheme packages so
+// that the libraries carry no demo rigs, and they use only the schemes'
+// exported APIs, as any other program would.
+package scenario
+
+// Step is one row of a scenario.
+type Step struct {
+	Step    string `json:"step"`
+	Outcome string `json:"outcome"` // "ok", or "refused" for an attack the platform must refuse
+	Detail  string `json:"detail"`
+}

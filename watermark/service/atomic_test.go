@@ -1,0 +1,62 @@
+package service
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
+)
+
+// failingAudit appends outside transactions but fails inside one: the
+// failure comes after the ledger transfer in the payment's transaction.
+type failingAudit struct{ Auditor }
+
+var errAuditDown = errors.New("audit trail unavailable")
+
+func (failingAudit) AppendTx(context.Context, *sql.Tx, audit.Entry) (audit.Record, error) {
+	return audit.Record{}, errAuditDown
+}
+
+// TestPaymentIsAtomic: a payment whose audit append fails after the
+// transfer changes nothing (no money, the code not burned); the code then
+// pays once.
+func TestPaymentIsAtomic(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		s, led, _ := setup(t, db)
+		log, err := audit.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0, rec, err := s.Issue(ctx, "payer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.audit = failingAudit{log}
+		if _, err := s.Pay(ctx, "scanner", "shop", rec.Handle, t0, 250, "CNY", "k1"); !errors.Is(err, errAuditDown) {
+			t.Fatalf("payment with a failing audit trail: %v, want %v", err, errAuditDown)
+		}
+		if balance(t, led, "shop") != 0 || balance(t, led, "payer") != 1000 {
+			t.Fatal("money moved without its audit record")
+		}
+		var used int64
+		if err := db.QueryRowContext(ctx, db.Rebind(`SELECT used_at FROM wm_tokens WHERE handle = ?`), rec.Handle).Scan(&used); err != nil || used != 0 {
+			t.Fatalf("code burned (used_at %d, %v)", used, err)
+		}
+		s.audit = log
+		if _, err := s.Pay(ctx, "scanner", "shop", rec.Handle, t0, 250, "CNY", "k1"); err != nil {
+			t.Fatalf("retry with the trail back: %v", err)
+		}
+		if balance(t, led, "shop") != 250 || balance(t, led, "payer") != 750 {
+			t.Fatal("wrong balances after the retry")
+		}
+		rs, err := log.Search(ctx, audit.Query{Event: "watermark.pay", Outcome: "success"})
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("%d payment audit records (%v), want 1", len(rs), err)
+		}
+	})
+}
