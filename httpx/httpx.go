@@ -2,6 +2,17 @@
 // bodies with a size limit and no unknown fields, errors as RFC 9457
 // application/problem+json with a stable machine-readable code, and the
 // Idempotency-Key header on money-moving POSTs.
+//
+// Failures that are not the caller's fault are split by [WriteError]: the
+// database or the node could not serve the request (connection lost,
+// timeout, disk full: see sqldb.IsUnavailable) is 503 "unavailable" with
+// Retry-After, anything else is a bug, 500 "internal"; both are logged with
+// their cause and the request ID that the server put in the request's
+// context ([RequestInfo]) and that every problem carries.
+//
+// [Idempotency] stores each keyed POST's response, refusals included, in an
+// [IdempotencyStore] ([SQLStore] shares it between every node of one
+// database) and replays it for a retry with the same key.
 package httpx
 
 import (
@@ -26,6 +37,9 @@ type Problem struct {
 	Detail   string `json:"detail,omitempty"`
 	Instance string `json:"instance,omitempty"`
 	Code     string `json:"code"`
+	// RequestID is the server's ID of the request (also in X-Request-ID);
+	// quote it when reporting a problem.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Error makes a Problem usable as an error (e.g. from a client).
@@ -43,10 +57,21 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, status int, code, deta
 		Detail: detail,
 		Code:   code,
 	}
-	if r != nil {
-		p.Instance = r.URL.Path
-	}
+	stamp(r, &p)
 	writeProblem(w, p)
+}
+
+// stamp fills in the request's path and ID and records the problem code
+// for the access log and metrics.
+func stamp(r *http.Request, p *Problem) {
+	if r == nil {
+		return
+	}
+	p.Instance = r.URL.Path
+	if ri := RequestInfoFrom(r.Context()); ri != nil {
+		p.RequestID = ri.ID
+		ri.setProblem(p.Code)
+	}
 }
 
 func problemType(code string) string { return "https://qshield.dev/problems/" + code }

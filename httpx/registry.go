@@ -41,12 +41,16 @@ var commonCodes = []Code{
 	{Code: "forbidden", Status: http.StatusForbidden, Message: "This device is not allowed to do that."},
 	{Code: "not_found", Status: http.StatusNotFound, Message: "That was not found."},
 	{Code: "rate_limited", Status: http.StatusTooManyRequests, Message: "Too many requests; please wait and try again."},
+	{Code: CodeUnavailable, Status: http.StatusServiceUnavailable, Message: "The service is temporarily unavailable; please try again shortly."},
+	{Code: "overloaded", Status: http.StatusServiceUnavailable, Message: "The service is busy; please try again shortly."},
+	{Code: "idempotency_in_progress", Status: http.StatusConflict, Message: "The same request is still being processed; please try again shortly."},
 }
 
 // Codes of the transport itself.
 const (
-	CodeInternal  = "internal"
-	CodeCancelled = "cancelled"
+	CodeInternal    = "internal"
+	CodeCancelled   = "cancelled"
+	CodeUnavailable = "unavailable"
 )
 
 // Common returns the transport codes every registry holds.
@@ -134,12 +138,17 @@ func (r *Registry) Problem(err error) Problem {
 	return p
 }
 
-// Write writes err as a problem+json response (see Problem).
+// Write writes err as a problem+json response (see Problem). An error that
+// is not a registered refusal goes to [WriteError]: 503 "unavailable" with
+// Retry-After when the database or the node failed, 500 "internal"
+// otherwise, both logged with their cause and the request ID.
 func (r *Registry) Write(w http.ResponseWriter, req *http.Request, err error) {
-	p := r.Problem(err)
-	if req != nil {
-		p.Instance = req.URL.Path
+	if _, ok := r.Lookup(err); !ok && req != nil {
+		WriteError(w, req, err)
+		return
 	}
+	p := r.Problem(err)
+	stamp(req, &p)
 	writeProblem(w, p)
 }
 
@@ -151,9 +160,7 @@ func (r *Registry) WriteCode(w http.ResponseWriter, req *http.Request, code, det
 		c, detail = r.byCode[CodeInternal], "internal error"
 	}
 	p := Problem{Type: problemType(c.Code), Title: c.Message, Status: c.Status, Code: c.Code, Detail: detail}
-	if req != nil {
-		p.Instance = req.URL.Path
-	}
+	stamp(req, &p)
 	writeProblem(w, p)
 }
 

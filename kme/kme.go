@@ -215,7 +215,6 @@ type KME struct {
 	groups   map[string]*group
 	// reservedUnits maps each unit of a reserved group to its group.
 	reservedUnits map[string]*group
-	nextSeq       int64
 
 	link   atomic.Pointer[LinkState]
 	closed atomic.Bool // with a shared writer: refuse new work after Close
@@ -312,9 +311,6 @@ func (k *KME) load(ctx context.Context) error {
 			return fmt.Errorf("kme: load key pool: %w", err)
 		}
 		u := &unit{id: id.String, seq: seq, created: created}
-		if seq >= k.nextSeq {
-			k.nextSeq = seq + 1
-		}
 		switch state {
 		case stateAvailable:
 			k.pool.insert(u)
@@ -438,8 +434,6 @@ func (k *KME) DepositN(ctx context.Context, keys []qkd.Key) (int, error) {
 			break
 		}
 		seen[r.u.id] = true
-		r.u.seq = k.nextSeq
-		k.nextSeq++
 		kept = append(kept, r)
 	}
 	k.mu.Unlock()
@@ -452,6 +446,16 @@ func (k *KME) DepositN(ctx context.Context, keys []qkd.Key) (int, error) {
 	}
 	const chunk = 100
 	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		// Sequence numbers come from the database, under a lock per KME,
+		// so that several processes depositing into one pool never pick
+		// the same one (an in-memory counter did: duplicate kme_keys_pkey).
+		base, err := nextSeq(ctx, k.db, tx, k.cfg.KMEID)
+		if err != nil {
+			return err
+		}
+		for i := range kept {
+			kept[i].u.seq = base + int64(i)
+		}
 		for i := 0; i < len(kept); i += chunk {
 			part := kept[i:min(i+chunk, len(kept))]
 			q := `INSERT INTO kme_keys (kme_id, key_id, seq, key_enc, state, created_at) VALUES ` +

@@ -224,14 +224,15 @@ func reseal(ctx context.Context, db *sqldb.DB, kmeID string, s *sealer) (int, er
 // rather than undecryptable keys later.
 func checkMasterKey(ctx context.Context, db *sqldb.DB, kmeID string, s *sealer) error {
 	return db.InTx(ctx, func(tx *sql.Tx) error {
-		var got []byte
-		err := tx.QueryRowContext(ctx, db.Rebind(`SELECT key_check FROM kme_meta WHERE kme_id = ?`), kmeID).Scan(&got)
-		if errors.Is(err, sql.ErrNoRows) {
-			_, err = tx.ExecContext(ctx, db.Rebind(`INSERT INTO kme_meta (kme_id, key_check, created_at) VALUES (?, ?, ?)`),
-				kmeID, s.check, time.Now().UTC().Format(time.RFC3339Nano))
+		// Insert-if-absent, then compare: two nodes starting on an empty
+		// database both get past this (a SELECT-then-INSERT let one of them
+		// fail with a duplicate key on kme_meta_pkey).
+		if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO kme_meta (kme_id, key_check, created_at) VALUES (?, ?, ?)
+			ON CONFLICT (kme_id) DO NOTHING`), kmeID, s.check, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
 			return err
 		}
-		if err != nil {
+		var got []byte
+		if err := tx.QueryRowContext(ctx, db.Rebind(`SELECT key_check FROM kme_meta WHERE kme_id = ?`), kmeID).Scan(&got); err != nil {
 			return err
 		}
 		if subtle.ConstantTimeCompare(got, s.check) != 1 {
@@ -239,6 +240,22 @@ func checkMasterKey(ctx context.Context, db *sqldb.DB, kmeID string, s *sealer) 
 		}
 		return nil
 	})
+}
+
+// nextSeq returns the next free sequence number of kmeID's units inside tx.
+// On PostgreSQL a transaction-scoped advisory lock per KME serialises
+// depositors until commit; SQLite transactions write one at a time anyway.
+func nextSeq(ctx context.Context, db *sqldb.DB, tx *sql.Tx, kmeID string) (int64, error) {
+	if db.Dialect == sqldb.Postgres {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('qshield kme_keys ' || $1))`, kmeID); err != nil {
+			return 0, fmt.Errorf("kme: lock key sequence: %w", err)
+		}
+	}
+	var max sql.NullInt64
+	if err := tx.QueryRowContext(ctx, db.Rebind(`SELECT MAX(seq) FROM kme_keys WHERE kme_id = ?`), kmeID).Scan(&max); err != nil {
+		return 0, fmt.Errorf("kme: read key sequence: %w", err)
+	}
+	return max.Int64 + 1, nil
 }
 
 // writer is a group committer: operations from concurrent requests are

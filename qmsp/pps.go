@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"github.com/qshield/qshield/qkd"
@@ -183,6 +184,16 @@ func (p *PPS) material(ctx context.Context, keyID string) ([]byte, error) {
 		delete(p.fetches, keyID)
 		p.fetchMu.Unlock()
 	}()
+	// Several PPS processes on one PostgreSQL database: a session advisory
+	// lock per key ID makes the fetch and store happen once across them
+	// (the key manager hands a key out once; a second fetcher would fail).
+	if p.cfg.DB.Dialect == sqldb.Postgres {
+		unlock, err := p.lockKey(ctx, keyID)
+		if err != nil {
+			return nil, fmt.Errorf("qmsp: lock quantum key %s: %w", keyID, err)
+		}
+		defer unlock()
+	}
 	if b, err := p.storedMaterial(ctx, keyID); err == nil || !errors.Is(err, sql.ErrNoRows) {
 		return b, err
 	}
@@ -202,7 +213,8 @@ func (p *PPS) material(ctx context.Context, keyID string) ([]byte, error) {
 		return nil, err
 	}
 	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_keys (key_id, material, units, fetched_at) VALUES (?, ?, ?, ?)`),
+		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_keys (key_id, material, units, fetched_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (key_id) DO NOTHING`),
 			keyID, sealed, (len(b)-PresetKeySize)/UnitSize, p.now().UnixNano())
 		return err
 	})
@@ -210,6 +222,29 @@ func (p *PPS) material(ctx context.Context, keyID string) ([]byte, error) {
 		return nil, fmt.Errorf("qmsp: store quantum key %s: %w", keyID, err)
 	}
 	return b, nil
+}
+
+// lockKey takes a PostgreSQL session advisory lock for keyID on a
+// dedicated connection and returns its release.
+func (p *PPS) lockKey(ctx context.Context, keyID string) (func(), error) {
+	conn, err := p.cfg.DB.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	const k = `hashtext('qshield qmsp pps key ' || $1)`
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+k+`)`, keyID); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.ExecContext(uctx, `SELECT pg_advisory_unlock(`+k+`)`, keyID); err != nil {
+			// Closing the session releases the lock; do not return it to the pool.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		conn.Close()
+	}, nil
 }
 
 func (p *PPS) storedMaterial(ctx context.Context, keyID string) ([]byte, error) {

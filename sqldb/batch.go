@@ -132,7 +132,10 @@ func (b *Batcher) run(batch []*batchJob) {
 			results[i] = j.fn(tx)
 			if results[i] != nil {
 				if _, err := tx.Exec("ROLLBACK TO SAVEPOINT job"); err != nil {
-					return fmt.Errorf("sqldb: rollback to savepoint: %w", err)
+					// SQLite rolls the whole transaction back by itself on
+					// some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM):
+					// the savepoint is gone; report the job's cause.
+					return fmt.Errorf("sqldb: batch rolled back after a job failed: %w (rollback to savepoint: %v)", results[i], err)
 				}
 			}
 			if _, err := tx.Exec("RELEASE SAVEPOINT job"); err != nil {

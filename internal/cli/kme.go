@@ -90,7 +90,8 @@ func (c *kmeCommon) open(ctx context.Context, g *Globals) (*sqldb.DB, *pki.CA, [
 }
 
 // openPlatformCA opens (or creates) the platform CA with the same sealing key
-// `qshield serve` uses: QSHIELD_CA_KEY, or ca-seal.key in the state directory.
+// `qshield serve` uses: QSHIELD_CA_KEY, ca-seal.key in the state directory,
+// or a key derived from the platform master key.
 
 // KMEMasterKey returns the pool master key: the environment variable, the
 // named file, or kme-master.key in dir (created on first use).

@@ -56,6 +56,7 @@ func Root(g *Globals) *cobra.Command {
 	root.AddCommand(
 		VersionCommand(g),
 		ServeCommand(g),
+		ConfigCommand(g),
 		DemoCommand(g),
 		AuditCommand(g),
 		GatewayCommand(g),

@@ -11,7 +11,7 @@ import (
 
 // ServeCommand is `qshield serve`: the platform's HTTPS API and every scheme service.
 func ServeCommand(g *Globals) *cobra.Command {
-	var listen, stateDir, publicURL, results string
+	var listen, stateDir, publicURL, results, configPath string
 	var insecure bool
 	var hostsFlag []string
 	var qkdCfg platform.QKDConfig
@@ -25,6 +25,20 @@ func ServeCommand(g *Globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			// Node settings: flags > environment > --config file > defaults (internal/config).
+			rc, err := resolveNode(cmd, configPath)
+			if err != nil {
+				return err
+			}
+			if err := rc.Validate(); err != nil {
+				return fmt.Errorf("configuration: %w", err)
+			}
+			if !g.Verbose {
+				if g.Log, err = rc.Logger(g.Err); err != nil {
+					return err
+				}
+			}
+			listen, insecure = rc.Listen, rc.InsecureHTTP
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", listen, err)
@@ -33,8 +47,10 @@ func ServeCommand(g *Globals) *cobra.Command {
 			if publicURL == "" {
 				publicURL = platform.LocalURL(ln.Addr(), insecure)
 			}
-			p, err := platform.Open(ctx, platform.Config{DB: g.DB, StateDir: stateDir, InsecureHTTP: insecure, Hosts: hostsFlag, Log: g.Log, QKD: qkdCfg, Trust: trust,
-				PublicURL: publicURL, ResultsDir: results})
+			pcfg := platformConfig(rc)
+			pcfg.Hosts, pcfg.Log, pcfg.QKD, pcfg.PublicURL, pcfg.ResultsDir = hostsFlag, g.Log, qkdCfg, publicURL, results
+			p, err := platform.Open(ctx, pcfg)
+			pcfg.Trust = trust
 			if err != nil {
 				return err
 			}
@@ -66,5 +82,6 @@ func ServeCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")
 	cmd.Flags().StringVar(&publicURL, "public-url", "", "the origin people use to reach this server, e.g. https://pay.example.com (console passkeys are bound to its host; default https://localhost:PORT)")
 	cmd.Flags().StringVar(&results, "results", "", "directory of experiment results (NAME.md, NAME.png) the console shows")
+	nodeFlags(cmd, &configPath) // pool, timeouts, load shedding, logging, --config
 	return cmd
 }

@@ -20,6 +20,7 @@ func All() []experiment.Spec {
 		QKDCascadeExperiment(),
 		QKDWANExperiment(),
 		QKDEveExperiment(),
+		OverloadExperiment(),
 		ClusterExperiment(),
 		SoakExperiment(),
 	}

@@ -16,13 +16,26 @@ func (p *Platform) startBioQR(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	su, err := bioqr.OpenOrCreateSecureUnit(filepath.Join(p.StateDir, "bioqr-settlement.json"), bioqr.KindSettlement, pki.ECDSAP256, enc)
+	// The unit is the platform's settlement identity, the same on every
+	// node: its file lives in the database (see adoptStateFile).
+	const name = "bioqr-settlement.json"
+	path := filepath.Join(p.StateDir, name)
+	if err := p.adoptStateFile(ctx, name, path, func() error {
+		_, err := bioqr.OpenOrCreateSecureUnit(path, bioqr.KindSettlement, pki.ECDSAP256, enc)
+		return err
+	}); err != nil {
+		return fmt.Errorf("platform: bioqr settlement unit: %w", err)
+	}
+	su, err := bioqr.OpenOrCreateSecureUnit(path, bioqr.KindSettlement, pki.ECDSAP256, enc)
 	if err != nil {
 		return fmt.Errorf("platform: bioqr settlement unit: %w", err)
 	}
 	st, err := bioqr.NewSettlement(ctx, bioqr.SettlementConfig{DB: p.DB, CA: p.CA, Ledger: p.Ledger, Audit: bioqr.AuditLog{L: p.Audit}, Unit: su, Log: p.Config.Log})
 	if err != nil {
 		return fmt.Errorf("platform: bioqr settlement: %w", err)
+	}
+	if err := p.saveStateFile(ctx, name, path); err != nil { // NewSettlement may have installed a certificate
+		return err
 	}
 	p.BioQR = st
 	p.Router.Register(st.Routes()...)

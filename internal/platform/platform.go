@@ -5,13 +5,16 @@
 //
 // Key material on disk. The CA's private key is stored in the database sealed
 // with a key from QSHIELD_CA_KEY (a 32-byte key in hex/base64, or a passphrase
-// run through argon2id). When the variable is unset, a random 32-byte key is
-// created once in QSHIELD_SECRET_DIR, or else the state directory
-// (ca-seal.key, mode 0600), so that a stolen database alone does not reveal
-// the CA key; the platform master key (QSHIELD_PLATFORM_KEY, else
-// platform.key) likewise. Open warns when these files sit beside the SQLite
-// database they seal; production deployments set the variables from a
-// secret store.
+// run through argon2id). When the variable is unset, the key is derived from
+// the platform master key (QSHIELD_PLATFORM_KEY, or a random platform.key
+// created once in the state directory, mode 0600) — or read from ca-seal.key
+// where an older installation created one — so that a stolen database alone
+// does not reveal the CA key. Nodes of one platform get the same
+// QSHIELD_PLATFORM_KEY from a secret store; everything else they share is in
+// the database.
+// Key files (platform.key, an older ca-seal.key) live in QSHIELD_SECRET_DIR
+// when it is set, else in the state directory; Open warns when they sit
+// beside the SQLite database they seal.
 //
 // The state directory also receives the files a client needs to talk to the
 // server: ca.pem (the root to trust) and the admin credential admin.pem /
@@ -44,7 +47,9 @@ import (
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/console"
+	"github.com/qshield/qshield/internal/metrics"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
@@ -79,6 +84,12 @@ type Config struct {
 	// MaxConnAge closes kept-alive connections older than this after their
 	// next response (0: DefaultMaxConnAge; negative: no limit).
 	MaxConnAge time.Duration
+
+	// DBOptions size the database pool and set its timeouts (zero: sqldb's defaults).
+	DBOptions sqldb.Options
+	// HTTP limits of the node (zero: the server package's defaults).
+	MaxInFlight, MaxQueue, MaxConns int
+	QueueTimeout, RequestTimeout    time.Duration
 	// PublicURL is the origin people use to reach the platform, e.g.
 	// "https://pay.example.com" (default DefaultPublicURL); the console's
 	// passkeys are bound to its host name.
@@ -117,6 +128,9 @@ type Platform struct {
 	KeyCharge *keycharge.QKMP
 	// Router registers every route with its authorization policy.
 	Router *authz.Router
+
+	// Metrics is the node's Prometheus registry, served at /metrics.
+	Metrics *metrics.Metrics
 	// Console is the operator console (nil with InsecureHTTP).
 	Console *console.Console
 	// LinkMonitor samples the QKD link for the console (nil without a link).
@@ -140,7 +154,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			p.Close()
 		}
 	}()
-	p.DB, err = sqldb.Open(ctx, cfg.DB)
+	p.DB, err = sqldb.OpenWith(ctx, cfg.DB, cfg.DBOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +187,20 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if maxAge == 0 {
 		maxAge = DefaultMaxConnAge
 	}
-	scfg := server.Config{InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log, MaxConnAge: max(maxAge, 0)}
+	p.Metrics = metrics.New()
+	p.Metrics.AddDB(p.DB.DB)
+	p.Metrics.AddLedger(p.DB.DB)
+	idem, err := httpx.OpenSQLStore(ctx, p.DB, 0)
+	if err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
+	}
+	p.closers = append(p.closers, idem.Close)
+	scfg := server.Config{
+		InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log, Metrics: p.Metrics,
+		MaxInFlight: cfg.MaxInFlight, MaxQueue: cfg.MaxQueue, MaxConns: cfg.MaxConns,
+		QueueTimeout: cfg.QueueTimeout, RequestTimeout: cfg.RequestTimeout,
+		MaxConnAge: max(maxAge, 0), Principal: requestPrincipal,
+	}
 	if !cfg.InsecureHTTP {
 		dns, ips := hosts(cfg.Hosts)
 		cert, err := p.CA.IssueTLS(ctx, pki.RoleServer, "qshield-platform", dns, ips)
@@ -195,10 +222,13 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
+	p.Server.AddCheck(server.Check{Name: "database", Func: p.DB.PingContext})
+	p.Server.AddCheck(server.Check{Name: "migrations", Func: p.DB.CheckMigrations})
+	api := &server.LedgerAPI{Ledger: p.Ledger, Idempotency: &httpx.Idempotency{Store: idem}}
 	if err := p.newRouter(ctx); err != nil {
 		return nil, err
 	}
-	p.Router.Register((&server.LedgerAPI{Ledger: p.Ledger}).Routes()...)
+	p.Router.Register(api.Routes()...)
 	p.certRoutes()
 	if err := p.startQuantum(ctx, cfg.QKD); err != nil {
 		return nil, err
@@ -306,8 +336,11 @@ func OpenCA(ctx context.Context, db *sqldb.DB, dir string) (*pki.CA, error) {
 	return ca, nil
 }
 
-// caSealKey returns the key sealing the CA private key: QSHIELD_CA_KEY, or a
-// random key kept in dir/ca-seal.key (created on first use, mode 0600).
+// caSealKey returns the key sealing the CA private key, first found of:
+// QSHIELD_CA_KEY; dir/ca-seal.key when it exists (installations made before
+// the CA key was derived); a key derived (HKDF) from the platform master
+// key (QSHIELD_PLATFORM_KEY, or dir/platform.key). With the last, nodes
+// given the same QSHIELD_PLATFORM_KEY share the CA without another secret.
 func caSealKey(dir string) (pki.KeyEncryptor, error) {
 	if os.Getenv("QSHIELD_CA_KEY") != "" {
 		return pki.EnvKey("QSHIELD_CA_KEY")
@@ -324,9 +357,9 @@ func caSealKey(dir string) (pki.KeyEncryptor, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("platform: read %s: %w", path, err)
 	}
-	k, err := fsutil.LoadOrCreateKey(path)
+	k, err := SecretIn(dir, "ca-seal")
 	if err != nil {
-		return nil, fmt.Errorf("platform: %w", err)
+		return nil, err
 	}
 	return pki.RawKey(k)
 }

@@ -3,6 +3,7 @@ package platform
 import (
 	"context"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"net"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/kme"
+	"github.com/qshield/qshield/lease"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/bb84"
@@ -44,6 +47,13 @@ type QKDConfig struct {
 	// ListenA and ListenB are the key managers' addresses (default: any
 	// free port on 127.0.0.1).
 	ListenA, ListenB string
+	// Singleton runs the link ends only in the node holding the "qkd-link"
+	// lease (another node takes over within about 8 s when it dies). Off by
+	// default: the key managers keep their pool index in memory, so a node
+	// serves quantum keys only from deposits of its own link; until the
+	// index is shared through the database every node runs its own link
+	// (their units are disjoint; sequence numbers come from the database).
+	Singleton bool
 }
 
 // Secret returns a 32-byte key for purpose, derived (HKDF-SHA256) from the
@@ -105,23 +115,63 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 	}
 	p.KME = pair
 	p.closers = append(p.closers, pair.Close)
+	p.Metrics.AddKME(pair.A)
+	p.Metrics.AddKME(pair.B)
 	if cfg.Off {
 		return nil
 	}
+	// With the link on, a node whose link stopped (an eavesdropper, a
+	// failure) cannot serve new quantum keys: not ready.
+	p.Server.AddCheck(server.Check{Name: "qkd_link", Func: func(context.Context) error {
+		for _, k := range []*kme.KME{pair.A, pair.B} {
+			if ls := k.Link(); ls.State == kme.LinkAborted || ls.State == kme.LinkDown {
+				return fmt.Errorf("QKD link at %s is %s since %s: %s", k.ID(), ls.State, ls.Since.Format(time.RFC3339), ls.Error)
+			}
+		}
+		return nil
+	}})
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	p.closers = append(p.closers, func() error { cancel(); wg.Wait(); return nil })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := pair.RunLink(lctx, func(ctx context.Context, sinkA, sinkB qkd.Sink) error {
+	run := func(ctx context.Context, _ int64) error {
+		err := pair.RunLink(ctx, func(ctx context.Context, sinkA, sinkB qkd.Sink) error {
 			return p.runLink(ctx, cfg, sinkA, sinkB)
 		})
 		if err != nil {
+			// A stopped link (an eavesdropper, a failure) stays stopped
+			// and visible (/readyz, qkd_link_state) until an operator
+			// restarts the node; with Singleton this node keeps the duty
+			// so that no other node silently restarts it.
 			p.Config.Log.Error("QKD link stopped", "err", err)
+			<-ctx.Done()
 		}
-	}()
+		return nil
+	}
+	if !cfg.Singleton {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = run(lctx, 0) }()
+		return nil
+	}
+	// The link ends as a singleton: with several nodes on one database only
+	// the holder of the "qkd-link" lease runs them, and another node takes
+	// over within the lease TTL (plus a third) when it dies.
+	el, err := lease.New(ctx, p.DB, "qkd-link", nodeName(), 0, p.Config.Log)
+	if err != nil {
+		return fmt.Errorf("platform: %w", err)
+	}
+	el.OnChange = func(held bool) { p.Metrics.SetLeader("qkd-link", held) }
+	p.Metrics.SetLeader("qkd-link", false)
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = el.Run(lctx, run) }()
 	return nil
+}
+
+// nodeName names this process for leases: host, process ID and a random suffix.
+func nodeName() string {
+	h, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%x", h, os.Getpid(), b)
 }
 
 // runLink runs Alice (site A) and Bob (site B) as two parties over a TCP
@@ -147,6 +197,7 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 	}
 	lc.Log = p.Config.Log
 	lc.OnBlock = func(st qkd.Stats) {
+		p.Metrics.QKDBlock(st)
 		// One line per block: delivered bits, or the abort cause (a stable
 		// value, qkd.AbortCause, ready to become a metric label).
 		p.Config.Log.Info("qkd block", "pulses", st.Pulses, "final_bits", st.FinalBits, "qber", st.QBER,

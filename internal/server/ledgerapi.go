@@ -1,6 +1,9 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -14,7 +17,7 @@ import (
 // LedgerAPI serves accounts, balances, transfers and history over HTTP.
 //
 //	GET  /v1/accounts                    list accounts in ID order (?cursor=&limit=)
-//	POST /v1/accounts                    open an account (Idempotency-Key optional)
+//	POST /v1/accounts                    open an account (Idempotency-Key honoured)
 //	GET  /v1/accounts/{id}               the account with its balances
 //	GET  /v1/accounts/{id}/transfers     history, newest first (?cursor=&limit=)
 //	POST /v1/transfers                   move money (Idempotency-Key required)
@@ -33,6 +36,11 @@ type LedgerAPI struct {
 	// devices such as phones and gateways move money only through their
 	// scheme's own checks).
 	Authorize func(*http.Request) bool
+	// Idempotency, when set, stores the response of every POST carrying an
+	// Idempotency-Key (refusals included) and replays it for a retry with
+	// the same key (see httpx.Idempotency). Without it only the ledger's
+	// own transfer keys and account IDs derived from keys protect retries.
+	Idempotency *httpx.Idempotency
 }
 
 // Routes returns the API with its policies: only administrators move money
@@ -43,13 +51,13 @@ func (a *LedgerAPI) Routes() []authz.Route {
 	read := authz.Allow(pki.PrincipalAdmin, pki.PrincipalAuditor)
 	return []authz.Route{
 		{Pattern: "GET /v1/accounts", Policy: read, Handler: http.HandlerFunc(a.listAccounts)},
-		{Pattern: "POST /v1/accounts", Policy: write, Handler: http.HandlerFunc(a.createAccount)},
+		{Pattern: "POST /v1/accounts", Policy: write, Handler: a.idem(false, a.createAccount)},
 		{Pattern: "GET /v1/accounts/{id}", Policy: read, Handler: http.HandlerFunc(a.getAccount)},
 		{Pattern: "GET /v1/accounts/{id}/transfers", Policy: read, Handler: http.HandlerFunc(a.history)},
-		{Pattern: "POST /v1/transfers", Policy: write, Handler: http.HandlerFunc(a.transfer)},
+		{Pattern: "POST /v1/transfers", Policy: write, Handler: a.idem(true, a.transfer)},
 		{Pattern: "GET /v1/transfers/{id}", Policy: read, Handler: http.HandlerFunc(a.getTransfer)},
-		{Pattern: "POST /v1/transfers/{id}/post", Policy: write, Handler: http.HandlerFunc(a.post)},
-		{Pattern: "POST /v1/transfers/{id}/void", Policy: write, Handler: http.HandlerFunc(a.void)},
+		{Pattern: "POST /v1/transfers/{id}/post", Policy: write, Handler: a.idem(true, a.post)},
+		{Pattern: "POST /v1/transfers/{id}/void", Policy: write, Handler: a.idem(true, a.void)},
 	}
 }
 
@@ -60,6 +68,24 @@ func (a *LedgerAPI) Register(s *Server) {
 	for _, r := range a.Routes() { // one list of routes for both ways of serving
 		s.Handle(r.Pattern, a.auth(r.Handler.ServeHTTP))
 	}
+}
+
+// idem puts h behind the idempotency store when there is one.
+func (a *LedgerAPI) idem(required bool, h http.HandlerFunc) http.HandlerFunc {
+	if a.Idempotency == nil {
+		return h
+	}
+	return a.Idempotency.Wrap(required, h).ServeHTTP
+}
+
+// accountIDForKey derives the ID of an account created without one under an
+// Idempotency-Key, so that a retry whose stored response was lost (a crash
+// between the commit and storing it) finds the same account instead of
+// opening a second one.
+func accountIDForKey(r *http.Request, key string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s", httpx.PrincipalOf(r.Context()), key)
+	return "acc_k" + hex.EncodeToString(h.Sum(nil)[:15])
 }
 
 func (a *LedgerAPI) auth(h http.HandlerFunc) http.Handler {
@@ -112,9 +138,17 @@ func (a *LedgerAPI) createAccount(w http.ResponseWriter, r *http.Request) {
 	if !httpx.DecodeOrProblem(w, r, 4<<10, &req) {
 		return
 	}
-	acct, err := a.Ledger.CreateAccount(r.Context(), ledger.NewAccount{
+	na := ledger.NewAccount{
 		ID: req.ID, Owner: req.Owner, Kind: req.Kind, Currency: req.Currency, AllowNegative: req.AllowNegative,
-	})
+	}
+	var acct ledger.Account
+	var err error
+	if key := r.Header.Get(httpx.IdempotencyHeader); key != "" && na.ID == "" {
+		na.ID = accountIDForKey(r, key)
+		acct, err = a.Ledger.EnsureAccount(r.Context(), na)
+	} else {
+		acct, err = a.Ledger.CreateAccount(r.Context(), na)
+	}
 	if err != nil {
 		writeLedgerError(w, r, err)
 		return
@@ -190,7 +224,7 @@ func (a *LedgerAPI) getTransfer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *LedgerAPI) post(w http.ResponseWriter, r *http.Request) {
-	if _, ok := httpx.IdempotencyKey(w, r); !ok {
+	if _, ok := httpx.IdempotencyKey(w, r); !ok { // used by a.Idempotency
 		return
 	}
 	var req PostRequest
@@ -208,7 +242,7 @@ func (a *LedgerAPI) post(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *LedgerAPI) void(w http.ResponseWriter, r *http.Request) {
-	if _, ok := httpx.IdempotencyKey(w, r); !ok {
+	if _, ok := httpx.IdempotencyKey(w, r); !ok { // used by a.Idempotency
 		return
 	}
 	t, err := a.Ledger.Void(r.Context(), r.PathValue("id"))
@@ -242,5 +276,8 @@ var LedgerCodes = httpx.NewRegistry(
 )
 
 func writeLedgerError(w http.ResponseWriter, r *http.Request, err error) {
+	// Registered refusals are 4xx; database down, disk full, timeouts are
+	// 503 with Retry-After; anything else is a bug: 500 with the request
+	// ID. The last two are logged with the cause (httpx.WriteError).
 	LedgerCodes.Write(w, r, err)
 }

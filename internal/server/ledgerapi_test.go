@@ -27,7 +27,12 @@ func newAPI(t testing.TB, db *sqldb.DB) (http.Handler, *ledger.Ledger) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	(&server.LedgerAPI{Ledger: led}).Register(s)
+	store, err := httpx.OpenSQLStore(ctx, db, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	(&server.LedgerAPI{Ledger: led, Idempotency: &httpx.Idempotency{Store: store}}).Register(s)
 	for _, a := range []ledger.NewAccount{
 		{ID: "bank", Owner: "bank", Kind: ledger.KindSystem, Currency: "EUR", AllowNegative: true},
 		{ID: "alice", Owner: "alice", Kind: ledger.KindUser, Currency: "EUR"},

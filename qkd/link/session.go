@@ -266,14 +266,6 @@ func appendBits(dst []uint64, dn int, src []uint64, n int) []uint64 {
 	return dst
 }
 
-func countDiff(a, b []uint64, n int) int64 {
-	var c int64
-	for i := 0; i < n; i++ {
-		c += int64((a[i>>6] ^ b[i>>6]) >> (uint(i) & 63) & 1)
-	}
-	return c
-}
-
 func random32() ([32]byte, error) {
 	var s [32]byte
 	if _, err := rand.Read(s[:]); err != nil {

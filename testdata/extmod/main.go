@@ -118,7 +118,7 @@ func run(ctx context.Context) error {
 	if m, err := convcode.Decode(convcode.HardToSoft(convcode.Encode(msg))); err != nil || !bytes.Equal(m, msg) {
 		return fmt.Errorf("convcode: %v %v", m, err)
 	}
-	if _, err := emvqr.ParseAmount("12.34", 2); err != nil {
+	if err := emvqr.CheckAmount("12.34"); err != nil {
 		return err
 	}
 	_ = fingerprint.NewMatcher().Threshold()
