@@ -33,6 +33,7 @@ type LinkMonitor struct {
 	unitBits int
 	mu       sync.Mutex
 	qber     float64
+	rate     float64 // last block's secret key rate (bit/s), -1: none yet
 	ring     []LinkSample
 	max      int
 	subs     map[chan LinkSample]struct{}
@@ -44,13 +45,14 @@ func NewLinkMonitor(pair *kme.Pair, unitBits, max int) *LinkMonitor {
 	if max <= 0 {
 		max = 300
 	}
-	return &LinkMonitor{pair: pair, unitBits: unitBits, qber: -1, max: max, subs: map[chan LinkSample]struct{}{}}
+	return &LinkMonitor{pair: pair, unitBits: unitBits, qber: -1, rate: -1, max: max, subs: map[chan LinkSample]struct{}{}}
 }
 
-// ObserveBlock records a finished block's QBER.
-func (m *LinkMonitor) ObserveBlock(qber float64) {
+// ObserveBlock records a finished block's QBER and secret key rate (bit/s;
+// 0 for an aborted block).
+func (m *LinkMonitor) ObserveBlock(qber, keyRate float64) {
 	m.mu.Lock()
-	m.qber = qber
+	m.qber, m.rate = qber, keyRate
 	m.mu.Unlock()
 }
 
@@ -80,6 +82,9 @@ func (m *LinkMonitor) Run(ctx context.Context, period time.Duration) {
 		last = now
 		m.mu.Lock()
 		s.QBER = m.qber
+		if m.rate >= 0 {
+			s.KeyRate = m.rate // the link's own figure beats one derived from deposits
+		}
 		m.ring = append(m.ring, s)
 		if len(m.ring) > m.max {
 			m.ring = m.ring[len(m.ring)-m.max:]

@@ -198,6 +198,13 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 	lc.Log = p.Config.Log
 	lc.OnBlock = func(st qkd.Stats) {
 		p.Metrics.QKDBlock(st)
+		if m := p.LinkMonitor; m != nil { // the console's live view
+			if st.Aborted || st.AbortedBlocks > 0 {
+				m.ObserveBlock(st.SampledQBER, 0)
+			} else {
+				m.ObserveBlock(st.QBER, st.KeyRateBps)
+			}
+		}
 		// One line per block: delivered bits, or the abort cause (a stable
 		// value, qkd.AbortCause, ready to become a metric label).
 		p.Config.Log.Info("qkd block", "pulses", st.Pulses, "final_bits", st.FinalBits, "qber", st.QBER,
