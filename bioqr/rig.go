@@ -215,6 +215,14 @@ func (r *Rig) NewPhone(ctx context.Context, id string, owner []byte, accounts []
 	if err != nil {
 		return nil, err
 	}
+	// The account holder's consent: one enrolment code per account.
+	for _, a := range accounts {
+		code, err := r.Settlement.IssueEnrolmentCode(ctx, "rig", a)
+		if err != nil {
+			return nil, err
+		}
+		er.Consent = append(er.Consent, code.Code)
+	}
 	c, err := r.Settlement.Enrol(ctx, "rig", er)
 	if err != nil {
 		return nil, err

@@ -263,7 +263,11 @@ func TestPOSPage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := f.rig.Settlement.publish(f.ctx, f.rig.POS.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); err != nil {
+		posP, err := f.rig.cfg.CA.Authenticate(f.ctx, f.rig.POS.Unit.Certificate())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.rig.Settlement.publish(f.ctx, posP, f.rig.POS.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); err != nil {
 			t.Fatal(err)
 		}
 		srv := httptest.NewServer(f.rig.Settlement.PageHandler())
@@ -289,7 +293,11 @@ func TestPOSPage(t *testing.T) {
 		}
 		// Another POS's QR cannot be published under this POS.
 		other, _ := f.rig.NewPOS(f.ctx, "POS-2", f.rig.Merchant)
-		if err := f.rig.Settlement.publish(f.ctx, other.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); !errors.Is(err, ErrWrongPOS) {
+		otherP, err := f.rig.cfg.CA.Authenticate(f.ctx, other.Unit.Certificate())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.rig.Settlement.publish(f.ctx, otherP, other.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); !errors.Is(err, ErrWrongPOS) {
 			t.Fatalf("publish foreign QR: %v", err)
 		}
 	})

@@ -32,6 +32,9 @@ var (
 	ErrMerchant     = errors.New("qmsp: payment names another merchant than the gateway's")
 	ErrCurrency     = errors.New("qmsp: unsupported currency")
 	ErrRefused      = errors.New("qmsp: payment refused by the ledger")
+	// ErrAmount: the payment's amount or currency is not the one the
+	// gateway signed into the code.
+	ErrAmount = errors.New("qmsp: payment amount differs from the amount the gateway signed")
 )
 
 // PaymentRequest is what the phone sends to the payment platform (step 6):
@@ -42,6 +45,10 @@ type PaymentRequest struct {
 	KeyID      string `json:"key_id"`
 	Unit       uint16 `json:"unit"`
 	Expires    int64  `json:"expires"`
+	// Amount and Currency are the code's signed sale (0 when the payer
+	// entered the amount); the gateway's signature covers them.
+	Amount     int64  `json:"amount,omitempty"`
+	Currency   uint16 `json:"currency,omitempty"`
 	GatewaySig []byte `json:"gateway_sig"`
 	Ciphertext []byte `json:"ciphertext"`
 	Tag        []byte `json:"tag"`
@@ -314,7 +321,10 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	if err != nil {
 		return nil, err
 	}
-	d := Display{Gateway: req.Gateway, Merchant: req.Merchant, Ref: KeyRef{KeyID: keyID, Unit: req.Unit}, Expires: time.Unix(req.Expires, 0)}
+	d := Display{Gateway: req.Gateway, Merchant: req.Merchant, Amount: req.Amount, Currency: req.Currency, Ref: KeyRef{KeyID: keyID, Unit: req.Unit}, Expires: time.Unix(req.Expires, 0)}
+	if err := d.checkSale(); err != nil {
+		return nil, err
+	}
 	digest := sha256.Sum256(d.SignedBytes())
 	if !ecdsa.VerifyASN1(g.pub, digest[:], req.GatewaySig) {
 		return nil, fmt.Errorf("%w: code claims gateway %s", ErrBadSignature, req.Gateway)
@@ -346,6 +356,9 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	}
 	if m.Merchant != g.merchant {
 		return nil, fmt.Errorf("%w: M names merchant %d", ErrMerchant, m.Merchant)
+	}
+	if d.Amount != 0 && (m.Amount != d.Amount || m.Currency != d.Currency) {
+		return nil, fmt.Errorf("%w: M pays %d (currency %d), the code asks %d (currency %d)", ErrAmount, m.Amount, m.Currency, d.Amount, d.Currency)
 	}
 	currency, err := money.ByNumeric(m.Currency)
 	if err != nil {

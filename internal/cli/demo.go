@@ -20,6 +20,7 @@ func Scenarios() []demo.Scenario {
 		demo.SelfVerify(),
 		demo.Watermark(),
 		demo.BioQR(),
+		demo.Trust(),
 		demo.Audit(), // last: reconciles and checkpoints everything above
 	}
 }

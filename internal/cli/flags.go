@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb"
@@ -150,7 +151,7 @@ func adminTLS(dir, server string) (*tls.Config, *x509.Certificate, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--admin %s: %w", dir, err)
 	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
+	cert, err := platform.LoadAdmin(dir) // the key may be sealed under QSHIELD_ADMIN_PASSPHRASE
 	if err != nil {
 		return nil, nil, fmt.Errorf("--admin %s: admin certificate: %w", dir, err)
 	}

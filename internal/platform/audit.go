@@ -3,6 +3,7 @@ package platform
 import (
 	"context"
 	"fmt"
+	"github.com/qshield/qshield/authz"
 	"path/filepath"
 	"time"
 
@@ -64,8 +65,11 @@ func (p *Platform) startAudit(ctx context.Context) error {
 		p.Config.Log.ErrorContext(ctx, "first audit checkpoint", "err", err)
 	}
 	h := audit.Handler(p.Audit)
-	p.Server.Handle("GET /v1/audit/checkpoint", h)
-	p.Server.Handle("GET /v1/audit/consistency", h)
+	// Checkpoints are signed and proofs are hashes: public, so that
+	// witnesses and auditors outside the platform can check the log.
+	witness := authz.Public("signed audit checkpoints and consistency proofs, for witnesses")
+	p.Router.Handle("GET /v1/audit/checkpoint", witness, h)
+	p.Router.Handle("GET /v1/audit/consistency", witness, h)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {

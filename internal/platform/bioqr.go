@@ -38,7 +38,6 @@ func (p *Platform) startBioQR(ctx context.Context) error {
 		return err
 	}
 	p.BioQR = st
-	p.Server.Mount("/v1/bioqr/", st.Handler())
-	p.Server.Mount("/bioqr/", st.PageHandler())
+	p.Router.Register(st.Routes()...)
 	return nil
 }

@@ -51,6 +51,6 @@ func (p *Platform) startSelfVerify(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); op.Run(rctx, 30*time.Second) }()
 	p.closers = append(p.closers, op.Close, func() error { cancel(); wg.Wait(); return nil })
-	p.Server.Mount("/v1/selfverify/", op.Handler())
+	p.Router.Register(op.Routes()...)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -46,16 +47,31 @@ type LedgerAPI struct {
 	Idempotency *httpx.Idempotency
 }
 
-// Register mounts the routes on s.
+// Routes returns the API with its policies: only administrators move money
+// or open accounts; auditors may read. Devices move money only through
+// their scheme's own checks.
+func (a *LedgerAPI) Routes() []authz.Route {
+	write := authz.Allow(pki.PrincipalAdmin)
+	read := authz.Allow(pki.PrincipalAdmin, pki.PrincipalAuditor)
+	return []authz.Route{
+		{Pattern: "GET /v1/accounts", Policy: read, Handler: http.HandlerFunc(a.listAccounts)},
+		{Pattern: "POST /v1/accounts", Policy: write, Handler: a.idem(false, a.createAccount)},
+		{Pattern: "GET /v1/accounts/{id}", Policy: read, Handler: http.HandlerFunc(a.getAccount)},
+		{Pattern: "GET /v1/accounts/{id}/transfers", Policy: read, Handler: http.HandlerFunc(a.history)},
+		{Pattern: "POST /v1/transfers", Policy: write, Handler: a.idem(true, a.transfer)},
+		{Pattern: "GET /v1/transfers/{id}", Policy: read, Handler: http.HandlerFunc(a.getTransfer)},
+		{Pattern: "POST /v1/transfers/{id}/post", Policy: write, Handler: a.idem(true, a.post)},
+		{Pattern: "POST /v1/transfers/{id}/void", Policy: write, Handler: a.idem(true, a.void)},
+	}
+}
+
+// Register mounts the routes on s with the checks of RequireClientCert and
+// Authorize (a stand-alone server without principals; the platform
+// registers Routes on its authorization router instead).
 func (a *LedgerAPI) Register(s *Server) {
-	s.Handle("GET /v1/accounts", a.auth(a.listAccounts))
-	s.Handle("POST /v1/accounts", a.auth(a.idem(false, a.createAccount)))
-	s.Handle("GET /v1/accounts/{id}", a.auth(a.getAccount))
-	s.Handle("GET /v1/accounts/{id}/transfers", a.auth(a.history))
-	s.Handle("POST /v1/transfers", a.auth(a.idem(true, a.transfer)))
-	s.Handle("GET /v1/transfers/{id}", a.auth(a.getTransfer))
-	s.Handle("POST /v1/transfers/{id}/post", a.auth(a.idem(true, a.post)))
-	s.Handle("POST /v1/transfers/{id}/void", a.auth(a.idem(true, a.void)))
+	for _, r := range a.Routes() { // one list of routes for both ways of serving
+		s.Handle(r.Pattern, a.auth(r.Handler.ServeHTTP))
+	}
 }
 
 // idem puts h behind the idempotency store when there is one.
