@@ -173,16 +173,17 @@ func checkScope(scope []string) error {
 // issuing transaction.
 func (ca *CA) registerPrincipalTx(ctx context.Context, tx *sql.Tx, kind PrincipalKind, name, devSerial string, replaces string) error {
 	if kind != PrincipalServer {
-		var have string
-		err := tx.QueryRowContext(ctx, ca.db.Rebind(`SELECT kind FROM pki_names WHERE ca_name = ? AND common_name = ?`), ca.name, name).Scan(&have)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			if _, err := tx.ExecContext(ctx, ca.db.Rebind(`INSERT INTO pki_names (ca_name, common_name, kind) VALUES (?, ?, ?)`), ca.name, name, string(kind)); err != nil {
-				return err
-			}
-		case err != nil:
+		// Claim the name for this kind; a concurrent claim of the same name
+		// (two nodes starting at once) waits for the first and then reads
+		// its kind instead of failing on the unique key.
+		if _, err := tx.ExecContext(ctx, ca.db.Rebind(`INSERT INTO pki_names (ca_name, common_name, kind) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`), ca.name, name, string(kind)); err != nil {
 			return err
-		case have != string(kind):
+		}
+		var have string
+		if err := tx.QueryRowContext(ctx, ca.db.Rebind(`SELECT kind FROM pki_names WHERE ca_name = ? AND common_name = ?`), ca.name, name).Scan(&have); err != nil {
+			return err
+		}
+		if have != string(kind) {
 			return fmt.Errorf("%w: %q is a %s", ErrNameTaken, name, have)
 		}
 	}

@@ -33,6 +33,9 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"GET /v1/admin/certs":                  {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"GET /v1/admin/certs/{serial}":         {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"POST /v1/admin/certs/{serial}/revoke": {pki.PrincipalAdmin},
+	// the audit log's signed checkpoints and proofs, for witnesses
+	"GET /v1/audit/checkpoint":  nil,
+	"GET /v1/audit/consistency": nil,
 	// the operator console (authenticates its operators with passkeys)
 	"/console/":                nil,
 	"GET /console":             nil,

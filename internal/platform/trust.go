@@ -172,7 +172,9 @@ func (p *Platform) ClassicalHandshakes() int64 { return p.classical.Load() }
 // adminCredential loads the admin credential from the state directory when
 // it is an active admin principal of this CA, and otherwise creates one —
 // only when no active admin exists (a lost credential is replaced with
-// `qshield admin rotate`, never silently on start).
+// `qshield admin rotate`, never silently on start). A further node of a
+// platform whose admin credential lives elsewhere starts without it
+// (AdminCert stays empty).
 func (p *Platform) adminCredential(ctx context.Context) error {
 	cert, err := loadAdminFiles(p.StateDir)
 	if err == nil {
@@ -196,7 +198,12 @@ func (p *Platform) adminCredential(ctx context.Context) error {
 		return err
 	}
 	if len(active) > 0 {
-		return fmt.Errorf("platform: the admin credential (serial %s) is not in %s; restore it or run `qshield admin rotate`", active[0].Serial, p.StateDir)
+		// Another node (or an earlier start with another directory) holds
+		// the one admin credential. A node does not need it to serve: the
+		// operator keeps it. Never issue a second one silently.
+		p.Config.Log.InfoContext(ctx, "the admin credential is not in this node's directory; operators use the copy they hold (qshield admin rotate replaces a lost one)",
+			"serial", active[0].Serial, "dir", p.StateDir)
+		return nil
 	}
 	return p.issueAdmin(ctx)
 }
