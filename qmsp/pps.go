@@ -40,11 +40,11 @@ var (
 // PaymentRequest is what the phone sends to the payment platform (step 6):
 // the displayed reference, the gateway's signature, En_Info and its tag.
 type PaymentRequest struct {
-	Gateway    string `json:"gateway"`
-	Merchant   uint32 `json:"merchant"`
-	KeyID      string `json:"key_id"`
-	Unit       uint16 `json:"unit"`
-	Expires    int64  `json:"expires"`
+	Gateway  string `json:"gateway"`
+	Merchant uint32 `json:"merchant"`
+	KeyID    string `json:"key_id"`
+	Unit     uint16 `json:"unit"`
+	Expires  int64  `json:"expires"`
 	// Amount and Currency are the code's signed sale (0 when the payer
 	// entered the amount); the gateway's signature covers them.
 	Amount     int64  `json:"amount,omitempty"`

@@ -30,7 +30,7 @@ func (p *Platform) startConsole(ctx context.Context) error {
 	if origin == "" {
 		origin = DefaultPublicURL
 	}
-	cfg := console.Config{DB: p.DB, Ledger: p.Ledger, Audit: p.Audit, CA: p.CA, KME: p.KME, Origin: origin,
+	cfg := console.Config{DB: p.DB, Ledger: p.Ledger, Audit: p.Audit, CA: p.CA, KME: p.KME, KeyCharge: p.KeyCharge, Origin: origin,
 		ResultsDir: p.Config.ResultsDir, Log: p.Config.Log}
 	if p.KME != nil && !p.Config.QKD.Off {
 		p.LinkMonitor = console.NewLinkMonitor(p.KME, kmeUnitBits(p.KME), 300)

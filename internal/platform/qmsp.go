@@ -17,8 +17,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/authz"
+	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
@@ -244,7 +244,7 @@ func (q *QMSP) EnrolGateway(ctx context.Context, gi string, merchant uint32, acc
 	}
 	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: gi, PublicKey: pub,
 		Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"},
-		Kind: pki.PrincipalGateway, Scheme: "qmsp", Scope: []string{"account:" + account, fmt.Sprintf("merchant:%d", merchant)}})
+		Kind:   pki.PrincipalGateway, Scheme: "qmsp", Scope: []string{"account:" + account, fmt.Sprintf("merchant:%d", merchant)}})
 	if err != nil {
 		return nil, pk, err
 	}
