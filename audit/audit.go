@@ -192,6 +192,43 @@ var migrations = []sqldb.Migration{{
 		hash BYTEA NOT NULL,
 		mac BYTEA);
 	INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'))`,
+}, {
+	Version: 2,
+	// The Merkle tree (see tree.go). audit_queue holds entries
+	// appended by business transactions until Integrate gives them their
+	// place; audit_tlog holds every stored tlog hash (leaf and complete
+	// subtree hashes, indexed by tlog.StoredHashIndex); audit_checkpoints
+	// the signed checkpoints (public data: the signing key is elsewhere).
+	SQLite: `CREATE TABLE audit_queue (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		time TEXT NOT NULL,
+		actor TEXT NOT NULL,
+		event TEXT NOT NULL,
+		outcome TEXT NOT NULL,
+		origin TEXT NOT NULL,
+		resource TEXT NOT NULL,
+		details TEXT NOT NULL);
+	CREATE TABLE audit_tlog (
+		idx INTEGER PRIMARY KEY,
+		hash BLOB NOT NULL) WITHOUT ROWID;
+	CREATE TABLE audit_checkpoints (
+		size INTEGER PRIMARY KEY,
+		note TEXT NOT NULL)`,
+	Postgres: `CREATE TABLE audit_queue (
+		id BIGSERIAL PRIMARY KEY,
+		time TEXT NOT NULL,
+		actor TEXT NOT NULL,
+		event TEXT NOT NULL,
+		outcome TEXT NOT NULL,
+		origin TEXT NOT NULL,
+		resource TEXT NOT NULL,
+		details TEXT NOT NULL);
+	CREATE TABLE audit_tlog (
+		idx BIGINT PRIMARY KEY,
+		hash BYTEA NOT NULL);
+	CREATE TABLE audit_checkpoints (
+		size BIGINT PRIMARY KEY,
+		note TEXT NOT NULL)`,
 }}
 
 // Open migrates the audit tables (component "audit") and returns the Log.
@@ -213,6 +250,9 @@ func OpenWithOptions(ctx context.Context, db *sqldb.DB, opts Options) (*Log, err
 	}
 	if l.now == nil {
 		l.now = time.Now
+	}
+	if err := l.repairTree(ctx); err != nil {
+		return nil, err
 	}
 	return l, nil
 }
@@ -278,15 +318,21 @@ func lp(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// computeHash is SHA-256 over the length-prefixed encoding of the record.
-func computeHash(r *row) []byte {
+// encode is the length-prefixed encoding of the record: the input of its
+// chain hash and, as the Merkle tree leaf, of its RFC 6962 leaf hash.
+func encode(r *row) []byte {
 	b := make([]byte, 0, 256)
 	b = lp(b, hashDomain)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.seq))
 	for _, f := range []string{r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, string(r.prev)} {
 		b = lp(b, f)
 	}
-	h := sha256.Sum256(b)
+	return b
+}
+
+// computeHash is SHA-256 over the length-prefixed encoding of the record.
+func computeHash(r *row) []byte {
+	h := sha256.Sum256(encode(r))
 	return h[:]
 }
 
@@ -302,56 +348,99 @@ func (l *Log) mac(label string, seq int64, hash []byte) []byte {
 	return m.Sum(nil)
 }
 
-// Append records e in its own transaction.
+// Append records e in its own transaction and gives it its place in the
+// log before returning (it waits for the log's write lock).
 func (l *Log) Append(ctx context.Context, e Entry) (Record, error) {
 	var rec Record
 	err := l.db.InTx(ctx, func(tx *sql.Tx) error {
-		var err error
-		rec, err = l.AppendTx(ctx, tx, e)
-		return err
+		if l.db.Dialect == sqldb.SQLite {
+			var err error
+			rec, err = l.AppendTx(ctx, tx, e)
+			return err
+		}
+		id, _, err := l.enqueue(ctx, tx, e)
+		if err != nil {
+			return err
+		}
+		recs, err := l.integrateTx(ctx, tx, 0)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if r.queueID == id {
+				rec = r.Record
+				rec.Details = cloneMap(e.Details)
+				return nil
+			}
+		}
+		return fmt.Errorf("audit: appended entry %d not integrated", id)
 	})
 	return rec, err
 }
 
-// AppendTx records e inside tx; the record exists only if tx commits. On
-// PostgreSQL tx holds the audit head row lock until it ends, so keep it short.
+// AppendTx records e inside tx; the record exists only if tx commits.
+//
+// On SQLite, whose transactions already hold the database's only write lock
+// (BEGIN IMMEDIATE), the record gets its place in the log at once: seq,
+// chain hash and Merkle tree leaf. On PostgreSQL that would make every
+// business transaction wait for the log's head row, so AppendTx only
+// inserts a row into the queue of entries waiting for their place, taking no
+// log-wide lock; Integrate (run by the Publisher, Append, Verify, Search and
+// the proofs) gives queued entries their place in queue order. The returned
+// Record then has Seq 0.
 func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, e Entry) (Record, error) {
-	if err := e.validate(); err != nil {
+	if l.db.Dialect == sqldb.SQLite {
+		r, err := l.rowOf(e)
+		if err != nil {
+			return Record{}, err
+		}
+		head, err := l.lockHead(ctx, tx)
+		if err != nil {
+			return Record{}, err
+		}
+		recs, err := l.appendRowsTx(ctx, tx, head, []row{r})
+		if err != nil {
+			return Record{}, err
+		}
+		recs[0].Details = cloneMap(e.Details)
+		return recs[0], nil
+	}
+	_, t, err := l.enqueue(ctx, tx, e)
+	if err != nil {
 		return Record{}, err
+	}
+	return Record{Time: t, Actor: e.Actor, Event: e.Event, Outcome: e.Outcome, Origin: e.Origin,
+		Resource: e.Resource, Details: cloneMap(e.Details)}, nil
+}
+
+// rowOf validates e and returns it as a row stamped with the current time.
+func (l *Log) rowOf(e Entry) (row, error) {
+	if err := e.validate(); err != nil {
+		return row{}, err
 	}
 	details, err := canonicalDetails(e.Details)
 	if err != nil {
-		return Record{}, err
-	}
-	q := `SELECT seq, hash FROM audit_head WHERE id = 1`
-	if l.db.Dialect == sqldb.Postgres {
-		q += ` FOR UPDATE`
-	}
-	var head Head
-	if err := tx.QueryRowContext(ctx, q).Scan(&head.Seq, &head.Hash); err != nil {
-		return Record{}, fmt.Errorf("audit: read head: %w", err)
+		return row{}, err
 	}
 	t := l.now().UTC().Truncate(time.Microsecond)
-	r := row{seq: head.Seq + 1, time: t.Format(TimeLayout), actor: e.Actor, event: e.Event, outcome: e.Outcome,
-		origin: e.Origin, resource: e.Resource, details: details, prev: head.Hash}
-	r.hash = computeHash(&r)
-	r.mac = l.mac("record", r.seq, r.hash)
-	if _, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO audit_log
-		(seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac); err != nil {
-		return Record{}, fmt.Errorf("audit: append record %d: %w", r.seq, err)
-	}
-	res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1 AND seq = ?`),
-		r.seq, r.hash, l.mac("head", r.seq, r.hash), head.Seq)
+	return row{time: t.Format(TimeLayout), actor: e.Actor, event: e.Event, outcome: e.Outcome, origin: e.Origin,
+		resource: e.Resource, details: details}, nil
+}
+
+// enqueue validates e and inserts it into audit_queue inside tx.
+func (l *Log) enqueue(ctx context.Context, tx *sql.Tx, e Entry) (int64, time.Time, error) {
+	r, err := l.rowOf(e)
 	if err != nil {
-		return Record{}, fmt.Errorf("audit: update head: %w", err)
+		return 0, time.Time{}, err
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return Record{}, fmt.Errorf("audit: head moved during append (concurrent writer without lock?)")
+	var id int64
+	err = tx.QueryRowContext(ctx, l.db.Rebind(`INSERT INTO audit_queue (time, actor, event, outcome, origin, resource, details)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`), r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details).Scan(&id)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("audit: append %s: %w", e.Event, err)
 	}
-	return Record{Seq: r.seq, Time: t, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
-		Resource: r.resource, Details: cloneMap(e.Details), PrevHash: r.prev, Hash: r.hash}, nil
+	t, _ := time.Parse(TimeLayout, r.time)
+	return id, t, nil
 }
 
 func cloneMap(m map[string]string) map[string]string {

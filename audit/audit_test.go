@@ -59,6 +59,15 @@ func mustVerify(t *testing.T, l *Log) Report {
 	return rep
 }
 
+// resetLog empties the audit trail (records, tree, queue, checkpoints).
+func resetLog(t *testing.T, db *sqldb.DB) {
+	t.Helper()
+	for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_tlog`, `DELETE FROM audit_queue`, `DELETE FROM audit_checkpoints`} {
+		exec(t, db, q)
+	}
+	exec(t, db, `UPDATE audit_head SET seq = 0, hash = ?, mac = NULL WHERE id = 1`, make([]byte, 32))
+}
+
 func exec(t *testing.T, db *sqldb.DB, q string, args ...any) {
 	t.Helper()
 	if _, err := db.ExecContext(context.Background(), db.Rebind(q), args...); err != nil {
@@ -199,8 +208,7 @@ func TestTamperDetection(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				l := openLog(t, db, nil)
-				exec(t, db, `DELETE FROM audit_log`)
-				exec(t, db, `UPDATE audit_head SET seq = 0, hash = ?, mac = NULL WHERE id = 1`, make([]byte, 32))
+				resetLog(t, db)
 				recs := fill(t, l, 10)
 				if rep := mustVerify(t, l); !rep.OK {
 					t.Fatalf("before tampering: %+v", rep)

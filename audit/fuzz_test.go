@@ -53,3 +53,34 @@ func FuzzHashUnambiguous(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseCheckpointText: a parsed checkpoint formats back to the same text.
+func FuzzParseCheckpointText(f *testing.F) {
+	f.Add("qshield.example/audit\n12\nn4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=\n")
+	f.Add("o\n0\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+	f.Add("o\n012\nAAAA\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCheckpointText(s)
+		if err != nil {
+			return
+		}
+		if c.Text() != s {
+			t.Fatalf("round trip: %q → %q", s, c.Text())
+		}
+	})
+}
+
+// FuzzParseProof: a parsed proof formats back to the same text, ≤ 63 hashes.
+func FuzzParseProof(f *testing.F) {
+	f.Add([]byte("n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=\n"))
+	f.Add([]byte("x\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := parseProof(b)
+		if err != nil {
+			return
+		}
+		if len(p) > 63 || FormatProof(p) != string(b) {
+			t.Fatalf("round trip: %q → %q", b, FormatProof(p))
+		}
+	})
+}

@@ -2,11 +2,14 @@ package audit
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Query selects records. Zero fields do not filter. Event and Resource
@@ -18,6 +21,9 @@ type Query struct {
 	Event    string
 	Resource string
 	Outcome  string
+	// Account matches records about a ledger account: its resource, or a
+	// "from" or "to" detail equal to it (money records name both accounts).
+	Account  string
 	Limit    int   // Search only: default 100, at most 10000
 	AfterSeq int64 // Search only: records with seq > AfterSeq (paging)
 }
@@ -92,6 +98,18 @@ func (l *Log) where(q Query) (string, []any, error) {
 		conds = append(conds, f.col+" = ?")
 		args = append(args, f.v)
 	}
+	if q.Account != "" {
+		if err := checkText("account", q.Account, false, maxField); err != nil {
+			return "", nil, err
+		}
+		v, _ := json.Marshal(q.Account)
+		pos := "instr(details, ?)"
+		if l.db.Dialect == sqldb.Postgres {
+			pos = "strpos(details, ?)"
+		}
+		conds = append(conds, "(resource = ? OR "+pos+" > 0 OR "+pos+" > 0)")
+		args = append(args, q.Account, `"from":`+string(v), `"to":`+string(v))
+	}
 	if q.AfterSeq > 0 {
 		conds = append(conds, "seq > ?")
 		args = append(args, q.AfterSeq)
@@ -102,7 +120,8 @@ func (l *Log) where(q Query) (string, []any, error) {
 	return " WHERE " + strings.Join(conds, " AND "), args, nil
 }
 
-// Search returns the records matching q in chain order.
+// Search returns the records matching q in chain order (after integrating
+// queued entries, so a committed record is always found).
 func (l *Log) Search(ctx context.Context, q Query) ([]Record, error) {
 	if q.Limit < 0 || q.Limit > maxLimit {
 		return nil, fmt.Errorf("%w: limit must be 0..%d", ErrInvalid, maxLimit)
@@ -112,6 +131,9 @@ func (l *Log) Search(ctx context.Context, q Query) ([]Record, error) {
 	}
 	w, args, err := l.where(q)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := l.Integrate(ctx); err != nil {
 		return nil, err
 	}
 	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash
@@ -162,6 +184,9 @@ func (l *Log) Stats(ctx context.Context, q Query, by ...GroupBy) ([]Count, error
 	if err != nil {
 		return nil, err
 	}
+	if _, err := l.Integrate(ctx); err != nil {
+		return nil, err
+	}
 	cols := strings.Join(exprs, ", ")
 	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT `+cols+`, COUNT(*) FROM audit_log`+w+` GROUP BY `+cols+` ORDER BY `+cols), args...)
 	if err != nil {
@@ -203,4 +228,55 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 		return now.Add(-d).UTC(), nil
 	}
 	return time.Time{}, fmt.Errorf("%w: time %q is not RFC 3339, YYYY-MM-DD or a duration such as 24h", ErrInvalid, s)
+}
+
+// ScanEvents calls fn for every record whose event starts with prefix,
+// inside the caller's (snapshot) transaction: first the records in the log
+// in seq order, then the entries still queued for integration (Seq 0), so a
+// caller reading its own tables in the same snapshot sees exactly the
+// records committed with them. Hashes are not returned.
+func (l *Log) ScanEvents(ctx context.Context, tx *sql.Tx, prefix string, fn func(Record) error) error {
+	for _, q := range []string{
+		`SELECT seq, time, actor, event, outcome, origin, resource, details FROM audit_log WHERE substr(event, 1, ?) = ? ORDER BY seq`,
+		`SELECT 0, time, actor, event, outcome, origin, resource, details FROM audit_queue WHERE substr(event, 1, ?) = ? ORDER BY id`,
+	} {
+		if err := l.scanEvents(ctx, tx, q, prefix, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Log) scanEvents(ctx context.Context, tx *sql.Tx, q, prefix string, fn func(Record) error) error {
+	rows, err := tx.QueryContext(ctx, l.db.Rebind(q), utf8.RuneCountInString(prefix), prefix)
+	if err != nil {
+		return fmt.Errorf("audit: scan events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r Record
+		var ts, details string
+		if err := rows.Scan(&r.Seq, &ts, &r.Actor, &r.Event, &r.Outcome, &r.Origin, &r.Resource, &details); err != nil {
+			return fmt.Errorf("audit: scan events: %w", err)
+		}
+		r.Time, _ = time.Parse(TimeLayout, ts)
+		if details != "{}" {
+			if err := json.Unmarshal([]byte(details), &r.Details); err != nil {
+				return fmt.Errorf("audit: record %d has malformed details: %w", r.Seq, err)
+			}
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: scan events: %w", err)
+	}
+	return nil
+}
+
+// Snapshot runs fn in a read-only transaction that sees one consistent
+// snapshot of the database (repeatable read on PostgreSQL).
+func (l *Log) Snapshot(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return l.snapshot(ctx, fn)
 }

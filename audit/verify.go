@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -30,6 +31,14 @@ const (
 	ProblemForged ProblemKind = "forged"
 	// ProblemHead: the head does not match the last record.
 	ProblemHead ProblemKind = "head"
+	// ProblemRollback: the log is smaller than a checkpoint.
+	ProblemRollback ProblemKind = "rollback"
+	// ProblemFork: the records before a checkpoint's size do not hash to its
+	// root (deleted, inserted, reordered or rewritten records, or a copy of
+	// the log that grew apart).
+	ProblemFork ProblemKind = "fork"
+	// ProblemTree: the stored Merkle tree hashes disagree with the records.
+	ProblemTree ProblemKind = "tree"
 )
 
 // Problem is one break found by Verify.
@@ -73,6 +82,9 @@ func (r *Report) add(p Problem) {
 // on PostgreSQL), so records appended while it runs are neither reported as
 // inserted nor make the tail look truncated; appenders are not blocked.
 func (l *Log) Verify(ctx context.Context) (Report, error) {
+	if _, err := l.Integrate(ctx); err != nil {
+		return Report{}, err
+	}
 	return l.VerifyAnchor(ctx, Head{})
 }
 
@@ -89,7 +101,8 @@ func (l *Log) snapshot(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return fn(tx)
 }
 
-func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx) (Report, error) {
+// verifyTx walks the chain; onRow, when set, sees every record's encoding as read.
+func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx, onRow func(enc []byte) error) (Report, error) {
 	rep := Report{MACChecked: l.key != nil}
 	var headMAC []byte
 	if err := tx.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&rep.Head.Seq, &rep.Head.Hash, &headMAC); err != nil {
@@ -110,6 +123,12 @@ func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx) (Report, error) {
 			return rep, fmt.Errorf("audit: read record: %w", err)
 		}
 		rep.Records++
+		enc := encode(&r)
+		if onRow != nil {
+			if err := onRow(enc); err != nil {
+				return rep, err
+			}
+		}
 		if r.seq < 1 {
 			rep.add(Problem{Kind: ProblemInserted, Seq: r.seq, Detail: "sequence number before the first record"})
 			continue
@@ -123,7 +142,7 @@ func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx) (Report, error) {
 			prevKnown = false
 		}
 		switch {
-		case !bytes.Equal(computeHash(&r), r.hash):
+		case !bytes.Equal(sha256Sum(enc), r.hash):
 			rep.add(Problem{Kind: ProblemChanged, Seq: r.seq, Detail: "contents do not match the stored hash"})
 		case l.key != nil && !hmac.Equal(r.mac, l.mac("record", r.seq, r.hash)):
 			rep.add(Problem{Kind: ProblemForged, Seq: r.seq, Detail: "MAC missing or wrong: written without the audit key"})
@@ -160,7 +179,7 @@ func (l *Log) VerifyAnchor(ctx context.Context, anchor Head) (Report, error) {
 	var rep Report
 	err := l.snapshot(ctx, func(tx *sql.Tx) error {
 		var err error
-		if rep, err = l.verifyTx(ctx, tx); err != nil {
+		if rep, err = l.verifyTx(ctx, tx, nil); err != nil {
 			return err
 		}
 		if anchor.Seq == 0 {
@@ -178,4 +197,9 @@ func (l *Log) VerifyAnchor(ctx context.Context, anchor Head) (Report, error) {
 		return nil
 	})
 	return rep, err
+}
+
+func sha256Sum(b []byte) []byte {
+	h := sha256.Sum256(b)
+	return h[:]
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
@@ -16,7 +17,7 @@ type failingAuditor struct{ MemoryAuditor }
 
 var errAuditDown = errors.New("audit trail unavailable")
 
-func (a *failingAuditor) RecordTx(context.Context, *sql.Tx, AuditEvent) error { return errAuditDown }
+func (a *failingAuditor) RecordTx(context.Context, *sql.Tx, audit.Entry) error { return errAuditDown }
 
 // TestSettleIsAtomic injects a failure after the transfer (the audit append
 // fails) and checks that nothing changed: no money moved, the RandCode was
@@ -90,7 +91,7 @@ func TestSettleIsAtomic(t *testing.T) {
 		}
 		var audited int
 		for _, e := range f.audit.Snapshot() {
-			if e.Action == "bioqr.settle" && e.Subject == res.RandCode && e.Outcome == "ok" {
+			if e.Event == "bioqr.settle" && e.Resource == res.RandCode && e.Outcome == audit.OutcomeSuccess {
 				audited++
 			}
 		}

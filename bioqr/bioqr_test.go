@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr/emvqr"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -169,7 +170,7 @@ func TestFifteenStepsOverMutualTLS(t *testing.T) {
 		}
 		var settled int
 		for _, e := range f.audit.Snapshot() {
-			if e.Action == "bioqr.settle" && e.Outcome == "ok" {
+			if e.Event == "bioqr.settle" && e.Outcome == audit.OutcomeSuccess {
 				settled++
 			}
 		}

@@ -5,7 +5,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"math/big"
 	"time"
 	"unicode/utf8"
 
@@ -188,8 +190,18 @@ type Certifier struct {
 	Validity time.Duration // 0: one year
 }
 
-// Certify issues a certificate and a credential for req.
+// Certify issues a certificate and a credential for req. The device serial
+// (req.Subject) must not be held by another active device of its kind.
 func (c *Certifier) Certify(ctx context.Context, req *CertRequest) (*Certified, error) {
+	return c.certify(ctx, req, nil, nil)
+}
+
+// principalKinds maps a bioqr device kind to the principal it becomes.
+var principalKinds = map[DeviceKind]pki.PrincipalKind{KindPhone: pki.PrincipalPhone, KindPOS: pki.PrincipalPOS, KindSettlement: pki.PrincipalSettlement}
+
+// certify is Certify with the principal's scope and the serial of the
+// certificate it supersedes (nil: none).
+func (c *Certifier) certify(ctx context.Context, req *CertRequest, scope []string, replaces *big.Int) (*Certified, error) {
 	pub, err := req.publicKey()
 	if err != nil {
 		return nil, err
@@ -209,7 +221,14 @@ func (c *Certifier) Certify(ctx context.Context, req *CertRequest) (*Certified, 
 		PublicKey:  pub,
 		Device:     &pki.DeviceInfo{Serial: req.Subject, Model: req.Model, Kind: kind, Attrs: attrs},
 		Validity:   validity,
+		Kind:       principalKinds[req.Kind],
+		Scheme:     "bioqr",
+		Scope:      scope,
+		Replaces:   replaces,
 	})
+	if errors.Is(err, pki.ErrDeviceTaken) {
+		return nil, fmt.Errorf("%w: %s %q is already certified (revoke it first): %w", ErrExists, req.Kind, req.Subject, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bioqr: issue certificate for %s %q: %w", req.Kind, req.Subject, err)
 	}

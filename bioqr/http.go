@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
@@ -39,6 +40,8 @@ var codes = httpx.NewRegistry(
 	httpx.Code{Code: "wrong_key", Status: http.StatusForbidden, Message: "The device's key does not match its certificate.", Err: ErrWrongKey},
 	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: ErrExists},
 	httpx.Code{Code: "not_found", Status: http.StatusNotFound, Message: "That was not found.", Err: ErrNotFound},
+	httpx.Code{Code: "consent_required", Status: http.StatusForbidden, Message: "The account holder's enrolment code is needed.", Err: ErrConsent},
+	httpx.Code{Code: "account_not_eligible", Status: http.StatusForbidden, Message: "This account cannot be used from a payer's device.", Err: ErrAccountNotEligible},
 )
 
 // ErrorCodes returns the settlement API's error-code registry.
@@ -50,87 +53,152 @@ func ErrorCode(err error) string { return codes.CodeOf(err) }
 
 func writeErr(w http.ResponseWriter, r *http.Request, err error) { codes.Write(w, r, err) }
 
-// Handler returns the settlement API, to mount at /v1/bioqr/ on a server
-// whose TLS layer verifies client certificates against the platform CA:
+// Routes returns the settlement API with its authorization policies (see
+// package authz), to register on a server whose TLS layer verifies client
+// certificates against the platform CA:
 //
-//	GET  /v1/bioqr/credential       the settlement server's credential (any certified client)
-//	GET  /v1/bioqr/status/{serial}  revocation status of a certificate (any certified client)
-//	POST /v1/bioqr/enrol            enrol a phone (operator: role client)
-//	POST /v1/bioqr/pos              certify a POS (operator: role client)
-//	POST /v1/bioqr/settle           settle a sealed envelope (a certified POS)
-//	POST /v1/bioqr/display          publish the POS's current consumption QR (a certified POS)
+//	GET  /v1/bioqr/credential        the settlement server's credential (any bioqr principal)
+//	GET  /v1/bioqr/status/{serial}   revocation status of a certificate (any bioqr principal)
+//	POST /v1/bioqr/enrolment-codes   an account holder's consent (admin, or an operator whose scope has the account)
+//	POST /v1/bioqr/enrol             enrol a phone, with one enrolment code per account (admin, operator)
+//	POST /v1/bioqr/pos               certify a POS (admin, or an operator whose scope has its merchant account)
+//	POST /v1/bioqr/settle            settle a sealed envelope (a POS)
+//	POST /v1/bioqr/display           publish the POS's own consumption QR (a POS)
+//	GET  /bioqr/pos/{id}             the display page (public: what the POS screen shows)
+//	GET  /bioqr/pos/{id}/status      its live status (public, polled by the page)
+//	GET  /bioqr/pos/{id}/qr.png
+func (s *Settlement) Routes() []authz.Route {
+	anyBioQR := authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator, pki.PrincipalAuditor, pki.PrincipalPOS, pki.PrincipalPhone)
+	certifiers := authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator)
+	pos := authz.Allow(pki.PrincipalPOS)
+	page := authz.Public("a POS display page shows what the POS's own screen shows")
+	hf := func(f http.HandlerFunc) http.Handler { return f }
+	return []authz.Route{
+		{Pattern: "GET /v1/bioqr/credential", Policy: anyBioQR, Handler: hf(func(w http.ResponseWriter, r *http.Request) {
+			httpx.WriteJSON(w, http.StatusOK, map[string][]byte{"credential": s.Credential(), "ca_root": s.Root().Raw})
+		})},
+		{Pattern: "GET /v1/bioqr/status/{serial}", Policy: anyBioQR, Handler: hf(s.serveStatus)},
+		{Pattern: "POST /v1/bioqr/enrolment-codes", Policy: certifiers, Handler: hf(func(w http.ResponseWriter, r *http.Request) {
+			p := authz.PrincipalFrom(r.Context())
+			var req struct {
+				Account string `json:"account"`
+			}
+			if !httpx.DecodeOrProblem(w, r, 4<<10, &req) {
+				return
+			}
+			if !mayActFor(p, req.Account) {
+				httpx.WriteProblem(w, r, http.StatusForbidden, "not_owner", "account "+req.Account+" is outside this operator's scope")
+				return
+			}
+			out, err := s.IssueEnrolmentCode(r.Context(), actorOf(p), req.Account)
+			if err != nil {
+				writeErr(w, r, err)
+				return
+			}
+			httpx.WriteJSON(w, http.StatusCreated, out)
+		})},
+		{Pattern: "POST /v1/bioqr/enrol", Policy: certifiers, Handler: hf(func(w http.ResponseWriter, r *http.Request) {
+			var req EnrolRequest
+			if !httpx.DecodeOrProblem(w, r, 64<<10, &req) {
+				return
+			}
+			out, err := s.Enrol(r.Context(), actorOf(authz.PrincipalFrom(r.Context())), &req)
+			if err != nil {
+				writeErr(w, r, err)
+				return
+			}
+			httpx.WriteJSON(w, http.StatusCreated, out)
+		})},
+		{Pattern: "POST /v1/bioqr/pos", Policy: certifiers, Handler: hf(func(w http.ResponseWriter, r *http.Request) {
+			p := authz.PrincipalFrom(r.Context())
+			var req CertRequest
+			if !httpx.DecodeOrProblem(w, r, 16<<10, &req) {
+				return
+			}
+			if acct := req.Attrs[AttrMerchantAccount]; acct != "" && !mayActFor(p, acct) {
+				httpx.WriteProblem(w, r, http.StatusForbidden, "not_owner", "merchant account "+acct+" is outside this operator's scope")
+				return
+			}
+			out, err := s.RegisterPOS(r.Context(), actorOf(p), &req)
+			if err != nil {
+				writeErr(w, r, err)
+				return
+			}
+			httpx.WriteJSON(w, http.StatusCreated, out)
+		})},
+		{Pattern: "POST /v1/bioqr/settle", Policy: pos, Handler: hf(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Envelope []byte `json:"envelope"`
+			}
+			if !httpx.DecodeOrProblem(w, r, 64<<10, &req) {
+				return
+			}
+			res, err := s.Settle(r.Context(), authz.CertificateFrom(r.Context()), req.Envelope)
+			if err != nil {
+				writeErr(w, r, err)
+				return
+			}
+			httpx.WriteJSON(w, http.StatusOK, res)
+		})},
+		{Pattern: "POST /v1/bioqr/display", Policy: pos, Handler: hf(func(w http.ResponseWriter, r *http.Request) {
+			var req DisplayRequest
+			if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
+				return
+			}
+			if err := s.publish(r.Context(), authz.PrincipalFrom(r.Context()), authz.CertificateFrom(r.Context()), &req); err != nil {
+				writeErr(w, r, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		})},
+		{Pattern: "GET /bioqr/pos/{id}", Policy: page, Handler: hf(s.servePage)},
+		{Pattern: "GET /bioqr/pos/{id}/status", Policy: page, Handler: hf(s.servePageStatus)},
+		{Pattern: "GET /bioqr/pos/{id}/qr.png", Policy: page, Handler: hf(s.servePNG)},
+	}
+}
+
+// Handler serves Routes on its own mux, authenticating callers against the
+// settlement's CA (for a stand-alone settlement server; the platform
+// registers Routes on its own router).
 func (s *Settlement) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/bioqr/credential", s.auth(anyRole, func(w http.ResponseWriter, r *http.Request, _ *x509.Certificate) {
-		httpx.WriteJSON(w, http.StatusOK, map[string][]byte{"credential": s.Credential(), "ca_root": s.Root().Raw})
-	}))
-	mux.HandleFunc("GET /v1/bioqr/status/{serial}", s.auth(anyRole, func(w http.ResponseWriter, r *http.Request, _ *x509.Certificate) {
-		serial, ok := new(big.Int).SetString(r.PathValue("serial"), 16)
-		if !ok || serial.Sign() <= 0 || serial.BitLen() > 160 {
-			httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "serial must be hexadecimal")
-			return
-		}
-		revoked, err := s.cfg.CA.IsRevoked(r.Context(), serial)
-		if errors.Is(err, pki.ErrUnknownCert) {
-			httpx.WriteJSON(w, http.StatusOK, StatusResponse{Serial: serial.Text(16), Known: false, Revoked: true})
-			return
-		}
-		if err != nil {
-			writeErr(w, r, err)
-			return
-		}
-		httpx.WriteJSON(w, http.StatusOK, StatusResponse{Serial: serial.Text(16), Known: true, Revoked: revoked})
-	}))
-	mux.HandleFunc("POST /v1/bioqr/enrol", s.auth(operator, func(w http.ResponseWriter, r *http.Request, c *x509.Certificate) {
-		var req EnrolRequest
-		if !httpx.DecodeOrProblem(w, r, 64<<10, &req) {
-			return
-		}
-		out, err := s.Enrol(r.Context(), c.Subject.CommonName, &req)
-		if err != nil {
-			writeErr(w, r, err)
-			return
-		}
-		httpx.WriteJSON(w, http.StatusCreated, out)
-	}))
-	mux.HandleFunc("POST /v1/bioqr/pos", s.auth(operator, func(w http.ResponseWriter, r *http.Request, c *x509.Certificate) {
-		var req CertRequest
-		if !httpx.DecodeOrProblem(w, r, 16<<10, &req) {
-			return
-		}
-		out, err := s.RegisterPOS(r.Context(), c.Subject.CommonName, &req)
-		if err != nil {
-			writeErr(w, r, err)
-			return
-		}
-		httpx.WriteJSON(w, http.StatusCreated, out)
-	}))
-	mux.HandleFunc("POST /v1/bioqr/settle", s.auth(posOnly, func(w http.ResponseWriter, r *http.Request, c *x509.Certificate) {
-		var req struct {
-			Envelope []byte `json:"envelope"`
-		}
-		if !httpx.DecodeOrProblem(w, r, 64<<10, &req) {
-			return
-		}
-		res, err := s.Settle(r.Context(), c, req.Envelope)
-		if err != nil {
-			writeErr(w, r, err)
-			return
-		}
-		httpx.WriteJSON(w, http.StatusOK, res)
-	}))
-	mux.HandleFunc("POST /v1/bioqr/display", s.auth(posOnly, func(w http.ResponseWriter, r *http.Request, c *x509.Certificate) {
-		var req DisplayRequest
-		if !httpx.DecodeOrProblem(w, r, 8<<10, &req) {
-			return
-		}
-		if err := s.publish(r.Context(), c, &req); err != nil {
-			writeErr(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	return mux
+	rt := authz.New(authz.Options{Auth: s.cfg.CA})
+	rt.Register(s.Routes()...)
+	return rt
+}
+
+// mayActFor reports whether p may act for a ledger account: an
+// administrator always, an operator when its scope names the account.
+func mayActFor(p *pki.Principal, account string) bool {
+	if p == nil || account == "" {
+		return false
+	}
+	return p.Kind == pki.PrincipalAdmin || p.MayActFor("account:"+account)
+}
+
+// actorOf names a principal in audit records: kind, name and serial.
+func actorOf(p *pki.Principal) string {
+	if p == nil {
+		return "anonymous"
+	}
+	return string(p.Kind) + ":" + p.Name + "#" + p.Serial
+}
+
+func (s *Settlement) serveStatus(w http.ResponseWriter, r *http.Request) {
+	serial, ok := new(big.Int).SetString(r.PathValue("serial"), 16)
+	if !ok || serial.Sign() <= 0 || serial.BitLen() > 160 {
+		httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "serial must be hexadecimal")
+		return
+	}
+	revoked, err := s.cfg.CA.IsRevoked(r.Context(), serial)
+	if errors.Is(err, pki.ErrUnknownCert) {
+		httpx.WriteJSON(w, http.StatusOK, StatusResponse{Serial: serial.Text(16), Known: false, Revoked: true})
+		return
+	}
+	if err != nil {
+		writeErr(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, StatusResponse{Serial: serial.Text(16), Known: true, Revoked: revoked})
 }
 
 // StatusResponse is the body of GET /v1/bioqr/status/{serial}.
@@ -144,39 +212,6 @@ type StatusResponse struct {
 type DisplayRequest struct {
 	Payload string `json:"payload"`           // the consumption QR, or "" to clear
 	Message string `json:"message,omitempty"` // e.g. the last payment's outcome
-}
-
-type roleCheck int
-
-const (
-	anyRole roleCheck = iota
-	operator
-	posOnly
-)
-
-func (s *Settlement) auth(rc roleCheck, h func(http.ResponseWriter, *http.Request, *x509.Certificate)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.PeerCertificates) == 0 {
-			httpx.WriteProblem(w, r, http.StatusUnauthorized, "client_certificate_required", "this endpoint needs a client certificate issued by the platform CA")
-			return
-		}
-		c := r.TLS.PeerCertificates[0]
-		dev, err := s.cfg.CA.Verify(r.Context(), c, "", s.cfg.Now())
-		if err != nil {
-			httpx.WriteProblem(w, r, http.StatusUnauthorized, "client_certificate_rejected", err.Error())
-			return
-		}
-		role, _ := pki.RoleOf(c)
-		switch {
-		case rc == operator && role != pki.RoleClient:
-			httpx.WriteProblem(w, r, http.StatusForbidden, "forbidden", "only an operator certificate (role client) may certify devices")
-			return
-		case rc == posOnly && (role != pki.RoleDevice || dev == nil || dev.Kind != pki.KindPOS):
-			httpx.WriteProblem(w, r, http.StatusForbidden, "forbidden", "only a certified POS may do this")
-			return
-		}
-		h(w, r, c)
-	}
 }
 
 // Client is the HTTP client of the settlement API, used by `qshield pos`
@@ -261,6 +296,7 @@ type displayStore struct {
 type displayed struct {
 	payload, message string
 	merchant         string // the merchant's name from the last consumption QR
+	publisher        string // certificate serial of the POS that published it
 	expires, updated time.Time
 	png              []byte
 }
@@ -269,12 +305,15 @@ func newDisplayStore() *displayStore { return &displayStore{m: map[string]displa
 
 const maxDisplays = 10000
 
-func (s *Settlement) publish(_ context.Context, posCert *x509.Certificate, req *DisplayRequest) error {
-	dev, _ := pki.DeviceInfoOf(posCert)
-	if dev == nil {
-		return fmt.Errorf("%w: POS certificate without device information", ErrIllegalPOS)
+// publish shows req on the display of the POS p. Displays are keyed by the
+// POS principal's device serial, which the CA keeps unique among active POS
+// certificates, and remember the certificate that published them: a page
+// whose publisher is no longer the active certificate shows nothing.
+func (s *Settlement) publish(_ context.Context, p *pki.Principal, posCert *x509.Certificate, req *DisplayRequest) error {
+	if p == nil || p.Kind != pki.PrincipalPOS || p.DeviceSerial == "" || posCert == nil {
+		return fmt.Errorf("%w: only a certified POS publishes a display", ErrIllegalPOS)
 	}
-	d := displayed{message: req.Message, updated: s.cfg.Now()}
+	d := displayed{message: req.Message, updated: s.cfg.Now(), publisher: p.Serial}
 	if len(req.Message) > 200 {
 		return fmt.Errorf("%w: message longer than 200 bytes", ErrMalformed)
 	}
@@ -295,12 +334,12 @@ func (s *Settlement) publish(_ context.Context, posCert *x509.Certificate, req *
 	s.display.mu.Lock()
 	defer s.display.mu.Unlock()
 	if d.merchant == "" {
-		d.merchant = s.display.m[dev.Serial].merchant
+		d.merchant = s.display.m[p.DeviceSerial].merchant
 	}
-	if _, ok := s.display.m[dev.Serial]; !ok && len(s.display.m) >= maxDisplays {
+	if _, ok := s.display.m[p.DeviceSerial]; !ok && len(s.display.m) >= maxDisplays {
 		return fmt.Errorf("%w: too many POS displays", ErrMalformed)
 	}
-	s.display.m[dev.Serial] = d
+	s.display.m[p.DeviceSerial] = d
 	return nil
 }
 
@@ -318,32 +357,52 @@ func (s *Settlement) current(id string) (displayed, bool) {
 // msgExpired is the display message of a QR that expired.
 const msgExpired = "QR expired"
 
-// PageHandler serves the POS display pages, to mount at /bioqr/ (no client
-// certificate needed: it shows what the POS would show on its own screen):
-//
-//	GET /bioqr/pos/{id}         the page (see posPage)
-//	GET /bioqr/pos/{id}/status  its status, polled every second
-//	GET /bioqr/pos/{id}/qr.png  the current consumption QR
+// PageHandler serves the POS display pages (Routes' public routes) on their
+// own mux, to mount at /bioqr/ on a stand-alone server.
 func (s *Settlement) PageHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /bioqr/pos/{id}", func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		d, ok := s.current(id)
-		s.posPage(w, r, id, d, ok)
-	})
-	mux.HandleFunc("GET /bioqr/pos/{id}/status", func(w http.ResponseWriter, r *http.Request) {
-		d, ok := s.current(r.PathValue("id"))
-		s.posStatus(w, r, d, ok)
-	})
-	mux.HandleFunc("GET /bioqr/pos/{id}/qr.png", func(w http.ResponseWriter, r *http.Request) {
-		d, ok := s.current(r.PathValue("id"))
-		if !ok || d.png == nil {
-			httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no current consumption QR")
-			return
+	rt := authz.New(authz.Options{})
+	for _, r := range s.Routes() {
+		if r.Policy.IsPublic() {
+			rt.Register(r)
 		}
-		w.Header().Set("Content-Type", "image/png")
-		w.Header().Set("Cache-Control", "no-store")
-		_, _ = w.Write(d.png)
-	})
-	return mux
+	}
+	return rt
+}
+
+// currentFor is current(id), empty unless the publishing certificate is
+// still active (a revoked or superseded POS's display disappears).
+func (s *Settlement) currentFor(ctx context.Context, id string) (displayed, bool) {
+	d, ok := s.current(id)
+	if !ok {
+		return d, false
+	}
+	if p, err := s.cfg.CA.PrincipalBySerial(ctx, d.publisher); err != nil || p.Status != pki.StatusActive {
+		return displayed{}, false
+	}
+	return d, true
+}
+
+// GET /bioqr/pos/{id}         the page (see posPage)
+func (s *Settlement) servePage(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	d, ok := s.currentFor(r.Context(), id)
+	s.posPage(w, r, id, d, ok)
+}
+
+// GET /bioqr/pos/{id}/status  the page's status, polled every second
+func (s *Settlement) servePageStatus(w http.ResponseWriter, r *http.Request) {
+	d, ok := s.currentFor(r.Context(), r.PathValue("id"))
+	s.posStatus(w, r, d, ok)
+}
+
+// GET /bioqr/pos/{id}/qr.png  the current consumption QR
+func (s *Settlement) servePNG(w http.ResponseWriter, r *http.Request) {
+	d, ok := s.currentFor(r.Context(), r.PathValue("id"))
+	if !ok || d.png == nil {
+		httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no current consumption QR")
+		return
+	}
+	w.Header().Set("Content-Type", "image/png")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(d.png)
 }

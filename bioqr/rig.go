@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/fingerprint"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -95,7 +96,7 @@ type RigConfig struct {
 	DB        *sqldb.DB
 	CA        *pki.CA
 	Ledger    *ledger.Ledger
-	Audit     Auditor
+	Audit     audit.Recorder
 	Matcher   Matcher
 	Templates Templates
 	Log       *slog.Logger
@@ -213,6 +214,14 @@ func (r *Rig) NewPhone(ctx context.Context, id string, owner []byte, accounts []
 	er, err := NewEnrolRequest(u, stc, id, "qshield demo phone", owner, accounts)
 	if err != nil {
 		return nil, err
+	}
+	// The account holder's consent: one enrolment code per account.
+	for _, a := range accounts {
+		code, err := r.Settlement.IssueEnrolmentCode(ctx, "rig", a)
+		if err != nil {
+			return nil, err
+		}
+		er.Consent = append(er.Consent, code.Code)
 	}
 	c, err := r.Settlement.Enrol(ctx, "rig", er)
 	if err != nil {

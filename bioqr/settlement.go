@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb"
@@ -34,7 +35,7 @@ type SettlementConfig struct {
 	DB      *sqldb.DB
 	CA      *pki.CA
 	Ledger  Payer
-	Audit   Auditor // nil: LogAuditor on Log
+	Audit   audit.Recorder // nil: LogAuditor on Log
 	Unit    *SecureUnit
 	Matcher Matcher // nil: NewFingerprintMatcher()
 	Log     *slog.Logger
@@ -84,7 +85,8 @@ var migrations = []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE bioqr_enrolme
 	CREATE TABLE bioqr_failures (
 		phone_serial TEXT NOT NULL,
 		at_unix BIGINT NOT NULL);
-	CREATE INDEX bioqr_failures_phone ON bioqr_failures (phone_serial, at_unix)`}}
+	CREATE INDEX bioqr_failures_phone ON bioqr_failures (phone_serial, at_unix)`},
+	{Version: 2, SQL: consentMigration}}
 
 // NewSettlement migrates the bioqr tables and, when the unit holds no valid
 // credential from this CA yet, certifies the settlement server's own key
@@ -143,7 +145,13 @@ func (s *Settlement) ensureCertified(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	certd, err := s.certifier.Certify(ctx, req)
+	var replaces *big.Int
+	if c := u.Credential(); c != nil && u.Root() != nil && u.Root().Equal(s.cfg.CA.Certificate()) {
+		if rev, err := s.cfg.CA.IsRevoked(ctx, c.Serial); err == nil && !rev {
+			replaces = c.Serial
+		}
+	}
+	certd, err := s.certifier.certify(ctx, req, nil, replaces)
 	if err != nil {
 		return err
 	}
@@ -156,7 +164,7 @@ func (s *Settlement) ensureCertified(ctx context.Context) error {
 }
 
 func (s *Settlement) audit(ctx context.Context, e AuditEvent) {
-	if err := s.cfg.Audit.Record(ctx, e); err != nil {
+	if err := s.cfg.Audit.Record(ctx, e.Entry()); err != nil {
 		s.cfg.Log.Error("bioqr: audit record failed", "action", e.Action, "err", err)
 	}
 }
@@ -177,10 +185,14 @@ func (s *Settlement) RegisterPOS(ctx context.Context, actor string, req *CertReq
 	if acct == "" {
 		return nil, fmt.Errorf("%w: POS request without the %s attribute", ErrMalformed, AttrMerchantAccount)
 	}
-	if _, err := s.cfg.Ledger.Account(ctx, acct); err != nil {
+	a, err := s.cfg.Ledger.Account(ctx, acct)
+	if err != nil {
 		return nil, fmt.Errorf("%w: merchant account %q: %v", ErrNotFound, acct, err)
 	}
-	certd, err := s.certifier.Certify(ctx, req)
+	if a.Kind != ledger.KindMerchant {
+		return nil, fmt.Errorf("%w: %q is a %s account, not a merchant's", ErrAccountNotEligible, acct, a.Kind)
+	}
+	certd, err := s.certifier.certify(ctx, req, []string{"account:" + acct}, nil)
 	s.auditCertify(ctx, actor, req, certd, err)
 	return certd, err
 }
@@ -203,6 +215,9 @@ type EnrolRequest struct {
 	Request        *CertRequest `json:"request"`
 	SealedTemplate []byte       `json:"sealed_template"`
 	Accounts       []string     `json:"accounts"`
+	// Consent holds one enrolment code per account, in the same order:
+	// the account holder's consent (see IssueEnrolmentCode).
+	Consent []string `json:"consent"`
 }
 
 // SealTemplate seals an owner template to the settlement server's
@@ -274,12 +289,14 @@ func (s *Settlement) enrol(ctx context.Context, er *EnrolRequest) (*Certified, e
 	if verr != nil {
 		return nil, verr
 	}
-	for _, a := range er.Accounts {
-		if _, err := s.cfg.Ledger.Account(ctx, a); err != nil {
-			return nil, fmt.Errorf("%w: account %q: %v", ErrNotFound, a, err)
-		}
+	if err := s.checkConsent(ctx, er.Accounts, er.Consent); err != nil {
+		return nil, err
 	}
-	certd, err := s.certifier.Certify(ctx, er.Request)
+	scope := make([]string, len(er.Accounts))
+	for i, a := range er.Accounts {
+		scope[i] = "account:" + a
+	}
+	certd, err := s.certifier.certify(ctx, er.Request, scope, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -289,11 +306,20 @@ func (s *Settlement) enrol(ctx context.Context, er *EnrolRequest) (*Certified, e
 	}
 	accts, _ := json.Marshal(er.Accounts)
 	db := s.cfg.DB
-	_, err = db.ExecContext(ctx, db.Rebind(`INSERT INTO bioqr_enrolments (serial, subject, cert_der, template_sealed, accounts, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
-		cred.Serial.Text(16), er.Request.Subject, certd.CertDER, er.SealedTemplate, string(accts), s.cfg.Now().UTC().Format(time.RFC3339Nano))
+	err = db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := s.useConsentTx(ctx, tx, er.Accounts, er.Consent, cred.Serial.Text(16)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO bioqr_enrolments (serial, subject, cert_der, template_sealed, accounts, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
+			cred.Serial.Text(16), er.Request.Subject, certd.CertDER, er.SealedTemplate, string(accts), s.cfg.Now().UTC().Format(time.RFC3339Nano))
+		return err
+	})
 	if err != nil {
 		// The certificate exists but is unusable without its enrolment: revoke it.
 		_ = s.cfg.CA.Revoke(ctx, cred.Serial, "enrolment not stored")
+		if errors.Is(err, ErrConsent) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("bioqr: store enrolment: %w", err)
 	}
 	return certd, nil
@@ -581,7 +607,7 @@ func (s *Settlement) conclude(ctx context.Context, a *authentic, pay *payment, r
 		if err := s.record(ctx, tx, a, res, derr); err != nil {
 			return err
 		}
-		return s.cfg.Audit.RecordTx(ctx, tx, settleEvent(a.posCert, res, derr))
+		return s.cfg.Audit.RecordTx(ctx, tx, settleEvent(a.posCert, res, derr).Entry())
 	})
 	switch {
 	case errors.Is(err, errClaimed):

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/sqldb"
@@ -233,7 +234,7 @@ func TestEnrolmentChecks(t *testing.T) {
 		// Nothing was issued for the refused requests.
 		n := 0
 		for _, e := range f.audit.Snapshot() {
-			if e.Action == "bioqr.certify" && e.Outcome == "ok" {
+			if e.Event == "bioqr.certify" && e.Outcome == audit.OutcomeSuccess {
 				n++
 			}
 		}
@@ -262,7 +263,11 @@ func TestPOSPage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := f.rig.Settlement.publish(f.ctx, f.rig.POS.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); err != nil {
+		posP, err := f.rig.cfg.CA.Authenticate(f.ctx, f.rig.POS.Unit.Certificate())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.rig.Settlement.publish(f.ctx, posP, f.rig.POS.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); err != nil {
 			t.Fatal(err)
 		}
 		srv := httptest.NewServer(f.rig.Settlement.PageHandler())
@@ -288,7 +293,11 @@ func TestPOSPage(t *testing.T) {
 		}
 		// Another POS's QR cannot be published under this POS.
 		other, _ := f.rig.NewPOS(f.ctx, "POS-2", f.rig.Merchant)
-		if err := f.rig.Settlement.publish(f.ctx, other.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); !errors.Is(err, ErrWrongPOS) {
+		otherP, err := f.rig.cfg.CA.Authenticate(f.ctx, other.Unit.Certificate())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.rig.Settlement.publish(f.ctx, otherP, other.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); !errors.Is(err, ErrWrongPOS) {
 			t.Fatalf("publish foreign QR: %v", err)
 		}
 	})

@@ -16,6 +16,7 @@
 package httpx
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,27 +117,93 @@ func Decode(r *http.Request, max int64, v any) error {
 			return &DecodeError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Err: fmt.Errorf("content type %q is not application/json", mt)}
 		}
 	}
-	body := http.MaxBytesReader(nil, r.Body, max)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, max))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return &DecodeError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Err: fmt.Errorf("request body larger than %d bytes", max)}
 		}
+		return &DecodeError{Status: http.StatusBadRequest, Code: "malformed_json", Err: fmt.Errorf("read body: %w", err)}
+	}
+	return DecodeBytes(data, v)
+}
+
+// DecodeBytes decodes one JSON value from data into v with Decode's rules:
+// no unknown fields, nothing after the value, and no object with the same
+// key twice (which parsers resolve differently: the first or the last wins).
+func DecodeBytes(data []byte, v any) error {
+	if err := CheckDuplicateKeys(data); err != nil {
+		return &DecodeError{Status: http.StatusBadRequest, Code: "malformed_json", Err: err}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return &DecodeError{Status: http.StatusBadRequest, Code: "malformed_json", Err: errors.New("empty request body")}
 		}
 		return &DecodeError{Status: http.StatusBadRequest, Code: "malformed_json", Err: fmt.Errorf("malformed JSON: %w", err)}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &DecodeError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Err: fmt.Errorf("request body larger than %d bytes", max)}
-		}
 		return &DecodeError{Status: http.StatusBadRequest, Code: "malformed_json", Err: errors.New("malformed JSON: data after the JSON value")}
 	}
 	return nil
+}
+
+// maxDepth bounds the nesting CheckDuplicateKeys follows.
+const maxDepth = 64
+
+// CheckDuplicateKeys reports an error when a JSON object in data has the
+// same key twice (compared after unescaping). Malformed JSON is left to the
+// decoder.
+func CheckDuplicateKeys(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	type frame struct {
+		obj    bool
+		keys   map[string]bool
+		expKey bool // in an object, the next string token is a key
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF, or malformed: the decoder reports it
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				if len(stack) > 0 && stack[len(stack)-1].obj {
+					stack[len(stack)-1].expKey = true
+				}
+				if len(stack) >= maxDepth {
+					return fmt.Errorf("JSON nested deeper than %d levels", maxDepth)
+				}
+				stack = append(stack, frame{obj: d == '{', keys: map[string]bool{}, expKey: d == '{'})
+			case '}', ']':
+				if len(stack) == 0 {
+					return nil
+				}
+				stack = stack[:len(stack)-1]
+				if len(stack) > 0 && stack[len(stack)-1].obj {
+					stack[len(stack)-1].expKey = true
+				}
+			}
+			continue
+		}
+		if len(stack) == 0 || !stack[len(stack)-1].obj {
+			continue
+		}
+		top := &stack[len(stack)-1]
+		if top.expKey {
+			k, _ := tok.(string)
+			if top.keys[k] {
+				return fmt.Errorf("duplicate JSON key %q", k)
+			}
+			top.keys[k] = true
+			top.expKey = false
+		} else {
+			top.expKey = true
+		}
+	}
 }
 
 // DecodeOrProblem decodes like Decode and, on failure, writes the problem

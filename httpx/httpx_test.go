@@ -107,3 +107,99 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// Red-team finding (low): duplicate JSON keys were accepted, the last one
+// winning — a proxy or log reading the first would see another request.
+func TestDuplicateKeysRefused(t *testing.T) {
+	for _, body := range []string{
+		`{"from":"a","from":"b"}`,
+		`{"from":"a","fr\u006fm":"b"}`,
+		`{"nested":{"x":1,"x":2}}`,
+		`[{"a":1},{"b":1,"b":2}]`,
+	} {
+		if err := CheckDuplicateKeys([]byte(body)); err == nil {
+			t.Errorf("%s accepted", body)
+		}
+		var v map[string]any
+		if err := DecodeBytes([]byte(body), &v); err == nil {
+			t.Errorf("DecodeBytes(%s) accepted", body)
+		}
+	}
+	for _, body := range []string{`{"a":{"x":1},"b":{"x":1}}`, `[{"a":1},{"a":2}]`, `{"a":[1,{"a":2}],"b":"a"}`, `"x"`} {
+		if err := CheckDuplicateKeys([]byte(body)); err != nil {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+}
+
+func FuzzCheckDuplicateKeys(f *testing.F) {
+	for _, s := range []string{`{"a":1,"a":2}`, `{"a":{"b":[{"c":1}]}}`, `[[[`, `{"a":1,"b":{"a":2}}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		err := CheckDuplicateKeys([]byte(body))
+		// Invariant: a document that encoding/json parses into a map tree
+		// re-encodes without duplicates, so re-checking it never fails; and
+		// when the check passes, decoding into a generic value loses no key.
+		var v any
+		if json.Unmarshal([]byte(body), &v) != nil {
+			return
+		}
+		again, _ := json.Marshal(v)
+		if e := CheckDuplicateKeys(again); e != nil {
+			t.Fatalf("re-encoded %s: %v", again, e)
+		}
+		if err == nil && countKeys(body) != countDecodedKeys(v) {
+			t.Fatalf("%q passed but decoding dropped keys", body)
+		}
+	})
+}
+
+func countKeys(body string) int {
+	dec := json.NewDecoder(strings.NewReader(body))
+	n, depthObj := 0, []bool{}
+	expKey := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return n
+		}
+		switch tok {
+		case json.Delim('{'):
+			depthObj = append(depthObj, true)
+			expKey = true
+			continue
+		case json.Delim('['):
+			depthObj = append(depthObj, false)
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			depthObj = depthObj[:len(depthObj)-1]
+			expKey = len(depthObj) > 0 && depthObj[len(depthObj)-1]
+			continue
+		}
+		if len(depthObj) > 0 && depthObj[len(depthObj)-1] {
+			if expKey {
+				n++
+			}
+			expKey = !expKey
+		}
+	}
+}
+
+func countDecodedKeys(v any) int {
+	switch x := v.(type) {
+	case map[string]any:
+		n := len(x)
+		for _, e := range x {
+			n += countDecodedKeys(e)
+		}
+		return n
+	case []any:
+		n := 0
+		for _, e := range x {
+			n += countDecodedKeys(e)
+		}
+		return n
+	}
+	return 0
+}

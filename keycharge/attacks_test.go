@@ -167,7 +167,7 @@ func TestChargeFromPool(t *testing.T) {
 			t.Fatalf("device holds %d", dev.Remaining())
 		}
 		// Another charger cannot use this charger's pool: it would need the keys.
-		st, _ = e.lab.QKMP.ResetPool(ctx, Principal{Name: "charger-1", Role: "client"})
+		st, _ = e.lab.QKMP.ResetPool(ctx, Principal{Name: "charger-1", Role: "client", Kind: "charger"})
 		if st.Keys != 0 {
 			t.Fatalf("pool after reset: %+v", st)
 		}

@@ -576,6 +576,9 @@ func (q *QKMP) ChargeStatusOf(ctx context.Context, p Principal, chargeID string)
 	if err != nil {
 		return nil, err
 	}
+	if !q.ownsCharge(p, c.charger) {
+		return nil, fmt.Errorf("%w: charge %s belongs to another charger", ErrForbidden, chargeID)
+	}
 	return c.status(), nil
 }
 
@@ -591,6 +594,9 @@ func (q *QKMP) AbortCharge(ctx context.Context, p Principal, chargeID, reason st
 	err := q.db.InTx(ctx, func(tx *sql.Tx) (err error) {
 		if c, err = q.chargeTx(ctx, tx, chargeID, true); err != nil {
 			return err
+		}
+		if !q.ownsCharge(p, c.charger) {
+			return fmt.Errorf("%w: charge %s belongs to another charger", ErrForbidden, chargeID)
 		}
 		if c.state != ChargeChallenged && c.state != ChargePending {
 			return fmt.Errorf("%w: charge %s is %s", ErrChargeState, chargeID, c.state)

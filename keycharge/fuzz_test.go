@@ -40,10 +40,10 @@ func FuzzHandler(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	if _, err := q.Register(ctx, Principal{Name: "qshield-admin", Role: pki.RoleClient}, RegisterRequest{Serial: "FZ-1"}); err != nil {
+	if _, err := q.Register(ctx, Principal{Name: "qshield-admin", Role: pki.RoleClient, Kind: pki.PrincipalAdmin}, RegisterRequest{Serial: "FZ-1"}); err != nil {
 		f.Fatal(err)
 	}
-	admin, err := ca.IssueTLS(ctx, pki.RoleClient, "qshield-admin", nil, nil)
+	admin, err := ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: "qshield-admin", Kind: pki.PrincipalAdmin})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/pki"
@@ -52,18 +53,14 @@ func (q *QKMP) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	codes.Write(w, r, err)
 }
 
-// PrincipalOf returns the caller of a request from its verified TLS client
-// certificate (role from the qshield role extension).
+// PrincipalOf returns the caller of a request: the principal package
+// authz authenticated from its client certificate.
 func PrincipalOf(r *http.Request) (Principal, error) {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.PeerCertificates) == 0 {
+	p := authz.PrincipalFrom(r.Context())
+	if p == nil {
 		return Principal{}, ErrUnauthenticated
 	}
-	leaf := r.TLS.PeerCertificates[0]
-	role, err := pki.RoleOf(leaf)
-	if err != nil {
-		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
-	}
-	return Principal{Name: leaf.Subject.CommonName, Role: role}, nil
+	return Principal{Name: p.Name, Role: p.Role, Kind: p.Kind}, nil
 }
 
 // Handler returns the QKMP/QSSC HTTP API, to be mounted at Prefix:
@@ -88,8 +85,28 @@ func PrincipalOf(r *http.Request) (Principal, error) {
 //
 // Administrative and charging routes need a verified client certificate;
 // the channel routes authenticate the device by its signature and key.
+// Handler serves Routes on its own router (a stand-alone QKMP server).
 func (q *QKMP) Handler() http.Handler {
-	mux := http.NewServeMux()
+	rt := authz.New(authz.Options{Auth: q.cfg.CA})
+	rt.Register(q.Routes()...)
+	rt.HandleFunc(Prefix, authz.Public("answers 404 for unknown keycharge paths"), func(w http.ResponseWriter, r *http.Request) {
+		codes.WriteCode(w, r, "not_found", "no such keycharge endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return rt
+}
+
+// Routes returns the API with its policies: administration for admins and
+// operators; charging for chargers (each sees and aborts only its own
+// charges); the channel for devices, which authenticate by signature.
+func (q *QKMP) Routes() []authz.Route {
+	var routes []authz.Route
+	admin := authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator)
+	adminRead := admin // the handlers refuse auditors too: the registry shows key volumes
+	charger := authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator, pki.PrincipalCharger)
+	device := authz.Public("the device authenticates each frame by its signature under its certified key")
+	handle := func(pattern string, pol authz.Policy, f http.HandlerFunc) {
+		routes = append(routes, authz.Route{Pattern: pattern, Policy: pol, Handler: f})
+	}
 	auth := func(f func(w http.ResponseWriter, r *http.Request, p Principal)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Cache-Control", "no-store")
@@ -101,7 +118,7 @@ func (q *QKMP) Handler() http.Handler {
 			f(w, r, p)
 		}
 	}
-	mux.HandleFunc("POST /v1/keycharge/devices", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("POST /v1/keycharge/devices", admin, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		var req RegisterRequest
 		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
 			return
@@ -109,7 +126,7 @@ func (q *QKMP) Handler() http.Handler {
 		d, err := q.Register(r.Context(), p, req)
 		q.respond(w, r, http.StatusCreated, d, err)
 	}))
-	mux.HandleFunc("GET /v1/keycharge/devices", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("GET /v1/keycharge/devices", adminRead, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
 		ds, err := q.Devices(r.Context(), p, limit)
 		if ds == nil {
@@ -117,11 +134,11 @@ func (q *QKMP) Handler() http.Handler {
 		}
 		q.respond(w, r, http.StatusOK, ds, err)
 	}))
-	mux.HandleFunc("GET /v1/keycharge/devices/{serial}", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("GET /v1/keycharge/devices/{serial}", charger, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		d, err := q.Device(r.Context(), p, r.PathValue("serial"))
 		q.respond(w, r, http.StatusOK, d, err)
 	}))
-	mux.HandleFunc("POST /v1/keycharge/devices/{serial}/transitions", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("POST /v1/keycharge/devices/{serial}/transitions", admin, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		var req TransitionRequest
 		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
 			return
@@ -129,7 +146,7 @@ func (q *QKMP) Handler() http.Handler {
 		res, err := q.Transition(r.Context(), p, r.PathValue("serial"), req)
 		q.respond(w, r, http.StatusOK, res, err)
 	}))
-	mux.HandleFunc("GET /v1/keycharge/devices/{serial}/keys", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("GET /v1/keycharge/devices/{serial}/keys", adminRead, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
 		ks, err := q.Keys(r.Context(), p, r.PathValue("serial"), limit)
 		if ks == nil {
@@ -137,11 +154,11 @@ func (q *QKMP) Handler() http.Handler {
 		}
 		q.respond(w, r, http.StatusOK, ks, err)
 	}))
-	mux.HandleFunc("POST /v1/keycharge/devices/{serial}/pin-failures", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("POST /v1/keycharge/devices/{serial}/pin-failures", charger, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		n, err := q.ReportPINFailure(r.Context(), p, r.PathValue("serial"))
 		q.respond(w, r, http.StatusOK, map[string]int{"pin_failures": n}, err)
 	}))
-	mux.HandleFunc("POST /v1/keycharge/charges", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("POST /v1/keycharge/charges", charger, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		var req BeginRequest
 		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
 			return
@@ -149,11 +166,11 @@ func (q *QKMP) Handler() http.Handler {
 		res, err := q.BeginCharge(r.Context(), p, req)
 		q.respond(w, r, http.StatusCreated, res, err)
 	}))
-	mux.HandleFunc("GET /v1/keycharge/charges/{id}", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("GET /v1/keycharge/charges/{id}", charger, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		res, err := q.ChargeStatusOf(r.Context(), p, r.PathValue("id"))
 		q.respond(w, r, http.StatusOK, res, err)
 	}))
-	mux.HandleFunc("POST /v1/keycharge/charges/{id}/authenticate", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("POST /v1/keycharge/charges/{id}/authenticate", charger, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		var req AuthenticateRequest
 		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
 			return
@@ -161,7 +178,7 @@ func (q *QKMP) Handler() http.Handler {
 		err := q.AuthenticateCharge(r.Context(), p, r.PathValue("id"), req.Signature)
 		q.respond(w, r, http.StatusOK, map[string]string{"state": ChargePending}, err)
 	}))
-	mux.HandleFunc("POST /v1/keycharge/charges/{id}/commit", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("POST /v1/keycharge/charges/{id}/commit", charger, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		var req CommitRequest
 		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
 			return
@@ -169,7 +186,7 @@ func (q *QKMP) Handler() http.Handler {
 		res, err := q.CommitCharge(r.Context(), p, r.PathValue("id"), req)
 		q.respond(w, r, http.StatusOK, res, err)
 	}))
-	mux.HandleFunc("POST /v1/keycharge/charges/{id}/abort", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("POST /v1/keycharge/charges/{id}/abort", charger, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		var req AbortRequest
 		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
 			return
@@ -177,7 +194,7 @@ func (q *QKMP) Handler() http.Handler {
 		res, err := q.AbortCharge(r.Context(), p, r.PathValue("id"), req.Reason)
 		q.respond(w, r, http.StatusOK, res, err)
 	}))
-	mux.HandleFunc("POST /v1/keycharge/pool", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("POST /v1/keycharge/pool", charger, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		var req PoolRequest
 		if !httpx.DecodeOrProblem(w, r, maxJSON, &req) {
 			return
@@ -185,20 +202,20 @@ func (q *QKMP) Handler() http.Handler {
 		res, err := q.PoolKeys(r.Context(), p, req)
 		q.respond(w, r, http.StatusOK, res, err)
 	}))
-	mux.HandleFunc("POST /v1/keycharge/pool/reset", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("POST /v1/keycharge/pool/reset", charger, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		res, err := q.ResetPool(r.Context(), p)
 		q.respond(w, r, http.StatusOK, res, err)
 	}))
-	mux.HandleFunc("GET /v1/keycharge/audit/stats", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("GET /v1/keycharge/audit/stats", adminRead, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		res, err := q.AuditStats(r.Context(), p, r.URL.Query().Get("by"), r.URL.Query().Get("from"), r.URL.Query().Get("to"))
 		q.respond(w, r, http.StatusOK, res, err)
 	}))
-	mux.HandleFunc("GET /v1/keycharge/audit/search", auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
+	handle("GET /v1/keycharge/audit/search", adminRead, auth(func(w http.ResponseWriter, r *http.Request, p Principal) {
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
 		res, err := q.AuditSearch(r.Context(), p, r.URL.Query().Get("event"), r.URL.Query().Get("resource"), limit)
 		q.respond(w, r, http.StatusOK, res, err)
 	}))
-	mux.HandleFunc("POST /v1/keycharge/channel/open", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST /v1/keycharge/channel/open", device, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		var req channel.OpenRequest
 		if !httpx.DecodeOrProblem(w, r, 16<<10, &req) {
@@ -207,7 +224,7 @@ func (q *QKMP) Handler() http.Handler {
 		res, err := q.OpenChannel(r.Context(), req)
 		q.respond(w, r, http.StatusOK, res, err)
 	})
-	mux.HandleFunc("POST /v1/keycharge/channel/message", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST /v1/keycharge/channel/message", device, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		if ct := r.Header.Get("Content-Type"); ct != "application/octet-stream" {
 			codes.WriteCode(w, r, "unsupported_media_type", "channel frames are application/octet-stream")
@@ -231,10 +248,7 @@ func (q *QKMP) Handler() http.Handler {
 		w.WriteHeader(http.StatusOK)
 		w.Write(out)
 	})
-	mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
-		codes.WriteCode(w, r, "not_found", "no such keycharge endpoint: "+r.Method+" "+r.URL.Path)
-	})
-	return mux
+	return routes
 }
 
 // AuthenticateRequest carries the device's signature over the challenge.

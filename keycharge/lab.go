@@ -117,7 +117,7 @@ func StartLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("keycharge: lab KMEs: %w", err)
 	}
-	if l.ChargerKMETLS, err = l.Pair.ClientTLS(ctx, cfg.ChargerSAE); err != nil {
+	if l.ChargerKMETLS, err = l.Pair.ClientTLSAs(ctx, cfg.ChargerSAE, pki.PrincipalCharger); err != nil {
 		return nil, err
 	}
 	qsscTLS, err := l.Pair.ClientTLS(ctx, cfg.QSSCSAE)
@@ -136,10 +136,10 @@ func StartLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if l.AdminCert, err = cfg.CA.IssueTLS(ctx, pki.RoleClient, "qshield-admin", nil, nil); err != nil {
+	if l.AdminCert, err = cfg.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: "qshield-admin", Kind: pki.PrincipalAdmin}); err != nil {
 		return nil, err
 	}
-	if l.ChargerCert, err = cfg.CA.IssueTLS(ctx, pki.RoleApplication, cfg.ChargerSAE, nil, nil); err != nil {
+	if l.ChargerCert, err = cfg.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: cfg.ChargerSAE, Kind: pki.PrincipalCharger, Scheme: "keycharge"}); err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()

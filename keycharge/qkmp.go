@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -90,10 +89,13 @@ func Allowed(s State, a Action) bool {
 	return ok && slices.Contains(t.from, s)
 }
 
-// Principal is an authenticated caller (from its verified client certificate).
+// Principal is an authenticated caller: the CA register's principal for
+// its verified client certificate (package authz). Kind decides what it may
+// do; Name (unique within a kind) identifies a charger's charges and pool.
 type Principal struct {
-	Name string   `json:"name"`
-	Role pki.Role `json:"role"`
+	Name string            `json:"name"`
+	Role pki.Role          `json:"role"`
+	Kind pki.PrincipalKind `json:"kind"`
 }
 
 // KeyFetcher fetches keys by ID as the QSSC (slave SAE) — etsi014.Client's
@@ -111,12 +113,6 @@ type Config struct {
 	MasterKey []byte
 	// QSSC fetches charged keys from the site-B KME (dec_keys); nil refuses commits.
 	QSSC KeyFetcher
-	// Admins are the client-certificate common names allowed to administer
-	// devices (default "qshield-admin").
-	Admins []string
-	// ChargerPrefix: client/application certificates whose common name has
-	// this prefix may charge (default "charger-"); admins may charge too.
-	ChargerPrefix string
 	// MaxPINFailures reported by chargers before the platform refuses to
 	// charge the device (default 5; reset by unlock_pin or a successful charge authentication).
 	MaxPINFailures int
@@ -154,12 +150,6 @@ func Open(ctx context.Context, cfg Config) (*QKMP, error) {
 	s, err := newSealer(cfg.MasterKey)
 	if err != nil {
 		return nil, err
-	}
-	if len(cfg.Admins) == 0 {
-		cfg.Admins = []string{"qshield-admin"}
-	}
-	if cfg.ChargerPrefix == "" {
-		cfg.ChargerPrefix = "charger-"
 	}
 	if cfg.MaxPINFailures <= 0 {
 		cfg.MaxPINFailures = 5
@@ -259,15 +249,20 @@ func (q *QKMP) forUpdate() string {
 	return ""
 }
 
+// isAdmin: the platform administrator or an operator (decided by the
+// principal's kind in the CA register, never by its name).
 func (q *QKMP) isAdmin(p Principal) bool {
-	return p.Name != "" && p.Role != pki.RoleDevice && p.Role != pki.RoleServer && slices.Contains(q.cfg.Admins, p.Name)
+	return p.Name != "" && (p.Kind == pki.PrincipalAdmin || p.Kind == pki.PrincipalOperator)
 }
 
+// isCharger: a charger principal, or an administrator.
 func (q *QKMP) isCharger(p Principal) bool {
-	if q.isAdmin(p) {
-		return true
-	}
-	return (p.Role == pki.RoleClient || p.Role == pki.RoleApplication) && strings.HasPrefix(p.Name, q.cfg.ChargerPrefix) && len(p.Name) > len(q.cfg.ChargerPrefix)
+	return q.isAdmin(p) || (p.Name != "" && p.Kind == pki.PrincipalCharger)
+}
+
+// ownsCharge: the charger that began the charge, or an administrator.
+func (q *QKMP) ownsCharge(p Principal, charger string) bool {
+	return q.isAdmin(p) || (p.Kind == pki.PrincipalCharger && p.Name == charger)
 }
 
 // auditDenied records a refused request (outside any transaction).

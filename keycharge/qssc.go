@@ -36,7 +36,7 @@ const maxSessions = 100000
 // cloned device), ErrNoKey.
 func (q *QKMP) OpenChannel(ctx context.Context, req channel.OpenRequest) (*channel.OpenResponse, error) {
 	const event = "keycharge.channel.open"
-	anon := Principal{Name: req.Serial, Role: pki.RoleDevice}
+	anon := Principal{Name: req.Serial, Role: pki.RoleDevice, Kind: pki.PrincipalKeyDevice}
 	alg, err := channel.ParseAlg(string(req.Alg))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)

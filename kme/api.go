@@ -39,6 +39,23 @@ func (k *KME) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	path := r.URL.EscapedPath()
+	_, isSync := strings.CutPrefix(path, SyncPrefix)
+	if k.cfg.Principals != nil {
+		p, err := k.cfg.Principals.Authenticate(r.Context(), r.TLS.PeerCertificates[0])
+		if err != nil {
+			writeError(w, errorf(http.StatusUnauthorized, "client certificate refused: %v", err))
+			return
+		}
+		if isSync && p.Kind != pki.PrincipalKMEPeer {
+			writeError(w, errorf(http.StatusUnauthorized, "only the peer KME may use %s (caller is a %s)", SyncPrefix, p.Kind))
+			return
+		}
+		if !isSync && !p.Is(pki.PrincipalSAE, pki.PrincipalCharger) {
+			writeError(w, errorf(http.StatusUnauthorized, "only an SAE may use the key API (caller is a %s)", p.Kind))
+			return
+		}
+		caller = p.Name
+	}
 	if rest, ok := strings.CutPrefix(path, SyncPrefix); ok {
 		if k.cfg.PeerKMEID == "" || caller != k.cfg.PeerKMEID || (!k.cfg.AnyRole && role != pki.RoleClient) {
 			writeError(w, errorf(http.StatusUnauthorized, "only the peer KME may use %s", SyncPrefix))
@@ -436,8 +453,12 @@ func parseKeyIDs(body []byte) ([]string, *apiError) {
 // KME can answer it with the ETSI 401 error body instead of a bare handshake
 // failure. The handler refuses every request without a verified
 // certificate.
+//
+// The key exchange is restricted to the hybrid post-quantum
+// X25519MLKEM768 (pki.PostQuantumOnly): quantum keys must not travel under
+// a classical key exchange that a recorded session could later break.
 func ServerTLS(base *tls.Config) *tls.Config {
-	c := base.Clone()
+	c := pki.PostQuantumOnly(base)
 	c.ClientAuth = tls.VerifyClientCertIfGiven
 	if vc := base.VerifyConnection; vc != nil {
 		c.VerifyConnection = func(cs tls.ConnectionState) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -67,12 +68,17 @@ func startEnv(t *testing.T, db *sqldb.DB, mod func(*PairConfig)) *testEnv {
 		e.tls[s] = tc
 		e.http[s] = &http.Client{Transport: &http.Transport{TLSClientConfig: tc.Clone()}, Timeout: 20 * time.Second}
 	}
-	// A certificate of the wrong role named like an SAE, and one named like the peer KME.
+	// A certificate of the wrong role named like an SAE, and one named like
+	// the peer KME: the CA refuses the names (they belong to principals of
+	// another kind), so the impostors get look-alike names.
 	for _, x := range []struct {
 		name, cn string
 		role     pki.Role
 	}{{"client-role SAE", "SAE_A1", pki.RoleClient}, {"fake KME_A", "KME_A", pki.RoleApplication}} {
-		cert, err := e.ca.IssueTLS(context.Background(), x.role, x.cn, nil, nil)
+		if _, err := e.ca.IssueTLS(context.Background(), x.role, x.cn, nil, nil); !errors.Is(err, pki.ErrNameTaken) {
+			t.Fatalf("CA issued a %s certificate named %s: %v", x.role, x.cn, err)
+		}
+		cert, err := e.ca.IssueTLS(context.Background(), x.role, x.cn+"_", nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

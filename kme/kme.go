@@ -3,6 +3,7 @@ package kme
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -35,6 +36,11 @@ const (
 	DefaultSyncGrace        = 5 * time.Second
 	DefaultReconcileEvery   = time.Minute
 )
+
+// Principals maps a verified client certificate to its principal (pki.CA).
+type Principals interface {
+	Authenticate(ctx context.Context, cert *x509.Certificate) (*pki.Principal, error)
+}
 
 // Config configures one KME.
 type Config struct {
@@ -71,6 +77,12 @@ type Config struct {
 	// Identify returns the caller's ID from its verified TLS state. Default:
 	// pki.PeerIdentity's CommonName.
 	Identify func(*tls.ConnectionState) (string, error)
+	// Principals, when set, authenticates every request's client
+	// certificate to a principal of the platform CA's register (revocation
+	// included, per request) and decides by its kind, never its name: the
+	// KME-to-KME endpoints need a kme-peer principal named PeerKMEID, the
+	// ETSI 014 endpoints an sae or charger principal. pki.CA implements it.
+	Principals Principals
 	// AnyRole accepts client certificates without qshield's role extension
 	// (certificates from an external CA). By default an SAE must present a
 	// certificate of role application and the peer KME one of role client,

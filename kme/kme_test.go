@@ -221,7 +221,7 @@ func TestErrorPathsChangeNothing(t *testing.T) {
 			{"wrong method", "SAE_A1", "DELETE", A, "/api/v1/keys/SAE_B1/enc_keys", "", 405, "not allowed"},
 			{"SAE may not sync", "SAE_A1", "POST", B, "/api/v1/kme-sync/reserve", `{}`, 401, "peer KME"},
 			{"SAE certificate named like the peer KME may not sync", "fake KME_A", "POST", B, "/api/v1/kme-sync/release", `{"keys":[{"key_ID":"` + pending + `","units":["` + pending + `"]}]}`, 401, "peer KME"},
-			{"SAE name on a client-role certificate", "client-role SAE", "GET", A, "/api/v1/keys/SAE_B1/enc_keys", "", 401, "role"},
+			{"SAE name on a client-role certificate", "client-role SAE", "GET", A, "/api/v1/keys/SAE_B1/enc_keys", "", 401, "only an SAE"},
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {

@@ -109,12 +109,12 @@ func StartPair(ctx context.Context, db *sqldb.DB, cfg PairConfig) (*Pair, error)
 		if err != nil {
 			return nil, fmt.Errorf("kme: issue server certificate for %s: %w", sc.KMEID, err)
 		}
-		cli, err := cfg.CA.IssueTLS(ctx, pki.RoleClient, sc.KMEID, nil, nil)
+		cli, err := cfg.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: sc.KMEID, Kind: pki.PrincipalKMEPeer, Scheme: "kme"})
 		if err != nil {
 			return nil, fmt.Errorf("kme: issue client certificate for %s: %w", sc.KMEID, err)
 		}
 		return &site{sc: sc, peer: peer, peerURL: peerURL,
-			serverTLS: cfg.CA.ServerTLS(ctx, srv), peerClient: cfg.CA.ClientTLS(ctx, cli, host)}, nil
+			serverTLS: cfg.CA.ServerTLS(ctx, srv), peerClient: pki.PostQuantumOnly(cfg.CA.ClientTLS(ctx, cli, host))}, nil
 	}
 	sa, err := mk(cfg.A, cfg.B, p.BURL)
 	if err != nil {
@@ -131,6 +131,7 @@ func StartPair(ctx context.Context, db *sqldb.DB, cfg PairConfig) (*Pair, error)
 			MaxKeySize: cfg.MaxKeySize, MinKeySize: cfg.MinKeySize,
 			PeerURL: s.peerURL, PeerTLS: s.peerClient, MasterKey: cfg.MasterKey,
 			SyncGrace: cfg.SyncGrace, ReconcileEvery: cfg.ReconcileEvery, Logger: log,
+			Principals: cfg.CA,
 		}, p.w)
 	}
 	if p.A, err = open(sa); err != nil {
@@ -179,11 +180,17 @@ func (p *Pair) Close() error {
 // ClientTLS issues a client certificate for SAE saeID and returns a TLS
 // configuration for talking to either KME of the pair.
 func (p *Pair) ClientTLS(ctx context.Context, saeID string) (*tls.Config, error) {
-	cert, err := p.ca.IssueTLS(ctx, pki.RoleApplication, saeID, nil, nil)
+	return p.ClientTLSAs(ctx, saeID, pki.PrincipalSAE)
+}
+
+// ClientTLSAs is ClientTLS for an SAE that is also a principal of another
+// kind (a key charger is an SAE of its site's KME): kind is sae or charger.
+func (p *Pair) ClientTLSAs(ctx context.Context, saeID string, kind pki.PrincipalKind) (*tls.Config, error) {
+	cert, err := p.ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: saeID, Kind: kind, Scheme: "kme"})
 	if err != nil {
 		return nil, fmt.Errorf("kme: issue SAE certificate for %s: %w", saeID, err)
 	}
-	return p.ca.ClientTLS(ctx, cert, p.host), nil
+	return pki.PostQuantumOnly(p.ca.ClientTLS(ctx, cert, p.host)), nil
 }
 
 // Sinks returns the deposit functions for the two ends of the QKD link

@@ -73,6 +73,11 @@ func (l *Ledger) insertAccount(ctx context.Context, tx *sql.Tx, na NewAccount) (
 	if err != nil {
 		return Account{}, false, fmt.Errorf("ledger: read account %s: %w", na.ID, err)
 	}
+	if n == 1 {
+		if err := l.record(ctx, tx, accountEntry(ctx, a)); err != nil {
+			return Account{}, false, fmt.Errorf("ledger: audit account %s: %w", na.ID, err)
+		}
+	}
 	return a, n == 1, nil
 }
 

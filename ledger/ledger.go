@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/sqldb"
 )
 
@@ -44,6 +45,7 @@ type options struct {
 	window        time.Duration
 	checkpoint    time.Duration
 	defaultExpiry time.Duration
+	audit         audit.Recorder
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -370,14 +372,21 @@ func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq
 	if err != nil {
 		return err
 	}
+	// The audit records of the batch's successful requests are appended in
+	// one bulk write just before the commit (see deferredAudit).
+	var entries []audit.Entry
 	single := len(batch) == 1
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			errs[i] = err
 			continue
 		}
+		oc := opContext{Context: ctx, values: r.ctx}
+		if l.opts.audit != nil {
+			oc.audit = new([]audit.Entry)
+		}
 		if single {
-			errs[i] = runOp(ctx, tx, r.op)
+			errs[i] = runOp(oc, tx, r.op)
 			if errs[i] != nil {
 				_ = tx.Rollback()
 				if sqldb.IsTransient(errs[i]) {
@@ -385,13 +394,16 @@ func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq
 				}
 				return nil
 			}
+			if oc.audit != nil {
+				entries = append(entries, *oc.audit...)
+			}
 			continue
 		}
 		if _, err := l.exec(ctx, tx, "SAVEPOINT ledger_op"); err != nil {
 			_ = tx.Rollback()
 			return err
 		}
-		errs[i] = runOp(ctx, tx, r.op)
+		errs[i] = runOp(oc, tx, r.op)
 		if errs[i] != nil {
 			if sqldb.IsTransient(errs[i]) {
 				_ = tx.Rollback()
@@ -401,14 +413,36 @@ func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq
 				_ = tx.Rollback()
 				return err
 			}
+		} else if oc.audit != nil {
+			entries = append(entries, *oc.audit...)
 		}
 		if _, err := l.exec(ctx, tx, "RELEASE ledger_op"); err != nil {
 			_ = tx.Rollback()
 			return err
 		}
 	}
+	if len(entries) > 0 {
+		if err := l.recordAll(ctx, tx, entries); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("audit: %w", err)
+		}
+	}
 	return tx.Commit()
 }
+
+// opContext runs a request's op with the batch's cancellation and the
+// request's values (such as the audit actor, see audit.WithActor).
+type opContext struct {
+	context.Context
+	values context.Context
+	// audit collects the op's audit entries (nil without auditing): the
+	// group committer appends those of the ops that succeeded in one bulk
+	// write inside the batch's transaction, before it commits.
+	audit *[]audit.Entry
+}
+
+// Value implements context.Context.
+func (c opContext) Value(key any) any { return c.values.Value(key) }
 
 // checkpointer copies the WAL into the database file in the background. A
 // PASSIVE checkpoint never blocks the writer or readers; it copies what it can.

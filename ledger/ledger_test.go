@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
@@ -24,6 +25,32 @@ func openLedger(t *testing.T, db *sqldb.DB, opts ...ledger.Option) *ledger.Ledge
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// auditedLedger opens a ledger that audits every money movement in alog.
+func auditedLedger(t *testing.T, db *sqldb.DB, opts ...ledger.Option) (*ledger.Ledger, *audit.Log) {
+	t.Helper()
+	alog, err := audit.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openLedger(t, db, append(opts, ledger.WithAudit(alog))...), alog
+}
+
+// mustReconcile fails unless every transfer and account is audited exactly once.
+func mustReconcile(t *testing.T, l *ledger.Ledger, alog *audit.Log) ledger.ReconcileReport {
+	t.Helper()
+	rep, err := l.Reconcile(context.Background(), alog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK {
+		t.Fatalf("reconcile: %d transfers, %d money records: %v", rep.Transfers, rep.MoneyRecords, rep.Problems)
+	}
+	if v, err := alog.Verify(context.Background()); err != nil || !v.OK {
+		t.Fatalf("audit verify: %+v %v", v, err)
+	}
+	return rep
 }
 
 // fixture creates a system issuer and n funded user accounts in CNY.
@@ -150,7 +177,7 @@ func TestAccounts(t *testing.T) {
 func TestTransferValidation(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLedger(t, db)
+		l, alog := auditedLedger(t, db)
 		fixture(t, l, 2, 1000)
 		mustAccount(t, l, ledger.NewAccount{ID: "eur", Kind: ledger.KindUser, Currency: "EUR"})
 		mustAccount(t, l, ledger.NewAccount{ID: "poor", Kind: ledger.KindUser, Currency: "CNY"})
@@ -220,13 +247,14 @@ func TestTransferValidation(t *testing.T) {
 		if sum, err := l.TotalBalance(ctx, "CNY"); err != nil || sum != 0 {
 			t.Fatalf("total %d %v", sum, err)
 		}
+		mustReconcile(t, l, alog)
 	})
 }
 
 func TestTransferAndIdempotency(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLedger(t, db)
+		l, alog := auditedLedger(t, db)
 		fixture(t, l, 2, 1000)
 		req := ledger.TransferRequest{IdempotencyKey: "pay-1", From: "u00", To: "u01", Amount: 250, Currency: "CNY", Memo: "coffee"}
 		t1, err := l.Transfer(ctx, req)
@@ -279,13 +307,14 @@ func TestTransferAndIdempotency(t *testing.T) {
 		if sum, err := l.TotalBalance(ctx, "CNY"); err != nil || sum != 0 {
 			t.Fatalf("total %d %v", sum, err)
 		}
+		mustReconcile(t, l, alog)
 	})
 }
 
 func TestConcurrentSameKey(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLedger(t, db)
+		l, alog := auditedLedger(t, db)
 		fixture(t, l, 2, 1000)
 		for round := 0; round < 5; round++ {
 			req := ledger.TransferRequest{IdempotencyKey: fmt.Sprintf("same-%d", round), From: "u00", To: "u01", Amount: 7, Currency: "CNY"}
@@ -315,6 +344,7 @@ func TestConcurrentSameKey(t *testing.T) {
 		if err != nil || len(page) != 6 { // 5 + funding
 			t.Fatalf("history has %d transfers (%v)", len(page), err)
 		}
+		mustReconcile(t, l, alog)
 	})
 }
 
@@ -322,7 +352,7 @@ func TestTwoPhase(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
 		clk := testclock.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
-		l := openLedger(t, db, ledger.WithClock(clk.Now))
+		l, alog := auditedLedger(t, db, ledger.WithClock(clk.Now))
 		fixture(t, l, 2, 1000)
 		pend := func(key string, amount int64, exp time.Time) ledger.Transfer {
 			t.Helper()
@@ -442,6 +472,7 @@ func TestTwoPhase(t *testing.T) {
 		if sum, err := l.TotalBalance(ctx, "CNY"); err != nil || sum != 0 {
 			t.Fatalf("total %d %v", sum, err)
 		}
+		mustReconcile(t, l, alog)
 	})
 }
 
@@ -521,7 +552,7 @@ func mustKey(t *testing.T, l *ledger.Ledger, key string) string {
 func TestBank(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLedger(t, db)
+		l, alog := auditedLedger(t, db)
 		const nAcc, writers, perWriter, fund = 20, 16, 60, 100
 		ids := fixture(t, l, nAcc, fund)
 		var acked sync.Map // key → transfer ID
@@ -650,6 +681,10 @@ func TestBank(t *testing.T) {
 			t.Fatalf("final sum %d", sum)
 		}
 		t.Logf("%d acknowledged, %d refused for funds", nAcked.Load(), refused.Load())
+		rep := mustReconcile(t, l, alog)
+		if want := nAcked.Load() + int64(len(ids)); rep.Transfers != want {
+			t.Fatalf("reconciled %d transfers, want %d", rep.Transfers, want)
+		}
 	})
 }
 
@@ -755,7 +790,7 @@ func TestAccountExpiresLazily(t *testing.T) {
 func TestBankTwoPhase(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLedger(t, db)
+		l, alog := auditedLedger(t, db)
 		const nAcc, writers, per = 8, 8, 40
 		ids := fixture(t, l, nAcc, 200)
 		stop := make(chan struct{})
@@ -841,5 +876,6 @@ func TestBankTwoPhase(t *testing.T) {
 		if sum, err := l.TotalBalance(ctx, "CNY"); err != nil || sum != 0 {
 			t.Fatalf("total %d %v", sum, err)
 		}
+		mustReconcile(t, l, alog)
 	})
 }

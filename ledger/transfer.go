@@ -154,6 +154,9 @@ func (l *Ledger) transferTx(ctx context.Context, tx *sql.Tx, req TransferRequest
 	if err = checkTwoRows(res, err); err != nil {
 		return Transfer{}, fmt.Errorf("ledger: update balances: %w", err)
 	}
+	if err := l.record(ctx, tx, moneyEntry(ctx, EventTransfer, t, t.Amount)); err != nil {
+		return Transfer{}, fmt.Errorf("ledger: audit transfer %s: %w", t.ID, err)
+	}
 	return t, nil
 }
 
@@ -347,6 +350,16 @@ func (l *Ledger) resolve(ctx context.Context, id string, kind resolveKind, amoun
 		}
 		r.State, r.ResolvedAt, r.PostedAmount = state, now, posted
 		out = r.Transfer
+		event, moved := EventVoid, r.Amount
+		switch state {
+		case StatePosted:
+			event, moved = EventPost, posted
+		case StateExpired:
+			event = EventExpire
+		}
+		if err := l.record(ctx, tx, moneyEntry(ctx, event, r.Transfer, moved)); err != nil {
+			return fmt.Errorf("ledger: audit %s of %s: %w", state, id, err)
+		}
 		return nil
 	})
 	if err != nil {

@@ -111,19 +111,46 @@ func (l *Ledger) transferPG(ctx context.Context, req TransferRequest, now, exp t
 		fPD, tPD, fPC, tPC sql.NullInt64
 		fCr, tCr           sql.NullInt64
 	)
+	// With auditing, a third statement of the same implicit transaction
+	// queues the audit record if (and only if) the transfer row was inserted.
+	var auditQ string
+	var auditArgs []any
+	if l.opts.audit != nil {
+		sa, ok := l.opts.audit.(sqlAppender)
+		if !ok {
+			return l.transferPGTx(ctx, req, now, exp, mayExpire)
+		}
+		var err error
+		auditQ, auditArgs, err = sa.AppendSQL(moneyEntry(ctx, EventTransfer, t, t.Amount),
+			`EXISTS (SELECT 1 FROM ledger_transfers WHERE id = $8)`, t.ID)
+		if err != nil {
+			return Transfer{}, fmt.Errorf("ledger: audit transfer: %w", err)
+		}
+	}
 	var err error
 	for attempt := 0; ; attempt++ {
 		err = l.pgBatch(ctx, func(b *pgx.Batch) func(pgx.BatchResults) error {
 			b.Queue(l.q.lockAccounts, req.From, req.To)
 			b.Queue(q, req.From, req.To, t.ID, t.IdempotencyKey, t.Amount, t.Currency, t.Memo,
 				boolInt(req.Pending), string(state), nanos(now), nanos(exp))
+			if auditQ != "" {
+				b.Queue(auditQ, auditArgs...)
+			}
 			return func(br pgx.BatchResults) error {
 				if _, err := br.Exec(); err != nil {
 					return err
 				}
-				return br.QueryRow().Scan(&seq, &updated,
+				if err := br.QueryRow().Scan(&seq, &updated,
 					&fID, &fOwner, &fKind, &fCur, &fNeg, &fBal, &fPD, &fPC, &fCr,
-					&tID, &tOwner, &tKind, &tCur, &tNeg, &tBal, &tPD, &tPC, &tCr)
+					&tID, &tOwner, &tKind, &tCur, &tNeg, &tBal, &tPD, &tPC, &tCr); err != nil {
+					return err
+				}
+				if auditQ != "" {
+					if _, err := br.Exec(); err != nil {
+						return fmt.Errorf("audit: %w", err)
+					}
+				}
+				return nil
 			}
 		})
 		if err == nil || !sqldb.IsTransient(err) || attempt >= 9 {
@@ -168,6 +195,18 @@ func (l *Ledger) transferPG(ctx context.Context, req TransferRequest, now, exp t
 	// in between): report the state seen under the lock as insufficient
 	// funds would be wrong only if it was not; retrying is the caller's job.
 	return Transfer{}, fmt.Errorf("ledger: transfer %s refused under lock, state changed; retry", req.IdempotencyKey)
+}
+
+// transferPGTx runs a transfer in an explicit transaction (for recorders
+// that cannot join the pipeline).
+func (l *Ledger) transferPGTx(ctx context.Context, req TransferRequest, now, exp time.Time, mayExpire bool) (Transfer, error) {
+	var out Transfer
+	err := l.db.InTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = l.transferTx(ctx, tx, req, now, exp, mayExpire)
+		return err
+	})
+	return out, err
 }
 
 // checkTransfer applies the balance checks to the locked account rows.

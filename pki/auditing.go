@@ -18,9 +18,9 @@ import (
 //     for invalid access attempts. Successful verifications are not recorded
 //     (one per handshake would flood the trail); callers audit the business
 //     action instead.
-func (ca *CA) WithAudit(log *audit.Log, actor string) *CA {
+func (ca *CA) WithAudit(rec audit.Recorder, actor string) *CA {
 	c := *ca
-	c.audit = log
+	c.audit = rec
 	c.actor = actor
 	if c.actor == "" {
 		c.actor = "pki:" + ca.name
@@ -32,8 +32,7 @@ func (ca *CA) auditTx(ctx context.Context, tx *sql.Tx, event, outcome, resource 
 	if ca.audit == nil {
 		return nil
 	}
-	_, err := ca.audit.AppendTx(ctx, tx, ca.auditEntry(event, outcome, resource, details))
-	return err
+	return ca.audit.RecordTx(ctx, tx, ca.auditEntry(event, outcome, resource, details))
 }
 
 func (ca *CA) auditEntry(event, outcome, resource string, details map[string]string) audit.Entry {
@@ -56,7 +55,7 @@ func (ca *CA) auditDenied(ctx context.Context, serial, cn string, verr error) er
 	if len(msg) > 1024 {
 		msg = msg[:1024]
 	}
-	_, err := ca.audit.Append(ctx, ca.auditEntry("pki.verify", audit.OutcomeDenied, serial, map[string]string{"common_name": truncate(cn, 256), "error": msg}))
+	err := ca.audit.Record(ctx, ca.auditEntry("pki.verify", audit.OutcomeDenied, serial, map[string]string{"common_name": truncate(cn, 256), "error": msg}))
 	if err != nil {
 		return errors.Join(verr, err)
 	}

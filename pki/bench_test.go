@@ -61,3 +61,33 @@ func BenchmarkLoadCA(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAuthenticate is the per-request check of the authorization
+// layer: "cached" when the register entry was read less than
+// PrincipalCacheTTL ago (the common case for a busy client), "register"
+// when it is read from SQLite.
+func BenchmarkAuthenticate(b *testing.B) {
+	ca := benchCA(b, ECDSAP256)
+	ctx := context.Background()
+	iss, err := ca.Issue(ctx, IssueRequest{Role: RoleClient, CommonName: "p", Kind: PrincipalPhone})
+	if err != nil {
+		b.Fatal(err)
+	}
+	serial := serialText(iss.Cert.SerialNumber)
+	for _, cached := range []bool{true, false} {
+		name := "register"
+		if cached {
+			name = "cached"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if !cached {
+					ca.cache.forget(serial)
+				}
+				if _, err := ca.Authenticate(ctx, iss.Cert); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

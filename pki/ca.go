@@ -80,8 +80,9 @@ type CA struct {
 	pool   *x509.CertPool
 	smPool *smx509.CertPool
 	id     string
-	audit  *audit.Log // optional, see WithAudit
+	audit  audit.Recorder // optional, see WithAudit
 	actor  string
+	cache  *principalCache // Authenticate's register reads, shared by WithAudit copies
 }
 
 var migrations = []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE pki_cas (
@@ -104,7 +105,21 @@ var migrations = []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE pki_cas (
 		revoked_at TEXT,
 		revoke_reason TEXT NOT NULL DEFAULT '',
 		PRIMARY KEY (ca_name, serial));
-	CREATE INDEX pki_certs_cn ON pki_certs (ca_name, common_name)`}}
+	CREATE INDEX pki_certs_cn ON pki_certs (ca_name, common_name)`},
+	// Principals: every certificate's kind, scheme and scope; a client
+	// principal's name belongs to one kind; an active device serial is
+	// unique per kind.
+	{Version: 2, SQL: `ALTER TABLE pki_certs ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+	ALTER TABLE pki_certs ADD COLUMN scheme TEXT NOT NULL DEFAULT '';
+	ALTER TABLE pki_certs ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+	ALTER TABLE pki_certs ADD COLUMN key_hash TEXT NOT NULL DEFAULT '';
+	CREATE TABLE pki_names (
+		ca_name TEXT NOT NULL,
+		common_name TEXT NOT NULL,
+		kind TEXT NOT NULL,
+		PRIMARY KEY (ca_name, common_name));
+	CREATE UNIQUE INDEX pki_certs_device ON pki_certs (ca_name, kind, device_serial)
+		WHERE revoked_at IS NULL AND device_serial <> '' AND kind <> ''`}}
 
 // Migrate creates the pki tables (component "pki"); NewCA and LoadCA call it.
 func Migrate(ctx context.Context, db *sqldb.DB) error {
@@ -263,7 +278,7 @@ func OpenOrCreateCA(ctx context.Context, db *sqldb.DB, name string, opts Options
 }
 
 func newCA(db *sqldb.DB, name string, alg Algorithm, cert *x509.Certificate, signer crypto.Signer) *CA {
-	ca := &CA{db: db, name: name, alg: alg, cert: cert, signer: signer, pool: x509.NewCertPool(), smPool: smx509.NewCertPool()}
+	ca := &CA{db: db, name: name, alg: alg, cert: cert, signer: signer, pool: x509.NewCertPool(), smPool: smx509.NewCertPool(), cache: newPrincipalCache()}
 	ca.pool.AddCert(cert)
 	ca.smPool.AddCert((*smx509.Certificate)(cert))
 	sum := sha256.Sum256(cert.Raw)

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -21,6 +22,7 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // IssueRequest asks the CA for an end-entity certificate.
@@ -41,6 +43,22 @@ type IssueRequest struct {
 	// fingerprint template): non-critical, at most 16 of at most 16 KiB each,
 	// and not under qshield's oidArc or X.509's own id-ce arc.
 	Extensions []pkix.Extension
+	// Kind is the principal the certificate makes (see PrincipalKind); ""
+	// derives it from Role and Device.Kind, or PrincipalNone. A client
+	// principal's CommonName belongs to one kind for good: the same name
+	// cannot be issued to another kind. Device.Serial is unique among the
+	// active principals of a kind.
+	Kind PrincipalKind
+	// Scheme names the payment scheme the principal belongs to ("qmsp",
+	// "bioqr", "keycharge", "selfverify", "watermark", "kme", "" = platform).
+	Scheme string
+	// Scope lists what the principal may act for ("account:ID",
+	// "device:SERIAL", "merchant:N", "*").
+	Scope []string
+	// Replaces, when set, is the serial of an active certificate of the same
+	// kind and name that this one supersedes; it is revoked ("superseded")
+	// in the same transaction (renewal keeps a device serial unique).
+	Replaces *big.Int
 }
 
 // Issued is a newly issued certificate.
@@ -96,18 +114,39 @@ func (ca *CA) Issue(ctx context.Context, req IssueRequest) (*Issued, error) {
 	if req.Device != nil {
 		devSerial = req.Device.Serial
 	}
+	kind := req.Kind
+	if kind == "" {
+		kind = defaultKind(req)
+	}
+	scope := ""
+	if len(req.Scope) > 0 {
+		b, _ := json.Marshal(req.Scope)
+		scope = string(b)
+	}
+	replaces := ""
+	if req.Replaces != nil {
+		replaces = serialText(req.Replaces)
+	}
 	now := time.Now().UTC()
 	serial := serialText(cert.SerialNumber)
 	err = ca.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := ca.registerPrincipalTx(ctx, tx, kind, req.CommonName, devSerial, replaces); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, ca.db.Rebind(`INSERT INTO pki_certs
-			(ca_name, serial, role, common_name, subject, device_serial, not_before, not_after, issued_at, der)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			(ca_name, serial, role, common_name, subject, device_serial, not_before, not_after, issued_at, der, kind, scheme, scope, key_hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			ca.name, serial, string(req.Role), req.CommonName, cert.Subject.String(), devSerial,
-			fmtTime(cert.NotBefore), fmtTime(cert.NotAfter), fmtTime(now), der); err != nil {
+			fmtTime(cert.NotBefore), fmtTime(cert.NotAfter), fmtTime(now), der,
+			string(kind), req.Scheme, scope, KeyHash(cert)); err != nil {
+			if sqldb.IsUniqueViolation(err) && devSerial != "" {
+				return fmt.Errorf("%w: %s %q", ErrDeviceTaken, kind, devSerial)
+			}
 			return err
 		}
 		return ca.auditTx(ctx, tx, "pki.issue", audit.OutcomeSuccess, serial, map[string]string{
-			"role": string(req.Role), "common_name": req.CommonName, "device_serial": devSerial, "not_after": fmtTime(cert.NotAfter)})
+			"role": string(req.Role), "kind": string(kind), "scheme": req.Scheme, "scope": scope, "replaces": replaces,
+			"common_name": req.CommonName, "device_serial": devSerial, "not_after": fmtTime(cert.NotAfter)})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pki: record certificate %s: %w", serial, err)
@@ -118,6 +157,18 @@ func (ca *CA) Issue(ctx context.Context, req IssueRequest) (*Issued, error) {
 func (ca *CA) template(req IssueRequest) (*x509.Certificate, error) {
 	if !req.Role.Valid() {
 		return nil, fmt.Errorf("%w: unknown role %q", ErrBadRequest, req.Role)
+	}
+	if req.Kind != "" && !req.Kind.Valid() {
+		return nil, fmt.Errorf("%w: unknown principal kind %q", ErrBadRequest, req.Kind)
+	}
+	if (req.Kind == PrincipalServer) != (req.Role == RoleServer) && req.Kind != "" {
+		return nil, fmt.Errorf("%w: principal kind %s does not go with role %s", ErrBadRequest, req.Kind, req.Role)
+	}
+	if len(req.Scheme) > maxNameLen {
+		return nil, fmt.Errorf("%w: scheme name too long", ErrBadRequest)
+	}
+	if err := checkScope(req.Scope); err != nil {
+		return nil, err
 	}
 	if err := checkName("common name", req.CommonName); err != nil {
 		return nil, err
@@ -282,6 +333,7 @@ func (ca *CA) Revoke(ctx context.Context, serial *big.Int, reason string) error 
 		}
 		return ca.auditTx(ctx, tx, "pki.revoke", audit.OutcomeSuccess, serialText(serial), map[string]string{"reason": reason})
 	})
+	ca.cache.forget(serialText(serial))
 	if err != nil {
 		return fmt.Errorf("pki: revoke %s: %w", serialText(serial), err)
 	}

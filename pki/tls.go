@@ -133,3 +133,44 @@ func PeerCertificate(state *tls.ConnectionState) (*x509.Certificate, error) {
 	}
 	return state.PeerCertificates[0], nil
 }
+
+// IssueTLSFor issues a certificate for req (a fresh key pair when
+// req.PublicKey is nil) and returns it as a tls.Certificate: IssueTLS with a
+// principal kind, scheme and scope.
+func (ca *CA) IssueTLSFor(ctx context.Context, req IssueRequest) (tls.Certificate, error) {
+	if ca.alg != ECDSAP256 {
+		return tls.Certificate{}, ErrTLSNotSM2
+	}
+	if req.PublicKey != nil {
+		return tls.Certificate{}, fmt.Errorf("%w: IssueTLSFor makes the key pair itself", ErrBadRequest)
+	}
+	iss, err := ca.Issue(ctx, req)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return TLSCertificate(iss)
+}
+
+// PostQuantumOnly returns a copy of c that accepts only the hybrid
+// post-quantum key exchange X25519MLKEM768 (a peer offering only classical
+// groups fails the handshake). Use it where quantum keys travel: the key
+// managers, the QKD link, device channels.
+func PostQuantumOnly(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768}
+	return c
+}
+
+// PreferPostQuantum returns a copy of c that prefers X25519MLKEM768 and
+// still accepts X25519 and P-256 (for browsers and older clients).
+func PreferPostQuantum(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
+	return c
+}
+
+// IsPostQuantum reports whether a handshake used a post-quantum hybrid key
+// exchange.
+func IsPostQuantum(cs tls.ConnectionState) bool {
+	return cs.CurveID == tls.X25519MLKEM768
+}

@@ -35,6 +35,26 @@ func (ca *CA) Verify(ctx context.Context, cert *x509.Certificate, role Role, at 
 }
 
 func (ca *CA) verify(ctx context.Context, cert *x509.Certificate, role Role, at time.Time) (*DeviceInfo, error) {
+	dev, err := ca.verifyStatic(cert, role, at)
+	if err != nil {
+		return nil, err
+	}
+	// 5. Revocation, read from the register on every call.
+	revoked, err := ca.IsRevoked(ctx, cert.SerialNumber)
+	if errors.Is(err, ErrUnknownCert) {
+		return nil, fmt.Errorf("%w: %v", ErrUntrusted, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if revoked {
+		return nil, fmt.Errorf("%w: serial %s (%s)", ErrRevoked, serialText(cert.SerialNumber), cert.Subject.CommonName)
+	}
+	return dev, nil
+}
+
+// verifyStatic is Verify without the register: chain, validity, role, key usage.
+func (ca *CA) verifyStatic(cert *x509.Certificate, role Role, at time.Time) (*DeviceInfo, error) {
 	if cert == nil {
 		return nil, fmt.Errorf("%w: no certificate", ErrUntrusted)
 	}
@@ -84,17 +104,6 @@ func (ca *CA) verify(ctx context.Context, cert *x509.Certificate, role Role, at 
 	dev, err := DeviceInfoOf(cert)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUntrusted, err)
-	}
-	// 5. Revocation, read from the register on every call.
-	revoked, err := ca.IsRevoked(ctx, cert.SerialNumber)
-	if errors.Is(err, ErrUnknownCert) {
-		return nil, fmt.Errorf("%w: %v", ErrUntrusted, err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if revoked {
-		return nil, fmt.Errorf("%w: serial %s (%s)", ErrRevoked, serialText(cert.SerialNumber), cert.Subject.CommonName)
 	}
 	return dev, nil
 }

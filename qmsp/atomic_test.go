@@ -14,12 +14,12 @@ import (
 // failingAudit appends outside transactions (refusals) but fails inside
 // one: the failure comes after the ledger transfer in the payment's
 // transaction.
-type failingAudit struct{ Auditor }
+type failingAudit struct{ audit.Recorder }
 
 var errAuditDown = errors.New("audit trail unavailable")
 
-func (failingAudit) AppendTx(context.Context, *sql.Tx, audit.Entry) (audit.Record, error) {
-	return audit.Record{}, errAuditDown
+func (failingAudit) RecordTx(context.Context, *sql.Tx, audit.Entry) error {
+	return errAuditDown
 }
 
 // TestPaymentIsAtomic: a payment whose audit append fails after the

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/qkd"
 	"log/slog"
 	"strconv"
@@ -71,7 +72,7 @@ type CSSConfig struct {
 	Prefetch int
 	// StorageKey (32 bytes) seals preset keys at rest.
 	StorageKey []byte
-	Audit      Auditor
+	Audit      audit.Recorder
 	Log        *slog.Logger
 	Now        func() time.Time
 	// MaxSkew bounds a request's timestamp (default 2 minutes).

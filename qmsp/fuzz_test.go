@@ -15,6 +15,10 @@ func FuzzDisplay(f *testing.F) {
 	d := Display{Gateway: "GW-1", Merchant: 7, Expires: time.Unix(1_800_000_000, 0), Sig: bytes.Repeat([]byte{1}, 70)}
 	good, _ := d.MarshalText()
 	f.Add(string(good))
+	d.Amount, d.Currency = 12_00, 156
+	sale, _ := d.MarshalText()
+	f.Add(string(sale))
+	f.Add("QMSP2:")
 	f.Add("QMSP1:")
 	f.Add("QMSP1:AAAA")
 	f.Add("hello")

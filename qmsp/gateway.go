@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/qshield/qshield/fsutil"
+	"github.com/qshield/qshield/money"
 	"os"
 	"sync"
 	"time"
@@ -67,8 +68,39 @@ type Gateway struct {
 	seal *sealer
 	now  func() time.Time
 
-	mu sync.Mutex
-	st GatewayState
+	mu   sync.Mutex
+	st   GatewayState
+	sale struct {
+		amount   int64
+		currency uint16
+	}
+}
+
+// SetSale makes the codes the gateway shows from now on carry amount (minor
+// units) in currency (ISO 4217 numeric), signed with the rest; amount 0
+// goes back to codes for which the payer enters the amount. A new sale
+// moves to a fresh unit, so no code already on screen changes meaning.
+func (g *Gateway) SetSale(amount int64, currency uint16) error {
+	d := Display{Amount: amount, Currency: currency}
+	if amount == 0 {
+		d.Currency = 0
+	}
+	if err := d.checkSale(); err != nil {
+		return err
+	}
+	if d.Amount != 0 {
+		if _, err := money.ByNumeric(d.Currency); err != nil {
+			return fmt.Errorf("%w: %d", ErrCurrency, currency)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.st.ShownExpires != 0 {
+		g.st.Next++
+		g.st.ShownExpires = 0
+	}
+	g.sale.amount, g.sale.currency = d.Amount, d.Currency
+	return nil
 }
 
 // ProvisionGateway writes a new gateway's initial state (setup step 3 on the
@@ -244,7 +276,8 @@ func (g *Gateway) Current(ctx context.Context) (*Display, error) {
 	}
 	var u [UnitSize]byte
 	copy(u[:], g.st.Units[g.st.Next])
-	d := &Display{Gateway: g.st.ID, Merchant: g.st.Merchant, Ref: KeyRef{KeyID: keyID, Unit: uint16(g.st.Next)}, Expires: time.Unix(g.st.ShownExpires, 0).UTC()}
+	d := &Display{Gateway: g.st.ID, Merchant: g.st.Merchant, Amount: g.sale.amount, Currency: g.sale.currency,
+		Ref: KeyRef{KeyID: keyID, Unit: uint16(g.st.Next)}, Expires: time.Unix(g.st.ShownExpires, 0).UTC()}
 	d.Pad, d.MACKey = UnitKeys(&u)
 	digest := sha256.Sum256(d.SignedBytes())
 	d.Sig, err = g.cfg.Signer.Sign(rand.Reader, digest[:], crypto.SHA256)

@@ -7,12 +7,19 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 )
 
-// peerName returns the common name of the verified client certificate, or ""
-// when the connection carries none.
+// peerName returns the name of the calling principal: the one the
+// platform's authorization router authenticated (authz.PrincipalFrom; its
+// kind was checked there and a name belongs to one kind), or, on a
+// stand-alone server without the router, the common name of the TLS-verified
+// client certificate. "" when there is none.
 func peerName(r *http.Request) string {
+	if p := authz.PrincipalFrom(r.Context()); p != nil {
+		return p.Name
+	}
 	cn, _, err := pki.PeerIdentity(r.TLS)
 	if err != nil {
 		return ""
@@ -36,6 +43,7 @@ var codes = httpx.NewRegistry(
 	httpx.Code{Code: "wrong_merchant", Status: http.StatusUnprocessableEntity, Message: "The payment is for another merchant.", Err: ErrMerchant},
 	httpx.Code{Code: "unsupported_currency", Status: http.StatusUnprocessableEntity, Message: "That currency is not accepted here.", Err: ErrCurrency},
 	httpx.Code{Code: "payment_refused", Status: http.StatusUnprocessableEntity, Message: "The payment was refused.", Err: ErrRefused},
+	httpx.Code{Code: "amount_mismatch", Status: http.StatusUnprocessableEntity, Message: "The amount is not the one the merchant asked for.", Err: ErrAmount},
 	httpx.Code{Code: "no_quantum_key", Status: http.StatusServiceUnavailable, Message: "No payment keys are available right now; please try again shortly.", Err: ErrNoQuantumKey},
 	httpx.Code{Code: "gateway_exists", Status: http.StatusConflict, Message: "That terminal is already registered.", Err: ErrGatewayExists},
 )

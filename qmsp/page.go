@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/paypage"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qrimg"
@@ -148,9 +149,18 @@ func (gp *GatewayPage) heading(d *Display) string {
 	return "Payment terminal " + gp.Gateway.ID()
 }
 
-// displayAmount is the amount a code carries, as people read it ("" when
-// the payer enters it).
-func displayAmount(d *Display) string { return "" }
+// displayAmount is the amount a code carries, signed by the gateway, as
+// people read it ("" when the payer enters it).
+func displayAmount(d *Display) string {
+	if d.Amount == 0 {
+		return ""
+	}
+	c, err := money.ByNumeric(d.Currency)
+	if err != nil {
+		return ""
+	}
+	return c.Format(d.Amount) + " " + c.Code
+}
 
 // qrScale is the code image's pixels per module.
 const qrScale = 6

@@ -78,6 +78,13 @@ func TestGatewayPageStatus(t *testing.T) {
 			t.Fatalf("%s: %+v", q, s)
 		}
 	}
+	// A code carrying a sale shows its signed amount.
+	if err := g.SetSale(12_50, 156); err != nil {
+		t.Fatal(err)
+	}
+	if body := get(t, gp, "").Body.String(); !strings.Contains(body, `id="amount">12.50 CNY<`) {
+		t.Fatalf("sale page lacks the amount: %s", body)
+	}
 }
 
 func TestGatewayPageOffline(t *testing.T) {

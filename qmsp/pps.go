@@ -32,16 +32,23 @@ var (
 	ErrMerchant     = errors.New("qmsp: payment names another merchant than the gateway's")
 	ErrCurrency     = errors.New("qmsp: unsupported currency")
 	ErrRefused      = errors.New("qmsp: payment refused by the ledger")
+	// ErrAmount: the payment's amount or currency is not the one the
+	// gateway signed into the code.
+	ErrAmount = errors.New("qmsp: payment amount differs from the amount the gateway signed")
 )
 
 // PaymentRequest is what the phone sends to the payment platform (step 6):
 // the displayed reference, the gateway's signature, En_Info and its tag.
 type PaymentRequest struct {
-	Gateway    string `json:"gateway"`
-	Merchant   uint32 `json:"merchant"`
-	KeyID      string `json:"key_id"`
-	Unit       uint16 `json:"unit"`
-	Expires    int64  `json:"expires"`
+	Gateway  string `json:"gateway"`
+	Merchant uint32 `json:"merchant"`
+	KeyID    string `json:"key_id"`
+	Unit     uint16 `json:"unit"`
+	Expires  int64  `json:"expires"`
+	// Amount and Currency are the code's signed sale (0 when the payer
+	// entered the amount); the gateway's signature covers them.
+	Amount     int64  `json:"amount,omitempty"`
+	Currency   uint16 `json:"currency,omitempty"`
 	GatewaySig []byte `json:"gateway_sig"`
 	Ciphertext []byte `json:"ciphertext"`
 	Tag        []byte `json:"tag"`
@@ -67,7 +74,7 @@ type PPSConfig struct {
 	Ledger    *ledger.Ledger
 	// StorageKey (32 bytes) seals fetched quantum keys at rest.
 	StorageKey []byte
-	Audit      Auditor
+	Audit      audit.Recorder
 	Log        *slog.Logger
 	Now        func() time.Time
 	// MaxValidity bounds how far ahead a displayed code may expire (default 10 min).
@@ -314,7 +321,10 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	if err != nil {
 		return nil, err
 	}
-	d := Display{Gateway: req.Gateway, Merchant: req.Merchant, Ref: KeyRef{KeyID: keyID, Unit: req.Unit}, Expires: time.Unix(req.Expires, 0)}
+	d := Display{Gateway: req.Gateway, Merchant: req.Merchant, Amount: req.Amount, Currency: req.Currency, Ref: KeyRef{KeyID: keyID, Unit: req.Unit}, Expires: time.Unix(req.Expires, 0)}
+	if err := d.checkSale(); err != nil {
+		return nil, err
+	}
 	digest := sha256.Sum256(d.SignedBytes())
 	if !ecdsa.VerifyASN1(g.pub, digest[:], req.GatewaySig) {
 		return nil, fmt.Errorf("%w: code claims gateway %s", ErrBadSignature, req.Gateway)
@@ -346,6 +356,9 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	}
 	if m.Merchant != g.merchant {
 		return nil, fmt.Errorf("%w: M names merchant %d", ErrMerchant, m.Merchant)
+	}
+	if d.Amount != 0 && (m.Amount != d.Amount || m.Currency != d.Currency) {
+		return nil, fmt.Errorf("%w: M pays %d (currency %d), the code asks %d (currency %d)", ErrAmount, m.Amount, m.Currency, d.Amount, d.Currency)
 	}
 	currency, err := money.ByNumeric(m.Currency)
 	if err != nil {
@@ -414,7 +427,7 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 		if p.cfg.Audit == nil {
 			return nil
 		}
-		_, err = p.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
+		err = p.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
 			Details: map[string]string{"key": ref, "amount": currency.Format(m.Amount) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
 		return err
 	})

@@ -2,7 +2,6 @@ package qmsp
 
 import (
 	"context"
-	"database/sql"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -20,14 +19,6 @@ type MasterKeys interface {
 // slave SAE). *etsi014.Client implements it.
 type SlaveKeys interface {
 	DecKeys(ctx context.Context, masterSAE string, keyIDs ...string) ([]etsi014.KeyMaterial, error)
-}
-
-// Auditor records security-relevant events. *audit.Log implements it.
-type Auditor interface {
-	Append(ctx context.Context, e audit.Entry) (audit.Record, error)
-	// AppendTx records inside the caller's transaction, so the business
-	// change and its audit record commit together.
-	AppendTx(ctx context.Context, tx *sql.Tx, e audit.Entry) (audit.Record, error)
 }
 
 // schema holds the CSS's and the PPS's tables (PostgreSQL types; see
@@ -85,9 +76,9 @@ func nowOr(f func() time.Time) func() time.Time {
 	return time.Now
 }
 
-func audited(ctx context.Context, a Auditor, actor, event, outcome, resource string, details map[string]string) {
+func audited(ctx context.Context, a audit.Recorder, actor, event, outcome, resource string, details map[string]string) {
 	if a == nil {
 		return
 	}
-	_, _ = a.Append(ctx, audit.Entry{Actor: actor, Event: event, Outcome: outcome, Origin: "qmsp", Resource: resource, Details: details})
+	_ = a.Record(ctx, audit.Entry{Actor: actor, Event: event, Outcome: outcome, Origin: "qmsp", Resource: resource, Details: details})
 }

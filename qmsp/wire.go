@@ -23,6 +23,7 @@ const (
 	maxGatewayID  = 32
 	maxSigSize    = 80
 	qrPrefix      = "QMSP1:"
+	qrPrefixSale  = "QMSP2:" // a code carrying the gateway-signed amount
 	infoVersion   = 1
 )
 
@@ -113,9 +114,17 @@ func (r KeyRef) String() string { return qkd.FormatKeyID(r.KeyID) + "/" + fmt.Sp
 // Display is what the gateway shows as a QR code: the key reference, its
 // identity and an expiry, signed with its device key, and the 64 bytes of
 // quantum key the phone needs (pad and one-time MAC key).
+//
+// A code may also carry the sale: the amount and currency the merchant asks
+// for, signed by the gateway with the rest (Amount 0: the payer enters the
+// amount, as in the seed). The phone shows the merchant and the signed
+// amount before paying and pays exactly that; the platform refuses a
+// payment whose amount differs.
 type Display struct {
 	Gateway  string
 	Merchant uint32 // the gateway's merchant number
+	Amount   int64  // signed sale amount in minor units (0: the payer enters it)
+	Currency uint16 // ISO 4217 numeric code of Amount
 	Ref      KeyRef
 	Expires  time.Time // whole seconds
 	Pad      [PadSize]byte
@@ -125,22 +134,46 @@ type Display struct {
 
 // SignedBytes is what the gateway signs: everything but the key material.
 func (d *Display) SignedBytes() []byte {
-	b := make([]byte, 0, 64)
-	b = append(b, "qmsp-display-v1"...)
+	b := make([]byte, 0, 72)
+	if d.Amount != 0 {
+		b = append(b, "qmsp-display-v2"...)
+	} else {
+		b = append(b, "qmsp-display-v1"...)
+	}
 	b = append(b, byte(len(d.Gateway)))
 	b = append(b, d.Gateway...)
 	b = binary.BigEndian.AppendUint32(b, d.Merchant)
 	b = append(b, d.Ref.KeyID[:]...)
 	b = binary.BigEndian.AppendUint16(b, d.Ref.Unit)
 	b = binary.BigEndian.AppendUint64(b, uint64(d.Expires.Unix()))
+	if d.Amount != 0 {
+		var a [6]byte
+		putUint48(a[:], uint64(d.Amount))
+		b = append(b, a[:]...)
+		b = binary.BigEndian.AppendUint16(b, d.Currency)
+	}
 	return b
+}
+
+// checkSale validates a display's sale fields.
+func (d *Display) checkSale() error {
+	if d.Amount < 0 || d.Amount > MaxAmount || (d.Amount == 0) != (d.Currency == 0) {
+		return fmt.Errorf("%w: sale amount %d currency %d", ErrFormat, d.Amount, d.Currency)
+	}
+	return nil
 }
 
 // MarshalText encodes the display as the QR text "QMSP1:" + base64url:
 //
 //	len(gi)(1) ‖ gi ‖ merchant(4) ‖ keyID(16) ‖ unit(2) ‖ expires(8) ‖ pad(32) ‖ macKey(32) ‖ len(sig)(1) ‖ sig
+//
+// or, for a code carrying a sale, "QMSP2:" + base64url with amount(6) ‖
+// currency(2) after expires.
 func (d *Display) MarshalText() ([]byte, error) {
 	if err := checkGatewayID(d.Gateway); err != nil {
+		return nil, err
+	}
+	if err := d.checkSale(); err != nil {
 		return nil, err
 	}
 	if len(d.Sig) == 0 || len(d.Sig) > maxSigSize {
@@ -153,17 +186,26 @@ func (d *Display) MarshalText() ([]byte, error) {
 	b = append(b, d.Ref.KeyID[:]...)
 	b = binary.BigEndian.AppendUint16(b, d.Ref.Unit)
 	b = binary.BigEndian.AppendUint64(b, uint64(d.Expires.Unix()))
+	prefix := qrPrefix
+	if d.Amount != 0 {
+		var a [6]byte
+		putUint48(a[:], uint64(d.Amount))
+		b = append(b, a[:]...)
+		b = binary.BigEndian.AppendUint16(b, d.Currency)
+		prefix = qrPrefixSale
+	}
 	b = append(b, d.Pad[:]...)
 	b = append(b, d.MACKey[:]...)
 	b = append(b, byte(len(d.Sig)))
 	b = append(b, d.Sig...)
-	return []byte(qrPrefix + base64.RawURLEncoding.EncodeToString(b)), nil
+	return []byte(prefix + base64.RawURLEncoding.EncodeToString(b)), nil
 }
 
 // UnmarshalText parses a QR text, refusing anything malformed.
 func (d *Display) UnmarshalText(text []byte) error {
 	s := string(text)
-	if !strings.HasPrefix(s, qrPrefix) {
+	sale := strings.HasPrefix(s, qrPrefixSale)
+	if !sale && !strings.HasPrefix(s, qrPrefix) {
 		return fmt.Errorf("%w: not a QMSP code (no %q prefix)", ErrFormat, qrPrefix)
 	}
 	if len(s) > 1024 {
@@ -182,6 +224,15 @@ func (d *Display) UnmarshalText(text []byte) error {
 	copy(out.Ref.KeyID[:], r.bytes(16))
 	out.Ref.Unit = r.uint16()
 	exp := r.uint64()
+	if sale {
+		if a := r.bytes(6); a != nil {
+			out.Amount = int64(uint48(a))
+		}
+		out.Currency = r.uint16()
+		if r.err == nil && (out.Amount == 0 || out.Currency == 0) {
+			return fmt.Errorf("%w: a QMSP2 code without an amount", ErrFormat)
+		}
+	}
 	copy(out.Pad[:], r.bytes(PadSize))
 	copy(out.MACKey[:], r.bytes(MACKeySize))
 	sl := int(r.byte())

@@ -18,17 +18,17 @@ import (
 // every transactional record fail: the failure comes after the ledger
 // transfer inside the operator's transaction.
 type switchableAudit struct {
-	TxAuditor
+	audit.Recorder
 	down atomic.Bool
 }
 
 var errAuditDown = errors.New("audit trail unavailable")
 
-func (a *switchableAudit) RecordTx(ctx context.Context, tx *sql.Tx, e AuditEvent) error {
+func (a *switchableAudit) RecordTx(ctx context.Context, tx *sql.Tx, e audit.Entry) error {
 	if a.down.Load() {
 		return errAuditDown
 	}
-	return a.TxAuditor.RecordTx(ctx, tx, e)
+	return a.Recorder.RecordTx(ctx, tx, e)
 }
 
 // TestMoneyMovesAtomically injects a failure after each transfer (withdraw
@@ -42,7 +42,7 @@ func TestMoneyMovesAtomically(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		au := &switchableAudit{TxAuditor: AuditTo(log)}
+		au := &switchableAudit{Recorder: log}
 		op, err := NewOperator(e.ctx, db, OperatorConfig{Key: e.op.key, Ledger: e.led, Audit: au, Now: e.clock.Now})
 		if err != nil {
 			t.Fatal(err)

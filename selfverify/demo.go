@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
@@ -30,7 +31,7 @@ type DemoConfig struct {
 	// Ledger is the platform ledger. Required.
 	Ledger *ledger.Ledger
 	// Audit receives the audit events (may be nil).
-	Audit Auditor
+	Audit audit.Recorder
 	// OperatorURL, when set, is the running server's base URL: user and vendor
 	// then talk to the operator over HTTPS with HTTPClient (which carries the
 	// TLS trust). When empty they use an in-process operator.

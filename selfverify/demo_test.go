@@ -31,14 +31,14 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := NewOperator(ctx, db, OperatorConfig{Key: key, Ledger: led, Audit: AuditTo(al)})
+	op, err := NewOperator(ctx, db, OperatorConfig{Key: key, Ledger: led, Audit: al})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer op.Close()
 	srv := httptest.NewTLSServer(op.Handler())
 	defer srv.Close()
-	rows, err := Demo(ctx, DemoConfig{DB: db, Ledger: led, Audit: AuditTo(al), OperatorURL: srv.URL, HTTPClient: srv.Client()})
+	rows, err := Demo(ctx, DemoConfig{DB: db, Ledger: led, Audit: al, OperatorURL: srv.URL, HTTPClient: srv.Client()})
 	for _, r := range rows {
 		t.Logf("%-50s %-8s %s", r.Step, r.Outcome, r.Detail)
 	}

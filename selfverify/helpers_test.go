@@ -3,6 +3,7 @@ package selfverify
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"github.com/qshield/qshield/internal/testclock"
 	"strings"
 	"sync"
@@ -17,16 +18,26 @@ import (
 
 type memAudit struct {
 	mu     sync.Mutex
-	events []AuditEvent
-	next   Auditor
+	events []audit.Entry
+	next   audit.Recorder
 }
 
-func (m *memAudit) Record(ctx context.Context, e AuditEvent) error {
+func (m *memAudit) Record(ctx context.Context, e audit.Entry) error {
 	m.mu.Lock()
 	m.events = append(m.events, e)
 	m.mu.Unlock()
 	if m.next != nil {
 		return m.next.Record(ctx, e)
+	}
+	return nil
+}
+
+func (m *memAudit) RecordTx(ctx context.Context, tx *sql.Tx, e audit.Entry) error {
+	m.mu.Lock()
+	m.events = append(m.events, e)
+	m.mu.Unlock()
+	if m.next != nil {
+		return m.next.RecordTx(ctx, tx, e)
 	}
 	return nil
 }
@@ -75,7 +86,7 @@ func newEnv(t testing.TB, db *sqldb.DB, curve *ecqv.Curve) *env {
 		t.Fatal(err)
 	}
 	c := testclock.New(time.Now().UTC())
-	ma := &memAudit{next: AuditTo(al)}
+	ma := &memAudit{next: al}
 	op, err := NewOperator(ctx, db, OperatorConfig{Key: key, Ledger: led, Audit: ma, Now: c.Now, ConfirmWindow: 5 * time.Minute, DepositGrace: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 )
@@ -88,12 +89,32 @@ func idempotency(w http.ResponseWriter, r *http.Request, nonce string) bool {
 //
 //	mux.Handle("/v1/selfverify/", op.Handler())
 func (o *Operator) Handler() http.Handler {
-	mux := http.NewServeMux()
+	rt := authz.New(authz.Options{})
+	rt.Register(o.Routes()...)
+	rt.HandleFunc(OperatorPrefix, authz.Public("answers 404 for unknown paths"), func(w http.ResponseWriter, r *http.Request) {
+		codes.WriteCode(w, r, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return rt
+}
+
+// Routes returns the operator's API with its policies. Seed 002's parties
+// are not X.509 principals: users and vendors hold ECQV keys certified by
+// the operator and sign every request that changes state, so at the HTTP
+// layer the routes are public and the operator checks the signatures.
+// The look-ups (token, deposit, confirmations) are reached by unguessable
+// identifiers; they are not yet restricted to the token's holder or vendor
+// (see SECURITY.md).
+func (o *Operator) Routes() []authz.Route {
+	var routes []authz.Route
 	p := OperatorPrefix
-	mux.HandleFunc("GET "+p+"params", func(w http.ResponseWriter, r *http.Request) {
+	pub := func(reason string) authz.Policy { return authz.Public(reason) }
+	handle := func(pattern string, pol authz.Policy, f http.HandlerFunc) {
+		routes = append(routes, authz.Route{Pattern: pattern, Policy: pol, Handler: f})
+	}
+	handle("GET "+p+"params", pub("the public system parameters and the operator's public key"), func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, o.Params())
 	})
-	mux.HandleFunc("POST "+p+"register", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST "+p+"register", pub("a user or vendor registers a key: the request is checked by the operator's registration rules"), func(w http.ResponseWriter, r *http.Request) {
 		req, ok := decode[RegisterRequest](w, r)
 		if !ok {
 			return
@@ -101,11 +122,11 @@ func (o *Operator) Handler() http.Handler {
 		resp, err := o.Register(r.Context(), *req)
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc("GET "+p+"vendors/{id}", func(w http.ResponseWriter, r *http.Request) {
+	handle("GET "+p+"vendors/{id}", pub("a vendor's public identity"), func(w http.ResponseWriter, r *http.Request) {
 		resp, err := o.Identity(r.Context(), r.PathValue("id"))
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc("POST "+p+"withdraw", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST "+p+"withdraw", pub("signed by the user's certified ECQV key"), func(w http.ResponseWriter, r *http.Request) {
 		req, ok := decode[WithdrawRequest](w, r)
 		if !ok || !idempotency(w, r, req.Nonce) {
 			return
@@ -113,7 +134,7 @@ func (o *Operator) Handler() http.Handler {
 		resp, err := o.Withdraw(r.Context(), *req)
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc("POST "+p+"reserve", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST "+p+"reserve", pub("signed by the vendor's certified ECQV key"), func(w http.ResponseWriter, r *http.Request) {
 		req, ok := decode[ReserveRequest](w, r)
 		if !ok || !idempotency(w, r, "") {
 			return
@@ -121,7 +142,7 @@ func (o *Operator) Handler() http.Handler {
 		resp, err := o.Reserve(r.Context(), *req)
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc("POST "+p+"deposits", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST "+p+"deposits", pub("signed by the vendor's certified ECQV key"), func(w http.ResponseWriter, r *http.Request) {
 		req, ok := decode[DepositRequest](w, r)
 		if !ok || !idempotency(w, r, req.Nonce) {
 			return
@@ -129,19 +150,19 @@ func (o *Operator) Handler() http.Handler {
 		resp, err := o.Deposit(r.Context(), *req)
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc("GET "+p+"deposits/{id}", func(w http.ResponseWriter, r *http.Request) {
+	handle("GET "+p+"deposits/{id}", pub("status by an unguessable deposit ID"), func(w http.ResponseWriter, r *http.Request) {
 		resp, err := o.DepositStatus(r.Context(), r.PathValue("id"))
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc("GET "+p+"tokens/{serial}", func(w http.ResponseWriter, r *http.Request) {
+	handle("GET "+p+"tokens/{serial}", pub("status by an unguessable token serial (not yet holder-only)"), func(w http.ResponseWriter, r *http.Request) {
 		resp, err := o.TokenStatus(r.Context(), r.PathValue("serial"))
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc("GET "+p+"tokens/{serial}/confirmations", func(w http.ResponseWriter, r *http.Request) {
+	handle("GET "+p+"tokens/{serial}/confirmations", pub("pending confirmations by an unguessable token serial"), func(w http.ResponseWriter, r *http.Request) {
 		resp, err := o.Confirmations(r.Context(), r.PathValue("serial"))
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc("POST "+p+"tokens/{serial}/close", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST "+p+"tokens/{serial}/close", pub("signed by the token holder's key"), func(w http.ResponseWriter, r *http.Request) {
 		req, ok := decode[CloseRequest](w, r)
 		if !ok || !idempotency(w, r, req.Nonce) {
 			return
@@ -153,7 +174,7 @@ func (o *Operator) Handler() http.Handler {
 		resp, err := o.CloseToken(r.Context(), *req)
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc("POST "+p+"confirmations/{id}", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST "+p+"confirmations/{id}", pub("signed by the token holder's key"), func(w http.ResponseWriter, r *http.Request) {
 		req, ok := decode[ConfirmAnswer](w, r)
 		if !ok || !idempotency(w, r, "") {
 			return
@@ -165,10 +186,7 @@ func (o *Operator) Handler() http.Handler {
 		resp, err := o.Confirm(r.Context(), *req)
 		reply(w, r, resp, err)
 	})
-	mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-		codes.WriteCode(w, r, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
-	})
-	return mux
+	return routes
 }
 
 func reply[T any](w http.ResponseWriter, r *http.Request, v *T, err error) {

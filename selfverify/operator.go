@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
@@ -28,7 +29,7 @@ type OperatorConfig struct {
 	// Ledger moves the money. Required.
 	Ledger Ledger
 	// Audit records refusals and money movements; nil logs them only.
-	Audit Auditor
+	Audit audit.Recorder
 	// EscrowPrefix names the escrow account per currency: prefix + "." + code
 	// (default "selfverify.escrow").
 	EscrowPrefix string
@@ -226,7 +227,7 @@ func (o *Operator) audit(ctx context.Context, e AuditEvent) {
 	if o.cfg.Audit == nil {
 		return
 	}
-	if err := o.cfg.Audit.Record(ctx, e); err != nil {
+	if err := o.cfg.Audit.Record(ctx, e.Entry()); err != nil {
 		o.log.Error("selfverify: audit append failed", "event", e.Event, "err", err)
 	}
 }
@@ -605,17 +606,15 @@ func (o *Operator) fund(ctx context.Context, serial string) (*SignedToken, error
 // moveMoney runs fn, which claims what it moves money for (a state change
 // under a row lock) and calls Ledger.TransferTx, in one transaction together
 // with the audit record fn returns (nil: nothing happened, nothing to
-// record). If anything fails nothing is written. An auditor that is not a
-// TxAuditor records after the commit.
+// record). If anything fails nothing is written.
 func (o *Operator) moveMoney(ctx context.Context, fn func(tx *sql.Tx) (*AuditEvent, error)) error {
-	ta, inTx := o.cfg.Audit.(TxAuditor)
 	var ev *AuditEvent
 	err := o.db.InTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		if ev, err = fn(tx); err != nil || ev == nil || !inTx {
+		if ev, err = fn(tx); err != nil || ev == nil || o.cfg.Audit == nil {
 			return err
 		}
-		if err := ta.RecordTx(ctx, tx, *ev); err != nil {
+		if err := o.cfg.Audit.RecordTx(ctx, tx, ev.Entry()); err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}
 		return nil
@@ -624,11 +623,6 @@ func (o *Operator) moveMoney(ctx context.Context, fn func(tx *sql.Tx) (*AuditEve
 		return err
 	}
 	o.logAudit(ctx, *ev)
-	if !inTx && o.cfg.Audit != nil {
-		if err := o.cfg.Audit.Record(ctx, *ev); err != nil {
-			o.log.Error("selfverify: audit append failed", "event", ev.Event, "err", err)
-		}
-	}
 	return nil
 }
 

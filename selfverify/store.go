@@ -27,26 +27,6 @@ type AuditEvent struct {
 	Details  map[string]any
 }
 
-// Auditor records audit events (see AuditTo for the platform's audit log).
-type Auditor interface {
-	Record(ctx context.Context, e AuditEvent) error
-}
-
-// TxAuditor is an Auditor that can also record inside the caller's
-// database transaction (AuditTo's auditor can). With one, the audit record
-// of a money movement commits or rolls back with the movement; with another
-// Auditor it is recorded after the commit.
-type TxAuditor interface {
-	Auditor
-	RecordTx(ctx context.Context, tx *sql.Tx, e AuditEvent) error
-}
-
-// AuditFunc adapts a function to Auditor.
-type AuditFunc func(ctx context.Context, e AuditEvent) error
-
-// Record calls f.
-func (f AuditFunc) Record(ctx context.Context, e AuditEvent) error { return f(ctx, e) }
-
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
 // operatorMigrations are the operator's tables (component "selfverify").

@@ -219,6 +219,9 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("sqldb: create database directory: %w", err)
 	}
+	if err := privateFile(path); err != nil {
+		return nil, err
+	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
@@ -588,4 +591,33 @@ func isDuplicateObject(err error) bool {
 	var pe *pgconn.PgError
 	// Two processes racing on CREATE TABLE IF NOT EXISTS can hit 23505 on pg_type.
 	return errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "42P07")
+}
+
+// privateFile creates the database file with mode 0600 (SQLite gives its
+// -wal and -shm files the database file's mode) or takes group and other
+// access away from an existing one: the database holds sealed keys, the
+// ledger and the audit trail.
+func privateFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqldb: create database file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("sqldb: database file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		if err := f.Chmod(st.Mode().Perm() &^ 0o077); err != nil {
+			return fmt.Errorf("sqldb: restrict database file mode: %w", err)
+		}
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if fi, err := os.Stat(path + suffix); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(path+suffix, fi.Mode().Perm()&^0o077); err != nil {
+				return fmt.Errorf("sqldb: restrict %s mode: %w", suffix, err)
+			}
+		}
+	}
+	return nil
 }

@@ -11,7 +11,7 @@ import (
 func benchFrame(b *testing.B) (Params, image.Image) {
 	p := DefaultParams()
 	t0, _ := NewToken(p.TokenLen, nil)
-	l, err := NewLoop(t0, p, nil)
+	l, err := NewLoop(t0, testKey, p, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -21,7 +21,7 @@ func benchFrame(b *testing.B) (Params, image.Image) {
 	ex, _ := NewExtractor(p, false)
 	for range 50 {
 		su, _ := prof.Draw(rng, 0, 150)
-		img, err := su.Camera.Capture(&camsim.Scene{Display: prof.Display, Frames: l.Frames[:1]}, su.Pose, 0, rng)
+		img, err := su.Camera.Capture(&camsim.Scene{Display: prof.Display, Frames: l.Frames(testSlot)[:1]}, su.Pose, 0, rng)
 		if err != nil {
 			continue
 		}

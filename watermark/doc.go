@@ -22,27 +22,40 @@
 //     nothing; guessing T0 from T1 is a 128-bit search.
 //   - W = T0 is split by (t, n) Shamir sharing over GF(2^8) (package shamir).
 //     Fewer than t shares carry no information about T0.
-//   - Each share is packed as index ‖ t ‖ value ‖ CRC-32 (the CRC also covers
-//     T1, so a share cannot be moved under another code), coded with the
-//     K = 7, rate-1/2 convolutional code (package convcode) and spread over the
-//     data modules by a fixed interleaver, one share per frame.
-//   - The server accepts (T1, T0) once, before expiry, comparing SHA-256(T0) in
-//     constant time with its record (it stores no T0). A wrong T0 does not
-//     consume the code, so knowing T1 does not let a thief burn the payer's
-//     code either.
+//   - Each share is packed as index ‖ slot ‖ value ‖ tag ‖ CRC-32 (the CRC
+//     also covers T1, so a share cannot be moved under another code), coded
+//     with the K = 7, rate-1/2 convolutional code (package convcode) and
+//     spread over the data modules by a fixed interleaver, one share per
+//     frame.
+//   - Time binding (slot.go): slot is the low byte of the 1 s time slot in
+//     which the phone shows the frame, tag a 24-bit HMAC-SHA256 of (T1,
+//     index, full slot) under the code's slot key K, issued with T0 and never
+//     displayed. The phone's loop restamps every frame as its slot clock
+//     (set from the server's time at issue) advances. The scanner forwards the
+//     stamps with T0; the server needs t authentic stamps whose slots lie
+//     within DefaultWindow of its receipt (ended ≤ 2 s before, start ≤ 2 s
+//     after). A recording replayed later than that — at this scanner or
+//     another, however good — fails even inside the code's 60 s life: its
+//     stamps are old and K, unlike T0, cannot be rebuilt from the frames.
+//   - The server accepts a claim once, before expiry, comparing SHA-256(T0) in
+//     constant time with its record (it stores no T0), checking the stamps and
+//     the amount against the limit the payer set when the code was issued.
+//     A refused claim does not consume the code, so knowing T1, or holding an
+//     old recording, does not let a thief burn the payer's code either.
 //
-// What stops the thief is physics and the threshold, not secrecy of the
-// layout. A single photo holds one frame (or two blended ones): one share at
-// most. A burst must capture t distinct frames, each at a resolution where the
-// ring signal survives (about 6 pixels per module or more). The honest limits,
-// measured by `qshield experiment watermark`: a 1x phone lens from 1 m or
-// more gets almost no shares; a 1x lens at 0.5 m, a 2x lens within about 1 m
-// or a 3x lens within about 2 m does, and a thief who films t or more distinct
-// frames from there recovers T0. Re-capture (collaborative
-// theft) degrades the signal further but does not stop a sharp close-range
-// telephoto burst either. The scheme therefore raises the cost of theft — a
-// long telephoto burst or video from close by, which the single-use 60 s token
-// and the payer's attention further limit — it does not make it impossible.
+// What stops the thief is time, physics and the threshold, not secrecy of
+// the layout. A recording is worth nothing once the window has passed. Within
+// the window, a single photo holds one frame (or two blended ones): one share
+// at most; a burst must capture t distinct frames, each at a resolution where
+// the ring signal survives (about 6 pixels per module or more). The honest
+// limits, measured by `qshield experiment watermark`: a 1x phone lens from 1 m
+// or more gets almost no shares; a 1x lens at 0.5 m, a 2x lens within about
+// 1 m or a 3x lens within about 2 m does. What remains is a live relay: a
+// thief who films the code from close by and shows the video, within
+// seconds, to a merchant scanner elsewhere. The experiment measures how often
+// one generation of re-capture still carries the ring signal; the scheme
+// raises the cost of theft to a live, close, coordinated relay — it does not
+// make that impossible.
 //
 // # Embedding
 //

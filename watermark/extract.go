@@ -61,6 +61,13 @@ type FrameResult struct {
 	// Agreement is the fraction of module centres whose colour matched the QR
 	// matrix regenerated from T1 (a sampling-quality measure).
 	Agreement float64
+	// ModulePx is the module pitch in image pixels at the code's centre.
+	ModulePx float64
+	// ModuleErrors is the fraction of data modules whose ring, read alone,
+	// disagrees with the decoded share re-encoded: the channel's raw error
+	// rate, which one more screen-to-camera generation raises. Set for
+	// frames whose share decoded (before the Params.MaxModuleErrors gate).
+	ModuleErrors float64
 }
 
 // luminance returns the frame as 8-bit luma, reusing the extractor's buffer.
@@ -256,10 +263,17 @@ func (e *Extractor) Extract(img image.Image) (FrameResult, error) {
 	if err != nil {
 		return fr, err
 	}
-	share, agree, err := e.readShare(pix, w, h, tr, qr, t1)
-	fr.Agreement = agree
+	fr.ModulePx = modulePitch(tr, e.lay.dim)
+	if e.p.MinModulePx > 0 && fr.ModulePx < e.p.MinModulePx {
+		return fr, fmt.Errorf("%w: %.1f px per module, below %.1f (too far, or a downscaled copy)", ErrBadShare, fr.ModulePx, e.p.MinModulePx)
+	}
+	share, agree, merr, err := e.readShare(pix, w, h, tr, qr, t1)
+	fr.Agreement, fr.ModuleErrors = agree, merr
 	if err != nil {
 		return fr, err
+	}
+	if e.p.MaxModuleErrors > 0 && merr > e.p.MaxModuleErrors {
+		return fr, fmt.Errorf("%w: %.0f %% of rings misread, above %.0f %% (a re-captured screen?)", ErrBadShare, 100*merr, 100*e.p.MaxModuleErrors)
 	}
 	fr.Share = share
 	return fr, nil
@@ -319,7 +333,7 @@ var linLUT = func() (t [256]float64) {
 // readShare samples every data module's centre and ring, turns their
 // difference into soft coded bits, Viterbi-decodes and checks the share.
 func (e *Extractor) readShare(pix []byte, w, h int, tr *common.PerspectiveTransform,
-	qr []bool, t1 string) (Share, float64, error) {
+	qr []bool, t1 string) (Share, float64, float64, error) {
 	dim := e.lay.dim
 	n := len(e.lay.data)
 	codedLen := convcode.CodedLen(8 * shareLen(e.p.TokenLen))
@@ -366,7 +380,7 @@ func (e *Extractor) readShare(pix []byte, w, h int, tr *common.PerspectiveTransf
 		centres = append(centres, c)
 	}
 	if nDark == 0 || nLight == 0 {
-		return Share{}, 0, fmt.Errorf("%w: degenerate code", ErrBadShare)
+		return Share{}, 0, 0, fmt.Errorf("%w: degenerate code", ErrBadShare)
 	}
 	// Centre agreement against the midpoint of the two centre means.
 	mid := (cDark/float64(nDark) + cLight/float64(nLight)) / 2
@@ -377,7 +391,7 @@ func (e *Extractor) readShare(pix []byte, w, h int, tr *common.PerspectiveTransf
 	}
 	agreement := float64(agree) / float64(n)
 	if agreement < 0.8 {
-		return Share{}, agreement, fmt.Errorf("%w: module grid misaligned (%.0f%% centres agree)", ErrBadShare, 100*agreement)
+		return Share{}, agreement, 0, fmt.Errorf("%w: module grid misaligned (%.0f%% centres agree)", ErrBadShare, 100*agreement)
 	}
 	// Per-class adaptive slicing: the channel (gamma, blur, exposure) shifts
 	// and shrinks the ring-centre difference differently for dark and light
@@ -434,7 +448,7 @@ func (e *Extractor) readShare(pix []byte, w, h int, tr *common.PerspectiveTransf
 	for cls := range 2 {
 		v := e.dval[cls]
 		if len(v) < 8 {
-			return Share{}, agreement, fmt.Errorf("%w: too few modules of one colour", ErrBadShare)
+			return Share{}, agreement, 0, fmt.Errorf("%w: too few modules of one colour", ErrBadShare)
 		}
 		slices.Sort(v)
 		half := len(v) / 2
@@ -467,16 +481,36 @@ func (e *Extractor) readShare(pix []byte, w, h int, tr *common.PerspectiveTransf
 	}
 	bits, err := e.dec.Decode(coded)
 	if err != nil {
-		return Share{}, agreement, fmt.Errorf("watermark: viterbi: %w", err)
+		return Share{}, agreement, 0, fmt.Errorf("watermark: viterbi: %w", err)
 	}
 	s, err := unmarshalShare(t1, bitsToBytes(bits), e.p.TokenLen)
 	if err != nil {
-		return Share{}, agreement, err
+		return Share{}, agreement, 0, err
 	}
-	if int(s.Threshold) != e.p.Threshold {
-		return Share{}, agreement, fmt.Errorf("%w: threshold %d, expected %d", ErrBadShare, s.Threshold, e.p.Threshold)
+	if int(s.Index) > e.p.Shares {
+		return Share{}, agreement, 0, fmt.Errorf("%w: index %d of %d shares", ErrBadShare, s.Index, e.p.Shares)
 	}
-	return s, agreement, nil
+	// Raw module error rate against the decoded share, re-encoded.
+	re := convcode.Encode(bits)
+	bad := 0
+	for j, pos := range e.lay.data {
+		cls := 0
+		if qr[pos] {
+			cls = 1
+		}
+		if (d[j] > med[cls]) != (re[j%codedLen] == 1) {
+			bad++
+		}
+	}
+	return s, agreement, float64(bad) / float64(n), nil
+}
+
+// modulePitch returns the module pitch in pixels at the symbol's centre.
+func modulePitch(tr *common.PerspectiveTransform, dim int) float64 {
+	c := float64(dim) / 2
+	pts := []float64{c - 0.5, c, c + 0.5, c, c, c - 0.5, c, c + 0.5}
+	tr.TransformPoints(pts)
+	return math.Sqrt(math.Hypot(pts[2]-pts[0], pts[3]-pts[1]) * math.Hypot(pts[6]-pts[4], pts[7]-pts[5]))
 }
 
 // neighbours returns, for each data module in interleaved order, the number of

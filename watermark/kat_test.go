@@ -15,11 +15,13 @@ type katFile struct {
 		Handle string `json:"handle"`
 	} `json:"handles"`
 	Shares []struct {
-		Handle string `json:"handle"`
-		Index  byte   `json:"index"`
-		T      byte   `json:"threshold"`
-		Value  string `json:"value"`
-		Packet string `json:"packet"`
+		Handle  string `json:"handle"`
+		Index   byte   `json:"index"`
+		Value   string `json:"value"`
+		SlotKey string `json:"slot_key"`
+		Slot    int64  `json:"slot"`
+		Tag     string `json:"tag"`
+		Packet  string `json:"packet"`
 	} `json:"shares"`
 }
 
@@ -49,12 +51,17 @@ func TestKnownAnswers(t *testing.T) {
 	}
 	for _, v := range kf.Shares {
 		val, _ := hex.DecodeString(v.Value)
-		pkt := marshalShare(v.Handle, Share{Index: v.Index, Threshold: v.T, Value: val})
+		key, _ := hex.DecodeString(v.SlotKey)
+		st := NewStamp(key, v.Handle, v.Index, v.Slot)
+		if hex.EncodeToString(st.Tag[:]) != v.Tag || st.Slot != byte(v.Slot) || st.Index != v.Index {
+			t.Errorf("stamp = %+v, want tag %s", st, v.Tag)
+		}
+		pkt := marshalShare(v.Handle, Share{Index: v.Index, Value: val, Stamp: st})
 		if hex.EncodeToString(pkt) != v.Packet {
 			t.Errorf("packet = %x want %s", pkt, v.Packet)
 		}
 		s, err := unmarshalShare(v.Handle, pkt, len(val))
-		if err != nil || s.Index != v.Index || hex.EncodeToString(s.Value) != v.Value {
+		if err != nil || s.Index != v.Index || hex.EncodeToString(s.Value) != v.Value || s.Stamp != st {
 			t.Errorf("unmarshal: %+v %v", s, err)
 		}
 		// Every single-bit corruption is caught, and so is moving the share
@@ -121,11 +128,11 @@ func TestParamsValidate(t *testing.T) {
 
 func FuzzUnmarshalShare(f *testing.F) {
 	f.Add("QSW1:X", []byte{1, 2, 3})
-	f.Add("QSW1:X", marshalShare("QSW1:X", Share{Index: 1, Threshold: 2, Value: make([]byte, 16)}))
+	f.Add("QSW1:X", marshalShare("QSW1:X", Share{Index: 1, Value: make([]byte, 16), Stamp: Stamp{Index: 1, Slot: 7}}))
 	f.Fuzz(func(t *testing.T, h string, b []byte) {
 		s, err := unmarshalShare(h, b, 16)
 		if err == nil {
-			if s.Index == 0 || s.Threshold < 2 || len(s.Value) != 16 {
+			if s.Index == 0 || s.Stamp.Index != s.Index || len(s.Value) != 16 {
 				t.Fatalf("accepted invalid share %+v", s)
 			}
 			if string(marshalShare(h, s)) != string(b) {

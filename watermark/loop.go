@@ -11,30 +11,41 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/qshield/qshield/convcode"
 	"github.com/qshield/qshield/shamir"
 )
 
-// Loop is a payer's looping payment code: n frames, each a QR code of the same
-// T1 (same version, EC level and mask, hence identical modules) carrying one
-// coded share of W = T0 in its module rings.
+// Loop is a payer's looping payment code: n shares of W = T0, each shown as a
+// QR code of the same T1 (same version, EC level and mask, hence identical
+// modules) carrying the coded share, stamped with the current time slot, in
+// its module rings. The phone shows share k = (slot·FrameRate + g) mod n in
+// display frame g of each slot; frames are rendered on demand because the
+// stamp changes every slot.
 type Loop struct {
 	Params Params
 	// Handle is T1, the text every frame's QR code carries.
 	Handle string
-	// Frames are the rendered frames, in share order (index 1..n).
-	Frames []*image.Gray
+
+	shares  []Share
+	slotKey []byte
+	qr      []bool
+	lay     *layout
 }
 
-// NewLoop derives T1 and the shares from t0 and renders the frames. Randomness
-// for the sharing polynomials comes from r (crypto/rand when nil).
-func NewLoop(t0 []byte, p Params, r io.Reader) (*Loop, error) {
+// NewLoop derives T1 and the shares from t0; slotKey is the code's slot key K
+// (SlotKeyLen bytes, issued with T0). Randomness for the sharing polynomials
+// comes from r (crypto/rand when nil).
+func NewLoop(t0, slotKey []byte, p Params, r io.Reader) (*Loop, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	if len(t0) != p.TokenLen {
 		return nil, fmt.Errorf("%w: %d bytes, parameters say %d", ErrToken, len(t0), p.TokenLen)
+	}
+	if len(slotKey) != SlotKeyLen {
+		return nil, fmt.Errorf("%w: slot key of %d bytes, want %d", ErrToken, len(slotKey), SlotKeyLen)
 	}
 	t1, err := Handle(t0)
 	if err != nil {
@@ -52,17 +63,108 @@ func NewLoop(t0 []byte, p Params, r io.Reader) (*Loop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watermark: sharing token: %w", err)
 	}
-	l := &Loop{Params: p, Handle: t1}
+	l := &Loop{Params: p, Handle: t1, slotKey: append([]byte(nil), slotKey...), qr: qr, lay: lay}
 	for _, s := range shares {
-		pkt := marshalShare(t1, Share{Index: s.Index, Threshold: byte(p.Threshold), Value: s.Value})
-		coded := convcode.Encode(bytesToBits(pkt))
-		l.Frames = append(l.Frames, render(qr, lay, coded, p))
+		l.shares = append(l.shares, Share{Index: s.Index, Value: s.Value})
 	}
 	return l, nil
 }
 
-// Render draws a QR code of handle carrying the given share under p: exported
-// for tests and tools that build frames by hand (for example a forged share).
+// Frame renders share k (0-based, k < Shares) stamped with slot.
+func (l *Loop) Frame(k int, slot int64) *image.Gray {
+	s := l.shares[k%len(l.shares)]
+	s.Stamp = NewStamp(l.slotKey, l.Handle, s.Index, slot)
+	return render(l.qr, l.lay, convcode.Encode(bytesToBits(marshalShare(l.Handle, s))), l.Params)
+}
+
+// Frames renders the n frames of one slot, in share order.
+func (l *Loop) Frames(slot int64) []*image.Gray {
+	out := make([]*image.Gray, len(l.shares))
+	for k := range out {
+		out[k] = l.Frame(k, slot)
+	}
+	return out
+}
+
+// perSlot is the number of display frames per slot.
+func (l *Loop) perSlot() int64 {
+	return int64(math.Round(l.Params.FrameRate * SlotDuration.Seconds()))
+}
+
+// frameNumber returns the global display frame number at t (perSlot frames in
+// every slot, the first at the slot's start) and its slot.
+func (l *Loop) frameNumber(t time.Time) (int64, int64) {
+	slot := SlotAt(t)
+	g := int64(t.Sub(SlotStart(slot))) * l.perSlot() / int64(SlotDuration)
+	return slot*l.perSlot() + g, slot
+}
+
+// ShowAt returns the frame the phone shows at time t of its (server-set)
+// slot clock.
+func (l *Loop) ShowAt(t time.Time) *image.Gray {
+	g, slot := l.frameNumber(t)
+	k := g % int64(len(l.shares))
+	if k < 0 {
+		k += int64(len(l.shares))
+	}
+	return l.Frame(int(k), slot)
+}
+
+// Timeline is what the phone shows from a start time on: display frame k
+// (k = 0, 1, …, one every 1/FrameRate s) rendered on demand and cached.
+type Timeline struct {
+	l     *Loop
+	g0    int64
+	cache map[int]*image.Gray
+	// Phase is how long the first frame had been on screen at the start time.
+	Phase time.Duration
+}
+
+// Timeline returns what the phone shows from start (its slot clock's time).
+func (l *Loop) Timeline(start time.Time) *Timeline {
+	g0, slot0 := l.frameNumber(start)
+	per := l.perSlot()
+	first := SlotStart(slot0).Add(time.Duration((g0 - slot0*per) * int64(SlotDuration) / per))
+	return &Timeline{l: l, g0: g0, cache: map[int]*image.Gray{}, Phase: start.Sub(first)}
+}
+
+// Frame returns display frame k of the timeline (k ≥ 0). Not safe for
+// concurrent use.
+func (tl *Timeline) Frame(k int) *image.Gray {
+	if f, ok := tl.cache[k]; ok {
+		return f
+	}
+	g := tl.g0 + int64(max(k, 0))
+	per := tl.l.perSlot()
+	n := int64(len(tl.l.shares))
+	f := tl.l.Frame(int(((g%n)+n)%n), floorDiv(g, per))
+	if len(tl.cache) > 256 {
+		clear(tl.cache)
+	}
+	tl.cache[k] = f
+	return f
+}
+
+// Frames renders frames [0, n) of the timeline.
+func (tl *Timeline) Frames(n int) []*image.Gray {
+	out := make([]*image.Gray, n)
+	for k := range out {
+		out[k] = tl.Frame(k)
+	}
+	return out
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// Render draws a QR code of handle carrying the given share (its stamp
+// included) under p: exported for tests and tools that build frames by hand
+// (for example a forged share).
 func Render(handle string, s Share, p Params) (*image.Gray, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -162,13 +264,15 @@ func render(qr []bool, lay *layout, coded []byte, p Params) *image.Gray {
 	return img
 }
 
-// WritePNGs writes the frames as dir/frame-01.png ... and returns their paths.
-func (l *Loop) WritePNGs(dir string) ([]string, error) {
+// WritePNGs writes the n frames of slot as dir/frame-01.png ... and returns
+// their paths. They are accepted only while slot lies within the server's
+// window (a few seconds): exported frames are for inspection and tests.
+func (l *Loop) WritePNGs(dir string, slot int64) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("watermark: creating %s: %w", dir, err)
 	}
 	var paths []string
-	for i, f := range l.Frames {
+	for i, f := range l.Frames(slot) {
 		var buf bytes.Buffer
 		if err := png.Encode(&buf, f); err != nil {
 			return nil, fmt.Errorf("watermark: encoding frame %d: %w", i+1, err)
@@ -182,16 +286,18 @@ func (l *Loop) WritePNGs(dir string) ([]string, error) {
 	return paths, nil
 }
 
-// WriteGIF writes the loop as an endlessly looping animated GIF. GIF delays are
-// whole hundredths of a second, so the rate is rounded (15 fps → 7 cs, 14.3 fps).
-func (l *Loop) WriteGIF(w io.Writer) error {
+// WriteGIF writes what the phone shows from start for d as an animated GIF
+// (played once: its stamps are only valid for the slots it covers). GIF
+// delays are whole hundredths of a second, so the rate is rounded (15 fps →
+// 7 cs, 14.3 fps) and the animation drifts from the slot clock.
+func (l *Loop) WriteGIF(w io.Writer, start time.Time, d time.Duration) error {
 	pal := make(color.Palette, 256)
 	for i := range pal {
 		pal[i] = color.Gray{Y: uint8(i)}
 	}
 	delay := max(2, int(math.Round(100/l.Params.FrameRate)))
-	g := &gif.GIF{LoopCount: 0}
-	for _, f := range l.Frames {
+	g := &gif.GIF{LoopCount: -1}
+	for _, f := range l.Timeline(start).Frames(int(d.Seconds()*l.Params.FrameRate) + 1) {
 		p := image.NewPaletted(f.Rect, pal)
 		copy(p.Pix, f.Pix) // palette index i is grey level i; strides are equal
 		g.Image = append(g.Image, p)
@@ -206,7 +312,7 @@ func (l *Loop) WriteGIF(w io.Writer) error {
 // PlainFrame returns the loop's QR code without watermark (every module solid),
 // the reference against which the watermark's effect on decoding is measured.
 func PlainFrame(l *Loop) *image.Gray {
-	src := l.Frames[0]
+	src := l.Frame(0, 0)
 	out := image.NewGray(src.Rect)
 	m := l.Params.ModulePx
 	for y := 0; y < src.Rect.Dy(); y++ {

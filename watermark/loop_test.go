@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/png"
 	"testing"
+	"time"
 
 	"github.com/qshield/qshield/shamir"
 )
@@ -22,19 +23,19 @@ func fixedToken(t *testing.T) []byte {
 func TestEmbedExtractNoChannel(t *testing.T) {
 	p := DefaultParams()
 	t0 := fixedToken(t)
-	l, err := NewLoop(t0, p, nil)
+	l, err := NewLoop(t0, testKey, p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(l.Frames) != p.Shares {
-		t.Fatalf("%d frames", len(l.Frames))
+	if len(l.Frames(testSlot)) != p.Shares {
+		t.Fatalf("%d frames", len(l.Frames(testSlot)))
 	}
 	ex, err := NewExtractor(p, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []shamir.Share
-	for i, f := range l.Frames {
+	for i, f := range l.Frames(testSlot) {
 		fr, err := ex.Extract(f)
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
@@ -53,15 +54,16 @@ func TestEmbedExtractNoChannel(t *testing.T) {
 func TestPlainQRHasNoShare(t *testing.T) {
 	// The same code with every ring solid (no watermark) must not yield a share.
 	p := DefaultParams()
-	l, _ := NewLoop(fixedToken(t), p, nil)
-	f := image.NewGray(l.Frames[0].Rect)
-	copy(f.Pix, l.Frames[0].Pix)
+	l, _ := NewLoop(fixedToken(t), testKey, p, nil)
+	f0 := l.Frame(0, testSlot)
+	f := image.NewGray(f0.Rect)
+	copy(f.Pix, f0.Pix)
 	m := p.ModulePx
 	for y := 0; y < f.Rect.Dy(); y++ {
 		for x := 0; x < f.Rect.Dx(); x++ {
 			// snap every pixel to its module centre's colour
 			cx, cy := x/m*m+m/2, y/m*m+m/2
-			f.Pix[y*f.Stride+x] = l.Frames[0].Pix[cy*f.Stride+cx]
+			f.Pix[y*f.Stride+x] = f0.Pix[cy*f.Stride+cx]
 		}
 	}
 	ex, _ := NewExtractor(p, false)
@@ -73,17 +75,17 @@ func TestPlainQRHasNoShare(t *testing.T) {
 
 func TestExportPNGRoundTrip(t *testing.T) {
 	p := DefaultParams()
-	l, _ := NewLoop(fixedToken(t), p, nil)
-	paths, err := l.WritePNGs(t.TempDir())
+	l, _ := NewLoop(fixedToken(t), testKey, p, nil)
+	paths, err := l.WritePNGs(t.TempDir(), testSlot)
 	if err != nil || len(paths) != p.Shares {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := l.WriteGIF(&buf); err != nil {
+	if err := l.WriteGIF(&buf, SlotStart(testSlot), time.Second); err != nil {
 		t.Fatal(err)
 	}
 	var pb bytes.Buffer
-	png.Encode(&pb, l.Frames[3])
+	png.Encode(&pb, l.Frames(testSlot)[3])
 	img, _ := png.Decode(&pb)
 	ex, _ := NewExtractor(p, false)
 	fr, err := ex.Extract(img)
@@ -91,3 +93,8 @@ func TestExportPNGRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// testKey and testSlot stamp the frames of tests that do not check time.
+var testKey = []byte("0123456789abcdef")
+
+const testSlot = 1_796_558_400 // 2026-12-06 12:00:00 UTC

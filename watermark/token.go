@@ -69,30 +69,37 @@ func Digest(t0 []byte) [32]byte { return sha256.Sum256(t0) }
 type Share struct {
 	// Index is the Shamir x coordinate (1..255).
 	Index byte
-	// Threshold is the number of shares needed.
-	Threshold byte
-	// Value is the share of W.
+	// Value is the share of W = T0.
 	Value []byte
+	// Stamp binds the share to the time slot in which the phone showed it.
+	Stamp Stamp
 }
 
-const shareOverhead = 2 + 4 // index, threshold, CRC-32
+// TagLen is the length of a slot tag in bytes (see Stamp).
+const TagLen = 3
+
+// shareOverhead is index, slot, tag and CRC-32.
+const shareOverhead = 1 + 1 + TagLen + 4
 
 func shareLen(tokenLen int) int { return tokenLen + shareOverhead }
 
-// marshalShare lays out index ‖ threshold ‖ value ‖ CRC-32, the CRC (IEEE)
-// computed over T1 ‖ index ‖ threshold ‖ value, which binds the share to its
-// code: a share moved under another T1 fails the check.
+// marshalShare lays out index ‖ slot ‖ value ‖ tag ‖ CRC-32, the CRC (IEEE)
+// computed over T1 ‖ index ‖ slot ‖ value ‖ tag, which binds the share to its
+// code: a share moved under another T1 fails the check. The CRC detects
+// decoding errors only; the tag (which the scanner cannot check) is what the
+// server authenticates.
 func marshalShare(t1 string, s Share) []byte {
 	b := make([]byte, 0, shareLen(len(s.Value)))
-	b = append(b, s.Index, s.Threshold)
+	b = append(b, s.Index, s.Stamp.Slot)
 	b = append(b, s.Value...)
+	b = append(b, s.Stamp.Tag[:]...)
 	c := crc32.NewIEEE()
 	c.Write([]byte(t1))
 	c.Write(b)
 	return binary.BigEndian.AppendUint32(b, c.Sum32())
 }
 
-// unmarshalShare parses and checks a share packet of len tokenLen+6.
+// unmarshalShare parses and checks a share packet of len tokenLen+shareOverhead.
 func unmarshalShare(t1 string, b []byte, tokenLen int) (Share, error) {
 	if len(b) != shareLen(tokenLen) {
 		return Share{}, fmt.Errorf("%w: %d bytes", ErrBadShare, len(b))
@@ -104,9 +111,11 @@ func unmarshalShare(t1 string, b []byte, tokenLen int) (Share, error) {
 	if c.Sum32() != sum {
 		return Share{}, fmt.Errorf("%w: checksum mismatch", ErrBadShare)
 	}
-	s := Share{Index: body[0], Threshold: body[1], Value: append([]byte(nil), body[2:]...)}
-	if s.Index == 0 || s.Threshold < 2 {
-		return Share{}, fmt.Errorf("%w: index %d threshold %d", ErrBadShare, s.Index, s.Threshold)
+	s := Share{Index: body[0], Value: append([]byte(nil), body[2:2+tokenLen]...)}
+	s.Stamp.Index, s.Stamp.Slot = body[0], body[1]
+	copy(s.Stamp.Tag[:], body[2+tokenLen:])
+	if s.Index == 0 {
+		return Share{}, fmt.Errorf("%w: index 0", ErrBadShare)
 	}
 	return s, nil
 }

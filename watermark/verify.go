@@ -23,14 +23,55 @@ var (
 const MaxTTL = 60 * time.Second
 
 // Record is the server's record of an issued token. It stores SHA-256(T0), not
-// T0: a copy of the store does not let anyone pay.
+// T0: a copy of the store alone does not let anyone pay. It does hold the slot
+// key K (the server must check stamps with it), so a copy of the store plus a
+// recording of the code would defeat the time binding; protect it as a secret.
 type Record struct {
 	Handle    string    // T1
 	Digest    [32]byte  // SHA-256(T0)
+	SlotKey   []byte    // K, SlotKeyLen bytes
 	Account   string    // the payer's account
+	Limit     int64     // the most the payer agreed to pay with this code (minor units)
 	IssuedAt  time.Time //
 	ExpiresAt time.Time //
 	UsedAt    time.Time // zero while unused
+}
+
+// Code is what the phone receives at issue: T0 and the slot key K.
+type Code struct {
+	Token   []byte
+	SlotKey []byte
+}
+
+// Claim is what a scanner submits: the code's T1, the reconstructed T0, the
+// stamps of the shares it read, and the amount to charge.
+type Claim struct {
+	Handle string
+	Token  []byte
+	Stamps []Stamp
+	Amount int64
+}
+
+// Check decides claim c against the record at time now, without consuming
+// anything: ErrWrongToken (T0 does not match), ErrExpired, ErrBadStamp or
+// ErrStale (fewer than threshold fresh, authentic stamps: a replayed
+// recording), ErrOverLimit (more than the payer agreed to). Whether the code
+// was already used is the store's decision.
+func (r Record) Check(c Claim, threshold int, now time.Time, w Window) error {
+	d := Digest(c.Token)
+	if subtle.ConstantTimeCompare(d[:], r.Digest[:]) != 1 {
+		return ErrWrongToken
+	}
+	if !now.Before(r.ExpiresAt) {
+		return ErrExpired
+	}
+	if err := CheckStamps(r.SlotKey, r.Handle, threshold, c.Stamps, now, w); err != nil {
+		return err
+	}
+	if c.Amount > r.Limit {
+		return fmt.Errorf("%w: %d > %d", ErrOverLimit, c.Amount, r.Limit)
+	}
+	return nil
 }
 
 // TokenStore keeps issued tokens. Implementations must make MarkUsed atomic:
@@ -101,10 +142,14 @@ type Issuer struct {
 	Rand     io.Reader        // nil means crypto/rand
 }
 
-// Issue creates, records and returns a fresh T0 for account, with its record.
-func (is *Issuer) Issue(ctx context.Context, account string) ([]byte, Record, error) {
+// Issue creates, records and returns a fresh code (T0 and its slot key) for
+// account, limited to limit minor units (> 0), with its record.
+func (is *Issuer) Issue(ctx context.Context, account string, limit int64) (Code, Record, error) {
 	if account == "" {
-		return nil, Record{}, fmt.Errorf("%w: empty account", ErrToken)
+		return Code{}, Record{}, fmt.Errorf("%w: empty account", ErrToken)
+	}
+	if limit <= 0 {
+		return Code{}, Record{}, fmt.Errorf("%w: limit %d (must be positive)", ErrToken, limit)
 	}
 	n := is.TokenLen
 	if n == 0 {
@@ -112,55 +157,66 @@ func (is *Issuer) Issue(ctx context.Context, account string) ([]byte, Record, er
 	}
 	t0, err := NewToken(n, is.Rand)
 	if err != nil {
-		return nil, Record{}, err
+		return Code{}, Record{}, err
+	}
+	key, err := NewSlotKey(is.Rand)
+	if err != nil {
+		return Code{}, Record{}, err
 	}
 	h, err := Handle(t0)
 	if err != nil {
-		return nil, Record{}, err
+		return Code{}, Record{}, err
 	}
 	ttl := is.TTL
 	if ttl <= 0 || ttl > MaxTTL {
 		ttl = MaxTTL
 	}
 	now := nowFn(is.Now)()
-	r := Record{Handle: h, Digest: Digest(t0), Account: account, IssuedAt: now, ExpiresAt: now.Add(ttl)}
+	r := Record{Handle: h, Digest: Digest(t0), SlotKey: key, Account: account, Limit: limit, IssuedAt: now, ExpiresAt: now.Add(ttl)}
 	if err := is.Store.Insert(ctx, r); err != nil {
-		return nil, Record{}, fmt.Errorf("watermark: recording token: %w", err)
+		return Code{}, Record{}, fmt.Errorf("watermark: recording token: %w", err)
 	}
-	return t0, r, nil
+	return Code{Token: t0, SlotKey: key}, r, nil
 }
 
 // Verifier checks tokens that scanners reconstructed.
 type Verifier struct {
-	Store TokenStore
-	Now   func() time.Time // nil means time.Now
+	Store     TokenStore
+	Threshold int              // t; 0 means DefaultParams().Threshold
+	Window    Window           // zero means DefaultWindow()
+	Now       func() time.Time // nil means time.Now
 }
 
-// Verify accepts t0 for handle at most once, before expiry, and returns the
-// record (whose Account the caller then charges through the ledger). A wrong
-// t0 does not consume the code, so a thief who only read T1 cannot burn the
-// payer's code. Errors: ErrUnknownToken, ErrExpired, ErrWrongToken, ErrUsed.
-func (v *Verifier) Verify(ctx context.Context, handle string, t0 []byte) (Record, error) {
-	if err := ParseHandle(handle); err != nil {
+// Verify accepts claim c at most once (see Record.Check) and returns the
+// record (whose Account the caller then charges through the ledger). A
+// refused claim does not consume the code, so a thief who only read T1, or
+// who replays a recording too late, cannot burn the payer's code. Errors:
+// ErrUnknownToken, those of Record.Check, ErrUsed.
+func (v *Verifier) Verify(ctx context.Context, c Claim) (Record, error) {
+	if err := ParseHandle(c.Handle); err != nil {
 		return Record{}, fmt.Errorf("%w: %v", ErrUnknownToken, err)
 	}
-	r, err := v.Store.Lookup(ctx, handle)
+	r, err := v.Store.Lookup(ctx, c.Handle)
 	if err != nil {
-		return Record{}, fmt.Errorf("watermark: looking up %s: %w", handle, err)
+		return Record{}, fmt.Errorf("watermark: looking up %s: %w", c.Handle, err)
 	}
 	now := nowFn(v.Now)()
-	if !now.Before(r.ExpiresAt) {
-		return Record{}, ErrExpired
+	t := v.Threshold
+	if t == 0 {
+		t = DefaultParams().Threshold
 	}
-	d := Digest(t0)
-	if subtle.ConstantTimeCompare(d[:], r.Digest[:]) != 1 {
-		return Record{}, ErrWrongToken
+	w := v.Window
+	if w == (Window{}) {
+		w = DefaultWindow()
+	}
+	if err := r.Check(c, t, now, w); err != nil {
+		return Record{}, err
 	}
 	if !r.UsedAt.IsZero() {
 		return Record{}, ErrUsed
 	}
-	if err := v.Store.MarkUsed(ctx, handle, now); err != nil {
-		return Record{}, fmt.Errorf("watermark: consuming %s: %w", handle, err)
+	if err := v.Store.MarkUsed(ctx, c.Handle, now); err != nil {
+		return Record{}, fmt.Errorf("watermark: consuming %s: %w", c.Handle, err)
 	}
 	r.UsedAt = now
 	return r, nil

@@ -16,12 +16,12 @@ func TestZbarReadsEveryFrame(t *testing.T) {
 	}
 	p := DefaultParams()
 	t0, _ := NewToken(p.TokenLen, nil)
-	l, err := NewLoop(t0, p, nil)
+	l, err := NewLoop(t0, testKey, p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	paths, err := l.WritePNGs(dir)
+	paths, err := l.WritePNGs(dir, testSlot)
 	if err != nil {
 		t.Fatal(err)
 	}

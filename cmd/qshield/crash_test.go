@@ -237,6 +237,22 @@ func TestCrashRecovery(t *testing.T) {
 			if total != accounts*initial {
 				t.Fatalf("money not conserved: %d, want %d", total, accounts*initial)
 			}
+			// Every transfer that survived the crashes was audited exactly
+			// once in its own transaction: `audit verify` checks the log and
+			// reconciles it with the ledger (exit status 1 on any mismatch).
+			out, err := exec.Command(bin, "audit", "verify", "--db", dsn, "--json").CombinedOutput()
+			if err != nil {
+				t.Fatalf("audit verify after the crashes: %v\n%s", err, out)
+			}
+			var vr struct {
+				OK        bool `json:"ok"`
+				Reconcile struct {
+					Transfers int `json:"transfers"`
+				} `json:"reconcile"`
+			}
+			if err := json.Unmarshal(out, &vr); err != nil || !vr.OK || vr.Reconcile.Transfers < acked {
+				t.Fatalf("audit verify after the crashes: %s (%v)", out, err)
+			}
 			t.Logf("%s: %d attempts, %d acknowledged and stored exactly once, total conserved", b.Name, len(attempts), acked)
 		})
 	}

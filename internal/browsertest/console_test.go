@@ -18,6 +18,7 @@ import (
 	"github.com/qshield/qshield/internal/browsertest"
 	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/platform"
+	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 )
@@ -225,9 +226,21 @@ func TestConsole(t *testing.T) {
 	leaf, _ := pki.ParseCertDER(iss.Certificate[0])
 	do(t, admin, "devices", chromedp.Navigate(base+"/console/devices"), chromedp.WaitVisible(chromedp.CSS("table")),
 		chromedp.Evaluate[chromedp.Void]("window.confirm = () => true"))
-	clickAndLoad(t, admin, fmt.Sprintf("form[action='/console/devices/%s/revoke'] button", leaf.SerialNumber))
+	clickAndLoad(t, admin, fmt.Sprintf("form[action='/console/devices/%s/revoke'] button", leaf.SerialNumber.Text(16)))
 	if revoked, err := p.CA.IsRevoked(ctx, leaf.SerialNumber); err != nil || !revoked {
 		t.Fatalf("certificate not revoked (%v)", err)
+	}
+	// Cancel a key storage device from the same view (its lifecycle is the
+	// QKMP's: the console only asks).
+	if _, err := p.KeyCharge.Register(ctx, keycharge.Principal{Name: "test-admin", Kind: pki.PrincipalAdmin}, keycharge.RegisterRequest{Serial: "SN-CONSOLE-1", Model: "QK-UKEY", Kind: "ukey"}); err != nil {
+		t.Fatal(err)
+	}
+	do(t, admin, "devices again", chromedp.Navigate(base+"/console/devices"), chromedp.WaitVisible(chromedp.CSS("table")),
+		chromedp.Evaluate[chromedp.Void]("window.confirm = () => true"),
+		chromedp.SetValue(chromedp.CSS("#aSN-CONSOLE-1"), "cancel"))
+	clickAndLoad(t, admin, "form[action='/console/storage/SN-CONSOLE-1'] button")
+	if dev, err := p.KeyCharge.Device(ctx, keycharge.Principal{Name: "test-admin", Kind: pki.PrincipalAdmin}, "SN-CONSOLE-1"); err != nil || dev.State != keycharge.StateCancelled {
+		t.Fatalf("device after cancel: %+v (%v)", dev, err)
 	}
 	screenshot(t, admin, "console-devices")
 

@@ -247,11 +247,18 @@ func TestGatewayPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The merchant asks for 12.34 CNY: the codes carry the amount, signed.
+	if err := g.SetSale(12_34, 156); err != nil {
+		t.Fatal(err)
+	}
 	tab := browsertest.NewTab(t, bctx, 120*time.Second)
 	pageURL := base + "/qmsp/gateways/" + platform.BuiltinGateway + "/"
 	do(t, tab, "open gateway page", chromedp.Navigate(pageURL), chromedp.WaitVisible(chromedp.CSS("#code")))
 	if got := text(t, tab, "h1"); got != platform.BuiltinMerchantName {
 		t.Errorf("heading %q, want the merchant's name", got)
+	}
+	if got := text(t, tab, "#amount"); got != "12.34 CNY" {
+		t.Errorf("amount %q, want the sale's 12.34 CNY", got)
 	}
 	if got := text(t, tab, "#countdown"); !strings.Contains(got, "valid for") {
 		t.Errorf("countdown %q", got)
@@ -268,7 +275,7 @@ func TestGatewayPage(t *testing.T) {
 		if err := shown.UnmarshalText([]byte(txt)); err != nil {
 			t.Fatalf("screenshot code is not a QMSP code: %v", err)
 		}
-		if shown.Ref != issued.Ref || shown.Pad != issued.Pad || shown.Gateway != platform.BuiltinGateway {
+		if shown.Ref != issued.Ref || shown.Pad != issued.Pad || shown.Gateway != platform.BuiltinGateway || shown.Amount != 12_34 || shown.Currency != 156 {
 			t.Fatalf("screenshot shows unit %v of %s, the gateway issued %v", shown.Ref, shown.Gateway, issued.Ref)
 		}
 	}

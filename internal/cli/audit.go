@@ -2,9 +2,14 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,9 +17,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/internal/platform"
+	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
 )
 
@@ -37,10 +44,11 @@ var ErrAuditBroken = errors.New("audit chain broken")
 func AuditCommand(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:          "audit",
-		Short:        "Verify, search and count the hash-chained audit trail",
+		Short:        "Verify, prove, witness, reconcile, search and count the audit log",
 		SilenceUsage: true,
 	}
-	cmd.AddCommand(auditVerifyCommand(g), auditSearchCommand(g), auditStatsCommand(g), auditHeadCommand(g))
+	cmd.AddCommand(auditVerifyCommand(g), auditSearchCommand(g), auditStatsCommand(g), auditHeadCommand(g),
+		auditReconcileCommand(g), auditCheckpointCommand(g), auditProveCommand(g), auditWitnessCommand(g))
 	return cmd
 }
 
@@ -78,51 +86,367 @@ func parseAnchor(s string) (audit.Head, error) {
 }
 
 func auditVerifyCommand(g *Globals) *cobra.Command {
-	var anchor string
+	var anchor, cpFile, logKey string
+	var noReconcile bool
 	cmd := &cobra.Command{
 		Use:   "verify",
-		Short: "Walk the chain; report every changed, inserted or deleted record (exit status 1 if any)",
-		Args:  cobra.NoArgs,
+		Short: "Check the audit log (against a saved checkpoint with --checkpoint) and reconcile it with the ledger (exit status 1 on any problem)",
+		Long: `verify walks the hash chain, and with --checkpoint FILE proves that the log is an
+append-only extension of that signed checkpoint: every leaf is recomputed from the
+records as stored and the Merkle tree rebuilt, so deletion, insertion, reordering,
+rewriting (even with every hash recomputed) and rollback are detected. Without a
+checkpoint held outside the database, an insider who rewrites the records and
+recomputes every hash is NOT detected (see SECURITY.md). It then runs
+'qshield audit reconcile'.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAudit(g, cmd, func(ctx context.Context, l *audit.Log) error {
+			return withAuditDB(g, cmd, func(ctx context.Context, db *sqldb.DB, l *audit.Log) error {
 				var rep audit.Report
-				var err error
-				if anchor != "" {
+				var cpRep *audit.CheckpointReport
+				switch {
+				case cpFile != "":
+					cp, err := readCheckpoint(db, cpFile, logKey)
+					if err != nil {
+						return err
+					}
+					r, err := l.VerifyCheckpoint(ctx, cp)
+					if err != nil {
+						return err
+					}
+					rep, cpRep = r.Report, &r
+				case anchor != "":
 					a, perr := parseAnchor(anchor)
 					if perr != nil {
 						return perr
 					}
-					rep, err = l.VerifyAnchor(ctx, a)
-				} else {
-					rep, err = l.Verify(ctx)
+					r, err := l.VerifyAnchor(ctx, a)
+					if err != nil {
+						return err
+					}
+					rep = r
+				default:
+					r, err := l.Verify(ctx)
+					if err != nil {
+						return err
+					}
+					rep = r
 				}
-				if err != nil {
-					return err
+				var rec *ledger.ReconcileReport
+				if !noReconcile {
+					r, err := reconcile(ctx, db, l)
+					if err != nil {
+						return err
+					}
+					rec = &r
 				}
 				if g.JSON {
-					if err := g.PrintJSON(rep); err != nil {
+					out := map[string]any{"chain": rep, "ok": rep.OK && (rec == nil || rec.OK)}
+					if cpRep != nil {
+						out["checkpoint"] = cpRep.Checkpoint
+						out["tree"] = cpRep.Tree
+					}
+					if rec != nil {
+						out["reconcile"] = rec
+					}
+					if err := g.PrintJSON(out); err != nil {
 						return err
 					}
 				} else {
 					fmt.Fprintf(g.Out, "records: %d, head: %d %x, keyed: %v\n", rep.Records, rep.Head.Seq, rep.Head.Hash, rep.MACChecked)
+					if cpRep != nil {
+						fmt.Fprintf(g.Out, "checkpoint: %d records, root %x; log now %d records, root %x\n", cpRep.Checkpoint.Size, cpRep.Checkpoint.Hash[:], cpRep.Tree.Size, cpRep.Tree.Hash[:])
+					}
 					for _, p := range rep.Problems {
 						fmt.Fprintln(g.Out, "BROKEN:", p)
 					}
 					if rep.Truncated {
 						fmt.Fprintln(g.Out, "(more problems not shown)")
 					}
-					if rep.OK {
-						fmt.Fprintln(g.Out, "OK: the audit chain is intact")
+					switch {
+					case rep.OK && cpRep != nil:
+						fmt.Fprintln(g.Out, "OK: the audit log is intact and extends the checkpoint")
+					case rep.OK:
+						fmt.Fprintln(g.Out, "OK: the audit chain is intact (without --checkpoint a rewrite with recomputed hashes is not detectable)")
+					}
+					if rec != nil {
+						printReconcile(g, *rec)
 					}
 				}
 				if !rep.OK {
 					return fmt.Errorf("%w: %d problem(s)", ErrAuditBroken, len(rep.Problems))
+				}
+				if rec != nil && !rec.OK {
+					return fmt.Errorf("%w: ledger and audit trail disagree (%d problem(s))", ErrAuditBroken, len(rec.Problems))
 				}
 				return nil
 			})
 		},
 	}
 	cmd.Flags().StringVar(&anchor, "anchor", "", "also check a head saved earlier (SEQ:HEXHASH, as printed by 'qshield audit head')")
+	cmd.Flags().StringVar(&cpFile, "checkpoint", "", "prove the log extends this signed checkpoint (a file saved outside the database)")
+	cmd.Flags().StringVar(&logKey, "log-key", "", "the log's checkpoint verifier key file (default: audit-checkpoint.vkey in the platform state directory)")
+	cmd.Flags().BoolVar(&noReconcile, "no-reconcile", false, "do not reconcile the ledger with the audit trail")
+	return cmd
+}
+
+// withAuditDB is withAudit that also passes the database.
+func withAuditDB(g *Globals, cmd *cobra.Command, fn func(ctx context.Context, db *sqldb.DB, l *audit.Log) error) error {
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	db, err := g.OpenDB(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	l, err := OpenAudit(ctx, db)
+	if err != nil {
+		return err
+	}
+	return fn(ctx, db, l)
+}
+
+// logKeyFile is --log-key, or the platform state directory's verifier key.
+func logKeyFile(db *sqldb.DB, flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	dir, err := platform.StateDir("", db)
+	if err != nil {
+		return "", err
+	}
+	return platform.AuditVerifierKeyFile(dir), nil
+}
+
+func readCheckpoint(db *sqldb.DB, file, keyFlag string) (audit.Checkpoint, error) {
+	kf, err := logKeyFile(db, keyFlag)
+	if err != nil {
+		return audit.Checkpoint{}, err
+	}
+	vkey, err := audit.ReadVerifierKey(kf)
+	if err != nil {
+		return audit.Checkpoint{}, err
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return audit.Checkpoint{}, err
+	}
+	msg, err := os.ReadFile(file)
+	if err != nil {
+		return audit.Checkpoint{}, fmt.Errorf("--checkpoint: %w", err)
+	}
+	cp, _, err := audit.OpenCheckpoint(msg, v)
+	if err != nil {
+		return audit.Checkpoint{}, fmt.Errorf("--checkpoint %s: %w", file, err)
+	}
+	return cp, nil
+}
+
+func reconcile(ctx context.Context, db *sqldb.DB, l *audit.Log) (ledger.ReconcileReport, error) {
+	led, err := ledger.Open(ctx, db, ledger.WithSweepInterval(0))
+	if err != nil {
+		return ledger.ReconcileReport{}, err
+	}
+	defer led.Close()
+	return led.Reconcile(ctx, l)
+}
+
+func printReconcile(g *Globals, r ledger.ReconcileReport) {
+	for _, p := range r.Problems {
+		fmt.Fprintln(g.Out, "MISMATCH:", p)
+	}
+	if r.Truncated {
+		fmt.Fprintln(g.Out, "(more mismatches not shown)")
+	}
+	if r.OK {
+		fmt.Fprintf(g.Out, "OK: ledger and audit trail agree (%d accounts, %d transfers, %d money records)\n", r.Accounts, r.Transfers, r.MoneyRecords)
+	}
+}
+
+func auditReconcileCommand(g *Globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reconcile",
+		Short: "Prove the ledger and the audit trail agree: every transfer audited exactly once with the same accounts and amount (exit status 1 if not)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAuditDB(g, cmd, func(ctx context.Context, db *sqldb.DB, l *audit.Log) error {
+				r, err := reconcile(ctx, db, l)
+				if err != nil {
+					return err
+				}
+				if g.JSON {
+					if err := g.PrintJSON(r); err != nil {
+						return err
+					}
+				} else {
+					printReconcile(g, r)
+				}
+				if !r.OK {
+					return fmt.Errorf("%w: ledger and audit trail disagree (%d problem(s))", ErrAuditBroken, len(r.Problems))
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func auditCheckpointCommand(g *Globals) *cobra.Command {
+	var keyFile, out, origin string
+	cmd := &cobra.Command{
+		Use:   "checkpoint",
+		Short: "Sign a checkpoint of the audit log now and print it (save it outside the database)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAuditDB(g, cmd, func(ctx context.Context, db *sqldb.DB, l *audit.Log) error {
+				dir, err := platform.StateDir("", db)
+				if err != nil {
+					return err
+				}
+				kf, vf := keyFile, platform.AuditVerifierKeyFile(dir)
+				if kf == "" {
+					kf = filepath.Join(dir, "audit-checkpoint.key")
+				} else {
+					vf = kf + ".vkey"
+				}
+				signer, _, err := audit.LoadOrCreateSigner(kf, vf, origin)
+				if err != nil {
+					return err
+				}
+				msg, cp, err := l.Checkpoint(ctx, signer)
+				if err != nil {
+					return err
+				}
+				if out != "" {
+					if err := (audit.FileSink{Path: out}).Publish(ctx, msg); err != nil {
+						return err
+					}
+				}
+				if g.JSON {
+					return g.PrintJSON(map[string]any{"origin": cp.Origin, "size": cp.Size, "hash": cp.Hash, "checkpoint": string(msg)})
+				}
+				_, err = g.Out.Write(msg)
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "checkpoint signing key file (default: audit-checkpoint.key in the platform state directory)")
+	cmd.Flags().StringVar(&out, "out", "", "also write the checkpoint to this file")
+	cmd.Flags().StringVar(&origin, "origin", "qshield-audit", "log name for a key created now")
+	return cmd
+}
+
+func auditProveCommand(g *Globals) *cobra.Command {
+	var size int64
+	cmd := &cobra.Command{
+		Use:   "prove SEQ",
+		Short: "Print an inclusion proof of record SEQ in the latest checkpoint (JSON a third party checks with any RFC 6962 verifier)",
+		Long: `prove prints record SEQ's leaf data (entry, base64), its leaf index, the tree size, the
+audit path and the signed checkpoint of that size. To check it without qshield: verify
+the checkpoint's Ed25519 signed-note signature with the log's public key, compute
+SHA-256(0x00 || entry), and walk the audit path to the checkpoint's root as in
+RFC 9162 section 2.1.3.2.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			seq, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil || seq < 1 {
+				return fmt.Errorf("SEQ must be a record number ≥ 1, not %q", args[0])
+			}
+			return withAudit(g, cmd, func(ctx context.Context, l *audit.Log) error {
+				msg, err := l.LatestCheckpoint(ctx)
+				if err != nil {
+					return err
+				}
+				n := size
+				var cpText string
+				if n == 0 {
+					if msg == nil {
+						return errors.New("no checkpoint yet: run 'qshield audit checkpoint' (or serve) first, or pass --size")
+					}
+					cp, err := audit.ParseStoredCheckpoint(msg)
+					if err != nil {
+						return err
+					}
+					n, cpText = cp.Size, string(msg)
+				}
+				if seq > n {
+					return fmt.Errorf("record %d is not in the latest checkpoint (%d records); wait for the next one", seq, n)
+				}
+				p, err := l.ProveInclusion(ctx, seq, n)
+				if err != nil {
+					return err
+				}
+				p.Checkpoint = cpText
+				return g.PrintJSON(p)
+			})
+		},
+	}
+	cmd.Flags().Int64Var(&size, "size", 0, "prove against the tree of this many records instead of the latest checkpoint")
+	return cmd
+}
+
+func auditWitnessCommand(g *Globals) *cobra.Command {
+	var server, logKey, key, state, caFile string
+	var interval time.Duration
+	var once bool
+	cmd := &cobra.Command{
+		Use:   "witness",
+		Short: "Run a witness: fetch checkpoints, check each extends the last one seen, cosign; exit non-zero on a fork or rollback",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			if server == "" || logKey == "" || key == "" || state == "" {
+				return errors.New("witness needs --server, --log-key, --key and --state")
+			}
+			vkey, err := audit.ReadVerifierKey(logKey)
+			if err != nil {
+				return err
+			}
+			v, err := note.NewVerifier(vkey)
+			if err != nil {
+				return err
+			}
+			signer, wvkey, err := audit.LoadOrCreateSigner(key, key+".vkey", "qshield-witness")
+			if err != nil {
+				return err
+			}
+			client := &http.Client{Timeout: 10 * time.Second}
+			if caFile != "" {
+				pem, err := os.ReadFile(caFile)
+				if err != nil {
+					return fmt.Errorf("--ca: %w", err)
+				}
+				roots := x509.NewCertPool()
+				if !roots.AppendCertsFromPEM(pem) {
+					return fmt.Errorf("--ca %s: no PEM certificate", caFile)
+				}
+				client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}}
+			}
+			w := &audit.Witness{Log: v, Signer: signer, Source: audit.HTTPSource{BaseURL: server, Client: client}, StateFile: state, Logger: g.Log}
+			g.Log.Info("witness started", "log", v.Name(), "witness_key", wvkey)
+			if once {
+				cp, err := w.Step(ctx)
+				if err != nil {
+					return err
+				}
+				return g.Report(map[string]any{"origin": cp.Origin, "size": cp.Size, "hash": cp.Hash, "alarms": w.Alarms.Load()},
+					fmt.Sprintf("cosigned %s at %d records (state %s)\n", cp.Origin, cp.Size, state))
+			}
+			err = w.Run(ctx, interval)
+			fmt.Fprintf(g.Err, "witness: %d checkpoints cosigned, %d alarms\n", w.Accepted.Load(), w.Alarms.Load())
+			return err
+		},
+	}
+	serverFlag(cmd.Flags(), &server, "the platform's URL, serving GET /v1/audit/checkpoint")
+	cmd.Flags().StringVar(&logKey, "log-key", "", "the log's checkpoint verifier key file")
+	cmd.Flags().StringVar(&key, "key", "", "the witness's own signing key file (created on first use)")
+	cmd.Flags().StringVar(&state, "state", "", "file holding the last cosigned checkpoint (keep it off the platform's machine)")
+	cmd.Flags().StringVar(&caFile, "ca", "", "PEM root to trust for the server's certificate")
+	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to fetch a checkpoint")
+	cmd.Flags().BoolVar(&once, "once", false, "check one checkpoint and exit")
 	return cmd
 }
 
@@ -148,7 +472,7 @@ func auditHeadCommand(g *Globals) *cobra.Command {
 }
 
 type queryFlags struct {
-	from, to, actor, event, resource, outcome string
+	from, to, actor, event, resource, outcome, account string
 }
 
 func (f *queryFlags) add(cmd *cobra.Command) {
@@ -159,6 +483,8 @@ func (f *queryFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.event, "event", "", "only this event (a trailing * matches a prefix, e.g. 'pki.*')")
 	fl.StringVar(&f.resource, "resource", "", "only this resource (a trailing * matches a prefix)")
 	fl.StringVar(&f.outcome, "outcome", "", "only this outcome (success, failure, …)")
+	fl.StringVar(&f.account, "account", "", "only records about this ledger account (its creation and every money movement from or to it)")
+	fl.StringVar(&f.actor, "principal", "", "only this principal (certificate serial in hex; same as --actor)")
 }
 
 func (f *queryFlags) query() (audit.Query, error) {
@@ -171,7 +497,7 @@ func (f *queryFlags) query() (audit.Query, error) {
 	if err != nil {
 		return audit.Query{}, fmt.Errorf("--to: %w", err)
 	}
-	return audit.Query{From: from, To: to, Actor: f.actor, Event: f.event, Resource: f.resource, Outcome: f.outcome}, nil
+	return audit.Query{From: from, To: to, Actor: f.actor, Event: f.event, Resource: f.resource, Outcome: f.outcome, Account: f.account}, nil
 }
 
 func auditSearchCommand(g *Globals) *cobra.Command {

@@ -20,6 +20,8 @@ func Scenarios() []demo.Scenario {
 		demo.SelfVerify(),
 		demo.Watermark(),
 		demo.BioQR(),
+		demo.Trust(),
+		demo.Audit(), // last: reconciles and checkpoints everything above
 	}
 }
 

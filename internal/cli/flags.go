@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb"
@@ -118,11 +119,26 @@ func defaultAdmin(g *Globals, cmd *cobra.Command) error {
 	return f.Value.Set(dir)
 }
 
+// deprecatedFor annotates a hidden alias with the flag that replaced it.
+const deprecatedFor = "qshield-deprecated-for"
+
 // alias registers a hidden, deprecated flag old writing into the same
-// variable as the flag now.
+// variable as the flag now. Using it prints a warning on stderr
+// (warnDeprecated; pflag's own deprecation notice would reach stdout
+// through cobra and spoil --json output).
 func alias(fs *pflag.FlagSet, p *string, old, now, def string) {
 	fs.StringVar(p, old, def, "deprecated: use --"+now)
-	_ = fs.MarkDeprecated(old, "use --"+now)
+	_ = fs.MarkHidden(old)
+	_ = fs.SetAnnotation(old, deprecatedFor, []string{now})
+}
+
+// warnDeprecated tells on stderr which deprecated flags cmd was given.
+func warnDeprecated(g *Globals, cmd *cobra.Command) {
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if now, ok := f.Annotations[deprecatedFor]; ok && len(now) == 1 {
+			fmt.Fprintf(g.Err, "qshield: --%s is deprecated, use --%s\n", f.Name, now[0])
+		}
+	})
 }
 
 // adminTLS loads the operator's credentials from dir (ca.pem, admin.pem,
@@ -135,7 +151,7 @@ func adminTLS(dir, server string) (*tls.Config, *x509.Certificate, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--admin %s: %w", dir, err)
 	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
+	cert, err := platform.LoadAdmin(dir) // the key may be sealed under QSHIELD_ADMIN_PASSPHRASE
 	if err != nil {
 		return nil, nil, fmt.Errorf("--admin %s: admin certificate: %w", dir, err)
 	}

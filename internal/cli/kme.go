@@ -155,17 +155,18 @@ func kmeServeCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("kme: server certificate: %w", err)
 			}
-			cliCert, err := ca.IssueTLS(ctx, pki.RoleClient, kmeID, nil, nil)
+			cliCert, err := ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: kmeID, Kind: pki.PrincipalKMEPeer, Scheme: "kme"})
 			if err != nil {
 				return fmt.Errorf("kme: client certificate: %w", err)
 			}
-			cfg := kme.Config{KMEID: kmeID, PeerKMEID: peerID, SAEs: saes, PeerSAEs: peerSAEs, MaxKeyCount: maxKeys, MasterKey: mk, Logger: g.Log}
+			// Callers are principals of the CA's register, decided by kind.
+			cfg := kme.Config{KMEID: kmeID, PeerKMEID: peerID, SAEs: saes, PeerSAEs: peerSAEs, MaxKeyCount: maxKeys, MasterKey: mk, Logger: g.Log, Principals: ca}
 			if peerID != "" {
 				if peerURL == "" {
 					return errors.New("--peer-url is required with --peer-kme-id")
 				}
 				host := peerHost(peerURL)
-				cfg.PeerURL, cfg.PeerTLS = peerURL, ca.ClientTLS(ctx, cliCert, host)
+				cfg.PeerURL, cfg.PeerTLS = peerURL, pki.PostQuantumOnly(ca.ClientTLS(ctx, cliCert, host))
 			}
 			k, err := kme.New(ctx, db, cfg)
 			if err != nil {
@@ -406,7 +407,7 @@ func kmePairCommand(g *Globals) *cobra.Command {
 
 func kmeIssueCertCommand(g *Globals) *cobra.Command {
 	var c kmeCommon
-	var out string
+	var out, kind string
 	cmd := &cobra.Command{
 		Use:   "issue-cert SAE_ID",
 		Short: "Issue an SAE client certificate from the platform CA (writes SAE_ID.pem, SAE_ID-key.pem, ca.pem)",
@@ -418,7 +419,7 @@ func kmeIssueCertCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			cert, err := ca.IssueTLS(ctx, pki.RoleApplication, args[0], nil, nil)
+			cert, err := ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: args[0], Kind: pki.PrincipalKind(kind), Scheme: "kme"})
 			if err != nil {
 				return err
 			}
@@ -449,6 +450,7 @@ func kmeIssueCertCommand(g *Globals) *cobra.Command {
 	}
 	c.flags(cmd)
 	cmd.Flags().StringVar(&out, "out", ".", "output directory")
+	cmd.Flags().StringVar(&kind, "kind", "sae", "principal kind: sae, or charger for a key charger (which is also its site's SAE)")
 	return cmd
 }
 

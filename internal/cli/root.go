@@ -28,6 +28,7 @@ func Root(g *Globals) *cobra.Command {
 			if err := cmd.ValidateFlagGroups(); err != nil {
 				return Usage(err)
 			}
+			warnDeprecated(g, cmd)
 			if err := defaultAdmin(g, cmd); err != nil {
 				return err
 			}

@@ -319,7 +319,11 @@ func simulatedFrames(p watermark.Params, profile, tokenHex string, frames int, s
 	} else if t0, err = watermark.NewToken(p.TokenLen, nil); err != nil {
 		return nil, err
 	}
-	loop, err := watermark.NewLoop(t0, p, nil)
+	key, err := watermark.NewSlotKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	loop, err := watermark.NewLoop(t0, key, p, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -339,9 +343,8 @@ func simulatedFrames(p watermark.Params, profile, tokenHex string, frames int, s
 		if err != nil {
 			return nil, err
 		}
-		period := time.Duration(float64(p.Shares) * float64(time.Second) / p.FrameRate)
-		scene := &camsim.Scene{Display: closeScan.Display, Frames: loop.Frames, FrameRate: p.FrameRate,
-			Phase: time.Duration(rng.Int64N(int64(period)))}
+		tl := loop.Timeline(time.Now())
+		scene := &camsim.Scene{Display: closeScan.Display, Source: tl.Frame, FrameRate: p.FrameRate, Phase: tl.Phase}
 		cs, err := su.Camera.NewSession(scene, su.Pose)
 		if err != nil {
 			return nil, fmt.Errorf("scan: simulator: %w", err)

@@ -15,6 +15,8 @@ func ServeCommand(g *Globals) *cobra.Command {
 	var insecure bool
 	var hostsFlag []string
 	var qkdCfg platform.QKDConfig
+	var auditCfg platform.AuditConfig
+	var trust platform.TrustConfig
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the qshield platform server (HTTPS with mutual TLS from the platform CA)",
@@ -47,7 +49,8 @@ func ServeCommand(g *Globals) *cobra.Command {
 				publicURL = platform.LocalURL(ln.Addr(), insecure)
 			}
 			pcfg := platformConfig(rc)
-			pcfg.Hosts, pcfg.Log, pcfg.QKD, pcfg.PublicURL, pcfg.ResultsDir = hostsFlag, g.Log, qkdCfg, publicURL, results
+			pcfg.Hosts, pcfg.Log, pcfg.QKD, pcfg.PublicURL, pcfg.ResultsDir, pcfg.Audit = hostsFlag, g.Log, qkdCfg, publicURL, results, auditCfg
+			pcfg.Trust = trust
 			p, err := platform.Open(ctx, pcfg)
 			if err != nil {
 				return err
@@ -69,12 +72,15 @@ func ServeCommand(g *Globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to listen on")
 	dirFlag(cmd.Flags(), &stateDir, "", "the server's directory: ca.pem, the operator's credentials (admin.pem, admin-key.pem; what clients' --admin names) and the CA sealing key (default: beside the SQLite file)", "state-dir")
-	cmd.Flags().BoolVar(&insecure, "insecure-http", false, "serve plain HTTP with no client authentication (only behind a TLS-terminating proxy)")
+	cmd.Flags().BoolVar(&insecure, "insecure-http", false, "serve plain HTTP (only behind a TLS-terminating proxy): authenticated routes need --trusted-proxy and --client-cert-header, else only public pages are served")
+	trustFlags(cmd, &trust)
 	cmd.Flags().BoolVar(&qkdCfg.Off, "no-qkd", false, "do not run the simulated QKD link (the key managers serve what their pools hold)")
 	cmd.Flags().Float64Var(&qkdCfg.DistanceKm, "qkd-distance", 25, "fibre length of the simulated QKD link in km")
 	cmd.Flags().Float64Var(&qkdCfg.Speedup, "qkd-speedup", 1, "run the simulated 40 MHz source this many times faster than real time (0: as fast as the CPU allows)")
 	cmd.Flags().Float64Var(&qkdCfg.EveFraction, "qkd-eve", 0, "fraction of pulses an eavesdropper intercepts and resends (the link aborts when it is detected)")
 	cmd.Flags().StringVar(&qkdCfg.ListenA, "kme-a", "127.0.0.1:8441", "address of site A's key manager (KME_PLATFORM: SAEs pps, charger-1)")
+	cmd.Flags().StringVar(&auditCfg.CheckpointFile, "audit-checkpoint-file", "", "write every signed audit checkpoint to this file (put it outside the data directory)")
+	cmd.Flags().StringVar(&auditCfg.CheckpointURL, "audit-checkpoint-url", "", "POST every signed audit checkpoint to this URL (a witness or log collector)")
 	cmd.Flags().StringVar(&qkdCfg.ListenB, "kme-b", "127.0.0.1:8442", "address of site B's key manager (KME_SUPERMARKET: SAEs css, qssc)")
 	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")
 	cmd.Flags().StringVar(&publicURL, "public-url", "", "the origin people use to reach this server, e.g. https://pay.example.com (console passkeys are bound to its host; default https://localhost:PORT)")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +45,7 @@ func WatermarkScanCommand(g *Globals) *cobra.Command {
 		key := make([]byte, 12)
 		rand.Read(key)
 		_, err = c.Do(ctx, http.MethodPost, "/v1/watermark/pay", map[string]string{"Idempotency-Key": "scan-" + hex.EncodeToString(key)},
-			service.PayRequest{Handle: r.Handle, Token: r.Token, Amount: amt.Minor, Currency: amt.Currency.Code}, nil)
+			service.PayRequest{Handle: r.Handle, Token: r.Token, Stamps: r.Stamps, Amount: amt.Minor, Currency: amt.Currency.Code}, nil)
 		return err
 	})
 	cmd := ScanCommandWith(g, sub)
@@ -88,10 +89,10 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 	_ = enrol.MarkFlagRequired("name")
 	_ = enrol.MarkFlagRequired("account")
 
-	var out string
+	var out, limit, limitCurrency string
 	code := &cobra.Command{
 		Use:   "code",
-		Short: "Get a fresh payment code for the phone and write its looping frames (PNG and GIF)",
+		Short: "Get a fresh payment code, good for at most --limit, and write its current frames (PNG, and a GIF of the next seconds)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir == "" {
@@ -101,20 +102,29 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			lim, err := parseAmount(limit, limitCurrency)
+			if err != nil {
+				return fmt.Errorf("--limit: %w", err)
+			}
 			c := client.New(server, tc)
 			defer c.Close()
 			var resp service.CodeResponse
-			if _, err := c.Do(cmd.Context(), http.MethodPost, "/v1/watermark/codes", nil, nil, &resp); err != nil {
+			sent := time.Now()
+			if _, err := c.Do(cmd.Context(), http.MethodPost, "/v1/watermark/codes", nil, service.CodeRequest{Limit: lim.Minor}, &resp); err != nil {
 				return err
 			}
-			loop, err := watermark.NewLoop(resp.Token, watermark.DefaultParams(), nil)
+			// The slot clock runs on the server's time: local clock plus the
+			// offset the response implies (half the round trip assumed).
+			offset := resp.ServerTime.Sub(sent.Add(time.Since(sent) / 2))
+			now := time.Now().Add(offset)
+			loop, err := watermark.NewLoop(resp.Token, resp.SlotKey, watermark.DefaultParams(), nil)
 			if err != nil {
 				return err
 			}
 			if err := os.MkdirAll(out, 0o700); err != nil {
 				return err
 			}
-			files, err := loop.WritePNGs(out)
+			files, err := loop.WritePNGs(out, watermark.SlotAt(now))
 			if err != nil {
 				return err
 			}
@@ -122,19 +132,22 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := loop.WriteGIF(f); err != nil {
+			if err := loop.WriteGIF(f, now, 5*time.Second); err != nil {
 				f.Close()
 				return err
 			}
 			if err := f.Close(); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.Out, "code %s valid until %s: %d frames in %s (loop.gif), screen %s%s\n",
-				resp.Handle, resp.ExpiresAt.Format("15:04:05"), len(files), out, server, resp.Screen)
+			fmt.Fprintf(g.Out, "code %s for at most %s, valid until %s: %d frames stamped for the current second in %s (loop.gif: the next 5 s; stamps older than a few seconds are refused), screen %s%s\n",
+				resp.Handle, limit, resp.ExpiresAt.Format("15:04:05"), len(files), out, server, resp.Screen)
 			return nil
 		},
 	}
 	code.Flags().StringVar(&out, "out", "./code", "directory for the frames")
+	code.Flags().StringVar(&limit, "limit", "", "the most this code may pay, in major units of --currency, e.g. 50.00 (required)")
+	code.Flags().StringVar(&limitCurrency, "currency", "CNY", "ISO 4217 currency of the payer's account (for --limit)")
+	_ = code.MarkFlagRequired("limit")
 	cmd.AddCommand(enrol, code)
 	return cmd
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -41,6 +42,8 @@ type Config struct {
 	CA     *pki.CA
 	// KME is the pair of key managers (optional: the QKD view says so).
 	KME *kme.Pair
+	// KeyCharge is seed 001's platform, for key storage devices (optional).
+	KeyCharge *keycharge.QKMP
 	// Link samples the QKD link for the live view (optional).
 	Link *LinkMonitor
 	// Revoke, when set, revokes a certificate (the platform's own revocation,

@@ -8,14 +8,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/pki"
 )
 
 func (c *Console) routes() {
@@ -49,6 +51,7 @@ func (c *Console) routes() {
 	guarded("GET /console/transfers/stream", RoleAuditor, c.transferStream)
 	guarded("GET /console/devices", RoleAuditor, c.devices)
 	guarded("POST /console/devices/{serial}/revoke", RoleAdmin, c.revoke)
+	guarded("POST /console/storage/{serial}", RoleOperator, c.storageAction)
 	guarded("GET /console/qkd", RoleAuditor, c.qkd)
 	guarded("GET /console/qkd/stream", RoleAuditor, c.qkdStream)
 	guarded("GET /console/audit", RoleAuditor, c.auditView)
@@ -513,50 +516,98 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, period time.Dur
 }
 
 type devicesData struct {
-	Kind    string
-	Kinds   []string
-	Devices []deviceRow
+	Kind       string
+	Kinds      []string
+	Principals []*pki.Principal
+	Storage    []*keycharge.Device
+	StorageErr string
+	Actions    []keycharge.Action
 }
 
-type deviceRow struct {
-	Serial, Hex, Kind, Name, Device string
-	NotAfter                        time.Time
-	Revoked                         bool
-	RevokeReason                    string
-}
+// storageActions are the key storage device transitions the console offers
+// (initialise, distribute and bind need the device or its user present).
+var storageActions = []keycharge.Action{keycharge.ActActivate, keycharge.ActFreeze, keycharge.ActUnfreeze, keycharge.ActReportLost, keycharge.ActCancel}
 
 func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *Session) {
-	certs, err := c.cfg.CA.Certificates(r.Context(), 5000)
+	ctx := r.Context()
+	kind := r.URL.Query().Get("kind")
+	d := devicesData{Kind: kind, Actions: storageActions}
+	for _, k := range pki.PrincipalKinds() {
+		if k != "" {
+			d.Kinds = append(d.Kinds, string(k))
+		}
+	}
+	ps, err := c.cfg.CA.Principals(ctx, pki.PrincipalFilter{Kind: pki.PrincipalKind(kind), Limit: 5000})
 	if err != nil {
-		c.fail(w, r, s, http.StatusServiceUnavailable, "The certificate register cannot be read right now.")
+		c.fail(w, r, s, http.StatusServiceUnavailable, "The principals register cannot be read right now.")
 		return
 	}
-	kind := r.URL.Query().Get("kind")
-	d := devicesData{Kind: kind}
-	seen := map[string]bool{}
-	for _, cr := range certs {
-		k := string(cr.Role)
-		if !seen[k] {
-			seen[k] = true
-			d.Kinds = append(d.Kinds, k)
+	d.Principals = ps
+	if c.cfg.KeyCharge != nil {
+		devs, err := c.cfg.KeyCharge.Devices(ctx, s.principal(), 1000)
+		if err != nil {
+			d.StorageErr = "The key storage devices cannot be read right now."
 		}
-		if kind != "" && k != kind {
-			continue
-		}
-		d.Devices = append(d.Devices, deviceRow{Serial: cr.Serial.String(), Hex: fmt.Sprintf("%x", cr.Serial), Kind: k, Name: cr.CommonName,
-			Device: cr.DeviceSerial, NotAfter: cr.NotAfter, Revoked: cr.Revoked, RevokeReason: cr.RevokeReason})
+		d.Storage = devs
 	}
-	sort.Strings(d.Kinds)
 	flash := ""
-	if r.URL.Query().Get("flash") == "revoked" {
+	switch r.URL.Query().Get("flash") {
+	case "revoked":
 		flash = "Certificate revoked: the device is refused from its next request."
+	case "device":
+		flash = "Key storage device updated."
 	}
 	c.render(w, r, http.StatusOK, "devices", page{Title: "Devices and certificates", Nav: "devices", S: s, Data: d, Flash: flash})
 }
 
+// principal is the signed-in operator as the schemes' authorization sees it:
+// an admin is an admin, anyone else an operator (the console's own role
+// check has already run).
+func (s *Session) principal() keycharge.Principal {
+	kind := pki.PrincipalOperator
+	if s.Operator.Role == RoleAdmin {
+		kind = pki.PrincipalAdmin
+	}
+	return keycharge.Principal{Name: "operator:" + s.Operator.ID, Kind: kind}
+}
+
+func (c *Console) storageAction(w http.ResponseWriter, r *http.Request, s *Session) {
+	if c.cfg.KeyCharge == nil {
+		c.fail(w, r, s, http.StatusNotFound, "Key charging does not run on this platform.")
+		return
+	}
+	action := keycharge.Action(r.PostFormValue("action"))
+	if !slices.Contains(storageActions, action) {
+		c.fail(w, r, s, http.StatusBadRequest, "Choose an action: activate, freeze, unfreeze, report lost or cancel.")
+		return
+	}
+	serial := r.PathValue("serial")
+	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	if reason == "" {
+		reason = "by operator " + s.Operator.ID + " in the console"
+	}
+	// The QKMP records the transition and its audit record in one transaction.
+	_, err := c.cfg.KeyCharge.Transition(r.Context(), s.principal(), serial, keycharge.TransitionRequest{Action: action, Reason: reason})
+	if err != nil {
+		c.fail(w, r, s, http.StatusBadRequest, fmt.Sprintf("The device was not changed (%s): %s", action, storageMessage(err)))
+		return
+	}
+	http.Redirect(w, r, "/console/devices?flash=device", http.StatusSeeOther)
+}
+
+func storageMessage(err error) string {
+	switch {
+	case errors.Is(err, keycharge.ErrTransition):
+		return "that action is not possible in the device's current state"
+	case errors.Is(err, keycharge.ErrForbidden):
+		return "your role may not change devices"
+	}
+	return err.Error()
+}
+
 func (c *Console) revoke(w http.ResponseWriter, r *http.Request, s *Session) {
 	ctx := r.Context()
-	serial, ok := new(big.Int).SetString(r.PathValue("serial"), 10)
+	serial, ok := new(big.Int).SetString(r.PathValue("serial"), 16)
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	if !ok || serial.Sign() <= 0 {
 		c.fail(w, r, s, http.StatusBadRequest, "That is not a certificate serial number.")
@@ -567,7 +618,7 @@ func (c *Console) revoke(w http.ResponseWriter, r *http.Request, s *Session) {
 	}
 	var err error
 	if c.cfg.Revoke != nil {
-		err = c.cfg.Revoke(ctx, serial.String(), reason)
+		err = c.cfg.Revoke(ctx, serial.Text(16), reason)
 	} else {
 		err = c.cfg.CA.Revoke(ctx, serial, reason)
 	}
@@ -577,7 +628,7 @@ func (c *Console) revoke(w http.ResponseWriter, r *http.Request, s *Session) {
 		outcome = audit.OutcomeFailure
 		details["error"] = err.Error()
 	}
-	c.record(ctx, s, "console.cert.revoke", outcome, serial.String(), details)
+	c.record(ctx, s, "console.cert.revoke", outcome, serial.Text(16), details)
 	if err != nil {
 		c.fail(w, r, s, http.StatusBadRequest, "The certificate was not revoked: "+err.Error())
 		return

@@ -3,7 +3,6 @@ package demo
 import (
 	"context"
 
-	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/internal/scenario"
 )
 
@@ -12,7 +11,7 @@ import (
 // data is present, then each attack.
 func BioQR() Scenario {
 	return Scenario{Name: "bioqr", Run: func(ctx context.Context, env *Env) ([]Row, error) {
-		steps, err := scenario.BioQR(ctx, scenario.BioQRDeps{DB: env.P.DB, CA: env.P.CA, Ledger: env.P.Ledger, Audit: bioqr.AuditLog{L: env.P.Audit}, DataDir: env.DataDir, Log: env.Log})
+		steps, err := scenario.BioQR(ctx, scenario.BioQRDeps{DB: env.P.DB, CA: env.P.CA, Ledger: env.P.Ledger, Audit: env.P.Audit, DataDir: env.DataDir, Log: env.Log})
 		rows := make([]Row, len(steps))
 		for i, s := range steps {
 			rows[i] = Row{Step: s.Step, Outcome: s.Outcome, Detail: s.Detail}

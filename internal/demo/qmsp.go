@@ -122,6 +122,39 @@ func QMSP() Scenario {
 			return rows, err
 		}
 		_ = g.Advance()
+
+		// The merchant's gateway signs the sale amount into the code; the
+		// phone shows it and pays exactly that, the platform refuses another.
+		if err := g.SetSale(12_00, 156); err != nil {
+			return rows, err
+		}
+		d, err = g.Current(ctx)
+		if err != nil {
+			return rows, err
+		}
+		text, _ = d.MarshalText()
+		sale := d.Describe()
+		_, err = phone.Pay(ctx, string(text), 1_00, 156)
+		if err := Expect(&rows, "phone pays 1.00 on a code signed for 12.00", err, "amount differs", "the phone showed: "+sale); err != nil {
+			return rows, err
+		}
+		req, _, err = phone.BuildPayment(string(text), 0, 0)
+		if err != nil {
+			return rows, err
+		}
+		req.Amount = 1_00 // a tampered phone changes the signed sale it forwards
+		_, err = ppsClient.Pay(ctx, newKey("sale"), *req)
+		if err := Expect(&rows, "a tampered request changes the signed amount", err, "bad_gateway_signature", ""); err != nil {
+			return rows, err
+		}
+		r, err = phone.Pay(ctx, string(text), 0, 0)
+		if err := Expect(&rows, "phone pays the signed 12.00 CNY", err, "", receipt(r)); err != nil {
+			return rows, err
+		}
+		_ = g.Advance()
+		if err := g.SetSale(0, 0); err != nil {
+			return rows, err
+		}
 		d, err = g.Current(ctx)
 		if err != nil {
 			return rows, err
@@ -133,8 +166,9 @@ func QMSP() Scenario {
 			return rows, err
 		}
 
-		// An unregistered gateway (a valid CA certificate, registered nowhere).
-		rogueCert, err := p.CA.IssueTLS(ctx, pki.RoleDevice, "GW-ROGUE-"+sfx, nil, nil)
+		// An unregistered gateway (a valid gateway certificate from the CA,
+		// registered at no CSS).
+		rogueCert, err := p.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: "GW-ROGUE-" + sfx, Kind: pki.PrincipalGateway})
 		if err != nil {
 			return rows, err
 		}

@@ -18,7 +18,7 @@ func SelfVerify() Scenario {
 		if err != nil {
 			return nil, err
 		}
-		steps, err := selfverify.Demo(ctx, selfverify.DemoConfig{DB: env.P.DB, Ledger: env.P.Ledger, Audit: selfverify.AuditTo(env.P.Audit), OperatorURL: env.URL, HTTPClient: hc, KeySeal: seal})
+		steps, err := selfverify.Demo(ctx, selfverify.DemoConfig{DB: env.P.DB, Ledger: env.P.Ledger, Audit: env.P.Audit, OperatorURL: env.URL, HTTPClient: hc, KeySeal: seal})
 		rows := make([]Row, len(steps))
 		for i, s := range steps {
 			rows[i] = Row{Step: s.Step, Outcome: s.Outcome, Detail: s.Detail}

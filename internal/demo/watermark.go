@@ -56,16 +56,21 @@ func Watermark() Scenario {
 		defer scanner.Close()
 		defer screen.CloseIdleConnections()
 
-		issue := func() (*service.CodeResponse, *watermark.Loop, error) {
+		issue := func(limit int64) (*service.CodeResponse, *watermark.Loop, error) {
 			var code service.CodeResponse
-			if _, err := phone.Do(ctx, http.MethodPost, "/v1/watermark/codes", nil, nil, &code); err != nil {
+			if _, err := phone.Do(ctx, http.MethodPost, "/v1/watermark/codes", nil, service.CodeRequest{Limit: limit}, &code); err != nil {
 				return nil, nil, err
 			}
-			loop, err := watermark.NewLoop(code.Token, p.Watermark.Params, nil)
+			loop, err := watermark.NewLoop(code.Token, code.SlotKey, p.Watermark.Params, nil)
 			return &code, loop, err
 		}
-		code, loop, err := issue()
-		if err := Expect(&rows, "phone gets an original token T0 (60 s, single use)", err, "", fmt.Sprintf("T1 = %s", handleOf(code))); err != nil {
+		// The simulated scan runs slower than real time on a busy machine;
+		// it is placed 1.5 s ahead so that its simulated capture time covers
+		// the wall time the simulation takes (the server accepts slots up to
+		// 2 s ahead and 2 s after they end).
+		scanClock := func() trial.Clock { return trial.Clock{Start: time.Now().Add(1500 * time.Millisecond)} }
+		code, loop, err := issue(50_00)
+		if err := Expect(&rows, "phone gets an original token T0 and slot key (60 s, single use, limit 50.00 CNY)", err, "", fmt.Sprintf("T1 = %s", handleOf(code))); err != nil {
 			return rows, err
 		}
 		// Every frame the phone's screen shows is a standard QR code of T1.
@@ -77,32 +82,72 @@ func Watermark() Scenario {
 				err = fmt.Errorf("frame decodes to %q", text)
 			}
 		}
-		if err := Expect(&rows, "screen loops the watermarked frames", err, "", fmt.Sprintf("%d frames at %v each, (t, n) = (%d, %d); each frame reads as T1 with a standard decoder", len(loop.Frames), p.Watermark.Params.FramePeriod().Round(time.Millisecond), p.Watermark.Params.Threshold, p.Watermark.Params.Shares)); err != nil {
+		if err := Expect(&rows, "screen loops the watermarked frames", err, "", fmt.Sprintf("%d shares at %v each, every share stamped with the current second, (t, n) = (%d, %d); each frame reads as T1 with a standard decoder", p.Watermark.Params.Shares, p.Watermark.Params.FramePeriod().Round(time.Millisecond), p.Watermark.Params.Threshold, p.Watermark.Params.Shares)); err != nil {
 			return rows, err
 		}
 		rng := rand.New(rand.NewPCG(7, 3))
-		res, err := trial.Pay(ctx, loop, trial.WithDisplay(camsim.CloseScan(), p.Watermark.Params), rng, 3*time.Second)
+		closeScan := trial.WithDisplay(camsim.CloseScan(), p.Watermark.Params)
+		res, err := trial.Pay(ctx, loop, closeScan, rng, 3*time.Second, scanClock())
 		if err == nil && !res.OK {
 			err = fmt.Errorf("close scan recovered no token in %d frames", res.Frames)
 		}
 		if err := Expect(&rows, "merchant scanner reads the loop at 10–20 cm", err, "", fmt.Sprintf("%d frames, T0 rebuilt from %d shares in %v (simulated camera)", res.Frames, p.Watermark.Params.Threshold, res.Elapsed.Round(time.Millisecond))); err != nil {
 			return rows, err
 		}
-		pay := func(handle string, token []byte, key string) error {
-			_, err := scanner.Do(ctx, http.MethodPost, "/v1/watermark/pay", map[string]string{"Idempotency-Key": key}, service.PayRequest{Handle: handle, Token: token, Amount: 42_00, Currency: "CNY"}, nil)
+		payAmount := func(r trial.PayResult, amount int64, key string) error {
+			_, err := scanner.Do(ctx, http.MethodPost, "/v1/watermark/pay", map[string]string{"Idempotency-Key": key},
+				service.PayRequest{Handle: r.Handle, Token: r.Token, Stamps: r.Stamps, Amount: amount, Currency: "CNY"}, nil)
 			return err
 		}
-		err = pay(res.Handle, res.Token, newKey("wm-pay"))
-		if err := Expect(&rows, "scanner submits T0: 42.00 CNY paid", err, "", ""); err != nil {
+		err = payAmount(res, 42_00, newKey("wm-pay"))
+		if err := Expect(&rows, "scanner submits T0 and the shares' time stamps: 42.00 CNY paid", err, "", ""); err != nil {
 			return rows, err
 		}
-		err = pay(res.Handle, res.Token, newKey("wm-again"))
+		err = payAmount(res, 42_00, newKey("wm-again"))
 		if err := Expect(&rows, "the same code again", err, "code_used", ""); err != nil {
 			return rows, err
 		}
 
+		// The payer's limit: a code for at most 10.00 CNY cannot be charged 42.00.
+		_, small, err := issue(10_00)
+		if err != nil {
+			return rows, err
+		}
+		over, err := trial.Pay(ctx, small, closeScan, rng, 3*time.Second, scanClock())
+		if err == nil && !over.OK {
+			err = fmt.Errorf("close scan recovered no token in %d frames", over.Frames)
+		}
+		if err == nil {
+			err = payAmount(over, 42_00, newKey("wm-over"))
+		}
+		if err := Expect(&rows, "scanner charges 42.00 CNY on a code the payer limited to 10.00", err, "over_limit", "refused; the code is not consumed"); err != nil {
+			return rows, err
+		}
+
+		// A recording replayed later than the window: the scanner rebuilds
+		// T0, but the shares' stamps are too old.
+		_, recorded, err := issue(50_00)
+		if err != nil {
+			return rows, err
+		}
+		rec, err := trial.Pay(ctx, recorded, closeScan, rng, 3*time.Second, scanClock())
+		if err == nil && !rec.OK {
+			err = fmt.Errorf("close scan recovered no token in %d frames", rec.Frames)
+		}
+		if err == nil {
+			select {
+			case <-ctx.Done():
+				return rows, ctx.Err()
+			case <-time.After(time.Until(rec.Submitted.Add(5 * time.Second))):
+			}
+			err = payAmount(rec, 42_00, newKey("wm-late"))
+		}
+		if err := Expect(&rows, "a close recording of the code replayed 5 s later", err, "stale_shares", "T0 rebuilt, but no share was shown within the window; the code is not consumed"); err != nil {
+			return rows, err
+		}
+
 		// Thefts, each against a fresh, unused code.
-		code, loop, err = issue()
+		code, loop, err = issue(50_00)
 		if err != nil {
 			return rows, err
 		}
@@ -129,7 +174,7 @@ func Watermark() Scenario {
 			return rows, err
 		}
 		// What the thief can read, T1, does not pay.
-		err = pay(code.Handle, []byte("T1 is not the token"), newKey("wm-guess"))
+		err = payAmount(trial.PayResult{Handle: code.Handle, Token: []byte("T1 is not the token")}, 42_00, newKey("wm-guess"))
 		if err := Expect(&rows, "pay with T1 and a guessed T0", err, "wrong_token", "the payer's code is not consumed"); err != nil {
 			return rows, err
 		}

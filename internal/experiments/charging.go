@@ -323,11 +323,11 @@ func chgRandBytes(n int) []byte {
 // chgDeviceWrite times staging vol bytes of keys into a fresh device.
 func chgDeviceWrite(dir string, vol int64, unit int) (time.Duration, error) {
 	opts := device.Options{KDF: device.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}}
-	if err := device.Manufacture(dir, device.Info{Serial: "BENCH", Kind: "ukey"}, []byte("1234"), []byte("12345678"), opts); err != nil {
+	if err := device.Manufacture(dir, device.Info{Serial: "BENCH", Kind: "ukey"}, []byte("123456"), []byte("12345678"), opts); err != nil {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	d, err := device.Open(dir, []byte("1234"), opts)
+	d, err := device.Open(dir, []byte("123456"), opts)
 	if err != nil {
 		return 0, err
 	}

@@ -144,8 +144,8 @@ func RunLoad(ctx context.Context, clients, accounts int, duration time.Duration,
 
 // PrepareLoadLedger opens a ledger on db and creates, idempotently, the issuer
 // and accounts funded load accounts.
-func PrepareLoadLedger(ctx context.Context, db *sqldb.DB, accounts int) (*ledger.Ledger, error) {
-	l, err := ledger.Open(ctx, db, ledger.WithSweepInterval(0))
+func PrepareLoadLedger(ctx context.Context, db *sqldb.DB, accounts int, opts ...ledger.Option) (*ledger.Ledger, error) {
+	l, err := ledger.Open(ctx, db, append([]ledger.Option{ledger.WithSweepInterval(0)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -294,11 +294,11 @@ func LedgerExperiment(extra ...LoadTarget) experiment.Spec {
 			{Name: "duration", Default: "3s", Usage: "length of each measured cell"},
 			{Name: "clients", Default: "1,8,64", Usage: "comma-separated concurrent client counts"},
 			{Name: "accounts", Default: "10,10000", Usage: "comma-separated account counts"},
-			{Name: "targets", Default: "all", Usage: "comma-separated target name prefixes (sqlite, postgres, https) or all"},
+			{Name: "targets", Default: "all", Usage: "comma-separated target name prefixes (sqlite, postgres, audited, https) or all"},
 			{Name: "pgbench-scale", Default: "10", Usage: "pgbench -i scale factor (0 disables pgbench)"},
 		},
 		Run: func(ctx context.Context, env *experiment.Env) (*experiment.Result, error) {
-			return runLedgerExperiment(ctx, env, append([]LoadTarget{SQLiteTarget(), PostgresTarget()}, extra...))
+			return runLedgerExperiment(ctx, env, append([]LoadTarget{SQLiteTarget(), PostgresTarget(), SQLiteAuditedTarget(), PostgresAuditedTarget()}, extra...))
 		},
 	}
 }

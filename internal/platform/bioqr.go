@@ -2,8 +2,11 @@ package platform
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"github.com/qshield/qshield/fsutil"
 	"path/filepath"
+	"time"
 
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/pki"
@@ -26,19 +29,39 @@ func (p *Platform) startBioQR(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("platform: bioqr settlement unit: %w", err)
 	}
-	su, err := bioqr.OpenOrCreateSecureUnit(path, bioqr.KindSettlement, pki.ECDSAP256, enc)
-	if err != nil {
-		return fmt.Errorf("platform: bioqr settlement unit: %w", err)
-	}
-	st, err := bioqr.NewSettlement(ctx, bioqr.SettlementConfig{DB: p.DB, CA: p.CA, Ledger: p.Ledger, Audit: bioqr.AuditLog{L: p.Audit}, Unit: su, Log: p.Config.Log})
-	if err != nil {
-		return fmt.Errorf("platform: bioqr settlement: %w", err)
+	// Nodes starting together share the unit but only one certifies it:
+	// the others find the certificate taken, take the certified unit the
+	// first one stored, and try again.
+	var st *bioqr.Settlement
+	for attempt := 0; ; attempt++ {
+		su, err := bioqr.OpenOrCreateSecureUnit(path, bioqr.KindSettlement, pki.ECDSAP256, enc)
+		if err != nil {
+			return fmt.Errorf("platform: bioqr settlement unit: %w", err)
+		}
+		st, err = bioqr.NewSettlement(ctx, bioqr.SettlementConfig{DB: p.DB, CA: p.CA, Ledger: p.Ledger, Audit: p.Audit, Unit: su, Log: p.Config.Log})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, pki.ErrDeviceTaken) || attempt == 50 {
+			return fmt.Errorf("platform: bioqr settlement: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		data, rerr := p.stateFile(ctx, name)
+		if rerr != nil {
+			return rerr
+		}
+		if werr := fsutil.WriteFileAtomic(path, data, 0o600, true); werr != nil {
+			return werr
+		}
 	}
 	if err := p.saveStateFile(ctx, name, path); err != nil { // NewSettlement may have installed a certificate
 		return err
 	}
 	p.BioQR = st
-	p.Server.Mount("/v1/bioqr/", st.Handler())
-	p.Server.Mount("/bioqr/", st.PageHandler())
+	p.Router.Register(st.Routes()...)
 	return nil
 }

@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/kme"
+	"github.com/qshield/qshield/pki"
 )
 
 // DefaultPublicURL is the origin people use to reach the platform when
@@ -28,7 +30,7 @@ func (p *Platform) startConsole(ctx context.Context) error {
 	if origin == "" {
 		origin = DefaultPublicURL
 	}
-	cfg := console.Config{DB: p.DB, Ledger: p.Ledger, Audit: p.Audit, CA: p.CA, KME: p.KME, Origin: origin,
+	cfg := console.Config{DB: p.DB, Ledger: p.Ledger, Audit: p.Audit, CA: p.CA, KME: p.KME, KeyCharge: p.KeyCharge, Origin: origin,
 		ResultsDir: p.Config.ResultsDir, Log: p.Config.Log}
 	if p.KME != nil && !p.Config.QKD.Off {
 		p.LinkMonitor = console.NewLinkMonitor(p.KME, kmeUnitBits(p.KME), 300)
@@ -43,9 +45,9 @@ func (p *Platform) startConsole(ctx context.Context) error {
 		return fmt.Errorf("platform: console: %w", err)
 	}
 	p.Console = c
-	p.Server.Mount("/console/", c)
-	p.Server.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
-	p.Server.Handle("POST /v1/console/invites", http.HandlerFunc(p.consoleInvite))
+	p.Router.Handle("/console/", authz.Public("the console authenticates its operators itself (passkeys, session cookies, its own roles)"), c)
+	p.Router.Handle("GET /console", authz.Public("a redirect to /console/"), http.RedirectHandler("/console/", http.StatusMovedPermanently))
+	p.Router.Handle("POST /v1/console/invites", authz.Allow(pki.PrincipalAdmin), http.HandlerFunc(p.consoleInvite))
 	return nil
 }
 
@@ -64,10 +66,6 @@ type InviteResponse struct {
 }
 
 func (p *Platform) consoleInvite(w http.ResponseWriter, r *http.Request) {
-	if !isAdmin(r) {
-		httpx.WriteProblem(w, r, http.StatusForbidden, "forbidden", "only the platform's administrative certificate may invite console operators")
-		return
-	}
 	var req InviteRequest
 	if !httpx.DecodeOrProblem(w, r, 4<<10, &req) {
 		return

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -24,6 +25,9 @@ var enrolCodes = httpx.NewRegistry(
 	httpx.Code{Code: "invalid", Status: http.StatusBadRequest, Message: "The enrolment is not valid.", Err: pki.ErrBadRequest},
 	httpx.Code{Code: "invalid", Status: http.StatusBadRequest, Message: "The enrolment is not valid.", Err: ledger.ErrInvalidAccount},
 	httpx.Code{Code: "invalid", Status: http.StatusBadRequest, Message: "The enrolment is not valid.", Err: ledger.ErrAccountNotFound},
+	httpx.Code{Code: "account_not_eligible", Status: http.StatusForbidden, Message: "This account cannot be used from a payer's device.", Err: ErrNotPayerAccount},
+	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: pki.ErrNameTaken},
+	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: pki.ErrDeviceTaken},
 	httpx.Code{Code: "no_quantum_key", Status: http.StatusServiceUnavailable, Message: "No payment keys are available right now; please try again shortly.", Err: qmsp.ErrNoQuantumKey},
 )
 
@@ -33,8 +37,8 @@ type enrolment interface {
 	publicKeyDER() []byte
 }
 
-// enrolHandler is the one admin device-enrolment endpoint: the platform
-// admin certificate, a JSON body of type T (at most 8 KiB) with a PKIX
+// enrolHandler is the one admin device-enrolment endpoint (registered on the
+// router for the admin principal): a JSON body of type T (at most 8 KiB) with a PKIX
 // public key, enrol, and 201 with what enrol returns (the platform root
 // filled in). Every admin enrolment route is built with it.
 func enrolHandler[T any, P interface {
@@ -42,7 +46,9 @@ func enrolHandler[T any, P interface {
 	enrolment
 }](p *Platform, what string, enrol func(ctx context.Context, req P, pub any) (DeviceEnrolled, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isAdmin(r) {
+		// The router admits only the admin; checked again here so that the
+		// handler is never an open door if registered elsewhere.
+		if pr := authz.PrincipalFrom(r.Context()); pr == nil || pr.Kind != pki.PrincipalAdmin {
 			enrolCodes.WriteCode(w, r, "admin_required", "this endpoint needs the platform admin certificate")
 			return
 		}

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qmsp"
@@ -36,27 +37,31 @@ func TestEnrolHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &Platform{CA: ca, Config: Config{Log: slog.New(slog.DiscardHandler)}}
-	peer := func(cn string) *tls.ConnectionState {
-		c, err := ca.IssueTLS(ctx, pki.RoleClient, cn, nil, nil)
+	peer := func(cn string, kind pki.PrincipalKind) *tls.ConnectionState {
+		c, err := ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: cn, Kind: kind})
 		if err != nil {
 			t.Fatal(err)
 		}
 		leaf, _ := x509.ParseCertificate(c.Certificate[0])
 		return &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf, ca.Certificate()}}}
 	}
-	admin, other := peer(AdminName), peer("someone-else")
+	admin, other := peer(AdminName, pki.PrincipalAdmin), peer("someone-else", pki.PrincipalOperator)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalPKIXPublicKey(key.Public())
 
 	var calls int
 	var fail error
-	h := enrolHandler(p, "test", func(_ context.Context, req *PhoneEnrolment, pub any) (DeviceEnrolled, error) {
+	inner := enrolHandler(p, "test", func(_ context.Context, req *PhoneEnrolment, pub any) (DeviceEnrolled, error) {
 		calls++
 		if !key.PublicKey.Equal(pub) || req.Phone != "ph-1" {
 			return DeviceEnrolled{}, fmt.Errorf("wrong request %+v", req)
 		}
 		return DeviceEnrolled{Certificate: []byte{1, 2, 3}}, fail
 	})
+	// As the platform registers it: on the router, for the admin principal.
+	rt := authz.New(authz.Options{Auth: ca})
+	rt.Handle("POST /v1/qmsp/admin/phones", authz.Allow(pki.PrincipalAdmin), inner)
+	h := rt
 	body := func(pk []byte) string {
 		b, _ := json.Marshal(PhoneEnrolment{Phone: "ph-1", Payer: 7, Account: "acct", PublicKey: pk})
 		return string(b)
@@ -70,8 +75,8 @@ func TestEnrolHandler(t *testing.T) {
 		code   string
 		called bool
 	}{
-		{"no certificate", nil, body(der), nil, 403, "admin_required", false},
-		{"not the admin", other, body(der), nil, 403, "admin_required", false},
+		{"no certificate", nil, body(der), nil, 401, "client_certificate_required", false},
+		{"not the admin", other, body(der), nil, 403, "forbidden", false},
 		{"not a public key", admin, body([]byte("junk")), nil, 400, "malformed", false},
 		{"unknown field", admin, `{"phone":"ph-1","admin":true}`, nil, 400, "malformed_json", false},
 		{"too large", admin, `{"phone":"` + strings.Repeat("x", 9<<10) + `"}`, nil, 413, "body_too_large", false},

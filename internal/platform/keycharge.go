@@ -14,19 +14,19 @@ import (
 // site B: it fetches by ID the keys the charger (master SAE "charger-1" at
 // site A) wrote into a device.
 func (p *Platform) startKeyCharge(ctx context.Context) error {
-	cert, err := p.CA.IssueTLS(ctx, pki.RoleApplication, SAEQSSC, nil, nil)
+	cert, err := p.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: SAEQSSC, Kind: pki.PrincipalSAE, Scheme: "keycharge"})
 	if err != nil {
 		return err
 	}
 	kc, err := keycharge.Open(ctx, keycharge.Config{
 		DB: p.DB, CA: p.CA, Audit: p.Audit, MasterKey: p.Secret("keycharge"),
-		QSSC: etsi014.New(p.KME.BURL, p.CA.ClientTLS(ctx, cert, "127.0.0.1")),
+		QSSC: etsi014.New(p.KME.BURL, pki.PostQuantumOnly(p.CA.ClientTLS(ctx, cert, "127.0.0.1"))),
 		Log:  p.Config.Log,
 	})
 	if err != nil {
 		return fmt.Errorf("platform: key charging platform: %w", err)
 	}
 	p.KeyCharge = kc
-	p.Server.Mount(keycharge.Prefix, kc.Handler())
+	p.Router.Register(kc.Routes()...)
 	return nil
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"github.com/qshield/qshield/pki"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -25,9 +27,25 @@ func get(t testing.TB, h http.Handler, path string) (int, string) {
 	return rec.Code, rec.Body.String()
 }
 
+// proxyTrust makes plain-HTTP test nodes believe the client certificate in
+// proxyHeader when it comes from httptest's remote address, as a
+// TLS-terminating proxy would pass it (the only way --insecure-http serves
+// authenticated routes).
+var proxyTrust = platform.TrustConfig{TrustedProxies: []string{"192.0.2.1"}, ClientCertHeader: proxyHeader}
+
+const proxyHeader = "X-Client-Cert"
+
 func post(h http.Handler, path, key, body string) *httptest.ResponseRecorder {
+	return postAs(h, path, key, body, "")
+}
+
+// postAs is post presenting certPEM (URL-escaped PEM) through the proxy header.
+func postAs(h http.Handler, path, key, body, certPEM string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest("POST", path, strings.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
+	if certPEM != "" {
+		r.Header.Set(proxyHeader, certPEM)
+	}
 	if key != "" {
 		r.Header.Set(httpx.IdempotencyHeader, key)
 	}
@@ -135,7 +153,7 @@ func TestNodesShareOneDatabase(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nodes[i], errs[i] = platform.Open(ctx, platform.Config{DB: dsn, StateDir: t.TempDir(), InsecureHTTP: true, QKD: platform.QKDConfig{Off: true}})
+			nodes[i], errs[i] = platform.Open(ctx, platform.Config{DB: dsn, StateDir: t.TempDir(), InsecureHTTP: true, Trust: proxyTrust, QKD: platform.QKDConfig{Off: true}})
 		}()
 	}
 	wg.Wait()
@@ -159,6 +177,19 @@ func TestNodesShareOneDatabase(t *testing.T) {
 		t.Fatal("the nodes have different bioqr settlement keys")
 	}
 	h := func(i int) http.Handler { return nodes[i%n].Server.Handler() }
+	// One node issued the admin credential; the operator presents it to every node.
+	var admin string
+	for _, p := range nodes {
+		if p.AdminCert.Leaf != nil {
+			admin = url.PathEscape(string(pki.EncodeCertPEM(p.AdminCert.Leaf)))
+		}
+	}
+	if admin == "" {
+		t.Fatal("no node issued the admin credential")
+	}
+	post := func(h http.Handler, path, key, body string) *httptest.ResponseRecorder {
+		return postAs(h, path, key, body, admin)
+	}
 	for i, acct := range []string{`{"id":"bank","owner":"bank","kind":"system","currency":"EUR","allow_negative":true}`, `{"id":"alice","owner":"alice","kind":"user","currency":"EUR"}`, `{"id":"shop","owner":"shop","kind":"merchant","currency":"EUR"}`} {
 		if rec := post(h(i), "/v1/accounts", "", acct); rec.Code != 201 {
 			t.Fatalf("account: %d %s", rec.Code, rec.Body)
@@ -201,7 +232,11 @@ func TestNodesShareOneDatabase(t *testing.T) {
 			t.Fatalf("%s: %d created, %d replayed", key, created, replayed)
 		}
 	}
-	code, body := get(t, h(2), "/v1/accounts/shop")
+	r := httptest.NewRequest("GET", "/v1/accounts/shop", nil)
+	r.Header.Set(proxyHeader, admin)
+	rec := httptest.NewRecorder()
+	h(2).ServeHTTP(rec, r)
+	code, body := rec.Code, rec.Body.String()
 	if code != 200 || !strings.Contains(body, `"balance":140`) {
 		t.Fatalf("shop: %d %s", code, body)
 	}

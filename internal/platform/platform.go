@@ -12,10 +12,18 @@
 // does not reveal the CA key. Nodes of one platform get the same
 // QSHIELD_PLATFORM_KEY from a secret store; everything else they share is in
 // the database.
+// Key files (platform.key, an older ca-seal.key) live in QSHIELD_SECRET_DIR
+// when it is set, else in the state directory; Open warns when they sit
+// beside the SQLite database they seal.
 //
 // The state directory also receives the files a client needs to talk to the
-// server: ca.pem (the root to trust) and admin.pem / admin-key.pem (a client
-// certificate for the administrative API, mode 0600).
+// server: ca.pem (the root to trust) and the admin credential admin.pem /
+// admin-key.pem (mode 0600), created once — not on every start — and
+// replaced only by `qshield admin rotate`; its key is sealed under
+// QSHIELD_ADMIN_PASSPHRASE when that is set.
+//
+// Authorization: every route is registered on one authz.Router with its
+// policy (trust.go); see SECURITY.md.
 package platform
 
 import (
@@ -29,13 +37,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
@@ -69,6 +78,15 @@ type Config struct {
 	Log   *slog.Logger
 	// QKD configures the simulated link feeding the key managers.
 	QKD QKDConfig
+	// Audit configures the audit log's signed checkpoints.
+	Audit AuditConfig
+	// Trust configures authorization: trusted proxies, rate limits,
+	// post-quantum enforcement (see TrustConfig).
+	Trust TrustConfig
+	// MaxConnAge closes kept-alive connections older than this after their
+	// next response (0: DefaultMaxConnAge; negative: no limit).
+	MaxConnAge time.Duration
+
 	// DBOptions size the database pool and set its timeouts (zero: sqldb's defaults).
 	DBOptions sqldb.Options
 	// HTTP limits of the node (zero: the server package's defaults).
@@ -81,6 +99,9 @@ type Config struct {
 	// ResultsDir holds experiment results the console shows ("" = none).
 	ResultsDir string
 }
+
+// DefaultMaxConnAge bounds how long one client connection is kept alive.
+const DefaultMaxConnAge = 10 * time.Minute
 
 // Platform is an opened platform, ready to serve.
 type Platform struct {
@@ -107,6 +128,11 @@ type Platform struct {
 	Watermark *service.Service
 	// KeyCharge is seed 001's key management platform and service centre.
 	KeyCharge *keycharge.QKMP
+	// Publisher signs and publishes the audit log's checkpoints.
+	Publisher *audit.Publisher
+	// Router registers every route with its authorization policy.
+	Router *authz.Router
+
 	// Metrics is the node's Prometheus registry, served at /metrics.
 	Metrics *metrics.Metrics
 	// Console is the operator console (nil with InsecureHTTP).
@@ -114,7 +140,8 @@ type Platform struct {
 	// LinkMonitor samples the QKD link for the console (nil without a link).
 	LinkMonitor *console.LinkMonitor
 
-	master []byte
+	master    []byte
+	classical atomic.Int64
 
 	closers []func() error
 }
@@ -144,6 +171,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
+	p.warnSecretsBesideData()
 	p.Audit, err = OpenAudit(ctx, p.DB)
 	if err != nil {
 		return nil, fmt.Errorf("platform: audit trail: %w", err)
@@ -153,12 +181,16 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.CA = p.CA.WithAudit(p.Audit, "platform")
-	p.Ledger, err = ledger.Open(ctx, p.DB)
+	p.Ledger, err = ledger.Open(ctx, p.DB, ledger.WithAudit(p.Audit))
 	if err != nil {
 		return nil, fmt.Errorf("platform: ledger: %w", err)
 	}
 	p.closers = append(p.closers, p.Ledger.Close)
 
+	maxAge := cfg.MaxConnAge
+	if maxAge == 0 {
+		maxAge = DefaultMaxConnAge
+	}
 	p.Metrics = metrics.New()
 	p.Metrics.AddDB(p.DB.DB)
 	p.Metrics.AddLedger(p.DB.DB)
@@ -171,6 +203,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		InsecureHTTP: cfg.InsecureHTTP, Log: cfg.Log, Metrics: p.Metrics,
 		MaxInFlight: cfg.MaxInFlight, MaxQueue: cfg.MaxQueue, MaxConns: cfg.MaxConns,
 		QueueTimeout: cfg.QueueTimeout, RequestTimeout: cfg.RequestTimeout,
+		MaxConnAge: max(maxAge, 0), Principal: requestPrincipal,
 	}
 	if !cfg.InsecureHTTP {
 		dns, ips := hosts(cfg.Hosts)
@@ -180,12 +213,11 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		}
 		// Pages for people (QR displays) are fetched without client
 		// certificates; API routes demand one themselves.
-		p.ServerTLS = p.CA.ServerTLSOptionalClient(ctx, cert)
+		p.ServerTLS = p.countHandshakes(p.CA.ServerTLSOptionalClient(ctx, cert))
 		scfg.TLS = p.ServerTLS
 	}
-	p.AdminCert, err = p.CA.IssueTLS(ctx, pki.RoleClient, AdminName, nil, nil)
-	if err != nil {
-		return nil, fmt.Errorf("platform: admin certificate: %w", err)
+	if err := p.adminCredential(ctx); err != nil {
+		return nil, err
 	}
 	if err := p.writeClientFiles(); err != nil {
 		return nil, err
@@ -196,11 +228,15 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	}
 	p.Server.AddCheck(server.Check{Name: "database", Func: p.DB.PingContext})
 	p.Server.AddCheck(server.Check{Name: "migrations", Func: p.DB.CheckMigrations})
-	api := &server.LedgerAPI{Ledger: p.Ledger, RequireClientCert: !cfg.InsecureHTTP, Idempotency: &httpx.Idempotency{Store: idem}}
-	if !cfg.InsecureHTTP {
-		api.Authorize = isAdmin
+	api := &server.LedgerAPI{Ledger: p.Ledger, Idempotency: &httpx.Idempotency{Store: idem}}
+	if err := p.newRouter(ctx); err != nil {
+		return nil, err
 	}
-	api.Register(p.Server)
+	p.Router.Register(api.Routes()...)
+	p.certRoutes()
+	if err := p.startAudit(ctx); err != nil {
+		return nil, err
+	}
 	if err := p.startQuantum(ctx, cfg.QKD); err != nil {
 		return nil, err
 	}
@@ -225,15 +261,10 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	return p, nil
 }
 
-// AdminName is the common name of the platform's administrative client certificate.
+// AdminName is the common name (a display name) of the platform's
+// administrative client certificate; the admin is recognised by its
+// principal kind, never by this name.
 const AdminName = "qshield-admin"
-
-// isAdmin reports whether the request carries the platform admin certificate
-// (verified by the TLS layer, revocation included).
-func isAdmin(r *http.Request) bool {
-	cn, _, err := pki.PeerIdentity(r.TLS)
-	return err == nil && cn == AdminName
-}
 
 // ClientTLS returns a TLS configuration for a client of this platform
 // presenting cert (use p.AdminCert for the administrative API).
@@ -321,7 +352,11 @@ func caSealKey(dir string) (pki.KeyEncryptor, error) {
 	if os.Getenv("QSHIELD_CA_KEY") != "" {
 		return pki.EnvKey("QSHIELD_CA_KEY")
 	}
-	path := filepath.Join(dir, "ca-seal.key")
+	sd, err := secretDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(sd, "ca-seal.key")
 	b, err := os.ReadFile(path)
 	if err == nil { // a key, or a passphrase an operator put there
 		return pki.KeyFromString(strings.TrimSpace(string(b)))
@@ -351,21 +386,7 @@ func hosts(extra []string) (dns []string, ips []net.IP) {
 
 func (p *Platform) writeClientFiles() error {
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Certificate().Raw})
-	if err := fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "ca.pem"), caPEM, 0o644, true); err != nil {
-		return err
-	}
-	var certPEM []byte
-	for _, der := range p.AdminCert.Certificate {
-		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(p.AdminCert.PrivateKey)
-	if err != nil {
-		return fmt.Errorf("platform: encode admin key: %w", err)
-	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "admin-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600, true); err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "admin.pem"), certPEM, 0o600, true)
+	return fsutil.WriteFileAtomic(filepath.Join(p.StateDir, "ca.pem"), caPEM, 0o644, true)
 }
 
 // LoadClientTLS builds a client TLS config from a state directory's ca.pem,
@@ -379,7 +400,7 @@ func LoadClientTLS(dir string) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("platform: %s/ca.pem holds no certificate", dir)
 	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
+	cert, err := loadAdminFiles(dir)
 	if err != nil {
 		return nil, fmt.Errorf("platform: admin certificate: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -71,9 +72,15 @@ func (p *Platform) startQMSP(ctx context.Context) error {
 	}
 	p.closers = append(p.closers, q.PPS.Close)
 	p.QMSP = q
-	p.Server.Mount("/v1/qmsp/css/", q.CSS.Handler())
-	p.Server.Handle("POST /v1/qmsp/pay", q.PPS.Handler())
-	p.Server.Handle("GET /qmsp/gateways/{gi}/{file...}", http.HandlerFunc(q.servePage))
+	// The CSS and PPS know gateways and phones by their certificates'
+	// names; the router has authenticated each certificate as a principal of
+	// the right kind first (a name belongs to one kind).
+	css, pps := q.CSS.Handler(), q.PPS.Handler()
+	p.Router.Handle("POST /v1/qmsp/css/keys", authz.Allow(pki.PrincipalGateway), css)
+	p.Router.Handle("POST /v1/qmsp/css/ack", authz.Allow(pki.PrincipalGateway), css)
+	p.Router.Handle("POST /v1/qmsp/pay", authz.Allow(pki.PrincipalPhone), pps)
+	p.Router.Handle("GET /qmsp/gateways/{gi}/{file...}", authz.Public("a gateway's screen: the signed QR codes it shows to payers"), http.HandlerFunc(q.servePage))
+	p.Router.Handle("POST /v1/qmsp/gateways/{gi}/sale", authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator), http.HandlerFunc(q.setSale))
 	q.adminRoutes()
 	return nil
 }
@@ -104,6 +111,43 @@ func (q *QMSP) servePage(w http.ResponseWriter, r *http.Request) {
 		name = BuiltinMerchantName
 	}
 	(&qmsp.GatewayPage{Gateway: g, Used: q.PPS.UnitUsed, Merchant: name, Log: q.p.Config.Log}).ServeHTTP(w, r)
+}
+
+// SaleRequest is the body of POST /v1/qmsp/gateways/{gi}/sale: the amount
+// (minor units) and ISO 4217 numeric currency the gateway's codes carry,
+// signed, from now on (amount 0: the payer enters the amount).
+type SaleRequest struct {
+	Amount   int64  `json:"amount"`
+	Currency uint16 `json:"currency"`
+}
+
+// setSale sets the sale of an in-process gateway: an administrator, or an
+// operator whose scope has the gateway's merchant ("merchant:N").
+func (q *QMSP) setSale(w http.ResponseWriter, r *http.Request) {
+	pr := authz.PrincipalFrom(r.Context())
+	var req SaleRequest
+	if !httpx.DecodeOrProblem(w, r, 1<<10, &req) {
+		return
+	}
+	g, err := q.Gateway(r.Context(), r.PathValue("gi"))
+	if err != nil {
+		httpx.WriteProblem(w, r, http.StatusNotFound, "unknown_gateway", err.Error())
+		return
+	}
+	if pr.Kind != pki.PrincipalAdmin && !pr.MayActFor(fmt.Sprintf("merchant:%d", g.State().Merchant)) {
+		httpx.WriteProblem(w, r, http.StatusForbidden, "not_owner", "the gateway's merchant is outside this operator's scope")
+		return
+	}
+	if err := g.SetSale(req.Amount, req.Currency); err != nil {
+		httpx.WriteProblem(w, r, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
+	d, err := g.Current(r.Context())
+	if err != nil {
+		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "gateway_unavailable", err.Error())
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"shows": d.Describe()})
 }
 
 // Gateway returns the in-process gateway gi; the built-in one is registered
@@ -213,7 +257,8 @@ func (q *QMSP) EnrolGateway(ctx context.Context, gi string, merchant uint32, acc
 		return nil, pk, err
 	}
 	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: gi, PublicKey: pub,
-		Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"}})
+		Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"},
+		Kind:   pki.PrincipalGateway, Scheme: "qmsp", Scope: []string{"account:" + account, fmt.Sprintf("merchant:%d", merchant)}})
 	if err != nil {
 		return nil, pk, err
 	}
@@ -246,8 +291,11 @@ func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, accou
 // EnrolPhone certifies a phone (pub nil: the CA generates the key pair) and
 // binds payer number payer, spending from account, to it.
 func (q *QMSP) EnrolPhone(ctx context.Context, phone string, payer uint64, account string, pub crypto.PublicKey) (*pki.Issued, error) {
+	if err := q.p.checkPayerAccount(ctx, account); err != nil {
+		return nil, err
+	}
 	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: phone, PublicKey: pub,
-		Device: &pki.DeviceInfo{Serial: phone, Kind: pki.KindPhone}})
+		Device: &pki.DeviceInfo{Serial: phone, Kind: pki.KindPhone}, Kind: pki.PrincipalPhone, Scheme: "qmsp", Scope: []string{"account:" + account}})
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +330,8 @@ type PhoneEnrolment struct {
 }
 
 func (q *QMSP) adminRoutes() {
-	q.p.Server.Handle("POST /v1/qmsp/admin/gateways", enrolHandler(q.p, "qmsp gateway", func(ctx context.Context, req *GatewayEnrolment, pub any) (DeviceEnrolled, error) {
+	admin := authz.Allow(pki.PrincipalAdmin)
+	q.p.Router.Handle("POST /v1/qmsp/admin/gateways", admin, enrolHandler(q.p, "qmsp gateway", func(ctx context.Context, req *GatewayEnrolment, pub any) (DeviceEnrolled, error) {
 		if req.Currency == "" {
 			req.Currency = "CNY"
 		}
@@ -292,7 +341,7 @@ func (q *QMSP) adminRoutes() {
 		}
 		return DeviceEnrolled{Certificate: cert.Raw, PresetKey: pk[:]}, nil
 	}))
-	q.p.Server.Handle("POST /v1/qmsp/admin/phones", enrolHandler(q.p, "qmsp phone", func(ctx context.Context, req *PhoneEnrolment, pub any) (DeviceEnrolled, error) {
+	q.p.Router.Handle("POST /v1/qmsp/admin/phones", admin, enrolHandler(q.p, "qmsp phone", func(ctx context.Context, req *PhoneEnrolment, pub any) (DeviceEnrolled, error) {
 		iss, err := q.EnrolPhone(ctx, req.Phone, req.Payer, req.Account, pub)
 		if err != nil {
 			return DeviceEnrolled{}, err
@@ -300,11 +349,7 @@ func (q *QMSP) adminRoutes() {
 		return DeviceEnrolled{Certificate: iss.Cert.Raw}, nil
 	}))
 	// A gateway asks whether its displayed unit was spent (to move on).
-	q.p.Server.Handle("GET /v1/qmsp/units/{key}/{unit}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-			httpx.WriteProblem(w, r, http.StatusUnauthorized, "client_certificate_required", "a device certificate is required")
-			return
-		}
+	q.p.Router.Handle("GET /v1/qmsp/units/{key}/{unit}", authz.Allow(pki.PrincipalGateway, pki.PrincipalAdmin), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := qkd.ParseKeyID(r.PathValue("key"))
 		unit, uerr := strconv.ParseUint(r.PathValue("unit"), 10, 16)
 		if err != nil || uerr != nil {

@@ -85,7 +85,11 @@ func loadMaster(dir string) ([]byte, error) {
 		}
 		return k, nil
 	}
-	k, err := fsutil.LoadOrCreateKey(filepath.Join(dir, "platform.key"))
+	sd, err := secretDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	k, err := fsutil.LoadOrCreateKey(filepath.Join(sd, "platform.key"))
 	if err != nil {
 		return nil, fmt.Errorf("platform: %w", err)
 	}
@@ -214,7 +218,7 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 	} else {
 		blockTime = 0
 	}
-	aliceCert, err := p.CA.IssueTLS(ctx, pki.RoleApplication, "qkd-alice", nil, nil)
+	aliceCert, err := p.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: "qkd-alice", Kind: pki.PrincipalKMEPeer, Scheme: "qkd"})
 	if err != nil {
 		return err
 	}
@@ -229,7 +233,7 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 	defer ln.Close()
 	bobErr := make(chan error, 1)
 	go func() {
-		tr, err := link.Accept(ctx, ln, p.CA.ServerTLS(ctx, bobCert))
+		tr, err := link.Accept(ctx, ln, pki.PostQuantumOnly(p.CA.ServerTLS(ctx, bobCert)))
 		if err != nil {
 			bobErr <- err
 			return
@@ -240,7 +244,7 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 		_, err = link.RunBob(ctx, tr, bobCfg, sinkB)
 		bobErr <- err
 	}()
-	tr, err := link.Dial(ctx, ln.Addr().String(), p.CA.ClientTLS(ctx, aliceCert, "127.0.0.1"))
+	tr, err := link.Dial(ctx, ln.Addr().String(), pki.PostQuantumOnly(p.CA.ClientTLS(ctx, aliceCert, "127.0.0.1")))
 	if err != nil {
 		return err
 	}

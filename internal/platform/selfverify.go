@@ -41,7 +41,7 @@ func (p *Platform) startSelfVerify(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("platform: selfverify operator key: %w", err)
 	}
-	op, err := selfverify.NewOperator(ctx, p.DB, selfverify.OperatorConfig{Key: key, Ledger: p.Ledger, Audit: selfverify.AuditTo(p.Audit), Log: p.Config.Log})
+	op, err := selfverify.NewOperator(ctx, p.DB, selfverify.OperatorConfig{Key: key, Ledger: p.Ledger, Audit: p.Audit, Log: p.Config.Log})
 	if err != nil {
 		return fmt.Errorf("platform: selfverify operator: %w", err)
 	}
@@ -51,6 +51,6 @@ func (p *Platform) startSelfVerify(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); op.Run(rctx, 30*time.Second) }()
 	p.closers = append(p.closers, op.Close, func() error { cancel(); wg.Wait(); return nil })
-	p.Server.Mount("/v1/selfverify/", op.Handler())
+	p.Router.Register(op.Routes()...)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/watermark/service"
 )
@@ -16,11 +17,14 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	}
 	p.Watermark = wm
 	p.closers = append(p.closers, wm.Close)
+	// The service finds the device by its certificate's name in its own
+	// enrolment register; the router has already authenticated that
+	// certificate as a principal of the right kind (names belong to one kind).
 	h := wm.Handler()
-	p.Server.Handle("POST /v1/watermark/codes", h)
-	p.Server.Handle("POST /v1/watermark/pay", h)
-	p.Server.Mount("/watermark/", h)
-	p.Server.Handle("POST /v1/watermark/admin/devices", enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
+	p.Router.Handle("POST /v1/watermark/codes", authz.Allow(pki.PrincipalPhone), h)
+	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner), h)
+	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
+	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
 		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, pub)
 		if err != nil {
 			return DeviceEnrolled{}, err
@@ -41,11 +45,19 @@ type WatermarkEnrolment struct {
 // EnrolWatermarkDevice certifies a phone or scanner (pub nil: the CA makes
 // the key pair) and binds it to a ledger account.
 func (p *Platform) EnrolWatermarkDevice(ctx context.Context, name, role, account string, pub any) (*pki.Issued, error) {
-	kind := pki.KindPhone
-	if role == "scanner" {
-		kind = pki.KindPOS
+	kind, pkind := pki.KindPhone, pki.PrincipalPhone
+	switch role {
+	case "scanner":
+		kind, pkind = "scanner", pki.PrincipalScanner
+	case "phone":
+		if err := p.checkPayerAccount(ctx, account); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%w: role %q is neither phone nor scanner", pki.ErrBadRequest, role)
 	}
-	iss, err := p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: name, PublicKey: pub, Device: &pki.DeviceInfo{Serial: name, Kind: kind}})
+	iss, err := p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: name, PublicKey: pub, Device: &pki.DeviceInfo{Serial: name, Kind: kind},
+		Kind: pkind, Scheme: "watermark", Scope: []string{"account:" + account}})
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr/emvqr"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -25,7 +26,7 @@ type BioQRDeps struct {
 	DB     *sqldb.DB
 	CA     *pki.CA // an ECDSA P-256 CA (mutual TLS)
 	Ledger *ledger.Ledger
-	Audit  bioqr.Auditor // nil: LogAuditor on Log
+	Audit  audit.Recorder // nil: LogAuditor on Log
 	// DataDir is the FVC2002 directory holding DB1_B (QSHIELD_FINGERPRINT_DATA);
 	// "" means synthetic templates, and a directory without the data is an error.
 	DataDir string

@@ -8,8 +8,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/pki"
 )
 
 // LedgerAPI serves accounts, balances, transfers and history over HTTP.
@@ -24,7 +27,10 @@ import (
 //	POST /v1/transfers/{id}/void         void a pending transfer (Idempotency-Key required)
 //
 // Every route requires a client certificate verified by the TLS layer unless
-// the server runs with the explicit insecure-HTTP option.
+// the server runs with the explicit insecure-HTTP option. With a ledger
+// opened WithAudit, every account creation, transfer, post and void is
+// audited in its own database transaction with the caller's certificate
+// serial as the actor (see Principal).
 type LedgerAPI struct {
 	Ledger *ledger.Ledger
 	// RequireClientCert refuses requests without a verified client certificate.
@@ -41,16 +47,31 @@ type LedgerAPI struct {
 	Idempotency *httpx.Idempotency
 }
 
-// Register mounts the routes on s.
+// Routes returns the API with its policies: only administrators move money
+// or open accounts; auditors may read. Devices move money only through
+// their scheme's own checks.
+func (a *LedgerAPI) Routes() []authz.Route {
+	write := authz.Allow(pki.PrincipalAdmin)
+	read := authz.Allow(pki.PrincipalAdmin, pki.PrincipalAuditor)
+	return []authz.Route{
+		{Pattern: "GET /v1/accounts", Policy: read, Handler: http.HandlerFunc(a.listAccounts)},
+		{Pattern: "POST /v1/accounts", Policy: write, Handler: a.idem(false, a.createAccount)},
+		{Pattern: "GET /v1/accounts/{id}", Policy: read, Handler: http.HandlerFunc(a.getAccount)},
+		{Pattern: "GET /v1/accounts/{id}/transfers", Policy: read, Handler: http.HandlerFunc(a.history)},
+		{Pattern: "POST /v1/transfers", Policy: write, Handler: a.idem(true, a.transfer)},
+		{Pattern: "GET /v1/transfers/{id}", Policy: read, Handler: http.HandlerFunc(a.getTransfer)},
+		{Pattern: "POST /v1/transfers/{id}/post", Policy: write, Handler: a.idem(true, a.post)},
+		{Pattern: "POST /v1/transfers/{id}/void", Policy: write, Handler: a.idem(true, a.void)},
+	}
+}
+
+// Register mounts the routes on s with the checks of RequireClientCert and
+// Authorize (a stand-alone server without principals; the platform
+// registers Routes on its authorization router instead).
 func (a *LedgerAPI) Register(s *Server) {
-	s.Handle("GET /v1/accounts", a.auth(a.listAccounts))
-	s.Handle("POST /v1/accounts", a.auth(a.idem(false, a.createAccount)))
-	s.Handle("GET /v1/accounts/{id}", a.auth(a.getAccount))
-	s.Handle("GET /v1/accounts/{id}/transfers", a.auth(a.history))
-	s.Handle("POST /v1/transfers", a.auth(a.idem(true, a.transfer)))
-	s.Handle("GET /v1/transfers/{id}", a.auth(a.getTransfer))
-	s.Handle("POST /v1/transfers/{id}/post", a.auth(a.idem(true, a.post)))
-	s.Handle("POST /v1/transfers/{id}/void", a.auth(a.idem(true, a.void)))
+	for _, r := range a.Routes() { // one list of routes for both ways of serving
+		s.Handle(r.Pattern, a.auth(r.Handler.ServeHTTP))
+	}
 }
 
 // idem puts h behind the idempotency store when there is one.
@@ -81,8 +102,20 @@ func (a *LedgerAPI) auth(h http.HandlerFunc) http.Handler {
 			httpx.WriteProblem(w, r, http.StatusForbidden, "forbidden", "this certificate may not use the ledger API")
 			return
 		}
-		h(w, r)
+		// The ledger audits every account and money movement inside its
+		// transaction with this principal as the actor.
+		h(w, r.WithContext(audit.WithActor(r.Context(), Principal(r))))
 	})
+}
+
+// Principal names the caller of r for the audit trail: the serial number
+// (hex) of its verified client certificate, or "unauthenticated" on a
+// server run with the insecure-HTTP option.
+func Principal(r *http.Request) string {
+	if _, serial, err := pki.PeerIdentity(r.TLS); err == nil {
+		return serial.Text(16)
+	}
+	return "unauthenticated"
 }
 
 // AccountRequest is the body of POST /v1/accounts.

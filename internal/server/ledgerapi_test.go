@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/ledger"
@@ -18,11 +19,22 @@ import (
 func newAPI(t testing.TB, db *sqldb.DB) (http.Handler, *ledger.Ledger) {
 	t.Helper()
 	ctx := context.Background()
-	led, err := ledger.Open(ctx, db)
+	alog, err := audit.Open(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { led.Close() })
+	led, err := ledger.Open(ctx, db, ledger.WithAudit(alog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Whatever the test did through the API, ledger and audit trail agree.
+		rep, err := led.Reconcile(ctx, alog)
+		if err != nil || !rep.OK {
+			t.Errorf("reconcile after the test: %+v %v", rep, err)
+		}
+		led.Close()
+	})
 	s, err := server.New(server.Config{InsecureHTTP: true, MaxBody: 8 << 10})
 	if err != nil {
 		t.Fatal(err)

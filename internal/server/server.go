@@ -38,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/metrics"
 )
@@ -73,7 +74,11 @@ type Config struct {
 	// Principal names the caller of a request for logs and idempotency
 	// scopes (default: the verified client certificate's common name).
 	Principal func(*http.Request) string
-	Log       *slog.Logger
+	// MaxConnAge closes a kept-alive connection after the first response
+	// once it is this old (0: no limit), so no connection outlives a
+	// certificate revocation or rotation for long.
+	MaxConnAge time.Duration
+	Log        *slog.Logger
 }
 
 // Check is one readiness check: Func returns nil when the node is ready
@@ -89,6 +94,8 @@ type Server struct {
 	mux   *http.ServeMux
 	slots chan struct{} // load shedding semaphore (nil: no cap)
 	queue chan struct{} // waiting room
+	// patterns registered with Handle and Mount (see Patterns).
+	patterns []string
 }
 
 // New returns a server with /healthz mounted.
@@ -157,7 +164,14 @@ func (s *Server) AddCheck(c Check) { s.cfg.Ready = append(s.cfg.Ready, c) }
 func (s *Server) Log() *slog.Logger { return s.cfg.Log }
 
 // Handle registers h for a ServeMux pattern (e.g. "POST /v1/transfers").
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.patterns = append(s.patterns, pattern)
+	s.mux.Handle(pattern, h)
+}
+
+// Patterns lists the patterns registered with Handle and Mount (not the
+// built-in /healthz and 404), so a test can check each has a policy.
+func (s *Server) Patterns() []string { return append([]string(nil), s.patterns...) }
 
 // Mount serves h under prefix (which must end in "/"), with the prefix kept in
 // the request path.
@@ -165,12 +179,18 @@ func (s *Server) Mount(prefix string, h http.Handler) {
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
+	s.patterns = append(s.patterns, prefix)
 	s.mux.Handle(prefix, h)
 }
 
 // Handler returns the full handler chain (useful for tests with httptest).
+// Every request's context names its principal for the audit trail
+// (audit.WithActor with Principal), so that money a scheme moves through
+// the ledger is audited with the caller's certificate serial as actor.
 func (s *Server) Handler() http.Handler {
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every request names its principal for the audit trail.
+		r = r.WithContext(audit.WithActor(r.Context(), Principal(r)))
 		s.mux.ServeHTTP(w, r)
 		// ServeMux records the matched pattern in r; nested muxes of
 		// mounted schemes overwrite it with theirs, which is what we want.
@@ -178,7 +198,23 @@ func (s *Server) Handler() http.Handler {
 			ri.SetRoute(r.Pattern)
 		}
 	})
-	return s.requestInfo(s.logRequests(s.recoverer(s.shed(s.deadline(s.limitBody(route))))))
+	return s.requestInfo(s.logRequests(s.recoverer(s.shed(s.deadline(s.limitBody(s.connAge(route)))))))
+}
+
+type connStartKey struct{}
+
+// connAge marks the response "Connection: close" once the connection is
+// older than MaxConnAge.
+func (s *Server) connAge(next http.Handler) http.Handler {
+	if s.cfg.MaxConnAge <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t, ok := r.Context().Value(connStartKey{}).(time.Time); ok && time.Since(t) > s.cfg.MaxConnAge {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Run serves on ln until ctx is cancelled, then shuts down gracefully.
@@ -193,6 +229,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, connStartKey{}, time.Now())
+		},
 	}
 	if s.cfg.MaxConns > 0 {
 		ln = limitListener(ln, s.cfg.MaxConns)

@@ -112,7 +112,7 @@ func ValidKeyID(s string) bool {
 // Limits on charged keys.
 const (
 	MaxKeyLen = 1 << 20
-	minPINLen = 4
+	minPINLen = 6 // red-team finding: a 4-character PIN fell to 10^4 guesses
 	maxPINLen = 128
 )
 

@@ -426,3 +426,16 @@ func TestSegmentLease(t *testing.T) {
 		t.Fatalf("after reopen: %s@%d (the rest of the lease must be skipped)", s.KeyID, s.Offset)
 	}
 }
+
+// Red-team finding (low): the PIN and PUK could be 4 characters.
+func TestShortPINRefused(t *testing.T) {
+	for _, c := range []struct{ pin, puk string }{{"1234", "12345678"}, {"12345", "12345678"}, {"123456", "1234"}} {
+		err := Manufacture(t.TempDir(), Info{Serial: "SN-PIN", Kind: "ukey"}, []byte(c.pin), []byte(c.puk), fastOpts)
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("PIN %q, PUK %q: %v", c.pin, c.puk, err)
+		}
+	}
+	if err := Manufacture(t.TempDir(), Info{Serial: "SN-PIN", Kind: "ukey"}, []byte("123456"), []byte("12345678"), fastOpts); err != nil {
+		t.Fatal(err)
+	}
+}

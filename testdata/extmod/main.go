@@ -1,7 +1,7 @@
 // Command extmod exercises qshield's library packages from another module:
 // a ledger transfer audited in the same transaction, a CA issuing a
 // certificate, ETSI 014 and KME types, secret sharing, the convolutional
-// code, an EMVCo payload and a fingerprint matcher.
+// code, an EMVCo payload, an amount of money and a fingerprint matcher.
 package main
 
 import (
@@ -24,6 +24,7 @@ import (
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/bb84"
@@ -120,6 +121,9 @@ func run(ctx context.Context) error {
 	}
 	if err := emvqr.CheckAmount("12.34"); err != nil {
 		return err
+	}
+	if a, err := money.ParsePositive("100", "JPY"); err != nil || a.Minor != 100 || a.String() != "100 JPY" {
+		return fmt.Errorf("money: %v %v", a, err)
 	}
 	_ = fingerprint.NewMatcher().Threshold()
 	_ = httpx.NewRegistry()

@@ -129,3 +129,72 @@ func TestInvalidParameters(t *testing.T) {
 		t.Error("profile without lens")
 	}
 }
+
+// TestPanelStructure: a panel's subpixel mask keeps the mean luminance (a
+// white frame seen from far enough to average the pixels is as bright as on
+// an ideal display), while a camera close enough to resolve the subpixels
+// sees their structure (a strong column pattern).
+func TestPanelStructure(t *testing.T) {
+	white := testFrame(255)
+	for i := range white.Pix {
+		white.Pix[i] = 255
+	}
+	cam := idealCamera()
+	ideal := PhoneDisplay(50)
+	ideal.PixelPitchMM = 0
+	panel := PhoneDisplay(50)
+	mean := func(d Display, dist float64) (float64, float64) {
+		img, err := cam.Capture(&Scene{Display: d, Frames: []*image.Gray{white}}, Pose{DistanceMM: dist, ShiftXMM: 15}, 0, rand.New(rand.NewPCG(1, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A 20-pixel run in the white quiet area left of the square.
+		var s, s2 float64
+		for x := 0; x < 20; x++ {
+			v := float64(img.Pix[240*img.Stride+320+x])
+			s += v
+			s2 += v * v
+		}
+		m := s / 20
+		return m, math.Sqrt(s2/20 - m*m)
+	}
+	mi, _ := mean(ideal, 200)
+	mp, sdp := mean(panel, 200)
+	if math.Abs(mi-mp) > 4 || sdp > 6 {
+		t.Fatalf("far: ideal %.1f, panel %.1f ± %.1f", mi, mp, sdp)
+	}
+	// A narrow lens at 60 mm: a panel pixel spans about 3.4 camera pixels.
+	cam.HFOVDeg = 10
+	_, sdClose := mean(panel, 60)
+	if sdClose < 10 {
+		t.Fatalf("close up the panel's subpixels are invisible (sd %.1f)", sdClose)
+	}
+}
+
+// TestSourceScene: an endless Source is shown frame by frame, never looped.
+func TestSourceScene(t *testing.T) {
+	calls := map[int]bool{}
+	s := &Scene{Display: PhoneDisplay(50), FrameRate: 10, Source: func(k int) *image.Gray {
+		calls[k] = true
+		return testFrame(255)
+	}}
+	if k := s.FrameAt(2500 * time.Millisecond); k != 25 {
+		t.Fatalf("frame at 2.5 s: %d", k)
+	}
+	cam := idealCamera()
+	if _, err := cam.Capture(s, Pose{DistanceMM: 100}, 1234*time.Millisecond, rand.New(rand.NewPCG(1, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if !calls[12] {
+		t.Fatalf("frame 12 not requested: %v", calls)
+	}
+	bad := &Scene{Display: PhoneDisplay(50), FrameRate: 10, Source: func(k int) *image.Gray {
+		if k == 0 {
+			return testFrame(255)
+		}
+		return image.NewGray(image.Rect(0, 0, 5, 5))
+	}}
+	if _, err := cam.Capture(bad, Pose{DistanceMM: 100}, time.Second, rand.New(rand.NewPCG(1, 1))); !errors.Is(err, ErrParams) {
+		t.Fatalf("frame of another size: %v", err)
+	}
+}

@@ -27,15 +27,19 @@ type Lens struct {
 // Its Display defaults to a 56 mm frame (a 45 mm version-3 symbol with its
 // quiet zone); set Display.CodeWidthMM for other layouts.
 type Profile struct {
-	Name        string
-	Display     Display
-	SensorW     int
-	SensorH     int
-	Crop        bool
-	CropMargin  float64
-	Lenses      []Lens // one is drawn per trial
-	FocusMM     float64
-	DefocusK    float64
+	Name       string
+	Display    Display
+	SensorW    int
+	SensorH    int
+	Crop       bool
+	CropMargin float64
+	Lenses     []Lens // one is drawn per trial
+	FocusMM    float64
+	DefocusK   float64
+	// MinFocusMM is an autofocus lens's closest focus (see Camera);
+	// DefocusKs, when set, gives DefocusK per lens.
+	MinFocusMM  float64
+	DefocusKs   []float64
 	DistanceMM  Range
 	YawDeg      Range // magnitude; the sign is random
 	PitchDeg    Range // magnitude; the sign is random
@@ -88,12 +92,16 @@ func (p Profile) Draw(rng *rand.Rand, lens int, distanceMM float64) (Setup, erro
 	cam := Camera{
 		Name: p.Name + "/" + l.Name, SensorW: p.SensorW, SensorH: p.SensorH, HFOVDeg: l.HFOVDeg,
 		Crop: p.Crop, CropMargin: p.CropMargin, BlurPx: l.BlurPx, FocusMM: p.FocusMM, DefocusK: p.DefocusK,
+		MinFocusMM:  p.MinFocusMM,
 		MotionPx:    p.MotionPx.draw(rng) * l.ShakeScale,
 		Exposure:    time.Duration(p.Exposure.draw(rng) * float64(time.Millisecond)),
 		Readout:     p.Readout,
 		FullWell:    l.FullWell,
 		ReadNoise:   p.ReadNoise,
 		JPEGQuality: p.JPEGQuality,
+	}
+	if lens < len(p.DefocusKs) {
+		cam.DefocusK = p.DefocusKs[lens]
 	}
 	pose := Pose{
 		DistanceMM: d,
@@ -113,10 +121,17 @@ func (p Profile) Draw(rng *rand.Rand, lens int, distanceMM float64) (Setup, erro
 // Payment apps raise the brightness; 500 cd/m² is a typical OLED phone at high
 // (not peak) brightness. Black is 0 on OLED; the ambient term is 500 lx office
 // light reflected diffusely by about 1 % of a glass screen (500·0.01/π ≈
-// 1.6 cd/m²). Gamma 2.2 (sRGB-like panels).
+// 1.6 cd/m²). Gamma 2.2 (sRGB-like panels; IEC 61966-2-1's reference display).
+// Panel: 460 pixels per inch (pitch 0.0552 mm; the 6.1" 2532×1170 panels of
+// iPhone 12–15, as published in Apple's technical specifications), RGB-stripe
+// subpixels (see RGBStripe); most phone OLEDs use a diamond PenTile layout
+// whose red and blue repeat every two pixels, a coarser structure that
+// gives stronger moiré: the stripe favours the thief. The app draws the
+// modules crisply (nearest-neighbour onto the panel).
 func PhoneDisplay(frameMM float64) Display {
 	return Display{CodeWidthMM: frameMM, ScreenWMM: 70, ScreenHMM: 150,
-		White: 500, Black: 0, Gamma: 2.2, Ambient: 1.6, Bezel: 3}
+		White: 500, Black: 0, Gamma: 2.2, Ambient: 1.6, Bezel: 3,
+		PixelPitchMM: 25.4 / 460, Subpixels: RGBStripe()}
 }
 
 // CloseScan is a merchant's payment scanner (a counter-top "scan box") reading
@@ -174,9 +189,52 @@ func OnSiteTheft() Profile {
 	}
 }
 
-// ReplayDisplay is the accomplice's phone showing a stolen photo zoomed so the
-// code is about as large as on the payer's phone (the crop, 1.25× the frame,
-// shown 65 mm wide), same panel characteristics as PhoneDisplay.
+// ReplayDisplay is the accomplice's phone showing a stolen photo or video
+// zoomed so the code is about as large as on the payer's phone (the crop,
+// 1.25× the frame, shown 65 mm wide), same panel characteristics as
+// PhoneDisplay, the picture scaled smoothly (bilinear) as photo viewers and
+// video players do. Its 60 Hz sample-and-hold refresh is modelled by the
+// scene's frame rate (a 30 frames/s video changes every other refresh) and
+// the scanner's rolling shutter, which blends two video frames in the rows
+// exposed across a change. Not modelled: PWM dimming flicker (OLEDs at
+// reduced brightness; a thief replays at full brightness, where most panels
+// do not flicker), which would add rolling-shutter bands and hurt the thief.
 func ReplayDisplay() Display {
-	return PhoneDisplay(65)
+	d := PhoneDisplay(65)
+	d.Smooth = true
+	return d
+}
+
+// RecaptureVideo is a thief filming the payer's screen from close by (10–30
+// cm) with a current phone's main camera in 1080p30 video, to relay it live
+// (or replay it later) on another screen. Lenses: 1x (69.4° HFOV, as
+// OnSiteTheft) and 2x (38.1°, a crop of the 48 MP quad-Bayer main sensor,
+// the same optics), both with optics and demosaicing blur sigma 0.6 px at
+// 1080p (the 12 MP image's 0.7 px, downscaled 2.1×). Autofocus, but the main
+// camera does not focus closer than 150 mm (iPhone 13–15 main cameras; closer
+// than that phones switch to a macro lens or stay blurred): closer, defocus
+// grows as DefocusK·|1/d − 1/150| with DefocusK from the lens (f = 5.1 mm,
+// f/1.6, aperture 3.2 mm): blur disc diameter D·f·|1/d − 1/s| on the sensor,
+// sigma a quarter of it, in 1080p pixels of 3.6 µm (1x) or 1.8 µm (2x):
+// 1130 and 2260 px·mm. Exposure 4–16 ms (the screen is bright), rolling
+// shutter read out in 16 ms, hand shake after stabilisation 0.2–1.0 px at 1x
+// (doubled at 2x), tilt up to 20°, any roll up to 30°. Video compression
+// (H.264/HEVC at the default ~16 Mb/s) is stood in for by JPEG quality 85
+// per frame, an assumption: streams at that rate spend most bits on motion,
+// and a thief who records at a higher rate loses less. The thief keeps the
+// crop around the code.
+func RecaptureVideo() Profile {
+	return Profile{
+		Name: "recapture-video", Display: PhoneDisplay(56),
+		SensorW: 1920, SensorH: 1080, Crop: true,
+		Lenses: []Lens{
+			{Name: "1x", HFOVDeg: 69.4, BlurPx: 0.6, FullWell: 6000, ShakeScale: 1},
+			{Name: "2x", HFOVDeg: 38.1, BlurPx: 0.6, FullWell: 6000, ShakeScale: 2},
+		},
+		MinFocusMM: 150, DefocusKs: []float64{1130, 2260},
+		DistanceMM: Range{100, 300}, YawDeg: Range{0, 20}, PitchDeg: Range{0, 20},
+		RollDeg: Range{0, 30}, ShiftMM: Range{0, 5}, MotionPx: Range{0.2, 1.0},
+		Exposure: Range{4, 16}, Readout: 16 * time.Millisecond, ReadNoise: 3,
+		JPEGQuality: 85, CaptureRate: 30,
+	}
 }

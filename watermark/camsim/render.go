@@ -15,8 +15,13 @@ type render struct {
 	y0       int // first output row's sensor row (rolling shutter)
 	fx, fy   []float32
 	class    []uint8 // 0 bezel, 1 screen, 2 code
-	scale    float64 // frame pixels per output pixel at the code centre
-	ds       int     // pre-filter downsampling factor
+	scale    float64 // pre-filter (virtual) px per output px at the code centre
+	modScale float64 // frame px per output px at the code centre
+	virt     float64 // virtual px per frame px (1 without a panel structure)
+	vw, vh   int     // virtual image size
+	panelW   int     // panel pixels across the frame (0: no panel structure)
+	panelH   int
+	ds       int // pre-filter downsampling factor
 	pad      int
 	sigma    float64 // residual blur sigma, pre-filtered pixels
 	mdx, mdy float64 // motion blur vector in frame pixels
@@ -62,10 +67,14 @@ func (c *Camera) newRender(s *Scene, pose Pose) (*render, error) {
 	if err := s.Display.validate(); err != nil {
 		return nil, err
 	}
-	if len(s.Frames) == 0 || s.Frames[0] == nil {
+	if s.Source == nil && (len(s.Frames) == 0 || s.Frames[0] == nil) {
 		return nil, fmt.Errorf("%w: no frames", ErrParams)
 	}
-	fb := s.Frames[0].Rect
+	f0 := s.frame(0)
+	if f0 == nil {
+		return nil, fmt.Errorf("%w: no frames", ErrParams)
+	}
+	fb := f0.Rect
 	for _, f := range s.Frames {
 		if f == nil || f.Rect != fb {
 			return nil, fmt.Errorf("%w: frames differ in size", ErrParams)
@@ -122,6 +131,17 @@ func (c *Camera) newRender(s *Scene, pose Pose) (*render, error) {
 		return nil, fmt.Errorf("%w: degenerate pose", ErrParams)
 	}
 	r := &render{cam: c, disp: d, w: w, h: h, y0: y0, fw: fw, fh: fh, cache: map[int]*plane{}}
+	// With a panel structure, the pre-filter works on a virtual image of
+	// 3×3 samples per panel pixel; fx, fy below are in its coordinates.
+	r.virt = 1
+	if d.PixelPitchMM > 0 {
+		r.panelW = max(1, int(math.Round(d.CodeWidthMM/d.PixelPitchMM)))
+		r.panelH = max(1, int(math.Round(codeH/d.PixelPitchMM)))
+		r.virt = 3 * float64(r.panelW) / float64(fw)
+		r.vw, r.vh = 3*r.panelW, 3*r.panelH
+	} else {
+		r.vw, r.vh = fw, fh
+	}
 	r.fx = make([]float32, w*h)
 	r.fy = make([]float32, w*h)
 	r.class = make([]uint8, w*h)
@@ -137,8 +157,8 @@ func (c *Camera) newRender(s *Scene, pose Pose) (*render, error) {
 			switch {
 			case math.Abs(X) <= d.CodeWidthMM/2 && math.Abs(Y) <= codeH/2:
 				r.class[i] = 2
-				r.fx[i] = float32((X + d.CodeWidthMM/2) / mmPerPx)
-				r.fy[i] = float32((Y + codeH/2) / mmPerPx)
+				r.fx[i] = float32((X + d.CodeWidthMM/2) / mmPerPx * r.virt)
+				r.fy[i] = float32((Y + codeH/2) / mmPerPx * r.virt)
 			case math.Abs(X) <= d.ScreenWMM/2 && math.Abs(Y) <= d.ScreenHMM/2:
 				r.class[i] = 1
 			}
@@ -167,9 +187,13 @@ func (c *Camera) newRender(s *Scene, pose Pose) (*render, error) {
 	u2, v2 := proj(0, 1)
 	pxPerMM := math.Sqrt(math.Hypot(u1-u0, v1-v0) * math.Hypot(u2-u0, v2-v0))
 	r.scale = (1 / mmPerPx) / pxPerMM // frame px per output px
+	r.modScale = r.scale
+	r.scale *= r.virt // pre-filter (virtual) px per output px
 	defocus := 0.0
 	if c.FocusMM > 0 {
 		defocus = c.DefocusK * math.Abs(1/pose.DistanceMM-1/c.FocusMM)
+	} else if c.MinFocusMM > 0 && pose.DistanceMM < c.MinFocusMM {
+		defocus = c.DefocusK * math.Abs(1/pose.DistanceMM-1/c.MinFocusMM)
 	}
 	// Total blur in output pixels (optics, defocus, pixel aperture), then in
 	// frame pixels.
@@ -189,7 +213,7 @@ func (c *Camera) newRender(s *Scene, pose Pose) (*render, error) {
 		det := j11*j22 - j12*j21
 		mx := (j22*du - j12*dv) / det
 		my := (-j21*du + j11*dv) / det
-		r.mdx, r.mdy = mx/mmPerPx, my/mmPerPx
+		r.mdx, r.mdy = mx/mmPerPx*r.virt, my/mmPerPx*r.virt
 		r.taps = min(12, int(math.Ceil(c.MotionPx))+1)
 	}
 	r.lumWhite = d.White + d.Ambient
@@ -211,13 +235,16 @@ func mul3(a, b mat3) mat3 {
 
 // prefilter returns frame k as linear luminance, area-downsampled by ds and
 // blurred with the residual Gaussian, padded with the page's white.
-func (r *render) prefilter(s *Scene, k int) *plane {
+func (r *render) prefilter(s *Scene, k int) (*plane, error) {
 	if p, ok := r.cache[k]; ok {
-		return p
+		return p, nil
 	}
-	src := s.Frames[k]
+	src := s.frame(k)
+	if src == nil || src.Rect.Dx() != r.fw || src.Rect.Dy() != r.fh {
+		return nil, fmt.Errorf("%w: frame %d missing or of another size", ErrParams, k)
+	}
 	ds := r.ds
-	w, h := r.fw/ds, r.fh/ds
+	w, h := r.vw/ds, r.vh/ds
 	pw, ph := w+2*r.pad, h+2*r.pad
 	white := r.lumLUT[255]
 	p := &plane{w: pw, h: ph, pix: make([]float32, pw*ph)}
@@ -225,23 +252,139 @@ func (r *render) prefilter(s *Scene, k int) *plane {
 		p.pix[i] = white
 	}
 	inv := 1 / float32(ds*ds)
-	for y := range h {
-		for x := range w {
-			var acc float32
-			for yy := y * ds; yy < (y+1)*ds; yy++ {
-				row := src.Pix[yy*src.Stride+x*ds : yy*src.Stride+(x+1)*ds]
-				for _, v := range row {
-					acc += r.lumLUT[v]
+	if r.panelW > 0 {
+		r.panelPrefilter(src, p, w, h)
+	} else {
+		for y := range h {
+			for x := range w {
+				var acc float32
+				for yy := y * ds; yy < (y+1)*ds; yy++ {
+					row := src.Pix[yy*src.Stride+x*ds : yy*src.Stride+(x+1)*ds]
+					for _, v := range row {
+						acc += r.lumLUT[v]
+					}
 				}
+				p.pix[(y+r.pad)*pw+x+r.pad] = acc * inv
 			}
-			p.pix[(y+r.pad)*pw+x+r.pad] = acc * inv
 		}
 	}
 	if r.sigma > 0.05 {
 		gaussBlur(p, r.sigma)
 	}
+	if len(r.cache) > 64 {
+		clear(r.cache)
+	}
 	r.cache[k] = p
-	return p
+	return p, nil
+}
+
+// panelPrefilter resamples src onto the panel's pixels, applies the subpixel
+// mask on a 3×3 virtual grid per panel pixel and area-averages ds×ds virtual
+// samples into p (w×h inside its padding).
+func (r *render) panelPrefilter(src *image.Gray, p *plane, w, h int) {
+	d := r.disp
+	mask := d.Subpixels
+	if mask == ([9]float64{}) {
+		mask = [9]float64{1, 1, 1, 1, 1, 1, 1, 1, 1}
+	}
+	var m32 [9]float32
+	for i, v := range mask {
+		m32[i] = float32(v)
+	}
+	// Panel pixel luminances, one panel row at a time.
+	lum := make([]float32, r.panelW)
+	sx := float64(r.fw) / float64(r.panelW)
+	sy := float64(r.fh) / float64(r.panelH)
+	panelRow := func(py int) {
+		fy := (float64(py) + 0.5) * sy
+		for px := range r.panelW {
+			fx := (float64(px) + 0.5) * sx
+			if !d.Smooth {
+				x, y := min(int(fx), r.fw-1), min(int(fy), r.fh-1)
+				lum[px] = r.lumLUT[src.Pix[y*src.Stride+x]]
+				continue
+			}
+			x, y := fx-0.5, fy-0.5
+			x = math.Max(0, math.Min(float64(r.fw-1), x))
+			y = math.Max(0, math.Min(float64(r.fh-1), y))
+			x0, y0 := int(x), int(y)
+			x1, y1 := min(x0+1, r.fw-1), min(y0+1, r.fh-1)
+			ax, ay := float32(x-float64(x0)), float32(y-float64(y0))
+			a := r.lumLUT[src.Pix[y0*src.Stride+x0]]*(1-ax) + r.lumLUT[src.Pix[y0*src.Stride+x1]]*ax
+			b := r.lumLUT[src.Pix[y1*src.Stride+x0]]*(1-ax) + r.lumLUT[src.Pix[y1*src.Stride+x1]]*ax
+			lum[px] = a*(1-ay) + b*ay
+		}
+	}
+	// The mask is separable (column weights × row weights) and constant
+	// over each panel pixel's 3×3 virtual samples, so a ds×ds box is a
+	// weighted sum over the panel pixels it touches: per box column the
+	// panel columns and their summed column weights, likewise for rows.
+	ds := r.ds
+	inv := 1 / float32(ds*ds)
+	var colW, rowW [3]float32
+	for c := range 3 {
+		for k := range 3 {
+			colW[c] += m32[3*k+c] / 3
+			rowW[k] += m32[3*k+c] / 3
+		}
+	}
+	// Normalise so that colW[c]·rowW[k] reproduces the mask when it is
+	// separable (RGBStripe is); the mean stays 1.
+	var cs, rs float32
+	for i := range 3 {
+		cs += colW[i]
+		rs += rowW[i]
+	}
+	for i := range 3 {
+		colW[i] *= 3 / cs
+		rowW[i] *= 3 / rs
+	}
+	type tap struct {
+		idx int
+		w   float32
+	}
+	taps := func(n int, wt [3]float32) [][]tap {
+		out := make([][]tap, n)
+		for x := range n {
+			var t []tap
+			for v := x * ds; v < (x+1)*ds; v++ {
+				if len(t) > 0 && t[len(t)-1].idx == v/3 {
+					t[len(t)-1].w += wt[v%3]
+				} else {
+					t = append(t, tap{v / 3, wt[v%3]})
+				}
+			}
+			out[x] = t
+		}
+		return out
+	}
+	cols := taps(w, colW)
+	rows := taps(h, rowW)
+	acc := make([]float32, w)
+	rowSum := make([]float32, w)
+	lastPY := -1
+	for y := range h {
+		clear(acc)
+		for _, rt := range rows[y] {
+			if rt.idx != lastPY {
+				panelRow(min(rt.idx, r.panelH-1))
+				lastPY = rt.idx
+			}
+			for x, ct := range cols {
+				var a float32
+				for _, c := range ct {
+					a += lum[min(c.idx, r.panelW-1)] * c.w
+				}
+				rowSum[x] = a
+			}
+			for x := range w {
+				acc[x] += rt.w * rowSum[x]
+			}
+		}
+		for x := range w {
+			p.pix[(y+r.pad)*p.w+x+r.pad] = acc[x] * inv
+		}
+	}
 }
 
 func gaussBlur(p *plane, sigma float64) {
@@ -343,7 +486,7 @@ func (r *render) capture(s *Scene, at time.Duration, rng *rand.Rand) (*image.Gra
 	read2 := float32(c.ReadNoise * c.ReadNoise)
 	scale := 0.9 / r.lumWhite
 	period := time.Duration(0)
-	if s.FrameRate > 0 && len(s.Frames) > 1 {
+	if s.FrameRate > 0 && (s.Source != nil || len(s.Frames) > 1) {
 		period = time.Duration(float64(time.Second) / s.FrameRate)
 	}
 	var tone [4096]uint8 // linear [0, 1] in 1/4095 steps → 8-bit sRGB
@@ -385,10 +528,15 @@ func (r *render) capture(s *Scene, at time.Duration, rng *rand.Rand) (*image.Gra
 				wb = float32(float64(c.Exposure-tc) / float64(c.Exposure))
 			}
 		}
-		pa := r.prefilter(s, ka)
+		pa, err := r.prefilter(s, ka)
+		if err != nil {
+			return nil, err
+		}
 		var pb *plane
 		if wb > 0 {
-			pb = r.prefilter(s, kb)
+			if pb, err = r.prefilter(s, kb); err != nil {
+				return nil, err
+			}
 		}
 		row := r.class[oy*r.w : (oy+1)*r.w]
 		for ox, cls := range row {

@@ -4,8 +4,13 @@
 // (the QR text) and the watermark share (see package watermark), and keeps the
 // distinct valid shares per T1. Once a T1 has t shares it reconstructs W = T0 by
 // Shamir interpolation and accepts the result only if T0 derives T1 again
-// (watermark.Handle); the caller then submits (T1, T0) to the server, which
-// checks it against the issued record, single use, before the 60 s expiry.
+// (watermark.Handle); the caller then submits (T1, T0) and the stamps of the
+// shares it read to the server, which checks T0 against the issued record,
+// single use, before the 60 s expiry, and the stamps against the time: at
+// least t of them must come from slots shown within a few seconds of
+// receipt (see watermark.CheckStamps). For each share index the session keeps
+// the stamp of the latest frame that carried it, so a scan that spans slots
+// forwards the freshest stamps it saw.
 //
 // Faults and how they are handled:
 //   - frames without a QR code, or with a QR that is not a qshield code: counted
@@ -38,8 +43,10 @@ import (
 type Result struct {
 	Handle string // T1
 	Token  []byte // T0
-	Shares int    // distinct shares held when reconstructed
-	Frames int    // frames processed in this session
+	// Stamps are the time stamps of the shares held, latest frame per index.
+	Stamps []watermark.Stamp
+	Shares int // distinct shares held when reconstructed
+	Frames int // frames processed in this session
 }
 
 // Event reports what one frame contributed.
@@ -52,6 +59,9 @@ type Event struct {
 	Err      error         // why the frame gave nothing (nil when it gave a share)
 	Elapsed  time.Duration // processing time of this frame
 	Result   *Result       // set when this frame completed a reconstruction
+	// ModulePx and ModuleErrors are the frame's watermark.FrameResult
+	// measures (0 when no code or no share decoded).
+	ModulePx, ModuleErrors float64
 }
 
 // Stats counts frame outcomes.
@@ -62,6 +72,7 @@ type Stats struct {
 type group struct {
 	need   int
 	shares map[byte][]byte
+	stamps map[byte]watermark.Stamp
 	first  time.Time
 	done   bool
 }
@@ -69,6 +80,7 @@ type group struct {
 // Session accumulates shares across frames. Not safe for concurrent use.
 type Session struct {
 	ex     *watermark.Extractor
+	need   int
 	log    *slog.Logger
 	groups map[string]*group
 	stats  Stats
@@ -86,7 +98,7 @@ func NewSession(p watermark.Params, tryHarder bool, log *slog.Logger) (*Session,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Session{ex: ex, log: log, groups: map[string]*group{}, now: time.Now, MaxGroups: 32}, nil
+	return &Session{ex: ex, need: p.Threshold, log: log, groups: map[string]*group{}, now: time.Now, MaxGroups: 32}, nil
 }
 
 // Stats returns the frame counters so far.
@@ -101,7 +113,7 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 	start := time.Now()
 	s.stats.Frames++
 	fr, err := s.ex.Extract(img)
-	ev := Event{Handle: fr.Handle}
+	ev := Event{Handle: fr.Handle, ModulePx: fr.ModulePx, ModuleErrors: fr.ModuleErrors}
 	defer func() { ev.Elapsed = time.Since(start) }()
 	if err != nil {
 		ev.Err = err
@@ -122,10 +134,11 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 		if len(s.groups) >= s.MaxGroups {
 			s.evictOldest()
 		}
-		g = &group{need: int(fr.Share.Threshold), shares: map[byte][]byte{}, first: s.now()}
+		g = &group{need: s.need, shares: map[byte][]byte{}, stamps: map[byte]watermark.Stamp{}, first: s.now()}
 		s.groups[fr.Handle] = g
 	}
 	ev.Index = fr.Share.Index
+	g.stamps[fr.Share.Index] = fr.Share.Stamp
 	if old, ok := g.shares[fr.Share.Index]; ok {
 		if !bytes.Equal(old, fr.Share.Value) {
 			s.log.Warn("scan: conflicting share values", "handle", fr.Handle, "index", fr.Share.Index)
@@ -144,11 +157,30 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 			ev.Err = err
 		} else {
 			g.done = true
-			ev.Result = &Result{Handle: fr.Handle, Token: t0, Shares: len(g.shares), Frames: s.stats.Frames}
+			ev.Result = &Result{Handle: fr.Handle, Token: t0, Stamps: g.stampList(), Shares: len(g.shares), Frames: s.stats.Frames}
 		}
 	}
 	ev.Elapsed = time.Since(start)
 	return ev, nil
+}
+
+// stampList returns the group's stamps in index order.
+func (g *group) stampList() []watermark.Stamp {
+	out := make([]watermark.Stamp, 0, len(g.stamps))
+	for _, st := range g.stamps {
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b watermark.Stamp) int { return int(a.Index) - int(b.Index) })
+	return out
+}
+
+// Retry reopens the reconstruction of handle (after the server refused the
+// stamps as stale, say): the next frame that carries one of its shares
+// returns a new Result with the stamps then held.
+func (s *Session) Retry(handle string) {
+	if g := s.groups[handle]; g != nil {
+		g.done = false
+	}
 }
 
 func (s *Session) evictOldest() {

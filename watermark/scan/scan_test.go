@@ -8,6 +8,7 @@ import (
 	"image/draw"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/qshield/qshield/shamir"
 	"github.com/qshield/qshield/watermark"
@@ -24,12 +25,12 @@ func newLoop(t *testing.T, p watermark.Params, seed byte) ([]byte, *watermark.Lo
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := watermark.NewLoop(t0, p, r)
+	l, err := watermark.NewLoop(t0, testKey, p, r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ex, _ := watermark.NewExtractor(p, false)
-	for i, f := range l.Frames {
+	for i, f := range l.Frames(testSlot) {
 		if _, err := ex.Extract(f); err != nil {
 			t.Fatalf("seed %d frame %d does not read back: %v", seed, i, err)
 		}
@@ -55,7 +56,7 @@ func TestReconstructFromLoop(t *testing.T) {
 	var res *Result
 	// Frame 3 twice, then the loop from the start: frame 3 comes again
 	// (a duplicate) and the 6th distinct share is frame 5, the 8th frame.
-	for i, f := range append([]*image.Gray{l.Frames[3], l.Frames[3]}, l.Frames...) {
+	for i, f := range append([]*image.Gray{l.Frames(testSlot)[3], l.Frames(testSlot)[3]}, l.Frames(testSlot)...) {
 		ev, err := s.Add(ctx, f)
 		if err != nil {
 			t.Fatal(err)
@@ -83,7 +84,7 @@ func TestFewerThanThresholdNeverCompletes(t *testing.T) {
 	_, l := newLoop(t, p, 2)
 	s, _ := NewSession(p, false, nil)
 	for range 3 { // the same t-1 frames, many times
-		for _, f := range l.Frames[:p.Threshold-1] {
+		for _, f := range l.Frames(testSlot)[:p.Threshold-1] {
 			ev, _ := s.Add(ctx, f)
 			if ev.Result != nil {
 				t.Fatal("completed with t-1 shares")
@@ -102,18 +103,18 @@ func TestMixedTokensNeverCombine(t *testing.T) {
 	s, _ := NewSession(p, false, nil)
 	// t-1 of A and t-1 of B (2t-2 shares in total, more than t): nothing.
 	for i := range p.Threshold - 1 {
-		for _, f := range []*image.Gray{la.Frames[i], lb.Frames[i+1]} {
+		for _, f := range []*image.Gray{la.Frames(testSlot)[i], lb.Frames(testSlot)[i+1]} {
 			ev, _ := s.Add(ctx, f)
 			if ev.Result != nil {
 				t.Fatalf("completed from mixed shares: %+v", ev.Result)
 			}
 		}
 	}
-	ev, _ := s.Add(ctx, lb.Frames[0]) // B's t-th share
+	ev, _ := s.Add(ctx, lb.Frames(testSlot)[0]) // B's t-th share
 	if ev.Result == nil || ev.Result.Handle != lb.Handle || !bytes.Equal(ev.Result.Token, tb) {
 		t.Fatalf("B: %+v", ev)
 	}
-	ev, _ = s.Add(ctx, la.Frames[p.Threshold]) // A's t-th share
+	ev, _ = s.Add(ctx, la.Frames(testSlot)[p.Threshold]) // A's t-th share
 	if ev.Result == nil || ev.Result.Handle != la.Handle || !bytes.Equal(ev.Result.Token, ta) {
 		t.Fatalf("A: %+v", ev)
 	}
@@ -130,7 +131,7 @@ func TestForgedShareNeverCombines(t *testing.T) {
 	tb, _ := newLoop(t, p, 6)
 	sh, _ := shamir.Split(tb, p.Threshold, p.Shares, rand.NewChaCha8([32]byte{9}))
 	// A frame whose QR says A but whose share (with B's CRC) belongs to B.
-	img, err := watermark.Render(la.Handle, watermark.Share{Index: sh[0].Index, Threshold: byte(p.Threshold), Value: sh[0].Value}, p)
+	img, err := watermark.Render(la.Handle, watermark.Share{Index: sh[0].Index, Value: sh[0].Value}, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,17 +143,18 @@ func TestForgedShareNeverCombines(t *testing.T) {
 	}
 	s, _ := NewSession(p, false, nil)
 	s.Add(ctx, img)
-	for _, f := range la.Frames[1:p.Threshold] {
+	fa := la.Frames(testSlot)
+	for i, f := range fa[1:p.Threshold] {
 		ev, _ := s.Add(ctx, f)
 		if ev.Result != nil {
 			t.Fatalf("reconstructed with a foreign share: %+v", ev.Result)
 		}
-		if f == la.Frames[p.Threshold-1] && !errors.Is(ev.Err, ErrNoConsistentSubset) {
+		if i == p.Threshold-2 && !errors.Is(ev.Err, ErrNoConsistentSubset) {
 			t.Fatalf("want ErrNoConsistentSubset, got %v", ev.Err)
 		}
 	}
 	// One more genuine share: the subset search excludes the forged one.
-	ev, _ := s.Add(ctx, la.Frames[p.Threshold])
+	ev, _ := s.Add(ctx, fa[p.Threshold])
 	if ev.Result == nil || ev.Result.Handle != la.Handle {
 		t.Fatalf("no recovery after a genuine extra share: %+v", ev)
 	}
@@ -164,8 +166,9 @@ func TestCorruptedFrameDropped(t *testing.T) {
 	ctx := context.Background()
 	p := watermark.DefaultParams()
 	t0, l := newLoop(t, p, 7)
-	bad := image.NewGray(l.Frames[0].Rect)
-	copy(bad.Pix, l.Frames[0].Pix)
+	f0 := l.Frame(0, testSlot)
+	bad := image.NewGray(f0.Rect)
+	copy(bad.Pix, f0.Pix)
 	// Flip the ring signal of a band of 15 module rows (grey rings become
 	// solid, solid rings grey), keeping every module centre.
 	m := p.ModulePx
@@ -193,7 +196,7 @@ func TestCorruptedFrameDropped(t *testing.T) {
 		t.Fatalf("corrupted frame: %+v", ev)
 	}
 	var res *Result
-	for _, f := range l.Frames[1 : p.Threshold+1] {
+	for _, f := range l.Frames(testSlot)[1 : p.Threshold+1] {
 		ev, _ := s.Add(ctx, f)
 		if ev.Result != nil {
 			res = ev.Result
@@ -232,4 +235,44 @@ func FuzzAdd(f *testing.F) {
 			t.Fatalf("random frame: %+v %v", ev, err)
 		}
 	})
+}
+
+var testKey = []byte("0123456789abcdef")
+
+const testSlot = 1_796_558_400
+
+// TestStampsAreLatest: a scan spanning two slots forwards, for each share,
+// the stamp of the latest frame that carried it, and the stamps verify
+// under the code's key.
+func TestStampsAreLatest(t *testing.T) {
+	ctx := context.Background()
+	p := watermark.DefaultParams()
+	_, l := newLoop(t, p, 3)
+	s, _ := NewSession(p, false, nil)
+	old := l.Frames(testSlot)
+	// Shares 1..t-1 in slot S, then shares 1 and t in slot S+1.
+	for _, f := range old[:p.Threshold-1] {
+		s.Add(ctx, f)
+	}
+	s.Add(ctx, l.Frame(0, testSlot+1))
+	ev, _ := s.Add(ctx, l.Frame(p.Threshold-1, testSlot+1))
+	if ev.Result == nil {
+		t.Fatalf("no result: %+v", ev)
+	}
+	if len(ev.Result.Stamps) != p.Threshold {
+		t.Fatalf("%d stamps", len(ev.Result.Stamps))
+	}
+	for _, st := range ev.Result.Stamps {
+		slot := int64(testSlot)
+		if st.Index == 1 || int(st.Index) == p.Threshold {
+			slot++
+		}
+		if st != watermark.NewStamp(testKey, l.Handle, st.Index, slot) {
+			t.Errorf("stamp %+v, want slot %d", st, slot)
+		}
+	}
+	now := watermark.SlotStart(testSlot + 1).Add(500 * time.Millisecond)
+	if err := watermark.CheckStamps(testKey, l.Handle, p.Threshold, ev.Result.Stamps, now, watermark.DefaultWindow()); err != nil {
+		t.Fatalf("stamps do not verify: %v", err)
+	}
 }

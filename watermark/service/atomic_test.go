@@ -13,12 +13,12 @@ import (
 
 // failingAudit appends outside transactions but fails inside one: the
 // failure comes after the ledger transfer in the payment's transaction.
-type failingAudit struct{ Auditor }
+type failingAudit struct{ audit.Recorder }
 
 var errAuditDown = errors.New("audit trail unavailable")
 
-func (failingAudit) AppendTx(context.Context, *sql.Tx, audit.Entry) (audit.Record, error) {
-	return audit.Record{}, errAuditDown
+func (failingAudit) RecordTx(context.Context, *sql.Tx, audit.Entry) error {
+	return errAuditDown
 }
 
 // TestPaymentIsAtomic: a payment whose audit append fails after the
@@ -27,17 +27,17 @@ func (failingAudit) AppendTx(context.Context, *sql.Tx, audit.Entry) (audit.Recor
 func TestPaymentIsAtomic(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		s, led, _ := setup(t, db)
+		s, led, clk := setup(t, db)
 		log, err := audit.Open(ctx, db)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t0, rec, err := s.Issue(ctx, "payer")
+		code, rec, err := s.Issue(ctx, "payer", 250)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s.audit = failingAudit{log}
-		if _, err := s.Pay(ctx, "scanner", "shop", rec.Handle, t0, 250, "CNY", "k1"); !errors.Is(err, errAuditDown) {
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 250, clk.Now()), "CNY", "k1"); !errors.Is(err, errAuditDown) {
 			t.Fatalf("payment with a failing audit trail: %v, want %v", err, errAuditDown)
 		}
 		if balance(t, led, "shop") != 0 || balance(t, led, "payer") != 1000 {
@@ -48,7 +48,7 @@ func TestPaymentIsAtomic(t *testing.T) {
 			t.Fatalf("code burned (used_at %d, %v)", used, err)
 		}
 		s.audit = log
-		if _, err := s.Pay(ctx, "scanner", "shop", rec.Handle, t0, 250, "CNY", "k1"); err != nil {
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 250, clk.Now()), "CNY", "k1"); err != nil {
 			t.Fatalf("retry with the trail back: %v", err)
 		}
 		if balance(t, led, "shop") != 250 || balance(t, led, "payer") != 750 {

@@ -16,11 +16,25 @@ import (
 	"github.com/qshield/qshield/watermark"
 )
 
+// CodeRequest is the body of POST /v1/watermark/codes.
+type CodeRequest struct {
+	// Limit is the most the payer agrees to pay with the code, in minor
+	// units of the account's currency (required, > 0).
+	Limit int64 `json:"limit"`
+}
+
 // CodeResponse answers POST /v1/watermark/codes.
 type CodeResponse struct {
-	Handle    string    `json:"handle"` // T1
-	Token     []byte    `json:"token"`  // T0: the phone derives the watermark from it
-	ExpiresAt time.Time `json:"expires_at"`
+	Handle  string `json:"handle"`   // T1
+	Token   []byte `json:"token"`    // T0: the phone derives the watermark from it
+	SlotKey []byte `json:"slot_key"` // K: the phone stamps every frame's share with it
+	Limit   int64  `json:"limit"`
+	// ServerTime is the server's clock when the code was issued: the phone
+	// runs its slot clock from it (local clock plus the offset it implies),
+	// so the slots it stamps agree with the server's to within about half a
+	// round trip.
+	ServerTime time.Time `json:"server_time"`
+	ExpiresAt  time.Time `json:"expires_at"`
 	// Screen is the path of a page showing the code's loop (the phone's
 	// screen, served by the platform for demonstrations and browsers).
 	Screen string `json:"screen"`
@@ -28,15 +42,16 @@ type CodeResponse struct {
 
 // PayRequest is the body of POST /v1/watermark/pay.
 type PayRequest struct {
-	Handle   string `json:"handle"`
-	Token    []byte `json:"token"`
-	Amount   int64  `json:"amount"`
-	Currency string `json:"currency"`
+	Handle   string            `json:"handle"`
+	Token    []byte            `json:"token"`
+	Stamps   []watermark.Stamp `json:"stamps"` // the stamps of the shares the scanner read
+	Amount   int64             `json:"amount"`
+	Currency string            `json:"currency"`
 }
 
 // Handler serves:
 //
-//	POST /v1/watermark/codes        a phone asks for a fresh code (phone certificate)
+//	POST /v1/watermark/codes        a phone asks for a fresh code with its limit (phone certificate)
 //	POST /v1/watermark/pay          a scanner redeems a reconstructed code (scanner certificate, Idempotency-Key)
 //	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png
 func (s *Service) Handler() http.Handler {
@@ -47,18 +62,27 @@ func (s *Service) Handler() http.Handler {
 		if !ok {
 			return
 		}
-		t0, rec, err := s.Issue(r.Context(), acct)
+		var req CodeRequest
+		if !httpx.DecodeOrProblem(w, r, 1<<10, &req) {
+			return
+		}
+		if req.Limit <= 0 {
+			codes.WriteCode(w, r, "invalid_code_limit", "limit must be a positive amount in minor units")
+			return
+		}
+		code, rec, err := s.Issue(r.Context(), acct, req.Limit)
 		if err != nil {
 			writeErr(w, r, err)
 			return
 		}
-		loop, err := watermark.NewLoop(t0, s.Params, nil)
+		loop, err := watermark.NewLoop(code.Token, code.SlotKey, s.Params, nil)
 		if err != nil {
 			writeErr(w, r, err)
 			return
 		}
 		id := screens.add(loop, rec.ExpiresAt)
-		httpx.WriteJSON(w, http.StatusCreated, CodeResponse{Handle: rec.Handle, Token: t0, ExpiresAt: rec.ExpiresAt, Screen: "/watermark/screen/" + id + "/"})
+		httpx.WriteJSON(w, http.StatusCreated, CodeResponse{Handle: rec.Handle, Token: code.Token, SlotKey: code.SlotKey, Limit: rec.Limit,
+			ServerTime: s.now(), ExpiresAt: rec.ExpiresAt, Screen: "/watermark/screen/" + id + "/"})
 	})
 	mux.HandleFunc("POST /v1/watermark/pay", func(w http.ResponseWriter, r *http.Request) {
 		merchant, ok := s.device(w, r, "scanner")
@@ -73,7 +97,11 @@ func (s *Service) Handler() http.Handler {
 		if !httpx.DecodeOrProblem(w, r, 4<<10, &req) {
 			return
 		}
-		t, err := s.Pay(r.Context(), peer(r), merchant, req.Handle, req.Token, req.Amount, req.Currency, key)
+		if len(req.Stamps) > 255 {
+			codes.WriteCode(w, r, "invalid_stamps", "at most 255 stamps")
+			return
+		}
+		t, err := s.Pay(r.Context(), peer(r), merchant, watermark.Claim{Handle: req.Handle, Token: req.Token, Stamps: req.Stamps, Amount: req.Amount}, req.Currency, key)
 		if err != nil {
 			writeErr(w, r, err)
 			return
@@ -94,10 +122,11 @@ func (s *Service) Handler() http.Handler {
 		file := r.PathValue("file")
 		switch {
 		case file == "" || file == "index.html":
-			renderScreen(w, len(sc.loop.Frames), s.Params.ModulePx, s.Params.FramePeriod(), sc.expires)
+			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires)
 		case file == "loop.gif":
+			// The next few seconds of the loop: its stamps age out after that.
 			var buf bytes.Buffer
-			if err := sc.loop.WriteGIF(&buf); err != nil {
+			if err := sc.loop.WriteGIF(&buf, s.now(), 3*time.Second); err != nil {
 				writeErr(w, r, err)
 				return
 			}
@@ -105,12 +134,13 @@ func (s *Service) Handler() http.Handler {
 			_, _ = w.Write(buf.Bytes())
 		case len(file) > 10 && file[:6] == "frame/":
 			n, err := strconv.Atoi(file[6 : len(file)-4])
-			if err != nil || n < 0 || n >= len(sc.loop.Frames) || file[len(file)-4:] != ".png" {
+			if err != nil || n < 0 || n >= s.Params.Shares || file[len(file)-4:] != ".png" {
 				codes.WriteCode(w, r, "not_found", "no such frame")
 				return
 			}
+			// Share n stamped with the current slot.
 			w.Header().Set("Content-Type", "image/png")
-			_ = png.Encode(w, sc.loop.Frames[n])
+			_ = png.Encode(w, sc.loop.Frame(n, watermark.SlotAt(s.now())))
 		default:
 			codes.WriteCode(w, r, "not_found", "no such file")
 		}
@@ -183,6 +213,11 @@ var codes = httpx.NewRegistry(
 	httpx.Code{Code: "code_expired", Status: http.StatusGone, Message: "The payment code has expired; please scan a new one.", Err: watermark.ErrExpired},
 	httpx.Code{Code: "code_used", Status: http.StatusConflict, Message: "The payment code was already used.", Err: watermark.ErrUsed},
 	httpx.Code{Code: "wrong_token", Status: http.StatusForbidden, Message: "The payment code does not match.", Err: watermark.ErrWrongToken},
+	httpx.Code{Code: "stale_shares", Status: http.StatusForbidden, Message: "The payment code was not shown just now; please scan the payer's screen again.", Err: watermark.ErrStale},
+	httpx.Code{Code: "bad_stamp", Status: http.StatusForbidden, Message: "The payment code's time stamps do not verify.", Err: watermark.ErrBadStamp},
+	httpx.Code{Code: "over_limit", Status: http.StatusUnprocessableEntity, Message: "The amount is above the limit the payer set for this code.", Err: watermark.ErrOverLimit},
+	httpx.Code{Code: "invalid_code_limit", Status: http.StatusBadRequest, Message: "The code's limit must be a positive amount."},
+	httpx.Code{Code: "invalid_stamps", Status: http.StatusBadRequest, Message: "The request carries too many stamps."},
 	httpx.Code{Code: "unknown_device", Status: http.StatusForbidden, Message: "This device is not registered for payments.", Err: ErrUnknownDevice},
 	httpx.Code{Code: "payment_refused", Status: http.StatusUnprocessableEntity, Message: "The payment was refused.", Err: ErrRefused},
 	httpx.Code{Code: "invalid_payment", Status: http.StatusUnprocessableEntity, Message: "The payment amount or currency is not valid.", Err: ledger.ErrInvalidAmount},

@@ -9,7 +9,8 @@ import (
 )
 
 // renderScreen writes the payer's screen (package paypage's layout): the
-// code's n frames looping every period, sized to the phone's width with the
+// code's n frames looping every period (each fetched anew: a frame is
+// stamped with the current time slot), sized to the phone's width with the
 // quiet zone inside the image (never cropped), a countdown to the code's
 // expiry and a brightness hint — a scanner reads the faint watermark best
 // from a bright screen held still.
@@ -26,6 +27,7 @@ func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, 
 		LoopMillis: int(period.Milliseconds()),
 		QRAlt:      "your payment code, changing several times a second",
 		QRScale:    modulePx,
+		LoopFresh:  true, // every frame carries the current time slot
 		Expires:    expires,
 		Status:     paypage.Status{State: paypage.Waiting, Message: "Show this screen to the merchant's scanner, close up."},
 		Hint:       "Turn your screen brightness up and hold the phone still, 10–20 cm from the scanner.",

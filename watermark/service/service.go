@@ -4,7 +4,12 @@
 // scanner has reconstructed T0 from enough watermark shares, verifies it and
 // moves the money through the ledger.
 //
-// A code is single use and valid for at most 60 seconds. Paying runs in one
+// A code is single use, valid for at most 60 seconds, carries the most the
+// payer agreed to pay with it (its limit, set when the phone asks for the
+// code; a larger charge is refused and does not consume the code), and pays
+// only with shares shown within a few seconds of the claim's receipt (the
+// shares' time stamps, see watermark.CheckStamps; a recording replayed later
+// is refused, without consuming the code). Paying runs in one
 // database transaction: the code is marked used (only if it was unused), the
 // ledger transfer from the payer's account to the merchant's is recorded,
 // and so is the audit entry; either all of it commits or none. A wrong T0
@@ -54,22 +59,22 @@ CREATE TABLE wm_devices (
 	account TEXT NOT NULL,
 	PRIMARY KEY (name, role))`
 
-var migrations = []sqldb.Migration{{Version: 1, SQL: schema}}
+// Version 2: the slot key K that authenticates the shares' time stamps, and
+// the payer's limit for the code.
+const schemaV2 = `ALTER TABLE wm_tokens ADD COLUMN slot_key BYTEA;
+ALTER TABLE wm_tokens ADD COLUMN pay_limit BIGINT NOT NULL DEFAULT 0`
 
-// Auditor records payments (*audit.Log implements it).
-type Auditor interface {
-	Append(ctx context.Context, e audit.Entry) (audit.Record, error)
-	AppendTx(ctx context.Context, tx *sql.Tx, e audit.Entry) (audit.Record, error)
-}
+var migrations = []sqldb.Migration{{Version: 1, SQL: schema}, {Version: 2, SQL: schemaV2}}
 
 // Service issues and redeems codes.
 type Service struct {
 	db     *sqldb.DB
 	led    *ledger.Ledger
-	audit  Auditor
+	audit  audit.Recorder
 	batch  *sqldb.Batcher
 	now    func() time.Time
 	Params watermark.Params
+	window watermark.Window
 	issuer *watermark.Issuer
 	store  *SQLStore
 }
@@ -78,8 +83,9 @@ type Service struct {
 type Config struct {
 	DB     *sqldb.DB
 	Ledger *ledger.Ledger
-	Audit  Auditor
+	Audit  audit.Recorder
 	Params watermark.Params // zero: watermark.DefaultParams()
+	Window watermark.Window // zero: watermark.DefaultWindow()
 	TTL    time.Duration    // code validity, ≤ 60 s (default 60 s)
 	Now    func() time.Time
 }
@@ -98,7 +104,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Params == (watermark.Params{}) {
 		cfg.Params = watermark.DefaultParams()
 	}
-	s := &Service{db: cfg.DB, led: cfg.Ledger, audit: cfg.Audit, batch: cfg.DB.NewBatcher(256), now: cfg.Now, Params: cfg.Params}
+	if cfg.Window == (watermark.Window{}) {
+		cfg.Window = watermark.DefaultWindow()
+	}
+	s := &Service{db: cfg.DB, led: cfg.Ledger, audit: cfg.Audit, batch: cfg.DB.NewBatcher(256), now: cfg.Now, Params: cfg.Params, window: cfg.Window}
 	s.store = &SQLStore{db: cfg.DB}
 	s.issuer = &watermark.Issuer{Store: s.store, TTL: cfg.TTL, Now: cfg.Now, TokenLen: cfg.Params.TokenLen}
 	return s, nil
@@ -135,29 +144,31 @@ func (s *Service) Account(ctx context.Context, name, role string) (string, error
 	return acct, err
 }
 
-// Issue creates a fresh T0 for the payer's account (the phone then derives
-// T1 and the watermark from it and shows the looping code).
-func (s *Service) Issue(ctx context.Context, account string) ([]byte, watermark.Record, error) {
-	t0, rec, err := s.issuer.Issue(ctx, account)
+// Issue creates a fresh code (T0 and its slot key) for the payer's account,
+// good for at most limit minor units (the phone then derives T1 and the
+// watermark from it and shows the looping code).
+func (s *Service) Issue(ctx context.Context, account string, limit int64) (watermark.Code, watermark.Record, error) {
+	code, rec, err := s.issuer.Issue(ctx, account, limit)
 	if err != nil {
-		return nil, rec, err
+		return code, rec, err
 	}
-	s.audited(ctx, "payer", "watermark.issue", "success", rec.Handle, map[string]string{"account": account})
-	return t0, rec, nil
+	s.audited(ctx, "payer", "watermark.issue", "success", rec.Handle, map[string]string{"account": account, "limit": strconv.FormatInt(limit, 10)})
+	return code, rec, nil
 }
 
-// Pay redeems (handle, t0) for amount in currency into merchantAccount.
-// idemKey makes a scanner's retry of the same payment return its first
-// result.
-func (s *Service) Pay(ctx context.Context, scanner, merchantAccount, handle string, t0 []byte, amount int64, currency, idemKey string) (ledger.Transfer, error) {
-	t, err := s.pay(ctx, merchantAccount, handle, t0, amount, currency, idemKey)
+// Pay redeems claim c (T1, the reconstructed T0, the shares' stamps and the
+// amount) in currency into merchantAccount. idemKey makes a scanner's retry
+// of the same payment return its first result.
+func (s *Service) Pay(ctx context.Context, scanner, merchantAccount string, c watermark.Claim, currency, idemKey string) (ledger.Transfer, error) {
+	t, err := s.pay(ctx, merchantAccount, c, currency, idemKey)
 	if err != nil {
-		s.audited(ctx, scanner, "watermark.pay", "denied", handle, map[string]string{"reason": err.Error()})
+		s.audited(ctx, scanner, "watermark.pay", "denied", c.Handle, map[string]string{"reason": err.Error()})
 	}
 	return t, err
 }
 
-func (s *Service) pay(ctx context.Context, merchantAccount, handle string, t0 []byte, amount int64, currency, idemKey string) (ledger.Transfer, error) {
+func (s *Service) pay(ctx context.Context, merchantAccount string, c watermark.Claim, currency, idemKey string) (ledger.Transfer, error) {
+	handle, t0, amount := c.Handle, c.Token, c.Amount
 	if err := watermark.ParseHandle(handle); err != nil {
 		return ledger.Transfer{}, fmt.Errorf("%w: %v", watermark.ErrUnknownToken, err)
 	}
@@ -190,8 +201,10 @@ func (s *Service) pay(ctx context.Context, merchantAccount, handle string, t0 []
 			}
 			return watermark.ErrUsed
 		}
-		if !now.Before(rec.ExpiresAt) {
-			return watermark.ErrExpired
+		// Expiry, the shares' time stamps and the payer's limit: a
+		// refusal here does not consume the code.
+		if err := rec.Check(c, s.Params.Threshold, now, s.window); err != nil {
+			return err
 		}
 		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE wm_tokens SET used_at = ? WHERE handle = ? AND used_at = 0`), now.UnixNano(), handle)
 		if err != nil {
@@ -216,7 +229,7 @@ func (s *Service) pay(ctx context.Context, merchantAccount, handle string, t0 []
 		if s.audit == nil {
 			return nil
 		}
-		_, err = s.audit.AppendTx(ctx, tx, audit.Entry{Actor: merchantAccount, Event: "watermark.pay", Outcome: "success", Origin: "watermark", Resource: handle,
+		err = s.audit.RecordTx(ctx, tx, audit.Entry{Actor: merchantAccount, Event: "watermark.pay", Outcome: "success", Origin: "watermark", Resource: handle,
 			Details: map[string]string{"amount": strconv.FormatInt(amount, 10) + " " + currency, "transfer": t.ID}})
 		return err
 	})
@@ -233,7 +246,7 @@ func memo(idemKey string) string { return "watermarked code payment " + idemKey 
 
 func (s *Service) audited(ctx context.Context, actor, event, outcome, resource string, details map[string]string) {
 	if s.audit != nil {
-		_, _ = s.audit.Append(ctx, audit.Entry{Actor: actor, Event: event, Outcome: outcome, Origin: "watermark", Resource: resource, Details: details})
+		_ = s.audit.Record(ctx, audit.Entry{Actor: actor, Event: event, Outcome: outcome, Origin: "watermark", Resource: resource, Details: details})
 	}
 }
 
@@ -242,8 +255,8 @@ type SQLStore struct{ db *sqldb.DB }
 
 // Insert implements watermark.TokenStore.
 func (st *SQLStore) Insert(ctx context.Context, r watermark.Record) error {
-	_, err := st.db.ExecContext(ctx, st.db.Rebind(`INSERT INTO wm_tokens (handle, digest, account, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)`),
-		r.Handle, r.Digest[:], r.Account, r.IssuedAt.UnixNano(), r.ExpiresAt.UnixNano())
+	_, err := st.db.ExecContext(ctx, st.db.Rebind(`INSERT INTO wm_tokens (handle, digest, account, issued_at, expires_at, slot_key, pay_limit) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		r.Handle, r.Digest[:], r.Account, r.IssuedAt.UnixNano(), r.ExpiresAt.UnixNano(), r.SlotKey, r.Limit)
 	if sqldb.IsUniqueViolation(err) {
 		return fmt.Errorf("%w: %s", watermark.ErrDuplicate, r.Handle)
 	}
@@ -255,8 +268,8 @@ func (st *SQLStore) Lookup(ctx context.Context, handle string) (watermark.Record
 	var r watermark.Record
 	var digest []byte
 	var issued, expires, used int64
-	err := st.db.QueryRowContext(ctx, st.db.Rebind(`SELECT handle, digest, account, issued_at, expires_at, used_at FROM wm_tokens WHERE handle = ?`), handle).
-		Scan(&r.Handle, &digest, &r.Account, &issued, &expires, &used)
+	err := st.db.QueryRowContext(ctx, st.db.Rebind(`SELECT handle, digest, account, issued_at, expires_at, used_at, slot_key, pay_limit FROM wm_tokens WHERE handle = ?`), handle).
+		Scan(&r.Handle, &digest, &r.Account, &issued, &expires, &used, &r.SlotKey, &r.Limit)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, watermark.ErrUnknownToken
 	}

@@ -3,12 +3,12 @@ package service
 import (
 	"context"
 	"errors"
-	"github.com/qshield/qshield/internal/testclock"
 	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/internal/testclock"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
@@ -47,6 +47,15 @@ func setup(t *testing.T, db *sqldb.DB) (*Service, *ledger.Ledger, *testclock.Clo
 	return s, led, clk
 }
 
+// claim stamps t shares of code in the slot of at, as a prompt scanner would.
+func claim(s *Service, code watermark.Code, rec watermark.Record, amount int64, at time.Time) watermark.Claim {
+	var st []watermark.Stamp
+	for i := 1; i <= s.Params.Threshold; i++ {
+		st = append(st, watermark.NewStamp(code.SlotKey, rec.Handle, byte(i), watermark.SlotAt(at)))
+	}
+	return watermark.Claim{Handle: rec.Handle, Token: code.Token, Stamps: st, Amount: amount}
+}
+
 func balance(t *testing.T, led *ledger.Ledger, id string) int64 {
 	a, err := led.Account(context.Background(), id)
 	if err != nil {
@@ -60,33 +69,34 @@ func balance(t *testing.T, led *ledger.Ledger, id string) int64 {
 func TestScanAndPay(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		s, led, _ := setup(t, db)
-		t0, rec, err := s.Issue(ctx, "payer")
+		s, led, clk := setup(t, db)
+		code, rec, err := s.Issue(ctx, "payer", 5_00)
 		if err != nil {
 			t.Fatal(err)
 		}
-		loop, err := watermark.NewLoop(t0, s.Params, nil)
+		loop, err := watermark.NewLoop(code.Token, code.SlotKey, s.Params, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := trial.Pay(ctx, loop, trial.WithDisplay(camsim.CloseScan(), s.Params), rand.New(rand.NewPCG(1, 2)), 3*time.Second)
+		res, err := trial.Pay(ctx, loop, trial.WithDisplay(camsim.CloseScan(), s.Params), rand.New(rand.NewPCG(1, 2)), 3*time.Second, trial.Clock{Start: clk.Now()})
+		clk.Add(res.Submitted.Sub(clk.Now()))
 		if err != nil || !res.OK {
 			t.Fatalf("close scan did not reconstruct the token: %+v %v", res, err)
 		}
 		if res.Handle != rec.Handle {
 			t.Fatalf("scanned handle %s, issued %s", res.Handle, rec.Handle)
 		}
-		if _, err := s.Pay(ctx, "scanner-1", "shop", res.Handle, res.Token, 250, "CNY", "k1"); err != nil {
+		if _, err := s.Pay(ctx, "scanner-1", "shop", res.Claim(250), "CNY", "k1"); err != nil {
 			t.Fatal(err)
 		}
 		if balance(t, led, "shop") != 250 || balance(t, led, "payer") != 750 {
 			t.Fatal("wrong balances after payment")
 		}
 		// The scanner's retry gets the first result; anyone else's reuse is refused.
-		if _, err := s.Pay(ctx, "scanner-1", "shop", res.Handle, res.Token, 250, "CNY", "k1"); err != nil {
+		if _, err := s.Pay(ctx, "scanner-1", "shop", res.Claim(250), "CNY", "k1"); err != nil {
 			t.Fatalf("idempotent retry: %v", err)
 		}
-		if _, err := s.Pay(ctx, "scanner-2", "shop", res.Handle, res.Token, 250, "CNY", "k2"); !errors.Is(err, watermark.ErrUsed) {
+		if _, err := s.Pay(ctx, "scanner-2", "shop", res.Claim(250), "CNY", "k2"); !errors.Is(err, watermark.ErrUsed) {
 			t.Fatalf("second use: want ErrUsed, got %v", err)
 		}
 		if balance(t, led, "shop") != 250 {
@@ -99,18 +109,19 @@ func TestRefusals(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
 		s, led, clk := setup(t, db)
-		t0, rec, err := s.Issue(ctx, "payer")
+		code, rec, err := s.Issue(ctx, "payer", 100)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// A thief who read only T1 guesses T0: refused, and the code survives.
-		guess := append([]byte(nil), t0...)
-		guess[0] ^= 1
-		if _, err := s.Pay(ctx, "thief", "shop", rec.Handle, guess, 100, "CNY", "x"); !errors.Is(err, watermark.ErrWrongToken) {
+		guess := claim(s, code, rec, 100, clk.Now())
+		guess.Token = append([]byte(nil), code.Token...)
+		guess.Token[0] ^= 1
+		if _, err := s.Pay(ctx, "thief", "shop", guess, "CNY", "x"); !errors.Is(err, watermark.ErrWrongToken) {
 			t.Fatalf("wrong token: %v", err)
 		}
 		// A bad request from the merchant does not burn the payer's code.
-		if _, err := s.Pay(ctx, "scanner", "euro-shop", rec.Handle, t0, 100, "EUR", "y"); !errors.Is(err, ledger.ErrCurrencyMismatch) {
+		if _, err := s.Pay(ctx, "scanner", "euro-shop", claim(s, code, rec, 100, clk.Now()), "EUR", "y"); !errors.Is(err, ledger.ErrCurrencyMismatch) {
 			t.Fatalf("currency mismatch: %v", err)
 		}
 		// Concurrent redemptions: exactly one pays.
@@ -121,7 +132,7 @@ func TestRefusals(t *testing.T) {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				if _, err := s.Pay(ctx, "scanner", "shop", rec.Handle, t0, 100, "CNY", "c"+string(rune('a'+i))); err == nil {
+				if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 100, clk.Now()), "CNY", "c"+string(rune('a'+i))); err == nil {
 					mu.Lock()
 					ok++
 					mu.Unlock()
@@ -133,28 +144,89 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("%d concurrent redemptions paid (shop %d)", ok, balance(t, led, "shop"))
 		}
 		// Expired.
-		t1, rec1, err := s.Issue(ctx, "payer")
+		c1, rec1, err := s.Issue(ctx, "payer", 100)
 		if err != nil {
 			t.Fatal(err)
 		}
 		clk.Add(61 * time.Second)
-		if _, err := s.Pay(ctx, "scanner", "shop", rec1.Handle, t1, 100, "CNY", "e"); !errors.Is(err, watermark.ErrExpired) {
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, c1, rec1, 100, clk.Now()), "CNY", "e"); !errors.Is(err, watermark.ErrExpired) {
 			t.Fatalf("expired: %v", err)
 		}
 		// Unknown handle.
-		if _, err := s.Pay(ctx, "scanner", "shop", "QSW1:AAAAAAAAAAAAAAAAAAAAAAAAAA", t1, 100, "CNY", "u"); err == nil {
+		unknown := claim(s, c1, rec1, 100, clk.Now())
+		unknown.Handle = "QSW1:AAAAAAAAAAAAAAAAAAAAAAAAAA"
+		if _, err := s.Pay(ctx, "scanner", "shop", unknown, "CNY", "u"); err == nil {
 			t.Fatal("unknown handle accepted")
 		}
 		// Insufficient funds burns the code (as wallets do).
-		t2, rec2, _ := s.Issue(ctx, "payer")
-		if _, err := s.Pay(ctx, "scanner", "shop", rec2.Handle, t2, 1_000_000, "CNY", "big"); !errors.Is(err, ErrRefused) {
+		c2, rec2, _ := s.Issue(ctx, "payer", 2_000_000)
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, c2, rec2, 1_000_000, clk.Now()), "CNY", "big"); !errors.Is(err, ErrRefused) {
 			t.Fatalf("overdraft: %v", err)
 		}
-		if _, err := s.Pay(ctx, "scanner", "shop", rec2.Handle, t2, 10, "CNY", "small"); !errors.Is(err, watermark.ErrUsed) {
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, c2, rec2, 10, clk.Now()), "CNY", "small"); !errors.Is(err, watermark.ErrUsed) {
 			t.Fatalf("after a refusal the code must be burned: %v", err)
 		}
 		if balance(t, led, "payer") != 900 {
 			t.Fatalf("payer %d, want 900", balance(t, led, "payer"))
+		}
+	})
+}
+
+// TestOverLimitRefused (issue 12, item 5): the scanner cannot charge more
+// than the payer's limit for the code; the refusal moves no money and does
+// not consume the code, so the right amount still pays.
+func TestOverLimitRefused(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		s, led, clk := setup(t, db)
+		code, rec, err := s.Issue(ctx, "payer", 3_00)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Store().Lookup(ctx, rec.Handle); got.Limit != 3_00 {
+			t.Fatalf("stored limit %d", got.Limit)
+		}
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 3_01, clk.Now()), "CNY", "over"); !errors.Is(err, watermark.ErrOverLimit) {
+			t.Fatalf("over the limit: %v", err)
+		}
+		if balance(t, led, "payer") != 1000 {
+			t.Fatal("money moved on a refused charge")
+		}
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 3_00, clk.Now()), "CNY", "ok"); err != nil {
+			t.Fatalf("at the limit: %v", err)
+		}
+		if _, _, err := s.Issue(ctx, "payer", 0); err == nil {
+			t.Fatal("code without a limit issued")
+		}
+	})
+}
+
+// TestStaleSharesRefused: T0 with the stamps of frames shown more than the
+// window before receipt (a recording replayed later) is refused without
+// consuming the code; forged stamps are refused too.
+func TestStaleSharesRefused(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		s, led, clk := setup(t, db)
+		code, rec, err := s.Issue(ctx, "payer", 1_00)
+		if err != nil {
+			t.Fatal(err)
+		}
+		filmed := claim(s, code, rec, 1_00, clk.Now())
+		clk.Add(4 * time.Second)
+		if _, err := s.Pay(ctx, "scanner", "shop", filmed, "CNY", "late"); !errors.Is(err, watermark.ErrStale) {
+			t.Fatalf("replayed 4 s later: %v", err)
+		}
+		forged := claim(s, code, rec, 1_00, clk.Now())
+		forged.Stamps[0].Tag[1] ^= 0x40
+		if _, err := s.Pay(ctx, "scanner", "shop", forged, "CNY", "forged"); !errors.Is(err, watermark.ErrBadStamp) {
+			t.Fatalf("forged stamp: %v", err)
+		}
+		if balance(t, led, "payer") != 1000 {
+			t.Fatal("money moved")
+		}
+		if _, err := s.Pay(ctx, "scanner", "shop", claim(s, code, rec, 1_00, clk.Now()), "CNY", "fresh"); err != nil {
+			t.Fatalf("fresh claim: %v", err)
 		}
 	})
 }

@@ -53,10 +53,14 @@ type PayResult struct {
 	Elapsed    time.Duration // first exposure to reconstruction (pipeline model)
 	Processing time.Duration // total CPU time spent on the frames
 	Token      []byte
+	Stamps     []watermark.Stamp
 	Handle     string
 	Setup      camsim.Setup // the first pose
 	Stats      scan.Stats
 	Reaims     int // times the payer moved the phone (see ReaimAfter)
+	// Submitted is the server time at which the reconstruction reached the
+	// server (Start + Elapsed + Latency).
+	Submitted time.Time
 }
 
 // ReaimAfter is how long a payer holds the phone still without the scanner's
@@ -65,19 +69,55 @@ type PayResult struct {
 // strong tilt combined with a 45° roll) would hold for the whole timeout.
 const ReaimAfter = time.Second
 
+// Clock places a payment in time.
+type Clock struct {
+	// Start is the server's time when the scanner's first exposure starts.
+	Start time.Time
+	// Skew is the phone's slot clock minus the server's clock.
+	Skew time.Duration
+	// Latency is the scanner-to-server time of the submission.
+	Latency time.Duration
+}
+
+// DefaultEpoch is the simulated server time trials start from when none is
+// given.
+var DefaultEpoch = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+
 // Pay simulates a payer holding loop in front of a scanner of profile prof
 // (its display sized by the caller, see WithDisplay) until the scanner
-// reconstructs T0 or timeout (simulated time) passes.
-func Pay(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *rand.Rand, timeout time.Duration) (PayResult, error) {
+// reconstructs T0 or timeout (simulated time) passes. The phone shows its
+// slot-stamped frames by its own clock (ck.Start + ck.Skew at the first
+// exposure).
+func Pay(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *rand.Rand, timeout time.Duration, ck Clock) (PayResult, error) {
+	return PayObserved(ctx, loop, prof, rng, timeout, ck, nil)
+}
+
+// FrameEvent is one scanner frame as an Observer sees it.
+type FrameEvent struct {
+	At           time.Duration // end of its processing (pipeline model)
+	Index        byte          // share index, 0 when no share decoded
+	ModulePx     float64
+	ModuleErrors float64
+}
+
+// Observer, when given, sees every frame's event, and the scan then runs to
+// its timeout even after a reconstruction (to evaluate scanner policies
+// offline on the same frames).
+type Observer func(FrameEvent)
+
+// PayObserved is Pay with an observer (nil: stop at the reconstruction).
+func PayObserved(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *rand.Rand, timeout time.Duration, ck Clock, obs Observer) (PayResult, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	if ck.Start.IsZero() {
+		ck.Start = DefaultEpoch.Add(time.Duration(rng.Int64N(int64(time.Hour))))
+	}
 	su, err := prof.Draw(rng, -1, 0)
 	if err != nil {
 		return PayResult{}, err
 	}
-	period := time.Duration(float64(len(loop.Frames)) * float64(time.Second) / loop.Params.FrameRate)
-	scene := &camsim.Scene{Display: prof.Display, Frames: loop.Frames, FrameRate: loop.Params.FrameRate,
-		Phase: time.Duration(rng.Int64N(int64(period)))}
+	tl := loop.Timeline(ck.Start.Add(ck.Skew))
+	scene := &camsim.Scene{Display: prof.Display, Source: tl.Frame, FrameRate: loop.Params.FrameRate, Phase: tl.Phase}
 	cs, err := su.Camera.NewSession(scene, su.Pose)
 	if err != nil {
 		return PayResult{Setup: su}, fmt.Errorf("trial: camera: %w", err)
@@ -125,13 +165,25 @@ func Pay(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng *ra
 		res.Processing += proc
 		res.Stats = sess.Stats()
 		busyUntil = max(busyUntil, ready) + proc
-		if ev.Result != nil {
+		if obs != nil {
+			obs(FrameEvent{At: busyUntil, Index: ev.Index, ModulePx: ev.ModulePx, ModuleErrors: ev.ModuleErrors})
+		}
+		if ev.Result != nil && !res.OK {
 			res.OK = true
 			res.Token = ev.Result.Token
+			res.Stamps = ev.Result.Stamps
 			res.Elapsed = busyUntil
-			return res, nil
+			res.Submitted = ck.Start.Add(busyUntil + ck.Latency)
+			if obs == nil {
+				return res, nil
+			}
 		}
 	}
+}
+
+// Claim returns the claim the scanner submits for a successful result.
+func (r PayResult) Claim(amount int64) watermark.Claim {
+	return watermark.Claim{Handle: r.Handle, Token: r.Token, Stamps: r.Stamps, Amount: amount}
 }
 
 // TheftResult is the outcome of one theft attempt.
@@ -152,9 +204,8 @@ func Photos(loop *watermark.Loop, prof camsim.Profile, rng *rand.Rand, lens int,
 	if err != nil {
 		return nil, su, err
 	}
-	period := time.Duration(float64(len(loop.Frames)) * float64(time.Second) / loop.Params.FrameRate)
-	scene := &camsim.Scene{Display: prof.Display, Frames: loop.Frames, FrameRate: loop.Params.FrameRate,
-		Phase: time.Duration(rng.Int64N(int64(period)))}
+	tl := loop.Timeline(DefaultEpoch.Add(time.Duration(rng.Int64N(int64(time.Hour)))))
+	scene := &camsim.Scene{Display: prof.Display, Source: tl.Frame, FrameRate: loop.Params.FrameRate, Phase: tl.Phase}
 	cs, err := su.Camera.NewSession(scene, su.Pose)
 	if err != nil {
 		return nil, su, fmt.Errorf("trial: camera: %w", err)
@@ -194,7 +245,10 @@ func OnSite(ctx context.Context, loop *watermark.Loop, prof camsim.Profile, rng 
 		}
 		return res, err
 	}
-	sess, err := scan.NewSession(loop.Params, true, nil)
+	// The thief's own software: TRY_HARDER and no merchant-scanner policy.
+	free := loop.Params
+	free.MinModulePx, free.MaxModuleErrors = 0, 0
+	sess, err := scan.NewSession(free, true, nil)
 	if err != nil {
 		return res, err
 	}
@@ -266,4 +320,137 @@ func Collaborative(ctx context.Context, loop *watermark.Loop, thief, scanner cam
 		}
 	}
 	return res, nil
+}
+
+// Relay describes a re-capture theft: a thief films the payer's screen with
+// Thief (a video profile such as camsim.RecaptureVideo) and shows the video
+// on Replay to a merchant scanner of profile Scanner, Delay after filming
+// (a live relay has a fraction of a second; a recording replayed later,
+// minutes).
+type Relay struct {
+	Thief      camsim.Profile
+	Lens       int     // lens index in Thief, -1 random
+	DistanceMM float64 // 0: the profile's range
+	Scanner    camsim.Profile
+	Replay     camsim.Display
+	Delay      time.Duration
+	Timeout    time.Duration
+	Clock      Clock    // Start: server time of the thief's first exposure
+	Observe    Observer // optional; see Observer
+}
+
+// Recapture runs one re-capture theft and returns what the merchant scanner
+// obtained; the caller submits r.Claim to a verifier at r.Submitted. The
+// thief's video frames are captured on demand, at 30 frames/s from Start,
+// and shown one per 1/CaptureRate from Start+Delay.
+func Recapture(ctx context.Context, loop *watermark.Loop, rl Relay, rng *rand.Rand) (PayResult, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ck := rl.Clock
+	if ck.Start.IsZero() {
+		ck.Start = DefaultEpoch.Add(time.Duration(rng.Int64N(int64(time.Hour))))
+	}
+	tsu, err := rl.Thief.Draw(rng, rl.Lens, rl.DistanceMM)
+	if err != nil {
+		return PayResult{}, err
+	}
+	tl := loop.Timeline(ck.Start.Add(ck.Skew))
+	payer := &camsim.Scene{Display: rl.Thief.Display, Source: tl.Frame, FrameRate: loop.Params.FrameRate, Phase: tl.Phase}
+	var vid *camsim.Session
+	for {
+		vid, err = tsu.Camera.NewSession(payer, tsu.Pose)
+		if err == nil {
+			break
+		}
+		// The code does not fit the frame (a 2x lens too close): the
+		// thief steps back.
+		if !errors.Is(err, camsim.ErrParams) || tsu.Pose.DistanceMM > 1000 {
+			return PayResult{Setup: tsu}, fmt.Errorf("trial: thief camera: %w", err)
+		}
+		tsu.Pose.DistanceMM += 20
+	}
+	vgap := time.Duration(float64(time.Second) / rl.Thief.CaptureRate)
+	video := map[int]*image.Gray{}
+	var verr error
+	source := func(k int) *image.Gray {
+		if f, ok := video[k]; ok {
+			return f
+		}
+		f, err := vid.Capture(time.Duration(k)*vgap, rng)
+		if err != nil {
+			verr = err
+			return nil
+		}
+		if len(video) > 64 {
+			clear(video)
+		}
+		video[k] = f
+		return f
+	}
+	replay := rl.Scanner
+	replay.Display = rl.Replay
+	scene := &camsim.Scene{Display: rl.Replay, Source: source, FrameRate: rl.Thief.CaptureRate}
+	su, err := replay.Draw(rng, -1, 0)
+	if err != nil {
+		return PayResult{}, err
+	}
+	cs, err := su.Camera.NewSession(scene, su.Pose)
+	if err != nil {
+		return PayResult{Setup: tsu}, fmt.Errorf("trial: scanner camera: %w (%v)", err, verr)
+	}
+	sess, err := scan.NewSession(loop.Params, false, nil)
+	if err != nil {
+		return PayResult{}, err
+	}
+	capPeriod := time.Duration(float64(time.Second) / replay.CaptureRate)
+	res := PayResult{Setup: tsu, Handle: loop.Handle}
+	var busyUntil time.Duration
+	nextAim := ReaimAfter
+	for i := 0; ; i++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		start := time.Duration(i) * capPeriod
+		if start > rl.Timeout {
+			return res, nil
+		}
+		if start >= nextAim {
+			nextAim += ReaimAfter
+			if su, err = replay.Draw(rng, -1, 0); err != nil {
+				return res, err
+			}
+			if cs, err = su.Camera.NewSession(scene, su.Pose); err != nil {
+				return res, fmt.Errorf("trial: scanner camera: %w", err)
+			}
+			res.Reaims++
+		}
+		img, err := cs.Capture(start, rng)
+		if err != nil {
+			return res, fmt.Errorf("trial: capture: %w (%v)", err, verr)
+		}
+		ready := start + su.Camera.Exposure + su.Camera.Readout
+		t0 := ThreadCPU()
+		ev, err := sess.Add(ctx, img)
+		proc := ThreadCPU() - t0
+		if err != nil {
+			return res, err
+		}
+		res.Frames++
+		res.Processing += proc
+		res.Stats = sess.Stats()
+		busyUntil = max(busyUntil, ready) + proc
+		if rl.Observe != nil {
+			rl.Observe(FrameEvent{At: busyUntil, Index: ev.Index, ModulePx: ev.ModulePx, ModuleErrors: ev.ModuleErrors})
+		}
+		if ev.Result != nil && !res.OK {
+			res.OK = true
+			res.Token = ev.Result.Token
+			res.Stamps = ev.Result.Stamps
+			res.Elapsed = busyUntil
+			res.Submitted = ck.Start.Add(rl.Delay + busyUntil + ck.Latency)
+			if rl.Observe == nil {
+				return res, nil
+			}
+		}
+	}
 }

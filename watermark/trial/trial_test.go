@@ -3,6 +3,7 @@ package trial
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -11,18 +12,24 @@ import (
 	"github.com/qshield/qshield/watermark/camsim"
 )
 
-func issue(t *testing.T, p watermark.Params) (*watermark.Verifier, []byte, *watermark.Loop) {
+// simClock is the verifier's clock, set to each claim's simulated receipt.
+type simClock struct{ t time.Time }
+
+func (c *simClock) now() time.Time { return c.t }
+
+func issue(t *testing.T, p watermark.Params) (*watermark.Verifier, *simClock, []byte, *watermark.Loop) {
 	t.Helper()
 	store := watermark.NewMemStore()
-	t0, _, err := (&watermark.Issuer{Store: store}).Issue(context.Background(), "payer")
+	ck := &simClock{t: DefaultEpoch}
+	code, _, err := (&watermark.Issuer{Store: store, Now: ck.now}).Issue(context.Background(), "payer", 100_00)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := watermark.NewLoop(t0, p, nil)
+	l, err := watermark.NewLoop(code.Token, code.SlotKey, p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &watermark.Verifier{Store: store}, t0, l
+	return &watermark.Verifier{Store: store, Now: ck.now}, ck, code.Token, l
 }
 
 // TestCloseScanPays: the payer's loop, filmed by the merchant scanner, pays.
@@ -31,17 +38,18 @@ func TestCloseScanPays(t *testing.T) {
 	p := watermark.DefaultParams()
 	rng := rand.New(rand.NewPCG(11, 12))
 	prof := WithDisplay(camsim.CloseScan(), p)
-	for i := range 3 {
-		v, t0, l := issue(t, p)
-		r, err := Pay(ctx, l, prof, rng, 3*time.Second)
+	for i, skew := range []time.Duration{0, 1500 * time.Millisecond, -1500 * time.Millisecond} {
+		v, ck, t0, l := issue(t, p)
+		r, err := Pay(ctx, l, prof, rng, 3*time.Second, Clock{Start: DefaultEpoch.Add(10 * time.Second), Skew: skew, Latency: 100 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !r.OK || !bytes.Equal(r.Token, t0) {
 			t.Fatalf("payment %d failed: %+v", i, r.Stats)
 		}
-		if _, err := v.Verify(ctx, r.Handle, r.Token); err != nil {
-			t.Fatalf("verify: %v", err)
+		ck.t = r.Submitted
+		if _, err := v.Verify(ctx, r.Claim(42_00)); err != nil {
+			t.Fatalf("verify (skew %v): %v", skew, err)
 		}
 	}
 }
@@ -53,7 +61,7 @@ func TestSinglePhotoRefused(t *testing.T) {
 	p := watermark.DefaultParams()
 	rng := rand.New(rand.NewPCG(21, 22))
 	prof := WithDisplay(camsim.OnSiteTheft(), p)
-	_, _, l := issue(t, p)
+	_, _, _, l := issue(t, p)
 	shares := 0
 	for range 8 {
 		r, err := OnSite(ctx, l, prof, rng, 2, 1000, 1)
@@ -76,7 +84,7 @@ func TestDistantBurstRefused(t *testing.T) {
 	p := watermark.DefaultParams()
 	rng := rand.New(rand.NewPCG(31, 32))
 	prof := WithDisplay(camsim.OnSiteTheft(), p)
-	_, _, l := issue(t, p)
+	_, _, _, l := issue(t, p)
 	for range 3 {
 		r, err := OnSite(ctx, l, prof, rng, 0, 2500, 10)
 		if err != nil {
@@ -96,7 +104,7 @@ func TestRecapturedPhotoRefused(t *testing.T) {
 	rng := rand.New(rand.NewPCG(41, 42))
 	thief := WithDisplay(camsim.OnSiteTheft(), p)
 	scanner := WithDisplay(camsim.CloseScan(), p)
-	_, _, l := issue(t, p)
+	_, _, _, l := issue(t, p)
 	for range 2 {
 		r, err := Collaborative(ctx, l, thief, scanner, camsim.ReplayDisplay(), rng, 0, 1500, 10, 1)
 		if err != nil {
@@ -105,5 +113,40 @@ func TestRecapturedPhotoRefused(t *testing.T) {
 		if r.OK || r.Shares >= p.Threshold {
 			t.Fatalf("re-capture: %+v", r)
 		}
+	}
+}
+
+// TestRecordingReplayedLaterRefused: a close video relayed live to a
+// merchant scanner can pay (within the window: reported by the experiment),
+// but the same video shown 10 s later is refused by the server even though
+// the scanner rebuilds T0.
+func TestRecordingReplayedLaterRefused(t *testing.T) {
+	ctx := context.Background()
+	p := watermark.DefaultParams()
+	rng := rand.New(rand.NewPCG(51, 52))
+	v, ck, t0, l := issue(t, p)
+	rl := Relay{Thief: WithDisplay(camsim.RecaptureVideo(), p), Lens: 1, DistanceMM: 220,
+		Scanner: WithDisplay(camsim.CloseScan(), p), Replay: camsim.ReplayDisplay(),
+		Delay: 10 * time.Second, Timeout: 3 * time.Second, Clock: Clock{Start: DefaultEpoch.Add(5 * time.Second)}}
+	// Perfect frames stand in for the recording when the simulated one
+	// loses the watermark: the server's decision must not depend on that.
+	r, err := Recapture(ctx, l, rl, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK {
+		t.Logf("re-captured video lost the watermark (%+v); replaying perfect frames instead", r.Stats)
+		r, err = Pay(ctx, l, WithDisplay(camsim.CloseScan(), p), rng, 3*time.Second, Clock{Start: rl.Clock.Start})
+		if err != nil || !r.OK {
+			t.Fatalf("direct scan: %v %+v", err, r.Stats)
+		}
+		r.Submitted = r.Submitted.Add(rl.Delay)
+	}
+	if !bytes.Equal(r.Token, t0) {
+		t.Fatal("wrong token")
+	}
+	ck.t = r.Submitted
+	if _, err := v.Verify(ctx, r.Claim(1_00)); !errors.Is(err, watermark.ErrStale) {
+		t.Fatalf("recording replayed %v later: %v", rl.Delay, err)
 	}
 }

@@ -1,0 +1,336 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/qshield/qshield/fsutil"
+)
+
+// Checkpoints.
+//
+// A checkpoint is a C2SP tlog-checkpoint: the signed-note text
+//
+//	<origin>
+//	<tree size, decimal>
+//	<base64 tree hash>
+//
+// signed with golang.org/x/mod/sumdb/note (Ed25519) by a key named after the
+// origin. The private key is a file the platform reads at start and never
+// stores in the database; the database keeps only signed checkpoints, which
+// are public. Whoever holds an earlier checkpoint outside the database can
+// prove the current log extends it (VerifyCheckpoint, CheckConsistency).
+
+// ErrRollback and ErrFork are wrapped by errors that report a log smaller than
+// a checkpoint already seen, or a log that is not an extension of it.
+var (
+	ErrRollback = errors.New("audit: rollback: the log is smaller than a checkpoint already signed or seen")
+	ErrFork     = errors.New("audit: fork: the log is not an append-only extension of a checkpoint already signed or seen")
+)
+
+// Checkpoint is a parsed (size, root) statement of one log.
+type Checkpoint struct {
+	Origin string
+	Tree
+}
+
+// Text is the checkpoint's note text (ending in a newline).
+func (c Checkpoint) Text() string {
+	return fmt.Sprintf("%s\n%d\n%s\n", c.Origin, c.Size, base64.StdEncoding.EncodeToString(c.Hash[:]))
+}
+
+// ParseCheckpointText parses a checkpoint's note text (no signatures).
+// Extension lines are refused: this log writes none.
+func ParseCheckpointText(text string) (Checkpoint, error) {
+	lines := strings.Split(text, "\n")
+	if len(lines) != 4 || lines[3] != "" {
+		return Checkpoint{}, fmt.Errorf("%w: checkpoint must be three lines (origin, size, hash)", ErrInvalid)
+	}
+	origin := lines[0]
+	if origin == "" || strings.ContainsAny(origin, " +") || !isPrint(origin) {
+		return Checkpoint{}, fmt.Errorf("%w: bad checkpoint origin %q", ErrInvalid, origin)
+	}
+	size, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil || size < 0 || strconv.FormatInt(size, 10) != lines[1] {
+		return Checkpoint{}, fmt.Errorf("%w: bad checkpoint tree size %q", ErrInvalid, lines[1])
+	}
+	h, err := base64.StdEncoding.Strict().DecodeString(lines[2])
+	if err != nil || len(h) != tlog.HashSize {
+		return Checkpoint{}, fmt.Errorf("%w: checkpoint hash is not 32 bytes of base64", ErrInvalid)
+	}
+	c := Checkpoint{Origin: origin, Tree: Tree{Size: size}}
+	copy(c.Hash[:], h)
+	return c, nil
+}
+
+func isPrint(s string) bool {
+	for _, r := range s {
+		if r < 0x21 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// OpenCheckpoint verifies a signed checkpoint against the log's verifier
+// key (its name must equal the checkpoint's origin) and parses it. Other
+// signatures (witness cosignatures) are ignored here.
+func OpenCheckpoint(msg []byte, log note.Verifier) (Checkpoint, *note.Note, error) {
+	n, err := note.Open(msg, note.VerifierList(log))
+	if err != nil {
+		return Checkpoint{}, nil, fmt.Errorf("audit: checkpoint signature: %w", err)
+	}
+	c, err := ParseCheckpointText(n.Text)
+	if err != nil {
+		return Checkpoint{}, nil, err
+	}
+	if c.Origin != log.Name() {
+		return Checkpoint{}, nil, fmt.Errorf("%w: checkpoint origin %q is not the key name %q", ErrInvalid, c.Origin, log.Name())
+	}
+	return c, n, nil
+}
+
+// GenerateCheckpointKey makes an Ed25519 signed-note key pair for origin:
+// skey is secret (a file outside the database), vkey is published.
+func GenerateCheckpointKey(origin string) (skey, vkey string, err error) {
+	return note.GenerateKey(rand.Reader, origin)
+}
+
+// Checkpoint integrates the queue and signs a checkpoint of the current tree
+// with signer (whose name is the origin), stores it and returns the signed
+// note. It refuses — ErrRollback or ErrFork — to sign a tree that is not an
+// extension of the last checkpoint it stored, so a database rewritten behind
+// its back makes it stop instead of blessing the rewrite. When the tree has
+// not grown it returns the stored checkpoint of that size.
+func (l *Log) Checkpoint(ctx context.Context, signer note.Signer) ([]byte, Checkpoint, error) {
+	if _, err := l.Integrate(ctx); err != nil {
+		return nil, Checkpoint{}, err
+	}
+	var cur Tree
+	var last []byte
+	var proof []tlog.Hash
+	var lastCP Checkpoint
+	err := l.snapshot(ctx, func(tx *sql.Tx) error {
+		var err error
+		if cur, err = l.treeTx(ctx, tx); err != nil {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, `SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1`).Scan(&last)
+		if errors.Is(err, sql.ErrNoRows) {
+			last = nil
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("audit: read last checkpoint: %w", err)
+		}
+		if lastCP, err = parseStored(last); err != nil {
+			return err
+		}
+		if lastCP.Size > 0 && lastCP.Size < cur.Size {
+			proof, err = tlog.ProveTree(cur.Size, lastCP.Size, &txHashes{ctx: ctx, tx: tx, db: l.db})
+			if err != nil {
+				return fmt.Errorf("audit: consistency proof: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, Checkpoint{}, err
+	}
+	if last != nil {
+		if lastCP.Size > cur.Size {
+			return nil, Checkpoint{}, fmt.Errorf("%w (checkpoint %d, log %d records)", ErrRollback, lastCP.Size, cur.Size)
+		}
+		if err := CheckConsistency(lastCP.Tree, cur, proof); err != nil {
+			return nil, Checkpoint{}, fmt.Errorf("%w: %v", ErrFork, err)
+		}
+		if lastCP.Size == cur.Size {
+			return last, lastCP, nil
+		}
+	}
+	c := Checkpoint{Origin: signer.Name(), Tree: cur}
+	msg, err := note.Sign(&note.Note{Text: c.Text()}, signer)
+	if err != nil {
+		return nil, Checkpoint{}, fmt.Errorf("audit: sign checkpoint: %w", err)
+	}
+	q := `INSERT INTO audit_checkpoints (size, note) VALUES (?, ?) ON CONFLICT (size) DO NOTHING`
+	if _, err := l.db.ExecContext(ctx, l.db.Rebind(q), c.Size, string(msg)); err != nil {
+		return nil, Checkpoint{}, fmt.Errorf("audit: store checkpoint: %w", err)
+	}
+	return msg, c, nil
+}
+
+// ParseStoredCheckpoint parses a signed checkpoint without checking its
+// signature (for the log's own bookkeeping; outside holders use OpenCheckpoint).
+func ParseStoredCheckpoint(msg []byte) (Checkpoint, error) { return parseStored(msg) }
+
+// parseStored parses a stored signed checkpoint without checking its
+// signature (the database is not trusted for that: outside holders check).
+func parseStored(msg []byte) (Checkpoint, error) {
+	text, _, ok := bytes.Cut(msg, []byte("\n\n"))
+	if !ok {
+		return Checkpoint{}, fmt.Errorf("%w: stored checkpoint is not a signed note", ErrInvalid)
+	}
+	return ParseCheckpointText(string(text) + "\n")
+}
+
+// LatestCheckpoint returns the last signed checkpoint stored (nil if none).
+func (l *Log) LatestCheckpoint(ctx context.Context) ([]byte, error) {
+	var msg []byte
+	err := l.db.QueryRowContext(ctx, `SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1`).Scan(&msg)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: read checkpoint: %w", err)
+	}
+	return msg, nil
+}
+
+// CheckpointReport is the result of VerifyCheckpoint.
+type CheckpointReport struct {
+	Report
+	// Checkpoint is the (verified) checkpoint the log was checked against.
+	Checkpoint Tree `json:"checkpoint"`
+	// Tree is the head recomputed from the records.
+	Tree Tree `json:"tree"`
+}
+
+// VerifyCheckpoint checks that the log is an append-only extension of a
+// checkpoint signed earlier and held outside the database. It recomputes
+// every leaf from the records as stored — so no stored hash is trusted — and
+// rebuilds the tree in memory; the tree of the checkpoint's size must have
+// the checkpoint's hash. That detects deletion, insertion, reordering and
+// rewriting of any record before the checkpoint even when every hash in the
+// database was recomputed, and a rollback (fewer records than the
+// checkpoint). It also runs Verify's chain checks and compares the stored
+// tree hashes with the recomputed ones (a mismatch would make proofs lie).
+func (l *Log) VerifyCheckpoint(ctx context.Context, cp Checkpoint) (CheckpointReport, error) {
+	if _, err := l.Integrate(ctx); err != nil {
+		return CheckpointReport{}, err
+	}
+	rep := CheckpointReport{Checkpoint: cp.Tree}
+	err := l.snapshot(ctx, func(tx *sql.Tx) error {
+		var err error
+		t := &memTree{}
+		if rep.Report, err = l.verifyTx(ctx, tx, t.add); err != nil {
+			return err
+		}
+		rep.Tree.Size = t.n
+		if rep.Tree.Hash, err = t.root(t.n); err != nil {
+			return err
+		}
+		if t.n < cp.Size {
+			rep.add(Problem{Kind: ProblemRollback, Seq: t.n + 1, LastSeq: cp.Size,
+				Detail: fmt.Sprintf("the log has %d records, the checkpoint %d: records deleted or the database rolled back", t.n, cp.Size)})
+		} else {
+			h, err := t.root(cp.Size)
+			if err != nil {
+				return err
+			}
+			if h != cp.Hash {
+				rep.add(Problem{Kind: ProblemFork, Seq: cp.Size,
+					Detail: fmt.Sprintf("the first %d records do not hash to the checkpoint's root: records before it were deleted, inserted, reordered or rewritten, or this is another copy of the log", cp.Size)})
+			}
+		}
+		return l.compareStored(ctx, tx, t, &rep.Report)
+	})
+	rep.OK = len(rep.Problems) == 0 && !rep.Truncated
+	return rep, err
+}
+
+// compareStored reports stored tree hashes that differ from the recomputed ones.
+func (l *Log) compareStored(ctx context.Context, tx *sql.Tx, t *memTree, rep *Report) error {
+	rows, err := tx.QueryContext(ctx, `SELECT idx, hash FROM audit_tlog ORDER BY idx`)
+	if err != nil {
+		return fmt.Errorf("audit: read tree hashes: %w", err)
+	}
+	defer rows.Close()
+	bad, n := int64(0), int64(0)
+	for rows.Next() {
+		var x int64
+		var h []byte
+		if err := rows.Scan(&x, &h); err != nil {
+			return fmt.Errorf("audit: read tree hashes: %w", err)
+		}
+		n++
+		if x < 0 || x >= int64(len(t.hashes)) || !bytes.Equal(h, t.hashes[x][:]) {
+			bad++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: read tree hashes: %w", err)
+	}
+	if bad > 0 || n != int64(len(t.hashes)) {
+		rep.add(Problem{Kind: ProblemTree, Seq: t.n, Detail: fmt.Sprintf("%d of %d stored tree hashes differ from the records (%d expected)", bad, n, len(t.hashes))})
+	}
+	return nil
+}
+
+// LoadOrCreateSigner reads the checkpoint signing key from keyFile (a
+// signed-note private key) and its verifier key from vkeyFile, creating
+// both for origin on first use (keyFile mode 0600). Keep keyFile out of the
+// database and its backups; publish vkeyFile to witnesses and auditors.
+func LoadOrCreateSigner(keyFile, vkeyFile, origin string) (note.Signer, string, error) {
+	skey, err := os.ReadFile(keyFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		s, v, gerr := GenerateCheckpointKey(origin)
+		if gerr != nil {
+			return nil, "", fmt.Errorf("audit: generate checkpoint key: %w", gerr)
+		}
+		for _, f := range []string{keyFile, vkeyFile} {
+			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+				return nil, "", fmt.Errorf("audit: key directory: %w", err)
+			}
+		}
+		if err := fsutil.WriteFileAtomic(vkeyFile, []byte(v+"\n"), 0o644, true); err != nil {
+			return nil, "", fmt.Errorf("audit: write checkpoint verifier key: %w", err)
+		}
+		if err := fsutil.WriteFileAtomic(keyFile, []byte(s+"\n"), 0o600, true); err != nil {
+			return nil, "", fmt.Errorf("audit: write checkpoint key: %w", err)
+		}
+		skey, err = []byte(s), nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("audit: read checkpoint key: %w", err)
+	}
+	signer, err := note.NewSigner(strings.TrimSpace(string(skey)))
+	if err != nil {
+		return nil, "", fmt.Errorf("audit: checkpoint key %s: %w", keyFile, err)
+	}
+	vkey, err := ReadVerifierKey(vkeyFile)
+	if err != nil {
+		return nil, "", err
+	}
+	v, _ := note.NewVerifier(vkey)
+	if v.Name() != signer.Name() || v.KeyHash() != signer.KeyHash() {
+		return nil, "", fmt.Errorf("audit: %s and %s are not one key pair", keyFile, vkeyFile)
+	}
+	return signer, vkey, nil
+}
+
+// ReadVerifierKey reads a signed-note verifier key ("name+hash+base64") from a file.
+func ReadVerifierKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("audit: read checkpoint verifier key: %w", err)
+	}
+	vkey := strings.TrimSpace(string(b))
+	if _, err := note.NewVerifier(vkey); err != nil {
+		return "", fmt.Errorf("audit: verifier key %s: %w", path, err)
+	}
+	return vkey, nil
+}

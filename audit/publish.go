@@ -1,0 +1,147 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/qshield/qshield/fsutil"
+)
+
+// Sink receives every signed checkpoint the Publisher makes.
+type Sink interface {
+	Publish(ctx context.Context, checkpoint []byte) error
+}
+
+// FileSink writes the latest checkpoint to a file, atomically and durably.
+// Put it outside the data directory (another disk, a mounted bucket) so that
+// whoever restores or rewrites the database does not also hold it.
+type FileSink struct{ Path string }
+
+// Publish implements Sink.
+func (s FileSink) Publish(_ context.Context, cp []byte) error {
+	if err := fsutil.WriteFileAtomic(s.Path, cp, 0o644, true); err != nil {
+		return fmt.Errorf("audit: checkpoint file sink: %w", err)
+	}
+	return nil
+}
+
+// HTTPSink POSTs every checkpoint (text/plain, the signed note) to URL,
+// e.g. a witness or a log collector. A non-2xx answer is an error.
+type HTTPSink struct {
+	URL    string
+	Client *http.Client // nil: a client with a 10 s timeout
+}
+
+// Publish implements Sink.
+func (s HTTPSink) Publish(ctx context.Context, cp []byte) error {
+	c := s.Client
+	if c == nil {
+		c = &http.Client{Timeout: 10 * time.Second}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, bytes.NewReader(cp))
+	if err != nil {
+		return fmt.Errorf("audit: checkpoint HTTP sink: %w", err)
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("audit: checkpoint HTTP sink: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("audit: checkpoint HTTP sink %s: %s: %s", s.URL, resp.Status, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// Publisher integrates queued records and signs and publishes a checkpoint
+// whenever Every records were added or Interval passed since the last one
+// (and the log grew).
+type Publisher struct {
+	Log    *Log
+	Signer note.Signer
+	// Every is the number of new records that triggers a checkpoint (default 1000).
+	Every int64
+	// Interval is the longest time between checkpoints of a growing log (default 10 s).
+	Interval time.Duration
+	// Poll is how often the queue is integrated (default 200 ms).
+	Poll   time.Duration
+	Sinks  []Sink
+	Logger *slog.Logger
+}
+
+// PublishNow signs a checkpoint of the current log and sends it to every
+// sink; a sink's failure is logged and returned after the others ran.
+func (p *Publisher) PublishNow(ctx context.Context) ([]byte, Checkpoint, error) {
+	msg, cp, err := p.Log.Checkpoint(ctx, p.Signer)
+	if err != nil {
+		return nil, Checkpoint{}, err
+	}
+	var first error
+	for _, s := range p.Sinks {
+		if err := s.Publish(ctx, msg); err != nil {
+			p.logger().ErrorContext(ctx, "audit checkpoint not published", "size", cp.Size, "err", err)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return msg, cp, first
+}
+
+func (p *Publisher) logger() *slog.Logger {
+	if p.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return p.Logger
+}
+
+// Run publishes until ctx ends. A refusal to sign (ErrFork, ErrRollback:
+// the database no longer extends the last checkpoint) is logged at error
+// level and retried at every interval; it never signs the other view.
+func (p *Publisher) Run(ctx context.Context) error {
+	every, interval, poll := p.Every, p.Interval, p.Poll
+	if every <= 0 {
+		every = 1000
+	}
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	if poll <= 0 {
+		poll = 200 * time.Millisecond
+	}
+	var lastSize int64 = -1
+	lastTime := time.Time{}
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		if _, err := p.Log.Integrate(ctx); err != nil && ctx.Err() == nil {
+			p.logger().ErrorContext(ctx, "audit integrate failed", "err", err)
+		}
+		if head, err := p.Log.Head(ctx); err == nil {
+			grown := head.Seq > lastSize
+			if grown && (lastSize < 0 || head.Seq-lastSize >= every || time.Since(lastTime) >= interval) {
+				if _, cp, err := p.PublishNow(ctx); err != nil && ctx.Err() == nil {
+					p.logger().ErrorContext(ctx, "audit checkpoint failed", "err", err)
+					lastTime = time.Now() // retry after an interval
+				} else if err == nil {
+					lastSize, lastTime = cp.Size, time.Now()
+					p.logger().DebugContext(ctx, "audit checkpoint", "size", cp.Size)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}

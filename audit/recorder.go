@@ -1,0 +1,111 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/qshield/qshield/sqldb"
+)
+
+// Recorder is what a component needs from the audit trail. *Log implements
+// it; every scheme package takes a Recorder, never a *Log.
+//
+// RecordTx is for every event that changes money or state: the record is
+// written inside the caller's transaction and exists if and only if that
+// transaction commits. Record writes in its own transaction and is only for
+// events that change nothing (a denied request, a failed check), where there
+// is no business transaction to join.
+type Recorder interface {
+	RecordTx(ctx context.Context, tx *sql.Tx, e Entry) error
+	Record(ctx context.Context, e Entry) error
+}
+
+// RecordTx implements Recorder (AppendTx without the returned record).
+func (l *Log) RecordTx(ctx context.Context, tx *sql.Tx, e Entry) error {
+	_, err := l.AppendTx(ctx, tx, e)
+	return err
+}
+
+// RecordAllTx appends entries, in order, inside tx: on SQLite in one bulk
+// write (the leaf and tree hashes computed in memory, 100 records per
+// INSERT), on PostgreSQL into the queue. All or none are valid.
+func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) error {
+	if l.db.Dialect != sqldb.SQLite {
+		for _, e := range entries {
+			if _, _, err := l.enqueue(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	rs := make([]row, len(entries))
+	for i, e := range entries {
+		r, err := l.rowOf(e)
+		if err != nil {
+			return err
+		}
+		rs[i] = r
+	}
+	head, err := l.lockHead(ctx, tx)
+	if err != nil {
+		return err
+	}
+	_, err = l.appendRowsTx(ctx, tx, head, rs)
+	return err
+}
+
+// Record implements Recorder (Append without the returned record).
+func (l *Log) Record(ctx context.Context, e Entry) error {
+	_, err := l.Append(ctx, e)
+	return err
+}
+
+// Discard is a Recorder that records nothing (for tools and tests that do
+// not keep an audit trail).
+var Discard Recorder = discard{}
+
+type discard struct{}
+
+func (discard) RecordTx(context.Context, *sql.Tx, Entry) error { return nil }
+func (discard) Record(context.Context, Entry) error            { return nil }
+
+type actorKey struct{}
+
+// WithActor returns a context naming the principal on whose behalf the
+// work it carries is done (a certificate serial, "system"…). Components
+// that record events deep in a call chain (the ledger) take the actor from
+// the context, so the boundary that authenticated the caller decides it.
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, actorKey{}, actor)
+}
+
+// ActorFrom returns the actor set by WithActor, or def.
+func ActorFrom(ctx context.Context, def string) string {
+	if a, ok := ctx.Value(actorKey{}).(string); ok && a != "" {
+		return a
+	}
+	return def
+}
+
+// AppendSQL returns one PostgreSQL statement (with its arguments) that
+// appends e to the queue when cond holds, for writers that pipeline their
+// statements in one implicit transaction instead of using a *sql.Tx (the
+// ledger's transfers). cond is an SQL boolean expression whose placeholders
+// start at $8, with condArgs as their values. SQLite callers use RecordTx.
+func (l *Log) AppendSQL(e Entry, cond string, condArgs ...any) (string, []any, error) {
+	if err := e.validate(); err != nil {
+		return "", nil, err
+	}
+	details, err := canonicalDetails(e.Details)
+	if err != nil {
+		return "", nil, err
+	}
+	if cond == "" {
+		cond = "true"
+	}
+	t := l.now().UTC().Truncate(1000).Format(TimeLayout)
+	q := fmt.Sprintf(`INSERT INTO audit_queue (time, actor, event, outcome, origin, resource, details)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text WHERE %s`, cond)
+	return q, append([]any{t, e.Actor, e.Event, e.Outcome, e.Origin, e.Resource, details}, condArgs...), nil
+}

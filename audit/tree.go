@@ -1,0 +1,526 @@
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/qshield/qshield/sqldb"
+)
+
+// The Merkle tree.
+//
+// Record seq is leaf seq-1 of an RFC 6962 Merkle tree whose leaf data is the
+// record's encoding (the same bytes its chain hash covers), so the leaf hash
+// is SHA-256(0x00 || encoding). The hashing, storage layout and proofs are
+// those of golang.org/x/mod/sumdb/tlog: every stored hash (each leaf hash and
+// each complete subtree hash) has a dense index, tlog.StoredHashIndex, and
+// lives in audit_tlog, so a tree head, an inclusion proof or a consistency
+// proof reads O(log n) rows.
+//
+// Appending inside a business transaction (AppendTx) only inserts a queue
+// row: no log-wide lock, no hashing. Integrate moves queued rows into the log
+// in one transaction that holds the head lock, assigning seq, chain hash,
+// MAC, leaf hash and the subtree hashes each leaf completes (one on average).
+
+const integrateBatch = 5000
+
+// queued is a record integrated from the queue (queueID is its queue row).
+type queued struct {
+	Record
+	queueID int64
+}
+
+// Integrate gives every queued entry its place in the log and returns how
+// many it integrated. It is cheap when the queue is empty (one indexed read).
+func (l *Log) Integrate(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		var id int64
+		err := l.db.QueryRowContext(ctx, `SELECT id FROM audit_queue ORDER BY id LIMIT 1`).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return total, nil
+		}
+		if err != nil {
+			return total, fmt.Errorf("audit: read queue: %w", err)
+		}
+		var n int
+		err = l.db.InTx(ctx, func(tx *sql.Tx) error {
+			recs, err := l.integrateTx(ctx, tx, integrateBatch)
+			n = len(recs)
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < integrateBatch {
+			return total, nil
+		}
+	}
+}
+
+func (l *Log) lockHead(ctx context.Context, tx *sql.Tx) (Head, error) {
+	q := `SELECT seq, hash FROM audit_head WHERE id = 1`
+	if l.db.Dialect == sqldb.Postgres {
+		q += ` FOR UPDATE`
+	}
+	var head Head
+	if err := tx.QueryRowContext(ctx, q).Scan(&head.Seq, &head.Hash); err != nil {
+		return Head{}, fmt.Errorf("audit: read head: %w", err)
+	}
+	return head, nil
+}
+
+// integrateTx integrates up to limit (0: integrateBatch) queued entries in
+// queue order inside tx, which must be a write transaction.
+func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued, error) {
+	if limit <= 0 {
+		limit = integrateBatch
+	}
+	head, err := l.lockHead(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT id, time, actor, event, outcome, origin, resource, details
+		FROM audit_queue ORDER BY id LIMIT ?`), limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read queue: %w", err)
+	}
+	var pending []queued
+	var rs []row
+	for rows.Next() {
+		var q queued
+		var r row
+		if err := rows.Scan(&q.queueID, &r.time, &r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("audit: read queue: %w", err)
+		}
+		pending = append(pending, q)
+		rs = append(rs, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: read queue: %w", err)
+	}
+	if len(pending) == 0 {
+		return nil, nil
+	}
+	recs, err := l.appendRowsTx(ctx, tx, head, rs)
+	if err != nil {
+		return nil, err
+	}
+	for i := range pending {
+		pending[i].Record = recs[i]
+	}
+	ids := make([]any, len(pending))
+	for i, q := range pending {
+		ids[i] = q.queueID
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`DELETE FROM audit_queue WHERE id IN (?`+strings.Repeat(", ?", n-1)+`)`), ids[:n]...); err != nil {
+			return nil, fmt.Errorf("audit: dequeue: %w", err)
+		}
+		ids = ids[n:]
+	}
+	return pending, nil
+}
+
+// appendRowsTx gives rs (time and contents set) the places after head in
+// the log inside tx, which holds the head lock: seq, chain hash, MAC, leaf
+// and subtree hashes, and moves the head.
+func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row) ([]Record, error) {
+	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, mem: map[int64]tlog.Hash{}}
+	// Records are inserted 100 per statement (one round trip each).
+	const perInsert = 100
+	var pendingArgs []any
+	flush := func() error {
+		n := len(pendingArgs) / 11
+		if n == 0 {
+			return nil
+		}
+		q := `INSERT INTO audit_log (seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(q), pendingArgs...); err != nil {
+			return fmt.Errorf("audit: append records: %w", err)
+		}
+		pendingArgs = pendingArgs[:0]
+		return nil
+	}
+	var newIdx []int64
+	var newHash []tlog.Hash
+	start := head.Seq
+	out := make([]Record, len(rs))
+	for i := range rs {
+		r := &rs[i]
+		r.seq, r.prev = head.Seq+1, head.Hash
+		enc := encode(r)
+		sum := sha256.Sum256(enc)
+		r.hash = sum[:]
+		r.mac = l.mac("record", r.seq, r.hash)
+		hs, err := tlog.StoredHashes(r.seq-1, enc, hr)
+		if err != nil {
+			return nil, fmt.Errorf("audit: tree hashes for record %d: %w", r.seq, err)
+		}
+		base := tlog.StoredHashIndex(0, r.seq-1)
+		for j, h := range hs {
+			hr.mem[base+int64(j)] = h
+			newIdx = append(newIdx, base+int64(j))
+			newHash = append(newHash, h)
+		}
+		pendingArgs = append(pendingArgs, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac)
+		if len(pendingArgs) >= perInsert*11 {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+		head = Head{Seq: r.seq, Hash: r.hash}
+		t, _ := time.Parse(TimeLayout, r.time)
+		out[i] = Record{Seq: r.seq, Time: t, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
+			Resource: r.resource, PrevHash: r.prev, Hash: r.hash}
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	if err := l.insertHashes(ctx, tx, newIdx, newHash); err != nil {
+		return nil, err
+	}
+	res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1 AND seq = ?`),
+		head.Seq, head.Hash, l.mac("head", head.Seq, head.Hash), start)
+	if err != nil {
+		return nil, fmt.Errorf("audit: update head: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return nil, fmt.Errorf("audit: head moved during append (concurrent writer without lock?)")
+	}
+	return out, nil
+}
+
+func (l *Log) insertHashes(ctx context.Context, tx *sql.Tx, idx []int64, hs []tlog.Hash) error {
+	for len(idx) > 0 {
+		n := min(len(idx), 400)
+		args := make([]any, 0, 2*n)
+		for i := 0; i < n; i++ {
+			args = append(args, idx[i], hs[i][:])
+		}
+		q := `INSERT INTO audit_tlog (idx, hash) VALUES (?, ?)` + strings.Repeat(", (?, ?)", n-1)
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(q), args...); err != nil {
+			return fmt.Errorf("audit: store tree hashes: %w", err)
+		}
+		idx, hs = idx[n:], hs[n:]
+	}
+	return nil
+}
+
+// querier is a *sql.Tx or *sqldb.DB.
+type querier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+// txHashes reads stored hashes from the database (inside one transaction),
+// with the hashes computed but not yet written in mem.
+type txHashes struct {
+	ctx context.Context
+	tx  querier
+	db  *sqldb.DB
+	mem map[int64]tlog.Hash
+}
+
+// ReadHashes implements tlog.HashReader.
+func (r *txHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	var missing []any
+	pos := map[int64][]int{}
+	for i, x := range indexes {
+		if h, ok := r.mem[x]; ok {
+			out[i] = h
+			continue
+		}
+		if _, seen := pos[x]; !seen {
+			missing = append(missing, x)
+		}
+		pos[x] = append(pos[x], i)
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	for len(missing) > 0 {
+		n := min(len(missing), 500)
+		rows, err := r.tx.QueryContext(r.ctx, r.db.Rebind(`SELECT idx, hash FROM audit_tlog WHERE idx IN (?`+strings.Repeat(", ?", n-1)+`)`), missing[:n]...)
+		if err != nil {
+			return nil, fmt.Errorf("audit: read tree hashes: %w", err)
+		}
+		for rows.Next() {
+			var x int64
+			var h []byte
+			if err := rows.Scan(&x, &h); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("audit: read tree hashes: %w", err)
+			}
+			if len(h) != tlog.HashSize {
+				rows.Close()
+				return nil, fmt.Errorf("audit: stored tree hash %d has %d bytes", x, len(h))
+			}
+			for _, i := range pos[x] {
+				copy(out[i][:], h)
+			}
+			delete(pos, x)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("audit: read tree hashes: %w", err)
+		}
+		missing = missing[n:]
+	}
+	if len(pos) > 0 {
+		for x := range pos {
+			return nil, fmt.Errorf("audit: stored tree hash %d missing (run `qshield audit verify`)", x)
+		}
+	}
+	return out, nil
+}
+
+// repairTree builds the stored tree hashes of records written before the
+// tree existed (schema version 1), once.
+func (l *Log) repairTree(ctx context.Context) error {
+	var seq int64
+	var maxIdx sql.NullInt64
+	if err := l.db.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&seq); err != nil {
+		return fmt.Errorf("audit: read head: %w", err)
+	}
+	if err := l.db.QueryRowContext(ctx, `SELECT MAX(idx) FROM audit_tlog`).Scan(&maxIdx); err != nil {
+		return fmt.Errorf("audit: read tree: %w", err)
+	}
+	have := int64(0)
+	if maxIdx.Valid {
+		have = maxIdx.Int64 + 1
+	}
+	if have >= tlog.StoredHashCount(seq) {
+		return nil
+	}
+	return l.db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := l.lockHead(ctx, tx); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_tlog`); err != nil {
+			return fmt.Errorf("audit: rebuild tree: %w", err)
+		}
+		st := &memTree{}
+		if err := scanRows(ctx, tx, func(r *row) error { return st.add(encode(r)) }); err != nil {
+			return err
+		}
+		idx := make([]int64, len(st.hashes))
+		for i := range idx {
+			idx[i] = int64(i)
+		}
+		return l.insertHashes(ctx, tx, idx, st.hashes)
+	})
+}
+
+// scanRows calls fn for every stored record in seq order.
+func scanRows(ctx context.Context, q querier, fn func(r *row) error) error {
+	rows, err := q.QueryContext(ctx, `SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac
+		FROM audit_log ORDER BY seq`)
+	if err != nil {
+		return fmt.Errorf("audit: read records: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.seq, &r.time, &r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details, &r.prev, &r.hash, &r.mac); err != nil {
+			return fmt.Errorf("audit: read record: %w", err)
+		}
+		if err := fn(&r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: read records: %w", err)
+	}
+	return nil
+}
+
+// memHashes is a tlog.HashReader over a dense slice of stored hashes.
+type memHashes []tlog.Hash
+
+// ReadHashes implements tlog.HashReader.
+func (m memHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		if x < 0 || x >= int64(len(m)) {
+			return nil, fmt.Errorf("audit: tree hash %d not computed", x)
+		}
+		out[i] = m[x]
+	}
+	return out, nil
+}
+
+// memTree recomputes the stored hashes of a tree from its leaves in memory.
+type memTree struct {
+	n      int64
+	hashes []tlog.Hash
+}
+
+func (t *memTree) add(leaf []byte) error {
+	hs, err := tlog.StoredHashes(t.n, leaf, memHashes(t.hashes))
+	if err != nil {
+		return err
+	}
+	t.hashes = append(t.hashes, hs...)
+	t.n++
+	return nil
+}
+
+// root is the tree hash of the first n leaves (n ≤ t.n).
+func (t *memTree) root(n int64) (tlog.Hash, error) {
+	if n == 0 {
+		return emptyRoot, nil
+	}
+	return tlog.TreeHash(n, memHashes(t.hashes))
+}
+
+// emptyRoot is the RFC 6962 hash of the empty tree, SHA-256("").
+var emptyRoot = tlog.Hash(sha256.Sum256(nil))
+
+// Tree is a tree head: the number of records and the Merkle tree hash.
+type Tree struct {
+	Size int64     `json:"size"`
+	Hash tlog.Hash `json:"hash"`
+}
+
+// TreeHead integrates the queue and returns the current tree head, computed
+// from the stored hashes (O(log n) reads).
+func (l *Log) TreeHead(ctx context.Context) (Tree, error) {
+	if _, err := l.Integrate(ctx); err != nil {
+		return Tree{}, err
+	}
+	var t Tree
+	err := l.snapshot(ctx, func(tx *sql.Tx) error {
+		var err error
+		t, err = l.treeTx(ctx, tx)
+		return err
+	})
+	return t, err
+}
+
+func (l *Log) treeTx(ctx context.Context, tx *sql.Tx) (Tree, error) {
+	var n int64
+	if err := tx.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&n); err != nil {
+		return Tree{}, fmt.Errorf("audit: read head: %w", err)
+	}
+	if n == 0 {
+		return Tree{Size: 0, Hash: emptyRoot}, nil
+	}
+	h, err := tlog.TreeHash(n, &txHashes{ctx: ctx, tx: tx, db: l.db})
+	if err != nil {
+		return Tree{}, fmt.Errorf("audit: tree hash: %w", err)
+	}
+	return Tree{Size: n, Hash: h}, nil
+}
+
+// InclusionProof is the evidence that record Seq is leaf Seq-1 of the tree
+// of TreeSize records: with Entry (the leaf data), a verifier computes the
+// leaf hash SHA-256(0x00 || Entry) and walks Proof (RFC 9162 §2.1.3.2) to
+// the tree hash, which a signed checkpoint of that size must carry.
+type InclusionProof struct {
+	Seq      int64       `json:"seq"`
+	Index    int64       `json:"leaf_index"`
+	TreeSize int64       `json:"tree_size"`
+	Entry    []byte      `json:"entry"` // base64 in JSON
+	LeafHash tlog.Hash   `json:"leaf_hash"`
+	Proof    []tlog.Hash `json:"proof"`
+	Root     tlog.Hash   `json:"root"`
+	// Checkpoint is the signed checkpoint of TreeSize (when one was given).
+	Checkpoint string `json:"checkpoint,omitempty"`
+}
+
+// ProveInclusion proves that record seq is in the tree of size records.
+func (l *Log) ProveInclusion(ctx context.Context, seq, size int64) (InclusionProof, error) {
+	if seq < 1 || size < seq {
+		return InclusionProof{}, fmt.Errorf("%w: record %d is not in a tree of %d records", ErrInvalid, seq, size)
+	}
+	var p InclusionProof
+	err := l.snapshot(ctx, func(tx *sql.Tx) error {
+		t, err := l.treeTx(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if size > t.Size {
+			return fmt.Errorf("%w: the log has %d records, fewer than %d", ErrInvalid, t.Size, size)
+		}
+		var r row
+		err = tx.QueryRowContext(ctx, l.db.Rebind(`SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash
+			FROM audit_log WHERE seq = ?`), seq).Scan(&r.seq, &r.time, &r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details, &r.prev)
+		if err != nil {
+			return fmt.Errorf("audit: read record %d: %w", seq, err)
+		}
+		hr := &txHashes{ctx: ctx, tx: tx, db: l.db}
+		proof, err := tlog.ProveRecord(size, seq-1, hr)
+		if err != nil {
+			return fmt.Errorf("audit: inclusion proof: %w", err)
+		}
+		root, err := tlog.TreeHash(size, hr)
+		if err != nil {
+			return fmt.Errorf("audit: tree hash: %w", err)
+		}
+		p = InclusionProof{Seq: seq, Index: seq - 1, TreeSize: size, Entry: encode(&r), Proof: proof, Root: root}
+		p.LeafHash = tlog.RecordHash(p.Entry)
+		return nil
+	})
+	return p, err
+}
+
+// ProveConsistency returns the RFC 6962 consistency proof that the tree of
+// oldSize records is a prefix of the tree of newSize records (empty when
+// oldSize is 0 or equals newSize).
+func (l *Log) ProveConsistency(ctx context.Context, oldSize, newSize int64) ([]tlog.Hash, error) {
+	if oldSize < 0 || newSize < oldSize {
+		return nil, fmt.Errorf("%w: no consistency proof from %d to %d records", ErrInvalid, oldSize, newSize)
+	}
+	if oldSize == 0 || oldSize == newSize {
+		return []tlog.Hash{}, nil
+	}
+	var p tlog.TreeProof
+	err := l.snapshot(ctx, func(tx *sql.Tx) error {
+		t, err := l.treeTx(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if newSize > t.Size {
+			return fmt.Errorf("%w: the log has %d records, fewer than %d", ErrInvalid, t.Size, newSize)
+		}
+		p, err = tlog.ProveTree(newSize, oldSize, &txHashes{ctx: ctx, tx: tx, db: l.db})
+		if err != nil {
+			return fmt.Errorf("audit: consistency proof: %w", err)
+		}
+		return nil
+	})
+	return p, err
+}
+
+// CheckConsistency verifies a consistency proof between two tree heads
+// (with tlog.CheckTree); an old size of 0 is consistent with any tree.
+func CheckConsistency(old, cur Tree, proof []tlog.Hash) error {
+	switch {
+	case old.Size < 0 || cur.Size < old.Size:
+		return fmt.Errorf("%w: tree of %d records is smaller than the earlier %d (rollback)", ErrBroken, cur.Size, old.Size)
+	case old.Size == 0:
+		return nil
+	case old.Size == cur.Size:
+		if old.Hash != cur.Hash {
+			return fmt.Errorf("%w: two different trees of %d records (fork)", ErrBroken, cur.Size)
+		}
+		return nil
+	}
+	if err := tlog.CheckTree(proof, cur.Size, cur.Hash, old.Size, old.Hash); err != nil {
+		return fmt.Errorf("%w: tree of %d records is not an extension of the tree of %d (fork or rewrite): %v", ErrBroken, cur.Size, old.Size, err)
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+package platform
+
+import (
+	"context"
+	"fmt"
+	"github.com/qshield/qshield/authz"
+	"path/filepath"
+	"time"
+
+	"github.com/qshield/qshield/audit"
+)
+
+// AuditConfig configures the audit log's signed checkpoints.
+type AuditConfig struct {
+	// KeyFile is the checkpoint signing key; "" means audit-checkpoint.key in
+	// the state directory (created on first use, mode 0600, with the public
+	// audit-checkpoint.vkey beside it). It is never stored in the database.
+	KeyFile string
+	// Origin names the log in new keys and checkpoints (default "qshield-audit").
+	Origin string
+	// CheckpointFile, when set, receives every checkpoint; put it outside
+	// the data directory so a restored or rewritten database cannot take it along.
+	CheckpointFile string
+	// CheckpointURL, when set, receives every checkpoint by HTTP POST.
+	CheckpointURL string
+	// Every and Interval: a checkpoint after this many new records or this
+	// long since the last (defaults 1000 and 10 s).
+	Every    int64
+	Interval time.Duration
+}
+
+// AuditVerifierKeyFile is the public checkpoint key of a platform whose
+// signing key is in its state directory.
+func AuditVerifierKeyFile(stateDir string) string {
+	return filepath.Join(stateDir, "audit-checkpoint.vkey")
+}
+
+// startAudit serves the transparency routes and starts the checkpoint
+// publisher (stopped by Close).
+func (p *Platform) startAudit(ctx context.Context) error {
+	cfg := p.Config.Audit
+	keyFile, vkeyFile := cfg.KeyFile, AuditVerifierKeyFile(p.StateDir)
+	if keyFile == "" {
+		keyFile = filepath.Join(p.StateDir, "audit-checkpoint.key")
+	} else {
+		vkeyFile = keyFile + ".vkey"
+	}
+	origin := cfg.Origin
+	if origin == "" {
+		origin = "qshield-audit"
+	}
+	signer, _, err := audit.LoadOrCreateSigner(keyFile, vkeyFile, origin)
+	if err != nil {
+		return fmt.Errorf("platform: %w", err)
+	}
+	pub := &audit.Publisher{Log: p.Audit, Signer: signer, Every: cfg.Every, Interval: cfg.Interval, Logger: p.Config.Log}
+	if cfg.CheckpointFile != "" {
+		pub.Sinks = append(pub.Sinks, audit.FileSink{Path: cfg.CheckpointFile})
+	}
+	if cfg.CheckpointURL != "" {
+		pub.Sinks = append(pub.Sinks, audit.HTTPSink{URL: cfg.CheckpointURL})
+	}
+	// The first checkpoint is signed before serving, so one always exists.
+	if _, _, err := pub.PublishNow(ctx); err != nil {
+		p.Config.Log.ErrorContext(ctx, "first audit checkpoint", "err", err)
+	}
+	h := audit.Handler(p.Audit)
+	// Checkpoints are signed and proofs are hashes: public, so that
+	// witnesses and auditors outside the platform can check the log.
+	witness := authz.Public("signed audit checkpoints and consistency proofs, for witnesses")
+	p.Router.Handle("GET /v1/audit/checkpoint", witness, h)
+	p.Router.Handle("GET /v1/audit/consistency", witness, h)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = pub.Run(runCtx)
+	}()
+	p.Publisher = pub
+	p.closers = append(p.closers, func() error {
+		cancel()
+		<-done
+		// A last checkpoint covering everything written before shutdown.
+		_, _, err := pub.PublishNow(context.Background())
+		return err
+	})
+	return nil
+}
