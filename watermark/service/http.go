@@ -13,6 +13,7 @@ import (
 
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/watermark"
 )
 
@@ -80,7 +81,11 @@ func (s *Service) Handler() http.Handler {
 			writeErr(w, r, err)
 			return
 		}
-		id := screens.add(loop, rec.ExpiresAt)
+		limit := ""
+		if a, err := s.led.Account(r.Context(), acct); err == nil {
+			limit = money.Format(rec.Limit, a.Currency)
+		}
+		id := screens.add(loop, rec.ExpiresAt, limit)
 		httpx.WriteJSON(w, http.StatusCreated, CodeResponse{Handle: rec.Handle, Token: code.Token, SlotKey: code.SlotKey, Limit: rec.Limit,
 			ServerTime: s.now(), ExpiresAt: rec.ExpiresAt, Screen: "/watermark/screen/" + id + "/"})
 	})
@@ -122,7 +127,7 @@ func (s *Service) Handler() http.Handler {
 		file := r.PathValue("file")
 		switch {
 		case file == "" || file == "index.html":
-			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires)
+			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, sc.limit)
 		case file == "loop.gif":
 			// The next few seconds of the loop: its stamps age out after that.
 			var buf bytes.Buffer
@@ -151,6 +156,7 @@ func (s *Service) Handler() http.Handler {
 type screen struct {
 	loop    *watermark.Loop
 	expires time.Time
+	limit   string // the most the code pays, as people read it ("" unknown)
 }
 
 type screens struct {
@@ -158,7 +164,7 @@ type screens struct {
 	m  map[string]*screen
 }
 
-func (s *screens) add(l *watermark.Loop, expires time.Time) string {
+func (s *screens) add(l *watermark.Loop, expires time.Time, limit string) string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
@@ -170,7 +176,7 @@ func (s *screens) add(l *watermark.Loop, expires time.Time) string {
 			delete(s.m, k)
 		}
 	}
-	s.m[id] = &screen{loop: l, expires: expires}
+	s.m[id] = &screen{loop: l, expires: expires, limit: limit}
 	return id
 }
 

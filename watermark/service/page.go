@@ -12,9 +12,13 @@ import (
 // code's n frames looping every period (each fetched anew: a frame is
 // stamped with the current time slot), sized to the phone's width with the
 // quiet zone inside the image (never cropped), a countdown to the code's
-// expiry and a brightness hint — a scanner reads the faint watermark best
+// expiry, the most the code pays (the payer's limit) and a brightness hint — a scanner reads the faint watermark best
 // from a bright screen held still.
-func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, expires time.Time) {
+func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, expires time.Time, limit string) {
+	msg := "Show this screen to the merchant's scanner, close up."
+	if limit != "" {
+		msg += " It pays at most " + limit + "."
+	}
 	loop := make([]string, n)
 	for k := range loop {
 		loop[k] = "frame/" + strconv.Itoa(k) + ".png"
@@ -29,7 +33,7 @@ func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, 
 		QRScale:    modulePx,
 		LoopFresh:  true, // every frame carries the current time slot
 		Expires:    expires,
-		Status:     paypage.Status{State: paypage.Waiting, Message: "Show this screen to the merchant's scanner, close up."},
+		Status:     paypage.Status{State: paypage.Waiting, Message: msg},
 		Hint:       "Turn your screen brightness up and hold the phone still, 10–20 cm from the scanner.",
 	})
 }
