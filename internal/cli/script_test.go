@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"context"
+	"github.com/qshield/qshield/watermark"
 	"log/slog"
 	"net"
 	"os"
@@ -73,7 +74,11 @@ func serveCmd(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	p, err := platform.Open(ctx, platform.Config{
 		DB: filepath.Join(dir, "qshield.db"), StateDir: dir, QKD: qkd, PublicURL: platform.LocalURL(ln.Addr(), false),
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		// Each script command is a separate, race-instrumented process
+		// started seconds after the last: a scan cannot follow a code within
+		// the default ±2 s. The window itself is tested in watermark/service.
+		WatermarkWindow: watermark.Window{MaxAge: time.Minute, MaxLead: time.Minute},
+		Log:             slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	})
 	if err != nil {
 		cancel()

@@ -35,6 +35,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/watermark"
 	"log/slog"
 	"net"
 	"os"
@@ -96,6 +97,11 @@ type Config struct {
 	// "https://pay.example.com" (default DefaultPublicURL); the console's
 	// passkeys are bound to its host name.
 	PublicURL string
+	// WatermarkWindow is how far a watermark share's time slot may lie from
+	// the server's clock (zero: watermark.DefaultWindow, ±2 s). Widen it only
+	// where payer and scanner are slow programs run one after the other
+	// (the CLI's scripts under the race detector).
+	WatermarkWindow watermark.Window
 	// ResultsDir holds experiment results the console shows ("" = none).
 	ResultsDir string
 }

@@ -11,7 +11,7 @@ import (
 
 // startWatermark runs seed 003's token service and the phone-screen pages.
 func (p *Platform) startWatermark(ctx context.Context) error {
-	wm, err := service.New(ctx, service.Config{DB: p.DB, Ledger: p.Ledger, Audit: p.Audit})
+	wm, err := service.New(ctx, service.Config{DB: p.DB, Ledger: p.Ledger, Audit: p.Audit, Window: p.Config.WatermarkWindow})
 	if err != nil {
 		return fmt.Errorf("platform: watermark service: %w", err)
 	}
