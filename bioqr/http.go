@@ -6,16 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"html/template"
 	"math/big"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
-	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 )
@@ -68,6 +65,7 @@ func writeErr(w http.ResponseWriter, r *http.Request, err error) { codes.Write(w
 //	POST /v1/bioqr/settle            settle a sealed envelope (a POS)
 //	POST /v1/bioqr/display           publish the POS's own consumption QR (a POS)
 //	GET  /bioqr/pos/{id}             the display page (public: what the POS screen shows)
+//	GET  /bioqr/pos/{id}/status      its live status (public, polled by the page)
 //	GET  /bioqr/pos/{id}/qr.png
 func (s *Settlement) Routes() []authz.Route {
 	anyBioQR := authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator, pki.PrincipalAuditor, pki.PrincipalPOS, pki.PrincipalPhone)
@@ -154,6 +152,7 @@ func (s *Settlement) Routes() []authz.Route {
 			w.WriteHeader(http.StatusNoContent)
 		})},
 		{Pattern: "GET /bioqr/pos/{id}", Policy: page, Handler: hf(s.servePage)},
+		{Pattern: "GET /bioqr/pos/{id}/status", Policy: page, Handler: hf(s.servePageStatus)},
 		{Pattern: "GET /bioqr/pos/{id}/qr.png", Policy: page, Handler: hf(s.servePNG)},
 	}
 }
@@ -296,6 +295,7 @@ type displayStore struct {
 
 type displayed struct {
 	payload, message string
+	merchant         string // the merchant's name from the last consumption QR
 	publisher        string // certificate serial of the POS that published it
 	expires, updated time.Time
 	png              []byte
@@ -325,14 +325,17 @@ func (s *Settlement) publish(_ context.Context, p *pki.Principal, posCert *x509.
 		if c.Credential.Serial.Cmp(posCert.SerialNumber) != 0 {
 			return fmt.Errorf("%w: the QR names another POS", ErrWrongPOS)
 		}
-		png, _, err := qrimg.EncodePNG(req.Payload, qrimg.M, 6)
+		png, _, err := qrimg.EncodePNG(req.Payload, qrimg.M, posQRScale)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
-		d.payload, d.expires, d.png = req.Payload, c.Expires, png
+		d.payload, d.expires, d.png, d.merchant = req.Payload, c.Expires, png, c.Name
 	}
 	s.display.mu.Lock()
 	defer s.display.mu.Unlock()
+	if d.merchant == "" {
+		d.merchant = s.display.m[p.DeviceSerial].merchant
+	}
 	if _, ok := s.display.m[p.DeviceSerial]; !ok && len(s.display.m) >= maxDisplays {
 		return fmt.Errorf("%w: too many POS displays", ErrMalformed)
 	}
@@ -346,19 +349,13 @@ func (s *Settlement) current(id string) (displayed, bool) {
 	d, ok := s.display.m[id]
 	if ok && d.payload != "" && !s.cfg.Now().Before(d.expires) {
 		d.payload, d.png = "", nil
-		d.message = "QR expired"
+		d.message = msgExpired
 	}
 	return d, ok
 }
 
-var pageTmpl = template.Must(template.New("pos").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
-<title>qshield POS {{.ID}}</title>
-<style>body{font-family:sans-serif;text-align:center;margin-top:2em}img{image-rendering:pixelated;width:min(80vw,480px)}</style>
-</head><body><h1>POS {{.ID}}</h1>
-{{if .HasQR}}<p>Scan to pay {{.Amount}}</p><img alt="consumption QR" src="{{.PNG}}"><p>valid until {{.Expires}}</p>{{else}}<p>No payment pending.</p>{{end}}
-{{if .Message}}<p><strong>{{.Message}}</strong></p>{{end}}
-</body></html>`))
+// msgExpired is the display message of a QR that expired.
+const msgExpired = "QR expired"
 
 // PageHandler serves the POS display pages (Routes' public routes) on their
 // own mux, to mount at /bioqr/ on a stand-alone server.
@@ -385,29 +382,17 @@ func (s *Settlement) currentFor(ctx context.Context, id string) (displayed, bool
 	return d, true
 }
 
-// GET /bioqr/pos/{id}         HTML page refreshing every 2 s
+// GET /bioqr/pos/{id}         the page (see posPage)
 func (s *Settlement) servePage(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	d, ok := s.currentFor(r.Context(), id)
-	if !ok {
-		httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no POS "+id+" has published a display")
-		return
-	}
-	data := struct {
-		ID, Amount, PNG, Expires, Message string
-		HasQR                             bool
-	}{ID: id, Message: d.message, HasQR: d.payload != ""}
-	if d.payload != "" {
-		if c, err := ParseConsumption(d.payload); err == nil {
-			data.Amount = money.Format(c.Amount, c.Currency)
-		}
-		data.PNG = "/bioqr/pos/" + url.PathEscape(id) + "/qr.png?t=" + fmt.Sprint(d.updated.UnixNano())
-		data.Expires = d.expires.Format(time.RFC3339)
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'")
-	_ = pageTmpl.Execute(w, data)
+	s.posPage(w, r, id, d, ok)
+}
+
+// GET /bioqr/pos/{id}/status  the page's status, polled every second
+func (s *Settlement) servePageStatus(w http.ResponseWriter, r *http.Request) {
+	d, ok := s.currentFor(r.Context(), r.PathValue("id"))
+	s.posStatus(w, r, d, ok)
 }
 
 // GET /bioqr/pos/{id}/qr.png  the current consumption QR

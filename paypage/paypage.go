@@ -12,6 +12,15 @@
 // the platform cannot be reached the page says so in words and keeps trying.
 // Payers never see raw JSON, stack traces or internal error codes: a Status
 // carries a sentence written for them.
+//
+// A status answer may move the page on: Next names the status URL of the
+// next code (after a payment the page keeps "paid" on screen for
+// PaidHoldMillis, fades the spent code, then loads the next one), Reload
+// fetches the code image again, Expires restarts the countdown, and Refresh
+// reloads the whole page (what it shows changed beyond the status). While
+// the status cannot be fetched three times in a row the page shows the
+// offline state and fades the code, so nobody scans a code that cannot be
+// paid; it recovers by itself on the next answer.
 package paypage
 
 import (
@@ -36,6 +45,13 @@ type Page struct {
 	QR string
 	// QRAlt describes the code for screen readers.
 	QRAlt string
+	// QRScale is the image's pixels per module (for QR and Loop). When set,
+	// the page draws every module with the same whole number of device
+	// pixels, as large as fits (uneven modules from a fractional scale
+	// trouble decoders), and a whole multiple of QRScale when there is room
+	// (the image's own pixels, such as a watermark's, are copied exactly);
+	// 0 scales the image to the width.
+	QRScale int
 	// Expires, when set, shows a countdown to it.
 	Expires time.Time
 	// StatusURL is polled (GET, JSON Status) every second; "" disables it.
@@ -48,6 +64,13 @@ type Page struct {
 	// LoopMillis (a looping code, such as the watermarked one).
 	Loop       []string
 	LoopMillis int
+	// LoopFresh fetches every frame anew each time it is shown (frames that
+	// change over time, such as time-stamped shares) instead of preloading
+	// the loop once.
+	LoopFresh bool
+	// PaidHoldMillis is how long a "paid" status stays on screen before the
+	// page moves on to the next code (Status.Next); default 4000.
+	PaidHoldMillis int
 }
 
 // Status is what a page's status endpoint answers.
@@ -58,6 +81,16 @@ type Status struct {
 	Message string `json:"message"`
 	// Reload asks the page to fetch a new code image (the code changed).
 	Reload bool `json:"reload,omitempty"`
+	// Next, when set, is the status URL to poll from now on (the status of
+	// the next code); after a payment the page keeps "paid" on screen for
+	// a moment before it shows the next code.
+	Next string `json:"next,omitempty"`
+	// Expires, when not zero, is the new expiry of the code on screen in
+	// Unix milliseconds (the countdown restarts from it).
+	Expires int64 `json:"expires,omitempty"`
+	// Refresh asks the page to load itself again (what it shows changed
+	// more than the status and the code image).
+	Refresh bool `json:"refresh,omitempty"`
 }
 
 // The states a Status may have.
@@ -77,6 +110,9 @@ func Render(w http.ResponseWriter, status int, p Page) {
 	}
 	if p.LoopMillis <= 0 {
 		p.LoopMillis = 100
+	}
+	if p.PaidHoldMillis <= 0 {
+		p.PaidHoldMillis = 4000
 	}
 	if err := tmpl.Execute(&b, p); err != nil {
 		http.Error(w, "This page could not be shown. Please try again.", http.StatusInternalServerError)
@@ -134,14 +170,14 @@ main{width:100%;max-width:480px;padding:16px 16px 28px;text-align:center}
 .sub{margin:0;color:#57606a;font-size:15px}
 h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
 .amount{font-size:40px;font-weight:700;margin:6px 0 10px;letter-spacing:.5px}
-.code{display:block;margin:0 auto;width:min(100%,420px);height:auto;aspect-ratio:1/1;object-fit:contain;image-rendering:pixelated;image-rendering:crisp-edges;background:#fff}
+.code{display:block;margin:0 auto;width:min(100%,420px);max-width:100%;height:auto;aspect-ratio:1/1;object-fit:contain;image-rendering:pixelated;image-rendering:crisp-edges;background:#fff}
 .countdown{margin:10px 0 0;font-size:16px;color:#57606a}
 .status{margin:14px 0 0;padding:12px;border-radius:12px;font-size:18px;font-weight:600;background:#eef1f4}
 .status.paid{background:#e6f4ea;color:#116329}
 .status.refused,.status.expired{background:#fdecea;color:#b3261e}
 .status.offline{background:#fff4e5;color:#7a4d00}
 .hint{margin:12px 0 0;font-size:15px;color:#57606a}
-.paid .code,.expired .code{opacity:.15}
+.paid .code,.expired .code,.offline .code{opacity:.15}
 @media (max-width:360px){h1{font-size:21px}.amount{font-size:34px}}
 </style>
 </head>
@@ -161,39 +197,61 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
 <script>
 "use strict";
 (function(){
-  var statusURL = {{json .StatusURL}}, loop = {{json .Loop}}, loopMs = {{.LoopMillis}};
+  var statusURL = {{json .StatusURL}}, loop = {{json .Loop}}, loopMs = {{.LoopMillis}}, fresh = {{.LoopFresh}}, holdMs = {{.PaidHoldMillis}};
   var st = document.getElementById("status"), card = document.getElementById("card"), code = document.getElementById("code");
-  var cd = document.getElementById("countdown");
+  var scale = {{.QRScale}};
+  function fit(){
+    if (!code || !scale || !code.naturalWidth) return;
+    var mods = code.naturalWidth / scale, dpr = window.devicePixelRatio || 1, cs = getComputedStyle(card);
+    var avail = Math.min(card.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight), 420);
+    var k = Math.max(1, Math.floor(avail * dpr / mods));
+    if (k >= scale) k -= k % scale; // whole copies of the image's pixels: its detail survives
+    code.style.width = (k * mods / dpr) + "px";
+  }
+  if (code) { code.addEventListener("load", fit); window.addEventListener("resize", fit); fit(); }
+  var cd = document.getElementById("countdown"), end = cd ? +cd.dataset.expires : 0, holdUntil = 0, state = {{json .Status.State}};
+  function reloadCode(){ if (code && !loop) code.src = code.src.split("?")[0] + "?" + Date.now(); }
   function show(s){
+    if (s.refresh) { location.reload(); return; }
+    state = s.state;
     st.className = "status " + s.state; card.className = "card " + s.state;
     st.textContent = s.message || (s.state === "paid" ? "Paid. Thank you!" : "Waiting for payment…");
-    if (s.reload && code && !loop) code.src = code.src.split("?")[0] + "?" + Date.now();
+    if (s.expires) end = s.expires;
+    if (s.next) statusURL = s.next;
+    tick();
+    if (s.state === "paid" && s.next) {
+      holdUntil = Date.now() + holdMs;
+      setTimeout(function(){ holdUntil = 0; reloadCode(); poll(); }, holdMs);
+      return;
+    }
+    if (s.reload) reloadCode();
   }
-  if (cd) {
-    var end = +cd.dataset.expires;
-    var tick = function(){
-      var left = Math.max(0, Math.round((end - Date.now())/1000));
-      cd.textContent = left > 0 ? "Code valid for " + left + " s" : "This code has expired.";
-      if (left === 0 && st.className.indexOf("paid") < 0) show({state:"expired", message:"This code has expired. A new one will appear."});
-    };
-    tick(); setInterval(tick, 1000);
+  function tick(){
+    if (!cd) return;
+    if (state === "paid" || state === "offline") { cd.textContent = ""; return; }
+    var left = Math.max(0, Math.round((end - Date.now())/1000));
+    cd.textContent = left > 0 ? "Code valid for " + left + " s" : "This code has expired.";
+    if (left === 0 && state === "waiting") show({state:"expired", message:"This code has expired. A new one will appear."});
   }
+  if (cd) { tick(); setInterval(tick, 1000); }
   if (loop && loop.length > 1 && code) {
-    var imgs = loop.map(function(u){ var i = new Image(); i.src = u; return i; }), k = 0;
-    setInterval(function(){ k = (k + 1) % imgs.length; code.src = imgs[k].src; }, loopMs);
+    var k = 0, imgs = fresh ? null : loop.map(function(u){ var i = new Image(); i.src = u; return i; });
+    setInterval(function(){
+      k = (k + 1) % loop.length;
+      code.src = fresh ? loop[k] + (loop[k].indexOf("?") < 0 ? "?" : "&") + "t=" + Date.now() : imgs[k].src;
+    }, loopMs);
   }
-  if (statusURL) {
-    var fails = 0;
-    var poll = function(){
-      fetch(statusURL, {cache:"no-store", credentials:"same-origin"}).then(function(r){
-        if (!r.ok) throw new Error(String(r.status));
-        return r.json();
-      }).then(function(s){ fails = 0; show(s); }).catch(function(){
-        if (++fails >= 3) show({state:"offline", message:"Connection lost. Reconnecting…"});
-      });
-    };
-    setInterval(poll, 1000);
+  var fails = 0;
+  function poll(){
+    if (!statusURL || Date.now() < holdUntil) return;
+    fetch(statusURL, {cache:"no-store", credentials:"same-origin"}).then(function(r){
+      if (!r.ok && r.status !== 503) throw new Error(String(r.status));
+      return r.json();
+    }).then(function(s){ fails = 0; if (Date.now() >= holdUntil) show(s); }).catch(function(){
+      if (++fails >= 3) show({state:"offline", message:"Connection lost. Reconnecting…"});
+    });
   }
+  if (statusURL) setInterval(poll, 1000);
 })();
 </script>
 </body>

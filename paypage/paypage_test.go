@@ -37,3 +37,38 @@ func TestUnavailableSaysItInWords(t *testing.T) {
 		t.Fatalf("offline page: %s", body)
 	}
 }
+
+func TestStatusJSON(t *testing.T) {
+	for _, tc := range []struct {
+		s    Status
+		want string
+	}{
+		{Status{State: Waiting, Message: "Waiting"}, `{"state":"waiting","message":"Waiting"}`},
+		{Status{State: Paid, Message: "Paid", Reload: true, Next: "status?code=k/2", Expires: 1900000000000},
+			`{"state":"paid","message":"Paid","reload":true,"next":"status?code=k/2","expires":1900000000000}`},
+		{Status{State: Waiting, Refresh: true}, `{"state":"waiting","message":"","refresh":true}`},
+	} {
+		w := httptest.NewRecorder()
+		WriteStatus(w, tc.s)
+		if got := strings.TrimSpace(w.Body.String()); got != tc.want {
+			t.Errorf("got %s, want %s", got, tc.want)
+		}
+		if w.Header().Get("Cache-Control") != "no-store" || w.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("headers %v", w.Header())
+		}
+	}
+}
+
+func TestRenderLoop(t *testing.T) {
+	w := httptest.NewRecorder()
+	Render(w, http.StatusOK, Page{Title: "Code", Heading: "Your code", Loop: []string{"frame/0.png", "frame/1.png"}, LoopMillis: 66, LoopFresh: true})
+	body := w.Body.String()
+	for _, want := range []string{`src="frame/0.png"`, `loopMs =  66 `, `fresh =  true `, `holdMs =  4000 `, `var statusURL = ""`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, `id="countdown"`) {
+		t.Error("a countdown without an expiry")
+	}
+}

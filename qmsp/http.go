@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"github.com/qshield/qshield/pki"
-	"html/template"
 	"net/http"
 	"time"
 
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
-	"github.com/qshield/qshield/qrimg"
 )
 
 // peerName returns the name of the calling principal: the one the
@@ -166,75 +164,4 @@ func (c *Client) Pay(ctx context.Context, idemKey string, req PaymentRequest) (*
 		return nil, err
 	}
 	return &rc, nil
-}
-
-// GatewayPage shows a gateway's current code to people: an HTML page that
-// refreshes its QR image, which moves to the next key once the platform has
-// seen a payment with the displayed one.
-type GatewayPage struct {
-	Gateway *Gateway
-	// Used reports whether the platform has seen a payment with a unit
-	// (in-process: PPS.UnitUsed; a standalone gateway asks the server).
-	Used func(ctx context.Context, ref KeyRef) (bool, error)
-}
-
-var pageTmpl = template.Must(template.New("gw").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>Quantum key gateway {{.}}</title>
-<style>body{font-family:sans-serif;text-align:center;margin-top:2em}img{image-rendering:pixelated;width:360px}</style></head>
-<body><h1>Gateway {{.}}</h1><p>Scan to pay with a one-time quantum key.</p>
-<img id="qr" src="qr.png" alt="payment code"><p id="t"></p>
-<script>setInterval(function(){document.getElementById('qr').src='qr.png?'+Date.now()},1000)</script>
-</body></html>`))
-
-// ServeHTTP serves "" (the page), "qr.png" and "code" (the QR text).
-func (gp *GatewayPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	d, err := gp.current(r.Context())
-	if err != nil {
-		writeErr(w, r, err)
-		return
-	}
-	text, err := d.MarshalText()
-	if err != nil {
-		writeErr(w, r, err)
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	switch path := r.PathValue("file"); path {
-	case "", "index.html":
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = pageTmpl.Execute(w, gp.Gateway.ID())
-	case "qr.png":
-		png, _, err := qrimg.EncodePNG(string(text), qrimg.M, 6)
-		if err != nil {
-			writeErr(w, r, err)
-			return
-		}
-		w.Header().Set("Content-Type", "image/png")
-		_, _ = w.Write(png)
-	case "code":
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write(text)
-	default:
-		codes.WriteCode(w, r, "not_found", "no such file")
-	}
-}
-
-func (gp *GatewayPage) current(ctx context.Context) (*Display, error) {
-	d, err := gp.Gateway.Current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if gp.Used != nil {
-		used, err := gp.Used(ctx, d.Ref)
-		if err != nil {
-			return nil, err
-		}
-		if used {
-			if err := gp.Gateway.Advance(); err != nil {
-				return nil, err
-			}
-			return gp.Gateway.Current(ctx)
-		}
-	}
-	return d, nil
 }

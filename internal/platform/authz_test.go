@@ -59,6 +59,7 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"POST /v1/bioqr/display":         {pki.PrincipalPOS},
 	"GET /bioqr/pos/{id}":            nil,
 	"GET /bioqr/pos/{id}/qr.png":     nil,
+	"GET /bioqr/pos/{id}/status":     nil,
 	// seed 002: parties sign with ECQV keys, not X.509 certificates
 	"GET /v1/selfverify/params":                        nil,
 	"POST /v1/selfverify/register":                     nil,

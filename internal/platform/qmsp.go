@@ -22,6 +22,7 @@ import (
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/paypage"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qmsp"
@@ -45,6 +46,7 @@ const BuiltinGateway = "GW-0001"
 const (
 	BuiltinMerchant        = 1
 	BuiltinMerchantAccount = "qmsp-supermarket-1"
+	BuiltinMerchantName    = "qshield Supermarket"
 )
 
 func (p *Platform) startQMSP(ctx context.Context) error {
@@ -84,19 +86,31 @@ func (p *Platform) startQMSP(ctx context.Context) error {
 }
 
 // servePage shows a gateway's current code, provisioning the built-in
-// gateway on first use.
+// gateway on first use. A gateway that cannot be reached is a page in words
+// (paypage.Unavailable), never an error document.
 func (q *QMSP) servePage(w http.ResponseWriter, r *http.Request) {
 	gi := r.PathValue("gi")
 	g, err := q.Gateway(r.Context(), gi)
 	if err != nil {
-		status := http.StatusServiceUnavailable
 		if errors.Is(err, qmsp.ErrUnknownGateway) {
-			status = http.StatusNotFound
+			paypage.Render(w, http.StatusNotFound, paypage.Page{Title: "Unknown terminal", Heading: "Unknown payment terminal",
+				Status: paypage.Status{State: paypage.Refused, Message: "This screen does not belong to a payment terminal of this platform."}})
+			return
 		}
-		httpx.WriteProblem(w, r, status, "gateway_unavailable", err.Error())
+		q.p.Config.Log.Warn("qmsp gateway page", "gateway", gi, "err", err)
+		if r.PathValue("file") == "status" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			paypage.WriteStatus(w, paypage.Status{State: paypage.Offline, Message: "Payments are unavailable for a moment. This screen will try again by itself."})
+			return
+		}
+		paypage.Unavailable(w, "Payment unavailable", "Payment terminal "+gi)
 		return
 	}
-	(&qmsp.GatewayPage{Gateway: g, Used: q.PPS.UnitUsed}).ServeHTTP(w, r)
+	name := ""
+	if gi == BuiltinGateway {
+		name = BuiltinMerchantName
+	}
+	(&qmsp.GatewayPage{Gateway: g, Used: q.PPS.UnitUsed, Merchant: name, Log: q.p.Config.Log}).ServeHTTP(w, r)
 }
 
 // SaleRequest is the body of POST /v1/qmsp/gateways/{gi}/sale: the amount

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"github.com/qshield/qshield/pki"
-	"html/template"
 	"image/png"
 	"net/http"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/watermark"
 )
 
@@ -81,7 +81,11 @@ func (s *Service) Handler() http.Handler {
 			writeErr(w, r, err)
 			return
 		}
-		id := screens.add(loop, rec.ExpiresAt)
+		limit := ""
+		if a, err := s.led.Account(r.Context(), acct); err == nil {
+			limit = money.Format(rec.Limit, a.Currency)
+		}
+		id := screens.add(loop, rec.ExpiresAt, limit)
 		httpx.WriteJSON(w, http.StatusCreated, CodeResponse{Handle: rec.Handle, Token: code.Token, SlotKey: code.SlotKey, Limit: rec.Limit,
 			ServerTime: s.now(), ExpiresAt: rec.ExpiresAt, Screen: "/watermark/screen/" + id + "/"})
 	})
@@ -111,6 +115,10 @@ func (s *Service) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /watermark/screen/{id}/{file...}", func(w http.ResponseWriter, r *http.Request) {
 		sc := screens.get(r.PathValue("id"))
+		if sc == nil && (r.PathValue("file") == "" || r.PathValue("file") == "index.html") {
+			screenGone(w)
+			return
+		}
 		if sc == nil {
 			codes.WriteCode(w, r, "not_found", "no such code (expired?)")
 			return
@@ -119,8 +127,7 @@ func (s *Service) Handler() http.Handler {
 		file := r.PathValue("file")
 		switch {
 		case file == "" || file == "index.html":
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			_ = screenPage.Execute(w, map[string]any{"N": s.Params.Shares, "Period": s.Params.FramePeriod().Milliseconds(), "Handle": sc.loop.Handle})
+			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, sc.limit)
 		case file == "loop.gif":
 			// The next few seconds of the loop: its stamps age out after that.
 			var buf bytes.Buffer
@@ -146,20 +153,10 @@ func (s *Service) Handler() http.Handler {
 	return mux
 }
 
-var screenPage = template.Must(template.New("s").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>Payment code</title>
-<style>body{background:#fff;text-align:center;font-family:sans-serif}img{image-rendering:pixelated;width:420px}</style></head>
-<body><p>Show this screen to the merchant's scanner, close up.</p>
-<img id="f" src="frame/0.png" alt="payment code">
-<script>
-var n={{.N}}, i=0, frames=[];
-// Every frame carries the current time slot: fetch each one fresh.
-setInterval(function(){i=(i+1)%n; document.getElementById('f').src='frame/'+i+'.png?t='+Date.now();}, {{.Period}});
-</script></body></html>`))
-
 type screen struct {
 	loop    *watermark.Loop
 	expires time.Time
+	limit   string // the most the code pays, as people read it ("" unknown)
 }
 
 type screens struct {
@@ -167,7 +164,7 @@ type screens struct {
 	m  map[string]*screen
 }
 
-func (s *screens) add(l *watermark.Loop, expires time.Time) string {
+func (s *screens) add(l *watermark.Loop, expires time.Time, limit string) string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
@@ -179,7 +176,7 @@ func (s *screens) add(l *watermark.Loop, expires time.Time) string {
 			delete(s.m, k)
 		}
 	}
-	s.m[id] = &screen{loop: l, expires: expires}
+	s.m[id] = &screen{loop: l, expires: expires, limit: limit}
 	return id
 }
 
