@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -166,7 +167,11 @@ func runSoak(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 	res := &experiment.Result{Name: "soak", Title: "Every scheme on several nodes", Tables: []experiment.Table{tb},
 		Data: map[string]any{"failures": failures, "balance_sum": total, "audit_ok": rep.OK, "audit_records": rep.Records}}
 	if len(failures) > 0 || total != 0 || !rep.OK {
-		return res, fmt.Errorf("soak: %d failed scenario runs, balance sum %d, audit intact %v", len(failures), total, rep.OK)
+		shown := failures
+		if len(shown) > 10 {
+			shown = shown[:10]
+		}
+		return res, fmt.Errorf("soak: %d failed scenario runs, balance sum %d, audit intact %v; first failures:\n%s", len(failures), total, rep.OK, strings.Join(shown, "\n"))
 	}
 	return res, nil
 }
