@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
@@ -287,7 +288,7 @@ func (l *Log) compareStored(ctx context.Context, tx *sql.Tx, t *memTree, rep *Re
 func LoadOrCreateSigner(keyFile, vkeyFile, origin string) (note.Signer, string, error) {
 	skey, err := os.ReadFile(keyFile)
 	if errors.Is(err, fs.ErrNotExist) {
-		s, v, gerr := GenerateCheckpointKey(origin)
+		s, _, gerr := GenerateCheckpointKey(origin)
 		if gerr != nil {
 			return nil, "", fmt.Errorf("audit: generate checkpoint key: %w", gerr)
 		}
@@ -296,13 +297,12 @@ func LoadOrCreateSigner(keyFile, vkeyFile, origin string) (note.Signer, string, 
 				return nil, "", fmt.Errorf("audit: key directory: %w", err)
 			}
 		}
-		if err := fsutil.WriteFileAtomic(vkeyFile, []byte(v+"\n"), 0o644, true); err != nil {
-			return nil, "", fmt.Errorf("audit: write checkpoint verifier key: %w", err)
-		}
-		if err := fsutil.WriteFileAtomic(keyFile, []byte(s+"\n"), 0o600, true); err != nil {
+		// Nodes starting together may race here: exactly one key wins, and
+		// everyone derives the verifier key from the winner's below.
+		if err := fsutil.CreateExclusive(keyFile, []byte(s+"\n"), 0o600); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, "", fmt.Errorf("audit: write checkpoint key: %w", err)
 		}
-		skey, err = []byte(s), nil
+		skey, err = os.ReadFile(keyFile)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("audit: read checkpoint key: %w", err)
@@ -311,15 +311,39 @@ func LoadOrCreateSigner(keyFile, vkeyFile, origin string) (note.Signer, string, 
 	if err != nil {
 		return nil, "", fmt.Errorf("audit: checkpoint key %s: %w", keyFile, err)
 	}
+	derived, err := verifierOf(strings.TrimSpace(string(skey)))
+	if err != nil {
+		return nil, "", fmt.Errorf("audit: checkpoint key %s: %w", keyFile, err)
+	}
+	if _, err := os.Stat(vkeyFile); errors.Is(err, fs.ErrNotExist) {
+		if err := fsutil.WriteFileAtomic(vkeyFile, []byte(derived+"\n"), 0o644, true); err != nil {
+			return nil, "", fmt.Errorf("audit: write checkpoint verifier key: %w", err)
+		}
+	}
 	vkey, err := ReadVerifierKey(vkeyFile)
 	if err != nil {
 		return nil, "", err
 	}
 	v, _ := note.NewVerifier(vkey)
-	if v.Name() != signer.Name() || v.KeyHash() != signer.KeyHash() {
+	if vkey != derived || v.Name() != signer.Name() || v.KeyHash() != signer.KeyHash() {
 		return nil, "", fmt.Errorf("audit: %s and %s are not one key pair", keyFile, vkeyFile)
 	}
 	return signer, vkey, nil
+}
+
+// verifierOf derives the verifier key of a signed-note Ed25519 signer key
+// ("PRIVATE+KEY+name+hash+base64(1 ‖ seed)").
+func verifierOf(skey string) (string, error) {
+	parts := strings.Split(skey, "+")
+	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
+		return "", errors.New("not a signed-note private key")
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return "", errors.New("not an Ed25519 signed-note private key")
+	}
+	pub := ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+	return note.NewEd25519VerifierKey(parts[2], pub)
 }
 
 // ReadVerifierKey reads a signed-note verifier key ("name+hash+base64") from a file.

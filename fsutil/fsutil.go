@@ -89,14 +89,27 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 	}
 	k := make([]byte, 32)
 	_, _ = rand.Read(k) // crypto/rand.Read never fails (Go ≥ 1.24)
+	if err := CreateExclusive(path, []byte(hex.EncodeToString(k)+"\n"), 0o600); errors.Is(err, os.ErrExist) {
+		return LoadOrCreateKey(path) // another process created it first
+	} else if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// CreateExclusive creates path with data, or fails with an error wrapping
+// os.ErrExist when it exists. The data is written completely to a temporary
+// file, synced, and then linked into place, so a concurrent reader never
+// sees a partial file and of racing creators exactly one wins.
+func CreateExclusive(path string, data []byte, perm os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
+		return fmt.Errorf("create %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	err = tmp.Chmod(0o600)
+	err = tmp.Chmod(perm)
 	if err == nil {
-		_, err = tmp.WriteString(hex.EncodeToString(k) + "\n")
+		_, err = tmp.Write(data)
 	}
 	if err == nil {
 		err = tmp.Sync()
@@ -105,16 +118,14 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 		err = cerr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
+		return fmt.Errorf("create %s: %w", path, err)
 	}
-	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
-		return LoadOrCreateKey(path) // another process created it first
-	} else if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		_ = d.Sync()
 		d.Close()
 	}
-	return k, nil
+	return nil
 }
