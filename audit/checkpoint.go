@@ -334,7 +334,7 @@ func LoadOrCreateSigner(keyFile, vkeyFile, origin string) (note.Signer, string, 
 // verifierOf derives the verifier key of a signed-note Ed25519 signer key
 // ("PRIVATE+KEY+name+hash+base64(1 ‖ seed)").
 func verifierOf(skey string) (string, error) {
-	parts := strings.Split(skey, "+")
+	parts := strings.SplitN(skey, "+", 5) // the base64 may hold "+" too
 	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
 		return "", errors.New("not a signed-note private key")
 	}
