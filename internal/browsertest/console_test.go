@@ -250,6 +250,9 @@ func TestConsole(t *testing.T) {
 	if got := text(t, admin, "#verdict"); !strings.HasPrefix(got, "Intact") {
 		t.Fatalf("audit verdict %q", got)
 	}
+	if got := text(t, admin, "#reconcile"); !strings.HasPrefix(got, "Ledger and trail agree") {
+		t.Fatalf("reconciliation %q", got)
+	}
 
 	// An auditor can look but not act: the server refuses, whatever the page.
 	alink, _, err := p.Console.Invite(ctx, "Otto Auditor", console.RoleAuditor, "admin:test")

@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,10 @@ func (p *Platform) startBioQR(ctx context.Context) error {
 	// the others find the certificate taken, take the certified unit the
 	// first one stored, and try again.
 	var st *bioqr.Settlement
+	adopted, err := p.stateFile(ctx, name)
+	if err != nil {
+		return err
+	}
 	for attempt := 0; ; attempt++ {
 		su, err := bioqr.OpenOrCreateSecureUnit(path, bioqr.KindSettlement, pki.ECDSAP256, enc)
 		if err != nil {
@@ -50,12 +55,17 @@ func (p *Platform) startBioQR(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
+		// Take the database's copy only once the winner stored its
+		// certified unit (it differs from what was adopted); writing the
+		// old copy could undo the winner's certificate in a shared directory.
 		data, rerr := p.stateFile(ctx, name)
 		if rerr != nil {
 			return rerr
 		}
-		if werr := fsutil.WriteFileAtomic(path, data, 0o600, true); werr != nil {
-			return werr
+		if !bytes.Equal(data, adopted) {
+			if werr := fsutil.WriteFileAtomic(path, data, 0o600, true); werr != nil {
+				return werr
+			}
 		}
 	}
 	if err := p.saveStateFile(ctx, name, path); err != nil { // NewSettlement may have installed a certificate
