@@ -3,7 +3,6 @@ package browsertest_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,25 +23,11 @@ import (
 )
 
 // startPlatform runs a platform on a free loopback port with the console's
-// origin set to it, and returns it with its base URL.
+// origin set to it, and returns it with its base URL; it stops when the test
+// ends (runPlatform also returns a stop function).
 func startPlatform(t *testing.T) (*platform.Platform, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := fmt.Sprintf("https://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	p, err := platform.Open(ctx, platform.Config{DB: filepath.Join(dir, "qshield.db"), StateDir: dir, PublicURL: base,
-		QKD: platform.QKDConfig{Off: true, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"}})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; p.Close() })
+	p, base, _ := runPlatform(t)
 	return p, base
 }
 
