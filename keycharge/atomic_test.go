@@ -25,7 +25,10 @@ func TestCommitIsAtomic(t *testing.T) {
 		}
 		c := e.charger(func(p string) error {
 			if p == FaultAfterStage {
+				// In-transaction records go to audit_log (SQLite) or to
+				// audit_queue, integrated later (PostgreSQL): take both away.
 				rename("audit_log", "audit_log_away")
+				rename("audit_queue", "audit_queue_away")
 			}
 			return nil
 		})
@@ -33,6 +36,7 @@ func TestCommitIsAtomic(t *testing.T) {
 			t.Fatal("charge committed without its audit record")
 		}
 		rename("audit_log_away", "audit_log")
+		rename("audit_queue_away", "audit_queue")
 		var keys, committed int
 		if err := db.QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM keycharge_keys WHERE serial = ?`), "SN-A1").Scan(&keys); err != nil {
 			t.Fatal(err)
