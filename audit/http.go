@@ -42,11 +42,7 @@ func Handler(l *Log) http.Handler {
 		}
 		proof, err := l.ProveConsistency(r.Context(), oldN, newN)
 		if err != nil {
-			status := http.StatusInternalServerError
-			if errors.Is(err, ErrInvalid) {
-				status = http.StatusBadRequest
-			}
-			http.Error(w, err.Error(), status)
+			proofError(w, err)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -61,15 +57,21 @@ func Handler(l *Log) http.Handler {
 		}
 		p, err := l.ProveInclusion(r.Context(), seq, size)
 		if err != nil {
-			status := http.StatusInternalServerError
-			if errors.Is(err, ErrInvalid) {
-				status = http.StatusBadRequest
-			}
-			http.Error(w, err.Error(), status)
+			proofError(w, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(p)
 	})
 	return mux
+}
+
+// proofError answers a failed proof: 400 for sizes or sequence numbers the
+// log cannot prove, 500 otherwise.
+func proofError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	if errors.Is(err, ErrInvalid) {
+		status = http.StatusBadRequest
+	}
+	http.Error(w, err.Error(), status)
 }
