@@ -590,7 +590,8 @@ func IsUniqueViolation(err error) bool {
 func isDuplicateObject(err error) bool {
 	var pe *pgconn.PgError
 	// Two processes racing on CREATE TABLE IF NOT EXISTS can hit 23505 on pg_type.
-	return errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "42P07")
+	// (or 42710, the table's row type already exists).
+	return errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "42P07" || pe.Code == "42710")
 }
 
 // privateFile creates the database file with mode 0600 (SQLite gives its
