@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(go env GOPATH)/bin/staticcheck
 if ! [ -x "$bin" ]; then
-  GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@2026.2.2
+  GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@v0.8.2  # release 2026.2.2; the proxy serves it by its module version
 fi
 out=$("$bin" ./... 2>&1) || true
 fail=0
