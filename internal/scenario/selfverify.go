@@ -1,8 +1,9 @@
-package selfverify
+package scenario
 
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,19 +13,13 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/selfverify"
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
 )
 
-// DemoStep is one row of the demo: what was done, what happened, details.
-type DemoStep struct {
-	Step    string `json:"step"`
-	Outcome string `json:"outcome"`
-	Detail  string `json:"detail"`
-}
-
-// DemoConfig configures Demo.
-type DemoConfig struct {
+// SelfVerifyDeps is what SelfVerify needs from the platform.
+type SelfVerifyDeps struct {
 	// DB is the platform database; the demo's operator uses its selfverify
 	// tables and key (created when missing). Required.
 	DB *sqldb.DB
@@ -41,61 +36,63 @@ type DemoConfig struct {
 	Curve *ecqv.Curve
 	// KeySeal opens the stored operator key (the platform's sealer); nil
 	// for a database whose key is stored in clear.
-	KeySeal KeySealer
+	KeySeal selfverify.KeySealer
 }
 
-// Demo runs the scheme end to end — registration, withdrawal, three
+// SelfVerify runs seed 002 end to end — registration, withdrawal, three
 // payments, a deposit confirmed by the user, the refund of the rest of W —
 // and then each attack of issue 6, which must be refused. The vendor is served
 // over HTTPS from an in-process TLS server. The time-dependent steps (a user
 // who does not answer, an expired token) use a 2-second confirmation window
 // and a 1-second token, so the demo sleeps about 3.5 s. It returns the rows
 // and an error as soon as any step does not behave as the scheme requires.
-func Demo(ctx context.Context, cfg DemoConfig) ([]DemoStep, error) {
+func SelfVerify(ctx context.Context, cfg SelfVerifyDeps) ([]Step, error) {
 	if cfg.DB == nil || cfg.Ledger == nil {
 		return nil, errors.New("selfverify demo: needs a database and a ledger")
 	}
 	if cfg.Curve == nil {
 		cfg.Curve = ecqv.P256()
 	}
-	d := &demo{ctx: ctx, cfg: cfg}
+	d := &svDemo{ctx: ctx, cfg: cfg}
 	err := d.run()
 	return d.rows, err
 }
 
-type demo struct {
+type svDemo struct {
 	ctx      context.Context
-	cfg      DemoConfig
-	rows     []DemoStep
-	op       *Operator
-	recorded *demoRecorder
-	api      OperatorAPI
+	cfg      SelfVerifyDeps
+	rows     []Step
+	op       *selfverify.Operator
+	recorded *svRecorder
+	api      selfverify.OperatorAPI
 	tag      string
 	curve    *ecqv.Curve
+	key      *ecqv.PrivateKey                   // d_N, the operator's key
+	creds    map[string]*selfverify.Credentials // vendor ID → its credentials
 }
 
-func (d *demo) ok(step, detail string, a ...any) {
-	d.rows = append(d.rows, DemoStep{Step: step, Outcome: "ok", Detail: fmt.Sprintf(detail, a...)})
+func (d *svDemo) ok(step, detail string, a ...any) {
+	d.rows = append(d.rows, Step{Step: step, Outcome: "ok", Detail: fmt.Sprintf(detail, a...)})
 }
 
 // refused records an attack step: err must wrap want.
-func (d *demo) refused(step string, err error, want ...error) error {
+func (d *svDemo) refused(step string, err error, want ...error) error {
 	for _, w := range want {
 		if errors.Is(err, w) {
-			d.rows = append(d.rows, DemoStep{Step: step, Outcome: "refused", Detail: err.Error()})
+			d.rows = append(d.rows, Step{Step: step, Outcome: "refused", Detail: err.Error()})
 			return nil
 		}
 	}
-	d.rows = append(d.rows, DemoStep{Step: step, Outcome: "NOT REFUSED", Detail: fmt.Sprint(err)})
+	d.rows = append(d.rows, Step{Step: step, Outcome: "NOT REFUSED", Detail: fmt.Sprint(err)})
 	return fmt.Errorf("selfverify demo: %s: want refusal (%v), got %v", step, want, err)
 }
 
-func (d *demo) fail(step string, err error) error {
-	d.rows = append(d.rows, DemoStep{Step: step, Outcome: "FAILED", Detail: err.Error()})
+func (d *svDemo) fail(step string, err error) error {
+	d.rows = append(d.rows, Step{Step: step, Outcome: "FAILED", Detail: err.Error()})
 	return fmt.Errorf("selfverify demo: %s: %w", step, err)
 }
 
-func (d *demo) balance(id string) int64 {
+func (d *svDemo) balance(id string) int64 {
 	a, err := d.cfg.Ledger.Account(d.ctx, id)
 	if err != nil {
 		return -1
@@ -105,7 +102,7 @@ func (d *demo) balance(id string) int64 {
 
 const demoIssuer = "selfverify.demo.issuer"
 
-func (d *demo) account(id string, kind ledger.Kind, amount int64) error {
+func (d *svDemo) account(id string, kind ledger.Kind, amount int64) error {
 	if _, err := d.cfg.Ledger.CreateAccount(d.ctx, ledger.NewAccount{ID: id, Owner: id, Kind: kind, Currency: "CNY"}); err != nil {
 		return err
 	}
@@ -116,7 +113,7 @@ func (d *demo) account(id string, kind ledger.Kind, amount int64) error {
 	return nil
 }
 
-func (d *demo) enroll(id, role string, kind ledger.Kind, funds int64) (*Credentials, error) {
+func (d *svDemo) enroll(id, role string, kind ledger.Kind, funds int64) (*selfverify.Credentials, error) {
 	acct := "acct." + id
 	if err := d.account(acct, kind, funds); err != nil {
 		return nil, err
@@ -125,18 +122,19 @@ func (d *demo) enroll(id, role string, kind ledger.Kind, funds int64) (*Credenti
 	if err != nil {
 		return nil, err
 	}
-	return Register(d.ctx, d.api, d.op.key.Public(), id, role, code)
+	return selfverify.Register(d.ctx, d.api, d.key.Public(), id, role, code)
 }
 
-func (d *demo) run() error {
+func (d *svDemo) run() error {
 	ctx := d.ctx
 	var err error
 	d.curve = d.cfg.Curve
-	key, err := LoadOrCreateOperatorKey(ctx, d.cfg.DB, d.curve, d.cfg.KeySeal)
+	d.key, err = selfverify.LoadOrCreateOperatorKey(ctx, d.cfg.DB, d.curve, d.cfg.KeySeal)
 	if err != nil {
 		return d.fail("operator key", err)
 	}
-	d.op, err = NewOperator(ctx, d.cfg.DB, OperatorConfig{Key: key, Ledger: d.cfg.Ledger, Audit: d.cfg.Audit,
+	d.creds = map[string]*selfverify.Credentials{}
+	d.op, err = selfverify.NewOperator(ctx, d.cfg.DB, selfverify.OperatorConfig{Key: d.key, Ledger: d.cfg.Ledger, Audit: d.cfg.Audit,
 		ConfirmWindow: 2 * time.Second})
 	if err != nil {
 		return d.fail("operator", err)
@@ -144,11 +142,11 @@ func (d *demo) run() error {
 	defer d.op.Close()
 	d.api = d.op.Local()
 	if d.cfg.OperatorURL != "" {
-		if d.api, err = NewOperatorClient(d.cfg.OperatorURL, d.cfg.HTTPClient); err != nil {
+		if d.api, err = selfverify.NewOperatorClient(d.cfg.OperatorURL, d.cfg.HTTPClient); err != nil {
 			return d.fail("operator client", err)
 		}
 	}
-	if d.tag, err = randomHex(3); err != nil {
+	if d.tag, err = svRandomHex(3); err != nil {
 		return err
 	}
 	if _, err := d.cfg.Ledger.EnsureAccount(ctx, ledger.NewAccount{ID: demoIssuer, Owner: "demo", Kind: ledger.KindSystem, Currency: "CNY", AllowNegative: true}); err != nil {
@@ -157,16 +155,16 @@ func (d *demo) run() error {
 
 	// --- Registration ---
 	uid, vid, v2id := "alice-"+d.tag, "teashop-"+d.tag, "bakery-"+d.tag
-	ucred, err := d.enroll(uid, RoleUser, ledger.KindUser, 10_000)
+	ucred, err := d.enroll(uid, selfverify.RoleUser, ledger.KindUser, 10_000)
 	if err != nil {
 		return d.fail("register user", err)
 	}
 	d.ok("register user U", "%s: P_U=%x…, d_U·G = e·P_U + Q_N checked, no certificate", uid, ucred.P.Bytes()[:8])
-	vcred, err := d.enroll(vid, RoleVendor, ledger.KindMerchant, 0)
+	vcred, err := d.enroll(vid, selfverify.RoleVendor, ledger.KindMerchant, 0)
 	if err != nil {
 		return d.fail("register vendor", err)
 	}
-	v2cred, err := d.enroll(v2id, RoleVendor, ledger.KindMerchant, 0)
+	v2cred, err := d.enroll(v2id, selfverify.RoleVendor, ledger.KindMerchant, 0)
 	if err != nil {
 		return d.fail("register vendor", err)
 	}
@@ -181,7 +179,7 @@ func (d *demo) run() error {
 		return d.fail("start vendor", err)
 	}
 	defer stop2()
-	u, err := OpenUser(NewWallet(ucred), d.api)
+	u, err := selfverify.OpenUser(selfverify.NewWallet(ucred), d.api)
 	if err != nil {
 		return d.fail("open wallet", err)
 	}
@@ -194,7 +192,7 @@ func (d *demo) run() error {
 	d.ok("withdraw W=1000", "token %s signed by N; escrow holds W; user balance %d; K_UN derived", st.Token.Serial[:12], d.balance("acct."+uid))
 
 	// --- Paying ---
-	d.recorded = &demoRecorder{VendorAPI: vc1}
+	d.recorded = &svRecorder{VendorAPI: vc1}
 	for _, item := range []string{"tea", "cake", "tea"} {
 		rc, err := u.Pay(ctx, d.recorded, item)
 		if err != nil {
@@ -214,7 +212,7 @@ func (d *demo) run() error {
 	}
 	d.ok("vendor deposits (signed d_V)", "%d payment(s), %d awaiting the user's confirmation; vendor balance %d", 3, len(dep.Confirmations), d.balance("acct."+vid))
 	cs, err := u.Confirm(ctx, st.Token.Serial, nil)
-	if err != nil || len(cs) != 1 || cs[0].State != StateSettled {
+	if err != nil || len(cs) != 1 || cs[0].State != selfverify.StateSettled {
 		return d.fail("user confirms", fmt.Errorf("%v %+v", err, cs))
 	}
 	d.ok("user confirms under K_UN", "escrow → vendor %d; vendor balance %d", cs[0].Amount, d.balance("acct."+vid))
@@ -228,17 +226,17 @@ func (d *demo) run() error {
 	return d.attacks(u, v1, v2, vc1, vc2)
 }
 
-func (d *demo) vendor(cred *Credentials) (*Vendor, VendorAPI, func(), error) {
-	if err := SaveVendorCredentials(d.ctx, d.cfg.DB, cred); err != nil {
+func (d *svDemo) vendor(cred *selfverify.Credentials) (*selfverify.Vendor, selfverify.VendorAPI, func(), error) {
+	if err := selfverify.SaveVendorCredentials(d.ctx, d.cfg.DB, cred); err != nil {
 		return nil, nil, nil, err
 	}
-	v, err := NewVendor(d.ctx, d.cfg.DB, cred, VendorConfig{Operator: d.api, Catalog: []Item{
-		{ID: "tea", Description: "green tea", Price: 120}, {ID: "cake", Description: "cake", Price: 250}, {ID: "book", Description: "a book", Price: 600}}})
+	d.creds[cred.ID] = cred
+	v, err := selfverify.NewVendor(d.ctx, d.cfg.DB, cred, selfverify.VendorConfig{Operator: d.api, Catalog: svCatalog()})
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	srv := httptest.NewTLSServer(v.Handler())
-	vc, err := NewVendorClient(srv.URL, srv.Client())
+	vc, err := selfverify.NewVendorClient(srv.URL, srv.Client())
 	stop := func() { srv.Close(); v.Close() }
 	if err != nil {
 		stop()
@@ -247,34 +245,48 @@ func (d *demo) vendor(cred *Credentials) (*Vendor, VendorAPI, func(), error) {
 	return v, vc, stop, nil
 }
 
-func (d *demo) attacks(u *User, v1, v2 *Vendor, vc1, vc2 VendorAPI) error {
+func svCatalog() []selfverify.Item {
+	return []selfverify.Item{{ID: "tea", Description: "green tea", Price: 120}, {ID: "cake", Description: "cake", Price: 250}, {ID: "book", Description: "a book", Price: 600}}
+}
+
+// vendorKey rebuilds Q_V = e·P_V + Q_N from what the vendor publishes, as a
+// phone does.
+func (d *svDemo) vendorKey(info *selfverify.VendorInfo) (*ecqv.PublicKey, error) {
+	p, err := d.curve.ParsePoint(info.P)
+	if err != nil {
+		return nil, err
+	}
+	return ecqv.Reconstruct(d.curve, info.ID, p, d.key.Public())
+}
+
+func (d *svDemo) attacks(u *selfverify.User, v1, v2 *selfverify.Vendor, vc1, vc2 selfverify.VendorAPI) error {
 	ctx := d.ctx
 	c := d.curve
 	// Registration: a MITM replaces P_X.
 	if err := d.account("acct.mallory-"+d.tag, ledger.KindUser, 0); err != nil {
 		return d.fail("attack setup", err)
 	}
-	code, err := d.op.Enroll(ctx, "mallory-"+d.tag, RoleUser, "acct.mallory-"+d.tag)
+	code, err := d.op.Enroll(ctx, "mallory-"+d.tag, selfverify.RoleUser, "acct.mallory-"+d.tag)
 	if err != nil {
 		return d.fail("attack setup", err)
 	}
 	evil, _ := c.GenerateKey(rand.Reader)
-	_, err = Register(ctx, demoTamper{OperatorAPI: d.api, p: evil.Public().Bytes()}, d.op.key.Public(), "mallory-"+d.tag, RoleUser, code)
+	_, err = selfverify.Register(ctx, svTamper{OperatorAPI: d.api, p: evil.Public().Bytes()}, d.key.Public(), "mallory-"+d.tag, selfverify.RoleUser, code)
 	if e := d.refused("forged P_X at registration", err, ecqv.ErrInvalidResponse); e != nil {
 		return e
 	}
 	// Withdraw in the user's name signed with another key.
 	req, _, _ := u.WithdrawRequest(500, time.Hour)
-	req.Sig, _ = evil.Sign(rand.Reader, req.signingBytes())
+	req.Sig, _ = evil.Sign(rand.Reader, req.SigningBytes())
 	_, err = d.api.Withdraw(ctx, *req)
-	if e := d.refused("withdraw with a forged signature", err, ErrBadSignature); e != nil {
+	if e := d.refused("withdraw with a forged signature", err, selfverify.ErrBadSignature); e != nil {
 		return e
 	}
 	// Stale (replayed) withdrawal request.
-	old, _ := OpenUser(u.Wallet(), d.api, WithClock(func() time.Time { return time.Now().Add(-10 * time.Minute) }))
+	old, _ := selfverify.OpenUser(u.Wallet(), d.api, selfverify.WithClock(func() time.Time { return time.Now().Add(-10 * time.Minute) }))
 	req, tk, _ := old.WithdrawRequest(500, time.Hour)
 	_, err = old.CompleteWithdraw(ctx, req, tk)
-	if e := d.refused("replayed withdrawal (stale timestamp)", err, ErrStale); e != nil {
+	if e := d.refused("replayed withdrawal (stale timestamp)", err, selfverify.ErrStale); e != nil {
 		return e
 	}
 
@@ -287,31 +299,32 @@ func (d *demo) attacks(u *User, v1, v2 *Vendor, vc1, vc2 VendorAPI) error {
 	if err != nil {
 		return d.fail("token key", err)
 	}
-	q1, _ := u.vendorKey(v1.Info())
+	q1, _ := d.vendorKey(v1.Info())
 	// Forged token (W raised).
 	raised := *st
 	raised.Token.Limit = 1_000_000
-	m, _, _, _ := FirstPaymentMessage(c, q1, v1.ID(), raised, secret, "tea", 120, time.Now())
+	m, _, _, _ := selfverify.FirstPaymentMessage(c, q1, v1.ID(), raised, secret, "tea", 120, time.Now())
 	_, err = vc1.OpenPayment(ctx, *m)
-	if e := d.refused("payment with a forged token (W raised)", err, ErrBadSignature); e != nil {
+	if e := d.refused("payment with a forged token (W raised)", err, selfverify.ErrBadSignature); e != nil {
 		return e
 	}
 	// Stolen token without its key t.
-	m, _, _, _ = FirstPaymentMessage(c, q1, v1.ID(), *st, evil, "tea", 120, time.Now())
+	m, _, _, _ = selfverify.FirstPaymentMessage(c, q1, v1.ID(), *st, evil, "tea", 120, time.Now())
 	_, err = vc1.OpenPayment(ctx, *m)
-	if e := d.refused("payment with a stolen token (no t)", err, ErrBadSignature); e != nil {
+	if e := d.refused("payment with a stolen token (no t)", err, selfverify.ErrBadSignature); e != nil {
 		return e
 	}
 	// Impostor vendor: claims V1's ID with another point.
-	imp := &Vendor{db: v2.db, cfg: v2.cfg, cred: &Credentials{ID: v1.ID(), Role: RoleVendor, Currency: "CNY", Key: v2.cred.Key, P: v2.cred.P, QN: v2.cred.QN}, kvn: v2.kvn, catalog: v2.catalog}
-	_, err = u.Pay(ctx, imp.Local(), "tea")
-	if e := d.refused("impostor vendor with a forged P_V", err, ErrDecrypt); e != nil {
+	// V2 publishes V1's ID with its own P_V: the phone rebuilds a Q_V that
+	// nobody holds the key of, so V2 cannot open the payment.
+	_, err = u.Pay(ctx, svImpostor{VendorAPI: v2.Local(), id: v1.ID()}, "tea")
+	if e := d.refused("impostor vendor with a forged P_V", err, selfverify.ErrDecrypt); e != nil {
 		return e
 	}
 	// Concurrent overspend at two vendors: 600 + 600 on W = 1000.
-	q2, _ := u.vendorKey(v2.Info())
-	m1, _, _, _ := FirstPaymentMessage(c, q1, v1.ID(), *st, secret, "book", 600, time.Now())
-	m2, _, _, _ := FirstPaymentMessage(c, q2, v2.ID(), *st, secret, "book", 600, time.Now())
+	q2, _ := d.vendorKey(v2.Info())
+	m1, _, _, _ := selfverify.FirstPaymentMessage(c, q1, v1.ID(), *st, secret, "book", 600, time.Now())
+	m2, _, _, _ := selfverify.FirstPaymentMessage(c, q2, v2.ID(), *st, secret, "book", 600, time.Now())
 	var wg sync.WaitGroup
 	var e1, e2 error
 	wg.Add(2)
@@ -320,20 +333,20 @@ func (d *demo) attacks(u *User, v1, v2 *Vendor, vc1, vc2 VendorAPI) error {
 	wg.Wait()
 	winner, winnerAPI := v1, vc1
 	switch {
-	case e1 == nil && errors.Is(e2, ErrOverspend):
-		d.rows = append(d.rows, DemoStep{Step: "concurrent 600 + 600 at two vendors, W=1000", Outcome: "refused", Detail: "V1 accepted, V2 refused by N: " + e2.Error()})
-	case e2 == nil && errors.Is(e1, ErrOverspend):
+	case e1 == nil && errors.Is(e2, selfverify.ErrOverspend):
+		d.rows = append(d.rows, Step{Step: "concurrent 600 + 600 at two vendors, W=1000", Outcome: "refused", Detail: "V1 accepted, V2 refused by N: " + e2.Error()})
+	case e2 == nil && errors.Is(e1, selfverify.ErrOverspend):
 		winner, winnerAPI = v2, vc2
-		d.rows = append(d.rows, DemoStep{Step: "concurrent 600 + 600 at two vendors, W=1000", Outcome: "refused", Detail: "V2 accepted, V1 refused by N: " + e1.Error()})
+		d.rows = append(d.rows, Step{Step: "concurrent 600 + 600 at two vendors, W=1000", Outcome: "refused", Detail: "V2 accepted, V1 refused by N: " + e1.Error()})
 	default:
 		return d.fail("concurrent overspend", fmt.Errorf("V1: %v, V2: %v", e1, e2))
 	}
 	_ = winnerAPI
 	// Tampered AEAD payload.
-	m, _, _, _ = FirstPaymentMessage(c, q1, v1.ID(), *st, secret, "tea", 120, time.Now())
+	m, _, _, _ = selfverify.FirstPaymentMessage(c, q1, v1.ID(), *st, secret, "tea", 120, time.Now())
 	m.Ciphertext[len(m.Ciphertext)/2] ^= 0x20
 	_, err = vc1.OpenPayment(ctx, *m)
-	if e := d.refused("tampered AEAD payload", err, ErrDecrypt); e != nil {
+	if e := d.refused("tampered AEAD payload", err, selfverify.ErrDecrypt); e != nil {
 		return e
 	}
 	// Replayed payment message (the second payment of the happy path, after the third).
@@ -341,22 +354,22 @@ func (d *demo) attacks(u *User, v1, v2 *Vendor, vc1, vc2 VendorAPI) error {
 		return d.fail("replay", errors.New("no recorded payment"))
 	}
 	_, err = vc1.NextPayment(ctx, d.recorded.next[0])
-	if e := d.refused("replayed payment message", err, ErrReplay); e != nil {
+	if e := d.refused("replayed payment message", err, selfverify.ErrReplay); e != nil {
 		return e
 	}
 	// Forged deposit signature.
 	p1, _ := winner.Payments(ctx, 10)
-	var items []DepositItem
+	var items []selfverify.DepositItem
 	for _, p := range p1 {
 		if p.DepositID == "" {
-			items = append(items, DepositItem{Serial: p.Serial, Ref: p.Ref, Item: p.Item, Amount: p.Price})
+			items = append(items, selfverify.DepositItem{Serial: p.Serial, Ref: p.Ref, Item: p.Item, Amount: p.Price})
 		}
 	}
-	nonce, _ := randomHex(16)
-	dr := DepositRequest{Vendor: winner.ID(), Timestamp: ms(time.Now()), Nonce: nonce, Items: items}
-	dr.Sig, _ = evil.Sign(rand.Reader, dr.signingBytes())
+	nonce, _ := svRandomHex(16)
+	dr := selfverify.DepositRequest{Vendor: winner.ID(), Timestamp: time.Now().UnixMilli(), Nonce: nonce, Items: items}
+	dr.Sig, _ = evil.Sign(rand.Reader, dr.SigningBytes())
 	_, err = d.api.Deposit(ctx, dr)
-	if e := d.refused("deposit with a forged vendor signature", err, ErrBadSignature); e != nil {
+	if e := d.refused("deposit with a forged vendor signature", err, selfverify.ErrBadSignature); e != nil {
 		return e
 	}
 	// Double deposit; the user refuses.
@@ -365,19 +378,19 @@ func (d *demo) attacks(u *User, v1, v2 *Vendor, vc1, vc2 VendorAPI) error {
 		return d.fail("deposit", fmt.Errorf("%v", err))
 	}
 	pw, _ := winner.Payments(ctx, 1)
-	nonce, _ = randomHex(16)
-	dr = DepositRequest{Vendor: winner.ID(), Timestamp: ms(time.Now()), Nonce: nonce, Items: []DepositItem{{Serial: pw[0].Serial, Ref: pw[0].Ref, Item: pw[0].Item, Amount: pw[0].Price}}}
-	dr.Sig, _ = winner.cred.Key.Sign(rand.Reader, dr.signingBytes())
+	nonce, _ = svRandomHex(16)
+	dr = selfverify.DepositRequest{Vendor: winner.ID(), Timestamp: time.Now().UnixMilli(), Nonce: nonce, Items: []selfverify.DepositItem{{Serial: pw[0].Serial, Ref: pw[0].Ref, Item: pw[0].Item, Amount: pw[0].Price}}}
+	dr.Sig, _ = d.creds[winner.ID()].Key.Sign(rand.Reader, dr.SigningBytes())
 	_, err = d.api.Deposit(ctx, dr)
-	if e := d.refused("double deposit of the same payment", err, ErrDoubleDeposit); e != nil {
+	if e := d.refused("double deposit of the same payment", err, selfverify.ErrDoubleDeposit); e != nil {
 		return e
 	}
 	before := d.balance("acct." + winner.ID())
-	cs, err := u.Confirm(ctx, st.Token.Serial, func(ConfirmationDetails, bool) bool { return false })
-	if err != nil || len(cs) != 1 || cs[0].State != StateRefused || d.balance("acct."+winner.ID()) != before {
+	cs, err := u.Confirm(ctx, st.Token.Serial, func(selfverify.ConfirmationDetails, bool) bool { return false })
+	if err != nil || len(cs) != 1 || cs[0].State != selfverify.StateRefused || d.balance("acct."+winner.ID()) != before {
 		return d.fail("user refuses", fmt.Errorf("%v %+v", err, cs))
 	}
-	d.rows = append(d.rows, DemoStep{Step: "deposit the user refuses", Outcome: "refused", Detail: "no money moved; refusal audited"})
+	d.rows = append(d.rows, Step{Step: "deposit the user refuses", Outcome: "refused", Detail: "no money moved; refusal audited"})
 	// Deposit the user does not answer.
 	st2, err := u.Withdraw(ctx, 500, time.Hour)
 	if err != nil {
@@ -388,8 +401,11 @@ func (d *demo) attacks(u *User, v1, v2 *Vendor, vc1, vc2 VendorAPI) error {
 	}
 	// This deposit goes to the demo's own operator instance (same database),
 	// whose confirmation window is 2 s, so the timeout happens during the demo.
-	vShort := *v2
-	vShort.cfg.Operator = d.op.Local()
+	vShort, err := selfverify.NewVendor(ctx, d.cfg.DB, d.creds[v2.ID()], selfverify.VendorConfig{Operator: d.op.Local(), Catalog: svCatalog()})
+	if err != nil {
+		return d.fail("vendor", err)
+	}
+	defer vShort.Close()
 	dep, err := vShort.Deposit(ctx)
 	if err != nil || dep == nil {
 		return d.fail("deposit", fmt.Errorf("%v", err))
@@ -399,10 +415,10 @@ func (d *demo) attacks(u *User, v1, v2 *Vendor, vc1, vc2 VendorAPI) error {
 		return d.fail("sweep", err)
 	}
 	ds, err := d.api.DepositStatus(ctx, dep.ID)
-	if err != nil || ds.Confirmations[0].State != StateExpired {
+	if err != nil || ds.Confirmations[0].State != selfverify.StateExpired {
 		return d.fail("unanswered deposit", fmt.Errorf("%v %+v", err, ds))
 	}
-	d.rows = append(d.rows, DemoStep{Step: "deposit the user does not answer in time", Outcome: "refused", Detail: "confirmation expired after 2 s; no money moved; audited"})
+	d.rows = append(d.rows, Step{Step: "deposit the user does not answer in time", Outcome: "refused", Detail: "confirmation expired after 2 s; no money moved; audited"})
 	_ = st2
 	// Expired token.
 	st3, err := u.Withdraw(ctx, 300, time.Second)
@@ -415,17 +431,17 @@ func (d *demo) attacks(u *User, v1, v2 *Vendor, vc1, vc2 VendorAPI) error {
 	if err != nil {
 		return d.fail("token key", err)
 	}
-	m, _, _, _ = FirstPaymentMessage(c, q1, v1.ID(), *st3, t3, "tea", 120, time.Now())
+	m, _, _, _ = selfverify.FirstPaymentMessage(c, q1, v1.ID(), *st3, t3, "tea", 120, time.Now())
 	_, err = vc1.OpenPayment(ctx, *m)
-	return d.refused("payment with an expired token", err, ErrTokenExpired)
+	return d.refused("payment with an expired token", err, selfverify.ErrTokenExpired)
 }
 
-type demoTamper struct {
-	OperatorAPI
+type svTamper struct {
+	selfverify.OperatorAPI
 	p []byte
 }
 
-func (t demoTamper) Register(ctx context.Context, req RegisterRequest) (*RegisterResponse, error) {
+func (t svTamper) Register(ctx context.Context, req selfverify.RegisterRequest) (*selfverify.RegisterResponse, error) {
 	r, err := t.OperatorAPI.Register(ctx, req)
 	if err == nil {
 		r.P = t.p
@@ -433,12 +449,36 @@ func (t demoTamper) Register(ctx context.Context, req RegisterRequest) (*Registe
 	return r, err
 }
 
-type demoRecorder struct {
-	VendorAPI
-	next []NextPayment
+type svRecorder struct {
+	selfverify.VendorAPI
+	next []selfverify.NextPayment
 }
 
-func (r *demoRecorder) NextPayment(ctx context.Context, m NextPayment) (*PaymentResponse, error) {
+func (r *svRecorder) NextPayment(ctx context.Context, m selfverify.NextPayment) (*selfverify.PaymentResponse, error) {
 	r.next = append(r.next, m)
 	return r.VendorAPI.NextPayment(ctx, m)
+}
+
+// svImpostor serves another vendor's payments under the ID id.
+type svImpostor struct {
+	selfverify.VendorAPI
+	id string
+}
+
+func (v svImpostor) Info(ctx context.Context) (*selfverify.VendorInfo, error) {
+	info, err := v.VendorAPI.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	forged := *info
+	forged.ID = v.id
+	return &forged, nil
+}
+
+func svRandomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("selfverify demo: randomness: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }
