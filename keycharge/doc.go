@@ -110,7 +110,8 @@
 // platform server and charger on loopback. It stays here because the
 // package's own tests start it (startEnv in keycharge_test.go, used by six
 // test files) and those tests are internal (package keycharge): they also
-// use unexported parts (legacyKeyAD, the Charger's fault hook). An
+// use unexported parts (the key sealer's legacy path and legacyKeyAD, the
+// Charger's configuration). An
 // internal test cannot import internal/scenario, which imports keycharge
 // ("import cycle not allowed in test"), so moving the lab means first moving
 // those tests to an external keycharge_test package. [Provision] and
