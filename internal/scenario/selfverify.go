@@ -259,10 +259,39 @@ func (d *svDemo) vendorKey(info *selfverify.VendorInfo) (*ecqv.PublicKey, error)
 	return ecqv.Reconstruct(d.curve, info.ID, p, d.key.Public())
 }
 
+// svAttack is the state the attacks share: the user, the two vendors (and
+// their HTTPS clients), a key nobody registered, and a fresh token with its
+// key t and the vendors' rebuilt Q_V.
+type svAttack struct {
+	u        *selfverify.User
+	v1, v2   *selfverify.Vendor
+	vc1, vc2 selfverify.VendorAPI
+	evil     *ecqv.PrivateKey
+	st       *selfverify.SignedToken
+	secret   *ecqv.PrivateKey
+	q1, q2   *ecqv.PublicKey
+	winner   *selfverify.Vendor // the vendor whose 600 was accepted
+}
+
 func (d *svDemo) attacks(u *selfverify.User, v1, v2 *selfverify.Vendor, vc1, vc2 selfverify.VendorAPI) error {
+	a := &svAttack{u: u, v1: v1, v2: v2, vc1: vc1, vc2: vc2}
+	var err error
+	if a.evil, err = d.curve.GenerateKey(rand.Reader); err != nil {
+		return d.fail("attack setup", err)
+	}
+	for _, phase := range []func(*svAttack) error{d.registrationAttacks, d.newToken, d.tokenAttacks, d.concurrentOverspend,
+		d.messageAttacks, d.depositAttacks, d.unansweredDeposit, d.expiredToken} {
+		if err := phase(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registrationAttacks: a MITM replaces P_X at registration; a withdrawal
+// signed with another key; a replayed (stale) withdrawal.
+func (d *svDemo) registrationAttacks(a *svAttack) error {
 	ctx := d.ctx
-	c := d.curve
-	// Registration: a MITM replaces P_X.
 	if err := d.account("acct.mallory-"+d.tag, ledger.KindUser, 0); err != nil {
 		return d.fail("attack setup", err)
 	}
@@ -270,94 +299,106 @@ func (d *svDemo) attacks(u *selfverify.User, v1, v2 *selfverify.Vendor, vc1, vc2
 	if err != nil {
 		return d.fail("attack setup", err)
 	}
-	evil, _ := c.GenerateKey(rand.Reader)
-	_, err = selfverify.Register(ctx, svTamper{OperatorAPI: d.api, p: evil.Public().Bytes()}, d.key.Public(), "mallory-"+d.tag, selfverify.RoleUser, code)
+	_, err = selfverify.Register(ctx, svTamper{OperatorAPI: d.api, p: a.evil.Public().Bytes()}, d.key.Public(), "mallory-"+d.tag, selfverify.RoleUser, code)
 	if e := d.refused("forged P_X at registration", err, ecqv.ErrInvalidResponse); e != nil {
 		return e
 	}
-	// Withdraw in the user's name signed with another key.
-	req, _, _ := u.WithdrawRequest(500, time.Hour)
-	req.Sig, _ = evil.Sign(rand.Reader, req.SigningBytes())
+	req, _, _ := a.u.WithdrawRequest(500, time.Hour)
+	req.Sig, _ = a.evil.Sign(rand.Reader, req.SigningBytes())
 	_, err = d.api.Withdraw(ctx, *req)
 	if e := d.refused("withdraw with a forged signature", err, selfverify.ErrBadSignature); e != nil {
 		return e
 	}
-	// Stale (replayed) withdrawal request.
-	old, _ := selfverify.OpenUser(u.Wallet(), d.api, selfverify.WithClock(func() time.Time { return time.Now().Add(-10 * time.Minute) }))
+	old, _ := selfverify.OpenUser(a.u.Wallet(), d.api, selfverify.WithClock(func() time.Time { return time.Now().Add(-10 * time.Minute) }))
 	req, tk, _ := old.WithdrawRequest(500, time.Hour)
 	_, err = old.CompleteWithdraw(ctx, req, tk)
-	if e := d.refused("replayed withdrawal (stale timestamp)", err, selfverify.ErrStale); e != nil {
-		return e
-	}
+	return d.refused("replayed withdrawal (stale timestamp)", err, selfverify.ErrStale)
+}
 
-	st, err := u.Withdraw(ctx, 1000, time.Hour)
-	if err != nil {
+// newToken withdraws the token the next attacks pay with.
+func (d *svDemo) newToken(a *svAttack) error {
+	var err error
+	if a.st, err = a.u.Withdraw(d.ctx, 1000, time.Hour); err != nil {
 		return d.fail("withdraw for attacks", err)
 	}
-	w := u.Wallet()
-	secret, err := c.NewPrivateKey(w.Tokens[len(w.Tokens)-1].Secret)
-	if err != nil {
+	w := a.u.Wallet()
+	if a.secret, err = d.curve.NewPrivateKey(w.Tokens[len(w.Tokens)-1].Secret); err != nil {
 		return d.fail("token key", err)
 	}
-	q1, _ := d.vendorKey(v1.Info())
-	// Forged token (W raised).
-	raised := *st
+	a.q1, _ = d.vendorKey(a.v1.Info())
+	a.q2, _ = d.vendorKey(a.v2.Info())
+	return nil
+}
+
+// tokenAttacks: a token with W raised, a stolen token without its key t, and
+// an impostor vendor.
+func (d *svDemo) tokenAttacks(a *svAttack) error {
+	ctx, c := d.ctx, d.curve
+	raised := *a.st
 	raised.Token.Limit = 1_000_000
-	m, _, _, _ := selfverify.FirstPaymentMessage(c, q1, v1.ID(), raised, secret, "tea", 120, time.Now())
-	_, err = vc1.OpenPayment(ctx, *m)
+	m, _, _, _ := selfverify.FirstPaymentMessage(c, a.q1, a.v1.ID(), raised, a.secret, "tea", 120, time.Now())
+	_, err := a.vc1.OpenPayment(ctx, *m)
 	if e := d.refused("payment with a forged token (W raised)", err, selfverify.ErrBadSignature); e != nil {
 		return e
 	}
-	// Stolen token without its key t.
-	m, _, _, _ = selfverify.FirstPaymentMessage(c, q1, v1.ID(), *st, evil, "tea", 120, time.Now())
-	_, err = vc1.OpenPayment(ctx, *m)
+	m, _, _, _ = selfverify.FirstPaymentMessage(c, a.q1, a.v1.ID(), *a.st, a.evil, "tea", 120, time.Now())
+	_, err = a.vc1.OpenPayment(ctx, *m)
 	if e := d.refused("payment with a stolen token (no t)", err, selfverify.ErrBadSignature); e != nil {
 		return e
 	}
-	// Impostor vendor: claims V1's ID with another point.
 	// V2 publishes V1's ID with its own P_V: the phone rebuilds a Q_V that
 	// nobody holds the key of, so V2 cannot open the payment.
-	_, err = u.Pay(ctx, svImpostor{VendorAPI: v2.Local(), id: v1.ID()}, "tea")
-	if e := d.refused("impostor vendor with a forged P_V", err, selfverify.ErrDecrypt); e != nil {
-		return e
-	}
-	// Concurrent overspend at two vendors: 600 + 600 on W = 1000.
-	q2, _ := d.vendorKey(v2.Info())
-	m1, _, _, _ := selfverify.FirstPaymentMessage(c, q1, v1.ID(), *st, secret, "book", 600, time.Now())
-	m2, _, _, _ := selfverify.FirstPaymentMessage(c, q2, v2.ID(), *st, secret, "book", 600, time.Now())
+	_, err = a.u.Pay(ctx, svImpostor{VendorAPI: a.v2.Local(), id: a.v1.ID()}, "tea")
+	return d.refused("impostor vendor with a forged P_V", err, selfverify.ErrDecrypt)
+}
+
+// concurrentOverspend: 600 + 600 on W = 1000 at two vendors at once; N
+// accepts exactly one.
+func (d *svDemo) concurrentOverspend(a *svAttack) error {
+	ctx, c := d.ctx, d.curve
+	m1, _, _, _ := selfverify.FirstPaymentMessage(c, a.q1, a.v1.ID(), *a.st, a.secret, "book", 600, time.Now())
+	m2, _, _, _ := selfverify.FirstPaymentMessage(c, a.q2, a.v2.ID(), *a.st, a.secret, "book", 600, time.Now())
 	var wg sync.WaitGroup
 	var e1, e2 error
 	wg.Add(2)
-	go func() { defer wg.Done(); _, e1 = vc1.OpenPayment(ctx, *m1) }()
-	go func() { defer wg.Done(); _, e2 = vc2.OpenPayment(ctx, *m2) }()
+	go func() { defer wg.Done(); _, e1 = a.vc1.OpenPayment(ctx, *m1) }()
+	go func() { defer wg.Done(); _, e2 = a.vc2.OpenPayment(ctx, *m2) }()
 	wg.Wait()
-	winner, winnerAPI := v1, vc1
+	const step = "concurrent 600 + 600 at two vendors, W=1000"
 	switch {
 	case e1 == nil && errors.Is(e2, selfverify.ErrOverspend):
-		d.rows = append(d.rows, Step{Step: "concurrent 600 + 600 at two vendors, W=1000", Outcome: "refused", Detail: "V1 accepted, V2 refused by N: " + e2.Error()})
+		a.winner = a.v1
+		d.rows = append(d.rows, Step{Step: step, Outcome: "refused", Detail: "V1 accepted, V2 refused by N: " + e2.Error()})
 	case e2 == nil && errors.Is(e1, selfverify.ErrOverspend):
-		winner, winnerAPI = v2, vc2
-		d.rows = append(d.rows, Step{Step: "concurrent 600 + 600 at two vendors, W=1000", Outcome: "refused", Detail: "V2 accepted, V1 refused by N: " + e1.Error()})
+		a.winner = a.v2
+		d.rows = append(d.rows, Step{Step: step, Outcome: "refused", Detail: "V2 accepted, V1 refused by N: " + e1.Error()})
 	default:
 		return d.fail("concurrent overspend", fmt.Errorf("V1: %v, V2: %v", e1, e2))
 	}
-	_ = winnerAPI
-	// Tampered AEAD payload.
-	m, _, _, _ = selfverify.FirstPaymentMessage(c, q1, v1.ID(), *st, secret, "tea", 120, time.Now())
+	return nil
+}
+
+// messageAttacks: a tampered AEAD payload; a replayed payment message (the
+// second payment of the happy path, after the third).
+func (d *svDemo) messageAttacks(a *svAttack) error {
+	ctx := d.ctx
+	m, _, _, _ := selfverify.FirstPaymentMessage(d.curve, a.q1, a.v1.ID(), *a.st, a.secret, "tea", 120, time.Now())
 	m.Ciphertext[len(m.Ciphertext)/2] ^= 0x20
-	_, err = vc1.OpenPayment(ctx, *m)
+	_, err := a.vc1.OpenPayment(ctx, *m)
 	if e := d.refused("tampered AEAD payload", err, selfverify.ErrDecrypt); e != nil {
 		return e
 	}
-	// Replayed payment message (the second payment of the happy path, after the third).
 	if len(d.recorded.next) == 0 {
 		return d.fail("replay", errors.New("no recorded payment"))
 	}
-	_, err = vc1.NextPayment(ctx, d.recorded.next[0])
-	if e := d.refused("replayed payment message", err, selfverify.ErrReplay); e != nil {
-		return e
-	}
-	// Forged deposit signature.
+	_, err = a.vc1.NextPayment(ctx, d.recorded.next[0])
+	return d.refused("replayed payment message", err, selfverify.ErrReplay)
+}
+
+// depositAttacks: a deposit with a forged vendor signature; a double
+// deposit; a deposit the user refuses.
+func (d *svDemo) depositAttacks(a *svAttack) error {
+	ctx, winner := d.ctx, a.winner
 	p1, _ := winner.Payments(ctx, 10)
 	var items []selfverify.DepositItem
 	for _, p := range p1 {
@@ -367,12 +408,11 @@ func (d *svDemo) attacks(u *selfverify.User, v1, v2 *selfverify.Vendor, vc1, vc2
 	}
 	nonce, _ := svRandomHex(16)
 	dr := selfverify.DepositRequest{Vendor: winner.ID(), Timestamp: time.Now().UnixMilli(), Nonce: nonce, Items: items}
-	dr.Sig, _ = evil.Sign(rand.Reader, dr.SigningBytes())
-	_, err = d.api.Deposit(ctx, dr)
+	dr.Sig, _ = a.evil.Sign(rand.Reader, dr.SigningBytes())
+	_, err := d.api.Deposit(ctx, dr)
 	if e := d.refused("deposit with a forged vendor signature", err, selfverify.ErrBadSignature); e != nil {
 		return e
 	}
-	// Double deposit; the user refuses.
 	first, err := winner.Deposit(ctx)
 	if err != nil || first == nil {
 		return d.fail("deposit", fmt.Errorf("%v", err))
@@ -386,22 +426,27 @@ func (d *svDemo) attacks(u *selfverify.User, v1, v2 *selfverify.Vendor, vc1, vc2
 		return e
 	}
 	before := d.balance("acct." + winner.ID())
-	cs, err := u.Confirm(ctx, st.Token.Serial, func(selfverify.ConfirmationDetails, bool) bool { return false })
+	cs, err := a.u.Confirm(ctx, a.st.Token.Serial, func(selfverify.ConfirmationDetails, bool) bool { return false })
 	if err != nil || len(cs) != 1 || cs[0].State != selfverify.StateRefused || d.balance("acct."+winner.ID()) != before {
 		return d.fail("user refuses", fmt.Errorf("%v %+v", err, cs))
 	}
 	d.rows = append(d.rows, Step{Step: "deposit the user refuses", Outcome: "refused", Detail: "no money moved; refusal audited"})
-	// Deposit the user does not answer.
-	st2, err := u.Withdraw(ctx, 500, time.Hour)
-	if err != nil {
+	return nil
+}
+
+// unansweredDeposit: the user does not answer before the confirmation
+// window ends.
+func (d *svDemo) unansweredDeposit(a *svAttack) error {
+	ctx := d.ctx
+	if _, err := a.u.Withdraw(ctx, 500, time.Hour); err != nil {
 		return d.fail("withdraw", err)
 	}
-	if _, err := u.Pay(ctx, vc2, "tea"); err != nil {
+	if _, err := a.u.Pay(ctx, a.vc2, "tea"); err != nil {
 		return d.fail("pay", err)
 	}
 	// This deposit goes to the demo's own operator instance (same database),
 	// whose confirmation window is 2 s, so the timeout happens during the demo.
-	vShort, err := selfverify.NewVendor(ctx, d.cfg.DB, d.creds[v2.ID()], selfverify.VendorConfig{Operator: d.op.Local(), Catalog: svCatalog()})
+	vShort, err := selfverify.NewVendor(ctx, d.cfg.DB, d.creds[a.v2.ID()], selfverify.VendorConfig{Operator: d.op.Local(), Catalog: svCatalog()})
 	if err != nil {
 		return d.fail("vendor", err)
 	}
@@ -419,20 +464,24 @@ func (d *svDemo) attacks(u *selfverify.User, v1, v2 *selfverify.Vendor, vc1, vc2
 		return d.fail("unanswered deposit", fmt.Errorf("%v %+v", err, ds))
 	}
 	d.rows = append(d.rows, Step{Step: "deposit the user does not answer in time", Outcome: "refused", Detail: "confirmation expired after 2 s; no money moved; audited"})
-	_ = st2
-	// Expired token.
-	st3, err := u.Withdraw(ctx, 300, time.Second)
+	return nil
+}
+
+// expiredToken: a payment with a token past its expiry.
+func (d *svDemo) expiredToken(a *svAttack) error {
+	ctx := d.ctx
+	st3, err := a.u.Withdraw(ctx, 300, time.Second)
 	if err != nil {
 		return d.fail("withdraw", err)
 	}
 	time.Sleep(1100 * time.Millisecond)
-	w = u.Wallet()
-	t3, err := c.NewPrivateKey(w.Tokens[len(w.Tokens)-1].Secret)
+	w := a.u.Wallet()
+	t3, err := d.curve.NewPrivateKey(w.Tokens[len(w.Tokens)-1].Secret)
 	if err != nil {
 		return d.fail("token key", err)
 	}
-	m, _, _, _ = selfverify.FirstPaymentMessage(c, q1, v1.ID(), *st3, t3, "tea", 120, time.Now())
-	_, err = vc1.OpenPayment(ctx, *m)
+	m, _, _, _ := selfverify.FirstPaymentMessage(d.curve, a.q1, a.v1.ID(), *st3, t3, "tea", 120, time.Now())
+	_, err = a.vc1.OpenPayment(ctx, *m)
 	return d.refused("payment with an expired token", err, selfverify.ErrTokenExpired)
 }
 
