@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
 )
@@ -25,7 +26,8 @@ const sealedPrefix = "sealed:"
 
 // LoadOrCreateOperatorKey returns N's long-term key d_N, creating it on first
 // use. With seal it is stored sealed (AEAD, bound to the curve name); a key
-// stored in clear by an earlier version is resealed on load. With seal nil it
+// stored in clear, or sealed in pki's legacy QSK1 format, by an earlier
+// version is resealed on load. With seal nil it
 // is stored in clear (tests and throwaway databases only).
 func LoadOrCreateOperatorKey(ctx context.Context, db *sqldb.DB, curve *ecqv.Curve, seal KeySealer) (*ecqv.PrivateKey, error) {
 	if err := db.Migrate(ctx, "selfverify", operatorMigrations); err != nil {
@@ -81,6 +83,15 @@ func LoadOrCreateOperatorKey(ctx context.Context, db *sqldb.DB, curve *ecqv.Curv
 		}
 		if raw, err = seal.Open(b, ad); err != nil {
 			return nil, fmt.Errorf("selfverify: open operator key (wrong platform key?): %w", err)
+		}
+		if pki.IsLegacySealed(b) { // sealed in the format before package seal: seal it again
+			enc, err := encode(raw)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE sv_operator_key SET d = ? WHERE id = 1 AND d = ?`), enc, stored); err != nil {
+				return nil, fmt.Errorf("selfverify: reseal operator key: %w", err)
+			}
 		}
 	} else {
 		if raw, err = hex.DecodeString(stored); err != nil {
