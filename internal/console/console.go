@@ -52,6 +52,13 @@ type Config struct {
 	// Origin is the console's origin, e.g. "https://localhost:8443"; its host
 	// is the WebAuthn relying-party ID (a domain name, not an IP address).
 	Origin string
+	// AuditVerifierKey is the audit log's checkpoint verifier key (a
+	// signed-note key, audit-checkpoint.vkey): the console checks every
+	// checkpoint's signature with it. "" shows checkpoints as unverified.
+	AuditVerifierKey string
+	// Witnesses are the audit witnesses whose latest cosigned checkpoint the
+	// console shows (optional).
+	Witnesses []WitnessConfig
 	// ResultsDir holds experiment results (NAME.md, NAME.png) shown in the
 	// experiments view; "" hides them.
 	ResultsDir string
@@ -71,6 +78,7 @@ type Console struct {
 	pages  map[string]*template.Template
 	mux    *http.ServeMux
 	table  []Route
+	series *seriesTail
 }
 
 //go:embed templates/*.html
@@ -115,7 +123,7 @@ func New(ctx context.Context, cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Console{cfg: cfg, st: st, wa: wa, origin: origin}
+	c := &Console{cfg: cfg, st: st, wa: wa, origin: origin, series: newSeriesTail()}
 	if err := c.parsePages(); err != nil {
 		return nil, err
 	}

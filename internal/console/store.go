@@ -111,6 +111,15 @@ CREATE TABLE console_ceremonies (
 	invite_hash BYTEA,
 	expires_at BIGINT NOT NULL
 );`,
+}, {
+	// Every signed audit checkpoint the console has seen, to prove later
+	// that the log only grew (see auditproof.go).
+	Version: 2,
+	SQL: `CREATE TABLE console_checkpoints (
+	size BIGINT PRIMARY KEY,
+	note TEXT NOT NULL,
+	seen_at BIGINT NOT NULL
+);`,
 }}
 
 // store is the console's tables.

@@ -57,8 +57,13 @@ func (c *Console) routes() {
 	guarded("GET /console/certs/{file}", RoleAuditor, c.certFile)
 	guarded("GET /console/qkd", RoleAuditor, c.qkd)
 	guarded("GET /console/qkd/stream", RoleAuditor, c.qkdStream)
+	guarded("GET /console/schemes/stream", RoleAuditor, c.schemesStream)
 	guarded("GET /console/audit", RoleAuditor, c.auditView)
 	guarded("POST /console/audit/verify", RoleAuditor, c.auditVerify)
+	guarded("GET /console/audit/record", RoleAuditor, c.auditRecordQuery)
+	guarded("GET /console/audit/records/{seq}", RoleAuditor, c.auditRecord)
+	guarded("GET /console/audit/proofs/{file}", RoleAuditor, c.auditProofFile)
+	guarded("GET /console/audit/checkpoints", RoleAuditor, c.auditHistory)
 	guarded("GET /console/operators", RoleAdmin, c.operators)
 	guarded("POST /console/operators/invite", RoleAdmin, c.inviteOperator)
 	guarded("POST /console/operators/{id}/disable", RoleAdmin, c.disableOperator)
@@ -181,6 +186,7 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *Session) 
 	if rep, err := c.cfg.Audit.Head(ctx); err == nil {
 		d.Head = rep.Seq
 	}
+	d.Alarms = append(d.Alarms, c.auditAlarms(ctx)...)
 	c.render(w, r, http.StatusOK, "dashboard", page{Title: "Dashboard", Nav: "dashboard", S: s, Data: d})
 }
 
@@ -644,10 +650,23 @@ func (c *Console) qkd(w http.ResponseWriter, r *http.Request, s *Session) {
 	if c.cfg.Link != nil {
 		samples = c.cfg.Link.Samples()
 	}
-	c.render(w, r, http.StatusOK, "qkd", page{Title: "QKD link", Nav: "qkd", S: s, Data: struct {
+	if err := c.pollSeries(r.Context()); err != nil {
+		c.cfg.Log.Warn("console: scheme series", "err", err)
+	}
+	c.render(w, r, http.StatusOK, "qkd", page{Title: "Live charts", Nav: "qkd", S: s, Data: struct {
 		On      bool
 		Samples []LinkSample
-	}{c.cfg.Link != nil, samples}})
+		Series  seriesJSON
+	}{c.cfg.Link != nil, samples, c.seriesSnapshot()}})
+}
+
+func (c *Console) schemesStream(w http.ResponseWriter, r *http.Request, s *Session) {
+	c.stream(w, r, 2*time.Second, func(send func(string, any) error) error {
+		if err := c.pollSeries(r.Context()); err != nil {
+			return err
+		}
+		return send("series", c.seriesSnapshot())
+	})
 }
 
 func (c *Console) qkdStream(w http.ResponseWriter, r *http.Request, s *Session) {

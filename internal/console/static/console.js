@@ -83,7 +83,8 @@
     if (opts.limit) out += '<line class="limit" x1="' + L + '" x2="' + (W - R) + '" y1="' + y(opts.limit) + '" y2="' + y(opts.limit) + '"/>';
     seriesList.forEach((s, k) => {
       const pts = s.map((v, i) => x(i).toFixed(1) + "," + y(Math.max(0, v)).toFixed(1)).join(" ");
-      out += '<polyline class="' + (k ? "line2" : "line") + '" points="' + pts + '"/>';
+      const cls = opts.classes ? opts.classes[k] : (k ? "line2" : "line");
+      out += '<polyline class="' + cls + '" points="' + pts + '"/>';
     });
     svg.innerHTML = out;
   }
@@ -152,10 +153,27 @@
     link.addEventListener("click", () => { saved = true; });
     form.addEventListener("submit", (e) => { if (!saved && !confirm("You have not saved the private key. Issue the certificate anyway?")) e.preventDefault(); });
   }
+  function schemes() {
+    const pay = document.getElementById("chart-pay"); if (!pay) return;
+    const totals = document.getElementById("scheme-totals").tBodies[0];
+    const es = new EventSource("/console/schemes/stream");
+    es.addEventListener("series", (ev) => {
+      const d = JSON.parse(ev.data);
+      const cls = d.schemes.map((_, i) => "s" + i);
+      chart(pay, d.schemes.map((s) => s.rate), { classes: cls });
+      chart(document.getElementById("chart-fail"), d.schemes.map((s) => s.failed), { classes: cls });
+      chart(document.getElementById("chart-amount"), d.schemes.map((s) => s.amount), { classes: cls });
+      d.schemes.forEach((s, i) => {
+        const tr = totals.rows[i]; if (!tr) return;
+        tr.cells[1].textContent = s.paid; tr.cells[2].textContent = s.refused; tr.cells[3].textContent = s.total || "\u2014";
+      });
+    });
+    es.addEventListener("end", () => es.close());
+  }
   document.addEventListener("DOMContentLoaded", () => {
     const r = document.getElementById("register"); if (r) r.addEventListener("click", () => register(r));
     const s = document.getElementById("signin"); if (s) s.addEventListener("click", () => signin(s));
     document.querySelectorAll("form[data-confirm]").forEach((f) => f.addEventListener("submit", (e) => { if (!confirm(f.dataset.confirm)) e.preventDefault(); }));
-    feed(); qkd(); certForm();
+    feed(); qkd(); schemes(); certForm();
   });
 })();
