@@ -230,6 +230,11 @@ func (c *Console) sessionOf(r *http.Request) *Session {
 		}
 		return nil
 	}
+	// A revoked principal's sessions end at their next request.
+	if ok, err := c.principalActive(r.Context(), s.Operator); err != nil || !ok {
+		c.st.endSession(r.Context(), s.idHash)
+		return nil
+	}
 	return s
 }
 
@@ -304,12 +309,23 @@ func (c *Console) clearCookie(w http.ResponseWriter, name string) {
 // Invite issues a single-use invitation link for a new operator (used by the
 // platform's administrative API and by admins in the console).
 func (c *Console) Invite(ctx context.Context, name string, role Role, by string) (link string, expires time.Time, err error) {
-	tok, opID, exp, err := c.st.createInvite(ctx, name, role, by, c.cfg.InviteTTL)
+	return c.InviteScoped(ctx, name, role, nil, by)
+}
+
+// InviteScoped is Invite whose operator's principal gets scope (e.g.
+// "merchant:7": the merchants whose tills an operator may set).
+func (c *Console) InviteScoped(ctx context.Context, name string, role Role, scope []string, by string) (link string, expires time.Time, err error) {
+	for _, e := range scope {
+		if !scopeEntry.MatchString(e) {
+			return "", time.Time{}, fmt.Errorf("console: %q is not a scope entry (account:ID, device:SERIAL, merchant:N or *)", e)
+		}
+	}
+	tok, opID, exp, err := c.st.createInvite(ctx, name, role, scope, by, c.cfg.InviteTTL)
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	if _, err := c.cfg.Audit.Append(ctx, audit.Entry{Actor: by, Event: "console.invite", Outcome: audit.OutcomeSuccess, Origin: "console",
-		Resource: opID, Details: map[string]string{"name": name, "role": string(role), "expires": exp.UTC().Format(time.RFC3339)}}); err != nil {
+		Resource: opID, Details: map[string]string{"name": name, "role": string(role), "scope": strings.Join(scope, " "), "expires": exp.UTC().Format(time.RFC3339)}}); err != nil {
 		return "", time.Time{}, fmt.Errorf("console: audit invitation: %w", err)
 	}
 	return c.cfg.Origin + "/console/invite/" + tok, exp, nil

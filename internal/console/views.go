@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -761,13 +762,35 @@ func (c *Console) auditVerify(w http.ResponseWriter, r *http.Request, s *Session
 }
 
 type operatorsData struct {
-	Operators []Operator
+	Operators []operatorRow
 	Link      string
 	Expires   time.Time
 }
 
+// operatorRow is an operator with its principal in the CA's register.
+type operatorRow struct {
+	Operator
+	Principal *pki.Principal
+}
+
+func (c *Console) operatorRows(ctx context.Context) ([]operatorRow, error) {
+	ops, err := c.st.operators(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]operatorRow, 0, len(ops))
+	for _, o := range ops {
+		row := operatorRow{Operator: o}
+		if o.PrincipalSerial != "" {
+			row.Principal, _ = c.cfg.CA.PrincipalBySerial(ctx, o.PrincipalSerial)
+		}
+		out = append(out, row)
+	}
+	return out, nil
+}
+
 func (c *Console) operators(w http.ResponseWriter, r *http.Request, s *Session) {
-	ops, err := c.st.operators(r.Context())
+	ops, err := c.operatorRows(r.Context())
 	if err != nil {
 		c.fail(w, r, s, http.StatusServiceUnavailable, "The operators cannot be read right now.")
 		return
@@ -781,12 +804,13 @@ func (c *Console) inviteOperator(w http.ResponseWriter, r *http.Request, s *Sess
 		c.fail(w, r, s, http.StatusBadRequest, "Choose a role: admin, operator or auditor.")
 		return
 	}
-	link, exp, err := c.Invite(r.Context(), strings.TrimSpace(r.PostFormValue("name")), role, "operator:"+s.Operator.ID)
+	scope := strings.Fields(strings.ReplaceAll(r.PostFormValue("scope"), ",", " "))
+	link, exp, err := c.InviteScoped(r.Context(), strings.TrimSpace(r.PostFormValue("name")), role, scope, "operator:"+s.Operator.ID)
 	if err != nil {
 		c.fail(w, r, s, http.StatusBadRequest, "No invitation was made: "+err.Error())
 		return
 	}
-	ops, _ := c.st.operators(r.Context())
+	ops, _ := c.operatorRows(r.Context())
 	c.render(w, r, http.StatusOK, "operators", page{Title: "Operators", Nav: "operators", S: s, Data: operatorsData{Operators: ops, Link: link, Expires: exp},
 		Flash: "Invitation created. Send the link to the person privately; it works once."})
 }
@@ -798,6 +822,12 @@ func (c *Console) disableOperator(w http.ResponseWriter, r *http.Request, s *Ses
 		return
 	}
 	err := c.st.setDisabled(r.Context(), id, true)
+	if err == nil {
+		// Its principal is revoked too: the register says it is gone.
+		if op, oerr := c.st.operatorBy(r.Context(), "id", id); oerr == nil {
+			err = c.revokeOperatorPrincipal(r.Context(), op, "console operator disabled by "+s.Operator.ID)
+		}
+	}
 	outcome := audit.OutcomeSuccess
 	if err != nil {
 		outcome = audit.OutcomeFailure
