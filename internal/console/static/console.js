@@ -143,8 +143,8 @@
       try {
         const r = await makeCSR(name);
         csr.value = r.csr;
-        if (link.href) URL.revokeObjectURL(link.href);
-        link.href = URL.createObjectURL(new Blob([r.key], { type: "application/x-pem-file" }));
+        // A data: link, so the key is saved from the page itself (nothing is fetched).
+        link.href = "data:application/x-pem-file;base64," + btoa(r.key);
         link.download = name.replace(/[^A-Za-z0-9._-]/g, "_") + "-key.pem";
         link.hidden = false; saved = false;
         status("Key generated in this browser. Save the private key file now: it exists nowhere else.");
