@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/internal/browsertest"
+	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/keycharge"
@@ -27,6 +29,7 @@ import (
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qmsp"
+	"github.com/qshield/qshield/watermark/service"
 )
 
 // startPlatform runs a platform on a free loopback port with the console's
@@ -454,4 +457,40 @@ func TestConsoleAdminTools(t *testing.T) {
 	if got := text(t, admin, ".alarm"); !strings.Contains(got, "AUDIT LOG REWRITTEN OR ROLLED BACK") {
 		t.Fatalf("dashboard alarm %q", got)
 	}
+}
+
+// TestWatermarkScreenPaid: the payer's watermark screen turns to "Paid" by
+// itself once its code is redeemed (the status route reads the token
+// store; the scan-and-pay flow itself is tested in watermark/service).
+func TestWatermarkScreenPaid(t *testing.T) {
+	p, base := startPlatform(t)
+	bctx := browsertest.Browser(t, pki.EncodeCertPEM(p.CA.Certificate()))
+	ctx := context.Background()
+	fundedAccount(t, p, "wm-paid-payer", 100_00)
+	iss, err := p.EnrolWatermarkDevice(ctx, "wm-paid-phone", "phone", "wm-paid-payer", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.TLSCertificate(iss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phoneAPI := client.New(base, p.ClientTLS(ctx, cert))
+	defer phoneAPI.Close()
+	var code service.CodeResponse
+	if _, err := phoneAPI.Do(ctx, http.MethodPost, "/v1/watermark/codes", nil, map[string]int64{"limit": 20_00}, &code); err != nil {
+		t.Fatal(err)
+	}
+	tab := browsertest.NewTab(t, bctx, 90*time.Second)
+	do(t, tab, "open screen", chromedp.Navigate(base+code.Screen), chromedp.WaitVisible(chromedp.CSS("#code")))
+	if got := text(t, tab, "#status"); !strings.Contains(got, "at most 20.00 CNY") {
+		t.Fatalf("status before payment %q", got)
+	}
+	if err := p.Watermark.Store().MarkUsed(ctx, code.Handle, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := statusText(t, tab, "Paid"); got != "Paid. Thank you!" {
+		t.Fatalf("after the payment the screen says %q", got)
+	}
+	noRawJSON(t, tab, "paid watermark screen")
 }
