@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // Set-based transfer batches. Concurrent Transfer calls are decided
@@ -45,6 +49,7 @@ type xfer struct {
 
 	out Transfer
 	err error
+	ack chan struct{} // closed by a PostgreSQL batcher once out and err are set
 }
 
 // accountState is an account row being changed by a batch.
@@ -319,4 +324,265 @@ func checkRows(res sql.Result, err error, want int) error {
 		return fmt.Errorf("changed %d rows, want %d", n, want)
 	}
 	return nil
+}
+
+// PostgreSQL statements of a batch: lists travel as arrays.
+const (
+	pgBatchAccounts = `SELECT ` + accountCols + ` FROM ledger_accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`
+	pgBatchKeys     = `SELECT ` + transferCols + ` FROM ledger_transfers WHERE idempotency_key = ANY($1::text[])`
+	pgBatchInsert   = `INSERT INTO ledger_transfers (id, idempotency_key, from_id, to_id, amount, currency, memo, pending, state, created_at, expires_at, resolved_at, posted_amount)
+		SELECT id, k, f, t, a, c, m, p::integer, s, cr, ex, 0, 0
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[], $11::bigint[])
+			WITH ORDINALITY AS u (id, k, f, t, a, c, m, p, s, cr, ex, n)
+		ORDER BY n`
+	pgBatchUpdate = `UPDATE ledger_accounts a SET balance = u.b, pending_debit = u.pd, pending_credit = u.pc
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u (id, b, pd, pc)
+		WHERE a.id = u.id`
+)
+
+// bulkSQLAppender is implemented by recorders that append many entries as
+// one statement of a PostgreSQL pipeline (*audit.Log).
+type bulkSQLAppender interface {
+	AppendAllSQL(entries []audit.Entry) (string, []any, error)
+}
+
+// pgWorker is one of the PostgreSQL batchers: it takes every transfer
+// waiting (up to maxBatch), runs them as one batch and answers each.
+func (l *Ledger) pgWorker() {
+	defer l.wg.Done()
+	batch := make([]*xfer, 0, l.opts.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case x := <-l.pgReqs:
+			batch = append(batch, x)
+		case <-l.done:
+			return
+		}
+	fill:
+		for len(batch) < l.opts.maxBatch {
+			select {
+			case x := <-l.pgReqs:
+				batch = append(batch, x)
+			default:
+				break fill
+			}
+		}
+		l.runPGBatch(batch)
+		for _, x := range batch {
+			close(x.ack)
+		}
+	}
+}
+
+// transferPGBatched hands one transfer attempt to the PostgreSQL batchers.
+func (l *Ledger) transferPGBatched(ctx context.Context, req TransferRequest, now, exp time.Time, mayExpire bool) (Transfer, error) {
+	// Alone, a transfer goes straight to the server: handing it to a
+	// batcher would only add two goroutine switches to its latency.
+	if l.pgInflight.Add(1) == 1 {
+		defer l.pgInflight.Add(-1)
+		return l.transferPG(ctx, req, now, exp, mayExpire)
+	}
+	defer l.pgInflight.Add(-1)
+	x := &xfer{ctx: ctx, req: req, now: now, exp: exp, mayExpire: mayExpire, ack: make(chan struct{})}
+	select {
+	case l.pgReqs <- x:
+	case <-l.done:
+		return Transfer{}, ErrClosed
+	case <-ctx.Done():
+		return Transfer{}, ctx.Err()
+	}
+	// Once a batcher took the transfer it always answers; waiting even when
+	// ctx ends keeps "acknowledged" meaning "committed".
+	<-x.ack
+	return x.out, x.err
+}
+
+// runPGBatch decides and writes batch, setting every job's outcome. A batch
+// of one takes the single-transfer path (one round trip); a larger one is
+// written set-based in one transaction of two round trips. If that fails for
+// a reason other than a transient one, each transfer runs alone.
+func (l *Ledger) runPGBatch(batch []*xfer) {
+	live := batch[:0:0]
+	for _, x := range batch {
+		if err := x.ctx.Err(); err != nil {
+			x.err = err
+			continue
+		}
+		live = append(live, x)
+	}
+	if len(live) > 1 {
+		var err error
+		for attempt := 0; ; attempt++ {
+			if err = l.pgSetBatch(live); err == nil {
+				return
+			}
+			if !sqldb.IsTransient(err) || attempt >= 9 {
+				break
+			}
+			time.Sleep(time.Duration(1<<attempt) * time.Millisecond)
+		}
+		l.opts.log.Warn("ledger: set-based batch failed; running its transfers one by one", "transfers", len(live), "err", err)
+	}
+	for _, x := range live {
+		x.out, x.err = l.transferPG(x.ctx, x.req, x.now, x.exp, x.mayExpire)
+	}
+}
+
+// pgSetBatch runs jobs as one set-based transaction: BEGIN, lock the
+// accounts and read the keys (one round trip); decide in Go; insert, update,
+// append the audit records and COMMIT (a second round trip). On error the
+// transaction is rolled back and the jobs' outcomes are not to be used.
+func (l *Ledger) pgSetBatch(jobs []*xfer) error {
+	ctx := context.Background()
+	ids, keys := batchIDs(jobs)
+	conn, err := l.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("ledger: PostgreSQL connection is %T, not pgx", dc)
+		}
+		pc := sc.Conn()
+		rollback := func(cause error) error {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if _, err := pc.Exec(rctx, "ROLLBACK"); err != nil {
+				// The connection is in an unknown state: drop it.
+				_ = pc.Close(rctx)
+			}
+			return cause
+		}
+		accts := make(map[string]*accountState, len(ids))
+		stored := make(map[string]record)
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		b.Queue(pgBatchAccounts, ids)
+		b.Queue(pgBatchKeys, keys)
+		br := pc.SendBatch(ctx, b)
+		err := func() error {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				a, err := scanAccount(rows)
+				if err != nil {
+					rows.Close()
+					return err
+				}
+				accts[a.ID] = &accountState{Account: a}
+			}
+			if rows.Close(); rows.Err() != nil {
+				return rows.Err()
+			}
+			rows, err = br.Query()
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				r, err := scanTransfer(rows)
+				if err != nil {
+					rows.Close()
+					return err
+				}
+				stored[r.IdempotencyKey] = r
+			}
+			rows.Close()
+			return rows.Err()
+		}()
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return rollback(fmt.Errorf("ledger: batch: lock accounts: %w", err))
+		}
+
+		p := plan(jobs, accts, stored)
+		if len(p.accepted) == 0 {
+			if _, err := pc.Exec(ctx, "COMMIT"); err != nil {
+				return rollback(fmt.Errorf("ledger: batch: end: %w", err))
+			}
+			return nil
+		}
+		n := len(p.accepted)
+		tid, tkey, tfrom, tto := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		tcur, tmemo, tstate := make([]string, n), make([]string, n), make([]string, n)
+		tamt, tpend, tcr, tex := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		for i, j := range p.accepted {
+			t := j.out
+			tid[i], tkey[i], tfrom[i], tto[i] = t.ID, t.IdempotencyKey, t.From, t.To
+			tcur[i], tmemo[i], tstate[i] = t.Currency, t.Memo, string(t.State)
+			tamt[i], tpend[i], tcr[i], tex[i] = t.Amount, boolInt(j.req.Pending), nanos(t.CreatedAt), nanos(t.ExpiresAt)
+		}
+		m := len(p.dirty)
+		aid, abal, apd, apc := make([]string, m), make([]int64, m), make([]int64, m), make([]int64, m)
+		for i, a := range p.dirty {
+			aid[i], abal[i], apd[i], apc[i] = a.ID, a.Balance, a.PendingDebit, a.PendingCredit
+		}
+		var auditQ string
+		var auditArgs []any
+		if l.opts.audit != nil {
+			ba, ok := l.opts.audit.(bulkSQLAppender)
+			if !ok {
+				return rollback(errors.New("ledger: batch: recorder cannot append in a pipeline"))
+			}
+			if auditQ, auditArgs, err = ba.AppendAllSQL(p.auditEntries()); err != nil {
+				return rollback(fmt.Errorf("ledger: batch: audit: %w", err))
+			}
+		}
+		b = &pgx.Batch{}
+		b.Queue(pgBatchInsert, tid, tkey, tfrom, tto, tamt, tcur, tmemo, tpend, tstate, tcr, tex)
+		b.Queue(pgBatchUpdate, aid, abal, apd, apc)
+		if auditQ != "" {
+			b.Queue(auditQ, auditArgs...)
+		}
+		b.Queue("COMMIT")
+		br = pc.SendBatch(ctx, b)
+		err = func() error {
+			// A failed statement aborts the transaction: the statements after
+			// it, COMMIT included, are skipped and reported as errors.
+			ct, err := br.Exec()
+			if err != nil {
+				return fmt.Errorf("record transfers: %w", err)
+			}
+			if ct.RowsAffected() != int64(n) {
+				return fmt.Errorf("record transfers: inserted %d rows, want %d", ct.RowsAffected(), n)
+			}
+			if ct, err = br.Exec(); err != nil {
+				return fmt.Errorf("update balances: %w", err)
+			}
+			if ct.RowsAffected() != int64(m) {
+				return fmt.Errorf("update balances: updated %d rows, want %d", ct.RowsAffected(), m)
+			}
+			if auditQ != "" {
+				if _, err := br.Exec(); err != nil {
+					return fmt.Errorf("audit: %w", err)
+				}
+			}
+			if ct, err = br.Exec(); err != nil {
+				return fmt.Errorf("commit: %w", err)
+			}
+			if ct.String() != "COMMIT" {
+				return fmt.Errorf("commit: server answered %s", ct.String())
+			}
+			return nil
+		}()
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			// A row-count mismatch found before COMMIT ran cannot be undone
+			// here (COMMIT was sent in the same pipeline); it cannot happen
+			// with every account locked, and is reported loudly.
+			return rollback(fmt.Errorf("ledger: batch: %w", err))
+		}
+		return nil
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -46,6 +47,7 @@ type options struct {
 	checkpoint    time.Duration
 	defaultExpiry time.Duration
 	audit         audit.Recorder
+	pgBatchers    int
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -76,6 +78,15 @@ func WithGroupCommitWindow(d time.Duration) Option { return func(o *options) { o
 // checkpoints. It has no effect on PostgreSQL.
 func WithCheckpointInterval(d time.Duration) Option { return func(o *options) { o.checkpoint = d } }
 
+// WithPostgresBatchers sets how many PostgreSQL batchers decide concurrent
+// transfers together (default 2; 0 or negative: none, every transfer is its
+// own transaction). Each takes every transfer waiting (up to the maximum
+// batch) and writes them in one transaction, so transfers on the same hot
+// accounts share one lock acquisition and one commit instead of queueing on
+// the rows one by one. A lone transfer keeps the one-round-trip path. It has
+// no effect on SQLite, whose group committer always batches.
+func WithPostgresBatchers(n int) Option { return func(o *options) { o.pgBatchers = n } }
+
 // WithDefaultExpiry sets the lifetime of pending transfers without ExpiresAt.
 func WithDefaultExpiry(d time.Duration) Option { return func(o *options) { o.defaultExpiry = d } }
 
@@ -88,12 +99,15 @@ type Ledger struct {
 	bsql batchSQL
 
 	// SQLite group commit.
-	stmtMu   sync.Mutex
-	stmts    map[string]*sql.Stmt // prepared statements (SQLite only)
-	reqs     chan *writeReq
-	done     chan struct{}
-	wg       sync.WaitGroup
-	closeOne sync.Once
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // prepared statements (SQLite only)
+	reqs   chan *writeReq
+	pgReqs chan *xfer // PostgreSQL transfer batches (nil: none)
+	// pgInflight counts the PostgreSQL transfers in progress.
+	pgInflight atomic.Int64
+	done       chan struct{}
+	wg         sync.WaitGroup
+	closeOne   sync.Once
 }
 
 type writeReq struct {
@@ -110,7 +124,7 @@ type writeReq struct {
 // goroutines (the SQLite group committer and the expiry sweeper). Close stops
 // them; it does not close db.
 func Open(ctx context.Context, db *sqldb.DB, opts ...Option) (*Ledger, error) {
-	o := options{log: slog.Default(), now: time.Now, sweep: time.Minute, maxBatch: 512, window: 2 * time.Millisecond, checkpoint: 100 * time.Millisecond, defaultExpiry: DefaultExpiry}
+	o := options{log: slog.Default(), now: time.Now, sweep: time.Minute, maxBatch: 512, window: 2 * time.Millisecond, checkpoint: 100 * time.Millisecond, defaultExpiry: DefaultExpiry, pgBatchers: 2}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -144,6 +158,15 @@ func Open(ctx context.Context, db *sqldb.DB, opts ...Option) (*Ledger, error) {
 		l.stmts = make(map[string]*sql.Stmt)
 		l.wg.Add(1)
 		go l.writer(conn)
+	}
+	if db.Dialect == sqldb.Postgres && o.pgBatchers > 0 {
+		if _, ok := o.audit.(bulkSQLAppender); o.audit == nil || ok {
+			l.pgReqs = make(chan *xfer)
+			for range o.pgBatchers {
+				l.wg.Add(1)
+				go l.pgWorker()
+			}
+		}
 	}
 	if o.sweep > 0 {
 		l.wg.Add(1)

@@ -40,7 +40,11 @@ func (l *Ledger) Transfer(ctx context.Context, req TransferRequest) (Transfer, e
 				return Transfer{}, ErrClosed
 			default:
 			}
-			out, err = l.transferPG(ctx, req, now, exp, attempt == 0)
+			if l.pgReqs != nil {
+				out, err = l.transferPGBatched(ctx, req, now, exp, attempt == 0)
+			} else {
+				out, err = l.transferPG(ctx, req, now, exp, attempt == 0)
+			}
 		} else {
 			x := &xfer{ctx: ctx, req: req, now: now, exp: exp, mayExpire: attempt == 0}
 			err = l.submit(ctx, func(ctx context.Context, tx *sql.Tx) error {
