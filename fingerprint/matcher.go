@@ -83,6 +83,10 @@ type Params struct {
 	RelaxLenTau     float64
 	RelaxAngleTol   float64
 	RelaxAngleTau   float64
+	// OptimalAssignment selects the one-to-one pairs that enter relaxation
+	// by the assignment of largest total local similarity (Hungarian
+	// algorithm, MCC's LSA-R) instead of greedily by descending similarity.
+	OptimalAssignment bool
 }
 
 // DefaultParams returns the parameters used by NewMatcher.
@@ -440,6 +444,12 @@ type scratch struct {
 	usedA, usedB      []bool
 	rho, lam          []float32
 	eff               []int
+	// Optimal assignment: the compact similarity matrix gamma (rowsA ×
+	// colsB) and the positions of minutiae in it (-1: not a row/column).
+	posA, posB   []int16
+	rowsA, colsB []uint8
+	gamma        []float32
+	assign       assignScratch
 }
 
 // matchResult is the outcome of the best pairing graph.

@@ -3,12 +3,14 @@ package fingerprint
 import (
 	"math"
 	"math/bits"
+	"slices"
 )
 
 // This file implements the Minutia Cylinder-Code (MCC) local descriptors of
 // Cappelli, Ferrara and Maltoni (IEEE TPAMI 32(12), 2010), bit variant, and
-// their consolidation by relaxation (LSA-R with a greedy one-to-one
-// assignment in place of the Hungarian algorithm).
+// their consolidation by relaxation (LSA-R; the one-to-one assignment is
+// greedy by default or optimal, by the Hungarian algorithm of assign.go, with
+// Params.OptimalAssignment).
 //
 // A cylinder describes the neighbourhood of one minutia in the minutia's own
 // frame (origin at the minutia, x axis along its direction), so it does not
@@ -281,7 +283,7 @@ func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
 }
 
 // mccScore consolidates the local similarities of a and b into a score in
-// [0, 1]: greedy one-to-one assignment by descending similarity, relaxation
+// [0, 1]: one-to-one assignment (greedy or optimal), relaxation
 // of the nR = min(nA, nB) assigned pairs, and the mean relaxed similarity of
 // the nP pairs whose similarity the relaxation kept best.
 func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
@@ -299,39 +301,10 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 	nP := m.p.MinNP + int(math.Round(float64(m.p.MaxNP-m.p.MinNP)*float64(t.logistic(float32(m.p.TauP*(float64(nMin)-m.p.MuP))))))
 	nR := nMin
 
-	// Greedy one-to-one assignment: counting sort on a quantised similarity
-	// (descending), then take pairs whose minutiae are both still free.
-	const buckets = 512
-	var count [buckets + 1]int32
-	for _, q := range s.sims {
-		count[int(q.sim*(buckets-1))]++
-	}
-	start := int32(0)
-	for k := buckets - 1; k >= 0; k-- {
-		c := count[k]
-		count[k] = start
-		start += c
-	}
-	s.sorted = grow(s.sorted, len(s.sims))
-	for _, q := range s.sims {
-		k := int(q.sim * (buckets - 1))
-		s.sorted[count[k]] = q
-		count[k]++
-	}
-	s.usedA = grow(s.usedA, a.n)
-	s.usedB = grow(s.usedB, b.n)
-	clear(s.usedA)
-	clear(s.usedB)
-	s.sel = s.sel[:0]
-	for _, q := range s.sorted {
-		if s.usedA[q.a] || s.usedB[q.b] {
-			continue
-		}
-		s.usedA[q.a], s.usedB[q.b] = true, true
-		s.sel = append(s.sel, q)
-		if len(s.sel) == nR {
-			break
-		}
+	if m.p.OptimalAssignment {
+		m.optimalPairs(a, b, s)
+	} else {
+		m.greedyPairs(a, b, s, nR)
 	}
 	n := len(s.sel)
 	if n < 2 {
@@ -412,4 +385,96 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 		sum += float64(lam[s.eff[r]])
 	}
 	return sum / float64(nP)
+}
+
+// greedyPairs fills s.sel with a greedy one-to-one assignment of s.sims: by
+// descending similarity (counting sort on a quantised similarity), each pair
+// whose minutiae are both still free, at most nR pairs.
+func (m *Matcher) greedyPairs(a, b *Prepared, s *scratch, nR int) {
+	const buckets = 512
+	var count [buckets + 1]int32
+	for _, q := range s.sims {
+		count[int(q.sim*(buckets-1))]++
+	}
+	start := int32(0)
+	for k := buckets - 1; k >= 0; k-- {
+		c := count[k]
+		count[k] = start
+		start += c
+	}
+	s.sorted = grow(s.sorted, len(s.sims))
+	for _, q := range s.sims {
+		k := int(q.sim * (buckets - 1))
+		s.sorted[count[k]] = q
+		count[k]++
+	}
+	s.usedA = grow(s.usedA, a.n)
+	s.usedB = grow(s.usedB, b.n)
+	clear(s.usedA)
+	clear(s.usedB)
+	s.sel = s.sel[:0]
+	for _, q := range s.sorted {
+		if s.usedA[q.a] || s.usedB[q.b] {
+			continue
+		}
+		s.usedA[q.a], s.usedB[q.b] = true, true
+		s.sel = append(s.sel, q)
+		if len(s.sel) == nR {
+			break
+		}
+	}
+}
+
+// optimalPairs fills s.sel with the one-to-one assignment of s.sims of the
+// largest total similarity (Hungarian algorithm, maxAssign), as MCC's
+// LSA-R prescribes, sorted by descending similarity (ties: minutia of a,
+// then of b). Only minutiae with at least one candidate pair take part, so
+// the assignment problem stays as small as the similarities allow.
+func (m *Matcher) optimalPairs(a, b *Prepared, s *scratch) {
+	s.posA = grow(s.posA, a.n)
+	s.posB = grow(s.posB, b.n)
+	for i := range s.posA {
+		s.posA[i] = -1
+	}
+	for j := range s.posB {
+		s.posB[j] = -1
+	}
+	s.rowsA, s.colsB = s.rowsA[:0], s.colsB[:0]
+	for _, q := range s.sims {
+		if s.posA[q.a] < 0 {
+			s.posA[q.a] = int16(len(s.rowsA))
+			s.rowsA = append(s.rowsA, q.a)
+		}
+		if s.posB[q.b] < 0 {
+			s.posB[q.b] = int16(len(s.colsB))
+			s.colsB = append(s.colsB, q.b)
+		}
+	}
+	r, c := len(s.rowsA), len(s.colsB)
+	s.gamma = grow(s.gamma, r*c)
+	clear(s.gamma)
+	for _, q := range s.sims {
+		s.gamma[int(s.posA[q.a])*c+int(s.posB[q.b])] = q.sim
+	}
+	rowTo := maxAssign(s.gamma, r, c, &s.assign)
+	s.sel = s.sel[:0]
+	for i, j := range rowTo {
+		if j < 0 {
+			continue
+		}
+		if sim := s.gamma[i*c+int(j)]; sim > 0 {
+			s.sel = append(s.sel, mccPair{sim, s.rowsA[i], s.colsB[j]})
+		}
+	}
+	slices.SortFunc(s.sel, func(x, y mccPair) int {
+		switch {
+		case x.sim > y.sim:
+			return -1
+		case x.sim < y.sim:
+			return 1
+		case x.a != y.a:
+			return int(x.a) - int(y.a)
+		}
+		return int(x.b) - int(y.b)
+	})
 }

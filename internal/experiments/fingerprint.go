@@ -33,7 +33,7 @@ func FingerprintExperiment() experiment.Spec {
 			{Name: "passes", Default: "3", Usage: "timing passes per database; the fastest is reported"},
 			{Name: "seed", Default: "2026", Usage: "seed of the plastic-distortion test set"},
 			{Name: "fingers", Default: "10", Usage: "fingers per synthetic database (synthetic=yes only; 8 impressions each)"},
-			{Name: "grid", Default: "full", Usage: "full: the 32-candidate selection grid; small: DefaultParams and its cylinder-only variant (smoke tests)"},
+			{Name: "grid", Default: "full", Usage: "full: the 64-candidate selection grid; small: DefaultParams and its cylinder-only variant (smoke tests)"},
 		},
 		Run: runFingerprint,
 	}
@@ -50,16 +50,18 @@ type fpCandidate struct {
 var fusionWeights = []float64{0, 0.5, 1, 2}
 
 // fingerprintGrid is the selection grid: cylinder settings × fusion weights.
-// It is small on purpose (32 candidates): with 280 genuine comparisons per
+// It is small on purpose (64 candidates): with 280 genuine comparisons per
 // database a finer grid would mostly fit noise.
 func fingerprintGrid() (mcc []fingerprint.Params, cands []fpCandidate) {
 	base := fingerprint.DefaultParams()
 	for _, ns := range []int{8, 16} {
 		for _, mu := range []float64{0.005, 0.01} {
 			for _, rel := range []float64{0, 0.04} {
-				p := base
-				p.CylinderCells, p.MuPsi, p.RelaxLenTolRel = ns, mu, rel
-				mcc = append(mcc, p)
+				for _, opt := range []bool{false, true} {
+					p := base
+					p.CylinderCells, p.MuPsi, p.RelaxLenTolRel, p.OptimalAssignment = ns, mu, rel, opt
+					mcc = append(mcc, p)
+				}
 			}
 		}
 	}
@@ -68,12 +70,20 @@ func fingerprintGrid() (mcc []fingerprint.Params, cands []fpCandidate) {
 			q := p
 			q.FusionWeight = w
 			cands = append(cands, fpCandidate{
-				Name:   fmt.Sprintf("NS=%d μΨ=%g rel=%g w=%g", p.CylinderCells, p.MuPsi, p.RelaxLenTolRel, w),
+				Name:   fmt.Sprintf("NS=%d μΨ=%g rel=%g %s w=%g", p.CylinderCells, p.MuPsi, p.RelaxLenTolRel, assignName(p.OptimalAssignment), w),
 				Params: q, mcc: i,
 			})
 		}
 	}
 	return mcc, cands
+}
+
+// assignName names the consolidation's assignment in candidate names.
+func assignName(optimal bool) string {
+	if optimal {
+		return "Hungarian"
+	}
+	return "greedy"
 }
 
 // fpDataset is what the experiment ran on.
@@ -238,7 +248,7 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 		names[d] = db.Name
 	}
 	mccGrid, cands := fingerprintGrid()
-	gridDesc := fmt.Sprintf("%d candidates (%d cylinder settings: NS 8 or 16 cells, μΨ 0.005 or 0.01, relaxation length tolerance 5 px + 0 or 4%% of the length; × fusion weights %v)", len(cands), len(mccGrid), fusionWeights)
+	gridDesc := fmt.Sprintf("%d candidates (%d cylinder settings: NS 8 or 16 cells, μΨ 0.005 or 0.01, relaxation length tolerance 5 px + 0 or 4%% of the length, greedy or Hungarian assignment; × fusion weights %v)", len(cands), len(mccGrid), fusionWeights)
 	switch env.String("grid") {
 	case "full":
 	case "small":
