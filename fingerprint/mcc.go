@@ -28,6 +28,7 @@ type cylinderLayout struct {
 	ns, nd int // spatial cells per side, angular cells
 	sw     int // uint64 words per angular slice (and per validity mask)
 	words  int // uint64 words per cylinder bit vector (sw·nd)
+	planes int // bit planes of the per-cell counts (bits.Len(nd))
 }
 
 // maxSliceWords bounds sw so that the common validity mask of two cylinders
@@ -70,7 +71,7 @@ func (t *mccTables) logistic(x float32) float32 {
 func newMCCTables(p *Params) *mccTables {
 	ns, nd := p.CylinderCells, p.CylinderAngles
 	sw := (ns*ns + 63) / 64
-	t := &mccTables{lay: cylinderLayout{ns: ns, nd: nd, sw: sw, words: sw * nd}}
+	t := &mccTables{lay: cylinderLayout{ns: ns, nd: nd, sw: sw, words: sw * nd, planes: bits.Len(uint(nd))}}
 	ds := 2 * p.CylinderRadius / float64(ns)
 	c := float64(ns+1) / 2
 	t.cellDX = make([]float64, ns*ns)
@@ -123,6 +124,7 @@ func (m *Matcher) buildCylinders(p *Prepared) {
 	p.cylBits = make([]uint64, n*lay.words)
 	p.cylMask = make([]uint64, n*lay.sw)
 	p.cylOK = make([]bool, n)
+	p.cylPlanes = make([]uint64, n*lay.planes*lay.sw)
 	p.cylIdx = p.cylIdx[:0]
 	sigS := m.p.SigmaS
 	gNorm := 1 / (sigS * math.Sqrt(2*math.Pi))
@@ -188,6 +190,19 @@ func (m *Matcher) buildCylinders(p *Prepared) {
 		}
 		p.cylOK[i] = true
 		p.cylIdx = append(p.cylIdx, uint8(i))
+		// Bit-sliced per-cell counts over the angular slices.
+		planes := p.cylPlanes[i*lay.planes*lay.sw : (i+1)*lay.planes*lay.sw]
+		for w := 0; w < lay.sw; w++ {
+			for b := 0; b < 64; b++ {
+				cnt := 0
+				for a := 0; a < lay.nd; a++ {
+					cnt += int(bitsV[a*lay.sw+w] >> b & 1)
+				}
+				for q := 0; q < lay.planes; q++ {
+					planes[q*lay.sw+w] |= uint64(cnt>>q&1) << b
+				}
+			}
+		}
 	}
 }
 
@@ -221,7 +236,7 @@ type mccPair struct {
 // are.
 func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
 	lay := m.mcc.lay
-	w, sw, nd := lay.words, lay.sw, lay.nd
+	w, sw, nd, np := lay.words, lay.sw, lay.nd, lay.planes
 	// Validity is per spatial cell, the same in every angular slice.
 	minCommon := int(math.Ceil(m.p.MinMatchableCells * float64(m.mcc.cellsInR)))
 	dTheta := int32(math.Round(m.p.MaxRotation * 256 / twoPi))
@@ -246,28 +261,32 @@ func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
 				continue
 			}
 			bb := b.cylBits[int(j)*w : int(j+1)*w]
+			// na, nb: the set bits of each cylinder within the common valid
+			// cells, from the bit-sliced per-cell counts (planes·sw
+			// popcounts instead of nd·sw); nx: the differing bits there.
 			var na, nb, nx int
-			if sw == 4 {
-				// NS 13–16 (the default): the mask in registers, four words
-				// per angular slice.
+			if sw == 4 && np == 3 {
+				// NS 13–16, ND 4–7 (the default): unrolled, the mask in
+				// registers.
 				v0, v1, v2, v3 := v[0], v[1], v[2], v[3]
+				pa := a.cylPlanes[int(i)*12 : int(i)*12+12 : int(i)*12+12]
+				pb := b.cylPlanes[int(j)*12 : int(j)*12+12 : int(j)*12+12]
+				na = bits.OnesCount64(pa[0]&v0) + bits.OnesCount64(pa[1]&v1) + bits.OnesCount64(pa[2]&v2) + bits.OnesCount64(pa[3]&v3) +
+					(bits.OnesCount64(pa[4]&v0)+bits.OnesCount64(pa[5]&v1)+bits.OnesCount64(pa[6]&v2)+bits.OnesCount64(pa[7]&v3))<<1 +
+					(bits.OnesCount64(pa[8]&v0)+bits.OnesCount64(pa[9]&v1)+bits.OnesCount64(pa[10]&v2)+bits.OnesCount64(pa[11]&v3))<<2
+				nb = bits.OnesCount64(pb[0]&v0) + bits.OnesCount64(pb[1]&v1) + bits.OnesCount64(pb[2]&v2) + bits.OnesCount64(pb[3]&v3) +
+					(bits.OnesCount64(pb[4]&v0)+bits.OnesCount64(pb[5]&v1)+bits.OnesCount64(pb[6]&v2)+bits.OnesCount64(pb[7]&v3))<<1 +
+					(bits.OnesCount64(pb[8]&v0)+bits.OnesCount64(pb[9]&v1)+bits.OnesCount64(pb[10]&v2)+bits.OnesCount64(pb[11]&v3))<<2
 				for a0 := 0; a0+4 <= len(ba) && a0+4 <= len(bb); a0 += 4 {
 					x, y := ba[a0:a0+4:a0+4], bb[a0:a0+4:a0+4]
-					c0, d0 := x[0]&v0, y[0]&v0
-					c1, d1 := x[1]&v1, y[1]&v1
-					c2, d2 := x[2]&v2, y[2]&v2
-					c3, d3 := x[3]&v3, y[3]&v3
-					na += bits.OnesCount64(c0) + bits.OnesCount64(c1) + bits.OnesCount64(c2) + bits.OnesCount64(c3)
-					nb += bits.OnesCount64(d0) + bits.OnesCount64(d1) + bits.OnesCount64(d2) + bits.OnesCount64(d3)
-					nx += bits.OnesCount64(c0^d0) + bits.OnesCount64(c1^d1) + bits.OnesCount64(c2^d2) + bits.OnesCount64(c3^d3)
+					nx += bits.OnesCount64((x[0]^y[0])&v0) + bits.OnesCount64((x[1]^y[1])&v1) + bits.OnesCount64((x[2]^y[2])&v2) + bits.OnesCount64((x[3]^y[3])&v3)
 				}
 			} else {
+				na = maskedCount(a.cylPlanes[int(i)*np*sw:int(i+1)*np*sw], sw, &v)
+				nb = maskedCount(b.cylPlanes[int(j)*np*sw:int(j+1)*np*sw], sw, &v)
 				for a0 := 0; a0 < nd*sw; a0 += sw {
 					for k := 0; k < sw; k++ {
-						ca, cb := ba[a0+k]&v[k], bb[a0+k]&v[k]
-						na += bits.OnesCount64(ca)
-						nb += bits.OnesCount64(cb)
-						nx += bits.OnesCount64(ca ^ cb)
+						nx += bits.OnesCount64((ba[a0+k] ^ bb[a0+k]) & v[k])
 					}
 				}
 			}
@@ -311,6 +330,7 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 		return 0
 	}
 	nP = min(nP, n)
+	s.nP = nP
 
 	// Relaxation: λ_t ← wR·λ_t + (1−wR)/(n−1)·Σ_{k≠t} ρ(t,k)·λ_k.
 	s.rho = grow(s.rho, n*n)
@@ -477,4 +497,19 @@ func (m *Matcher) optimalPairs(a, b *Prepared, s *scratch) {
 		}
 		return int(x.b) - int(y.b)
 	})
+}
+
+// maskedCount returns the number of set bits of a cylinder within the cells
+// of v, Σ_q 2^q·popcount(plane_q & v), from its bit-sliced per-cell counts
+// (planes of sw words each).
+func maskedCount(planes []uint64, sw int, v *[maxSliceWords]uint64) int {
+	n := 0
+	for q := 0; q*sw < len(planes); q++ {
+		c := 0
+		for k := 0; k < sw; k++ {
+			c += bits.OnesCount64(planes[q*sw+k] & v[k])
+		}
+		n += c << q
+	}
+	return n
 }
