@@ -53,7 +53,11 @@ func QMSP() Scenario {
 		if err := Expect(&rows, "set up gateway "+gi, err, "", "device certificate from the CA; 16-byte preset key from the QKD key manager"); err != nil {
 			return rows, err
 		}
-		iss, err := q.IssuePhone(ctx, "phone-alice-"+sfx, 1001, payer)
+		code, err := p.IssueEnrolmentCode(ctx, "demo", payer) // alice's consent
+		if err != nil {
+			return rows, err
+		}
+		iss, err := q.IssuePhone(ctx, "phone-alice-"+sfx, 1001, payer, code)
 		if err != nil {
 			return rows, err
 		}

@@ -33,6 +33,8 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"GET /v1/admin/certs":                  {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"GET /v1/admin/certs/{serial}":         {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"POST /v1/admin/certs/{serial}/revoke": {pki.PrincipalAdmin},
+	// an account holder's consent to binding a payer device (every scheme)
+	"POST /v1/enrolment-codes": {pki.PrincipalAdmin, pki.PrincipalOperator},
 	// the audit log's signed checkpoints and proofs, for witnesses
 	"GET /v1/audit/checkpoint":  nil,
 	"GET /v1/audit/consistency": nil,
