@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/httpx"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -398,7 +399,14 @@ func (d *demo) attacks(u *User, v1, v2 *Vendor, vc1, vc2 VendorAPI) error {
 	if err := d.op.Sweep(ctx); err != nil {
 		return d.fail("sweep", err)
 	}
-	ds, err := d.api.DepositStatus(ctx, dep.ID)
+	// The deposit's state is the vendor's: another vendor's signed look-up
+	// (or an unsigned one) is refused, the vendor's own is answered.
+	if _, err := d.api.DepositStatus(WithLookupKey(ctx, v1.cred.Key), dep.ID); httpx.ProblemCode(err) != "not_owner" {
+		d.rows = append(d.rows, DemoStep{Step: "another vendor looks up the deposit", Outcome: "NOT REFUSED", Detail: fmt.Sprint(err)})
+		return fmt.Errorf("selfverify demo: another vendor's deposit look-up: want not_owner, got %v", err)
+	}
+	d.rows = append(d.rows, DemoStep{Step: "another vendor looks up the deposit", Outcome: "refused", Detail: "403 not_owner: the look-up is not signed by the deposit's vendor"})
+	ds, err := d.api.DepositStatus(WithLookupKey(ctx, v2.cred.Key), dep.ID)
 	if err != nil || ds.Confirmations[0].State != StateExpired {
 		return d.fail("unanswered deposit", fmt.Errorf("%v %+v", err, ds))
 	}
