@@ -51,6 +51,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 )
@@ -428,7 +429,14 @@ func (rt *Router) wrap(pattern string, pol Policy, h http.Handler) http.Handler 
 			return
 		}
 		if d.Principal != nil {
-			r = r.WithContext(WithCertificate(WithPrincipal(r.Context(), d.Principal), d.Certificate))
+			// The server named the caller from the TLS connection before
+			// routing; behind a trusted proxy there is none, so name the
+			// authenticated principal here (logs, idempotency scopes).
+			if ri := httpx.RequestInfoFrom(r.Context()); ri != nil {
+				ri.SetPrincipal("cert:" + d.Principal.Serial)
+			}
+			ctx := audit.WithActor(r.Context(), d.Principal.Serial)
+			r = r.WithContext(WithCertificate(WithPrincipal(ctx, d.Principal), d.Certificate))
 		}
 		h.ServeHTTP(w, r)
 	})
