@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/selfverify"
 	"github.com/qshield/qshield/selfverify/ecqv"
@@ -459,7 +460,14 @@ func (d *svDemo) unansweredDeposit(a *svAttack) error {
 	if err := d.op.Sweep(ctx); err != nil {
 		return d.fail("sweep", err)
 	}
-	ds, err := d.api.DepositStatus(ctx, dep.ID)
+	// The deposit's state is the vendor's: another vendor's signed look-up
+	// (or an unsigned one) is refused, the vendor's own is answered.
+	if _, err := d.api.DepositStatus(selfverify.WithLookupKey(ctx, d.creds[a.v1.ID()].Key), dep.ID); httpx.ProblemCode(err) != "not_owner" {
+		d.rows = append(d.rows, Step{Step: "another vendor looks up the deposit", Outcome: "NOT REFUSED", Detail: fmt.Sprint(err)})
+		return fmt.Errorf("selfverify demo: another vendor's deposit look-up: want not_owner, got %v", err)
+	}
+	d.rows = append(d.rows, Step{Step: "another vendor looks up the deposit", Outcome: "refused", Detail: "403 not_owner: the look-up is not signed by the deposit's vendor"})
+	ds, err := d.api.DepositStatus(selfverify.WithLookupKey(ctx, d.creds[a.v2.ID()].Key), dep.ID)
 	if err != nil || ds.Confirmations[0].State != selfverify.StateExpired {
 		return d.fail("unanswered deposit", fmt.Errorf("%v %+v", err, ds))
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/money"
@@ -195,7 +196,16 @@ func (s *screens) get(id string) *screen {
 	return sc
 }
 
+// peer names the calling device: the principal the platform's
+// authorization router authenticated (authz.PrincipalFrom; it checked the
+// kind, and a name belongs to one kind) — which is also the only one there
+// is behind a trusted TLS-terminating proxy — or, on a stand-alone server
+// without the router, the common name of the TLS-verified client
+// certificate. "" when there is none.
 func peer(r *http.Request) string {
+	if p := authz.PrincipalFrom(r.Context()); p != nil {
+		return p.Name
+	}
 	cn, _, err := pki.PeerIdentity(r.TLS)
 	if err != nil {
 		return ""
