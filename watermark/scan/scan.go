@@ -87,6 +87,12 @@ type Session struct {
 	now    func() time.Time
 	// MaxGroups bounds memory when frames carry many different codes.
 	MaxGroups int
+	// RequireBound makes the session, once it holds t shares, wait for t
+	// shares whose latest stamps are bound to a scanner challenge before
+	// returning a Result, and forward only those stamps: set it on
+	// scanners that show a challenge (see watermark's challenge.go), whose
+	// server refuses unbound stamps.
+	RequireBound bool
 }
 
 // NewSession returns a session for codes made with p. log may be nil.
@@ -138,7 +144,11 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 		s.groups[fr.Handle] = g
 	}
 	ev.Index = fr.Share.Index
-	g.stamps[fr.Share.Index] = fr.Share.Stamp
+	if old, ok := g.stamps[fr.Share.Index]; !ok || fr.Share.Stamp.Bound || !old.Bound {
+		// Latest stamp per index, but never replace a bound one by an
+		// unbound one (a frame shown before the phone read the challenge).
+		g.stamps[fr.Share.Index] = fr.Share.Stamp
+	}
 	if old, ok := g.shares[fr.Share.Index]; ok {
 		if !bytes.Equal(old, fr.Share.Value) {
 			s.log.Warn("scan: conflicting share values", "handle", fr.Handle, "index", fr.Share.Index)
@@ -150,24 +160,39 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 		s.stats.NewShares++
 	}
 	ev.Have, ev.Need = len(g.shares), g.need
-	if !g.done && len(g.shares) >= g.need {
+	if !g.done && len(g.shares) >= g.need && (!s.RequireBound || g.bound() >= g.need) {
 		t0, err := reconstruct(fr.Handle, g)
 		if err != nil {
 			s.stats.Rejected++
 			ev.Err = err
 		} else {
 			g.done = true
-			ev.Result = &Result{Handle: fr.Handle, Token: t0, Stamps: g.stampList(), Shares: len(g.shares), Frames: s.stats.Frames}
+			ev.Result = &Result{Handle: fr.Handle, Token: t0, Stamps: g.stampList(s.RequireBound), Shares: len(g.shares), Frames: s.stats.Frames}
 		}
 	}
 	ev.Elapsed = time.Since(start)
 	return ev, nil
 }
 
-// stampList returns the group's stamps in index order.
-func (g *group) stampList() []watermark.Stamp {
+// bound returns the number of share indices whose stamp is bound.
+func (g *group) bound() int {
+	n := 0
+	for _, st := range g.stamps {
+		if st.Bound {
+			n++
+		}
+	}
+	return n
+}
+
+// stampList returns the group's stamps (only bound ones if onlyBound) in
+// index order.
+func (g *group) stampList(onlyBound bool) []watermark.Stamp {
 	out := make([]watermark.Stamp, 0, len(g.stamps))
 	for _, st := range g.stamps {
+		if onlyBound && !st.Bound {
+			continue
+		}
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b watermark.Stamp) int { return int(a.Index) - int(b.Index) })
