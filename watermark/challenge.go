@@ -45,6 +45,15 @@ import (
 // challenges within a slot stamps with neither). What remains is documented
 // in the package doc.
 
+// MinBoundStamps is how many of a claim's t fresh stamps must be bound to
+// the submitting scanner's challenge (the others may be unbound: frames the
+// phone showed before it read the challenge, still fresh by the time
+// binding). A relay never carries a stamp bound to the far scanner, so one
+// would do; two make a blind guess 2·8·TagLen = 48 bits, with one try per
+// share index per claim, while the honest scan needs only two frames after
+// the phone has read the challenge instead of t.
+const MinBoundStamps = 2
+
 // ChallengeLen is the length of a challenge nonce.
 const ChallengeLen = 8
 

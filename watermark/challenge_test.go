@@ -64,10 +64,18 @@ func TestRelayToAnotherScannerRefused(t *testing.T) {
 		if !errors.Is(err, ErrUnbound) {
 			t.Fatalf("unbound shares at B: %v, want ErrUnbound", err)
 		}
-		// Mixed: t−1 bound to B (say, guessed) plus one unbound.
-		mixed := append(boundStamps(t, code, rec.Handle, "scanner-B", th-1, ck.Now()), NewStamp(code.SlotKey, rec.Handle, byte(th), SlotAt(ck.Now())))
+		// Fewer than MinBoundStamps bound to B, the rest unbound and fresh.
+		mixed := boundStamps(t, code, rec.Handle, "scanner-B", MinBoundStamps-1, ck.Now())
+		for i := MinBoundStamps; i <= th; i++ {
+			mixed = append(mixed, NewStamp(code.SlotKey, rec.Handle, byte(i), SlotAt(ck.Now())))
+		}
 		if _, err := v.Verify(ctx, Claim{Handle: rec.Handle, Token: code.Token, Stamps: mixed, Amount: 50, Scanner: "scanner-B"}); !errors.Is(err, ErrUnbound) {
-			t.Fatalf("partly unbound: %v", err)
+			t.Fatalf("too few bound: %v", err)
+		}
+		// A's bound stamps mixed into an otherwise valid claim at B: refused.
+		mixA := append(boundStamps(t, code, rec.Handle, "scanner-A", 1, ck.Now()), mixed[1:]...)
+		if _, err := v.Verify(ctx, Claim{Handle: rec.Handle, Token: code.Token, Stamps: mixA, Amount: 50, Scanner: "scanner-B"}); !errors.Is(err, ErrBadStamp) {
+			t.Fatalf("A-bound stamp at B: %v", err)
 		}
 		// A repeated index is refused outright (one guess per index).
 		dup := append(boundStamps(t, code, rec.Handle, "scanner-A", th, ck.Now()), boundStamps(t, code, rec.Handle, "scanner-A", 1, ck.Now())...)
@@ -79,8 +87,13 @@ func TestRelayToAnotherScannerRefused(t *testing.T) {
 		if _, err := v.Verify(ctx, Claim{Handle: rec.Handle, Token: code.Token, Stamps: atA, Amount: 50, Scanner: "scanner-A"}); !errors.Is(err, ErrStale) {
 			t.Fatalf("A-bound shares 5 s later: %v, want ErrStale", err)
 		}
-		// The honest scan at A now.
-		if _, err := v.Verify(ctx, Claim{Handle: rec.Handle, Token: code.Token, Stamps: boundStamps(t, code, rec.Handle, "scanner-A", th, ck.Now()), Amount: 50, Scanner: "scanner-A"}); err != nil {
+		// The honest scan at A now: the phone read A's challenge after
+		// showing t−2 frames unbound.
+		honest := boundStamps(t, code, rec.Handle, "scanner-A", th, ck.Now())
+		for i := range th - MinBoundStamps {
+			honest[i] = NewStamp(code.SlotKey, rec.Handle, byte(i+1), SlotAt(ck.Now()))
+		}
+		if _, err := v.Verify(ctx, Claim{Handle: rec.Handle, Token: code.Token, Stamps: honest, Amount: 50, Scanner: "scanner-A"}); err != nil {
 			t.Fatalf("honest scan at A refused after the relay attempts: %v", err)
 		}
 		// No scanner name (a claim not from an authenticated scanner).

@@ -133,19 +133,21 @@ type Binding struct {
 	// ScannerKey is the challenge key of the scanner that submitted the
 	// claim (nil: none known, so bound stamps cannot verify).
 	ScannerKey []byte
-	// Require refuses stamps not bound to that scanner's challenge
-	// (ErrUnbound): the defence against a live relay.
+	// Require refuses claims with fewer than MinBoundStamps fresh stamps
+	// bound to that scanner's challenge (ErrUnbound): the defence against a
+	// live relay.
 	Require bool
 }
 
 // CheckStamps verifies that at least threshold distinct shares of code t1
 // carry valid tags under key for slots within w of now, and, when b.Require
-// is set, that every stamp is bound to the challenge b.ScannerKey showed in
-// its slot. Any stamp with an invalid tag fails the whole check
+// is set, that at least MinBoundStamps of them are bound to the challenge
+// b.ScannerKey showed in their slot (every bound stamp must verify against
+// that scanner's challenge). Any stamp with an invalid tag fails the whole check
 // (ErrBadStamp): honest scanners only forward stamps whose share passed its
 // CRC, one per index (a repeated index is refused, so a guesser gets one try
-// per index per claim). An unbound stamp when binding is required is
-// ErrUnbound; too few fresh stamps is ErrStale. The error never says which
+// per index per claim). Too few fresh stamps is ErrStale; too few fresh
+// bound ones, when binding is required, ErrUnbound. The error never says which
 // stamp failed beyond its index, nor how many verified.
 func CheckStamps(key []byte, t1 string, threshold int, stamps []Stamp, now time.Time, w Window, b Binding) error {
 	if len(key) != SlotKeyLen {
@@ -159,7 +161,7 @@ func CheckStamps(key []byte, t1 string, threshold int, stamps []Stamp, now time.
 	}
 	ref := SlotAt(now)
 	var seen [256]bool
-	fresh := 0
+	fresh, bound := 0, 0
 	for _, st := range stamps {
 		if st.Index == 0 || st.Index > maxShareIndex {
 			return fmt.Errorf("%w: share index %d", ErrBadStamp, st.Index)
@@ -168,9 +170,6 @@ func CheckStamps(key []byte, t1 string, threshold int, stamps []Stamp, now time.
 			return fmt.Errorf("%w: share %d stamped twice", ErrBadStamp, st.Index)
 		}
 		seen[st.Index] = true
-		if b.Require && !st.Bound {
-			return fmt.Errorf("%w: share %d", ErrUnbound, st.Index)
-		}
 		slot := resolveSlot(st.Slot, ref)
 		var want [TagLen]byte
 		if st.Bound {
@@ -189,9 +188,15 @@ func CheckStamps(key []byte, t1 string, threshold int, stamps []Stamp, now time.
 			continue
 		}
 		fresh++
+		if st.Bound {
+			bound++
+		}
 	}
 	if fresh < threshold {
 		return fmt.Errorf("%w: too few shares within the window", ErrStale)
+	}
+	if b.Require && bound < MinBoundStamps {
+		return fmt.Errorf("%w: fewer than %d fresh shares bound to it", ErrUnbound, MinBoundStamps)
 	}
 	return nil
 }

@@ -87,11 +87,10 @@ type Session struct {
 	now    func() time.Time
 	// MaxGroups bounds memory when frames carry many different codes.
 	MaxGroups int
-	// RequireBound makes the session, once it holds t shares, wait for t
-	// shares whose latest stamps are bound to a scanner challenge before
-	// returning a Result, and forward only those stamps: set it on
-	// scanners that show a challenge (see watermark's challenge.go), whose
-	// server refuses unbound stamps.
+	// RequireBound makes the session, once it holds t shares, wait until
+	// watermark.MinBoundStamps of their stamps are bound to a scanner
+	// challenge before returning a Result: set it on scanners that show a
+	// challenge (see watermark's challenge.go), whose server requires them.
 	RequireBound bool
 }
 
@@ -160,14 +159,14 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 		s.stats.NewShares++
 	}
 	ev.Have, ev.Need = len(g.shares), g.need
-	if !g.done && len(g.shares) >= g.need && (!s.RequireBound || g.bound() >= g.need) {
+	if !g.done && len(g.shares) >= g.need && (!s.RequireBound || g.bound() >= watermark.MinBoundStamps) {
 		t0, err := reconstruct(fr.Handle, g)
 		if err != nil {
 			s.stats.Rejected++
 			ev.Err = err
 		} else {
 			g.done = true
-			ev.Result = &Result{Handle: fr.Handle, Token: t0, Stamps: g.stampList(s.RequireBound), Shares: len(g.shares), Frames: s.stats.Frames}
+			ev.Result = &Result{Handle: fr.Handle, Token: t0, Stamps: g.stampList(), Shares: len(g.shares), Frames: s.stats.Frames}
 		}
 	}
 	ev.Elapsed = time.Since(start)
@@ -185,14 +184,10 @@ func (g *group) bound() int {
 	return n
 }
 
-// stampList returns the group's stamps (only bound ones if onlyBound) in
-// index order.
-func (g *group) stampList(onlyBound bool) []watermark.Stamp {
+// stampList returns the group's stamps in index order.
+func (g *group) stampList() []watermark.Stamp {
 	out := make([]watermark.Stamp, 0, len(g.stamps))
 	for _, st := range g.stamps {
-		if onlyBound && !st.Bound {
-			continue
-		}
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b watermark.Stamp) int { return int(a.Index) - int(b.Index) })

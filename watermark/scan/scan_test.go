@@ -278,8 +278,8 @@ func TestStampsAreLatest(t *testing.T) {
 }
 
 // TestRequireBoundWaitsForChallenge: a scanner that shows a challenge does
-// not submit until it holds t shares whose stamps are bound, keeps a bound
-// stamp over a later unbound one, and forwards only bound stamps.
+// not submit until watermark.MinBoundStamps of its shares' stamps are bound,
+// and keeps a bound stamp over a later unbound one of the same share.
 func TestRequireBoundWaitsForChallenge(t *testing.T) {
 	ctx := context.Background()
 	p := watermark.DefaultParams()
@@ -293,8 +293,8 @@ func TestRequireBoundWaitsForChallenge(t *testing.T) {
 			t.Fatal("result from unbound shares")
 		}
 	}
-	// t−1 bound, then an unbound repeat of the first: still waiting.
-	for k := range p.Threshold - 1 {
+	// MinBoundStamps−1 bound, then an unbound repeat of the first: waiting.
+	for k := range watermark.MinBoundStamps - 1 {
 		if ev, _ := s.Add(ctx, l.FrameBound(k, ch)); ev.Result != nil {
 			t.Fatalf("result after %d bound shares", k+1)
 		}
@@ -302,16 +302,20 @@ func TestRequireBoundWaitsForChallenge(t *testing.T) {
 	if ev, _ := s.Add(ctx, l.Frame(0, testSlot+1)); ev.Result != nil {
 		t.Fatal("unbound repeat completed the scan")
 	}
-	ev, _ := s.Add(ctx, l.FrameBound(p.Threshold-1, ch))
+	ev, _ := s.Add(ctx, l.FrameBound(watermark.MinBoundStamps-1, ch))
 	if ev.Result == nil {
-		t.Fatalf("no result with t bound shares: %+v", ev)
+		t.Fatalf("no result with %d bound shares: %+v", watermark.MinBoundStamps, ev)
 	}
-	if len(ev.Result.Stamps) != p.Threshold {
-		t.Fatalf("%d stamps forwarded", len(ev.Result.Stamps))
-	}
+	bound := 0
 	for _, st := range ev.Result.Stamps {
-		if !st.Bound || st.Slot != byte(testSlot%256) {
-			t.Fatalf("stamp %+v", st)
+		if st.Bound {
+			bound++
+			if st.Slot != byte(testSlot%256) || st.Index > watermark.MinBoundStamps {
+				t.Fatalf("bound stamp %+v", st)
+			}
 		}
+	}
+	if bound != watermark.MinBoundStamps || len(ev.Result.Stamps) != p.Shares {
+		t.Fatalf("%d bound of %d stamps", bound, len(ev.Result.Stamps))
 	}
 }

@@ -61,6 +61,8 @@ type PayResult struct {
 	// Submitted is the server time at which the reconstruction reached the
 	// server (Start + Elapsed + Latency).
 	Submitted time.Time
+	// Scanner is the submitting scanner's name (Clock.Scanner).
+	Scanner string
 }
 
 // ReaimAfter is how long a payer holds the phone still without the scanner's
@@ -86,11 +88,14 @@ type Clock struct {
 	// waits for t bound stamps (scan.Session.RequireBound).
 	ScannerKey     []byte
 	ChallengeDelay time.Duration
+	// Scanner is the scanner's name, put in the claim (PayResult.Claim) as
+	// the server would take it from the scanner's certificate.
+	Scanner string
 }
 
-// challengeFn returns the phone's view of the scanner's challenge for a
+// ChallengeFunc returns the phone's view of the scanner's challenge for a
 // timeline started at phone time ck.Start+ck.Skew (nil without a key).
-func (ck Clock) challengeFn(tl *watermark.Timeline, fps float64) func(int) (watermark.Challenge, bool) {
+func (ck Clock) ChallengeFunc(tl *watermark.Timeline, fps float64) func(int) (watermark.Challenge, bool) {
 	if ck.ScannerKey == nil {
 		return nil
 	}
@@ -145,7 +150,7 @@ func PayObserved(ctx context.Context, loop *watermark.Loop, prof camsim.Profile,
 		return PayResult{}, err
 	}
 	tl := loop.Timeline(ck.Start.Add(ck.Skew))
-	tl.Challenge = ck.challengeFn(tl, loop.Params.FrameRate)
+	tl.Challenge = ck.ChallengeFunc(tl, loop.Params.FrameRate)
 	scene := &camsim.Scene{Display: prof.Display, Source: tl.Frame, FrameRate: loop.Params.FrameRate, Phase: tl.Phase}
 	cs, err := su.Camera.NewSession(scene, su.Pose)
 	if err != nil {
@@ -157,7 +162,7 @@ func PayObserved(ctx context.Context, loop *watermark.Loop, prof camsim.Profile,
 	}
 	sess.RequireBound = ck.ScannerKey != nil
 	capPeriod := time.Duration(float64(time.Second) / prof.CaptureRate)
-	res := PayResult{Setup: su, Handle: loop.Handle}
+	res := PayResult{Setup: su, Handle: loop.Handle, Scanner: ck.Scanner}
 	var busyUntil time.Duration
 	nextAim := ReaimAfter
 	for i := 0; ; i++ {
@@ -213,7 +218,7 @@ func PayObserved(ctx context.Context, loop *watermark.Loop, prof camsim.Profile,
 
 // Claim returns the claim the scanner submits for a successful result.
 func (r PayResult) Claim(amount int64) watermark.Claim {
-	return watermark.Claim{Handle: r.Handle, Token: r.Token, Stamps: r.Stamps, Amount: amount}
+	return watermark.Claim{Handle: r.Handle, Token: r.Token, Stamps: r.Stamps, Amount: amount, Scanner: r.Scanner}
 }
 
 // TheftResult is the outcome of one theft attempt.
@@ -394,7 +399,7 @@ func Recapture(ctx context.Context, loop *watermark.Loop, rl Relay, rng *rand.Ra
 	tl := loop.Timeline(ck.Start.Add(ck.Skew))
 	payerCk := ck
 	payerCk.ScannerKey = rl.PayerScanner
-	tl.Challenge = payerCk.challengeFn(tl, loop.Params.FrameRate)
+	tl.Challenge = payerCk.ChallengeFunc(tl, loop.Params.FrameRate)
 	payer := &camsim.Scene{Display: rl.Thief.Display, Source: tl.Frame, FrameRate: loop.Params.FrameRate, Phase: tl.Phase}
 	var vid *camsim.Session
 	for {
@@ -444,7 +449,7 @@ func Recapture(ctx context.Context, loop *watermark.Loop, rl Relay, rng *rand.Ra
 	}
 	sess.RequireBound = ck.ScannerKey != nil
 	capPeriod := time.Duration(float64(time.Second) / replay.CaptureRate)
-	res := PayResult{Setup: tsu, Handle: loop.Handle}
+	res := PayResult{Setup: tsu, Handle: loop.Handle, Scanner: ck.Scanner}
 	var busyUntil time.Duration
 	nextAim := ReaimAfter
 	for i := 0; ; i++ {

@@ -187,10 +187,14 @@ func TestChallengeBoundScanPays(t *testing.T) {
 	if !r.OK || !bytes.Equal(r.Token, t0) {
 		t.Fatalf("payment failed: %+v", r.Stats)
 	}
+	bound := 0
 	for _, st := range r.Stamps {
-		if !st.Bound {
-			t.Fatalf("unbound stamp forwarded: %+v", st)
+		if st.Bound {
+			bound++
 		}
+	}
+	if bound < watermark.MinBoundStamps {
+		t.Fatalf("%d bound stamps forwarded", bound)
 	}
 	ck.t = r.Submitted
 	c := r.Claim(42_00)
