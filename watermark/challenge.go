@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Scanner challenges: binding a code's shares to the scanner in front of the
@@ -152,4 +153,50 @@ func boundTag(key []byte, t1 string, index byte, c Challenge) [TagLen]byte {
 // phone held scanner challenge c (its slot is the challenge's).
 func NewBoundStamp(key []byte, t1 string, index byte, c Challenge) Stamp {
 	return Stamp{Index: index, Slot: byte(c.Slot), Bound: true, Tag: boundTag(key, t1, index, c)}
+}
+
+// ChallengeTracker is the phone's side of the challenge: it is told every
+// challenge the front camera reads and answers which one, if any, the loop
+// should bind its frames to. A phone that has read two different challenges
+// for the same or neighbouring slots within Hold (two scanners in view, or
+// an emitter aimed at the phone beside a real scanner) binds to neither
+// until Hold has passed without a conflict. Not safe for concurrent use.
+type ChallengeTracker struct {
+	// Hold is how long a read challenge stays current (0: 2 slots).
+	Hold time.Duration
+
+	last     Challenge
+	lastAt   time.Time
+	conflict time.Time
+	have     bool
+}
+
+func (ct *ChallengeTracker) hold() time.Duration {
+	if ct.Hold > 0 {
+		return ct.Hold
+	}
+	return 2 * SlotDuration
+}
+
+// Observe records challenge c read at phone time at.
+func (ct *ChallengeTracker) Observe(c Challenge, at time.Time) {
+	// The phone cannot check a nonce (it does not know the scanner's key):
+	// a later slot is taken as the same scanner's rotation; within Hold,
+	// another nonce for the same slot, or a step back, means two sources
+	// (two scanners interleaving step back and forth).
+	if ct.have && at.Sub(ct.lastAt) < ct.hold() && c != ct.last && c.Slot <= ct.last.Slot {
+		ct.conflict = at
+	}
+	ct.last, ct.lastAt, ct.have = c, at, true
+}
+
+// Current returns the challenge to bind frames shown at phone time at.
+func (ct *ChallengeTracker) Current(at time.Time) (Challenge, bool) {
+	if !ct.have || at.Sub(ct.lastAt) >= ct.hold() || at.Before(ct.lastAt) {
+		return Challenge{}, false
+	}
+	if !ct.conflict.IsZero() && at.Sub(ct.conflict) < ct.hold() {
+		return Challenge{}, false
+	}
+	return ct.last, true
 }

@@ -170,3 +170,44 @@ func FuzzParseChallenge(f *testing.F) {
 		}
 	})
 }
+
+// TestChallengeTracker: the phone binds to the one scanner it sees, follows
+// its rotation, and binds to nothing while two challenges compete (an
+// emitter aimed at the phone beside the real scanner).
+func TestChallengeTracker(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	kA, _ := ScannerChallengeKey(testMaster, "A")
+	kB, _ := ScannerChallengeKey(testMaster, "B")
+	s := SlotAt(t0)
+	var ct ChallengeTracker
+	if _, ok := ct.Current(t0); ok {
+		t.Fatal("challenge before any read")
+	}
+	ct.Observe(ChallengeAt(kA, s), t0)
+	if c, ok := ct.Current(t0.Add(100 * time.Millisecond)); !ok || c != ChallengeAt(kA, s) {
+		t.Fatal("A not current")
+	}
+	ct.Observe(ChallengeAt(kA, s+1), t0.Add(time.Second))
+	if c, ok := ct.Current(t0.Add(1100 * time.Millisecond)); !ok || c.Slot != s+1 {
+		t.Fatal("rotation not followed")
+	}
+	// B appears beside A: no binding while both are read.
+	ct.Observe(ChallengeAt(kB, s+1), t0.Add(1200*time.Millisecond))
+	if _, ok := ct.Current(t0.Add(1300 * time.Millisecond)); ok {
+		t.Fatal("bound while two scanners compete")
+	}
+	ct.Observe(ChallengeAt(kA, s+1), t0.Add(1400*time.Millisecond))
+	if _, ok := ct.Current(t0.Add(1500 * time.Millisecond)); ok {
+		t.Fatal("bound right after a conflict")
+	}
+	// A alone for a whole Hold after the last conflict: bound again.
+	ct.Observe(ChallengeAt(kA, s+3), t0.Add(3300*time.Millisecond))
+	ct.Observe(ChallengeAt(kA, s+4), t0.Add(4000*time.Millisecond))
+	if c, ok := ct.Current(t0.Add(4100 * time.Millisecond)); !ok || c != ChallengeAt(kA, s+4) {
+		t.Fatal("not bound again after the conflict cleared")
+	}
+	// Stale: nothing read for Hold.
+	if _, ok := ct.Current(t0.Add(7 * time.Second)); ok {
+		t.Fatal("stale challenge still current")
+	}
+}

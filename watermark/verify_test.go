@@ -206,9 +206,12 @@ func FuzzCheckStamps(f *testing.F) {
 func TestVerifyConcurrentSingleUse(t *testing.T) {
 	ctx := context.Background()
 	store := NewMemStore()
-	code, rec, _ := (&Issuer{Store: store}).Issue(ctx, "carol", 100)
-	v := &Verifier{Store: store}
-	c := Claim{Handle: rec.Handle, Token: code.Token, Stamps: stampsAt(code, rec.Handle, DefaultParams().Threshold, time.Now()), Amount: 100}
+	// A manual clock: under load the goroutines may start seconds apart,
+	// which must not move the code out of its window or past its TTL.
+	ck := testclock.New(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+	code, rec, _ := (&Issuer{Store: store, Now: ck.Now}).Issue(ctx, "carol", 100)
+	v := &Verifier{Store: store, Now: ck.Now}
+	c := Claim{Handle: rec.Handle, Token: code.Token, Stamps: stampsAt(code, rec.Handle, DefaultParams().Threshold, ck.Now()), Amount: 100}
 	var ok atomic.Int32
 	var wg sync.WaitGroup
 	for range 32 {

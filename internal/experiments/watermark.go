@@ -48,6 +48,8 @@ func WatermarkExperiment() experiment.Spec {
 			{Name: "threshold", Default: "6", Usage: "t of the (t, n) sharing"},
 			{Name: "shares", Default: "10", Usage: "n of the (t, n) sharing"},
 			{Name: "frame-rate", Default: "15", Usage: "display loop frames per second"},
+			{Name: "version", Default: "3", Usage: "QR version of every frame"},
+			{Name: "max-module-errors", Default: "0.06", Usage: "scanner policy: most misread rings per share (0: off)"},
 			{Name: "replay-frames", Default: "1", Usage: "merchant-scanner frames per replayed photo (collaborative theft)"},
 			{Name: "timeout", Default: "3s", Usage: "give up a normal payment after this simulated time"},
 			{Name: "seed", Default: "1", Usage: "random seed of the reported runs"},
@@ -102,6 +104,12 @@ func runWatermark(ctx context.Context, env *experiment.Env) (*experiment.Result,
 	}
 	p := watermark.DefaultParams()
 	p.Threshold, p.Shares, p.FrameRate = ints["threshold"], ints["shares"], fps
+	if p.Version, err = env.Int("version"); err != nil {
+		return nil, err
+	}
+	if p.MaxModuleErrors, err = env.Float("max-module-errors"); err != nil {
+		return nil, err
+	}
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}

@@ -66,7 +66,7 @@ type ChallengeKeyResponse struct {
 //	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	screens := &screens{m: map[string]*screen{}}
+	screens := &screens{m: map[string]*screen{}, now: s.now}
 	mux.HandleFunc("POST /v1/watermark/codes", func(w http.ResponseWriter, r *http.Request) {
 		acct, ok := s.device(w, r, "phone")
 		if !ok {
@@ -181,8 +181,9 @@ type screen struct {
 }
 
 type screens struct {
-	mu sync.Mutex
-	m  map[string]*screen
+	mu  sync.Mutex
+	m   map[string]*screen
+	now func() time.Time // the service's clock
 }
 
 func (s *screens) add(l *watermark.Loop, expires time.Time, limit string) string {
@@ -191,7 +192,7 @@ func (s *screens) add(l *watermark.Loop, expires time.Time, limit string) string
 	id := hex.EncodeToString(b)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
+	now := s.now()
 	for k, v := range s.m { // drop expired loops: they hold shares of T0
 		if now.After(v.expires) {
 			delete(s.m, k)
@@ -205,7 +206,7 @@ func (s *screens) get(id string) *screen {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sc := s.m[id]
-	if sc != nil && time.Now().After(sc.expires) {
+	if sc != nil && s.now().After(sc.expires) {
 		delete(s.m, id)
 		return nil
 	}
