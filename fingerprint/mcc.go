@@ -330,7 +330,6 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 		return 0
 	}
 	nP = min(nP, n)
-	s.nP = nP
 
 	// Relaxation: λ_t ← wR·λ_t + (1−wR)/(n−1)·Σ_{k≠t} ρ(t,k)·λ_k.
 	s.rho = grow(s.rho, n*n)
