@@ -449,6 +449,7 @@ type scratch struct {
 	usedA, usedB      []bool
 	rho, lam          []float32
 	eff               []int
+	cand              []uint8 // b's cylinders passing the direction check
 	// Optimal assignment: the compact similarity matrix gamma (rowsA ×
 	// colsB) and the positions of minutiae in it (-1: not a row/column).
 	posA, posB   []int16
