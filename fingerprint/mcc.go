@@ -256,7 +256,7 @@ func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
 			s.cand[nc] = j
 			d := int32(int8(ta - b.theta8[j]))
 			d = (d ^ d>>31) - d>>31 // |d|, in 2π/256 units
-			nc += int(uint32(dTheta-d) >> 31 ^ 1)
+			nc += int(uint32(dTheta-d)>>31 ^ 1)
 		}
 		for _, j := range s.cand[:nc] {
 			mb := b.cylMask[int(j)*sw : int(j+1)*sw]
