@@ -449,7 +449,7 @@ type scratch struct {
 	usedA, usedB      []bool
 	rho, lam          []float32
 	eff               []int
-	nP                int // pairs averaged by the last mccScore: s.sel[s.eff[:nP]]
+	cand              []uint8 // b's cylinders passing the direction check
 	// Optimal assignment: the compact similarity matrix gamma (rowsA ×
 	// colsB) and the positions of minutiae in it (-1: not a row/column).
 	posA, posB   []int16

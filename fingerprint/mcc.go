@@ -243,14 +243,22 @@ func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
 	s.sims = s.sims[:0]
 	var v [maxSliceWords]uint64
 	sq := m.mcc.sqrt
+	// The direction check compacts b's candidates without a branch per
+	// pair (about half pass, which a branch would mispredict); the order of
+	// b.cylIdx, and so of s.sims, is kept.
+	s.cand = grow(s.cand, len(b.cylIdx))
 	for _, i := range a.cylIdx {
 		ba := a.cylBits[int(i)*w : int(i+1)*w]
 		ma := a.cylMask[int(i)*sw : int(i+1)*sw]
 		ta := a.theta8[i]
+		nc := 0
 		for _, j := range b.cylIdx {
-			if angDiff8(ta, b.theta8[j]) > dTheta {
-				continue
-			}
+			s.cand[nc] = j
+			d := int32(int8(ta - b.theta8[j]))
+			d = (d ^ d>>31) - d>>31 // |d|, in 2π/256 units
+			nc += int(uint32(dTheta-d)>>31 ^ 1)
+		}
+		for _, j := range s.cand[:nc] {
 			mb := b.cylMask[int(j)*sw : int(j+1)*sw]
 			nab := 0
 			for k := 0; k < sw; k++ {
@@ -330,7 +338,6 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 		return 0
 	}
 	nP = min(nP, n)
-	s.nP = nP
 
 	// Relaxation: λ_t ← wR·λ_t + (1−wR)/(n−1)·Σ_{k≠t} ρ(t,k)·λ_k.
 	s.rho = grow(s.rho, n*n)
