@@ -20,6 +20,13 @@
 // without a policy, and Routes lists every route with its policy, so a test
 // can walk all routes with every kind of principal.
 //
+// Signed requests. A browser cannot present a client certificate, so a
+// route may also accept a request signed with HTTP Message Signatures
+// (package httpsig) by a registered principal (Policy.OrSigned): the
+// Options.Signed authenticator verifies the signature and returns the
+// principal of its key; a bad or replayed signature is a 401 like a bad
+// certificate. Routes that do not opt in never look at a signature.
+//
 // Refusals. No or an unverifiable certificate: 401; a principal of the
 // wrong kind or failing the ownership check: 403; too many requests from a
 // principal or a source address: 429 with Retry-After. All are RFC 9457
@@ -48,6 +55,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/qshield/qshield/httpsig"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 )
@@ -66,8 +74,17 @@ var ErrNotOwner = errors.New("authz: the resource does not belong to this princi
 // or another error (500).
 type OwnerCheck func(r *http.Request, p *pki.Principal) error
 
+// SignedAuthenticator authenticates a request signed with HTTP Message
+// Signatures by a registered principal's key. It returns an error wrapping
+// httpsig.ErrInvalid, httpsig.ErrReplay or httpsig.ErrUnknownKey for a
+// signature it refuses (401); any other error is a 503.
+type SignedAuthenticator interface {
+	AuthenticateSigned(r *http.Request) (*pki.Principal, *x509.Certificate, error)
+}
+
 // Policy says who may call a route.
 type Policy struct {
+	signed    bool
 	public    bool
 	reason    string
 	kinds     []pki.PrincipalKind
@@ -107,6 +124,20 @@ func (p Policy) Owned(desc string, check OwnerCheck) Policy {
 	return p
 }
 
+// OrSigned makes an Allow policy also accept a request signed (RFC 9421)
+// with the key of a registered principal of one of its kinds, in place of a
+// client certificate (see SignedAuthenticator).
+func (p Policy) OrSigned() Policy {
+	if p.public {
+		panic("authz: only an Allow policy accepts signed requests")
+	}
+	p.signed = true
+	return p
+}
+
+// AcceptsSigned reports whether the route accepts signed requests.
+func (p Policy) AcceptsSigned() bool { return p.signed }
+
 // IsPublic reports whether the route needs no principal.
 func (p Policy) IsPublic() bool { return p.public }
 
@@ -133,6 +164,9 @@ func (p Policy) String() string {
 	s := strings.Join(ks, ", ")
 	if p.owner != nil {
 		s += "; only " + p.ownerDesc
+	}
+	if p.signed {
+		s += "; certificate or signed request"
 	}
 	return s
 }
@@ -194,6 +228,9 @@ type Options struct {
 	Denied func(context.Context, Denial)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Signed authenticates signed requests on routes whose policy accepts
+	// them (nil: no route does).
+	Signed SignedAuthenticator
 }
 
 // Router registers routes with policies and enforces them.
@@ -329,6 +366,16 @@ func (rt *Router) Authorize(r *http.Request, pol Policy) Decision {
 			return Decision{Status: http.StatusUnauthorized, Code: "client_certificate_rejected", Reason: err.Error()}
 		}
 		d.Principal, d.Certificate = p, cert
+	}
+	if cert == nil && pol.signed && rt.opts.Signed != nil && r.Header.Get("Signature-Input") != "" {
+		p, c, err := rt.opts.Signed.AuthenticateSigned(r)
+		if err != nil {
+			if r.Context().Err() != nil || (!errors.Is(err, httpsig.ErrInvalid) && !errors.Is(err, httpsig.ErrReplay) && !errors.Is(err, httpsig.ErrUnknownKey)) {
+				return Decision{Status: http.StatusServiceUnavailable, Code: "authentication_unavailable", Reason: "cannot check the request signature now"}
+			}
+			return Decision{Status: http.StatusUnauthorized, Code: "signature_rejected", Reason: err.Error()}
+		}
+		d.Principal, d.Certificate = p, c
 	}
 	if pol.public {
 		return d

@@ -136,3 +136,26 @@ func (s *Settlement) useConsentTx(ctx context.Context, tx *sql.Tx, accounts, cod
 	}
 	return nil
 }
+
+// UseEnrolmentCode checks that code is a valid, unused enrolment code for
+// account (a payer account) and marks it used by usedBy, in one
+// transaction: the same consent, for a payer device enrolled outside bioqr
+// (the browser wallet's key). It returns an error wrapping ErrConsent or
+// ErrAccountNotEligible when the enrolment must be refused.
+func (s *Settlement) UseEnrolmentCode(ctx context.Context, account, code, usedBy string) error {
+	accounts, codes := []string{account}, []string{code}
+	if err := s.checkConsent(ctx, accounts, codes); err != nil {
+		return err
+	}
+	err := s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
+		if err := s.useConsentTx(ctx, tx, accounts, codes, usedBy); err != nil {
+			return err
+		}
+		e := AuditEvent{Action: "bioqr.enrolment_code_used", Actor: usedBy, Subject: account, Outcome: "ok"}
+		return s.cfg.Audit.RecordTx(ctx, tx, e.Entry())
+	})
+	if err != nil {
+		return fmt.Errorf("bioqr: use enrolment code: %w", err)
+	}
+	return nil
+}

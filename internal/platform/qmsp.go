@@ -289,9 +289,17 @@ func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, accou
 }
 
 // EnrolPhone certifies a phone (pub nil: the CA generates the key pair) and
-// binds payer number payer, spending from account, to it.
+// binds payer number payer, spending from account, to it. A payer number
+// bound to another account or phone is refused (qmsp.ErrPayerExists) before
+// anything is issued; when another node bound it in between, the
+// certificate just issued is revoked.
 func (q *QMSP) EnrolPhone(ctx context.Context, phone string, payer uint64, account string, pub crypto.PublicKey) (*pki.Issued, error) {
 	if err := q.p.checkPayerAccount(ctx, account); err != nil {
+		return nil, err
+	}
+	if a, ph, err := q.PPS.PayerBinding(ctx, payer); err == nil && (a != account || ph != phone) {
+		return nil, fmt.Errorf("%w: payer %d", qmsp.ErrPayerExists, payer)
+	} else if err != nil && !errors.Is(err, qmsp.ErrUnknownPayer) {
 		return nil, err
 	}
 	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: phone, PublicKey: pub,
@@ -300,6 +308,9 @@ func (q *QMSP) EnrolPhone(ctx context.Context, phone string, payer uint64, accou
 		return nil, err
 	}
 	if err := q.PPS.RegisterPayer(ctx, payer, account, phone); err != nil {
+		if rerr := q.p.CA.Revoke(context.WithoutCancel(ctx), iss.Cert.SerialNumber, "enrolment failed: payer not bound"); rerr != nil {
+			return nil, errors.Join(err, fmt.Errorf("platform: revoke the phone certificate of a failed enrolment: %w", rerr))
+		}
 		return nil, err
 	}
 	return iss, nil

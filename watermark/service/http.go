@@ -54,7 +54,7 @@ type PayRequest struct {
 //
 //	POST /v1/watermark/codes        a phone asks for a fresh code with its limit (phone certificate)
 //	POST /v1/watermark/pay          a scanner redeems a reconstructed code (scanner certificate, Idempotency-Key)
-//	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png
+//	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png, …/status (paypage.Status)
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	screens := &screens{m: map[string]*screen{}}
@@ -85,7 +85,7 @@ func (s *Service) Handler() http.Handler {
 		if a, err := s.led.Account(r.Context(), acct); err == nil {
 			limit = money.Format(rec.Limit, a.Currency)
 		}
-		id := screens.add(loop, rec.ExpiresAt, limit)
+		id := screens.add(loop, rec.Handle, rec.ExpiresAt, limit)
 		httpx.WriteJSON(w, http.StatusCreated, CodeResponse{Handle: rec.Handle, Token: code.Token, SlotKey: code.SlotKey, Limit: rec.Limit,
 			ServerTime: s.now(), ExpiresAt: rec.ExpiresAt, Screen: "/watermark/screen/" + id + "/"})
 	})
@@ -128,6 +128,9 @@ func (s *Service) Handler() http.Handler {
 		switch {
 		case file == "" || file == "index.html":
 			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, sc.limit)
+		case file == "status":
+			// The screen's live status: "paid" once a scanner redeemed the code.
+			s.writeScreenStatus(w, r, sc)
 		case file == "loop.gif":
 			// The next few seconds of the loop: its stamps age out after that.
 			var buf bytes.Buffer
@@ -155,6 +158,7 @@ func (s *Service) Handler() http.Handler {
 
 type screen struct {
 	loop    *watermark.Loop
+	handle  string // the code's T1, for its status
 	expires time.Time
 	limit   string // the most the code pays, as people read it ("" unknown)
 }
@@ -164,7 +168,7 @@ type screens struct {
 	m  map[string]*screen
 }
 
-func (s *screens) add(l *watermark.Loop, expires time.Time, limit string) string {
+func (s *screens) add(l *watermark.Loop, handle string, expires time.Time, limit string) string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
@@ -176,7 +180,7 @@ func (s *screens) add(l *watermark.Loop, expires time.Time, limit string) string
 			delete(s.m, k)
 		}
 	}
-	s.m[id] = &screen{loop: l, expires: expires, limit: limit}
+	s.m[id] = &screen{loop: l, handle: handle, expires: expires, limit: limit}
 	return id
 }
 
