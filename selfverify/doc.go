@@ -127,8 +127,10 @@
 //
 // # Known limits
 //
-// The operator's d_N and a vendor's d_V are stored in their databases (hex);
-// production would keep d_N in an HSM/KMS. The phone's wallet file is not
+// The operator's d_N is stored in the database sealed with the platform's
+// key ([LoadOrCreateOperatorKey]; in clear only without a sealer, in tests);
+// a vendor's d_V is stored in its database in hex. Production would keep d_N
+// in an HSM/KMS. The phone's wallet file is not
 // encrypted at rest. ECQV scalar arithmetic uses math/big (variable time; once
 // per registration). A vendor that crashes between a reservation at N and its
 // own commit leaves a reservation it will never deposit; it lapses at token
