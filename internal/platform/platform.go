@@ -418,7 +418,7 @@ func LoadClientTLS(dir string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("platform: admin certificate: %w", err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost"}, nil
+	return pki.TLSClientConfig(pool, "localhost", cert), nil
 }
 
 // EnvAuditKey names the environment variable holding the audit trail's HMAC
