@@ -295,17 +295,26 @@ func writeAdminFiles(dir string, cert tls.Certificate) error {
 // loadAdminFiles reads admin.pem and admin-key.pem (sealed under
 // QSHIELD_ADMIN_PASSPHRASE, or plain PKCS #8).
 func loadAdminFiles(dir string) (tls.Certificate, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, "admin.pem"))
+	return LoadKeyPair(filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
+}
+
+// LoadKeyPair reads a client certificate and its private key the way the
+// admin credential is kept: the key plain PKCS #8 or sealed under
+// QSHIELD_ADMIN_PASSPHRASE (what tls.LoadX509KeyPair cannot read). Every
+// command that takes the admin's key (--admin DIR, or --cert/--key) loads
+// it with this.
+func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "admin-key.pem"))
+	keyPEM, err := os.ReadFile(keyPath)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
 	cert, err := pki.ParseCertPEM(certPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("platform: admin.pem: %w", err)
+		return tls.Certificate{}, fmt.Errorf("platform: %s: %w", certPath, err)
 	}
 	enc, err := adminKeyEncryptor()
 	if err != nil {
@@ -313,9 +322,17 @@ func loadAdminFiles(dir string) (tls.Certificate, error) {
 	}
 	key, err := pki.ParsePrivateKeyPEM(keyPEM, enc)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("platform: admin-key.pem: %w", err)
+		return tls.Certificate{}, fmt.Errorf("platform: %s: %w", keyPath, err)
+	}
+	if s, ok := key.(crypto.Signer); !ok || !publicKeysEqual(s.Public(), cert.PublicKey) {
+		return tls.Certificate{}, fmt.Errorf("platform: %s is not the key of %s", keyPath, certPath)
 	}
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(b)
 }
 
 // ---- the certificate register API ----
