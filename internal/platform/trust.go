@@ -324,7 +324,7 @@ func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("platform: %s: %w", keyPath, err)
 	}
-	if s, ok := key.(crypto.Signer); !ok || !publicKeysEqual(s.Public(), cert.PublicKey) {
+	if !publicKeysEqual(key.Public(), cert.PublicKey) {
 		return tls.Certificate{}, fmt.Errorf("platform: %s is not the key of %s", keyPath, certPath)
 	}
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
