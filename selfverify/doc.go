@@ -118,8 +118,10 @@
 //
 // The operator's d_N and a vendor's d_V are stored in their databases (hex);
 // production would keep d_N in an HSM/KMS. The phone's wallet file is not
-// encrypted at rest. ECQV scalar arithmetic uses math/big (variable time; once
-// per registration). A vendor that crashes between a reservation at N and its
+// encrypted at rest. ECQV's scalar arithmetic on secrets is constant time
+// (filippo.io/bigmod); scalars still travel in *big.Int between steps. The
+// look-ups of a token, its confirmations and a deposit answer only a query
+// signed by the owner's key (lookup.go). A vendor that crashes between a reservation at N and its
 // own commit leaves a reservation it will never deposit; it lapses at token
 // close and the money returns to U.
 package selfverify
