@@ -23,6 +23,13 @@
 // without a policy, and Routes lists every route with its policy, so a test
 // can walk all routes with every kind of principal.
 //
+// Signed requests. A browser cannot present a client certificate, so a
+// route may also accept a request signed with HTTP Message Signatures
+// (package httpsig) by a registered principal (Policy.OrSigned): the
+// Options.Signed authenticator verifies the signature and returns the
+// principal of its key; a bad or replayed signature is a 401 like a bad
+// certificate. Routes that do not opt in never look at a signature.
+//
 // Refusals. No or an unverifiable certificate: 401; a principal of the
 // wrong kind or failing the ownership check: 403; too many requests from a
 // principal or a source address: 429 with Retry-After. All are RFC 9457
@@ -52,6 +59,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/httpsig"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 )
@@ -70,6 +78,14 @@ var ErrNotOwner = errors.New("authz: the resource does not belong to this princi
 // or another error (500).
 type OwnerCheck func(r *http.Request, p *pki.Principal) error
 
+// SignedAuthenticator authenticates a request signed with HTTP Message
+// Signatures by a registered principal's key. It returns an error wrapping
+// httpsig.ErrInvalid, httpsig.ErrReplay or httpsig.ErrUnknownKey for a
+// signature it refuses (401); any other error is a 503.
+type SignedAuthenticator interface {
+	AuthenticateSigned(r *http.Request) (*pki.Principal, *x509.Certificate, error)
+}
+
 // ErrUnsigned is what a RequestCheck returns (wrapped) for a request that
 // carries no usable signature (401).
 var ErrUnsigned = errors.New("authz: the request is not signed by the owner's key")
@@ -82,12 +98,13 @@ type RequestCheck func(r *http.Request) error
 
 // Policy says who may call a route.
 type Policy struct {
+	signed    bool
 	public    bool
 	reason    string
 	kinds     []pki.PrincipalKind
 	owner     OwnerCheck
 	ownerDesc string
-	signed    RequestCheck
+	signedBy  RequestCheck
 }
 
 // Signed is the policy of a route whose caller proves with a signature over
@@ -98,12 +115,12 @@ func Signed(desc string, check RequestCheck) Policy {
 	if strings.TrimSpace(desc) == "" || check == nil {
 		panic("authz: a signed route needs a description and a check")
 	}
-	return Policy{signed: check, ownerDesc: desc}
+	return Policy{signedBy: check, ownerDesc: desc}
 }
 
 // IsSigned reports whether the route is authenticated by a signature
 // over the request rather than by a principal's certificate.
-func (p Policy) IsSigned() bool { return p.signed != nil }
+func (p Policy) IsSigned() bool { return p.signedBy != nil }
 
 // Public is the policy of a route any caller may use, with or without a
 // certificate; reason says why (it is listed with the route).
@@ -137,6 +154,20 @@ func (p Policy) Owned(desc string, check OwnerCheck) Policy {
 	return p
 }
 
+// OrSigned makes an Allow policy also accept a request signed (RFC 9421)
+// with the key of a registered principal of one of its kinds, in place of a
+// client certificate (see SignedAuthenticator).
+func (p Policy) OrSigned() Policy {
+	if p.public {
+		panic("authz: only an Allow policy accepts signed requests")
+	}
+	p.signed = true
+	return p
+}
+
+// AcceptsSigned reports whether the route accepts signed requests.
+func (p Policy) AcceptsSigned() bool { return p.signed }
+
 // IsPublic reports whether the route needs no principal.
 func (p Policy) IsPublic() bool { return p.public }
 
@@ -149,14 +180,14 @@ func (p Policy) Kinds() []pki.PrincipalKind { return slices.Clone(p.kinds) }
 // HasOwnerCheck reports whether the policy checks ownership.
 func (p Policy) HasOwnerCheck() bool { return p.owner != nil }
 
-func (p Policy) valid() bool { return p.public || len(p.kinds) > 0 || p.signed != nil }
+func (p Policy) valid() bool { return p.public || len(p.kinds) > 0 || p.signedBy != nil }
 
 // String describes the policy ("public: reason", "admin, operator; owner: …").
 func (p Policy) String() string {
 	if p.public {
 		return "public: " + p.reason
 	}
-	if p.signed != nil {
+	if p.signedBy != nil {
 		return "signed: " + p.ownerDesc
 	}
 	ks := make([]string, len(p.kinds))
@@ -166,6 +197,9 @@ func (p Policy) String() string {
 	s := strings.Join(ks, ", ")
 	if p.owner != nil {
 		s += "; only " + p.ownerDesc
+	}
+	if p.signed {
+		s += "; certificate or signed request"
 	}
 	return s
 }
@@ -227,6 +261,9 @@ type Options struct {
 	Denied func(context.Context, Denial)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Signed authenticates signed requests on routes whose policy accepts
+	// them (nil: no route does).
+	Signed SignedAuthenticator
 }
 
 // Router registers routes with policies and enforces them.
@@ -363,11 +400,21 @@ func (rt *Router) Authorize(r *http.Request, pol Policy) Decision {
 		}
 		d.Principal, d.Certificate = p, cert
 	}
+	if cert == nil && pol.signed && rt.opts.Signed != nil && r.Header.Get("Signature-Input") != "" {
+		p, c, err := rt.opts.Signed.AuthenticateSigned(r)
+		if err != nil {
+			if r.Context().Err() != nil || (!errors.Is(err, httpsig.ErrInvalid) && !errors.Is(err, httpsig.ErrReplay) && !errors.Is(err, httpsig.ErrUnknownKey)) {
+				return Decision{Status: http.StatusServiceUnavailable, Code: "authentication_unavailable", Reason: "cannot check the request signature now"}
+			}
+			return Decision{Status: http.StatusUnauthorized, Code: "signature_rejected", Reason: err.Error()}
+		}
+		d.Principal, d.Certificate = p, c
+	}
 	if pol.public {
 		return d
 	}
-	if pol.signed != nil {
-		if err := pol.signed(r); err != nil {
+	if pol.signedBy != nil {
+		if err := pol.signedBy(r); err != nil {
 			switch {
 			case errors.Is(err, ErrUnsigned):
 				d.Status, d.Code, d.Reason = http.StatusUnauthorized, "signature_required", err.Error()

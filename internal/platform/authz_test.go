@@ -38,6 +38,7 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	// the audit log's signed checkpoints and proofs, for witnesses
 	"GET /v1/audit/checkpoint":  nil,
 	"GET /v1/audit/consistency": nil,
+	"GET /v1/audit/inclusion":   {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	// the operator console (authenticates its operators with passkeys)
 	"/console/":                nil,
 	"GET /console":             nil,

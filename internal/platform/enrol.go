@@ -21,6 +21,7 @@ var enrolCodes = httpx.NewRegistry(
 	httpx.Code{Code: "admin_required", Status: http.StatusForbidden, Message: "This needs the platform administrator's certificate."},
 	httpx.Code{Code: "malformed", Status: http.StatusBadRequest, Message: "The request could not be read."},
 	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: qmsp.ErrGatewayExists},
+	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: qmsp.ErrPayerExists},
 	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: ledger.ErrAccountExists},
 	httpx.Code{Code: "invalid", Status: http.StatusBadRequest, Message: "The enrolment is not valid.", Err: qmsp.ErrFormat},
 	httpx.Code{Code: "invalid", Status: http.StatusBadRequest, Message: "The enrolment is not valid.", Err: pki.ErrBadRequest},

@@ -145,6 +145,7 @@ type Platform struct {
 	KeyCharge *keycharge.QKMP
 	// Publisher signs and publishes the audit log's checkpoints.
 	Publisher *audit.Publisher
+	auditVKey string // the checkpoint verifier key (signed-note), for the console
 	// Router registers every route with its authorization policy.
 	Router *authz.Router
 

@@ -292,10 +292,17 @@ func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, accou
 // EnrolPhone certifies a phone (pub nil: the CA generates the key pair) and
 // binds payer number payer, spending from account, to it. code is the
 // account holder's enrolment code (consent): without a valid one nothing is
-// issued or bound.
+// issued or bound. A payer number bound to another account or phone is
+// refused (qmsp.ErrPayerExists) before anything is issued; when another node
+// bound it in between, the certificate just issued is revoked.
 func (q *QMSP) EnrolPhone(ctx context.Context, phone string, payer uint64, account, code string, pub crypto.PublicKey) (*pki.Issued, error) {
 	var iss *pki.Issued
 	err := q.p.bindPayerDevice(ctx, "qmsp", phone, account, code, func() error {
+		if a, ph, err := q.PPS.PayerBinding(ctx, payer); err == nil && (a != account || ph != phone) {
+			return fmt.Errorf("%w: payer %d", qmsp.ErrPayerExists, payer)
+		} else if err != nil && !errors.Is(err, qmsp.ErrUnknownPayer) {
+			return err
+		}
 		var err error
 		iss, err = q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: phone, PublicKey: pub,
 			Device: &pki.DeviceInfo{Serial: phone, Kind: pki.KindPhone}, Kind: pki.PrincipalPhone, Scheme: "qmsp", Scope: []string{"account:" + account}})

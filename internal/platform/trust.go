@@ -27,6 +27,7 @@ import (
 	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/lease"
 	"github.com/qshield/qshield/pki"
 )
 
@@ -177,7 +178,19 @@ func (p *Platform) ClassicalHandshakes() int64 { return p.classical.Load() }
 // `qshield admin rotate`, never silently on start). A further node of a
 // platform whose admin credential lives elsewhere starts without it
 // (AdminCert stays empty).
+//
+// Nodes starting together each found no admin and issued one, and two
+// writers' admin-key.pem and admin.pem interleaved in a shared directory
+// (issue #14: a node loaded one's certificate with the other's key and every
+// handshake with it failed with "tls: error decrypting message"). The whole
+// check-then-issue runs under one lock across the nodes of the database, and
+// the loader refuses a pair whose key is not the certificate's.
 func (p *Platform) adminCredential(ctx context.Context) error {
+	unlock, err := lease.Lock(ctx, p.DB, "platform admin credential")
+	if err != nil {
+		return fmt.Errorf("platform: admin credential: %w", err)
+	}
+	defer unlock()
 	cert, err := loadAdminFiles(p.StateDir)
 	if err == nil {
 		pr, aerr := p.CA.Authenticate(ctx, cert.Leaf)
@@ -327,7 +340,8 @@ func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("platform: %s: %w", keyPath, err)
 	}
 	if !publicKeysEqual(key.Public(), cert.PublicKey) {
-		return tls.Certificate{}, fmt.Errorf("platform: %s is not the key of %s", keyPath, certPath)
+		return tls.Certificate{}, fmt.Errorf("platform: %s is not the key of %s (serial %s): the pair comes from two issuances; run `qshield admin rotate`",
+			keyPath, certPath, cert.SerialNumber.Text(16))
 	}
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 }
