@@ -12,12 +12,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/consent"
 	"log/slog"
 	"math/big"
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"

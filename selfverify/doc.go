@@ -130,9 +130,11 @@
 // The operator's d_N is stored in the database sealed with the platform's
 // key ([LoadOrCreateOperatorKey]; in clear only without a sealer, in tests);
 // a vendor's d_V is stored in its database in hex. Production would keep d_N
-// in an HSM/KMS. The phone's wallet file is not
-// encrypted at rest. ECQV scalar arithmetic uses math/big (variable time; once
-// per registration). A vendor that crashes between a reservation at N and its
+// in an HSM/KMS. The phone's wallet file is not encrypted at rest. ECQV's
+// scalar arithmetic on secrets is constant time (filippo.io/bigmod); scalars
+// still travel in *big.Int between steps. The look-ups of a token, its
+// confirmations and a deposit answer only a query signed by the owner's key
+// (lookup.go). A vendor that crashes between a reservation at N and its
 // own commit leaves a reservation it will never deposit; it lapses at token
 // close and the money returns to U.
 package selfverify
