@@ -49,7 +49,7 @@ func WatermarkExperiment() experiment.Spec {
 			{Name: "shares", Default: "10", Usage: "n of the (t, n) sharing"},
 			{Name: "frame-rate", Default: "15", Usage: "display loop frames per second"},
 			{Name: "version", Default: "3", Usage: "QR version of every frame"},
-			{Name: "max-module-errors", Default: "0.06", Usage: "scanner policy: most misread rings per share (0: off)"},
+			{Name: "max-module-errors", Default: "0.1", Usage: "scanner policy: most misread rings per share (0: off)"},
 			{Name: "replay-frames", Default: "1", Usage: "merchant-scanner frames per replayed photo (collaborative theft)"},
 			{Name: "timeout", Default: "3s", Usage: "give up a normal payment after this simulated time"},
 			{Name: "seed", Default: "1", Usage: "random seed of the reported runs"},
@@ -582,7 +582,7 @@ func (c *wmChallenges) note() string {
 	if !c.on {
 		return "Scanner challenges: off (time binding alone)."
 	}
-	return fmt.Sprintf("Scanner challenges: on. The scanner shows its per-slot challenge from its first exposure; the phone's front camera holds it %v–%v later (uniform; a modelling assumption: the challenge channel is not rendered through camsim) and binds every frame it starts showing from then on; the scanner waits for t bound stamps and the server requires them from the submitting scanner.", c.delayLo, c.delayHi)
+	return fmt.Sprintf("Scanner challenges: on. The scanner shows its per-slot challenge from its first exposure; the phone's front camera holds it %v–%v later (uniform; a modelling assumption: the challenge channel is not rendered through camsim) and binds every frame it starts showing from then on; the scanner, once it holds t shares, waits for %d of their stamps to be bound (watermark.MinBoundStamps), and the server requires that many bound to the submitting scanner.", c.delayLo, c.delayHi, watermark.MinBoundStamps)
 }
 
 // wmRange parses "a-b" (or one duration) into a range.
