@@ -689,7 +689,7 @@ func wmSkew(ctx context.Context, env *experiment.Env, res *experiment.Result, p 
 	}
 	bar.Done()
 	w := watermark.DefaultWindow()
-	t.Notes = append(t.Notes, fmt.Sprintf("Window: a share's slot must have ended at most %v before the server's receipt and start at most %v after it. The phone sets its slot clock from the server's time in the code response, so its error is about half a round trip plus drift over the code's 60 s life; the ±2 s points show the margin for a phone that ignores that and trusts an NTP-synchronised clock. With scanner challenges on, a bound share's slot is the scanner's (read with its challenge), so the phone's clock only matters for unbound frames, which the scanner does not forward.", w.MaxAge, w.MaxLead))
+	t.Notes = append(t.Notes, fmt.Sprintf("Window: a share's slot must have ended at most %v before the server's receipt and start at most %v after it. The phone sets its slot clock from the server's time in the code response, so its error is about half a round trip plus drift over the code's 60 s life; the ±2 s points show the margin for a phone that ignores that and trusts an NTP-synchronised clock. With scanner challenges on, a bound share's slot is the scanner's (read with its challenge), but a claim needs only 2 bound stamps among its t fresh ones: the others come from frames the phone showed before it read the challenge, stamped by its own slot clock, so the phone's clock error still matters as before.", w.MaxAge, w.MaxLead))
 	plot.Series = []experiment.Series{ser}
 	res.Tables = append(res.Tables, t)
 	res.Plots = append(res.Plots, plot)
