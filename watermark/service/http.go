@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/money"
@@ -63,7 +64,7 @@ type ChallengeKeyResponse struct {
 //	POST /v1/watermark/codes        a phone asks for a fresh code with its limit (phone certificate)
 //	POST /v1/watermark/pay          a scanner redeems a reconstructed code (scanner certificate, Idempotency-Key)
 //	GET  /v1/watermark/challenge-key a scanner fetches its challenge key (scanner certificate; 404 when challenges are off)
-//	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png
+//	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png, …/status (paypage.Status)
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	screens := &screens{m: map[string]*screen{}, now: s.now}
@@ -94,7 +95,7 @@ func (s *Service) Handler() http.Handler {
 		if a, err := s.led.Account(r.Context(), acct); err == nil {
 			limit = money.Format(rec.Limit, a.Currency)
 		}
-		id := screens.add(loop, rec.ExpiresAt, limit)
+		id := screens.add(loop, rec.Handle, rec.ExpiresAt, limit)
 		httpx.WriteJSON(w, http.StatusCreated, CodeResponse{Handle: rec.Handle, Token: code.Token, SlotKey: code.SlotKey, Limit: rec.Limit,
 			ServerTime: s.now(), ExpiresAt: rec.ExpiresAt, Screen: "/watermark/screen/" + id + "/"})
 	})
@@ -149,6 +150,9 @@ func (s *Service) Handler() http.Handler {
 		switch {
 		case file == "" || file == "index.html":
 			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, sc.limit)
+		case file == "status":
+			// The screen's live status: "paid" once a scanner redeemed the code.
+			s.writeScreenStatus(w, r, sc)
 		case file == "loop.gif":
 			// The next few seconds of the loop: its stamps age out after that.
 			var buf bytes.Buffer
@@ -176,6 +180,7 @@ func (s *Service) Handler() http.Handler {
 
 type screen struct {
 	loop    *watermark.Loop
+	handle  string // the code's T1, for its status
 	expires time.Time
 	limit   string // the most the code pays, as people read it ("" unknown)
 }
@@ -186,7 +191,7 @@ type screens struct {
 	now func() time.Time // the service's clock
 }
 
-func (s *screens) add(l *watermark.Loop, expires time.Time, limit string) string {
+func (s *screens) add(l *watermark.Loop, handle string, expires time.Time, limit string) string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
@@ -198,7 +203,7 @@ func (s *screens) add(l *watermark.Loop, expires time.Time, limit string) string
 			delete(s.m, k)
 		}
 	}
-	s.m[id] = &screen{loop: l, expires: expires, limit: limit}
+	s.m[id] = &screen{loop: l, handle: handle, expires: expires, limit: limit}
 	return id
 }
 
@@ -213,7 +218,16 @@ func (s *screens) get(id string) *screen {
 	return sc
 }
 
+// peer names the calling device: the principal the platform's
+// authorization router authenticated (authz.PrincipalFrom; it checked the
+// kind, and a name belongs to one kind) — which is also the only one there
+// is behind a trusted TLS-terminating proxy — or, on a stand-alone server
+// without the router, the common name of the TLS-verified client
+// certificate. "" when there is none.
 func peer(r *http.Request) string {
+	if p := authz.PrincipalFrom(r.Context()); p != nil {
+		return p.Name
+	}
 	cn, _, err := pki.PeerIdentity(r.TLS)
 	if err != nil {
 		return ""
