@@ -128,6 +128,10 @@ func TestWalletPaysQMSPThroughCamera(t *testing.T) {
 			noSideScroll(t, w, "wallet-confirm")
 			walletShot(t, w, "wallet-confirm")
 		}
+		if i == 0 {
+			// Record the signed payment request as it leaves the page.
+			eval[bool](t, w, `(function(){var f=window.fetch;window.recorded=[];window.fetch=function(u,init){window.recorded.push({url:String(u),init:init});return f(u,init)};return true})()`)
+		}
 		do(t, w, "pay", chromedp.Click(chromedp.CSS("#confirm-pay")))
 		waitJS(t, w, "document.body.dataset.view === 'result'", "payment result")
 		if r := eval[string](t, w, "document.body.dataset.result + ': ' + document.getElementById('result-text').textContent"); r != "paid: You paid 12.34 CNY to merchant 1." {
@@ -148,6 +152,18 @@ func TestWalletPaysQMSPThroughCamera(t *testing.T) {
 		t.Fatalf("the filmed unit %v is not spent (%v)", shown.Ref, err)
 	}
 	waitJS(t, w, "document.body.dataset.view === 'home' && document.getElementById('home-balance').textContent === '487.66 CNY'", "balance after paying")
+
+	// The recorded signed payment, replayed byte for byte by the page, is
+	// refused by the signature layer (its nonce is spent), not answered
+	// from the idempotency store, and moves no money.
+	replayed := eval[string](t, w, `(async function(){var r=window.recorded.filter(function(x){return x.url.indexOf('/v1/qmsp/pay')>0})[0];
+		var resp=await fetch(r.url,r.init);var p=await resp.json();return resp.status+' '+p.code})()`)
+	if replayed != "401 signature_rejected" {
+		t.Fatalf("replayed signed payment: %s", replayed)
+	}
+	if a2, _ := p.Ledger.Account(ctx, "wallet-alice"); a2.Balance != a.Balance {
+		t.Fatalf("the replay moved money: %d → %d", a.Balance, a2.Balance)
+	}
 	if got := text(t, w, "#history li .amt"); got != "−12.34 CNY" {
 		t.Errorf("newest history line %q", got)
 	}
