@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/money"
@@ -192,6 +193,11 @@ func (s *screens) get(id string) *screen {
 }
 
 func peer(r *http.Request) string {
+	// The principal the platform's router authenticated (a client
+	// certificate, or a browser wallet's signed request), as qmsp does.
+	if p := authz.PrincipalFrom(r.Context()); p != nil {
+		return p.Name
+	}
 	cn, _, err := pki.PeerIdentity(r.TLS)
 	if err != nil {
 		return ""
