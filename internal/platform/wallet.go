@@ -23,10 +23,14 @@ func (p *Platform) openWallet(ctx context.Context) error {
 }
 
 // startWallet mounts /wallet/ and the wallet API: enrolment with the
-// holder's bioqr enrolment code, as a QMSP phone.
+// holder's bioqr enrolment code, as a QMSP phone that is also registered as
+// the account's watermark phone (one certificate, scoped to the account).
 func (p *Platform) startWallet() {
 	p.Router.Register(p.Wallet.Routes(&wallet.Enroller{
 		UseCode:    p.BioQR.UseEnrolmentCode,
 		EnrolPhone: p.QMSP.EnrolPhone,
+		RegisterWatermark: func(ctx context.Context, name, account string) error {
+			return p.Watermark.Enrol(ctx, name, "phone", account)
+		},
 	})...)
 }

@@ -42,10 +42,15 @@
 // the committed files differ (with the same Go release; built with
 // -trimpath, the build is reproducible).
 //
-// # What is not here yet
+// # Schemes
 //
-// Paying bioqr, selfverify and watermark from the browser, and the merchant
-// scanner page, are not built: the wallet pays QMSP only.
+// QMSP: the wallet scans the gateway's code with the camera and pays.
+// Watermark (seed 003): the wallet asks for a code (signed POST
+// /v1/watermark/codes) and renders its looping frames itself, in
+// WebAssembly (watermark.Loop), full-screen, from T0, the slot key and the
+// server's clock; once shown the loop needs no server. Paying bioqr and
+// selfverify from the browser, and the merchant scanner page, are not
+// built yet.
 package wallet
 
 //go:generate sh -c "GOOS=js GOARCH=wasm go build -trimpath -buildvcs=false -ldflags='-s -w' -o assets/wallet.wasm ./wasm && cp \"$(go env GOROOT)/lib/wasm/wasm_exec.js\" assets/wasm_exec.js && go env GOVERSION > assets/go-version"
@@ -101,6 +106,9 @@ type Enroller struct {
 	// EnrolPhone certifies pub as phone principal name spending from
 	// account with QMSP payer number payer (platform QMSP.EnrolPhone).
 	EnrolPhone func(ctx context.Context, name string, payer uint64, account string, pub crypto.PublicKey) (*pki.Issued, error)
+	// RegisterWatermark, when set, registers the same principal as the
+	// account's watermark phone (seed 003 codes).
+	RegisterWatermark func(ctx context.Context, name, account string) error
 }
 
 // Service is the wallet's server side.
@@ -265,6 +273,13 @@ func (s *Service) enrol(w http.ResponseWriter, r *http.Request, en *Enroller) {
 		s.cfg.Log.Error("wallet enrolment after the code was used", "account", req.Account, "err", err)
 		codes.WriteCode(w, r, "enrolment_refused", "")
 		return
+	}
+	if en.RegisterWatermark != nil {
+		if err := en.RegisterWatermark(r.Context(), name, req.Account); err != nil {
+			s.cfg.Log.Error("wallet: watermark registration", "name", name, "err", err)
+			codes.WriteCode(w, r, httpx.CodeUnavailable, "")
+			return
+		}
 	}
 	httpx.WriteJSON(w, http.StatusCreated, Enrolled{KeyID: iss.Cert.SerialNumber.Text(16), Name: name, Payer: strconv.FormatUint(payer, 10), Account: req.Account})
 }

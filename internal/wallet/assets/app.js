@@ -270,6 +270,60 @@ function result(ok, text) {
   document.body.dataset.result = ok ? 'paid' : 'refused';
 }
 
+// ---------- watermark (seed 003): the looping code, rendered on the phone ----------
+function parseAmount(text) {
+  const m = /^(\d{1,9})(?:[.,](\d{1,2}))?$/.exec(text.trim());
+  if (!m) return 0;
+  return Number(m[1]) * 100 + Number((m[2] || '0').padEnd(2, '0'));
+}
+
+async function showCode(ev) {
+  ev.preventDefault();
+  const limit = parseAmount($('wm-limit').value);
+  if (limit <= 0) { status('Enter an amount such as 50.00.'); return; }
+  $('wm-submit').disabled = true;
+  status('Preparing your code…');
+  try {
+    const body = JSON.stringify({ limit });
+    const resp = await signedFetch('POST', '/v1/watermark/codes', body);
+    if (!resp.ok) { status(await problemText(resp)); return; }
+    const code = await resp.json();
+    const r = globalThis.qshield.watermarkStart(code.token, code.slot_key, Date.parse(code.server_time), Date.now());
+    if (r.error) { status(r.error); return; }
+    status('');
+    state.wmExpires = Date.parse(code.expires_at);
+    $('wm-text').textContent = 'Pays at most ' + $('wm-limit').value.trim() + ' CNY. Valid until ' + new Date(state.wmExpires).toLocaleTimeString() + '.';
+    show('wm');
+    document.body.dataset.wmHandle = r.handle;
+    const canvas = $('wm-canvas');
+    const ctx = canvas.getContext('2d');
+    const draw = () => {
+      if (document.body.dataset.view !== 'wm') return;
+      if (Date.now() > state.wmExpires) {
+        $('wm-text').textContent = 'This code has expired. Show a new one.';
+        ctx.clearRect(0, 0, canvas.width, canvas.height);
+        return;
+      }
+      const f = globalThis.qshield.watermarkFrame(Date.now());
+      if (!f.error) {
+        if (canvas.width !== f.width) { canvas.width = f.width; canvas.height = f.height; }
+        const img = ctx.createImageData(f.width, f.height);
+        for (let i = 0, j = 0; i < f.gray.length; i++, j += 4) {
+          img.data[j] = img.data[j + 1] = img.data[j + 2] = f.gray[i];
+          img.data[j + 3] = 255;
+        }
+        ctx.putImageData(img, 0, 0);
+      }
+      setTimeout(draw, Math.max(10, r.frameMs / 2));
+    };
+    draw();
+  } catch (e) {
+    status('You are offline. A new code needs the connection; a code already shown keeps working.');
+  } finally {
+    $('wm-submit').disabled = false;
+  }
+}
+
 // ---------- start ----------
 function wasmReady() {
   return new Promise((resolve, reject) => {
@@ -286,6 +340,10 @@ async function start() {
   $('confirm-pay').addEventListener('click', pay);
   $('confirm-cancel').addEventListener('click', home);
   $('result-done').addEventListener('click', home);
+  $('show-code').addEventListener('click', () => { status(''); show('wmset'); });
+  $('wm-form').addEventListener('submit', showCode);
+  $('wm-cancel').addEventListener('click', home);
+  $('wm-done').addEventListener('click', home);
   window.addEventListener('online', () => setOffline(false));
   window.addEventListener('offline', () => setOffline(true));
   setOffline(!navigator.onLine);

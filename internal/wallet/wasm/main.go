@@ -8,12 +8,15 @@
 package main
 
 import (
+	"encoding/base64"
 	"image"
 	"syscall/js"
+	"time"
 
 	"github.com/qshield/qshield/internal/wallet/qmspphone"
 	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/qrimg"
+	"github.com/qshield/qshield/watermark"
 )
 
 func main() {
@@ -21,6 +24,9 @@ func main() {
 	api.Set("decodeQR", js.FuncOf(decodeQR))
 	api.Set("readCode", js.FuncOf(readCode))
 	api.Set("buildPayment", js.FuncOf(buildPayment))
+	var wm watermarkLoop
+	api.Set("watermarkStart", js.FuncOf(wm.start))
+	api.Set("watermarkFrame", js.FuncOf(wm.frame))
 	js.Global().Set("qshield", api)
 	if cb := js.Global().Get("qshieldReady"); cb.Type() == js.TypeFunction {
 		cb.Invoke()
@@ -104,4 +110,49 @@ func buildPayment(_ js.Value, args []js.Value) any {
 		shown, cur = c.Amount, c.Currency
 	}
 	return map[string]any{"body": string(body), "idempotencyKey": c.IdempotencyKey(), "amountText": qmspphone.FormatAmount(shown, cur)}
+}
+
+// watermarkLoop renders a watermark code's looping frames on the phone
+// (seed 003): T0 and the slot key come from POST /v1/watermark/codes; every
+// frame is the share the loop shows at that moment of the server-set slot
+// clock, stamped with its slot. Once started it needs no server, so the
+// code keeps looping offline until it expires.
+type watermarkLoop struct {
+	loop   *watermark.Loop
+	offset time.Duration // server clock − local clock at issue
+	period time.Duration
+}
+
+// start(token b64, slotKey b64, serverTimeMs, localTimeMs) → {frameMs} | {error}.
+func (w *watermarkLoop) start(_ js.Value, args []js.Value) any {
+	if len(args) != 4 {
+		return errorObj("watermarkStart needs token, slot key and the two clocks")
+	}
+	t0, err1 := base64.StdEncoding.DecodeString(args[0].String())
+	key, err2 := base64.StdEncoding.DecodeString(args[1].String())
+	if err1 != nil || err2 != nil {
+		return errorObj("The payment code could not be read.")
+	}
+	p := watermark.DefaultParams()
+	l, err := watermark.NewLoop(t0, key, p, nil)
+	if err != nil {
+		return errorObj("The payment code could not be shown.")
+	}
+	w.loop = l
+	w.offset = time.Duration(args[2].Float()-args[3].Float()) * time.Millisecond
+	w.period = time.Duration(float64(time.Second) / p.FrameRate)
+	return map[string]any{"frameMs": float64(w.period.Milliseconds()), "handle": l.Handle}
+}
+
+// frame(localTimeMs) → {width, height, gray Uint8Array} of the frame to show now.
+func (w *watermarkLoop) frame(_ js.Value, args []js.Value) any {
+	if w.loop == nil || len(args) != 1 {
+		return errorObj("no code is being shown")
+	}
+	at := time.UnixMilli(int64(args[0].Float())).Add(w.offset)
+	g := w.loop.ShowAt(at)
+	b := g.Bounds()
+	arr := js.Global().Get("Uint8Array").New(len(g.Pix))
+	js.CopyBytesToJS(arr, g.Pix)
+	return map[string]any{"width": b.Dx(), "height": b.Dy(), "gray": arr}
 }
