@@ -36,31 +36,7 @@ import (
 // the window is the watermark package's concern (its experiment measures
 // it); this test is about the wallet.
 func TestWalletShowsWatermarkLoop(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := fmt.Sprintf("https://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
-	dir := t.TempDir()
-	pctx, cancel := context.WithCancel(context.Background())
-	p, err := platform.Open(pctx, platform.Config{DB: filepath.Join(dir, "qshield.db"), StateDir: dir, PublicURL: base,
-		QKD:             platform.QKDConfig{Off: true, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"},
-		WatermarkWindow: watermark.Window{MaxAge: 60 * time.Second, MaxLead: 2 * time.Second}})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(pctx, ln) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}
-	t.Cleanup(func() { stop(); p.Close() })
+	p, base, stop := runPlatformWindow(t, watermark.Window{MaxAge: 60 * time.Second, MaxLead: 2 * time.Second})
 	ctx := context.Background()
 
 	fundedAccount(t, p, "wm-wallet-alice", 100_00)
@@ -153,4 +129,34 @@ func TestWalletShowsWatermarkLoop(t *testing.T) {
 	stop()
 	first := eval[string](t, w, "document.getElementById('wm-canvas').toDataURL()")
 	waitJS(t, w, fmt.Sprintf("document.getElementById('wm-canvas').toDataURL() !== %q", first), "the loop running offline")
+}
+
+// runPlatformWindow is runPlatform with the watermark service's window.
+func runPlatformWindow(t *testing.T, win watermark.Window) (*platform.Platform, string, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("https://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
+	dir := t.TempDir()
+	pctx, cancel := context.WithCancel(context.Background())
+	p, err := platform.Open(pctx, platform.Config{DB: filepath.Join(dir, "qshield.db"), StateDir: dir, PublicURL: base,
+		QKD: platform.QKDConfig{Off: true, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"}, WatermarkWindow: win})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(pctx, ln) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(func() { stop(); p.Close() })
+	return p, base, stop
 }

@@ -23,7 +23,8 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	h := wm.Handler()
 	// The browser wallet asks for codes with a signed request.
 	p.Router.Handle("POST /v1/watermark/codes", authz.Allow(pki.PrincipalPhone).OrSigned(), h)
-	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner), h)
+	// The browser scanner (/scanner/) pays with a signed request.
+	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner).OrSigned(), h)
 	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
 	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
 		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, pub)

@@ -49,8 +49,15 @@
 // /v1/watermark/codes) and renders its looping frames itself, in
 // WebAssembly (watermark.Loop), full-screen, from T0, the slot key and the
 // server's clock; once shown the loop needs no server. Paying bioqr and
-// selfverify from the browser, and the merchant scanner page, are not
-// built yet.
+// selfverify from the browser is not built yet.
+//
+// The merchant scanner (/scanner/) films the payer's looping watermark code
+// with the camera and reconstructs its token frame by frame
+// (watermark/scan in WebAssembly), then submits POST /v1/watermark/pay
+// signed with its own non-extractable key. Its key is registered by an
+// administrator (POST /v1/watermark/admin/devices with the public key the
+// page shows, role scanner); the page keeps the device number (the
+// certificate serial) it is given.
 package wallet
 
 //go:generate sh -c "GOOS=js GOARCH=wasm go build -trimpath -buildvcs=false -ldflags='-s -w' -o assets/wallet.wasm ./wasm && cp \"$(go env GOROOT)/lib/wasm/wasm_exec.js\" assets/wasm_exec.js && go env GOVERSION > assets/go-version"
@@ -166,8 +173,8 @@ func (rv *resolver) PublicKey(ctx context.Context, keyID string) (*ecdsa.PublicK
 		}
 		return nil, err
 	}
-	if p.Kind != pki.PrincipalPhone {
-		return nil, fmt.Errorf("%w: only a phone's key may sign requests (this is a %s)", httpsig.ErrUnknownKey, p.Kind)
+	if p.Kind != pki.PrincipalPhone && p.Kind != pki.PrincipalScanner {
+		return nil, fmt.Errorf("%w: only a phone's or a scanner's key may sign requests (this is a %s)", httpsig.ErrUnknownKey, p.Kind)
 	}
 	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() {
@@ -198,11 +205,14 @@ var codes = httpx.NewRegistry(
 // the pages and verifies signatures but does not enrol.
 func (s *Service) Routes(en *Enroller) []authz.Route {
 	static, _ := fs.Sub(assets, "assets")
+	scannerFiles, _ := fs.Sub(assets, "assets/scanner")
 	files := http.FileServerFS(static)
 	rs := []authz.Route{
 		{Pattern: "GET /wallet", Policy: authz.Public("redirects to the wallet's page"), Handler: http.RedirectHandler("/wallet/", http.StatusMovedPermanently)},
 		{Pattern: "GET /wallet/{file...}", Policy: authz.Public("the wallet web app's static files; they hold no data, every API call is signed"), Handler: http.StripPrefix("/wallet", securityHeaders(files))},
 		{Pattern: "GET /v1/wallet/me", Policy: authz.Allow(pki.PrincipalPhone).OrSigned(), Handler: http.HandlerFunc(s.me)},
+		{Pattern: "GET /scanner", Policy: authz.Public("redirects to the merchant scanner's page"), Handler: http.RedirectHandler("/scanner/", http.StatusMovedPermanently)},
+		{Pattern: "GET /scanner/{file...}", Policy: authz.Public("the merchant scanner web app's static files; they hold no data, every API call is signed"), Handler: http.StripPrefix("/scanner", securityHeaders(http.FileServerFS(scannerFiles)))},
 	}
 	if en != nil {
 		rs = append(rs, authz.Route{Pattern: "POST /v1/wallet/enrol", Policy: authz.Public("authenticated by the account holder's single-use enrolment code; certifies the browser's own key as a phone"),

@@ -6,75 +6,13 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const enc = new TextEncoder();
 const state = { wallet: null, stream: null, scanning: false, code: null, offer: null };
 
-// ---------- storage (IndexedDB: the key pair and what the wallet saved) ----------
-function idb() {
-  return new Promise((resolve, reject) => {
-    const rq = indexedDB.open('qshield-wallet', 1);
-    rq.onupgradeneeded = () => rq.result.createObjectStore('kv');
-    rq.onsuccess = () => resolve(rq.result);
-    rq.onerror = () => reject(rq.error);
-  });
-}
-async function kvGet(key) {
-  const db = await idb();
-  return new Promise((resolve, reject) => {
-    const rq = db.transaction('kv').objectStore('kv').get(key);
-    rq.onsuccess = () => resolve(rq.result);
-    rq.onerror = () => reject(rq.error);
-  });
-}
-async function kvPut(key, value) {
-  const db = await idb();
-  return new Promise((resolve, reject) => {
-    const tx = db.transaction('kv', 'readwrite');
-    tx.objectStore('kv').put(value, key);
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error);
-  });
-}
-
-// ---------- encoding ----------
-function b64(buf) {
-  const b = new Uint8Array(buf);
-  let s = '';
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]);
-  return btoa(s);
-}
-function b64url(buf) { return b64(buf).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, ''); }
-
-// ---------- signed requests (RFC 9421, ecdsa-p256-sha256, RFC 9530 digest) ----------
-async function signedFetch(method, path, body, extra) {
-  const w = state.wallet;
-  const url = new URL(path, location.origin);
-  const headers = new Headers();
-  const lines = [];
-  const comps = [];
-  const add = (name, value) => { comps.push('"' + name + '"'); lines.push('"' + name + '": ' + value); };
-  add('@method', method);
-  add('@target-uri', url.href);
-  if (body !== undefined) {
-    const digest = 'sha-256=:' + b64(await crypto.subtle.digest('SHA-256', enc.encode(body))) + ':';
-    headers.set('Content-Type', 'application/json');
-    headers.set('Content-Digest', digest);
-    add('content-digest', digest);
-    add('content-type', 'application/json');
-  }
-  for (const [k, v] of Object.entries(extra || {})) {
-    headers.set(k, v);
-    add(k.toLowerCase(), v);
-  }
-  const created = Math.floor(Date.now() / 1000);
-  const nonce = b64url(crypto.getRandomValues(new Uint8Array(16)));
-  const params = '(' + comps.join(' ') + ');created=' + created + ';expires=' + (created + 60) +
-    ';nonce="' + nonce + '";keyid="' + w.keyId + '";alg="ecdsa-p256-sha256"';
-  lines.push('"@signature-params": ' + params);
-  const sig = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, w.privateKey, enc.encode(lines.join('\n')));
-  headers.set('Signature-Input', 'wallet=' + params);
-  headers.set('Signature', 'wallet=:' + b64(sig) + ':');
-  return fetch(url, { method, headers, body, cache: 'no-store', credentials: 'omit' });
+// ---------- storage and signed requests: sign.js ----------
+const kv = qsStore('qshield-wallet');
+const kvGet = kv.get, kvPut = kv.put;
+function signedFetch(method, path, body, extra) {
+  return qsSignedFetch(state.wallet.keyId, state.wallet.privateKey, method, path, body, extra);
 }
 
 // problemText turns an error answer into a sentence for the payer; internal

@@ -8,7 +8,10 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"image"
 	"syscall/js"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/watermark"
+	"github.com/qshield/qshield/watermark/scan"
 )
 
 func main() {
@@ -27,6 +31,9 @@ func main() {
 	var wm watermarkLoop
 	api.Set("watermarkStart", js.FuncOf(wm.start))
 	api.Set("watermarkFrame", js.FuncOf(wm.frame))
+	var sc scanner
+	api.Set("scanStart", js.FuncOf(sc.start))
+	api.Set("scanFrame", js.FuncOf(sc.frame))
 	js.Global().Set("qshield", api)
 	if cb := js.Global().Get("qshieldReady"); cb.Type() == js.TypeFunction {
 		cb.Invoke()
@@ -155,4 +162,65 @@ func (w *watermarkLoop) frame(_ js.Value, args []js.Value) any {
 	arr := js.Global().Get("Uint8Array").New(len(g.Pix))
 	js.CopyBytesToJS(arr, g.Pix)
 	return map[string]any{"width": b.Dx(), "height": b.Dy(), "gray": arr}
+}
+
+// scanner is the merchant scanner's side of seed 003: camera frames are
+// added to a watermark/scan session until the shares of one code
+// reconstruct T0; the result becomes the body of POST /v1/watermark/pay.
+type scanner struct {
+	sess     *scan.Session
+	amount   int64
+	currency string
+	attempt  string // idempotency: one scan session is one payment attempt
+}
+
+// start(amountText, currencyCode) → {need} | {error}: a new session for a
+// payment of that amount.
+func (s *scanner) start(_ js.Value, args []js.Value) any {
+	if len(args) != 2 {
+		return errorObj("scanStart needs the amount and the currency")
+	}
+	a, err := money.ParsePositive(args[0].String(), args[1].String())
+	if err != nil {
+		return errorObj("Enter an amount such as 12.34.")
+	}
+	p := watermark.DefaultParams()
+	sess, err := scan.NewSession(p, true, nil)
+	if err != nil {
+		return errorObj("The scanner could not start.")
+	}
+	var nb [9]byte
+	if _, err := rand.Read(nb[:]); err != nil {
+		return errorObj("The scanner could not start.")
+	}
+	s.sess, s.amount, s.currency, s.attempt = sess, a.Minor, a.Currency.Code, base64.RawURLEncoding.EncodeToString(nb[:])
+	return map[string]any{"need": p.Threshold, "amountText": a.String()}
+}
+
+// frame(rgba, width, height) → {have, need} and, once the code is
+// reconstructed, {body, idempotencyKey}.
+func (s *scanner) frame(_ js.Value, args []js.Value) any {
+	if s.sess == nil || len(args) != 3 {
+		return errorObj("the scanner is not started")
+	}
+	w, h := args[1].Int(), args[2].Int()
+	if w <= 0 || h <= 0 || w*h > 4096*4096 || args[0].Length() != w*h*4 {
+		return errorObj("frame size does not match its pixels")
+	}
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	js.CopyBytesToGo(img.Pix, args[0])
+	ev, err := s.sess.Add(context.Background(), img)
+	if err != nil {
+		return errorObj("the frame could not be read")
+	}
+	out := map[string]any{"have": ev.Have, "need": ev.Need}
+	if r := ev.Result; r != nil {
+		body, err := json.Marshal(map[string]any{"handle": r.Handle, "token": r.Token, "stamps": r.Stamps, "amount": s.amount, "currency": s.currency})
+		if err != nil {
+			return errorObj("the payment could not be prepared")
+		}
+		out["body"] = string(body)
+		out["idempotencyKey"] = "wm-" + r.Handle + "-" + s.attempt
+	}
+	return out
 }
