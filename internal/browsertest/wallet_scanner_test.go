@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"image"
+	"math/rand/v2"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -18,12 +19,14 @@ import (
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/watermark"
+	"github.com/qshield/qshield/watermark/camsim"
 	"github.com/qshield/qshield/watermark/service"
 )
 
 // TestScannerReadsWatermarkLoop: the merchant scanner page films a payer's
 // looping watermark code through Chromium's fake camera (a Y4M of the
-// loop's frames, stamped with the current slot), reconstructs the token
+// loop, stamped with the current slot, filmed through the camera
+// simulator), reconstructs the token
 // frame by frame in WebAssembly, and pays with a request signed by its own
 // key, registered by the administrator; the same recording played again
 // is refused in words and moves no money.
@@ -53,15 +56,32 @@ func TestScannerReadsWatermarkLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The recording: every share's frame of the current slot, as the phone
-	// shows them, held in front of a 640×480 camera.
+	// The recording: the phone's loop (the current slot's frames at 15
+	// frames/s) filmed through the camera simulator's close-scan profile (a
+	// 1280×720 scanner camera 11 cm from the screen: perspective, panel
+	// structure, optics and motion blur, rolling shutter, sensor noise,
+	// JPEG), one second at 30 frames/s.
+	prof := camsim.CloseScan()
+	setup, err := prof.Draw(rand.New(rand.NewPCG(19, 3)), 0, 110)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scene := &camsim.Scene{Display: prof.Display, Frames: loop.Frames(watermark.SlotAt(time.Now())), FrameRate: watermark.DefaultParams().FrameRate}
+	film, err := setup.Camera.NewSession(scene, setup.Pose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noise := rand.New(rand.NewPCG(19, 4))
 	var frames []image.Image
-	for _, f := range loop.Frames(watermark.SlotAt(time.Now())) {
-		fr := browsertest.Frame(f, 640, 480, 0.95, 235)
-		frames = append(frames, fr, fr)
+	for i := 0; i < 30; i++ {
+		g, err := film.Capture(time.Duration(i)*time.Second/30, noise)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, g)
 	}
 	cam := filepath.Join(t.TempDir(), "loop.y4m")
-	if err := browsertest.WriteY4MFile(cam, frames, 15); err != nil {
+	if err := browsertest.WriteY4MFile(cam, frames, 30); err != nil {
 		t.Fatal(err)
 	}
 
