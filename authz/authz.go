@@ -15,8 +15,11 @@
 //
 // Policies. A Policy names the kinds that may call a route, optionally
 // with an ownership check run after authentication (a charger sees only its
-// own charges, a POS only its own display). Public routes must say why they
-// are public. A Router refuses (panics at start-up on) a route registered
+// own charges, a POS only its own display). Parties that hold no platform
+// certificate but a key of their scheme (seed 002's ECQV users and vendors)
+// reach their own objects through a Signed policy: the middleware runs the
+// route's RequestCheck, which verifies a signature over the request by the
+// object owner's key. Public routes must say why they are public. A Router refuses (panics at start-up on) a route registered
 // without a policy, and Routes lists every route with its policy, so a test
 // can walk all routes with every kind of principal.
 //
@@ -55,6 +58,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/httpsig"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
@@ -82,6 +86,16 @@ type SignedAuthenticator interface {
 	AuthenticateSigned(r *http.Request) (*pki.Principal, *x509.Certificate, error)
 }
 
+// ErrUnsigned is what a RequestCheck returns (wrapped) for a request that
+// carries no usable signature (401).
+var ErrUnsigned = errors.New("authz: the request is not signed by the owner's key")
+
+// RequestCheck authenticates a request by a signature over it made with the
+// key of the resource's owner: nil admits it; an error wrapping ErrUnsigned
+// refuses it with 401, one wrapping ErrNotOwner (a signature by another key,
+// or a resource that does not exist) with 403, any other with 500.
+type RequestCheck func(r *http.Request) error
+
 // Policy says who may call a route.
 type Policy struct {
 	signed    bool
@@ -90,7 +104,23 @@ type Policy struct {
 	kinds     []pki.PrincipalKind
 	owner     OwnerCheck
 	ownerDesc string
+	signedBy  RequestCheck
 }
+
+// Signed is the policy of a route whose caller proves with a signature over
+// the request, checked by check, that it owns the resource (desc says by
+// whose key, e.g. "signed by the token holder's key"). No certificate is
+// needed and none is enough.
+func Signed(desc string, check RequestCheck) Policy {
+	if strings.TrimSpace(desc) == "" || check == nil {
+		panic("authz: a signed route needs a description and a check")
+	}
+	return Policy{signedBy: check, ownerDesc: desc}
+}
+
+// IsSigned reports whether the route is authenticated by a signature
+// over the request rather than by a principal's certificate.
+func (p Policy) IsSigned() bool { return p.signedBy != nil }
 
 // Public is the policy of a route any caller may use, with or without a
 // certificate; reason says why (it is listed with the route).
@@ -150,12 +180,15 @@ func (p Policy) Kinds() []pki.PrincipalKind { return slices.Clone(p.kinds) }
 // HasOwnerCheck reports whether the policy checks ownership.
 func (p Policy) HasOwnerCheck() bool { return p.owner != nil }
 
-func (p Policy) valid() bool { return p.public || len(p.kinds) > 0 }
+func (p Policy) valid() bool { return p.public || len(p.kinds) > 0 || p.signedBy != nil }
 
 // String describes the policy ("public: reason", "admin, operator; owner: …").
 func (p Policy) String() string {
 	if p.public {
 		return "public: " + p.reason
+	}
+	if p.signedBy != nil {
+		return "signed: " + p.ownerDesc
 	}
 	ks := make([]string, len(p.kinds))
 	for i, k := range p.kinds {
@@ -269,7 +302,7 @@ func (rt *Router) Handle(pattern string, pol Policy, h http.Handler) {
 	if !pol.valid() {
 		panic("authz: route " + pattern + " registered without a policy")
 	}
-	if !pol.public && rt.opts.Auth == nil {
+	if len(pol.kinds) > 0 && rt.opts.Auth == nil {
 		panic("authz: route " + pattern + " needs an Authenticator")
 	}
 	rt.mu.Lock()
@@ -380,6 +413,19 @@ func (rt *Router) Authorize(r *http.Request, pol Policy) Decision {
 	if pol.public {
 		return d
 	}
+	if pol.signedBy != nil {
+		if err := pol.signedBy(r); err != nil {
+			switch {
+			case errors.Is(err, ErrUnsigned):
+				d.Status, d.Code, d.Reason = http.StatusUnauthorized, "signature_required", err.Error()
+			case errors.Is(err, ErrNotOwner):
+				d.Status, d.Code, d.Reason = http.StatusForbidden, "not_owner", err.Error()
+			default:
+				d.Status, d.Code, d.Reason = http.StatusInternalServerError, "internal", "internal error"
+			}
+		}
+		return d
+	}
 	if d.Principal == nil {
 		d.Status, d.Code, d.Reason = http.StatusUnauthorized, "client_certificate_required", "this endpoint needs a client certificate issued by the platform CA"
 		return d
@@ -419,7 +465,7 @@ func (rt *Router) wrap(pattern string, pol Policy, h http.Handler) http.Handler 
 		}
 		switch {
 		case d.Status == 0:
-		case d.Principal == nil && (d.Status == http.StatusUnauthorized):
+		case d.Principal == nil && (d.Status == http.StatusUnauthorized || d.Status == http.StatusForbidden):
 			rt.refuseAnonymous(w, r, pattern, src, d.Status, d.Code, d.Reason)
 			return
 		case d.Status == http.StatusForbidden:
@@ -430,7 +476,14 @@ func (rt *Router) wrap(pattern string, pol Policy, h http.Handler) http.Handler 
 			return
 		}
 		if d.Principal != nil {
-			r = r.WithContext(WithCertificate(WithPrincipal(r.Context(), d.Principal), d.Certificate))
+			// The server named the caller from the TLS connection before
+			// routing; behind a trusted proxy there is none, so name the
+			// authenticated principal here (logs, idempotency scopes).
+			if ri := httpx.RequestInfoFrom(r.Context()); ri != nil {
+				ri.SetPrincipal("cert:" + d.Principal.Serial)
+			}
+			ctx := audit.WithActor(r.Context(), d.Principal.Serial)
+			r = r.WithContext(WithCertificate(WithPrincipal(ctx, d.Principal), d.Certificate))
 		}
 		h.ServeHTTP(w, r)
 	})

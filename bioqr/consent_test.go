@@ -110,33 +110,3 @@ func TestSecondPOSWithTheSameSerial(t *testing.T) {
 		}
 	})
 }
-
-// TestUseEnrolmentCode: the exported use of a code (the browser wallet's
-// enrolment) is single-use and bound to its account.
-func TestUseEnrolmentCode(t *testing.T) {
-	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
-		f := newFixture(t, db)
-		st := f.rig.Settlement
-		victim := f.rig.Payer
-		other := "bioqr-other-" + randSuffix()
-		if _, err := f.led.CreateAccount(f.ctx, ledger.NewAccount{ID: other, Owner: "o", Kind: ledger.KindUser, Currency: "CNY"}); err != nil {
-			t.Fatal(err)
-		}
-		code, err := st.IssueEnrolmentCode(f.ctx, "operator", victim)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.UseEnrolmentCode(f.ctx, other, code.Code, "wallet-x"); !errors.Is(err, ErrConsent) {
-			t.Fatalf("code used for another account: %v", err)
-		}
-		if err := st.UseEnrolmentCode(f.ctx, victim, "AAAAAAAAAAAAAAAA", "wallet-x"); !errors.Is(err, ErrConsent) {
-			t.Fatalf("made-up code: %v", err)
-		}
-		if err := st.UseEnrolmentCode(f.ctx, victim, code.Code, "wallet-x"); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.UseEnrolmentCode(f.ctx, victim, code.Code, "wallet-y"); !errors.Is(err, ErrConsent) {
-			t.Fatalf("code used twice: %v", err)
-		}
-	})
-}

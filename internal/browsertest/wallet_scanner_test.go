@@ -38,7 +38,11 @@ func TestScannerReadsWatermarkLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The payer's phone (the CLI's way, certificate) asks for a code.
-	iss, err := p.EnrolWatermarkDevice(ctx, "scan-payer-phone", "phone", "scan-payer", nil)
+	pc, err := p.BioQR.IssueEnrolmentCode(ctx, "test", "scan-payer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := p.EnrolWatermarkDevice(ctx, "scan-payer-phone", "phone", "scan-payer", pc.Code, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +105,7 @@ func TestScannerReadsWatermarkLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := p.EnrolWatermarkDevice(ctx, "scan-till-1", "scanner", "scan-shop", pub)
+	sc, err := p.EnrolWatermarkDevice(ctx, "scan-till-1", "scanner", "scan-shop", "", pub)
 	if err != nil {
 		t.Fatal(err)
 	}

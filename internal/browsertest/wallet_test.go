@@ -224,7 +224,11 @@ func TestWalletPaysQMSPThroughCamera(t *testing.T) {
 	// The peer in the same run: the CLI's phone (qmsp.Phone over HTTPS with
 	// a client certificate) paying the same gateway, back to back.
 	fundedAccount(t, p, "wallet-cli", 500_00)
-	iss, err := p.QMSP.IssuePhone(ctx, "wallet-cli-phone", 77, "wallet-cli")
+	cliCode, err := p.BioQR.IssueEnrolmentCode(ctx, "test", "wallet-cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := p.QMSP.IssuePhone(ctx, "wallet-cli-phone", 77, "wallet-cli", cliCode.Code)
 	if err != nil {
 		t.Fatal(err)
 	}

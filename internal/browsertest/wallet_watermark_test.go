@@ -43,7 +43,7 @@ func TestWalletShowsWatermarkLoop(t *testing.T) {
 	if _, err := p.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: "wm-wallet-shop", Owner: "shop", Kind: ledger.KindMerchant, Currency: "CNY"}); err != nil {
 		t.Fatal(err)
 	}
-	iss, err := p.EnrolWatermarkDevice(ctx, "wm-wallet-scanner", "scanner", "wm-wallet-shop", nil)
+	iss, err := p.EnrolWatermarkDevice(ctx, "wm-wallet-scanner", "scanner", "wm-wallet-shop", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

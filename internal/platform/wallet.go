@@ -27,7 +27,6 @@ func (p *Platform) openWallet(ctx context.Context) error {
 // the account's watermark phone (one certificate, scoped to the account).
 func (p *Platform) startWallet() {
 	p.Router.Register(p.Wallet.Routes(&wallet.Enroller{
-		UseCode:    p.BioQR.UseEnrolmentCode,
 		EnrolPhone: p.QMSP.EnrolPhone,
 		RegisterWatermark: func(ctx context.Context, name, account string) error {
 			return p.Watermark.Enrol(ctx, name, "phone", account)

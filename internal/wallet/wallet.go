@@ -8,12 +8,11 @@
 // The browser generates an ECDSA P-256 key with WebCrypto, non-extractable,
 // and keeps the CryptoKey in IndexedDB. Enrolment (POST /v1/wallet/enrol,
 // public: it is authenticated by the account holder's single-use enrolment
-// code, the same codes bioqr issues at POST /v1/bioqr/enrolment-codes)
-// consumes the code and has the platform CA certify the public key as a
-// principal of kind phone, scoped to the account, and registers a payer
-// number for it at the QMSP PPS — exactly what an administrator's QMSP
-// phone enrolment does, but with the holder's consent instead of the
-// admin's certificate. The certificate never leaves the server: a browser
+// code, package consent, the codes every payer device needs) is the QMSP
+// phone enrolment (platform QMSP.EnrolPhone): it uses the code, has the
+// platform CA certify the public key as a principal of kind phone scoped to
+// the account, and registers a payer number for it at the QMSP PPS; the
+// same principal is registered as the account's watermark phone. The certificate never leaves the server: a browser
 // cannot present it. Instead every API request is signed with HTTP Message
 // Signatures (package httpsig) under key ID = the certificate's serial;
 // Service.AuthenticateSigned looks the serial up in the CA's register and
@@ -82,6 +81,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/authz"
+	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/httpsig"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
@@ -107,12 +107,11 @@ type Config struct {
 
 // Enroller binds a browser key to an account (set once the schemes run).
 type Enroller struct {
-	// UseCode consumes the account holder's enrolment code for account
-	// (bioqr.Settlement.UseEnrolmentCode).
-	UseCode func(ctx context.Context, account, code, usedBy string) error
 	// EnrolPhone certifies pub as phone principal name spending from
-	// account with QMSP payer number payer (platform QMSP.EnrolPhone).
-	EnrolPhone func(ctx context.Context, name string, payer uint64, account string, pub crypto.PublicKey) (*pki.Issued, error)
+	// account with QMSP payer number payer, with the account holder's
+	// enrolment code (package consent; platform QMSP.EnrolPhone): without a
+	// valid code nothing is issued or bound, and the code is used once.
+	EnrolPhone func(ctx context.Context, name string, payer uint64, account, code string, pub crypto.PublicKey) (*pki.Issued, error)
 	// RegisterWatermark, when set, registers the same principal as the
 	// account's watermark phone (seed 003 codes).
 	RegisterWatermark func(ctx context.Context, name, account string) error
@@ -272,16 +271,15 @@ func (s *Service) enrol(w http.ResponseWriter, r *http.Request, en *Enroller) {
 	}
 	name := "wallet-" + hex.EncodeToString(rb[:6])
 	payer := binary.BigEndian.Uint64(rb[4:]) & (1<<53 - 1) // exact in JavaScript
-	if err := en.UseCode(r.Context(), req.Account, req.Code, name); err != nil {
-		s.cfg.Log.Info("wallet enrolment refused", "account", req.Account, "err", err)
-		codes.WriteCode(w, r, "enrolment_refused", "")
-		return
-	}
-	iss, err := en.EnrolPhone(r.Context(), name, payer, req.Account, ek)
+	iss, err := en.EnrolPhone(r.Context(), name, payer, req.Account, req.Code, ek)
 	if err != nil {
-		// The code is spent: the holder asks for another (fail closed).
-		s.cfg.Log.Error("wallet enrolment after the code was used", "account", req.Account, "err", err)
-		codes.WriteCode(w, r, "enrolment_refused", "")
+		if errors.Is(err, consent.ErrConsent) || errors.Is(err, consent.ErrAccountNotEligible) {
+			s.cfg.Log.Info("wallet enrolment refused", "account", req.Account, "err", err)
+			codes.WriteCode(w, r, "enrolment_refused", "")
+			return
+		}
+		s.cfg.Log.Error("wallet enrolment", "account", req.Account, "err", err)
+		codes.WriteCode(w, r, httpx.CodeUnavailable, "")
 		return
 	}
 	if en.RegisterWatermark != nil {
