@@ -7,13 +7,17 @@
 // with a key from QSHIELD_CA_KEY (a 32-byte key in hex/base64, or a passphrase
 // run through argon2id). When the variable is unset, the key is derived from
 // the platform master key (QSHIELD_PLATFORM_KEY, or a random platform.key
-// created once in the state directory, mode 0600) — or read from ca-seal.key
+// created once in the secret directory, mode 0600) — or read from ca-seal.key
 // where an older installation created one — so that a stolen database alone
 // does not reveal the CA key. Nodes of one platform get the same
 // QSHIELD_PLATFORM_KEY from a secret store; everything else they share is in
 // the database.
-// Key files (platform.key, an older ca-seal.key) live in QSHIELD_SECRET_DIR
-// when it is set, else in the state directory; Open warns when they sit
+// Key files (platform.key, an older ca-seal.key, the stand-alone key
+// manager's kme-master.key) live in QSHIELD_SECRET_DIR when it is set, else
+// in DefaultSecretDir(state directory) — "<dir>-secrets", beside the data
+// directory, never in it. Files of an older layout found in the state
+// directory are moved there when first opened; two different copies are an
+// error (ErrSecretsDiffer). Open warns when QSHIELD_SECRET_DIR puts them
 // beside the SQLite database they seal.
 //
 // The state directory also receives the files a client needs to talk to the
@@ -35,7 +39,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/watermark"
 	"log/slog"
 	"net"
@@ -48,6 +51,7 @@ import (
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/bioqr"
+	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/console"
@@ -70,7 +74,8 @@ const CAName = "platform"
 type Config struct {
 	// DB is the database DSN ("" = the default SQLite file).
 	DB string
-	// StateDir holds ca-seal.key, ca.pem and the admin client certificate;
+	// StateDir holds ca.pem and the admin client certificate (its sealing
+	// keys are in its secret directory, see DefaultSecretDir);
 	// "" means the directory of the SQLite file, or ~/.config/qshield for PostgreSQL.
 	StateDir string
 	// InsecureHTTP serves plain HTTP (only for use behind a TLS proxy).
@@ -425,7 +430,7 @@ func LoadClientTLS(dir string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("platform: admin certificate: %w", err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost"}, nil
+	return pki.TLSClientConfig(pool, "localhost", cert), nil
 }
 
 // EnvAuditKey names the environment variable holding the audit trail's HMAC

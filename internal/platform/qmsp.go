@@ -212,8 +212,8 @@ func (q *QMSP) ProvisionGateway(ctx context.Context, gi string, merchant uint32,
 	if err != nil {
 		return nil, err
 	}
-	if b, err := os.ReadFile(keyPath); err == nil {
-		k, err := pki.ParsePrivateKeyPEM(b, keyEnc)
+	if _, err := os.Stat(keyPath); err == nil {
+		k, err := pki.LoadPrivateKeyFile(keyPath, keyEnc) // reseals a legacy (QSK1) key file
 		if err != nil {
 			return nil, fmt.Errorf("platform: gateway key: %w", err)
 		}

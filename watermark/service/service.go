@@ -34,6 +34,7 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/watermark"
 )
@@ -264,7 +265,7 @@ func (s *Service) pay(ctx context.Context, merchantAccount string, c watermark.C
 			return nil
 		}
 		err = s.audit.RecordTx(ctx, tx, audit.Entry{Actor: merchantAccount, Event: "watermark.pay", Outcome: "success", Origin: "watermark", Resource: handle,
-			Details: map[string]string{"amount": strconv.FormatInt(amount, 10) + " " + currency, "transfer": t.ID}})
+			Details: map[string]string{"amount": money.Format(amount, currency), "transfer": t.ID}})
 		return err
 	})
 	if err != nil {
