@@ -34,7 +34,7 @@
 // than a vendored JavaScript decoder: BarcodeDetector is missing from
 // Chromium on Linux, and one decoder for the CLI, the tests and the browser
 // means one behaviour to test; no JavaScript dependency is added. The
-// module is 5 MB, cached by the service worker after the first visit.
+// module is about 6 MB, cached by the service worker after the first visit.
 //
 // assets/wallet.wasm and assets/wasm_exec.js are generated (`go generate
 // ./internal/wallet`) and TestAssetsUpToDate rebuilds them and fails when
