@@ -78,7 +78,8 @@ func (p *Platform) startQMSP(ctx context.Context) error {
 	css, pps := q.CSS.Handler(), q.PPS.Handler()
 	p.Router.Handle("POST /v1/qmsp/css/keys", authz.Allow(pki.PrincipalGateway), css)
 	p.Router.Handle("POST /v1/qmsp/css/ack", authz.Allow(pki.PrincipalGateway), css)
-	p.Router.Handle("POST /v1/qmsp/pay", authz.Allow(pki.PrincipalPhone), pps)
+	// A browser wallet pays with a request signed by its registered key.
+	p.Router.Handle("POST /v1/qmsp/pay", authz.Allow(pki.PrincipalPhone).OrSigned(), pps)
 	p.Router.Handle("GET /qmsp/gateways/{gi}/{file...}", authz.Public("a gateway's screen: the signed QR codes it shows to payers"), http.HandlerFunc(q.servePage))
 	p.Router.Handle("POST /v1/qmsp/gateways/{gi}/sale", authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator), http.HandlerFunc(q.setSale))
 	q.adminRoutes()
