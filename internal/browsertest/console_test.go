@@ -422,6 +422,29 @@ func TestConsoleAdminTools(t *testing.T) {
 	noRawJSON(t, admin, "live charts")
 	screenshot(t, admin, "console-charts")
 
+	// The merchant's operator (an invitation naming merchant 1) sets the
+	// built-in till's next sale; the till's screen then asks for it.
+	mlink, _, err := p.Console.InviteScoped(ctx, "Mia Merchant", console.RoleOperator, []string{"merchant:1"}, "admin:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	merchant, _ := passkeyTab(t, bctx)
+	register(t, merchant, mlink)
+	do(t, merchant, "tills", chromedp.Navigate(base+"/console/tills"), chromedp.WaitVisible(chromedp.CSS("#amount-GW-0001")),
+		chromedp.SetValue(chromedp.CSS("#amount-GW-0001"), "8.80"))
+	clickAndLoad(t, merchant, "form[action='/console/tills/GW-0001/sale'] button")
+	if got := text(t, merchant, ".flash"); !strings.Contains(got, "8.80 CNY") {
+		t.Fatalf("after setting the sale: %q", got)
+	}
+	screenshot(t, merchant, "console-tills")
+	do(t, merchant, "till screen", chromedp.Navigate(base+"/qmsp/gateways/"+platform.BuiltinGateway+"/"), chromedp.WaitVisible(chromedp.CSS("#amount")))
+	if got := text(t, merchant, "#amount"); got != "8.80 CNY" {
+		t.Fatalf("the till's screen shows %q, want the sale's 8.80 CNY", got)
+	}
+	if d, err := g.Current(ctx); err != nil || d.Amount != 8_80 || d.Currency != 156 {
+		t.Fatalf("the till's code carries %+v (%v)", d, err)
+	}
+
 	// An auditor may read the proofs but not issue certificates.
 	alink, _, err := p.Console.Invite(ctx, "Otto Auditor", console.RoleAuditor, "admin:test")
 	if err != nil {

@@ -52,6 +52,8 @@ type Config struct {
 	// Origin is the console's origin, e.g. "https://localhost:8443"; its host
 	// is the WebAuthn relying-party ID (a domain name, not an IP address).
 	Origin string
+	// Tills are the QMSP gateways the platform runs (optional).
+	Tills TillService
 	// AuditVerifierKey is the audit log's checkpoint verifier key (a
 	// signed-note key, audit-checkpoint.vkey): the console checks every
 	// checkpoint's signature with it. "" shows checkpoints as unverified.

@@ -53,6 +53,8 @@ func (c *Console) routes() {
 	guarded("GET /console/devices", RoleAuditor, c.devices)
 	guarded("POST /console/devices/{serial}/revoke", RoleAdmin, c.revoke)
 	guarded("POST /console/storage/{serial}", RoleOperator, c.storageAction)
+	guarded("GET /console/tills", RoleAuditor, c.tills)
+	guarded("POST /console/tills/{gi}/sale", RoleOperator, c.setSale)
 	guarded("GET /console/certs", RoleAdmin, c.certsPage)
 	guarded("POST /console/certs", RoleAdmin, c.issueCert)
 	guarded("GET /console/certs/{file}", RoleAuditor, c.certFile)
