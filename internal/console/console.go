@@ -152,6 +152,7 @@ func (c *Console) parsePages() error {
 		"time":   func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 		"may":    func(r Role, need string) bool { return r.may(Role(need)) },
 		"signed": signedMoney,
+		"action": func(a keycharge.Action) string { return actionLabels[a] },
 	}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {

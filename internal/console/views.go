@@ -531,19 +531,55 @@ type devicesData struct {
 	Kind       string
 	Kinds      []string
 	Principals []*pki.Principal
-	Storage    []*keycharge.Device
+	Storage    []storageRow
 	StorageErr string
-	Actions    []keycharge.Action
 }
 
-// storageActions are the key storage device transitions the console offers
-// (initialise, distribute and bind need the device or its user present).
-var storageActions = []keycharge.Action{keycharge.ActActivate, keycharge.ActFreeze, keycharge.ActUnfreeze, keycharge.ActReportLost, keycharge.ActCancel}
+// storageRow is a key storage device with what the console can do to it now.
+type storageRow struct {
+	*keycharge.Device
+	Actions []keycharge.Action // allowed now, offered here
+	// NeedsDevice: the next step (initialise) happens where the device is
+	// plugged in, not in a browser.
+	NeedsDevice bool
+}
+
+// storageActions are the key storage device transitions the console offers:
+// every record-keeping step of the QKMP lifecycle. Initialise is not among
+// them: it certifies a key pair generated inside the device, proved by a
+// signature the device makes and followed by writing the certificate into
+// it, so the device must be connected to the machine that runs
+// `qshield admin init --dir DEVICE` (the console says so).
+var storageActions = []keycharge.Action{keycharge.ActDistribute, keycharge.ActBind, keycharge.ActActivate, keycharge.ActFreeze,
+	keycharge.ActUnfreeze, keycharge.ActReportLost, keycharge.ActCancel, keycharge.ActUnlockPIN}
+
+var actionLabels = map[keycharge.Action]string{
+	keycharge.ActDistribute: "distribute to a user administrator", keycharge.ActBind: "bind to a user", keycharge.ActActivate: "activate",
+	keycharge.ActFreeze: "freeze", keycharge.ActUnfreeze: "unfreeze", keycharge.ActReportLost: "report lost", keycharge.ActCancel: "cancel for good",
+	keycharge.ActUnlockPIN: "reset the wrong-PIN count",
+}
+
+func storageRows(devs []*keycharge.Device) []storageRow {
+	out := make([]storageRow, 0, len(devs))
+	for _, d := range devs {
+		row := storageRow{Device: d, NeedsDevice: keycharge.Allowed(d.State, keycharge.ActInitialise)}
+		for _, a := range storageActions {
+			if a == keycharge.ActUnlockPIN && d.PINFailures == 0 {
+				continue
+			}
+			if keycharge.Allowed(d.State, a) {
+				row.Actions = append(row.Actions, a)
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
 
 func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *Session) {
 	ctx := r.Context()
 	kind := r.URL.Query().Get("kind")
-	d := devicesData{Kind: kind, Actions: storageActions}
+	d := devicesData{Kind: kind}
 	for _, k := range pki.PrincipalKinds() {
 		if k != "" {
 			d.Kinds = append(d.Kinds, string(k))
@@ -560,7 +596,7 @@ func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *Session) {
 		if err != nil {
 			d.StorageErr = "The key storage devices cannot be read right now."
 		}
-		d.Storage = devs
+		d.Storage = storageRows(devs)
 	}
 	flash := ""
 	switch r.URL.Query().Get("flash") {
@@ -589,17 +625,37 @@ func (c *Console) storageAction(w http.ResponseWriter, r *http.Request, s *Sessi
 		return
 	}
 	action := keycharge.Action(r.PostFormValue("action"))
-	if !slices.Contains(storageActions, action) {
-		c.fail(w, r, s, http.StatusBadRequest, "Choose an action: activate, freeze, unfreeze, report lost or cancel.")
+	serial := r.PathValue("serial")
+	if action == keycharge.ActInitialise {
+		c.fail(w, r, s, http.StatusBadRequest, "Initialising needs the device itself: connect it and run `qshield admin init --dir DEVICE_DIRECTORY` (the device signs its own key and stores the certificate).")
 		return
 	}
-	serial := r.PathValue("serial")
+	if !slices.Contains(storageActions, action) {
+		c.fail(w, r, s, http.StatusBadRequest, "Choose one of the actions offered for this device.")
+		return
+	}
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	if reason == "" {
 		reason = "by operator " + s.Operator.ID + " in the console"
 	}
+	req := keycharge.TransitionRequest{Action: action, Reason: reason}
+	who := strings.TrimSpace(r.PostFormValue("who"))
+	switch action {
+	case keycharge.ActDistribute:
+		if who == "" {
+			c.fail(w, r, s, http.StatusBadRequest, "Name the user administrator the device goes to.")
+			return
+		}
+		req.Administrator = who
+	case keycharge.ActBind:
+		if who == "" {
+			c.fail(w, r, s, http.StatusBadRequest, "Name the user the device is bound to.")
+			return
+		}
+		req.User = who
+	}
 	// The QKMP records the transition and its audit record in one transaction.
-	_, err := c.cfg.KeyCharge.Transition(r.Context(), s.principal(), serial, keycharge.TransitionRequest{Action: action, Reason: reason})
+	_, err := c.cfg.KeyCharge.Transition(r.Context(), s.principal(), serial, req)
 	if err != nil {
 		c.fail(w, r, s, http.StatusBadRequest, fmt.Sprintf("The device was not changed (%s): %s", action, storageMessage(err)))
 		return
@@ -613,6 +669,10 @@ func storageMessage(err error) string {
 		return "that action is not possible in the device's current state"
 	case errors.Is(err, keycharge.ErrForbidden):
 		return "your role may not change devices"
+	case errors.Is(err, keycharge.ErrInvalid):
+		return "a name is missing or too long (1 to 128 characters), or the reason is too long"
+	case errors.Is(err, keycharge.ErrNotFound):
+		return "no such device"
 	}
 	return err.Error()
 }
