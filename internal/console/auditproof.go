@@ -248,7 +248,7 @@ func (c *Console) witnesses(ctx context.Context, cur audit.Tree) ([]witnessRow, 
 			continue
 		}
 		row.Cosigned = st.ModTime()
-		row.Age = c.cfg.Now().Sub(st.ModTime()).Round(time.Second).String()
+		row.Age = max(0, c.cfg.Now().Sub(st.ModTime())).Round(time.Second).String() + " ago"
 		vs := []note.Verifier{wv}
 		if logV != nil {
 			vs = append(vs, logV)

@@ -185,3 +185,66 @@ func TestSchemeSeries(t *testing.T) {
 		t.Fatalf("charts page: %d %s", w.Code, w.Body)
 	}
 }
+
+// logSource serves a log's checkpoints and proofs to a witness in-process.
+type logSource struct{ l *audit.Log }
+
+func (s logSource) Checkpoint(ctx context.Context) ([]byte, error) { return s.l.LatestCheckpoint(ctx) }
+func (s logSource) Consistency(ctx context.Context, o, n int64) ([]tlog.Hash, error) {
+	return s.l.ProveConsistency(ctx, o, n)
+}
+
+// TestWitnessView: the checkpoint a witness cosigned is shown with its key
+// and age, verified with both keys; a log that no longer extends it is an
+// alarm.
+func TestWitnessView(t *testing.T) {
+	clk := newClock()
+	c := newConsole(t, clk)
+	ctx := context.Background()
+	sg, vkey := signer(t)
+	c.cfg.AuditVerifierKey = vkey
+	wskey, wvkey, err := audit.GenerateCheckpointKey("witness-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsg, _ := note.NewSigner(wskey)
+	lv, _ := note.NewVerifier(vkey)
+	state := t.TempDir() + "/witness.state"
+	w := &audit.Witness{Log: lv, Signer: wsg, Source: logSource{c.cfg.Audit}, StateFile: state}
+	appendN(t, c.cfg.Audit, 6)
+	if _, _, err := c.cfg.Audit.Checkpoint(ctx, sg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.cfg.Witnesses = []WitnessConfig{{StateFile: state, VerifierKey: wvkey}}
+	ck, _ := signIn(t, c, "au", RoleAuditor)
+	body := request(c, http.MethodGet, "/console/audit/checkpoints", ck, "", nil).Body.String()
+	if !strings.Contains(body, "witness-test&#43;") || !strings.Contains(body, "the log extends it") || strings.Contains(body, `id="cp-alarm"`) {
+		t.Fatalf("witness view: %s", body)
+	}
+	// A witness key that did not sign the state is refused.
+	_, otherV, _ := audit.GenerateCheckpointKey("witness-other")
+	c.cfg.Witnesses = []WitnessConfig{{StateFile: state, VerifierKey: otherV}}
+	if body := request(c, http.MethodGet, "/console/audit/checkpoints", ck, "", nil).Body.String(); !strings.Contains(body, "lacks the witness") {
+		t.Fatalf("wrong witness key accepted: %s", body)
+	}
+	c.cfg.Witnesses = []WitnessConfig{{StateFile: state, VerifierKey: wvkey}}
+	// Roll the log back below what the witness cosigned.
+	for _, q := range []string{
+		`DELETE FROM audit_log WHERE seq > 2`,
+		`DELETE FROM audit_tlog WHERE idx >= ` + itoa(tlog.StoredHashIndex(0, 2)),
+		`UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2) WHERE id = 1`,
+		`DELETE FROM audit_checkpoints`,
+		`DELETE FROM console_checkpoints`,
+	} {
+		if _, err := c.cfg.DB.ExecContext(ctx, q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	body = request(c, http.MethodGet, "/console/audit/checkpoints", ck, "", nil).Body.String()
+	if !strings.Contains(body, `id="cp-alarm"`) || !strings.Contains(body, "Witness witness-test cosigned 6 records") {
+		t.Fatalf("rollback below the witness not an alarm: %s", body)
+	}
+}
