@@ -657,6 +657,9 @@ func (c *Console) storageAction(w http.ResponseWriter, r *http.Request, s *Sessi
 	// The QKMP records the transition and its audit record in one transaction.
 	_, err := c.cfg.KeyCharge.Transition(r.Context(), s.principal(), serial, req)
 	if err != nil {
+		// The QKMP audits refusals of its state machine and rights itself;
+		// this records the console's view of every failed attempt.
+		c.record(r.Context(), s, "console.storage."+string(action), audit.OutcomeFailure, serial, map[string]any{"error": storageMessage(err)})
 		c.fail(w, r, s, http.StatusBadRequest, fmt.Sprintf("The device was not changed (%s): %s", action, storageMessage(err)))
 		return
 	}

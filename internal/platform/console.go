@@ -80,6 +80,8 @@ func kmeUnitBits(pair *kme.Pair) int { return pair.A.Config().KeySizeBits }
 type InviteRequest struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
+	// Scope is the operator principal's scope (e.g. "merchant:1"), optional.
+	Scope []string `json:"scope,omitempty"`
 }
 
 // InviteResponse is its answer.
@@ -98,7 +100,7 @@ func (p *Platform) consoleInvite(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, http.StatusUnprocessableEntity, "invalid_role", err.Error())
 		return
 	}
-	link, exp, err := p.Console.Invite(r.Context(), req.Name, role, "admin:"+AdminName)
+	link, exp, err := p.Console.InviteScoped(r.Context(), req.Name, role, req.Scope, "admin:"+AdminName)
 	if err != nil {
 		httpx.WriteProblem(w, r, http.StatusUnprocessableEntity, "invalid_invite", err.Error())
 		return
