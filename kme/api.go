@@ -516,6 +516,9 @@ func (k *KME) reconcileLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		next := k.cfg.ReconcileEvery
+		if _, err := k.Prune(ctx); err != nil {
+			k.log.Debug("prune", "err", err)
+		}
 		if _, err := k.Reconcile(ctx); err != nil {
 			k.log.Debug("reconcile", "err", err)
 			next = min(next, 5*time.Second)

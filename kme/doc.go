@@ -46,6 +46,15 @@
 // writer, each in its own savepoint, so that durability costs one commit
 // per batch rather than per request.
 //
+// Several processes (platform nodes) may run a KME under the same ID on one
+// PostgreSQL database: sequence numbers come from the database, dec_keys
+// finds a key another process reserved by reading kme_keys when its own
+// index lacks it, and a unit the database no longer holds as available
+// (delivered by another process, or loaded at start-up and delivered since)
+// leaves the index at the first request that meets it; [KME.Prune] then
+// drops every such unit, and runs before each reconciliation. Each process
+// offers the units it deposited itself or loaded at start-up.
+//
 // # Keeping the two sites in step
 //
 // A key must reach the master SAE (enc_keys at its KME) and the slave SAE

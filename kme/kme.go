@@ -209,6 +209,9 @@ type KME struct {
 
 	depositMu sync.Mutex
 
+	pruneMu   sync.Mutex // one Prune at a time
+	lastPrune time.Time  // under pruneMu
+
 	mu       sync.Mutex
 	pool     *pool
 	inflight map[string]*unit // taken from the pool, not yet committed

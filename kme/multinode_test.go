@@ -2,9 +2,11 @@ package kme
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 
+	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
@@ -75,4 +77,88 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestTwoNodesDeliverAcrossNodes: two platform nodes, each with its own pair
+// of KMEs under the same IDs on one PostgreSQL database. The second node
+// starts after the first filled the pool, so its index holds every unit.
+//   - A key obtained by the master SAE on node 1 is fetched by the slave SAE
+//     on node 2 (a QMSP code paid on another node than the one whose CSS
+//     made it: the slave's KME on node 2 had no such key in memory), once:
+//     node 1 then answers "not found", not a store error.
+//   - Node 2's index still offers the unit node 1 delivered; enc_keys on
+//     node 2 used to fail with 503 for ever on it (the stale unit went back
+//     to the front of the pool after every failure). Now the stale units
+//     leave the index and every request is served, and no key bytes are
+//     ever delivered twice.
+func TestTwoNodesDeliverAcrossNodes(t *testing.T) {
+	db := sqldbtest.Open(t, sqldbtest.Backend{Name: "postgres", DSN: sqldbtest.PostgresDSN})
+	e := startEnv(t, db, nil)
+	e.fill(12)
+	p2, err := StartPair(context.Background(), db, e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	n1A, n1B, n2A, n2B := e.p.AURL, e.p.BURL, p2.AURL, p2.BURL
+	seen := map[string]string{} // key bytes → key ID
+	enc := func(base string) etsi014.Key {
+		t.Helper()
+		r := e.do("SAE_A1", "GET", base, "/api/v1/keys/SAE_B1/enc_keys?number=1&size=256", "")
+		if r.status != 200 {
+			t.Fatalf("enc_keys at %s: %d %s", base, r.status, r.body)
+		}
+		var c etsi014.KeyContainer
+		if err := json.Unmarshal(r.body, &c); err != nil || len(c.Keys) != 1 {
+			t.Fatalf("enc_keys answer %s", r.body)
+		}
+		k := c.Keys[0]
+		if id, dup := seen[k.Key]; dup {
+			t.Fatalf("key bytes of %s delivered again as %s", id, k.KeyID)
+		}
+		seen[k.Key] = k.KeyID
+		return k
+	}
+	dec := func(base, id string) rawResp {
+		t.Helper()
+		return e.do("SAE_B1", "GET", base, "/api/v1/keys/SAE_A1/dec_keys?key_ID="+id, "")
+	}
+
+	k := enc(n1A)
+	r := dec(n2B, k.KeyID)
+	if r.status != 200 {
+		t.Fatalf("dec_keys on the other node: %d %s", r.status, r.body)
+	}
+	var d etsi014.KeyContainer
+	if err := json.Unmarshal(r.body, &d); err != nil || len(d.Keys) != 1 || d.Keys[0].Key != k.Key {
+		t.Fatalf("the slave got another key on node 2: %s", r.body)
+	}
+	for _, base := range []string{n1B, n2B} {
+		if r := dec(base, k.KeyID); r.status != 400 {
+			t.Fatalf("dec_keys of a delivered key at %s: %d %s, want 400 not found", base, r.status, r.body)
+		}
+	}
+
+	// Node 1 serves a few keys on its own; node 2's index still offers
+	// their units (and the first one's, at its site A).
+	for range 3 {
+		k := enc(n1A)
+		if r := dec(n1B, k.KeyID); r.status != 200 {
+			t.Fatalf("dec_keys on node 1: %d %s", r.status, r.body)
+		}
+	}
+	for i := range 6 {
+		k := enc([]string{n2A, n1A}[i%2])
+		base := []string{n1B, n2B}[i%2]
+		if r := dec(base, k.KeyID); r.status != 200 {
+			t.Fatalf("round %d: dec_keys at %s: %d %s", i, base, r.status, r.body)
+		}
+	}
+	var left int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM kme_keys WHERE state = 1`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d reserved units left behind", left)
+	}
 }

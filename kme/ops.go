@@ -195,6 +195,9 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 				// The peer lacks some units: drop those that are old enough to
 				// have reached it, return the others and try again.
 				k.dropMissing(ctx, us, pe.missing)
+				if len(pe.missing) > 0 {
+					k.pruneSoon(ctx) // this index may be as stale as the peer's
+				}
 				return nil, errorf(http.StatusServiceUnavailable, "key pools of %s and %s are out of step; retry", k.cfg.KMEID, k.cfg.PeerKMEID), true
 			}
 			if errors.As(err, &pe) && pe.status == http.StatusUnauthorized {
@@ -243,6 +246,7 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 		}
 		var ce *corruptError
 		corrupt := errors.As(err, &ce)
+		stale := k.staleUnits(ctx, us, err)
 		k.mu.Lock()
 		if site == "peer" || k.peer == nil {
 			for _, u := range us {
@@ -250,12 +254,19 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 					continue // quarantined below, never offered again
 				}
 				delete(k.inflight, u.id)
-				k.pool.insert(u)
+				if !stale[u.id] {
+					k.pool.insert(u)
+				}
 			}
 		} else {
 			k.forget(us) // discarded at the peer: unusable here
 		}
 		k.mu.Unlock()
+		if len(stale) > 0 {
+			k.log.Warn("units delivered by another process left the index", "units", len(stale))
+			k.pruneSoon(ctx)
+			return nil, errorf(http.StatusServiceUnavailable, "key pool of %s changed; retry", k.cfg.KMEID), true
+		}
 		if corrupt {
 			k.quarantine(ctx, us, ce.unit)
 			return nil, errorf(http.StatusServiceUnavailable, "key store error at KME %s", k.cfg.KMEID), true
@@ -369,6 +380,23 @@ func (k *KME) decKeys(ctx context.Context, slave, master string, ids []string) (
 	if len(ids) > k.cfg.MaxKeyPerRequest {
 		return nil, errorf(http.StatusBadRequest, "%d key IDs exceed max_key_per_request %d", len(ids), k.cfg.MaxKeyPerRequest).with("max_key_per_request", k.cfg.MaxKeyPerRequest)
 	}
+	// Keys reserved by another process on this database (another node's
+	// KME under the same ID) are not in this index: read them from the
+	// database, which is the authority.
+	k.mu.Lock()
+	var unknown []string
+	for _, id := range ids {
+		if k.groups[id] == nil {
+			unknown = append(unknown, id)
+		}
+	}
+	k.mu.Unlock()
+	if len(unknown) > 0 {
+		if err := k.adoptGroups(ctx, unknown); err != nil {
+			k.log.Error("read reserved keys", "err", err)
+			return nil, errorf(http.StatusServiceUnavailable, "key store error at KME %s", k.cfg.KMEID)
+		}
+	}
 	k.mu.Lock()
 	gs := make([]*group, len(ids))
 	var unauthorized, notFound []string
@@ -414,17 +442,221 @@ func (k *KME) decKeys(ctx context.Context, slave, master string, ids []string) (
 	k.mu.Lock()
 	for _, g := range gs {
 		g.busy = false
-		if err == nil {
+		if err == nil || errors.Is(err, errStateChanged) {
 			k.dropGroup(g)
 		}
 	}
 	k.mu.Unlock()
+	if errors.Is(err, errStateChanged) {
+		// Another process delivered (or released) some of them: the index
+		// was stale. Keep what the database still holds and answer for the
+		// rest as for any delivered key.
+		if aerr := k.adoptGroups(ctx, ids); aerr != nil {
+			k.log.Error("read reserved keys", "err", aerr)
+		}
+		k.mu.Lock()
+		var gone []string
+		for _, id := range ids {
+			if k.groups[id] == nil {
+				gone = append(gone, id)
+			}
+		}
+		k.mu.Unlock()
+		if len(gone) > 0 {
+			return nil, errorf(http.StatusBadRequest, "key IDs not found (unknown or already delivered)").with("key_IDs", gone)
+		}
+	}
 	if err != nil {
 		k.log.Error("deliver keys to slave", "err", err)
 		return nil, errorf(http.StatusServiceUnavailable, "key store error at KME %s", k.cfg.KMEID)
 	}
 	k.deliveredSlave.Add(int64(len(gs)))
 	return out, nil
+}
+
+// staleUnits returns, when err says the database did not hold some of us in
+// the state the index expected (errStateChanged), the IDs of those no longer
+// available there: another process on this database (another node's KME
+// under the same ID) delivered, reserved or dropped them, and they must
+// leave this index instead of going back to the pool, where they would fail
+// every later request. Nil for any other error or if the check fails.
+func (k *KME) staleUnits(ctx context.Context, us []*unit, err error) map[string]bool {
+	if !errors.Is(err, errStateChanged) || len(us) == 0 {
+		return nil
+	}
+	avail := make(map[int64]string, len(us))
+	for i := 0; i < len(us); i += 500 {
+		part := us[i:min(i+500, len(us))]
+		args := []any{k.cfg.KMEID, stateAvailable}
+		for _, u := range part {
+			args = append(args, u.seq)
+		}
+		rows, qerr := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id FROM kme_keys WHERE kme_id = ? AND state = ? AND seq IN (`+placeholders(len(part))+`)`), args...)
+		if qerr != nil {
+			k.log.Error("check key units against the database", "err", qerr)
+			return nil
+		}
+		for rows.Next() {
+			var seq int64
+			var id string
+			if serr := rows.Scan(&seq, &id); serr != nil {
+				rows.Close()
+				return nil
+			}
+			avail[seq] = id
+		}
+		rerr := rows.Err()
+		rows.Close()
+		if rerr != nil {
+			return nil
+		}
+	}
+	stale := map[string]bool{}
+	for _, u := range us {
+		if avail[u.seq] != u.id {
+			stale[u.id] = true
+		}
+	}
+	return stale
+}
+
+// Prune removes from the index the available units the database no longer
+// holds as available: units another process on this database (another
+// node's KME under the same ID) delivered, reserved or dropped. Several
+// nodes on one database each keep an index, and a node that started while
+// others ran loaded their units too; without pruning, those units stayed at
+// the front of its pool and every request that picked one failed. Prune
+// never deletes a row, so it cannot lose key material. It runs when a
+// request meets such a unit (at most once per second) and before each
+// reconciliation; it returns the number of units removed.
+func (k *KME) Prune(ctx context.Context) (int, error) {
+	return k.prune(ctx, 0)
+}
+
+func (k *KME) prune(ctx context.Context, minInterval time.Duration) (int, error) {
+	k.pruneMu.Lock()
+	defer k.pruneMu.Unlock()
+	if minInterval > 0 && time.Since(k.lastPrune) < minInterval {
+		return 0, nil
+	}
+	k.lastPrune = time.Now()
+	// Candidates are taken before the query: a unit deposited meanwhile is
+	// in the database before it enters the index, so it is never judged on
+	// an older read.
+	k.mu.Lock()
+	cands := k.pool.all()
+	k.mu.Unlock()
+	if len(cands) == 0 {
+		return 0, nil
+	}
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id FROM kme_keys WHERE kme_id = ? AND state = ?`), k.cfg.KMEID, stateAvailable)
+	if err != nil {
+		return 0, fmt.Errorf("kme: prune the index of %s: %w", k.cfg.KMEID, err)
+	}
+	avail := make(map[int64]string, len(cands))
+	for rows.Next() {
+		var seq int64
+		var id string
+		if err := rows.Scan(&seq, &id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("kme: prune the index of %s: %w", k.cfg.KMEID, err)
+		}
+		avail[seq] = id
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return 0, fmt.Errorf("kme: prune the index of %s: %w", k.cfg.KMEID, err)
+	}
+	n := 0
+	k.mu.Lock()
+	for _, u := range cands {
+		if avail[u.seq] != u.id && k.pool.has(u.id) {
+			k.pool.remove(u.id)
+			n++
+		}
+	}
+	k.mu.Unlock()
+	if n > 0 {
+		k.log.Info("units delivered by another process left the index", "units", n)
+	}
+	return n, nil
+}
+
+// pruneSoon is prune after a request met a stale unit, at most once a second.
+func (k *KME) pruneSoon(ctx context.Context) {
+	if _, err := k.prune(ctx, time.Second); err != nil {
+		k.log.Warn("prune the key index", "err", err)
+	}
+}
+
+// adoptGroups reads the keys among ids that the database holds reserved at
+// this KME and that the index lacks (reserved by another process under the
+// same KME ID), and adds them to the index; their units leave the pool if a
+// stale index still offered them.
+func (k *KME) adoptGroups(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := []any{k.cfg.KMEID, stateReserved}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, group_id, part, size_bits, master_sae, slave_sae, created_at
+		FROM kme_keys WHERE kme_id = ? AND state = ? AND group_id IN (`+placeholders(len(ids))+`) ORDER BY group_id, part`), args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	found := map[string]*group{}
+	var order []*group
+	for rows.Next() {
+		var (
+			id, gid, master, slave string
+			seq, created, part     int64
+			size                   int
+		)
+		if err := rows.Scan(&id, &seq, &gid, &part, &size, &master, &slave, &created); err != nil {
+			return err
+		}
+		g := found[gid]
+		if g == nil {
+			g = &group{id: gid, master: master, slave: slave, sizeBits: size, fromPeer: !k.local[master]}
+			found[gid] = g
+			order = append(order, g)
+		}
+		if int(part) != len(g.units) {
+			g.units = nil // parts missing: a key being delivered right now
+			g.sizeBits = -1
+			continue
+		}
+		g.units = append(g.units, &unit{id: id, seq: seq, created: created})
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, g := range order {
+		want := (g.sizeBits + k.cfg.KeySizeBits - 1) / k.cfg.KeySizeBits
+		if g.sizeBits <= 0 || len(g.units) != want || g.units[0].id != g.id || k.groups[g.id] != nil {
+			continue
+		}
+		clash := false
+		for _, u := range g.units {
+			if k.inflight[u.id] != nil || k.reservedUnits[u.id] != nil {
+				clash = true
+			}
+		}
+		if clash {
+			continue
+		}
+		for _, u := range g.units {
+			k.pool.remove(u.id)
+		}
+		k.addGroup(g)
+	}
+	return nil
 }
 
 // errStateChanged means the database did not hold a unit in the expected

@@ -108,6 +108,15 @@ func (p *pool) snapshot(notAfter int64) []string {
 	return ids
 }
 
+// all returns the units of the pool, oldest first.
+func (p *pool) all() []*unit {
+	out := make([]*unit, 0, p.l.Len())
+	for e := p.l.Front(); e != nil; e = e.Next() {
+		out = append(out, e.Value.(*unit))
+	}
+	return out
+}
+
 // parseUUID checks that s is a UUID in the canonical 8-4-4-4-12 hex form and
 // returns it in lower case.
 func parseUUID(s string) (string, bool) {

@@ -232,8 +232,28 @@ func (k *KME) peerReserve(ctx context.Context, req *reserveRequest) (int, *syncA
 		}
 		return k.reserveRows(ctx, tx, groups)
 	})
+	stale := k.staleUnits(ctx, taken, err)
+	if len(stale) > 0 {
+		k.pruneSoon(ctx)
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if len(stale) > 0 {
+		// Another process on this database (another node's KME under this
+		// ID) delivered or reserved them: they leave the index, and the
+		// peer learns they are missing here, as after a lost deposit.
+		var ids []string
+		for _, u := range taken {
+			delete(k.inflight, u.id)
+			if stale[u.id] {
+				ids = append(ids, u.id)
+			} else {
+				k.pool.insert(u)
+			}
+		}
+		k.log.Warn("units delivered by another process left the index", "units", len(ids))
+		return http.StatusConflict, &syncAnswer{Message: "units not available", Missing: ids}
+	}
 	if err != nil {
 		k.putBack(taken)
 		k.log.Error("apply peer reservation", "err", err)

@@ -17,6 +17,11 @@
 // Expiry uses each process's wall clock: keep the nodes' clocks in sync
 // (NTP) and the TTL well above the skew. When the holder dies, another
 // process takes the duty within TTL + TTL/3.
+//
+// [Lock] is the lighter tool for a short check-then-act that must happen
+// once across nodes starting together (issue the one admin credential,
+// certify the one settlement unit): a PostgreSQL advisory lock held for the
+// duration of the step.
 package lease
 
 import (

@@ -147,3 +147,61 @@ func TestDutyMoves(t *testing.T) {
 		}
 	})
 }
+
+// TestLockExcludes: of processes taking the same named lock on one
+// PostgreSQL database, at most one is inside at a time; another name does
+// not wait; a cancelled wait returns an error.
+func TestLockExcludes(t *testing.T) {
+	db := sqldbtest.Open(t, sqldbtest.Backend{Name: "postgres", DSN: sqldbtest.PostgresDSN})
+	ctx := context.Background()
+	var inside, most, entered int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			unlock, err := Lock(ctx, db, "admin")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			inside++
+			entered++
+			most = max(most, inside)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+			mu.Lock()
+			inside--
+			mu.Unlock()
+			unlock()
+		}()
+	}
+	wg.Wait()
+	if most != 1 || entered != 6 {
+		t.Fatalf("%d inside at once, %d entered", most, entered)
+	}
+
+	unlock, err := Lock(ctx, db, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := Lock(ctx, db, "another duty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other()
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if u, err := Lock(cctx, db, "admin"); err == nil {
+		u()
+		t.Fatal("took a lock another session holds")
+	}
+	unlock()
+	again, err := Lock(ctx, db, "admin")
+	if err != nil {
+		t.Fatalf("lock not released: %v", err)
+	}
+	again()
+}

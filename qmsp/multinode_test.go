@@ -50,26 +50,7 @@ func TestPPSFetchOnceAcrossNodes(t *testing.T) {
 	keys := &onceKeys{keys: map[string][]byte{keyID: material}}
 	storage := make([]byte, 32)
 	rand.Read(storage)
-	var nodes []*PPS
-	for range 3 {
-		// One pool per node, as separate processes would have.
-		ndb, err := sqldb.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ndb.Close() })
-		led, err := ledger.Open(ctx, ndb)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { led.Close() })
-		p, err := NewPPS(ctx, PPSConfig{DB: ndb, Keys: keys, MasterSAE: "css", Ledger: led, StorageKey: storage})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
-		nodes = append(nodes, p)
-	}
+	nodes := ppsNodes(t, dsn, keys, 3)
 	var wg sync.WaitGroup
 	for i, p := range nodes {
 		wg.Add(1)
@@ -88,5 +69,97 @@ func TestPPSFetchOnceAcrossNodes(t *testing.T) {
 	wg.Wait()
 	if n := keys.delivered.Load(); n != 1 {
 		t.Fatalf("key delivered %d times", n)
+	}
+}
+
+// ppsNodes opens n PPS processes on dsn, each with its own pool and ledger,
+// as separate nodes would have.
+func ppsNodes(t *testing.T, dsn string, keys SlaveKeys, n int) []*PPS {
+	t.Helper()
+	ctx := context.Background()
+	storage := make([]byte, 32)
+	rand.Read(storage)
+	var nodes []*PPS
+	for range n {
+		ndb, err := sqldb.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ndb.Close() })
+		led, err := ledger.Open(ctx, ndb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { led.Close() })
+		p, err := NewPPS(ctx, PPSConfig{DB: ndb, Keys: keys, MasterSAE: "css", Ledger: led, StorageKey: storage})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		nodes = append(nodes, p)
+	}
+	return nodes
+}
+
+// TestRegisterPayerAcrossNodes: nodes registering the same payer number at
+// once (a phone enrolled through each node, or a retried enrolment) all
+// succeed with one binding; the same number for another account or phone is
+// refused with ErrPayerExists on every node and changes nothing. The second
+// node's registration failed with a duplicate key on qmsp_pps_payers_pkey.
+func TestRegisterPayerAcrossNodes(t *testing.T) {
+	for _, b := range sqldbtest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			dsn := b.DSN(t)
+			nodes := ppsNodes(t, dsn, &onceKeys{}, 3)
+			if b.Name == "sqlite" {
+				nodes = nodes[:1] // one process owns a SQLite file
+			}
+			ctx := context.Background()
+			for _, acct := range []string{"alice", "bob"} {
+				if _, err := nodes[0].cfg.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: acct, Owner: acct, Kind: ledger.KindUser, Currency: "CNY"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for round := range 3 {
+				var wg sync.WaitGroup
+				errs := make([]error, len(nodes)*2)
+				for i, p := range nodes {
+					wg.Add(2)
+					go func() { defer wg.Done(); errs[2*i] = p.RegisterPayer(ctx, 7001, "alice", "phone-alice") }()
+					go func() { defer wg.Done(); errs[2*i+1] = p.RegisterPayer(ctx, 7001, "alice", "phone-alice") }()
+				}
+				wg.Wait()
+				for i, err := range errs {
+					if err != nil {
+						t.Fatalf("round %d, registration %d of the same binding: %v", round, i, err)
+					}
+				}
+			}
+			for i, p := range nodes {
+				for _, c := range []struct{ account, phone string }{{"bob", "phone-alice"}, {"alice", "phone-mallory"}, {"bob", "phone-bob"}} {
+					if err := p.RegisterPayer(ctx, 7001, c.account, c.phone); !errors.Is(err, ErrPayerExists) {
+						t.Fatalf("node %d rebinding payer 7001 to %s/%s: %v, want ErrPayerExists", i, c.account, c.phone, err)
+					}
+				}
+				acct, phone, err := p.PayerBinding(ctx, 7001)
+				if err != nil || acct != "alice" || phone != "phone-alice" {
+					t.Fatalf("node %d: binding %s/%s (%v) after refused rebinding", i, acct, phone, err)
+				}
+			}
+			if _, _, err := nodes[0].PayerBinding(ctx, 7002); !errors.Is(err, ErrUnknownPayer) {
+				t.Fatalf("unregistered payer: %v", err)
+			}
+			for _, bad := range []struct {
+				payer          uint64
+				account, phone string
+			}{{1 << 63, "alice", "p"}, {7003, "", "p"}, {7003, "alice", ""}, {7003, "nobody", "p"}} {
+				if err := nodes[0].RegisterPayer(ctx, bad.payer, bad.account, bad.phone); err == nil {
+					t.Fatalf("registered %+v", bad)
+				}
+			}
+			if _, _, err := nodes[0].PayerBinding(ctx, 7003); !errors.Is(err, ErrUnknownPayer) {
+				t.Fatalf("a refused registration left a binding: %v", err)
+			}
+		})
 	}
 }

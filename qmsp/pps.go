@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"github.com/qshield/qshield/qkd"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ var (
 	ErrUnknownKey   = errors.New("qmsp: unknown quantum key reference")
 	ErrBadSignature = errors.New("qmsp: gateway signature does not verify")
 	ErrUnknownPayer = errors.New("qmsp: payer not registered to this phone")
+	ErrPayerExists  = errors.New("qmsp: payer number already bound to another account or phone")
 	ErrMerchant     = errors.New("qmsp: payment names another merchant than the gateway's")
 	ErrCurrency     = errors.New("qmsp: unsupported currency")
 	ErrRefused      = errors.New("qmsp: payment refused by the ledger")
@@ -147,14 +149,54 @@ func (p *PPS) RegisterGateway(ctx context.Context, gi string, merchant uint32, m
 
 // RegisterPayer binds payer number payer to a ledger account and to the phone
 // (its client certificate's common name) allowed to spend from it.
+//
+// Registering a binding that already exists succeeds and changes nothing
+// (several nodes, or a retried enrolment, may register the same phone); a
+// payer number already bound to another account or phone fails with
+// ErrPayerExists and changes nothing. One transaction inserts the row if the
+// number is free and reads back the binding that holds, so nodes registering
+// the same number at once all get the answer of the one that won.
 func (p *PPS) RegisterPayer(ctx context.Context, payer uint64, account, phone string) error {
+	if payer > math.MaxInt64 {
+		return fmt.Errorf("%w: payer number %d out of range", ErrFormat, payer)
+	}
+	if account == "" || phone == "" {
+		return fmt.Errorf("%w: payer %d needs an account and a phone", ErrFormat, payer)
+	}
 	if _, err := p.cfg.Ledger.Account(ctx, account); err != nil {
 		return fmt.Errorf("qmsp: payer account: %w", err)
 	}
-	return p.batch.Do(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_payers (payer, account, phone) VALUES (?, ?, ?)`), int64(payer), account, phone)
-		return err
+	var boundAccount, boundPhone string
+	err := p.batch.Do(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_payers (payer, account, phone) VALUES (?, ?, ?)
+			ON CONFLICT (payer) DO NOTHING`), int64(payer), account, phone); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT account, phone FROM qmsp_pps_payers WHERE payer = ?`), int64(payer)).Scan(&boundAccount, &boundPhone)
 	})
+	if err != nil {
+		return fmt.Errorf("qmsp: register payer %d: %w", payer, err)
+	}
+	if boundAccount != account || boundPhone != phone {
+		return fmt.Errorf("%w: payer %d is bound to another account or phone", ErrPayerExists, payer)
+	}
+	return nil
+}
+
+// PayerBinding returns the account and phone payer number payer is bound
+// to, or ErrUnknownPayer.
+func (p *PPS) PayerBinding(ctx context.Context, payer uint64) (account, phone string, err error) {
+	if payer > math.MaxInt64 {
+		return "", "", fmt.Errorf("%w: payer number %d out of range", ErrUnknownPayer, payer)
+	}
+	err = p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT account, phone FROM qmsp_pps_payers WHERE payer = ?`), int64(payer)).Scan(&account, &phone)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", fmt.Errorf("%w: payer %d", ErrUnknownPayer, payer)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("qmsp: payer %d: %w", payer, err)
+	}
+	return account, phone, nil
 }
 
 // CurrencyCode returns the numeric ISO 4217 code of an alphabetic one.

@@ -444,7 +444,11 @@ func TestConsoleAdminTools(t *testing.T) {
 		t.Fatal(err)
 	}
 	fundedAccount(t, p, "charts-alice", 100_00)
-	iss, err := p.QMSP.IssuePhone(ctx, "charts-phone", 4343, "charts-alice")
+	enrol, err := p.IssueEnrolmentCode(ctx, "test", "charts-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := p.QMSP.IssuePhone(ctx, "charts-phone", 4343, "charts-alice", enrol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +539,11 @@ func TestWatermarkScreenPaid(t *testing.T) {
 	bctx := browsertest.Browser(t, pki.EncodeCertPEM(p.CA.Certificate()))
 	ctx := context.Background()
 	fundedAccount(t, p, "wm-paid-payer", 100_00)
-	iss, err := p.EnrolWatermarkDevice(ctx, "wm-paid-phone", "phone", "wm-paid-payer", nil)
+	enrol, err := p.IssueEnrolmentCode(ctx, "test", "wm-paid-payer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := p.EnrolWatermarkDevice(ctx, "wm-paid-phone", "phone", "wm-paid-payer", enrol, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

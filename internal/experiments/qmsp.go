@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -358,6 +359,13 @@ func qmspEndToEnd(ctx context.Context, p *platform.Platform, url string, phones 
 		Header: []string{"phones", "payments", "payments/s", "pay p50", "pay p99", "target"},
 	}
 	sfx := randHex(3)
+	// Payer numbers of this run (a number stays bound to its account and
+	// phone, and the experiment may run again on the same database).
+	payerBase, err := strconv.ParseUint(sfx, 16, 64)
+	if err != nil {
+		return t, err
+	}
+	payerBase = 2_000_000_000 + payerBase*1000
 	if _, err := p.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: "exp-bank-" + sfx, Owner: "bank", Kind: ledger.KindSystem, Currency: "CNY", AllowNegative: true}); err != nil {
 		return t, err
 	}
@@ -384,8 +392,12 @@ func qmspEndToEnd(ctx context.Context, p *platform.Platform, url string, phones 
 		if err != nil {
 			return t, err
 		}
-		payer := uint64(1_000_000 + i)
-		iss, err := p.QMSP.IssuePhone(ctx, fmt.Sprintf("exp-phone-%s-%d", sfx, i), payer, acct)
+		payer := payerBase + uint64(i)
+		code, err := p.IssueEnrolmentCode(ctx, "experiment", acct) // the holder's consent
+		if err != nil {
+			return t, err
+		}
+		iss, err := p.QMSP.IssuePhone(ctx, fmt.Sprintf("exp-phone-%s-%d", sfx, i), payer, acct, code)
 		if err != nil {
 			return t, err
 		}

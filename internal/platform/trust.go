@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/consent"
 	"math/big"
 	"net/http"
 	"net/netip"
@@ -24,7 +25,7 @@ import (
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
-	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/lease"
 	"github.com/qshield/qshield/pki"
 )
 
@@ -175,7 +176,19 @@ func (p *Platform) ClassicalHandshakes() int64 { return p.classical.Load() }
 // `qshield admin rotate`, never silently on start). A further node of a
 // platform whose admin credential lives elsewhere starts without it
 // (AdminCert stays empty).
+//
+// Nodes starting together each found no admin and issued one, and two
+// writers' admin-key.pem and admin.pem interleaved in a shared directory
+// (issue #14: a node loaded one's certificate with the other's key and every
+// handshake with it failed with "tls: error decrypting message"). The whole
+// check-then-issue runs under one lock across the nodes of the database, and
+// the loader refuses a pair whose key is not the certificate's.
 func (p *Platform) adminCredential(ctx context.Context) error {
+	unlock, err := lease.Lock(ctx, p.DB, "platform admin credential")
+	if err != nil {
+		return fmt.Errorf("platform: admin credential: %w", err)
+	}
+	defer unlock()
 	cert, err := loadAdminFiles(p.StateDir)
 	if err == nil {
 		pr, aerr := p.CA.Authenticate(ctx, cert.Leaf)
@@ -315,6 +328,10 @@ func loadAdminFiles(dir string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("platform: admin-key.pem: %w", err)
 	}
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
+		return tls.Certificate{}, fmt.Errorf("platform: %s is not the key of %s (serial %s): the pair comes from two issuances; run `qshield admin rotate`",
+			filepath.Join(dir, "admin-key.pem"), filepath.Join(dir, "admin.pem"), cert.SerialNumber.Text(16))
+	}
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 }
 
@@ -394,19 +411,53 @@ func (p *Platform) certErr(w http.ResponseWriter, r *http.Request, err error) bo
 // ---- payer accounts ----
 
 // ErrNotPayerAccount: the account cannot be bound to a payer device.
-var ErrNotPayerAccount = errors.New("platform: account cannot be bound to a payer device")
+var ErrNotPayerAccount = consent.ErrAccountNotEligible
 
-// checkPayerAccount refuses to bind a payer device to a system, escrow or
-// merchant account, or to any account allowed to go negative.
-func (p *Platform) checkPayerAccount(ctx context.Context, id string) error {
-	a, err := p.Ledger.Account(ctx, id)
+// startConsent opens the enrolment-code store every payer-device enrolment
+// (bioqr, QMSP and watermark phones) requires, and its route.
+func (p *Platform) startConsent(ctx context.Context) error {
+	c, err := consent.New(ctx, consent.Config{DB: p.DB, Accounts: p.Ledger, Audit: p.Audit, Log: p.Config.Log})
 	if err != nil {
+		return fmt.Errorf("platform: %w", err)
+	}
+	p.Consent = c
+	p.Router.Handle("POST /v1/enrolment-codes", authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator), c.Handler())
+	return nil
+}
+
+// IssueEnrolmentCode issues an account holder's enrolment code for account
+// in-process (the demo and tests; clients use POST /v1/enrolment-codes).
+func (p *Platform) IssueEnrolmentCode(ctx context.Context, issuer, account string) (string, error) {
+	c, err := p.Consent.Issue(ctx, issuer, account)
+	if err != nil {
+		return "", err
+	}
+	return c.Code, nil
+}
+
+// bindPayerDevice uses the holder's code for account on behalf of device
+// (a payer device of scheme), then runs bind; if bind fails the code is
+// given back, and a certificate bind issued is revoked by bind itself.
+func (p *Platform) bindPayerDevice(ctx context.Context, scheme, device, account, code string, bind func() error) error {
+	name := scheme + ":" + device
+	if err := p.Consent.Use(ctx, []string{account}, []string{code}, name); err != nil {
 		return err
 	}
-	if a.Kind != ledger.KindUser || a.AllowNegative {
-		return fmt.Errorf("%w: %q is a %s account (allow_negative=%v)", ErrNotPayerAccount, id, a.Kind, a.AllowNegative)
+	if err := bind(); err != nil {
+		if rerr := p.Consent.Release(context.WithoutCancel(ctx), []string{code}, name); rerr != nil {
+			p.Config.Log.Error("platform: release enrolment code", "device", name, "err", rerr)
+		}
+		return err
 	}
 	return nil
+}
+
+// revokeUnbound revokes a certificate issued for a device whose binding
+// then failed, so that no unbound principal stays active.
+func (p *Platform) revokeUnbound(ctx context.Context, iss *pki.Issued) {
+	if err := p.CA.Revoke(context.WithoutCancel(ctx), iss.Cert.SerialNumber, "enrolment not completed"); err != nil {
+		p.Config.Log.Error("platform: revoke unbound device certificate", "serial", iss.Cert.SerialNumber.Text(16), "err", err)
+	}
 }
 
 // ---- secrets at rest ----
