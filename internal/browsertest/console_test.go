@@ -395,9 +395,11 @@ func TestConsoleAdminTools(t *testing.T) {
 		t.Fatalf("initialise step %q", got)
 	}
 	devKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	encKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	devPub, _ := x509.MarshalPKIXPublicKey(&devKey.PublicKey)
-	proof, _ := ecdsa.SignASN1(rand.Reader, devKey, keycharge.InitialiseDigest("SN-CONSOLE-2", devPub))
-	if _, err := p.KeyCharge.Transition(ctx, kadmin, "SN-CONSOLE-2", keycharge.TransitionRequest{Action: keycharge.ActInitialise, PublicKey: devPub, Proof: proof}); err != nil {
+	encPub, _ := x509.MarshalPKIXPublicKey(&encKey.PublicKey)
+	proof, _ := ecdsa.SignASN1(rand.Reader, devKey, keycharge.InitialiseDigest("SN-CONSOLE-2", devPub, encPub))
+	if _, err := p.KeyCharge.Transition(ctx, kadmin, "SN-CONSOLE-2", keycharge.TransitionRequest{Action: keycharge.ActInitialise, PublicKey: devPub, EncryptionKey: encPub, Proof: proof}); err != nil {
 		t.Fatal(err)
 	}
 	for _, step := range []struct{ action, who, want string }{{"distribute", "Ursula Admin", "distributed"}, {"bind", "alice", "bound"}, {"activate", "", "active"}} {
