@@ -119,15 +119,15 @@ func register(t *testing.T, ctx context.Context, link string) {
 }
 
 // screenshot saves the tab at 1280×800 and 390×844 under
-// $QSHIELD_SCREENSHOTS (when set) and checks the phone width has no
-// horizontal scroll.
+// $QSHIELD_SCREENSHOTS (when set) and checks that phones 360, 390 and 430
+// px wide get no horizontal scroll.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	for _, vp := range []struct {
 		w, h   int64
 		suffix string
 		mobile bool
-	}{{1280, 800, "desktop", false}, {390, 844, "phone", true}} {
+	}{{1280, 800, "desktop", false}, {360, 740, "", true}, {430, 932, "", true}, {390, 844, "phone", true}} {
 		opts := []chromedp.EmulateViewportOption{chromedp.EmulateScale(1)}
 		if vp.mobile {
 			opts = append(opts, chromedp.EmulateMobile)
@@ -144,7 +144,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 				t.Errorf("%s scrolls sideways at %d px (%s)", name, vp.w, wide)
 			}
 		}
-		if dir := os.Getenv("QSHIELD_SCREENSHOTS"); dir != "" {
+		if dir := os.Getenv("QSHIELD_SCREENSHOTS"); dir != "" && vp.suffix != "" {
 			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 			if err != nil {
 				t.Fatal(err)
