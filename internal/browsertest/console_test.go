@@ -420,8 +420,18 @@ func TestConsoleAdminTools(t *testing.T) {
 	screenshot(t, admin, "console-storage")
 
 	// An inclusion proof of record 1 against the latest signed checkpoint.
-	if _, _, err := p.Publisher.PublishNow(ctx); err != nil {
+	kept, _, err := p.Publisher.PublishNow(ctx)
+	if err != nil {
 		t.Fatal(err)
+	}
+	verifyKept := func(what string) string {
+		do(t, admin, what, chromedp.Navigate(base+"/console/audit"), chromedp.WaitVisible(chromedp.CSS("#seq")),
+			chromedp.Click(chromedp.CSS("details.card summary")), chromedp.SetValue(chromedp.CSS("#kept"), string(kept)))
+		clickAndLoad(t, admin, "#verify-kept")
+		return text(t, admin, "#kept-verdict")
+	}
+	if got := verifyKept("verify a kept checkpoint"); !strings.Contains(got, "append-only extension") {
+		t.Fatalf("kept checkpoint: %q", got)
 	}
 	do(t, admin, "prove", chromedp.Navigate(base+"/console/audit"), chromedp.WaitVisible(chromedp.CSS("#seq")),
 		chromedp.SetValue(chromedp.CSS("#seq"), "1"))
@@ -530,6 +540,9 @@ func TestConsoleAdminTools(t *testing.T) {
 	do(t, admin, "dashboard after rollback", chromedp.Navigate(base+"/console/"), chromedp.WaitVisible(chromedp.CSS(".alarm")))
 	if got := text(t, admin, ".alarm"); !strings.Contains(got, "AUDIT LOG REWRITTEN OR ROLLED BACK") {
 		t.Fatalf("dashboard alarm %q", got)
+	}
+	if got := verifyKept("verify a kept checkpoint after the rollback"); !strings.Contains(got, "NOT an extension") {
+		t.Fatalf("kept checkpoint after the rollback: %q", got)
 	}
 }
 

@@ -457,3 +457,52 @@ func (c *Console) auditRecordQuery(w http.ResponseWriter, r *http.Request, s *Se
 	}
 	http.Redirect(w, r, "/console/audit/records/"+strconv.FormatInt(seq, 10), http.StatusSeeOther)
 }
+
+// auditVerifyCheckpoint is `qshield audit verify --checkpoint FILE` in the
+// console: a signed checkpoint kept outside the platform (pasted), checked
+// with the log's key, and the log proved an append-only extension of it by
+// recomputing every leaf from the records as stored.
+func (c *Console) auditVerifyCheckpoint(w http.ResponseWriter, r *http.Request, s *Session) {
+	ctx := r.Context()
+	text := strings.ReplaceAll(r.PostFormValue("checkpoint"), "\r\n", "\n")
+	d := auditData{}
+	fail := func(msg string) {
+		d.Err = msg
+		c.record(ctx, s, "console.audit.verify_checkpoint", audit.OutcomeFailure, "audit", map[string]any{"error": msg})
+		c.render(w, r, http.StatusBadRequest, "audit", page{Title: "Audit trail", Nav: "audit", S: s, Data: d})
+	}
+	if len(text) > 4096 || strings.TrimSpace(text) == "" {
+		fail("Paste a signed checkpoint (the text `qshield audit checkpoint` prints or --audit-checkpoint-file holds).")
+		return
+	}
+	if c.cfg.AuditVerifierKey == "" {
+		fail("This console has no audit verifier key, so it cannot check a checkpoint's signature.")
+		return
+	}
+	v, err := note.NewVerifier(c.cfg.AuditVerifierKey)
+	if err != nil {
+		fail("The console's audit verifier key is not valid.")
+		return
+	}
+	if !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	cp, _, err := audit.OpenCheckpoint([]byte(text), v)
+	if err != nil {
+		fail("That is not a checkpoint signed by this log's key.")
+		return
+	}
+	rep, err := c.cfg.Audit.VerifyCheckpoint(ctx, cp)
+	if err != nil {
+		c.cfg.Log.Error("console: verify checkpoint", "err", err)
+		fail("The verification could not run right now; try again shortly.")
+		return
+	}
+	d.CheckpointReport = &rep
+	outcome := audit.OutcomeSuccess
+	if !rep.OK {
+		outcome = audit.OutcomeFailure
+	}
+	c.record(ctx, s, "console.audit.verify_checkpoint", outcome, "audit", map[string]any{"checkpoint_size": cp.Size, "records": rep.Records, "problems": len(rep.Problems)})
+	c.render(w, r, http.StatusOK, "audit", page{Title: "Audit trail", Nav: "audit", S: s, Data: d})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -83,8 +84,18 @@ func TestAuditProofAndHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Add(time.Minute)
-	if _, _, err := c.cfg.Audit.Checkpoint(ctx, sg); err != nil {
+	kept, _, err := c.cfg.Audit.Checkpoint(ctx, sg)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// A checkpoint kept outside (pasted) is verified against the log.
+	ck2, aus := signIn(t, c, "au2", RoleAuditor)
+	w = request(c, http.MethodPost, "/console/audit/verify-checkpoint", ck2, aus.CSRF, url.Values{"checkpoint": {string(kept)}})
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "append-only extension") {
+		t.Fatalf("kept checkpoint: %d %s", w.Code, w.Body)
+	}
+	if w := request(c, http.MethodPost, "/console/audit/verify-checkpoint", ck2, aus.CSRF, url.Values{"checkpoint": {"qshield-audit-test\n9\nAAAA\n"}}); w.Code != http.StatusBadRequest {
+		t.Fatalf("unsigned checkpoint: %d", w.Code)
 	}
 	w = request(c, http.MethodGet, "/console/audit/checkpoints", ck, "", nil)
 	body := w.Body.String()
@@ -134,6 +145,10 @@ func TestAuditProofAndHistory(t *testing.T) {
 	}
 	if w := request(c, http.MethodGet, "/console/", ck, "", nil); !strings.Contains(w.Body.String(), "AUDIT LOG REWRITTEN OR ROLLED BACK") {
 		t.Fatalf("dashboard without the alarm: %s", w.Body)
+	}
+	w = request(c, http.MethodPost, "/console/audit/verify-checkpoint", ck2, aus.CSRF, url.Values{"checkpoint": {string(kept)}})
+	if !strings.Contains(w.Body.String(), "NOT an extension") {
+		t.Fatalf("kept checkpoint after the rollback: %s", w.Body)
 	}
 	if recs, _ := c.cfg.Audit.Search(ctx, audit.Query{Event: "console.audit.alarm"}); len(recs) == 0 {
 		t.Fatal("the alarm seen is not in the audit trail")

@@ -63,6 +63,7 @@ func (c *Console) routes() {
 	guarded("GET /console/schemes/stream", RoleAuditor, c.schemesStream)
 	guarded("GET /console/audit", RoleAuditor, c.auditView)
 	guarded("POST /console/audit/verify", RoleAuditor, c.auditVerify)
+	guarded("POST /console/audit/verify-checkpoint", RoleAuditor, c.auditVerifyCheckpoint)
 	guarded("GET /console/audit/record", RoleAuditor, c.auditRecordQuery)
 	guarded("GET /console/audit/records/{seq}", RoleAuditor, c.auditRecord)
 	guarded("GET /console/audit/proofs/{file}", RoleAuditor, c.auditProofFile)
@@ -768,7 +769,9 @@ type auditData struct {
 	Report     *audit.Report
 	Reconcile  *ledger.ReconcileReport
 	Checkpoint string // the latest signed checkpoint (signed-note text)
-	Err        string
+	// CheckpointReport is the result of verifying a pasted checkpoint.
+	CheckpointReport *audit.CheckpointReport
+	Err              string
 }
 
 func (c *Console) auditView(w http.ResponseWriter, r *http.Request, s *Session) {
