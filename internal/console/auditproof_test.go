@@ -80,7 +80,7 @@ func TestAuditProofAndHistory(t *testing.T) {
 		t.Fatalf("uncovered record: %s", w.Body)
 	}
 	// History: two kept checkpoints, each proved.
-	if err := c.observeCheckpoint(ctx); err != nil {
+	if err := c.observeCheckpoint(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	clk.Add(time.Minute)
@@ -261,5 +261,44 @@ func TestWitnessView(t *testing.T) {
 	body = request(c, http.MethodGet, "/console/audit/checkpoints", ck, "", nil).Body.String()
 	if !strings.Contains(body, `id="cp-alarm"`) || !strings.Contains(body, "Witness witness-test cosigned 6 records") {
 		t.Fatalf("rollback below the witness not an alarm: %s", body)
+	}
+}
+
+// TestCheckpointGap: the background loop keeps at most one checkpoint a
+// minute; a page view keeps the latest at once.
+func TestCheckpointGap(t *testing.T) {
+	clk := newClock()
+	c := newConsole(t, clk)
+	ctx := context.Background()
+	sg, _ := signer(t)
+	count := func() (n int) {
+		c.cfg.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM console_checkpoints`).Scan(&n)
+		return n
+	}
+	for i := range 3 {
+		appendN(t, c.cfg.Audit, 2)
+		if _, _, err := c.cfg.Audit.Checkpoint(ctx, sg); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.observeCheckpoint(ctx, checkpointGap); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			clk.Add(10 * time.Second)
+		}
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("kept %d checkpoints within a minute, want 1", n)
+	}
+	clk.Add(checkpointGap)
+	appendN(t, c.cfg.Audit, 1)
+	c.cfg.Audit.Checkpoint(ctx, sg)
+	if err := c.observeCheckpoint(ctx, checkpointGap); err != nil || count() != 2 {
+		t.Fatalf("after a minute: %d (%v)", count(), err)
+	}
+	appendN(t, c.cfg.Audit, 1)
+	c.cfg.Audit.Checkpoint(ctx, sg)
+	if err := c.observeCheckpoint(ctx, 0); err != nil || count() != 3 {
+		t.Fatalf("a page view: %d (%v)", count(), err)
 	}
 }
