@@ -440,7 +440,11 @@ func TestConsoleAdminTools(t *testing.T) {
 		t.Fatalf("proof verdict %q", got)
 	}
 	screenshot(t, admin, "console-audit-proof")
-	do(t, admin, "checkpoints", chromedp.Navigate(base+"/console/audit/checkpoints"), chromedp.WaitVisible(chromedp.CSS("#cp-verdict")))
+	do(t, admin, "checkpoints", chromedp.Navigate(base+"/console/audit/checkpoints"), chromedp.WaitVisible(chromedp.CSS("#sign-now")))
+	clickAndLoad(t, admin, "#sign-now")
+	if got := text(t, admin, "#cp-verdict"); !strings.Contains(got, "extends every checkpoint") {
+		t.Fatalf("checkpoint view after signing: %q", got)
+	}
 
 	// A real QMSP payment shows in the per-scheme charts without a reload.
 	do(t, admin, "charts", chromedp.Navigate(base+"/console/qkd"), chromedp.WaitVisible(chromedp.CSS("#chart-pay")))

@@ -521,3 +521,32 @@ func (c *Console) auditVerifyCheckpoint(w http.ResponseWriter, r *http.Request, 
 	c.record(ctx, s, "console.audit.verify_checkpoint", outcome, "audit", map[string]any{"checkpoint_size": cp.Size, "records": rep.Records, "problems": len(rep.Problems)})
 	c.render(w, r, http.StatusOK, "audit", page{Title: "Audit trail", Nav: "audit", S: s, Data: d})
 }
+
+// auditSignCheckpoint signs a checkpoint now (the publisher would within
+// seconds): a record just written can then be proved at once.
+func (c *Console) auditSignCheckpoint(w http.ResponseWriter, r *http.Request, s *Session) {
+	ctx := r.Context()
+	if c.cfg.SignCheckpoint == nil {
+		c.fail(w, r, s, http.StatusNotFound, "This node does not sign audit checkpoints.")
+		return
+	}
+	err := c.cfg.SignCheckpoint(ctx)
+	outcome := audit.OutcomeSuccess
+	if err != nil {
+		outcome = audit.OutcomeFailure
+		c.cfg.Log.Error("console: sign checkpoint", "err", err)
+	}
+	c.record(ctx, s, "console.audit.checkpoint", outcome, "audit", nil)
+	if err != nil {
+		msg := "No checkpoint was signed; try again shortly."
+		if errors.Is(err, audit.ErrFork) || errors.Is(err, audit.ErrRollback) {
+			msg = "No checkpoint was signed: the log is not an extension of the last checkpoint the platform signed (rewritten or rolled back). See the checkpoint view."
+		}
+		c.fail(w, r, s, http.StatusConflict, msg)
+		return
+	}
+	if err := c.observeCheckpoint(ctx, 0); err != nil {
+		c.cfg.Log.Warn("console: observe checkpoint", "err", err)
+	}
+	http.Redirect(w, r, "/console/audit/checkpoints", http.StatusSeeOther)
+}

@@ -302,3 +302,39 @@ func TestCheckpointGap(t *testing.T) {
 		t.Fatalf("a page view: %d (%v)", count(), err)
 	}
 }
+
+// TestSignCheckpointNow: an operator signs a checkpoint now (an auditor may
+// not); the new checkpoint is kept and audited.
+func TestSignCheckpointNow(t *testing.T) {
+	clk := newClock()
+	c := newConsole(t, clk)
+	ctx := context.Background()
+	sg, vkey := signer(t)
+	c.cfg.AuditVerifierKey = vkey
+	c.cfg.SignCheckpoint = func(ctx context.Context) error { _, _, err := c.cfg.Audit.Checkpoint(ctx, sg); return err }
+	appendN(t, c.cfg.Audit, 3)
+	ack, as := signIn(t, c, "au", RoleAuditor)
+	if w := request(c, http.MethodPost, "/console/audit/checkpoints", ack, as.CSRF, nil); w.Code != http.StatusForbidden {
+		t.Fatalf("auditor: %d", w.Code)
+	}
+	if msg, _ := c.cfg.Audit.LatestCheckpoint(ctx); msg != nil {
+		t.Fatal("a refused request signed a checkpoint")
+	}
+	ock, os := signIn(t, c, "op", RoleOperator)
+	if w := request(c, http.MethodPost, "/console/audit/checkpoints", ock, os.CSRF, nil); w.Code != http.StatusSeeOther {
+		t.Fatalf("operator: %d %s", w.Code, w.Body)
+	}
+	msg, _ := c.cfg.Audit.LatestCheckpoint(ctx)
+	cp, err := audit.ParseStoredCheckpoint(msg)
+	if err != nil || cp.Size < 3 {
+		t.Fatalf("checkpoint %+v (%v)", cp, err)
+	}
+	var kept int
+	c.cfg.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM console_checkpoints`).Scan(&kept)
+	if kept != 1 {
+		t.Fatalf("kept %d checkpoints", kept)
+	}
+	if recs, _ := c.cfg.Audit.Search(ctx, audit.Query{Event: "console.audit.checkpoint"}); len(recs) != 1 {
+		t.Fatalf("audited %d times", len(recs))
+	}
+}

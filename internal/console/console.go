@@ -52,6 +52,9 @@ type Config struct {
 	// Origin is the console's origin, e.g. "https://localhost:8443"; its host
 	// is the WebAuthn relying-party ID (a domain name, not an IP address).
 	Origin string
+	// SignCheckpoint, when set, signs and publishes an audit checkpoint now
+	// (the platform's publisher), as `qshield audit checkpoint` does.
+	SignCheckpoint func(ctx context.Context) error
 	// Tills are the QMSP gateways the platform runs (optional).
 	Tills TillService
 	// AuditVerifierKey is the audit log's checkpoint verifier key (a

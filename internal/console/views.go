@@ -68,6 +68,7 @@ func (c *Console) routes() {
 	guarded("GET /console/audit/records/{seq}", RoleAuditor, c.auditRecord)
 	guarded("GET /console/audit/proofs/{file}", RoleAuditor, c.auditProofFile)
 	guarded("GET /console/audit/checkpoints", RoleAuditor, c.auditHistory)
+	guarded("POST /console/audit/checkpoints", RoleOperator, c.auditSignCheckpoint)
 	guarded("GET /console/operators", RoleAdmin, c.operators)
 	guarded("POST /console/operators/invite", RoleAdmin, c.inviteOperator)
 	guarded("POST /console/operators/{id}/disable", RoleAdmin, c.disableOperator)

@@ -47,6 +47,9 @@ func (p *Platform) startConsole(ctx context.Context) error {
 	if p.QMSP != nil {
 		cfg.Tills = consoleTills{p.QMSP}
 	}
+	if pub := p.Publisher; pub != nil {
+		cfg.SignCheckpoint = func(ctx context.Context) error { _, _, err := pub.PublishNow(ctx); return err }
+	}
 	for _, w := range p.Config.Audit.Witnesses {
 		state, vkeyFile, ok := strings.Cut(w, "=")
 		if !ok || state == "" || vkeyFile == "" {
