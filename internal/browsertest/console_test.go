@@ -418,6 +418,14 @@ func TestConsoleAdminTools(t *testing.T) {
 		t.Fatalf("device %+v (%v)", dev, err)
 	}
 	screenshot(t, admin, "console-storage")
+	// Its page lists its keys' life on the platform (none charged yet).
+	clickAndLoad(t, admin, "a[href='/console/storage/SN-CONSOLE-2']")
+	if got := text(t, admin, "#dev-state"); got != "active" {
+		t.Fatalf("device page state %q", got)
+	}
+	if got := text(t, admin, "#dev-keys"); !strings.Contains(got, "No key has been charged") {
+		t.Fatalf("device keys %q", got)
+	}
 
 	// An inclusion proof of record 1 against the latest signed checkpoint.
 	kept, _, err := p.Publisher.PublishNow(ctx)

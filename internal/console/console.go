@@ -156,6 +156,12 @@ func (c *Console) parsePages() error {
 		"may":    func(r Role, need string) bool { return r.may(Role(need)) },
 		"signed": signedMoney,
 		"action": func(a keycharge.Action) string { return actionLabels[a] },
+		"timep": func(t *time.Time) string {
+			if t == nil {
+				return "—"
+			}
+			return t.UTC().Format("2006-01-02 15:04:05 UTC")
+		},
 	}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {

@@ -52,6 +52,7 @@ func (c *Console) routes() {
 	guarded("GET /console/transfers/stream", RoleAuditor, c.transferStream)
 	guarded("GET /console/devices", RoleAuditor, c.devices)
 	guarded("POST /console/devices/{serial}/revoke", RoleAdmin, c.revoke)
+	guarded("GET /console/storage/{serial}", RoleAuditor, c.storageDevice)
 	guarded("POST /console/storage/{serial}", RoleOperator, c.storageAction)
 	guarded("GET /console/tills", RoleAuditor, c.tills)
 	guarded("POST /console/tills/{gi}/sale", RoleOperator, c.setSale)
@@ -666,6 +667,31 @@ func (c *Console) storageAction(w http.ResponseWriter, r *http.Request, s *Sessi
 		return
 	}
 	http.Redirect(w, r, "/console/devices?flash=device", http.StatusSeeOther)
+}
+
+// storageDevice shows one key storage device and the life of its keys on
+// the platform (as `qshield admin keys SERIAL`).
+func (c *Console) storageDevice(w http.ResponseWriter, r *http.Request, s *Session) {
+	if c.cfg.KeyCharge == nil {
+		c.fail(w, r, s, http.StatusNotFound, "Key charging does not run on this platform.")
+		return
+	}
+	serial := r.PathValue("serial")
+	dev, err := c.cfg.KeyCharge.Device(r.Context(), s.principal(), serial)
+	if err != nil {
+		c.fail(w, r, s, http.StatusNotFound, "No such key storage device: "+storageMessage(err))
+		return
+	}
+	keys, err := c.cfg.KeyCharge.Keys(r.Context(), s.principal(), serial, 500)
+	if err != nil {
+		c.fail(w, r, s, http.StatusServiceUnavailable, "The device's keys cannot be read right now: "+storageMessage(err))
+		return
+	}
+	rows := storageRows([]*keycharge.Device{dev})
+	c.render(w, r, http.StatusOK, "storage", page{Title: "Device " + serial, Nav: "devices", S: s, Data: struct {
+		Row  storageRow
+		Keys []keycharge.KeyRecord
+	}{rows[0], keys}})
 }
 
 func storageMessage(err error) string {
