@@ -47,7 +47,13 @@ func startPlatform(t *testing.T) (*platform.Platform, string) {
 // keys, user verification) and returns it with the authenticator's ID.
 func passkeyTab(t *testing.T, bctx context.Context) (context.Context, cdpwebauthn.AuthenticatorID) {
 	t.Helper()
-	ctx := browsertest.NewTab(t, bctx, 90*time.Second)
+	return passkeyTabFor(t, bctx, 90*time.Second)
+}
+
+// passkeyTabFor is passkeyTab whose actions, all together, may take d.
+func passkeyTabFor(t *testing.T, bctx context.Context, d time.Duration) (context.Context, cdpwebauthn.AuthenticatorID) {
+	t.Helper()
+	ctx := browsertest.NewTab(t, bctx, d)
 	if _, err := chromedp.Call(ctx, cdpwebauthn.Enable, cdpwebauthn.EnableParams{}); err != nil {
 		t.Fatalf("WebAuthn.enable: %v", err)
 	}
@@ -314,7 +320,8 @@ func TestConsoleAdminTools(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, authID := passkeyTab(t, bctx)
+	// One tab does most of this test: give it time on a loaded machine.
+	admin, authID := passkeyTabFor(t, bctx, 5*time.Minute)
 	register(t, admin, link)
 
 	// The admin is a principal of the CA's register whose certificate
