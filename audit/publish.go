@@ -77,25 +77,63 @@ type Publisher struct {
 	// Interval is the longest time between checkpoints of a growing log (default 10 s).
 	Interval time.Duration
 	// Poll is how often the queue is integrated (default 200 ms).
-	Poll   time.Duration
-	Sinks  []Sink
+	Poll  time.Duration
+	Sinks []Sink
+	// Quorum is how many WitnessSinks must cosign each checkpoint; fewer
+	// is logged at error level and returned as an error.
+	Quorum int
 	Logger *slog.Logger
 }
 
 // PublishNow signs a checkpoint of the current log and sends it to every
-// sink; a sink's failure is logged and returned after the others ran.
+// sink — the WitnessSinks first, then the others with the cosigned
+// checkpoint; a sink's failure is logged and returned after the others ran,
+// as is a number of cosignatures below Quorum.
 func (p *Publisher) PublishNow(ctx context.Context) ([]byte, Checkpoint, error) {
 	msg, cp, err := p.Log.Checkpoint(ctx, p.Signer)
 	if err != nil {
 		return nil, Checkpoint{}, err
 	}
+	// Witnesses first, so that the other sinks get the checkpoint with
+	// its cosignatures.
 	var first error
+	fail := func(err error) {
+		p.logger().ErrorContext(ctx, "audit checkpoint not published", "size", cp.Size, "err", err)
+		if first == nil {
+			first = err
+		}
+	}
+	cosigned := 0
 	for _, s := range p.Sinks {
+		if _, ok := s.(*WitnessSink); !ok {
+			continue
+		}
 		if err := s.Publish(ctx, msg); err != nil {
-			p.logger().ErrorContext(ctx, "audit checkpoint not published", "size", cp.Size, "err", err)
-			if first == nil {
-				first = err
+			fail(err)
+		} else {
+			cosigned++
+		}
+	}
+	if cosigned < p.Quorum {
+		err := fmt.Errorf("audit: checkpoint of %d records cosigned by %d witnesses, quorum %d", cp.Size, cosigned, p.Quorum)
+		p.logger().ErrorContext(ctx, "audit checkpoint below witness quorum", "size", cp.Size, "cosigned", cosigned, "quorum", p.Quorum)
+		if first == nil {
+			first = err
+		}
+	}
+	if cosigned > 0 {
+		if m, err := p.Log.LatestCheckpoint(ctx); err == nil && m != nil {
+			if c, perr := ParseStoredCheckpoint(m); perr == nil && c.Size == cp.Size {
+				msg = m
 			}
+		}
+	}
+	for _, s := range p.Sinks {
+		if _, ok := s.(*WitnessSink); ok {
+			continue
+		}
+		if err := s.Publish(ctx, msg); err != nil {
+			fail(err)
 		}
 	}
 	return msg, cp, first
@@ -132,7 +170,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		if head, err := p.Log.Head(ctx); err == nil {
 			grown := head.Seq > lastSize
-			if grown && (lastSize < 0 || head.Seq-lastSize >= every || time.Since(lastTime) >= interval) {
+			// Due: never tried, Every records since the last checkpoint, or
+			// Interval since the last checkpoint or failed attempt.
+			due := lastTime.IsZero() || lastSize >= 0 && head.Seq-lastSize >= every || time.Since(lastTime) >= interval
+			if grown && due {
 				if _, cp, err := p.PublishNow(ctx); err != nil && ctx.Err() == nil {
 					p.logger().ErrorContext(ctx, "audit checkpoint failed", "err", err)
 					lastTime = time.Now() // retry after an interval

@@ -135,6 +135,9 @@ type Witness struct {
 	Accepted atomic.Int64
 	// Refused counts add-checkpoint requests answered with an error.
 	Refused atomic.Int64
+	// OnAlarm, when set, is called (after the log line) with each alarm's
+	// error, e.g. to stop a witness service.
+	OnAlarm func(error)
 
 	mu sync.Mutex // check and store are one step
 }
@@ -331,6 +334,9 @@ func (w *Witness) alarm(ctx context.Context, kind string, held, offered Checkpoi
 	w.logger().ErrorContext(ctx, "AUDIT LOG ALARM", "kind", kind,
 		"origin", offered.Origin, "held_size", held.Size, "held_root", base64.StdEncoding.EncodeToString(held.Hash[:]),
 		"offered_size", offered.Size, "offered_root", base64.StdEncoding.EncodeToString(offered.Hash[:]), "err", err)
+	if w.OnAlarm != nil {
+		w.OnAlarm(err)
+	}
 }
 
 // Handler serves tlog-witness's POST <prefix>/add-checkpoint (prefix ""

@@ -2,6 +2,8 @@ package demo
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -61,11 +63,14 @@ func Audit() Scenario {
 			fmt.Sprintf("%s: %d records, root %x…", cp.Origin, cp.Size, cp.Hash[:6])); err != nil {
 			return rows, err
 		}
-		wskey, _, err := audit.GenerateCheckpointKey("demo-witness")
+		_, wkey, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return rows, err
 		}
-		wsigner, _ := note.NewSigner(wskey)
+		wsigner, err := audit.NewCosigner("demo-witness", wkey, nil) // C2SP cosignature/v1
+		if err != nil {
+			return rows, err
+		}
 		w := &audit.Witness{Log: verifier, Signer: wsigner, StateFile: filepath.Join(outside, "witness-state"),
 			Source: audit.HTTPSource{BaseURL: env.URL, Client: &http.Client{Transport: &http.Transport{TLSClientConfig: env.ClientTLS(p.AdminCert)}}}}
 		wc, err := w.Step(ctx)
