@@ -28,6 +28,9 @@ func TestAuditTrail(t *testing.T) {
 		if err != nil || len(ok) != 1 {
 			t.Fatalf("success entries: %d, %v", len(ok), err)
 		}
+		if got := ok[0].Details["amount"]; got != "1.00 CNY" {
+			t.Errorf("audited amount %q, want \"1.00 CNY\" (money.Format, not bare minor units)", got)
+		}
 		bad, err := log.Search(f.ctx, audit.Query{Event: "bioqr.settle", Outcome: "failure"})
 		if err != nil || len(bad) != 1 || bad[0].Details["code"] != "fingerprint_mismatch" {
 			t.Fatalf("failure entries: %+v, %v", bad, err)

@@ -12,13 +12,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/consent"
 	"log/slog"
 	"math/big"
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb"
 )
@@ -397,7 +398,7 @@ func settleEvent(posCert *x509.Certificate, res *SettleResult, err error) AuditE
 		return e
 	}
 	e.Subject = res.RandCode
-	e.Detail = map[string]string{"transfer": res.TransferID, "amount": fmt.Sprint(res.Amount), "currency": res.Currency,
+	e.Detail = map[string]string{"transfer": res.TransferID, "amount": money.Format(res.Amount, res.Currency), "currency": res.Currency,
 		"account": res.Account, "merchant_account": res.MerchantAccount, "phone": res.Phone, "probe": res.ProbeSource,
 		"score": fmt.Sprintf("%.3f", res.Score), "replayed": fmt.Sprint(res.Replayed)}
 	return e

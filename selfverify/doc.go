@@ -104,22 +104,37 @@
 //
 // # Money and crash safety
 //
-// Ledger calls happen outside this package's transactions and use
-// idempotency keys derived from serials and confirmation IDs
-// ("selfverify:withdraw:…", "selfverify:settle:…", "selfverify:refund:…");
-// state rows move funding → active, agreed → settled, refunding → refunded
-// only after the ledger answered, and [Operator.Sweep] finishes any step a
-// crash interrupted. The escrow account is protected (it can never go
+// Each money movement (funding a token, settling an agreed confirmation,
+// refunding the rest of W) is one database transaction: the state row moves
+// funding → active, agreed → settled or refunding → refunded under a row
+// lock, Ledger.TransferTx posts the transfer (idempotency keys
+// "selfverify:withdraw:…", "selfverify:settle:…", "selfverify:refund:…") and
+// the audit record is appended, all or nothing. A step a crash interrupted is
+// still in its first state, and [Operator.Sweep] runs it again. The escrow account is protected (it can never go
 // negative). On SQLite the hot-path writes (reservations, vendor payment
 // records) go through group commit (see committer); on PostgreSQL each is a
 // single statement (one round trip), with the transactional path as fallback.
 //
+// # Message layer
+//
+// The cryptography of a payment without any state is exported for other
+// implementations of either side, for tests that build or forge messages and
+// for measuring the scheme's cost: [FirstPaymentMessage] and
+// [NextPaymentMessage] (U), [OpenFirstPayment], [OpenNextPayment] and
+// [SealReceipt] (V), [OpenReceipt] (U), and the SigningBytes methods of the
+// signed messages. The demo (internal/scenario) and the cost experiment
+// (internal/experiments) use only these and the services.
+//
 // # Known limits
 //
-// The operator's d_N and a vendor's d_V are stored in their databases (hex);
-// production would keep d_N in an HSM/KMS. The phone's wallet file is not
-// encrypted at rest. ECQV scalar arithmetic uses math/big (variable time; once
-// per registration). A vendor that crashes between a reservation at N and its
+// The operator's d_N is stored in the database sealed with the platform's
+// key ([LoadOrCreateOperatorKey]; in clear only without a sealer, in tests);
+// a vendor's d_V is stored in its database in hex. Production would keep d_N
+// in an HSM/KMS. The phone's wallet file is not encrypted at rest. ECQV's
+// scalar arithmetic on secrets is constant time (filippo.io/bigmod); scalars
+// still travel in *big.Int between steps. The look-ups of a token, its
+// confirmations and a deposit answer only a query signed by the owner's key
+// (lookup.go). A vendor that crashes between a reservation at N and its
 // own commit leaves a reservation it will never deposit; it lapses at token
 // close and the money returns to U.
 package selfverify

@@ -2,11 +2,13 @@ package selfverify
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
@@ -114,6 +116,41 @@ func TestLookupsOnlyByOwner(t *testing.T) {
 		}
 		if _, err := s.vendor.RefreshDeposit(ctx, dep.ID); err != nil {
 			t.Errorf("the vendor reads its deposit: %v", err)
+		}
+	})
+}
+
+// FuzzLookupHeaders feeds arbitrary look-up headers for a real token: the
+// check never panics and never admits a request (only the token key's
+// signature over this path and a fresh timestamp does, which the fuzzer
+// cannot produce); every refusal is 401 or 403, never another error.
+func FuzzLookupHeaders(f *testing.F) {
+	e := newEnv(f, sqldbtest.Open(f, sqldbtest.Backends()[0]), ecqv.P256())
+	u := e.user("fuzz-user")
+	st, err := u.Withdraw(e.ctx, 100, time.Hour)
+	if err != nil {
+		f.Fatal(err)
+	}
+	serial := st.Token.Serial
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	f.Add(now, "AAAA", serial)
+	f.Add("", "", serial)
+	f.Add(now, "MEUCIQ==", "00000000000000000000000000000000")
+	f.Add("-1", "%%%", "../../x")
+	f.Fuzz(func(t *testing.T, ts, sig, path string) {
+		r, err := http.NewRequest(http.MethodGet, "https://x/v1/selfverify/tokens/"+serial, nil)
+		if err != nil {
+			t.Skip()
+		}
+		r.SetPathValue("serial", path)
+		r.Header.Set(HeaderLookupTime, ts)
+		r.Header.Set(HeaderLookupSignature, sig)
+		err = e.op.verifyLookup(r, e.op.tokenOwner(r))
+		if err == nil {
+			t.Fatalf("forged look-up admitted: ts=%q sig=%q path=%q", ts, sig, path)
+		}
+		if !errors.Is(err, authz.ErrUnsigned) && !errors.Is(err, authz.ErrNotOwner) {
+			t.Fatalf("refusal is neither unsigned nor not-owner: %v", err)
 		}
 	})
 }

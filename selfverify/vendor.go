@@ -412,37 +412,60 @@ func (v *Vendor) NextPayment(ctx context.Context, m NextPayment) (*PaymentRespon
 	}
 	resp := &PaymentResponse{Session: m.Session, Seq: m.Seq, Ciphertext: ct}
 	rj, _ := json.Marshal(resp)
+	if err := v.storeNext(ctx, nextRow{session: m.Session, from: seq, to: m.Seq, key: k, price: p.Price, digest: digest,
+		response: string(rj), ref: ref, serial: serial, item: item.ID, now: now}); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// nextRow is what storing a later payment writes: the session moves from
+// seq from to seq to with key and the answer, and the payment is recorded.
+type nextRow struct {
+	session          string
+	from, to         int64
+	key              []byte
+	price            int64
+	digest, response string
+	ref, serial      string
+	item             string
+	now              time.Time
+}
+
+// storeNext advances the session and records the payment, in one statement
+// on PostgreSQL (one round trip) and in one transaction elsewhere. A session
+// that moved meanwhile is ErrSequence.
+func (v *Vendor) storeNext(ctx context.Context, r nextRow) error {
 	if v.db.Dialect == sqldb.Postgres {
-		// One round trip: advance the session and record the payment.
 		res, err := v.db.ExecContext(ctx, `WITH u AS (
 			UPDATE sv_vendor_sessions SET seq = $1, chain_key = $2, spent = spent + $3, last_digest = $4, last_response = $5
 			WHERE session = $6 AND seq = $7 RETURNING session)
 			INSERT INTO sv_vendor_payments (ref, vendor, session, serial, seq, item, price, created_at)
 			SELECT $8, $9, session, $10, $1, $11, $3, $12 FROM u`,
-			m.Seq, hex.EncodeToString(k), p.Price, digest, string(rj), m.Session, seq, ref, v.cred.ID, serial, item.ID, ms(now))
+			r.to, hex.EncodeToString(r.key), r.price, r.digest, r.response, r.session, r.from, r.ref, v.cred.ID, r.serial, r.item, ms(r.now))
 		if err != nil {
-			return nil, fmt.Errorf("selfverify: vendor: store payment: %w", err)
+			return fmt.Errorf("selfverify: vendor: store payment: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
-			return nil, fmt.Errorf("%w: concurrent payment on session %s", ErrSequence, m.Session)
+			return fmt.Errorf("%w: concurrent payment on session %s", ErrSequence, r.session)
 		}
-		return resp, nil
+		return nil
 	}
-	err = v.write(ctx, func(tx *sql.Tx) error {
+	err := v.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, v.db.Rebind(`UPDATE sv_vendor_sessions SET seq = ?, chain_key = ?, spent = spent + ?, last_digest = ?, last_response = ? WHERE session = ? AND seq = ?`),
-			m.Seq, hex.EncodeToString(k), p.Price, digest, string(rj), m.Session, seq)
+			r.to, hex.EncodeToString(r.key), r.price, r.digest, r.response, r.session, r.from)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("%w: concurrent payment on session %s", ErrSequence, m.Session)
+			return fmt.Errorf("%w: concurrent payment on session %s", ErrSequence, r.session)
 		}
-		return v.insertPayment(ctx, tx, ref, m.Session, serial, m.Seq, item.ID, p.Price, now)
+		return v.insertPayment(ctx, tx, r.ref, r.session, r.serial, r.to, r.item, r.price, r.now)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("selfverify: vendor: store payment: %w", err)
+		return fmt.Errorf("selfverify: vendor: store payment: %w", err)
 	}
-	return resp, nil
+	return nil
 }
 
 // Session returns V's high-water mark of a session.

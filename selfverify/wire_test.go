@@ -1,8 +1,11 @@
 package selfverify
 
 import (
+	"bytes"
+	"crypto/rand"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
@@ -106,4 +109,34 @@ func TestWireAgreesWithServices(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzOpenFirstPayment feeds arbitrary (A, ciphertext) to the vendor's
+// stateless first-payment opener and arbitrary ciphertexts to the later
+// payment and receipt openers. Invariant: nothing panics, and nothing but the
+// seed's genuine message opens (a forged message would need K_UV).
+func FuzzOpenFirstPayment(f *testing.F) {
+	c := ecqv.P256()
+	nk, _ := c.NewPrivateKey(bytes.Repeat([]byte{1}, 32))
+	dV, _ := c.NewPrivateKey(bytes.Repeat([]byte{2}, 32))
+	tk, _ := c.NewPrivateKey(bytes.Repeat([]byte{3}, 32))
+	tok := Token{Serial: "00112233445566778899aabbccddeeff", Curve: c.Name(), Currency: "CNY", Limit: 1000, IssuedAt: 1, ExpiresAt: 2, Key: tk.Public().Bytes()}
+	sig, _ := nk.Sign(rand.Reader, tok.SigningBytes())
+	m, _, _, _ := FirstPaymentMessage(c, dV.Public(), "shop", SignedToken{Token: tok, Sig: sig}, tk, "tea", 120, time.UnixMilli(1))
+	f.Add(m.A, m.Ciphertext)
+	f.Add(make([]byte, 33), make([]byte, 40))
+	f.Add([]byte{}, []byte{})
+	k := make([]byte, KeySize)
+	f.Fuzz(func(t *testing.T, a, ct []byte) {
+		p, _, _, err := OpenFirstPayment(dV, nk.Public(), "shop", OpenPayment{A: a, Ciphertext: ct})
+		if err == nil && (p.Item != "tea" || p.Price != 120 || p.Token.Token.Serial != tok.Serial) {
+			t.Fatalf("a fuzzed first payment opened: %+v", p)
+		}
+		if _, err := OpenNextPayment(c, k, NextPayment{Session: "00112233445566778899aabbccddeeff", Seq: 2, Ciphertext: ct}); err == nil {
+			t.Fatal("a fuzzed later payment opened")
+		}
+		if _, err := OpenReceipt(c, k, PaymentResponse{Session: "00112233445566778899aabbccddeeff", Seq: 2, Ciphertext: ct}); err == nil {
+			t.Fatal("a fuzzed receipt opened")
+		}
+	})
 }

@@ -455,24 +455,30 @@ func TestWatermarkScreen(t *testing.T) {
 	tab := browsertest.NewTab(t, bctx, 240*time.Second)
 	// A code lives at most 60 s; on a heavily loaded machine (the race
 	// detector, other jobs) the browser may need longer than that to show
-	// it, so a code that expired before the page came up is replaced.
+	// it and to take a screenshot, so every step that needs a live code
+	// starts with a fresh one (open), and a code that expired before the
+	// page came up is replaced.
 	var code service.CodeResponse
-	for attempt := 1; ; attempt++ {
-		code = service.CodeResponse{}
-		if _, err := phoneAPI.Do(ctx, http.MethodPost, "/v1/watermark/codes", nil, map[string]int64{"limit": 50_00}, &code); err != nil {
-			t.Fatal(err)
+	open := func() {
+		t.Helper()
+		for attempt := 1; ; attempt++ {
+			code = service.CodeResponse{}
+			if _, err := phoneAPI.Do(ctx, http.MethodPost, "/v1/watermark/codes", nil, map[string]int64{"limit": 50_00}, &code); err != nil {
+				t.Fatal(err)
+			}
+			do(t, tab, "open screen", chromedp.Navigate(base+code.Screen), chromedp.WaitVisible(chromedp.CSS("#code")))
+			got := text(t, tab, "#status")
+			if strings.Contains(got, "expired") && attempt < 3 {
+				t.Logf("attempt %d: the code expired before the page showed it; a new one", attempt)
+				continue
+			}
+			if !strings.Contains(got, "at most 50.00 CNY") {
+				t.Errorf("status %q does not state the payer's limit", got)
+			}
+			return
 		}
-		do(t, tab, "open screen", chromedp.Navigate(base+code.Screen), chromedp.WaitVisible(chromedp.CSS("#code")))
-		got := text(t, tab, "#status")
-		if strings.Contains(got, "expired") && attempt < 3 {
-			t.Logf("attempt %d: the code expired before the page showed it; a new one", attempt)
-			continue
-		}
-		if !strings.Contains(got, "at most 50.00 CNY") {
-			t.Errorf("status %q does not state the payer's limit", got)
-		}
-		break
 	}
+	open()
 	if got := text(t, tab, ".hint"); !strings.Contains(got, "brightness") {
 		t.Errorf("hint %q", got)
 	}
@@ -480,9 +486,13 @@ func TestWatermarkScreen(t *testing.T) {
 	// The frames loop: the image changes by itself.
 	first := eval[string](t, tab, "document.getElementById('code').src")
 	waitJS(t, tab, fmt.Sprintf("document.getElementById('code').src !== %q", first), "the next frame")
-	for _, txt := range capture(t, tab, "watermark", 10, desktop, phone) {
-		if txt != code.Handle {
-			t.Fatalf("screenshot code %q, the service issued handle %q", txt, code.Handle)
+	// Each viewport's screenshots on a code of their own.
+	for _, vp := range []viewport{desktop, phone} {
+		open()
+		for _, txt := range capture(t, tab, "watermark", 10, vp) {
+			if txt != code.Handle {
+				t.Fatalf("screenshot code %q, the service issued handle %q", txt, code.Handle)
+			}
 		}
 	}
 	// At the narrowest phone the code still fits, quiet zone included.

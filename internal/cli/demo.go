@@ -1,13 +1,13 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
-	"github.com/qshield/qshield/fingerprint/fvc"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/qshield/qshield/fingerprint/fvc"
 	"github.com/qshield/qshield/internal/demo"
 )
 
@@ -34,7 +34,13 @@ func DemoCommand(g *Globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if data == "" {
-				data = os.Getenv(fvc.DataEnv)
+				// The variable, through fvc.DataDir: set to a path that
+				// holds nothing, it is an error, not synthetic prints.
+				dir, err := fvc.DataDir()
+				if err != nil && !errors.Is(err, fvc.ErrDataUnset) {
+					return err
+				}
+				data = dir
 			}
 			log := g.Log
 			if !g.Verbose {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
@@ -73,7 +74,8 @@ func (f *kcPlatformFlags) tlsConfig(g *Globals, serverURL string, withCert bool)
 	}
 	tc := pki.TLSClientConfig(roots, host)
 	if withCert {
-		c, err := tls.LoadX509KeyPair(pick(f.cert, "admin.pem"), pick(f.key, "admin-key.pem"))
+		// The admin key may be sealed under QSHIELD_ADMIN_PASSPHRASE.
+		c, err := platform.LoadKeyPair(pick(f.cert, "admin.pem"), pick(f.key, "admin-key.pem"))
 		if err != nil {
 			return nil, fmt.Errorf("load client certificate: %w", err)
 		}

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
@@ -60,7 +62,18 @@ func TestKeychargeCommands(t *testing.T) {
 	}
 	state := t.TempDir()
 	os.WriteFile(filepath.Join(state, "ca.pem"), pki.EncodeCertPEM(ca.Certificate()), 0o644)
+	// The admin key sealed under the passphrase, as `qshield serve` writes it
+	// when QSHIELD_ADMIN_PASSPHRASE is set: every admin command reads it
+	// (tls.LoadX509KeyPair could not, #12).
 	writeCertPair(t, state, "admin", lab.AdminCert.Certificate[0], lab.AdminCert.PrivateKey)
+	t.Setenv(platform.EnvAdminPassphrase, "correct horse battery staple")
+	sealedAdmin, err := pki.SealPrivateKeyPEM(lab.AdminCert.PrivateKey.(crypto.Signer), pki.PassphraseKey([]byte("correct horse battery staple")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "admin-key.pem"), sealedAdmin, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	writeCertPair(t, state, "charger-1", lab.ChargerCert.Certificate[0], lab.ChargerCert.PrivateKey)
 	devices := t.TempDir()
 	dev := filepath.Join(devices, "ukey1")

@@ -94,7 +94,8 @@ func (c *kmeCommon) open(ctx context.Context, g *Globals) (*sqldb.DB, *pki.CA, [
 // or a key derived from the platform master key.
 
 // KMEMasterKey returns the pool master key: the environment variable, the
-// named file, or kme-master.key in dir (created on first use).
+// named file, or kme-master.key in dir's secret directory (created on first
+// use; platform.SecretDir: never beside the database).
 func KMEMasterKey(dir, file string) ([]byte, error) {
 	if v := os.Getenv(EnvKMEMasterKey); v != "" {
 		k, err := fsutil.DecodeKey32(v)
@@ -110,7 +111,11 @@ func KMEMasterKey(dir, file string) ([]byte, error) {
 		}
 		return fsutil.DecodeKey32(string(b))
 	}
-	return fsutil.LoadOrCreateKey(filepath.Join(dir, "kme-master.key"))
+	sd, err := platform.SecretDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return fsutil.LoadOrCreateKey(filepath.Join(sd, "kme-master.key"))
 }
 
 func splitHosts(hosts []string) (dns []string, ips []net.IP) {

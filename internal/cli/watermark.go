@@ -81,8 +81,8 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 			}); err != nil {
 				return fmt.Errorf("enrol %s: %w", role, err)
 			}
-			fmt.Fprintf(g.Out, "%s %s enrolled for account %s in %s\n", role, name, account, dir)
-			return nil
+			return g.Report(map[string]any{"role": role, "name": name, "account": account, "dir": dir},
+				fmt.Sprintf("%s %s enrolled for account %s in %s", role, name, account, dir))
 		},
 	}
 	adminFlag(enrol.Flags(), &adminDir, "admin-dir")
@@ -143,9 +143,10 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 			if err := f.Close(); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.Out, "code %s for at most %s, valid until %s: %d frames stamped for the current second in %s (loop.gif: the next 5 s; stamps older than a few seconds are refused), screen %s%s\n",
-				resp.Handle, limit, resp.ExpiresAt.Format("15:04:05"), len(files), out, server, resp.Screen)
-			return nil
+			return g.Report(map[string]any{"handle": resp.Handle, "limit": lim.Minor, "currency": lim.Currency.Code, "expires_at": resp.ExpiresAt,
+				"frames": files, "gif": filepath.Join(out, "loop.gif"), "screen": server + resp.Screen},
+				fmt.Sprintf("code %s for at most %s, valid until %s: %d frames stamped for the current second in %s (loop.gif: the next 5 s; stamps older than a few seconds are refused), screen %s%s",
+					resp.Handle, lim, resp.ExpiresAt.Format("15:04:05"), len(files), out, server, resp.Screen))
 		},
 	}
 	code.Flags().StringVar(&out, "out", "./code", "directory for the frames")

@@ -28,126 +28,154 @@ import (
 // against the saved checkpoint fails.
 func Audit() Scenario {
 	return Scenario{Name: "audit", Run: func(ctx context.Context, env *Env) ([]Row, error) {
-		var rows []Row
-		p := env.P
-		rep, err := p.Ledger.Reconcile(ctx, p.Audit)
-		if err == nil && !rep.OK {
-			err = fmt.Errorf("ledger and audit trail disagree: %v", rep.Problems)
-		}
-		if err := Expect(&rows, "reconcile ledger and audit trail", err, "",
-			fmt.Sprintf("%d accounts, %d transfers, %d money records: each audited exactly once", rep.Accounts, rep.Transfers, rep.MoneyRecords)); err != nil {
-			return rows, err
-		}
 		outside, err := os.MkdirTemp("", "qshield-audit-outside-*")
 		if err != nil {
-			return rows, err
+			return nil, err
 		}
 		defer os.RemoveAll(outside)
-		if _, _, err := p.Publisher.PublishNow(ctx); err != nil {
-			return rows, err
+		r := &auditRun{ctx: ctx, env: env, p: env.P, outside: outside}
+		for _, phase := range []func() error{r.reconcile, r.checkpoint, r.witness, r.inclusion, r.rollback} {
+			if err := phase(); err != nil {
+				return r.rows, err
+			}
 		}
-		msg, err := fetchCheckpoint(ctx, env)
-		var cp audit.Checkpoint
-		var verifier note.Verifier
-		if err == nil {
-			verifier, err = platformVerifier(p)
-		}
-		if err == nil {
-			cp, _, err = audit.OpenCheckpoint(msg, verifier)
-		}
-		saved := filepath.Join(outside, "checkpoint.txt")
-		if err == nil {
-			err = os.WriteFile(saved, msg, 0o644)
-		}
-		if err := Expect(&rows, "fetch GET /v1/audit/checkpoint, check its signature, save it outside the data directory", err, "",
-			fmt.Sprintf("%s: %d records, root %x…", cp.Origin, cp.Size, cp.Hash[:6])); err != nil {
-			return rows, err
-		}
-		_, wkey, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return rows, err
-		}
-		wsigner, err := audit.NewCosigner("demo-witness", wkey, nil) // C2SP cosignature/v1
-		if err != nil {
-			return rows, err
-		}
-		w := &audit.Witness{Log: verifier, Signer: wsigner, StateFile: filepath.Join(outside, "witness-state"),
-			Source: audit.HTTPSource{BaseURL: env.URL, Client: &http.Client{Transport: &http.Transport{TLSClientConfig: env.ClientTLS(p.AdminCert)}}}}
-		wc, err := w.Step(ctx)
-		if err := Expect(&rows, "witness fetches and cosigns the checkpoint", err, "", fmt.Sprintf("witness holds %d records", wc.Size)); err != nil {
-			return rows, err
-		}
-		recs, err := p.Audit.Search(ctx, audit.Query{Event: "ledger.transfer", Limit: 1})
-		if err == nil && len(recs) == 0 {
-			err = errors.New("no ledger.transfer record")
-		}
-		var proof audit.InclusionProof
-		if err == nil {
-			proof, err = p.Audit.ProveInclusion(ctx, recs[0].Seq, cp.Size)
-		}
-		if err == nil {
-			err = tlog.CheckRecord(proof.Proof, cp.Size, cp.Hash, proof.Index, tlog.RecordHash(proof.Entry))
-		}
-		if err := Expect(&rows, "inclusion proof of the first transfer's audit record", err, "",
-			fmt.Sprintf("record %d in the checkpoint's tree, %d hashes", proof.Seq, len(proof.Proof))); err != nil {
-			return rows, err
-		}
+		return r.rows, nil
+	}}
+}
 
-		// An insider works on a copy of the database: drops the last records
-		// and moves the head back, so the hash chain is intact again.
-		copyPath := filepath.Join(outside, "copy.db")
-		if _, err := p.DB.ExecContext(ctx, `VACUUM INTO '`+copyPath+`'`); err != nil {
-			return rows, fmt.Errorf("copy the database: %w", err)
+// auditRun is one run of the audit scenario: the checkpoint saved outside
+// the data directory is what the later phases check against.
+type auditRun struct {
+	ctx      context.Context
+	env      *Env
+	p        *platform.Platform
+	outside  string // a directory outside the data directory
+	rows     []Row
+	cp       audit.Checkpoint
+	verifier note.Verifier
+}
+
+// reconcile checks that every transfer and account is audited exactly once.
+func (r *auditRun) reconcile() error {
+	rep, err := r.p.Ledger.Reconcile(r.ctx, r.p.Audit)
+	if err == nil && !rep.OK {
+		err = fmt.Errorf("ledger and audit trail disagree: %v", rep.Problems)
+	}
+	return Expect(&r.rows, "reconcile ledger and audit trail", err, "",
+		fmt.Sprintf("%d accounts, %d transfers, %d money records: each audited exactly once", rep.Accounts, rep.Transfers, rep.MoneyRecords))
+}
+
+// checkpoint publishes, fetches and checks the signed checkpoint, and saves
+// it outside the data directory.
+func (r *auditRun) checkpoint() error {
+	if _, _, err := r.p.Publisher.PublishNow(r.ctx); err != nil {
+		return err
+	}
+	msg, err := fetchCheckpoint(r.ctx, r.env)
+	if err == nil {
+		r.verifier, err = platformVerifier(r.p)
+	}
+	if err == nil {
+		r.cp, _, err = audit.OpenCheckpoint(msg, r.verifier)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(r.outside, "checkpoint.txt"), msg, 0o644)
+	}
+	return Expect(&r.rows, "fetch GET /v1/audit/checkpoint, check its signature, save it outside the data directory", err, "",
+		fmt.Sprintf("%s: %d records, root %x…", r.cp.Origin, r.cp.Size, r.cp.Hash[:6]))
+}
+
+// witness has an independent witness fetch and cosign the checkpoint.
+func (r *auditRun) witness() error {
+	_, wkey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	wsigner, err := audit.NewCosigner("demo-witness", wkey, nil) // C2SP cosignature/v1
+	if err != nil {
+		return err
+	}
+	w := &audit.Witness{Log: r.verifier, Signer: wsigner, StateFile: filepath.Join(r.outside, "witness-state"),
+		Source: audit.HTTPSource{BaseURL: r.env.URL, Client: &http.Client{Transport: &http.Transport{TLSClientConfig: r.env.ClientTLS(r.p.AdminCert)}}}}
+	wc, err := w.Step(r.ctx)
+	return Expect(&r.rows, "witness fetches and cosigns the checkpoint", err, "", fmt.Sprintf("witness holds %d records", wc.Size))
+}
+
+// inclusion proves the first transfer's record is in the checkpoint's tree.
+func (r *auditRun) inclusion() error {
+	recs, err := r.p.Audit.Search(r.ctx, audit.Query{Event: "ledger.transfer", Limit: 1})
+	if err == nil && len(recs) == 0 {
+		err = errors.New("no ledger.transfer record")
+	}
+	var proof audit.InclusionProof
+	if err == nil {
+		proof, err = r.p.Audit.ProveInclusion(r.ctx, recs[0].Seq, r.cp.Size)
+	}
+	if err == nil {
+		err = tlog.CheckRecord(proof.Proof, r.cp.Size, r.cp.Hash, proof.Index, tlog.RecordHash(proof.Entry))
+	}
+	return Expect(&r.rows, "inclusion proof of the first transfer's audit record", err, "",
+		fmt.Sprintf("record %d in the checkpoint's tree, %d hashes", proof.Seq, len(proof.Proof)))
+}
+
+// rollback: an insider works on a copy of the database, drops the last
+// records and moves the head back, so the hash chain is intact again; only
+// the saved checkpoint shows it.
+func (r *auditRun) rollback() error {
+	ctx := r.ctx
+	copyPath := filepath.Join(r.outside, "copy.db")
+	if _, err := r.p.DB.ExecContext(ctx, `VACUUM INTO '`+copyPath+`'`); err != nil {
+		return fmt.Errorf("copy the database: %w", err)
+	}
+	db2, err := sqldb.Open(ctx, copyPath)
+	if err != nil {
+		return err
+	}
+	defer db2.Close()
+	if err := truncateAuditTail(ctx, db2, r.cp.Size-5); err != nil {
+		return fmt.Errorf("tamper with the copy: %w", err)
+	}
+	l2, err := platform.OpenAudit(ctx, db2)
+	if err != nil {
+		return err
+	}
+	chain, err := l2.Verify(ctx)
+	if err == nil && !chain.OK {
+		err = fmt.Errorf("chain check found %v", chain.Problems)
+	}
+	if err := Expect(&r.rows, "copy: last 5 records deleted, old head restored; chain check alone", err, "",
+		"passes: a bare hash chain cannot see a truncated tail"); err != nil {
+		return err
+	}
+	vr, err := l2.VerifyCheckpoint(ctx, r.cp)
+	if err == nil && !vr.OK {
+		err = fmt.Errorf("%s: %s", vr.Problems[0].Kind, vr.Problems[0].Detail)
+	}
+	return Expect(&r.rows, "copy: verify against the saved checkpoint", err, string(audit.ProblemRollback), "")
+}
+
+// truncateAuditTail deletes the records after keep and sets the head back to
+// record keep, as an insider hiding the tail would.
+func truncateAuditTail(ctx context.Context, db *sqldb.DB, keep int64) error {
+	return db.InTx(ctx, func(tx *sql.Tx) error {
+		var h []byte
+		if err := tx.QueryRowContext(ctx, `SELECT hash FROM audit_log WHERE seq = ?`, keep).Scan(&h); err != nil {
+			return err
 		}
-		db2, err := sqldb.Open(ctx, copyPath)
-		if err != nil {
-			return rows, err
-		}
-		defer db2.Close()
-		keep := cp.Size - 5
-		err = db2.InTx(ctx, func(tx *sql.Tx) error {
-			var h []byte
-			if err := tx.QueryRowContext(ctx, `SELECT hash FROM audit_log WHERE seq = ?`, keep).Scan(&h); err != nil {
+		for _, st := range []struct {
+			q    string
+			args []any
+		}{
+			{`DELETE FROM audit_log WHERE seq > ?`, []any{keep}},
+			{`DELETE FROM audit_tlog WHERE idx >= ?`, []any{tlog.StoredHashCount(keep)}},
+			{`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, []any{keep, h}},
+		} {
+			if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
 				return err
 			}
-			for _, st := range []struct {
-				q    string
-				args []any
-			}{
-				{`DELETE FROM audit_log WHERE seq > ?`, []any{keep}},
-				{`DELETE FROM audit_tlog WHERE idx >= ?`, []any{tlog.StoredHashCount(keep)}},
-				{`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, []any{keep, h}},
-			} {
-				if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return rows, fmt.Errorf("tamper with the copy: %w", err)
 		}
-		l2, err := platform.OpenAudit(ctx, db2)
-		if err != nil {
-			return rows, err
-		}
-		chain, err := l2.Verify(ctx)
-		if err == nil && !chain.OK {
-			err = fmt.Errorf("chain check found %v", chain.Problems)
-		}
-		if err := Expect(&rows, "copy: last 5 records deleted, old head restored; chain check alone", err, "",
-			"passes: a bare hash chain cannot see a truncated tail"); err != nil {
-			return rows, err
-		}
-		vr, err := l2.VerifyCheckpoint(ctx, cp)
-		if err == nil && !vr.OK {
-			err = fmt.Errorf("%s: %s", vr.Problems[0].Kind, vr.Problems[0].Detail)
-		}
-		if err := Expect(&rows, "copy: verify against the saved checkpoint", err, string(audit.ProblemRollback), ""); err != nil {
-			return rows, err
-		}
-		return rows, nil
-	}}
+		return nil
+	})
 }
 
 func fetchCheckpoint(ctx context.Context, env *Env) ([]byte, error) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/qshield/qshield/internal/server"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 )
 
 // newKey returns a fresh idempotency key (or name) starting with prefix.
@@ -86,7 +87,7 @@ func Ledger() Scenario {
 		if err == nil && a.Balance != 100_00-25_50-18_20 {
 			err = fmt.Errorf("alice's balance is %d, want %d", a.Balance, 100_00-25_50-18_20)
 		}
-		if err := Expect(&rows, "alice's balance", err, "", fmt.Sprintf("%d.%02d CNY", a.Balance/100, a.Balance%100)); err != nil {
+		if err := Expect(&rows, "alice's balance", err, "", money.Format(a.Balance, a.Currency)); err != nil {
 			return rows, err
 		}
 		h, err := c.History(ctx, alice, "", 10)

@@ -17,6 +17,7 @@ import (
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/bb84"
@@ -95,7 +96,7 @@ func QMSP() Scenario {
 			return rows, err
 		}
 		shop, _ := p.Ledger.Account(ctx, merchantAcct)
-		if err := Expect(&rows, "merchant credited", check(shop.Balance == 36_80, "merchant has %d", shop.Balance), "", fmt.Sprintf("%s: %d.%02d CNY", merchantAcct, shop.Balance/100, shop.Balance%100)); err != nil {
+		if err := Expect(&rows, "merchant credited", check(shop.Balance == 36_80, "merchant has %d", shop.Balance), "", merchantAcct+": "+money.Format(shop.Balance, shop.Currency)); err != nil {
 			return rows, err
 		}
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/watermark"
@@ -202,7 +203,7 @@ func Watermark() Scenario {
 		}
 		a, _ := p.Ledger.Account(ctx, payer)
 		err = check(a.Balance == 200_00-42_00, "payer has %d", a.Balance)
-		return rows, Expect(&rows, "balances", err, "", fmt.Sprintf("payer %d.%02d CNY: one payment, no theft", a.Balance/100, a.Balance%100))
+		return rows, Expect(&rows, "balances", err, "", "payer "+money.Format(a.Balance, a.Currency)+": one payment, no theft")
 	}}
 }
 

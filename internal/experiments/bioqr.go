@@ -2,8 +2,8 @@ package experiments
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/qshield/qshield/fingerprint/fvc"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,6 +15,7 @@ import (
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/fingerprint"
+	"github.com/qshield/qshield/fingerprint/fvc"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
@@ -39,11 +40,17 @@ func BioQRExperiment() experiment.Spec {
 	}
 }
 
-func bioqrData(p string) string {
+// bioqrData is the FVC2002 directory: the flag, else fvc.DataDir (a variable
+// set to a path that holds nothing is an error), else "" (synthetic).
+func bioqrData(p string) (string, error) {
 	if p != "" {
-		return p
+		return p, nil
 	}
-	return os.Getenv(fvc.DataEnv)
+	dir, err := fvc.DataDir()
+	if errors.Is(err, fvc.ErrDataUnset) {
+		return "", nil
+	}
+	return dir, err
 }
 
 type bioqrStages map[string][]time.Duration
@@ -115,7 +122,10 @@ func runBioQR(ctx context.Context, env *experiment.Env) (*experiment.Result, err
 		return nil, err
 	}
 	defer led.Close()
-	data := bioqrData(env.String("data"))
+	data, err := bioqrData(env.String("data"))
+	if err != nil {
+		return nil, err
+	}
 	tp, err := bioqr.LoadTemplates(data, nil)
 	if err != nil {
 		return nil, err

@@ -84,17 +84,38 @@ func measureSVCosts(curve *ecqv.Curve, budget time.Duration) (*svCosts, error) {
 	if budget <= 0 {
 		budget = 300 * time.Millisecond
 	}
+	k, err := newSVKeys(curve)
+	if err != nil {
+		return nil, err
+	}
 	c := &svCosts{Curve: curve.Name()}
+	for _, phase := range []func(*svCosts, *svKeys, time.Duration) error{measureSVPrimitives, measureSVLater, measureSVFirst} {
+		if err := phase(c, k, budget); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// svKeys are an operator key d_N and a vendor key d_V registered with it
+// (ECQV), for the measurements.
+type svKeys struct {
+	curve *ecqv.Curve
+	nk    *ecqv.PrivateKey
+	resp  *ecqv.Response
+	dV    *ecqv.PrivateKey
+}
+
+func newSVKeys(curve *ecqv.Curve) (*svKeys, error) {
 	nk, err := curve.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	issuer := ecqv.NewIssuer(nk)
 	req, sec, err := ecqv.NewRequest(curve, rand.Reader, "vendor-1")
 	if err != nil {
 		return nil, err
 	}
-	resp, err := issuer.Issue(rand.Reader, req)
+	resp, err := ecqv.NewIssuer(nk).Issue(rand.Reader, req)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +123,12 @@ func measureSVCosts(curve *ecqv.Curve, budget time.Duration) (*svCosts, error) {
 	if err != nil {
 		return nil, err
 	}
-	qV := dV.Public()
+	return &svKeys{curve: curve, nk: nk, resp: resp, dV: dV}, nil
+}
+
+// measureSVPrimitives: one chain step, ECDH, k·G, sign, verify, Q_X rebuild.
+func measureSVPrimitives(c *svCosts, keys *svKeys, budget time.Duration) error {
+	curve, nk, dV, qV := keys.curve, keys.nk, keys.dV, keys.dV.Public()
 	k := make([]byte, selfverify.KeySize)
 	msg := make([]byte, 64)
 	var sig []byte
@@ -120,84 +146,92 @@ func measureSVCosts(curve *ecqv.Curve, budget time.Duration) (*svCosts, error) {
 			}
 			return nil
 		}},
-		{&c.Reconstruct, func() error { _, err := ecqv.Reconstruct(curve, "vendor-1", resp.P, nk.Public()); return err }},
+		{&c.Reconstruct, func() error { _, err := ecqv.Reconstruct(curve, "vendor-1", keys.resp.P, nk.Public()); return err }},
 	}
 	for _, s := range steps {
+		var err error
 		if *s.d, err = measure(budget, s.f); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
 
-	// A later payment, both sides.
-	session := "00112233445566778899aabbccddeeff"
-	kU := make([]byte, selfverify.KeySize)
-	seq := int64(2)
+// svReceipt is the receipt both measurements seal.
+func svReceipt(seq int64) selfverify.Receipt {
+	return selfverify.Receipt{Session: "00112233445566778899aabbccddeeff", Seq: seq, Ref: "00112233445566778899aabbccddeeff", Item: "tea", Price: 120, SpentAtVendor: 240, Goods: "goods:tea"}
+}
+
+// measureSVLater: a later payment, both sides (one round is prepared so
+// that each half is timed alone).
+func measureSVLater(c *svCosts, keys *svKeys, budget time.Duration) error {
+	curve := keys.curve
+	receipt := svReceipt(2)
 	now := time.Now()
-	receipt := selfverify.Receipt{Session: session, Seq: seq, Ref: "00112233445566778899aabbccddeeff", Item: "tea", Price: 120, SpentAtVendor: 240, Goods: "goods:tea"}
-	// Prepare one round so that both halves can be timed separately.
-	kU = selfverify.NextKey(curve, kU)
-	req2, err := selfverify.NextPaymentMessage(curve, kU, session, seq, "tea", 120, now)
+	kU := selfverify.NextKey(curve, make([]byte, selfverify.KeySize))
+	req2, err := selfverify.NextPaymentMessage(curve, kU, receipt.Session, receipt.Seq, "tea", 120, now)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp2, err := selfverify.SealReceipt(curve, kU, receipt)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if c.LaterUser, err = measure(budget, func() error {
 		k2 := selfverify.NextKey(curve, kU)
-		if _, err := selfverify.NextPaymentMessage(curve, k2, session, seq, "tea", 120, now); err != nil {
+		if _, err := selfverify.NextPaymentMessage(curve, k2, receipt.Session, receipt.Seq, "tea", 120, now); err != nil {
 			return err
 		}
 		_, err := selfverify.OpenReceipt(curve, kU, *resp2)
 		return err
 	}); err != nil {
-		return nil, err
+		return err
 	}
-	if c.LaterVendor, err = measure(budget, func() error {
+	c.LaterVendor, err = measure(budget, func() error {
 		_ = selfverify.NextKey(curve, kU)
 		if _, err := selfverify.OpenNextPayment(curve, kU, *req2); err != nil {
 			return err
 		}
 		_, err := selfverify.SealReceipt(curve, kU, receipt)
 		return err
-	}); err != nil {
-		return nil, err
-	}
+	})
+	return err
+}
 
-	// A first payment, both sides.
+// measureSVFirst: a first payment, both sides.
+func measureSVFirst(c *svCosts, keys *svKeys, budget time.Duration) error {
+	curve, nk, dV := keys.curve, keys.nk, keys.dV
+	now := time.Now()
 	tKey, err := curve.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tok := selfverify.Token{Serial: "00112233445566778899aabbccddeeff", Curve: curve.Name(), Currency: "CNY", Limit: 1000,
 		IssuedAt: now.UnixMilli(), ExpiresAt: now.Add(time.Hour).UnixMilli(), Key: tKey.Public().Bytes()}
 	tsig, err := nk.Sign(rand.Reader, tok.SigningBytes())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	st := selfverify.SignedToken{Token: tok, Sig: tsig}
 	var first *selfverify.OpenPayment
 	if c.FirstUser, err = measure(budget, func() error {
 		var err error
-		first, _, _, err = selfverify.FirstPaymentMessage(curve, qV, "vendor-1", st, tKey, "tea", 120, now)
+		first, _, _, err = selfverify.FirstPaymentMessage(curve, dV.Public(), "vendor-1", st, tKey, "tea", 120, now)
 		return err
 	}); err != nil {
-		return nil, err
+		return err
 	}
-	if c.FirstVendor, err = measure(budget, func() error {
+	c.FirstVendor, err = measure(budget, func() error {
 		_, k1, session, err := selfverify.OpenFirstPayment(dV, nk.Public(), "vendor-1", *first)
 		if err != nil {
 			return err
 		}
-		rc := receipt
-		rc.Session, rc.Seq = session, 1
+		rc := svReceipt(1)
+		rc.Session = session
 		_, err = selfverify.SealReceipt(curve, k1, rc)
 		return err
-	}); err != nil {
-		return nil, err
-	}
-	return c, nil
+	})
+	return err
 }
 
 // svThroughput is the result of measureSVThroughput.
@@ -298,6 +332,18 @@ func measureSVThroughput(ctx context.Context, db *sqldb.DB, concurrency int, dur
 			return nil, err
 		}
 	}
+	t, firstErr := paySVConcurrently(ctx, users, vc, duration, progress)
+	t.Concurrency, t.Backend = concurrency, db.Dialect.String()
+	if t.Refused > 0 {
+		return t, fmt.Errorf("selfverify: %d payments failed during the run, first: %w", t.Refused, firstErr)
+	}
+	return t, nil
+}
+
+// paySVConcurrently has each user pay vc for one "pen" in a loop until
+// duration has passed; it returns the counts, the rate, the process CPU per
+// payment (where the OS reports it) and the first refusal.
+func paySVConcurrently(ctx context.Context, users []*selfverify.User, vc selfverify.VendorAPI, duration time.Duration, progress func(done int64)) (*svThroughput, error) {
 	var done, refused atomic.Int64
 	var firstErr error
 	var once sync.Once
@@ -324,15 +370,11 @@ func measureSVThroughput(ctx context.Context, db *sqldb.DB, concurrency int, dur
 	wg.Wait()
 	el := time.Since(start)
 	cpu1, _ := processCPU()
-	t := &svThroughput{Payments: done.Load(), Refused: refused.Load(), Elapsed: el, Concurrency: concurrency,
-		PerSecond: float64(done.Load()) / el.Seconds(), Backend: db.Dialect.String()}
+	t := &svThroughput{Payments: done.Load(), Refused: refused.Load(), Elapsed: el, PerSecond: float64(done.Load()) / el.Seconds()}
 	if haveCPU && t.Payments > 0 {
 		t.CPUPerPayment = (cpu1 - cpu0) / time.Duration(t.Payments)
 	}
-	if t.Refused > 0 {
-		return t, fmt.Errorf("selfverify: %d payments failed during the run, first: %w", t.Refused, firstErr)
-	}
-	return t, nil
+	return t, firstErr
 }
 
 // pooled returns a client trusting srv that keeps enough idle connections for

@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"github.com/qshield/qshield/consent"
 	"log/slog"
 	"net/http"
 
 	"github.com/qshield/qshield/authz"
+	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"

@@ -7,13 +7,17 @@
 // with a key from QSHIELD_CA_KEY (a 32-byte key in hex/base64, or a passphrase
 // run through argon2id). When the variable is unset, the key is derived from
 // the platform master key (QSHIELD_PLATFORM_KEY, or a random platform.key
-// created once in the state directory, mode 0600) — or read from ca-seal.key
+// created once in the secret directory, mode 0600) — or read from ca-seal.key
 // where an older installation created one — so that a stolen database alone
 // does not reveal the CA key. Nodes of one platform get the same
 // QSHIELD_PLATFORM_KEY from a secret store; everything else they share is in
 // the database.
-// Key files (platform.key, an older ca-seal.key) live in QSHIELD_SECRET_DIR
-// when it is set, else in the state directory; Open warns when they sit
+// Key files (platform.key, an older ca-seal.key, the stand-alone key
+// manager's kme-master.key) live in QSHIELD_SECRET_DIR when it is set, else
+// in DefaultSecretDir(state directory) — "<dir>-secrets", beside the data
+// directory, never in it. Files of an older layout found in the state
+// directory are moved there when first opened; two different copies are an
+// error (ErrSecretsDiffer). Open warns when QSHIELD_SECRET_DIR puts them
 // beside the SQLite database they seal.
 //
 // The state directory also receives the files a client needs to talk to the
@@ -35,7 +39,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/watermark"
 	"log/slog"
 	"net"
@@ -48,11 +51,13 @@ import (
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/bioqr"
+	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/metrics"
 	"github.com/qshield/qshield/internal/server"
+	"github.com/qshield/qshield/internal/wallet"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
@@ -69,7 +74,8 @@ const CAName = "platform"
 type Config struct {
 	// DB is the database DSN ("" = the default SQLite file).
 	DB string
-	// StateDir holds ca-seal.key, ca.pem and the admin client certificate;
+	// StateDir holds ca.pem and the admin client certificate (its sealing
+	// keys are in its secret directory, see DefaultSecretDir);
 	// "" means the directory of the SQLite file, or ~/.config/qshield for PostgreSQL.
 	StateDir string
 	// InsecureHTTP serves plain HTTP (only for use behind a TLS proxy).
@@ -143,6 +149,8 @@ type Platform struct {
 	auditVKey string // the checkpoint verifier key (signed-note), for the console
 	// Router registers every route with its authorization policy.
 	Router *authz.Router
+	// Wallet is the payers' browser wallet (/wallet/) and its signed requests.
+	Wallet *wallet.Service
 
 	// Metrics is the node's Prometheus registry, served at /metrics.
 	Metrics *metrics.Metrics
@@ -240,6 +248,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	p.Server.AddCheck(server.Check{Name: "database", Func: p.DB.PingContext})
 	p.Server.AddCheck(server.Check{Name: "migrations", Func: p.DB.CheckMigrations})
 	api := &server.LedgerAPI{Ledger: p.Ledger, Idempotency: &httpx.Idempotency{Store: idem}}
+	if err := p.openWallet(ctx); err != nil {
+		return nil, err
+	}
 	if err := p.newRouter(ctx); err != nil {
 		return nil, err
 	}
@@ -272,6 +283,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err := p.startConsole(ctx); err != nil {
 		return nil, err
 	}
+	p.startWallet()
 	return p, nil
 }
 
@@ -418,7 +430,7 @@ func LoadClientTLS(dir string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("platform: admin certificate: %w", err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost"}, nil
+	return pki.TLSClientConfig(pool, "localhost", cert), nil
 }
 
 // EnvAuditKey names the environment variable holding the audit trail's HMAC

@@ -78,7 +78,8 @@ func (p *Platform) startQMSP(ctx context.Context) error {
 	css, pps := q.CSS.Handler(), q.PPS.Handler()
 	p.Router.Handle("POST /v1/qmsp/css/keys", authz.Allow(pki.PrincipalGateway), css)
 	p.Router.Handle("POST /v1/qmsp/css/ack", authz.Allow(pki.PrincipalGateway), css)
-	p.Router.Handle("POST /v1/qmsp/pay", authz.Allow(pki.PrincipalPhone), pps)
+	// A browser wallet pays with a request signed by its registered key.
+	p.Router.Handle("POST /v1/qmsp/pay", authz.Allow(pki.PrincipalPhone).OrSigned(), pps)
 	p.Router.Handle("GET /qmsp/gateways/{gi}/{file...}", authz.Public("a gateway's screen: the signed QR codes it shows to payers"), http.HandlerFunc(q.servePage))
 	p.Router.Handle("POST /v1/qmsp/gateways/{gi}/sale", authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator), http.HandlerFunc(q.setSale))
 	q.adminRoutes()
@@ -211,8 +212,8 @@ func (q *QMSP) ProvisionGateway(ctx context.Context, gi string, merchant uint32,
 	if err != nil {
 		return nil, err
 	}
-	if b, err := os.ReadFile(keyPath); err == nil {
-		k, err := pki.ParsePrivateKeyPEM(b, keyEnc)
+	if _, err := os.Stat(keyPath); err == nil {
+		k, err := pki.LoadPrivateKeyFile(keyPath, keyEnc) // reseals a legacy (QSK1) key file
 		if err != nil {
 			return nil, fmt.Errorf("platform: gateway key: %w", err)
 		}

@@ -58,7 +58,7 @@ type QKDConfig struct {
 
 // Secret returns a 32-byte key for purpose, derived (HKDF-SHA256) from the
 // platform master key: QSHIELD_PLATFORM_KEY (64 hex digits), or a random key
-// kept in the state directory (platform.key, mode 0600).
+// kept in the secret directory (platform.key, mode 0600; see secretDir).
 func (p *Platform) Secret(purpose string) []byte {
 	k, err := hkdf.Key(sha256.New, p.master, nil, "qshield/"+purpose, 32)
 	if err != nil {

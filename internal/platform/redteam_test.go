@@ -14,6 +14,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -466,6 +467,66 @@ func TestSecretDirOutsideData(t *testing.T) {
 		if _, err := os.Stat(p.StateDir + "/" + f); err == nil {
 			t.Errorf("%s beside the database", f)
 		}
+	}
+}
+
+// Finding (low, #12): by default the sealing keys sat beside the database
+// they seal, so a copy of the data directory carried the keys that open
+// it. Without QSHIELD_SECRET_DIR they now live in a sibling directory; an
+// older layout is moved there, and two different copies are an error.
+// Without the fix platform.key is created in the state directory and the
+// conflict goes unnoticed.
+func TestSecretsNotBesideDataByDefault(t *testing.T) {
+	t.Setenv(EnvSecretDir, "")
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	open := func() (*Platform, error) {
+		p, err := Open(context.Background(), Config{DB: filepath.Join(dir, "qshield.db"), StateDir: dir, QKD: QKDConfig{Off: true}})
+		if err == nil {
+			p.Close()
+		}
+		return p, err
+	}
+	if _, err := open(); err != nil {
+		t.Fatal(err)
+	}
+	sd := DefaultSecretDir(dir)
+	key, err := os.ReadFile(filepath.Join(sd, "platform.key"))
+	if err != nil {
+		t.Fatalf("platform.key not in %s: %v", sd, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "platform.key")); err == nil {
+		t.Fatal("platform.key beside the database")
+	}
+	if fi, err := os.Stat(sd); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("secret directory mode: %v %v", fi.Mode(), err)
+	}
+	// An older layout (the key in the state directory) is moved out, and
+	// the platform still opens its database with it.
+	if err := os.Rename(filepath.Join(sd, "platform.key"), filepath.Join(dir, "platform.key")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(); err != nil {
+		t.Fatalf("open after moving the key back into the data directory: %v", err)
+	}
+	if moved, err := os.ReadFile(filepath.Join(sd, "platform.key")); err != nil || !bytes.Equal(moved, key) {
+		t.Fatalf("key not moved to the secret directory: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "platform.key")); err == nil {
+		t.Fatal("old copy left beside the database")
+	}
+	// Two different copies: an error naming both, and nothing moved.
+	other := []byte("00000000000000000000000000000000000000000000000000000000000000aa\n")
+	if err := os.WriteFile(filepath.Join(dir, "platform.key"), other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(); !errors.Is(err, ErrSecretsDiffer) {
+		t.Fatalf("two different platform.key files: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(sd, "platform.key")); !bytes.Equal(b, key) {
+		t.Fatal("the secret directory's key was replaced")
 	}
 }
 

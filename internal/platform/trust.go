@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -8,7 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/qshield/qshield/consent"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/netip"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/authz"
+	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/lease"
@@ -95,6 +97,7 @@ func (p *Platform) newRouter(ctx context.Context) error {
 		PerPrincipal: limit(tc.RatePerPrincipal, DefaultRatePerPrincipal),
 		PerSource:    limit(tc.RatePerSource, DefaultRatePerSource),
 		Denied:       p.auditDenial,
+		Signed:       p.Wallet,
 	})
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
@@ -308,17 +311,26 @@ func writeAdminFiles(dir string, cert tls.Certificate) error {
 // loadAdminFiles reads admin.pem and admin-key.pem (sealed under
 // QSHIELD_ADMIN_PASSPHRASE, or plain PKCS #8).
 func loadAdminFiles(dir string) (tls.Certificate, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, "admin.pem"))
+	return LoadKeyPair(filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
+}
+
+// LoadKeyPair reads a client certificate and its private key the way the
+// admin credential is kept: the key plain PKCS #8 or sealed under
+// QSHIELD_ADMIN_PASSPHRASE (what tls.LoadX509KeyPair cannot read). Every
+// command that takes the admin's key (--admin DIR, or --cert/--key) loads
+// it with this.
+func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "admin-key.pem"))
+	keyPEM, err := os.ReadFile(keyPath)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
 	cert, err := pki.ParseCertPEM(certPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("platform: admin.pem: %w", err)
+		return tls.Certificate{}, fmt.Errorf("platform: %s: %w", certPath, err)
 	}
 	enc, err := adminKeyEncryptor()
 	if err != nil {
@@ -326,13 +338,18 @@ func loadAdminFiles(dir string) (tls.Certificate, error) {
 	}
 	key, err := pki.ParsePrivateKeyPEM(keyPEM, enc)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("platform: admin-key.pem: %w", err)
+		return tls.Certificate{}, fmt.Errorf("platform: %s: %w", keyPath, err)
 	}
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
+	if !publicKeysEqual(key.Public(), cert.PublicKey) {
 		return tls.Certificate{}, fmt.Errorf("platform: %s is not the key of %s (serial %s): the pair comes from two issuances; run `qshield admin rotate`",
-			filepath.Join(dir, "admin-key.pem"), filepath.Join(dir, "admin.pem"), cert.SerialNumber.Text(16))
+			keyPath, certPath, cert.SerialNumber.Text(16))
 	}
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(b)
 }
 
 // ---- the certificate register API ----
@@ -466,19 +483,94 @@ func (p *Platform) revokeUnbound(ctx context.Context, iss *pki.Issued) {
 // when QSHIELD_PLATFORM_KEY and QSHIELD_CA_KEY are not set. It should be
 // outside the data directory (another disk, a tmpfs filled from a secret
 // store), so that a copy of the data directory does not carry the keys
-// that open it.
+// that open it. Unset, it is DefaultSecretDir(state directory).
 const EnvSecretDir = "QSHIELD_SECRET_DIR"
 
-// secretDir is where key files live: QSHIELD_SECRET_DIR, else stateDir.
+// sealingKeyFiles are the key files that open what the database seals.
+var sealingKeyFiles = []string{"platform.key", "ca-seal.key", "kme-master.key"}
+
+// DefaultSecretDir is where the sealing keys of the state directory
+// stateDir live when QSHIELD_SECRET_DIR is unset: a sibling directory,
+// stateDir + "-secrets" (mode 0700), so that the keys are never inside the
+// directory that holds the database and its backups.
+func DefaultSecretDir(stateDir string) string {
+	return filepath.Clean(stateDir) + "-secrets"
+}
+
+// ErrSecretsDiffer is a sealing key file found both in the state directory
+// (an installation from before the keys moved out) and in the secret
+// directory, with different contents: which one opens the database is the
+// operator's decision, never a silent guess.
+var ErrSecretsDiffer = errors.New("platform: two different copies of a sealing key")
+
+// SecretDir returns the directory of the sealing key files of the state
+// directory stateDir (see secretDir), for commands that keep a key file of
+// their own there.
+func SecretDir(stateDir string) (string, error) { return secretDir(stateDir) }
+
+// secretDir is where key files live: QSHIELD_SECRET_DIR, else
+// DefaultSecretDir(stateDir). Key files of an older layout, in stateDir
+// itself, are moved there (and the move logged); a file present in both
+// places with different contents is an error naming both.
 func secretDir(stateDir string) (string, error) {
 	d := os.Getenv(EnvSecretDir)
+	what := EnvSecretDir
 	if d == "" {
-		return stateDir, nil
+		d, what = DefaultSecretDir(stateDir), "secret directory"
 	}
 	if err := os.MkdirAll(d, 0o700); err != nil {
-		return "", fmt.Errorf("platform: %s: %w", EnvSecretDir, err)
+		return "", fmt.Errorf("platform: %s %s: %w (set %s to a writable directory outside the data directory)", what, d, err, EnvSecretDir)
+	}
+	if same, _ := sameDir(d, stateDir); same {
+		return d, nil // QSHIELD_SECRET_DIR names the state directory itself: Open warns
+	}
+	for _, name := range sealingKeyFiles {
+		if err := moveKeyFile(filepath.Join(stateDir, name), filepath.Join(d, name)); err != nil {
+			return "", err
+		}
 	}
 	return d, nil
+}
+
+func sameDir(a, b string) (bool, error) {
+	x, err := filepath.Abs(a)
+	if err != nil {
+		return false, err
+	}
+	y, err := filepath.Abs(b)
+	return x == y, err
+}
+
+// moveKeyFile moves a key file of the old layout (from) into the secret
+// directory (to): created there exclusively, then removed from the old
+// place. If to exists already with the same contents the old copy is
+// removed; with other contents it is ErrSecretsDiffer.
+func moveKeyFile(from, to string) error {
+	old, err := os.ReadFile(from)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("platform: read %s: %w", from, err)
+	}
+	switch err := fsutil.CreateExclusive(to, old, 0o600); {
+	case err == nil:
+		slog.Default().Warn("moved a sealing key out of the data directory", "from", from, "to", to)
+	case errors.Is(err, os.ErrExist):
+		cur, rerr := os.ReadFile(to)
+		if rerr != nil {
+			return fmt.Errorf("platform: read %s: %w", to, rerr)
+		}
+		if !bytes.Equal(bytes.TrimSpace(cur), bytes.TrimSpace(old)) {
+			return fmt.Errorf("%w: %s and %s differ; keep the one that opens this database (the other one seals nothing here) and remove the other", ErrSecretsDiffer, from, to)
+		}
+	default:
+		return fmt.Errorf("platform: move %s to %s: %w", from, to, err)
+	}
+	if err := os.Remove(from); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("platform: remove %s after moving it to %s: %w", from, to, err)
+	}
+	return nil
 }
 
 // warnSecretsBesideData logs when the sealing keys are files in the

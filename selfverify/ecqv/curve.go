@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/big"
 
+	"filippo.io/bigmod"
 	gmecdh "github.com/emmansun/gmsm/ecdh"
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
@@ -200,4 +201,38 @@ func (c *Curve) HashToScalar(digest []byte) *big.Int {
 		e.Rsh(e, uint(excess))
 	}
 	return e.Mod(e, c.n)
+}
+
+// mulAddMod returns a·b + d mod n with constant-time modular arithmetic
+// (filippo.io/bigmod): the time taken does not depend on the values. a, b
+// and d must be in [0, n).
+func (c *Curve) mulAddMod(a, b, d *big.Int) (*big.Int, error) {
+	m, err := bigmod.NewModulus(c.n.Bytes()) // n is public
+	if err != nil {
+		return nil, fmt.Errorf("ecqv: group order: %w", err)
+	}
+	nat := func(v *big.Int) (*bigmod.Nat, error) {
+		if v == nil || v.Sign() < 0 || v.Cmp(c.n) >= 0 {
+			return nil, fmt.Errorf("%w: not reduced mod n", ErrInvalidScalar)
+		}
+		x, err := bigmod.NewNat().SetBytes(c.scalarBytes(v), m)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidScalar, err)
+		}
+		return x, nil
+	}
+	x, err := nat(a)
+	if err != nil {
+		return nil, err
+	}
+	y, err := nat(b)
+	if err != nil {
+		return nil, err
+	}
+	z, err := nat(d)
+	if err != nil {
+		return nil, err
+	}
+	x.Mul(y, m).Add(z, m)
+	return new(big.Int).SetBytes(x.Bytes(m)), nil
 }

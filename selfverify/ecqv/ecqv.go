@@ -26,8 +26,12 @@
 // Point arithmetic on public values (R_X + k·G, e·P_X + Q_N) goes through
 // crypto/elliptic's Curve methods, which for P-256 and SM2 dispatch to the
 // constant-time nistec / gmsm implementations. The modular scalar arithmetic
-// of steps 2 and 3 uses math/big, which is not constant time; it runs once
-// per registration on each side. Signing and ECDH with the derived keys use
+// on secrets in steps 2 and 3 (e·k + d_N, e·k_X + r mod n) uses
+// filippo.io/bigmod — the constant-time Montgomery arithmetic of Go's own
+// crypto/internal/bigmod, published as a module — never math/big, whose
+// multiplication and reduction take time that depends on the values.
+// Scalars are still carried in *big.Int between operations and encoded with
+// FillBytes at a fixed width. Signing and ECDH with the derived keys use
 // crypto/ecdsa, crypto/ecdh and gmsm, which are constant time.
 package ecqv
 
@@ -149,9 +153,10 @@ func (is *Issuer) Issue(rand io.Reader, req *Request) (*Response, error) {
 		if e.Sign() == 0 {
 			continue
 		}
-		r := new(big.Int).Mul(e, k)
-		r.Add(r, is.key.d)
-		r.Mod(r, c.n)
+		r, err := c.mulAddMod(e, k, is.key.d) // e·k + d_N: constant time
+		if err != nil {
+			return nil, err
+		}
 		if r.Sign() == 0 {
 			continue
 		}
@@ -172,9 +177,10 @@ func Complete(sec *RequestSecret, resp *Response, qN *PublicKey) (*PrivateKey, e
 		return nil, fmt.Errorf("%w: r out of range", ErrInvalidResponse)
 	}
 	e := CertHash(c, sec.id, resp.P)
-	d := new(big.Int).Mul(e, sec.k)
-	d.Add(d, resp.R)
-	d.Mod(d, c.n)
+	d, err := c.mulAddMod(e, sec.k, resp.R) // e·k_X + r: constant time
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidResponse, err)
+	}
 	key, err := c.privateKey(d)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidResponse, err)

@@ -362,3 +362,38 @@ func FuzzParseResponse(f *testing.F) {
 		}
 	})
 }
+
+// The issuer's and the holder's scalar arithmetic (#12: off math/big onto
+// constant-time bigmod) agrees with math/big on edge and random values of
+// both curves, and refuses values not reduced mod n.
+func TestMulAddModAgreesWithBig(t *testing.T) {
+	for _, c := range []*Curve{P256(), SM2()} {
+		n := c.Order()
+		nm1 := new(big.Int).Sub(n, big.NewInt(1))
+		vals := []*big.Int{big.NewInt(0), big.NewInt(1), big.NewInt(2), nm1, new(big.Int).Rsh(n, 1)}
+		for i := 0; i < 20; i++ {
+			k, err := c.RandomScalar(rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vals = append(vals, k)
+		}
+		for i, a := range vals {
+			b, d := vals[(i*7+3)%len(vals)], vals[(i*5+1)%len(vals)]
+			got, err := c.mulAddMod(a, b, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := new(big.Int).Mul(a, b)
+			want.Add(want, d).Mod(want, n)
+			if got.Cmp(want) != 0 {
+				t.Fatalf("%s: %x·%x + %x = %x, want %x", c.Name(), a, b, d, got, want)
+			}
+		}
+		for _, bad := range []*big.Int{n, new(big.Int).Add(n, big.NewInt(5)), big.NewInt(-1)} {
+			if _, err := c.mulAddMod(bad, big.NewInt(1), big.NewInt(1)); !errors.Is(err, ErrInvalidScalar) {
+				t.Errorf("%s: unreduced %v accepted: %v", c.Name(), bad, err)
+			}
+		}
+	}
+}

@@ -58,5 +58,8 @@ func TestPaymentIsAtomic(t *testing.T) {
 		if err != nil || len(rs) != 1 {
 			t.Fatalf("%d payment audit records (%v), want 1", len(rs), err)
 		}
+		if got := rs[0].Details["amount"]; got != "2.50 CNY" {
+			t.Errorf("audited amount %q, want \"2.50 CNY\" (money.Format)", got)
+		}
 	})
 }
