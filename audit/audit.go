@@ -36,6 +36,18 @@
 // record and the head also carry an HMAC-SHA-256 under that key (the keyed
 // chain of Schneier and Kelsey): without the key, forged, rewritten or
 // truncated records are detected even if all hashes were recomputed.
+//
+// # Checkpoints and witnesses
+//
+// The records are also the leaves of an RFC 6962 Merkle tree; the platform
+// signs checkpoints of it (C2SP tlog-checkpoint, checkpoint.go) and the
+// Publisher pushes each one with its consistency proof to C2SP witnesses
+// (WitnessSink, tlog-witness v1.0.0). A Witness — its own process, another
+// machine — cosigns (tlog-cosignature v1.0.1, cosignature.go) only a
+// checkpoint that extends the one it holds, and raises an alarm on a fork;
+// the cosignatures are stored with the checkpoint, and VerifyCosigned
+// accepts a checkpoint only with a quorum of trusted ones, so a rewritten
+// or rolled-back database needs colluding witnesses to go unnoticed.
 package audit
 
 import (

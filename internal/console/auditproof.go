@@ -248,9 +248,9 @@ func (c *Console) witnesses(ctx context.Context, cur audit.Tree) ([]witnessRow, 
 	}
 	for _, w := range c.cfg.Witnesses {
 		row := witnessRow{File: w.StateFile}
-		wv, err := note.NewVerifier(w.VerifierKey)
+		wv, err := audit.NewCosignatureVerifier(w.VerifierKey) // C2SP cosignature/v1 (0x04, or the 0x01 vkey of the key)
 		if err != nil {
-			row.Problem = "the witness key is not a signed-note verifier key"
+			row.Problem = "the witness key is not an Ed25519 cosignature verifier key"
 			out = append(out, row)
 			continue
 		}
