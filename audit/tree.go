@@ -138,17 +138,12 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 // and subtree hashes, and moves the head.
 func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row) ([]Record, error) {
 	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, mem: map[int64]tlog.Hash{}}
-	// Records are inserted 100 per statement (one round trip each).
-	const perInsert = 100
+	// Records are inserted up to 64 per statement (prepared once per chunk
+	// size, see execChunked).
+	const perInsert = 64
 	var pendingArgs []any
 	flush := func() error {
-		n := len(pendingArgs) / 11
-		if n == 0 {
-			return nil
-		}
-		q := `INSERT INTO audit_log (seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac) VALUES ` +
-			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(q), pendingArgs...); err != nil {
+		if err := l.execChunked(ctx, tx, insertRecordsSQL, 11, pendingArgs); err != nil {
 			return fmt.Errorf("audit: append records: %w", err)
 		}
 		pendingArgs = pendingArgs[:0]
@@ -204,19 +199,71 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row)
 }
 
 func (l *Log) insertHashes(ctx context.Context, tx *sql.Tx, idx []int64, hs []tlog.Hash) error {
-	for len(idx) > 0 {
-		n := min(len(idx), 400)
-		args := make([]any, 0, 2*n)
-		for i := 0; i < n; i++ {
-			args = append(args, idx[i], hs[i][:])
-		}
-		q := `INSERT INTO audit_tlog (idx, hash) VALUES (?, ?)` + strings.Repeat(", (?, ?)", n-1)
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(q), args...); err != nil {
-			return fmt.Errorf("audit: store tree hashes: %w", err)
-		}
-		idx, hs = idx[n:], hs[n:]
+	args := make([]any, 0, 2*len(idx))
+	for i := range idx {
+		args = append(args, idx[i], hs[i][:])
+	}
+	if err := l.execChunked(ctx, tx, insertHashesSQL, 2, args); err != nil {
+		return fmt.Errorf("audit: store tree hashes: %w", err)
 	}
 	return nil
+}
+
+// Multi-row inserts are prepared for these row counts (largest first, the
+// last 1), so that a bulk append compiles no statement.
+var chunkRows = []int{64, 16, 4, 1}
+
+func insertRecordsSQL(n int) string {
+	return `INSERT INTO audit_log (seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")
+}
+
+func insertHashesSQL(n int) string {
+	return `INSERT INTO audit_tlog (idx, hash) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?), ", n), ", ")
+}
+
+// execChunked inserts the rows whose arguments (width per row) are args,
+// with the statements stmt(n) for n in chunkRows.
+func (l *Log) execChunked(ctx context.Context, tx *sql.Tx, stmt func(n int) string, width int, args []any) error {
+	for len(args) > 0 {
+		rows := len(args) / width
+		n := 1
+		for _, c := range chunkRows {
+			if c <= rows {
+				n = c
+				break
+			}
+		}
+		if err := l.execTx(ctx, tx, stmt(n), args[:n*width]...); err != nil {
+			return err
+		}
+		args = args[n*width:]
+	}
+	return nil
+}
+
+// execTx runs q in tx, on SQLite through a statement prepared once per Log
+// (compiling a multi-row insert costs more than running it); PostgreSQL's
+// driver caches prepared statements itself.
+func (l *Log) execTx(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
+	q = l.db.Rebind(q)
+	if l.db.Dialect != sqldb.SQLite {
+		_, err := tx.ExecContext(ctx, q, args...)
+		return err
+	}
+	st, ok := l.stmts.Load(q)
+	if !ok {
+		p, err := l.db.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		var loaded bool
+		if st, loaded = l.stmts.LoadOrStore(q, p); loaded {
+			p.Close()
+		}
+	}
+	_, err := tx.StmtContext(ctx, st.(*sql.Stmt)).ExecContext(ctx, args...)
+	return err
 }
 
 // querier is a *sql.Tx or *sqldb.DB.
