@@ -447,7 +447,7 @@ func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, e Entry) (Record, error)
 		if err != nil {
 			return Record{}, err
 		}
-		recs, err := l.appendRowsTx(ctx, tx, head, []row{r})
+		recs, err := l.appendRowsTx(ctx, tx, head, []row{r}, nil)
 		if err != nil {
 			return Record{}, err
 		}

@@ -112,12 +112,22 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 	if len(pending) == 0 {
 		return nil, nil
 	}
-	recs, err := l.appendRowsTx(ctx, tx, head, rs)
+	var qids []int64
+	if l.db.Dialect == sqldb.Postgres {
+		qids = make([]int64, len(pending))
+		for i, q := range pending {
+			qids[i] = q.queueID
+		}
+	}
+	recs, err := l.appendRowsTx(ctx, tx, head, rs, qids)
 	if err != nil {
 		return nil, err
 	}
 	for i := range pending {
 		pending[i].Record = recs[i]
+	}
+	if qids != nil {
+		return pending, nil // moved out of the queue by appendRowsTx
 	}
 	ids := make([]any, len(pending))
 	for i, q := range pending {
@@ -135,8 +145,12 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 
 // appendRowsTx gives rs (time and contents set) the places after head in
 // the log inside tx, which holds the head lock: seq, chain hash, MAC, leaf
-// and subtree hashes, and moves the head.
-func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row) ([]Record, error) {
+// and subtree hashes, and moves the head. With queueIDs (PostgreSQL), rs
+// are the queued entries with those IDs, and they are moved from the queue
+// into the log set-based: one statement deletes them from the queue and
+// inserts them with their places (sent as arrays), one inserts the tree
+// hashes.
+func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row, queueIDs []int64) ([]Record, error) {
 	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, mem: map[int64]tlog.Hash{}}
 	// Records are inserted up to 64 per statement (prepared once per chunk
 	// size, see execChunked).
@@ -170,7 +184,9 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row)
 			newIdx = append(newIdx, base+int64(j))
 			newHash = append(newHash, h)
 		}
-		pendingArgs = append(pendingArgs, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac)
+		if queueIDs == nil {
+			pendingArgs = append(pendingArgs, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac)
+		}
 		if len(pendingArgs) >= perInsert*11 {
 			if err := flush(); err != nil {
 				return nil, err
@@ -181,11 +197,17 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row)
 		out[i] = Record{Seq: r.seq, Time: t, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
 			Resource: r.resource, PrevHash: r.prev, Hash: r.hash}
 	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	if err := l.insertHashes(ctx, tx, newIdx, newHash); err != nil {
-		return nil, err
+	if queueIDs != nil {
+		if err := l.moveQueued(ctx, tx, queueIDs, rs, newIdx, newHash); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := flush(); err != nil {
+			return nil, err
+		}
+		if err := l.insertHashes(ctx, tx, newIdx, newHash); err != nil {
+			return nil, err
+		}
 	}
 	res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1 AND seq = ?`),
 		head.Seq, head.Hash, l.mac("head", head.Seq, head.Hash), start)
@@ -196,6 +218,38 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row)
 		return nil, fmt.Errorf("audit: head moved during append (concurrent writer without lock?)")
 	}
 	return out, nil
+}
+
+// moveQueued moves the queued entries ids (PostgreSQL) into the log with
+// the places computed in rs, and stores the tree hashes, set-based.
+func (l *Log) moveQueued(ctx context.Context, tx *sql.Tx, ids []int64, rs []row, idx []int64, hs []tlog.Hash) error {
+	seqs := make([]int64, len(rs))
+	prevs, hashes, macs := make([][]byte, len(rs)), make([][]byte, len(rs)), make([][]byte, len(rs))
+	for i := range rs {
+		seqs[i], prevs[i], hashes[i], macs[i] = rs[i].seq, rs[i].prev, rs[i].hash, rs[i].mac
+	}
+	res, err := tx.ExecContext(ctx, `WITH q AS (DELETE FROM audit_queue WHERE id = ANY($1::bigint[]) RETURNING *)
+		INSERT INTO audit_log (seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac)
+		SELECT u.seq, q.time, q.actor, q.event, q.outcome, q.origin, q.resource, q.details, u.prev, u.hash, u.mac
+		FROM q JOIN unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[]) AS u (id, seq, prev, hash, mac) ON q.id = u.id`,
+		ids, seqs, prevs, hashes, macs)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n != int64(len(ids)) {
+			err = fmt.Errorf("moved %d queued entries, want %d", n, len(ids))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("audit: append queued records: %w", err)
+	}
+	hb := make([][]byte, len(hs))
+	for i := range hs {
+		hb[i] = hs[i][:]
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_tlog (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, idx, hb); err != nil {
+		return fmt.Errorf("audit: store tree hashes: %w", err)
+	}
+	return nil
 }
 
 func (l *Log) insertHashes(ctx context.Context, tx *sql.Tx, idx []int64, hs []tlog.Hash) error {
