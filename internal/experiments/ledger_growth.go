@@ -380,6 +380,11 @@ func bulkLoadPG(ctx context.Context, db *sqldb.DB, n int, now, issuerBal int64, 
 			return fmt.Errorf("connection is %T, not pgx", dc)
 		}
 		pc := sc.Conn()
+		// Setting 10⁶ balances takes longer than the pool's statement timeout.
+		if _, err := pc.Exec(ctx, "SET statement_timeout = 0"); err != nil {
+			return err
+		}
+		defer pc.Exec(context.Background(), "RESET statement_timeout")
 		acctCols := []string{"id", "owner", "kind", "currency", "allow_negative", "balance", "pending_debit", "pending_credit", "created_at"}
 		// The balances are only known once the history is generated: generate
 		// it into COPY first (foreign keys need the accounts, so they are
