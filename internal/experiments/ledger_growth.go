@@ -90,7 +90,7 @@ func runLedgerGrowth(ctx context.Context, env *experiment.Env) (*experiment.Resu
 		Title:  "Ledger growth: durable transfers and history queries against stored data",
 		Header: []string{"target", "accounts", "stored transfers", "bulk load", "transfers/s", "p50", "p99", "vs smallest", "history p50", "history p99", "history queries/s"},
 	}
-	tpsPlot := experiment.Plot{File: "ledger-growth-tps.png", Title: "Transfers/s against accounts", XLabel: "accounts (stored transfers = accounts × " + strconv.Itoa(perAcc) + ")", YLabel: "durable transfers/s", LogX: true}
+	tpsPlot := experiment.Plot{File: "ledger-growth-tps.png", Title: "Transfers/s against accounts", XLabel: "accounts (stored transfers = accounts × " + strconv.Itoa(perAcc+1) + ")", YLabel: "durable transfers/s", LogX: true}
 	histPlot := experiment.Plot{File: "ledger-growth-history.png", Title: "History query p99 against accounts", XLabel: "accounts", YLabel: "p99 (ms)", LogX: true}
 	var rows []growthRow
 	var notes []string
