@@ -51,7 +51,7 @@ func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) erro
 	if err != nil {
 		return err
 	}
-	_, err = l.appendRowsTx(ctx, tx, head, rs)
+	_, err = l.appendRowsTx(ctx, tx, head, rs, nil)
 	return err
 }
 
