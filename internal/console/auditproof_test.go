@@ -2,6 +2,8 @@ package console
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -218,11 +220,15 @@ func TestWitnessView(t *testing.T) {
 	ctx := context.Background()
 	sg, vkey := signer(t)
 	c.cfg.AuditVerifierKey = vkey
-	wskey, wvkey, err := audit.GenerateCheckpointKey("witness-test")
+	_, wpriv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wsg, _ := note.NewSigner(wskey)
+	wsg, err := audit.NewCosigner("witness-test", wpriv, clk.Now) // C2SP cosignature/v1, as qshield audit witness signs
+	if err != nil {
+		t.Fatal(err)
+	}
+	wvkey := wsg.VerifierKey()
 	lv, _ := note.NewVerifier(vkey)
 	state := t.TempDir() + "/witness.state"
 	w := &audit.Witness{Log: lv, Signer: wsg, Source: logSource{c.cfg.Audit}, StateFile: state}
