@@ -51,6 +51,14 @@ type Config struct {
 	HTTPQueueTimeout   time.Duration `json:"http_queue_timeout"`
 	HTTPRequestTimeout time.Duration `json:"http_request_timeout"`
 	HTTPMaxConns       int           `json:"http_max_conns"`
+
+	// WatermarkChallenges turns on scanner challenges for watermark codes
+	// (issue 18): a claim pays only with stamps bound to the submitting
+	// scanner's challenge. Off by default: the phone must read the
+	// scanner's challenge with its front camera, which the browser screen
+	// page (/watermark/screen/) cannot, so with it on a code shown there is
+	// refused (unbound_shares).
+	WatermarkChallenges bool `json:"watermark_challenges"`
 }
 
 // Defaults returns the built-in defaults.
@@ -103,8 +111,12 @@ func Settings() []Setting {
 		{"http_queue_timeout", "QSHIELD_HTTP_QUEUE_TIMEOUT", "queue-timeout", "longest wait for a slot before 503", kDuration, func(c *Config) any { return &c.HTTPQueueTimeout }},
 		{"http_request_timeout", "QSHIELD_HTTP_REQUEST_TIMEOUT", "request-timeout", "deadline of each request", kDuration, func(c *Config) any { return &c.HTTPRequestTimeout }},
 		{"http_max_conns", "QSHIELD_HTTP_MAX_CONNS", "max-conns", "open connections per listener (negative: no cap)", kInt, func(c *Config) any { return &c.HTTPMaxConns }},
+		{"watermark_challenges", "QSHIELD_WATERMARK_CHALLENGES", "watermark-challenges", "watermark codes pay only with stamps bound to the submitting scanner's challenge (refuses a close video relayed to another scanner; codes shown by the browser screen page are then refused)", kBool, func(c *Config) any { return &c.WatermarkChallenges }},
 	}
 }
+
+// IsBool reports whether the setting is a boolean (its flag takes no value).
+func (s Setting) IsBool() bool { return s.kind == kBool }
 
 // Source says where a value came from.
 type Source string
