@@ -29,11 +29,15 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	// enrolment register; the router has already authenticated that
 	// certificate as a principal of the right kind (names belong to one kind).
 	h := wm.Handler()
-	p.Router.Handle("POST /v1/watermark/codes", authz.Allow(pki.PrincipalPhone), h)
-	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner), h)
+	// The browser wallet asks for codes with a signed request.
+	p.Router.Handle("POST /v1/watermark/codes", authz.Allow(pki.PrincipalPhone).OrSigned(), h)
+	// The browser scanner (/scanner/) pays with a signed request.
+	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner).OrSigned(), h)
 	// A scanner's challenge key (404 challenges_off unless
 	// Config.WatermarkChallenges): only the scanner itself may hold it, or a
-	// phone could bind its stamps to a scanner it is not in front of.
+	// phone could bind its stamps to a scanner it is not in front of. The
+	// browser scanner shows no challenge yet, so the route takes the
+	// scanner's certificate only.
 	p.Router.Handle("GET /v1/watermark/challenge-key", authz.Allow(pki.PrincipalScanner), h)
 	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
 	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
