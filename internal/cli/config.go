@@ -51,8 +51,8 @@ func nodeFlags(cmd *cobra.Command, configPath *string) {
 		}
 		help := s.Help + " (env " + s.Env + ")"
 		switch v := d.Value(s); {
-		case s.Flag == "insecure-http":
-			fs.Bool(s.Flag, false, help)
+		case s.IsBool():
+			fs.Bool(s.Flag, v == "true", help)
 		default:
 			fs.String(s.Flag, v, help)
 		}
@@ -83,6 +83,7 @@ func platformConfig(rc *config.Resolved) platform.Config {
 		},
 		MaxInFlight: c.HTTPMaxInFlight, MaxQueue: c.HTTPMaxQueue, MaxConns: c.HTTPMaxConns,
 		QueueTimeout: c.HTTPQueueTimeout, RequestTimeout: c.HTTPRequestTimeout,
+		WatermarkChallenges: c.WatermarkChallenges,
 	}
 }
 

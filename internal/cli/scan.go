@@ -33,7 +33,13 @@ func ScanCommand(g *Globals) *cobra.Command { return ScanCommandWith(g, nil) }
 // ScanCommandWith is ScanCommand with a Submitter that receives the recovered
 // (T1, T0) for verification and payment (nil: print only).
 func ScanCommandWith(g *Globals, sub scan.Submitter) *cobra.Command {
-	var o scanOptions
+	return scanCommand(g, sub, nil)
+}
+
+// scanCommand is ScanCommandWith with a hook run before the first frame
+// (the watermark scanner fetches its challenge there).
+func scanCommand(g *Globals, sub scan.Submitter, prepare func(ctx context.Context, sess *scan.Session) (challenge string, err error)) *cobra.Command {
+	o := scanOptions{prepare: prepare}
 	cmd := &cobra.Command{
 		Use:   "scan [FRAME|DIR ...]",
 		Short: "Scan a watermarked payment code from camera frames and recover its token",
@@ -85,6 +91,9 @@ type scanOptions struct {
 	burst     int
 	tryHarder bool
 	saveDir   string
+	// prepare, when set, runs before the first frame; a non-empty
+	// challenge is the scanner challenge shown, put in the report.
+	prepare func(ctx context.Context, sess *scan.Session) (challenge string, err error)
 }
 
 // run scans the frames, submits a recovered token to sub (if any) and
@@ -99,11 +108,18 @@ func (o *scanOptions) run(ctx context.Context, g *Globals, sub scan.Submitter, a
 	if err != nil {
 		return err
 	}
+	var challenge string
+	if o.prepare != nil {
+		if challenge, err = o.prepare(ctx, sess); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	rep, err := o.scanFrames(ctx, g, sess, src, sub)
 	if err != nil {
 		return err
 	}
+	rep.Challenge = challenge
 	st := sess.Stats()
 	rep.Stats = st
 	rep.Elapsed = time.Since(start).Round(time.Millisecond).String()
@@ -189,6 +205,9 @@ func printScanReport(g *Globals, rep *scanReport) error {
 		return g.PrintJSON(rep)
 	}
 	st := rep.Stats
+	if rep.Challenge != "" {
+		fmt.Fprintf(g.Out, "scanner challenge %s (shares must be bound to this scanner's challenge)\n", rep.Challenge)
+	}
 	if rep.Recovered {
 		fmt.Fprintf(g.Out, "recovered token for %s after %d frames\nT0 %s\n", rep.Handle, rep.Frames, rep.Token)
 		if rep.Submitted {
@@ -196,6 +215,9 @@ func printScanReport(g *Globals, rep *scanReport) error {
 		}
 	} else {
 		fmt.Fprintf(g.Out, "no token recovered from %d frames\n", st.Frames)
+		if rep.Challenge != "" && st.NewShares > 0 {
+			fmt.Fprintln(g.Out, "the server has scanner challenges on: the scanner waits for shares bound to its challenge, which the payer's phone must read (qshield watermark code --challenge); a code shown without one (the browser screen page) cannot pay")
+		}
 	}
 	fmt.Fprintf(g.Out, "frames %d: without code %d, without valid share %d, duplicate shares %d, new shares %d, rejected reconstructions %d\n",
 		st.Frames, st.NoCode, st.BadShare, st.Duplicate, st.NewShares, st.Rejected)
@@ -211,6 +233,7 @@ type scanReport struct {
 	Token       string     `json:"token,omitempty"`
 	Frames      int        `json:"frames"`
 	Submitted   bool       `json:"submitted,omitempty"`
+	Challenge   string     `json:"challenge,omitempty"` // the scanner's current challenge, when the server has challenges on
 	SubmitError string     `json:"submit_error,omitempty"`
 	Elapsed     string     `json:"elapsed"`
 	Stats       scan.Stats `json:"stats"`

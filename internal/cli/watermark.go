@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"image/png"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
+	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/watermark"
 	"github.com/qshield/qshield/watermark/scan"
 	"github.com/qshield/qshield/watermark/service"
@@ -48,12 +51,52 @@ func WatermarkScanCommand(g *Globals) *cobra.Command {
 			service.PayRequest{Handle: r.Handle, Token: r.Token, Stamps: r.Stamps, Amount: amt.Minor, Currency: amt.Currency.Code}, nil)
 		return err
 	})
-	cmd := ScanCommandWith(g, sub)
+	// With a server that has scanner challenges on, the scanner fetches
+	// its challenge key, shows its current challenge and waits for shares
+	// bound to it (scan.Session.RequireBound); without, it scans as before.
+	prepare := func(ctx context.Context, sess *scan.Session) (string, error) {
+		if server == "" {
+			return "", nil
+		}
+		ch, on, err := fetchChallenge(ctx, server, dir)
+		if err != nil || !on {
+			return "", err
+		}
+		sess.RequireBound = true
+		return ch.String(), nil
+	}
+	cmd := scanCommand(g, sub, prepare)
 	cmd.Flags().StringVar(&server, "server", "", "submit the recovered token to this qshield server (verify and pay)")
 	dirFlag(cmd.Flags(), &dir, KindWatermarkScanner, "the scanner's directory (key and certificate from: qshield watermark enrol --role scanner)")
 	cmd.Flags().StringVar(&amount, "amount", "1", "amount to charge in major units of --currency, e.g. 12.34 (CNY) or 100 (JPY)")
 	cmd.Flags().StringVar(&currency, "currency", "CNY", "ISO 4217 currency")
 	return cmd
+}
+
+// fetchChallenge fetches the scanner's challenge key (the scanner in dir)
+// and returns its challenge for the server's current slot; on is false when
+// the server has scanner challenges off.
+func fetchChallenge(ctx context.Context, server, dir string) (ch watermark.Challenge, on bool, err error) {
+	if dir == "" {
+		dir = DefaultDir(KindWatermarkScanner)
+	}
+	_, tc, err := deviceDir(dir).load()
+	if err != nil {
+		return ch, false, err
+	}
+	c := client.New(server, tc)
+	defer c.Close()
+	var resp service.ChallengeKeyResponse
+	sent := time.Now()
+	if _, err := c.Do(ctx, http.MethodGet, "/v1/watermark/challenge-key", nil, nil, &resp); err != nil {
+		if client.ProblemCode(err) == "challenges_off" {
+			return ch, false, nil
+		}
+		return ch, false, fmt.Errorf("fetching the scanner's challenge key: %w", err)
+	}
+	// The scanner's slot clock runs on the server's time.
+	now := resp.ServerTime.Add(time.Since(sent) / 2)
+	return watermark.ChallengeAt(resp.Key, watermark.SlotAt(now)), true, nil
 }
 
 // WatermarkCommand is `qshield watermark`: enrol phones and scanners, and
@@ -93,7 +136,44 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 	_ = enrol.MarkFlagRequired("name")
 	_ = enrol.MarkFlagRequired("account")
 
-	var out, limit, limitCurrency string
+	var challengeOut string
+	challenge := &cobra.Command{
+		Use:   "challenge",
+		Short: "Show the scanner's current challenge (scanner challenges on): the text, and a QR code with --out, for the payer's phone to read",
+		Long: `challenge fetches the scanner's challenge key (its certificate, --dir) and
+prints the challenge it shows during the current second. The payer's phone reads
+it (qshield watermark code --challenge TEXT) and binds its frames to this
+scanner, so that a video of the phone's screen relayed to another scanner is
+refused. A challenge changes every second; with the server's window of ±2 s,
+run the code and the scan at once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dir == "" {
+				dir = DefaultDir(KindWatermarkScanner)
+			}
+			ch, on, err := fetchChallenge(cmd.Context(), server, dir)
+			if err != nil {
+				return err
+			}
+			if !on {
+				return errors.New("the server has scanner challenges off (node setting watermark_challenges): codes need no challenge")
+			}
+			text := ch.String()
+			if challengeOut != "" {
+				png, _, err := qrimg.EncodePNG(text, qrimg.M, 8)
+				if err != nil {
+					return fmt.Errorf("encoding the challenge QR code: %w", err)
+				}
+				if err := os.WriteFile(challengeOut, png, 0o644); err != nil {
+					return fmt.Errorf("writing the challenge QR code: %w", err)
+				}
+			}
+			return g.Report(map[string]any{"challenge": text, "slot": ch.Slot, "qr": challengeOut}, text)
+		},
+	}
+	challenge.Flags().StringVar(&challengeOut, "out", "", "also write the challenge as a QR code PNG to this file (what the scanner's display shows)")
+
+	var out, limit, limitCurrency, challengeText string
 	code := &cobra.Command{
 		Use:   "code",
 		Short: "Get a fresh payment code, good for at most --limit, and write its current frames (PNG, and a GIF of the next seconds)",
@@ -101,6 +181,14 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir == "" {
 				dir = DefaultDir(KindWatermarkPhone)
+			}
+			var bound *watermark.Challenge
+			if challengeText != "" {
+				ch, err := watermark.ParseChallenge(challengeText)
+				if err != nil {
+					return Usagef("--challenge: %v (the text qshield watermark challenge printed, QSC1:...)", err)
+				}
+				bound = &ch
 			}
 			_, tc, err := deviceDir(dir).load()
 			if err != nil {
@@ -128,6 +216,19 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 			if err := os.MkdirAll(out, 0o700); err != nil {
 				return err
 			}
+			if bound != nil {
+				// The phone read a scanner's challenge: every frame is
+				// bound to it (its slot is the challenge's). No GIF: the
+				// challenge covers one second.
+				files, err := writeBoundFrames(loop, *bound, out)
+				if err != nil {
+					return err
+				}
+				return g.Report(map[string]any{"handle": resp.Handle, "limit": lim.Minor, "currency": lim.Currency.Code, "expires_at": resp.ExpiresAt,
+					"frames": files, "challenge": challengeText},
+					fmt.Sprintf("code %s for at most %s, valid until %s: %d frames bound to scanner challenge %s in %s (only that scanner accepts them, within a few seconds)",
+						resp.Handle, lim, resp.ExpiresAt.Format("15:04:05"), len(files), challengeText, out))
+			}
 			files, err := loop.WritePNGs(out, watermark.SlotAt(now))
 			if err != nil {
 				return err
@@ -150,9 +251,28 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 		},
 	}
 	code.Flags().StringVar(&out, "out", "./code", "directory for the frames")
+	code.Flags().StringVar(&challengeText, "challenge", "", "the challenge the scanner shows (QSC1:..., from qshield watermark challenge): bind the frames to that scanner (required when the server has scanner challenges on)")
 	code.Flags().StringVar(&limit, "limit", "", "the most this code may pay, in major units of --currency, e.g. 50.00 (required)")
 	code.Flags().StringVar(&limitCurrency, "currency", "CNY", "ISO 4217 currency of the payer's account (for --limit)")
 	_ = code.MarkFlagRequired("limit")
-	cmd.AddCommand(enrol, code)
+	cmd.AddCommand(enrol, challenge, code)
 	return cmd
+}
+
+// writeBoundFrames writes the loop's n frames bound to challenge c as
+// dir/frame-01.png ... (as Loop.WritePNGs does for unbound frames).
+func writeBoundFrames(loop *watermark.Loop, c watermark.Challenge, dir string) ([]string, error) {
+	var paths []string
+	for k := range loop.Params.Shares {
+		var buf bytes.Buffer
+		if err := png.Encode(&buf, loop.FrameBound(k, c)); err != nil {
+			return nil, fmt.Errorf("encoding frame %d: %w", k+1, err)
+		}
+		path := filepath.Join(dir, fmt.Sprintf("frame-%02d.png", k+1))
+		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", path, err)
+		}
+		paths = append(paths, path)
+	}
+	return paths, nil
 }

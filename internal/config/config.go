@@ -57,6 +57,13 @@ type Config struct {
 	AuditCheckpointURL  string `json:"audit_checkpoint_url"`
 	AuditWitnessURL     string `json:"audit_witness_url"` // comma-separated VKEYFILE=URL
 	AuditWitnessQuorum  int    `json:"audit_witness_quorum"`
+	// WatermarkChallenges turns on scanner challenges for watermark codes
+	// (issue 18): a claim pays only with stamps bound to the submitting
+	// scanner's challenge. Off by default: the phone must read the
+	// scanner's challenge with its front camera, which the browser screen
+	// page (/watermark/screen/) cannot, so with it on a code shown there is
+	// refused (unbound_shares).
+	WatermarkChallenges bool `json:"watermark_challenges"`
 }
 
 // Defaults returns the built-in defaults.
@@ -113,8 +120,12 @@ func Settings() []Setting {
 		{"audit_checkpoint_url", "QSHIELD_AUDIT_CHECKPOINT_URL", "audit-checkpoint-url", "POST every signed audit checkpoint to this URL (a log collector)", kString, func(c *Config) any { return &c.AuditCheckpointURL }},
 		{"audit_witness_url", "QSHIELD_AUDIT_WITNESS_URL", "audit-witness-url", "comma-separated VKEYFILE=URL: push every audit checkpoint to these C2SP witnesses (URL = submission prefix, VKEYFILE = the witness's public key) and keep their cosignatures", kString, func(c *Config) any { return &c.AuditWitnessURL }},
 		{"audit_witness_quorum", "QSHIELD_AUDIT_WITNESS_QUORUM", "audit-witness-quorum", "cosignatures each audit checkpoint needs; fewer is logged as an error", kInt, func(c *Config) any { return &c.AuditWitnessQuorum }},
+		{"watermark_challenges", "QSHIELD_WATERMARK_CHALLENGES", "watermark-challenges", "watermark codes pay only with stamps bound to the submitting scanner's challenge (refuses a close video relayed to another scanner; codes shown by the browser screen page are then refused)", kBool, func(c *Config) any { return &c.WatermarkChallenges }},
 	}
 }
+
+// IsBool reports whether the setting is a boolean (its flag takes no value).
+func (s Setting) IsBool() bool { return s.kind == kBool }
 
 // Source says where a value came from.
 type Source string

@@ -22,6 +22,11 @@ import (
 
 // Watermark is seed 003: a payer's looping watermarked code, scanned close
 // up, pays; a single photo, a distant burst and a re-captured photo do not.
+// The demo platform runs with scanner challenges on (watermark_challenges):
+// the scanner fetches its challenge key and shows its challenge, the
+// simulated phone reads it 100 ms later (trial.Clock's challenge fields) and
+// binds its stamps, and the same claim relayed to another shop's scanner is
+// refused.
 func Watermark() Scenario {
 	return Scenario{Name: "watermark", Run: func(ctx context.Context, env *Env) ([]Row, error) {
 		var rows []Row
@@ -52,13 +57,41 @@ func Watermark() Scenario {
 		if err != nil {
 			return rows, err
 		}
+		// A second shop's scanner, where a thief relays the payer's code.
+		otherShop := "wm-shop2-" + sfx
+		if _, err := p.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: otherShop, Owner: "shop2", Kind: ledger.KindMerchant, Currency: "CNY"}); err != nil {
+			return rows, err
+		}
+		otherIss, err := p.EnrolWatermarkDevice(ctx, "wm-scanner2-"+sfx, "scanner", otherShop, "", nil)
+		if err != nil {
+			return rows, err
+		}
 		phoneCert, _ := pki.TLSCertificate(phoneIss)
 		scanCert, _ := pki.TLSCertificate(scanIss)
+		otherCert, _ := pki.TLSCertificate(otherIss)
 		phone := client.New(env.URL, env.ClientTLS(phoneCert))
 		scanner := client.New(env.URL, env.ClientTLS(scanCert))
 		screen := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: env.ClientTLS(phoneCert)}}
+		otherScanner := client.New(env.URL, env.ClientTLS(otherCert))
 		defer phone.Close()
 		defer scanner.Close()
+		defer otherScanner.Close()
+
+		// The scanner fetches its challenge key over its certificate and
+		// shows N(s) = HMAC(key, s) each second beside its window.
+		var ck service.ChallengeKeyResponse
+		_, err = scanner.Do(ctx, http.MethodGet, "/v1/watermark/challenge-key", nil, nil, &ck)
+		if err == nil && len(ck.Key) != watermark.ChallengeKeyLen {
+			err = fmt.Errorf("challenge key of %d bytes", len(ck.Key))
+		}
+		if err := Expect(&rows, "scanner fetches its challenge key and shows its challenge to the payer's front camera", err, "", "now "+watermark.ChallengeAt(ck.Key, watermark.SlotAt(ck.ServerTime)).String()+" (changes every second)"); err != nil {
+			return rows, err
+		}
+		var phoneKey service.ChallengeKeyResponse
+		_, err = phone.Do(ctx, http.MethodGet, "/v1/watermark/challenge-key", nil, nil, &phoneKey)
+		if err := Expect(&rows, "a phone asks for a scanner's challenge key", err, "forbidden", "only a scanner's certificate opens it"); err != nil {
+			return rows, err
+		}
 		defer screen.CloseIdleConnections()
 
 		issue := func(limit int64) (*service.CodeResponse, *watermark.Loop, error) {
@@ -73,7 +106,11 @@ func Watermark() Scenario {
 		// it is placed 1.5 s ahead so that its simulated capture time covers
 		// the wall time the simulation takes (the server accepts slots up to
 		// 2 s ahead and 2 s after they end).
-		scanClock := func() trial.Clock { return trial.Clock{Start: time.Now().Add(1500 * time.Millisecond)} }
+		// The phone reads the scanner's challenge 100 ms after it appears
+		// and binds every frame it shows from then on.
+		scanClock := func() trial.Clock {
+			return trial.Clock{Start: time.Now().Add(1500 * time.Millisecond), ScannerKey: ck.Key, ChallengeDelay: 100 * time.Millisecond, Scanner: "wm-scanner-" + sfx}
+		}
 		code, loop, err := issue(50_00)
 		if err := Expect(&rows, "phone gets an original token T0 and slot key (60 s, single use, limit 50.00 CNY)", err, "", fmt.Sprintf("T1 = %s", handleOf(code))); err != nil {
 			return rows, err
@@ -107,20 +144,35 @@ func Watermark() Scenario {
 				if err != nil || !res.OK || late < time.Second || attempt == 2 {
 					return res, err
 				}
-				ck = trial.Clock{Start: time.Now().Add(time.Since(started) - res.Elapsed + 500*time.Millisecond)}
+				ck.Start = time.Now().Add(time.Since(started) - res.Elapsed + 500*time.Millisecond)
 			}
 		}
 		res, err := freshScan(loop)
 		if err == nil && !res.OK {
 			err = fmt.Errorf("close scan recovered no token in %d frames", res.Frames)
 		}
-		if err := Expect(&rows, "merchant scanner reads the loop at 10–20 cm", err, "", fmt.Sprintf("%d frames, T0 rebuilt from %d shares in %v (simulated camera)", res.Frames, p.Watermark.Params.Threshold, res.Elapsed.Round(time.Millisecond))); err != nil {
+		bound := 0
+		for _, st := range res.Stamps {
+			if st.Bound {
+				bound++
+			}
+		}
+		if err := Expect(&rows, "merchant scanner reads the loop at 10–20 cm", err, "", fmt.Sprintf("%d frames, T0 rebuilt from %d shares (%d bound to this scanner's challenge) in %v (simulated camera)", res.Frames, p.Watermark.Params.Threshold, bound, res.Elapsed.Round(time.Millisecond))); err != nil {
 			return rows, err
 		}
-		payAmount := func(r trial.PayResult, amount int64, key string) error {
-			_, err := scanner.Do(ctx, http.MethodPost, "/v1/watermark/pay", map[string]string{"Idempotency-Key": key},
+		payAt := func(sc *client.Client, r trial.PayResult, amount int64, key string) error {
+			_, err := sc.Do(ctx, http.MethodPost, "/v1/watermark/pay", map[string]string{"Idempotency-Key": key},
 				service.PayRequest{Handle: r.Handle, Token: r.Token, Stamps: r.Stamps, Amount: amount, Currency: "CNY"}, nil)
 			return err
+		}
+		payAmount := func(r trial.PayResult, amount int64, key string) error { return payAt(scanner, r, amount, key) }
+		// A thief films the payer's screen from close by and relays it live
+		// to another shop's scanner: what reaches it is at best exactly the
+		// frames the payer's scanner saw, T0 and stamps bound to that
+		// scanner's challenge. They do not verify under the other scanner's.
+		err = payAt(otherScanner, res, 42_00, newKey("wm-relay"))
+		if err := Expect(&rows, "thief relays the same frames live to another shop's scanner", err, "bad_stamp", "the stamps are bound to the payer's scanner's challenge; the code is not consumed"); err != nil {
+			return rows, err
 		}
 		err = payAmount(res, 42_00, newKey("wm-pay"))
 		if err := Expect(&rows, "scanner submits T0 and the shares' time stamps: 42.00 CNY paid", err, "", ""); err != nil {
@@ -144,6 +196,26 @@ func Watermark() Scenario {
 			err = payAmount(over, 42_00, newKey("wm-over"))
 		}
 		if err := Expect(&rows, "scanner charges 42.00 CNY on a code the payer limited to 10.00", err, "over_limit", "refused; the code is not consumed"); err != nil {
+			return rows, err
+		}
+
+		// A phone that reads no challenge (the payer is at no scanner, or
+		// shows the code in the browser screen page) stamps unbound shares:
+		// relayed to a scanner, or shown to one, they are refused.
+		_, loose, err := issue(50_00)
+		if err != nil {
+			return rows, err
+		}
+		unboundCk := scanClock()
+		unboundCk.ScannerKey, unboundCk.Scanner = nil, ""
+		free, err := trial.Pay(ctx, loose, closeScan, rng, 3*time.Second, unboundCk)
+		if err == nil && !free.OK {
+			err = fmt.Errorf("close scan recovered no token in %d frames", free.Frames)
+		}
+		if err == nil {
+			err = payAt(otherScanner, free, 42_00, newKey("wm-unbound"))
+		}
+		if err := Expect(&rows, "thief relays a code filmed away from any scanner (no challenge read)", err, "unbound_shares", "T0 rebuilt, but no share is bound to this scanner; the code is not consumed"); err != nil {
 			return rows, err
 		}
 
@@ -202,8 +274,9 @@ func Watermark() Scenario {
 			return rows, err
 		}
 		a, _ := p.Ledger.Account(ctx, payer)
-		err = check(a.Balance == 200_00-42_00, "payer has %d", a.Balance)
-		return rows, Expect(&rows, "balances", err, "", "payer "+money.Format(a.Balance, a.Currency)+": one payment, no theft")
+		o, _ := p.Ledger.Account(ctx, otherShop)
+		err = check(a.Balance == 200_00-42_00 && o.Balance == 0, "payer has %d, the relay's shop %d", a.Balance, o.Balance)
+		return rows, Expect(&rows, "balances", err, "", "payer "+money.Format(a.Balance, a.Currency)+": one payment, no theft; the relay's shop "+money.Format(o.Balance, o.Currency))
 	}}
 }
 

@@ -85,6 +85,7 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	// seed 003
 	"POST /v1/watermark/codes":             {pki.PrincipalPhone},
 	"POST /v1/watermark/pay":               {pki.PrincipalScanner},
+	"GET /v1/watermark/challenge-key":      {pki.PrincipalScanner},
 	"GET /watermark/screen/{id}/{file...}": nil,
 	"POST /v1/watermark/admin/devices":     {pki.PrincipalAdmin},
 	// seed 001

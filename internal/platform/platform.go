@@ -109,6 +109,14 @@ type Config struct {
 	// where payer and scanner are slow programs run one after the other
 	// (the CLI's scripts under the race detector).
 	WatermarkWindow watermark.Window
+	// WatermarkChallenges turns on scanner challenges (node setting
+	// watermark_challenges): the watermark service gets a challenge master
+	// key derived from the platform key (Secret("watermark-challenge")),
+	// scanners fetch theirs at GET /v1/watermark/challenge-key, and a claim
+	// pays only with stamps bound to the submitting scanner's challenge.
+	// Off by default: the browser screen page cannot read a challenge, so
+	// its codes are refused (unbound_shares) while this is on.
+	WatermarkChallenges bool
 	// ResultsDir holds experiment results the console shows ("" = none).
 	ResultsDir string
 }
