@@ -48,7 +48,7 @@ type Merchant struct {
 // random perturbation code RandCodeP and an expiry, signed by the POS.
 //
 // The QR names the POS certificate instead of carrying the POS credential:
-// the credential (about 160 bytes with the POS's separate encryption key)
+// the credential (157 bytes with the POS's separate encryption key)
 // would push the payload past EMVCo's 512 characters, and the phone needs
 // the certificate anyway, for the POS's encryption key (AttrEncryptionKey;
 // nothing is sealed to the POS's signing key) and its revocation status.

@@ -51,7 +51,7 @@ func ParseDeviceKind(s string) (DeviceKind, error) {
 // serial of the device's X.509 certificate (the CA register entry that
 // revocation is checked against), an expiry, the device public key and, for
 // a phone, the commitment to its sealed owner template (InforFp), under the
-// CA's signature. It is small enough for a QR code (about 160 bytes with a
+// CA's signature. It is small enough for a QR code (157–190 bytes with a
 // P-256 CA, against about 550 for the X.509 certificate). Encoding:
 //
 //	u8 version = 2 ‖ u8 signature algorithm (1 ECDSA-P256-SHA256, 2 SM2-SM3)

@@ -77,7 +77,7 @@
 // the template out of every QR code and certificate copy, so a template
 // cannot be harvested even if the settlement key leaks later from old
 // photos of payment codes; (2) keeps the payment QR smaller (the phone
-// credential is 156 bytes, not ~900); (3) lets the template be deleted or
+// credential is 189 bytes, not ~900); (3) lets the template be deleted or
 // re-enrolled by revoking one certificate (erasure, GDPR art. 17); and (4)
 // loses nothing of the patent's binding, since the CA still signs
 // InforFp — as a commitment. The template is decrypted only inside
@@ -126,11 +126,13 @@
 // 52, 53, 54, 58, 59, 60, the scheme data (version 2, expiry, RandCodeP, POS
 // signature, POS certificate serial; base64url) split over unreserved
 // templates 80+ (each starting with GUI DEV.QSHIELD), and the CRC 63. It
-// stays well within EMVCo's 512 characters: 375 with every field at its
-// longest (25-character name, 15-character city, 64-character account,
-// 13-character amount; TestConsumptionQRAtMaximumLengths). The payment QR is "QSP1:" followed by Base45
-// (RFC 9285) of key ID ‖ ciphertext: about 630 characters (version 16)
-// without a probe and 800–1100 (versions 18–23) with an ISO probe.
+// stays well within EMVCo's 512 characters: about 300 with the demo
+// merchant (version 13 at error correction M) and 375 (version 15) with
+// every field at its longest (25-character name, 15-character city,
+// 64-character account, 13-character amount;
+// TestConsumptionQRAtMaximumLengths). The payment QR is "QSP1:" followed by
+// Base45 (RFC 9285) of key ID ‖ ciphertext: about 680 characters (version
+// 17) without a probe and about 870 (version 19) with the demo's ISO probe.
 //
 // # The rig
 //
