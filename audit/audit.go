@@ -36,6 +36,18 @@
 // record and the head also carry an HMAC-SHA-256 under that key (the keyed
 // chain of Schneier and Kelsey): without the key, forged, rewritten or
 // truncated records are detected even if all hashes were recomputed.
+//
+// # Checkpoints and witnesses
+//
+// The records are also the leaves of an RFC 6962 Merkle tree; the platform
+// signs checkpoints of it (C2SP tlog-checkpoint, checkpoint.go) and the
+// Publisher pushes each one with its consistency proof to C2SP witnesses
+// (WitnessSink, tlog-witness v1.0.0). A Witness — its own process, another
+// machine — cosigns (tlog-cosignature v1.0.1, cosignature.go) only a
+// checkpoint that extends the one it holds, and raises an alarm on a fork;
+// the cosignatures are stored with the checkpoint, and VerifyCosigned
+// accepts a checkpoint only with a quorum of trusted ones, so a rewritten
+// or rolled-back database needs colluding witnesses to go unnoticed.
 package audit
 
 import (
@@ -48,7 +60,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -144,6 +158,9 @@ type Log struct {
 	db  *sqldb.DB
 	key []byte
 	now func() time.Time
+	// stmts caches prepared SQLite statements by query text (see execTx);
+	// they are closed with the database.
+	stmts sync.Map
 }
 
 var migrations = []sqldb.Migration{{
@@ -294,16 +311,60 @@ func (e *Entry) validate() error {
 	return nil
 }
 
-// canonicalDetails is JSON with sorted keys (encoding/json sorts map keys).
+// canonicalDetails is JSON with sorted keys, exactly as encoding/json
+// writes a map[string]string. Keys and values of plain printable ASCII (the
+// ledger's details) are written directly; anything else goes through
+// encoding/json.
 func canonicalDetails(d map[string]string) (string, error) {
 	if len(d) == 0 {
 		return "{}", nil
+	}
+	if s, ok := plainDetails(d); ok {
+		return s, nil
 	}
 	b, err := json.Marshal(d)
 	if err != nil {
 		return "", fmt.Errorf("audit: encode details: %w", err)
 	}
 	return string(b), nil
+}
+
+// plainDetails writes d as encoding/json would when every key and value is
+// printable ASCII that encoding/json does not escape; ok is false otherwise.
+func plainDetails(d map[string]string) (string, bool) {
+	plain := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				return false
+			}
+		}
+		return true
+	}
+	keys := make([]string, 0, len(d))
+	n := 2
+	for k, v := range d {
+		if !plain(k) || !plain(v) {
+			return "", false
+		}
+		keys = append(keys, k)
+		n += len(k) + len(v) + 6
+	}
+	slices.Sort(keys)
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, k...)
+		b = append(b, '"', ':', '"')
+		b = append(b, d[k]...)
+		b = append(b, '"')
+	}
+	b = append(b, '}')
+	return string(b), true
 }
 
 // row is a record as stored (text fields exactly as in the database).
@@ -398,7 +459,7 @@ func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, e Entry) (Record, error)
 		if err != nil {
 			return Record{}, err
 		}
-		recs, err := l.appendRowsTx(ctx, tx, head, []row{r})
+		recs, err := l.appendRowsTx(ctx, tx, head, []row{r}, nil)
 		if err != nil {
 			return Record{}, err
 		}

@@ -120,16 +120,21 @@ func BenchmarkLargeLog(b *testing.B) {
 					}
 				}
 			})
-			b.Run("verify-against-checkpoint", func(b *testing.B) {
-				cpu0 := cpuTime()
-				for b.Loop() {
-					rep, err := l.VerifyCheckpoint(ctx, cp)
-					if err != nil || !rep.OK {
-						b.Fatal(err, rep.Problems)
+			for _, o := range []struct {
+				name string
+				opts VerifyOptions
+			}{{"verify-against-checkpoint", VerifyOptions{}}, {"verify-against-checkpoint-stored-tree", VerifyOptions{StoredTree: true}}} {
+				b.Run(o.name, func(b *testing.B) {
+					cpu0 := cpuTime()
+					for b.Loop() {
+						rep, err := l.VerifyCheckpointWith(ctx, cp, o.opts)
+						if err != nil || !rep.OK {
+							b.Fatal(err, rep.Problems)
+						}
 					}
-				}
-				b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/op")
-			})
+					b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/op")
+				})
+			}
 			b.Run("inclusion-proof", func(b *testing.B) {
 				cpu0 := cpuTime()
 				defer func() { b.ReportMetric((cpuTime()-cpu0).Seconds()*1e3/float64(b.N), "cpu-ms/op") }()

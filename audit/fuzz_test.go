@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -81,6 +82,28 @@ func FuzzParseProof(f *testing.F) {
 		}
 		if len(p) > 63 || FormatProof(p) != string(b) {
 			t.Fatalf("round trip: %q → %q", b, FormatProof(p))
+		}
+	})
+}
+
+// FuzzCanonicalDetails: the direct writer of plain details gives exactly
+// encoding/json's bytes, whatever the keys and values.
+func FuzzCanonicalDetails(f *testing.F) {
+	f.Add("from", "acct-1", "amount", "100")
+	f.Add("a<", "b&", "\u2028", "\xff")
+	f.Add("", "", "k", "v\"")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		d := map[string]string{k1: v1, k2: v2}
+		got, err := canonicalDetails(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != string(want) {
+			t.Fatalf("canonicalDetails(%q) = %s, encoding/json %s", d, got, want)
 		}
 	})
 }

@@ -7,9 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/qshield/qshield/fsutil"
 )
@@ -73,25 +77,63 @@ type Publisher struct {
 	// Interval is the longest time between checkpoints of a growing log (default 10 s).
 	Interval time.Duration
 	// Poll is how often the queue is integrated (default 200 ms).
-	Poll   time.Duration
-	Sinks  []Sink
+	Poll  time.Duration
+	Sinks []Sink
+	// Quorum is how many WitnessSinks must cosign each checkpoint; fewer
+	// is logged at error level and returned as an error.
+	Quorum int
 	Logger *slog.Logger
 }
 
 // PublishNow signs a checkpoint of the current log and sends it to every
-// sink; a sink's failure is logged and returned after the others ran.
+// sink — the WitnessSinks first, then the others with the cosigned
+// checkpoint; a sink's failure is logged and returned after the others ran,
+// as is a number of cosignatures below Quorum.
 func (p *Publisher) PublishNow(ctx context.Context) ([]byte, Checkpoint, error) {
 	msg, cp, err := p.Log.Checkpoint(ctx, p.Signer)
 	if err != nil {
 		return nil, Checkpoint{}, err
 	}
+	// Witnesses first, so that the other sinks get the checkpoint with
+	// its cosignatures.
 	var first error
+	fail := func(err error) {
+		p.logger().ErrorContext(ctx, "audit checkpoint not published", "size", cp.Size, "err", err)
+		if first == nil {
+			first = err
+		}
+	}
+	cosigned := 0
 	for _, s := range p.Sinks {
+		if _, ok := s.(*WitnessSink); !ok {
+			continue
+		}
 		if err := s.Publish(ctx, msg); err != nil {
-			p.logger().ErrorContext(ctx, "audit checkpoint not published", "size", cp.Size, "err", err)
-			if first == nil {
-				first = err
+			fail(err)
+		} else {
+			cosigned++
+		}
+	}
+	if cosigned < p.Quorum {
+		err := fmt.Errorf("audit: checkpoint of %d records cosigned by %d witnesses, quorum %d", cp.Size, cosigned, p.Quorum)
+		p.logger().ErrorContext(ctx, "audit checkpoint below witness quorum", "size", cp.Size, "cosigned", cosigned, "quorum", p.Quorum)
+		if first == nil {
+			first = err
+		}
+	}
+	if cosigned > 0 {
+		if m, err := p.Log.LatestCheckpoint(ctx); err == nil && m != nil {
+			if c, perr := ParseStoredCheckpoint(m); perr == nil && c.Size == cp.Size {
+				msg = m
 			}
+		}
+	}
+	for _, s := range p.Sinks {
+		if _, ok := s.(*WitnessSink); ok {
+			continue
+		}
+		if err := s.Publish(ctx, msg); err != nil {
+			fail(err)
 		}
 	}
 	return msg, cp, first
@@ -128,7 +170,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		if head, err := p.Log.Head(ctx); err == nil {
 			grown := head.Seq > lastSize
-			if grown && (lastSize < 0 || head.Seq-lastSize >= every || time.Since(lastTime) >= interval) {
+			// Due: never tried, Every records since the last checkpoint, or
+			// Interval since the last checkpoint or failed attempt.
+			due := lastTime.IsZero() || lastSize >= 0 && head.Seq-lastSize >= every || time.Since(lastTime) >= interval
+			if grown && due {
 				if _, cp, err := p.PublishNow(ctx); err != nil && ctx.Err() == nil {
 					p.logger().ErrorContext(ctx, "audit checkpoint failed", "err", err)
 					lastTime = time.Now() // retry after an interval
@@ -144,4 +189,106 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// WitnessSink pushes every checkpoint to a C2SP tlog-witness (its
+// add-checkpoint endpoint under URL, the witness's submission prefix) with
+// a consistency proof from the size the witness holds, checks the
+// cosignature it answers against Witness (the witness's public
+// cosignature key) and stores it with the checkpoint in Log, so that GET
+// /v1/audit/checkpoint serves the checkpoint with its cosignatures.
+//
+// The sink starts by offering old size 0; a witness holding more answers
+// 409 with its size, and the sink retries once with a proof from there. A
+// witness holding a larger tree than the checkpoint (the log was rolled
+// back) or another root at the same size (a fork) is an error wrapping
+// ErrRollback or ErrFork. Use one WitnessSink value per witness, by
+// pointer: it remembers the witness's size.
+type WitnessSink struct {
+	URL     string
+	Witness note.Verifier
+	Log     *Log
+	Client  *http.Client // nil: a client with a 10 s timeout
+	size    atomic.Int64
+}
+
+// Publish implements Sink.
+func (s *WitnessSink) Publish(ctx context.Context, msg []byte) error {
+	cp, err := ParseStoredCheckpoint(msg)
+	if err != nil {
+		return fmt.Errorf("audit: witness %s: %w", s.URL, err)
+	}
+	c := s.Client
+	if c == nil {
+		c = &http.Client{Timeout: 10 * time.Second}
+	}
+	old := s.size.Load()
+	for attempt := 0; ; attempt++ {
+		if old > cp.Size {
+			return fmt.Errorf("audit: witness %s holds %d records, the checkpoint %d: %w", s.URL, old, cp.Size, ErrRollback)
+		}
+		var proof []tlog.Hash
+		if old > 0 && old < cp.Size {
+			if proof, err = s.Log.ProveConsistency(ctx, old, cp.Size); err != nil {
+				return fmt.Errorf("audit: witness %s: %w", s.URL, err)
+			}
+		}
+		body := AddCheckpointRequest{OldSize: old, Proof: proof, Checkpoint: msg}.Marshal()
+		status, ctype, resp, err := post(ctx, c, strings.TrimRight(s.URL, "/")+"/add-checkpoint", body)
+		if err != nil {
+			return fmt.Errorf("audit: witness %s: %w", s.URL, err)
+		}
+		switch {
+		case status == http.StatusOK:
+			// Open the answer alone on the checkpoint text: an earlier
+			// cosignature of the same key in msg would hide the new one.
+			text, _, _ := bytes.Cut(msg, []byte("\n\n"))
+			n, err := note.Open(append(append(bytes.Clone(text), "\n\n"...), resp...), note.VerifierList(s.Witness))
+			if err != nil {
+				return fmt.Errorf("audit: witness %s answered no valid cosignature: %w", s.URL, err)
+			}
+			var lines bytes.Buffer
+			for _, sig := range n.Sigs {
+				fmt.Fprintf(&lines, "— %s %s\n", sig.Name, sig.Base64)
+			}
+			if err := s.Log.AddCosignatures(ctx, cp.Size, lines.Bytes()); err != nil {
+				return err
+			}
+			s.size.Store(cp.Size)
+			return nil
+		case status == http.StatusConflict && strings.HasPrefix(ctype, "text/x.tlog.size") && attempt == 0:
+			held, err := strconv.ParseInt(strings.TrimSuffix(string(resp), "\n"), 10, 64)
+			if err != nil || held < 0 {
+				return fmt.Errorf("audit: witness %s: 409 with a bad size %q", s.URL, resp)
+			}
+			if held == old {
+				return fmt.Errorf("audit: witness %s holds another tree of %d records: %w", s.URL, held, ErrFork)
+			}
+			old = held
+		case status == http.StatusConflict && old == cp.Size:
+			return fmt.Errorf("audit: witness %s holds another tree of %d records: %w", s.URL, old, ErrFork)
+		default:
+			return fmt.Errorf("audit: witness %s: HTTP %d: %s", s.URL, status, bytes.TrimSpace(resp))
+		}
+	}
+}
+
+// post sends body and returns the status, content type and (at most 64
+// KiB of) the answer.
+func post(ctx context.Context, c *http.Client, url string, body []byte) (int, string, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", nil, err
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return 0, "", nil, err
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b, nil
 }

@@ -51,7 +51,7 @@ func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) erro
 	if err != nil {
 		return err
 	}
-	_, err = l.appendRowsTx(ctx, tx, head, rs)
+	_, err = l.appendRowsTx(ctx, tx, head, rs, nil)
 	return err
 }
 
@@ -138,3 +138,19 @@ func (l *Log) AppendAllSQL(entries []Entry) (string, []any, error) {
 		ORDER BY n`
 	return q, []any{times, actors, events, outcomes, origins, resources, details}, nil
 }
+
+// Reader is the read side of the trail, for components that show their own
+// records to their administrators. *Log implements it.
+type Reader interface {
+	Search(ctx context.Context, q Query) ([]Record, error)
+	Stats(ctx context.Context, q Query, by ...GroupBy) ([]Count, error)
+}
+
+// Trail is a Recorder that can also be read back: what a component that
+// both records and serves an audit view takes. *Log implements it.
+type Trail interface {
+	Recorder
+	Reader
+}
+
+var _ Trail = (*Log)(nil)

@@ -374,3 +374,59 @@ func rfc9162VerifyInclusion(index, size int64, entry []byte, path [][32]byte, ro
 	}
 	return sn == 0 && r == root
 }
+
+// TestStoredTreeHashes: a rewritten stored tree hash is found by the default
+// verification when it is part of the current tree head, and by
+// VerifyOptions.StoredTree wherever it is.
+func TestStoredTreeHashes(t *testing.T) {
+	signer, verifier := testKeys(t)
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		l := openLog(t, db, nil)
+		resetLog(t, db)
+		appendN(t, l, 20, "alice")
+		msg, _, err := l.Checkpoint(ctx, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, _, err := OpenCheckpoint(msg, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := make([]byte, 32)
+		// The stored hash of the complete subtree over leaves 0..15 (level 4)
+		// is on the tree head's path for 20 records; the leaf hash of record
+		// 2 is not (only the level-4 hash above it is read).
+		for _, tc := range []struct {
+			name   string
+			idx    int64
+			inHead bool
+		}{
+			{"subtree on the head's path", tlog.StoredHashIndex(4, 0), true},
+			{"leaf inside a complete subtree", tlog.StoredHashIndex(0, 2), false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				var orig []byte
+				if err := db.QueryRowContext(ctx, db.Rebind(`SELECT hash FROM audit_tlog WHERE idx = ?`), tc.idx).Scan(&orig); err != nil {
+					t.Fatal(err)
+				}
+				exec(t, db, `UPDATE audit_tlog SET hash = ? WHERE idx = ?`, bad, tc.idx)
+				defer exec(t, db, `UPDATE audit_tlog SET hash = ? WHERE idx = ?`, orig, tc.idx)
+				rep, err := l.VerifyCheckpoint(ctx, cp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := hasKind(rep.Problems, ProblemTree); got != tc.inHead {
+					t.Fatalf("default verification found a tree problem: %v, want %v (%+v)", got, tc.inHead, rep.Problems)
+				}
+				full, err := l.VerifyCheckpointWith(ctx, cp, VerifyOptions{StoredTree: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if full.OK || !hasKind(full.Problems, ProblemTree) {
+					t.Fatalf("full verification: want a tree problem, got %+v", full.Problems)
+				}
+			})
+		}
+	})
+}

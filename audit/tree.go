@@ -112,12 +112,22 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 	if len(pending) == 0 {
 		return nil, nil
 	}
-	recs, err := l.appendRowsTx(ctx, tx, head, rs)
+	var qids []int64
+	if l.db.Dialect == sqldb.Postgres {
+		qids = make([]int64, len(pending))
+		for i, q := range pending {
+			qids[i] = q.queueID
+		}
+	}
+	recs, err := l.appendRowsTx(ctx, tx, head, rs, qids)
 	if err != nil {
 		return nil, err
 	}
 	for i := range pending {
 		pending[i].Record = recs[i]
+	}
+	if qids != nil {
+		return pending, nil // moved out of the queue by appendRowsTx
 	}
 	ids := make([]any, len(pending))
 	for i, q := range pending {
@@ -135,20 +145,19 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 
 // appendRowsTx gives rs (time and contents set) the places after head in
 // the log inside tx, which holds the head lock: seq, chain hash, MAC, leaf
-// and subtree hashes, and moves the head.
-func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row) ([]Record, error) {
+// and subtree hashes, and moves the head. With queueIDs (PostgreSQL), rs
+// are the queued entries with those IDs, and they are moved from the queue
+// into the log set-based: one statement deletes them from the queue and
+// inserts them with their places (sent as arrays), one inserts the tree
+// hashes.
+func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row, queueIDs []int64) ([]Record, error) {
 	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, mem: map[int64]tlog.Hash{}}
-	// Records are inserted 100 per statement (one round trip each).
-	const perInsert = 100
+	// Records are inserted up to 64 per statement (prepared once per chunk
+	// size, see execChunked).
+	const perInsert = 64
 	var pendingArgs []any
 	flush := func() error {
-		n := len(pendingArgs) / 11
-		if n == 0 {
-			return nil
-		}
-		q := `INSERT INTO audit_log (seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac) VALUES ` +
-			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(q), pendingArgs...); err != nil {
+		if err := l.execChunked(ctx, tx, insertRecordsSQL, 11, pendingArgs); err != nil {
 			return fmt.Errorf("audit: append records: %w", err)
 		}
 		pendingArgs = pendingArgs[:0]
@@ -175,7 +184,9 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row)
 			newIdx = append(newIdx, base+int64(j))
 			newHash = append(newHash, h)
 		}
-		pendingArgs = append(pendingArgs, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac)
+		if queueIDs == nil {
+			pendingArgs = append(pendingArgs, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac)
+		}
 		if len(pendingArgs) >= perInsert*11 {
 			if err := flush(); err != nil {
 				return nil, err
@@ -186,11 +197,17 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row)
 		out[i] = Record{Seq: r.seq, Time: t, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
 			Resource: r.resource, PrevHash: r.prev, Hash: r.hash}
 	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	if err := l.insertHashes(ctx, tx, newIdx, newHash); err != nil {
-		return nil, err
+	if queueIDs != nil {
+		if err := l.moveQueued(ctx, tx, queueIDs, rs, newIdx, newHash); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := flush(); err != nil {
+			return nil, err
+		}
+		if err := l.insertHashes(ctx, tx, newIdx, newHash); err != nil {
+			return nil, err
+		}
 	}
 	res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1 AND seq = ?`),
 		head.Seq, head.Hash, l.mac("head", head.Seq, head.Hash), start)
@@ -203,20 +220,104 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row)
 	return out, nil
 }
 
-func (l *Log) insertHashes(ctx context.Context, tx *sql.Tx, idx []int64, hs []tlog.Hash) error {
-	for len(idx) > 0 {
-		n := min(len(idx), 400)
-		args := make([]any, 0, 2*n)
-		for i := 0; i < n; i++ {
-			args = append(args, idx[i], hs[i][:])
+// moveQueued moves the queued entries ids (PostgreSQL) into the log with
+// the places computed in rs, and stores the tree hashes, set-based.
+func (l *Log) moveQueued(ctx context.Context, tx *sql.Tx, ids []int64, rs []row, idx []int64, hs []tlog.Hash) error {
+	seqs := make([]int64, len(rs))
+	prevs, hashes, macs := make([][]byte, len(rs)), make([][]byte, len(rs)), make([][]byte, len(rs))
+	for i := range rs {
+		seqs[i], prevs[i], hashes[i], macs[i] = rs[i].seq, rs[i].prev, rs[i].hash, rs[i].mac
+	}
+	res, err := tx.ExecContext(ctx, `WITH q AS (DELETE FROM audit_queue WHERE id = ANY($1::bigint[]) RETURNING *)
+		INSERT INTO audit_log (seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac)
+		SELECT u.seq, q.time, q.actor, q.event, q.outcome, q.origin, q.resource, q.details, u.prev, u.hash, u.mac
+		FROM q JOIN unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[]) AS u (id, seq, prev, hash, mac) ON q.id = u.id`,
+		ids, seqs, prevs, hashes, macs)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n != int64(len(ids)) {
+			err = fmt.Errorf("moved %d queued entries, want %d", n, len(ids))
 		}
-		q := `INSERT INTO audit_tlog (idx, hash) VALUES (?, ?)` + strings.Repeat(", (?, ?)", n-1)
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(q), args...); err != nil {
-			return fmt.Errorf("audit: store tree hashes: %w", err)
-		}
-		idx, hs = idx[n:], hs[n:]
+	}
+	if err != nil {
+		return fmt.Errorf("audit: append queued records: %w", err)
+	}
+	hb := make([][]byte, len(hs))
+	for i := range hs {
+		hb[i] = hs[i][:]
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_tlog (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, idx, hb); err != nil {
+		return fmt.Errorf("audit: store tree hashes: %w", err)
 	}
 	return nil
+}
+
+func (l *Log) insertHashes(ctx context.Context, tx *sql.Tx, idx []int64, hs []tlog.Hash) error {
+	args := make([]any, 0, 2*len(idx))
+	for i := range idx {
+		args = append(args, idx[i], hs[i][:])
+	}
+	if err := l.execChunked(ctx, tx, insertHashesSQL, 2, args); err != nil {
+		return fmt.Errorf("audit: store tree hashes: %w", err)
+	}
+	return nil
+}
+
+// Multi-row inserts are prepared for these row counts (largest first, the
+// last 1), so that a bulk append compiles no statement.
+var chunkRows = []int{64, 16, 4, 1}
+
+func insertRecordsSQL(n int) string {
+	return `INSERT INTO audit_log (seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")
+}
+
+func insertHashesSQL(n int) string {
+	return `INSERT INTO audit_tlog (idx, hash) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?), ", n), ", ")
+}
+
+// execChunked inserts the rows whose arguments (width per row) are args,
+// with the statements stmt(n) for n in chunkRows.
+func (l *Log) execChunked(ctx context.Context, tx *sql.Tx, stmt func(n int) string, width int, args []any) error {
+	for len(args) > 0 {
+		rows := len(args) / width
+		n := 1
+		for _, c := range chunkRows {
+			if c <= rows {
+				n = c
+				break
+			}
+		}
+		if err := l.execTx(ctx, tx, stmt(n), args[:n*width]...); err != nil {
+			return err
+		}
+		args = args[n*width:]
+	}
+	return nil
+}
+
+// execTx runs q in tx, on SQLite through a statement prepared once per Log
+// (compiling a multi-row insert costs more than running it); PostgreSQL's
+// driver caches prepared statements itself.
+func (l *Log) execTx(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
+	q = l.db.Rebind(q)
+	if l.db.Dialect != sqldb.SQLite {
+		_, err := tx.ExecContext(ctx, q, args...)
+		return err
+	}
+	st, ok := l.stmts.Load(q)
+	if !ok {
+		p, err := l.db.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		var loaded bool
+		if st, loaded = l.stmts.LoadOrStore(q, p); loaded {
+			p.Close()
+		}
+	}
+	_, err := tx.StmtContext(ctx, st.(*sql.Stmt)).ExecContext(ctx, args...)
+	return err
 }
 
 // querier is a *sql.Tx or *sqldb.DB.

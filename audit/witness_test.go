@@ -2,6 +2,8 @@ package audit
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"net/http/httptest"
 	"os"
@@ -20,12 +22,7 @@ import (
 // and on a fork; a checkpoint signed by another key is refused.
 func TestWitness(t *testing.T) {
 	signer, verifier := testKeys(t)
-	wskey, wvkey, err := GenerateCheckpointKey("witness.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wsigner, _ := note.NewSigner(wskey)
-	wverifier, _ := note.NewVerifier(wvkey)
+	wsigner, wverifier := testCosigner(t, "witness.example")
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
 		l := openLog(t, db, nil)
@@ -95,7 +92,7 @@ func TestWitness(t *testing.T) {
 		if w.Alarms.Load() != 3 {
 			t.Fatalf("alarms %d", w.Alarms.Load())
 		}
-		if held, _, err := w.load(); err != nil || held.Size != 17 {
+		if held, _, err := w.Held(); err != nil || held.Size != 17 {
 			t.Fatalf("witness state changed after alarms: %+v %v", held, err)
 		}
 		// A checkpoint under another key is refused without an alarm.
@@ -105,6 +102,23 @@ func TestWitness(t *testing.T) {
 			t.Fatalf("foreign checkpoint: %v", err)
 		}
 	})
+}
+
+func testCosigner(t testing.TB, name string) (*Cosigner, note.Verifier) {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCosigner(name, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewCosignatureVerifier(c.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, v
 }
 
 type staticSource struct{ msg []byte }

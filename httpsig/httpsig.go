@@ -177,8 +177,9 @@ func Base(p Params, m Message) ([]byte, error) {
 }
 
 // RequestMessage exposes an HTTP request's components. Scheme is the
-// scheme of "@target-uri" ("https" when r.TLS is set, else "http", unless
-// given — a server behind a TLS-terminating proxy sets it).
+// scheme of "@target-uri"; when empty it is the request URL's (a client's
+// request), else "https" when r.TLS is set, else "http" (a server behind a
+// TLS-terminating proxy sets it).
 type RequestMessage struct {
 	R      *http.Request
 	Scheme string
@@ -202,11 +203,14 @@ func (q RequestMessage) Component(name string) (string, bool) {
 		return "?" + r.URL.RawQuery, true
 	case "@target-uri":
 		scheme := q.Scheme
-		if scheme == "" {
+		switch {
+		case scheme != "":
+		case r.URL.Scheme != "": // a client's request, or an absolute-form target
+			scheme = strings.ToLower(r.URL.Scheme)
+		case r.TLS != nil:
+			scheme = "https"
+		default:
 			scheme = "http"
-			if r.TLS != nil {
-				scheme = "https"
-			}
 		}
 		uri := r.URL.RequestURI()
 		return scheme + "://" + strings.ToLower(r.Host) + uri, r.Host != ""

@@ -153,7 +153,7 @@ func (q *QKMP) BeginCharge(ctx context.Context, p Principal, req BeginRequest) (
 			id, req.Serial, p.Name, ChargeChallenged, req.Volume, challenge, now, now); err != nil {
 			return fmt.Errorf("keycharge: record charge: %w", err)
 		}
-		_, err = q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: req.Serial,
+		err = q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: req.Serial,
 			Details: map[string]string{"charge": id, "volume": fmt.Sprint(req.Volume), "cert_serial": d.CertSerial}})
 		return err
 	})
@@ -197,7 +197,7 @@ func (q *QKMP) abortTx(ctx context.Context, tx *sql.Tx, p Principal, id, serial,
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("%w: charge %s is not open", ErrChargeState, id)
 	}
-	_, err = q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.charge.abort", Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: serial,
+	err = q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.charge.abort", Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: serial,
 		Details: map[string]string{"charge": id, "reason": truncate(reason, 500)}})
 	return err
 }
@@ -271,7 +271,7 @@ func (q *QKMP) AuthenticateCharge(ctx context.Context, p Principal, chargeID str
 		if _, err := tx.ExecContext(ctx, q.db.Rebind(`UPDATE keycharge_devices SET pin_failures = 0 WHERE serial = ?`), c.serial); err != nil {
 			return err
 		}
-		_, err = q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: c.serial,
+		err = q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: c.serial,
 			Details: map[string]string{"charge": chargeID, "method": "certificate+challenge"}})
 		return err
 	})
@@ -499,7 +499,7 @@ func (q *QKMP) CommitCharge(ctx context.Context, p Principal, chargeID string, r
 				return fmt.Errorf("keycharge: store keys: %w", err)
 			}
 		}
-		_, err = q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: c.serial,
+		err = q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: c.serial,
 			Details: map[string]string{"charge": chargeID, "keys": fmt.Sprint(len(keys)), "bytes": fmt.Sprint(total), "hash": hex.EncodeToString(sum),
 				"master_sae": req.MasterSAE, "from_pool": fmt.Sprint(len(pooled))}})
 		return err
@@ -628,7 +628,7 @@ func (q *QKMP) ReportPINFailure(ctx context.Context, p Principal, serial string)
 		if err := tx.QueryRowContext(ctx, q.db.Rebind(`SELECT pin_failures FROM keycharge_devices WHERE serial = ?`), serial).Scan(&n); err != nil {
 			return err
 		}
-		_, err := q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.device.pin_failure", Outcome: audit.OutcomeFailure, Origin: "qkc", Resource: serial,
+		err := q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.device.pin_failure", Outcome: audit.OutcomeFailure, Origin: "qkc", Resource: serial,
 			Details: map[string]string{"count": fmt.Sprint(n)}})
 		return err
 	})

@@ -49,7 +49,7 @@ func (q *QKMP) Register(ctx context.Context, p Principal, req RegisterRequest) (
 		if err != nil {
 			return fmt.Errorf("keycharge: register device: %w", err)
 		}
-		_, err = q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.device.register", Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: req.Serial,
+		err = q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.device.register", Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: req.Serial,
 			Details: map[string]string{"state": string(StateManufactured), "model": req.Model, "kind": req.Kind}})
 		return err
 	})
@@ -278,7 +278,7 @@ func (q *QKMP) Transition(ctx context.Context, p Principal, serial string, req T
 			}
 			revoke = d.CertSerial
 		}
-		_, err = q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: serial, Details: details})
+		err = q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: serial, Details: details})
 		return err
 	})
 	if err != nil {

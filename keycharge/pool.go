@@ -88,7 +88,7 @@ func (q *QKMP) PoolKeys(ctx context.Context, p Principal, req PoolRequest) (*Poo
 				return fmt.Errorf("keycharge: pool keys: %w", err)
 			}
 		}
-		_, err := q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.pool.fetch", Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: p.Name,
+		err := q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.pool.fetch", Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: p.Name,
 			Details: map[string]string{"keys": fmt.Sprint(len(keys)), "bytes": fmt.Sprint(total), "master_sae": req.MasterSAE}})
 		return err
 	})
@@ -120,7 +120,7 @@ func (q *QKMP) ResetPool(ctx context.Context, p Principal) (*PoolStatus, error) 
 			return fmt.Errorf("keycharge: reset pool: %w", err)
 		}
 		n, _ = res.RowsAffected()
-		_, err = q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.pool.reset", Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: p.Name,
+		err = q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: actorName(p), Event: "keycharge.pool.reset", Outcome: audit.OutcomeSuccess, Origin: "qkmp", Resource: p.Name,
 			Details: map[string]string{"keys_destroyed": fmt.Sprint(n)}})
 		return err
 	})

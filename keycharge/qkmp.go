@@ -108,7 +108,7 @@ type KeyFetcher interface {
 type Config struct {
 	DB    *sqldb.DB
 	CA    *pki.CA
-	Audit *audit.Log
+	Audit audit.Trail // records every change in its transaction; read back for the admin audit view
 	// MasterKey (32 bytes) seals stored key material at rest.
 	MasterKey []byte
 	// QSSC fetches charged keys from the site-B KME (dec_keys); nil refuses commits.
@@ -267,7 +267,7 @@ func (q *QKMP) ownsCharge(p Principal, charger string) bool {
 
 // auditDenied records a refused request (outside any transaction).
 func (q *QKMP) auditDenied(ctx context.Context, p Principal, event, resource string, err error) {
-	if _, aerr := q.cfg.Audit.Append(ctx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeDenied, Origin: "qkmp", Resource: resource,
+	if aerr := q.cfg.Audit.Record(ctx, audit.Entry{Actor: actorName(p), Event: event, Outcome: audit.OutcomeDenied, Origin: "qkmp", Resource: resource,
 		Details: map[string]string{"error": truncate(err.Error(), 1000)}}); aerr != nil {
 		q.cfg.Log.Error("audit append failed", "event", event, "err", aerr)
 	}

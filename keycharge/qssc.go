@@ -127,7 +127,7 @@ func (q *QKMP) OpenChannel(ctx context.Context, req channel.OpenRequest) (*chann
 		if err := tx.QueryRowContext(ctx, q.db.Rebind(`SELECT COALESCE(SUM(length - used), 0) FROM keycharge_keys WHERE serial = ? AND state = 'active'`), req.Serial).Scan(&remaining); err != nil {
 			return err
 		}
-		_, err = q.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: req.Serial, Event: event, Outcome: audit.OutcomeSuccess, Origin: "qssc", Resource: req.Serial,
+		err = q.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: req.Serial, Event: event, Outcome: audit.OutcomeSuccess, Origin: "qssc", Resource: req.Serial,
 			Details: map[string]string{"key_id": req.KeyID, "offset": fmt.Sprint(req.Offset), "alg": string(alg)}})
 		return err
 	})

@@ -126,3 +126,55 @@ func TestBatchOutcomes(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestBatchWithCancelled mixes requests whose context is already cancelled
+// into batches: each live transfer must be decided and stored, and a
+// cancelled one either fails with its context's error or was stored.
+func TestBatchWithCancelled(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		l := openLedger(t, db)
+		fixture(t, l, 4, 1_000_000)
+		dead, cancel := context.WithCancel(ctx)
+		cancel()
+		for round := 0; round < 20; round++ {
+			const n = 32
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			trs, errs := make([]ledger.Transfer, n), make([]error, n)
+			for i := 0; i < n; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c := ctx
+					if i%2 == 1 {
+						c = dead
+					}
+					<-start
+					trs[i], errs[i] = l.Transfer(c, ledger.TransferRequest{IdempotencyKey: fmt.Sprintf("c%d-%d", round, i), From: fmt.Sprintf("u%02d", i%4), To: fmt.Sprintf("u%02d", (i+1)%4), Amount: 1, Currency: "CNY"})
+				}()
+			}
+			close(start)
+			wg.Wait()
+			for i := 0; i < n; i++ {
+				switch {
+				case errs[i] != nil && i%2 == 1 && errors.Is(errs[i], context.Canceled):
+				case errs[i] != nil:
+					t.Fatalf("round %d transfer %d: %v", round, i, errs[i])
+				default:
+					got, err := l.TransferByKey(ctx, fmt.Sprintf("c%d-%d", round, i))
+					if err != nil || trs[i].ID == "" || got.ID != trs[i].ID {
+						t.Fatalf("round %d transfer %d acknowledged as %q but stored as %q (%v)", round, i, trs[i].ID, got.ID, err)
+					}
+				}
+			}
+		}
+		var sum int64
+		for _, a := range snapshot(t, l) {
+			sum += a.Balance
+		}
+		if sum != 0 {
+			t.Fatalf("balances sum to %d", sum)
+		}
+	})
+}

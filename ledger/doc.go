@@ -41,13 +41,29 @@
 // never waits for an existing transfer row, so no cycle can form (and
 // sqldb.InTx retries a deadlock or serialization failure should one occur).
 //
+// Concurrent transfers on PostgreSQL are batched ([WithPostgresBatchers]): a
+// transfer that finds others in progress is handed to a batcher, which takes
+// every transfer waiting and writes them in one transaction of two round
+// trips — BEGIN, lock every account of the batch in ID order with one
+// SELECT … FOR UPDATE and read the transfers already stored under its keys;
+// then one multi-row INSERT, one UPDATE of the touched accounts' balances,
+// the batch's audit records and COMMIT. Hot accounts are locked once per
+// batch instead of once per transfer. Each transfer is decided in Go, in
+// order, against the balances the earlier ones left (batch.go), so every
+// outcome — replay, conflict, refusal, acceptance — is the one it would have
+// had alone in that order. A lone transfer keeps the one-round-trip path; a
+// batch that fails for any reason but a transient one is rolled back and its
+// transfers run one at a time on that path.
+//
 // SQLite has one writer at a time, and with synchronous=FULL every commit is an
 // fsync. Opening a transaction per transfer would cap throughput at the disk's
 // fsync rate, so writes go through group commit: a single writer goroutine takes
-// every request waiting at that moment, runs them in one transaction with a
-// SAVEPOINT around each (a refused request is rolled back to its savepoint and
-// does not affect the others), commits once, and only then acknowledges each
-// request. A request is therefore acknowledged only after it is durable, and a
+// every request waiting at that moment, runs them in one transaction, commits
+// once, and only then acknowledges each request. Consecutive transfers of a
+// batch are decided together as on PostgreSQL (one read of their accounts and
+// keys, one multi-row insert, one balance update; a refused transfer writes
+// nothing); other requests run inside a SAVEPOINT each (a refused request is
+// rolled back to its savepoint and does not affect the others). A request is therefore acknowledged only after it is durable, and a
 // failed commit fails every request of the batch, none of which was
 // acknowledged. Under concurrency the committer lingers briefly
 // ([WithGroupCommitWindow]) so that the clients released by one commit join

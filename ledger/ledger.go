@@ -440,31 +440,38 @@ func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq
 	// one bulk write just before the commit (see deferredAudit).
 	var entries []audit.Entry
 	single := len(batch) == 1
+	// Consecutive transfers are decided together (a run); the run is written
+	// before any other request and at the end.
 	var run []*xfer
 	var runIdx []int
+	flushRun := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		ents, err := l.runTransfersSQLite(ctx, tx, run)
+		if err != nil {
+			_ = tx.Rollback()
+			return &batchError{err}
+		}
+		for k, x := range run {
+			errs[runIdx[k]] = x.err
+		}
+		entries = append(entries, ents...)
+		run, runIdx = run[:0], runIdx[:0]
+		return nil
+	}
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			errs[i] = err
 			continue
 		}
 		if setBased && r.xfer != nil {
-			// Consecutive transfers are decided together.
 			run = append(run, r.xfer)
 			runIdx = append(runIdx, i)
-			if i+1 < len(batch) && batch[i+1].xfer != nil {
-				continue
-			}
-			ents, err := l.runTransfersSQLite(ctx, tx, run)
-			if err != nil {
-				_ = tx.Rollback()
-				return &batchError{err}
-			}
-			for k, x := range run {
-				errs[runIdx[k]] = x.err
-			}
-			entries = append(entries, ents...)
-			run, runIdx = run[:0], runIdx[:0]
 			continue
+		}
+		if err := flushRun(); err != nil {
+			return err
 		}
 		oc := opContext{Context: ctx, values: r.ctx}
 		if l.opts.audit != nil {
@@ -505,6 +512,9 @@ func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq
 			_ = tx.Rollback()
 			return err
 		}
+	}
+	if err := flushRun(); err != nil {
+		return err
 	}
 	if len(entries) > 0 {
 		if err := l.recordAll(ctx, tx, entries); err != nil {

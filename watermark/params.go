@@ -68,18 +68,20 @@ type Params struct {
 // DefaultParams returns qshield's parameters (see the package doc for the
 // reasoning): t = 6 of n = 10 frames at 15 frames/s, version 3-M, mask 2,
 // 12 px modules, depth 0.2; the scanner accepts shares read at 5 px per
-// module or more with at most 6 % of rings misread. The last two were chosen
-// on the tuning seed of `qshield experiment watermark` (direct scans at 10–20
-// cm: median 0.7 %, p99 12 % misread rings per share; live re-captures:
-// median 5.8 %): 6 % left every direct scan paying within 400 ms and cut
-// re-captures that rebuild T0 from 94 % to 75 % — a small gain, not a
-// defence on its own (see BENCHMARKS.md).
+// module or more with at most 10 % of rings misread. The misread-ring
+// limit was chosen on the tuning seed of `qshield experiment watermark`
+// (1001, 60 payments each, scanner challenges on): at 6 % (the earlier
+// value) 5 of 60 payers had to re-aim and p95 was 1.34 s; at 8 % 3 of 60,
+// 637 ms; at 10 % none, 398 ms; off, none, 496 ms. It was never a defence
+// against re-capture (it cut live re-captures that rebuild T0 from 94 % to
+// 75 %); scanner challenges are (challenge.go). The 5 px/module floor is
+// what stops resampled (distant) copies at the merchant's scanner.
 func DefaultParams() Params {
 	return Params{
 		Threshold: 6, Shares: 10, TokenLen: 16,
 		Version: 3, ECLevel: "M", Mask: 2,
 		ModulePx: 12, QuietZone: 4, Depth: 0.2, FrameRate: 15,
-		MinModulePx: 5, MaxModuleErrors: 0.06,
+		MinModulePx: 5, MaxModuleErrors: 0.10,
 	}
 }
 

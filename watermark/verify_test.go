@@ -1,6 +1,7 @@
 package watermark
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -188,16 +189,19 @@ func TestWindowEdges(t *testing.T) {
 
 func FuzzCheckStamps(f *testing.F) {
 	key := []byte("0123456789abcdef")
-	f.Add([]byte{1, 2, 3, 4, 5}, int64(1_796_558_400_000))
-	f.Fuzz(func(t *testing.T, raw []byte, nowMS int64) {
+	f.Add([]byte{1, 2, 3, 4, 5}, int64(1_796_558_400_000), false)
+	f.Add([]byte{0x81, 2, 3, 4, 5, 0x82, 2, 3, 4, 5}, int64(1_796_558_400_000), true)
+	f.Fuzz(func(t *testing.T, raw []byte, nowMS int64, require bool) {
 		var st []Stamp
 		for len(raw) >= 5 {
-			st = append(st, Stamp{Index: raw[0], Slot: raw[1], Tag: [TagLen]byte{raw[2], raw[3], raw[4]}})
+			st = append(st, Stamp{Index: raw[0] &^ boundFlag, Bound: raw[0]&boundFlag != 0, Slot: raw[1], Tag: [TagLen]byte{raw[2], raw[3], raw[4]}})
 			raw = raw[5:]
 		}
 		// Random stamps must (essentially) never pass with t = 2: each needs
-		// a 24-bit tag; the fuzzer does not know the key.
-		if err := CheckStamps(key, "QSW1:X", 2, st, time.UnixMilli(nowMS), DefaultWindow(), Binding{}); err == nil {
+		// a 24-bit tag; the fuzzer knows neither the slot key nor the
+		// scanner's challenge key.
+		b := Binding{ScannerKey: bytes.Repeat([]byte{9}, ChallengeKeyLen), Require: require}
+		if err := CheckStamps(key, "QSW1:X", 2, st, time.UnixMilli(nowMS), DefaultWindow(), b); err == nil {
 			t.Fatalf("forged stamps accepted: %+v", st)
 		}
 	})

@@ -24,8 +24,8 @@ const EnvRequire = "QSHIELD_TEST_BROWSER"
 
 // Browser starts Chromium with a fresh profile whose NSS database trusts
 // caPEM, and returns a context for new tabs (NewTab). The browser stops when
-// the test ends.
-func Browser(t testing.TB, caPEM []byte) context.Context {
+// the test ends. extra adds command-line flags (FakeCamera).
+func Browser(t testing.TB, caPEM []byte, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	bin := ""
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
@@ -64,6 +64,7 @@ func Browser(t testing.TB, caPEM []byte) context.Context {
 		chromedp.Env("HOME="+home),
 		chromedp.Flag("disable-dev-shm-usage", true),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	// Start the browser on a context without a deadline (see chromedp.Run).

@@ -7,15 +7,20 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/sumdb/note"
 
@@ -87,6 +92,8 @@ func parseAnchor(s string) (audit.Head, error) {
 
 func auditVerifyCommand(g *Globals) *cobra.Command {
 	var anchor, cpFile, logKey string
+	var witnessKeys []string
+	var quorum int
 	var noReconcile bool
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -105,7 +112,7 @@ recomputes every hash is NOT detected (see SECURITY.md). It then runs
 				var cpRep *audit.CheckpointReport
 				switch {
 				case cpFile != "":
-					cp, err := readCheckpoint(db, cpFile, logKey)
+					cp, err := readCheckpoint(db, cpFile, logKey, witnessKeys, quorum)
 					if err != nil {
 						return err
 					}
@@ -185,6 +192,8 @@ recomputes every hash is NOT detected (see SECURITY.md). It then runs
 	cmd.Flags().StringVar(&anchor, "anchor", "", "also check a head saved earlier (SEQ:HEXHASH, as printed by 'qshield audit head')")
 	cmd.Flags().StringVar(&cpFile, "checkpoint", "", "prove the log extends this signed checkpoint (a file saved outside the database)")
 	cmd.Flags().StringVar(&logKey, "log-key", "", "the log's checkpoint verifier key file (default: audit-checkpoint.vkey in the platform state directory)")
+	cmd.Flags().StringArrayVar(&witnessKeys, "witness-key", nil, "a trusted witness's public key file (repeatable); with --quorum")
+	cmd.Flags().IntVar(&quorum, "quorum", 0, "require valid cosignatures on the --checkpoint from this many --witness-key witnesses")
 	cmd.Flags().BoolVar(&noReconcile, "no-reconcile", false, "do not reconcile the ledger with the audit trail")
 	return cmd
 }
@@ -219,7 +228,18 @@ func logKeyFile(db *sqldb.DB, flag string) (string, error) {
 	return platform.AuditVerifierKeyFile(dir), nil
 }
 
-func readCheckpoint(db *sqldb.DB, file, keyFlag string) (audit.Checkpoint, error) {
+func readCheckpoint(db *sqldb.DB, file, keyFlag string, witnessKeys []string, quorum int) (audit.Checkpoint, error) {
+	if quorum < 0 || quorum > len(witnessKeys) {
+		return audit.Checkpoint{}, Usagef("--quorum %d: want 0 to the %d --witness-key files given", quorum, len(witnessKeys))
+	}
+	var ws []note.Verifier
+	for _, f := range witnessKeys {
+		v, err := audit.ReadCosignatureVerifier(f)
+		if err != nil {
+			return audit.Checkpoint{}, err
+		}
+		ws = append(ws, v)
+	}
 	kf, err := logKeyFile(db, keyFlag)
 	if err != nil {
 		return audit.Checkpoint{}, err
@@ -236,7 +256,7 @@ func readCheckpoint(db *sqldb.DB, file, keyFlag string) (audit.Checkpoint, error
 	if err != nil {
 		return audit.Checkpoint{}, fmt.Errorf("--checkpoint: %w", err)
 	}
-	cp, _, err := audit.OpenCheckpoint(msg, v)
+	cp, _, err := audit.VerifyCosigned(msg, v, ws, quorum)
 	if err != nil {
 		return audit.Checkpoint{}, fmt.Errorf("--checkpoint %s: %w", file, err)
 	}
@@ -386,20 +406,32 @@ RFC 9162 section 2.1.3.2.`,
 }
 
 func auditWitnessCommand(g *Globals) *cobra.Command {
-	var server, logKey, key, state, caFile string
+	var server, logKey, key, name, state, caFile, listen, prefix, certFile, keyFile string
 	var interval time.Duration
 	var once bool
 	cmd := &cobra.Command{
 		Use:   "witness",
-		Short: "Run a witness: fetch checkpoints, check each extends the last one seen, cosign; exit non-zero on a fork or rollback",
-		Args:  cobra.NoArgs,
+		Short: "Run a witness: check each checkpoint extends the last one seen, cosign it (C2SP cosignature/v1); exit non-zero on a fork or rollback",
+		Long: "Run an audit witness, as its own process (on another machine in production). It holds the\n" +
+			"last checkpoint it cosigned in --state and cosigns a new one only with the log's signature\n" +
+			"(--log-key) and a consistency proof from the one held.\n\n" +
+			"With --listen it serves C2SP tlog-witness v1.0.0: POST <--prefix>/add-checkpoint, to which\n" +
+			"`qshield serve --audit-witness-url` pushes every checkpoint, and GET /metrics. Without\n" +
+			"--listen it pulls GET /v1/audit/checkpoint from --server every --interval. On a fork or\n" +
+			"rollback it logs AUDIT LOG ALARM, counts it in qshield_audit_witness_alarms_total, keeps its\n" +
+			"state and exits non-zero. Its public key (for the platform's --audit-witness-url) is\n" +
+			"written to <--key>.vkey and printed at start.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			if server == "" || logKey == "" || key == "" || state == "" {
-				return errors.New("witness needs --server, --log-key, --key and --state")
+			if logKey == "" || key == "" || state == "" {
+				return Usagef("witness needs --log-key, --key and --state")
+			}
+			if (certFile == "") != (keyFile == "") {
+				return Usagef("give both --tls-cert and --tls-key, or neither")
 			}
 			vkey, err := audit.ReadVerifierKey(logKey)
 			if err != nil {
@@ -409,9 +441,22 @@ func auditWitnessCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			signer, wvkey, err := audit.LoadOrCreateSigner(key, key+".vkey", "qshield-witness")
+			cosigner, err := audit.LoadOrCreateCosigner(key, key+".vkey", name, nil)
 			if err != nil {
 				return err
+			}
+			ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			defer stopSignals()
+			ctx, stop := context.WithCancelCause(ctx)
+			defer stop(nil)
+			w := &audit.Witness{Log: v, Signer: cosigner, StateFile: state, Logger: g.Log, OnAlarm: func(err error) { stop(err) }}
+			if _, _, err := w.Held(); err != nil {
+				return err
+			}
+			g.Log.Info("witness started", "log", v.Name(), "witness_key", cosigner.VerifierKey())
+			fmt.Fprintf(g.Err, "witness key: %s\n", cosigner.VerifierKey())
+			if listen != "" {
+				return serveWitness(ctx, g, w, listen, prefix, certFile, keyFile)
 			}
 			client := &http.Client{Timeout: 10 * time.Second}
 			if caFile != "" {
@@ -425,8 +470,7 @@ func auditWitnessCommand(g *Globals) *cobra.Command {
 				}
 				client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}}
 			}
-			w := &audit.Witness{Log: v, Signer: signer, Source: audit.HTTPSource{BaseURL: server, Client: client}, StateFile: state, Logger: g.Log}
-			g.Log.Info("witness started", "log", v.Name(), "witness_key", wvkey)
+			w.Source = audit.HTTPSource{BaseURL: server, Client: client}
 			if once {
 				cp, err := w.Step(ctx)
 				if err != nil {
@@ -437,17 +481,76 @@ func auditWitnessCommand(g *Globals) *cobra.Command {
 			}
 			err = w.Run(ctx, interval)
 			fmt.Fprintf(g.Err, "witness: %d checkpoints cosigned, %d alarms\n", w.Accepted.Load(), w.Alarms.Load())
+			if errors.Is(err, context.Canceled) && w.Alarms.Load() == 0 {
+				return nil // interrupted
+			}
 			return err
 		},
 	}
-	serverFlag(cmd.Flags(), &server, "the platform's URL, serving GET /v1/audit/checkpoint")
+	serverFlag(cmd.Flags(), &server, "the platform's URL, serving GET /v1/audit/checkpoint (pull mode)")
 	cmd.Flags().StringVar(&logKey, "log-key", "", "the log's checkpoint verifier key file")
-	cmd.Flags().StringVar(&key, "key", "", "the witness's own signing key file (created on first use)")
+	cmd.Flags().StringVar(&key, "key", "", "the witness's own signing key file (created on first use; public key in KEY.vkey)")
+	cmd.Flags().StringVar(&name, "name", "qshield-witness", "the witness's key name, used when --key is created")
 	cmd.Flags().StringVar(&state, "state", "", "file holding the last cosigned checkpoint (keep it off the platform's machine)")
-	cmd.Flags().StringVar(&caFile, "ca", "", "PEM root to trust for the server's certificate")
-	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to fetch a checkpoint")
-	cmd.Flags().BoolVar(&once, "once", false, "check one checkpoint and exit")
+	cmd.Flags().StringVar(&caFile, "ca", "", "PEM root to trust for the server's certificate (pull mode)")
+	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to fetch a checkpoint (pull mode)")
+	cmd.Flags().BoolVar(&once, "once", false, "check one checkpoint and exit (pull mode)")
+	cmd.Flags().StringVar(&listen, "listen", "", "serve tlog-witness add-checkpoint on this address instead of pulling")
+	cmd.Flags().StringVar(&prefix, "prefix", "", "URL prefix of the add-checkpoint route, e.g. /witness")
+	cmd.Flags().StringVar(&certFile, "tls-cert", "", "TLS certificate (PEM) for --listen (default plain HTTP: requests and answers are signed)")
+	cmd.Flags().StringVar(&keyFile, "tls-key", "", "TLS private key (PEM) for --listen")
 	return cmd
+}
+
+// serveWitness serves the witness's add-checkpoint route and its metrics
+// until ctx ends (nil) or an alarm stops it (the alarm's error).
+func serveWitness(ctx context.Context, g *Globals, w *audit.Witness, listen, prefix, certFile, keyFile string) error {
+	if prefix != "" && !strings.HasPrefix(prefix, "/") {
+		return Usagef("--prefix must start with /")
+	}
+	reg := prometheus.NewRegistry()
+	for _, c := range []struct {
+		name, help string
+		v          func() int64
+	}{
+		{"qshield_audit_witness_alarms_total", "Forks and rollbacks of the audit log seen by this witness.", w.Alarms.Load},
+		{"qshield_audit_witness_cosigned_total", "Checkpoints verified and cosigned.", w.Accepted.Load},
+		{"qshield_audit_witness_refused_total", "add-checkpoint requests refused.", w.Refused.Load},
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, func() float64 { return float64(c.v()) }))
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", w.Handler(prefix))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 15 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	errc := make(chan error, 1)
+	scheme := "http"
+	if certFile != "" {
+		scheme = "https"
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		go func() { errc <- srv.ServeTLS(ln, certFile, keyFile) }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	fmt.Fprintf(g.Err, "witness serving %s://%s%s/add-checkpoint\n", scheme, ln.Addr(), prefix)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	fmt.Fprintf(g.Err, "witness: %d checkpoints cosigned, %d alarms\n", w.Accepted.Load(), w.Alarms.Load())
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return nil
 }
 
 func auditHeadCommand(g *Globals) *cobra.Command {

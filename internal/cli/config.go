@@ -69,8 +69,13 @@ func resolveNode(cmd *cobra.Command, configPath string) (*config.Resolved, error
 // platformConfig turns a resolved node configuration into the platform's.
 func platformConfig(rc *config.Resolved) platform.Config {
 	c := rc.Config
+	ac := platform.AuditConfig{CheckpointFile: c.AuditCheckpointFile, CheckpointURL: c.AuditCheckpointURL, WitnessQuorum: c.AuditWitnessQuorum}
+	ws, _ := c.AuditWitnesses() // Validate reported any error
+	for _, w := range ws {
+		ac.WitnessURLs = append(ac.WitnessURLs, platform.WitnessEndpoint{KeyFile: w.KeyFile, URL: w.URL})
+	}
 	return platform.Config{
-		DB: c.DB, StateDir: c.StateDir, InsecureHTTP: c.InsecureHTTP,
+		DB: c.DB, StateDir: c.StateDir, InsecureHTTP: c.InsecureHTTP, Audit: ac,
 		DBOptions: sqldb.Options{
 			MaxOpenConns: c.DBMaxOpenConns, MaxIdleConns: c.DBMaxIdleConns,
 			StatementTimeout: c.DBStatementTimeout, LockTimeout: c.DBLockTimeout,

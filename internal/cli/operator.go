@@ -17,6 +17,7 @@ import (
 func adminOperator(g *Globals, a *adminEnv) *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "Console operators: invite people to sign in with a passkey"}
 	var name, role string
+	var scope []string
 	invite := &cobra.Command{
 		Use:   "invite",
 		Short: "Print a single-use link that lets one person create a passkey and sign in to /console with --role",
@@ -35,7 +36,7 @@ func adminOperator(g *Globals, a *adminEnv) *cobra.Command {
 			c := client.New(a.pf.server, tc)
 			defer c.Close()
 			var out platform.InviteResponse
-			if err := postJSON(cmd.Context(), c, "/v1/console/invites", platform.InviteRequest{Name: name, Role: role}, &out); err != nil {
+			if err := postJSON(cmd.Context(), c, "/v1/console/invites", platform.InviteRequest{Name: name, Role: role, Scope: scope}, &out); err != nil {
 				return err
 			}
 			return g.Report(out, fmt.Sprintf("invitation for %s (%s), single use, expires %s:\n%s",
@@ -44,6 +45,7 @@ func adminOperator(g *Globals, a *adminEnv) *cobra.Command {
 	}
 	invite.Flags().StringVar(&name, "name", "", "the person's name")
 	invite.Flags().StringVar(&role, "role", "auditor", "admin, operator or auditor (read-only)")
+	invite.Flags().StringSliceVar(&scope, "scope", nil, "what the operator's principal may act for, e.g. merchant:1 (sets that merchant's tills; repeatable)")
 	cmd.AddCommand(invite)
 	return cmd
 }

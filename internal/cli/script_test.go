@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func TestScripts(t *testing.T) {
 			}
 			return nil
 		},
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"serve": serveCmd},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){"serve": serveCmd, "freeport": freeportCmd, "waitfile": waitfileCmd},
 	})
 }
 
@@ -102,4 +103,41 @@ func serveCmd(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv("SERVER", url)
 	ts.Setenv("ADMIN", dir)
 	ts.Logf("platform at %s (%s)", url, strings.TrimPrefix(dir, ts.Getenv("WORK")))
+}
+
+// freeportCmd is the script command "freeport NAME...": it sets each $NAME
+// to a TCP port free on 127.0.0.1 a moment ago, for processes the script
+// starts in the background.
+func freeportCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: freeport NAME...")
+	}
+	for _, name := range args {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			ts.Fatalf("freeport: %v", err)
+		}
+		ts.Setenv(name, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		ln.Close()
+	}
+}
+
+// waitfileCmd is the script command "waitfile FILE [PATTERN]": it waits
+// (up to a minute) until FILE exists and, with PATTERN, contains it.
+func waitfileCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 1 || len(args) > 2 {
+		ts.Fatalf("usage: waitfile FILE [PATTERN]")
+	}
+	path := ts.MkAbs(args[0])
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && (len(args) == 1 || strings.Contains(string(b), args[1])) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitfile: %s did not appear (or hold %q) within a minute", args[0], args[1:])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -51,6 +51,12 @@ type Config struct {
 	HTTPQueueTimeout   time.Duration `json:"http_queue_timeout"`
 	HTTPRequestTimeout time.Duration `json:"http_request_timeout"`
 	HTTPMaxConns       int           `json:"http_max_conns"`
+
+	// Audit checkpoints: where each signed checkpoint goes.
+	AuditCheckpointFile string `json:"audit_checkpoint_file"`
+	AuditCheckpointURL  string `json:"audit_checkpoint_url"`
+	AuditWitnessURL     string `json:"audit_witness_url"` // comma-separated VKEYFILE=URL
+	AuditWitnessQuorum  int    `json:"audit_witness_quorum"`
 }
 
 // Defaults returns the built-in defaults.
@@ -103,6 +109,10 @@ func Settings() []Setting {
 		{"http_queue_timeout", "QSHIELD_HTTP_QUEUE_TIMEOUT", "queue-timeout", "longest wait for a slot before 503", kDuration, func(c *Config) any { return &c.HTTPQueueTimeout }},
 		{"http_request_timeout", "QSHIELD_HTTP_REQUEST_TIMEOUT", "request-timeout", "deadline of each request", kDuration, func(c *Config) any { return &c.HTTPRequestTimeout }},
 		{"http_max_conns", "QSHIELD_HTTP_MAX_CONNS", "max-conns", "open connections per listener (negative: no cap)", kInt, func(c *Config) any { return &c.HTTPMaxConns }},
+		{"audit_checkpoint_file", "QSHIELD_AUDIT_CHECKPOINT_FILE", "audit-checkpoint-file", "write every signed audit checkpoint to this file (put it outside the data directory)", kString, func(c *Config) any { return &c.AuditCheckpointFile }},
+		{"audit_checkpoint_url", "QSHIELD_AUDIT_CHECKPOINT_URL", "audit-checkpoint-url", "POST every signed audit checkpoint to this URL (a log collector)", kString, func(c *Config) any { return &c.AuditCheckpointURL }},
+		{"audit_witness_url", "QSHIELD_AUDIT_WITNESS_URL", "audit-witness-url", "comma-separated VKEYFILE=URL: push every audit checkpoint to these C2SP witnesses (URL = submission prefix, VKEYFILE = the witness's public key) and keep their cosignatures", kString, func(c *Config) any { return &c.AuditWitnessURL }},
+		{"audit_witness_quorum", "QSHIELD_AUDIT_WITNESS_QUORUM", "audit-witness-quorum", "cosignatures each audit checkpoint needs; fewer is logged as an error", kInt, func(c *Config) any { return &c.AuditWitnessQuorum }},
 	}
 }
 
@@ -307,7 +317,38 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		errs = append(errs, errors.New("listen is empty"))
 	}
+	ws, err := c.AuditWitnesses()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if c.AuditWitnessQuorum < 0 || c.AuditWitnessQuorum > len(ws) {
+		errs = append(errs, fmt.Errorf("audit_witness_quorum %d: want 0 to the %d witnesses of audit_witness_url", c.AuditWitnessQuorum, len(ws)))
+	}
 	return errors.Join(errs...)
+}
+
+// AuditWitness is one entry of audit_witness_url.
+type AuditWitness struct {
+	KeyFile string // the witness's public key file
+	URL     string // its submission prefix (POST URL/add-checkpoint)
+}
+
+// AuditWitnesses parses AuditWitnessURL: comma-separated VKEYFILE=URL,
+// each URL http or https.
+func (c *Config) AuditWitnesses() ([]AuditWitness, error) {
+	var out []AuditWitness
+	for _, e := range strings.Split(c.AuditWitnessURL, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		k, u, ok := strings.Cut(e, "=")
+		if !ok || k == "" || !(strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://")) {
+			return nil, fmt.Errorf("audit_witness_url entry %q: want VKEYFILE=http(s)://URL", e)
+		}
+		out = append(out, AuditWitness{KeyFile: k, URL: u})
+	}
+	return out, nil
 }
 
 // Level parses LogLevel.

@@ -47,8 +47,23 @@ type WitnessConfig struct {
 	VerifierKey string
 }
 
-// observeCheckpoint keeps the latest signed checkpoint if it is new.
-func (c *Console) observeCheckpoint(ctx context.Context) error {
+// checkpointGap is how often the background loop keeps a checkpoint (the
+// publisher signs one every 10 s under load: keeping each would grow the
+// table by 8,640 rows a day); a page view keeps the latest at once.
+const checkpointGap = time.Minute
+
+// observeCheckpoint keeps the latest signed checkpoint if it is new and the
+// newest kept one was seen at least minGap ago.
+func (c *Console) observeCheckpoint(ctx context.Context, minGap time.Duration) error {
+	if minGap > 0 {
+		var last sql.NullInt64
+		if err := c.cfg.DB.QueryRowContext(ctx, `SELECT MAX(seen_at) FROM console_checkpoints`).Scan(&last); err != nil {
+			return err
+		}
+		if last.Valid && c.cfg.Now().Sub(time.Unix(0, last.Int64)) < minGap {
+			return nil
+		}
+	}
 	msg, err := c.cfg.Audit.LatestCheckpoint(ctx)
 	if err != nil || msg == nil {
 		return err
@@ -93,7 +108,7 @@ const historyShown = 20
 // log today. It reads the most recent historyShown, and the oldest kept one.
 func (c *Console) checkpointHistory(ctx context.Context) (historyData, error) {
 	var d historyData
-	if err := c.observeCheckpoint(ctx); err != nil {
+	if err := c.observeCheckpoint(ctx, 0); err != nil {
 		c.cfg.Log.Warn("console: observe checkpoint", "err", err)
 	}
 	var verifier note.Verifier
@@ -233,9 +248,9 @@ func (c *Console) witnesses(ctx context.Context, cur audit.Tree) ([]witnessRow, 
 	}
 	for _, w := range c.cfg.Witnesses {
 		row := witnessRow{File: w.StateFile}
-		wv, err := note.NewVerifier(w.VerifierKey)
+		wv, err := audit.NewCosignatureVerifier(w.VerifierKey) // C2SP cosignature/v1 (0x04, or the 0x01 vkey of the key)
 		if err != nil {
-			row.Problem = "the witness key is not a signed-note verifier key"
+			row.Problem = "the witness key is not an Ed25519 cosignature verifier key"
 			out = append(out, row)
 			continue
 		}
@@ -248,7 +263,7 @@ func (c *Console) witnesses(ctx context.Context, cur audit.Tree) ([]witnessRow, 
 			continue
 		}
 		row.Cosigned = st.ModTime()
-		row.Age = c.cfg.Now().Sub(st.ModTime()).Round(time.Second).String()
+		row.Age = max(0, c.cfg.Now().Sub(st.ModTime())).Round(time.Second).String() + " ago"
 		vs := []note.Verifier{wv}
 		if logV != nil {
 			vs = append(vs, logV)
@@ -456,4 +471,82 @@ func (c *Console) auditRecordQuery(w http.ResponseWriter, r *http.Request, s *Se
 		return
 	}
 	http.Redirect(w, r, "/console/audit/records/"+strconv.FormatInt(seq, 10), http.StatusSeeOther)
+}
+
+// auditVerifyCheckpoint is `qshield audit verify --checkpoint FILE` in the
+// console: a signed checkpoint kept outside the platform (pasted), checked
+// with the log's key, and the log proved an append-only extension of it by
+// recomputing every leaf from the records as stored.
+func (c *Console) auditVerifyCheckpoint(w http.ResponseWriter, r *http.Request, s *Session) {
+	ctx := r.Context()
+	text := strings.ReplaceAll(r.PostFormValue("checkpoint"), "\r\n", "\n")
+	d := auditData{}
+	fail := func(msg string) {
+		d.Err = msg
+		c.record(ctx, s, "console.audit.verify_checkpoint", audit.OutcomeFailure, "audit", map[string]any{"error": msg})
+		c.render(w, r, http.StatusBadRequest, "audit", page{Title: "Audit trail", Nav: "audit", S: s, Data: d})
+	}
+	if len(text) > 4096 || strings.TrimSpace(text) == "" {
+		fail("Paste a signed checkpoint (the text `qshield audit checkpoint` prints or --audit-checkpoint-file holds).")
+		return
+	}
+	if c.cfg.AuditVerifierKey == "" {
+		fail("This console has no audit verifier key, so it cannot check a checkpoint's signature.")
+		return
+	}
+	v, err := note.NewVerifier(c.cfg.AuditVerifierKey)
+	if err != nil {
+		fail("The console's audit verifier key is not valid.")
+		return
+	}
+	if !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	cp, _, err := audit.OpenCheckpoint([]byte(text), v)
+	if err != nil {
+		fail("That is not a checkpoint signed by this log's key.")
+		return
+	}
+	rep, err := c.cfg.Audit.VerifyCheckpoint(ctx, cp)
+	if err != nil {
+		c.cfg.Log.Error("console: verify checkpoint", "err", err)
+		fail("The verification could not run right now; try again shortly.")
+		return
+	}
+	d.CheckpointReport = &rep
+	outcome := audit.OutcomeSuccess
+	if !rep.OK {
+		outcome = audit.OutcomeFailure
+	}
+	c.record(ctx, s, "console.audit.verify_checkpoint", outcome, "audit", map[string]any{"checkpoint_size": cp.Size, "records": rep.Records, "problems": len(rep.Problems)})
+	c.render(w, r, http.StatusOK, "audit", page{Title: "Audit trail", Nav: "audit", S: s, Data: d})
+}
+
+// auditSignCheckpoint signs a checkpoint now (the publisher would within
+// seconds): a record just written can then be proved at once.
+func (c *Console) auditSignCheckpoint(w http.ResponseWriter, r *http.Request, s *Session) {
+	ctx := r.Context()
+	if c.cfg.SignCheckpoint == nil {
+		c.fail(w, r, s, http.StatusNotFound, "This node does not sign audit checkpoints.")
+		return
+	}
+	err := c.cfg.SignCheckpoint(ctx)
+	outcome := audit.OutcomeSuccess
+	if err != nil {
+		outcome = audit.OutcomeFailure
+		c.cfg.Log.Error("console: sign checkpoint", "err", err)
+	}
+	c.record(ctx, s, "console.audit.checkpoint", outcome, "audit", nil)
+	if err != nil {
+		msg := "No checkpoint was signed; try again shortly."
+		if errors.Is(err, audit.ErrFork) || errors.Is(err, audit.ErrRollback) {
+			msg = "No checkpoint was signed: the log is not an extension of the last checkpoint the platform signed (rewritten or rolled back). See the checkpoint view."
+		}
+		c.fail(w, r, s, http.StatusConflict, msg)
+		return
+	}
+	if err := c.observeCheckpoint(ctx, 0); err != nil {
+		c.cfg.Log.Warn("console: observe checkpoint", "err", err)
+	}
+	http.Redirect(w, r, "/console/audit/checkpoints", http.StatusSeeOther)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,12 +80,22 @@ func TestAuditProofAndHistory(t *testing.T) {
 		t.Fatalf("uncovered record: %s", w.Body)
 	}
 	// History: two kept checkpoints, each proved.
-	if err := c.observeCheckpoint(ctx); err != nil {
+	if err := c.observeCheckpoint(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	clk.Add(time.Minute)
-	if _, _, err := c.cfg.Audit.Checkpoint(ctx, sg); err != nil {
+	kept, _, err := c.cfg.Audit.Checkpoint(ctx, sg)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// A checkpoint kept outside (pasted) is verified against the log.
+	ck2, aus := signIn(t, c, "au2", RoleAuditor)
+	w = request(c, http.MethodPost, "/console/audit/verify-checkpoint", ck2, aus.CSRF, url.Values{"checkpoint": {string(kept)}})
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "append-only extension") {
+		t.Fatalf("kept checkpoint: %d %s", w.Code, w.Body)
+	}
+	if w := request(c, http.MethodPost, "/console/audit/verify-checkpoint", ck2, aus.CSRF, url.Values{"checkpoint": {"qshield-audit-test\n9\nAAAA\n"}}); w.Code != http.StatusBadRequest {
+		t.Fatalf("unsigned checkpoint: %d", w.Code)
 	}
 	w = request(c, http.MethodGet, "/console/audit/checkpoints", ck, "", nil)
 	body := w.Body.String()
@@ -135,6 +146,10 @@ func TestAuditProofAndHistory(t *testing.T) {
 	if w := request(c, http.MethodGet, "/console/", ck, "", nil); !strings.Contains(w.Body.String(), "AUDIT LOG REWRITTEN OR ROLLED BACK") {
 		t.Fatalf("dashboard without the alarm: %s", w.Body)
 	}
+	w = request(c, http.MethodPost, "/console/audit/verify-checkpoint", ck2, aus.CSRF, url.Values{"checkpoint": {string(kept)}})
+	if !strings.Contains(w.Body.String(), "NOT an extension") {
+		t.Fatalf("kept checkpoint after the rollback: %s", w.Body)
+	}
 	if recs, _ := c.cfg.Audit.Search(ctx, audit.Query{Event: "console.audit.alarm"}); len(recs) == 0 {
 		t.Fatal("the alarm seen is not in the audit trail")
 	}
@@ -183,5 +198,143 @@ func TestSchemeSeries(t *testing.T) {
 	w := request(c, http.MethodGet, "/console/qkd", ck, "", nil)
 	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "13.00 CNY") || strings.Contains(w.Body.String(), `"rate"`) {
 		t.Fatalf("charts page: %d %s", w.Code, w.Body)
+	}
+}
+
+// logSource serves a log's checkpoints and proofs to a witness in-process.
+type logSource struct{ l *audit.Log }
+
+func (s logSource) Checkpoint(ctx context.Context) ([]byte, error) { return s.l.LatestCheckpoint(ctx) }
+func (s logSource) Consistency(ctx context.Context, o, n int64) ([]tlog.Hash, error) {
+	return s.l.ProveConsistency(ctx, o, n)
+}
+
+// TestWitnessView: the checkpoint a witness cosigned is shown with its key
+// and age, verified with both keys; a log that no longer extends it is an
+// alarm.
+func TestWitnessView(t *testing.T) {
+	clk := newClock()
+	c := newConsole(t, clk)
+	ctx := context.Background()
+	sg, vkey := signer(t)
+	c.cfg.AuditVerifierKey = vkey
+	wskey, wvkey, err := audit.GenerateCheckpointKey("witness-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsg, _ := note.NewSigner(wskey)
+	lv, _ := note.NewVerifier(vkey)
+	state := t.TempDir() + "/witness.state"
+	w := &audit.Witness{Log: lv, Signer: wsg, Source: logSource{c.cfg.Audit}, StateFile: state}
+	appendN(t, c.cfg.Audit, 6)
+	if _, _, err := c.cfg.Audit.Checkpoint(ctx, sg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.cfg.Witnesses = []WitnessConfig{{StateFile: state, VerifierKey: wvkey}}
+	ck, _ := signIn(t, c, "au", RoleAuditor)
+	body := request(c, http.MethodGet, "/console/audit/checkpoints", ck, "", nil).Body.String()
+	if !strings.Contains(body, "witness-test&#43;") || !strings.Contains(body, "the log extends it") || strings.Contains(body, `id="cp-alarm"`) {
+		t.Fatalf("witness view: %s", body)
+	}
+	// A witness key that did not sign the state is refused.
+	_, otherV, _ := audit.GenerateCheckpointKey("witness-other")
+	c.cfg.Witnesses = []WitnessConfig{{StateFile: state, VerifierKey: otherV}}
+	if body := request(c, http.MethodGet, "/console/audit/checkpoints", ck, "", nil).Body.String(); !strings.Contains(body, "lacks the witness") {
+		t.Fatalf("wrong witness key accepted: %s", body)
+	}
+	c.cfg.Witnesses = []WitnessConfig{{StateFile: state, VerifierKey: wvkey}}
+	// Roll the log back below what the witness cosigned.
+	for _, q := range []string{
+		`DELETE FROM audit_log WHERE seq > 2`,
+		`DELETE FROM audit_tlog WHERE idx >= ` + itoa(tlog.StoredHashIndex(0, 2)),
+		`UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2) WHERE id = 1`,
+		`DELETE FROM audit_checkpoints`,
+		`DELETE FROM console_checkpoints`,
+	} {
+		if _, err := c.cfg.DB.ExecContext(ctx, q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	body = request(c, http.MethodGet, "/console/audit/checkpoints", ck, "", nil).Body.String()
+	if !strings.Contains(body, `id="cp-alarm"`) || !strings.Contains(body, "Witness witness-test cosigned 6 records") {
+		t.Fatalf("rollback below the witness not an alarm: %s", body)
+	}
+}
+
+// TestCheckpointGap: the background loop keeps at most one checkpoint a
+// minute; a page view keeps the latest at once.
+func TestCheckpointGap(t *testing.T) {
+	clk := newClock()
+	c := newConsole(t, clk)
+	ctx := context.Background()
+	sg, _ := signer(t)
+	count := func() (n int) {
+		c.cfg.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM console_checkpoints`).Scan(&n)
+		return n
+	}
+	for i := range 3 {
+		appendN(t, c.cfg.Audit, 2)
+		if _, _, err := c.cfg.Audit.Checkpoint(ctx, sg); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.observeCheckpoint(ctx, checkpointGap); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			clk.Add(10 * time.Second)
+		}
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("kept %d checkpoints within a minute, want 1", n)
+	}
+	clk.Add(checkpointGap)
+	appendN(t, c.cfg.Audit, 1)
+	c.cfg.Audit.Checkpoint(ctx, sg)
+	if err := c.observeCheckpoint(ctx, checkpointGap); err != nil || count() != 2 {
+		t.Fatalf("after a minute: %d (%v)", count(), err)
+	}
+	appendN(t, c.cfg.Audit, 1)
+	c.cfg.Audit.Checkpoint(ctx, sg)
+	if err := c.observeCheckpoint(ctx, 0); err != nil || count() != 3 {
+		t.Fatalf("a page view: %d (%v)", count(), err)
+	}
+}
+
+// TestSignCheckpointNow: an operator signs a checkpoint now (an auditor may
+// not); the new checkpoint is kept and audited.
+func TestSignCheckpointNow(t *testing.T) {
+	clk := newClock()
+	c := newConsole(t, clk)
+	ctx := context.Background()
+	sg, vkey := signer(t)
+	c.cfg.AuditVerifierKey = vkey
+	c.cfg.SignCheckpoint = func(ctx context.Context) error { _, _, err := c.cfg.Audit.Checkpoint(ctx, sg); return err }
+	appendN(t, c.cfg.Audit, 3)
+	ack, as := signIn(t, c, "au", RoleAuditor)
+	if w := request(c, http.MethodPost, "/console/audit/checkpoints", ack, as.CSRF, nil); w.Code != http.StatusForbidden {
+		t.Fatalf("auditor: %d", w.Code)
+	}
+	if msg, _ := c.cfg.Audit.LatestCheckpoint(ctx); msg != nil {
+		t.Fatal("a refused request signed a checkpoint")
+	}
+	ock, os := signIn(t, c, "op", RoleOperator)
+	if w := request(c, http.MethodPost, "/console/audit/checkpoints", ock, os.CSRF, nil); w.Code != http.StatusSeeOther {
+		t.Fatalf("operator: %d %s", w.Code, w.Body)
+	}
+	msg, _ := c.cfg.Audit.LatestCheckpoint(ctx)
+	cp, err := audit.ParseStoredCheckpoint(msg)
+	if err != nil || cp.Size < 3 {
+		t.Fatalf("checkpoint %+v (%v)", cp, err)
+	}
+	var kept int
+	c.cfg.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM console_checkpoints`).Scan(&kept)
+	if kept != 1 {
+		t.Fatalf("kept %d checkpoints", kept)
+	}
+	if recs, _ := c.cfg.Audit.Search(ctx, audit.Query{Event: "console.audit.checkpoint"}); len(recs) != 1 {
+		t.Fatalf("audited %d times", len(recs))
 	}
 }

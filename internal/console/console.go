@@ -52,6 +52,11 @@ type Config struct {
 	// Origin is the console's origin, e.g. "https://localhost:8443"; its host
 	// is the WebAuthn relying-party ID (a domain name, not an IP address).
 	Origin string
+	// SignCheckpoint, when set, signs and publishes an audit checkpoint now
+	// (the platform's publisher), as `qshield audit checkpoint` does.
+	SignCheckpoint func(ctx context.Context) error
+	// Tills are the QMSP gateways the platform runs (optional).
+	Tills TillService
 	// AuditVerifierKey is the audit log's checkpoint verifier key (a
 	// signed-note key, audit-checkpoint.vkey): the console checks every
 	// checkpoint's signature with it. "" shows checkpoints as unverified.
@@ -150,6 +155,13 @@ func (c *Console) parsePages() error {
 		"time":   func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 		"may":    func(r Role, need string) bool { return r.may(Role(need)) },
 		"signed": signedMoney,
+		"action": func(a keycharge.Action) string { return actionLabels[a] },
+		"timep": func(t *time.Time) string {
+			if t == nil {
+				return "—"
+			}
+			return t.UTC().Format("2006-01-02 15:04:05 UTC")
+		},
 	}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {

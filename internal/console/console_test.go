@@ -30,12 +30,18 @@ const origin = "https://console.test"
 
 func newConsole(t *testing.T, clk *fakeClock) *Console {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqldb.Open(ctx, filepath.Join(t.TempDir(), "c.db"))
+	db, err := sqldb.Open(context.Background(), filepath.Join(t.TempDir(), "c.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	return newConsoleOn(t, clk, db)
+}
+
+// newConsoleOn is newConsole on db (SQLite or PostgreSQL).
+func newConsoleOn(t *testing.T, clk *fakeClock, db *sqldb.DB) *Console {
+	t.Helper()
+	ctx := context.Background()
 	led, err := ledger.Open(ctx, db, ledger.WithSweepInterval(0))
 	if err != nil {
 		t.Fatal(err)

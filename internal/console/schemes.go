@@ -248,7 +248,8 @@ func (c *Console) seriesSnapshot() seriesJSON {
 }
 
 // Run keeps the console's background views current until ctx ends: the
-// per-scheme series and the checkpoint history (every period).
+// per-scheme series (every period) and the checkpoint history (at most one
+// kept checkpoint per checkpointGap).
 func (c *Console) Run(ctx context.Context, period time.Duration) {
 	tk := time.NewTicker(period)
 	defer tk.Stop()
@@ -256,7 +257,7 @@ func (c *Console) Run(ctx context.Context, period time.Duration) {
 		if err := c.pollSeries(ctx); err != nil && ctx.Err() == nil {
 			c.cfg.Log.Warn("console: scheme series", "err", err)
 		}
-		if err := c.observeCheckpoint(ctx); err != nil && ctx.Err() == nil {
+		if err := c.observeCheckpoint(ctx, checkpointGap); err != nil && ctx.Err() == nil {
 			c.cfg.Log.Warn("console: observe checkpoint", "err", err)
 		}
 		select {

@@ -52,7 +52,10 @@ func (c *Console) routes() {
 	guarded("GET /console/transfers/stream", RoleAuditor, c.transferStream)
 	guarded("GET /console/devices", RoleAuditor, c.devices)
 	guarded("POST /console/devices/{serial}/revoke", RoleAdmin, c.revoke)
+	guarded("GET /console/storage/{serial}", RoleAuditor, c.storageDevice)
 	guarded("POST /console/storage/{serial}", RoleOperator, c.storageAction)
+	guarded("GET /console/tills", RoleAuditor, c.tills)
+	guarded("POST /console/tills/{gi}/sale", RoleOperator, c.setSale)
 	guarded("GET /console/certs", RoleAdmin, c.certsPage)
 	guarded("POST /console/certs", RoleAdmin, c.issueCert)
 	guarded("GET /console/certs/{file}", RoleAuditor, c.certFile)
@@ -61,10 +64,12 @@ func (c *Console) routes() {
 	guarded("GET /console/schemes/stream", RoleAuditor, c.schemesStream)
 	guarded("GET /console/audit", RoleAuditor, c.auditView)
 	guarded("POST /console/audit/verify", RoleAuditor, c.auditVerify)
+	guarded("POST /console/audit/verify-checkpoint", RoleAuditor, c.auditVerifyCheckpoint)
 	guarded("GET /console/audit/record", RoleAuditor, c.auditRecordQuery)
 	guarded("GET /console/audit/records/{seq}", RoleAuditor, c.auditRecord)
 	guarded("GET /console/audit/proofs/{file}", RoleAuditor, c.auditProofFile)
 	guarded("GET /console/audit/checkpoints", RoleAuditor, c.auditHistory)
+	guarded("POST /console/audit/checkpoints", RoleOperator, c.auditSignCheckpoint)
 	guarded("GET /console/operators", RoleAdmin, c.operators)
 	guarded("POST /console/operators/invite", RoleAdmin, c.inviteOperator)
 	guarded("POST /console/operators/{id}/disable", RoleAdmin, c.disableOperator)
@@ -529,19 +534,55 @@ type devicesData struct {
 	Kind       string
 	Kinds      []string
 	Principals []*pki.Principal
-	Storage    []*keycharge.Device
+	Storage    []storageRow
 	StorageErr string
-	Actions    []keycharge.Action
 }
 
-// storageActions are the key storage device transitions the console offers
-// (initialise, distribute and bind need the device or its user present).
-var storageActions = []keycharge.Action{keycharge.ActActivate, keycharge.ActFreeze, keycharge.ActUnfreeze, keycharge.ActReportLost, keycharge.ActCancel}
+// storageRow is a key storage device with what the console can do to it now.
+type storageRow struct {
+	*keycharge.Device
+	Actions []keycharge.Action // allowed now, offered here
+	// NeedsDevice: the next step (initialise) happens where the device is
+	// plugged in, not in a browser.
+	NeedsDevice bool
+}
+
+// storageActions are the key storage device transitions the console offers:
+// every record-keeping step of the QKMP lifecycle. Initialise is not among
+// them: it certifies a key pair generated inside the device, proved by a
+// signature the device makes and followed by writing the certificate into
+// it, so the device must be connected to the machine that runs
+// `qshield admin init --dir DEVICE` (the console says so).
+var storageActions = []keycharge.Action{keycharge.ActDistribute, keycharge.ActBind, keycharge.ActActivate, keycharge.ActFreeze,
+	keycharge.ActUnfreeze, keycharge.ActReportLost, keycharge.ActCancel, keycharge.ActUnlockPIN}
+
+var actionLabels = map[keycharge.Action]string{
+	keycharge.ActDistribute: "distribute to a user administrator", keycharge.ActBind: "bind to a user", keycharge.ActActivate: "activate",
+	keycharge.ActFreeze: "freeze", keycharge.ActUnfreeze: "unfreeze", keycharge.ActReportLost: "report lost", keycharge.ActCancel: "cancel for good",
+	keycharge.ActUnlockPIN: "reset the wrong-PIN count",
+}
+
+func storageRows(devs []*keycharge.Device) []storageRow {
+	out := make([]storageRow, 0, len(devs))
+	for _, d := range devs {
+		row := storageRow{Device: d, NeedsDevice: keycharge.Allowed(d.State, keycharge.ActInitialise)}
+		for _, a := range storageActions {
+			if a == keycharge.ActUnlockPIN && d.PINFailures == 0 {
+				continue
+			}
+			if keycharge.Allowed(d.State, a) {
+				row.Actions = append(row.Actions, a)
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
 
 func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *Session) {
 	ctx := r.Context()
 	kind := r.URL.Query().Get("kind")
-	d := devicesData{Kind: kind, Actions: storageActions}
+	d := devicesData{Kind: kind}
 	for _, k := range pki.PrincipalKinds() {
 		if k != "" {
 			d.Kinds = append(d.Kinds, string(k))
@@ -558,7 +599,7 @@ func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *Session) {
 		if err != nil {
 			d.StorageErr = "The key storage devices cannot be read right now."
 		}
-		d.Storage = devs
+		d.Storage = storageRows(devs)
 	}
 	flash := ""
 	switch r.URL.Query().Get("flash") {
@@ -587,22 +628,70 @@ func (c *Console) storageAction(w http.ResponseWriter, r *http.Request, s *Sessi
 		return
 	}
 	action := keycharge.Action(r.PostFormValue("action"))
-	if !slices.Contains(storageActions, action) {
-		c.fail(w, r, s, http.StatusBadRequest, "Choose an action: activate, freeze, unfreeze, report lost or cancel.")
+	serial := r.PathValue("serial")
+	if action == keycharge.ActInitialise {
+		c.fail(w, r, s, http.StatusBadRequest, "Initialising needs the device itself: connect it and run `qshield admin init --dir DEVICE_DIRECTORY` (the device signs its own key and stores the certificate).")
 		return
 	}
-	serial := r.PathValue("serial")
+	if !slices.Contains(storageActions, action) {
+		c.fail(w, r, s, http.StatusBadRequest, "Choose one of the actions offered for this device.")
+		return
+	}
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	if reason == "" {
 		reason = "by operator " + s.Operator.ID + " in the console"
 	}
+	req := keycharge.TransitionRequest{Action: action, Reason: reason}
+	who := strings.TrimSpace(r.PostFormValue("who"))
+	switch action {
+	case keycharge.ActDistribute:
+		if who == "" {
+			c.fail(w, r, s, http.StatusBadRequest, "Name the user administrator the device goes to.")
+			return
+		}
+		req.Administrator = who
+	case keycharge.ActBind:
+		if who == "" {
+			c.fail(w, r, s, http.StatusBadRequest, "Name the user the device is bound to.")
+			return
+		}
+		req.User = who
+	}
 	// The QKMP records the transition and its audit record in one transaction.
-	_, err := c.cfg.KeyCharge.Transition(r.Context(), s.principal(), serial, keycharge.TransitionRequest{Action: action, Reason: reason})
+	_, err := c.cfg.KeyCharge.Transition(r.Context(), s.principal(), serial, req)
 	if err != nil {
+		// The QKMP audits refusals of its state machine and rights itself;
+		// this records the console's view of every failed attempt.
+		c.record(r.Context(), s, "console.storage."+string(action), audit.OutcomeFailure, serial, map[string]any{"error": storageMessage(err)})
 		c.fail(w, r, s, http.StatusBadRequest, fmt.Sprintf("The device was not changed (%s): %s", action, storageMessage(err)))
 		return
 	}
 	http.Redirect(w, r, "/console/devices?flash=device", http.StatusSeeOther)
+}
+
+// storageDevice shows one key storage device and the life of its keys on
+// the platform (as `qshield admin keys SERIAL`).
+func (c *Console) storageDevice(w http.ResponseWriter, r *http.Request, s *Session) {
+	if c.cfg.KeyCharge == nil {
+		c.fail(w, r, s, http.StatusNotFound, "Key charging does not run on this platform.")
+		return
+	}
+	serial := r.PathValue("serial")
+	dev, err := c.cfg.KeyCharge.Device(r.Context(), s.principal(), serial)
+	if err != nil {
+		c.fail(w, r, s, http.StatusNotFound, "No such key storage device: "+storageMessage(err))
+		return
+	}
+	keys, err := c.cfg.KeyCharge.Keys(r.Context(), s.principal(), serial, 500)
+	if err != nil {
+		c.fail(w, r, s, http.StatusServiceUnavailable, "The device's keys cannot be read right now: "+storageMessage(err))
+		return
+	}
+	rows := storageRows([]*keycharge.Device{dev})
+	c.render(w, r, http.StatusOK, "storage", page{Title: "Device " + serial, Nav: "devices", S: s, Data: struct {
+		Row  storageRow
+		Keys []keycharge.KeyRecord
+	}{rows[0], keys}})
 }
 
 func storageMessage(err error) string {
@@ -611,6 +700,10 @@ func storageMessage(err error) string {
 		return "that action is not possible in the device's current state"
 	case errors.Is(err, keycharge.ErrForbidden):
 		return "your role may not change devices"
+	case errors.Is(err, keycharge.ErrInvalid):
+		return "a name is missing or too long (1 to 128 characters), or the reason is too long"
+	case errors.Is(err, keycharge.ErrNotFound):
+		return "no such device"
 	}
 	return err.Error()
 }
@@ -703,7 +796,9 @@ type auditData struct {
 	Report     *audit.Report
 	Reconcile  *ledger.ReconcileReport
 	Checkpoint string // the latest signed checkpoint (signed-note text)
-	Err        string
+	// CheckpointReport is the result of verifying a pasted checkpoint.
+	CheckpointReport *audit.CheckpointReport
+	Err              string
 }
 
 func (c *Console) auditView(w http.ResponseWriter, r *http.Request, s *Session) {

@@ -2,6 +2,8 @@ package demo
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -85,11 +87,14 @@ func (r *auditRun) checkpoint() error {
 
 // witness has an independent witness fetch and cosign the checkpoint.
 func (r *auditRun) witness() error {
-	wskey, _, err := audit.GenerateCheckpointKey("demo-witness")
+	_, wkey, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return err
 	}
-	wsigner, _ := note.NewSigner(wskey)
+	wsigner, err := audit.NewCosigner("demo-witness", wkey, nil) // C2SP cosignature/v1
+	if err != nil {
+		return err
+	}
 	w := &audit.Witness{Log: r.verifier, Signer: wsigner, StateFile: filepath.Join(r.outside, "witness-state"),
 		Source: audit.HTTPSource{BaseURL: r.env.URL, Client: &http.Client{Transport: &http.Transport{TLSClientConfig: r.env.ClientTLS(r.p.AdminCert)}}}}
 	wc, err := w.Step(r.ctx)

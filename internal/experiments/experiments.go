@@ -15,6 +15,7 @@ func All() []experiment.Spec {
 		SelfVerifyExperiment(),
 		WatermarkExperiment(),
 		LedgerExperiment(HTTPSTarget()),
+		LedgerGrowthExperiment(),
 		KMEExperiment(),
 		QKDRateExperiment(),
 		QKDCascadeExperiment(),

@@ -49,7 +49,7 @@ func WatermarkExperiment() experiment.Spec {
 			{Name: "shares", Default: "10", Usage: "n of the (t, n) sharing"},
 			{Name: "frame-rate", Default: "15", Usage: "display loop frames per second"},
 			{Name: "version", Default: "3", Usage: "QR version of every frame"},
-			{Name: "max-module-errors", Default: "0.06", Usage: "scanner policy: most misread rings per share (0: off)"},
+			{Name: "max-module-errors", Default: "0.1", Usage: "scanner policy: most misread rings per share (0: off)"},
 			{Name: "replay-frames", Default: "1", Usage: "merchant-scanner frames per replayed photo (collaborative theft)"},
 			{Name: "timeout", Default: "3s", Usage: "give up a normal payment after this simulated time"},
 			{Name: "seed", Default: "1", Usage: "random seed of the reported runs"},
@@ -582,7 +582,7 @@ func (c *wmChallenges) note() string {
 	if !c.on {
 		return "Scanner challenges: off (time binding alone)."
 	}
-	return fmt.Sprintf("Scanner challenges: on. The scanner shows its per-slot challenge from its first exposure; the phone's front camera holds it %v–%v later (uniform; a modelling assumption: the challenge channel is not rendered through camsim) and binds every frame it starts showing from then on; the scanner waits for t bound stamps and the server requires them from the submitting scanner.", c.delayLo, c.delayHi)
+	return fmt.Sprintf("Scanner challenges: on. The scanner shows its per-slot challenge from its first exposure; the phone's front camera holds it %v–%v later (uniform; a modelling assumption: the challenge channel is not rendered through camsim) and binds every frame it starts showing from then on; the scanner, once it holds t shares, waits for %d of their stamps to be bound (watermark.MinBoundStamps), and the server requires that many bound to the submitting scanner.", c.delayLo, c.delayHi, watermark.MinBoundStamps)
 }
 
 // wmRange parses "a-b" (or one duration) into a range.
@@ -689,7 +689,7 @@ func wmSkew(ctx context.Context, env *experiment.Env, res *experiment.Result, p 
 	}
 	bar.Done()
 	w := watermark.DefaultWindow()
-	t.Notes = append(t.Notes, fmt.Sprintf("Window: a share's slot must have ended at most %v before the server's receipt and start at most %v after it. The phone sets its slot clock from the server's time in the code response, so its error is about half a round trip plus drift over the code's 60 s life; the ±2 s points show the margin for a phone that ignores that and trusts an NTP-synchronised clock. With scanner challenges on, a bound share's slot is the scanner's (read with its challenge), so the phone's clock only matters for unbound frames, which the scanner does not forward.", w.MaxAge, w.MaxLead))
+	t.Notes = append(t.Notes, fmt.Sprintf("Window: a share's slot must have ended at most %v before the server's receipt and start at most %v after it. The phone sets its slot clock from the server's time in the code response, so its error is about half a round trip plus drift over the code's 60 s life; the ±2 s points show the margin for a phone that ignores that and trusts an NTP-synchronised clock. With scanner challenges on, a bound share's slot is the scanner's (read with its challenge), but a claim needs only 2 bound stamps among its t fresh ones: the others come from frames the phone showed before it read the challenge, stamped by its own slot clock, so the phone's clock error still matters as before.", w.MaxAge, w.MaxLead))
 	plot.Series = []experiment.Series{ser}
 	res.Tables = append(res.Tables, t)
 	res.Plots = append(res.Plots, plot)

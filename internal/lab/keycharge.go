@@ -33,8 +33,8 @@ import (
 // exercise the real HTTPS and ETSI 014 paths).
 type KeychargeConfig struct {
 	DB    *sqldb.DB
-	CA    *pki.CA // ECDSA P-256 (TLS)
-	Audit *audit.Log
+	CA    *pki.CA     // ECDSA P-256 (TLS)
+	Audit audit.Trail // records every change in its transaction; read back for the admin audit view
 	// KeyBits is the KMEs' unit, their max_key_size and the charger's key
 	// size (default 65536 bits = 8 KiB).
 	KeyBits int

@@ -24,6 +24,13 @@ type AuditConfig struct {
 	CheckpointFile string
 	// CheckpointURL, when set, receives every checkpoint by HTTP POST.
 	CheckpointURL string
+	// WitnessURLs are C2SP tlog-witnesses every checkpoint is pushed to
+	// (with its consistency proof); their cosignatures are stored with the
+	// checkpoint and served by GET /v1/audit/checkpoint.
+	WitnessURLs []WitnessEndpoint
+	// WitnessQuorum is how many witnesses must cosign each checkpoint;
+	// fewer is logged as an error.
+	WitnessQuorum int
 	// Every and Interval: a checkpoint after this many new records or this
 	// long since the last (defaults 1000 and 10 s).
 	Every    int64
@@ -32,6 +39,12 @@ type AuditConfig struct {
 	// checkpoint it last cosigned) and its public key file, shown in the
 	// console's checkpoint view.
 	Witnesses []string
+}
+
+// WitnessEndpoint is a witness the publisher pushes checkpoints to.
+type WitnessEndpoint struct {
+	KeyFile string // the witness's public (cosignature) key file
+	URL     string // its submission prefix
 }
 
 // AuditVerifierKeyFile is the public checkpoint key of a platform whose
@@ -65,6 +78,17 @@ func (p *Platform) startAudit(ctx context.Context) error {
 	if cfg.CheckpointURL != "" {
 		pub.Sinks = append(pub.Sinks, audit.HTTPSink{URL: cfg.CheckpointURL})
 	}
+	for _, w := range cfg.WitnessURLs {
+		v, err := audit.ReadCosignatureVerifier(w.KeyFile)
+		if err != nil {
+			return fmt.Errorf("platform: audit witness %s: %w", w.URL, err)
+		}
+		pub.Sinks = append(pub.Sinks, &audit.WitnessSink{URL: w.URL, Witness: v, Log: p.Audit})
+	}
+	if cfg.WitnessQuorum > len(cfg.WitnessURLs) {
+		return fmt.Errorf("platform: audit witness quorum %d above the %d witnesses", cfg.WitnessQuorum, len(cfg.WitnessURLs))
+	}
+	pub.Quorum = cfg.WitnessQuorum
 	// The first checkpoint is signed before serving, so one always exists.
 	if _, _, err := pub.PublishNow(ctx); err != nil {
 		p.Config.Log.ErrorContext(ctx, "first audit checkpoint", "err", err)

@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/kme"
+	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
 )
 
@@ -41,6 +43,12 @@ func (p *Platform) startConsole(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() { defer close(done); p.LinkMonitor.Run(mctx, 2*time.Second) }()
 		p.closers = append(p.closers, func() error { cancel(); <-done; return nil })
+	}
+	if p.QMSP != nil {
+		cfg.Tills = consoleTills{p.QMSP}
+	}
+	if pub := p.Publisher; pub != nil {
+		cfg.SignCheckpoint = func(ctx context.Context) error { _, _, err := pub.PublishNow(ctx); return err }
 	}
 	for _, w := range p.Config.Audit.Witnesses {
 		state, vkeyFile, ok := strings.Cut(w, "=")
@@ -75,6 +83,8 @@ func kmeUnitBits(pair *kme.Pair) int { return pair.A.Config().KeySizeBits }
 type InviteRequest struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
+	// Scope is the operator principal's scope (e.g. "merchant:1"), optional.
+	Scope []string `json:"scope,omitempty"`
 }
 
 // InviteResponse is its answer.
@@ -93,10 +103,45 @@ func (p *Platform) consoleInvite(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, http.StatusUnprocessableEntity, "invalid_role", err.Error())
 		return
 	}
-	link, exp, err := p.Console.Invite(r.Context(), req.Name, role, "admin:"+AdminName)
+	link, exp, err := p.Console.InviteScoped(r.Context(), req.Name, role, req.Scope, "admin:"+AdminName)
 	if err != nil {
 		httpx.WriteProblem(w, r, http.StatusUnprocessableEntity, "invalid_invite", err.Error())
 		return
 	}
 	httpx.WriteJSON(w, http.StatusCreated, InviteResponse{URL: link, ExpiresAt: exp.UTC()})
+}
+
+// consoleTills offers the in-process QMSP gateways to the console.
+type consoleTills struct{ q *QMSP }
+
+func (t consoleTills) Tills(ctx context.Context) []console.Till {
+	var out []console.Till
+	for _, g := range t.q.Tills(ctx) {
+		sale, cur := console.SaleText(g.Amount, g.Currency)
+		if cur == "" {
+			cur = "CNY" // the built-in merchant's currency
+		}
+		out = append(out, console.Till{Gateway: g.Gateway, Merchant: g.Merchant, MerchantName: g.MerchantName, Sale: sale, Currency: cur, Ready: g.Ready})
+	}
+	return out
+}
+
+func (t consoleTills) SetSale(ctx context.Context, by *pki.Principal, gateway string, amount int64, currency string) (console.Till, error) {
+	var numeric uint16
+	if amount != 0 {
+		c, err := money.Lookup(currency)
+		if err != nil {
+			return console.Till{}, err
+		}
+		numeric = c.Numeric
+	}
+	d, err := t.q.SetSaleAs(ctx, by, gateway, amount, numeric)
+	if errors.Is(err, ErrNotMerchant) {
+		return console.Till{}, console.ErrNotYours
+	}
+	if err != nil {
+		return console.Till{}, err
+	}
+	sale, cur := console.SaleText(d.Amount, d.Currency)
+	return console.Till{Gateway: gateway, Merchant: d.Merchant, Sale: sale, Currency: cur, Ready: true}, nil
 }

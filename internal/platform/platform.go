@@ -57,6 +57,7 @@ import (
 	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/metrics"
 	"github.com/qshield/qshield/internal/server"
+	"github.com/qshield/qshield/internal/wallet"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/ledger"
@@ -148,6 +149,8 @@ type Platform struct {
 	auditVKey string // the checkpoint verifier key (signed-note), for the console
 	// Router registers every route with its authorization policy.
 	Router *authz.Router
+	// Wallet is the payers' browser wallet (/wallet/) and its signed requests.
+	Wallet *wallet.Service
 
 	// Metrics is the node's Prometheus registry, served at /metrics.
 	Metrics *metrics.Metrics
@@ -245,6 +248,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	p.Server.AddCheck(server.Check{Name: "database", Func: p.DB.PingContext})
 	p.Server.AddCheck(server.Check{Name: "migrations", Func: p.DB.CheckMigrations})
 	api := &server.LedgerAPI{Ledger: p.Ledger, Idempotency: &httpx.Idempotency{Store: idem}}
+	if err := p.openWallet(ctx); err != nil {
+		return nil, err
+	}
 	if err := p.newRouter(ctx); err != nil {
 		return nil, err
 	}
@@ -277,6 +283,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err := p.startConsole(ctx); err != nil {
 		return nil, err
 	}
+	p.startWallet()
 	return p, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -78,7 +79,8 @@ func (p *Platform) startQMSP(ctx context.Context) error {
 	css, pps := q.CSS.Handler(), q.PPS.Handler()
 	p.Router.Handle("POST /v1/qmsp/css/keys", authz.Allow(pki.PrincipalGateway), css)
 	p.Router.Handle("POST /v1/qmsp/css/ack", authz.Allow(pki.PrincipalGateway), css)
-	p.Router.Handle("POST /v1/qmsp/pay", authz.Allow(pki.PrincipalPhone), pps)
+	// A browser wallet pays with a request signed by its registered key.
+	p.Router.Handle("POST /v1/qmsp/pay", authz.Allow(pki.PrincipalPhone).OrSigned(), pps)
 	p.Router.Handle("GET /qmsp/gateways/{gi}/{file...}", authz.Public("a gateway's screen: the signed QR codes it shows to payers"), http.HandlerFunc(q.servePage))
 	p.Router.Handle("POST /v1/qmsp/gateways/{gi}/sale", authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator), http.HandlerFunc(q.setSale))
 	q.adminRoutes()
@@ -121,33 +123,91 @@ type SaleRequest struct {
 	Currency uint16 `json:"currency"`
 }
 
-// setSale sets the sale of an in-process gateway: an administrator, or an
-// operator whose scope has the gateway's merchant ("merchant:N").
+// ErrNotMerchant refuses a sale set by a principal outside the gateway's merchant.
+var ErrNotMerchant = errors.New("platform: the gateway's merchant is outside this principal's scope")
+
+// SetSaleAs sets the sale of in-process gateway gi for principal pr: an
+// administrator, or an operator whose scope has the gateway's merchant
+// ("merchant:N"). It returns the code the gateway shows now. The API route
+// and the operator console both set sales through it.
+func (q *QMSP) SetSaleAs(ctx context.Context, pr *pki.Principal, gi string, amount int64, currency uint16) (*qmsp.Display, error) {
+	g, err := q.Gateway(ctx, gi)
+	if err != nil {
+		return nil, err
+	}
+	if pr == nil || (pr.Kind != pki.PrincipalAdmin && !(pr.Kind == pki.PrincipalOperator && pr.MayActFor(fmt.Sprintf("merchant:%d", g.State().Merchant)))) {
+		return nil, ErrNotMerchant
+	}
+	if err := g.SetSale(amount, currency); err != nil {
+		return nil, err
+	}
+	return g.Current(ctx)
+}
+
+// setSale sets the sale of an in-process gateway (SetSaleAs).
 func (q *QMSP) setSale(w http.ResponseWriter, r *http.Request) {
 	pr := authz.PrincipalFrom(r.Context())
 	var req SaleRequest
 	if !httpx.DecodeOrProblem(w, r, 1<<10, &req) {
 		return
 	}
-	g, err := q.Gateway(r.Context(), r.PathValue("gi"))
-	if err != nil {
+	d, err := q.SetSaleAs(r.Context(), pr, r.PathValue("gi"), req.Amount, req.Currency)
+	switch {
+	case errors.Is(err, qmsp.ErrUnknownGateway):
 		httpx.WriteProblem(w, r, http.StatusNotFound, "unknown_gateway", err.Error())
 		return
-	}
-	if pr.Kind != pki.PrincipalAdmin && !pr.MayActFor(fmt.Sprintf("merchant:%d", g.State().Merchant)) {
+	case errors.Is(err, ErrNotMerchant):
 		httpx.WriteProblem(w, r, http.StatusForbidden, "not_owner", "the gateway's merchant is outside this operator's scope")
 		return
-	}
-	if err := g.SetSale(req.Amount, req.Currency); err != nil {
+	case errors.Is(err, qmsp.ErrCurrency) || errors.Is(err, qmsp.ErrFormat):
 		httpx.WriteProblem(w, r, http.StatusBadRequest, "invalid", err.Error())
 		return
-	}
-	d, err := g.Current(r.Context())
-	if err != nil {
+	case err != nil:
 		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "gateway_unavailable", err.Error())
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]string{"shows": d.Describe()})
+}
+
+// Tills lists the in-process gateways already running (the built-in one
+// after its first page view), with what each shows now (each asked for at
+// most two seconds: a gateway waiting for quantum key is shown as such).
+func (q *QMSP) Tills(ctx context.Context) []Till {
+	q.mu.Lock()
+	gs := make([]*qmsp.Gateway, 0, len(q.gateways))
+	for _, g := range q.gateways {
+		gs = append(gs, g)
+	}
+	q.mu.Unlock()
+	out := make([]Till, 0, len(gs))
+	for _, g := range gs {
+		st := g.State()
+		t := Till{Gateway: st.ID, Merchant: st.Merchant}
+		if st.ID == BuiltinGateway {
+			t.MerchantName = BuiltinMerchantName
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if d, err := g.Current(cctx); err == nil {
+			t.Amount, t.Currency = d.Amount, d.Currency
+			t.Ready = true
+		}
+		cancel()
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Gateway < out[j].Gateway })
+	return out
+}
+
+// Till is an in-process gateway as the console lists it.
+type Till struct {
+	Gateway      string
+	Merchant     uint32
+	MerchantName string
+	// Amount (minor units) and Currency (ISO 4217 numeric) of the sale its
+	// codes carry; 0: the payer enters the amount.
+	Amount   int64
+	Currency uint16
+	Ready    bool // the gateway answered (it has quantum key)
 }
 
 // Gateway returns the in-process gateway gi; the built-in one is registered

@@ -97,6 +97,7 @@ func (p *Platform) newRouter(ctx context.Context) error {
 		PerPrincipal: limit(tc.RatePerPrincipal, DefaultRatePerPrincipal),
 		PerSource:    limit(tc.RatePerSource, DefaultRatePerSource),
 		Denied:       p.auditDenial,
+		Signed:       p.Wallet,
 	})
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})

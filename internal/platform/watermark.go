@@ -21,8 +21,10 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	// enrolment register; the router has already authenticated that
 	// certificate as a principal of the right kind (names belong to one kind).
 	h := wm.Handler()
-	p.Router.Handle("POST /v1/watermark/codes", authz.Allow(pki.PrincipalPhone), h)
-	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner), h)
+	// The browser wallet asks for codes with a signed request.
+	p.Router.Handle("POST /v1/watermark/codes", authz.Allow(pki.PrincipalPhone).OrSigned(), h)
+	// The browser scanner (/scanner/) pays with a signed request.
+	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner).OrSigned(), h)
 	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
 	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
 		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, req.EnrolmentCode, pub)

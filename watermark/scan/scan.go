@@ -10,7 +10,11 @@
 // least t of them must come from slots shown within a few seconds of
 // receipt (see watermark.CheckStamps). For each share index the session keeps
 // the stamp of the latest frame that carried it, so a scan that spans slots
-// forwards the freshest stamps it saw.
+// forwards the freshest stamps it saw (but never replaces a stamp bound to a
+// scanner challenge by an unbound one). A scanner that shows a challenge
+// (watermark's challenge.go) sets RequireBound: it then waits until
+// watermark.MinBoundStamps of the stamps it holds are bound, which the phone
+// starts doing once its front camera has read the challenge.
 //
 // Faults and how they are handled:
 //   - frames without a QR code, or with a QR that is not a qshield code: counted

@@ -9,7 +9,11 @@
 // code; a larger charge is refused and does not consume the code), and pays
 // only with shares shown within a few seconds of the claim's receipt (the
 // shares' time stamps, see watermark.CheckStamps; a recording replayed later
-// is refused, without consuming the code). Paying runs in one
+// is refused, without consuming the code) and, when the platform's master
+// challenge key is configured (Config.ChallengeMaster), bound to the
+// challenge of the scanner that submits the claim, so a close video relayed
+// live to another scanner is refused too (see watermark's challenge.go).
+// Paying runs in one
 // database transaction: the code is marked used (only if it was unused), the
 // ledger transfer from the payer's account to the merchant's is recorded,
 // and so is the audit entry; either all of it commits or none. A wrong T0

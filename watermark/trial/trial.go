@@ -11,6 +11,12 @@
 // CPU time on this machine, so the result does not depend on other load. The
 // payer's pose is held until ReaimAfter passes without success, then redrawn.
 //
+// Scanner challenges (Clock.ScannerKey): the scanner shows its per-slot
+// challenge from the first exposure on and the phone holds it
+// Clock.ChallengeDelay later; frames the phone starts showing from then on
+// are bound to it. The challenge channel itself (scanner display to front
+// camera) is modelled by that delay only, not rendered.
+//
 // Thieves use the same extraction software as the scanner with the decoder's
 // TRY_HARDER mode (the best a thief can do with our code); each theft trial is
 // one burst (on-site) or one burst replayed on the accomplice's screen to a
