@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"github.com/qshield/qshield/fingerprint/fvc"
 	"github.com/qshield/qshield/internal/testclock"
+	"math/big"
 	"net/http"
 	"strings"
 	"sync"
@@ -133,6 +135,10 @@ func TestFifteenStepsOverMutualTLS(t *testing.T) {
 		}
 		defer stop()
 		before, mBefore := f.balance(t, f.rig.Payer), f.balance(t, f.rig.Merchant)
+		// The phone takes the POS certificate from the server.
+		if _, ok := f.rig.Phone.Certificates.(*Client); !ok {
+			t.Fatal("the phone does not fetch POS certificates over HTTP")
+		}
 		// Probe from the phone's own sensor.
 		qr, c := f.pay(t, 25_50, f.rig.Templates.Genuine)
 		res, err := f.rig.POS.Accept(f.ctx, qr)
@@ -210,9 +216,9 @@ func TestAttacks(t *testing.T) {
 			if _, err := r.Phone.ReadConsumption(f.ctx, qr.Payload); !errors.Is(err, ErrIllegalPOS) {
 				t.Fatalf("phone accepted a POS certified by another CA: %v", err)
 			}
-			// A forged POS key under a genuine credential fails the POS signature.
+			// A forged POS key naming a genuine certificate fails the POS signature.
 			u2, _ := NewSecureUnit("", KindPOS, pki.ECDSAP256, nil)
-			u2.cred, u2.root = r.POS.Unit.Credential(), r.POS.Unit.Root()
+			u2.cred, u2.cert, u2.root = r.POS.Unit.Credential(), r.POS.Unit.Certificate(), r.POS.Unit.Root()
 			forger := &POS{Unit: u2, Store: NewMemoryRandStore(), Merchant: r.POS.Merchant}
 			qr2, err := forger.NewConsumption(f.ctx, 1_00)
 			if err != nil {
@@ -346,12 +352,12 @@ func TestAttacks(t *testing.T) {
 			u, _ := NewSecureUnit("", KindPhone, pki.ECDSAP256, nil)
 			u.root = r.Phone.Unit.Root()
 			m := &PaymentMessage{Amount: 5_00, Currency: "156", Account: "x", MerchantAccount: c.Account, RandCode: c.RandCode,
-				Expires: c.Expires, POSSerial: c.Credential.Serial, Created: f.clk.Now(), PhoneCredential: r.Phone.Unit.Credential().Raw}
+				Expires: c.Expires, POSSerial: c.POSSerial, Created: f.clk.Now(), PhoneCredential: r.Phone.Unit.Credential().Raw}
 			if err := m.sign(u); err != nil {
 				t.Fatal(err)
 			}
 			kid := r.POS.Unit.KeyID()
-			ct, _ := seal(r.POS.Unit.Public(), []byte(paymentInfo), paymentAAD(kid), m.Raw)
+			ct, _ := seal(r.POS.Unit.EncryptionPublic(), []byte(paymentInfo), paymentAAD(kid), m.Raw)
 			if _, err := r.POS.Accept(f.ctx, EncodePaymentQR(&PaymentQR{KeyID: kid, Ciphertext: ct})); !errors.Is(err, ErrBadSignature) {
 				t.Fatalf("forged payment: %v", err)
 			}
@@ -393,7 +399,7 @@ func TestAttacks(t *testing.T) {
 			// unit's key) fails the phone signature even with the owner's finger.
 			thief, _ := NewSecureUnit("", KindPhone, pki.ECDSAP256, nil)
 			thief.cred, thief.root = r.Phone.Unit.Credential(), r.Phone.Unit.Root()
-			tp := &Phone{Unit: thief, Revocation: CARevocation{CA: f.ca}, Now: f.clk.Now}
+			tp := &Phone{Unit: thief, Revocation: CARevocation{CA: f.ca}, Certificates: CARevocation{CA: f.ca}, Now: f.clk.Now}
 			if err := tp.SetAccounts([]string{r.Payer}); err != nil {
 				t.Fatal(err)
 			}
@@ -524,3 +530,104 @@ func TestFifteenStepsSM2(t *testing.T) {
 		}
 	})
 }
+
+// TestConsumptionQRAtMaximumLengths: with the longest merchant name (25),
+// city (15) and account (64), a 13-character amount and a 16-byte certificate serial
+// (the longest pki issues), the consumption QR stays within EMVCo's 512
+// characters and parses with emvqr and ParseConsumption; the phone still
+// reads it and pays to the POS's encryption key from its certificate.
+func TestConsumptionQRAtMaximumLengths(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(t, db)
+		r := f.rig
+		account := strings.Repeat("m", 64) // the longest merchant account
+		if _, err := f.led.CreateAccount(f.ctx, ledger.NewAccount{ID: account, Kind: ledger.KindMerchant, Currency: "CNY"}); err != nil {
+			t.Fatal(err)
+		}
+		var pos *POS
+		for i := 0; pos == nil; i++ {
+			p, err := r.NewPOS(f.ctx, fmt.Sprintf("MAX-%d", i), account)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Unit.Credential().Serial.Bytes()) == 16 {
+				pos = p
+			}
+		}
+		pos.Merchant.Name = strings.Repeat("N", 25)
+		pos.Merchant.City = strings.Repeat("C", 15)
+		c, err := pos.NewConsumption(f.ctx, 999_999_999_999) // "9999999999.99"
+		if err != nil {
+			t.Fatalf("consumption QR at maximum lengths: %v", err)
+		}
+		t.Logf("consumption QR at maximum lengths: %d characters", len(c.Payload))
+		if len(c.Payload) > 512 {
+			t.Fatalf("consumption QR of %d characters exceeds EMVCo's 512", len(c.Payload))
+		}
+		if _, err := emvqr.Parse(c.Payload); err != nil {
+			t.Fatalf("emvqr: %v", err)
+		}
+		if _, err := ParseConsumption(c.Payload); err != nil {
+			t.Fatalf("ParseConsumption: %v", err)
+		}
+		read, err := r.Phone.ReadConsumption(f.ctx, c.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !read.sealTo.Equal(pos.Unit.EncryptionPublic()) || read.sealTo.Equal(pos.Unit.Public()) {
+			t.Fatal("the phone does not seal to the POS's encryption key")
+		}
+	})
+}
+
+// TestPhoneTakesPOSKeyFromVerifiedCertificate: the phone seals only to the
+// encryption key a CA-verified POS certificate registers. A POS certificate
+// without one (never a fall-back to its signing key), a source that hands
+// over another certificate, or no source at all: the POS is refused.
+func TestPhoneTakesPOSKeyFromVerifiedCertificate(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(t, db)
+		r := f.rig
+		// A POS certificate issued without the encryption-key attribute.
+		u, _ := NewSecureUnit("", KindPOS, pki.ECDSAP256, nil)
+		iss, err := f.ca.Issue(f.ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: "POS OLD-POS", PublicKey: u.Public(),
+			Device:   &pki.DeviceInfo{Serial: "OLD-POS", Kind: pki.KindPOS, Attrs: map[string]string{AttrMerchantAccount: r.Merchant}},
+			Validity: time.Hour, Kind: pki.PrincipalPOS, Scheme: "bioqr"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.cert, u.root = iss.Cert, r.POS.Unit.Root()
+		old := &POS{Unit: u, Store: NewMemoryRandStore(), Merchant: r.POS.Merchant}
+		c, err := old.NewConsumption(f.ctx, 3_00)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Phone.ReadConsumption(f.ctx, c.Payload); !errors.Is(err, ErrIllegalPOS) || !errors.Is(err, ErrNoEncryptionKey) {
+			t.Fatalf("phone accepted a POS certificate without an encryption key: %v", err)
+		}
+		// A source that answers with another certificate.
+		good, err := r.POS.NewConsumption(f.ctx, 3_00)
+		if err != nil {
+			t.Fatal(err)
+		}
+		liar := &Phone{Unit: r.Phone.Unit, Certificates: fixedCert(r.Phone.Unit.Certificate().Raw), Now: f.clk.Now}
+		if _, err := liar.ReadConsumption(f.ctx, good.Payload); !errors.Is(err, ErrIllegalPOS) {
+			t.Fatalf("phone accepted another certificate for the POS: %v", err)
+		}
+		if _, err := (&Phone{Unit: r.Phone.Unit, Now: f.clk.Now}).ReadConsumption(f.ctx, good.Payload); err == nil {
+			t.Fatal("phone without a certificate source read a consumption QR")
+		}
+		// Pay refuses a consumption that ReadConsumption did not verify.
+		parsed, err := ParseConsumption(good.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Phone.Pay(f.ctx, parsed, r.Payer, nil); !errors.Is(err, ErrIllegalPOS) {
+			t.Fatalf("phone paid an unverified consumption QR: %v", err)
+		}
+	})
+}
+
+type fixedCert []byte
+
+func (c fixedCert) CertificateDER(context.Context, *big.Int) ([]byte, error) { return c, nil }

@@ -1,8 +1,11 @@
 package bioqr
 
 import (
+	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"math/big"
 	"strings"
 	"time"
 
@@ -40,22 +43,34 @@ type Merchant struct {
 }
 
 // Consumption is a decoded consumption QR (消费二维码): the amount Sum, the
-// POS credential PriA_InforAP+PubP, the merchant account, the random
-// perturbation code RandCodeP and an expiry, signed by the POS.
+// serial of the POS certificate (the patent's PriA_InforAP+PubP, which the
+// phone fetches and verifies against the CA), the merchant account, the
+// random perturbation code RandCodeP and an expiry, signed by the POS.
+//
+// The QR names the POS certificate instead of carrying the POS credential:
+// the credential (157 bytes with the POS's separate encryption key)
+// would push the payload past EMVCo's 512 characters, and the phone needs
+// the certificate anyway, for the POS's encryption key (AttrEncryptionKey;
+// nothing is sealed to the POS's signing key) and its revocation status.
 type Consumption struct {
 	Merchant
-	Amount     int64 // minor units
-	RandCode   [16]byte
-	Expires    time.Time
-	Credential *Credential
-	Signature  []byte
+	Amount    int64 // minor units
+	RandCode  [16]byte
+	Expires   time.Time
+	POSSerial *big.Int // the POS's X.509 certificate
+	Signature []byte
 	// Payload is the EMVCo string.
 	Payload string
+	// POSCertificate is the POS's certificate, verified against the
+	// phone's CA root by Phone.ReadConsumption (nil before).
+	POSCertificate *x509.Certificate
+	// sealTo is the POS's encryption key from POSCertificate.
+	sealTo *ecdsa.PublicKey
 }
 
 const (
-	consumptionVersion = 1
-	consumptionContext = "qshield bioqr consumption v1\x00"
+	consumptionVersion = 2
+	consumptionContext = "qshield bioqr consumption v2\x00"
 	chunkLen           = 80 // base64 characters per unreserved template
 )
 
@@ -70,7 +85,7 @@ func (c *Consumption) signedBytes() ([]byte, error) {
 	b.AddUint64(uint64(c.Amount))
 	b.AddUint32(uint32(c.Expires.Unix()))
 	b.AddBytes(c.RandCode[:])
-	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(c.Credential.Raw) })
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(serialBytes(c.POSSerial)) })
 	return b.Bytes()
 }
 
@@ -104,6 +119,9 @@ func encodeConsumption(u *SecureUnit, c *Consumption) error {
 	if c.Amount <= 0 {
 		return fmt.Errorf("%w: amount %d must be positive", ErrMalformed, c.Amount)
 	}
+	if sb := serialBytes(c.POSSerial); len(sb) == 0 || len(sb) > 20 {
+		return fmt.Errorf("%w: POS certificate serial must be 1..20 bytes", ErrMalformed)
+	}
 	amount := cur.Format(c.Amount)
 	if err := emvqr.CheckAmount(amount); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -125,8 +143,8 @@ func encodeConsumption(u *SecureUnit, c *Consumption) error {
 	b.AddUint8(consumptionVersion)
 	b.AddUint32(uint32(c.Expires.Unix()))
 	b.AddBytes(c.RandCode[:])
-	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(c.Credential.Raw) })
-	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(sig) })
+	b.AddBytes(sig)
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(serialBytes(c.POSSerial)) })
 	blob, err := b.Bytes()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -222,19 +240,29 @@ func ParseConsumption(payload string) (*Consumption, error) {
 	s := cryptobyte.String(blob)
 	var ver uint8
 	var exp uint32
-	var rc, cred, sig []byte
+	var rc, sig, serial []byte
 	if !s.ReadUint8(&ver) || ver != consumptionVersion || !s.ReadUint32(&exp) || !s.ReadBytes(&rc, 16) ||
-		!s.ReadUint8LengthPrefixed((*cryptobyte.String)(&cred)) || !s.ReadUint8LengthPrefixed((*cryptobyte.String)(&sig)) || len(sig) != 64 || !s.Empty() {
+		!s.ReadBytes(&sig, 64) || !s.ReadUint8LengthPrefixed((*cryptobyte.String)(&serial)) || !s.Empty() {
 		return nil, fmt.Errorf("%w: scheme data layout", ErrMalformed)
+	}
+	if len(serial) == 0 || len(serial) > 20 || serial[0] == 0 {
+		return nil, fmt.Errorf("%w: POS certificate serial must be 1..20 bytes without a leading zero", ErrMalformed)
 	}
 	copy(c.RandCode[:], rc)
 	c.Expires = time.Unix(int64(exp), 0).UTC()
 	c.Signature = append([]byte(nil), sig...)
-	if c.Credential, err = ParseCredential(cred); err != nil {
-		return nil, err
-	}
+	c.POSSerial = new(big.Int).SetBytes(serial)
 	if _, err := c.Merchant.validate(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// serialBytes is serial's big-endian encoding (nil for a missing or
+// non-positive serial, which encodeConsumption refuses).
+func serialBytes(serial *big.Int) []byte {
+	if serial == nil || serial.Sign() <= 0 {
+		return nil
+	}
+	return serial.Bytes()
 }

@@ -51,37 +51,54 @@ func ParseDeviceKind(s string) (DeviceKind, error) {
 // serial of the device's X.509 certificate (the CA register entry that
 // revocation is checked against), an expiry, the device public key and, for
 // a phone, the commitment to its sealed owner template (InforFp), under the
-// CA's signature. It is small enough for a QR code (about 125 bytes with a
+// CA's signature. It is small enough for a QR code (157–190 bytes with a
 // P-256 CA, against about 550 for the X.509 certificate). Encoding:
 //
-//	u8 version = 1 ‖ u8 signature algorithm (1 ECDSA-P256-SHA256, 2 SM2-SM3)
+//	u8 version = 2 ‖ u8 signature algorithm (1 ECDSA-P256-SHA256, 2 SM2-SM3)
 //	‖ u8 kind ‖ u8-length serial (1..20 bytes, no leading zero) ‖ u32 not-after
 //	(Unix seconds) ‖ u8 key algorithm (1 P-256, 2 SM2) ‖ 33-byte compressed
-//	point ‖ u8-length extra (0..64) ‖ u8-length signature (64 bytes: r ‖ s)
+//	signing point ‖ 33-byte compressed encryption point ‖ u8-length extra
+//	(0..64) ‖ u8-length signature (64 bytes: r ‖ s)
 //
-// The signature covers "qshield bioqr credential v1\x00" and every byte
-// before the signature's length.
+// The signature covers "qshield bioqr credential vN\x00" (N the version)
+// and every byte before the signature's length.
+//
+// Two keys. The patent gives each device one key pair for signing and for
+// decryption; a key used both ways lets an oracle for one use attack the
+// other, and forbids escrowing or rotating them apart. A device therefore
+// holds a signing key (PublicKey: its X.509 certificate's key, its payment
+// and request signatures, mutual TLS) and a separate decryption key
+// (EncryptionKey: what payment codes, envelopes, templates and its own
+// secrets are sealed to), both bound here and in the certificate's device
+// attributes (AttrEncryptionKey). Version 1 credentials, from before the
+// keys were separated, still parse (EncryptionKey nil) but nothing can be
+// sealed to them: such a device is certified again (the settlement server
+// does so by itself at start-up).
 type Credential struct {
 	SigAlg    uint8
 	Kind      DeviceKind
 	Serial    *big.Int
 	NotAfter  time.Time
 	PublicKey *ecdsa.PublicKey
-	Extra     []byte
-	Signature []byte
+	// EncryptionKey is the key to seal to (nil in a version 1 credential).
+	EncryptionKey *ecdsa.PublicKey
+	Extra         []byte
+	Signature     []byte
 	// Raw is the full encoding; TBS the signed part.
 	Raw, TBS []byte
 }
 
 const (
-	credVersion   = 1
+	credVersion   = 2
+	credV1        = 1
 	sigECDSAP256  = 1
 	sigSM2        = 2
 	keyP256       = 1
 	keySM2        = 2
 	maxExtra      = 64
-	credContext   = "qshield bioqr credential v1\x00"
-	maxCredential = 1 + 1 + 1 + 21 + 4 + 1 + 33 + 1 + maxExtra + 1 + 64
+	credContextV1 = "qshield bioqr credential v1\x00"
+	credContext   = "qshield bioqr credential v2\x00"
+	maxCredential = 1 + 1 + 1 + 21 + 4 + 1 + 33 + 33 + 1 + maxExtra + 1 + 64
 )
 
 func curveCode(pub *ecdsa.PublicKey) (uint8, error) {
@@ -95,11 +112,17 @@ func curveCode(pub *ecdsa.PublicKey) (uint8, error) {
 	return 0, fmt.Errorf("%w: credential keys must be P-256 or SM2", ErrMalformed)
 }
 
-// credentialTBS encodes the signed part.
-func credentialTBS(sigAlg uint8, kind DeviceKind, serial *big.Int, notAfter time.Time, pub *ecdsa.PublicKey, extra []byte) ([]byte, error) {
+// credentialTBS encodes the signed part (version 2).
+func credentialTBS(sigAlg uint8, kind DeviceKind, serial *big.Int, notAfter time.Time, pub, encPub *ecdsa.PublicKey, extra []byte) ([]byte, error) {
 	kc, err := curveCode(pub)
 	if err != nil {
 		return nil, err
+	}
+	if ec, err := curveCode(encPub); err != nil || ec != kc {
+		return nil, fmt.Errorf("%w: the encryption key must be on the signing key's curve", ErrMalformed)
+	}
+	if pub.Equal(encPub) {
+		return nil, fmt.Errorf("%w: the encryption key must differ from the signing key", ErrMalformed)
 	}
 	sb := serial.Bytes()
 	if serial.Sign() <= 0 || len(sb) > 20 {
@@ -120,6 +143,7 @@ func credentialTBS(sigAlg uint8, kind DeviceKind, serial *big.Int, notAfter time
 	b.AddUint32(uint32(na))
 	b.AddUint8(kc)
 	b.AddBytes(elliptic.MarshalCompressed(pub.Curve, pub.X, pub.Y))
+	b.AddBytes(elliptic.MarshalCompressed(encPub.Curve, encPub.X, encPub.Y))
 	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(extra) })
 	return b.Bytes()
 }
@@ -131,9 +155,9 @@ func ParseCredential(data []byte) (*Credential, error) {
 	}
 	s := cryptobyte.String(data)
 	var ver, sigAlg, kind, kc uint8
-	var serial, point, extra, sig cryptobyte.String
+	var serial, point, encPoint, extra, sig cryptobyte.String
 	var na uint32
-	if !s.ReadUint8(&ver) || ver != credVersion {
+	if !s.ReadUint8(&ver) || (ver != credVersion && ver != credV1) {
 		return nil, fmt.Errorf("%w: credential version", ErrMalformed)
 	}
 	if !s.ReadUint8(&sigAlg) || (sigAlg != sigECDSAP256 && sigAlg != sigSM2) {
@@ -164,6 +188,20 @@ func ParseCredential(data []byte) (*Credential, error) {
 	if x == nil {
 		return nil, fmt.Errorf("%w: credential key is not a point on %s", ErrMalformed, curve.Params().Name)
 	}
+	var encKey *ecdsa.PublicKey
+	if ver == credVersion {
+		if !s.ReadBytes((*[]byte)(&encPoint), 33) {
+			return nil, fmt.Errorf("%w: credential encryption key", ErrMalformed)
+		}
+		ex, ey := elliptic.UnmarshalCompressed(curve, encPoint)
+		if ex == nil {
+			return nil, fmt.Errorf("%w: credential encryption key is not a point on %s", ErrMalformed, curve.Params().Name)
+		}
+		if ex.Cmp(x) == 0 && ey.Cmp(y) == 0 {
+			return nil, fmt.Errorf("%w: credential encryption key equals its signing key", ErrMalformed)
+		}
+		encKey = &ecdsa.PublicKey{Curve: curve, X: ex, Y: ey}
+	}
 	if !s.ReadUint8LengthPrefixed(&extra) || len(extra) > maxExtra {
 		return nil, fmt.Errorf("%w: credential extra data", ErrMalformed)
 	}
@@ -173,15 +211,16 @@ func ParseCredential(data []byte) (*Credential, error) {
 	}
 	raw := append([]byte(nil), data...)
 	return &Credential{
-		SigAlg:    sigAlg,
-		Kind:      DeviceKind(kind),
-		Serial:    new(big.Int).SetBytes(serial),
-		NotAfter:  time.Unix(int64(na), 0).UTC(),
-		PublicKey: &ecdsa.PublicKey{Curve: curve, X: x, Y: y},
-		Extra:     append([]byte(nil), extra...),
-		Signature: append([]byte(nil), sig...),
-		Raw:       raw,
-		TBS:       raw[:tbsLen],
+		SigAlg:        sigAlg,
+		Kind:          DeviceKind(kind),
+		Serial:        new(big.Int).SetBytes(serial),
+		NotAfter:      time.Unix(int64(na), 0).UTC(),
+		PublicKey:     &ecdsa.PublicKey{Curve: curve, X: x, Y: y},
+		EncryptionKey: encKey,
+		Extra:         append([]byte(nil), extra...),
+		Signature:     append([]byte(nil), sig...),
+		Raw:           raw,
+		TBS:           raw[:tbsLen],
 	}, nil
 }
 
@@ -204,7 +243,11 @@ func (c *Credential) Verify(root *x509.Certificate, kind DeviceKind, at time.Tim
 	if c.SigAlg != want {
 		return fmt.Errorf("%w: credential signature algorithm does not match the CA", ErrBadSignature)
 	}
-	if !verifySig(pub, append([]byte(credContext), c.TBS...), rawToSig(c.Signature)) {
+	ctxLabel := credContext
+	if c.EncryptionKey == nil {
+		ctxLabel = credContextV1
+	}
+	if !verifySig(pub, append([]byte(ctxLabel), c.TBS...), rawToSig(c.Signature)) {
 		return fmt.Errorf("%w: credential not signed by CA %q", ErrBadSignature, root.Subject.CommonName)
 	}
 	if c.Kind != kind {
@@ -214,4 +257,16 @@ func (c *Credential) Verify(root *x509.Certificate, kind DeviceKind, at time.Tim
 		return fmt.Errorf("%w: credential expired at %s", ErrExpired, c.NotAfter.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// ErrNoEncryptionKey is a credential from before signing and decryption
+// keys were separated: nothing may be sealed to its signing key.
+var ErrNoEncryptionKey = fmt.Errorf("%w: credential has no separate encryption key (certified before keys were separated; certify the device again)", ErrMalformed)
+
+// sealKey is the key to seal to for c.
+func (c *Credential) sealKey() (*ecdsa.PublicKey, error) {
+	if c == nil || c.EncryptionKey == nil {
+		return nil, ErrNoEncryptionKey
+	}
+	return c.EncryptionKey, nil
 }

@@ -43,12 +43,15 @@
 //
 //	1      the certifications above.
 //	2–3    POS.NewConsumption: amount, RandCodeP (128 bits, kept in the RandStore),
-//	       expiry, the POS credential, signed by the POS, as an EMVCo payload.
-//	4–5    Phone.ReadConsumption: EMVCo parse and CRC, credential signed by the CA
-//	       and of kind POS, not revoked (RevocationChecker), POS signature, expiry;
-//	       otherwise ErrIllegalPOS ("支付设备非法").
+//	       expiry, the POS certificate's serial, signed by the POS, as an EMVCo payload.
+//	4–5    Phone.ReadConsumption: EMVCo parse and CRC; the POS certificate, fetched
+//	       by serial (Phone.Certificates), signed by the CA, a POS device
+//	       certificate for the QR's merchant account, valid, not revoked
+//	       (RevocationChecker), registering an encryption key; POS signature,
+//	       expiry; otherwise ErrIllegalPOS ("支付设备非法").
 //	6–7    Phone.Pay: PaymentMessage (Sum, InforCn, RandCodeC, phone credential,
-//	       optional probe InforFpN) signed in the unit, HPKE-sealed to PubP,
+//	       optional probe InforFpN) signed in the unit, HPKE-sealed to the POS's
+//	       encryption key from its certificate (never its signing key PubP),
 //	       shown as the payment QR (Base45, alphanumeric mode).
 //	8–10   POS.Accept: key ID check (ErrWrongPOS), decryption (ErrDecrypt),
 //	       RandStore.Take — single use, unexpired, same amount/payee as issued.
@@ -74,7 +77,7 @@
 // the template out of every QR code and certificate copy, so a template
 // cannot be harvested even if the settlement key leaks later from old
 // photos of payment codes; (2) keeps the payment QR smaller (the phone
-// credential is 156 bytes, not ~900); (3) lets the template be deleted or
+// credential is 189 bytes, not ~900); (3) lets the template be deleted or
 // re-enrolled by revoking one certificate (erasure, GDPR art. 17); and (4)
 // loses nothing of the patent's binding, since the CA still signs
 // InforFp — as a commitment. The template is decrypted only inside
@@ -105,27 +108,31 @@
 //     checked on every use (phone → status endpoint; server → register,
 //     and at every TLS handshake).
 //   - Repeated wrong fingers lock the phone (5 failures in 15 minutes).
-//   - One key per device serves both signatures (ECDSA) and decryption
-//     (ECDH in HPKE). This mirrors the patent's single key pair and keeps the
-//     credential small; joint use of one EC key for signatures and
-//     ECIES-style encryption has been analysed for EMV (Degabriele et al.,
-//     CT-RSA 2012, for EC-Schnorr with ECIES-KEM) and no attack is known for
-//     ECDSA with ECDH, but key separation is the conservative choice: a
-//     deployment that wants it adds a second certified encryption key to the
-//     credential; nothing else changes.
+//   - Two keys per device (issue #12). The patent's single key pair would
+//     both sign (ECDSA) and decrypt (ECDH in HPKE); every unit instead holds
+//     a signing key and a separate decryption key, both certified: the
+//     certificate registers the encryption key as device attribute
+//     AttrEncryptionKey (CertificateEncryptionKey never falls back to the
+//     signing key) and the credential carries it too (version 2). The POS's
+//     credential no longer travels in the consumption QR, which names the
+//     POS certificate by serial instead: the phone fetches that certificate
+//     (it is online anyway for the revocation check), verifies it against
+//     its CA root and seals to the encryption key it registers.
 //
 // # Codes
 //
 // The consumption QR is an EMVCo merchant-presented dynamic payload
 // (package emvqr): 00=01, 01=12, 26 (GUI DEV.QSHIELD, merchant account),
-// 52, 53, 54, 58, 59, 60, the scheme data (version, expiry, RandCodeP, POS
-// credential, POS signature; base64url) split over unreserved templates 80+
-// (each starting with GUI DEV.QSHIELD), and the CRC 63. It stays within
-// EMVCo's 512 characters (about 490 with the demo merchant; a longer
-// merchant name or account is refused with a clear error), a version 17 QR
-// at error correction M. The payment QR is "QSP1:" followed by Base45
-// (RFC 9285) of key ID ‖ ciphertext: about 630 characters (version 16)
-// without a probe and 800–1100 (versions 18–23) with an ISO probe.
+// 52, 53, 54, 58, 59, 60, the scheme data (version 2, expiry, RandCodeP, POS
+// signature, POS certificate serial; base64url) split over unreserved
+// templates 80+ (each starting with GUI DEV.QSHIELD), and the CRC 63. It
+// stays well within EMVCo's 512 characters: about 300 with the demo
+// merchant (version 13 at error correction M) and 375 (version 15) with
+// every field at its longest (25-character name, 15-character city,
+// 64-character account, 13-character amount;
+// TestConsumptionQRAtMaximumLengths). The payment QR is "QSP1:" followed by
+// Base45 (RFC 9285) of key ID ‖ ciphertext: about 680 characters (version
+// 17) without a probe and about 870 (version 19) with the demo's ISO probe.
 //
 // # The rig
 //

@@ -140,7 +140,7 @@ func FuzzParseConsumption(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if c.Credential == nil || c.Amount <= 0 || len(c.Signature) != 64 {
+		if c.POSSerial == nil || c.POSSerial.Sign() <= 0 || c.Amount <= 0 || len(c.Signature) != 64 {
 			t.Fatal("accepted consumption QR is inconsistent")
 		}
 	})

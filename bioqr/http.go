@@ -59,6 +59,7 @@ func writeErr(w http.ResponseWriter, r *http.Request, err error) { codes.Write(w
 //
 //	GET  /v1/bioqr/credential        the settlement server's credential (any bioqr principal)
 //	GET  /v1/bioqr/status/{serial}   revocation status of a certificate (any bioqr principal)
+//	GET  /v1/bioqr/certificate/{serial}  a device certificate (DER; its encryption key), any bioqr principal
 //	POST /v1/bioqr/enrolment-codes   an account holder's consent (admin, or an operator whose scope has the account)
 //	POST /v1/bioqr/enrol             enrol a phone, with one enrolment code per account (admin, operator)
 //	POST /v1/bioqr/pos               certify a POS (admin, or an operator whose scope has its merchant account)
@@ -78,6 +79,7 @@ func (s *Settlement) Routes() []authz.Route {
 			httpx.WriteJSON(w, http.StatusOK, map[string][]byte{"credential": s.Credential(), "ca_root": s.Root().Raw})
 		})},
 		{Pattern: "GET /v1/bioqr/status/{serial}", Policy: anyBioQR, Handler: hf(s.serveStatus)},
+		{Pattern: "GET /v1/bioqr/certificate/{serial}", Policy: anyBioQR, Handler: hf(s.serveCertificate)},
 		{Pattern: "POST /v1/bioqr/enrolment-codes", Policy: certifiers, Handler: s.cfg.Consent.Handler()},
 		{Pattern: "POST /v1/bioqr/enrol", Policy: certifiers, Handler: hf(func(w http.ResponseWriter, r *http.Request) {
 			var req EnrolRequest
@@ -183,6 +185,31 @@ func (s *Settlement) serveStatus(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, StatusResponse{Serial: serial.Text(16), Known: true, Revoked: revoked})
 }
 
+// serveCertificate: GET /v1/bioqr/certificate/{serial}. Certificates are
+// public; the phone verifies what it gets against its CA root.
+func (s *Settlement) serveCertificate(w http.ResponseWriter, r *http.Request) {
+	serial, ok := new(big.Int).SetString(r.PathValue("serial"), 16)
+	if !ok || serial.Sign() <= 0 || serial.BitLen() > 160 {
+		httpx.WriteProblem(w, r, http.StatusBadRequest, "malformed", "serial must be hexadecimal")
+		return
+	}
+	der, err := s.cfg.CA.CertificateDER(r.Context(), serial.Text(16))
+	if errors.Is(err, pki.ErrUnknownCert) {
+		httpx.WriteProblem(w, r, http.StatusNotFound, "not_found", "no certificate with this serial")
+		return
+	}
+	if err != nil {
+		writeErr(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, CertificateResponse{Certificate: der})
+}
+
+// CertificateResponse is the body of GET /v1/bioqr/certificate/{serial}.
+type CertificateResponse struct {
+	Certificate []byte `json:"certificate"` // DER
+}
+
 // StatusResponse is the body of GET /v1/bioqr/status/{serial}.
 type StatusResponse struct {
 	Serial  string `json:"serial"`
@@ -241,6 +268,18 @@ func (c *Client) CheckRevoked(ctx context.Context, serial *big.Int) error {
 		return fmt.Errorf("%w: serial %s", pki.ErrRevoked, serial.Text(16))
 	}
 	return nil
+}
+
+// CertificateDER fetches the certificate with this serial (CertificateSource).
+// The caller verifies it; an unknown serial wraps pki.ErrUnknownCert.
+func (c *Client) CertificateDER(ctx context.Context, serial *big.Int) ([]byte, error) {
+	var out CertificateResponse
+	err := c.do(ctx, http.MethodGet, "/v1/bioqr/certificate/"+serial.Text(16), nil, &out)
+	var pe *httpx.Problem
+	if errors.As(err, &pe) && pe.Status == http.StatusNotFound {
+		return nil, fmt.Errorf("%w: serial %s: %w", pki.ErrUnknownCert, serial.Text(16), err)
+	}
+	return out.Certificate, err
 }
 
 // Enrol sends a phone enrolment (operator certificate required).
@@ -304,7 +343,7 @@ func (s *Settlement) publish(_ context.Context, p *pki.Principal, posCert *x509.
 		if err != nil {
 			return err
 		}
-		if c.Credential.Serial.Cmp(posCert.SerialNumber) != 0 {
+		if c.POSSerial.Cmp(posCert.SerialNumber) != 0 {
 			return fmt.Errorf("%w: the QR names another POS", ErrWrongPOS)
 		}
 		png, _, err := qrimg.EncodePNG(req.Payload, qrimg.M, posQRScale)

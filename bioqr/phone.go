@@ -2,11 +2,15 @@ package bioqr
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/qshield/qshield/pki"
 )
@@ -17,6 +21,15 @@ import (
 // the settlement server's status endpoint (Client).
 type RevocationChecker interface {
 	CheckRevoked(ctx context.Context, serial *big.Int) error
+}
+
+// CertificateSource gives the DER of the X.509 certificate the CA issued
+// with this serial. A phone takes a POS's encryption key from there (the
+// consumption QR has no room for it); it verifies what it gets against its
+// own CA root, so the source need not be trusted. In-process it is the CA
+// register (CARevocation), remotely the settlement server (Client).
+type CertificateSource interface {
+	CertificateDER(ctx context.Context, serial *big.Int) ([]byte, error)
 }
 
 // CARevocation checks the CA register directly.
@@ -35,12 +48,21 @@ func (r CARevocation) CheckRevoked(ctx context.Context, serial *big.Int) error {
 	return nil
 }
 
+// CertificateDER returns the certificate the CA register holds for serial.
+func (r CARevocation) CertificateDER(ctx context.Context, serial *big.Int) ([]byte, error) {
+	return r.CA.CertificateDER(ctx, serial.Text(16))
+}
+
 // Phone is the mobile device (移动设备 1): its secure unit holds the key, the
 // CA root, its certificate and credential and the sealed account list.
 type Phone struct {
 	Unit       *SecureUnit
 	Revocation RevocationChecker // nil: no revocation check (offline), not recommended
-	Now        func() time.Time
+	// Certificates gives the POS's certificate, which registers the POS's
+	// encryption key. Required to pay: nothing is ever sealed to the POS's
+	// signing key.
+	Certificates CertificateSource
+	Now          func() time.Time
 	// MaxClockSkew tolerates a POS clock ahead of the phone's (default 5 s).
 	MaxClockSkew time.Duration
 }
@@ -83,10 +105,12 @@ func (p *Phone) Accounts() ([]string, error) {
 }
 
 // ReadConsumption decodes a consumption QR and authenticates the POS (steps
-// 4 and 5): the POS credential must be signed by the phone's CA, be a POS
-// credential, unexpired and not revoked — otherwise the error wraps
-// ErrIllegalPOS ("支付设备非法") — and the payload must carry the POS's
-// valid signature (ErrBadSignature) and not be expired (ErrExpired).
+// 4 and 5): the POS certificate the QR names (fetched from Certificates)
+// must be signed by the phone's CA, be a POS's device certificate for the
+// QR's merchant account, valid now, not revoked and register an encryption
+// key — otherwise the error wraps ErrIllegalPOS ("支付设备非法") — and the
+// payload must carry the POS's valid signature (ErrBadSignature) and not be
+// expired (ErrExpired).
 func (p *Phone) ReadConsumption(ctx context.Context, payload string) (*Consumption, error) {
 	c, err := ParseConsumption(payload)
 	if err != nil {
@@ -97,11 +121,12 @@ func (p *Phone) ReadConsumption(ctx context.Context, payload string) (*Consumpti
 		return nil, ErrNotCertified
 	}
 	now := p.now()
-	if err := c.Credential.Verify(root, KindPOS, now); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrIllegalPOS, err)
+	cert, enc, err := p.posCertificate(ctx, root, c, now)
+	if err != nil {
+		return nil, err
 	}
 	if p.Revocation != nil {
-		if err := p.Revocation.CheckRevoked(ctx, c.Credential.Serial); err != nil {
+		if err := p.Revocation.CheckRevoked(ctx, c.POSSerial); err != nil {
 			if errors.Is(err, pki.ErrRevoked) || errors.Is(err, pki.ErrUnknownCert) || errors.Is(err, ErrIllegalPOS) {
 				return nil, fmt.Errorf("%w: %w", ErrIllegalPOS, err)
 			}
@@ -112,9 +137,10 @@ func (p *Phone) ReadConsumption(ctx context.Context, payload string) (*Consumpti
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if !verifySig(c.Credential.PublicKey, tbs, rawToSig(c.Signature)) {
+	if !verifySig(cert.PublicKey.(*ecdsa.PublicKey), tbs, rawToSig(c.Signature)) {
 		return nil, fmt.Errorf("%w: consumption QR not signed by the POS it names", ErrBadSignature)
 	}
+	c.POSCertificate, c.sealTo = cert, enc
 	skew := p.MaxClockSkew
 	if skew == 0 {
 		skew = 5 * time.Second
@@ -150,16 +176,80 @@ func (p *Phone) Pay(ctx context.Context, c *Consumption, account string, probe [
 	}
 	m := &PaymentMessage{
 		Amount: c.Amount, Currency: c.Currency, Account: account, MerchantAccount: c.Account,
-		RandCode: c.RandCode, Expires: c.Expires, POSSerial: c.Credential.Serial, Created: p.now(),
+		RandCode: c.RandCode, Expires: c.Expires, POSSerial: c.POSSerial, Created: p.now(),
 		PhoneCredential: cred.Raw, Probe: probe,
 	}
 	if err := m.sign(p.Unit); err != nil {
 		return "", err
 	}
-	kid := keyID(c.Credential.PublicKey)
-	ct, err := seal(c.Credential.PublicKey, []byte(paymentInfo), paymentAAD(kid), m.Raw)
+	if c.POSCertificate == nil {
+		return "", fmt.Errorf("%w: POS not verified (read the consumption QR with Phone.ReadConsumption)", ErrIllegalPOS)
+	}
+	kid := keyID(c.POSCertificate.PublicKey.(*ecdsa.PublicKey))
+	to := c.sealTo // the POS's encryption key, never its signing key
+	if to == nil {
+		return "", fmt.Errorf("%w: POS encryption key unknown (read the consumption QR with Phone.ReadConsumption)", ErrIllegalPOS)
+	}
+	ct, err := seal(to, []byte(paymentInfo), paymentAAD(kid), m.Raw)
 	if err != nil {
 		return "", err
 	}
 	return EncodePaymentQR(&PaymentQR{KeyID: kid, Ciphertext: ct}), nil
+}
+
+// posCertificate fetches the certificate of the POS that c names and
+// checks it: signed by root, the serial c names, valid at now, a bioqr POS
+// device certificate for c's merchant account with an EC signing key, and
+// registering a separate encryption key, which it returns. Errors wrap
+// ErrIllegalPOS, except a failure to reach the source.
+func (p *Phone) posCertificate(ctx context.Context, root *x509.Certificate, c *Consumption, now time.Time) (*x509.Certificate, *ecdsa.PublicKey, error) {
+	if p.Certificates == nil {
+		return nil, nil, fmt.Errorf("bioqr: phone has no source for POS certificates (Phone.Certificates)")
+	}
+	der, err := p.Certificates.CertificateDER(ctx, c.POSSerial)
+	if errors.Is(err, pki.ErrUnknownCert) {
+		return nil, nil, fmt.Errorf("%w: %w", ErrIllegalPOS, err)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("bioqr: POS certificate %s: %w", c.POSSerial.Text(16), err)
+	}
+	cert, err := pki.ParseCertDER(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: POS certificate: %w", ErrIllegalPOS, err)
+	}
+	if cert.SerialNumber.Cmp(c.POSSerial) != 0 {
+		return nil, nil, fmt.Errorf("%w: the certificate is not the one the QR names", ErrIllegalPOS)
+	}
+	if err := checkCertSignature(root, cert); err != nil {
+		return nil, nil, fmt.Errorf("%w: POS certificate not signed by CA %q: %w", ErrIllegalPOS, root.Subject.CommonName, err)
+	}
+	if now.Before(cert.NotBefore) || !now.Before(cert.NotAfter) {
+		return nil, nil, fmt.Errorf("%w: POS certificate not valid at %s: %w", ErrIllegalPOS, now.Format(time.RFC3339), ErrExpired)
+	}
+	if role, err := pki.RoleOf(cert); err != nil || role != pki.RoleDevice {
+		return nil, nil, fmt.Errorf("%w: not a device certificate", ErrIllegalPOS)
+	}
+	info, err := pki.DeviceInfoOf(cert)
+	if err != nil || info == nil || info.Kind != pki.KindPOS {
+		return nil, nil, fmt.Errorf("%w: not a POS certificate", ErrIllegalPOS)
+	}
+	if info.Attrs[AttrMerchantAccount] != c.Account {
+		return nil, nil, fmt.Errorf("%w: POS certified for merchant account %q, QR pays %q", ErrIllegalPOS, info.Attrs[AttrMerchantAccount], c.Account)
+	}
+	if _, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok {
+		return nil, nil, fmt.Errorf("%w: POS key is not an EC key", ErrIllegalPOS)
+	}
+	enc, err := CertificateEncryptionKey(cert)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrIllegalPOS, err)
+	}
+	return cert, enc, nil
+}
+
+// checkCertSignature checks that root signed cert (ECDSA or SM2).
+func checkCertSignature(root, cert *x509.Certificate) error {
+	if k, ok := root.PublicKey.(*ecdsa.PublicKey); ok && k.Curve == sm2Curve() {
+		return (*smx509.Certificate)(cert).CheckSignatureFrom((*smx509.Certificate)(root))
+	}
+	return cert.CheckSignatureFrom(root)
 }

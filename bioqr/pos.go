@@ -251,10 +251,6 @@ func (p *POS) SetSettlementCredential(raw []byte) error {
 // fresh 128-bit RandCodeP, kept in the store until used or expired (steps 2
 // and 3).
 func (p *POS) NewConsumption(ctx context.Context, amount int64) (*Consumption, error) {
-	cred := p.Unit.Credential()
-	if cred == nil {
-		return nil, ErrNotCertified
-	}
 	ttl := p.TTL
 	if ttl <= 0 {
 		ttl = DefaultConsumptionTTL
@@ -262,7 +258,11 @@ func (p *POS) NewConsumption(ctx context.Context, amount int64) (*Consumption, e
 	if ttl > maxConsumptionTTL {
 		return nil, fmt.Errorf("%w: consumption QR validity above %v", ErrMalformed, maxConsumptionTTL)
 	}
-	c := &Consumption{Merchant: p.Merchant, Amount: amount, Credential: cred}
+	cert := p.Unit.Certificate()
+	if cert == nil {
+		return nil, ErrNotCertified
+	}
+	c := &Consumption{Merchant: p.Merchant, Amount: amount, POSSerial: cert.SerialNumber}
 	if _, err := rand.Read(c.RandCode[:]); err != nil {
 		return nil, fmt.Errorf("bioqr: RandCode: %w", err)
 	}
@@ -361,5 +361,9 @@ func (p *POS) SealEnvelope(env *Envelope) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	return seal(p.Settlement.PublicKey, []byte(envelopeInfo), envelopeAAD(p.Unit.Certificate().SerialNumber), raw)
+	to, err := p.Settlement.sealKey()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrIllegalServer, err)
+	}
+	return seal(to, []byte(envelopeInfo), envelopeAAD(p.Unit.Certificate().SerialNumber), raw)
 }

@@ -230,7 +230,7 @@ func (r *Rig) NewPhone(ctx context.Context, id string, owner []byte, accounts []
 	if err := c.Install(u, r.Settlement.Root()); err != nil {
 		return nil, err
 	}
-	ph := &Phone{Unit: u, Revocation: CARevocation{CA: r.cfg.CA}, Now: r.cfg.Now}
+	ph := &Phone{Unit: u, Revocation: CARevocation{CA: r.cfg.CA}, Certificates: CARevocation{CA: r.cfg.CA}, Now: r.cfg.Now}
 	if err := ph.SetAccounts(accounts); err != nil {
 		return nil, err
 	}
@@ -238,7 +238,7 @@ func (r *Rig) NewPhone(ctx context.Context, id string, owner []byte, accounts []
 }
 
 // StartTLS serves the settlement API on a loopback port over mutual TLS
-// and switches the rig's POS (settlement) and phone (revocation status) to
+// and switches the rig's POS (settlement) and phone (revocation status, POS certificates) to
 // HTTP clients presenting their device certificates. stop shuts it down.
 func (r *Rig) StartTLS(ctx context.Context) (url string, stop func(), err error) {
 	ca := r.cfg.CA
@@ -273,7 +273,7 @@ func (r *Rig) StartTLS(ctx context.Context) (url string, stop func(), err error)
 	posClient := NewClient(url, ca.ClientTLS(sctx, posTLS, "localhost"))
 	phoneClient := NewClient(url, ca.ClientTLS(sctx, phoneTLS, "localhost"))
 	r.POS.Settler = posClient
-	r.Phone.Revocation = phoneClient
+	r.Phone.Revocation, r.Phone.Certificates = phoneClient, phoneClient
 	return url, func() {
 		posClient.Close()
 		phoneClient.Close()

@@ -24,13 +24,19 @@ import (
 )
 
 // SecureUnit is a device's "安全单元" (secure unit) in software: it generates
-// the device's key pair and never lets the private key out — callers can only
+// the device's two key pairs — one that only signs, one that only decrypts
+// (see Credential) — and never lets the private keys out: callers can only
 // ask it to sign, to decrypt, and to keep sealed secrets. On disk it is one
-// JSON file (mode 0600) holding the private key sealed with a
+// JSON file (mode 0600) holding the private keys sealed with a
 // pki.KeyEncryptor (argon2id from the user's PIN, or a raw 256-bit key), the
 // CA root, the device's X.509 certificate and compact credential (patent step
-// E/d), and named secrets sealed to the unit's own public key (step F: the
-// payment accounts). A unit with an empty path lives only in memory.
+// E/d), and named secrets sealed to the unit's own encryption key (step F:
+// the payment accounts). A unit with an empty path lives only in memory.
+//
+// A version 1 file (one key for both uses) is upgraded when opened: a
+// decryption key is generated, its secrets are sealed again to it, and the
+// file is rewritten as version 2. Its old credential carries no encryption
+// key, so nothing can be sealed to the device until it is certified again.
 //
 // A real deployment puts this behind a SIM/eSE/TEE applet with the same
 // small interface; nothing outside this file touches the key.
@@ -38,7 +44,8 @@ type SecureUnit struct {
 	mu   sync.Mutex
 	path string
 	enc  pki.KeyEncryptor
-	key  crypto.Signer // *ecdsa.PrivateKey (P-256) or *sm2.PrivateKey
+	key  crypto.Signer // signing: *ecdsa.PrivateKey (P-256) or *sm2.PrivateKey
+	dec  crypto.Signer // decryption only, same algorithm; never signs
 	rec  unitFile
 	cred *Credential
 	cert *x509.Certificate
@@ -50,6 +57,7 @@ type unitFile struct {
 	Kind       string            `json:"kind"`
 	Algorithm  string            `json:"algorithm"`
 	Key        []byte            `json:"sealed_key"`
+	DecKey     []byte            `json:"sealed_decryption_key,omitempty"` // version 2
 	CARoot     []byte            `json:"ca_root,omitempty"`
 	Cert       []byte            `json:"cert,omitempty"`
 	Credential []byte            `json:"credential,omitempty"`
@@ -67,21 +75,18 @@ func NewSecureUnit(path string, kind DeviceKind, alg pki.Algorithm, enc pki.KeyE
 	if !kind.Valid() {
 		return nil, fmt.Errorf("%w: unknown device kind %d", ErrMalformed, kind)
 	}
-	var key crypto.Signer
-	var err error
-	switch alg {
-	case pki.ECDSAP256, "":
+	if alg == "" {
 		alg = pki.ECDSAP256
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case pki.SM2:
-		key, err = sm2.GenerateKey(rand.Reader)
-	default:
-		return nil, fmt.Errorf("%w: unknown algorithm %q", ErrMalformed, alg)
 	}
+	key, err := generateKey(alg)
 	if err != nil {
-		return nil, fmt.Errorf("bioqr: generate key: %w", err)
+		return nil, err
 	}
-	u := &SecureUnit{path: path, enc: enc, key: key, rec: unitFile{Version: 1, Kind: kind.String(), Algorithm: string(alg)}}
+	dec, err := generateKey(alg)
+	if err != nil {
+		return nil, err
+	}
+	u := &SecureUnit{path: path, enc: enc, key: key, dec: dec, rec: unitFile{Version: unitVersion, Kind: kind.String(), Algorithm: string(alg)}}
 	if path == "" {
 		return u, nil
 	}
@@ -92,7 +97,11 @@ func NewSecureUnit(path string, kind DeviceKind, alg pki.Algorithm, enc pki.KeyE
 	if err != nil {
 		return nil, err
 	}
-	u.rec.Key = sealed
+	sealedDec, err := pki.SealPrivateKeyPEM(dec, enc)
+	if err != nil {
+		return nil, err
+	}
+	u.rec.Key, u.rec.DecKey = sealed, sealedDec
 	if _, err := os.Stat(path); err == nil {
 		return nil, fmt.Errorf("%w: secure unit %s", ErrExists, path)
 	}
@@ -121,24 +130,94 @@ func OpenSecureUnit(path string, enc pki.KeyEncryptor) (*SecureUnit, error) {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("%w: secure unit %s: %v", ErrMalformed, path, err)
 	}
-	if rec.Version != 1 {
+	if rec.Version != 1 && rec.Version != unitVersion {
 		return nil, fmt.Errorf("%w: secure unit version %d", ErrMalformed, rec.Version)
 	}
 	if _, err := ParseDeviceKind(rec.Kind); err != nil {
 		return nil, err
 	}
-	key, err := pki.ParsePrivateKeyPEM(rec.Key, enc)
-	if err != nil {
-		if errors.Is(err, pki.ErrWrongKey) || errors.Is(err, pki.ErrNoKey) {
-			return nil, fmt.Errorf("%w: %v", ErrWrongKey, err)
+	openKey := func(what string, pemKey []byte) (crypto.Signer, error) {
+		k, err := pki.ParsePrivateKeyPEM(pemKey, enc)
+		if err != nil {
+			if errors.Is(err, pki.ErrWrongKey) || errors.Is(err, pki.ErrNoKey) {
+				return nil, fmt.Errorf("%w: %v", ErrWrongKey, err)
+			}
+			return nil, fmt.Errorf("bioqr: secure unit %s: %w", what, err)
 		}
-		return nil, fmt.Errorf("bioqr: secure unit key: %w", err)
+		if _, ok := k.(*ecdsa.PrivateKey); !ok {
+			if _, ok := k.(*sm2.PrivateKey); !ok {
+				return nil, fmt.Errorf("%w: secure unit %s is a %T", ErrMalformed, what, k)
+			}
+		}
+		return k, nil
+	}
+	key, err := openKey("key", rec.Key)
+	if err != nil {
+		return nil, err
 	}
 	u := &SecureUnit{path: path, enc: enc, key: key, rec: rec}
+	if rec.Version == 1 {
+		if err := u.upgrade(); err != nil {
+			return nil, err
+		}
+	} else if u.dec, err = openKey("decryption key", rec.DecKey); err != nil {
+		return nil, err
+	}
 	if err := u.loadCerts(); err != nil {
 		return nil, err
 	}
 	return u, nil
+}
+
+// unitVersion is the unit file's version: 2 holds two keys.
+const unitVersion = 2
+
+func generateKey(alg pki.Algorithm) (crypto.Signer, error) {
+	var key crypto.Signer
+	var err error
+	switch alg {
+	case pki.ECDSAP256:
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case pki.SM2:
+		key, err = sm2.GenerateKey(rand.Reader)
+	default:
+		return nil, fmt.Errorf("%w: unknown algorithm %q", ErrMalformed, alg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bioqr: generate key: %w", err)
+	}
+	return key, nil
+}
+
+// upgrade turns a version 1 unit (one key) into version 2: a new
+// decryption key, the secrets sealed again to it, the file rewritten.
+func (u *SecureUnit) upgrade() error {
+	alg := pki.Algorithm(u.rec.Algorithm)
+	if alg == "" {
+		alg = pki.ECDSAP256
+	}
+	dec, err := generateKey(alg)
+	if err != nil {
+		return err
+	}
+	sealedDec, err := pki.SealPrivateKeyPEM(dec, u.enc)
+	if err != nil {
+		return err
+	}
+	u.dec = dec
+	secrets := make(map[string][]byte, len(u.rec.Secrets))
+	for name, ct := range u.rec.Secrets {
+		pt, err := open(u.key, []byte(secretInfo), []byte(name), ct)
+		if err != nil {
+			return fmt.Errorf("bioqr: upgrade secure unit: secret %q: %w", name, err)
+		}
+		if secrets[name], err = seal(u.EncryptionPublic(), []byte(secretInfo), []byte(name), pt); err != nil {
+			return err
+		}
+		clear(pt)
+	}
+	u.rec.Version, u.rec.DecKey, u.rec.Secrets = unitVersion, sealedDec, secrets
+	return u.save()
 }
 
 func (u *SecureUnit) loadCerts() error {
@@ -180,9 +259,15 @@ func (u *SecureUnit) save() error {
 // Kind is the device kind the unit was created for.
 func (u *SecureUnit) Kind() DeviceKind { k, _ := ParseDeviceKind(u.rec.Kind); return k }
 
-// Public returns the unit's public key (exportable, step A).
-func (u *SecureUnit) Public() *ecdsa.PublicKey {
-	switch k := u.key.(type) {
+// Public returns the unit's signing public key (exportable, step A).
+func (u *SecureUnit) Public() *ecdsa.PublicKey { return publicOf(u.key) }
+
+// EncryptionPublic returns the public key of the unit's decryption key:
+// what others seal to.
+func (u *SecureUnit) EncryptionPublic() *ecdsa.PublicKey { return publicOf(u.dec) }
+
+func publicOf(k crypto.Signer) *ecdsa.PublicKey {
+	switch k := k.(type) {
 	case *ecdsa.PrivateKey:
 		return &k.PublicKey
 	case *sm2.PrivateKey:
@@ -241,10 +326,11 @@ func verifySig(pub *ecdsa.PublicKey, msg, sig []byte) bool {
 	return ecdsa.VerifyASN1(pub, d[:], sig)
 }
 
-// Decrypt opens a ciphertext sealed to this unit's public key (with the
-// same info and aad); any failure wraps ErrDecrypt.
+// Decrypt opens a ciphertext sealed to this unit's encryption key (with the
+// same info and aad) with the decryption key — never the signing key; any
+// failure wraps ErrDecrypt.
 func (u *SecureUnit) Decrypt(info, aad, ct []byte) ([]byte, error) {
-	return open(u.key, info, aad, ct)
+	return open(u.dec, info, aad, ct)
 }
 
 // Install stores what the CA returned (step E / d): its root, the device
@@ -262,6 +348,19 @@ func (u *SecureUnit) Install(root *x509.Certificate, certDER, credential []byte)
 	pub := u.Public()
 	if !pub.Equal(cert.PublicKey) || !pub.Equal(cred.PublicKey) {
 		return fmt.Errorf("%w: the certificate is not for this secure unit's key", ErrMalformed)
+	}
+	certEnc, err := CertificateEncryptionKey(cert)
+	if err != nil {
+		return err
+	}
+	if !u.EncryptionPublic().Equal(certEnc) {
+		return fmt.Errorf("%w: the certificate's encryption key is not this secure unit's", ErrMalformed)
+	}
+	if cred.EncryptionKey == nil {
+		return ErrNoEncryptionKey
+	}
+	if !u.EncryptionPublic().Equal(cred.EncryptionKey) {
+		return fmt.Errorf("%w: the credential's encryption key is not this secure unit's", ErrMalformed)
 	}
 	if cred.Kind != u.Kind() {
 		return fmt.Errorf("%w: credential is for a %s, unit is a %s", ErrMalformed, cred.Kind, u.Kind())
@@ -320,12 +419,12 @@ func (s unitSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, er
 
 const secretInfo = "qshield bioqr secure unit secret v1"
 
-// PutSecret stores value under name, sealed to the unit's own public key.
+// PutSecret stores value under name, sealed to the unit's own encryption key.
 func (u *SecureUnit) PutSecret(name string, value []byte) error {
 	if name == "" || len(name) > 64 {
 		return fmt.Errorf("%w: secret name must be 1..64 bytes", ErrMalformed)
 	}
-	ct, err := seal(u.Public(), []byte(secretInfo), []byte(name), value)
+	ct, err := seal(u.EncryptionPublic(), []byte(secretInfo), []byte(name), value)
 	if err != nil {
 		return err
 	}

@@ -149,6 +149,7 @@ func (s *Settlement) ensureCertified(ctx context.Context) error {
 	u := s.cfg.Unit
 	now := s.cfg.Now()
 	if c := u.Credential(); c != nil && u.Root() != nil && u.Root().Equal(s.cfg.CA.Certificate()) &&
+		c.EncryptionKey != nil && c.EncryptionKey.Equal(u.EncryptionPublic()) && // else from before keys were separated
 		c.Verify(s.cfg.CA.Certificate(), KindSettlement, now.Add(24*time.Hour)) == nil {
 		if rev, err := s.cfg.CA.IsRevoked(ctx, c.Serial); err == nil && !rev {
 			return nil
@@ -240,7 +241,11 @@ func SealTemplate(settlement *Credential, phone *ecdsa.PublicKey, template []byt
 	if settlement == nil || settlement.Kind != KindSettlement {
 		return nil, nil, fmt.Errorf("%w: not a settlement credential", ErrIllegalServer)
 	}
-	sealed, err = seal(settlement.PublicKey, []byte(templateInfo), elliptic.MarshalCompressed(phone.Curve, phone.X, phone.Y), template)
+	to, err := settlement.sealKey()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrIllegalServer, err)
+	}
+	sealed, err = seal(to, []byte(templateInfo), elliptic.MarshalCompressed(phone.Curve, phone.X, phone.Y), template)
 	if err != nil {
 		return nil, nil, err
 	}

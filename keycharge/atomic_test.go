@@ -1,6 +1,7 @@
-package keycharge
+package keycharge_test
 
 import (
+	"github.com/qshield/qshield/keycharge"
 	"testing"
 
 	"github.com/qshield/qshield/sqldb"
@@ -24,7 +25,7 @@ func TestCommitIsAtomic(t *testing.T) {
 			}
 		}
 		c := e.charger(func(p string) error {
-			if p == FaultAfterStage {
+			if p == keycharge.FaultAfterStage {
 				// In-transaction records go to audit_log (SQLite) or to
 				// audit_queue, integrated later (PostgreSQL): take both away.
 				rename("audit_log", "audit_log_away")

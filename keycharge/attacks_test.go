@@ -1,10 +1,11 @@
-package keycharge
+package keycharge_test
 
 import (
 	"context"
 	"crypto"
 	"crypto/rand"
 	"errors"
+	"github.com/qshield/qshield/keycharge"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -126,7 +127,7 @@ func TestChargeFromPool(t *testing.T) {
 		dev := e.provision("SN-PO")
 		crash := true
 		c := e.charger(func(p string) error {
-			if crash && p == FaultAfterStage {
+			if crash && p == keycharge.FaultAfterStage {
 				return errCrash
 			}
 			return nil
@@ -137,7 +138,7 @@ func TestChargeFromPool(t *testing.T) {
 		if c.Pooled() != 1<<20 {
 			t.Fatalf("pooled %d", c.Pooled())
 		}
-		st, _ := e.lab.QKMP.poolStatus(ctx, "charger-1")
+		st, _ := e.lab.QKMP.PoolStatus(ctx, "charger-1")
 		if st.Bytes != 1<<20 {
 			t.Fatalf("platform pool %+v", st)
 		}
@@ -151,7 +152,7 @@ func TestChargeFromPool(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Recovered != RecoverDiscarded || c.Pooled() != 0 {
+		if res.Recovered != keycharge.RecoverDiscarded || c.Pooled() != 0 {
 			t.Fatalf("recovered %s, pool %d", res.Recovered, c.Pooled())
 		}
 		e.consistent(dev)
@@ -167,7 +168,7 @@ func TestChargeFromPool(t *testing.T) {
 			t.Fatalf("device holds %d", dev.Remaining())
 		}
 		// Another charger cannot use this charger's pool: it would need the keys.
-		st, _ = e.lab.QKMP.ResetPool(ctx, Principal{Name: "charger-1", Role: "client", Kind: "charger"})
+		st, _ = e.lab.QKMP.ResetPool(ctx, keycharge.Principal{Name: "charger-1", Role: "client", Kind: "charger"})
 		if st.Keys != 0 {
 			t.Fatalf("pool after reset: %+v", st)
 		}
@@ -187,7 +188,7 @@ func TestDeviceRefusesForeignCertificate(t *testing.T) {
 
 // corruptingKME flips a bit of one delivered key: the charger writes a key
 // the QSSC does not have.
-type corruptingKME struct{ KeySource }
+type corruptingKME struct{ keycharge.KeySource }
 
 func (c corruptingKME) EncKeys(ctx context.Context, slave string, n, bits int) ([]etsi014.KeyMaterial, error) {
 	ks, err := c.KeySource.EncKeys(ctx, slave, n, bits)
@@ -204,11 +205,11 @@ func TestConsistencyCheckCatchesCorruption(t *testing.T) {
 		e := startEnv(t, db, 2)
 		ctx := e.ctx
 		dev := e.provision("SN-HC")
-		bad, err := NewCharger(ChargerConfig{Platform: e.lab.Charger, KME: corruptingKME{e.lab.KMEA}, MasterSAE: "charger-1"})
+		bad, err := keycharge.NewCharger(keycharge.ChargerConfig{Platform: e.lab.Charger, KME: corruptingKME{e.lab.KMEA}, MasterSAE: "charger-1"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := bad.Charge(ctx, dev, 128<<10); !errors.Is(err, ErrHashMismatch) {
+		if _, err := bad.Charge(ctx, dev, 128<<10); !errors.Is(err, keycharge.ErrHashMismatch) {
 			t.Fatalf("corrupted charge: %v", err)
 		}
 		if dev.Remaining() != 0 || dev.Pending() != nil {
@@ -219,11 +220,11 @@ func TestConsistencyCheckCatchesCorruption(t *testing.T) {
 		if _, err := bad.Prefetch(ctx, 128<<10); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := bad.Charge(ctx, dev, 128<<10); !errors.Is(err, ErrHashMismatch) {
+		if _, err := bad.Charge(ctx, dev, 128<<10); !errors.Is(err, keycharge.ErrHashMismatch) {
 			t.Fatalf("corrupted pooled charge: %v", err)
 		}
 		e.consistent(dev)
-		if st, _ := e.lab.QKMP.poolStatus(ctx, "charger-1"); st.Keys != 0 {
+		if st, _ := e.lab.QKMP.PoolStatus(ctx, "charger-1"); st.Keys != 0 {
 			t.Fatalf("pooled keys of a failed charge survive: %+v", st)
 		}
 	})
@@ -258,16 +259,16 @@ func TestChannelForgery(t *testing.T) {
 		req.MAC = req.RequestMAC(channel.AuthKey(segment))
 		return req
 	}
-	if _, err := e.lab.Phone.OpenChannel(ctx, mk(fd, make([]byte, channel.SegmentLen))); !errors.Is(err, ErrBadSignature) {
+	if _, err := e.lab.Phone.OpenChannel(ctx, mk(fd, make([]byte, channel.SegmentLen))); !errors.Is(err, keycharge.ErrBadSignature) {
 		t.Fatalf("counterfeit signature: %v", err)
 	}
-	if _, err := e.lab.Phone.OpenChannel(ctx, mk(dev, make([]byte, channel.SegmentLen))); !errors.Is(err, ErrBadSignature) {
+	if _, err := e.lab.Phone.OpenChannel(ctx, mk(dev, make([]byte, channel.SegmentLen))); !errors.Is(err, keycharge.ErrBadSignature) {
 		t.Fatalf("genuine signature, wrong key: %v", err)
 	}
 	// Stale request (replayed later): refused on time.
 	old := mk(dev, make([]byte, channel.SegmentLen))
 	old.TimeMillis -= int64(time.Hour / time.Millisecond)
-	if _, err := e.lab.Phone.OpenChannel(ctx, old); !errors.Is(err, ErrInvalid) {
+	if _, err := e.lab.Phone.OpenChannel(ctx, old); !errors.Is(err, keycharge.ErrInvalid) {
 		t.Fatalf("stale request: %v", err)
 	}
 	keys, _ := e.lab.Admin.Keys(ctx, "SN-FG", 1)
@@ -275,7 +276,7 @@ func TestChannelForgery(t *testing.T) {
 		t.Fatalf("forged openings burnt %d bytes of key", keys[0].Used)
 	}
 	// The genuine device still opens at offset 0.
-	s, err := (&Phone{Device: dev, Platform: e.lab.Phone}).Open(ctx)
+	s, err := (&keycharge.Phone{Device: dev, Platform: e.lab.Phone}).Open(ctx)
 	if err != nil || s.Offset != 0 {
 		t.Fatalf("genuine open: %v", err)
 	}

@@ -106,14 +106,11 @@
 //
 // # The lab
 //
-// [StartLab] (lab.go) is the one harness left in this package: KME, QSSC,
-// platform server and charger on loopback. It stays here because the
-// package's own tests start it (startEnv in keycharge_test.go, used by six
-// test files) and those tests are internal (package keycharge): they also
-// use unexported parts (the key sealer's legacy path and legacyKeyAD, the
-// Charger's configuration). An
-// internal test cannot import internal/scenario, which imports keycharge
-// ("import cycle not allowed in test"), so moving the lab means first moving
-// those tests to an external keycharge_test package. [Provision] and
-// [Initialise] in the same file are not harness: `qshield admin` uses them.
+// The test and demo harness (KME, QSSC, platform server and charger on
+// loopback) is lab.StartKeycharge in internal/lab, outside this package: the
+// package's own tests are external (package keycharge_test) and reach the
+// few unexported parts they check (the key sealer's legacy path, the pool
+// status, the Charger's configuration) through export_test.go, which only
+// the test binary compiles. [Initialise] (initialise.go) is not harness:
+// `qshield admin` uses it.
 package keycharge

@@ -1,10 +1,11 @@
-package keycharge
+package keycharge_test
 
 import (
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"github.com/qshield/qshield/keycharge"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -36,11 +37,11 @@ func FuzzHandler(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	q, err := Open(ctx, Config{DB: db, CA: ca, Audit: log, MasterKey: bytes.Repeat([]byte{1}, 32)})
+	q, err := keycharge.Open(ctx, keycharge.Config{DB: db, CA: ca, Audit: log, MasterKey: bytes.Repeat([]byte{1}, 32)})
 	if err != nil {
 		f.Fatal(err)
 	}
-	if _, err := q.Register(ctx, Principal{Name: "qshield-admin", Role: pki.RoleClient, Kind: pki.PrincipalAdmin}, RegisterRequest{Serial: "FZ-1"}); err != nil {
+	if _, err := q.Register(ctx, keycharge.Principal{Name: "qshield-admin", Role: pki.RoleClient, Kind: pki.PrincipalAdmin}, keycharge.RegisterRequest{Serial: "FZ-1"}); err != nil {
 		f.Fatal(err)
 	}
 	admin, err := ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: "qshield-admin", Kind: pki.PrincipalAdmin})

@@ -1,4 +1,4 @@
-package keycharge
+package keycharge_test
 
 import (
 	"os"

@@ -1,4 +1,4 @@
-package keycharge
+package keycharge_test
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/internal/lab"
+	"github.com/qshield/qshield/keycharge"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -36,7 +38,7 @@ type env struct {
 	db  *sqldb.DB
 	ca  *pki.CA
 	log *audit.Log
-	lab *Lab
+	lab *lab.Keycharge
 	dir string
 }
 
@@ -61,7 +63,7 @@ func startEnv(t *testing.T, db *sqldb.DB, poolMB int) *env {
 	if e.log, err = audit.Open(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	e.lab, err = StartLab(ctx, LabConfig{DB: db, CA: e.ca, Audit: e.log, PoolUnits: poolMB*128 + 256})
+	e.lab, err = lab.StartKeycharge(ctx, lab.KeychargeConfig{DB: db, CA: e.ca, Audit: e.log, PoolUnits: poolMB*128 + 256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +78,7 @@ func startEnv(t *testing.T, db *sqldb.DB, poolMB int) *env {
 
 func (e *env) provision(serial string) *device.Device {
 	e.t.Helper()
-	d, err := Provision(e.ctx, e.lab.Admin, filepath.Join(e.dir, serial), device.Info{Serial: serial, Model: "QK-UKEY", Kind: "ukey"}, testPIN, testPUK, fastOpts, "admin-zhang", "user-"+serial)
+	d, err := lab.Provision(e.ctx, e.lab.Admin, filepath.Join(e.dir, serial), device.Info{Serial: serial, Model: "QK-UKEY", Kind: "ukey"}, testPIN, testPUK, fastOpts, "admin-zhang", "user-"+serial)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -84,7 +86,7 @@ func (e *env) provision(serial string) *device.Device {
 	return d
 }
 
-func (e *env) charger(fault func(string) error) *Charger {
+func (e *env) charger(fault func(string) error) *keycharge.Charger {
 	e.t.Helper()
 	c, err := e.lab.NewCharger(fault)
 	if err != nil {
@@ -129,26 +131,26 @@ func TestLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Only administrators may register.
-		if _, err := e.lab.Charger.Register(ctx, RegisterRequest{Serial: "SN-L1"}); !errors.Is(err, ErrForbidden) {
+		if _, err := e.lab.Charger.Register(ctx, keycharge.RegisterRequest{Serial: "SN-L1"}); !errors.Is(err, keycharge.ErrForbidden) {
 			t.Fatalf("charger registers a device: %v", err)
 		}
-		if _, err := e.lab.Phone.Register(ctx, RegisterRequest{Serial: "SN-L1"}); !errors.Is(err, ErrUnauthenticated) {
+		if _, err := e.lab.Phone.Register(ctx, keycharge.RegisterRequest{Serial: "SN-L1"}); !errors.Is(err, keycharge.ErrUnauthenticated) {
 			t.Fatalf("anonymous registers a device: %v", err)
 		}
-		if _, err := admin.Register(ctx, RegisterRequest{Serial: "SN-L1", Model: "UKEY"}); err != nil {
+		if _, err := admin.Register(ctx, keycharge.RegisterRequest{Serial: "SN-L1", Model: "UKEY"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := admin.Register(ctx, RegisterRequest{Serial: "SN-L1"}); !errors.Is(err, ErrExists) {
+		if _, err := admin.Register(ctx, keycharge.RegisterRequest{Serial: "SN-L1"}); !errors.Is(err, keycharge.ErrExists) {
 			t.Fatalf("duplicate: %v", err)
 		}
 		// Illegal transitions from manufactured change nothing.
-		for _, a := range []Action{ActDistribute, ActBind, ActActivate, ActFreeze, ActReportLost, ActUnfreeze} {
-			_, err := admin.Transition(ctx, "SN-L1", TransitionRequest{Action: a, Administrator: "x", User: "y"})
-			if !errors.Is(err, ErrTransition) {
+		for _, a := range []keycharge.Action{keycharge.ActDistribute, keycharge.ActBind, keycharge.ActActivate, keycharge.ActFreeze, keycharge.ActReportLost, keycharge.ActUnfreeze} {
+			_, err := admin.Transition(ctx, "SN-L1", keycharge.TransitionRequest{Action: a, Administrator: "x", User: "y"})
+			if !errors.Is(err, keycharge.ErrTransition) {
 				t.Fatalf("%s from manufactured: %v", a, err)
 			}
 		}
-		if _, err := admin.Transition(ctx, "SN-L1", TransitionRequest{Action: "explode"}); !errors.Is(err, ErrInvalid) {
+		if _, err := admin.Transition(ctx, "SN-L1", keycharge.TransitionRequest{Action: "explode"}); !errors.Is(err, keycharge.ErrInvalid) {
 			t.Fatal(err)
 		}
 		dev, err := device.Open(dir, testPIN, fastOpts)
@@ -160,22 +162,22 @@ func TestLifecycle(t *testing.T) {
 		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		pubDER, _ := x509.MarshalPKIXPublicKey(dev.PublicKey())
 		encDER, _ := x509.MarshalPKIXPublicKey(dev.EncryptionPublicKey())
-		badProof, _ := ecdsa.SignASN1(rand.Reader, other, InitialiseDigest("SN-L1", pubDER, encDER))
-		if _, err := admin.Transition(ctx, "SN-L1", TransitionRequest{Action: ActInitialise, PublicKey: pubDER, EncryptionKey: encDER, Proof: badProof}); !errors.Is(err, ErrBadSignature) {
+		badProof, _ := ecdsa.SignASN1(rand.Reader, other, keycharge.InitialiseDigest("SN-L1", pubDER, encDER))
+		if _, err := admin.Transition(ctx, "SN-L1", keycharge.TransitionRequest{Action: keycharge.ActInitialise, PublicKey: pubDER, EncryptionKey: encDER, Proof: badProof}); !errors.Is(err, keycharge.ErrBadSignature) {
 			t.Fatalf("initialise without proof of possession: %v", err)
 		}
 		// One key for signing and decryption (or none for decryption): refused.
 		for name, enc := range map[string][]byte{"the signing key again": pubDER, "no encryption key": nil} {
-			proof, _ := dev.Signer().Sign(rand.Reader, InitialiseDigest("SN-L1", pubDER, enc), nil)
-			if _, err := admin.Transition(ctx, "SN-L1", TransitionRequest{Action: ActInitialise, PublicKey: pubDER, EncryptionKey: enc, Proof: proof}); !errors.Is(err, ErrInvalid) {
+			proof, _ := dev.Signer().Sign(rand.Reader, keycharge.InitialiseDigest("SN-L1", pubDER, enc), nil)
+			if _, err := admin.Transition(ctx, "SN-L1", keycharge.TransitionRequest{Action: keycharge.ActInitialise, PublicKey: pubDER, EncryptionKey: enc, Proof: proof}); !errors.Is(err, keycharge.ErrInvalid) {
 				t.Fatalf("initialise with %s as encryption key: %v", name, err)
 			}
 		}
-		if err := Initialise(ctx, admin, dev); err != nil {
+		if err := keycharge.Initialise(ctx, admin, dev); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := admin.Device(ctx, "SN-L1")
-		if got.State != StateInitialised || got.CertSerial != dev.Certificate().SerialNumber.Text(16) {
+		if got.State != keycharge.StateInitialised || got.CertSerial != dev.Certificate().SerialNumber.Text(16) {
 			t.Fatalf("after initialise: %+v", got)
 		}
 		if info, err := e.ca.Verify(ctx, dev.Certificate(), pki.RoleDevice, time.Time{}); err != nil || info.Serial != "SN-L1" {
@@ -184,7 +186,7 @@ func TestLifecycle(t *testing.T) {
 		// The certificate registers both keys, each for its own use: what is
 		// encrypted to the registered encryption key opens, what is
 		// encrypted to the certificate's (signing) key does not.
-		encKey, err := DeviceEncryptionKey(dev.Certificate())
+		encKey, err := keycharge.DeviceEncryptionKey(dev.Certificate())
 		if err != nil || !encKey.Equal(dev.EncryptionPublicKey()) || encKey.Equal(dev.PublicKey()) {
 			t.Fatalf("registered encryption key: %v", err)
 		}
@@ -198,17 +200,17 @@ func TestLifecycle(t *testing.T) {
 			t.Fatal("a message encrypted to the signing key was decrypted")
 		}
 		steps := []struct {
-			tr   TransitionRequest
-			want State
+			tr   keycharge.TransitionRequest
+			want keycharge.State
 		}{
-			{TransitionRequest{Action: ActDistribute, Administrator: "admin-li"}, StateDistributed},
-			{TransitionRequest{Action: ActBind, User: "alice"}, StateBound},
-			{TransitionRequest{Action: ActActivate}, StateActive},
-			{TransitionRequest{Action: ActFreeze}, StateFrozen},
-			{TransitionRequest{Action: ActUnfreeze}, StateActive},
-			{TransitionRequest{Action: ActReportLost, Reason: "phone stolen"}, StateLost},
-			{TransitionRequest{Action: ActUnfreeze, Reason: "found"}, StateActive},
-			{TransitionRequest{Action: ActCancel}, StateCancelled},
+			{keycharge.TransitionRequest{Action: keycharge.ActDistribute, Administrator: "admin-li"}, keycharge.StateDistributed},
+			{keycharge.TransitionRequest{Action: keycharge.ActBind, User: "alice"}, keycharge.StateBound},
+			{keycharge.TransitionRequest{Action: keycharge.ActActivate}, keycharge.StateActive},
+			{keycharge.TransitionRequest{Action: keycharge.ActFreeze}, keycharge.StateFrozen},
+			{keycharge.TransitionRequest{Action: keycharge.ActUnfreeze}, keycharge.StateActive},
+			{keycharge.TransitionRequest{Action: keycharge.ActReportLost, Reason: "phone stolen"}, keycharge.StateLost},
+			{keycharge.TransitionRequest{Action: keycharge.ActUnfreeze, Reason: "found"}, keycharge.StateActive},
+			{keycharge.TransitionRequest{Action: keycharge.ActCancel}, keycharge.StateCancelled},
 		}
 		for _, s := range steps {
 			res, err := admin.Transition(ctx, "SN-L1", s.tr)
@@ -217,8 +219,8 @@ func TestLifecycle(t *testing.T) {
 			}
 		}
 		// Cancelled is final, and the certificate is revoked.
-		for a := range transitions {
-			if _, err := admin.Transition(ctx, "SN-L1", TransitionRequest{Action: a, Administrator: "x", User: "y"}); !errors.Is(err, ErrTransition) && !errors.Is(err, ErrInvalid) {
+		for _, a := range keycharge.Actions() {
+			if _, err := admin.Transition(ctx, "SN-L1", keycharge.TransitionRequest{Action: a, Administrator: "x", User: "y"}); !errors.Is(err, keycharge.ErrTransition) && !errors.Is(err, keycharge.ErrInvalid) {
 				t.Fatalf("%s after cancel: %v", a, err)
 			}
 		}
@@ -283,7 +285,7 @@ func TestChargeAndChannel(t *testing.T) {
 		}
 		// Channel, both algorithms.
 		for _, alg := range []channel.Alg{channel.AES256GCM, channel.SM4GCM} {
-			ph := &Phone{Device: dev, Platform: e.lab.Phone, Alg: alg}
+			ph := &keycharge.Phone{Device: dev, Platform: e.lab.Phone, Alg: alg}
 			s, err := ph.Open(ctx)
 			if err != nil {
 				t.Fatalf("%s open: %v", alg, err)
@@ -300,16 +302,16 @@ func TestChargeAndChannel(t *testing.T) {
 			}
 		}
 		// Replaying a frame is refused.
-		ph := &Phone{Device: dev, Platform: e.lab.Phone}
+		ph := &keycharge.Phone{Device: dev, Platform: e.lab.Phone}
 		s, err := ph.Open(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, _ := s.s.Seal([]byte("once"))
+		f, _ := s.Channel().Seal([]byte("once"))
 		if _, err := e.lab.Phone.ChannelMessage(ctx, f); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.lab.Phone.ChannelMessage(ctx, f); !errors.Is(err, ErrKeyUsed) {
+		if _, err := e.lab.Phone.ChannelMessage(ctx, f); !errors.Is(err, keycharge.ErrKeyUsed) {
 			t.Fatalf("replayed frame: %v", err)
 		}
 		// A second charge adds to the pool; usage on both sides stays equal
@@ -335,7 +337,7 @@ func TestClonedDeviceReplay(t *testing.T) {
 	}
 	clone := filepath.Join(e.dir, "clone")
 	copyDir(t, dev.Dir(), clone)
-	if _, err := (&Phone{Device: dev, Platform: e.lab.Phone}).Open(ctx); err != nil {
+	if _, err := (&keycharge.Phone{Device: dev, Platform: e.lab.Phone}).Open(ctx); err != nil {
 		t.Fatal(err)
 	}
 	cd, err := device.Open(clone, testPIN, fastOpts)
@@ -343,8 +345,8 @@ func TestClonedDeviceReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cd.Close()
-	_, err = (&Phone{Device: cd, Platform: e.lab.Phone}).Open(ctx)
-	if !errors.Is(err, ErrKeyUsed) {
+	_, err = (&keycharge.Phone{Device: cd, Platform: e.lab.Phone}).Open(ctx)
+	if !errors.Is(err, keycharge.ErrKeyUsed) {
 		t.Fatalf("clone replaying a used segment: %v", err)
 	}
 	// The refusal is audited.
@@ -372,22 +374,22 @@ func TestCounterfeitDevice(t *testing.T) {
 	// 3. A genuine platform certificate for another device's serial.
 	dev2 := e.provision("SN-CF2")
 	for name, cert := range map[string][]byte{"self-signed": der, "other CA": iss.DER, "other device": dev2.Certificate().Raw, "garbage": []byte("not a cert")} {
-		_, err := e.lab.Charger.BeginCharge(ctx, BeginRequest{Serial: "SN-CF", Volume: 1024, Certificate: cert})
-		if !errors.Is(err, ErrCounterfeit) {
+		_, err := e.lab.Charger.BeginCharge(ctx, keycharge.BeginRequest{Serial: "SN-CF", Volume: 1024, Certificate: cert})
+		if !errors.Is(err, keycharge.ErrCounterfeit) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
 	// The right certificate but a signature from another key.
-	b, err := e.lab.Charger.BeginCharge(ctx, BeginRequest{Serial: "SN-CF", Volume: 1024, Certificate: dev.Certificate().Raw})
+	b, err := e.lab.Charger.BeginCharge(ctx, keycharge.BeginRequest{Serial: "SN-CF", Volume: 1024, Certificate: dev.Certificate().Raw})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, _ := ecdsa.SignASN1(rand.Reader, key, ChallengeDigest(b.ChargeID, "SN-CF", 1024, b.Challenge))
-	if err := e.lab.Charger.AuthenticateCharge(ctx, b.ChargeID, sig); !errors.Is(err, ErrBadSignature) {
+	sig, _ := ecdsa.SignASN1(rand.Reader, key, keycharge.ChallengeDigest(b.ChargeID, "SN-CF", 1024, b.Challenge))
+	if err := e.lab.Charger.AuthenticateCharge(ctx, b.ChargeID, sig); !errors.Is(err, keycharge.ErrBadSignature) {
 		t.Fatalf("foreign signature: %v", err)
 	}
 	st, _ := e.lab.Charger.ChargeStatus(ctx, b.ChargeID)
-	if st.State != ChargeAborted {
+	if st.State != keycharge.ChargeAborted {
 		t.Fatalf("charge after a bad signature: %s", st.State)
 	}
 	// A counterfeit device store (its own key, self-made certificate) on the charger.
@@ -401,7 +403,7 @@ func TestCounterfeitDevice(t *testing.T) {
 	if err := fd.InstallCertificate(fc); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.charger(nil).Charge(ctx, fd, 1024); !errors.Is(err, ErrCounterfeit) {
+	if _, err := e.charger(nil).Charge(ctx, fd, 1024); !errors.Is(err, keycharge.ErrCounterfeit) {
 		t.Fatalf("counterfeit device charged: %v", err)
 	}
 	if fd.Remaining() != 0 {
@@ -417,22 +419,22 @@ func TestRefusedStates(t *testing.T) {
 	if _, err := c.Charge(ctx, dev, 256<<10); err != nil {
 		t.Fatal(err)
 	}
-	ph := &Phone{Device: dev, Platform: e.lab.Phone}
+	ph := &keycharge.Phone{Device: dev, Platform: e.lab.Phone}
 	s, err := ph.Open(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, step := range []struct {
-		act  Action
-		want State
-	}{{ActFreeze, StateFrozen}, {ActReportLost, StateLost}} {
-		if _, err := e.lab.Admin.Transition(ctx, "SN-RS", TransitionRequest{Action: step.act}); err != nil {
+		act  keycharge.Action
+		want keycharge.State
+	}{{keycharge.ActFreeze, keycharge.StateFrozen}, {keycharge.ActReportLost, keycharge.StateLost}} {
+		if _, err := e.lab.Admin.Transition(ctx, "SN-RS", keycharge.TransitionRequest{Action: step.act}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Charge(ctx, dev, 1024); !errors.Is(err, ErrDeviceState) {
+		if _, err := c.Charge(ctx, dev, 1024); !errors.Is(err, keycharge.ErrDeviceState) {
 			t.Fatalf("%s device charged: %v", step.want, err)
 		}
-		if _, err := ph.Open(ctx); !errors.Is(err, ErrDeviceState) {
+		if _, err := ph.Open(ctx); !errors.Is(err, keycharge.ErrDeviceState) {
 			t.Fatalf("%s device connected: %v", step.want, err)
 		}
 		if _, err := s.Send(ctx, []byte("hi")); err == nil {
@@ -444,7 +446,7 @@ func TestRefusedStates(t *testing.T) {
 		}
 	}
 	// Cancel the loss: works again, keys restored.
-	if _, err := e.lab.Admin.Transition(ctx, "SN-RS", TransitionRequest{Action: ActUnfreeze}); err != nil {
+	if _, err := e.lab.Admin.Transition(ctx, "SN-RS", keycharge.TransitionRequest{Action: keycharge.ActUnfreeze}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ph.Open(ctx); err != nil {
@@ -454,13 +456,13 @@ func TestRefusedStates(t *testing.T) {
 	if keys[0].State != "active" || keys[0].Restored == nil {
 		t.Fatalf("restored keys: %+v", keys[0])
 	}
-	if _, err := e.lab.Admin.Transition(ctx, "SN-RS", TransitionRequest{Action: ActCancel}); err != nil {
+	if _, err := e.lab.Admin.Transition(ctx, "SN-RS", keycharge.TransitionRequest{Action: keycharge.ActCancel}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Charge(ctx, dev, 1024); err == nil {
 		t.Fatal("cancelled device charged")
 	}
-	if _, err := ph.Open(ctx); !errors.Is(err, ErrDeviceState) {
+	if _, err := ph.Open(ctx); !errors.Is(err, keycharge.ErrDeviceState) {
 		t.Fatalf("cancelled device connected: %v", err)
 	}
 	var live int
@@ -502,10 +504,10 @@ func TestWrongPINReportedAndPUK(t *testing.T) {
 	for i := 0; i < 2; i++ { // reach the platform limit (5)
 		e.lab.Charger.ReportPINFailure(ctx, "SN-PIN")
 	}
-	if _, err := c.Charge(ctx, d2, 1024); !errors.Is(err, ErrPINLocked) {
+	if _, err := c.Charge(ctx, d2, 1024); !errors.Is(err, keycharge.ErrPINLocked) {
 		t.Fatalf("charge with the platform count at the limit: %v", err)
 	}
-	if _, err := e.lab.Admin.Transition(ctx, "SN-PIN", TransitionRequest{Action: ActUnlockPIN}); err != nil {
+	if _, err := e.lab.Admin.Transition(ctx, "SN-PIN", keycharge.TransitionRequest{Action: keycharge.ActUnlockPIN}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Charge(ctx, d2, 1024); err != nil {
@@ -523,7 +525,7 @@ func TestInterruptedCharge(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		e := startEnv(t, db, 8)
 		ctx := e.ctx
-		for i, point := range FaultPoints {
+		for i, point := range keycharge.FaultPoints {
 			t.Run(point, func(t *testing.T) {
 				dev := e.provision(fmt.Sprintf("SN-F%d", i))
 				crash := e.charger(func(p string) error {
@@ -533,7 +535,7 @@ func TestInterruptedCharge(t *testing.T) {
 					return nil
 				})
 				_, err := crash.Charge(ctx, dev, 300<<10)
-				if point != FaultAfterDevice && !errors.Is(err, errCrash) {
+				if point != keycharge.FaultAfterDevice && !errors.Is(err, errCrash) {
 					t.Fatalf("charge with a crash at %s: %v", point, err)
 				}
 				// "Replug": reopen the device from disk, as after a killed process.
@@ -549,12 +551,12 @@ func TestInterruptedCharge(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := RecoverNone
+				want := keycharge.RecoverNone
 				switch point {
-				case FaultAfterStage:
-					want = RecoverDiscarded
-				case FaultAfterCommit:
-					want = RecoverCommitted
+				case keycharge.FaultAfterStage:
+					want = keycharge.RecoverDiscarded
+				case keycharge.FaultAfterCommit:
+					want = keycharge.RecoverCommitted
 				}
 				if rec != want {
 					t.Fatalf("recovery after %s: %s, want %s", point, rec, want)
@@ -566,7 +568,7 @@ func TestInterruptedCharge(t *testing.T) {
 				}
 				e.consistent(d2)
 				wantBytes := int64(104 << 10) // 100 KiB rounds up to 13 keys of 8 KiB
-				if point == FaultAfterCommit || point == FaultAfterDevice {
+				if point == keycharge.FaultAfterCommit || point == keycharge.FaultAfterDevice {
 					wantBytes += 304 << 10
 				}
 				if d2.Remaining() != wantBytes {
@@ -588,7 +590,7 @@ func copyDir(t *testing.T, from, to string) {
 func TestChargerTunesToKME(t *testing.T) {
 	e := startEnv(t, sqldbtest.Open(t, sqldbtest.Backends()[0]), 1)
 	dev := e.provision("SN-TU")
-	c, err := NewCharger(ChargerConfig{Platform: e.lab.Charger, KME: e.lab.KMEA, MasterSAE: "charger-1", KeyBits: 1 << 20, Batch: 1000})
+	c, err := keycharge.NewCharger(keycharge.ChargerConfig{Platform: e.lab.Charger, KME: e.lab.KMEA, MasterSAE: "charger-1", KeyBits: 1 << 20, Batch: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -596,8 +598,8 @@ func TestChargerTunesToKME(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Keys != 13 || c.cfg.KeyBits != 65536 || c.cfg.Batch != 128 {
-		t.Fatalf("keys %d, key bits %d, batch %d", res.Keys, c.cfg.KeyBits, c.cfg.Batch)
+	if res.Keys != 13 || c.Config().KeyBits != 65536 || c.Config().Batch != 128 {
+		t.Fatalf("keys %d, key bits %d, batch %d", res.Keys, c.Config().KeyBits, c.Config().Batch)
 	}
 	e.consistent(dev)
 }
@@ -618,9 +620,9 @@ func TestWatchPlugIn(t *testing.T) {
 	c := e.charger(nil)
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Watch(ctx, WatchConfig{Dir: slot, Every: 20 * time.Millisecond, Volume: 16 << 10, Options: fastOpts,
+		done <- c.Watch(ctx, keycharge.WatchConfig{Dir: slot, Every: 20 * time.Millisecond, Volume: 16 << 10, Options: fastOpts,
 			PIN:      func(string, device.Info) ([]byte, error) { return append([]byte(nil), testPIN...), nil },
-			OnResult: func(_ string, _ *ChargeResult, err error) { results <- err }})
+			OnResult: func(_ string, _ *keycharge.ChargeResult, err error) { results <- err }})
 	}()
 	for i := 0; i < 2; i++ {
 		plugged := filepath.Join(slot, fmt.Sprintf("usb%d", i))

@@ -1,4 +1,4 @@
-package keycharge
+package keycharge_test
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/qshield/qshield/keycharge"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -62,7 +63,7 @@ func TestChargerKilled(t *testing.T) {
 		dev := e.provision("SN-KILL")
 		dir := dev.Dir()
 		dev.Close()
-		plans := append([]string{}, FaultPoints[:len(FaultPoints)-1]...)
+		plans := append([]string{}, keycharge.FaultPoints[:len(keycharge.FaultPoints)-1]...)
 		for i := 0; i < 3; i++ {
 			plans = append(plans, "random")
 		}
@@ -141,7 +142,7 @@ func TestChargerChild(t *testing.T) {
 		}
 		return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{c}}
 	}
-	ch, err := NewCharger(ChargerConfig{Platform: NewClient(qkmpURL, load("charger")), KME: etsi014.New(kmeURL, load("sae")), MasterSAE: sae,
+	ch, err := keycharge.NewCharger(keycharge.ChargerConfig{Platform: keycharge.NewClient(qkmpURL, load("charger")), KME: etsi014.New(kmeURL, load("sae")), MasterSAE: sae,
 		Batch: 8, Parallel: 2, // small batches: many steps to land a random kill in
 		Fault: func(p string) error {
 			if p == killAt {

@@ -1,7 +1,8 @@
-package keycharge
+package keycharge_test
 
 import (
 	"errors"
+	"github.com/qshield/qshield/keycharge"
 	"testing"
 
 	"github.com/qshield/qshield/pki"
@@ -16,30 +17,30 @@ func TestChargerSeesOnlyItsOwnCharges(t *testing.T) {
 	e := startEnv(t, sqldbtest.Open(t, sqldbtest.Backends()[0]), 1)
 	ctx := e.ctx
 	dev := e.provision("SN-OWN")
-	b, err := e.lab.Charger.BeginCharge(ctx, BeginRequest{Serial: "SN-OWN", Volume: 1024, Certificate: dev.Certificate().Raw})
+	b, err := e.lab.Charger.BeginCharge(ctx, keycharge.BeginRequest{Serial: "SN-OWN", Volume: 1024, Certificate: dev.Certificate().Raw})
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := Principal{Name: "charger-2", Role: pki.RoleApplication, Kind: pki.PrincipalCharger}
-	if _, err := e.lab.QKMP.ChargeStatusOf(ctx, other, b.ChargeID); !errors.Is(err, ErrForbidden) {
+	other := keycharge.Principal{Name: "charger-2", Role: pki.RoleApplication, Kind: pki.PrincipalCharger}
+	if _, err := e.lab.QKMP.ChargeStatusOf(ctx, other, b.ChargeID); !errors.Is(err, keycharge.ErrForbidden) {
 		t.Fatalf("another charger reads the charge: %v", err)
 	}
-	if _, err := e.lab.QKMP.AbortCharge(ctx, other, b.ChargeID, "mine now"); !errors.Is(err, ErrForbidden) {
+	if _, err := e.lab.QKMP.AbortCharge(ctx, other, b.ChargeID, "mine now"); !errors.Is(err, keycharge.ErrForbidden) {
 		t.Fatalf("another charger aborts the charge: %v", err)
 	}
-	if st, err := e.lab.Charger.ChargeStatus(ctx, b.ChargeID); err != nil || st.State != ChargeChallenged {
+	if st, err := e.lab.Charger.ChargeStatus(ctx, b.ChargeID); err != nil || st.State != keycharge.ChargeChallenged {
 		t.Fatalf("the owner's view: %+v %v", st, err)
 	}
-	admin := Principal{Name: "qshield-admin", Role: pki.RoleClient, Kind: pki.PrincipalAdmin}
+	admin := keycharge.Principal{Name: "qshield-admin", Role: pki.RoleClient, Kind: pki.PrincipalAdmin}
 	if _, err := e.lab.QKMP.ChargeStatusOf(ctx, admin, b.ChargeID); err != nil {
 		t.Fatalf("administrator: %v", err)
 	}
 	// Names do not make a charger: a phone named like one is refused.
-	phone := Principal{Name: "charger-x", Role: pki.RoleClient, Kind: pki.PrincipalPhone}
-	if _, err := e.lab.QKMP.ReportPINFailure(ctx, phone, "SN-OWN"); !errors.Is(err, ErrForbidden) {
+	phone := keycharge.Principal{Name: "charger-x", Role: pki.RoleClient, Kind: pki.PrincipalPhone}
+	if _, err := e.lab.QKMP.ReportPINFailure(ctx, phone, "SN-OWN"); !errors.Is(err, keycharge.ErrForbidden) {
 		t.Fatalf("phone named charger-x reports a PIN failure: %v", err)
 	}
-	if _, err := e.lab.QKMP.Devices(ctx, Principal{Name: "qshield-admin", Role: pki.RoleClient, Kind: pki.PrincipalPhone}, 10); !errors.Is(err, ErrForbidden) {
+	if _, err := e.lab.QKMP.Devices(ctx, keycharge.Principal{Name: "qshield-admin", Role: pki.RoleClient, Kind: pki.PrincipalPhone}, 10); !errors.Is(err, keycharge.ErrForbidden) {
 		t.Fatalf("phone named qshield-admin lists devices: %v", err)
 	}
 }

@@ -1,8 +1,9 @@
-package keycharge
+package keycharge_test
 
 import (
 	"bytes"
 	"crypto/rand"
+	"github.com/qshield/qshield/keycharge"
 	"testing"
 
 	"github.com/qshield/qshield/seal"
@@ -15,7 +16,7 @@ import (
 func TestResealLegacyKeys(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		e := startEnv(t, db, 1)
-		ctx, s := e.ctx, e.lab.QKMP.seal
+		ctx, s := e.ctx, e.lab.QKMP.Sealer()
 		if _, err := e.charger(nil).Charge(ctx, e.provision("SN-R1"), 160<<10); err != nil {
 			t.Fatal(err)
 		}
@@ -30,7 +31,7 @@ func TestResealLegacyKeys(t *testing.T) {
 			if err := rs.Scan(&id, &b); err != nil {
 				t.Fatal(err)
 			}
-			if plain[id], err = s.open(id, b); err != nil {
+			if plain[id], err = s.Open(id, b); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -41,18 +42,18 @@ func TestResealLegacyKeys(t *testing.T) {
 		for id, k := range plain {
 			n := make([]byte, 12, 12+len(k)+16)
 			rand.Read(n)
-			old := s.legacy.Seal(n, n, k, legacyKeyAD(id))
+			old := s.LegacySeal(id, n, k)
 			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE keycharge_keys SET sealed = ? WHERE key_id = ?`), old, id); err != nil {
 				t.Fatal(err)
 			}
-			if got, err := s.open(id, old); err != nil || !bytes.Equal(got, k) {
+			if got, err := s.Open(id, old); err != nil || !bytes.Equal(got, k) {
 				t.Fatalf("legacy key %s does not open: %v", id, err)
 			}
 		}
-		if n, err := reseal(ctx, db, s); err != nil || n != 20 {
+		if n, err := keycharge.Reseal(ctx, db, s); err != nil || n != 20 {
 			t.Fatalf("reseal rewrote %d keys (%v), want 20", n, err)
 		}
-		if n, err := reseal(ctx, db, s); err != nil || n != 0 {
+		if n, err := keycharge.Reseal(ctx, db, s); err != nil || n != 0 {
 			t.Fatalf("second reseal rewrote %d keys (%v), want 0", n, err)
 		}
 		for id, k := range plain {
@@ -60,7 +61,7 @@ func TestResealLegacyKeys(t *testing.T) {
 			if err := db.QueryRowContext(ctx, db.Rebind(`SELECT sealed FROM keycharge_keys WHERE key_id = ?`), id).Scan(&b); err != nil {
 				t.Fatal(err)
 			}
-			got, err := s.s.Open(b, id)
+			got, err := s.Current().Open(b, id)
 			if err != nil || !seal.IsSealed(b) || !bytes.Equal(got, k) {
 				t.Fatalf("key %s after reseal: %v", id, err)
 			}

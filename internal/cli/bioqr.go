@@ -345,7 +345,7 @@ func bioqrPhonePay(g *Globals, stateDir *string) *cobra.Command {
 			}
 			cl := bioqr.NewClient(cfg.Server, tc)
 			defer cl.Close()
-			ph := &bioqr.Phone{Unit: u, Revocation: cl}
+			ph := &bioqr.Phone{Unit: u, Revocation: cl, Certificates: cl}
 			text, err := bioqrReadQR(image)
 			if err != nil {
 				return err

@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/lab"
 	"github.com/qshield/qshield/internal/platform"
-	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
@@ -42,7 +42,7 @@ func writeCertPair(t *testing.T, dir, name string, der []byte, key any) {
 	os.WriteFile(filepath.Join(dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}), 0o600)
 }
 
-// The admin, charger and phone commands end to end against a lab platform.
+// The admin, charger and phone commands end to end against a kc platform.
 func TestKeychargeCommands(t *testing.T) {
 	ctx := context.Background()
 	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
@@ -52,12 +52,12 @@ func TestKeychargeCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	log, _ := audit.Open(ctx, db)
-	lab, err := keycharge.StartLab(ctx, keycharge.LabConfig{DB: db, CA: ca, Audit: log, PoolUnits: 512})
+	kc, err := lab.StartKeycharge(ctx, lab.KeychargeConfig{DB: db, CA: ca, Audit: log, PoolUnits: 512})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lab.Close()
-	if err := lab.Fill(ctx, 2<<20); err != nil {
+	defer kc.Close()
+	if err := kc.Fill(ctx, 2<<20); err != nil {
 		t.Fatal(err)
 	}
 	state := t.TempDir()
@@ -65,16 +65,16 @@ func TestKeychargeCommands(t *testing.T) {
 	// The admin key sealed under the passphrase, as `qshield serve` writes it
 	// when QSHIELD_ADMIN_PASSPHRASE is set: every admin command reads it
 	// (tls.LoadX509KeyPair could not, #12).
-	writeCertPair(t, state, "admin", lab.AdminCert.Certificate[0], lab.AdminCert.PrivateKey)
+	writeCertPair(t, state, "admin", kc.AdminCert.Certificate[0], kc.AdminCert.PrivateKey)
 	t.Setenv(platform.EnvAdminPassphrase, "correct horse battery staple")
-	sealedAdmin, err := pki.SealPrivateKeyPEM(lab.AdminCert.PrivateKey.(crypto.Signer), pki.PassphraseKey([]byte("correct horse battery staple")))
+	sealedAdmin, err := pki.SealPrivateKeyPEM(kc.AdminCert.PrivateKey.(crypto.Signer), pki.PassphraseKey([]byte("correct horse battery staple")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(state, "admin-key.pem"), sealedAdmin, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	writeCertPair(t, state, "charger-1", lab.ChargerCert.Certificate[0], lab.ChargerCert.PrivateKey)
+	writeCertPair(t, state, "charger-1", kc.ChargerCert.Certificate[0], kc.ChargerCert.PrivateKey)
 	devices := t.TempDir()
 	dev := filepath.Join(devices, "ukey1")
 	t.Setenv(EnvDevicePIN, "112233")
@@ -106,7 +106,7 @@ func TestKeychargeCommands(t *testing.T) {
 		g.Init()
 		return f(g), &out
 	}
-	common := []string{"--server", lab.URL, "--admin", state}
+	common := []string{"--server", kc.URL, "--admin", state}
 	admin := func(args ...string) string {
 		c, out := mk(AdminCommand)
 		run(c, append(args, common...)...)
@@ -120,7 +120,7 @@ func TestKeychargeCommands(t *testing.T) {
 		t.Fatalf("activate: %s", out)
 	}
 	ch, out := mk(ChargerCommand)
-	run(ch, append([]string{"--watch", devices, "--once", "--volume", "256KiB", "--kme", lab.Pair.AURL,
+	run(ch, append([]string{"--watch", devices, "--once", "--volume", "256KiB", "--kme", kc.Pair.AURL,
 		"--cert", filepath.Join(state, "charger-1.pem"), "--key", filepath.Join(state, "charger-1-key.pem")}, common...)...)
 	if !strings.Contains(out.String(), "charged 262144 bytes") {
 		t.Fatalf("charger: %s", out.String())
@@ -144,7 +144,7 @@ func TestKeychargeCommands(t *testing.T) {
 	// charger --once must fail when its charge fails (a frozen device is
 	// refused): it used to exit 0 whatever happened.
 	ch2, _ := mk(ChargerCommand)
-	ch2.SetArgs(append([]string{"--watch", devices, "--once", "--volume", "64KiB", "--kme", lab.Pair.AURL,
+	ch2.SetArgs(append([]string{"--watch", devices, "--once", "--volume", "64KiB", "--kme", kc.Pair.AURL,
 		"--cert", filepath.Join(state, "charger-1.pem"), "--key", filepath.Join(state, "charger-1-key.pem")}, common...))
 	ch2.SetOut(&bytes.Buffer{})
 	ch2.SetErr(&bytes.Buffer{})

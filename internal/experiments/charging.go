@@ -16,6 +16,7 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/experiment"
+	"github.com/qshield/qshield/internal/lab"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
@@ -132,11 +133,11 @@ func runCharging(ctx context.Context, env *experiment.Env) (*experiment.Result, 
 	}
 	maxMB := slices.Max(sizes)
 	unit := keyBits / 8
-	lab, err := keycharge.StartLab(ctx, keycharge.LabConfig{DB: db, CA: ca, Audit: alog, KeyBits: keyBits, PoolUnits: (maxMB<<20)/unit*3 + 2048, Log: env.Log})
+	kc, err := lab.StartKeycharge(ctx, lab.KeychargeConfig{DB: db, CA: ca, Audit: alog, KeyBits: keyBits, PoolUnits: (maxMB<<20)/unit*3 + 2048, Log: env.Log})
 	if err != nil {
 		return nil, err
 	}
-	defer lab.Close()
+	defer kc.Close()
 	// Each charge goes into a fresh device (a UKEY holds a few MB; a device
 	// that accumulated hundreds of MB would measure its metadata instead).
 	// The PIN KDF is not part of a charge: cheaper parameters here.
@@ -146,14 +147,14 @@ func runCharging(ctx context.Context, env *experiment.Env) (*experiment.Result, 
 	nDev := 0
 	fresh := func() (*device.Device, error) {
 		nDev++
-		return keycharge.Provision(ctx, lab.Admin, filepath.Join(work, fmt.Sprintf("ukey-%d", nDev)), device.Info{Serial: fmt.Sprintf("%s-%d", serial, nDev), Kind: "ukey"}, pin, puk, opts, "exp-admin", "exp-user")
+		return lab.Provision(ctx, kc.Admin, filepath.Join(work, fmt.Sprintf("ukey-%d", nDev)), device.Info{Serial: fmt.Sprintf("%s-%d", serial, nDev), Kind: "ukey"}, pin, puk, opts, "exp-admin", "exp-user")
 	}
-	dev, err := keycharge.Provision(ctx, lab.Admin, filepath.Join(work, "ukey"), device.Info{Serial: serial, Kind: "ukey"}, pin, puk, opts, "exp-admin", "exp-user")
+	dev, err := lab.Provision(ctx, kc.Admin, filepath.Join(work, "ukey"), device.Info{Serial: serial, Kind: "ukey"}, pin, puk, opts, "exp-admin", "exp-user")
 	if err != nil {
 		return nil, err
 	}
 	defer dev.Close()
-	ch, err := lab.NewCharger(nil)
+	ch, err := kc.NewCharger(nil)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +164,7 @@ func runCharging(ctx context.Context, env *experiment.Env) (*experiment.Result, 
 		vol := int64(mb) << 20
 		var direct, pool, devw []chargeCell
 		for r := 0; r < reps; r++ {
-			if err := lab.Fill(ctx, vol); err != nil {
+			if err := kc.Fill(ctx, vol); err != nil {
 				return nil, fmt.Errorf("fill key pools: %w", err)
 			}
 			d1, err := fresh()
@@ -178,7 +179,7 @@ func runCharging(ctx context.Context, env *experiment.Env) (*experiment.Result, 
 			direct = append(direct, chargeCell{Elapsed: res.Elapsed, Fetch: res.FetchWrite, Commit: res.Commit})
 			// The same volume from the charger's local pool (prefetched and
 			// announced to the platform beforehand).
-			if err := lab.Fill(ctx, vol); err != nil {
+			if err := kc.Fill(ctx, vol); err != nil {
 				return nil, fmt.Errorf("fill key pools: %w", err)
 			}
 			t0 := time.Now()
@@ -221,18 +222,18 @@ func runCharging(ctx context.Context, env *experiment.Env) (*experiment.Result, 
 	// Channel set-up latency: on a device charged with 1 MiB and on one
 	// charged with 9 MiB (the metadata, rewritten and synced once per
 	// segment lease, grows with the number of keys held).
-	small, err := keycharge.Provision(ctx, lab.Admin, filepath.Join(work, "ukey-small"), device.Info{Serial: serial + "-S", Kind: "ukey"}, pin, puk, opts, "exp-admin", "exp-user")
+	small, err := lab.Provision(ctx, kc.Admin, filepath.Join(work, "ukey-small"), device.Info{Serial: serial + "-S", Kind: "ukey"}, pin, puk, opts, "exp-admin", "exp-user")
 	if err != nil {
 		return nil, err
 	}
 	defer small.Close()
-	if err := lab.Fill(ctx, 1<<20); err != nil {
+	if err := kc.Fill(ctx, 1<<20); err != nil {
 		return nil, err
 	}
 	if _, err := ch.Charge(ctx, small, 1<<20); err != nil {
 		return nil, err
 	}
-	if err := lab.Fill(ctx, 9<<20); err != nil {
+	if err := kc.Fill(ctx, 9<<20); err != nil {
 		return nil, err
 	}
 	if _, err := ch.Charge(ctx, dev, 9<<20); err != nil {
@@ -247,7 +248,7 @@ func runCharging(ctx context.Context, env *experiment.Env) (*experiment.Result, 
 		var lat []time.Duration
 		for i := 0; i < nSessions; i++ {
 			t0 := time.Now()
-			if _, err := (&keycharge.Phone{Device: d, Platform: lab.Phone}).Open(ctx); err != nil {
+			if _, err := (&keycharge.Phone{Device: d, Platform: kc.Phone}).Open(ctx); err != nil {
 				return nil, fmt.Errorf("channel open: %w", err)
 			}
 			lat = append(lat, time.Since(t0))
@@ -259,7 +260,7 @@ func runCharging(ctx context.Context, env *experiment.Env) (*experiment.Result, 
 	var chCells []channelCell
 	for _, alg := range []channel.Alg{channel.AES256GCM, channel.SM4GCM} {
 		for _, sz := range msgSizes {
-			s, err := (&keycharge.Phone{Device: dev, Platform: lab.Phone, Alg: alg}).Open(ctx)
+			s, err := (&keycharge.Phone{Device: dev, Platform: kc.Phone, Alg: alg}).Open(ctx)
 			if err != nil {
 				return nil, err
 			}

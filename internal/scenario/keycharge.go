@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/internal/lab"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
@@ -53,11 +54,11 @@ func KeyCharge(ctx context.Context, deps KeyChargeDeps) (steps []Step, err error
 		}
 		defer os.RemoveAll(r.dir)
 	}
-	r.lab, err = keycharge.StartLab(ctx, keycharge.LabConfig{DB: deps.DB, CA: deps.CA, Audit: deps.Audit, PoolUnits: 1024, Log: deps.Log})
+	r.kc, err = lab.StartKeycharge(ctx, lab.KeychargeConfig{DB: deps.DB, CA: deps.CA, Audit: deps.Audit, PoolUnits: 1024, Log: deps.Log})
 	if err != nil {
 		return nil, err
 	}
-	defer r.lab.Close()
+	defer r.kc.Close()
 	defer func() {
 		if r.dev != nil {
 			r.dev.Close()
@@ -77,7 +78,7 @@ type kcRun struct {
 	ctx      context.Context
 	deps     KeyChargeDeps
 	dir      string
-	lab      *keycharge.Lab
+	kc       *lab.Keycharge
 	steps    []Step
 	opts     device.Options
 	pin, puk []byte
@@ -106,37 +107,37 @@ func (r *kcRun) refused(step string, err error, want error) error {
 
 // fill puts quantum key into both KMEs' pools.
 func (r *kcRun) fill() error {
-	if err := r.lab.Fill(r.ctx, 6<<20); err != nil {
+	if err := r.kc.Fill(r.ctx, 6<<20); err != nil {
 		return err
 	}
-	lab := r.lab
-	r.ok("KME pair", "charger SAE %s at %s, QSSC SAE %s at %s; 6 MiB of quantum key in each pool", lab.Config.ChargerSAE, lab.Pair.AURL, lab.Config.QSSCSAE, lab.Pair.BURL)
+	kc := r.kc
+	r.ok("KME pair", "charger SAE %s at %s, QSSC SAE %s at %s; 6 MiB of quantum key in each pool", kc.Config.ChargerSAE, kc.Pair.AURL, kc.Config.QSSCSAE, kc.Pair.BURL)
 	return nil
 }
 
 // provision runs the device lifecycle up to "bound" and two refused
 // transitions.
 func (r *kcRun) provision() error {
-	ctx, lab := r.ctx, r.lab
+	ctx, kc := r.ctx, r.kc
 	suffix := make([]byte, 3)
 	rand.Read(suffix)
 	r.serial = fmt.Sprintf("QK-UKEY-%X", suffix)
 	r.devDir = filepath.Join(r.dir, r.serial)
-	dev, err := keycharge.Provision(ctx, lab.Admin, r.devDir, device.Info{Serial: r.serial, Model: "QK-UKEY-1", Kind: "ukey"}, r.pin, r.puk, r.opts, "admin-wang", "alice")
+	dev, err := lab.Provision(ctx, kc.Admin, r.devDir, device.Info{Serial: r.serial, Model: "QK-UKEY-1", Kind: "ukey"}, r.pin, r.puk, r.opts, "admin-wang", "alice")
 	if err != nil {
 		return fmt.Errorf("keycharge demo: provision: %w", err)
 	}
 	r.dev = dev
-	d, err := lab.Admin.Device(ctx, r.serial)
+	d, err := kc.Admin.Device(ctx, r.serial)
 	if err != nil {
 		return err
 	}
 	r.ok("device lifecycle", "%s manufactured (key pair generated inside) → initialised (certificate %s from the platform CA) → distributed to admin-wang → bound to alice → %s", r.serial, d.CertSerial, d.State)
-	_, err = lab.Admin.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: keycharge.ActActivate})
+	_, err = kc.Admin.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: keycharge.ActActivate})
 	if err := r.refused("illegal transition: activate an active device", err, keycharge.ErrTransition); err != nil {
 		return err
 	}
-	_, err = lab.Charger.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: keycharge.ActFreeze})
+	_, err = kc.Charger.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: keycharge.ActFreeze})
 	return r.refused("charger (not an administrator) freezes the device", err, keycharge.ErrForbidden)
 }
 
@@ -145,7 +146,7 @@ func (r *kcRun) provision() error {
 func (r *kcRun) charge() error {
 	ctx := r.ctx
 	var err error
-	if r.ch, err = r.lab.NewCharger(nil); err != nil {
+	if r.ch, err = r.kc.NewCharger(nil); err != nil {
 		return err
 	}
 	res, err := r.ch.Charge(ctx, r.dev, 2<<20)
@@ -162,7 +163,7 @@ func (r *kcRun) charge() error {
 	}
 	r.ok("charge 1 MiB from prefetched pools", "%v (%.1f MB/s); device holds %d bytes", res.Elapsed.Round(time.Millisecond), float64(res.Bytes)/1e6/res.Elapsed.Seconds(), res.Remaining)
 	dd, _ := r.dev.Digest()
-	pd, _ := r.lab.QKMP.DeviceDigest(ctx, r.serial)
+	pd, _ := r.kc.QKMP.DeviceDigest(ctx, r.serial)
 	if string(dd) != string(pd) {
 		return errors.New("keycharge demo: device and platform hold different keys")
 	}
@@ -177,7 +178,7 @@ func (r *kcRun) channels() error {
 		return err
 	}
 	for _, alg := range []channel.Alg{channel.AES256GCM, channel.SM4GCM} {
-		s, err := (&keycharge.Phone{Device: r.dev, Platform: r.lab.Phone, Alg: alg}).Open(r.ctx)
+		s, err := (&keycharge.Phone{Device: r.dev, Platform: r.kc.Phone, Alg: alg}).Open(r.ctx)
 		if err != nil {
 			return fmt.Errorf("keycharge demo: channel: %w", err)
 		}
@@ -197,7 +198,7 @@ func (r *kcRun) clone() error {
 	if err != nil {
 		return err
 	}
-	_, err = (&keycharge.Phone{Device: cd, Platform: r.lab.Phone}).Open(r.ctx)
+	_, err = (&keycharge.Phone{Device: cd, Platform: r.kc.Phone}).Open(r.ctx)
 	cd.Close()
 	return r.refused("cloned device replays a used key segment", err, keycharge.ErrKeyUsed)
 }
@@ -235,14 +236,14 @@ func (r *kcRun) counterfeit() error {
 // platform.
 func (r *kcRun) wrongPIN() error {
 	dev2 := filepath.Join(r.dir, "other")
-	if _, err := keycharge.Provision(r.ctx, r.lab.Admin, dev2, device.Info{Serial: r.serial + "-2", Kind: "ukey"}, r.pin, r.puk, r.opts, "admin-wang", "bob"); err != nil {
+	if _, err := lab.Provision(r.ctx, r.kc.Admin, dev2, device.Info{Serial: r.serial + "-2", Kind: "ukey"}, r.pin, r.puk, r.opts, "admin-wang", "bob"); err != nil {
 		return err
 	}
 	_, err := r.ch.OpenDevice(r.ctx, dev2, []byte("000000"), r.opts)
 	if err := r.refused("wrong PIN at the charger", err, device.ErrWrongPIN); err != nil {
 		return err
 	}
-	if d2, err := r.lab.Admin.Device(r.ctx, r.serial+"-2"); err == nil {
+	if d2, err := r.kc.Admin.Device(r.ctx, r.serial+"-2"); err == nil {
 		r.steps[len(r.steps)-1].Detail += fmt.Sprintf(" (platform counts %d wrong PIN(s) for %s)", d2.PINFailures, d2.Serial)
 	}
 	return nil
@@ -251,27 +252,27 @@ func (r *kcRun) wrongPIN() error {
 // frozenAndLost: a frozen, then lost device can neither charge nor open a
 // channel; cancelling the loss restores it.
 func (r *kcRun) frozenAndLost() error {
-	ctx, lab := r.ctx, r.lab
+	ctx, kc := r.ctx, r.kc
 	for _, st := range []struct {
 		act  keycharge.Action
 		name string
 	}{{keycharge.ActFreeze, "frozen"}, {keycharge.ActReportLost, "lost"}} {
-		if _, err := lab.Admin.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: st.act, Reason: "demo"}); err != nil {
+		if _, err := kc.Admin.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: st.act, Reason: "demo"}); err != nil {
 			return err
 		}
 		_, err := r.ch.Charge(ctx, r.dev, 4096)
 		if err := r.refused(st.name+" device asks for a charge", err, keycharge.ErrDeviceState); err != nil {
 			return err
 		}
-		_, err = (&keycharge.Phone{Device: r.dev, Platform: lab.Phone}).Open(ctx)
+		_, err = (&keycharge.Phone{Device: r.dev, Platform: kc.Phone}).Open(ctx)
 		if err := r.refused(st.name+" device opens a channel", err, keycharge.ErrDeviceState); err != nil {
 			return err
 		}
 	}
-	if _, err := lab.Admin.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: keycharge.ActUnfreeze, Reason: "found"}); err != nil {
+	if _, err := kc.Admin.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: keycharge.ActUnfreeze, Reason: "found"}); err != nil {
 		return err
 	}
-	if _, err := (&keycharge.Phone{Device: r.dev, Platform: lab.Phone}).Open(ctx); err != nil {
+	if _, err := (&keycharge.Phone{Device: r.dev, Platform: kc.Phone}).Open(ctx); err != nil {
 		return fmt.Errorf("keycharge demo: after unfreeze: %w", err)
 	}
 	r.ok("cancel the loss", "device active again; its keys restored; channel opens")
@@ -280,13 +281,13 @@ func (r *kcRun) frozenAndLost() error {
 
 // cancel ends the device: keys destroyed, certificate revoked, refused.
 func (r *kcRun) cancel() error {
-	ctx, lab := r.ctx, r.lab
-	if _, err := lab.Admin.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: keycharge.ActCancel}); err != nil {
+	ctx, kc := r.ctx, r.kc
+	if _, err := kc.Admin.Transition(ctx, r.serial, keycharge.TransitionRequest{Action: keycharge.ActCancel}); err != nil {
 		return err
 	}
-	d, _ := lab.Admin.Device(ctx, r.serial)
+	d, _ := kc.Admin.Device(ctx, r.serial)
 	r.ok("cancel the device", "state %s; keys on the platform destroyed (%d bytes left); certificate revoked", d.State, d.Remaining)
-	_, err := (&keycharge.Phone{Device: r.dev, Platform: lab.Phone}).Open(ctx)
+	_, err := (&keycharge.Phone{Device: r.dev, Platform: kc.Phone}).Open(ctx)
 	return r.refused("cancelled device opens a channel", err, keycharge.ErrDeviceState)
 }
 
@@ -299,7 +300,7 @@ func (r *kcRun) auditTrail() error {
 	if !rep.OK {
 		return fmt.Errorf("keycharge demo: audit chain broken: %v", rep.Problems)
 	}
-	stats, err := r.lab.Admin.AuditStats(r.ctx, "event")
+	stats, err := r.kc.Admin.AuditStats(r.ctx, "event")
 	if err != nil {
 		return err
 	}

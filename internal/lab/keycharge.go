@@ -1,11 +1,14 @@
-package keycharge
+// Package lab holds the test and demo harnesses that start a whole scheme
+// on loopback: the keycharge lab (StartKeycharge: QKMP and QSSC over mutual
+// TLS with a KME pair) used by keycharge's tests, the CLI tests, the demo
+// (internal/scenario) and the experiments. Harnesses live here, not in the
+// library packages, so that a library carries no test scaffolding.
+package lab
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/keycharge/device"
 	"github.com/qshield/qshield/kme"
 	"github.com/qshield/qshield/kme/etsi014"
@@ -24,10 +28,10 @@ import (
 	"github.com/qshield/qshield/sqldb"
 )
 
-// LabConfig configures a Lab: a complete, self-contained seed 001 set-up on
+// KeychargeConfig configures a Keycharge lab: a complete, self-contained seed 001 set-up on
 // loopback (the demo, the experiment and the tests all use it, so they
 // exercise the real HTTPS and ETSI 014 paths).
-type LabConfig struct {
+type KeychargeConfig struct {
 	DB    *sqldb.DB
 	CA    *pki.CA     // ECDSA P-256 (TLS)
 	Audit audit.Trail // records every change in its transaction; read back for the admin audit view
@@ -43,17 +47,17 @@ type LabConfig struct {
 	Log                 *slog.Logger
 }
 
-// Lab is a running QKMP + QSSC (HTTPS, mutual TLS) and a KME pair.
-type Lab struct {
-	Config  LabConfig
-	QKMP    *QKMP
+// Keycharge is a running QKMP + QSSC (HTTPS, mutual TLS) and a KME pair.
+type Keycharge struct {
+	Config  KeychargeConfig
+	QKMP    *keycharge.QKMP
 	Pair    *kme.Pair
 	URL     string
-	Admin   *Client         // certificate "qshield-admin"
-	Charger *Client         // certificate ChargerSAE
-	Phone   *Client         // no client certificate
-	KMEA    *etsi014.Client // the charger, master SAE at site A
-	QSSCKME *etsi014.Client // the QSSC, slave SAE at site B
+	Admin   *keycharge.Client // certificate "qshield-admin"
+	Charger *keycharge.Client // certificate ChargerSAE
+	Phone   *keycharge.Client // no client certificate
+	KMEA    *etsi014.Client   // the charger, master SAE at site A
+	QSSCKME *etsi014.Client   // the QSSC, slave SAE at site B
 
 	AdminCert, ChargerCert tls.Certificate
 	ChargerKMETLS          *tls.Config
@@ -61,11 +65,11 @@ type Lab struct {
 	done                   chan error
 }
 
-// ServerTLS adapts the CA's mutual-TLS server configuration so that a
+// KeychargeServerTLS adapts the CA's mutual-TLS server configuration so that a
 // client certificate is optional (the channel routes authenticate devices
 // by signature; the other routes demand a certificate themselves) but
 // verified against the CA, revocation included, whenever one is presented.
-func ServerTLS(ctx context.Context, ca *pki.CA, cert tls.Certificate) *tls.Config {
+func KeychargeServerTLS(ctx context.Context, ca *pki.CA, cert tls.Certificate) *tls.Config {
 	c := ca.ServerTLS(ctx, cert)
 	verify := c.VerifyConnection
 	c.ClientAuth = tls.VerifyClientCertIfGiven
@@ -78,10 +82,10 @@ func ServerTLS(ctx context.Context, ca *pki.CA, cert tls.Certificate) *tls.Confi
 	return c
 }
 
-// StartLab starts the lab; Close stops it.
-func StartLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
+// StartKeycharge starts the lab; Close stops it.
+func StartKeycharge(ctx context.Context, cfg KeychargeConfig) (_ *Keycharge, err error) {
 	if cfg.DB == nil || cfg.CA == nil || cfg.Audit == nil {
-		return nil, fmt.Errorf("%w: lab needs DB, CA and Audit", ErrInvalid)
+		return nil, fmt.Errorf("%w: lab needs DB, CA and Audit", keycharge.ErrInvalid)
 	}
 	if cfg.KeyBits <= 0 {
 		cfg.KeyBits = 65536
@@ -98,7 +102,7 @@ func StartLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	l := &Lab{Config: cfg, done: make(chan error, 1)}
+	l := &Keycharge{Config: cfg, done: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -128,7 +132,7 @@ func StartLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
 	l.QSSCKME = etsi014.New(l.Pair.BURL, qsscTLS)
 	qkmpKey := make([]byte, 32)
 	rand.Read(qkmpKey)
-	l.QKMP, err = Open(ctx, Config{DB: cfg.DB, CA: cfg.CA, Audit: cfg.Audit, MasterKey: qkmpKey, QSSC: l.QSSCKME, Log: cfg.Log})
+	l.QKMP, err = keycharge.Open(ctx, keycharge.Config{DB: cfg.DB, CA: cfg.CA, Audit: cfg.Audit, MasterKey: qkmpKey, QSSC: l.QSSCKME, Log: cfg.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -143,8 +147,8 @@ func StartLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(Prefix, l.QKMP.Handler())
-	srv := &http.Server{Handler: mux, TLSConfig: ServerTLS(ctx, cfg.CA, srvCert), ReadHeaderTimeout: 10 * time.Second,
+	mux.Handle(keycharge.Prefix, l.QKMP.Handler())
+	srv := &http.Server{Handler: mux, TLSConfig: KeychargeServerTLS(ctx, cfg.CA, srvCert), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 5 * time.Minute, WriteTimeout: 5 * time.Minute, ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -159,19 +163,19 @@ func StartLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
 		}
 		l.done <- nil
 	}()
-	l.Admin = NewClient(l.URL, cfg.CA.ClientTLS(ctx, l.AdminCert, "127.0.0.1"))
-	l.Charger = NewClient(l.URL, cfg.CA.ClientTLS(ctx, l.ChargerCert, "127.0.0.1"))
-	l.Phone = NewClient(l.URL, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cfg.CA.RootPool(), ServerName: "127.0.0.1"})
+	l.Admin = keycharge.NewClient(l.URL, cfg.CA.ClientTLS(ctx, l.AdminCert, "127.0.0.1"))
+	l.Charger = keycharge.NewClient(l.URL, cfg.CA.ClientTLS(ctx, l.ChargerCert, "127.0.0.1"))
+	l.Phone = keycharge.NewClient(l.URL, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cfg.CA.RootPool(), ServerName: "127.0.0.1"})
 	return l, nil
 }
 
 // Close stops the server and the KMEs.
-func (l *Lab) Close() {
+func (l *Keycharge) Close() {
 	if l.stop != nil {
 		l.stop()
 		<-l.done
 	}
-	for _, c := range []*Client{l.Admin, l.Charger, l.Phone} {
+	for _, c := range []*keycharge.Client{l.Admin, l.Charger, l.Phone} {
 		if c != nil {
 			c.Close()
 		}
@@ -183,7 +187,7 @@ func (l *Lab) Close() {
 
 // Fill deposits n bytes of fresh random key (standing in for the QKD link's
 // output) into both KMEs.
-func (l *Lab) Fill(ctx context.Context, n int64) error {
+func (l *Keycharge) Fill(ctx context.Context, n int64) error {
 	ub := int64(l.Config.KeyBits / 8)
 	for n > 0 {
 		count := min((n+ub-1)/ub, 256)
@@ -196,8 +200,8 @@ func (l *Lab) Fill(ctx context.Context, n int64) error {
 }
 
 // NewCharger returns a charger of this lab (fault: the test hook, may be nil).
-func (l *Lab) NewCharger(fault func(string) error) (*Charger, error) {
-	return NewCharger(ChargerConfig{Platform: l.Charger, KME: l.KMEA, MasterSAE: l.Config.ChargerSAE, SlaveSAE: l.Config.QSSCSAE,
+func (l *Keycharge) NewCharger(fault func(string) error) (*keycharge.Charger, error) {
+	return keycharge.NewCharger(keycharge.ChargerConfig{Platform: l.Charger, KME: l.KMEA, MasterSAE: l.Config.ChargerSAE, SlaveSAE: l.Config.QSSCSAE,
 		KeyBits: l.Config.KeyBits, Progress: l.Config.Progress, Log: l.Config.Log, Fault: fault})
 }
 
@@ -206,59 +210,26 @@ func (l *Lab) NewCharger(fault func(string) error) (*Charger, error) {
 // (certificate issued for the device's own key, with proof of possession),
 // distributed to admin, bound to user and activated. The device is returned
 // open.
-func Provision(ctx context.Context, admin *Client, dir string, info device.Info, pin, puk []byte, opts device.Options, adminName, user string) (*device.Device, error) {
+func Provision(ctx context.Context, admin *keycharge.Client, dir string, info device.Info, pin, puk []byte, opts device.Options, adminName, user string) (*device.Device, error) {
 	if err := device.Manufacture(dir, info, pin, puk, opts); err != nil {
 		return nil, err
 	}
-	if _, err := admin.Register(ctx, RegisterRequest{Serial: info.Serial, Model: info.Model, Kind: info.Kind}); err != nil {
+	if _, err := admin.Register(ctx, keycharge.RegisterRequest{Serial: info.Serial, Model: info.Model, Kind: info.Kind}); err != nil {
 		return nil, err
 	}
 	dev, err := device.Open(dir, pin, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := Initialise(ctx, admin, dev); err != nil {
+	if err := keycharge.Initialise(ctx, admin, dev); err != nil {
 		dev.Close()
 		return nil, err
 	}
-	for _, tr := range []TransitionRequest{{Action: ActDistribute, Administrator: adminName}, {Action: ActBind, User: user}, {Action: ActActivate}} {
+	for _, tr := range []keycharge.TransitionRequest{{Action: keycharge.ActDistribute, Administrator: adminName}, {Action: keycharge.ActBind, User: user}, {Action: keycharge.ActActivate}} {
 		if _, err := admin.Transition(ctx, info.Serial, tr); err != nil {
 			dev.Close()
 			return nil, err
 		}
 	}
 	return dev, nil
-}
-
-// Initialise runs the initialise transition for an opened device and
-// installs the issued certificate in it.
-func Initialise(ctx context.Context, admin *Client, dev *device.Device) error {
-	pubDER, err := x509.MarshalPKIXPublicKey(dev.PublicKey())
-	if err != nil {
-		return err
-	}
-	encDER, err := x509.MarshalPKIXPublicKey(dev.EncryptionPublicKey())
-	if err != nil {
-		return err
-	}
-	serial := dev.Info().Serial
-	proof, err := dev.Signer().Sign(rand.Reader, InitialiseDigest(serial, pubDER, encDER), nil)
-	if err != nil {
-		return err
-	}
-	res, err := admin.Transition(ctx, serial, TransitionRequest{Action: ActInitialise, PublicKey: pubDER, EncryptionKey: encDER, Proof: proof})
-	if err != nil {
-		return err
-	}
-	cert, err := x509.ParseCertificate(res.CertDER)
-	if err != nil {
-		return fmt.Errorf("keycharge: issued certificate: %w", err)
-	}
-	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(dev.PublicKey()) {
-		return errors.New("keycharge: the platform certified another key")
-	}
-	if enc, err := DeviceEncryptionKey(cert); err != nil || !enc.Equal(dev.EncryptionPublicKey()) {
-		return errors.New("keycharge: the platform registered another encryption key")
-	}
-	return dev.InstallCertificate(cert)
 }
