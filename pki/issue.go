@@ -154,62 +154,111 @@ func (ca *CA) Issue(ctx context.Context, req IssueRequest) (*Issued, error) {
 	return &Issued{Cert: cert, DER: der, Key: key}, nil
 }
 
+// template checks req and builds the certificate the CA signs for it: the
+// request's names, a validity window inside the CA's, and the extensions.
 func (ca *CA) template(req IssueRequest) (*x509.Certificate, error) {
-	if !req.Role.Valid() {
-		return nil, fmt.Errorf("%w: unknown role %q", ErrBadRequest, req.Role)
-	}
-	if req.Kind != "" && !req.Kind.Valid() {
-		return nil, fmt.Errorf("%w: unknown principal kind %q", ErrBadRequest, req.Kind)
-	}
-	if (req.Kind == PrincipalServer) != (req.Role == RoleServer) && req.Kind != "" {
-		return nil, fmt.Errorf("%w: principal kind %s does not go with role %s", ErrBadRequest, req.Kind, req.Role)
-	}
-	if len(req.Scheme) > maxNameLen {
-		return nil, fmt.Errorf("%w: scheme name too long", ErrBadRequest)
-	}
-	if err := checkScope(req.Scope); err != nil {
+	if err := checkIssueNames(req); err != nil {
 		return nil, err
 	}
-	if err := checkName("common name", req.CommonName); err != nil {
+	now, notAfter, err := ca.validity(req)
+	if err != nil {
 		return nil, err
-	}
-	if req.Role == RoleServer && len(req.DNSNames) == 0 && len(req.IPAddresses) == 0 {
-		return nil, fmt.Errorf("%w: a server certificate needs a DNS name or IP address", ErrBadRequest)
-	}
-	for _, n := range req.DNSNames {
-		if n == "" || len(n) > 253 || strings.ContainsFunc(n, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
-			return nil, fmt.Errorf("%w: bad DNS name %q", ErrBadRequest, n)
-		}
-	}
-	for _, ip := range req.IPAddresses {
-		if len(ip) != net.IPv4len && len(ip) != net.IPv6len {
-			return nil, fmt.Errorf("%w: bad IP address %v", ErrBadRequest, ip)
-		}
-	}
-	for _, u := range req.URIs {
-		if u == nil || u.Scheme == "" {
-			return nil, fmt.Errorf("%w: URIs need a scheme", ErrBadRequest)
-		}
-	}
-	validity := req.Validity
-	if validity == 0 {
-		validity = DefaultLeafValidity
-	}
-	if validity < time.Minute {
-		return nil, fmt.Errorf("%w: validity %v too short", ErrBadRequest, validity)
-	}
-	now := time.Now().UTC()
-	notAfter := now.Add(validity)
-	if notAfter.After(ca.cert.NotAfter) {
-		notAfter = ca.cert.NotAfter
-	}
-	if !notAfter.After(now) {
-		return nil, fmt.Errorf("%w: the CA certificate has expired", ErrBadRequest)
 	}
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
 	}
+	exts, err := issueExtensions(req)
+	if err != nil {
+		return nil, err
+	}
+	eku := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	if req.Role == RoleServer {
+		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: req.CommonName, Organization: []string{"qshield"}, OrganizationalUnit: []string{string(req.Role)}},
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           eku,
+		BasicConstraintsValid: true,
+		DNSNames:              req.DNSNames,
+		IPAddresses:           req.IPAddresses,
+		URIs:                  req.URIs,
+		ExtraExtensions:       exts,
+	}, nil
+}
+
+// checkIssueNames checks req's role, principal kind, scheme, scope, common
+// name and subject alternative names.
+func checkIssueNames(req IssueRequest) error {
+	if !req.Role.Valid() {
+		return fmt.Errorf("%w: unknown role %q", ErrBadRequest, req.Role)
+	}
+	if req.Kind != "" && !req.Kind.Valid() {
+		return fmt.Errorf("%w: unknown principal kind %q", ErrBadRequest, req.Kind)
+	}
+	if (req.Kind == PrincipalServer) != (req.Role == RoleServer) && req.Kind != "" {
+		return fmt.Errorf("%w: principal kind %s does not go with role %s", ErrBadRequest, req.Kind, req.Role)
+	}
+	if len(req.Scheme) > maxNameLen {
+		return fmt.Errorf("%w: scheme name too long", ErrBadRequest)
+	}
+	if err := checkScope(req.Scope); err != nil {
+		return err
+	}
+	if err := checkName("common name", req.CommonName); err != nil {
+		return err
+	}
+	if req.Role == RoleServer && len(req.DNSNames) == 0 && len(req.IPAddresses) == 0 {
+		return fmt.Errorf("%w: a server certificate needs a DNS name or IP address", ErrBadRequest)
+	}
+	for _, n := range req.DNSNames {
+		if n == "" || len(n) > 253 || strings.ContainsFunc(n, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+			return fmt.Errorf("%w: bad DNS name %q", ErrBadRequest, n)
+		}
+	}
+	for _, ip := range req.IPAddresses {
+		if len(ip) != net.IPv4len && len(ip) != net.IPv6len {
+			return fmt.Errorf("%w: bad IP address %v", ErrBadRequest, ip)
+		}
+	}
+	for _, u := range req.URIs {
+		if u == nil || u.Scheme == "" {
+			return fmt.Errorf("%w: URIs need a scheme", ErrBadRequest)
+		}
+	}
+	return nil
+}
+
+// validity is the window of a certificate issued now for req: its
+// requested validity (DefaultLeafValidity if none), cut at the CA's own
+// expiry.
+func (ca *CA) validity(req IssueRequest) (now, notAfter time.Time, err error) {
+	validity := req.Validity
+	if validity == 0 {
+		validity = DefaultLeafValidity
+	}
+	if validity < time.Minute {
+		return now, notAfter, fmt.Errorf("%w: validity %v too short", ErrBadRequest, validity)
+	}
+	now = time.Now().UTC()
+	notAfter = now.Add(validity)
+	if notAfter.After(ca.cert.NotAfter) {
+		notAfter = ca.cert.NotAfter
+	}
+	if !notAfter.After(now) {
+		return now, notAfter, fmt.Errorf("%w: the CA certificate has expired", ErrBadRequest)
+	}
+	return now, notAfter, nil
+}
+
+// issueExtensions are the extensions of a certificate for req: the role,
+// the device information if any, and the caller's extra extensions, each
+// checked (not reserved, not critical, not repeated, not too large).
+func issueExtensions(req IssueRequest) ([]pkix.Extension, error) {
 	roleExt, err := roleExtension(req.Role)
 	if err != nil {
 		return nil, err
@@ -245,23 +294,7 @@ func (ca *CA) template(req IssueRequest) (*x509.Certificate, error) {
 		seen[e.Id.String()] = true
 		exts = append(exts, e)
 	}
-	eku := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	if req.Role == RoleServer {
-		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	}
-	return &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: req.CommonName, Organization: []string{"qshield"}, OrganizationalUnit: []string{string(req.Role)}},
-		NotBefore:             now.Add(-clockSkew),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           eku,
-		BasicConstraintsValid: true,
-		DNSNames:              req.DNSNames,
-		IPAddresses:           req.IPAddresses,
-		URIs:                  req.URIs,
-		ExtraExtensions:       exts,
-	}, nil
+	return exts, nil
 }
 
 func (ca *CA) checkSubjectKey(pub crypto.PublicKey) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,228 +30,302 @@ import (
 // QMSP is seed 000: a quantum-key gateway payment over HTTPS, then each attack.
 func QMSP() Scenario {
 	return Scenario{Name: "qmsp", Run: func(ctx context.Context, env *Env) ([]Row, error) {
-		var rows []Row
-		p := env.P
-		q := p.QMSP
-		sfx := suffix()
-		gi := "GW-DEMO-" + sfx
-		payer, merchantAcct := "qmsp-alice-"+sfx, "qmsp-shop-"+sfx
-		for _, a := range []ledger.NewAccount{
-			{ID: "qmsp-bank-" + sfx, Owner: "bank", Kind: ledger.KindSystem, Currency: "CNY", AllowNegative: true},
-			{ID: payer, Owner: "alice", Kind: ledger.KindUser, Currency: "CNY"},
-		} {
-			if _, err := p.Ledger.CreateAccount(ctx, a); err != nil {
-				return rows, err
-			}
-		}
-		if _, err := p.Ledger.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: newKey("qmsp-fund"), From: "qmsp-bank-" + sfx, To: payer, Amount: 500_00, Currency: "CNY"}); err != nil {
-			return rows, err
-		}
-		dir, err := os.MkdirTemp("", "qmsp-gw-*")
-		if err != nil {
-			return rows, err
-		}
-		defer os.RemoveAll(dir)
-		// Codes live 10 s (the scenario waits one out at the end): with 3 s
-		// (2–3 s, expiry is in whole seconds) the replay step on a loaded
-		// machine met an expired code instead of a used one (soak, #14).
-		g, err := q.ProvisionGateway(ctx, gi, 88, merchantAcct, "CNY", platform.GatewayOptions{Dir: dir, ServerURL: env.URL, TTL: 10 * time.Second})
-		if err := Expect(&rows, "set up gateway "+gi, err, "", "device certificate from the CA; 16-byte preset key from the QKD key manager"); err != nil {
-			return rows, err
-		}
-		// A payer number of its own: a number is bound to one account and
-		// phone for good, and the scenario runs again on the same database.
-		var nb [4]byte
-		_, _ = rand.Read(nb[:])
-		payerNo := 1_000_000_000 + uint64(binary.BigEndian.Uint32(nb[:]))
-		code, err := p.IssueEnrolmentCode(ctx, "demo", payer) // alice's consent
-		if err != nil {
-			return rows, err
-		}
-		iss, err := q.IssuePhone(ctx, "phone-alice-"+sfx, payerNo, payer, code)
-		if err != nil {
-			return rows, err
-		}
-		phoneCert, _ := pki.TLSCertificate(iss)
-		phone := &qmsp.Phone{Payer: payerNo, Platform: qmsp.NewClient(env.URL, env.ClientTLS(phoneCert))}
-
-		// The gateway fetches a 1024-byte quantum key over HTTPS and shows a code.
-		d, err := g.Current(ctx)
-		if err := Expect(&rows, "gateway acquires quantum key (steps 1–8)", err, "", fmt.Sprintf("epoch %d, key %s", g.State().Epoch, g.State().KeyID)); err != nil {
-			return rows, err
-		}
-		text, _ := d.MarshalText()
-		png, info, err := qrimg.EncodePNG(string(text), qrimg.M, 4)
-		if err != nil {
-			return rows, err
-		}
-		scanned, err := qrimg.DecodePNG(bytes.NewReader(png), 8<<20)
-		if err == nil && scanned != string(text) {
-			err = errors.New("decoded text differs")
-		}
-		if err := Expect(&rows, "phone scans the gateway's QR", err, "", fmt.Sprintf("QR version %d-%s, %d characters, read back by ZXing", info.Version, info.Level, len(text))); err != nil {
-			return rows, err
-		}
-		r, err := phone.Pay(ctx, scanned, 36_80, 156)
-		if err := Expect(&rows, "phone pays 36.80 CNY (one-time pad + one-time MAC)", err, "", receipt(r)); err != nil {
-			return rows, err
-		}
-		shop, _ := p.Ledger.Account(ctx, merchantAcct)
-		if err := Expect(&rows, "merchant credited", check(shop.Balance == 36_80, "merchant has %d", shop.Balance), "", merchantAcct+": "+money.Format(shop.Balance, shop.Currency)); err != nil {
-			return rows, err
-		}
-
-		// Attacks.
-		rogueLedger := client.New(env.URL, env.ClientTLS(phoneCert))
-		_, _, err = rogueLedger.Transfer(ctx, newKey("steal"), server.TransferRequest{From: merchantAcct, To: payer, Amount: 36_80, Currency: "CNY"})
-		rogueLedger.Close()
-		if err := Expect(&rows, "the phone's certificate calls the ledger API directly", err, "forbidden", "devices move money only through their scheme"); err != nil {
-			return rows, err
-		}
-		ppsClient := qmsp.NewClient(env.URL, env.ClientTLS(phoneCert))
-		req, _, err := phone.BuildPayment(scanned, 36_80, 156)
-		if err != nil {
-			return rows, err
-		}
-		_, err = ppsClient.Pay(ctx, newKey("replay"), *req)
-		if err := Expect(&rows, "replay the payment ciphertext", err, "key_already_used", ""); err != nil {
-			return rows, err
-		}
-		_ = g.Advance()
-		d, err = g.Current(ctx)
-		if err != nil {
-			return rows, err
-		}
-		text, _ = d.MarshalText()
-		req, _, err = phone.BuildPayment(string(text), 1_00, 156)
-		if err != nil {
-			return rows, err
-		}
-		req.Ciphertext[14] ^= 0x80 // 1.00 → 1.28 if the pad were all there is
-		_, err = ppsClient.Pay(ctx, newKey("flip"), *req)
-		if err := Expect(&rows, "flip a bit of the amount in transit", err, "authentication_failed", ""); err != nil {
-			return rows, err
-		}
-		r, err = phone.Pay(ctx, string(text), 1_00, 156)
-		if err := Expect(&rows, "the genuine payment with that code still goes through", err, "", "a forged attempt does not burn the code; "+receipt(r)); err != nil {
-			return rows, err
-		}
-		_ = g.Advance()
-
-		// The merchant's gateway signs the sale amount into the code; the
-		// phone shows it and pays exactly that, the platform refuses another.
-		if err := g.SetSale(12_00, 156); err != nil {
-			return rows, err
-		}
-		d, err = g.Current(ctx)
-		if err != nil {
-			return rows, err
-		}
-		text, _ = d.MarshalText()
-		sale := d.Describe()
-		_, err = phone.Pay(ctx, string(text), 1_00, 156)
-		if err := Expect(&rows, "phone pays 1.00 on a code signed for 12.00", err, "amount differs", "the phone showed: "+sale); err != nil {
-			return rows, err
-		}
-		req, _, err = phone.BuildPayment(string(text), 0, 0)
-		if err != nil {
-			return rows, err
-		}
-		req.Amount = 1_00 // a tampered phone changes the signed sale it forwards
-		_, err = ppsClient.Pay(ctx, newKey("sale"), *req)
-		if err := Expect(&rows, "a tampered request changes the signed amount", err, "bad_gateway_signature", ""); err != nil {
-			return rows, err
-		}
-		r, err = phone.Pay(ctx, string(text), 0, 0)
-		if err := Expect(&rows, "phone pays the signed 12.00 CNY", err, "", receipt(r)); err != nil {
-			return rows, err
-		}
-		_ = g.Advance()
-		if err := g.SetSale(0, 0); err != nil {
-			return rows, err
-		}
-		d, err = g.Current(ctx)
-		if err != nil {
-			return rows, err
-		}
-		text, _ = d.MarshalText()
-		time.Sleep(time.Until(d.Expires) + 50*time.Millisecond)
-		_, err = phone.Pay(ctx, string(text), 1_00, 156)
-		if err := Expect(&rows, "pay with an expired code", err, "code_expired", ""); err != nil {
-			return rows, err
-		}
-
-		// An unregistered gateway (a valid gateway certificate from the CA,
-		// registered at no CSS).
-		rogueCert, err := p.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: "GW-ROGUE-" + sfx, Kind: pki.PrincipalGateway})
-		if err != nil {
-			return rows, err
-		}
-		var rogueKey [qmsp.PresetKeySize]byte
-		rand.Read(rogueKey[:])
-		roguePath := filepath.Join(dir, "rogue.state")
-		_ = qmsp.ProvisionGateway(roguePath, bytes.Repeat([]byte{1}, 32), "GW-ROGUE-"+sfx, 88, rogueKey)
-		rogue, err := qmsp.OpenGateway(qmsp.GatewayConfig{StatePath: roguePath, StorageKey: bytes.Repeat([]byte{1}, 32),
-			Signer: rogueCert.PrivateKey.(qmsp.Signer), CSS: qmsp.NewClient(env.URL, env.ClientTLS(rogueCert))})
-		if err == nil {
-			_, err = rogue.Current(ctx)
-		}
-		if err := Expect(&rows, "unregistered gateway asks the CSS for keys", err, "unknown_gateway", ""); err != nil {
-			return rows, err
-		}
-
-		// A sniffed CSS→gateway delivery yields nothing without PK.
-		var guess [qmsp.PresetKeySize]byte
-		rand.Read(guess[:])
-		wrapped, err := qmsp.Wrap(&guess, gi, 9, [16]byte{1}, bytes.Repeat([]byte{7}, 1024))
-		if err == nil {
-			var other [qmsp.PresetKeySize]byte
-			rand.Read(other[:])
-			_, err = qmsp.Unwrap(&other, gi, 9, [16]byte{1}, wrapped)
-		}
-		if err := Expect(&rows, "open a sniffed key delivery without PK", err, "authentication failed", fmt.Sprintf("AES-128-GCM, %d bytes on the LAN", len(wrapped))); err != nil {
-			return rows, err
-		}
-
-		// Out of step: the gateway restored from an old backup of its state.
-		statePath := filepath.Join(dir, "gateway-"+gi+".state")
-		backup, err := os.ReadFile(statePath)
-		if err != nil {
-			return rows, err
-		}
-		if err := g.Refresh(ctx); err != nil { // the real gateway moves on
-			return rows, err
-		}
-		if err := os.WriteFile(statePath, backup, 0o600); err != nil {
-			return rows, err
-		}
-		stale, err := q.ProvisionGateway(ctx, gi, 88, merchantAcct, "CNY", platform.GatewayOptions{Dir: dir, ServerURL: env.URL})
-		if err == nil {
-			err = stale.Refresh(ctx)
-		}
-		if err := Expect(&rows, "gateway restored from an old backup (preset key out of step)", err, "preset_key_out_of_step", "detected, never silently wrong; the gateway must be re-provisioned"); err != nil {
-			return rows, err
-		}
-
-		// Eavesdropping on the QKD link: intercept-resend on every pulse.
-		cfg := link.DefaultConfig(25)
-		cfg.PulsesPerBlock = 2e7
-		cfg.Blocks = 1
-		cfg.Physics.Eve, cfg.Physics.EveFraction = bb84.EveInterceptResend, 1
-		_, err = link.Run(ctx, cfg, func(context.Context, []qkd.Key) error { return nil }, func(context.Context, []qkd.Key) error { return nil })
-		detail := "no key delivered"
-		if err != nil {
-			detail = err.Error() + "; " + detail
-		}
-		if err := Expect(&rows, "QKD link under full intercept-resend", err, "aborted", detail); err != nil {
-			return rows, err
-		}
-		err = payOnDeadLink(ctx, p)
-		if err := Expect(&rows, "gateway asks for keys while the link is down", err, "no quantum key available", "payments stop cleanly"); err != nil {
-			return rows, err
-		}
-		return rows, nil
+		r := &qmspRun{ctx: ctx, env: env, p: env.P, sfx: suffix()}
+		err := r.run()
+		return r.rows, err
 	}}
+}
+
+// qmspRun is one run of the QMSP scenario: each phase is a method, and the
+// state one phase leaves for the next is a field.
+type qmspRun struct {
+	ctx  context.Context
+	env  *Env
+	p    *platform.Platform
+	sfx  string
+	rows []Row
+	// gi is the gateway's identity, dir its state directory.
+	gi, payer, merchantAcct, dir string
+	g                            *qmsp.Gateway
+	phone                        *qmsp.Phone
+	phoneCert                    tls.Certificate
+	// scanned is the first payment's code; pps a client of the payment
+	// API under the phone's certificate that sends hand-made requests.
+	scanned string
+	pps     *qmsp.Client
+}
+
+func (r *qmspRun) expect(step string, err error, want, detail string) error {
+	return Expect(&r.rows, step, err, want, detail)
+}
+
+func (r *qmspRun) run() error {
+	r.gi = "GW-DEMO-" + r.sfx
+	r.payer, r.merchantAcct = "qmsp-alice-"+r.sfx, "qmsp-shop-"+r.sfx
+	if err := r.fundPayer(); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "qmsp-gw-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	r.dir = dir
+	for _, phase := range []func() error{r.provisionGateway, r.issuePhone, r.pay,
+		r.ledgerDirect, r.replay, r.flipBit, r.signedSale, r.expired,
+		r.unregisteredGateway, r.sniffedDelivery, r.staleBackup, r.eavesdrop} {
+		if err := phase(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fundPayer creates the bank and payer accounts and funds the payer.
+func (r *qmspRun) fundPayer() error {
+	for _, a := range []ledger.NewAccount{
+		{ID: "qmsp-bank-" + r.sfx, Owner: "bank", Kind: ledger.KindSystem, Currency: "CNY", AllowNegative: true},
+		{ID: r.payer, Owner: "alice", Kind: ledger.KindUser, Currency: "CNY"},
+	} {
+		if _, err := r.p.Ledger.CreateAccount(r.ctx, a); err != nil {
+			return err
+		}
+	}
+	_, err := r.p.Ledger.Transfer(r.ctx, ledger.TransferRequest{IdempotencyKey: newKey("qmsp-fund"), From: "qmsp-bank-" + r.sfx, To: r.payer, Amount: 500_00, Currency: "CNY"})
+	return err
+}
+
+// provisionGateway sets up the merchant's gateway: device certificate and
+// preset key.
+func (r *qmspRun) provisionGateway() error {
+	// Codes live 10 s (the scenario waits one out at the end): with 3 s
+	// (2–3 s, expiry is in whole seconds) the replay step on a loaded
+	// machine met an expired code instead of a used one (soak, #14).
+	g, err := r.p.QMSP.ProvisionGateway(r.ctx, r.gi, 88, r.merchantAcct, "CNY", platform.GatewayOptions{Dir: r.dir, ServerURL: r.env.URL, TTL: 10 * time.Second})
+	if err := r.expect("set up gateway "+r.gi, err, "", "device certificate from the CA; 16-byte preset key from the QKD key manager"); err != nil {
+		return err
+	}
+	r.g = g
+	return nil
+}
+
+// issuePhone enrols the payer's phone with her consent.
+func (r *qmspRun) issuePhone() error {
+	// A payer number of its own: a number is bound to one account and
+	// phone for good, and the scenario runs again on the same database.
+	var nb [4]byte
+	_, _ = rand.Read(nb[:])
+	payerNo := 1_000_000_000 + uint64(binary.BigEndian.Uint32(nb[:]))
+	code, err := r.p.IssueEnrolmentCode(r.ctx, "demo", r.payer) // alice's consent
+	if err != nil {
+		return err
+	}
+	iss, err := r.p.QMSP.IssuePhone(r.ctx, "phone-alice-"+r.sfx, payerNo, r.payer, code)
+	if err != nil {
+		return err
+	}
+	r.phoneCert, _ = pki.TLSCertificate(iss)
+	r.phone = &qmsp.Phone{Payer: payerNo, Platform: qmsp.NewClient(r.env.URL, r.env.ClientTLS(r.phoneCert))}
+	return nil
+}
+
+// pay is the genuine payment (steps 1–8 and on): the gateway fetches a
+// 1024-byte quantum key over HTTPS and shows a code, the phone scans it
+// from a rendered PNG and pays, the merchant is credited.
+func (r *qmspRun) pay() error {
+	ctx := r.ctx
+	d, err := r.g.Current(ctx)
+	if err := r.expect("gateway acquires quantum key (steps 1–8)", err, "", fmt.Sprintf("epoch %d, key %s", r.g.State().Epoch, r.g.State().KeyID)); err != nil {
+		return err
+	}
+	text, _ := d.MarshalText()
+	png, info, err := qrimg.EncodePNG(string(text), qrimg.M, 4)
+	if err != nil {
+		return err
+	}
+	scanned, err := qrimg.DecodePNG(bytes.NewReader(png), 8<<20)
+	if err == nil && scanned != string(text) {
+		err = errors.New("decoded text differs")
+	}
+	if err := r.expect("phone scans the gateway's QR", err, "", fmt.Sprintf("QR version %d-%s, %d characters, read back by ZXing", info.Version, info.Level, len(text))); err != nil {
+		return err
+	}
+	r.scanned = scanned
+	rc, err := r.phone.Pay(ctx, scanned, 36_80, 156)
+	if err := r.expect("phone pays 36.80 CNY (one-time pad + one-time MAC)", err, "", receipt(rc)); err != nil {
+		return err
+	}
+	shop, _ := r.p.Ledger.Account(ctx, r.merchantAcct)
+	return r.expect("merchant credited", check(shop.Balance == 36_80, "merchant has %d", shop.Balance), "", r.merchantAcct+": "+money.Format(shop.Balance, shop.Currency))
+}
+
+// ledgerDirect: the phone's certificate calls the ledger API directly.
+func (r *qmspRun) ledgerDirect() error {
+	rogueLedger := client.New(r.env.URL, r.env.ClientTLS(r.phoneCert))
+	_, _, err := rogueLedger.Transfer(r.ctx, newKey("steal"), server.TransferRequest{From: r.merchantAcct, To: r.payer, Amount: 36_80, Currency: "CNY"})
+	rogueLedger.Close()
+	return r.expect("the phone's certificate calls the ledger API directly", err, "forbidden", "devices move money only through their scheme")
+}
+
+// replay sends the first payment's ciphertext again.
+func (r *qmspRun) replay() error {
+	r.pps = qmsp.NewClient(r.env.URL, r.env.ClientTLS(r.phoneCert))
+	req, _, err := r.phone.BuildPayment(r.scanned, 36_80, 156)
+	if err != nil {
+		return err
+	}
+	_, err = r.pps.Pay(r.ctx, newKey("replay"), *req)
+	return r.expect("replay the payment ciphertext", err, "key_already_used", "")
+}
+
+// flipBit flips a bit of the amount in transit on a fresh code, then pays
+// genuinely with the same code (a forgery does not burn it).
+func (r *qmspRun) flipBit() error {
+	ctx := r.ctx
+	_ = r.g.Advance()
+	d, err := r.g.Current(ctx)
+	if err != nil {
+		return err
+	}
+	text, _ := d.MarshalText()
+	req, _, err := r.phone.BuildPayment(string(text), 1_00, 156)
+	if err != nil {
+		return err
+	}
+	req.Ciphertext[14] ^= 0x80 // 1.00 → 1.28 if the pad were all there is
+	_, err = r.pps.Pay(ctx, newKey("flip"), *req)
+	if err := r.expect("flip a bit of the amount in transit", err, "authentication_failed", ""); err != nil {
+		return err
+	}
+	rc, err := r.phone.Pay(ctx, string(text), 1_00, 156)
+	if err := r.expect("the genuine payment with that code still goes through", err, "", "a forged attempt does not burn the code; "+receipt(rc)); err != nil {
+		return err
+	}
+	_ = r.g.Advance()
+	return nil
+}
+
+// signedSale: the merchant's gateway signs the sale amount into the code;
+// the phone shows it and pays exactly that, the platform refuses another.
+func (r *qmspRun) signedSale() error {
+	ctx := r.ctx
+	if err := r.g.SetSale(12_00, 156); err != nil {
+		return err
+	}
+	d, err := r.g.Current(ctx)
+	if err != nil {
+		return err
+	}
+	text, _ := d.MarshalText()
+	sale := d.Describe()
+	_, err = r.phone.Pay(ctx, string(text), 1_00, 156)
+	if err := r.expect("phone pays 1.00 on a code signed for 12.00", err, "amount differs", "the phone showed: "+sale); err != nil {
+		return err
+	}
+	req, _, err := r.phone.BuildPayment(string(text), 0, 0)
+	if err != nil {
+		return err
+	}
+	req.Amount = 1_00 // a tampered phone changes the signed sale it forwards
+	_, err = r.pps.Pay(ctx, newKey("sale"), *req)
+	if err := r.expect("a tampered request changes the signed amount", err, "bad_gateway_signature", ""); err != nil {
+		return err
+	}
+	rc, err := r.phone.Pay(ctx, string(text), 0, 0)
+	if err := r.expect("phone pays the signed 12.00 CNY", err, "", receipt(rc)); err != nil {
+		return err
+	}
+	_ = r.g.Advance()
+	return nil
+}
+
+// expired waits a code out and pays with it.
+func (r *qmspRun) expired() error {
+	ctx := r.ctx
+	if err := r.g.SetSale(0, 0); err != nil {
+		return err
+	}
+	d, err := r.g.Current(ctx)
+	if err != nil {
+		return err
+	}
+	text, _ := d.MarshalText()
+	time.Sleep(time.Until(d.Expires) + 50*time.Millisecond)
+	_, err = r.phone.Pay(ctx, string(text), 1_00, 156)
+	return r.expect("pay with an expired code", err, "code_expired", "")
+}
+
+// unregisteredGateway: a valid gateway certificate from the CA, registered
+// at no CSS, asks for keys.
+func (r *qmspRun) unregisteredGateway() error {
+	rogueCert, err := r.p.CA.IssueTLSFor(r.ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: "GW-ROGUE-" + r.sfx, Kind: pki.PrincipalGateway})
+	if err != nil {
+		return err
+	}
+	var rogueKey [qmsp.PresetKeySize]byte
+	rand.Read(rogueKey[:])
+	roguePath := filepath.Join(r.dir, "rogue.state")
+	_ = qmsp.ProvisionGateway(roguePath, bytes.Repeat([]byte{1}, 32), "GW-ROGUE-"+r.sfx, 88, rogueKey)
+	rogue, err := qmsp.OpenGateway(qmsp.GatewayConfig{StatePath: roguePath, StorageKey: bytes.Repeat([]byte{1}, 32),
+		Signer: rogueCert.PrivateKey.(qmsp.Signer), CSS: qmsp.NewClient(r.env.URL, r.env.ClientTLS(rogueCert))})
+	if err == nil {
+		_, err = rogue.Current(r.ctx)
+	}
+	return r.expect("unregistered gateway asks the CSS for keys", err, "unknown_gateway", "")
+}
+
+// sniffedDelivery: a sniffed CSS→gateway delivery yields nothing without PK.
+func (r *qmspRun) sniffedDelivery() error {
+	var guess [qmsp.PresetKeySize]byte
+	rand.Read(guess[:])
+	wrapped, err := qmsp.Wrap(&guess, r.gi, 9, [16]byte{1}, bytes.Repeat([]byte{7}, 1024))
+	if err == nil {
+		var other [qmsp.PresetKeySize]byte
+		rand.Read(other[:])
+		_, err = qmsp.Unwrap(&other, r.gi, 9, [16]byte{1}, wrapped)
+	}
+	return r.expect("open a sniffed key delivery without PK", err, "authentication failed", fmt.Sprintf("AES-128-GCM, %d bytes on the LAN", len(wrapped)))
+}
+
+// staleBackup: the gateway restored from an old backup of its state is out
+// of step with the CSS.
+func (r *qmspRun) staleBackup() error {
+	ctx := r.ctx
+	statePath := filepath.Join(r.dir, "gateway-"+r.gi+".state")
+	backup, err := os.ReadFile(statePath)
+	if err != nil {
+		return err
+	}
+	if err := r.g.Refresh(ctx); err != nil { // the real gateway moves on
+		return err
+	}
+	if err := os.WriteFile(statePath, backup, 0o600); err != nil {
+		return err
+	}
+	stale, err := r.p.QMSP.ProvisionGateway(ctx, r.gi, 88, r.merchantAcct, "CNY", platform.GatewayOptions{Dir: r.dir, ServerURL: r.env.URL})
+	if err == nil {
+		err = stale.Refresh(ctx)
+	}
+	return r.expect("gateway restored from an old backup (preset key out of step)", err, "preset_key_out_of_step", "detected, never silently wrong; the gateway must be re-provisioned")
+}
+
+// eavesdrop: intercept-resend on every pulse of the QKD link aborts it, and
+// a gateway asking for keys while the link is down is refused cleanly.
+func (r *qmspRun) eavesdrop() error {
+	cfg := link.DefaultConfig(25)
+	cfg.PulsesPerBlock = 2e7
+	cfg.Blocks = 1
+	cfg.Physics.Eve, cfg.Physics.EveFraction = bb84.EveInterceptResend, 1
+	_, err := link.Run(r.ctx, cfg, func(context.Context, []qkd.Key) error { return nil }, func(context.Context, []qkd.Key) error { return nil })
+	detail := "no key delivered"
+	if err != nil {
+		detail = err.Error() + "; " + detail
+	}
+	if err := r.expect("QKD link under full intercept-resend", err, "aborted", detail); err != nil {
+		return err
+	}
+	err = payOnDeadLink(r.ctx, r.p)
+	return r.expect("gateway asks for keys while the link is down", err, "no quantum key available", "payments stop cleanly")
 }
 
 // payOnDeadLink runs a CSS against a pair of key managers whose link was

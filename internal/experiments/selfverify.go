@@ -52,6 +52,32 @@ func runSelfVerify(ctx context.Context, env *experiment.Env) (*experiment.Result
 		return nil, fmt.Errorf("selfverify: parameters out of range")
 	}
 	res := &experiment.Result{Name: "selfverify", Title: "Self-verified dynamic-symmetric-key mobile commerce (seed 002)"}
+	costs, prim, err := svPrimitives(env, budget)
+	if err != nil {
+		return nil, err
+	}
+	p := costs["P-256"]
+	res.Tables = append(res.Tables, prim)
+	fig5, plot5 := svFigure5(p)
+	res.Tables = append(res.Tables, fig5)
+	res.Plots = append(res.Plots, plot5)
+	fig6, plot6 := svFigure6(p)
+	res.Tables = append(res.Tables, fig6)
+	res.Plots = append(res.Plots, plot6)
+	res.Tables = append(res.Tables, svTargets(costs))
+	if duration > 0 {
+		e2e, err := svEndToEnd(ctx, env, conc, duration)
+		if err != nil {
+			return nil, err
+		}
+		res.Tables = append(res.Tables, e2e)
+	}
+	res.Data = costs
+	return res, nil
+}
+
+// svPrimitives measures each curve's primitives within budget.
+func svPrimitives(env *experiment.Env, budget time.Duration) (map[string]*svCosts, experiment.Table, error) {
 	prog := env.Progress.Start("selfverify primitives", 2, "curves")
 	costs := map[string]*svCosts{}
 	prim := experiment.Table{Title: "Measured primitives (thread CPU time, one goroutine, best of 10 runs)",
@@ -59,17 +85,18 @@ func runSelfVerify(ctx context.Context, env *experiment.Env) (*experiment.Result
 	for _, c := range []*ecqv.Curve{ecqv.P256(), ecqv.SM2()} {
 		cs, err := measureSVCosts(c, budget)
 		if err != nil {
-			return nil, fmt.Errorf("selfverify: measure %s: %w", c.Name(), err)
+			return nil, prim, fmt.Errorf("selfverify: measure %s: %w", c.Name(), err)
 		}
 		costs[c.Name()] = cs
 		prim.AddRow(c.Name(), cs.Hash, cs.Mul, cs.BaseMul, cs.Sign, cs.Verify, cs.Reconstruct)
 		prog.Add(1)
 	}
 	prog.Done()
-	p := costs["P-256"]
-	res.Tables = append(res.Tables, prim)
+	return costs, prim, nil
+}
 
-	// Figure 5.
+// svFigure5 is Figure 5 from p's measured costs.
+func svFigure5(p *svCosts) (experiment.Table, experiment.Plot) {
 	fig5 := experiment.Table{Title: "Figure 5: token generation and verification cost for N tokens (P-256 machine, T_hash measured)",
 		Header: []string{"N", "Lin et al. 2008 (3N·T_hash)", "Yang–Chang 2012 (2N·T_hash)", "this scheme (0 hashes)", "this scheme as built (1 sign + 1 verify per token)"},
 		Notes:  []string{fmt.Sprintf("T_hash = %s measured here (the seed assumed 0.006 ms on a Pentium IV). The seed's scheme issues one token of limit W instead of N hash-chain coins, so its hash cost is zero; the last column is what this implementation actually spends per token (N's signature and the vendor's verification), independent of N.", experiment.FormatDuration(p.Hash))}}
@@ -85,11 +112,12 @@ func runSelfVerify(ctx context.Context, env *experiment.Env) (*experiment.Result
 		yc = append(yc, svMillis(y))
 		ours = append(ours, svMillis(tokenCost))
 	}
-	res.Tables = append(res.Tables, fig5)
-	res.Plots = append(res.Plots, experiment.Plot{File: "selfverify-fig5.png", Title: "Figure 5: token generation + verification", XLabel: "N (tokens / coins)", YLabel: "time (ms)", LogX: true, LogY: true,
-		Series: []experiment.Series{{Name: "Lin et al. (3N hashes)", X: x5, Y: lin}, {Name: "Yang–Chang (2N hashes)", X: x5, Y: yc}, {Name: "this scheme: 1 sign + 1 verify", X: x5, Y: ours}}})
+	return fig5, experiment.Plot{File: "selfverify-fig5.png", Title: "Figure 5: token generation + verification", XLabel: "N (tokens / coins)", YLabel: "time (ms)", LogX: true, LogY: true,
+		Series: []experiment.Series{{Name: "Lin et al. (3N hashes)", X: x5, Y: lin}, {Name: "Yang–Chang (2N hashes)", X: x5, Y: yc}, {Name: "this scheme: 1 sign + 1 verify", X: x5, Y: ours}}}
+}
 
-	// Figure 6.
+// svFigure6 is Figure 6 from p's measured costs.
+func svFigure6(p *svCosts) (experiment.Table, experiment.Plot) {
 	fig6 := experiment.Table{Title: "Figure 6: symmetric-key generation cost over n payments (P-256, measured T_mul and T_hash)",
 		Header: []string{"n", "Yang–Chang 2012 (3n·T_mul)", "this scheme (T_mul + (n−1)·T_hash)", "ratio"}}
 	var x6, y3, y1 []float64
@@ -101,11 +129,12 @@ func runSelfVerify(ctx context.Context, env *experiment.Env) (*experiment.Result
 		y3 = append(y3, svMillis(a))
 		y1 = append(y1, svMillis(b))
 	}
-	res.Tables = append(res.Tables, fig6)
-	res.Plots = append(res.Plots, experiment.Plot{File: "selfverify-fig6.png", Title: "Figure 6: symmetric-key generation over n payments", XLabel: "payments n", YLabel: "time (ms)", LogX: true, LogY: true,
-		Series: []experiment.Series{{Name: "Yang–Chang (3 point mult. per payment)", X: x6, Y: y3}, {Name: "this scheme (1 point mult., then 1 hash)", X: x6, Y: y1}}})
+	return fig6, experiment.Plot{File: "selfverify-fig6.png", Title: "Figure 6: symmetric-key generation over n payments", XLabel: "payments n", YLabel: "time (ms)", LogX: true, LogY: true,
+		Series: []experiment.Series{{Name: "Yang–Chang (3 point mult. per payment)", X: x6, Y: y3}, {Name: "this scheme (1 point mult., then 1 hash)", X: x6, Y: y1}}}
+}
 
-	// Targets.
+// svTargets checks each curve's payment costs against the speed targets.
+func svTargets(costs map[string]*svCosts) experiment.Table {
 	targets := experiment.Table{Title: "Targets (thread CPU time on one core per side; best of 10 runs)",
 		Header: []string{"curve", "measure", "phone (U)", "vendor (V)", "U + V", "target", "met"}}
 	for _, name := range []string{"P-256", "SM2"} {
@@ -116,36 +145,36 @@ func runSelfVerify(ctx context.Context, env *experiment.Env) (*experiment.Result
 		targets.AddRow(name, "first payment: ECDH, HKDF, signatures, AEAD", cs.FirstUser, cs.FirstVendor, first, "≤ 0.5 ms (U + V)", svYes(first <= 500*time.Microsecond))
 	}
 	targets.Notes = append(targets.Notes, "Phone: one hash step, seal the request, open the receipt. Vendor: hash step, open and decode the request, seal the receipt. A first payment adds a·G, a·Q_V and the token-key signature on the phone, and d_V·A, N's token signature and the holder signature verification at the vendor.")
-	res.Tables = append(res.Tables, targets)
+	return targets
+}
 
-	if duration > 0 {
-		e2e := experiment.Table{Title: fmt.Sprintf("End-to-end later payments through the HTTPS API (%d phones, %s)", conc, duration),
-			Header: []string{"backend", "payments", "elapsed", "payments/s (wall)", "CPU per payment (all parties)", "CPU-bound capacity on this machine's cores", "target", "met (wall)"},
-			Notes:  []string{"Operator and vendor run as in-process httptest TLS servers. Each payment: phone → vendor (decrypt, price and limit checks) → operator (online reservation against W) → vendor stores → receipt. SQLite: synchronous=FULL with group commit of the hot-path writes. The machine is shared: the wall-clock rate falls with other load; the CPU per payment (process CPU time / payments) does not, and the capacity column is what the cores would sustain if the run were CPU-bound and alone (it ignores fsync waits)."}}
-		for _, b := range strings.Split(env.String("backends"), ",") {
-			b = strings.TrimSpace(b)
-			db, cleanup, err := svOpen(ctx, env, b)
-			if err != nil {
-				e2e.AddRow(b, "-", "-", "-", "-", "-", "≥ 1000/s", "skipped: "+err.Error())
-				continue
-			}
-			bp := env.Progress.Start("selfverify HTTPS payments ("+b+")", 0, "payments")
-			tp, err := measureSVThroughput(ctx, db, conc, duration, func(n int64) { bp.Add(256) })
-			bp.Done()
-			cleanup()
-			if err != nil {
-				return nil, fmt.Errorf("selfverify: end-to-end on %s: %w", b, err)
-			}
-			capacity := "-"
-			if tp.CPUPerPayment > 0 {
-				capacity = fmt.Sprintf("%.0f/s on %d cores", float64(runtime.NumCPU())/tp.CPUPerPayment.Seconds(), runtime.NumCPU())
-			}
-			e2e.AddRow(b, tp.Payments, tp.Elapsed, fmt.Sprintf("%.0f", tp.PerSecond), tp.CPUPerPayment, capacity, "≥ 1000/s", svYes(tp.PerSecond >= 1000))
+// svEndToEnd runs later payments through the HTTPS API on each backend
+// for duration with conc phones; an unreachable backend is a skipped row.
+func svEndToEnd(ctx context.Context, env *experiment.Env, conc int, duration time.Duration) (experiment.Table, error) {
+	e2e := experiment.Table{Title: fmt.Sprintf("End-to-end later payments through the HTTPS API (%d phones, %s)", conc, duration),
+		Header: []string{"backend", "payments", "elapsed", "payments/s (wall)", "CPU per payment (all parties)", "CPU-bound capacity on this machine's cores", "target", "met (wall)"},
+		Notes:  []string{"Operator and vendor run as in-process httptest TLS servers. Each payment: phone → vendor (decrypt, price and limit checks) → operator (online reservation against W) → vendor stores → receipt. SQLite: synchronous=FULL with group commit of the hot-path writes. The machine is shared: the wall-clock rate falls with other load; the CPU per payment (process CPU time / payments) does not, and the capacity column is what the cores would sustain if the run were CPU-bound and alone (it ignores fsync waits)."}}
+	for _, b := range strings.Split(env.String("backends"), ",") {
+		b = strings.TrimSpace(b)
+		db, cleanup, err := svOpen(ctx, env, b)
+		if err != nil {
+			e2e.AddRow(b, "-", "-", "-", "-", "-", "≥ 1000/s", "skipped: "+err.Error())
+			continue
 		}
-		res.Tables = append(res.Tables, e2e)
+		bp := env.Progress.Start("selfverify HTTPS payments ("+b+")", 0, "payments")
+		tp, err := measureSVThroughput(ctx, db, conc, duration, func(n int64) { bp.Add(256) })
+		bp.Done()
+		cleanup()
+		if err != nil {
+			return e2e, fmt.Errorf("selfverify: end-to-end on %s: %w", b, err)
+		}
+		capacity := "-"
+		if tp.CPUPerPayment > 0 {
+			capacity = fmt.Sprintf("%.0f/s on %d cores", float64(runtime.NumCPU())/tp.CPUPerPayment.Seconds(), runtime.NumCPU())
+		}
+		e2e.AddRow(b, tp.Payments, tp.Elapsed, fmt.Sprintf("%.0f", tp.PerSecond), tp.CPUPerPayment, capacity, "≥ 1000/s", svYes(tp.PerSecond >= 1000))
 	}
-	res.Data = costs
-	return res, nil
+	return e2e, nil
 }
 
 func svMillis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
