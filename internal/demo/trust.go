@@ -15,6 +15,7 @@ import (
 
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/internal/lab"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -101,7 +102,7 @@ func Trust() Scenario {
 		if err != nil {
 			return rows, err
 		}
-		tp, err := bioqr.LoadTemplates(env.DataDir, nil)
+		tp, err := lab.LoadTemplates(env.DataDir, nil)
 		if err != nil {
 			return rows, err
 		}
