@@ -1,4 +1,4 @@
-package bioqr
+package bioqr_test
 
 import (
 	"context"
@@ -7,13 +7,14 @@ import (
 	"testing"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
 // failingAuditor fails every transactional record: the failure comes after
 // the ledger transfer inside the settlement's transaction.
-type failingAuditor struct{ MemoryAuditor }
+type failingAuditor struct{ bioqr.MemoryAuditor }
 
 var errAuditDown = errors.New("audit trail unavailable")
 
@@ -30,7 +31,7 @@ func TestSettleIsAtomic(t *testing.T) {
 		posCert := f.rig.POS.Unit.Certificate()
 		var sealed [][]byte
 		orig := f.rig.POS.Settler
-		f.rig.POS.Settler = settlerFunc(func(ctx context.Context, b []byte) (*SettleResult, error) {
+		f.rig.POS.Settler = settlerFunc(func(ctx context.Context, b []byte) (*bioqr.SettleResult, error) {
 			sealed = append(sealed, b)
 			return orig.Settle(ctx, b)
 		})
@@ -45,7 +46,7 @@ func TestSettleIsAtomic(t *testing.T) {
 		payer, merchant := f.balance(t, f.rig.Payer), f.balance(t, f.rig.Merchant)
 		transfers := count(`SELECT COUNT(*) FROM ledger_transfers`)
 
-		st.cfg.Audit = &failingAuditor{}
+		st.SetAudit(&failingAuditor{})
 		qr, _ := f.pay(t, 12_34, f.rig.Templates.Genuine)
 		if _, err := f.rig.POS.Accept(f.ctx, qr); !errors.Is(err, errAuditDown) {
 			t.Fatalf("payment with a failing audit trail: %v, want %v", err, errAuditDown)
@@ -71,12 +72,12 @@ func TestSettleIsAtomic(t *testing.T) {
 		}
 
 		// The trail is back: the same envelopes settle, once.
-		st.cfg.Audit = f.audit
+		st.SetAudit(f.audit)
 		res, err := st.Settle(f.ctx, posCert, sealed[0])
 		if err != nil || res.Status != "paid" || res.Replayed {
 			t.Fatalf("retry: %+v, %v", res, err)
 		}
-		if _, err := st.Settle(f.ctx, posCert, sealed[1]); !errors.Is(err, ErrFingerprint) {
+		if _, err := st.Settle(f.ctx, posCert, sealed[1]); !errors.Is(err, bioqr.ErrFingerprint) {
 			t.Fatalf("retry of the impostor: %v", err)
 		}
 		again, err := st.Settle(f.ctx, posCert, sealed[0])
@@ -99,4 +100,11 @@ func TestSettleIsAtomic(t *testing.T) {
 			t.Errorf("%d audit records of the payment, want 2", audited)
 		}
 	})
+}
+
+// settlerFunc is a bioqr.Settler made of a function.
+type settlerFunc func(context.Context, []byte) (*bioqr.SettleResult, error)
+
+func (f settlerFunc) Settle(ctx context.Context, b []byte) (*bioqr.SettleResult, error) {
+	return f(ctx, b)
 }

@@ -1,4 +1,4 @@
-package bioqr
+package bioqr_test
 
 import (
 	"testing"
@@ -15,7 +15,7 @@ func TestAuditTrail(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.rig.Settlement.cfg.Audit = log
+		f.rig.Settlement.SetAudit(log)
 		qr, _ := f.pay(t, 1_00, f.rig.Templates.Genuine)
 		if _, err := f.rig.POS.Accept(f.ctx, qr); err != nil {
 			t.Fatal(err)

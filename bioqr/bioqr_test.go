@@ -1,8 +1,10 @@
-package bioqr
+package bioqr_test
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/qshield/qshield/fingerprint/fvc"
@@ -15,7 +17,9 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/bioqr/emvqr"
+	"github.com/qshield/qshield/internal/lab"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
@@ -25,11 +29,11 @@ import (
 
 var (
 	tplOnce sync.Once
-	tpl     Templates
+	tpl     lab.Templates
 	tplErr  error
 )
 
-func templates(t *testing.T) Templates {
+func templates(t *testing.T) lab.Templates {
 	tplOnce.Do(func() {
 		// FVC2002 templates when QSHIELD_FINGERPRINT_DATA names them,
 		// synthetic ones otherwise; a variable pointing at nothing fails.
@@ -38,7 +42,7 @@ func templates(t *testing.T) Templates {
 			tplErr = err
 			return
 		}
-		tpl, tplErr = LoadTemplates(dir, nil)
+		tpl, tplErr = lab.LoadTemplates(dir, nil)
 	})
 	if tplErr != nil {
 		t.Fatalf("templates: %v", tplErr)
@@ -51,8 +55,8 @@ type fixture struct {
 	db    *sqldb.DB
 	ca    *pki.CA
 	led   *ledger.Ledger
-	rig   *Rig
-	audit *MemoryAuditor
+	rig   *lab.Bioqr
+	audit *bioqr.MemoryAuditor
 	clk   *testclock.Clock
 }
 
@@ -73,10 +77,10 @@ func newFixture(t *testing.T, db *sqldb.DB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { led.Close() })
-	f := &fixture{ctx: ctx, db: db, ca: ca, led: led, audit: &MemoryAuditor{}, clk: testclock.New(time.Now())}
-	f.rig, err = NewRig(ctx, RigConfig{DB: db, CA: ca, Ledger: led, Audit: f.audit, Templates: templates(t), Now: f.clk.Now})
+	f := &fixture{ctx: ctx, db: db, ca: ca, led: led, audit: &bioqr.MemoryAuditor{}, clk: testclock.New(time.Now())}
+	f.rig, err = lab.NewBioqr(ctx, lab.BioqrConfig{DB: db, CA: ca, Ledger: led, Audit: f.audit, Templates: templates(t), Now: f.clk.Now})
 	if err != nil {
-		t.Fatalf("NewRig: %v", err)
+		t.Fatalf("NewBioqr: %v", err)
 	}
 	return f
 }
@@ -109,7 +113,7 @@ func viaPNG(t *testing.T, text string) string {
 
 // pay runs steps 2–8: the POS issues a consumption QR, the phone reads it
 // and returns the payment QR text.
-func (f *fixture) pay(t *testing.T, amount int64, probe []byte) (string, *Consumption) {
+func (f *fixture) pay(t *testing.T, amount int64, probe []byte) (string, *bioqr.Consumption) {
 	t.Helper()
 	c, err := f.rig.POS.NewConsumption(f.ctx, amount)
 	if err != nil {
@@ -136,7 +140,7 @@ func TestFifteenStepsOverMutualTLS(t *testing.T) {
 		defer stop()
 		before, mBefore := f.balance(t, f.rig.Payer), f.balance(t, f.rig.Merchant)
 		// The phone takes the POS certificate from the server.
-		if _, ok := f.rig.Phone.Certificates.(*Client); !ok {
+		if _, ok := f.rig.Phone.Certificates.(*bioqr.Client); !ok {
 			t.Fatal("the phone does not fetch POS certificates over HTTP")
 		}
 		// Probe from the phone's own sensor.
@@ -149,7 +153,7 @@ func TestFifteenStepsOverMutualTLS(t *testing.T) {
 			t.Fatalf("result %+v", res)
 		}
 		// Probe from the POS's sensor.
-		f.rig.POS.Sensor = BytesSensor(f.rig.Templates.Genuine)
+		f.rig.POS.Sensor = bioqr.BytesSensor(f.rig.Templates.Genuine)
 		qr2, _ := f.pay(t, 10_00, nil)
 		res2, err := f.rig.POS.Accept(f.ctx, qr2)
 		if err != nil || res2.ProbeSource != "pos" {
@@ -198,33 +202,33 @@ func TestAttacks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			u, _ := NewSecureUnit("", KindPOS, pki.ECDSAP256, nil)
-			req, _ := NewCertRequest(u, "EVIL-POS", "", nil, map[string]string{AttrMerchantAccount: "thief"})
-			c, err := (&Certifier{CA: evil}).Certify(f.ctx, req)
+			u, _ := bioqr.NewSecureUnit("", bioqr.KindPOS, pki.ECDSAP256, nil)
+			req, _ := bioqr.NewCertRequest(u, "EVIL-POS", "", nil, map[string]string{bioqr.AttrMerchantAccount: "thief"})
+			c, err := (&bioqr.Certifier{CA: evil}).Certify(f.ctx, req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := c.Install(u, evil.Certificate()); err != nil {
 				t.Fatal(err)
 			}
-			fake := &POS{Unit: u, Store: NewMemoryRandStore(), Merchant: r.POS.Merchant}
+			fake := &bioqr.POS{Unit: u, Store: bioqr.NewMemoryRandStore(), Merchant: r.POS.Merchant}
 			fake.Merchant.Account = "thief"
 			qr, err := fake.NewConsumption(f.ctx, 999_00)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := r.Phone.ReadConsumption(f.ctx, qr.Payload); !errors.Is(err, ErrIllegalPOS) {
+			if _, err := r.Phone.ReadConsumption(f.ctx, qr.Payload); !errors.Is(err, bioqr.ErrIllegalPOS) {
 				t.Fatalf("phone accepted a POS certified by another CA: %v", err)
 			}
 			// A forged POS key naming a genuine certificate fails the POS signature.
-			u2, _ := NewSecureUnit("", KindPOS, pki.ECDSAP256, nil)
-			u2.cred, u2.cert, u2.root = r.POS.Unit.Credential(), r.POS.Unit.Certificate(), r.POS.Unit.Root()
-			forger := &POS{Unit: u2, Store: NewMemoryRandStore(), Merchant: r.POS.Merchant}
+			u2, _ := bioqr.NewSecureUnit("", bioqr.KindPOS, pki.ECDSAP256, nil)
+			u2.SetIdentity(r.POS.Unit.Credential(), r.POS.Unit.Certificate(), r.POS.Unit.Root())
+			forger := &bioqr.POS{Unit: u2, Store: bioqr.NewMemoryRandStore(), Merchant: r.POS.Merchant}
 			qr2, err := forger.NewConsumption(f.ctx, 1_00)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := r.Phone.ReadConsumption(f.ctx, qr2.Payload); !errors.Is(err, ErrBadSignature) {
+			if _, err := r.Phone.ReadConsumption(f.ctx, qr2.Payload); !errors.Is(err, bioqr.ErrBadSignature) {
 				t.Fatalf("phone accepted a QR signed by a key other than the credential's: %v", err)
 			}
 		})
@@ -249,11 +253,11 @@ func TestAttacks(t *testing.T) {
 			if err := f.ca.Revoke(f.ctx, pos2.Unit.Certificate().SerialNumber, "terminal stolen"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := r.Phone.ReadConsumption(f.ctx, c.Payload); !errors.Is(err, ErrIllegalPOS) {
+			if _, err := r.Phone.ReadConsumption(f.ctx, c.Payload); !errors.Is(err, bioqr.ErrIllegalPOS) {
 				t.Fatalf("phone accepted a revoked POS: %v", err)
 			}
 			// Its already-made payment QR is refused by the settlement server.
-			if _, err := pos2.Accept(f.ctx, qr); !errors.Is(err, ErrIllegalPOS) {
+			if _, err := pos2.Accept(f.ctx, qr); !errors.Is(err, bioqr.ErrIllegalPOS) {
 				t.Fatalf("settlement accepted a revoked POS: %v", err)
 			}
 		})
@@ -264,14 +268,14 @@ func TestAttacks(t *testing.T) {
 			if _, err := r.POS.Accept(f.ctx, qr); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrRandCodeUsed) {
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, bioqr.ErrRandCodeUsed) {
 				t.Fatalf("POS accepted a replayed payment QR: %v", err)
 			}
 			// A POS replaying to the settlement server gets the same answer,
 			// not a second payment.
-			q, _ := ParsePaymentQR(qr)
-			pt, _ := r.POS.Unit.Decrypt([]byte(paymentInfo), paymentAAD(q.KeyID), q.Ciphertext)
-			env := &Envelope{Message: pt, ProbeSource: ProbeFromPhone, POSTime: f.clk.Now()}
+			q, _ := bioqr.ParsePaymentQR(qr)
+			pt, _ := r.POS.Unit.Decrypt([]byte(bioqr.PaymentInfo), bioqr.PaymentAAD(q.KeyID), q.Ciphertext)
+			env := &bioqr.Envelope{Message: pt, ProbeSource: bioqr.ProbeFromPhone, POSTime: f.clk.Now()}
 			sealed, err := r.POS.SealEnvelope(env)
 			if err != nil {
 				t.Fatal(err)
@@ -287,9 +291,9 @@ func TestAttacks(t *testing.T) {
 				t.Fatalf("payer paid %d, want 3.00 once", before-got)
 			}
 			// Another envelope (POS probe instead) with the same RandCode is refused.
-			env2 := &Envelope{Message: pt, ProbeSource: ProbeFromPhone, POSTime: f.clk.Now().Add(time.Second)}
+			env2 := &bioqr.Envelope{Message: pt, ProbeSource: bioqr.ProbeFromPhone, POSTime: f.clk.Now().Add(time.Second)}
 			sealed2, _ := r.POS.SealEnvelope(env2)
-			if _, err := r.Settlement.Settle(f.ctx, r.POS.Unit.Certificate(), sealed2); !errors.Is(err, ErrRandCodeUsed) {
+			if _, err := r.Settlement.Settle(f.ctx, r.POS.Unit.Certificate(), sealed2); !errors.Is(err, bioqr.ErrRandCodeUsed) {
 				t.Fatalf("server accepted a second envelope for a used RandCode: %v", err)
 			}
 		})
@@ -304,7 +308,7 @@ func TestAttacks(t *testing.T) {
 			body := strings.Replace(c.Payload, "540588.00", "540508.00", 1)
 			body = body[:len(body)-4]
 			forged := body + strings.ToUpper(hex16(emvqr.CRC16([]byte(body))))
-			if _, err := r.Phone.ReadConsumption(f.ctx, forged); !errors.Is(err, ErrBadSignature) {
+			if _, err := r.Phone.ReadConsumption(f.ctx, forged); !errors.Is(err, bioqr.ErrBadSignature) {
 				t.Fatalf("phone accepted a consumption QR with a changed amount: %v", err)
 			}
 			// 2. A flipped ciphertext byte in the payment QR: decryption fails.
@@ -313,9 +317,9 @@ func TestAttacks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			q, _ := ParsePaymentQR(qr)
+			q, _ := bioqr.ParsePaymentQR(qr)
 			q.Ciphertext[len(q.Ciphertext)/2] ^= 1
-			if _, err := r.POS.Accept(f.ctx, EncodePaymentQR(q)); !errors.Is(err, ErrDecrypt) {
+			if _, err := r.POS.Accept(f.ctx, bioqr.EncodePaymentQR(q)); !errors.Is(err, bioqr.ErrDecrypt) {
 				t.Fatalf("POS accepted a modified ciphertext: %v", err)
 			}
 			// 3. A rogue POS lowers... raises the amount before sealing: the
@@ -323,20 +327,20 @@ func TestAttacks(t *testing.T) {
 			c2, _ := r.POS.NewConsumption(f.ctx, 1_00)
 			read2, _ := r.Phone.ReadConsumption(f.ctx, c2.Payload)
 			qr2, _ := r.Phone.Pay(f.ctx, read2, r.Payer, genuine)
-			q2, _ := ParsePaymentQR(qr2)
-			pt, _ := r.POS.Unit.Decrypt([]byte(paymentInfo), paymentAAD(q2.KeyID), q2.Ciphertext)
-			m, err := ParsePaymentMessage(pt)
+			q2, _ := bioqr.ParsePaymentQR(qr2)
+			pt, _ := r.POS.Unit.Decrypt([]byte(bioqr.PaymentInfo), bioqr.PaymentAAD(q2.KeyID), q2.Ciphertext)
+			m, err := bioqr.ParsePaymentMessage(pt)
 			if err != nil {
 				t.Fatal(err)
 			}
 			m.Amount = 500_00
-			if m.TBS, err = m.tbs(); err != nil {
+			if m.TBS, err = m.ComputeTBS(); err != nil {
 				t.Fatal(err)
 			}
 			m.Raw = append(append([]byte(nil), m.TBS...), byte(len(m.Signature)))
 			m.Raw = append(m.Raw, m.Signature...)
-			sealed, _ := r.POS.SealEnvelope(&Envelope{Message: m.Raw, ProbeSource: ProbeFromPhone, POSTime: f.clk.Now()})
-			if _, err := r.Settlement.Settle(f.ctx, r.POS.Unit.Certificate(), sealed); !errors.Is(err, ErrBadSignature) {
+			sealed, _ := r.POS.SealEnvelope(&bioqr.Envelope{Message: m.Raw, ProbeSource: bioqr.ProbeFromPhone, POSTime: f.clk.Now()})
+			if _, err := r.Settlement.Settle(f.ctx, r.POS.Unit.Certificate(), sealed); !errors.Is(err, bioqr.ErrBadSignature) {
 				t.Fatalf("settlement accepted an altered amount: %v", err)
 			}
 			if got := f.balance(t, r.Payer); got != before {
@@ -349,16 +353,16 @@ func TestAttacks(t *testing.T) {
 			read, _ := r.Phone.ReadConsumption(f.ctx, c.Payload)
 			// A bystander read the RandCode off the screen and forges a
 			// payment with an uncertified key.
-			u, _ := NewSecureUnit("", KindPhone, pki.ECDSAP256, nil)
-			u.root = r.Phone.Unit.Root()
-			m := &PaymentMessage{Amount: 5_00, Currency: "156", Account: "x", MerchantAccount: c.Account, RandCode: c.RandCode,
+			u, _ := bioqr.NewSecureUnit("", bioqr.KindPhone, pki.ECDSAP256, nil)
+			u.SetIdentity(nil, nil, r.Phone.Unit.Root())
+			m := &bioqr.PaymentMessage{Amount: 5_00, Currency: "156", Account: "x", MerchantAccount: c.Account, RandCode: c.RandCode,
 				Expires: c.Expires, POSSerial: c.POSSerial, Created: f.clk.Now(), PhoneCredential: r.Phone.Unit.Credential().Raw}
-			if err := m.sign(u); err != nil {
+			if err := m.Sign(u); err != nil {
 				t.Fatal(err)
 			}
 			kid := r.POS.Unit.KeyID()
-			ct, _ := seal(r.POS.Unit.EncryptionPublic(), []byte(paymentInfo), paymentAAD(kid), m.Raw)
-			if _, err := r.POS.Accept(f.ctx, EncodePaymentQR(&PaymentQR{KeyID: kid, Ciphertext: ct})); !errors.Is(err, ErrBadSignature) {
+			ct, _ := bioqr.Seal(r.POS.Unit.EncryptionPublic(), []byte(bioqr.PaymentInfo), bioqr.PaymentAAD(kid), m.Raw)
+			if _, err := r.POS.Accept(f.ctx, bioqr.EncodePaymentQR(&bioqr.PaymentQR{KeyID: kid, Ciphertext: ct})); !errors.Is(err, bioqr.ErrBadSignature) {
 				t.Fatalf("forged payment: %v", err)
 			}
 			qr, err := r.Phone.Pay(f.ctx, read, r.Payer, genuine)
@@ -373,7 +377,7 @@ func TestAttacks(t *testing.T) {
 		t.Run("wrong finger", func(t *testing.T) {
 			before := f.balance(t, r.Payer)
 			qr, _ := f.pay(t, 7_00, impostor)
-			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrFingerprint) {
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, bioqr.ErrFingerprint) {
 				t.Fatalf("settlement accepted another finger: %v", err)
 			}
 			if got := f.balance(t, r.Payer); got != before {
@@ -385,21 +389,21 @@ func TestAttacks(t *testing.T) {
 			before := f.balance(t, r.Payer)
 			r.POS.Sensor = nil
 			qr, _ := f.pay(t, 9_00, nil)
-			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrNoFingerprint) {
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, bioqr.ErrNoFingerprint) {
 				t.Fatalf("payment without any fingerprint: %v", err)
 			}
 			// The thief puts their own finger on the POS sensor.
-			r.POS.Sensor = BytesSensor(impostor)
+			r.POS.Sensor = bioqr.BytesSensor(impostor)
 			qr2, _ := f.pay(t, 9_00, nil)
-			if _, err := r.POS.Accept(f.ctx, qr2); !errors.Is(err, ErrFingerprint) {
+			if _, err := r.POS.Accept(f.ctx, qr2); !errors.Is(err, bioqr.ErrFingerprint) {
 				t.Fatalf("thief's finger accepted: %v", err)
 			}
 			r.POS.Sensor = nil
 			// A copied credential in another phone (no access to the secure
 			// unit's key) fails the phone signature even with the owner's finger.
-			thief, _ := NewSecureUnit("", KindPhone, pki.ECDSAP256, nil)
-			thief.cred, thief.root = r.Phone.Unit.Credential(), r.Phone.Unit.Root()
-			tp := &Phone{Unit: thief, Revocation: CARevocation{CA: f.ca}, Certificates: CARevocation{CA: f.ca}, Now: f.clk.Now}
+			thief, _ := bioqr.NewSecureUnit("", bioqr.KindPhone, pki.ECDSAP256, nil)
+			thief.SetIdentity(r.Phone.Unit.Credential(), nil, r.Phone.Unit.Root())
+			tp := &bioqr.Phone{Unit: thief, Revocation: bioqr.CARevocation{CA: f.ca}, Certificates: bioqr.CARevocation{CA: f.ca}, Now: f.clk.Now}
 			if err := tp.SetAccounts([]string{r.Payer}); err != nil {
 				t.Fatal(err)
 			}
@@ -409,7 +413,7 @@ func TestAttacks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := r.POS.Accept(f.ctx, qr3); !errors.Is(err, ErrBadSignature) {
+			if _, err := r.POS.Accept(f.ctx, qr3); !errors.Is(err, bioqr.ErrBadSignature) {
 				t.Fatalf("cloned credential accepted: %v", err)
 			}
 			if got := f.balance(t, r.Payer); got != before {
@@ -424,12 +428,12 @@ func TestAttacks(t *testing.T) {
 				t.Fatal(err)
 			}
 			qr, _ := r.Phone.Pay(f.ctx, read, r.Payer, genuine)
-			f.clk.Add(DefaultConsumptionTTL + time.Second)
-			defer f.clk.Add(-(DefaultConsumptionTTL + time.Second))
-			if _, err := r.Phone.ReadConsumption(f.ctx, c.Payload); !errors.Is(err, ErrExpired) {
+			f.clk.Add(bioqr.DefaultConsumptionTTL + time.Second)
+			defer f.clk.Add(-(bioqr.DefaultConsumptionTTL + time.Second))
+			if _, err := r.Phone.ReadConsumption(f.ctx, c.Payload); !errors.Is(err, bioqr.ErrExpired) {
 				t.Fatalf("phone accepted an expired consumption QR: %v", err)
 			}
-			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrExpired) {
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, bioqr.ErrExpired) {
 				t.Fatalf("POS accepted a payment for an expired consumption QR: %v", err)
 			}
 		})
@@ -440,13 +444,13 @@ func TestAttacks(t *testing.T) {
 				t.Fatal(err)
 			}
 			qr, _ := f.pay(t, 2_00, genuine)
-			if _, err := other.Accept(f.ctx, qr); !errors.Is(err, ErrWrongPOS) {
+			if _, err := other.Accept(f.ctx, qr); !errors.Is(err, bioqr.ErrWrongPOS) {
 				t.Fatalf("another POS accepted the code: %v", err)
 			}
 			// Relabelled with the other POS's key ID: it cannot decrypt it.
-			q, _ := ParsePaymentQR(qr)
+			q, _ := bioqr.ParsePaymentQR(qr)
 			q.KeyID = other.Unit.KeyID()
-			if _, err := other.Accept(f.ctx, EncodePaymentQR(q)); !errors.Is(err, ErrDecrypt) {
+			if _, err := other.Accept(f.ctx, bioqr.EncodePaymentQR(q)); !errors.Is(err, bioqr.ErrDecrypt) {
 				t.Fatalf("another POS decrypted the code: %v", err)
 			}
 			// The right POS still accepts it.
@@ -457,15 +461,15 @@ func TestAttacks(t *testing.T) {
 
 		t.Run("lockout after repeated wrong fingers", func(t *testing.T) {
 			var err error
-			for i := 0; i < 8 && !errors.Is(err, ErrLocked); i++ {
+			for i := 0; i < 8 && !errors.Is(err, bioqr.ErrLocked); i++ {
 				qr, _ := f.pay(t, 1_00, impostor)
 				_, err = r.POS.Accept(f.ctx, qr)
 			}
-			if !errors.Is(err, ErrLocked) {
+			if !errors.Is(err, bioqr.ErrLocked) {
 				t.Fatalf("no lockout: %v", err)
 			}
 			qr, _ := f.pay(t, 1_00, genuine)
-			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, ErrLocked) {
+			if _, err := r.POS.Accept(f.ctx, qr); !errors.Is(err, bioqr.ErrLocked) {
 				t.Fatalf("locked phone paid: %v", err)
 			}
 			f.clk.Add(16 * time.Minute)
@@ -497,7 +501,7 @@ func TestFifteenStepsSM2(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer led.Close()
-		r, err := NewRig(ctx, RigConfig{DB: db, CA: ca, Ledger: led, Templates: templates(t), Algorithm: pki.SM2, Audit: &MemoryAuditor{}})
+		r, err := lab.NewBioqr(ctx, lab.BioqrConfig{DB: db, CA: ca, Ledger: led, Templates: templates(t), Algorithm: pki.SM2, Audit: &bioqr.MemoryAuditor{}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -513,9 +517,9 @@ func TestFifteenStepsSM2(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		q, _ := ParsePaymentQR(qr)
-		if Suite(q.Ciphertext[0]) != SuiteSM2SM4 {
-			t.Fatalf("payment QR suite %v", Suite(q.Ciphertext[0]))
+		q, _ := bioqr.ParsePaymentQR(qr)
+		if bioqr.Suite(q.Ciphertext[0]) != bioqr.SuiteSM2SM4 {
+			t.Fatalf("payment QR suite %v", bioqr.Suite(q.Ciphertext[0]))
 		}
 		res, err := r.POS.Accept(ctx, qr)
 		if err != nil || res.Amount != 18_80 {
@@ -525,7 +529,7 @@ func TestFifteenStepsSM2(t *testing.T) {
 		c2, _ := r.POS.NewConsumption(ctx, 1_00)
 		read2, _ := r.Phone.ReadConsumption(ctx, c2.Payload)
 		qr2, _ := r.Phone.Pay(ctx, read2, r.Payer, r.Templates.Impostor)
-		if _, err := r.POS.Accept(ctx, qr2); !errors.Is(err, ErrFingerprint) {
+		if _, err := r.POS.Accept(ctx, qr2); !errors.Is(err, bioqr.ErrFingerprint) {
 			t.Fatalf("impostor: %v", err)
 		}
 	})
@@ -544,7 +548,7 @@ func TestConsumptionQRAtMaximumLengths(t *testing.T) {
 		if _, err := f.led.CreateAccount(f.ctx, ledger.NewAccount{ID: account, Kind: ledger.KindMerchant, Currency: "CNY"}); err != nil {
 			t.Fatal(err)
 		}
-		var pos *POS
+		var pos *bioqr.POS
 		for i := 0; pos == nil; i++ {
 			p, err := r.NewPOS(f.ctx, fmt.Sprintf("MAX-%d", i), account)
 			if err != nil {
@@ -567,14 +571,14 @@ func TestConsumptionQRAtMaximumLengths(t *testing.T) {
 		if _, err := emvqr.Parse(c.Payload); err != nil {
 			t.Fatalf("emvqr: %v", err)
 		}
-		if _, err := ParseConsumption(c.Payload); err != nil {
+		if _, err := bioqr.ParseConsumption(c.Payload); err != nil {
 			t.Fatalf("ParseConsumption: %v", err)
 		}
 		read, err := r.Phone.ReadConsumption(f.ctx, c.Payload)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !read.sealTo.Equal(pos.Unit.EncryptionPublic()) || read.sealTo.Equal(pos.Unit.Public()) {
+		if !read.SealTo().Equal(pos.Unit.EncryptionPublic()) || read.SealTo().Equal(pos.Unit.Public()) {
 			t.Fatal("the phone does not seal to the POS's encryption key")
 		}
 	})
@@ -589,20 +593,20 @@ func TestPhoneTakesPOSKeyFromVerifiedCertificate(t *testing.T) {
 		f := newFixture(t, db)
 		r := f.rig
 		// A POS certificate issued without the encryption-key attribute.
-		u, _ := NewSecureUnit("", KindPOS, pki.ECDSAP256, nil)
+		u, _ := bioqr.NewSecureUnit("", bioqr.KindPOS, pki.ECDSAP256, nil)
 		iss, err := f.ca.Issue(f.ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: "POS OLD-POS", PublicKey: u.Public(),
-			Device:   &pki.DeviceInfo{Serial: "OLD-POS", Kind: pki.KindPOS, Attrs: map[string]string{AttrMerchantAccount: r.Merchant}},
+			Device:   &pki.DeviceInfo{Serial: "OLD-POS", Kind: pki.KindPOS, Attrs: map[string]string{bioqr.AttrMerchantAccount: r.Merchant}},
 			Validity: time.Hour, Kind: pki.PrincipalPOS, Scheme: "bioqr"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		u.cert, u.root = iss.Cert, r.POS.Unit.Root()
-		old := &POS{Unit: u, Store: NewMemoryRandStore(), Merchant: r.POS.Merchant}
+		u.SetIdentity(nil, iss.Cert, r.POS.Unit.Root())
+		old := &bioqr.POS{Unit: u, Store: bioqr.NewMemoryRandStore(), Merchant: r.POS.Merchant}
 		c, err := old.NewConsumption(f.ctx, 3_00)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.Phone.ReadConsumption(f.ctx, c.Payload); !errors.Is(err, ErrIllegalPOS) || !errors.Is(err, ErrNoEncryptionKey) {
+		if _, err := r.Phone.ReadConsumption(f.ctx, c.Payload); !errors.Is(err, bioqr.ErrIllegalPOS) || !errors.Is(err, bioqr.ErrNoEncryptionKey) {
 			t.Fatalf("phone accepted a POS certificate without an encryption key: %v", err)
 		}
 		// A source that answers with another certificate.
@@ -610,19 +614,19 @@ func TestPhoneTakesPOSKeyFromVerifiedCertificate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		liar := &Phone{Unit: r.Phone.Unit, Certificates: fixedCert(r.Phone.Unit.Certificate().Raw), Now: f.clk.Now}
-		if _, err := liar.ReadConsumption(f.ctx, good.Payload); !errors.Is(err, ErrIllegalPOS) {
+		liar := &bioqr.Phone{Unit: r.Phone.Unit, Certificates: fixedCert(r.Phone.Unit.Certificate().Raw), Now: f.clk.Now}
+		if _, err := liar.ReadConsumption(f.ctx, good.Payload); !errors.Is(err, bioqr.ErrIllegalPOS) {
 			t.Fatalf("phone accepted another certificate for the POS: %v", err)
 		}
-		if _, err := (&Phone{Unit: r.Phone.Unit, Now: f.clk.Now}).ReadConsumption(f.ctx, good.Payload); err == nil {
+		if _, err := (&bioqr.Phone{Unit: r.Phone.Unit, Now: f.clk.Now}).ReadConsumption(f.ctx, good.Payload); err == nil {
 			t.Fatal("phone without a certificate source read a consumption QR")
 		}
 		// Pay refuses a consumption that ReadConsumption did not verify.
-		parsed, err := ParseConsumption(good.Payload)
+		parsed, err := bioqr.ParseConsumption(good.Payload)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.Phone.Pay(f.ctx, parsed, r.Payer, nil); !errors.Is(err, ErrIllegalPOS) {
+		if _, err := r.Phone.Pay(f.ctx, parsed, r.Payer, nil); !errors.Is(err, bioqr.ErrIllegalPOS) {
 			t.Fatalf("phone paid an unverified consumption QR: %v", err)
 		}
 	})
@@ -631,3 +635,10 @@ func TestPhoneTakesPOSKeyFromVerifiedCertificate(t *testing.T) {
 type fixedCert []byte
 
 func (c fixedCert) CertificateDER(context.Context, *big.Int) ([]byte, error) { return c, nil }
+
+// randSuffix makes test identifiers unique across runs on one database.
+func randSuffix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,10 +1,11 @@
-package bioqr
+package bioqr_test
 
 import (
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb"
@@ -19,12 +20,12 @@ func TestEnrolmentNeedsConsent(t *testing.T) {
 		f := newFixture(t, db)
 		st := f.rig.Settlement
 		enrol := func(account string, consent ...string) error {
-			u, err := NewSecureUnit("", KindPhone, pki.ECDSAP256, nil)
+			u, err := bioqr.NewSecureUnit("", bioqr.KindPhone, pki.ECDSAP256, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			stc, _ := ParseCredential(st.Credential())
-			er, err := NewEnrolRequest(u, stc, "PHONE-"+randSuffix(), "m", f.rig.Templates.Owner, []string{account})
+			stc, _ := bioqr.ParseCredential(st.Credential())
+			er, err := bioqr.NewEnrolRequest(u, stc, "PHONE-"+randSuffix(), "m", f.rig.Templates.Owner, []string{account})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -33,10 +34,10 @@ func TestEnrolmentNeedsConsent(t *testing.T) {
 			return err
 		}
 		victim := f.rig.Payer
-		if err := enrol(victim); !errors.Is(err, ErrConsent) {
+		if err := enrol(victim); !errors.Is(err, bioqr.ErrConsent) {
 			t.Fatalf("enrolment without a code: %v", err)
 		}
-		if err := enrol(victim, "AAAAAAAAAAAAAAAA"); !errors.Is(err, ErrConsent) {
+		if err := enrol(victim, "AAAAAAAAAAAAAAAA"); !errors.Is(err, bioqr.ErrConsent) {
 			t.Fatalf("enrolment with a made-up code: %v", err)
 		}
 		other := "bioqr-other-" + randSuffix()
@@ -47,7 +48,7 @@ func TestEnrolmentNeedsConsent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := enrol(victim, otherCode.Code); !errors.Is(err, ErrConsent) {
+		if err := enrol(victim, otherCode.Code); !errors.Is(err, bioqr.ErrConsent) {
 			t.Fatalf("enrolment with another account's code: %v", err)
 		}
 		code, err := st.IssueEnrolmentCode(f.ctx, "operator", victim)
@@ -57,15 +58,15 @@ func TestEnrolmentNeedsConsent(t *testing.T) {
 		if err := enrol(victim, code.Code); err != nil {
 			t.Fatalf("enrolment with the holder's code: %v", err)
 		}
-		if err := enrol(victim, code.Code); !errors.Is(err, ErrConsent) {
+		if err := enrol(victim, code.Code); !errors.Is(err, bioqr.ErrConsent) {
 			t.Fatalf("second use of a single-use code: %v", err)
 		}
 		expiring, err := st.IssueEnrolmentCode(f.ctx, "operator", victim)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.clk.Add(EnrolmentCodeTTL + time.Second)
-		if err := enrol(victim, expiring.Code); !errors.Is(err, ErrConsent) {
+		f.clk.Add(bioqr.EnrolmentCodeTTL + time.Second)
+		if err := enrol(victim, expiring.Code); !errors.Is(err, bioqr.ErrConsent) {
 			t.Fatalf("expired code: %v", err)
 		}
 		// System, escrow, merchant and may-go-negative accounts: never.
@@ -76,10 +77,10 @@ func TestEnrolmentNeedsConsent(t *testing.T) {
 			if _, err := f.led.CreateAccount(f.ctx, a); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := st.IssueEnrolmentCode(f.ctx, "operator", a.ID); !errors.Is(err, ErrAccountNotEligible) {
+			if _, err := st.IssueEnrolmentCode(f.ctx, "operator", a.ID); !errors.Is(err, bioqr.ErrAccountNotEligible) {
 				t.Errorf("code for a %s account (negative=%v): %v", a.Kind, a.AllowNegative, err)
 			}
-			if err := enrol(a.ID, "AAAAAAAAAAAAAAAA"); !errors.Is(err, ErrAccountNotEligible) {
+			if err := enrol(a.ID, "AAAAAAAAAAAAAAAA"); !errors.Is(err, bioqr.ErrAccountNotEligible) {
 				t.Errorf("enrolment on a %s account (negative=%v): %v", a.Kind, a.AllowNegative, err)
 			}
 		}
@@ -101,11 +102,11 @@ func TestSecondPOSWithTheSameSerial(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := f.rig.NewPOS(f.ctx, serial, attackerShop)
-		if !errors.Is(err, ErrExists) || !errors.Is(err, pki.ErrDeviceTaken) {
+		if !errors.Is(err, bioqr.ErrExists) || !errors.Is(err, pki.ErrDeviceTaken) {
 			t.Fatalf("second POS %s: %v", serial, err)
 		}
 		// A POS cannot be certified for a non-merchant account either.
-		if _, err := f.rig.NewPOS(f.ctx, "SHOP-"+randSuffix(), f.rig.Payer); !errors.Is(err, ErrAccountNotEligible) {
+		if _, err := f.rig.NewPOS(f.ctx, "SHOP-"+randSuffix(), f.rig.Payer); !errors.Is(err, bioqr.ErrAccountNotEligible) {
 			t.Fatalf("POS paying into a user account: %v", err)
 		}
 	})

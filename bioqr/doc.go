@@ -134,17 +134,13 @@
 // Base45 (RFC 9285) of key ID ‖ ciphertext: about 680 characters (version
 // 17) without a probe and about 870 (version 19) with the demo's ISO probe.
 //
-// # The rig
+// # Tests and the harness
 //
-// [NewRig] (rig.go) is the one harness left in this package: a settlement
-// server, a POS and a phone certified by one CA on one ledger. It stays here
-// because the package's own tests are built on it (newFixture in
-// bioqr_test.go, used by six test files) and those tests are internal
-// (package bioqr): they also use unexported parts (paymentAAD, seal,
-// verifySig, the fixture's fast keys). An internal test cannot import
-// internal/scenario, which imports bioqr ("import cycle not allowed in
-// test"), so moving the rig there means first moving those tests to an
-// external bioqr_test package and exporting what they reach into. The demo
-// (internal/scenario) and the experiment use the rig through its exported
-// API only.
+// The harness that runs the 15 steps in-process — a settlement server, a
+// POS and a phone certified by one CA on one ledger, with FVC2002 or
+// synthetic fingerprint templates — is lab.NewBioqr in internal/lab, not
+// part of this library. The package's tests are external (package
+// bioqr_test) and use that harness; export_test.go gives the test binary
+// the few unexported parts they check (the sealing and signature helpers,
+// the payment AAD, the unit's identity, the page's status helpers).
 package bioqr

@@ -1,4 +1,4 @@
-package bioqr
+package bioqr_test
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/bioqr"
+	"github.com/qshield/qshield/internal/lab"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/sqldb"
@@ -36,11 +38,11 @@ func makeSeeds(f *testing.F) seedSet {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { led.Close() })
-	tp, err := LoadTemplates("", nil)
+	tp, err := lab.LoadTemplates("", nil)
 	if err != nil {
 		f.Fatal(err)
 	}
-	r, err := NewRig(ctx, RigConfig{DB: db, CA: ca, Ledger: led, Templates: tp, Audit: &MemoryAuditor{}})
+	r, err := lab.NewBioqr(ctx, lab.BioqrConfig{DB: db, CA: ca, Ledger: led, Templates: tp, Audit: &bioqr.MemoryAuditor{}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -56,12 +58,12 @@ func makeSeeds(f *testing.F) seedSet {
 	if err != nil {
 		f.Fatal(err)
 	}
-	q, _ := ParsePaymentQR(qr)
-	pt, err := r.POS.Unit.Decrypt([]byte(paymentInfo), paymentAAD(q.KeyID), q.Ciphertext)
+	q, _ := bioqr.ParsePaymentQR(qr)
+	pt, err := r.POS.Unit.Decrypt([]byte(bioqr.PaymentInfo), bioqr.PaymentAAD(q.KeyID), q.Ciphertext)
 	if err != nil {
 		f.Fatal(err)
 	}
-	env, _ := (&Envelope{Message: pt, ProbeSource: ProbeFromPOS, POSProbe: tp.Genuine, POSTime: time.Now()}).marshal()
+	env, _ := (&bioqr.Envelope{Message: pt, ProbeSource: bioqr.ProbeFromPOS, POSProbe: tp.Genuine, POSTime: time.Now()}).Marshal()
 	return seedSet{credential: r.Phone.Unit.Credential().Raw, message: pt, envelope: env, consumption: c.Payload, paymentQR: qr}
 }
 
@@ -70,7 +72,7 @@ func FuzzParseCredential(f *testing.F) {
 	f.Add(s.credential)
 	f.Add([]byte{1, 1, 1, 1, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := ParseCredential(b)
+		c, err := bioqr.ParseCredential(b)
 		if err != nil {
 			return
 		}
@@ -78,7 +80,7 @@ func FuzzParseCredential(f *testing.F) {
 			t.Fatal("accepted credential is inconsistent")
 		}
 		// Verification of arbitrary input never panics.
-		_ = c.Verify(&x509.Certificate{}, KindPhone, time.Now())
+		_ = c.Verify(&x509.Certificate{}, bioqr.KindPhone, time.Now())
 	})
 }
 
@@ -87,12 +89,12 @@ func FuzzParsePaymentMessage(f *testing.F) {
 	f.Add(s.message)
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := ParsePaymentMessage(b)
+		m, err := bioqr.ParsePaymentMessage(b)
 		if err != nil {
 			return
 		}
 		// Re-encoding the signed part gives the same bytes.
-		tbs, err := m.tbs()
+		tbs, err := m.ComputeTBS()
 		if err != nil || !bytes.Equal(tbs, m.TBS) {
 			t.Fatalf("non-canonical payment message accepted: %v", err)
 		}
@@ -106,11 +108,11 @@ func FuzzParseEnvelope(f *testing.F) {
 	s := makeSeeds(f)
 	f.Add(s.envelope)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := ParseEnvelope(b)
+		e, err := bioqr.ParseEnvelope(b)
 		if err != nil {
 			return
 		}
-		again, err := e.marshal()
+		again, err := e.Marshal()
 		if err != nil || !bytes.Equal(again, b) {
 			t.Fatal("envelope does not round-trip")
 		}
@@ -122,11 +124,11 @@ func FuzzParsePaymentQR(f *testing.F) {
 	f.Add(s.paymentQR)
 	f.Add("QSP1:")
 	f.Fuzz(func(t *testing.T, text string) {
-		q, err := ParsePaymentQR(text)
+		q, err := bioqr.ParsePaymentQR(text)
 		if err != nil {
 			return
 		}
-		if EncodePaymentQR(q) != text {
+		if bioqr.EncodePaymentQR(q) != text {
 			t.Fatal("payment QR does not round-trip")
 		}
 	})
@@ -136,7 +138,7 @@ func FuzzParseConsumption(f *testing.F) {
 	s := makeSeeds(f)
 	f.Add(s.consumption)
 	f.Fuzz(func(t *testing.T, text string) {
-		c, err := ParseConsumption(text)
+		c, err := bioqr.ParseConsumption(text)
 		if err != nil {
 			return
 		}
@@ -149,18 +151,18 @@ func FuzzParseConsumption(f *testing.F) {
 // FuzzCertRequest feeds arbitrary JSON to the certification-request checks
 // the enrolment and POS endpoints run before anything is issued.
 func FuzzCertRequest(f *testing.F) {
-	u, _ := NewSecureUnit("", KindPOS, pki.ECDSAP256, nil)
-	req, _ := NewCertRequest(u, "POS-1", "m", []byte{1, 2}, map[string]string{"merchant_account": "shop"})
+	u, _ := bioqr.NewSecureUnit("", bioqr.KindPOS, pki.ECDSAP256, nil)
+	req, _ := bioqr.NewCertRequest(u, "POS-1", "m", []byte{1, 2}, map[string]string{"merchant_account": "shop"})
 	good, _ := json.Marshal(req)
 	f.Add(good)
 	f.Add([]byte(`{"kind":1,"subject":"x","curve":"SM2","public_key":"AAAA"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var r CertRequest
+		var r bioqr.CertRequest
 		if json.Unmarshal(b, &r) != nil {
 			return
 		}
-		pub, err := r.publicKey()
-		if err == nil && (pub == nil || !verifySig(pub, r.SignedBytes(), r.ProofOfPossession)) {
+		pub, err := r.SigningKey()
+		if err == nil && (pub == nil || !bioqr.VerifySig(pub, r.SignedBytes(), r.ProofOfPossession)) {
 			t.Fatal("accepted a request whose proof of possession does not verify")
 		}
 	})

@@ -1,4 +1,4 @@
-package bioqr
+package bioqr_test
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/bioqr/emvqr"
 	"github.com/qshield/qshield/sqldb"
 )
@@ -87,7 +88,7 @@ func TestConsumptionQRIndependentParser(t *testing.T) {
 		}
 		p, _ := emvqr.Parse(payloads[i])
 		exp := map[string]any{"00": "01", "01": "12", "53": "156", "54": want, "58": "CN", "59": "Corner Shop", "60": "Hangzhou",
-			"26.00": GUI, "80.00": GUI}
+			"26.00": bioqr.GUI, "80.00": bioqr.GUI}
 		exp["52"], _ = p.Get("52")
 		for k, v := range exp {
 			if g[k] != v {

@@ -1,8 +1,9 @@
-package bioqr
+package bioqr_test
 
 import (
 	"testing"
 
+	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fingerprint"
 )
 
@@ -11,10 +12,10 @@ import (
 // a constant left over from an earlier score scale (0.80 accepted almost no
 // genuine probe and said nothing about the false match rate).
 func TestPaymentThresholdIsRecalibrated(t *testing.T) {
-	if PaymentThreshold != fingerprint.DefaultThreshold {
-		t.Fatalf("PaymentThreshold %v, fingerprint.DefaultThreshold %v", PaymentThreshold, fingerprint.DefaultThreshold)
+	if bioqr.PaymentThreshold != fingerprint.DefaultThreshold {
+		t.Fatalf("PaymentThreshold %v, fingerprint.DefaultThreshold %v", bioqr.PaymentThreshold, fingerprint.DefaultThreshold)
 	}
-	if got := NewFingerprintMatcher().M.Threshold(); got != PaymentThreshold {
-		t.Fatalf("payment matcher threshold %v, want %v", got, PaymentThreshold)
+	if got := bioqr.NewFingerprintMatcher().M.Threshold(); got != bioqr.PaymentThreshold {
+		t.Fatalf("payment matcher threshold %v, want %v", got, bioqr.PaymentThreshold)
 	}
 }

@@ -1,4 +1,4 @@
-package bioqr
+package bioqr_test
 
 import (
 	"bytes"
@@ -9,12 +9,14 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/sqldb"
@@ -24,19 +26,19 @@ import (
 func TestSealOpenSuites(t *testing.T) {
 	for _, alg := range []pki.Algorithm{pki.ECDSAP256, pki.SM2} {
 		t.Run(string(alg), func(t *testing.T) {
-			u, err := NewSecureUnit("", KindPOS, alg, nil)
+			u, err := bioqr.NewSecureUnit("", bioqr.KindPOS, alg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			other, _ := NewSecureUnit("", KindPOS, alg, nil)
+			other, _ := bioqr.NewSecureUnit("", bioqr.KindPOS, alg, nil)
 			msg := []byte("Sum+InforCn+RandCodeC")
-			ct, err := seal(u.EncryptionPublic(), []byte("info"), []byte("aad"), msg)
+			ct, err := bioqr.Seal(u.EncryptionPublic(), []byte("info"), []byte("aad"), msg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := map[pki.Algorithm]Suite{pki.ECDSAP256: SuiteHPKEP256, pki.SM2: SuiteSM2SM4}[alg]
-			if Suite(ct[0]) != want {
-				t.Fatalf("suite %v, want %v", Suite(ct[0]), want)
+			want := map[pki.Algorithm]bioqr.Suite{pki.ECDSAP256: bioqr.SuiteHPKEP256, pki.SM2: bioqr.SuiteSM2SM4}[alg]
+			if bioqr.Suite(ct[0]) != want {
+				t.Fatalf("suite %v, want %v", bioqr.Suite(ct[0]), want)
 			}
 			pt, err := u.Decrypt([]byte("info"), []byte("aad"), ct)
 			if err != nil || !bytes.Equal(pt, msg) {
@@ -46,7 +48,7 @@ func TestSealOpenSuites(t *testing.T) {
 				"wrong key": func() error { _, err := other.Decrypt([]byte("info"), []byte("aad"), ct); return err },
 				// Issue #12: the signing key never decrypts.
 				"sealed to the signing key": func() error {
-					c, err := seal(u.Public(), []byte("info"), []byte("aad"), msg)
+					c, err := bioqr.Seal(u.Public(), []byte("info"), []byte("aad"), msg)
 					if err != nil {
 						return nil // report as opened: sealing must work
 					}
@@ -69,7 +71,7 @@ func TestSealOpenSuites(t *testing.T) {
 				},
 				"truncated": func() error { _, err := u.Decrypt([]byte("info"), []byte("aad"), ct[:20]); return err },
 			} {
-				if err := f(); !errors.Is(err, ErrDecrypt) {
+				if err := f(); !errors.Is(err, bioqr.ErrDecrypt) {
 					t.Errorf("%s: %v", name, err)
 				}
 			}
@@ -78,11 +80,11 @@ func TestSealOpenSuites(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			raw, err := sigToRaw(der)
-			if err != nil || len(raw) != 64 || !verifySig(u.Public(), msg, rawToSig(raw)) {
+			raw, err := bioqr.SigToRaw(der)
+			if err != nil || len(raw) != 64 || !bioqr.VerifySig(u.Public(), msg, bioqr.RawToSig(raw)) {
 				t.Fatalf("raw signature: %v", err)
 			}
-			if verifySig(u.Public(), []byte("other"), der) {
+			if bioqr.VerifySig(u.Public(), []byte("other"), der) {
 				t.Fatal("signature verifies for another message")
 			}
 		})
@@ -93,21 +95,21 @@ func TestSecureUnitFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "phone.json")
 	pin := pki.PassphraseKeyWithParams([]byte("123456 correct"), pki.Argon2Params{Time: 1, Memory: 19 * 1024, Threads: 1})
-	u, err := NewSecureUnit(path, KindPhone, pki.ECDSAP256, pin)
+	u, err := bioqr.NewSecureUnit(path, bioqr.KindPhone, pki.ECDSAP256, pin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := u.PutSecret("accounts", []byte(`["alice"]`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewSecureUnit(path, KindPhone, pki.ECDSAP256, pin); !errors.Is(err, ErrExists) {
+	if _, err := bioqr.NewSecureUnit(path, bioqr.KindPhone, pki.ECDSAP256, pin); !errors.Is(err, bioqr.ErrExists) {
 		t.Fatalf("overwrote an existing unit: %v", err)
 	}
 	wrong := pki.PassphraseKeyWithParams([]byte("000000 wrong!"), pki.Argon2Params{Time: 1, Memory: 19 * 1024, Threads: 1})
-	if _, err := OpenSecureUnit(path, wrong); !errors.Is(err, ErrWrongKey) {
+	if _, err := bioqr.OpenSecureUnit(path, wrong); !errors.Is(err, bioqr.ErrWrongKey) {
 		t.Fatalf("wrong PIN: %v", err)
 	}
-	u2, err := OpenSecureUnit(path, pin)
+	u2, err := bioqr.OpenSecureUnit(path, pin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,45 +120,36 @@ func TestSecureUnitFile(t *testing.T) {
 	if err != nil || string(s) != `["alice"]` {
 		t.Fatalf("secret: %q %v", s, err)
 	}
-	data, _ := readAll(path)
+	data, _ := os.ReadFile(path)
 	if bytes.Contains(data, []byte("alice")) || bytes.Contains(data, []byte("PRIVATE KEY-----\nM")) {
 		t.Fatal("secret or key in clear on disk")
 	}
 }
 
-func readAll(p string) ([]byte, error) {
-	f, err := openFile(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(f)
-}
-
 func TestFileRandStoreSingleUse(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "rand.json")
-	a, b := FileRandStore{Path: path}, FileRandStore{Path: path}
+	a, b := bioqr.FileRandStore{Path: path}, bioqr.FileRandStore{Path: path}
 	var code [16]byte
 	code[0] = 9
 	now := time.Now()
-	if err := a.Put(ctx, Pending{RandCode: code, Amount: 100, Currency: "156", MerchantAccount: "m", Expires: now.Add(time.Minute)}); err != nil {
+	if err := a.Put(ctx, bioqr.Pending{RandCode: code, Amount: 100, Currency: "156", MerchantAccount: "m", Expires: now.Add(time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := b.Take(ctx, code, now)
 	if err != nil || p.Amount != 100 {
 		t.Fatalf("take: %+v %v", p, err)
 	}
-	if _, err := a.Take(ctx, code, now); !errors.Is(err, ErrRandCodeUsed) {
+	if _, err := a.Take(ctx, code, now); !errors.Is(err, bioqr.ErrRandCodeUsed) {
 		t.Fatalf("second take: %v", err)
 	}
 	var other [16]byte
-	if _, err := a.Take(ctx, other, now); !errors.Is(err, ErrRandCodeUnknown) {
+	if _, err := a.Take(ctx, other, now); !errors.Is(err, bioqr.ErrRandCodeUnknown) {
 		t.Fatalf("unknown code: %v", err)
 	}
 	code[0] = 10
-	_ = a.Put(ctx, Pending{RandCode: code, Amount: 1, Expires: now.Add(time.Second)})
-	if _, err := a.Take(ctx, code, now.Add(2*time.Second)); !errors.Is(err, ErrExpired) {
+	_ = a.Put(ctx, bioqr.Pending{RandCode: code, Amount: 1, Expires: now.Add(time.Second)})
+	if _, err := a.Take(ctx, code, now.Add(2*time.Second)); !errors.Is(err, bioqr.ErrExpired) {
 		t.Fatalf("expired code: %v", err)
 	}
 }
@@ -168,12 +161,12 @@ func TestCredentialSM2CA(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		u, _ := NewSecureUnit("", KindPOS, pki.SM2, nil)
-		req, err := NewCertRequest(u, "POS-SM2", "", nil, map[string]string{AttrMerchantAccount: "m"})
+		u, _ := bioqr.NewSecureUnit("", bioqr.KindPOS, pki.SM2, nil)
+		req, err := bioqr.NewCertRequest(u, "POS-SM2", "", nil, map[string]string{bioqr.AttrMerchantAccount: "m"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := (&Certifier{CA: ca}).Certify(ctx, req)
+		c, err := (&bioqr.Certifier{CA: ca}).Certify(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,21 +174,21 @@ func TestCredentialSM2CA(t *testing.T) {
 			t.Fatal(err)
 		}
 		cred := u.Credential()
-		if cred.SigAlg != sigSM2 || cred.PublicKey.Curve != sm2Curve() {
+		if cred.SigAlg != bioqr.SigSM2 || cred.PublicKey.Curve != bioqr.SM2Curve() {
 			t.Fatalf("credential %+v", cred)
 		}
-		if err := cred.Verify(ca.Certificate(), KindPOS, time.Now()); err != nil {
+		if err := cred.Verify(ca.Certificate(), bioqr.KindPOS, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		if err := cred.Verify(ca.Certificate(), KindPhone, time.Now()); !errors.Is(err, ErrMalformed) {
+		if err := cred.Verify(ca.Certificate(), bioqr.KindPhone, time.Now()); !errors.Is(err, bioqr.ErrMalformed) {
 			t.Fatalf("wrong kind accepted: %v", err)
 		}
-		if err := cred.Verify(ca.Certificate(), KindPOS, cred.NotAfter); !errors.Is(err, ErrExpired) {
+		if err := cred.Verify(ca.Certificate(), bioqr.KindPOS, cred.NotAfter); !errors.Is(err, bioqr.ErrExpired) {
 			t.Fatalf("expired credential accepted: %v", err)
 		}
 		// A payment to an SM2 POS uses SM2 encryption with SM4-GCM.
-		ct, err := seal(cred.PublicKey, []byte(paymentInfo), nil, []byte("x"))
-		if err != nil || Suite(ct[0]) != SuiteSM2SM4 {
+		ct, err := bioqr.Seal(cred.PublicKey, []byte(bioqr.PaymentInfo), nil, []byte("x"))
+		if err != nil || bioqr.Suite(ct[0]) != bioqr.SuiteSM2SM4 {
 			t.Fatalf("suite: %v", err)
 		}
 	})
@@ -205,24 +198,24 @@ func TestEnrolmentChecks(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		f := newFixture(t, db)
 		st := f.rig.Settlement
-		stc, _ := ParseCredential(st.Credential())
-		u, _ := NewSecureUnit("", KindPhone, pki.ECDSAP256, nil)
-		good := func() *EnrolRequest {
-			er, err := NewEnrolRequest(u, stc, "PHONE-X", "", f.rig.Templates.Owner, []string{f.rig.Payer})
+		stc, _ := bioqr.ParseCredential(st.Credential())
+		u, _ := bioqr.NewSecureUnit("", bioqr.KindPhone, pki.ECDSAP256, nil)
+		good := func() *bioqr.EnrolRequest {
+			er, err := bioqr.NewEnrolRequest(u, stc, "PHONE-X", "", f.rig.Templates.Owner, []string{f.rig.Payer})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return er
 		}
 		cases := map[string]struct {
-			mutate func(*EnrolRequest)
+			mutate func(*bioqr.EnrolRequest)
 			want   error
 		}{
-			"commitment mismatch": {func(e *EnrolRequest) { e.SealedTemplate[len(e.SealedTemplate)-1] ^= 1 }, ErrMalformed},
-			"forged proof":        {func(e *EnrolRequest) { e.Request.Subject = "PHONE-Y" }, ErrBadSignature},
-			"unknown account":     {func(e *EnrolRequest) { e.Accounts = []string{"nobody"} }, ErrNotFound},
-			"no accounts":         {func(e *EnrolRequest) { e.Accounts = nil }, ErrMalformed},
-			"POS request":         {func(e *EnrolRequest) { e.Request.Kind = KindPOS }, ErrMalformed},
+			"commitment mismatch": {func(e *bioqr.EnrolRequest) { e.SealedTemplate[len(e.SealedTemplate)-1] ^= 1 }, bioqr.ErrMalformed},
+			"forged proof":        {func(e *bioqr.EnrolRequest) { e.Request.Subject = "PHONE-Y" }, bioqr.ErrBadSignature},
+			"unknown account":     {func(e *bioqr.EnrolRequest) { e.Accounts = []string{"nobody"} }, bioqr.ErrNotFound},
+			"no accounts":         {func(e *bioqr.EnrolRequest) { e.Accounts = nil }, bioqr.ErrMalformed},
+			"POS request":         {func(e *bioqr.EnrolRequest) { e.Request.Kind = bioqr.KindPOS }, bioqr.ErrMalformed},
 		}
 		for name, c := range cases {
 			t.Run(name, func(t *testing.T) {
@@ -234,9 +227,9 @@ func TestEnrolmentChecks(t *testing.T) {
 			})
 		}
 		t.Run("garbage template", func(t *testing.T) {
-			sealed, commit, _ := SealTemplate(stc, u.Public(), []byte("not a template"))
-			req, _ := NewCertRequest(u, "PHONE-Z", "", commit, nil)
-			if _, err := st.Enrol(f.ctx, "test", &EnrolRequest{Request: req, SealedTemplate: sealed, Accounts: []string{f.rig.Payer}}); !errors.Is(err, ErrMalformed) {
+			sealed, commit, _ := bioqr.SealTemplate(stc, u.Public(), []byte("not a template"))
+			req, _ := bioqr.NewCertRequest(u, "PHONE-Z", "", commit, nil)
+			if _, err := st.Enrol(f.ctx, "test", &bioqr.EnrolRequest{Request: req, SealedTemplate: sealed, Accounts: []string{f.rig.Payer}}); !errors.Is(err, bioqr.ErrMalformed) {
 				t.Fatalf("garbage template enrolled: %v", err)
 			}
 		})
@@ -272,11 +265,11 @@ func TestPOSPage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		posP, err := f.rig.cfg.CA.Authenticate(f.ctx, f.rig.POS.Unit.Certificate())
+		posP, err := f.ca.Authenticate(f.ctx, f.rig.POS.Unit.Certificate())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := f.rig.Settlement.publish(f.ctx, posP, f.rig.POS.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); err != nil {
+		if err := f.rig.Settlement.Publish(f.ctx, posP, f.rig.POS.Unit.Certificate(), &bioqr.DisplayRequest{Payload: c.Payload}); err != nil {
 			t.Fatal(err)
 		}
 		srv := httptest.NewServer(f.rig.Settlement.PageHandler())
@@ -302,11 +295,11 @@ func TestPOSPage(t *testing.T) {
 		}
 		// Another POS's QR cannot be published under this POS.
 		other, _ := f.rig.NewPOS(f.ctx, "POS-2", f.rig.Merchant)
-		otherP, err := f.rig.cfg.CA.Authenticate(f.ctx, other.Unit.Certificate())
+		otherP, err := f.ca.Authenticate(f.ctx, other.Unit.Certificate())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := f.rig.Settlement.publish(f.ctx, otherP, other.Unit.Certificate(), &DisplayRequest{Payload: c.Payload}); !errors.Is(err, ErrWrongPOS) {
+		if err := f.rig.Settlement.Publish(f.ctx, otherP, other.Unit.Certificate(), &bioqr.DisplayRequest{Payload: c.Payload}); !errors.Is(err, bioqr.ErrWrongPOS) {
 			t.Fatalf("publish foreign QR: %v", err)
 		}
 	})

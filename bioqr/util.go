@@ -4,7 +4,6 @@ import (
 	"crypto/elliptic"
 	"fmt"
 	"math/big"
-	"os"
 	"sort"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -62,5 +61,3 @@ func rawToSig(raw []byte) []byte {
 	}
 	return out
 }
-
-func openFile(p string) (*os.File, error) { return os.Open(p) }

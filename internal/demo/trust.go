@@ -15,6 +15,7 @@ import (
 
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/internal/lab"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -146,7 +147,7 @@ func (r *trustRun) enrolWithoutConsent() error {
 	if err != nil {
 		return err
 	}
-	tp, err := bioqr.LoadTemplates(r.env.DataDir, nil)
+	tp, err := lab.LoadTemplates(r.env.DataDir, nil)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/fingerprint"
 	"github.com/qshield/qshield/fingerprint/fvc"
+	"github.com/qshield/qshield/internal/lab"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
@@ -126,11 +127,11 @@ func runBioQR(ctx context.Context, env *experiment.Env) (*experiment.Result, err
 	if err != nil {
 		return nil, err
 	}
-	tp, err := bioqr.LoadTemplates(data, nil)
+	tp, err := lab.LoadTemplates(data, nil)
 	if err != nil {
 		return nil, err
 	}
-	rig, err := bioqr.NewRig(ctx, bioqr.RigConfig{DB: db, CA: ca, Ledger: led, Templates: tp, Audit: &bioqr.MemoryAuditor{}, Log: env.Log, Funds: 1 << 40})
+	rig, err := lab.NewBioqr(ctx, lab.BioqrConfig{DB: db, CA: ca, Ledger: led, Templates: tp, Audit: &bioqr.MemoryAuditor{}, Log: env.Log, Funds: 1 << 40})
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +280,7 @@ func runBioQR(ctx context.Context, env *experiment.Env) (*experiment.Result, err
 	//    FVC2002 DB1_B records.
 	var mx, vy []float64
 	if data != "" {
-		files, _ := filepath.Glob(filepath.Join(data, bioqr.FVCDir, "*.iso"))
+		files, _ := filepath.Glob(filepath.Join(data, lab.FVCDir, "*.iso"))
 		for _, f := range files {
 			b, err := os.ReadFile(f)
 			if err != nil {

@@ -1,8 +1,11 @@
 // Package lab holds the test and demo harnesses that start a whole scheme
 // on loopback: the keycharge lab (StartKeycharge: QKMP and QSSC over mutual
-// TLS with a KME pair) used by keycharge's tests, the CLI tests, the demo
-// (internal/scenario) and the experiments. Harnesses live here, not in the
-// library packages, so that a library carries no test scaffolding.
+// TLS with a KME pair) and the bioqr rig (NewBioqr: settlement server, POS
+// and phone certified by one CA on one ledger; LoadTemplates for their
+// fingerprints), used by the libraries' tests, the CLI tests, the demo
+// (internal/scenario, internal/demo) and the experiments. Harnesses live
+// here, not in the library packages, so that a library carries no test
+// scaffolding.
 package lab
 
 import (

@@ -15,6 +15,7 @@ import (
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/bioqr/emvqr"
+	"github.com/qshield/qshield/internal/lab"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
@@ -54,8 +55,8 @@ type bioqrRun struct {
 	ctx   context.Context
 	d     BioQRDeps
 	steps []Step
-	tp    bioqr.Templates
-	rig   *bioqr.Rig
+	tp    lab.Templates
+	rig   *lab.Bioqr
 	// paidQR is the payment QR of the first payment (an attack replays it);
 	// before is the payer's balance before that payment.
 	paidQR string
@@ -108,13 +109,13 @@ func (r *bioqrRun) run() error {
 // starts the settlement API over mutual TLS.
 func (r *bioqrRun) setup() (stop func(), err error) {
 	m := bioqr.NewFingerprintMatcher()
-	if r.tp, err = bioqr.LoadTemplates(r.d.DataDir, m); err != nil {
+	if r.tp, err = lab.LoadTemplates(r.d.DataDir, m); err != nil {
 		return nil, r.fail("load fingerprint templates", err)
 	}
 	r.ok("fingerprint templates", r.tp.Source)
 	const certify = "certify settlement server, POS and phone (steps A–F, a–d)"
 	d := r.d
-	if r.rig, err = bioqr.NewRig(r.ctx, bioqr.RigConfig{DB: d.DB, CA: d.CA, Ledger: d.Ledger, Audit: d.Audit, Matcher: m, Templates: r.tp, Log: d.Log, Now: time.Now}); err != nil {
+	if r.rig, err = lab.NewBioqr(r.ctx, lab.BioqrConfig{DB: d.DB, CA: d.CA, Ledger: d.Ledger, Audit: d.Audit, Matcher: m, Templates: r.tp, Log: d.Log, Now: time.Now}); err != nil {
 		return nil, r.fail(certify, err)
 	}
 	r.ok(certify, fmt.Sprintf("credentials of %d/%d/%d bytes; owner template sealed to the settlement key, commitment in the phone credential",

@@ -1,4 +1,4 @@
-package bioqr
+package lab
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/bioqr"
 	"github.com/qshield/qshield/fingerprint"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
@@ -37,25 +38,25 @@ const FVCDir = "DB1_B"
 // directory: owner finger 101 impression 1, the first of impressions 2–8 the
 // matcher accepts, and finger 102 impression 1 as the impostor), or makes
 // deterministic synthetic ones when dataDir is "" or holds no records.
-func LoadTemplates(dataDir string, m Matcher) (Templates, error) {
+func LoadTemplates(dataDir string, m bioqr.Matcher) (Templates, error) {
 	if m == nil {
-		m = NewFingerprintMatcher()
+		m = bioqr.NewFingerprintMatcher()
 	}
 	if dataDir != "" {
 		// A directory that was named must hold the data: a typo fails
 		// loudly instead of quietly falling back to synthetic prints.
 		dir := filepath.Join(dataDir, FVCDir)
 		if _, err := os.Stat(filepath.Join(dir, "101_1.iso")); err != nil {
-			return Templates{}, fmt.Errorf("bioqr: %s holds no FVC2002 DB1_B templates: %w", dataDir, err)
+			return Templates{}, fmt.Errorf("lab: %s holds no FVC2002 DB1_B templates: %w", dataDir, err)
 		}
 		return loadFVC(dir, m)
 	}
 	return syntheticTemplates(m)
 }
 
-func loadFVC(dir string, m Matcher) (Templates, error) {
+func loadFVC(dir string, m bioqr.Matcher) (Templates, error) {
 	read := func(f, i int) ([]byte, error) {
-		return FileSensor{Path: filepath.Join(dir, fmt.Sprintf("%d_%d.iso", f, i))}.Capture(context.Background())
+		return bioqr.FileSensor{Path: filepath.Join(dir, fmt.Sprintf("%d_%d.iso", f, i))}.Capture(context.Background())
 	}
 	owner, err := read(101, 1)
 	if err != nil {
@@ -74,10 +75,10 @@ func loadFVC(dir string, m Matcher) (Templates, error) {
 			return Templates{Owner: owner, Genuine: g, Impostor: imp, Source: fmt.Sprintf("FVC2002 DB1_B: owner 101_1, probe 101_%d, impostor 102_1", i)}, nil
 		}
 	}
-	return Templates{}, errors.New("bioqr: the matcher accepts no impression of finger 101 against 101_1")
+	return Templates{}, errors.New("lab: the matcher accepts no impression of finger 101 against 101_1")
 }
 
-func syntheticTemplates(m Matcher) (Templates, error) {
+func syntheticTemplates(m bioqr.Matcher) (Templates, error) {
 	marshal := func(t *fingerprint.Template) []byte { b, _ := t.MarshalISO(); return b }
 	const seed = 20140509 // the patent's filing date
 	owner := marshal(fingerprint.Synthetic(seed, 1, 1))
@@ -88,16 +89,16 @@ func syntheticTemplates(m Matcher) (Templates, error) {
 			return Templates{Owner: owner, Genuine: g, Impostor: imp, Source: fmt.Sprintf("synthetic: finger 1 impressions 1 and %d, impostor finger 2", i)}, nil
 		}
 	}
-	return Templates{}, errors.New("bioqr: the matcher accepts no synthetic genuine impression")
+	return Templates{}, errors.New("lab: the matcher accepts no synthetic genuine impression")
 }
 
-// RigConfig configures NewRig.
-type RigConfig struct {
+// BioqrConfig configures NewBioqr.
+type BioqrConfig struct {
 	DB        *sqldb.DB
 	CA        *pki.CA
 	Ledger    *ledger.Ledger
 	Audit     audit.Recorder
-	Matcher   Matcher
+	Matcher   bioqr.Matcher
 	Templates Templates
 	Log       *slog.Logger
 	Now       func() time.Time
@@ -108,20 +109,20 @@ type RigConfig struct {
 	Algorithm pki.Algorithm
 }
 
-// Rig is a complete in-process installation: a settlement server, one
+// Bioqr is a complete in-process installation: a settlement server, one
 // certified POS and one enrolled phone, with ledger accounts — what the
 // demo, the experiment and the tests run the 15 steps on. All three roles
 // follow the certification steps (A–F, a–d) through the same code a
 // deployment uses.
-type Rig struct {
-	Settlement *Settlement
-	Phone      *Phone
-	POS        *POS
+type Bioqr struct {
+	Settlement *bioqr.Settlement
+	Phone      *bioqr.Phone
+	POS        *bioqr.POS
 	Payer      string // the phone owner's account
 	Merchant   string // the POS's merchant account
 	Bank       string
 	Templates  Templates
-	cfg        RigConfig
+	cfg        BioqrConfig
 }
 
 func randSuffix() string {
@@ -130,8 +131,8 @@ func randSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// NewRig creates accounts, the settlement server, a POS and a phone.
-func NewRig(ctx context.Context, cfg RigConfig) (*Rig, error) {
+// NewBioqr creates accounts, the settlement server, a POS and a phone.
+func NewBioqr(ctx context.Context, cfg BioqrConfig) (*Bioqr, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -139,27 +140,27 @@ func NewRig(ctx context.Context, cfg RigConfig) (*Rig, error) {
 		cfg.Funds = 1000_00
 	}
 	if cfg.Matcher == nil {
-		cfg.Matcher = NewFingerprintMatcher()
+		cfg.Matcher = bioqr.NewFingerprintMatcher()
 	}
 	sfx := randSuffix()
-	r := &Rig{Payer: "bioqr-alice-" + sfx, Merchant: "bioqr-shop-" + sfx, Bank: "bioqr-bank-" + sfx, Templates: cfg.Templates, cfg: cfg}
+	r := &Bioqr{Payer: "bioqr-alice-" + sfx, Merchant: "bioqr-shop-" + sfx, Bank: "bioqr-bank-" + sfx, Templates: cfg.Templates, cfg: cfg}
 	for _, a := range []ledger.NewAccount{
 		{ID: r.Bank, Owner: "qshield bank", Kind: ledger.KindSystem, Currency: "CNY", AllowNegative: true},
 		{ID: r.Payer, Owner: "alice", Kind: ledger.KindUser, Currency: "CNY"},
 		{ID: r.Merchant, Owner: "corner shop", Kind: ledger.KindMerchant, Currency: "CNY"},
 	} {
 		if _, err := cfg.Ledger.CreateAccount(ctx, a); err != nil {
-			return nil, fmt.Errorf("bioqr: rig account %s: %w", a.ID, err)
+			return nil, fmt.Errorf("lab: bioqr account %s: %w", a.ID, err)
 		}
 	}
 	if _, err := cfg.Ledger.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "bioqr-fund-" + sfx, From: r.Bank, To: r.Payer, Amount: cfg.Funds, Currency: "CNY", Memo: "top-up"}); err != nil {
-		return nil, fmt.Errorf("bioqr: rig funding: %w", err)
+		return nil, fmt.Errorf("lab: bioqr funding: %w", err)
 	}
-	su, err := NewSecureUnit("", KindSettlement, cfg.Algorithm, nil)
+	su, err := bioqr.NewSecureUnit("", bioqr.KindSettlement, cfg.Algorithm, nil)
 	if err != nil {
 		return nil, err
 	}
-	st, err := NewSettlement(ctx, SettlementConfig{DB: cfg.DB, CA: cfg.CA, Ledger: cfg.Ledger, Audit: cfg.Audit, Unit: su,
+	st, err := bioqr.NewSettlement(ctx, bioqr.SettlementConfig{DB: cfg.DB, CA: cfg.CA, Ledger: cfg.Ledger, Audit: cfg.Audit, Unit: su,
 		Matcher: cfg.Matcher, Log: cfg.Log, Now: cfg.Now, Subject: "settlement-" + sfx})
 	if err != nil {
 		return nil, err
@@ -176,12 +177,12 @@ func NewRig(ctx context.Context, cfg RigConfig) (*Rig, error) {
 
 // NewPOS certifies a new POS for merchantAccount (steps a–d) with an
 // in-process settler.
-func (r *Rig) NewPOS(ctx context.Context, id, merchantAccount string) (*POS, error) {
-	u, err := NewSecureUnit("", KindPOS, r.cfg.Algorithm, nil)
+func (r *Bioqr) NewPOS(ctx context.Context, id, merchantAccount string) (*bioqr.POS, error) {
+	u, err := bioqr.NewSecureUnit("", bioqr.KindPOS, r.cfg.Algorithm, nil)
 	if err != nil {
 		return nil, err
 	}
-	req, err := NewCertRequest(u, id, "qshield demo POS", nil, map[string]string{AttrMerchantAccount: merchantAccount})
+	req, err := bioqr.NewCertRequest(u, id, "qshield demo POS", nil, map[string]string{bioqr.AttrMerchantAccount: merchantAccount})
 	if err != nil {
 		return nil, err
 	}
@@ -192,8 +193,8 @@ func (r *Rig) NewPOS(ctx context.Context, id, merchantAccount string) (*POS, err
 	if err := c.Install(u, r.Settlement.Root()); err != nil {
 		return nil, err
 	}
-	p := &POS{Unit: u, Store: NewMemoryRandStore(), Now: r.cfg.Now,
-		Merchant: Merchant{Name: "Corner Shop", City: "Hangzhou", Country: "CN", MCC: "5411", Account: merchantAccount, Currency: "CNY"},
+	p := &bioqr.POS{Unit: u, Store: bioqr.NewMemoryRandStore(), Now: r.cfg.Now,
+		Merchant: bioqr.Merchant{Name: "Corner Shop", City: "Hangzhou", Country: "CN", MCC: "5411", Account: merchantAccount, Currency: "CNY"},
 		Settler:  r.Settlement.InProcess(u.Certificate())}
 	if err := p.SetSettlementCredential(r.Settlement.Credential()); err != nil {
 		return nil, err
@@ -202,16 +203,16 @@ func (r *Rig) NewPOS(ctx context.Context, id, merchantAccount string) (*POS, err
 }
 
 // NewPhone enrols a new phone with owner template and accounts (steps A–F).
-func (r *Rig) NewPhone(ctx context.Context, id string, owner []byte, accounts []string) (*Phone, error) {
-	u, err := NewSecureUnit("", KindPhone, r.cfg.Algorithm, nil)
+func (r *Bioqr) NewPhone(ctx context.Context, id string, owner []byte, accounts []string) (*bioqr.Phone, error) {
+	u, err := bioqr.NewSecureUnit("", bioqr.KindPhone, r.cfg.Algorithm, nil)
 	if err != nil {
 		return nil, err
 	}
-	stc, err := ParseCredential(r.Settlement.Credential())
+	stc, err := bioqr.ParseCredential(r.Settlement.Credential())
 	if err != nil {
 		return nil, err
 	}
-	er, err := NewEnrolRequest(u, stc, id, "qshield demo phone", owner, accounts)
+	er, err := bioqr.NewEnrolRequest(u, stc, id, "qshield demo phone", owner, accounts)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +231,7 @@ func (r *Rig) NewPhone(ctx context.Context, id string, owner []byte, accounts []
 	if err := c.Install(u, r.Settlement.Root()); err != nil {
 		return nil, err
 	}
-	ph := &Phone{Unit: u, Revocation: CARevocation{CA: r.cfg.CA}, Certificates: CARevocation{CA: r.cfg.CA}, Now: r.cfg.Now}
+	ph := &bioqr.Phone{Unit: u, Revocation: bioqr.CARevocation{CA: r.cfg.CA}, Certificates: bioqr.CARevocation{CA: r.cfg.CA}, Now: r.cfg.Now}
 	if err := ph.SetAccounts(accounts); err != nil {
 		return nil, err
 	}
@@ -240,7 +241,7 @@ func (r *Rig) NewPhone(ctx context.Context, id string, owner []byte, accounts []
 // StartTLS serves the settlement API on a loopback port over mutual TLS
 // and switches the rig's POS (settlement) and phone (revocation status, POS certificates) to
 // HTTP clients presenting their device certificates. stop shuts it down.
-func (r *Rig) StartTLS(ctx context.Context) (url string, stop func(), err error) {
+func (r *Bioqr) StartTLS(ctx context.Context) (url string, stop func(), err error) {
 	ca := r.cfg.CA
 	srvCert, err := ca.IssueTLS(ctx, pki.RoleServer, "bioqr-settlement", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
@@ -270,8 +271,8 @@ func (r *Rig) StartTLS(ctx context.Context) (url string, stop func(), err error)
 		hs.Close()
 		return "", nil, err
 	}
-	posClient := NewClient(url, ca.ClientTLS(sctx, posTLS, "localhost"))
-	phoneClient := NewClient(url, ca.ClientTLS(sctx, phoneTLS, "localhost"))
+	posClient := bioqr.NewClient(url, ca.ClientTLS(sctx, posTLS, "localhost"))
+	phoneClient := bioqr.NewClient(url, ca.ClientTLS(sctx, phoneTLS, "localhost"))
 	r.POS.Settler = posClient
 	r.Phone.Revocation, r.Phone.Certificates = phoneClient, phoneClient
 	return url, func() {
