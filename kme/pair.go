@@ -34,7 +34,9 @@ type PairConfig struct {
 	// Optional KME limits (see Config); zero means the default.
 	KeySizeBits, MaxKeyCount, MaxKeyPerRequest, MaxKeySize, MinKeySize int
 	SyncGrace, ReconcileEvery                                          time.Duration
-	Logger                                                             *slog.Logger
+	// RedeliverWithin (see Config) applies to both KMEs.
+	RedeliverWithin time.Duration
+	Logger          *slog.Logger
 }
 
 // Pair is two KMEs, one per site, serving ETSI 014 and synchronised with
@@ -130,7 +132,7 @@ func StartPair(ctx context.Context, db *sqldb.DB, cfg PairConfig) (*Pair, error)
 			KeySizeBits: cfg.KeySizeBits, MaxKeyCount: cfg.MaxKeyCount, MaxKeyPerRequest: cfg.MaxKeyPerRequest,
 			MaxKeySize: cfg.MaxKeySize, MinKeySize: cfg.MinKeySize,
 			PeerURL: s.peerURL, PeerTLS: s.peerClient, MasterKey: cfg.MasterKey,
-			SyncGrace: cfg.SyncGrace, ReconcileEvery: cfg.ReconcileEvery, Logger: log,
+			SyncGrace: cfg.SyncGrace, ReconcileEvery: cfg.ReconcileEvery, RedeliverWithin: cfg.RedeliverWithin, Logger: log,
 			Principals: cfg.CA,
 		}, p.w)
 	}

@@ -277,7 +277,7 @@ func (k *KME) peerRelease(ctx context.Context, req *releaseRequest) (int, *syncA
 	var us []*unit
 	for _, key := range req.Keys {
 		g := k.groups[key.KeyID]
-		if g == nil || !g.fromPeer || g.busy {
+		if g == nil || !g.fromPeer || g.busy || g.delivered != 0 {
 			continue
 		}
 		g.busy = true
