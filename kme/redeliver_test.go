@@ -27,7 +27,7 @@ func TestRedeliverWithin(t *testing.T) {
 }
 
 func testRedeliver(t *testing.T, db *sqldb.DB, window time.Duration) {
-	e := startEnv(t, db, func(c *PairConfig) { c.RedeliverWithin = window })
+	e := startEnv(t, db, func(c *PairConfig) { c.B.RedeliverWithin = window })
 	e.fill(4)
 	A, B := e.p.AURL, e.p.BURL
 	r := e.do("SAE_A1", "GET", A, "/api/v1/keys/SAE_B1/enc_keys?number=1&size=512", "")
