@@ -224,6 +224,9 @@ type KME struct {
 	pruneMu   sync.Mutex // one Prune at a time
 	lastPrune time.Time  // under pruneMu
 
+	adoptMu     sync.Mutex // one adoptDeposits at a time
+	lastAdopted int64      // highest seq read from the database (under adoptMu)
+
 	mu       sync.Mutex
 	pool     *pool
 	inflight map[string]*unit // taken from the pool, not yet committed
@@ -326,6 +329,7 @@ func (k *KME) load(ctx context.Context) error {
 			return fmt.Errorf("kme: load key pool: %w", err)
 		}
 		u := &unit{id: id.String, seq: seq, created: created}
+		k.lastAdopted = max(k.lastAdopted, seq)
 		switch state {
 		case stateAvailable:
 			k.pool.insert(u)

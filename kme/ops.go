@@ -175,6 +175,18 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 	stored := k.pool.len()
 	k.mu.Unlock()
 	if us == nil {
+		// Another process (the node that runs the QKD link) may have
+		// deposited since: take its units into this index and try again.
+		if n, err := k.adoptDeposits(ctx); err != nil {
+			k.log.Warn("read other processes' deposits", "err", err)
+		} else if n > 0 {
+			k.mu.Lock()
+			us = k.take(number * per)
+			stored = k.pool.len()
+			k.mu.Unlock()
+		}
+	}
+	if us == nil {
 		return nil, k.notEnough(number, size, stored), false
 	}
 	groups := make([]*group, number)
@@ -677,6 +689,49 @@ func (k *KME) prune(ctx context.Context, minInterval time.Duration) (int, error)
 	if n > 0 {
 		k.log.Info("units delivered by another process left the index", "units", n)
 	}
+	return n, nil
+}
+
+// adoptDeposits adds to the index the available units other processes on
+// this database deposited under this KME's ID since the last read (the
+// node that runs the QKD link when it is a singleton), and returns how many
+// it added. Sequence numbers are handed out under a per-KME lock held to
+// commit, so reading past the highest one seen misses none. It runs only
+// when the pool cannot serve a request or the peer asks for units this
+// index lacks, so nodes with links of their own keep to their own units.
+func (k *KME) adoptDeposits(ctx context.Context) (int, error) {
+	k.adoptMu.Lock()
+	defer k.adoptMu.Unlock()
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at FROM kme_keys WHERE kme_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT 100000`),
+		k.cfg.KMEID, stateAvailable, k.lastAdopted)
+	if err != nil {
+		return 0, fmt.Errorf("kme: read deposits of %s: %w", k.cfg.KMEID, err)
+	}
+	var found []*unit
+	for rows.Next() {
+		u := &unit{}
+		if err := rows.Scan(&u.seq, &u.id, &u.created); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("kme: read deposits of %s: %w", k.cfg.KMEID, err)
+		}
+		found = append(found, u)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return 0, fmt.Errorf("kme: read deposits of %s: %w", k.cfg.KMEID, err)
+	}
+	n := 0
+	k.mu.Lock()
+	for _, u := range found {
+		k.lastAdopted = max(k.lastAdopted, u.seq)
+		if k.pool.has(u.id) || k.inflight[u.id] != nil || k.unitReserved(u.id) || k.pool.len() >= k.cfg.MaxKeyCount {
+			continue
+		}
+		k.pool.insert(u)
+		n++
+	}
+	k.mu.Unlock()
 	return n, nil
 }
 
