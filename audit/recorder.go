@@ -109,3 +109,32 @@ func (l *Log) AppendSQL(e Entry, cond string, condArgs ...any) (string, []any, e
 		SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text WHERE %s`, cond)
 	return q, append([]any{t, e.Actor, e.Event, e.Outcome, e.Origin, e.Resource, details}, condArgs...), nil
 }
+
+// AppendAllSQL is AppendSQL for many entries: one PostgreSQL statement
+// (with its arguments) that appends entries, in order, to the queue, for
+// writers that pipeline a batch of business changes (the ledger's transfer
+// batches). An invalid entry is an error and nothing is returned.
+func (l *Log) AppendAllSQL(entries []Entry) (string, []any, error) {
+	n := len(entries)
+	times := make([]string, n)
+	actors, events, outcomes := make([]string, n), make([]string, n), make([]string, n)
+	origins, resources, details := make([]string, n), make([]string, n), make([]string, n)
+	t := l.now().UTC().Truncate(1000).Format(TimeLayout)
+	for i, e := range entries {
+		if err := e.validate(); err != nil {
+			return "", nil, err
+		}
+		d, err := canonicalDetails(e.Details)
+		if err != nil {
+			return "", nil, err
+		}
+		times[i], actors[i], events[i], outcomes[i] = t, e.Actor, e.Event, e.Outcome
+		origins[i], resources[i], details[i] = e.Origin, e.Resource, d
+	}
+	const q = `INSERT INTO audit_queue (time, actor, event, outcome, origin, resource, details)
+		SELECT time, actor, event, outcome, origin, resource, details
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+			WITH ORDINALITY AS u (time, actor, event, outcome, origin, resource, details, n)
+		ORDER BY n`
+	return q, []any{times, actors, events, outcomes, origins, resources, details}, nil
+}

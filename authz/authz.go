@@ -15,10 +15,20 @@
 //
 // Policies. A Policy names the kinds that may call a route, optionally
 // with an ownership check run after authentication (a charger sees only its
-// own charges, a POS only its own display). Public routes must say why they
-// are public. A Router refuses (panics at start-up on) a route registered
+// own charges, a POS only its own display). Parties that hold no platform
+// certificate but a key of their scheme (seed 002's ECQV users and vendors)
+// reach their own objects through a Signed policy: the middleware runs the
+// route's RequestCheck, which verifies a signature over the request by the
+// object owner's key. Public routes must say why they are public. A Router refuses (panics at start-up on) a route registered
 // without a policy, and Routes lists every route with its policy, so a test
 // can walk all routes with every kind of principal.
+//
+// Signed requests. A browser cannot present a client certificate, so a
+// route may also accept a request signed with HTTP Message Signatures
+// (package httpsig) by a registered principal (Policy.OrSigned): the
+// Options.Signed authenticator verifies the signature and returns the
+// principal of its key; a bad or replayed signature is a 401 like a bad
+// certificate. Routes that do not opt in never look at a signature.
 //
 // Refusals. No or an unverifiable certificate: 401; a principal of the
 // wrong kind or failing the ownership check: 403; too many requests from a
@@ -48,6 +58,8 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/httpsig"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/pki"
 )
@@ -66,14 +78,49 @@ var ErrNotOwner = errors.New("authz: the resource does not belong to this princi
 // or another error (500).
 type OwnerCheck func(r *http.Request, p *pki.Principal) error
 
+// SignedAuthenticator authenticates a request signed with HTTP Message
+// Signatures by a registered principal's key. It returns an error wrapping
+// httpsig.ErrInvalid, httpsig.ErrReplay or httpsig.ErrUnknownKey for a
+// signature it refuses (401); any other error is a 503.
+type SignedAuthenticator interface {
+	AuthenticateSigned(r *http.Request) (*pki.Principal, *x509.Certificate, error)
+}
+
+// ErrUnsigned is what a RequestCheck returns (wrapped) for a request that
+// carries no usable signature (401).
+var ErrUnsigned = errors.New("authz: the request is not signed by the owner's key")
+
+// RequestCheck authenticates a request by a signature over it made with the
+// key of the resource's owner: nil admits it; an error wrapping ErrUnsigned
+// refuses it with 401, one wrapping ErrNotOwner (a signature by another key,
+// or a resource that does not exist) with 403, any other with 500.
+type RequestCheck func(r *http.Request) error
+
 // Policy says who may call a route.
 type Policy struct {
+	signed    bool
 	public    bool
 	reason    string
 	kinds     []pki.PrincipalKind
 	owner     OwnerCheck
 	ownerDesc string
+	signedBy  RequestCheck
 }
+
+// Signed is the policy of a route whose caller proves with a signature over
+// the request, checked by check, that it owns the resource (desc says by
+// whose key, e.g. "signed by the token holder's key"). No certificate is
+// needed and none is enough.
+func Signed(desc string, check RequestCheck) Policy {
+	if strings.TrimSpace(desc) == "" || check == nil {
+		panic("authz: a signed route needs a description and a check")
+	}
+	return Policy{signedBy: check, ownerDesc: desc}
+}
+
+// IsSigned reports whether the route is authenticated by a signature
+// over the request rather than by a principal's certificate.
+func (p Policy) IsSigned() bool { return p.signedBy != nil }
 
 // Public is the policy of a route any caller may use, with or without a
 // certificate; reason says why (it is listed with the route).
@@ -107,6 +154,20 @@ func (p Policy) Owned(desc string, check OwnerCheck) Policy {
 	return p
 }
 
+// OrSigned makes an Allow policy also accept a request signed (RFC 9421)
+// with the key of a registered principal of one of its kinds, in place of a
+// client certificate (see SignedAuthenticator).
+func (p Policy) OrSigned() Policy {
+	if p.public {
+		panic("authz: only an Allow policy accepts signed requests")
+	}
+	p.signed = true
+	return p
+}
+
+// AcceptsSigned reports whether the route accepts signed requests.
+func (p Policy) AcceptsSigned() bool { return p.signed }
+
 // IsPublic reports whether the route needs no principal.
 func (p Policy) IsPublic() bool { return p.public }
 
@@ -119,12 +180,15 @@ func (p Policy) Kinds() []pki.PrincipalKind { return slices.Clone(p.kinds) }
 // HasOwnerCheck reports whether the policy checks ownership.
 func (p Policy) HasOwnerCheck() bool { return p.owner != nil }
 
-func (p Policy) valid() bool { return p.public || len(p.kinds) > 0 }
+func (p Policy) valid() bool { return p.public || len(p.kinds) > 0 || p.signedBy != nil }
 
 // String describes the policy ("public: reason", "admin, operator; owner: …").
 func (p Policy) String() string {
 	if p.public {
 		return "public: " + p.reason
+	}
+	if p.signedBy != nil {
+		return "signed: " + p.ownerDesc
 	}
 	ks := make([]string, len(p.kinds))
 	for i, k := range p.kinds {
@@ -133,6 +197,9 @@ func (p Policy) String() string {
 	s := strings.Join(ks, ", ")
 	if p.owner != nil {
 		s += "; only " + p.ownerDesc
+	}
+	if p.signed {
+		s += "; certificate or signed request"
 	}
 	return s
 }
@@ -194,6 +261,9 @@ type Options struct {
 	Denied func(context.Context, Denial)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Signed authenticates signed requests on routes whose policy accepts
+	// them (nil: no route does).
+	Signed SignedAuthenticator
 }
 
 // Router registers routes with policies and enforces them.
@@ -232,7 +302,7 @@ func (rt *Router) Handle(pattern string, pol Policy, h http.Handler) {
 	if !pol.valid() {
 		panic("authz: route " + pattern + " registered without a policy")
 	}
-	if !pol.public && rt.opts.Auth == nil {
+	if len(pol.kinds) > 0 && rt.opts.Auth == nil {
 		panic("authz: route " + pattern + " needs an Authenticator")
 	}
 	rt.mu.Lock()
@@ -330,7 +400,30 @@ func (rt *Router) Authorize(r *http.Request, pol Policy) Decision {
 		}
 		d.Principal, d.Certificate = p, cert
 	}
+	if cert == nil && pol.signed && rt.opts.Signed != nil && r.Header.Get("Signature-Input") != "" {
+		p, c, err := rt.opts.Signed.AuthenticateSigned(r)
+		if err != nil {
+			if r.Context().Err() != nil || (!errors.Is(err, httpsig.ErrInvalid) && !errors.Is(err, httpsig.ErrReplay) && !errors.Is(err, httpsig.ErrUnknownKey)) {
+				return Decision{Status: http.StatusServiceUnavailable, Code: "authentication_unavailable", Reason: "cannot check the request signature now"}
+			}
+			return Decision{Status: http.StatusUnauthorized, Code: "signature_rejected", Reason: err.Error()}
+		}
+		d.Principal, d.Certificate = p, c
+	}
 	if pol.public {
+		return d
+	}
+	if pol.signedBy != nil {
+		if err := pol.signedBy(r); err != nil {
+			switch {
+			case errors.Is(err, ErrUnsigned):
+				d.Status, d.Code, d.Reason = http.StatusUnauthorized, "signature_required", err.Error()
+			case errors.Is(err, ErrNotOwner):
+				d.Status, d.Code, d.Reason = http.StatusForbidden, "not_owner", err.Error()
+			default:
+				d.Status, d.Code, d.Reason = http.StatusInternalServerError, "internal", "internal error"
+			}
+		}
 		return d
 	}
 	if d.Principal == nil {
@@ -372,7 +465,7 @@ func (rt *Router) wrap(pattern string, pol Policy, h http.Handler) http.Handler 
 		}
 		switch {
 		case d.Status == 0:
-		case d.Principal == nil && (d.Status == http.StatusUnauthorized):
+		case d.Principal == nil && (d.Status == http.StatusUnauthorized || d.Status == http.StatusForbidden):
 			rt.refuseAnonymous(w, r, pattern, src, d.Status, d.Code, d.Reason)
 			return
 		case d.Status == http.StatusForbidden:
@@ -383,7 +476,14 @@ func (rt *Router) wrap(pattern string, pol Policy, h http.Handler) http.Handler 
 			return
 		}
 		if d.Principal != nil {
-			r = r.WithContext(WithCertificate(WithPrincipal(r.Context(), d.Principal), d.Certificate))
+			// The server named the caller from the TLS connection before
+			// routing; behind a trusted proxy there is none, so name the
+			// authenticated principal here (logs, idempotency scopes).
+			if ri := httpx.RequestInfoFrom(r.Context()); ri != nil {
+				ri.SetPrincipal("cert:" + d.Principal.Serial)
+			}
+			ctx := audit.WithActor(r.Context(), d.Principal.Serial)
+			r = r.WithContext(WithCertificate(WithPrincipal(ctx, d.Principal), d.Certificate))
 		}
 		h.ServeHTTP(w, r)
 	})

@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -248,5 +250,38 @@ func TestConcurrentRequests(t *testing.T) {
 	rt.Flush(context.Background(), true)
 	if denied == 0 {
 		t.Fatal("no refusal reported")
+	}
+}
+
+// A Signed route runs its check for every caller, with or without a
+// certificate: no certificate is enough, the signature decides.
+func TestSignedPolicy(t *testing.T) {
+	var denials []Denial
+	rt := New(Options{Denied: func(_ context.Context, d Denial) { denials = append(denials, d) }})
+	rt.HandleFunc("GET /obj/{id}", Signed("signed by the owner's key", func(r *http.Request) error {
+		switch r.Header.Get("Sig") {
+		case "":
+			return fmt.Errorf("%w: no signature", ErrUnsigned)
+		case r.PathValue("id"):
+			return nil
+		case "boom":
+			return errors.New("database down")
+		}
+		return fmt.Errorf("%w: another key", ErrNotOwner)
+	}), func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	for sig, want := range map[string]int{"": http.StatusUnauthorized, "a": http.StatusOK, "b": http.StatusForbidden, "boom": http.StatusInternalServerError} {
+		r := httptest.NewRequest(http.MethodGet, "/obj/a", nil)
+		r.Header.Set("Sig", sig)
+		w := httptest.NewRecorder()
+		rt.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("signature %q: %d, want %d", sig, w.Code, want)
+		}
+	}
+	if len(denials) == 0 {
+		t.Error("refusals not reported")
+	}
+	if p := rt.Routes()[0].Policy; p.IsPublic() || !p.IsSigned() || p.String() != "signed: signed by the owner's key" {
+		t.Errorf("policy %v", p)
 	}
 }

@@ -126,4 +126,18 @@
 // at error correction M. The payment QR is "QSP1:" followed by Base45
 // (RFC 9285) of key ID ‖ ciphertext: about 630 characters (version 16)
 // without a probe and 800–1100 (versions 18–23) with an ISO probe.
+//
+// # The rig
+//
+// [NewRig] (rig.go) is the one harness left in this package: a settlement
+// server, a POS and a phone certified by one CA on one ledger. It stays here
+// because the package's own tests are built on it (newFixture in
+// bioqr_test.go, used by six test files) and those tests are internal
+// (package bioqr): they also use unexported parts (paymentAAD, seal,
+// verifySig, the fixture's fast keys). An internal test cannot import
+// internal/scenario, which imports bioqr ("import cycle not allowed in
+// test"), so moving the rig there means first moving those tests to an
+// external bioqr_test package and exporting what they reach into. The demo
+// (internal/scenario) and the experiment use the rig through its exported
+// API only.
 package bioqr

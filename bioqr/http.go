@@ -78,25 +78,7 @@ func (s *Settlement) Routes() []authz.Route {
 			httpx.WriteJSON(w, http.StatusOK, map[string][]byte{"credential": s.Credential(), "ca_root": s.Root().Raw})
 		})},
 		{Pattern: "GET /v1/bioqr/status/{serial}", Policy: anyBioQR, Handler: hf(s.serveStatus)},
-		{Pattern: "POST /v1/bioqr/enrolment-codes", Policy: certifiers, Handler: hf(func(w http.ResponseWriter, r *http.Request) {
-			p := authz.PrincipalFrom(r.Context())
-			var req struct {
-				Account string `json:"account"`
-			}
-			if !httpx.DecodeOrProblem(w, r, 4<<10, &req) {
-				return
-			}
-			if !mayActFor(p, req.Account) {
-				httpx.WriteProblem(w, r, http.StatusForbidden, "not_owner", "account "+req.Account+" is outside this operator's scope")
-				return
-			}
-			out, err := s.IssueEnrolmentCode(r.Context(), actorOf(p), req.Account)
-			if err != nil {
-				writeErr(w, r, err)
-				return
-			}
-			httpx.WriteJSON(w, http.StatusCreated, out)
-		})},
+		{Pattern: "POST /v1/bioqr/enrolment-codes", Policy: certifiers, Handler: s.cfg.Consent.Handler()},
 		{Pattern: "POST /v1/bioqr/enrol", Policy: certifiers, Handler: hf(func(w http.ResponseWriter, r *http.Request) {
 			var req EnrolRequest
 			if !httpx.DecodeOrProblem(w, r, 64<<10, &req) {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/consent"
 	"log/slog"
 	"math/big"
 	"time"
@@ -49,6 +50,9 @@ type SettlementConfig struct {
 	// SettleGrace is how long after a consumption QR's expiry its payment may
 	// still reach the server (network delay; default 1 minute).
 	SettleGrace time.Duration
+	// Consent is the platform's enrolment-code store (nil: one on DB and
+	// Ledger, audited to Audit).
+	Consent *consent.Store
 }
 
 // Settlement is the payment settlement server (支付结算服务器 3) and, since
@@ -86,7 +90,8 @@ var migrations = []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE bioqr_enrolme
 		phone_serial TEXT NOT NULL,
 		at_unix BIGINT NOT NULL);
 	CREATE INDEX bioqr_failures_phone ON bioqr_failures (phone_serial, at_unix)`},
-	{Version: 2, SQL: consentMigration}}
+	{Version: 2, SQL: consentMigration},
+	{Version: 3, SQL: `DROP TABLE bioqr_enrolment_codes`}}
 
 // NewSettlement migrates the bioqr tables and, when the unit holds no valid
 // credential from this CA yet, certifies the settlement server's own key
@@ -124,6 +129,13 @@ func NewSettlement(ctx context.Context, cfg SettlementConfig) (*Settlement, erro
 	}
 	if err := cfg.DB.Migrate(ctx, "bioqr", migrations); err != nil {
 		return nil, fmt.Errorf("bioqr: migrate: %w", err)
+	}
+	if cfg.Consent == nil {
+		c, err := consent.New(ctx, consent.Config{DB: cfg.DB, Accounts: cfg.Ledger, Audit: cfg.Audit, Log: cfg.Log, Now: cfg.Now})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Consent = c
 	}
 	s := &Settlement{cfg: cfg, certifier: &Certifier{CA: cfg.CA}, display: newDisplayStore()}
 	if err := s.ensureCertified(ctx); err != nil {
@@ -307,7 +319,7 @@ func (s *Settlement) enrol(ctx context.Context, er *EnrolRequest) (*Certified, e
 	accts, _ := json.Marshal(er.Accounts)
 	db := s.cfg.DB
 	err = db.InTx(ctx, func(tx *sql.Tx) error {
-		if err := s.useConsentTx(ctx, tx, er.Accounts, er.Consent, cred.Serial.Text(16)); err != nil {
+		if err := s.cfg.Consent.UseTx(ctx, tx, er.Accounts, er.Consent, "bioqr:"+cred.Serial.Text(16)); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO bioqr_enrolments (serial, subject, cert_der, template_sealed, accounts, created_at) VALUES (?, ?, ?, ?, ?, ?)`),

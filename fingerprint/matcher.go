@@ -83,6 +83,10 @@ type Params struct {
 	RelaxLenTau     float64
 	RelaxAngleTol   float64
 	RelaxAngleTau   float64
+	// OptimalAssignment selects the one-to-one pairs that enter relaxation
+	// by the assignment of largest total local similarity (Hungarian
+	// algorithm, MCC's LSA-R) instead of greedily by descending similarity.
+	OptimalAssignment bool
 }
 
 // DefaultParams returns the parameters used by NewMatcher.
@@ -223,8 +227,13 @@ type Prepared struct {
 	// cylBits/cylMask[i*words:(i+1)*words]; cylIdx lists the minutiae whose
 	// cylinder is valid (cylOK).
 	cylBits, cylMask []uint64
-	cylOK            []bool
-	cylIdx           []uint8
+	// cylPlanes holds, per cylinder, the number of set bits of every
+	// spatial cell over the angular slices, bit-sliced: plane q (sw words)
+	// holds bit q of the counts, lay.planes planes per cylinder. It only
+	// saves popcounts in localSimilarities (same results).
+	cylPlanes []uint64
+	cylOK     []bool
+	cylIdx    []uint8
 	// dist[i*n+j] and dir[i*n+j]: distance and direction (2π/256 units) of
 	// the segment from minutia i to minutia j.
 	dist []float32
@@ -440,6 +449,13 @@ type scratch struct {
 	usedA, usedB      []bool
 	rho, lam          []float32
 	eff               []int
+	cand              []uint8 // b's cylinders passing the direction check
+	// Optimal assignment: the compact similarity matrix gamma (rowsA ×
+	// colsB) and the positions of minutiae in it (-1: not a row/column).
+	posA, posB   []int16
+	rowsA, colsB []uint8
+	gamma        []float32
+	assign       assignScratch
 }
 
 // matchResult is the outcome of the best pairing graph.

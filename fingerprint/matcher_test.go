@@ -238,3 +238,47 @@ func BenchmarkPrepare(b *testing.B) {
 		m.Prepare(t)
 	}
 }
+
+// TestOptimalAssignmentMatcher runs the matcher with the Hungarian
+// assignment (Params.OptimalAssignment): scores stay symmetric and
+// deterministic, Score does not allocate once warm, and synthetic genuine
+// pairs score above impostor pairs.
+func TestOptimalAssignmentMatcher(t *testing.T) {
+	p := fingerprint.DefaultParams()
+	p.OptimalAssignment = true
+	m := fingerprint.NewMatcher(fingerprint.WithParams(p))
+	var ps []*fingerprint.Prepared
+	for f := range 4 {
+		for i := range 3 {
+			ps = append(ps, m.Prepare(fingerprint.Synthetic(5, f, i+1)))
+		}
+	}
+	minGen, maxImp := math.Inf(1), 0.0
+	for i, a := range ps {
+		for j, b := range ps {
+			if i == j {
+				continue
+			}
+			ab, ba := m.Score(a, b), m.Score(b, a)
+			if ab != ba {
+				t.Errorf("%d/%d: not symmetric: %v vs %v", i, j, ab, ba)
+			}
+			if again := m.Score(a, b); again != ab {
+				t.Errorf("%d/%d: score changed %.6f → %.6f", i, j, ab, again)
+			}
+			if i/3 == j/3 {
+				minGen = min(minGen, ab)
+			} else {
+				maxImp = max(maxImp, ab)
+			}
+		}
+	}
+	if minGen <= maxImp {
+		t.Errorf("lowest genuine score %.4f not above highest impostor score %.4f", minGen, maxImp)
+	}
+	if !testing.Short() && !raceEnabled {
+		if n := testing.AllocsPerRun(50, func() { m.Score(ps[0], ps[1]) }); n > 0 {
+			t.Errorf("Score allocates %.1f times per call", n)
+		}
+	}
+}

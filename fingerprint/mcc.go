@@ -3,12 +3,14 @@ package fingerprint
 import (
 	"math"
 	"math/bits"
+	"slices"
 )
 
 // This file implements the Minutia Cylinder-Code (MCC) local descriptors of
 // Cappelli, Ferrara and Maltoni (IEEE TPAMI 32(12), 2010), bit variant, and
-// their consolidation by relaxation (LSA-R with a greedy one-to-one
-// assignment in place of the Hungarian algorithm).
+// their consolidation by relaxation (LSA-R; the one-to-one assignment is
+// greedy by default or optimal, by the Hungarian algorithm of assign.go, with
+// Params.OptimalAssignment).
 //
 // A cylinder describes the neighbourhood of one minutia in the minutia's own
 // frame (origin at the minutia, x axis along its direction), so it does not
@@ -26,6 +28,7 @@ type cylinderLayout struct {
 	ns, nd int // spatial cells per side, angular cells
 	sw     int // uint64 words per angular slice (and per validity mask)
 	words  int // uint64 words per cylinder bit vector (sw·nd)
+	planes int // bit planes of the per-cell counts (bits.Len(nd))
 }
 
 // maxSliceWords bounds sw so that the common validity mask of two cylinders
@@ -68,7 +71,7 @@ func (t *mccTables) logistic(x float32) float32 {
 func newMCCTables(p *Params) *mccTables {
 	ns, nd := p.CylinderCells, p.CylinderAngles
 	sw := (ns*ns + 63) / 64
-	t := &mccTables{lay: cylinderLayout{ns: ns, nd: nd, sw: sw, words: sw * nd}}
+	t := &mccTables{lay: cylinderLayout{ns: ns, nd: nd, sw: sw, words: sw * nd, planes: bits.Len(uint(nd))}}
 	ds := 2 * p.CylinderRadius / float64(ns)
 	c := float64(ns+1) / 2
 	t.cellDX = make([]float64, ns*ns)
@@ -121,6 +124,7 @@ func (m *Matcher) buildCylinders(p *Prepared) {
 	p.cylBits = make([]uint64, n*lay.words)
 	p.cylMask = make([]uint64, n*lay.sw)
 	p.cylOK = make([]bool, n)
+	p.cylPlanes = make([]uint64, n*lay.planes*lay.sw)
 	p.cylIdx = p.cylIdx[:0]
 	sigS := m.p.SigmaS
 	gNorm := 1 / (sigS * math.Sqrt(2*math.Pi))
@@ -186,6 +190,19 @@ func (m *Matcher) buildCylinders(p *Prepared) {
 		}
 		p.cylOK[i] = true
 		p.cylIdx = append(p.cylIdx, uint8(i))
+		// Bit-sliced per-cell counts over the angular slices.
+		planes := p.cylPlanes[i*lay.planes*lay.sw : (i+1)*lay.planes*lay.sw]
+		for w := 0; w < lay.sw; w++ {
+			for b := 0; b < 64; b++ {
+				cnt := 0
+				for a := 0; a < lay.nd; a++ {
+					cnt += int(bitsV[a*lay.sw+w] >> b & 1)
+				}
+				for q := 0; q < lay.planes; q++ {
+					planes[q*lay.sw+w] |= uint64(cnt>>q&1) << b
+				}
+			}
+		}
 	}
 }
 
@@ -219,21 +236,29 @@ type mccPair struct {
 // are.
 func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
 	lay := m.mcc.lay
-	w, sw, nd := lay.words, lay.sw, lay.nd
+	w, sw, nd, np := lay.words, lay.sw, lay.nd, lay.planes
 	// Validity is per spatial cell, the same in every angular slice.
 	minCommon := int(math.Ceil(m.p.MinMatchableCells * float64(m.mcc.cellsInR)))
 	dTheta := int32(math.Round(m.p.MaxRotation * 256 / twoPi))
 	s.sims = s.sims[:0]
 	var v [maxSliceWords]uint64
 	sq := m.mcc.sqrt
+	// The direction check compacts b's candidates without a branch per
+	// pair (about half pass, which a branch would mispredict); the order of
+	// b.cylIdx, and so of s.sims, is kept.
+	s.cand = grow(s.cand, len(b.cylIdx))
 	for _, i := range a.cylIdx {
 		ba := a.cylBits[int(i)*w : int(i+1)*w]
 		ma := a.cylMask[int(i)*sw : int(i+1)*sw]
 		ta := a.theta8[i]
+		nc := 0
 		for _, j := range b.cylIdx {
-			if angDiff8(ta, b.theta8[j]) > dTheta {
-				continue
-			}
+			s.cand[nc] = j
+			d := int32(int8(ta - b.theta8[j]))
+			d = (d ^ d>>31) - d>>31 // |d|, in 2π/256 units
+			nc += int(uint32(dTheta-d)>>31 ^ 1)
+		}
+		for _, j := range s.cand[:nc] {
 			mb := b.cylMask[int(j)*sw : int(j+1)*sw]
 			nab := 0
 			for k := 0; k < sw; k++ {
@@ -244,28 +269,32 @@ func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
 				continue
 			}
 			bb := b.cylBits[int(j)*w : int(j+1)*w]
+			// na, nb: the set bits of each cylinder within the common valid
+			// cells, from the bit-sliced per-cell counts (planes·sw
+			// popcounts instead of nd·sw); nx: the differing bits there.
 			var na, nb, nx int
-			if sw == 4 {
-				// NS 13–16 (the default): the mask in registers, four words
-				// per angular slice.
+			if sw == 4 && np == 3 {
+				// NS 13–16, ND 4–7 (the default): unrolled, the mask in
+				// registers.
 				v0, v1, v2, v3 := v[0], v[1], v[2], v[3]
+				pa := a.cylPlanes[int(i)*12 : int(i)*12+12 : int(i)*12+12]
+				pb := b.cylPlanes[int(j)*12 : int(j)*12+12 : int(j)*12+12]
+				na = bits.OnesCount64(pa[0]&v0) + bits.OnesCount64(pa[1]&v1) + bits.OnesCount64(pa[2]&v2) + bits.OnesCount64(pa[3]&v3) +
+					(bits.OnesCount64(pa[4]&v0)+bits.OnesCount64(pa[5]&v1)+bits.OnesCount64(pa[6]&v2)+bits.OnesCount64(pa[7]&v3))<<1 +
+					(bits.OnesCount64(pa[8]&v0)+bits.OnesCount64(pa[9]&v1)+bits.OnesCount64(pa[10]&v2)+bits.OnesCount64(pa[11]&v3))<<2
+				nb = bits.OnesCount64(pb[0]&v0) + bits.OnesCount64(pb[1]&v1) + bits.OnesCount64(pb[2]&v2) + bits.OnesCount64(pb[3]&v3) +
+					(bits.OnesCount64(pb[4]&v0)+bits.OnesCount64(pb[5]&v1)+bits.OnesCount64(pb[6]&v2)+bits.OnesCount64(pb[7]&v3))<<1 +
+					(bits.OnesCount64(pb[8]&v0)+bits.OnesCount64(pb[9]&v1)+bits.OnesCount64(pb[10]&v2)+bits.OnesCount64(pb[11]&v3))<<2
 				for a0 := 0; a0+4 <= len(ba) && a0+4 <= len(bb); a0 += 4 {
 					x, y := ba[a0:a0+4:a0+4], bb[a0:a0+4:a0+4]
-					c0, d0 := x[0]&v0, y[0]&v0
-					c1, d1 := x[1]&v1, y[1]&v1
-					c2, d2 := x[2]&v2, y[2]&v2
-					c3, d3 := x[3]&v3, y[3]&v3
-					na += bits.OnesCount64(c0) + bits.OnesCount64(c1) + bits.OnesCount64(c2) + bits.OnesCount64(c3)
-					nb += bits.OnesCount64(d0) + bits.OnesCount64(d1) + bits.OnesCount64(d2) + bits.OnesCount64(d3)
-					nx += bits.OnesCount64(c0^d0) + bits.OnesCount64(c1^d1) + bits.OnesCount64(c2^d2) + bits.OnesCount64(c3^d3)
+					nx += bits.OnesCount64((x[0]^y[0])&v0) + bits.OnesCount64((x[1]^y[1])&v1) + bits.OnesCount64((x[2]^y[2])&v2) + bits.OnesCount64((x[3]^y[3])&v3)
 				}
 			} else {
+				na = maskedCount(a.cylPlanes[int(i)*np*sw:int(i+1)*np*sw], sw, &v)
+				nb = maskedCount(b.cylPlanes[int(j)*np*sw:int(j+1)*np*sw], sw, &v)
 				for a0 := 0; a0 < nd*sw; a0 += sw {
 					for k := 0; k < sw; k++ {
-						ca, cb := ba[a0+k]&v[k], bb[a0+k]&v[k]
-						na += bits.OnesCount64(ca)
-						nb += bits.OnesCount64(cb)
-						nx += bits.OnesCount64(ca ^ cb)
+						nx += bits.OnesCount64((ba[a0+k] ^ bb[a0+k]) & v[k])
 					}
 				}
 			}
@@ -281,7 +310,7 @@ func (m *Matcher) localSimilarities(a, b *Prepared, s *scratch) {
 }
 
 // mccScore consolidates the local similarities of a and b into a score in
-// [0, 1]: greedy one-to-one assignment by descending similarity, relaxation
+// [0, 1]: one-to-one assignment (greedy or optimal), relaxation
 // of the nR = min(nA, nB) assigned pairs, and the mean relaxed similarity of
 // the nP pairs whose similarity the relaxation kept best.
 func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
@@ -299,39 +328,10 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 	nP := m.p.MinNP + int(math.Round(float64(m.p.MaxNP-m.p.MinNP)*float64(t.logistic(float32(m.p.TauP*(float64(nMin)-m.p.MuP))))))
 	nR := nMin
 
-	// Greedy one-to-one assignment: counting sort on a quantised similarity
-	// (descending), then take pairs whose minutiae are both still free.
-	const buckets = 512
-	var count [buckets + 1]int32
-	for _, q := range s.sims {
-		count[int(q.sim*(buckets-1))]++
-	}
-	start := int32(0)
-	for k := buckets - 1; k >= 0; k-- {
-		c := count[k]
-		count[k] = start
-		start += c
-	}
-	s.sorted = grow(s.sorted, len(s.sims))
-	for _, q := range s.sims {
-		k := int(q.sim * (buckets - 1))
-		s.sorted[count[k]] = q
-		count[k]++
-	}
-	s.usedA = grow(s.usedA, a.n)
-	s.usedB = grow(s.usedB, b.n)
-	clear(s.usedA)
-	clear(s.usedB)
-	s.sel = s.sel[:0]
-	for _, q := range s.sorted {
-		if s.usedA[q.a] || s.usedB[q.b] {
-			continue
-		}
-		s.usedA[q.a], s.usedB[q.b] = true, true
-		s.sel = append(s.sel, q)
-		if len(s.sel) == nR {
-			break
-		}
+	if m.p.OptimalAssignment {
+		m.optimalPairs(a, b, s)
+	} else {
+		m.greedyPairs(a, b, s, nR)
 	}
 	n := len(s.sel)
 	if n < 2 {
@@ -412,4 +412,111 @@ func (m *Matcher) mccScore(a, b *Prepared, s *scratch) float64 {
 		sum += float64(lam[s.eff[r]])
 	}
 	return sum / float64(nP)
+}
+
+// greedyPairs fills s.sel with a greedy one-to-one assignment of s.sims: by
+// descending similarity (counting sort on a quantised similarity), each pair
+// whose minutiae are both still free, at most nR pairs.
+func (m *Matcher) greedyPairs(a, b *Prepared, s *scratch, nR int) {
+	const buckets = 512
+	var count [buckets + 1]int32
+	for _, q := range s.sims {
+		count[int(q.sim*(buckets-1))]++
+	}
+	start := int32(0)
+	for k := buckets - 1; k >= 0; k-- {
+		c := count[k]
+		count[k] = start
+		start += c
+	}
+	s.sorted = grow(s.sorted, len(s.sims))
+	for _, q := range s.sims {
+		k := int(q.sim * (buckets - 1))
+		s.sorted[count[k]] = q
+		count[k]++
+	}
+	s.usedA = grow(s.usedA, a.n)
+	s.usedB = grow(s.usedB, b.n)
+	clear(s.usedA)
+	clear(s.usedB)
+	s.sel = s.sel[:0]
+	for _, q := range s.sorted {
+		if s.usedA[q.a] || s.usedB[q.b] {
+			continue
+		}
+		s.usedA[q.a], s.usedB[q.b] = true, true
+		s.sel = append(s.sel, q)
+		if len(s.sel) == nR {
+			break
+		}
+	}
+}
+
+// optimalPairs fills s.sel with the one-to-one assignment of s.sims of the
+// largest total similarity (Hungarian algorithm, maxAssign), as MCC's
+// LSA-R prescribes, sorted by descending similarity (ties: minutia of a,
+// then of b). Only minutiae with at least one candidate pair take part, so
+// the assignment problem stays as small as the similarities allow.
+func (m *Matcher) optimalPairs(a, b *Prepared, s *scratch) {
+	s.posA = grow(s.posA, a.n)
+	s.posB = grow(s.posB, b.n)
+	for i := range s.posA {
+		s.posA[i] = -1
+	}
+	for j := range s.posB {
+		s.posB[j] = -1
+	}
+	s.rowsA, s.colsB = s.rowsA[:0], s.colsB[:0]
+	for _, q := range s.sims {
+		if s.posA[q.a] < 0 {
+			s.posA[q.a] = int16(len(s.rowsA))
+			s.rowsA = append(s.rowsA, q.a)
+		}
+		if s.posB[q.b] < 0 {
+			s.posB[q.b] = int16(len(s.colsB))
+			s.colsB = append(s.colsB, q.b)
+		}
+	}
+	r, c := len(s.rowsA), len(s.colsB)
+	s.gamma = grow(s.gamma, r*c)
+	clear(s.gamma)
+	for _, q := range s.sims {
+		s.gamma[int(s.posA[q.a])*c+int(s.posB[q.b])] = q.sim
+	}
+	rowTo := maxAssign(s.gamma, r, c, &s.assign)
+	s.sel = s.sel[:0]
+	for i, j := range rowTo {
+		if j < 0 {
+			continue
+		}
+		if sim := s.gamma[i*c+int(j)]; sim > 0 {
+			s.sel = append(s.sel, mccPair{sim, s.rowsA[i], s.colsB[j]})
+		}
+	}
+	slices.SortFunc(s.sel, func(x, y mccPair) int {
+		switch {
+		case x.sim > y.sim:
+			return -1
+		case x.sim < y.sim:
+			return 1
+		case x.a != y.a:
+			return int(x.a) - int(y.a)
+		}
+		return int(x.b) - int(y.b)
+	})
+}
+
+// maskedCount returns the number of set bits of a cylinder within the cells
+// of v, Σ_q 2^q·popcount(plane_q & v), from its bit-sliced per-cell counts
+// (planes of sw words each).
+func maskedCount(planes []uint64, sw int, v *[maxSliceWords]uint64) int {
+	n := 0
+	for q := 0; q*sw < len(planes); q++ {
+		c := 0
+		for k := 0; k < sw; k++ {
+			c += bits.OnesCount64(planes[q*sw+k] & v[k])
+		}
+		n += c << q
+	}
+	return n
 }

@@ -103,4 +103,17 @@
 // AES-256-GCM or SM4-GCM keys (HKDF-SHA256) and exchange numbered frames;
 // replayed or reordered frames are refused. A frozen, lost or cancelled
 // device is refused at open and on every frame.
+//
+// # The lab
+//
+// [StartLab] (lab.go) is the one harness left in this package: KME, QSSC,
+// platform server and charger on loopback. It stays here because the
+// package's own tests start it (startEnv in keycharge_test.go, used by six
+// test files) and those tests are internal (package keycharge): they also
+// use unexported parts (the key sealer's legacy path and legacyKeyAD, the
+// Charger's configuration). An
+// internal test cannot import internal/scenario, which imports keycharge
+// ("import cycle not allowed in test"), so moving the lab means first moving
+// those tests to an external keycharge_test package. [Provision] and
+// [Initialise] in the same file are not harness: `qshield admin` uses them.
 package keycharge

@@ -159,9 +159,17 @@ func TestLifecycle(t *testing.T) {
 		// Initialise with a proof from another key: refused.
 		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		pubDER, _ := x509.MarshalPKIXPublicKey(dev.PublicKey())
-		badProof, _ := ecdsa.SignASN1(rand.Reader, other, InitialiseDigest("SN-L1", pubDER))
-		if _, err := admin.Transition(ctx, "SN-L1", TransitionRequest{Action: ActInitialise, PublicKey: pubDER, Proof: badProof}); !errors.Is(err, ErrBadSignature) {
+		encDER, _ := x509.MarshalPKIXPublicKey(dev.EncryptionPublicKey())
+		badProof, _ := ecdsa.SignASN1(rand.Reader, other, InitialiseDigest("SN-L1", pubDER, encDER))
+		if _, err := admin.Transition(ctx, "SN-L1", TransitionRequest{Action: ActInitialise, PublicKey: pubDER, EncryptionKey: encDER, Proof: badProof}); !errors.Is(err, ErrBadSignature) {
 			t.Fatalf("initialise without proof of possession: %v", err)
+		}
+		// One key for signing and decryption (or none for decryption): refused.
+		for name, enc := range map[string][]byte{"the signing key again": pubDER, "no encryption key": nil} {
+			proof, _ := dev.Signer().Sign(rand.Reader, InitialiseDigest("SN-L1", pubDER, enc), nil)
+			if _, err := admin.Transition(ctx, "SN-L1", TransitionRequest{Action: ActInitialise, PublicKey: pubDER, EncryptionKey: enc, Proof: proof}); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("initialise with %s as encryption key: %v", name, err)
+			}
 		}
 		if err := Initialise(ctx, admin, dev); err != nil {
 			t.Fatal(err)
@@ -172,6 +180,22 @@ func TestLifecycle(t *testing.T) {
 		}
 		if info, err := e.ca.Verify(ctx, dev.Certificate(), pki.RoleDevice, time.Time{}); err != nil || info.Serial != "SN-L1" {
 			t.Fatalf("device certificate: %v %+v", err, info)
+		}
+		// The certificate registers both keys, each for its own use: what is
+		// encrypted to the registered encryption key opens, what is
+		// encrypted to the certificate's (signing) key does not.
+		encKey, err := DeviceEncryptionKey(dev.Certificate())
+		if err != nil || !encKey.Equal(dev.EncryptionPublicKey()) || encKey.Equal(dev.PublicKey()) {
+			t.Fatalf("registered encryption key: %v", err)
+		}
+		if ct, _ := device.Encrypt(encKey, []byte("k")); ct == nil {
+			t.Fatal("encrypt to the registered key")
+		} else if m, err := dev.Decrypt(ct); err != nil || string(m) != "k" {
+			t.Fatalf("decrypt for the registered key: %v", err)
+		}
+		ct, _ := device.Encrypt(dev.Certificate().PublicKey.(*ecdsa.PublicKey), []byte("k"))
+		if _, err := dev.Decrypt(ct); err == nil {
+			t.Fatal("a message encrypted to the signing key was decrypted")
 		}
 		steps := []struct {
 			tr   TransitionRequest

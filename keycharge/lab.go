@@ -237,12 +237,16 @@ func Initialise(ctx context.Context, admin *Client, dev *device.Device) error {
 	if err != nil {
 		return err
 	}
-	serial := dev.Info().Serial
-	proof, err := dev.Signer().Sign(rand.Reader, InitialiseDigest(serial, pubDER), nil)
+	encDER, err := x509.MarshalPKIXPublicKey(dev.EncryptionPublicKey())
 	if err != nil {
 		return err
 	}
-	res, err := admin.Transition(ctx, serial, TransitionRequest{Action: ActInitialise, PublicKey: pubDER, Proof: proof})
+	serial := dev.Info().Serial
+	proof, err := dev.Signer().Sign(rand.Reader, InitialiseDigest(serial, pubDER, encDER), nil)
+	if err != nil {
+		return err
+	}
+	res, err := admin.Transition(ctx, serial, TransitionRequest{Action: ActInitialise, PublicKey: pubDER, EncryptionKey: encDER, Proof: proof})
 	if err != nil {
 		return err
 	}
@@ -252,6 +256,9 @@ func Initialise(ctx context.Context, admin *Client, dev *device.Device) error {
 	}
 	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(dev.PublicKey()) {
 		return errors.New("keycharge: the platform certified another key")
+	}
+	if enc, err := DeviceEncryptionKey(cert); err != nil || !enc.Equal(dev.EncryptionPublicKey()) {
+		return errors.New("keycharge: the platform registered another encryption key")
 	}
 	return dev.InstallCertificate(cert)
 }

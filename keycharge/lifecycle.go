@@ -3,10 +3,12 @@ package keycharge
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
 	"database/sql"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -60,10 +62,12 @@ func (q *QKMP) Register(ctx context.Context, p Principal, req RegisterRequest) (
 // TransitionRequest applies a lifecycle action.
 type TransitionRequest struct {
 	Action Action `json:"action"`
-	// initialise: the device public key (PKIX DER) and its signature over
-	// InitialiseDigest (proof that the key is the device's).
-	PublicKey []byte `json:"public_key,omitempty"`
-	Proof     []byte `json:"proof,omitempty"`
+	// initialise: the device's signing public key (PKIX DER), its separate
+	// encryption public key (PKIX DER) and the signing key's signature over
+	// InitialiseDigest of both (proof that the keys are the device's).
+	PublicKey     []byte `json:"public_key,omitempty"`
+	EncryptionKey []byte `json:"encryption_key,omitempty"`
+	Proof         []byte `json:"proof,omitempty"`
 	// distribute: the user administrator; bind: the user identity.
 	Administrator string `json:"administrator,omitempty"`
 	User          string `json:"user,omitempty"`
@@ -79,15 +83,45 @@ type TransitionResult struct {
 
 // InitialiseDigest is what a device signs to prove possession of its key
 // at initialisation.
-func InitialiseDigest(serial string, pubDER []byte) []byte {
+func InitialiseDigest(serial string, pubDER, encDER []byte) []byte {
 	h := sha256.New()
-	h.Write([]byte("qkmp initialise v1\x00"))
-	var l [4]byte
-	binary.BigEndian.PutUint32(l[:], uint32(len(serial)))
-	h.Write(l[:])
-	h.Write([]byte(serial))
-	h.Write(pubDER)
+	h.Write([]byte("qkmp initialise v2\x00"))
+	for _, b := range [][]byte{[]byte(serial), pubDER, encDER} {
+		var l [4]byte
+		binary.BigEndian.PutUint32(l[:], uint32(len(b)))
+		h.Write(l[:])
+		h.Write(b)
+	}
 	return h.Sum(nil)
+}
+
+// AttrEncryptionKey is the device-certificate attribute that registers a
+// key storage device's encryption key (hex of its PKIX DER) beside its
+// signing key, the certificate's own.
+const AttrEncryptionKey = "encryption_key"
+
+// DeviceEncryptionKey returns the encryption key a device certificate
+// registers: what the platform encrypts to for that device (device.Encrypt).
+// Never the certificate's own key, which only signs: a certificate without
+// the attribute (issued before the keys were separated) is refused.
+func DeviceEncryptionKey(cert *x509.Certificate) (*ecdsa.PublicKey, error) {
+	info, err := pki.DeviceInfoOf(cert)
+	if err != nil || info == nil || info.Attrs[AttrEncryptionKey] == "" {
+		return nil, fmt.Errorf("%w: the device certificate registers no encryption key (initialise the device again)", ErrInvalid)
+	}
+	der, err := hex.DecodeString(info.Attrs[AttrEncryptionKey])
+	if err != nil {
+		return nil, fmt.Errorf("%w: device encryption key: %v", ErrInvalid, err)
+	}
+	k, err := x509.ParsePKIXPublicKey(der)
+	ec, ok := k.(*ecdsa.PublicKey)
+	if err != nil || !ok || ec.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("%w: device encryption key is not a P-256 key", ErrInvalid)
+	}
+	if sig, ok := cert.PublicKey.(*ecdsa.PublicKey); ok && sig.Equal(ec) {
+		return nil, fmt.Errorf("%w: device encryption key equals its signing key", ErrInvalid)
+	}
+	return ec, nil
 }
 
 func checkName(what, s string) error {
@@ -146,12 +180,25 @@ func (q *QKMP) Transition(ctx context.Context, p Principal, serial string, req T
 		if !ok {
 			return nil, fmt.Errorf("%w: device key must be ECDSA", ErrInvalid)
 		}
-		if !ecdsa.VerifyASN1(ec, InitialiseDigest(serial, req.PublicKey), req.Proof) {
+		encPub, err := x509.ParsePKIXPublicKey(req.EncryptionKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: encryption key (a separate P-256 key is required): %v", ErrInvalid, err)
+		}
+		enc, ok := encPub.(*ecdsa.PublicKey)
+		if !ok || enc.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("%w: encryption key must be a P-256 key", ErrInvalid)
+		}
+		if enc.Equal(ec) {
+			q.auditDenied(ctx, p, event, serial, ErrInvalid)
+			return nil, fmt.Errorf("%w: the encryption key must differ from the signing key", ErrInvalid)
+		}
+		if !ecdsa.VerifyASN1(ec, InitialiseDigest(serial, req.PublicKey, req.EncryptionKey), req.Proof) {
 			q.auditDenied(ctx, p, event, serial, ErrBadSignature)
 			return nil, fmt.Errorf("%w: proof of possession", ErrBadSignature)
 		}
 		issued, err = q.cfg.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: serial, PublicKey: ec,
-			Device: &pki.DeviceInfo{Serial: serial, Model: cur.Model, Kind: cur.Kind}})
+			Device: &pki.DeviceInfo{Serial: serial, Model: cur.Model, Kind: cur.Kind,
+				Attrs: map[string]string{AttrEncryptionKey: hex.EncodeToString(req.EncryptionKey)}}})
 		if err != nil {
 			return nil, fmt.Errorf("keycharge: issue device certificate: %w", err)
 		}

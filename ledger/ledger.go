@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -46,6 +47,7 @@ type options struct {
 	checkpoint    time.Duration
 	defaultExpiry time.Duration
 	audit         audit.Recorder
+	pgBatchers    int
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -76,6 +78,15 @@ func WithGroupCommitWindow(d time.Duration) Option { return func(o *options) { o
 // checkpoints. It has no effect on PostgreSQL.
 func WithCheckpointInterval(d time.Duration) Option { return func(o *options) { o.checkpoint = d } }
 
+// WithPostgresBatchers sets how many PostgreSQL batchers decide concurrent
+// transfers together (default 2; 0 or negative: none, every transfer is its
+// own transaction). Each takes every transfer waiting (up to the maximum
+// batch) and writes them in one transaction, so transfers on the same hot
+// accounts share one lock acquisition and one commit instead of queueing on
+// the rows one by one. A lone transfer keeps the one-round-trip path. It has
+// no effect on SQLite, whose group committer always batches.
+func WithPostgresBatchers(n int) Option { return func(o *options) { o.pgBatchers = n } }
+
 // WithDefaultExpiry sets the lifetime of pending transfers without ExpiresAt.
 func WithDefaultExpiry(d time.Duration) Option { return func(o *options) { o.defaultExpiry = d } }
 
@@ -85,19 +96,27 @@ type Ledger struct {
 	db   *sqldb.DB
 	opts options
 	q    queries
+	bsql batchSQL
 
 	// SQLite group commit.
-	stmtMu   sync.Mutex
-	stmts    map[string]*sql.Stmt // prepared statements (SQLite only)
-	reqs     chan *writeReq
-	done     chan struct{}
-	wg       sync.WaitGroup
-	closeOne sync.Once
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // prepared statements (SQLite only)
+	reqs   chan *writeReq
+	pgReqs chan *xfer // PostgreSQL transfer batches (nil: none)
+	// pgInflight counts the PostgreSQL transfers in progress.
+	pgInflight atomic.Int64
+	done       chan struct{}
+	wg         sync.WaitGroup
+	closeOne   sync.Once
 }
 
 type writeReq struct {
-	ctx  context.Context
-	op   func(ctx context.Context, tx *sql.Tx) error
+	ctx context.Context
+	op  func(ctx context.Context, tx *sql.Tx) error
+	// xfer, when set, is the transfer op runs: the group committer decides
+	// consecutive transfers of a batch together (see batch.go) and runs op
+	// only when it falls back to one transfer at a time.
+	xfer *xfer
 	done chan error
 }
 
@@ -105,7 +124,7 @@ type writeReq struct {
 // goroutines (the SQLite group committer and the expiry sweeper). Close stops
 // them; it does not close db.
 func Open(ctx context.Context, db *sqldb.DB, opts ...Option) (*Ledger, error) {
-	o := options{log: slog.Default(), now: time.Now, sweep: time.Minute, maxBatch: 512, window: 2 * time.Millisecond, checkpoint: 100 * time.Millisecond, defaultExpiry: DefaultExpiry}
+	o := options{log: slog.Default(), now: time.Now, sweep: time.Minute, maxBatch: 512, window: 2 * time.Millisecond, checkpoint: 100 * time.Millisecond, defaultExpiry: DefaultExpiry, pgBatchers: 2}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -121,17 +140,17 @@ func Open(ctx context.Context, db *sqldb.DB, opts ...Option) (*Ledger, error) {
 	if err := db.Migrate(ctx, "ledger", migrations); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	l := &Ledger{db: db, opts: o, q: newQueries(db), done: make(chan struct{})}
+	l := &Ledger{db: db, opts: o, q: newQueries(db), bsql: newBatchSQL(), done: make(chan struct{})}
 	if db.Dialect == sqldb.SQLite {
 		conn, err := db.Conn(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: reserve writer connection: %w", err)
 		}
+		if err := l.configureWriter(ctx, conn); err != nil {
+			conn.Close()
+			return nil, err
+		}
 		if o.checkpoint > 0 {
-			if _, err := conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint=0"); err != nil {
-				conn.Close()
-				return nil, fmt.Errorf("ledger: configure writer connection: %w", err)
-			}
 			l.wg.Add(1)
 			go l.checkpointer(o.checkpoint)
 		}
@@ -139,6 +158,15 @@ func Open(ctx context.Context, db *sqldb.DB, opts ...Option) (*Ledger, error) {
 		l.stmts = make(map[string]*sql.Stmt)
 		l.wg.Add(1)
 		go l.writer(conn)
+	}
+	if db.Dialect == sqldb.Postgres && o.pgBatchers > 0 {
+		if _, ok := o.audit.(bulkSQLAppender); o.audit == nil || ok {
+			l.pgReqs = make(chan *xfer)
+			for range o.pgBatchers {
+				l.wg.Add(1)
+				go l.pgWorker()
+			}
+		}
 	}
 	if o.sweep > 0 {
 		l.wg.Add(1)
@@ -235,6 +263,11 @@ func (l *Ledger) now() time.Time { return l.opts.now().UTC() }
 // or failed. op may run more than once (retries) and must have no effects
 // outside tx; when it returns an error, its writes are undone.
 func (l *Ledger) write(ctx context.Context, op func(ctx context.Context, tx *sql.Tx) error) error {
+	return l.submit(ctx, op, nil)
+}
+
+// submit is write for a request that may be a transfer (x non-nil; op runs it alone).
+func (l *Ledger) submit(ctx context.Context, op func(ctx context.Context, tx *sql.Tx) error, x *xfer) error {
 	select {
 	case <-l.done:
 		return ErrClosed
@@ -243,7 +276,7 @@ func (l *Ledger) write(ctx context.Context, op func(ctx context.Context, tx *sql
 	if l.reqs == nil {
 		return l.db.InTx(ctx, func(tx *sql.Tx) error { return op(ctx, tx) })
 	}
-	r := &writeReq{ctx: ctx, op: op, done: make(chan error, 1)}
+	r := &writeReq{ctx: ctx, op: op, xfer: x, done: make(chan error, 1)}
 	select {
 	case l.reqs <- r:
 	case <-l.done:
@@ -254,6 +287,23 @@ func (l *Ledger) write(ctx context.Context, op func(ctx context.Context, tx *sql
 	// Once the writer took the request it always answers; waiting for the
 	// answer even when ctx ends keeps "acknowledged" meaning "committed".
 	return <-r.done
+}
+
+// configureWriter sets up the group committer's connection: no automatic
+// WAL checkpoints when the checkpointer runs, and statement journals in
+// memory (a batch's multi-row statements each need one; on disk every page
+// written to it was a system call).
+func (l *Ledger) configureWriter(ctx context.Context, conn *sql.Conn) error {
+	pragmas := []string{"PRAGMA temp_store=MEMORY"}
+	if l.opts.checkpoint > 0 {
+		pragmas = append(pragmas, "PRAGMA wal_autocheckpoint=0")
+	}
+	for _, p := range pragmas {
+		if _, err := conn.ExecContext(ctx, p); err != nil {
+			return fmt.Errorf("ledger: configure writer connection (%s): %w", p, err)
+		}
+	}
+	return nil
 }
 
 // writer is the SQLite group committer.
@@ -313,8 +363,8 @@ func (l *Ledger) writer(conn *sql.Conn) {
 		if conn == nil {
 			// The previous connection broke: take a fresh one.
 			c, err := l.db.Conn(context.Background())
-			if err == nil && l.opts.checkpoint > 0 {
-				if _, err = c.ExecContext(context.Background(), "PRAGMA wal_autocheckpoint=0"); err != nil {
+			if err == nil {
+				if err = l.configureWriter(context.Background(), c); err != nil {
 					c.Close()
 					c = nil
 				}
@@ -348,10 +398,18 @@ func (l *Ledger) runBatch(conn *sql.Conn, batch []*writeReq) []error {
 	errs := make([]error, len(batch))
 	ctx := context.Background()
 	backoff := time.Millisecond
+	setBased := true
 	for attempt := 0; ; attempt++ {
-		err := l.tryBatch(ctx, conn, batch, errs)
+		err := l.tryBatch(ctx, conn, batch, errs, setBased)
 		if err == nil {
 			return errs
+		}
+		var be *batchError
+		if errors.As(err, &be) && !sqldb.IsTransient(be.err) {
+			// Decide the transfers one at a time instead (the reference path).
+			l.opts.log.Warn("ledger: set-based batch failed; running its transfers one by one", "err", be.err)
+			setBased = false
+			continue
 		}
 		if !sqldb.IsTransient(err) || attempt >= 9 {
 			err = fmt.Errorf("ledger: commit: %w", err)
@@ -367,7 +425,13 @@ func (l *Ledger) runBatch(conn *sql.Conn, batch []*writeReq) []error {
 	}
 }
 
-func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq, errs []error) error {
+// batchError is a failure of a set-based transfer batch (see batch.go).
+type batchError struct{ err error }
+
+func (e *batchError) Error() string { return e.err.Error() }
+func (e *batchError) Unwrap() error { return e.err }
+
+func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq, errs []error, setBased bool) error {
 	tx, err := conn.BeginTx(ctx, nil) // BEGIN IMMEDIATE (sqldb sets _txlock)
 	if err != nil {
 		return err
@@ -376,9 +440,30 @@ func (l *Ledger) tryBatch(ctx context.Context, conn *sql.Conn, batch []*writeReq
 	// one bulk write just before the commit (see deferredAudit).
 	var entries []audit.Entry
 	single := len(batch) == 1
+	var run []*xfer
+	var runIdx []int
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			errs[i] = err
+			continue
+		}
+		if setBased && r.xfer != nil {
+			// Consecutive transfers are decided together.
+			run = append(run, r.xfer)
+			runIdx = append(runIdx, i)
+			if i+1 < len(batch) && batch[i+1].xfer != nil {
+				continue
+			}
+			ents, err := l.runTransfersSQLite(ctx, tx, run)
+			if err != nil {
+				_ = tx.Rollback()
+				return &batchError{err}
+			}
+			for k, x := range run {
+				errs[runIdx[k]] = x.err
+			}
+			entries = append(entries, ents...)
+			run, runIdx = run[:0], runIdx[:0]
 			continue
 		}
 		oc := opContext{Context: ctx, values: r.ctx}

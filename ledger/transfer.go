@@ -40,13 +40,19 @@ func (l *Ledger) Transfer(ctx context.Context, req TransferRequest) (Transfer, e
 				return Transfer{}, ErrClosed
 			default:
 			}
-			out, err = l.transferPG(ctx, req, now, exp, attempt == 0)
+			if l.pgReqs != nil {
+				out, err = l.transferPGBatched(ctx, req, now, exp, attempt == 0)
+			} else {
+				out, err = l.transferPG(ctx, req, now, exp, attempt == 0)
+			}
 		} else {
-			err = l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-				t, err := l.transferTx(ctx, tx, req, now, exp, attempt == 0)
-				out = t
+			x := &xfer{ctx: ctx, req: req, now: now, exp: exp, mayExpire: attempt == 0}
+			err = l.submit(ctx, func(ctx context.Context, tx *sql.Tx) error {
+				t, err := l.transferTx(ctx, tx, req, now, exp, x.mayExpire)
+				x.out = t
 				return err
-			})
+			}, x)
+			out = x.out
 		}
 		if errors.Is(err, errNeedExpiry) && attempt == 0 {
 			if _, err := l.expireForAccount(ctx, req.From); err != nil {

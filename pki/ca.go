@@ -260,7 +260,30 @@ func LoadCA(ctx context.Context, db *sqldb.DB, name string, keyEnc KeyEncryptor)
 	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
 		return nil, fmt.Errorf("pki: CA %q key does not match its certificate", name)
 	}
+	if IsLegacySealed(sealed) {
+		if err := resealCAKey(ctx, db, name, der, sealed, signer, keyEnc); err != nil {
+			return nil, err
+		}
+	}
 	return newCA(db, name, a, cert, signer), nil
+}
+
+// resealCAKey rewrites a CA key sealed in the legacy format (QSK1) in the
+// current one; a concurrent loader that resealed it first wins.
+func resealCAKey(ctx context.Context, db *sqldb.DB, name string, certDER, old []byte, signer crypto.Signer, keyEnc KeyEncryptor) error {
+	keyDER, err := marshalPrivateKey(signer)
+	if err != nil {
+		return err
+	}
+	defer clear(keyDER)
+	sealed, err := keyEnc.Seal(keyDER, keyAD(name, certDER))
+	if err != nil {
+		return fmt.Errorf("pki: reseal key of CA %q: %w", name, err)
+	}
+	if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE pki_cas SET key_sealed = ? WHERE name = ? AND key_sealed = ?`), sealed, name, old); err != nil {
+		return fmt.Errorf("pki: reseal key of CA %q: %w", name, err)
+	}
+	return nil
 }
 
 // OpenOrCreateCA loads the CA name, creating it with opts when it does not

@@ -11,10 +11,13 @@
 // Root. NewCA creates an ECDSA P-256 (default) or SM2 root key and a
 // self-signed certificate (pathlen 0: the root signs end-entity certificates
 // directly). The certificate and the private key are stored in the table
-// pki_cas; the key is PKCS #8, sealed with XChaCha20-Poly1305 under a key
-// from a KeyEncryptor — argon2id (RFC 9106 parameters, fresh salt, parameters
-// stored with the blob) from a passphrase, or a 256-bit key from an
-// environment variable (EnvKey). The additional data binds the sealed key to
+// pki_cas; the key is PKCS #8, sealed by a KeyEncryptor on qshield's one
+// sealer (package seal, purpose "pki key") under a master key that is
+// argon2id of a passphrase (RFC 9106 parameters, fresh salt, parameters
+// stored with the blob) or a 256-bit key from an environment variable
+// (EnvKey). Keys sealed in the earlier XChaCha20-Poly1305 format (QSK1) still
+// open and are sealed again on load (IsLegacySealed, LoadCA,
+// LoadPrivateKeyFile). The additional data binds the sealed key to
 // the CA name and the root certificate's hash, so a key blob cannot be moved
 // to another CA row, and LoadCA checks the key matches the certificate. The
 // key is never stored in clear; a wrong passphrase is ErrWrongKey.

@@ -7,9 +7,12 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"math/big"
 	"testing"
 	"time"
+
+	"github.com/qshield/qshield/seal"
 )
 
 func FuzzParseDeviceInfo(f *testing.F) {
@@ -94,8 +97,11 @@ func FuzzParsePrivateKeyPEM(f *testing.F) {
 	})
 }
 
-// FuzzParseSealed covers the sealed-key container parser. It does not run
-// the KDF (argon2id parameters in a fuzzed blob could ask for up to 1 GiB).
+// FuzzParseSealed covers the sealed-key container parsers, current (QSK2)
+// and legacy (QSK1). It does not run the KDF (argon2id parameters in a
+// fuzzed blob could ask for up to 1 GiB). Invariants: an accepted header
+// has argon2id parameters in range and a complete seal record (or nonce and
+// tag); a raw-key Open of anything but the seed fails.
 func FuzzParseSealed(f *testing.F) {
 	rk, _ := RawKey(make([]byte, 32))
 	s1, _ := rk.Seal([]byte("k"), nil)
@@ -103,20 +109,43 @@ func FuzzParseSealed(f *testing.F) {
 	f.Add(s1)
 	f.Add(s2)
 	f.Add([]byte("QSK1"))
+	f.Add([]byte("QSK2"))
+	for _, v := range []string{
+		"51534b3102f80915576c4298a53a74804a8011d1254ea1fd711562710d0e858d0bf2cd94513d7d1c4b57d5fc47", // testdata/qsk1.json, raw
+		"51534b31010000000100004c00010441dfba57623441bfe2f6ab4a518facec3ed08f0ee0fd705bc92f5afab4416b8c7baf779c7d9723ac4678230294103439ea5086ba91c7ef4ec5d3ad98d5242012b4da648d76951b0d519b6e0e1c1828f6f3dd00c8b148a7577493",
+	} {
+		b, _ := hex.DecodeString(v)
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, err := parseSealed(data)
-		if err != nil {
-			return
-		}
-		if h.kdf == kdfArgon2 && checkArgon(h.params) != nil {
-			t.Fatal("accepted out-of-range argon2 parameters")
-		}
-		if len(h.nonce) != 24 || len(h.ct) < 16 {
-			t.Fatal("short nonce or ciphertext accepted")
-		}
-		if h.kdf == kdfRaw {
-			if _, err := rk.Open(data, nil); err != nil && !bytes.Equal(data, s1) {
+		if IsLegacySealed(data) {
+			h, err := parseLegacy(data)
+			if err != nil {
 				return
+			}
+			if h.kdf == kdfArgon2 && checkArgon(h.params) != nil {
+				t.Fatal("accepted out-of-range argon2 parameters")
+			}
+			if len(h.nonce) != 24 || len(h.ct) < 16 {
+				t.Fatal("short nonce or ciphertext accepted")
+			}
+		} else {
+			h, err := parseSealedKey(data)
+			if err != nil {
+				return
+			}
+			if h.kdf == kdfArgon2 && checkArgon(h.params) != nil {
+				t.Fatal("accepted out-of-range argon2 parameters")
+			}
+			if len(h.record) < seal.Overhead || !seal.IsSealed(h.record) || !bytes.Equal(append(bytes.Clone(h.header), h.record...), data) {
+				t.Fatal("accepted an incomplete record or split the blob wrongly")
+			}
+		}
+		if data[4] == kdfRaw {
+			// Only the unchanged seed opens (the fuzzing workers each seal
+			// their own s1, so compare what it opens to, not its bytes).
+			if pt, err := rk.Open(data, nil); err == nil && string(pt) != "k" {
+				t.Fatalf("a fuzzed blob opened to %q", pt)
 			}
 		}
 	})

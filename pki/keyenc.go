@@ -5,12 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
-	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/qshield/qshield/seal"
 )
 
 // KeyEncryptor seals and opens private keys at rest with an AEAD. The sealed
@@ -47,20 +49,33 @@ const (
 	maxArgonMemory = 1 << 20   // 1 GiB
 )
 
+// The sealed-key format (QSK2), on the one sealer (package seal):
+//
+//	passphrase: "QSK2" || 0x01 || time (4) || memory KiB (4) || threads (1) || salt (16) || record
+//	raw key:    "QSK2" || 0x02 || record
+//
+// record is a seal record (AES-256-GCM, "QSL" version 1) under the master
+// key argon2id(passphrase, salt, time, memory, threads) or the raw key, for
+// purpose "pki key" and the identity (header, additional data): the KDF
+// header is authenticated, and the caller's additional data is bound
+// length-prefixed, so neither can be changed or shifted into the other.
+// QSK1, the format before it (XChaCha20-Poly1305), is still opened; see
+// IsLegacySealed.
 const (
-	sealMagic  = "QSK1"
-	kdfArgon2  = 1
-	kdfRaw     = 2
-	saltLen    = 16
-	headerRaw  = len(sealMagic) + 1
-	headerArgo = len(sealMagic) + 1 + 4 + 4 + 1 + saltLen
+	sealMagic   = "QSK2"
+	kdfArgon2   = 1
+	kdfRaw      = 2
+	saltLen     = 16
+	headerRaw   = len(sealMagic) + 1
+	headerArgo  = len(sealMagic) + 1 + 4 + 4 + 1 + saltLen
+	sealPurpose = "pki key"
 	// MinPassphraseLen is the shortest passphrase accepted.
 	MinPassphraseLen = 8
 )
 
-// PassphraseKey returns a KeyEncryptor deriving a 256-bit key from passphrase
-// with argon2id (DefaultArgon2(), fresh 16-byte salt per Seal) and sealing with
-// XChaCha20-Poly1305. The passphrase is copied.
+// PassphraseKey returns a KeyEncryptor deriving a 256-bit seal master key
+// from passphrase with argon2id (DefaultArgon2(), fresh 16-byte salt per
+// Seal) and sealing with package seal. The passphrase is copied.
 func PassphraseKey(passphrase []byte) KeyEncryptor {
 	return PassphraseKeyWithParams(passphrase, defaultArgon2)
 }
@@ -72,10 +87,10 @@ func PassphraseKeyWithParams(passphrase []byte, p Argon2Params) KeyEncryptor {
 }
 
 // RawKey returns a KeyEncryptor using key (32 bytes, e.g. from a KMS or HSM)
-// directly with XChaCha20-Poly1305.
+// as the seal master key.
 func RawKey(key []byte) (KeyEncryptor, error) {
-	if len(key) != chacha20poly1305.KeySize {
-		return nil, fmt.Errorf("pki: raw key is %d bytes, want %d", len(key), chacha20poly1305.KeySize)
+	if len(key) != seal.KeySize {
+		return nil, fmt.Errorf("pki: raw key is %d bytes, want %d", len(key), seal.KeySize)
 	}
 	return &rawKey{key: append([]byte(nil), key...)}, nil
 }
@@ -104,7 +119,7 @@ func KeyFromString(s string) (KeyEncryptor, error) {
 		}
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(t); err == nil && len(b) == chacha20poly1305.KeySize {
+		if b, err := enc.DecodeString(t); err == nil && len(b) == seal.KeySize {
 			return RawKey(b)
 		}
 	}
@@ -127,51 +142,57 @@ func (k *passphraseKey) Seal(plaintext, ad []byte) ([]byte, error) {
 	if err := checkArgon(p); err != nil {
 		return nil, err
 	}
-	hdr := make([]byte, 0, headerArgo+chacha20poly1305.NonceSizeX)
+	salt := make([]byte, saltLen)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, fmt.Errorf("pki: salt: %w", err)
+	}
+	hdr := make([]byte, 0, headerArgo+seal.Overhead+len(plaintext))
 	hdr = append(hdr, sealMagic...)
 	hdr = append(hdr, kdfArgon2)
 	hdr = binary.BigEndian.AppendUint32(hdr, p.Time)
 	hdr = binary.BigEndian.AppendUint32(hdr, p.Memory)
 	hdr = append(hdr, p.Threads)
-	salt := make([]byte, saltLen)
-	if _, err := rand.Read(salt); err != nil {
-		return nil, fmt.Errorf("pki: salt: %w", err)
-	}
 	hdr = append(hdr, salt...)
-	key := argon2.IDKey(k.pass, salt, p.Time, p.Memory, p.Threads, chacha20poly1305.KeySize)
+	key := argon2.IDKey(k.pass, salt, p.Time, p.Memory, p.Threads, seal.KeySize)
 	defer clear(key)
-	return seal(key, hdr, plaintext, ad)
+	return sealKey(key, hdr, plaintext, ad)
 }
 
 func (k *passphraseKey) Open(sealed, ad []byte) ([]byte, error) {
-	h, err := parseSealed(sealed)
+	if IsLegacySealed(sealed) {
+		return k.openLegacy(sealed, ad)
+	}
+	h, err := parseSealedKey(sealed)
 	if err != nil {
 		return nil, err
 	}
 	if h.kdf != kdfArgon2 {
 		return nil, fmt.Errorf("%w: sealed with a raw key, not a passphrase", ErrWrongKey)
 	}
-	key := argon2.IDKey(k.pass, h.salt, h.params.Time, h.params.Memory, h.params.Threads, chacha20poly1305.KeySize)
+	key := argon2.IDKey(k.pass, h.salt, h.params.Time, h.params.Memory, h.params.Threads, seal.KeySize)
 	defer clear(key)
-	return open(key, h, ad)
+	return openKey(key, h, ad)
 }
 
 type rawKey struct{ key []byte }
 
 func (k *rawKey) Seal(plaintext, ad []byte) ([]byte, error) {
 	hdr := append([]byte(sealMagic), kdfRaw)
-	return seal(k.key, hdr, plaintext, ad)
+	return sealKey(k.key, hdr, plaintext, ad)
 }
 
 func (k *rawKey) Open(sealed, ad []byte) ([]byte, error) {
-	h, err := parseSealed(sealed)
+	if IsLegacySealed(sealed) {
+		return k.openLegacy(sealed, ad)
+	}
+	h, err := parseSealedKey(sealed)
 	if err != nil {
 		return nil, err
 	}
 	if h.kdf != kdfRaw {
 		return nil, fmt.Errorf("%w: sealed with a passphrase, not a raw key", ErrWrongKey)
 	}
-	return open(k.key, h, ad)
+	return openKey(k.key, h, ad)
 }
 
 func checkArgon(p Argon2Params) error {
@@ -181,36 +202,36 @@ func checkArgon(p Argon2Params) error {
 	return nil
 }
 
-// seal returns header || nonce || AEAD(plaintext, ad' = header || nonce || ad).
-func seal(key, hdr, plaintext, ad []byte) ([]byte, error) {
-	aead, err := chacha20poly1305.NewX(key)
+// sealKey returns hdr || seal record of plaintext under master, for the
+// identity (hdr, ad).
+func sealKey(master, hdr, plaintext, ad []byte) ([]byte, error) {
+	s, err := seal.New(master, sealPurpose)
 	if err != nil {
-		return nil, fmt.Errorf("pki: aead: %w", err)
+		return nil, fmt.Errorf("pki: %w", err)
 	}
-	nonce := make([]byte, chacha20poly1305.NonceSizeX)
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, fmt.Errorf("pki: nonce: %w", err)
+	rec, err := s.Seal(plaintext, string(hdr), string(ad))
+	if err != nil {
+		return nil, fmt.Errorf("pki: seal key: %w", err)
 	}
-	out := append(hdr, nonce...)
-	fullAD := append(append([]byte(nil), out...), ad...)
-	return aead.Seal(out, nonce, plaintext, fullAD), nil
+	return append(hdr, rec...), nil
 }
 
-type sealedHeader struct {
+// sealedKey is a parsed QSK2 blob.
+type sealedKey struct {
 	kdf    byte
 	params Argon2Params
 	salt   []byte
-	prefix []byte // header || nonce
-	nonce  []byte
-	ct     []byte
+	header []byte // magic .. salt: the first identity part of the record
+	record []byte // the seal record
 }
 
-// parseSealed splits a sealed blob; it never runs the KDF.
-func parseSealed(b []byte) (*sealedHeader, error) {
+// parseSealedKey splits a QSK2 blob; it never runs the KDF, and refuses
+// argon2id parameters out of range before anyone does.
+func parseSealedKey(b []byte) (*sealedKey, error) {
 	if len(b) < headerRaw || string(b[:len(sealMagic)]) != sealMagic {
 		return nil, fmt.Errorf("%w: not a qshield sealed key", ErrBadSealed)
 	}
-	h := &sealedHeader{kdf: b[len(sealMagic)]}
+	h := &sealedKey{kdf: b[len(sealMagic)]}
 	n := headerRaw
 	switch h.kdf {
 	case kdfRaw:
@@ -230,24 +251,24 @@ func parseSealed(b []byte) (*sealedHeader, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown KDF %d", ErrBadSealed, h.kdf)
 	}
-	if len(b) < n+chacha20poly1305.NonceSizeX+chacha20poly1305.Overhead {
-		return nil, fmt.Errorf("%w: truncated", ErrBadSealed)
+	h.header, h.record = b[:n], b[n:]
+	if !seal.IsSealed(h.record) || len(h.record) < seal.Overhead {
+		return nil, fmt.Errorf("%w: truncated or unknown record", ErrBadSealed)
 	}
-	h.nonce = b[n : n+chacha20poly1305.NonceSizeX]
-	h.prefix = b[:n+chacha20poly1305.NonceSizeX]
-	h.ct = b[n+chacha20poly1305.NonceSizeX:]
 	return h, nil
 }
 
-func open(key []byte, h *sealedHeader, ad []byte) ([]byte, error) {
-	aead, err := chacha20poly1305.NewX(key)
+func openKey(master []byte, h *sealedKey, ad []byte) ([]byte, error) {
+	s, err := seal.New(master, sealPurpose)
 	if err != nil {
-		return nil, fmt.Errorf("pki: aead: %w", err)
+		return nil, fmt.Errorf("pki: %w", err)
 	}
-	fullAD := append(append([]byte(nil), h.prefix...), ad...)
-	pt, err := aead.Open(nil, h.nonce, h.ct, fullAD)
-	if err != nil {
+	pt, err := s.Open(h.record, string(h.header), string(ad))
+	if errors.Is(err, seal.ErrOpen) {
 		return nil, fmt.Errorf("%w: authentication failed", ErrWrongKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSealed, err)
 	}
 	return pt, nil
 }

@@ -5,6 +5,9 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"os"
+
+	"github.com/qshield/qshield/fsutil"
 
 	"github.com/emmansun/gmsm/smx509"
 )
@@ -149,4 +152,29 @@ func ParsePrivateKeyPEM(data []byte, enc KeyEncryptor) (crypto.Signer, error) {
 		return parsePrivateKey(der)
 	}
 	return nil, fmt.Errorf("pki: unexpected PEM block %q", b.Type)
+}
+
+// LoadPrivateKeyFile reads the PEM private key at path, sealed (opened with
+// enc) or not. A key sealed in the legacy format (QSK1, see IsLegacySealed)
+// is sealed again with enc and the file replaced atomically (mode 0600)
+// before the key is returned, so every key file read is migrated.
+func LoadPrivateKeyFile(path string, enc KeyEncryptor) (crypto.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pki: read private key: %w", err)
+	}
+	key, err := ParsePrivateKeyPEM(data, enc)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", path, err)
+	}
+	if b, _ := pem.Decode(data); b != nil && b.Type == pemSealedKey && IsLegacySealed(b.Bytes) {
+		resealed, err := SealPrivateKeyPEM(key, enc)
+		if err != nil {
+			return nil, err
+		}
+		if err := fsutil.WriteFileAtomic(path, resealed, 0o600, true); err != nil {
+			return nil, fmt.Errorf("pki: reseal %s: %w", path, err)
+		}
+	}
+	return key, nil
 }

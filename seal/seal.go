@@ -20,7 +20,10 @@
 //     identities encode alike ("a","bc" differs from "ab","c").
 //
 // Records written by the earlier per-package sealers are read by those
-// packages' migrations (see kme and keycharge) and rewritten in this format.
+// packages' migrations (see kme and keycharge) and rewritten in this format;
+// pki's private-key sealer (pki.KeyEncryptor: argon2id or a raw key as the
+// master key) writes a seal record behind its KDF header and reseals its
+// earlier XChaCha20-Poly1305 blobs on load.
 package seal
 
 import (

@@ -101,9 +101,9 @@ func (o *Operator) Handler() http.Handler {
 // are not X.509 principals: users and vendors hold ECQV keys certified by
 // the operator and sign every request that changes state, so at the HTTP
 // layer the routes are public and the operator checks the signatures.
-// The look-ups (token, deposit, confirmations) are reached by unguessable
-// identifiers; they are not yet restricted to the token's holder or vendor
-// (see SECURITY.md).
+// The look-ups (token, deposit, confirmations) answer only a request signed
+// by the owner's key (see lookup.go): the token holder's, or the deposit's
+// vendor's.
 func (o *Operator) Routes() []authz.Route {
 	var routes []authz.Route
 	p := OperatorPrefix
@@ -150,15 +150,21 @@ func (o *Operator) Routes() []authz.Route {
 		resp, err := o.Deposit(r.Context(), *req)
 		reply(w, r, resp, err)
 	})
-	handle("GET "+p+"deposits/{id}", pub("status by an unguessable deposit ID"), func(w http.ResponseWriter, r *http.Request) {
+	handle("GET "+p+"deposits/{id}", authz.Signed("signed by the deposit's vendor's key", func(r *http.Request) error {
+		return o.verifyLookup(r, o.depositOwner(r))
+	}), func(w http.ResponseWriter, r *http.Request) {
 		resp, err := o.DepositStatus(r.Context(), r.PathValue("id"))
 		reply(w, r, resp, err)
 	})
-	handle("GET "+p+"tokens/{serial}", pub("status by an unguessable token serial (not yet holder-only)"), func(w http.ResponseWriter, r *http.Request) {
+	handle("GET "+p+"tokens/{serial}", authz.Signed("signed by the token holder's key", func(r *http.Request) error {
+		return o.verifyLookup(r, o.tokenOwner(r))
+	}), func(w http.ResponseWriter, r *http.Request) {
 		resp, err := o.TokenStatus(r.Context(), r.PathValue("serial"))
 		reply(w, r, resp, err)
 	})
-	handle("GET "+p+"tokens/{serial}/confirmations", pub("pending confirmations by an unguessable token serial"), func(w http.ResponseWriter, r *http.Request) {
+	handle("GET "+p+"tokens/{serial}/confirmations", authz.Signed("signed by the token holder's key", func(r *http.Request) error {
+		return o.verifyLookup(r, o.tokenOwner(r))
+	}), func(w http.ResponseWriter, r *http.Request) {
 		resp, err := o.Confirmations(r.Context(), r.PathValue("serial"))
 		reply(w, r, resp, err)
 	})
@@ -252,7 +258,11 @@ func newClient(base string, hc *http.Client) (client, error) {
 // do sends in and decodes and validates the answer into out (every
 // selfverify answer has a body).
 func (c client) do(ctx context.Context, method, path, idemKey string, in, out any) error {
-	req := httpx.Request{Method: method, Path: path, Header: httpx.Idempotent(idemKey)}
+	h, err := signLookup(ctx, httpx.Idempotent(idemKey), method, path, ms(time.Now()))
+	if err != nil {
+		return err
+	}
+	req := httpx.Request{Method: method, Path: path, Header: h}
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {

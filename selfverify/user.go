@@ -588,15 +588,19 @@ func (u *User) Confirm(ctx context.Context, serial string, decide Decision) ([]C
 	}
 	u.mu.Lock()
 	wt, err := u.token(serial)
-	var kun []byte
+	var kun, secret []byte
 	if err == nil {
-		kun = wt.KUN
+		kun, secret = wt.KUN, wt.Secret
 	}
 	u.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	list, err := u.api.Confirmations(ctx, serial)
+	t, err := u.curve().NewPrivateKey(secret)
+	if err != nil {
+		return nil, err
+	}
+	list, err := u.api.Confirmations(WithLookupKey(ctx, t), serial) // signed by the token key: only the holder sees them
 	if err != nil {
 		return nil, fmt.Errorf("selfverify: confirmations: %w", err)
 	}

@@ -569,7 +569,7 @@ func refsOf(items []DepositItem) []any {
 
 // RefreshDeposit asks N for a deposit's state and records it per payment.
 func (v *Vendor) RefreshDeposit(ctx context.Context, id string) (*DepositResponse, error) {
-	resp, err := v.cfg.Operator.DepositStatus(ctx, id)
+	resp, err := v.cfg.Operator.DepositStatus(WithLookupKey(ctx, v.cred.Key), id) // signed: only the vendor sees its deposits
 	if err != nil {
 		return nil, fmt.Errorf("selfverify: vendor: deposit %s: %w", id, err)
 	}

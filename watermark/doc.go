@@ -37,25 +37,63 @@
 //     after). A recording replayed later than that — at this scanner or
 //     another, however good — fails even inside the code's 60 s life: its
 //     stamps are old and K, unlike T0, cannot be rebuilt from the frames.
+//   - Scanner challenges (challenge.go; issue 18, the standard fix for a
+//     relay: bind the response to the verifier's fresh challenge). A
+//     camera relay carries light one way, from the payer's screen to the
+//     far scanner. So each registered scanner shows, towards the payer, a
+//     challenge N(s) = HMAC(C, s)[:8] that rotates every slot, C being its
+//     challenge key (derived from the platform's master key and its
+//     certificate name). The payer's front camera, which faces the scanner
+//     while the code is shown, reads it; from then on the phone's stamps
+//     are HMAC_K(T1, index, s, N(s)) with a bound flag (the top bit of the
+//     packet's index byte: no extra bits, so no cost in signal). The server
+//     recomputes N for the scanner that submits the claim (its certificate)
+//     and requires MinBoundStamps (2) fresh stamps bound to it; every bound
+//     stamp must verify. Shares the phone bound to scanner A, or to no
+//     scanner, are worthless at scanner B even a millisecond later: the
+//     thief would have to guess 48 bits of tag (one try per share index per
+//     claim; refused claims say nothing about which stamp failed). Turned
+//     on by the platform's master key (Verifier.ChallengeMaster,
+//     service.Config.ChallengeMaster); without it the time binding alone
+//     applies.
 //   - The server accepts a claim once, before expiry, comparing SHA-256(T0) in
 //     constant time with its record (it stores no T0), checking the stamps and
 //     the amount against the limit the payer set when the code was issued.
 //     A refused claim does not consume the code, so knowing T1, or holding an
 //     old recording, does not let a thief burn the payer's code either.
 //
-// What stops the thief is time, physics and the threshold, not secrecy of
-// the layout. A recording is worth nothing once the window has passed. Within
-// the window, a single photo holds one frame (or two blended ones): one share
-// at most; a burst must capture t distinct frames, each at a resolution where
-// the ring signal survives (about 6 pixels per module or more). The honest
-// limits, measured by `qshield experiment watermark`: a 1x phone lens from 1 m
-// or more gets almost no shares; a 1x lens at 0.5 m, a 2x lens within about
-// 1 m or a 3x lens within about 2 m does. What remains is a live relay: a
-// thief who films the code from close by and shows the video, within
-// seconds, to a merchant scanner elsewhere. The experiment measures how often
-// one generation of re-capture still carries the ring signal; the scheme
-// raises the cost of theft to a live, close, coordinated relay — it does not
-// make that impossible.
+// What stops the thief is time, direction, physics and the threshold, not
+// secrecy of the layout. A recording is worth nothing once the window has
+// passed, and, with scanner challenges, worth nothing at any scanner other
+// than the one the phone was held to, even live: a close re-capture relayed
+// to another merchant's scanner within the window fails on the binding
+// (measured: 0 of 1,000 relays of the phone's exact frames, the best any
+// camera could do, and 0 of the camsim re-captures; see BENCHMARKS.md).
+// What remains:
+//   - A two-way live relay: besides filming the screen, the thief shows the
+//     far scanner's current challenge to the payer's front camera, from a
+//     few centimetres, while the payer shows the code away from any scanner
+//     (a phone that reads two different challenges within two slots binds
+//     to neither: ChallengeTracker). The money then goes to the far
+//     merchant's registered account, which is where such a fraud is traced.
+//   - A dishonest merchant can compute its own scanner's future challenges
+//     and needs no live relay for that half; the same two conditions (an
+//     emitter in the payer's front camera's view, no real scanner in view)
+//     apply.
+//   - The challenge channel (scanner display → front camera) is modelled by
+//     its delay only; camsim does not render it.
+//
+// Without challenges, a single photo holds one frame (or two blended ones):
+// one share at most; a burst must capture t distinct frames, each at a
+// resolution where the ring signal survives (about 6 pixels per module or
+// more). The honest limits, measured by `qshield experiment watermark`: a 1x
+// phone lens from 1 m or more gets almost no shares; a 1x lens at 0.5 m, a 2x
+// lens within about 1 m or a 3x lens within about 2 m does. Resampling to
+// 30 % of the size or less can still leave a readable ring at some phases in
+// a thief's own software; the merchant scanner's rule (shares read at 5
+// px/module or more, MinModulePx) refuses every such frame, and with
+// challenges a T0 rebuilt in a thief's software pays nowhere anyway (its
+// stamps are not bound to the scanner the thief would use).
 //
 // # Embedding
 //

@@ -77,6 +77,14 @@ func (l *Loop) Frame(k int, slot int64) *image.Gray {
 	return render(l.qr, l.lay, convcode.Encode(bytesToBits(marshalShare(l.Handle, s))), l.Params)
 }
 
+// FrameBound renders share k (0-based) stamped with a tag bound to the
+// scanner challenge c the phone read (see challenge.go); its slot is c's.
+func (l *Loop) FrameBound(k int, c Challenge) *image.Gray {
+	s := l.shares[k%len(l.shares)]
+	s.Stamp = NewBoundStamp(l.slotKey, l.Handle, s.Index, c)
+	return render(l.qr, l.lay, convcode.Encode(bytesToBits(marshalShare(l.Handle, s))), l.Params)
+}
+
 // Frames renders the n frames of one slot, in share order.
 func (l *Loop) Frames(slot int64) []*image.Gray {
 	out := make([]*image.Gray, len(l.shares))
@@ -118,6 +126,11 @@ type Timeline struct {
 	cache map[int]*image.Gray
 	// Phase is how long the first frame had been on screen at the start time.
 	Phase time.Duration
+	// Challenge, when set, tells which scanner challenge the phone holds
+	// when it starts showing display frame k (ok false: none yet, the frame
+	// is stamped by the slot clock alone). It must return the same answer
+	// for the same k (frames are cached).
+	Challenge func(k int) (c Challenge, ok bool)
 }
 
 // Timeline returns what the phone shows from start (its slot clock's time).
@@ -137,12 +150,25 @@ func (tl *Timeline) Frame(k int) *image.Gray {
 	g := tl.g0 + int64(max(k, 0))
 	per := tl.l.perSlot()
 	n := int64(len(tl.l.shares))
-	f := tl.l.Frame(int(((g%n)+n)%n), floorDiv(g, per))
+	share := int(((g % n) + n) % n)
+	var f *image.Gray
+	if c, ok := tl.challenge(k); ok {
+		f = tl.l.FrameBound(share, c)
+	} else {
+		f = tl.l.Frame(share, floorDiv(g, per))
+	}
 	if len(tl.cache) > 256 {
 		clear(tl.cache)
 	}
 	tl.cache[k] = f
 	return f
+}
+
+func (tl *Timeline) challenge(k int) (Challenge, bool) {
+	if tl.Challenge == nil {
+		return Challenge{}, false
+	}
+	return tl.Challenge(k)
 }
 
 // Frames renders frames [0, n) of the timeline.

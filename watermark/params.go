@@ -91,7 +91,7 @@ func (p Params) FramePeriod() time.Duration {
 // Validate checks p.
 func (p Params) Validate() error {
 	switch {
-	case p.Threshold < 2 || p.Shares < p.Threshold || p.Shares > 255:
+	case p.Threshold < 2 || p.Shares < p.Threshold || p.Shares > maxShareIndex:
 		return fmt.Errorf("%w: t=%d n=%d", ErrParams, p.Threshold, p.Shares)
 	case p.TokenLen < 16 || p.TokenLen > 32:
 		return fmt.Errorf("%w: token length %d (16..32)", ErrParams, p.TokenLen)

@@ -46,8 +46,12 @@ var (
 
 // Stamp is the time binding of one displayed share.
 type Stamp struct {
-	Index byte         `json:"index"` // share index
-	Slot  byte         `json:"slot"`  // low 8 bits of the slot number
+	Index byte `json:"index"` // share index (1..127)
+	Slot  byte `json:"slot"`  // low 8 bits of the slot number
+	// Bound is set when the tag also covers the challenge the scanner in
+	// front of the phone showed in that slot (see challenge.go); on the
+	// wire it is the top bit of the share's index byte.
+	Bound bool         `json:"bound,omitempty"`
 	Tag   [TagLen]byte `json:"tag"`
 }
 
@@ -124,26 +128,58 @@ type Window struct {
 // a round trip; the experiment measures honest payments with up to ±2 s.
 func DefaultWindow() Window { return Window{MaxAge: 2 * time.Second, MaxLead: 2 * time.Second} }
 
+// Binding says how CheckStamps treats scanner challenges.
+type Binding struct {
+	// ScannerKey is the challenge key of the scanner that submitted the
+	// claim (nil: none known, so bound stamps cannot verify).
+	ScannerKey []byte
+	// Require refuses claims with fewer than MinBoundStamps fresh stamps
+	// bound to that scanner's challenge (ErrUnbound): the defence against a
+	// live relay.
+	Require bool
+}
+
 // CheckStamps verifies that at least threshold distinct shares of code t1
-// carry valid tags under key for slots within w of now. Any stamp with an
-// invalid tag fails the whole check (ErrBadStamp): honest scanners only
-// forward stamps whose share passed its CRC. Too few fresh stamps is ErrStale.
-func CheckStamps(key []byte, t1 string, threshold int, stamps []Stamp, now time.Time, w Window) error {
+// carry valid tags under key for slots within w of now, and, when b.Require
+// is set, that at least MinBoundStamps of them are bound to the challenge
+// b.ScannerKey showed in their slot (every bound stamp must verify against
+// that scanner's challenge). Any stamp with an invalid tag fails the whole check
+// (ErrBadStamp): honest scanners only forward stamps whose share passed its
+// CRC, one per index (a repeated index is refused, so a guesser gets one try
+// per index per claim). Too few fresh stamps is ErrStale; too few fresh
+// bound ones, when binding is required, ErrUnbound. The error never says which
+// stamp failed beyond its index, nor how many verified.
+func CheckStamps(key []byte, t1 string, threshold int, stamps []Stamp, now time.Time, w Window, b Binding) error {
 	if len(key) != SlotKeyLen {
 		return fmt.Errorf("%w: no slot key on record", ErrBadStamp)
 	}
 	if len(stamps) > 255 {
 		return fmt.Errorf("%w: %d stamps", ErrBadStamp, len(stamps))
 	}
+	if b.Require && len(b.ScannerKey) == 0 {
+		return fmt.Errorf("%w: no challenge key for the scanner", ErrUnbound)
+	}
 	ref := SlotAt(now)
 	var seen [256]bool
-	fresh := 0
+	fresh, bound := 0, 0
 	for _, st := range stamps {
-		if st.Index == 0 {
-			return fmt.Errorf("%w: share index 0", ErrBadStamp)
+		if st.Index == 0 || st.Index > maxShareIndex {
+			return fmt.Errorf("%w: share index %d", ErrBadStamp, st.Index)
 		}
+		if seen[st.Index] {
+			return fmt.Errorf("%w: share %d stamped twice", ErrBadStamp, st.Index)
+		}
+		seen[st.Index] = true
 		slot := resolveSlot(st.Slot, ref)
-		want := slotTag(key, t1, st.Index, slot)
+		var want [TagLen]byte
+		if st.Bound {
+			if len(b.ScannerKey) == 0 {
+				return fmt.Errorf("%w: share %d is bound to a scanner challenge, and no scanner key is known", ErrBadStamp, st.Index)
+			}
+			want = boundTag(key, t1, st.Index, ChallengeAt(b.ScannerKey, slot))
+		} else {
+			want = slotTag(key, t1, st.Index, slot)
+		}
 		if !hmac.Equal(want[:], st.Tag[:]) {
 			return fmt.Errorf("%w: share %d", ErrBadStamp, st.Index)
 		}
@@ -151,13 +187,16 @@ func CheckStamps(key []byte, t1 string, threshold int, stamps []Stamp, now time.
 		if now.Sub(start.Add(SlotDuration)) > w.MaxAge || start.Sub(now) > w.MaxLead {
 			continue
 		}
-		if !seen[st.Index] {
-			seen[st.Index] = true
-			fresh++
+		fresh++
+		if st.Bound {
+			bound++
 		}
 	}
 	if fresh < threshold {
-		return fmt.Errorf("%w: %d of %d shares within the window", ErrStale, fresh, threshold)
+		return fmt.Errorf("%w: too few shares within the window", ErrStale)
+	}
+	if b.Require && bound < MinBoundStamps {
+		return fmt.Errorf("%w: fewer than %d fresh shares bound to it", ErrUnbound, MinBoundStamps)
 	}
 	return nil
 }

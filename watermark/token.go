@@ -78,6 +78,13 @@ type Share struct {
 // TagLen is the length of a slot tag in bytes (see Stamp).
 const TagLen = 3
 
+// boundFlag marks, in a packet's index byte, a share whose stamp is bound to
+// a scanner challenge; share indices are therefore at most maxShareIndex.
+const (
+	boundFlag     = 0x80
+	maxShareIndex = 0x7f
+)
+
 // shareOverhead is index, slot, tag and CRC-32.
 const shareOverhead = 1 + 1 + TagLen + 4
 
@@ -90,7 +97,11 @@ func shareLen(tokenLen int) int { return tokenLen + shareOverhead }
 // server authenticates.
 func marshalShare(t1 string, s Share) []byte {
 	b := make([]byte, 0, shareLen(len(s.Value)))
-	b = append(b, s.Index, s.Stamp.Slot)
+	idx := s.Index
+	if s.Stamp.Bound {
+		idx |= boundFlag
+	}
+	b = append(b, idx, s.Stamp.Slot)
 	b = append(b, s.Value...)
 	b = append(b, s.Stamp.Tag[:]...)
 	c := crc32.NewIEEE()
@@ -111,8 +122,9 @@ func unmarshalShare(t1 string, b []byte, tokenLen int) (Share, error) {
 	if c.Sum32() != sum {
 		return Share{}, fmt.Errorf("%w: checksum mismatch", ErrBadShare)
 	}
-	s := Share{Index: body[0], Value: append([]byte(nil), body[2:2+tokenLen]...)}
-	s.Stamp.Index, s.Stamp.Slot = body[0], body[1]
+	idx := body[0] &^ boundFlag
+	s := Share{Index: idx, Value: append([]byte(nil), body[2:2+tokenLen]...)}
+	s.Stamp.Index, s.Stamp.Slot, s.Stamp.Bound = idx, body[1], body[0]&boundFlag != 0
 	copy(s.Stamp.Tag[:], body[2+tokenLen:])
 	if s.Index == 0 {
 		return Share{}, fmt.Errorf("%w: index 0", ErrBadShare)

@@ -50,6 +50,10 @@ type Claim struct {
 	Token  []byte
 	Stamps []Stamp
 	Amount int64
+	// Scanner is the submitting scanner's authenticated name (its
+	// certificate's common name, never a field of the request): the
+	// stamps must be bound to its challenges when the verifier requires it.
+	Scanner string
 }
 
 // Check decides claim c against the record at time now, without consuming
@@ -57,7 +61,7 @@ type Claim struct {
 // ErrStale (fewer than threshold fresh, authentic stamps: a replayed
 // recording), ErrOverLimit (more than the payer agreed to). Whether the code
 // was already used is the store's decision.
-func (r Record) Check(c Claim, threshold int, now time.Time, w Window) error {
+func (r Record) Check(c Claim, threshold int, now time.Time, w Window, b Binding) error {
 	d := Digest(c.Token)
 	if subtle.ConstantTimeCompare(d[:], r.Digest[:]) != 1 {
 		return ErrWrongToken
@@ -65,7 +69,7 @@ func (r Record) Check(c Claim, threshold int, now time.Time, w Window) error {
 	if !now.Before(r.ExpiresAt) {
 		return ErrExpired
 	}
-	if err := CheckStamps(r.SlotKey, r.Handle, threshold, c.Stamps, now, w); err != nil {
+	if err := CheckStamps(r.SlotKey, r.Handle, threshold, c.Stamps, now, w, b); err != nil {
 		return err
 	}
 	if c.Amount > r.Limit {
@@ -185,6 +189,28 @@ type Verifier struct {
 	Threshold int              // t; 0 means DefaultParams().Threshold
 	Window    Window           // zero means DefaultWindow()
 	Now       func() time.Time // nil means time.Now
+	// ChallengeMaster, when set, is the platform's master challenge key:
+	// every claim's stamps must then be bound to the challenge of the
+	// scanner that submitted it (Claim.Scanner; see challenge.go).
+	ChallengeMaster []byte
+}
+
+// Binding returns how stamps of a claim from scanner are checked.
+func (v *Verifier) Binding(scanner string) (Binding, error) {
+	return BindingFor(v.ChallengeMaster, scanner)
+}
+
+// BindingFor returns the Binding for claims from scanner under the
+// platform's master challenge key (nil master: challenges not required).
+func BindingFor(master []byte, scanner string) (Binding, error) {
+	if master == nil {
+		return Binding{}, nil
+	}
+	k, err := ScannerChallengeKey(master, scanner)
+	if err != nil {
+		return Binding{}, fmt.Errorf("%w: %v", ErrUnbound, err)
+	}
+	return Binding{ScannerKey: k, Require: true}, nil
 }
 
 // Verify accepts claim c at most once (see Record.Check) and returns the
@@ -209,7 +235,11 @@ func (v *Verifier) Verify(ctx context.Context, c Claim) (Record, error) {
 	if w == (Window{}) {
 		w = DefaultWindow()
 	}
-	if err := r.Check(c, t, now, w); err != nil {
+	b, err := v.Binding(c.Scanner)
+	if err != nil {
+		return Record{}, err
+	}
+	if err := r.Check(c, t, now, w, b); err != nil {
 		return Record{}, err
 	}
 	if !r.UsedAt.IsZero() {

@@ -147,8 +147,9 @@ func TestReplayLaterRefused(t *testing.T) {
 	if _, err := v.Verify(ctx, Claim{Handle: rec.Handle, Token: code.Token, Stamps: filmed[:tt-1], Amount: 1_00}); !errors.Is(err, ErrStale) {
 		t.Fatalf("t-1 stamps: %v", err)
 	}
+	// A repeated index is refused outright: one guess per index per claim.
 	dup := append(append([]Stamp(nil), filmed[:tt-1]...), filmed[0])
-	if _, err := v.Verify(ctx, Claim{Handle: rec.Handle, Token: code.Token, Stamps: dup, Amount: 1_00}); !errors.Is(err, ErrStale) {
+	if _, err := v.Verify(ctx, Claim{Handle: rec.Handle, Token: code.Token, Stamps: dup, Amount: 1_00}); !errors.Is(err, ErrBadStamp) {
 		t.Fatalf("duplicate index: %v", err)
 	}
 	// The honest, prompt claim pays.
@@ -175,12 +176,12 @@ func TestWindowEdges(t *testing.T) {
 		{end.Add(255 * time.Second), false}, // same low byte, 256 slots later
 		{end.Add(256 * time.Second), false},
 	} {
-		err := CheckStamps(key, h, 2, st, c.now, w)
+		err := CheckStamps(key, h, 2, st, c.now, w, Binding{})
 		if (err == nil) != c.ok {
 			t.Errorf("now %v: %v, want ok=%v", c.now.Sub(SlotStart(slot)), err, c.ok)
 		}
 	}
-	if err := CheckStamps(nil, h, 2, st, end, w); !errors.Is(err, ErrBadStamp) {
+	if err := CheckStamps(nil, h, 2, st, end, w, Binding{}); !errors.Is(err, ErrBadStamp) {
 		t.Errorf("no key: %v", err)
 	}
 }
@@ -196,7 +197,7 @@ func FuzzCheckStamps(f *testing.F) {
 		}
 		// Random stamps must (essentially) never pass with t = 2: each needs
 		// a 24-bit tag; the fuzzer does not know the key.
-		if err := CheckStamps(key, "QSW1:X", 2, st, time.UnixMilli(nowMS), DefaultWindow()); err == nil {
+		if err := CheckStamps(key, "QSW1:X", 2, st, time.UnixMilli(nowMS), DefaultWindow(), Binding{}); err == nil {
 			t.Fatalf("forged stamps accepted: %+v", st)
 		}
 	})
@@ -205,9 +206,12 @@ func FuzzCheckStamps(f *testing.F) {
 func TestVerifyConcurrentSingleUse(t *testing.T) {
 	ctx := context.Background()
 	store := NewMemStore()
-	code, rec, _ := (&Issuer{Store: store}).Issue(ctx, "carol", 100)
-	v := &Verifier{Store: store}
-	c := Claim{Handle: rec.Handle, Token: code.Token, Stamps: stampsAt(code, rec.Handle, DefaultParams().Threshold, time.Now()), Amount: 100}
+	// A manual clock: under load the goroutines may start seconds apart,
+	// which must not move the code out of its window or past its TTL.
+	ck := testclock.New(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+	code, rec, _ := (&Issuer{Store: store, Now: ck.Now}).Issue(ctx, "carol", 100)
+	v := &Verifier{Store: store, Now: ck.Now}
+	c := Claim{Handle: rec.Handle, Token: code.Token, Stamps: stampsAt(code, rec.Handle, DefaultParams().Threshold, ck.Now()), Amount: 100}
 	var ok atomic.Int32
 	var wg sync.WaitGroup
 	for range 32 {

@@ -2,9 +2,14 @@ package browsertest_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,14 +17,19 @@ import (
 	"github.com/chromedp/cdproto/page"
 	cdpwebauthn "github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/internal/browsertest"
+	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/qmsp"
+	"github.com/qshield/qshield/watermark/service"
 )
 
 // startPlatform runs a platform on a free loopback port with the console's
@@ -278,4 +288,217 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("signed in as %q", got)
 	}
 	screenshot(t, admin, "console-login-done")
+}
+
+// TestConsoleAdminTools drives what the console does beyond the first
+// version: operators as principals of the CA's register, certificate
+// issuance with a key made in the browser, audit inclusion proofs and the
+// checkpoint history (a rolled-back log shown as an alarm), and the live
+// per-scheme charts after a real QMSP payment.
+func TestConsoleAdminTools(t *testing.T) {
+	p, base := startPlatform(t)
+	bctx := browsertest.Browser(t, pki.EncodeCertPEM(p.CA.Certificate()))
+	ctx := context.Background()
+
+	link, _, err := p.Console.Invite(ctx, "Ada Admin", console.RoleAdmin, "admin:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, authID := passkeyTab(t, bctx)
+	register(t, admin, link)
+
+	// The admin is a principal of the CA's register whose certificate
+	// certifies the passkey the virtual authenticator holds.
+	admins, err := p.CA.Principals(ctx, pki.PrincipalFilter{Kind: pki.PrincipalAdmin, ActiveOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opP *pki.Principal
+	for _, a := range admins {
+		if a.Scheme == "console" && strings.HasPrefix(a.Name, "Ada Admin <op_") {
+			opP = a
+		}
+	}
+	if opP == nil {
+		t.Fatalf("no console admin principal among %+v", admins)
+	}
+	creds, err := chromedp.Call(admin, cdpwebauthn.GetCredentials, cdpwebauthn.GetCredentialsParams{AuthenticatorID: authID})
+	if err != nil || len(creds.Credentials) != 1 {
+		t.Fatalf("credentials: %v", err)
+	}
+	pk, err := x509.ParsePKCS8PrivateKey(creds.Credentials[0].PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := p.CA.CertificateDER(ctx, opP.Serial)
+	opCert, _ := x509.ParseCertificate(der)
+	if !pk.(*ecdsa.PrivateKey).PublicKey.Equal(opCert.PublicKey) {
+		t.Fatal("the admin's principal does not certify its passkey")
+	}
+	do(t, admin, "operators", chromedp.Navigate(base+"/console/operators"), chromedp.WaitVisible(chromedp.CSS("table")))
+	if got := text(t, admin, "tbody"); !strings.Contains(got, opP.Serial) {
+		t.Fatalf("operators view does not show the principal %s: %q", opP.Serial, got)
+	}
+
+	// Issue a gateway certificate: the key pair is made in the browser, the
+	// server gets only the signing request.
+	do(t, admin, "certificates", chromedp.Navigate(base+"/console/certs"), chromedp.WaitVisible(chromedp.CSS("#genkey")),
+		chromedp.SetValue(chromedp.CSS("#ckind"), "gateway"), chromedp.SetValue(chromedp.CSS("#cname"), "gw-browser"),
+		chromedp.SetValue(chromedp.CSS("#cscheme"), "qmsp"), chromedp.SetValue(chromedp.CSS("#cscope"), "merchant:1"),
+		chromedp.Click(chromedp.CSS("#genkey")), chromedp.WaitVisible(chromedp.CSS("#keylink")))
+	keyPEM := eval[string](t, admin, `atob(document.getElementById("keylink").href.split(",")[1])`)
+	if !strings.Contains(eval[string](t, admin, `document.getElementById("csr").value`), "BEGIN CERTIFICATE REQUEST") {
+		t.Fatal("no signing request in the form")
+	}
+	screenshot(t, admin, "console-certs")
+	do(t, admin, "no prompt", chromedp.Evaluate[chromedp.Void]("window.confirm = () => true"))
+	clickAndLoad(t, admin, "#issue")
+	serial := text(t, admin, "#issued-serial")
+	gw, err := p.CA.PrincipalBySerial(ctx, serial)
+	if err != nil || gw.Kind != pki.PrincipalGateway || gw.Scheme != "qmsp" || !gw.MayActFor("merchant:1") {
+		t.Fatalf("issued principal %+v (%v)", gw, err)
+	}
+	blk, _ := pem.Decode([]byte(keyPEM))
+	if blk == nil {
+		t.Fatalf("saved key %q", keyPEM)
+	}
+	gk, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ = p.CA.CertificateDER(ctx, serial)
+	gwCert, _ := x509.ParseCertificate(der)
+	if !gk.(*ecdsa.PrivateKey).PublicKey.Equal(gwCert.PublicKey) {
+		t.Fatal("the certificate is not for the key the browser made")
+	}
+
+	// An inclusion proof of record 1 against the latest signed checkpoint.
+	if _, _, err := p.Publisher.PublishNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	do(t, admin, "prove", chromedp.Navigate(base+"/console/audit"), chromedp.WaitVisible(chromedp.CSS("#seq")),
+		chromedp.SetValue(chromedp.CSS("#seq"), "1"))
+	clickAndLoad(t, admin, "form[action='/console/audit/record'] button")
+	if got := text(t, admin, "#proof-verdict"); !strings.HasPrefix(got, "Proved: record 1") || !strings.Contains(got, "signature verifies") {
+		t.Fatalf("proof verdict %q", got)
+	}
+	screenshot(t, admin, "console-audit-proof")
+	do(t, admin, "checkpoints", chromedp.Navigate(base+"/console/audit/checkpoints"), chromedp.WaitVisible(chromedp.CSS("#cp-verdict")))
+
+	// A real QMSP payment shows in the per-scheme charts without a reload.
+	do(t, admin, "charts", chromedp.Navigate(base+"/console/qkd"), chromedp.WaitVisible(chromedp.CSS("#chart-pay")))
+	if err := p.KME.Deposit(ctx, qkd.RandomKeys(2000, 32)); err != nil {
+		t.Fatal(err)
+	}
+	g, err := p.QMSP.Gateway(ctx, platform.BuiltinGateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit, err := g.Current(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fundedAccount(t, p, "charts-alice", 100_00)
+	enrol, err := p.IssueEnrolmentCode(ctx, "test", "charts-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := p.QMSP.IssuePhone(ctx, "charts-phone", 4343, "charts-alice", enrol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phoneCert, err := pki.TLSCertificate(iss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payer := &qmsp.Phone{Payer: 4343, Platform: qmsp.NewClient(base, p.ClientTLS(ctx, phoneCert))}
+	code, _ := unit.MarshalText()
+	if _, err := payer.Pay(ctx, string(code), 7_50, 156); err != nil {
+		t.Fatalf("pay: %v", err)
+	}
+	if _, err := chromedp.Run(admin, chromedp.Poll[bool](`(() => { const r = document.getElementById("scheme-totals").tBodies[0].rows[0];
+		return r.cells[1].textContent === "1" && r.cells[3].textContent === "7.50 CNY"; })()`)); err != nil {
+		t.Fatalf("the charts did not show the payment: %v (%s)", err, text(t, admin, "#scheme-totals"))
+	}
+	if n := eval[int](t, admin, `document.querySelectorAll("#chart-pay polyline").length`); n != 5 {
+		t.Fatalf("payments chart has %d lines, want one per scheme", n)
+	}
+	noRawJSON(t, admin, "live charts")
+	screenshot(t, admin, "console-charts")
+
+	// An auditor may read the proofs but not issue certificates.
+	alink, _, err := p.Console.Invite(ctx, "Otto Auditor", console.RoleAuditor, "admin:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditor, _ := passkeyTab(t, bctx)
+	register(t, auditor, alink)
+	status := eval[int](t, auditor, `(async () => {
+		const f = new URLSearchParams({csrf: document.body.dataset.csrf, kind: "admin", name: "mallory", csr: "x"});
+		return (await fetch("/console/certs", {method: "POST", body: f})).status; })()`)
+	if status != 403 {
+		t.Fatalf("auditor issuing a certificate: %d, want 403", status)
+	}
+	if ps, _ := p.CA.Principals(ctx, pki.PrincipalFilter{Name: "mallory"}); len(ps) != 0 {
+		t.Fatal("the auditor's refused request issued a certificate")
+	}
+
+	// An insider rolls the database back: the console's kept checkpoints
+	// show it as an alarm on the checkpoint view and the dashboard.
+	for _, q := range []string{
+		`DELETE FROM audit_log WHERE seq > 3`,
+		`DELETE FROM audit_tlog WHERE idx >= ` + strconv.FormatInt(tlog.StoredHashIndex(0, 3), 10),
+		`UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_log WHERE seq = 3) WHERE id = 1`,
+		`DELETE FROM audit_checkpoints WHERE size > 3`,
+	} {
+		if _, err := p.DB.ExecContext(ctx, q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	do(t, admin, "checkpoints after rollback", chromedp.Navigate(base+"/console/audit/checkpoints"), chromedp.WaitVisible(chromedp.CSS("#cp-alarm")))
+	screenshot(t, admin, "console-audit-alarm")
+	do(t, admin, "dashboard after rollback", chromedp.Navigate(base+"/console/"), chromedp.WaitVisible(chromedp.CSS(".alarm")))
+	if got := text(t, admin, ".alarm"); !strings.Contains(got, "AUDIT LOG REWRITTEN OR ROLLED BACK") {
+		t.Fatalf("dashboard alarm %q", got)
+	}
+}
+
+// TestWatermarkScreenPaid: the payer's watermark screen turns to "Paid" by
+// itself once its code is redeemed (the status route reads the token
+// store; the scan-and-pay flow itself is tested in watermark/service).
+func TestWatermarkScreenPaid(t *testing.T) {
+	p, base := startPlatform(t)
+	bctx := browsertest.Browser(t, pki.EncodeCertPEM(p.CA.Certificate()))
+	ctx := context.Background()
+	fundedAccount(t, p, "wm-paid-payer", 100_00)
+	enrol, err := p.IssueEnrolmentCode(ctx, "test", "wm-paid-payer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := p.EnrolWatermarkDevice(ctx, "wm-paid-phone", "phone", "wm-paid-payer", enrol, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.TLSCertificate(iss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phoneAPI := client.New(base, p.ClientTLS(ctx, cert))
+	defer phoneAPI.Close()
+	var code service.CodeResponse
+	if _, err := phoneAPI.Do(ctx, http.MethodPost, "/v1/watermark/codes", nil, map[string]int64{"limit": 20_00}, &code); err != nil {
+		t.Fatal(err)
+	}
+	tab := browsertest.NewTab(t, bctx, 90*time.Second)
+	do(t, tab, "open screen", chromedp.Navigate(base+code.Screen), chromedp.WaitVisible(chromedp.CSS("#code")))
+	if got := text(t, tab, "#status"); !strings.Contains(got, "at most 20.00 CNY") {
+		t.Fatalf("status before payment %q", got)
+	}
+	if err := p.Watermark.Store().MarkUsed(ctx, code.Handle, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := statusText(t, tab, "Paid"); got != "Paid. Thank you!" {
+		t.Fatalf("after the payment the screen says %q", got)
+	}
+	noRawJSON(t, tab, "paid watermark screen")
 }

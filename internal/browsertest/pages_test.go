@@ -299,7 +299,11 @@ func TestGatewayPage(t *testing.T) {
 	// A phone pays with the code read from the screenshot: the page says
 	// "Paid" by itself, then shows the next code.
 	fundedAccount(t, p, "pages-alice", 100_00)
-	iss, err := p.QMSP.IssuePhone(ctx, "pages-phone-alice", 4242, "pages-alice")
+	code, err := p.IssueEnrolmentCode(ctx, "test", "pages-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := p.QMSP.IssuePhone(ctx, "pages-phone-alice", 4242, "pages-alice", code)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +438,11 @@ func TestWatermarkScreen(t *testing.T) {
 	bctx := browsertest.Browser(t, pki.EncodeCertPEM(p.CA.Certificate()))
 	ctx := context.Background()
 	fundedAccount(t, p, "pages-wm-payer", 100_00)
-	iss, err := p.EnrolWatermarkDevice(ctx, "pages-wm-phone", "phone", "pages-wm-payer", nil)
+	consentCode, err := p.IssueEnrolmentCode(ctx, "test", "pages-wm-payer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := p.EnrolWatermarkDevice(ctx, "pages-wm-phone", "phone", "pages-wm-payer", consentCode, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

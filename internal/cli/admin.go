@@ -25,7 +25,7 @@ func AdminCommand(g *Globals) *cobra.Command {
 	dev.AddCommand(adminManufacture(g, a), adminInit(g, a))
 	dev.AddCommand(adminLifecycle(g, a)...)
 	dev.AddCommand(adminKeys(g, a), adminStats(g, a), adminUnlock(g, a))
-	admin.AddCommand(adminOperator(g, a), AdminCertCommand(g), AdminRotateCommand(g))
+	admin.AddCommand(adminOperator(g, a), AdminCertCommand(g), AdminRotateCommand(g), adminEnrolmentCode(g, a))
 	return admin
 }
 

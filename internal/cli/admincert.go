@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -182,7 +183,7 @@ func adminCertIssue(g *Globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			k := pki.PrincipalKind(kind)
-			if !k.Valid() || k == pki.PrincipalNone || k == pki.PrincipalServer {
+			if !slices.Contains(pki.IssuableKinds(), k) {
 				return fmt.Errorf("--kind must be one of %s", kindList())
 			}
 			if name == "" {
@@ -193,11 +194,12 @@ func adminCertIssue(g *Globals) *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			role := pki.RoleClient
-			if k == pki.PrincipalSAE || k == pki.PrincipalCharger {
-				role = pki.RoleApplication
+			// The same operation as the console's certificate page.
+			iss, err := ca.IssuePrincipal(cmd.Context(), pki.PrincipalRequest{Kind: k, Name: name, Scheme: scheme, Scope: scope})
+			if err != nil {
+				return err
 			}
-			cert, err := ca.IssueTLSFor(cmd.Context(), pki.IssueRequest{Role: role, CommonName: name, Kind: k, Scheme: scheme, Scope: scope})
+			cert, err := pki.TLSCertificate(iss)
 			if err != nil {
 				return err
 			}
@@ -261,10 +263,8 @@ func AdminRotateCommand(g *Globals) *cobra.Command {
 
 func kindList() string {
 	var ks []string
-	for _, k := range pki.PrincipalKinds() {
-		if k != pki.PrincipalNone && k != pki.PrincipalServer {
-			ks = append(ks, string(k))
-		}
+	for _, k := range pki.IssuableKinds() {
+		ks = append(ks, string(k))
 	}
 	return strings.Join(ks, ", ")
 }

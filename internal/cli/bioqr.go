@@ -227,7 +227,7 @@ func bioqrPOSAccept(g *Globals, stateDir *string) *cobra.Command {
 // PhoneBioQRCommand is `qshield phone bioqr`: the phone of seed 004. The
 // lead mounts it under `qshield phone`.
 //
-//	qshield phone bioqr enrol --server URL --admin DIR [--dir DIR] --id PHONE-1 --finger owner.iso --account alice
+//	qshield phone bioqr enrol --server URL --admin DIR [--dir DIR] --id PHONE-1 --finger owner.iso --account alice --enrolment-code CODE
 //	qshield phone bioqr pay   [--dir DIR] --image consumption.png --account alice [--finger probe.iso] [--out pay.png]
 func PhoneBioQRCommand(g *Globals) *cobra.Command {
 	var stateDir string
@@ -245,7 +245,7 @@ func PhoneBioQRCommand(g *Globals) *cobra.Command {
 
 func bioqrPhoneEnrol(g *Globals, stateDir *string) *cobra.Command {
 	var server, admin, id, finger string
-	var accounts []string
+	var accounts, codes []string
 	cmd := &cobra.Command{
 		Use:     "enrol",
 		Aliases: []string{"enroll"},
@@ -287,6 +287,7 @@ func bioqrPhoneEnrol(g *Globals, stateDir *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			er.Consent = codes
 			c, err := cl.Enrol(ctx, er)
 			if err != nil {
 				return fmt.Errorf("phone enrol: %w", err)
@@ -311,7 +312,8 @@ func bioqrPhoneEnrol(g *Globals, stateDir *string) *cobra.Command {
 	f.StringVar(&id, "id", "", "phone identifier (device serial)")
 	f.StringVar(&finger, "finger", "", "owner's fingerprint, an ISO/IEC 19794-2 file")
 	f.StringSliceVar(&accounts, "account", nil, "ledger account(s) this phone may pay from")
-	for _, n := range []string{"admin", "id", "finger", "account"} {
+	f.StringSliceVar(&codes, "enrolment-code", nil, "the account holders' consent: one code per --account, in the same order (qshield admin enrolment-code --account ID)")
+	for _, n := range []string{"admin", "id", "finger", "account", "enrolment-code"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd

@@ -104,11 +104,7 @@ func (d deviceDir) load() (*ecdsa.PrivateKey, *tls.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := os.ReadFile(d.path("key.pem"))
-	if err != nil {
-		return nil, nil, err
-	}
-	k, err := pki.ParsePrivateKeyPEM(b, enc)
+	k, err := pki.LoadPrivateKeyFile(d.path("key.pem"), enc) // reseals a legacy (QSK1) key file
 	if err != nil {
 		return nil, nil, err
 	}

@@ -191,7 +191,7 @@ func PhoneQMSPCommand(g *Globals) *cobra.Command {
 }
 
 func phoneQMSPEnrol(g *Globals, server, dir *string) *cobra.Command {
-	var admin, phone, account string
+	var admin, phone, account, code string
 	var payer uint64
 	cmd := &cobra.Command{
 		Use:     "enrol",
@@ -200,7 +200,7 @@ func phoneQMSPEnrol(g *Globals, server, dir *string) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := enrolDevice(cmd.Context(), *server, admin, deviceDir(*dir), "/v1/qmsp/admin/phones", func(pub []byte) any {
-				return platform.PhoneEnrolment{Phone: phone, Payer: payer, Account: account, PublicKey: pub}
+				return platform.PhoneEnrolment{Phone: phone, Payer: payer, Account: account, EnrolmentCode: code, PublicKey: pub}
 			}); err != nil {
 				return fmt.Errorf("enrol phone: %w", err)
 			}
@@ -212,7 +212,9 @@ func phoneQMSPEnrol(g *Globals, server, dir *string) *cobra.Command {
 	cmd.Flags().StringVar(&phone, "phone", "", "the phone's name (its certificate's common name)")
 	cmd.Flags().Uint64Var(&payer, "payer", 0, "payer number")
 	cmd.Flags().StringVar(&account, "account", "", "the ledger account it pays from")
+	cmd.Flags().StringVar(&code, "enrolment-code", "", "the account holder's consent: a code from `qshield admin enrolment-code --account ID`")
 	_ = cmd.MarkFlagRequired("phone")
+	_ = cmd.MarkFlagRequired("enrolment-code")
 	_ = cmd.MarkFlagRequired("payer")
 	_ = cmd.MarkFlagRequired("account")
 	return cmd

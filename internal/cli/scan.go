@@ -33,18 +33,7 @@ func ScanCommand(g *Globals) *cobra.Command { return ScanCommandWith(g, nil) }
 // ScanCommandWith is ScanCommand with a Submitter that receives the recovered
 // (T1, T0) for verification and payment (nil: print only).
 func ScanCommandWith(g *Globals, sub scan.Submitter) *cobra.Command {
-	var (
-		list      string
-		simulate  string
-		tokenHex  string
-		frames    int
-		seed      uint64
-		distance  float64
-		lens      int
-		burst     int
-		tryHarder bool
-		saveDir   string
-	)
+	var o scanOptions
 	cmd := &cobra.Command{
 		Use:   "scan [FRAME|DIR ...]",
 		Short: "Scan a watermarked payment code from camera frames and recover its token",
@@ -67,111 +56,150 @@ to a merchant scanner).`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			p := watermark.DefaultParams()
-			sess, err := scan.NewSession(p, tryHarder, g.Log)
-			if err != nil {
-				return err
-			}
-			var src frameSource
-			switch {
-			case simulate != "":
-				if len(args) > 0 || list != "" {
-					return errors.New("scan: --simulate takes no frame arguments or --list")
-				}
-				src, err = simulatedFrames(p, simulate, tokenHex, frames, seed, distance, lens, burst)
-			default:
-				paths, perr := framePaths(args, list, cmd.InOrStdin())
-				if perr != nil {
-					return perr
-				}
-				if len(paths) == 0 {
-					return errors.New("scan: no frames given (files, directories, --list or --simulate)")
-				}
-				src = fileFrames(paths)
-			}
-			if err != nil {
-				return err
-			}
-			rep := scanReport{}
-			start := time.Now()
-			for i := 0; ; i++ {
-				name, img, err := src(i)
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				if saveDir != "" {
-					if err := saveFrame(saveDir, i, img); err != nil {
-						return err
-					}
-				}
-				ev, err := sess.Add(ctx, img)
-				if err != nil {
-					return err
-				}
-				g.Log.Debug("scan: frame", "frame", name, "handle", ev.Handle, "index", ev.Index, "have", ev.Have, "need", ev.Need, "err", ev.Err)
-				if ev.Result != nil {
-					rep.Handle = ev.Result.Handle
-					rep.Token = hex.EncodeToString(ev.Result.Token)
-					rep.Recovered = true
-					rep.Frames = ev.Result.Frames
-					if sub != nil {
-						if err := sub.Submit(ctx, *ev.Result); errors.Is(err, errNotSubmitted) {
-							// no server configured: print only
-						} else if err != nil {
-							rep.SubmitError = err.Error()
-						} else {
-							rep.Submitted = true
-						}
-					}
-					break
-				}
-			}
-			st := sess.Stats()
-			rep.Stats = st
-			rep.Elapsed = time.Since(start).Round(time.Millisecond).String()
-			if rep.Frames == 0 {
-				rep.Frames = st.Frames
-			}
-			if g.JSON {
-				if err := g.PrintJSON(rep); err != nil {
-					return err
-				}
-			} else {
-				if rep.Recovered {
-					fmt.Fprintf(g.Out, "recovered token for %s after %d frames\nT0 %s\n", rep.Handle, rep.Frames, rep.Token)
-					if rep.Submitted {
-						fmt.Fprintln(g.Out, "submitted: verified and paid")
-					}
-				} else {
-					fmt.Fprintf(g.Out, "no token recovered from %d frames\n", st.Frames)
-				}
-				fmt.Fprintf(g.Out, "frames %d: without code %d, without valid share %d, duplicate shares %d, new shares %d, rejected reconstructions %d\n",
-					st.Frames, st.NoCode, st.BadShare, st.Duplicate, st.NewShares, st.Rejected)
-			}
-			if rep.SubmitError != "" {
-				return fmt.Errorf("scan: submitting token: %s", rep.SubmitError)
-			}
-			if !rep.Recovered {
-				return ErrNoToken
-			}
-			return nil
+			return o.run(ctx, g, sub, args, cmd.InOrStdin())
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&list, "list", "", "file listing frame paths, one per line (- for stdin)")
-	f.StringVar(&simulate, "simulate", "", "film a fresh payer loop with the camera simulator: close-scan, on-site-theft or collaborative")
-	f.StringVar(&tokenHex, "token", "", "with --simulate: T0 in hex (default: random)")
-	f.IntVar(&frames, "frames", 90, "with --simulate close-scan: camera frames to film (30/s)")
-	f.Uint64Var(&seed, "seed", 0, "with --simulate: random seed (0: random)")
-	f.Float64Var(&distance, "distance", 0, "with --simulate: distance in mm (0: drawn from the profile)")
-	f.IntVar(&lens, "lens", -1, "with --simulate theft: phone lens 0=1x 1=2x 2=3x (-1: random)")
-	f.IntVar(&burst, "burst", 5, "with --simulate theft: photos in the burst (10/s)")
-	f.BoolVar(&tryHarder, "try-harder", false, "spend more time decoding hard frames")
-	f.StringVar(&saveDir, "save-frames", "", "write every frame scanned as PNG into this directory")
+	f.StringVar(&o.list, "list", "", "file listing frame paths, one per line (- for stdin)")
+	f.StringVar(&o.simulate, "simulate", "", "film a fresh payer loop with the camera simulator: close-scan, on-site-theft or collaborative")
+	f.StringVar(&o.tokenHex, "token", "", "with --simulate: T0 in hex (default: random)")
+	f.IntVar(&o.frames, "frames", 90, "with --simulate close-scan: camera frames to film (30/s)")
+	f.Uint64Var(&o.seed, "seed", 0, "with --simulate: random seed (0: random)")
+	f.Float64Var(&o.distance, "distance", 0, "with --simulate: distance in mm (0: drawn from the profile)")
+	f.IntVar(&o.lens, "lens", -1, "with --simulate theft: phone lens 0=1x 1=2x 2=3x (-1: random)")
+	f.IntVar(&o.burst, "burst", 5, "with --simulate theft: photos in the burst (10/s)")
+	f.BoolVar(&o.tryHarder, "try-harder", false, "spend more time decoding hard frames")
+	f.StringVar(&o.saveDir, "save-frames", "", "write every frame scanned as PNG into this directory")
 	return cmd
+}
+
+// scanOptions are the flags of `qshield scan`.
+type scanOptions struct {
+	list      string
+	simulate  string
+	tokenHex  string
+	frames    int
+	seed      uint64
+	distance  float64
+	lens      int
+	burst     int
+	tryHarder bool
+	saveDir   string
+}
+
+// run scans the frames, submits a recovered token to sub (if any) and
+// prints the report.
+func (o *scanOptions) run(ctx context.Context, g *Globals, sub scan.Submitter, args []string, stdin io.Reader) error {
+	p := watermark.DefaultParams()
+	sess, err := scan.NewSession(p, o.tryHarder, g.Log)
+	if err != nil {
+		return err
+	}
+	src, err := o.source(p, args, stdin)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	rep, err := o.scanFrames(ctx, g, sess, src, sub)
+	if err != nil {
+		return err
+	}
+	st := sess.Stats()
+	rep.Stats = st
+	rep.Elapsed = time.Since(start).Round(time.Millisecond).String()
+	if rep.Frames == 0 {
+		rep.Frames = st.Frames
+	}
+	if err := printScanReport(g, rep); err != nil {
+		return err
+	}
+	if rep.SubmitError != "" {
+		return fmt.Errorf("scan: submitting token: %s", rep.SubmitError)
+	}
+	if !rep.Recovered {
+		return ErrNoToken
+	}
+	return nil
+}
+
+// source is where the frames come from: the camera simulator, or files,
+// directories and a list.
+func (o *scanOptions) source(p watermark.Params, args []string, stdin io.Reader) (frameSource, error) {
+	if o.simulate != "" {
+		if len(args) > 0 || o.list != "" {
+			return nil, errors.New("scan: --simulate takes no frame arguments or --list")
+		}
+		return simulatedFrames(p, o.simulate, o.tokenHex, o.frames, o.seed, o.distance, o.lens, o.burst)
+	}
+	paths, err := framePaths(args, o.list, stdin)
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, errors.New("scan: no frames given (files, directories, --list or --simulate)")
+	}
+	return fileFrames(paths), nil
+}
+
+// scanFrames feeds frames to the session until a token is recovered or the
+// frames run out; a recovered token is submitted to sub.
+func (o *scanOptions) scanFrames(ctx context.Context, g *Globals, sess *scan.Session, src frameSource, sub scan.Submitter) (*scanReport, error) {
+	rep := &scanReport{}
+	for i := 0; ; i++ {
+		name, img, err := src(i)
+		if errors.Is(err, io.EOF) {
+			return rep, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if o.saveDir != "" {
+			if err := saveFrame(o.saveDir, i, img); err != nil {
+				return nil, err
+			}
+		}
+		ev, err := sess.Add(ctx, img)
+		if err != nil {
+			return nil, err
+		}
+		g.Log.Debug("scan: frame", "frame", name, "handle", ev.Handle, "index", ev.Index, "have", ev.Have, "need", ev.Need, "err", ev.Err)
+		if ev.Result == nil {
+			continue
+		}
+		rep.Handle = ev.Result.Handle
+		rep.Token = hex.EncodeToString(ev.Result.Token)
+		rep.Recovered = true
+		rep.Frames = ev.Result.Frames
+		if sub != nil {
+			if err := sub.Submit(ctx, *ev.Result); errors.Is(err, errNotSubmitted) {
+				// no server configured: print only
+			} else if err != nil {
+				rep.SubmitError = err.Error()
+			} else {
+				rep.Submitted = true
+			}
+		}
+		return rep, nil
+	}
+}
+
+// printScanReport writes the report as JSON (--json) or text.
+func printScanReport(g *Globals, rep *scanReport) error {
+	if g.JSON {
+		return g.PrintJSON(rep)
+	}
+	st := rep.Stats
+	if rep.Recovered {
+		fmt.Fprintf(g.Out, "recovered token for %s after %d frames\nT0 %s\n", rep.Handle, rep.Frames, rep.Token)
+		if rep.Submitted {
+			fmt.Fprintln(g.Out, "submitted: verified and paid")
+		}
+	} else {
+		fmt.Fprintf(g.Out, "no token recovered from %d frames\n", st.Frames)
+	}
+	fmt.Fprintf(g.Out, "frames %d: without code %d, without valid share %d, duplicate shares %d, new shares %d, rejected reconstructions %d\n",
+		st.Frames, st.NoCode, st.BadShare, st.Duplicate, st.NewShares, st.Rejected)
+	return nil
 }
 
 // ErrNoToken is returned (non-zero exit) when no token was recovered.

@@ -80,6 +80,7 @@ func ServeCommand(g *Globals) *cobra.Command {
 	cmd.Flags().Float64Var(&qkdCfg.EveFraction, "qkd-eve", 0, "fraction of pulses an eavesdropper intercepts and resends (the link aborts when it is detected)")
 	cmd.Flags().StringVar(&qkdCfg.ListenA, "kme-a", "127.0.0.1:8441", "address of site A's key manager (KME_PLATFORM: SAEs pps, charger-1)")
 	cmd.Flags().StringVar(&auditCfg.CheckpointFile, "audit-checkpoint-file", "", "write every signed audit checkpoint to this file (put it outside the data directory)")
+	cmd.Flags().StringSliceVar(&auditCfg.Witnesses, "audit-witness", nil, "STATE=VKEY: show in the console the checkpoint an audit witness last cosigned (its --state file, readable here) and its public key file (repeatable)")
 	cmd.Flags().StringVar(&auditCfg.CheckpointURL, "audit-checkpoint-url", "", "POST every signed audit checkpoint to this URL (a witness or log collector)")
 	cmd.Flags().StringVar(&qkdCfg.ListenB, "kme-b", "127.0.0.1:8442", "address of site B's key manager (KME_SUPERMARKET: SAEs css, qssc)")
 	cmd.Flags().StringSliceVar(&hostsFlag, "host", nil, "extra DNS names or IP addresses for the server certificate")

@@ -63,18 +63,21 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "watermark", Short: "Watermarked dynamic payment codes (seed 003): enrol devices, fetch a payer's looping code"}
 	serverFlag(cmd.PersistentFlags(), &server, "")
 	dirFlag(cmd.PersistentFlags(), &dir, "", "the device's directory (default "+DefaultDir(KindWatermarkPhone)+" or "+DefaultDir(KindWatermarkScanner)+")")
-	var adminDir, name, role, account string
+	var adminDir, name, role, account, consentCode string
 	enrol := &cobra.Command{
 		Use:     "enrol",
 		Aliases: []string{"enroll"},
 		Short:   "Generate a phone's or scanner's key and have it certified and bound to a ledger account",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if role == "phone" && consentCode == "" {
+				return Usagef("a phone spends from its account: give the account holder's --enrolment-code (qshield admin enrolment-code --account %s)", account)
+			}
 			if dir == "" {
 				dir = DefaultDir("watermark-" + role)
 			}
 			if _, err := enrolDevice(cmd.Context(), server, adminDir, deviceDir(dir), "/v1/watermark/admin/devices", func(pub []byte) any {
-				return platform.WatermarkEnrolment{Name: name, Role: role, Account: account, PublicKey: pub}
+				return platform.WatermarkEnrolment{Name: name, Role: role, Account: account, EnrolmentCode: consentCode, PublicKey: pub}
 			}); err != nil {
 				return fmt.Errorf("enrol %s: %w", role, err)
 			}
@@ -86,6 +89,7 @@ func WatermarkCommand(g *Globals) *cobra.Command {
 	enrol.Flags().StringVar(&name, "name", "", "the device's name (its certificate's common name)")
 	enrol.Flags().StringVar(&role, "role", "phone", "phone (pays: codes charge its account) or scanner (is paid into its account)")
 	enrol.Flags().StringVar(&account, "account", "", "the ledger account")
+	enrol.Flags().StringVar(&consentCode, "enrolment-code", "", "for a phone: the account holder's consent, a code from `qshield admin enrolment-code --account ID`")
 	_ = enrol.MarkFlagRequired("name")
 	_ = enrol.MarkFlagRequired("account")
 

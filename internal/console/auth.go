@@ -101,7 +101,21 @@ func (c *Console) inviteFinish(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, ceremonyReply{Error: "The passkey was not accepted: " + protocolMessage(err)})
 		return
 	}
-	if err := c.st.redeemInvite(ctx, inv, sd.UserID, cred); err != nil {
+	// The operator becomes a principal of the CA's register, its passkey's
+	// key certified (principals.go), before the invitation is spent.
+	op := &Operator{ID: inv.OperatorID, Name: inv.Name, Role: inv.Role}
+	serial, err := c.issueOperatorPrincipal(ctx, op, inv.Scope, cred, inv.CreatedBy)
+	if err != nil {
+		c.cfg.Log.Error("console: operator principal", "err", err)
+		c.record(ctx, nil, "console.register", audit.OutcomeFailure, inv.OperatorID, map[string]any{"error": "principal not registered: " + err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, ceremonyReply{Error: "Your passkey could not be entered in the principals register. Try again shortly."})
+		return
+	}
+	op.PrincipalSerial = serial
+	if err := c.st.redeemInvite(ctx, inv, sd.UserID, cred, serial); err != nil {
+		if rerr := c.revokeOperatorPrincipal(ctx, op, "console invitation not redeemed"); rerr != nil {
+			c.cfg.Log.Error("console: revoke unredeemed principal", "serial", serial, "err", rerr)
+		}
 		if errors.Is(err, ErrInviteInvalid) {
 			writeJSON(w, http.StatusGone, ceremonyReply{Error: "This invitation was used meanwhile."})
 			return
@@ -110,9 +124,8 @@ func (c *Console) inviteFinish(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, ceremonyReply{Error: "The console cannot reach its database. Try again shortly."})
 		return
 	}
-	op := &Operator{ID: inv.OperatorID, Name: inv.Name, Role: inv.Role}
 	if err := c.record(ctx, &Session{Operator: op}, "console.register", audit.OutcomeSuccess, inv.OperatorID,
-		map[string]any{"name": inv.Name, "role": string(inv.Role), "invited_by": inv.CreatedBy}); err != nil {
+		map[string]any{"name": inv.Name, "role": string(inv.Role), "invited_by": inv.CreatedBy, "principal": serial}); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, ceremonyReply{Error: "The console cannot write its audit trail. Try again shortly."})
 		return
 	}
@@ -194,6 +207,23 @@ func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) {
 	if cred.Authenticator.CloneWarning {
 		c.record(ctx, &Session{Operator: found}, "console.login", audit.OutcomeFailure, found.ID, map[string]any{"error": "signature counter went backwards (possible cloned authenticator)"})
 		writeJSON(w, http.StatusUnauthorized, ceremonyReply{Error: "This passkey looks cloned; it was refused. Contact an administrator."})
+		return
+	}
+	// The passkey maps to the operator's principal: a revoked one cannot
+	// sign in; an operator from before principals gets one now.
+	if found.PrincipalSerial == "" {
+		serial, err := c.issueOperatorPrincipal(ctx, found, nil, cred, "operator:"+found.ID)
+		if err == nil {
+			err = c.st.setPrincipal(ctx, found.ID, serial)
+		}
+		if err != nil {
+			c.cfg.Log.Error("console: operator principal", "operator", found.ID, "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, ceremonyReply{Error: "Your passkey could not be entered in the principals register. Try again shortly."})
+			return
+		}
+	} else if ok, err := c.principalActive(ctx, found); err != nil || !ok {
+		c.record(ctx, &Session{Operator: found}, "console.login", audit.OutcomeFailure, found.ID, map[string]any{"error": "principal " + found.PrincipalSerial + " revoked or unreadable"})
+		writeJSON(w, http.StatusUnauthorized, ceremonyReply{Error: "Your access to the console has been revoked. Contact an administrator."})
 		return
 	}
 	if err := c.st.updateCredential(ctx, found.ID, cred); err != nil {

@@ -52,6 +52,13 @@ type Config struct {
 	// Origin is the console's origin, e.g. "https://localhost:8443"; its host
 	// is the WebAuthn relying-party ID (a domain name, not an IP address).
 	Origin string
+	// AuditVerifierKey is the audit log's checkpoint verifier key (a
+	// signed-note key, audit-checkpoint.vkey): the console checks every
+	// checkpoint's signature with it. "" shows checkpoints as unverified.
+	AuditVerifierKey string
+	// Witnesses are the audit witnesses whose latest cosigned checkpoint the
+	// console shows (optional).
+	Witnesses []WitnessConfig
 	// ResultsDir holds experiment results (NAME.md, NAME.png) shown in the
 	// experiments view; "" hides them.
 	ResultsDir string
@@ -71,6 +78,7 @@ type Console struct {
 	pages  map[string]*template.Template
 	mux    *http.ServeMux
 	table  []Route
+	series *seriesTail
 }
 
 //go:embed templates/*.html
@@ -115,7 +123,7 @@ func New(ctx context.Context, cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Console{cfg: cfg, st: st, wa: wa, origin: origin}
+	c := &Console{cfg: cfg, st: st, wa: wa, origin: origin, series: newSeriesTail()}
 	if err := c.parsePages(); err != nil {
 		return nil, err
 	}
@@ -222,6 +230,11 @@ func (c *Console) sessionOf(r *http.Request) *Session {
 		}
 		return nil
 	}
+	// A revoked principal's sessions end at their next request.
+	if ok, err := c.principalActive(r.Context(), s.Operator); err != nil || !ok {
+		c.st.endSession(r.Context(), s.idHash)
+		return nil
+	}
 	return s
 }
 
@@ -296,12 +309,23 @@ func (c *Console) clearCookie(w http.ResponseWriter, name string) {
 // Invite issues a single-use invitation link for a new operator (used by the
 // platform's administrative API and by admins in the console).
 func (c *Console) Invite(ctx context.Context, name string, role Role, by string) (link string, expires time.Time, err error) {
-	tok, opID, exp, err := c.st.createInvite(ctx, name, role, by, c.cfg.InviteTTL)
+	return c.InviteScoped(ctx, name, role, nil, by)
+}
+
+// InviteScoped is Invite whose operator's principal gets scope (e.g.
+// "merchant:7": the merchants whose tills an operator may set).
+func (c *Console) InviteScoped(ctx context.Context, name string, role Role, scope []string, by string) (link string, expires time.Time, err error) {
+	for _, e := range scope {
+		if !scopeEntry.MatchString(e) {
+			return "", time.Time{}, fmt.Errorf("console: %q is not a scope entry (account:ID, device:SERIAL, merchant:N or *)", e)
+		}
+	}
+	tok, opID, exp, err := c.st.createInvite(ctx, name, role, scope, by, c.cfg.InviteTTL)
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	if _, err := c.cfg.Audit.Append(ctx, audit.Entry{Actor: by, Event: "console.invite", Outcome: audit.OutcomeSuccess, Origin: "console",
-		Resource: opID, Details: map[string]string{"name": name, "role": string(role), "expires": exp.UTC().Format(time.RFC3339)}}); err != nil {
+		Resource: opID, Details: map[string]string{"name": name, "role": string(role), "scope": strings.Join(scope, " "), "expires": exp.UTC().Format(time.RFC3339)}}); err != nil {
 		return "", time.Time{}, fmt.Errorf("console: audit invitation: %w", err)
 	}
 	return c.cfg.Origin + "/console/invite/" + tok, exp, nil

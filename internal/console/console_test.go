@@ -65,7 +65,7 @@ func newConsole(t *testing.T, clk *fakeClock) *Console {
 func signIn(t *testing.T, c *Console, name string, r Role) (cookie string, s *Session) {
 	t.Helper()
 	ctx := context.Background()
-	tok, opID, _, err := c.st.createInvite(ctx, name, r, "test", time.Hour)
+	tok, opID, _, err := c.st.createInvite(ctx, name, r, nil, "test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,3 +45,12 @@ func pow10(n int) int64 {
 	}
 	return v
 }
+
+// majorUnits is minor units of cur as a number of major units (for charts).
+func majorUnits(minor int64, cur string) float64 {
+	c, err := money.Lookup(cur)
+	if err != nil {
+		return float64(minor)
+	}
+	return float64(minor) / float64(pow10(c.Digits))
+}

@@ -56,7 +56,10 @@ type Operator struct {
 	Handle    []byte // WebAuthn user handle: 32 random bytes
 	CreatedAt time.Time
 	Disabled  bool
-	creds     []webauthn.Credential
+	// PrincipalSerial is the operator's principal in the CA's register
+	// ("" for an operator registered before principals, until it signs in).
+	PrincipalSerial string
+	creds           []webauthn.Credential
 }
 
 // WebAuthnID implements webauthn.User.
@@ -111,6 +114,21 @@ CREATE TABLE console_ceremonies (
 	invite_hash BYTEA,
 	expires_at BIGINT NOT NULL
 );`,
+}, {
+	// Every signed audit checkpoint the console has seen, to prove later
+	// that the log only grew (see auditproof.go).
+	Version: 2,
+	SQL: `CREATE TABLE console_checkpoints (
+	size BIGINT PRIMARY KEY,
+	note TEXT NOT NULL,
+	seen_at BIGINT NOT NULL
+);`,
+}, {
+	// Operators are principals of the CA's register (principals.go); an
+	// invitation may give the principal a scope.
+	Version: 3,
+	SQL: `ALTER TABLE console_operators ADD COLUMN principal_serial TEXT NOT NULL DEFAULT '';
+ALTER TABLE console_invites ADD COLUMN scope TEXT NOT NULL DEFAULT '';`,
 }}
 
 // store is the console's tables.
@@ -142,7 +160,7 @@ func hashToken(t string) []byte {
 
 // createInvite records a single-use invitation for a new operator and
 // returns its token (only its hash is stored).
-func (s *store) createInvite(ctx context.Context, name string, role Role, by string, ttl time.Duration) (token, operatorID string, expires time.Time, err error) {
+func (s *store) createInvite(ctx context.Context, name string, role Role, scope []string, by string, ttl time.Duration) (token, operatorID string, expires time.Time, err error) {
 	if name == "" || len(name) > 100 {
 		return "", "", time.Time{}, fmt.Errorf("console: operator name must be 1 to 100 characters")
 	}
@@ -154,8 +172,9 @@ func (s *store) createInvite(ctx context.Context, name string, role Role, by str
 	rand.Read(idb)
 	operatorID = "op_" + base64.RawURLEncoding.EncodeToString(idb)
 	expires = s.now().Add(ttl)
-	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO console_invites (token_hash, operator_id, name, role, created_by, expires_at) VALUES (?, ?, ?, ?, ?, ?)`),
-		h, operatorID, name, string(role), by, expires.UnixNano())
+	sj, _ := json.Marshal(scope)
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO console_invites (token_hash, operator_id, name, role, created_by, expires_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		h, operatorID, name, string(role), by, expires.UnixNano(), string(sj))
 	if err != nil {
 		return "", "", time.Time{}, fmt.Errorf("console: record invitation: %w", err)
 	}
@@ -169,6 +188,7 @@ type invite struct {
 	Role       Role
 	CreatedBy  string
 	Expires    time.Time
+	Scope      []string
 }
 
 // invite returns the unused, unexpired invitation for token.
@@ -177,8 +197,9 @@ func (s *store) invite(ctx context.Context, token string) (*invite, error) {
 	var inv invite
 	var role string
 	var exp, used int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT operator_id, name, role, created_by, expires_at, used_at FROM console_invites WHERE token_hash = ?`), h).
-		Scan(&inv.OperatorID, &inv.Name, &role, &inv.CreatedBy, &exp, &used)
+	var scope string
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT operator_id, name, role, created_by, expires_at, used_at, scope FROM console_invites WHERE token_hash = ?`), h).
+		Scan(&inv.OperatorID, &inv.Name, &role, &inv.CreatedBy, &exp, &used, &scope)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrInviteInvalid
 	}
@@ -186,6 +207,11 @@ func (s *store) invite(ctx context.Context, token string) (*invite, error) {
 		return nil, fmt.Errorf("console: read invitation: %w", err)
 	}
 	inv.hash, inv.Role, inv.Expires = h, Role(role), time.Unix(0, exp)
+	if scope != "" {
+		if err := json.Unmarshal([]byte(scope), &inv.Scope); err != nil {
+			return nil, fmt.Errorf("console: invitation scope: %w", err)
+		}
+	}
 	if used != 0 || !s.now().Before(inv.Expires) {
 		return nil, ErrInviteInvalid
 	}
@@ -194,7 +220,7 @@ func (s *store) invite(ctx context.Context, token string) (*invite, error) {
 
 // redeemInvite creates the operator with its first credential and marks the
 // invitation used, in one transaction: an invitation makes one operator.
-func (s *store) redeemInvite(ctx context.Context, inv *invite, handle []byte, cred *webauthn.Credential) error {
+func (s *store) redeemInvite(ctx context.Context, inv *invite, handle []byte, cred *webauthn.Credential, principalSerial string) error {
 	cj, err := json.Marshal(cred)
 	if err != nil {
 		return err
@@ -208,8 +234,8 @@ func (s *store) redeemInvite(ctx context.Context, inv *invite, handle []byte, cr
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrInviteInvalid
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO console_operators (id, name, role, handle, created_at) VALUES (?, ?, ?, ?, ?)`),
-			inv.OperatorID, inv.Name, string(inv.Role), handle, now); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO console_operators (id, name, role, handle, created_at, principal_serial) VALUES (?, ?, ?, ?, ?, ?)`),
+			inv.OperatorID, inv.Name, string(inv.Role), handle, now, principalSerial); err != nil {
 			return fmt.Errorf("console: create operator: %w", err)
 		}
 		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO console_credentials (id, operator_id, credential, created_at, last_used) VALUES (?, ?, ?, ?, ?)`),
@@ -222,8 +248,8 @@ func (s *store) operatorBy(ctx context.Context, where string, arg any) (*Operato
 	var o Operator
 	var role string
 	var created, disabled int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT id, name, role, handle, created_at, disabled FROM console_operators WHERE `+where+` = ?`), arg).
-		Scan(&o.ID, &o.Name, &role, &o.Handle, &created, &disabled)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT id, name, role, handle, created_at, disabled, principal_serial FROM console_operators WHERE `+where+` = ?`), arg).
+		Scan(&o.ID, &o.Name, &role, &o.Handle, &created, &disabled, &o.PrincipalSerial)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNoOperator
 	}
@@ -251,7 +277,7 @@ func (s *store) operatorBy(ctx context.Context, where string, arg any) (*Operato
 }
 
 func (s *store) operators(ctx context.Context) ([]Operator, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, role, created_at, disabled FROM console_operators ORDER BY created_at`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, role, created_at, disabled, principal_serial FROM console_operators ORDER BY created_at`)
 	if err != nil {
 		return nil, fmt.Errorf("console: list operators: %w", err)
 	}
@@ -261,13 +287,19 @@ func (s *store) operators(ctx context.Context) ([]Operator, error) {
 		var o Operator
 		var role string
 		var created, disabled int64
-		if err := rows.Scan(&o.ID, &o.Name, &role, &created, &disabled); err != nil {
+		if err := rows.Scan(&o.ID, &o.Name, &role, &created, &disabled, &o.PrincipalSerial); err != nil {
 			return nil, err
 		}
 		o.Role, o.CreatedAt, o.Disabled = Role(role), time.Unix(0, created), disabled != 0
 		out = append(out, o)
 	}
 	return out, rows.Err()
+}
+
+// setPrincipal records the principal of an operator that had none.
+func (s *store) setPrincipal(ctx context.Context, id, serial string) error {
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE console_operators SET principal_serial = ? WHERE id = ? AND principal_serial = ''`), serial, id)
+	return err
 }
 
 // setDisabled disables or enables an operator; disabling ends its sessions.

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,10 +53,18 @@ func (c *Console) routes() {
 	guarded("GET /console/devices", RoleAuditor, c.devices)
 	guarded("POST /console/devices/{serial}/revoke", RoleAdmin, c.revoke)
 	guarded("POST /console/storage/{serial}", RoleOperator, c.storageAction)
+	guarded("GET /console/certs", RoleAdmin, c.certsPage)
+	guarded("POST /console/certs", RoleAdmin, c.issueCert)
+	guarded("GET /console/certs/{file}", RoleAuditor, c.certFile)
 	guarded("GET /console/qkd", RoleAuditor, c.qkd)
 	guarded("GET /console/qkd/stream", RoleAuditor, c.qkdStream)
+	guarded("GET /console/schemes/stream", RoleAuditor, c.schemesStream)
 	guarded("GET /console/audit", RoleAuditor, c.auditView)
 	guarded("POST /console/audit/verify", RoleAuditor, c.auditVerify)
+	guarded("GET /console/audit/record", RoleAuditor, c.auditRecordQuery)
+	guarded("GET /console/audit/records/{seq}", RoleAuditor, c.auditRecord)
+	guarded("GET /console/audit/proofs/{file}", RoleAuditor, c.auditProofFile)
+	guarded("GET /console/audit/checkpoints", RoleAuditor, c.auditHistory)
 	guarded("GET /console/operators", RoleAdmin, c.operators)
 	guarded("POST /console/operators/invite", RoleAdmin, c.inviteOperator)
 	guarded("POST /console/operators/{id}/disable", RoleAdmin, c.disableOperator)
@@ -178,6 +187,7 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *Session) 
 	if rep, err := c.cfg.Audit.Head(ctx); err == nil {
 		d.Head = rep.Seq
 	}
+	d.Alarms = append(d.Alarms, c.auditAlarms(ctx)...)
 	c.render(w, r, http.StatusOK, "dashboard", page{Title: "Dashboard", Nav: "dashboard", S: s, Data: d})
 }
 
@@ -641,10 +651,23 @@ func (c *Console) qkd(w http.ResponseWriter, r *http.Request, s *Session) {
 	if c.cfg.Link != nil {
 		samples = c.cfg.Link.Samples()
 	}
-	c.render(w, r, http.StatusOK, "qkd", page{Title: "QKD link", Nav: "qkd", S: s, Data: struct {
+	if err := c.pollSeries(r.Context()); err != nil {
+		c.cfg.Log.Warn("console: scheme series", "err", err)
+	}
+	c.render(w, r, http.StatusOK, "qkd", page{Title: "Live charts", Nav: "qkd", S: s, Data: struct {
 		On      bool
 		Samples []LinkSample
-	}{c.cfg.Link != nil, samples}})
+		Series  seriesJSON
+	}{c.cfg.Link != nil, samples, c.seriesSnapshot()}})
+}
+
+func (c *Console) schemesStream(w http.ResponseWriter, r *http.Request, s *Session) {
+	c.stream(w, r, 2*time.Second, func(send func(string, any) error) error {
+		if err := c.pollSeries(r.Context()); err != nil {
+			return err
+		}
+		return send("series", c.seriesSnapshot())
+	})
 }
 
 func (c *Console) qkdStream(w http.ResponseWriter, r *http.Request, s *Session) {
@@ -739,13 +762,35 @@ func (c *Console) auditVerify(w http.ResponseWriter, r *http.Request, s *Session
 }
 
 type operatorsData struct {
-	Operators []Operator
+	Operators []operatorRow
 	Link      string
 	Expires   time.Time
 }
 
+// operatorRow is an operator with its principal in the CA's register.
+type operatorRow struct {
+	Operator
+	Principal *pki.Principal
+}
+
+func (c *Console) operatorRows(ctx context.Context) ([]operatorRow, error) {
+	ops, err := c.st.operators(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]operatorRow, 0, len(ops))
+	for _, o := range ops {
+		row := operatorRow{Operator: o}
+		if o.PrincipalSerial != "" {
+			row.Principal, _ = c.cfg.CA.PrincipalBySerial(ctx, o.PrincipalSerial)
+		}
+		out = append(out, row)
+	}
+	return out, nil
+}
+
 func (c *Console) operators(w http.ResponseWriter, r *http.Request, s *Session) {
-	ops, err := c.st.operators(r.Context())
+	ops, err := c.operatorRows(r.Context())
 	if err != nil {
 		c.fail(w, r, s, http.StatusServiceUnavailable, "The operators cannot be read right now.")
 		return
@@ -759,12 +804,13 @@ func (c *Console) inviteOperator(w http.ResponseWriter, r *http.Request, s *Sess
 		c.fail(w, r, s, http.StatusBadRequest, "Choose a role: admin, operator or auditor.")
 		return
 	}
-	link, exp, err := c.Invite(r.Context(), strings.TrimSpace(r.PostFormValue("name")), role, "operator:"+s.Operator.ID)
+	scope := strings.Fields(strings.ReplaceAll(r.PostFormValue("scope"), ",", " "))
+	link, exp, err := c.InviteScoped(r.Context(), strings.TrimSpace(r.PostFormValue("name")), role, scope, "operator:"+s.Operator.ID)
 	if err != nil {
 		c.fail(w, r, s, http.StatusBadRequest, "No invitation was made: "+err.Error())
 		return
 	}
-	ops, _ := c.st.operators(r.Context())
+	ops, _ := c.operatorRows(r.Context())
 	c.render(w, r, http.StatusOK, "operators", page{Title: "Operators", Nav: "operators", S: s, Data: operatorsData{Operators: ops, Link: link, Expires: exp},
 		Flash: "Invitation created. Send the link to the person privately; it works once."})
 }
@@ -776,6 +822,12 @@ func (c *Console) disableOperator(w http.ResponseWriter, r *http.Request, s *Ses
 		return
 	}
 	err := c.st.setDisabled(r.Context(), id, true)
+	if err == nil {
+		// Its principal is revoked too: the register says it is gone.
+		if op, oerr := c.st.operatorBy(r.Context(), "id", id); oerr == nil {
+			err = c.revokeOperatorPrincipal(r.Context(), op, "console operator disabled by "+s.Operator.ID)
+		}
+	}
 	outcome := audit.OutcomeSuccess
 	if err != nil {
 		outcome = audit.OutcomeFailure

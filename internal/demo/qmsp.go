@@ -63,7 +63,11 @@ func QMSP() Scenario {
 		var nb [4]byte
 		_, _ = rand.Read(nb[:])
 		payerNo := 1_000_000_000 + uint64(binary.BigEndian.Uint32(nb[:]))
-		iss, err := q.IssuePhone(ctx, "phone-alice-"+sfx, payerNo, payer)
+		code, err := p.IssueEnrolmentCode(ctx, "demo", payer) // alice's consent
+		if err != nil {
+			return rows, err
+		}
+		iss, err := q.IssuePhone(ctx, "phone-alice-"+sfx, payerNo, payer, code)
 		if err != nil {
 			return rows, err
 		}

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/qshield/qshield/selfverify"
+	"github.com/qshield/qshield/internal/scenario"
 )
 
 // SelfVerify is seed 002: registration, withdrawal, three payments and a
@@ -18,7 +18,7 @@ func SelfVerify() Scenario {
 		if err != nil {
 			return nil, err
 		}
-		steps, err := selfverify.Demo(ctx, selfverify.DemoConfig{DB: env.P.DB, Ledger: env.P.Ledger, Audit: env.P.Audit, OperatorURL: env.URL, HTTPClient: hc, KeySeal: seal})
+		steps, err := scenario.SelfVerify(ctx, scenario.SelfVerifyDeps{DB: env.P.DB, Ledger: env.P.Ledger, Audit: env.P.Audit, OperatorURL: env.URL, HTTPClient: hc, KeySeal: seal})
 		rows := make([]Row, len(steps))
 		for i, s := range steps {
 			rows[i] = Row{Step: s.Step, Outcome: s.Outcome, Detail: s.Detail}

@@ -36,8 +36,17 @@ func Trust() Scenario {
 				return rows, err
 			}
 		}
-		// A payer's phone, enrolled for QMSP.
-		iss, err := p.QMSP.EnrolPhone(ctx, "PHONE-"+sfx, 9000+uint64(len(sfx)), payer, nil)
+		// A payer's phone, enrolled for QMSP with alice's enrolment code;
+		// without it, binding a phone to her account is refused.
+		_, err := p.QMSP.EnrolPhone(ctx, "PHONE-X-"+sfx, 8000+uint64(len(sfx)), payer, "", nil)
+		if err := Expect(&rows, "admin binds a QMSP phone to alice's account without her enrolment code", err, "no valid enrolment code", ""); err != nil {
+			return rows, err
+		}
+		code, err := p.IssueEnrolmentCode(ctx, "demo", payer)
+		if err != nil {
+			return rows, err
+		}
+		iss, err := p.QMSP.EnrolPhone(ctx, "PHONE-"+sfx, 9000+uint64(len(sfx)), payer, code, nil)
 		if err != nil {
 			return rows, err
 		}

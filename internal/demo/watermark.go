@@ -39,11 +39,15 @@ func Watermark() Scenario {
 		if _, err := p.Ledger.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: newKey("wm-fund"), From: "wm-bank-" + sfx, To: payer, Amount: 200_00, Currency: "CNY"}); err != nil {
 			return rows, err
 		}
-		phoneIss, err := p.EnrolWatermarkDevice(ctx, "wm-phone-"+sfx, "phone", payer, nil)
+		consentCode, err := p.IssueEnrolmentCode(ctx, "demo", payer) // the payer's consent
 		if err != nil {
 			return rows, err
 		}
-		scanIss, err := p.EnrolWatermarkDevice(ctx, "wm-scanner-"+sfx, "scanner", shop, nil)
+		phoneIss, err := p.EnrolWatermarkDevice(ctx, "wm-phone-"+sfx, "phone", payer, consentCode, nil)
+		if err != nil {
+			return rows, err
+		}
+		scanIss, err := p.EnrolWatermarkDevice(ctx, "wm-scanner-"+sfx, "scanner", shop, "", nil)
 		if err != nil {
 			return rows, err
 		}

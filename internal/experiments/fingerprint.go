@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/fingerprint"
@@ -33,7 +35,7 @@ func FingerprintExperiment() experiment.Spec {
 			{Name: "passes", Default: "3", Usage: "timing passes per database; the fastest is reported"},
 			{Name: "seed", Default: "2026", Usage: "seed of the plastic-distortion test set"},
 			{Name: "fingers", Default: "10", Usage: "fingers per synthetic database (synthetic=yes only; 8 impressions each)"},
-			{Name: "grid", Default: "full", Usage: "full: the 32-candidate selection grid; small: DefaultParams and its cylinder-only variant (smoke tests)"},
+			{Name: "grid", Default: "full", Usage: "full: the 64-candidate selection grid; small: DefaultParams and its cylinder-only variant (smoke tests)"},
 		},
 		Run: runFingerprint,
 	}
@@ -50,16 +52,18 @@ type fpCandidate struct {
 var fusionWeights = []float64{0, 0.5, 1, 2}
 
 // fingerprintGrid is the selection grid: cylinder settings × fusion weights.
-// It is small on purpose (32 candidates): with 280 genuine comparisons per
+// It is small on purpose (64 candidates): with 280 genuine comparisons per
 // database a finer grid would mostly fit noise.
 func fingerprintGrid() (mcc []fingerprint.Params, cands []fpCandidate) {
 	base := fingerprint.DefaultParams()
 	for _, ns := range []int{8, 16} {
 		for _, mu := range []float64{0.005, 0.01} {
 			for _, rel := range []float64{0, 0.04} {
-				p := base
-				p.CylinderCells, p.MuPsi, p.RelaxLenTolRel = ns, mu, rel
-				mcc = append(mcc, p)
+				for _, opt := range []bool{false, true} {
+					p := base
+					p.CylinderCells, p.MuPsi, p.RelaxLenTolRel, p.OptimalAssignment = ns, mu, rel, opt
+					mcc = append(mcc, p)
+				}
 			}
 		}
 	}
@@ -68,12 +72,20 @@ func fingerprintGrid() (mcc []fingerprint.Params, cands []fpCandidate) {
 			q := p
 			q.FusionWeight = w
 			cands = append(cands, fpCandidate{
-				Name:   fmt.Sprintf("NS=%d μΨ=%g rel=%g w=%g", p.CylinderCells, p.MuPsi, p.RelaxLenTolRel, w),
+				Name:   fmt.Sprintf("NS=%d μΨ=%g rel=%g %s w=%g", p.CylinderCells, p.MuPsi, p.RelaxLenTolRel, assignName(p.OptimalAssignment), w),
 				Params: q, mcc: i,
 			})
 		}
 	}
 	return mcc, cands
+}
+
+// assignName names the consolidation's assignment in candidate names.
+func assignName(optimal bool) string {
+	if optimal {
+		return "Hungarian"
+	}
+	return "greedy"
 }
 
 // fpDataset is what the experiment ran on.
@@ -238,7 +250,7 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 		names[d] = db.Name
 	}
 	mccGrid, cands := fingerprintGrid()
-	gridDesc := fmt.Sprintf("%d candidates (%d cylinder settings: NS 8 or 16 cells, μΨ 0.005 or 0.01, relaxation length tolerance 5 px + 0 or 4%% of the length; × fusion weights %v)", len(cands), len(mccGrid), fusionWeights)
+	gridDesc := fmt.Sprintf("%d candidates (%d cylinder settings: NS 8 or 16 cells, μΨ 0.005 or 0.01, relaxation length tolerance 5 px + 0 or 4%% of the length, greedy or Hungarian assignment; × fusion weights %v)", len(cands), len(mccGrid), fusionWeights)
 	switch env.String("grid") {
 	case "full":
 	case "small":
@@ -395,15 +407,22 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 	}
 	thr := experiment.Table{
 		Title:  "Threshold check: one threshold for FMR ≤ 0.1%, chosen on three databases, measured on the fourth",
-		Header: []string{"rule", "threshold", "FMR on tuning DBs", "held-out DB", "FMR on held-out DB", "false matches from finger pairs", "FNMR on held-out DB", "holds (≤ 0.20%)"},
+		Header: []string{"rule", "threshold", "FMR on tuning DBs", "held-out DB", "FMR on held-out DB", "95% CI (comparisons)", "false matches from finger pairs", "95% CI (finger pairs)", "FNMR on held-out DB", "holds (≤ 0.20%)"},
 	}
 	for d, f := range folds {
 		_, imp := fpProtocol(dbs[d])
 		s := table[f.Chosen][d]
+		ci1, ci2, err := fmrIntervals(dbs[d], imp, s.Impostor, f.Threshold)
+		if err != nil {
+			return nil, err
+		}
 		thr.AddRow("pooled FMR ≤ 0.1%", fmt.Sprintf("%.4f", f.Threshold), fmt.Sprintf("%s of %d", pct(f.TuneFMR), f.TuneImpostors), f.Left,
-			fmt.Sprintf("%s (%d)", pct(f.LeftFMR), f.LeftImpostorsAbove), fingerPairs(dbs[d], imp, s.Impostor, f.Threshold), pct(f.LeftFNMR), yesNo(f.LeftFMR <= 0.002))
+			fmt.Sprintf("%s (%d)", pct(f.LeftFMR), f.LeftImpostorsAbove), ci1, fingerPairs(dbs[d], imp, s.Impostor, f.Threshold), ci2, pct(f.LeftFNMR), yesNo(f.LeftFMR <= 0.002))
+		if ci1, ci2, err = fmrIntervals(dbs[d], imp, s.Impostor, f.EachThreshold); err != nil {
+			return nil, err
+		}
 		thr.AddRow("FMR ≤ 0.1% on each", fmt.Sprintf("%.4f", f.EachThreshold), "≤ 0.10% each", f.Left,
-			pct(f.EachLeftFMR), fingerPairs(dbs[d], imp, s.Impostor, f.EachThreshold), pct(f.EachLeftFNMR), yesNo(f.EachLeftFMR <= 0.002))
+			pct(f.EachLeftFMR), ci1, fingerPairs(dbs[d], imp, s.Impostor, f.EachThreshold), ci2, pct(f.EachLeftFNMR), yesNo(f.EachLeftFMR <= 0.002))
 	}
 	// The deployed threshold: the strict rule on all four databases.
 	var deployed float64
@@ -414,12 +433,13 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 		}
 		for d := range dbs {
 			op := eval.At(table[defIdx][d].Genuine, table[defIdx][d].Impostor, fingerprint.DefaultThreshold)
-			thr.AddRow("fingerprint.DefaultThreshold", fmt.Sprintf("%.4f", fingerprint.DefaultThreshold), "", names[d]+" (seen in tuning)", pct(op.FMR), "", pct(op.FNMR), "")
+			thr.AddRow("fingerprint.DefaultThreshold", fmt.Sprintf("%.4f", fingerprint.DefaultThreshold), "", names[d]+" (seen in tuning)", pct(op.FMR), "", "", "", pct(op.FNMR), "")
 		}
 	}
 	thr.Notes = append(thr.Notes,
 		"Data: "+ds.Label+".",
 		fmt.Sprintf("Each database has %d fingers, so its %d impostor comparisons come from only %d pairs of fingers; false matches cluster in a few look-alike pairs, and an FMR of 0.1%% cannot be certified on this data (the finger-pair column shows where they come from).", nFingers, nImp, nFingers*(nFingers-1)/2),
+		"95% CI: exact Clopper–Pearson intervals (eval.ClopperPearson). Over comparisons it treats the impostor comparisons as independent, which they are not (all impressions of two fingers are compared), so it is too narrow; over finger pairs it is the share of finger pairs with any false match — the upper end is what this data can bound. Neither can certify FMR ≤ 0.1%.",
 		"The deployed fingerprint.DefaultParams / DefaultThreshold are chosen on all four databases (threshold: FMR ≤ 0.1% on each); their honest accuracy estimate is the leave-one-out table, not a figure on these databases.",
 		fmt.Sprintf("Selection on all four databases picks %q (mean EER %s, tuned on the data it is measured on); DefaultParams is %s; its strict-rule threshold on all four is %.4f (fingerprint.DefaultThreshold %.4f%s).",
 			cands[all].Name, pct(allMean), defaultName(cands, defIdx), deployed, fingerprint.DefaultThreshold, staleNote(deployed, defIdx)))
@@ -444,6 +464,7 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 		Header: []string{"database", "comparisons", "matches/s (wall)", "matches/s (CPU time)", "µs/match (CPU)"},
 	}
 	var sumRate, sumCPU float64
+	loadBefore := loadAverage()
 	for _, db := range dbs {
 		res, err := fvc.Run(ctx, m, db, fvc.Options{TimingPasses: passes, Progress: tick})
 		if err != nil {
@@ -459,6 +480,7 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 	speed.Notes = append(speed.Notes,
 		"Data: "+ds.Label+".",
 		fmt.Sprintf("Score calls on one goroutine locked to one OS thread, best of %d passes, templates prepared beforehand (not timed); CPU = the thread's CPU time (getrusage RUSAGE_THREAD, Linux), which does not count waiting for a core on a busy machine.", passes),
+		fmt.Sprintf("Load average (1, 5, 15 min) before the timing: %s; after: %s (2-core machines shared with other work: CPU time is the figure to compare).", loadBefore, loadAverage()),
 		fmt.Sprintf("Matcher: %+v.", m.Params()))
 
 	type foldData struct {
@@ -481,6 +503,31 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 			"deployed_threshold_each_fmr_0.1pct": deployed,
 		},
 	}, nil
+}
+
+// fmrIntervals returns the 95% Clopper–Pearson intervals of the FMR at t
+// over impostor comparisons and over finger pairs (the share of pairs of
+// fingers with at least one false match).
+func fmrIntervals(db *fvc.Database, imp []fpPair, scores []float64, t float64) (string, string, error) {
+	above := 0
+	pairs := map[[2]int]bool{}
+	for k, s := range scores {
+		if s >= t {
+			above++
+			pairs[[2]int{imp[k].f1, imp[k].f2}] = true
+		}
+	}
+	lo, hi, err := eval.ClopperPearson(above, len(scores), 0.95)
+	if err != nil {
+		return "", "", fmt.Errorf("fingerprint: %s: %w", db.Name, err)
+	}
+	nf := len(db.Fingers)
+	nPairs := nf * (nf - 1) / 2
+	plo, phi, err := eval.ClopperPearson(len(pairs), nPairs, 0.95)
+	if err != nil {
+		return "", "", fmt.Errorf("fingerprint: %s: %w", db.Name, err)
+	}
+	return fmt.Sprintf("%s–%s", pct(lo), pct(hi)), fmt.Sprintf("%d of %d: %.1f%%–%.1f%% of pairs", len(pairs), nPairs, 100*plo, 100*phi), nil
 }
 
 // fingerPairs describes which pairs of fingers the impostor scores ≥ t come
@@ -608,4 +655,18 @@ func syntheticDatabases(fingers int) []*fvc.Database {
 		out = append(out, db)
 	}
 	return out
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages from
+// /proc/loadavg, or "unavailable" where there is none.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unavailable"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unavailable"
+	}
+	return strings.Join(f[:3], ", ")
 }

@@ -235,13 +235,32 @@ func PostgresTarget() LoadTarget {
 		if err != nil {
 			return nil, nil, err
 		}
-		l, err := PrepareLoadLedger(ctx, db, accounts)
+		opts, err := pgBatcherOpts(env)
+		if err != nil {
+			drop()
+			return nil, nil, err
+		}
+		l, err := PrepareLoadLedger(ctx, db, accounts, opts...)
 		if err != nil {
 			drop()
 			return nil, nil, err
 		}
 		return LedgerTransferFunc(l), func() { l.Close(); drop() }, nil
 	}}
+}
+
+// pgBatcherOpts returns the ledger options of the pg-batchers parameter
+// (empty: the ledger's default).
+func pgBatcherOpts(env *experiment.Env) ([]ledger.Option, error) {
+	s := env.String("pg-batchers")
+	if s == "" {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return nil, fmt.Errorf("parameter pg-batchers: %w", err)
+	}
+	return []ledger.Option{ledger.WithPostgresBatchers(n)}, nil
 }
 
 // FreshPostgres opens a new, empty schema in env.Postgres; cleanup drops it.
@@ -296,6 +315,7 @@ func LedgerExperiment(extra ...LoadTarget) experiment.Spec {
 			{Name: "accounts", Default: "10,10000", Usage: "comma-separated account counts"},
 			{Name: "targets", Default: "all", Usage: "comma-separated target name prefixes (sqlite, postgres, audited, https) or all"},
 			{Name: "pgbench-scale", Default: "10", Usage: "pgbench -i scale factor (0 disables pgbench)"},
+			{Name: "pg-batchers", Default: "", Usage: "PostgreSQL transfer batchers of the ledger (ledger.WithPostgresBatchers; empty: its default, 0: none)"},
 		},
 		Run: func(ctx context.Context, env *experiment.Env) (*experiment.Result, error) {
 			return runLedgerExperiment(ctx, env, append([]LoadTarget{SQLiteTarget(), PostgresTarget(), SQLiteAuditedTarget(), PostgresAuditedTarget()}, extra...))

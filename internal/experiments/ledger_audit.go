@@ -88,7 +88,13 @@ func PostgresAuditedTarget() LoadTarget {
 			drop()
 			return nil, nil, err
 		}
-		l, err := PrepareLoadLedger(ctx, db, accounts, opt)
+		bopts, err := pgBatcherOpts(env)
+		if err != nil {
+			stop()
+			drop()
+			return nil, nil, err
+		}
+		l, err := PrepareLoadLedger(ctx, db, accounts, append(bopts, opt)...)
 		if err != nil {
 			stop()
 			drop()

@@ -393,7 +393,11 @@ func qmspEndToEnd(ctx context.Context, p *platform.Platform, url string, phones 
 			return t, err
 		}
 		payer := payerBase + uint64(i)
-		iss, err := p.QMSP.IssuePhone(ctx, fmt.Sprintf("exp-phone-%s-%d", sfx, i), payer, acct)
+		code, err := p.IssueEnrolmentCode(ctx, "experiment", acct) // the holder's consent
+		if err != nil {
+			return t, err
+		}
+		iss, err := p.QMSP.IssuePhone(ctx, fmt.Sprintf("exp-phone-%s-%d", sfx, i), payer, acct, code)
 		if err != nil {
 			return t, err
 		}

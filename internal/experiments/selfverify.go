@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/experiment"
-	"github.com/qshield/qshield/selfverify"
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
 )
@@ -54,11 +53,11 @@ func runSelfVerify(ctx context.Context, env *experiment.Env) (*experiment.Result
 	}
 	res := &experiment.Result{Name: "selfverify", Title: "Self-verified dynamic-symmetric-key mobile commerce (seed 002)"}
 	prog := env.Progress.Start("selfverify primitives", 2, "curves")
-	costs := map[string]*selfverify.Costs{}
+	costs := map[string]*svCosts{}
 	prim := experiment.Table{Title: "Measured primitives (thread CPU time, one goroutine, best of 10 runs)",
 		Header: []string{"curve", "T_hash (chain step)", "T_mul (a·Q)", "k·G", "sign", "verify", "rebuild Q_X = e·P_X + Q_N"}}
 	for _, c := range []*ecqv.Curve{ecqv.P256(), ecqv.SM2()} {
-		cs, err := selfverify.MeasureCosts(c, budget)
+		cs, err := measureSVCosts(c, budget)
 		if err != nil {
 			return nil, fmt.Errorf("selfverify: measure %s: %w", c.Name(), err)
 		}
@@ -131,7 +130,7 @@ func runSelfVerify(ctx context.Context, env *experiment.Env) (*experiment.Result
 				continue
 			}
 			bp := env.Progress.Start("selfverify HTTPS payments ("+b+")", 0, "payments")
-			tp, err := selfverify.MeasureHTTPThroughput(ctx, db, conc, duration, func(n int64) { bp.Add(256) })
+			tp, err := measureSVThroughput(ctx, db, conc, duration, func(n int64) { bp.Add(256) })
 			bp.Done()
 			cleanup()
 			if err != nil {

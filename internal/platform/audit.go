@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/pki"
 )
 
 // AuditConfig configures the audit log's signed checkpoints.
@@ -27,6 +28,10 @@ type AuditConfig struct {
 	// long since the last (defaults 1000 and 10 s).
 	Every    int64
 	Interval time.Duration
+	// Witnesses are "STATE=VKEY" pairs: an audit witness's state file (the
+	// checkpoint it last cosigned) and its public key file, shown in the
+	// console's checkpoint view.
+	Witnesses []string
 }
 
 // AuditVerifierKeyFile is the public checkpoint key of a platform whose
@@ -49,7 +54,7 @@ func (p *Platform) startAudit(ctx context.Context) error {
 	if origin == "" {
 		origin = "qshield-audit"
 	}
-	signer, _, err := audit.LoadOrCreateSigner(keyFile, vkeyFile, origin)
+	signer, vkey, err := audit.LoadOrCreateSigner(keyFile, vkeyFile, origin)
 	if err != nil {
 		return fmt.Errorf("platform: %w", err)
 	}
@@ -70,6 +75,10 @@ func (p *Platform) startAudit(ctx context.Context) error {
 	witness := authz.Public("signed audit checkpoints and consistency proofs, for witnesses")
 	p.Router.Handle("GET /v1/audit/checkpoint", witness, h)
 	p.Router.Handle("GET /v1/audit/consistency", witness, h)
+	// An inclusion proof carries the record itself: only those who may read
+	// the audit trail (as `qshield audit prove` on the host, and the console).
+	p.Router.Handle("GET /v1/audit/inclusion", authz.Allow(pki.PrincipalAdmin, pki.PrincipalAuditor), h)
+	p.auditVKey = vkey
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {

@@ -33,9 +33,12 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"GET /v1/admin/certs":                  {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"GET /v1/admin/certs/{serial}":         {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	"POST /v1/admin/certs/{serial}/revoke": {pki.PrincipalAdmin},
+	// an account holder's consent to binding a payer device (every scheme)
+	"POST /v1/enrolment-codes": {pki.PrincipalAdmin, pki.PrincipalOperator},
 	// the audit log's signed checkpoints and proofs, for witnesses
 	"GET /v1/audit/checkpoint":  nil,
 	"GET /v1/audit/consistency": nil,
+	"GET /v1/audit/inclusion":   {pki.PrincipalAdmin, pki.PrincipalAuditor},
 	// the operator console (authenticates its operators with passkeys)
 	"/console/":                nil,
 	"GET /console":             nil,
@@ -67,9 +70,9 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"POST /v1/selfverify/withdraw":                     nil,
 	"POST /v1/selfverify/reserve":                      nil,
 	"POST /v1/selfverify/deposits":                     nil,
-	"GET /v1/selfverify/deposits/{id}":                 nil,
-	"GET /v1/selfverify/tokens/{serial}":               nil,
-	"GET /v1/selfverify/tokens/{serial}/confirmations": nil,
+	"GET /v1/selfverify/deposits/{id}":                 signedByOwner,
+	"GET /v1/selfverify/tokens/{serial}":               signedByOwner,
+	"GET /v1/selfverify/tokens/{serial}/confirmations": signedByOwner,
 	"POST /v1/selfverify/tokens/{serial}/close":        nil,
 	"POST /v1/selfverify/confirmations/{id}":           nil,
 	// seed 003
@@ -95,6 +98,15 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"GET /v1/keycharge/audit/search":                   {pki.PrincipalAdmin, pki.PrincipalOperator},
 	"POST /v1/keycharge/channel/open":                  nil,
 	"POST /v1/keycharge/channel/message":               nil,
+}
+
+// signedByOwner marks a route that no certificate opens: the caller signs
+// the request with the owner's key of its scheme (authz.Signed).
+var signedByOwner = []pki.PrincipalKind{}
+
+func isSigned(pattern string) bool {
+	k, ok := expectedAccess[pattern]
+	return ok && k != nil && len(k) == 0
 }
 
 // publicRoutes are the routes expected to need no principal.
@@ -189,6 +201,18 @@ func TestEveryRouteByEveryPrincipal(t *testing.T) {
 		}
 		if r.Policy.IsPublic() != isPublic(r.Pattern) {
 			t.Errorf("%s: public=%v, want %v", r.Pattern, r.Policy.IsPublic(), isPublic(r.Pattern))
+		}
+		if r.Policy.IsSigned() != isSigned(r.Pattern) {
+			t.Errorf("%s: signed=%v, want %v", r.Pattern, r.Policy.IsSigned(), isSigned(r.Pattern))
+		}
+		if isSigned(r.Pattern) {
+			// Unsigned: refused with or without a certificate of any kind.
+			for k, cert := range map[pki.PrincipalKind]*x509.Certificate{"": nil, pki.PrincipalAdmin: certs[pki.PrincipalAdmin], pki.PrincipalPhone: certs[pki.PrincipalPhone]} {
+				if d := p.Router.Authorize(requestFor(r.Pattern, cert, root), r.Policy); d.Status != http.StatusUnauthorized {
+					t.Errorf("%s unsigned as %q: status %d (%s), want 401", r.Pattern, k, d.Status, d.Reason)
+				}
+			}
+			continue
 		}
 		// No certificate at all.
 		d := p.Router.Authorize(requestFor(r.Pattern, nil, root), r.Policy)

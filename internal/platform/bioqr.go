@@ -41,7 +41,7 @@ func (p *Platform) startBioQR(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("platform: bioqr settlement unit: %w", err)
 	}
-	st, err := bioqr.NewSettlement(ctx, bioqr.SettlementConfig{DB: p.DB, CA: p.CA, Ledger: p.Ledger, Audit: p.Audit, Unit: su, Log: p.Config.Log})
+	st, err := bioqr.NewSettlement(ctx, bioqr.SettlementConfig{DB: p.DB, CA: p.CA, Ledger: p.Ledger, Audit: p.Audit, Unit: su, Log: p.Config.Log, Consent: p.Consent})
 	if err != nil {
 		return fmt.Errorf("platform: bioqr settlement: %w", err)
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/console"
@@ -31,7 +33,7 @@ func (p *Platform) startConsole(ctx context.Context) error {
 		origin = DefaultPublicURL
 	}
 	cfg := console.Config{DB: p.DB, Ledger: p.Ledger, Audit: p.Audit, CA: p.CA, KME: p.KME, KeyCharge: p.KeyCharge, Origin: origin,
-		ResultsDir: p.Config.ResultsDir, Log: p.Config.Log}
+		ResultsDir: p.Config.ResultsDir, Log: p.Config.Log, AuditVerifierKey: p.auditVKey}
 	if p.KME != nil && !p.Config.QKD.Off {
 		p.LinkMonitor = console.NewLinkMonitor(p.KME, kmeUnitBits(p.KME), 300)
 		cfg.Link = p.LinkMonitor
@@ -40,11 +42,27 @@ func (p *Platform) startConsole(ctx context.Context) error {
 		go func() { defer close(done); p.LinkMonitor.Run(mctx, 2*time.Second) }()
 		p.closers = append(p.closers, func() error { cancel(); <-done; return nil })
 	}
+	for _, w := range p.Config.Audit.Witnesses {
+		state, vkeyFile, ok := strings.Cut(w, "=")
+		if !ok || state == "" || vkeyFile == "" {
+			return fmt.Errorf("platform: audit witness %q: want STATE=VKEY", w)
+		}
+		vkey, err := audit.ReadVerifierKey(vkeyFile)
+		if err != nil {
+			return fmt.Errorf("platform: audit witness %q: %w", w, err)
+		}
+		cfg.Witnesses = append(cfg.Witnesses, console.WitnessConfig{StateFile: state, VerifierKey: vkey})
+	}
 	c, err := console.New(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("platform: console: %w", err)
 	}
 	p.Console = c
+	// The console's background views: per-scheme series, checkpoint history.
+	cctx, ccancel := context.WithCancel(context.WithoutCancel(ctx))
+	cdone := make(chan struct{})
+	go func() { defer close(cdone); c.Run(cctx, 5*time.Second) }()
+	p.closers = append(p.closers, func() error { ccancel(); <-cdone; return nil })
 	p.Router.Handle("/console/", authz.Public("the console authenticates its operators itself (passkeys, session cookies, its own roles)"), c)
 	p.Router.Handle("GET /console", authz.Public("a redirect to /console/"), http.RedirectHandler("/console/", http.StatusMovedPermanently))
 	p.Router.Handle("POST /v1/console/invites", authz.Allow(pki.PrincipalAdmin), http.HandlerFunc(p.consoleInvite))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"github.com/qshield/qshield/consent"
 	"log/slog"
 	"net/http"
 
@@ -26,6 +27,7 @@ var enrolCodes = httpx.NewRegistry(
 	httpx.Code{Code: "invalid", Status: http.StatusBadRequest, Message: "The enrolment is not valid.", Err: pki.ErrBadRequest},
 	httpx.Code{Code: "invalid", Status: http.StatusBadRequest, Message: "The enrolment is not valid.", Err: ledger.ErrInvalidAccount},
 	httpx.Code{Code: "invalid", Status: http.StatusBadRequest, Message: "The enrolment is not valid.", Err: ledger.ErrAccountNotFound},
+	httpx.Code{Code: "consent_required", Status: http.StatusForbidden, Message: "The account holder's enrolment code is needed.", Err: consent.ErrConsent},
 	httpx.Code{Code: "account_not_eligible", Status: http.StatusForbidden, Message: "This account cannot be used from a payer's device.", Err: ErrNotPayerAccount},
 	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: pki.ErrNameTaken},
 	httpx.Code{Code: "exists", Status: http.StatusConflict, Message: "That is already registered.", Err: pki.ErrDeviceTaken},

@@ -35,6 +35,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/watermark"
 	"log/slog"
 	"net"
@@ -124,6 +125,9 @@ type Platform struct {
 	AdminCert tls.Certificate
 	// KME is the pair of key managers (site A: platform, site B: supermarket).
 	KME *kme.Pair
+	// Consent is the account holders' enrolment codes, which every scheme
+	// that binds a payer device to an account requires.
+	Consent *consent.Store
 	// QMSP is seed 000's services.
 	QMSP *QMSP
 	// BioQR is seed 004's settlement server.
@@ -136,6 +140,7 @@ type Platform struct {
 	KeyCharge *keycharge.QKMP
 	// Publisher signs and publishes the audit log's checkpoints.
 	Publisher *audit.Publisher
+	auditVKey string // the checkpoint verifier key (signed-note), for the console
 	// Router registers every route with its authorization policy.
 	Router *authz.Router
 
@@ -244,6 +249,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	if err := p.startQuantum(ctx, cfg.QKD); err != nil {
+		return nil, err
+	}
+	if err := p.startConsent(ctx); err != nil {
 		return nil, err
 	}
 	if err := p.startQMSP(ctx); err != nil {

@@ -283,37 +283,39 @@ func (q *QMSP) EnrolGateway(ctx context.Context, gi string, merchant uint32, acc
 }
 
 // IssuePhone issues a phone's client certificate and binds payer number
-// payer (spending from account) to it at the PPS.
-func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, account string) (*pki.Issued, error) {
-	return q.EnrolPhone(ctx, phone, payer, account, nil)
+// payer (spending from account) to it at the PPS, with the account
+// holder's enrolment code.
+func (q *QMSP) IssuePhone(ctx context.Context, phone string, payer uint64, account, code string) (*pki.Issued, error) {
+	return q.EnrolPhone(ctx, phone, payer, account, code, nil)
 }
 
 // EnrolPhone certifies a phone (pub nil: the CA generates the key pair) and
-// binds payer number payer, spending from account, to it. A payer number
-// bound to another account or phone is refused (qmsp.ErrPayerExists) before
-// anything is issued; when another node bound it in between, the
-// certificate just issued is revoked.
-func (q *QMSP) EnrolPhone(ctx context.Context, phone string, payer uint64, account string, pub crypto.PublicKey) (*pki.Issued, error) {
-	if err := q.p.checkPayerAccount(ctx, account); err != nil {
-		return nil, err
-	}
-	if a, ph, err := q.PPS.PayerBinding(ctx, payer); err == nil && (a != account || ph != phone) {
-		return nil, fmt.Errorf("%w: payer %d", qmsp.ErrPayerExists, payer)
-	} else if err != nil && !errors.Is(err, qmsp.ErrUnknownPayer) {
-		return nil, err
-	}
-	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: phone, PublicKey: pub,
-		Device: &pki.DeviceInfo{Serial: phone, Kind: pki.KindPhone}, Kind: pki.PrincipalPhone, Scheme: "qmsp", Scope: []string{"account:" + account}})
-	if err != nil {
-		return nil, err
-	}
-	if err := q.PPS.RegisterPayer(ctx, payer, account, phone); err != nil {
-		if rerr := q.p.CA.Revoke(context.WithoutCancel(ctx), iss.Cert.SerialNumber, "enrolment failed: payer not bound"); rerr != nil {
-			return nil, errors.Join(err, fmt.Errorf("platform: revoke the phone certificate of a failed enrolment: %w", rerr))
+// binds payer number payer, spending from account, to it. code is the
+// account holder's enrolment code (consent): without a valid one nothing is
+// issued or bound. A payer number bound to another account or phone is
+// refused (qmsp.ErrPayerExists) before anything is issued; when another node
+// bound it in between, the certificate just issued is revoked.
+func (q *QMSP) EnrolPhone(ctx context.Context, phone string, payer uint64, account, code string, pub crypto.PublicKey) (*pki.Issued, error) {
+	var iss *pki.Issued
+	err := q.p.bindPayerDevice(ctx, "qmsp", phone, account, code, func() error {
+		if a, ph, err := q.PPS.PayerBinding(ctx, payer); err == nil && (a != account || ph != phone) {
+			return fmt.Errorf("%w: payer %d", qmsp.ErrPayerExists, payer)
+		} else if err != nil && !errors.Is(err, qmsp.ErrUnknownPayer) {
+			return err
 		}
-		return nil, err
-	}
-	return iss, nil
+		var err error
+		iss, err = q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: phone, PublicKey: pub,
+			Device: &pki.DeviceInfo{Serial: phone, Kind: pki.KindPhone}, Kind: pki.PrincipalPhone, Scheme: "qmsp", Scope: []string{"account:" + account}})
+		if err != nil {
+			return err
+		}
+		if err := q.PPS.RegisterPayer(ctx, payer, account, phone); err != nil {
+			q.p.revokeUnbound(ctx, iss)
+			return err
+		}
+		return nil
+	})
+	return iss, err
 }
 
 // GatewayEnrolment is the body of POST /v1/qmsp/admin/gateways.
@@ -334,10 +336,12 @@ type DeviceEnrolled struct {
 
 // PhoneEnrolment is the body of POST /v1/qmsp/admin/phones.
 type PhoneEnrolment struct {
-	Phone     string `json:"phone"`
-	Payer     uint64 `json:"payer"`
-	Account   string `json:"account"`
-	PublicKey []byte `json:"public_key"`
+	Phone   string `json:"phone"`
+	Payer   uint64 `json:"payer"`
+	Account string `json:"account"`
+	// EnrolmentCode is the account holder's consent (POST /v1/enrolment-codes).
+	EnrolmentCode string `json:"enrolment_code"`
+	PublicKey     []byte `json:"public_key"`
 }
 
 func (q *QMSP) adminRoutes() {
@@ -353,7 +357,7 @@ func (q *QMSP) adminRoutes() {
 		return DeviceEnrolled{Certificate: cert.Raw, PresetKey: pk[:]}, nil
 	}))
 	q.p.Router.Handle("POST /v1/qmsp/admin/phones", admin, enrolHandler(q.p, "qmsp phone", func(ctx context.Context, req *PhoneEnrolment, pub any) (DeviceEnrolled, error) {
-		iss, err := q.EnrolPhone(ctx, req.Phone, req.Payer, req.Account, pub)
+		iss, err := q.EnrolPhone(ctx, req.Phone, req.Payer, req.Account, req.EnrolmentCode, pub)
 		if err != nil {
 			return DeviceEnrolled{}, err
 		}

@@ -23,14 +23,22 @@ func TestEnrolPhonePayerTaken(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := p.QMSP.EnrolPhone(ctx, "PHONE-A", 5150, "alice", nil); err != nil {
+	code := func(account string) string {
+		t.Helper()
+		c, err := p.IssueEnrolmentCode(ctx, "test", account)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if _, err := p.QMSP.EnrolPhone(ctx, "PHONE-A", 5150, "alice", code("alice"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.QMSP.PPS.RegisterPayer(ctx, 5150, "alice", "PHONE-A"); err != nil {
 		t.Fatalf("the same binding again: %v", err)
 	}
 	for _, c := range []struct{ phone, account string }{{"PHONE-M", "mallory"}, {"PHONE-M2", "alice"}} {
-		_, err := p.QMSP.EnrolPhone(ctx, c.phone, 5150, c.account, nil)
+		_, err := p.QMSP.EnrolPhone(ctx, c.phone, 5150, c.account, code(c.account), nil)
 		if !errors.Is(err, qmsp.ErrPayerExists) {
 			t.Fatalf("enrol %s on payer 5150: %v, want ErrPayerExists", c.phone, err)
 		}

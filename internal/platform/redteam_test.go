@@ -103,7 +103,11 @@ func TestRedTeamPhoneActsAsOperator(t *testing.T) {
 	userAccount(t, p, "victim", ledger.KindUser, false)
 	userAccount(t, p, "mallory", ledger.KindUser, false)
 	userAccount(t, p, "mallory-shop", ledger.KindMerchant, false)
-	iss, err := p.QMSP.EnrolPhone(context.Background(), "PHONE-M", 77, "mallory", nil)
+	code, err := p.IssueEnrolmentCode(context.Background(), "test", "mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := p.QMSP.EnrolPhone(context.Background(), "PHONE-M", 77, "mallory", code, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +137,10 @@ func TestRedTeamPayerDeviceNeverOnSystemAccount(t *testing.T) {
 	userAccount(t, p, "overdraft", ledger.KindUser, true)
 	userAccount(t, p, "shop", ledger.KindMerchant, false)
 	for _, acct := range []string{"bank", "escrow", "overdraft", "shop"} {
-		if _, err := p.QMSP.EnrolPhone(context.Background(), "PHONE-"+acct, 1, acct, nil); !errors.Is(err, ErrNotPayerAccount) {
+		if _, err := p.QMSP.EnrolPhone(context.Background(), "PHONE-"+acct, 1, acct, "AAAAAAAAAAAAAAAA", nil); !errors.Is(err, ErrNotPayerAccount) {
 			t.Errorf("QMSP phone on %s: %v", acct, err)
 		}
-		if _, err := p.EnrolWatermarkDevice(context.Background(), "WM-"+acct, "phone", acct, nil); !errors.Is(err, ErrNotPayerAccount) {
+		if _, err := p.EnrolWatermarkDevice(context.Background(), "WM-"+acct, "phone", acct, "AAAAAAAAAAAAAAAA", nil); !errors.Is(err, ErrNotPayerAccount) {
 			t.Errorf("watermark phone on %s: %v", acct, err)
 		}
 		if _, err := p.BioQR.IssueEnrolmentCode(context.Background(), "test", acct); err == nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/qshield/qshield/consent"
 	"math/big"
 	"net/http"
 	"net/netip"
@@ -25,7 +26,6 @@ import (
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/lease"
-	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 )
 
@@ -411,19 +411,53 @@ func (p *Platform) certErr(w http.ResponseWriter, r *http.Request, err error) bo
 // ---- payer accounts ----
 
 // ErrNotPayerAccount: the account cannot be bound to a payer device.
-var ErrNotPayerAccount = errors.New("platform: account cannot be bound to a payer device")
+var ErrNotPayerAccount = consent.ErrAccountNotEligible
 
-// checkPayerAccount refuses to bind a payer device to a system, escrow or
-// merchant account, or to any account allowed to go negative.
-func (p *Platform) checkPayerAccount(ctx context.Context, id string) error {
-	a, err := p.Ledger.Account(ctx, id)
+// startConsent opens the enrolment-code store every payer-device enrolment
+// (bioqr, QMSP and watermark phones) requires, and its route.
+func (p *Platform) startConsent(ctx context.Context) error {
+	c, err := consent.New(ctx, consent.Config{DB: p.DB, Accounts: p.Ledger, Audit: p.Audit, Log: p.Config.Log})
 	if err != nil {
+		return fmt.Errorf("platform: %w", err)
+	}
+	p.Consent = c
+	p.Router.Handle("POST /v1/enrolment-codes", authz.Allow(pki.PrincipalAdmin, pki.PrincipalOperator), c.Handler())
+	return nil
+}
+
+// IssueEnrolmentCode issues an account holder's enrolment code for account
+// in-process (the demo and tests; clients use POST /v1/enrolment-codes).
+func (p *Platform) IssueEnrolmentCode(ctx context.Context, issuer, account string) (string, error) {
+	c, err := p.Consent.Issue(ctx, issuer, account)
+	if err != nil {
+		return "", err
+	}
+	return c.Code, nil
+}
+
+// bindPayerDevice uses the holder's code for account on behalf of device
+// (a payer device of scheme), then runs bind; if bind fails the code is
+// given back, and a certificate bind issued is revoked by bind itself.
+func (p *Platform) bindPayerDevice(ctx context.Context, scheme, device, account, code string, bind func() error) error {
+	name := scheme + ":" + device
+	if err := p.Consent.Use(ctx, []string{account}, []string{code}, name); err != nil {
 		return err
 	}
-	if a.Kind != ledger.KindUser || a.AllowNegative {
-		return fmt.Errorf("%w: %q is a %s account (allow_negative=%v)", ErrNotPayerAccount, id, a.Kind, a.AllowNegative)
+	if err := bind(); err != nil {
+		if rerr := p.Consent.Release(context.WithoutCancel(ctx), []string{code}, name); rerr != nil {
+			p.Config.Log.Error("platform: release enrolment code", "device", name, "err", rerr)
+		}
+		return err
 	}
 	return nil
+}
+
+// revokeUnbound revokes a certificate issued for a device whose binding
+// then failed, so that no unbound principal stays active.
+func (p *Platform) revokeUnbound(ctx context.Context, iss *pki.Issued) {
+	if err := p.CA.Revoke(context.WithoutCancel(ctx), iss.Cert.SerialNumber, "enrolment not completed"); err != nil {
+		p.Config.Log.Error("platform: revoke unbound device certificate", "serial", iss.Cert.SerialNumber.Text(16), "err", err)
+	}
 }
 
 // ---- secrets at rest ----

@@ -25,7 +25,7 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner), h)
 	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
 	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
-		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, pub)
+		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, req.EnrolmentCode, pub)
 		if err != nil {
 			return DeviceEnrolled{}, err
 		}
@@ -36,33 +36,43 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 
 // WatermarkEnrolment is the body of POST /v1/watermark/admin/devices.
 type WatermarkEnrolment struct {
-	Name      string `json:"name"`
-	Role      string `json:"role"` // "phone" or "scanner"
-	Account   string `json:"account"`
-	PublicKey []byte `json:"public_key"` // PKIX DER, generated on the device
+	Name    string `json:"name"`
+	Role    string `json:"role"` // "phone" or "scanner"
+	Account string `json:"account"`
+	// EnrolmentCode is the account holder's consent, required for a phone
+	// (a payer device); a scanner is paid into its account and needs none.
+	EnrolmentCode string `json:"enrolment_code,omitempty"`
+	PublicKey     []byte `json:"public_key"` // PKIX DER, generated on the device
 }
 
 // EnrolWatermarkDevice certifies a phone or scanner (pub nil: the CA makes
-// the key pair) and binds it to a ledger account.
-func (p *Platform) EnrolWatermarkDevice(ctx context.Context, name, role, account string, pub any) (*pki.Issued, error) {
+// the key pair) and binds it to a ledger account. A phone spends from its
+// account, so it needs code, the account holder's enrolment code.
+func (p *Platform) EnrolWatermarkDevice(ctx context.Context, name, role, account, code string, pub any) (*pki.Issued, error) {
 	kind, pkind := pki.KindPhone, pki.PrincipalPhone
 	switch role {
 	case "scanner":
 		kind, pkind = "scanner", pki.PrincipalScanner
 	case "phone":
-		if err := p.checkPayerAccount(ctx, account); err != nil {
-			return nil, err
-		}
 	default:
 		return nil, fmt.Errorf("%w: role %q is neither phone nor scanner", pki.ErrBadRequest, role)
 	}
-	iss, err := p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: name, PublicKey: pub, Device: &pki.DeviceInfo{Serial: name, Kind: kind},
-		Kind: pkind, Scheme: "watermark", Scope: []string{"account:" + account}})
-	if err != nil {
-		return nil, err
+	var iss *pki.Issued
+	bind := func() error {
+		var err error
+		iss, err = p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: name, PublicKey: pub, Device: &pki.DeviceInfo{Serial: name, Kind: kind},
+			Kind: pkind, Scheme: "watermark", Scope: []string{"account:" + account}})
+		if err != nil {
+			return err
+		}
+		if err := p.Watermark.Enrol(ctx, name, role, account); err != nil {
+			p.revokeUnbound(ctx, iss)
+			return err
+		}
+		return nil
 	}
-	if err := p.Watermark.Enrol(ctx, name, role, account); err != nil {
-		return nil, err
+	if role == "scanner" {
+		return iss, bind()
 	}
-	return iss, nil
+	return iss, p.bindPayerDevice(ctx, "watermark", name, account, code, bind)
 }

@@ -2,7 +2,10 @@
 // runs (each scheme's normal flow and the attacks it must refuse). They are
 // harnesses, not library code: they moved here from the scheme packages so
 // that the libraries carry no demo rigs, and they use only the schemes'
-// exported APIs, as any other program would.
+// exported APIs, as any other program would. The selfverify scenario (seed
+// 002) forges its attacks through selfverify's public message layer
+// (FirstPaymentMessage, the SigningBytes methods) and a wrapping VendorAPI,
+// not through the package's internals.
 package scenario
 
 // Step is one row of a scenario.

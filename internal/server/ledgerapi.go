@@ -109,9 +109,14 @@ func (a *LedgerAPI) auth(h http.HandlerFunc) http.Handler {
 }
 
 // Principal names the caller of r for the audit trail: the serial number
-// (hex) of its verified client certificate, or "unauthenticated" on a
-// server run with the insecure-HTTP option.
+// (hex) of the principal the authorization router authenticated (the only
+// one there is behind a trusted TLS-terminating proxy), else of its verified
+// client certificate, or "unauthenticated" on a server run with the
+// insecure-HTTP option.
 func Principal(r *http.Request) string {
+	if p := authz.PrincipalFrom(r.Context()); p != nil {
+		return p.Serial
+	}
 	if _, serial, err := pki.PeerIdentity(r.TLS); err == nil {
 		return serial.Text(16)
 	}

@@ -125,15 +125,18 @@ func checkPIN(what string, p []byte) error {
 
 // metadata is the encrypted body of the store.
 type metadata struct {
-	Version    int          `json:"v"`
-	Info       Info         `json:"info"`
-	Created    time.Time    `json:"created"`
-	PrivateKey []byte       `json:"sk"`
-	Cert       []byte       `json:"cert,omitempty"`
-	Files      []*keyFile   `json:"files,omitempty"`
-	Keys       []*keyRec    `json:"keys,omitempty"`
-	Pending    *pending     `json:"pending,omitempty"`
-	Charges    []*ChargeLog `json:"charges,omitempty"`
+	Version    int       `json:"v"`
+	Info       Info      `json:"info"`
+	Created    time.Time `json:"created"`
+	PrivateKey []byte    `json:"sk"`
+	// DecKey is the separate decryption key (PKCS #8); absent in stores
+	// made before signing and decryption were separated (added on open).
+	DecKey  []byte       `json:"dk,omitempty"`
+	Cert    []byte       `json:"cert,omitempty"`
+	Files   []*keyFile   `json:"files,omitempty"`
+	Keys    []*keyRec    `json:"keys,omitempty"`
+	Pending *pending     `json:"pending,omitempty"`
+	Charges []*ChargeLog `json:"charges,omitempty"`
 }
 
 type keyFile struct {
@@ -242,7 +245,8 @@ type Device struct {
 	hdr   *header
 	dek   []byte
 	meta  *metadata
-	key   *ecdsa.PrivateKey
+	key   *ecdsa.PrivateKey // signs only (certificate, channel, proofs)
+	dec   *ecdsa.PrivateKey // decrypts only (ECIES)
 	cert  *x509.Certificate
 	lease *lease // reserved segment bytes (TakeSegment)
 }
@@ -278,6 +282,10 @@ func Manufacture(dir string, info Info, pin, puk []byte, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("device: encode key: %w", err)
 	}
+	dk, dkDER, err := newDecKey()
+	if err != nil {
+		return err
+	}
 	h := &header{kdf: opts.KDF}
 	dek := make([]byte, 32)
 	for _, b := range [][]byte{h.storeID[:], h.pinSalt[:], h.pukSalt[:], dek} {
@@ -291,8 +299,8 @@ func Manufacture(dir string, info Info, pin, puk []byte, opts Options) error {
 	if h.pukWrap, err = wrapKey(opts.KDF.derive(puk, h.pukSalt[:]), dek, wrapAD(h, "puk")); err != nil {
 		return err
 	}
-	d := &Device{dir: dir, opt: opts, hdr: h, dek: dek, key: sk,
-		meta: &metadata{Version: 1, Info: info, Created: time.Now().UTC(), PrivateKey: skDER}}
+	d := &Device{dir: dir, opt: opts, hdr: h, dek: dek, key: sk, dec: dk,
+		meta: &metadata{Version: 1, Info: info, Created: time.Now().UTC(), PrivateKey: skDER, DecKey: dkDER}}
 	ib, err := json.Marshal(info)
 	if err != nil {
 		return err
@@ -467,6 +475,15 @@ func load(dir string, opts Options, h *header, dek, body []byte) (*Device, error
 		return nil, fmt.Errorf("%w: private key type %T", ErrCorrupt, k)
 	}
 	d := &Device{dir: dir, opt: opts, hdr: h, dek: dek, meta: m, key: sk}
+	if len(m.DecKey) > 0 {
+		k, err := x509.ParsePKCS8PrivateKey(m.DecKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: decryption key: %v", ErrCorrupt, err)
+		}
+		if d.dec, ok = k.(*ecdsa.PrivateKey); !ok || d.dec.Curve != elliptic.P256() || d.dec.PublicKey.Equal(&sk.PublicKey) {
+			return nil, fmt.Errorf("%w: decryption key", ErrCorrupt)
+		}
+	}
 	if len(m.Cert) > 0 {
 		if d.cert, err = x509.ParseCertificate(m.Cert); err != nil {
 			return nil, fmt.Errorf("%w: certificate: %v", ErrCorrupt, err)
@@ -482,8 +499,34 @@ func load(dir string, opts Options, h *header, dek, body []byte) (*Device, error
 			return nil, err
 		}
 	}
+	if d.dec == nil {
+		// A store from before the keys were separated: give it its own
+		// decryption key now (its certificate registers none, so the
+		// device must be initialised again before anything is sent to it).
+		var dkDER []byte
+		if d.dec, dkDER, err = newDecKey(); err != nil {
+			return nil, err
+		}
+		d.meta.DecKey = dkDER
+		if err := d.saveLocked(); err != nil {
+			return nil, err
+		}
+	}
 	d.sweep()
 	return d, nil
+}
+
+// newDecKey generates a P-256 decryption key and its PKCS #8 encoding.
+func newDecKey() (*ecdsa.PrivateKey, []byte, error) {
+	dk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("device: generate decryption key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(dk)
+	if err != nil {
+		return nil, nil, fmt.Errorf("device: encode decryption key: %w", err)
+	}
+	return dk, der, nil
 }
 
 // sweep removes temporary files and key files the metadata does not
@@ -542,8 +585,13 @@ func (d *Device) Dir() string { return d.dir }
 // Info returns the device identity.
 func (d *Device) Info() Info { return d.meta.Info }
 
-// PublicKey returns the device public key.
+// PublicKey returns the device's signing public key (its certificate's).
 func (d *Device) PublicKey() *ecdsa.PublicKey { return &d.key.PublicKey }
+
+// EncryptionPublicKey returns the public key of the device's separate
+// decryption key: what Encrypt takes (registered in the device certificate,
+// see keycharge.DeviceEncryptionKey).
+func (d *Device) EncryptionPublicKey() *ecdsa.PublicKey { return &d.dec.PublicKey }
 
 // Signer returns a crypto.Signer over the device key; it exposes Public and
 // Sign only (no way to read the private key).

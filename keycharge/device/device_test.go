@@ -103,12 +103,13 @@ func TestManufactureOpenSign(t *testing.T) {
 	if !ecdsa.VerifyASN1(d.PublicKey(), digest[:], sig) {
 		t.Fatal("signature does not verify")
 	}
-	// The private key is nowhere in the files in clear.
+	// The private keys are nowhere in the files in clear.
 	skDER, _ := x509.MarshalPKCS8PrivateKey(d.key)
+	dkDER, _ := x509.MarshalPKCS8PrivateKey(d.dec)
 	for _, n := range []string{StoreFile, CounterFile} {
 		b, _ := os.ReadFile(filepath.Join(dir, n))
-		if bytes.Contains(b, skDER[len(skDER)-32:]) {
-			t.Fatalf("%s holds the private key in clear", n)
+		if bytes.Contains(b, skDER[len(skDER)-32:]) || bytes.Contains(b, dkDER[len(dkDER)-32:]) {
+			t.Fatalf("%s holds a private key in clear", n)
 		}
 	}
 	if err := Manufacture(dir, Info{Serial: "SN-0001", Kind: "ukey"}, pin, puk, fastOpts); !errors.Is(err, ErrExists) {
@@ -120,11 +121,21 @@ func TestManufactureOpenSign(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d2.Close()
-	if !d2.PublicKey().Equal(d.PublicKey()) {
+	if !d2.PublicKey().Equal(d.PublicKey()) || !d2.EncryptionPublicKey().Equal(d.EncryptionPublicKey()) {
 		t.Fatal("key changed")
 	}
+	// Separate keys (#12): the signing key never decrypts. A message
+	// encrypted to it does not open (it did when the device had one key).
+	if d.EncryptionPublicKey().Equal(d.PublicKey()) {
+		t.Fatal("one key for signing and decryption")
+	}
+	if ct, err := Encrypt(d.PublicKey(), []byte("to the signing key")); err != nil {
+		t.Fatal(err)
+	} else if _, err := d2.Decrypt(ct); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("decrypted with the signing key: %v", err)
+	}
 	// ECIES round trip.
-	ct, err := Encrypt(d.PublicKey(), []byte("secret for the device"))
+	ct, err := Encrypt(d.EncryptionPublicKey(), []byte("secret for the device"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,5 +448,39 @@ func TestShortPINRefused(t *testing.T) {
 	}
 	if err := Manufacture(t.TempDir(), Info{Serial: "SN-PIN", Kind: "ukey"}, []byte("123456"), []byte("12345678"), fastOpts); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A store made before signing and decryption were separated (no "dk") gets
+// its own decryption key when opened, kept from then on.
+func TestOldStoreGetsDecryptionKey(t *testing.T) {
+	dir, d := newDevice(t)
+	d.mu.Lock()
+	d.meta.DecKey = nil
+	if err := d.saveLocked(); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Unlock()
+	d.Close()
+	d1, err := Open(dir, pin, fastOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := d1.EncryptionPublicKey()
+	d1.Close()
+	if enc.Equal(d1.PublicKey()) {
+		t.Fatal("old store decrypts with its signing key")
+	}
+	d2, err := Open(dir, pin, fastOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if !d2.EncryptionPublicKey().Equal(enc) {
+		t.Fatal("decryption key not kept")
+	}
+	ct, _ := Encrypt(enc, []byte("x"))
+	if m, err := d2.Decrypt(ct); err != nil || string(m) != "x" {
+		t.Fatalf("decrypt: %v", err)
 	}
 }

@@ -4,10 +4,14 @@
 //
 // # What the store holds
 //
-// An ECDSA P-256 key pair generated inside the device by Manufacture (the
-// private key never leaves it: Device exposes only Signer — a crypto.Signer
-// — and Decrypt), the device certificate issued by the platform CA during
-// initialisation, and the charged quantum key material: each key with its
+// Two P-256 key pairs generated inside the device by Manufacture — one that
+// only signs (its certificate's key: mutual TLS, the channel's open
+// request, the proof of possession) and one that only decrypts (ECIES,
+// Decrypt) — whose private keys never leave it (Device exposes only Signer,
+// a crypto.Signer, and Decrypt); one key for both uses would let an oracle
+// for one attack the other. The device certificate issued by the platform
+// CA during initialisation registers both (the decryption key as a device
+// attribute, see keycharge.DeviceEncryptionKey). Also held: and the charged quantum key material: each key with its
 // ETSI key ID, its length and how much of it has been used.
 //
 // # Layout and encryption

@@ -23,7 +23,8 @@ func eciesKey(shared, eph, recipient []byte) ([]byte, error) {
 	return hkdf.Key(sha256.New, shared, append(append([]byte(nil), eph...), recipient...), eciesInfo, 32)
 }
 
-// Encrypt encrypts msg for the device whose public key is pub.
+// Encrypt encrypts msg for the device whose encryption public key is pub
+// (Device.EncryptionPublicKey; never its signing key, which cannot decrypt).
 func Encrypt(pub *ecdsa.PublicKey, msg []byte) ([]byte, error) {
 	rp, err := pub.ECDH()
 	if err != nil {
@@ -48,7 +49,8 @@ func Encrypt(pub *ecdsa.PublicKey, msg []byte) ([]byte, error) {
 	return g.Seal(eph.PublicKey().Bytes(), make([]byte, 12), msg, nil), nil
 }
 
-// Decrypt opens a ciphertext from Encrypt with the device private key.
+// Decrypt opens a ciphertext from Encrypt with the device's decryption key
+// (never the signing key).
 func (d *Device) Decrypt(ct []byte) ([]byte, error) {
 	if len(ct) < 65+16 {
 		return nil, fmt.Errorf("%w: ciphertext too short", ErrInvalid)
@@ -58,7 +60,7 @@ func (d *Device) Decrypt(ct []byte) ([]byte, error) {
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	sk, err := d.key.ECDH()
+	sk, err := d.dec.ECDH()
 	if err != nil {
 		return nil, err
 	}

@@ -87,6 +87,11 @@ type Session struct {
 	now    func() time.Time
 	// MaxGroups bounds memory when frames carry many different codes.
 	MaxGroups int
+	// RequireBound makes the session, once it holds t shares, wait until
+	// watermark.MinBoundStamps of their stamps are bound to a scanner
+	// challenge before returning a Result: set it on scanners that show a
+	// challenge (see watermark's challenge.go), whose server requires them.
+	RequireBound bool
 }
 
 // NewSession returns a session for codes made with p. log may be nil.
@@ -138,7 +143,11 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 		s.groups[fr.Handle] = g
 	}
 	ev.Index = fr.Share.Index
-	g.stamps[fr.Share.Index] = fr.Share.Stamp
+	if old, ok := g.stamps[fr.Share.Index]; !ok || fr.Share.Stamp.Bound || !old.Bound {
+		// Latest stamp per index, but never replace a bound one by an
+		// unbound one (a frame shown before the phone read the challenge).
+		g.stamps[fr.Share.Index] = fr.Share.Stamp
+	}
 	if old, ok := g.shares[fr.Share.Index]; ok {
 		if !bytes.Equal(old, fr.Share.Value) {
 			s.log.Warn("scan: conflicting share values", "handle", fr.Handle, "index", fr.Share.Index)
@@ -150,7 +159,7 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 		s.stats.NewShares++
 	}
 	ev.Have, ev.Need = len(g.shares), g.need
-	if !g.done && len(g.shares) >= g.need {
+	if !g.done && len(g.shares) >= g.need && (!s.RequireBound || g.bound() >= watermark.MinBoundStamps) {
 		t0, err := reconstruct(fr.Handle, g)
 		if err != nil {
 			s.stats.Rejected++
@@ -162,6 +171,17 @@ func (s *Session) Add(ctx context.Context, img image.Image) (Event, error) {
 	}
 	ev.Elapsed = time.Since(start)
 	return ev, nil
+}
+
+// bound returns the number of share indices whose stamp is bound.
+func (g *group) bound() int {
+	n := 0
+	for _, st := range g.stamps {
+		if st.Bound {
+			n++
+		}
+	}
+	return n
 }
 
 // stampList returns the group's stamps in index order.

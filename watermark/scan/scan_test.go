@@ -272,7 +272,50 @@ func TestStampsAreLatest(t *testing.T) {
 		}
 	}
 	now := watermark.SlotStart(testSlot + 1).Add(500 * time.Millisecond)
-	if err := watermark.CheckStamps(testKey, l.Handle, p.Threshold, ev.Result.Stamps, now, watermark.DefaultWindow()); err != nil {
+	if err := watermark.CheckStamps(testKey, l.Handle, p.Threshold, ev.Result.Stamps, now, watermark.DefaultWindow(), watermark.Binding{}); err != nil {
 		t.Fatalf("stamps do not verify: %v", err)
+	}
+}
+
+// TestRequireBoundWaitsForChallenge: a scanner that shows a challenge does
+// not submit until watermark.MinBoundStamps of its shares' stamps are bound,
+// and keeps a bound stamp over a later unbound one of the same share.
+func TestRequireBoundWaitsForChallenge(t *testing.T) {
+	ctx := context.Background()
+	p := watermark.DefaultParams()
+	_, l := newLoop(t, p, 4)
+	s, _ := NewSession(p, false, nil)
+	s.RequireBound = true
+	ch := watermark.Challenge{Slot: testSlot, Nonce: [watermark.ChallengeLen]byte{1, 2, 3}}
+	// All n shares unbound (shown before the phone read the challenge).
+	for k := range p.Shares {
+		if ev, _ := s.Add(ctx, l.Frame(k, testSlot)); ev.Result != nil {
+			t.Fatal("result from unbound shares")
+		}
+	}
+	// MinBoundStamps−1 bound, then an unbound repeat of the first: waiting.
+	for k := range watermark.MinBoundStamps - 1 {
+		if ev, _ := s.Add(ctx, l.FrameBound(k, ch)); ev.Result != nil {
+			t.Fatalf("result after %d bound shares", k+1)
+		}
+	}
+	if ev, _ := s.Add(ctx, l.Frame(0, testSlot+1)); ev.Result != nil {
+		t.Fatal("unbound repeat completed the scan")
+	}
+	ev, _ := s.Add(ctx, l.FrameBound(watermark.MinBoundStamps-1, ch))
+	if ev.Result == nil {
+		t.Fatalf("no result with %d bound shares: %+v", watermark.MinBoundStamps, ev)
+	}
+	bound := 0
+	for _, st := range ev.Result.Stamps {
+		if st.Bound {
+			bound++
+			if st.Slot != byte(testSlot%256) || st.Index > watermark.MinBoundStamps {
+				t.Fatalf("bound stamp %+v", st)
+			}
+		}
+	}
+	if bound != watermark.MinBoundStamps || len(ev.Result.Stamps) != p.Shares {
+		t.Fatalf("%d bound of %d stamps", bound, len(ev.Result.Stamps))
 	}
 }

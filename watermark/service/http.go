@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/money"
@@ -50,14 +51,23 @@ type PayRequest struct {
 	Currency string            `json:"currency"`
 }
 
+// ChallengeKeyResponse answers GET /v1/watermark/challenge-key: the
+// scanner's key for the challenges it shows (watermark.ChallengeAt) and the
+// server's time, to which the scanner's slot clock is set.
+type ChallengeKeyResponse struct {
+	Key        []byte    `json:"key"`
+	ServerTime time.Time `json:"server_time"`
+}
+
 // Handler serves:
 //
 //	POST /v1/watermark/codes        a phone asks for a fresh code with its limit (phone certificate)
 //	POST /v1/watermark/pay          a scanner redeems a reconstructed code (scanner certificate, Idempotency-Key)
-//	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png
+//	GET  /v1/watermark/challenge-key a scanner fetches its challenge key (scanner certificate; 404 when challenges are off)
+//	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png, …/status (paypage.Status)
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	screens := &screens{m: map[string]*screen{}}
+	screens := &screens{m: map[string]*screen{}, now: s.now}
 	mux.HandleFunc("POST /v1/watermark/codes", func(w http.ResponseWriter, r *http.Request) {
 		acct, ok := s.device(w, r, "phone")
 		if !ok {
@@ -85,7 +95,7 @@ func (s *Service) Handler() http.Handler {
 		if a, err := s.led.Account(r.Context(), acct); err == nil {
 			limit = money.Format(rec.Limit, a.Currency)
 		}
-		id := screens.add(loop, rec.ExpiresAt, limit)
+		id := screens.add(loop, rec.Handle, rec.ExpiresAt, limit)
 		httpx.WriteJSON(w, http.StatusCreated, CodeResponse{Handle: rec.Handle, Token: code.Token, SlotKey: code.SlotKey, Limit: rec.Limit,
 			ServerTime: s.now(), ExpiresAt: rec.ExpiresAt, Screen: "/watermark/screen/" + id + "/"})
 	})
@@ -113,6 +123,18 @@ func (s *Service) Handler() http.Handler {
 		}
 		httpx.WriteJSON(w, http.StatusOK, t)
 	})
+	mux.HandleFunc("GET /v1/watermark/challenge-key", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := s.device(w, r, "scanner"); !ok {
+			return
+		}
+		k, err := s.ChallengeKey(peer(r))
+		if err != nil {
+			writeErr(w, r, err)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		httpx.WriteJSON(w, http.StatusOK, ChallengeKeyResponse{Key: k, ServerTime: s.now()})
+	})
 	mux.HandleFunc("GET /watermark/screen/{id}/{file...}", func(w http.ResponseWriter, r *http.Request) {
 		sc := screens.get(r.PathValue("id"))
 		if sc == nil && (r.PathValue("file") == "" || r.PathValue("file") == "index.html") {
@@ -128,6 +150,9 @@ func (s *Service) Handler() http.Handler {
 		switch {
 		case file == "" || file == "index.html":
 			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, sc.limit)
+		case file == "status":
+			// The screen's live status: "paid" once a scanner redeemed the code.
+			s.writeScreenStatus(w, r, sc)
 		case file == "loop.gif":
 			// The next few seconds of the loop: its stamps age out after that.
 			var buf bytes.Buffer
@@ -155,28 +180,30 @@ func (s *Service) Handler() http.Handler {
 
 type screen struct {
 	loop    *watermark.Loop
+	handle  string // the code's T1, for its status
 	expires time.Time
 	limit   string // the most the code pays, as people read it ("" unknown)
 }
 
 type screens struct {
-	mu sync.Mutex
-	m  map[string]*screen
+	mu  sync.Mutex
+	m   map[string]*screen
+	now func() time.Time // the service's clock
 }
 
-func (s *screens) add(l *watermark.Loop, expires time.Time, limit string) string {
+func (s *screens) add(l *watermark.Loop, handle string, expires time.Time, limit string) string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
+	now := s.now()
 	for k, v := range s.m { // drop expired loops: they hold shares of T0
 		if now.After(v.expires) {
 			delete(s.m, k)
 		}
 	}
-	s.m[id] = &screen{loop: l, expires: expires, limit: limit}
+	s.m[id] = &screen{loop: l, handle: handle, expires: expires, limit: limit}
 	return id
 }
 
@@ -184,14 +211,23 @@ func (s *screens) get(id string) *screen {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sc := s.m[id]
-	if sc != nil && time.Now().After(sc.expires) {
+	if sc != nil && s.now().After(sc.expires) {
 		delete(s.m, id)
 		return nil
 	}
 	return sc
 }
 
+// peer names the calling device: the principal the platform's
+// authorization router authenticated (authz.PrincipalFrom; it checked the
+// kind, and a name belongs to one kind) — which is also the only one there
+// is behind a trusted TLS-terminating proxy — or, on a stand-alone server
+// without the router, the common name of the TLS-verified client
+// certificate. "" when there is none.
 func peer(r *http.Request) string {
+	if p := authz.PrincipalFrom(r.Context()); p != nil {
+		return p.Name
+	}
 	cn, _, err := pki.PeerIdentity(r.TLS)
 	if err != nil {
 		return ""
@@ -221,6 +257,8 @@ var codes = httpx.NewRegistry(
 	httpx.Code{Code: "wrong_token", Status: http.StatusForbidden, Message: "The payment code does not match.", Err: watermark.ErrWrongToken},
 	httpx.Code{Code: "stale_shares", Status: http.StatusForbidden, Message: "The payment code was not shown just now; please scan the payer's screen again.", Err: watermark.ErrStale},
 	httpx.Code{Code: "bad_stamp", Status: http.StatusForbidden, Message: "The payment code's time stamps do not verify.", Err: watermark.ErrBadStamp},
+	httpx.Code{Code: "unbound_shares", Status: http.StatusForbidden, Message: "The payment code was not shown to this scanner; please hold the phone to the scanner again.", Err: watermark.ErrUnbound},
+	httpx.Code{Code: "challenges_off", Status: http.StatusNotFound, Message: "Scanner challenges are not turned on.", Err: ErrChallengesOff},
 	httpx.Code{Code: "over_limit", Status: http.StatusUnprocessableEntity, Message: "The amount is above the limit the payer set for this code.", Err: watermark.ErrOverLimit},
 	httpx.Code{Code: "invalid_code_limit", Status: http.StatusBadRequest, Message: "The code's limit must be a positive amount."},
 	httpx.Code{Code: "invalid_stamps", Status: http.StatusBadRequest, Message: "The request carries too many stamps."},

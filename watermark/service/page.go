@@ -1,11 +1,14 @@
 package service
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/qshield/qshield/paypage"
+	"github.com/qshield/qshield/watermark"
 )
 
 // renderScreen writes the payer's screen (package paypage's layout): the
@@ -34,6 +37,7 @@ func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, 
 		LoopFresh:  true, // every frame carries the current time slot
 		Expires:    expires,
 		Status:     paypage.Status{State: paypage.Waiting, Message: msg},
+		StatusURL:  "status",
 		Hint:       "Turn your screen brightness up and hold the phone still, 10–20 cm from the scanner.",
 	})
 }
@@ -42,4 +46,31 @@ func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, 
 func screenGone(w http.ResponseWriter) {
 	paypage.Render(w, http.StatusNotFound, paypage.Page{Title: "Payment code expired", Subheading: "qshield", Heading: "Your payment code",
 		Status: paypage.Status{State: paypage.Expired, Message: "This code has expired. Open your qshield app for a new one."}})
+}
+
+// writeScreenStatus answers the screen's status poll.
+func (s *Service) writeScreenStatus(w http.ResponseWriter, r *http.Request, sc *screen) {
+	paypage.WriteStatus(w, s.screenStatus(r.Context(), sc))
+}
+
+// screenStatus is what the payer's screen shows: paid once the code was
+// redeemed (read-only: the token store's record of the code), expired, or
+// waiting; offline when the record cannot be read.
+func (s *Service) screenStatus(ctx context.Context, sc *screen) paypage.Status {
+	rec, err := s.store.Lookup(ctx, sc.handle)
+	switch {
+	case errors.Is(err, watermark.ErrUnknownToken):
+		return paypage.Status{State: paypage.Expired, Message: "This code has expired. Open your qshield app for a new one."}
+	case err != nil:
+		return paypage.Status{State: paypage.Offline, Message: "Checking the payment is not possible for a moment. This screen will try again by itself."}
+	case !rec.UsedAt.IsZero():
+		return paypage.Status{State: paypage.Paid, Message: "Paid. Thank you!"}
+	case s.now().After(rec.ExpiresAt):
+		return paypage.Status{State: paypage.Expired, Message: "This code has expired. Open your qshield app for a new one."}
+	}
+	msg := "Show this screen to the merchant's scanner, close up."
+	if sc.limit != "" {
+		msg += " It pays at most " + sc.limit + "."
+	}
+	return paypage.Status{State: paypage.Waiting, Message: msg}
 }

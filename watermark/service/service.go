@@ -42,6 +42,7 @@ import (
 var (
 	ErrUnknownDevice = errors.New("watermark: device not enrolled for this role")
 	ErrRefused       = errors.New("watermark: payment refused by the ledger")
+	ErrChallengesOff = errors.New("watermark: scanner challenges are not turned on")
 )
 
 const schema = `CREATE TABLE wm_tokens (
@@ -77,6 +78,9 @@ type Service struct {
 	window watermark.Window
 	issuer *watermark.Issuer
 	store  *SQLStore
+	// challengeMaster derives every scanner's challenge key (nil: scanner
+	// challenges are not required; see Config.ChallengeMaster).
+	challengeMaster []byte
 }
 
 // Config configures a Service.
@@ -88,6 +92,15 @@ type Config struct {
 	Window watermark.Window // zero: watermark.DefaultWindow()
 	TTL    time.Duration    // code validity, ≤ 60 s (default 60 s)
 	Now    func() time.Time
+	// ChallengeMaster (at least watermark.ChallengeKeyLen bytes, secret)
+	// turns on scanner challenges: each scanner fetches its challenge key
+	// (GET /v1/watermark/challenge-key) and shows its rotating challenge to
+	// the payer's front camera, and a claim pays only with shares bound to
+	// the challenge of the scanner that submits it — the defence against a
+	// close re-capture relayed live to another scanner. Nil leaves claims
+	// checked by the time binding alone (phones and scanners without a
+	// challenge display).
+	ChallengeMaster []byte
 }
 
 // New opens the service (applying its migrations).
@@ -108,6 +121,13 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Window = watermark.DefaultWindow()
 	}
 	s := &Service{db: cfg.DB, led: cfg.Ledger, audit: cfg.Audit, batch: cfg.DB.NewBatcher(256), now: cfg.Now, Params: cfg.Params, window: cfg.Window}
+	if cfg.ChallengeMaster != nil && len(cfg.ChallengeMaster) < watermark.ChallengeKeyLen {
+		return nil, fmt.Errorf("watermark/service: challenge master key of %d bytes, want at least %d", len(cfg.ChallengeMaster), watermark.ChallengeKeyLen)
+	}
+	s.challengeMaster = append([]byte(nil), cfg.ChallengeMaster...)
+	if cfg.ChallengeMaster == nil {
+		s.challengeMaster = nil
+	}
 	s.store = &SQLStore{db: cfg.DB}
 	s.issuer = &watermark.Issuer{Store: s.store, TTL: cfg.TTL, Now: cfg.Now, TokenLen: cfg.Params.TokenLen}
 	return s, nil
@@ -144,6 +164,15 @@ func (s *Service) Account(ctx context.Context, name, role string) (string, error
 	return acct, err
 }
 
+// ChallengeKey returns the challenge key of scanner (its certificate's
+// common name), or ErrChallengesOff when challenges are not turned on.
+func (s *Service) ChallengeKey(scanner string) ([]byte, error) {
+	if s.challengeMaster == nil {
+		return nil, ErrChallengesOff
+	}
+	return watermark.ScannerChallengeKey(s.challengeMaster, scanner)
+}
+
 // Issue creates a fresh code (T0 and its slot key) for the payer's account,
 // good for at most limit minor units (the phone then derives T1 and the
 // watermark from it and shows the looping code).
@@ -160,6 +189,7 @@ func (s *Service) Issue(ctx context.Context, account string, limit int64) (water
 // amount) in currency into merchantAccount. idemKey makes a scanner's retry
 // of the same payment return its first result.
 func (s *Service) Pay(ctx context.Context, scanner, merchantAccount string, c watermark.Claim, currency, idemKey string) (ledger.Transfer, error) {
+	c.Scanner = scanner
 	t, err := s.pay(ctx, merchantAccount, c, currency, idemKey)
 	if err != nil {
 		s.audited(ctx, scanner, "watermark.pay", "denied", c.Handle, map[string]string{"reason": err.Error()})
@@ -203,7 +233,11 @@ func (s *Service) pay(ctx context.Context, merchantAccount string, c watermark.C
 		}
 		// Expiry, the shares' time stamps and the payer's limit: a
 		// refusal here does not consume the code.
-		if err := rec.Check(c, s.Params.Threshold, now, s.window); err != nil {
+		b, err := watermark.BindingFor(s.challengeMaster, c.Scanner)
+		if err != nil {
+			return err
+		}
+		if err := rec.Check(c, s.Params.Threshold, now, s.window, b); err != nil {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE wm_tokens SET used_at = ? WHERE handle = ? AND used_at = 0`), now.UnixNano(), handle)

@@ -230,3 +230,62 @@ func TestStaleSharesRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestScannerChallenges: with scanner challenges on, a claim pays only with
+// shares bound to the challenge of the scanner that submits it: the same
+// shares relayed to another scanner are refused without consuming the code
+// (the live-relay theft of issue 18), unbound ones too, and the right scanner
+// is then paid.
+func TestScannerChallenges(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		_, led, clk := setup(t, db)
+		if _, err := New(ctx, Config{DB: db, Ledger: led, Now: clk.Now, ChallengeMaster: make([]byte, 8)}); err == nil {
+			t.Fatal("short challenge master accepted")
+		}
+		master := make([]byte, watermark.ChallengeKeyLen)
+		master[0] = 7
+		s, err := New(ctx, Config{DB: db, Ledger: led, Now: clk.Now, ChallengeMaster: master})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		code, rec, err := s.Issue(ctx, "payer", 5_00)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k1, err := s.ChallengeKey("scanner-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := watermark.ChallengeAt(k1, watermark.SlotAt(clk.Now()))
+		c := watermark.Claim{Handle: rec.Handle, Token: code.Token, Amount: 100}
+		for i := 1; i <= s.Params.Threshold; i++ {
+			c.Stamps = append(c.Stamps, watermark.NewBoundStamp(code.SlotKey, rec.Handle, byte(i), ch))
+		}
+		if _, err := s.Pay(ctx, "scanner-2", "shop", c, "CNY", "r1"); !errors.Is(err, watermark.ErrBadStamp) {
+			t.Fatalf("relayed to scanner-2: %v, want ErrBadStamp", err)
+		}
+		if _, err := s.Pay(ctx, "scanner-2", "shop", claim(s, code, rec, 100, clk.Now()), "CNY", "r2"); !errors.Is(err, watermark.ErrUnbound) {
+			t.Fatalf("unbound at scanner-2: %v, want ErrUnbound", err)
+		}
+		if balance(t, led, "shop") != 0 {
+			t.Fatal("money moved on a refused claim")
+		}
+		if _, err := s.Pay(ctx, "scanner-1", "shop", c, "CNY", "ok"); err != nil {
+			t.Fatalf("scanner-1: %v", err)
+		}
+		if balance(t, led, "shop") != 100 {
+			t.Fatal("scanner-1 not paid")
+		}
+		// Challenges off: no key to hand out.
+		off, err := New(ctx, Config{DB: db, Ledger: led, Now: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer off.Close()
+		if _, err := off.ChallengeKey("scanner-1"); !errors.Is(err, ErrChallengesOff) {
+			t.Fatalf("challenge key with challenges off: %v", err)
+		}
+	})
+}

@@ -61,6 +61,8 @@ type PayResult struct {
 	// Submitted is the server time at which the reconstruction reached the
 	// server (Start + Elapsed + Latency).
 	Submitted time.Time
+	// Scanner is the submitting scanner's name (Clock.Scanner).
+	Scanner string
 }
 
 // ReaimAfter is how long a payer holds the phone still without the scanner's
@@ -77,6 +79,37 @@ type Clock struct {
 	Skew time.Duration
 	// Latency is the scanner-to-server time of the submission.
 	Latency time.Duration
+	// ScannerKey, when set, is the challenge key of the scanner in front of
+	// the phone: the scanner shows its rotating challenge
+	// (watermark.ChallengeAt on the server's clock) from the first exposure
+	// on, the phone reads it ChallengeDelay later (and each new slot's
+	// challenge ChallengeDelay after it appears), stamps every frame it
+	// starts showing from then on with the bound tag, and the scanner
+	// waits for t bound stamps (scan.Session.RequireBound).
+	ScannerKey     []byte
+	ChallengeDelay time.Duration
+	// Scanner is the scanner's name, put in the claim (PayResult.Claim) as
+	// the server would take it from the scanner's certificate.
+	Scanner string
+}
+
+// ChallengeFunc returns the phone's view of the scanner's challenge for a
+// timeline started at phone time ck.Start+ck.Skew (nil without a key).
+func (ck Clock) ChallengeFunc(tl *watermark.Timeline, fps float64) func(int) (watermark.Challenge, bool) {
+	if ck.ScannerKey == nil {
+		return nil
+	}
+	key := append([]byte(nil), ck.ScannerKey...)
+	period := time.Duration(float64(time.Second) / fps)
+	return func(k int) (watermark.Challenge, bool) {
+		// Server time at which display frame k starts.
+		at := ck.Start.Add(-tl.Phase + time.Duration(k)*period)
+		seen := at.Add(-ck.ChallengeDelay)
+		if seen.Before(ck.Start) {
+			return watermark.Challenge{}, false
+		}
+		return watermark.ChallengeAt(key, watermark.SlotAt(seen)), true
+	}
 }
 
 // DefaultEpoch is the simulated server time trials start from when none is
@@ -117,6 +150,7 @@ func PayObserved(ctx context.Context, loop *watermark.Loop, prof camsim.Profile,
 		return PayResult{}, err
 	}
 	tl := loop.Timeline(ck.Start.Add(ck.Skew))
+	tl.Challenge = ck.ChallengeFunc(tl, loop.Params.FrameRate)
 	scene := &camsim.Scene{Display: prof.Display, Source: tl.Frame, FrameRate: loop.Params.FrameRate, Phase: tl.Phase}
 	cs, err := su.Camera.NewSession(scene, su.Pose)
 	if err != nil {
@@ -126,8 +160,9 @@ func PayObserved(ctx context.Context, loop *watermark.Loop, prof camsim.Profile,
 	if err != nil {
 		return PayResult{}, err
 	}
+	sess.RequireBound = ck.ScannerKey != nil
 	capPeriod := time.Duration(float64(time.Second) / prof.CaptureRate)
-	res := PayResult{Setup: su, Handle: loop.Handle}
+	res := PayResult{Setup: su, Handle: loop.Handle, Scanner: ck.Scanner}
 	var busyUntil time.Duration
 	nextAim := ReaimAfter
 	for i := 0; ; i++ {
@@ -183,7 +218,7 @@ func PayObserved(ctx context.Context, loop *watermark.Loop, prof camsim.Profile,
 
 // Claim returns the claim the scanner submits for a successful result.
 func (r PayResult) Claim(amount int64) watermark.Claim {
-	return watermark.Claim{Handle: r.Handle, Token: r.Token, Stamps: r.Stamps, Amount: amount}
+	return watermark.Claim{Handle: r.Handle, Token: r.Token, Stamps: r.Stamps, Amount: amount, Scanner: r.Scanner}
 }
 
 // TheftResult is the outcome of one theft attempt.
@@ -337,6 +372,13 @@ type Relay struct {
 	Timeout    time.Duration
 	Clock      Clock    // Start: server time of the thief's first exposure
 	Observe    Observer // optional; see Observer
+	// PayerScanner, when set, is the challenge key of the honest scanner
+	// the payer's phone faces while the thief films it (the phone binds its
+	// frames to that scanner's challenge, read Clock.ChallengeDelay after
+	// Start); nil: the phone sees no scanner and stamps by its slot clock.
+	// Clock.ScannerKey set makes the merchant scanner the video is shown to
+	// wait for bound stamps, as a scanner of a platform with challenges does.
+	PayerScanner []byte
 }
 
 // Recapture runs one re-capture theft and returns what the merchant scanner
@@ -355,6 +397,9 @@ func Recapture(ctx context.Context, loop *watermark.Loop, rl Relay, rng *rand.Ra
 		return PayResult{}, err
 	}
 	tl := loop.Timeline(ck.Start.Add(ck.Skew))
+	payerCk := ck
+	payerCk.ScannerKey = rl.PayerScanner
+	tl.Challenge = payerCk.ChallengeFunc(tl, loop.Params.FrameRate)
 	payer := &camsim.Scene{Display: rl.Thief.Display, Source: tl.Frame, FrameRate: loop.Params.FrameRate, Phase: tl.Phase}
 	var vid *camsim.Session
 	for {
@@ -402,8 +447,9 @@ func Recapture(ctx context.Context, loop *watermark.Loop, rl Relay, rng *rand.Ra
 	if err != nil {
 		return PayResult{}, err
 	}
+	sess.RequireBound = ck.ScannerKey != nil
 	capPeriod := time.Duration(float64(time.Second) / replay.CaptureRate)
-	res := PayResult{Setup: tsu, Handle: loop.Handle}
+	res := PayResult{Setup: tsu, Handle: loop.Handle, Scanner: ck.Scanner}
 	var busyUntil time.Duration
 	nextAim := ReaimAfter
 	for i := 0; ; i++ {

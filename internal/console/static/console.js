@@ -83,7 +83,8 @@
     if (opts.limit) out += '<line class="limit" x1="' + L + '" x2="' + (W - R) + '" y1="' + y(opts.limit) + '" y2="' + y(opts.limit) + '"/>';
     seriesList.forEach((s, k) => {
       const pts = s.map((v, i) => x(i).toFixed(1) + "," + y(Math.max(0, v)).toFixed(1)).join(" ");
-      out += '<polyline class="' + (k ? "line2" : "line") + '" points="' + pts + '"/>';
+      const cls = opts.classes ? opts.classes[k] : (k ? "line2" : "line");
+      out += '<polyline class="' + cls + '" points="' + pts + '"/>';
     });
     svg.innerHTML = out;
   }
@@ -105,10 +106,74 @@
     es.addEventListener("sample", (ev) => { samples.push(JSON.parse(ev.data)); if (samples.length > 300) samples.shift(); draw(); });
     es.addEventListener("end", () => es.close());
   }
+
+  // Certificate signing requests made in the browser: an ECDSA P-256 key
+  // pair from WebCrypto, a PKCS#10 request DER-encoded here and signed with
+  // it; the private key goes to a file the person saves, never to the server.
+  const asn = {
+    len(n) { if (n < 128) return [n]; const b = []; while (n > 0) { b.unshift(n & 255); n >>= 8; } return [0x80 | b.length, ...b]; },
+    tlv(tag, bytes) { bytes = Array.from(bytes); return [tag, ...asn.len(bytes.length), ...bytes]; },
+    seq(...parts) { return asn.tlv(0x30, parts.flat()); },
+    oid(s) { const p = s.split(".").map(Number); const out = [40 * p[0] + p[1]]; for (const v of p.slice(2)) { const b = [v & 127]; let x = Math.floor(v / 128); while (x > 0) { b.unshift((x & 127) | 128); x = Math.floor(x / 128); } out.push(...b); } return asn.tlv(0x06, out); },
+    utf8(s) { return asn.tlv(0x0c, new TextEncoder().encode(s)); },
+    int(bytes) { let a = Array.from(bytes); while (a.length > 1 && a[0] === 0 && !(a[1] & 0x80)) a.shift(); if (a[0] & 0x80) a.unshift(0); return asn.tlv(0x02, a); },
+  };
+  function pem(label, bytes) {
+    let s = ""; for (const b of bytes) s += String.fromCharCode(b);
+    return "-----BEGIN " + label + "-----\n" + btoa(s).replace(/(.{64})/g, "$1\n").replace(/\n?$/, "\n") + "-----END " + label + "-----\n";
+  }
+  async function makeCSR(name) {
+    const kp = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
+    const spki = new Uint8Array(await crypto.subtle.exportKey("spki", kp.publicKey));
+    const subject = asn.seq(asn.tlv(0x31, asn.seq(asn.oid("2.5.4.3"), asn.utf8(name))));
+    const info = asn.seq(asn.tlv(0x02, [0]), subject, Array.from(spki), [0xa0, 0x00]);
+    const sig = new Uint8Array(await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, kp.privateKey, new Uint8Array(info)));
+    const sigDER = asn.seq(asn.int(sig.slice(0, 32)), asn.int(sig.slice(32)));
+    const csr = asn.seq(info, asn.seq(asn.oid("1.2.840.10045.4.3.2")), asn.tlv(0x03, [0, ...sigDER]));
+    const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", kp.privateKey));
+    return { csr: pem("CERTIFICATE REQUEST", csr), key: pem("PRIVATE KEY", pkcs8) };
+  }
+  function certForm() {
+    const btn = document.getElementById("genkey"); if (!btn) return;
+    const link = document.getElementById("keylink"), csr = document.getElementById("csr"), form = document.getElementById("cert-form");
+    let saved = true;
+    btn.addEventListener("click", async () => {
+      const name = document.getElementById("cname").value.trim();
+      if (!name) { status("Enter the name first."); return; }
+      try {
+        const r = await makeCSR(name);
+        csr.value = r.csr;
+        // A data: link, so the key is saved from the page itself (nothing is fetched).
+        link.href = "data:application/x-pem-file;base64," + btoa(r.key);
+        link.download = name.replace(/[^A-Za-z0-9._-]/g, "_") + "-key.pem";
+        link.hidden = false; saved = false;
+        status("Key generated in this browser. Save the private key file now: it exists nowhere else.");
+      } catch (e) { status("This browser could not generate a key: " + (e.message || e)); }
+    });
+    link.addEventListener("click", () => { saved = true; });
+    form.addEventListener("submit", (e) => { if (!saved && !confirm("You have not saved the private key. Issue the certificate anyway?")) e.preventDefault(); });
+  }
+  function schemes() {
+    const pay = document.getElementById("chart-pay"); if (!pay) return;
+    const totals = document.getElementById("scheme-totals").tBodies[0];
+    const es = new EventSource("/console/schemes/stream");
+    es.addEventListener("series", (ev) => {
+      const d = JSON.parse(ev.data);
+      const cls = d.schemes.map((_, i) => "s" + i);
+      chart(pay, d.schemes.map((s) => s.rate), { classes: cls });
+      chart(document.getElementById("chart-fail"), d.schemes.map((s) => s.failed), { classes: cls });
+      chart(document.getElementById("chart-amount"), d.schemes.map((s) => s.amount), { classes: cls });
+      d.schemes.forEach((s, i) => {
+        const tr = totals.rows[i]; if (!tr) return;
+        tr.cells[1].textContent = s.paid; tr.cells[2].textContent = s.refused; tr.cells[3].textContent = s.total || "\u2014";
+      });
+    });
+    es.addEventListener("end", () => es.close());
+  }
   document.addEventListener("DOMContentLoaded", () => {
     const r = document.getElementById("register"); if (r) r.addEventListener("click", () => register(r));
     const s = document.getElementById("signin"); if (s) s.addEventListener("click", () => signin(s));
     document.querySelectorAll("form[data-confirm]").forEach((f) => f.addEventListener("submit", (e) => { if (!confirm(f.dataset.confirm)) e.preventDefault(); }));
-    feed(); qkd();
+    feed(); qkd(); schemes(); certForm();
   });
 })();

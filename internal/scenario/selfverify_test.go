@@ -1,4 +1,4 @@
-package selfverify
+package scenario
 
 import (
 	"context"
@@ -7,11 +7,12 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/selfverify"
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
 
-func TestDemo(t *testing.T) {
+func TestSelfVerify(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the demo sleeps about 3.5 s")
 	}
@@ -27,18 +28,18 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The operator served over HTTPS, as in `qshield serve`.
-	key, err := LoadOrCreateOperatorKey(ctx, db, ecqv.P256(), nil)
+	key, err := selfverify.LoadOrCreateOperatorKey(ctx, db, ecqv.P256(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := NewOperator(ctx, db, OperatorConfig{Key: key, Ledger: led, Audit: al})
+	op, err := selfverify.NewOperator(ctx, db, selfverify.OperatorConfig{Key: key, Ledger: led, Audit: al})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer op.Close()
 	srv := httptest.NewTLSServer(op.Handler())
 	defer srv.Close()
-	rows, err := Demo(ctx, DemoConfig{DB: db, Ledger: led, Audit: al, OperatorURL: srv.URL, HTTPClient: srv.Client()})
+	rows, err := SelfVerify(ctx, SelfVerifyDeps{DB: db, Ledger: led, Audit: al, OperatorURL: srv.URL, HTTPClient: srv.Client()})
 	for _, r := range rows {
 		t.Logf("%-50s %-8s %s", r.Step, r.Outcome, r.Detail)
 	}

@@ -1,9 +1,8 @@
-package selfverify
+package experiments
 
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,13 +13,17 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/selfverify"
 	"github.com/qshield/qshield/selfverify/ecqv"
 	"github.com/qshield/qshield/sqldb"
 )
 
-// Costs are the scheme's primitive and per-payment costs measured on this
-// machine (one goroutine, best of 10 runs).
-type Costs struct {
+// svCosts are the self-verified scheme's primitive and per-payment costs
+// measured on this machine (one goroutine, best of 10 runs), through the
+// scheme's public message layer (selfverify.FirstPaymentMessage,
+// OpenFirstPayment, NextPaymentMessage, OpenNextPayment, SealReceipt,
+// OpenReceipt).
+type svCosts struct {
 	Curve string
 	// Hash is one chain step K_j = H(K_{j−1}) (the seed's T_hash).
 	Hash time.Duration
@@ -76,12 +79,12 @@ func measure(budget time.Duration, f func() error) (time.Duration, error) {
 	return best, nil
 }
 
-// MeasureCosts measures Costs on curve, spending about budget per item.
-func MeasureCosts(curve *ecqv.Curve, budget time.Duration) (*Costs, error) {
+// measureSVCosts measures svCosts on curve, spending about budget per item.
+func measureSVCosts(curve *ecqv.Curve, budget time.Duration) (*svCosts, error) {
 	if budget <= 0 {
 		budget = 300 * time.Millisecond
 	}
-	c := &Costs{Curve: curve.Name()}
+	c := &svCosts{Curve: curve.Name()}
 	nk, err := curve.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -100,14 +103,14 @@ func MeasureCosts(curve *ecqv.Curve, budget time.Duration) (*Costs, error) {
 		return nil, err
 	}
 	qV := dV.Public()
-	k := make([]byte, KeySize)
+	k := make([]byte, selfverify.KeySize)
 	msg := make([]byte, 64)
 	var sig []byte
 	steps := []struct {
 		d *time.Duration
 		f func() error
 	}{
-		{&c.Hash, func() error { k = NextKey(curve, k); return nil }},
+		{&c.Hash, func() error { k = selfverify.NextKey(curve, k); return nil }},
 		{&c.Mul, func() error { _, err := dV.ECDH(nk.Public()); return err }},
 		{&c.BaseMul, func() error { _, err := curve.GenerateKey(rand.Reader); return err }},
 		{&c.Sign, func() error { var err error; sig, err = dV.Sign(rand.Reader, msg); return err }},
@@ -127,99 +130,69 @@ func MeasureCosts(curve *ecqv.Curve, budget time.Duration) (*Costs, error) {
 
 	// A later payment, both sides.
 	session := "00112233445566778899aabbccddeeff"
-	kU := make([]byte, KeySize)
-	kV := make([]byte, KeySize)
-	seq := int64(1)
-	receipt, _ := json.Marshal(Receipt{Session: session, Seq: 2, Ref: "00112233445566778899aabbccddeeff", Item: "tea", Price: 120, SpentAtVendor: 240, Goods: "goods:tea"})
-	var req2 *NextPayment
-	var resp2 []byte
+	kU := make([]byte, selfverify.KeySize)
+	seq := int64(2)
 	now := time.Now()
+	receipt := selfverify.Receipt{Session: session, Seq: seq, Ref: "00112233445566778899aabbccddeeff", Item: "tea", Price: 120, SpentAtVendor: 240, Goods: "goods:tea"}
 	// Prepare one round so that both halves can be timed separately.
-	seq++
-	kU = NextKey(curve, kU)
-	if req2, err = NextPaymentMessage(curve, kU, session, seq, "tea", 120, now); err != nil {
+	kU = selfverify.NextKey(curve, kU)
+	req2, err := selfverify.NextPaymentMessage(curve, kU, session, seq, "tea", 120, now)
+	if err != nil {
 		return nil, err
 	}
-	if resp2, err = sealOnce(curve, kU, nonceResponse, receipt, payAAD(session, seq)); err != nil {
+	resp2, err := selfverify.SealReceipt(curve, kU, receipt)
+	if err != nil {
 		return nil, err
 	}
 	if c.LaterUser, err = measure(budget, func() error {
-		k2 := NextKey(curve, kU)
-		if _, err := NextPaymentMessage(curve, k2, session, seq, "tea", 120, now); err != nil {
+		k2 := selfverify.NextKey(curve, kU)
+		if _, err := selfverify.NextPaymentMessage(curve, k2, session, seq, "tea", 120, now); err != nil {
 			return err
 		}
-		_, err := openOnce(curve, kU, nonceResponse, resp2, payAAD(session, seq))
+		_, err := selfverify.OpenReceipt(curve, kU, *resp2)
 		return err
 	}); err != nil {
 		return nil, err
 	}
 	if c.LaterVendor, err = measure(budget, func() error {
-		kV2 := NextKey(curve, kV)
-		_ = kV2
-		pt, err := openOnce(curve, kU, nonceRequest, req2.Ciphertext, payAAD(session, seq))
-		if err != nil {
+		_ = selfverify.NextKey(curve, kU)
+		if _, err := selfverify.OpenNextPayment(curve, kU, *req2); err != nil {
 			return err
 		}
-		var p NextPayload
-		if err := json.Unmarshal(pt, &p); err != nil {
-			return err
-		}
-		_, err = sealOnce(curve, kU, nonceResponse, receipt, payAAD(session, seq))
+		_, err := selfverify.SealReceipt(curve, kU, receipt)
 		return err
 	}); err != nil {
 		return nil, err
 	}
 
 	// A first payment, both sides.
-	tKey, _ := curve.GenerateKey(rand.Reader)
-	tok := Token{Serial: "00112233445566778899aabbccddeeff", Curve: curve.Name(), Currency: "CNY", Limit: 1000,
-		IssuedAt: now.UnixMilli(), ExpiresAt: now.Add(time.Hour).UnixMilli(), Key: tKey.Public().Bytes()}
-	tsig, err := nk.Sign(rand.Reader, tok.signingBytes())
+	tKey, err := curve.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	st := SignedToken{Token: tok, Sig: tsig}
-	var first *OpenPayment
+	tok := selfverify.Token{Serial: "00112233445566778899aabbccddeeff", Curve: curve.Name(), Currency: "CNY", Limit: 1000,
+		IssuedAt: now.UnixMilli(), ExpiresAt: now.Add(time.Hour).UnixMilli(), Key: tKey.Public().Bytes()}
+	tsig, err := nk.Sign(rand.Reader, tok.SigningBytes())
+	if err != nil {
+		return nil, err
+	}
+	st := selfverify.SignedToken{Token: tok, Sig: tsig}
+	var first *selfverify.OpenPayment
 	if c.FirstUser, err = measure(budget, func() error {
 		var err error
-		first, _, _, err = FirstPaymentMessage(curve, qV, "vendor-1", st, tKey, "tea", 120, now)
+		first, _, _, err = selfverify.FirstPaymentMessage(curve, qV, "vendor-1", st, tKey, "tea", 120, now)
 		return err
 	}); err != nil {
 		return nil, err
 	}
 	if c.FirstVendor, err = measure(budget, func() error {
-		a, err := curve.ParsePublicKey(first.A)
+		_, k1, session, err := selfverify.OpenFirstPayment(dV, nk.Public(), "vendor-1", *first)
 		if err != nil {
 			return err
 		}
-		z, err := dV.ECDH(a)
-		if err != nil {
-			return err
-		}
-		k1, err := deriveKUV(curve, z, a.Bytes(), "vendor-1")
-		if err != nil {
-			return err
-		}
-		session := sessionID(curve, a.Bytes())
-		pt, err := openOnce(curve, k1, nonceRequest, first.Ciphertext, payAAD(session, 1))
-		if err != nil {
-			return err
-		}
-		p, err := Parse[FirstPayload](pt)
-		if err != nil {
-			return err
-		}
-		if err := p.Token.Verify(nk.Public()); err != nil {
-			return err
-		}
-		holder, err := curve.ParsePublicKey(p.Token.Token.Key)
-		if err != nil {
-			return err
-		}
-		if !holder.Verify(p.holderBytes(a.Bytes()), p.HolderSig) {
-			return ErrBadSignature
-		}
-		_, err = sealOnce(curve, k1, nonceResponse, receipt, payAAD(session, 1))
+		rc := receipt
+		rc.Session, rc.Seq = session, 1
+		_, err = selfverify.SealReceipt(curve, k1, rc)
 		return err
 	}); err != nil {
 		return nil, err
@@ -227,8 +200,8 @@ func MeasureCosts(curve *ecqv.Curve, budget time.Duration) (*Costs, error) {
 	return c, nil
 }
 
-// Throughput is the result of MeasureHTTPThroughput.
-type Throughput struct {
+// svThroughput is the result of measureSVThroughput.
+type svThroughput struct {
 	// CPUPerPayment is the process CPU time (phones, vendor, operator,
 	// TLS, database driver together) per payment, where the OS reports it.
 	CPUPerPayment time.Duration
@@ -240,13 +213,13 @@ type Throughput struct {
 	Backend       string
 }
 
-// MeasureHTTPThroughput runs the operator and a vendor as in-process TLS
+// measureSVThroughput runs the operator and a vendor as in-process TLS
 // servers on db (vendor tables in the same database), gives each of
 // concurrency phones a token and an open session, and then has them make
 // later payments through the HTTPS API for duration: phone → V (decrypt,
 // local check) → N (online reservation) → V stores → receipt. It returns the
 // payments per second.
-func MeasureHTTPThroughput(ctx context.Context, db *sqldb.DB, concurrency int, duration time.Duration, progress func(done int64)) (*Throughput, error) {
+func measureSVThroughput(ctx context.Context, db *sqldb.DB, concurrency int, duration time.Duration, progress func(done int64)) (*svThroughput, error) {
 	if concurrency < 1 {
 		concurrency = 1
 	}
@@ -256,26 +229,26 @@ func MeasureHTTPThroughput(ctx context.Context, db *sqldb.DB, concurrency int, d
 	}
 	defer led.Close()
 	curve := ecqv.P256()
-	key, err := LoadOrCreateOperatorKey(ctx, db, curve, nil)
+	key, err := selfverify.LoadOrCreateOperatorKey(ctx, db, curve, nil)
 	if err != nil {
 		return nil, err
 	}
-	op, err := NewOperator(ctx, db, OperatorConfig{Key: key, Ledger: led})
+	op, err := selfverify.NewOperator(ctx, db, selfverify.OperatorConfig{Key: key, Ledger: led})
 	if err != nil {
 		return nil, err
 	}
 	defer op.Close()
 	opSrv := httptest.NewTLSServer(op.Handler())
 	defer opSrv.Close()
-	opClient, err := NewOperatorClient(opSrv.URL, pooled(opSrv, concurrency))
+	opClient, err := selfverify.NewOperatorClient(opSrv.URL, pooled(opSrv, concurrency))
 	if err != nil {
 		return nil, err
 	}
-	tag, _ := randomHex(4)
+	tag := randHex(4)
 	if _, err := led.EnsureAccount(ctx, ledger.NewAccount{ID: "bench.issuer", Owner: "bench", Kind: ledger.KindSystem, Currency: "CNY", AllowNegative: true}); err != nil {
 		return nil, err
 	}
-	enroll := func(id, role string, kind ledger.Kind, funds int64) (*Credentials, error) {
+	enroll := func(id, role string, kind ledger.Kind, funds int64) (*selfverify.Credentials, error) {
 		acct := "acct." + id
 		if _, err := led.CreateAccount(ctx, ledger.NewAccount{ID: acct, Owner: id, Kind: kind, Currency: "CNY"}); err != nil {
 			return nil, err
@@ -289,33 +262,33 @@ func MeasureHTTPThroughput(ctx context.Context, db *sqldb.DB, concurrency int, d
 		if err != nil {
 			return nil, err
 		}
-		return Register(ctx, opClient, nil, id, role, code)
+		return selfverify.Register(ctx, opClient, nil, id, role, code)
 	}
-	vcred, err := enroll("bench-shop-"+tag, RoleVendor, ledger.KindMerchant, 0)
+	vcred, err := enroll("bench-shop-"+tag, selfverify.RoleVendor, ledger.KindMerchant, 0)
 	if err != nil {
 		return nil, err
 	}
-	if err := SaveVendorCredentials(ctx, db, vcred); err != nil {
+	if err := selfverify.SaveVendorCredentials(ctx, db, vcred); err != nil {
 		return nil, err
 	}
-	v, err := NewVendor(ctx, db, vcred, VendorConfig{Operator: opClient, Catalog: []Item{{ID: "pen", Price: 1}}})
+	v, err := selfverify.NewVendor(ctx, db, vcred, selfverify.VendorConfig{Operator: opClient, Catalog: []selfverify.Item{{ID: "pen", Price: 1}}})
 	if err != nil {
 		return nil, err
 	}
 	defer v.Close()
 	vSrv := httptest.NewTLSServer(v.Handler())
 	defer vSrv.Close()
-	vc, err := NewVendorClient(vSrv.URL, pooled(vSrv, concurrency))
+	vc, err := selfverify.NewVendorClient(vSrv.URL, pooled(vSrv, concurrency))
 	if err != nil {
 		return nil, err
 	}
-	users := make([]*User, concurrency)
+	users := make([]*selfverify.User, concurrency)
 	for i := range users {
-		cred, err := enroll(fmt.Sprintf("bench-u%d-%s", i, tag), RoleUser, ledger.KindUser, 1<<40)
+		cred, err := enroll(fmt.Sprintf("bench-u%d-%s", i, tag), selfverify.RoleUser, ledger.KindUser, 1<<40)
 		if err != nil {
 			return nil, err
 		}
-		if users[i], err = OpenUser(NewWallet(cred), opClient); err != nil {
+		if users[i], err = selfverify.OpenUser(selfverify.NewWallet(cred), opClient); err != nil {
 			return nil, err
 		}
 		if _, err := users[i].Withdraw(ctx, 1<<30, 0); err != nil {
@@ -351,7 +324,7 @@ func MeasureHTTPThroughput(ctx context.Context, db *sqldb.DB, concurrency int, d
 	wg.Wait()
 	el := time.Since(start)
 	cpu1, _ := processCPU()
-	t := &Throughput{Payments: done.Load(), Refused: refused.Load(), Elapsed: el, Concurrency: concurrency,
+	t := &svThroughput{Payments: done.Load(), Refused: refused.Load(), Elapsed: el, Concurrency: concurrency,
 		PerSecond: float64(done.Load()) / el.Seconds(), Backend: db.Dialect.String()}
 	if haveCPU && t.Payments > 0 {
 		t.CPUPerPayment = (cpu1 - cpu0) / time.Duration(t.Payments)

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package selfverify
+package experiments
 
 import "time"
 

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package fingerprint
+
+func threadCPUNanos() (int64, bool) { return 0, false }
