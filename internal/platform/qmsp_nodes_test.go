@@ -63,7 +63,11 @@ func TestQMSPPaidOnAnotherNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := n1.QMSP.IssuePhone(ctx, "PHONE-NODES", 4711, "alice")
+	code, err := n1.IssueEnrolmentCode(ctx, "test", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := n1.QMSP.IssuePhone(ctx, "PHONE-NODES", 4711, "alice", code)
 	if err != nil {
 		t.Fatal(err)
 	}
