@@ -165,7 +165,7 @@ func (k *KME) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (k *KME) statusExtension() map[string]any {
 	k.mu.Lock()
-	reserved := len(k.groups)
+	reserved := k.reservedCount()
 	k.mu.Unlock()
 	return map[string]any{
 		"qshield_link":          k.Link(),
@@ -492,6 +492,9 @@ func (k *KME) Serve(ctx context.Context, ln net.Listener, tc *tls.Config) error 
 	if k.peer != nil && k.cfg.ReconcileEvery > 0 {
 		go k.reconcileLoop(rctx)
 	}
+	if k.cfg.RedeliverWithin > 0 {
+		go k.sweepLoop(rctx)
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("kme: serve: %w", err)
@@ -524,5 +527,21 @@ func (k *KME) reconcileLoop(ctx context.Context) {
 			next = min(next, 5*time.Second)
 		}
 		t.Reset(next)
+	}
+}
+
+// sweepLoop deletes delivered keys once their redelivery time has passed.
+func (k *KME) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(min(k.cfg.RedeliverWithin/2, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := k.SweepDelivered(ctx); err != nil {
+			k.log.Warn("sweep delivered keys", "err", err)
+		}
 	}
 }

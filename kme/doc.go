@@ -53,7 +53,11 @@
 // (delivered by another process, or loaded at start-up and delivered since)
 // leaves the index at the first request that meets it; [KME.Prune] then
 // drops every such unit, and runs before each reconciliation. Each process
-// offers the units it deposited itself or loaded at start-up.
+// offers the units it deposited itself or loaded at start-up, and reads the
+// units other processes deposited since (by sequence number) when its pool
+// cannot serve a request, or before it tells its peer a unit is missing: a
+// node without a QKD link of its own (the link as a singleton) serves keys
+// from the link's node.
 //
 // # Keeping the two sites in step
 //

@@ -96,6 +96,15 @@ type Config struct {
 	// ReconcileEvery is the period of the pool reconciliation with the peer
 	// while Serve runs (default one minute; negative disables it).
 	ReconcileEvery time.Duration
+	// RedeliverWithin, when positive, keeps a key delivered to its slave
+	// SAE (dec_keys) for this long, sealed like any unit, and answers a
+	// repeated dec_keys for it by the same SAE pair with the same key; Serve
+	// deletes such keys once the time has passed ([KME.SweepDelivered]).
+	// It closes a crash window of the slave: the QMSP PPS stores a fetched
+	// key in its own transaction, and a PPS that died between the delivery
+	// and that commit lost the key. Zero: a delivered key is deleted in the
+	// delivery's transaction, as ETSI GS QKD 014 describes.
+	RedeliverWithin time.Duration
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -190,7 +199,10 @@ type group struct {
 	sizeBits int
 	units    []*unit
 	busy     bool // being delivered right now
-	fromPeer bool // reserved by the peer KME (it may release it)
+	// delivered is when the slave SAE first fetched the key (unix
+	// nanoseconds; 0: not yet), with RedeliverWithin set.
+	delivered int64
+	fromPeer  bool // reserved by the peer KME (it may release it)
 }
 
 // KME is one key management entity: the key pool of one site and its ETSI
@@ -211,6 +223,9 @@ type KME struct {
 
 	pruneMu   sync.Mutex // one Prune at a time
 	lastPrune time.Time  // under pruneMu
+
+	adoptMu     sync.Mutex // one adoptDeposits at a time
+	lastAdopted int64      // highest seq read from the database (under adoptMu)
 
 	mu       sync.Mutex
 	pool     *pool
@@ -292,7 +307,7 @@ func newKME(ctx context.Context, db *sqldb.DB, cfg Config, w *writer) (*KME, err
 
 // load rebuilds the in-memory index from the database.
 func (k *KME) load(ctx context.Context) error {
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, state, group_id, part, size_bits, master_sae, slave_sae, created_at
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, state, group_id, part, size_bits, master_sae, slave_sae, created_at, reserved_at
 		FROM kme_keys WHERE kme_id = ? ORDER BY seq`), k.cfg.KMEID)
 	if err != nil {
 		return fmt.Errorf("kme: load key pool: %w", err)
@@ -308,19 +323,23 @@ func (k *KME) load(ctx context.Context) error {
 			id, gid, master, slave sql.NullString
 			seq, created           int64
 			state                  int
-			part, size             sql.NullInt64
+			part, size, reservedAt sql.NullInt64
 		)
-		if err := rows.Scan(&id, &seq, &state, &gid, &part, &size, &master, &slave, &created); err != nil {
+		if err := rows.Scan(&id, &seq, &state, &gid, &part, &size, &master, &slave, &created, &reservedAt); err != nil {
 			return fmt.Errorf("kme: load key pool: %w", err)
 		}
 		u := &unit{id: id.String, seq: seq, created: created}
+		k.lastAdopted = max(k.lastAdopted, seq)
 		switch state {
 		case stateAvailable:
 			k.pool.insert(u)
-		case stateReserved:
+		case stateReserved, stateDelivered:
 			g := k.groups[gid.String]
 			if g == nil {
 				g = &group{id: gid.String, master: master.String, slave: slave.String, sizeBits: int(size.Int64), fromPeer: !k.local[master.String]}
+				if state == stateDelivered {
+					g.delivered = max(reservedAt.Int64, 1)
+				}
 				k.groups[g.id] = g
 			}
 			parts[g.id] = append(parts[g.id], partUnit{int(part.Int64), u})
@@ -488,6 +507,18 @@ func (k *KME) DepositN(ctx context.Context, keys []qkd.Key) (int, error) {
 // unitReserved reports whether a unit belongs to a reserved group (k.mu held).
 func (k *KME) unitReserved(id string) bool { return k.reservedUnits[id] != nil }
 
+// reservedCount is the number of keys waiting for their slave SAE (k.mu
+// held); delivered keys kept for redelivery do not count.
+func (k *KME) reservedCount() int {
+	n := 0
+	for _, g := range k.groups {
+		if g.delivered == 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // addGroup and dropGroup keep groups and reservedUnits together (k.mu held).
 func (k *KME) addGroup(g *group) {
 	k.groups[g.id] = g
@@ -557,7 +588,7 @@ type Counters struct {
 // Counters returns the running totals.
 func (k *KME) Counters() Counters {
 	k.mu.Lock()
-	stored, reserved := k.pool.len(), len(k.groups)
+	stored, reserved := k.pool.len(), k.reservedCount()
 	k.mu.Unlock()
 	return Counters{
 		DepositedUnits: k.deposited.Load(), DroppedUnits: k.dropped.Load(),
@@ -579,8 +610,10 @@ func (k *KME) ReservedKeyIDs() []string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	ids := make([]string, 0, len(k.groups))
-	for id := range k.groups {
-		ids = append(ids, id)
+	for id, g := range k.groups {
+		if g.delivered == 0 {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
 	return ids

@@ -162,3 +162,53 @@ func TestTwoNodesDeliverAcrossNodes(t *testing.T) {
 		t.Fatalf("%d reserved units left behind", left)
 	}
 }
+
+// TestOneLinkFeedsEveryNode: the QKD link runs on one node only (the
+// singleton); another node's key managers, started before any deposit,
+// serve keys from it: a pool that cannot serve a request reads the other
+// process's deposits, the peer does the same before calling units missing,
+// and a reconciliation between a key manager that read them and one that
+// had not yet deletes nothing.
+func TestOneLinkFeedsEveryNode(t *testing.T) {
+	db := sqldbtest.Open(t, sqldbtest.Backend{Name: "postgres", DSN: sqldbtest.PostgresDSN})
+	e := startEnv(t, db, nil)
+	p2, err := StartPair(context.Background(), db, e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	ctx := context.Background()
+	if err := e.p.Deposit(ctx, qkd.RandomKeys(6, 32)); err != nil { // node 1's link
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		r := e.do("SAE_A1", "GET", p2.AURL, "/api/v1/keys/SAE_B1/enc_keys?number=1&size=256", "")
+		if r.status != 200 {
+			t.Fatalf("enc_keys %d on the node without a link: %d %s", i, r.status, r.body)
+		}
+		var c etsi014.KeyContainer
+		if err := json.Unmarshal(r.body, &c); err != nil || len(c.Keys) != 1 {
+			t.Fatalf("enc_keys answer %s", r.body)
+		}
+		base := []string{p2.BURL, e.p.BURL}[i%2]
+		r = e.do("SAE_B1", "GET", base, "/api/v1/keys/SAE_A1/dec_keys?key_ID="+c.Keys[0].KeyID, "")
+		var d etsi014.KeyContainer
+		if r.status != 200 || json.Unmarshal(r.body, &d) != nil || d.Keys[0].Key != c.Keys[0].Key {
+			t.Fatalf("dec_keys at %s: %d %s", base, r.status, r.body)
+		}
+	}
+	// Node 2's site A reads newer deposits before its site B does.
+	if err := e.p.Deposit(ctx, qkd.RandomKeys(6, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p2.A.adoptDeposits(ctx); err != nil || n != 6 {
+		t.Fatalf("adopted %d (%v), want 6", n, err)
+	}
+	if n, err := p2.A.Reconcile(ctx); err != nil || n != 0 {
+		t.Fatalf("reconciliation removed %d units (%v) that the peer had not read yet", n, err)
+	}
+	var avail int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM kme_keys WHERE state = 0`).Scan(&avail); err != nil || avail != 2*(12-3) {
+		t.Fatalf("%d available units (%v), want %d", avail, err, 2*(12-3))
+	}
+}

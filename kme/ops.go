@@ -175,6 +175,18 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 	stored := k.pool.len()
 	k.mu.Unlock()
 	if us == nil {
+		// Another process (the node that runs the QKD link) may have
+		// deposited since: take its units into this index and try again.
+		if n, err := k.adoptDeposits(ctx); err != nil {
+			k.log.Warn("read other processes' deposits", "err", err)
+		} else if n > 0 {
+			k.mu.Lock()
+			us = k.take(number * per)
+			stored = k.pool.len()
+			k.mu.Unlock()
+		}
+	}
+	if us == nil {
 		return nil, k.notEnough(number, size, stored), false
 	}
 	groups := make([]*group, number)
@@ -397,13 +409,14 @@ func (k *KME) decKeys(ctx context.Context, slave, master string, ids []string) (
 			return nil, errorf(http.StatusServiceUnavailable, "key store error at KME %s", k.cfg.KMEID)
 		}
 	}
+	now := time.Now().UnixNano()
 	k.mu.Lock()
 	gs := make([]*group, len(ids))
 	var unauthorized, notFound []string
 	for i, id := range ids {
 		g := k.groups[id]
 		switch {
-		case g == nil || g.busy:
+		case g == nil || g.busy || (g.delivered != 0 && now-g.delivered > int64(k.cfg.RedeliverWithin)):
 			notFound = append(notFound, id)
 		case g.master != master || g.slave != slave:
 			unauthorized = append(unauthorized, id)
@@ -427,22 +440,69 @@ func (k *KME) decKeys(ctx context.Context, slave, master string, ids []string) (
 	k.mu.Unlock()
 
 	out := make([]Delivered, len(gs))
+	fresh := 0
 	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		plain, err := k.takeUnits(ctx, tx, us, stateReserved, master, slave)
-		if err != nil {
-			return err
+		if k.cfg.RedeliverWithin <= 0 {
+			plain, err := k.takeUnits(ctx, tx, us, stateReserved, master, slave)
+			if err != nil {
+				return err
+			}
+			j := 0
+			for i, g := range gs {
+				out[i] = Delivered{ID: g.id, Key: compose(plain[j:j+len(g.units)], g.sizeBits)}
+				j += len(g.units)
+			}
+			fresh = len(gs)
+			return nil
 		}
-		j := 0
+		// Kept for redelivery: first deliveries move to state delivered,
+		// repeated ones read the delivered rows.
+		var first, again []*unit
+		for _, g := range gs {
+			if g.delivered == 0 {
+				first = append(first, g.units...)
+			} else {
+				again = append(again, g.units...)
+			}
+		}
+		var pFirst, pAgain [][]byte
+		var err error
+		if len(first) > 0 {
+			if pFirst, err = k.readUnits(ctx, tx, first, stateReserved, master, slave); err != nil {
+				return err
+			}
+			if err := k.markDelivered(ctx, tx, first, now); err != nil {
+				return err
+			}
+		}
+		if len(again) > 0 {
+			if pAgain, err = k.readUnits(ctx, tx, again, stateDelivered, master, slave); err != nil {
+				return err
+			}
+		}
+		fresh = 0
 		for i, g := range gs {
-			out[i] = Delivered{ID: g.id, Key: compose(plain[j:j+len(g.units)], g.sizeBits)}
-			j += len(g.units)
+			n := len(g.units)
+			if g.delivered == 0 {
+				out[i] = Delivered{ID: g.id, Key: compose(pFirst[:n], g.sizeBits)}
+				pFirst = pFirst[n:]
+				fresh++
+			} else {
+				out[i] = Delivered{ID: g.id, Key: compose(pAgain[:n], g.sizeBits)}
+				pAgain = pAgain[n:]
+			}
 		}
 		return nil
 	})
 	k.mu.Lock()
 	for _, g := range gs {
 		g.busy = false
-		if err == nil || errors.Is(err, errStateChanged) {
+		switch {
+		case err == nil && k.cfg.RedeliverWithin > 0:
+			if g.delivered == 0 {
+				g.delivered = now
+			}
+		case err == nil || errors.Is(err, errStateChanged):
 			k.dropGroup(g)
 		}
 	}
@@ -470,8 +530,57 @@ func (k *KME) decKeys(ctx context.Context, slave, master string, ids []string) (
 		k.log.Error("deliver keys to slave", "err", err)
 		return nil, errorf(http.StatusServiceUnavailable, "key store error at KME %s", k.cfg.KMEID)
 	}
-	k.deliveredSlave.Add(int64(len(gs)))
+	k.deliveredSlave.Add(int64(fresh))
 	return out, nil
+}
+
+// markDelivered moves the reserved units us to state delivered at now.
+func (k *KME) markDelivered(ctx context.Context, tx *sql.Tx, us []*unit, now int64) error {
+	for i := 0; i < len(us); i += 500 {
+		part := us[i:min(i+500, len(us))]
+		args := []any{stateDelivered, now, k.cfg.KMEID, stateReserved}
+		for _, u := range part {
+			args = append(args, u.seq)
+		}
+		res, err := k.w.exec(ctx, tx, k.db.Rebind(`UPDATE kme_keys SET state = ?, reserved_at = ? WHERE kme_id = ? AND state = ? AND seq IN (`+placeholders(len(part))+`)`), args...)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || int(n) != len(part) {
+			return fmt.Errorf("%w: marked %d of %d units delivered", errStateChanged, n, len(part))
+		}
+	}
+	return nil
+}
+
+// SweepDelivered deletes the keys delivered to their slave SAE longer than
+// RedeliverWithin ago (with RedeliverWithin set; Serve runs it) and returns
+// how many units it deleted. Nodes sharing the database may all sweep.
+func (k *KME) SweepDelivered(ctx context.Context) (int, error) {
+	if k.cfg.RedeliverWithin <= 0 {
+		return 0, nil
+	}
+	cutoff := time.Now().Add(-k.cfg.RedeliverWithin).UnixNano()
+	var n int64
+	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := k.w.exec(ctx, tx, k.db.Rebind(`DELETE FROM kme_keys WHERE kme_id = ? AND state = ? AND reserved_at < ?`), k.cfg.KMEID, stateDelivered, cutoff)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("kme: sweep delivered keys of %s: %w", k.cfg.KMEID, err)
+	}
+	k.mu.Lock()
+	for _, g := range k.groups {
+		if g.delivered != 0 && g.delivered < cutoff && !g.busy {
+			k.dropGroup(g)
+		}
+	}
+	k.mu.Unlock()
+	return int(n), nil
 }
 
 // staleUnits returns, when err says the database did not hold some of us in
@@ -583,6 +692,49 @@ func (k *KME) prune(ctx context.Context, minInterval time.Duration) (int, error)
 	return n, nil
 }
 
+// adoptDeposits adds to the index the available units other processes on
+// this database deposited under this KME's ID since the last read (the
+// node that runs the QKD link when it is a singleton), and returns how many
+// it added. Sequence numbers are handed out under a per-KME lock held to
+// commit, so reading past the highest one seen misses none. It runs only
+// when the pool cannot serve a request or the peer asks for units this
+// index lacks, so nodes with links of their own keep to their own units.
+func (k *KME) adoptDeposits(ctx context.Context) (int, error) {
+	k.adoptMu.Lock()
+	defer k.adoptMu.Unlock()
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at FROM kme_keys WHERE kme_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT 100000`),
+		k.cfg.KMEID, stateAvailable, k.lastAdopted)
+	if err != nil {
+		return 0, fmt.Errorf("kme: read deposits of %s: %w", k.cfg.KMEID, err)
+	}
+	var found []*unit
+	for rows.Next() {
+		u := &unit{}
+		if err := rows.Scan(&u.seq, &u.id, &u.created); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("kme: read deposits of %s: %w", k.cfg.KMEID, err)
+		}
+		found = append(found, u)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return 0, fmt.Errorf("kme: read deposits of %s: %w", k.cfg.KMEID, err)
+	}
+	n := 0
+	k.mu.Lock()
+	for _, u := range found {
+		k.lastAdopted = max(k.lastAdopted, u.seq)
+		if k.pool.has(u.id) || k.inflight[u.id] != nil || k.unitReserved(u.id) || k.pool.len() >= k.cfg.MaxKeyCount {
+			continue
+		}
+		k.pool.insert(u)
+		n++
+	}
+	k.mu.Unlock()
+	return n, nil
+}
+
 // pruneSoon is prune after a request met a stale unit, at most once a second.
 func (k *KME) pruneSoon(ctx context.Context) {
 	if _, err := k.prune(ctx, time.Second); err != nil {
@@ -598,12 +750,12 @@ func (k *KME) adoptGroups(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	args := []any{k.cfg.KMEID, stateReserved}
+	args := []any{k.cfg.KMEID, stateReserved, stateDelivered}
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, group_id, part, size_bits, master_sae, slave_sae, created_at
-		FROM kme_keys WHERE kme_id = ? AND state = ? AND group_id IN (`+placeholders(len(ids))+`) ORDER BY group_id, part`), args...)
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, group_id, part, size_bits, master_sae, slave_sae, created_at, state, reserved_at
+		FROM kme_keys WHERE kme_id = ? AND state IN (?, ?) AND group_id IN (`+placeholders(len(ids))+`) ORDER BY group_id, part`), args...)
 	if err != nil {
 		return err
 	}
@@ -614,18 +766,22 @@ func (k *KME) adoptGroups(ctx context.Context, ids []string) error {
 		var (
 			id, gid, master, slave string
 			seq, created, part     int64
-			size                   int
+			size, state            int
+			reservedAt             sql.NullInt64
 		)
-		if err := rows.Scan(&id, &seq, &gid, &part, &size, &master, &slave, &created); err != nil {
+		if err := rows.Scan(&id, &seq, &gid, &part, &size, &master, &slave, &created, &state, &reservedAt); err != nil {
 			return err
 		}
 		g := found[gid]
 		if g == nil {
 			g = &group{id: gid, master: master, slave: slave, sizeBits: size, fromPeer: !k.local[master]}
+			if state == stateDelivered {
+				g.delivered = max(reservedAt.Int64, 1)
+			}
 			found[gid] = g
 			order = append(order, g)
 		}
-		if int(part) != len(g.units) {
+		if int(part) != len(g.units) || (state == stateDelivered) != (g.delivered != 0) {
 			g.units = nil // parts missing: a key being delivered right now
 			g.sizeBits = -1
 			continue
@@ -669,7 +825,7 @@ var errStateChanged = errors.New("kme: key unit not in the expected state")
 func (k *KME) readUnits(ctx context.Context, tx *sql.Tx, us []*unit, state int, master, slave string) ([][]byte, error) {
 	q := `SELECT seq, key_id, key_enc FROM kme_keys WHERE kme_id = ? AND state = ?`
 	args := []any{k.cfg.KMEID, state}
-	if state == stateReserved {
+	if state != stateAvailable {
 		q += ` AND master_sae = ? AND slave_sae = ?`
 		args = append(args, master, slave)
 	}

@@ -20,6 +20,8 @@ type SiteConfig struct {
 	KMEID  string   // e.g. "KME_A"
 	SAEs   []string // SAEs attached to this site's KME
 	Listen string   // listen address, e.g. "127.0.0.1:8441" (":0" style for any port)
+	// RedeliverWithin (see Config) for this site's slave SAEs.
+	RedeliverWithin time.Duration
 }
 
 // PairConfig configures StartPair: both sites' KMEs on one database and one
@@ -130,7 +132,7 @@ func StartPair(ctx context.Context, db *sqldb.DB, cfg PairConfig) (*Pair, error)
 			KeySizeBits: cfg.KeySizeBits, MaxKeyCount: cfg.MaxKeyCount, MaxKeyPerRequest: cfg.MaxKeyPerRequest,
 			MaxKeySize: cfg.MaxKeySize, MinKeySize: cfg.MinKeySize,
 			PeerURL: s.peerURL, PeerTLS: s.peerClient, MasterKey: cfg.MasterKey,
-			SyncGrace: cfg.SyncGrace, ReconcileEvery: cfg.ReconcileEvery, Logger: log,
+			SyncGrace: cfg.SyncGrace, ReconcileEvery: cfg.ReconcileEvery, RedeliverWithin: s.sc.RedeliverWithin, Logger: log,
 			Principals: cfg.CA,
 		}, p.w)
 	}

@@ -71,6 +71,9 @@ CREATE TABLE kme_meta (
 const (
 	stateAvailable = 0 // in the pool, not yet assigned
 	stateReserved  = 1 // assigned to (master, slave); waiting for the slave SAE
+	// delivered to the slave SAE, kept sealed for a repeated dec_keys by it
+	// until Config.RedeliverWithin has passed (reserved_at: delivery time)
+	stateDelivered = 2
 )
 
 // sealer encrypts key units at rest with package seal (purpose "kme unit",

@@ -157,7 +157,18 @@ func (k *KME) serveSync(w http.ResponseWriter, r *http.Request, op string) {
 			writeSync(w, http.StatusBadRequest, &syncAnswer{Message: "malformed reconcile request: " + err.Error()})
 			return
 		}
-		writeSync(w, http.StatusOK, &syncAnswer{Missing: k.missing(req.UnitIDs)})
+		missing := k.missing(req.UnitIDs)
+		if len(missing) > 0 {
+			// The peer may hold units it read from another process's
+			// deposits that this index has not read yet: never call them
+			// missing before looking (the peer deletes what is missing).
+			if _, err := k.adoptDeposits(r.Context()); err != nil {
+				writeSync(w, http.StatusServiceUnavailable, &syncAnswer{Message: "key store error"})
+				return
+			}
+			missing = k.missing(missing)
+		}
+		writeSync(w, http.StatusOK, &syncAnswer{Missing: missing})
 	default:
 		writeSync(w, http.StatusNotFound, &syncAnswer{Message: "unknown sync operation"})
 	}
@@ -198,6 +209,12 @@ func (k *KME) peerReserve(ctx context.Context, req *reserveRequest) (int, *syncA
 			seen[id] = true
 		}
 	}
+	return k.peerReserveOnce(ctx, req, false)
+}
+
+// peerReserveOnce is peerReserve after the request's checks; adopted says
+// whether other processes' deposits were just read.
+func (k *KME) peerReserveOnce(ctx context.Context, req *reserveRequest, adopted bool) (int, *syncAnswer) {
 	k.mu.Lock()
 	var taken []*unit
 	var missing, busy []string
@@ -219,6 +236,16 @@ func (k *KME) peerReserve(ctx context.Context, req *reserveRequest) (int, *syncA
 			g.units = append(g.units, u)
 		}
 		groups[i] = g
+	}
+	if len(missing) > 0 && !adopted {
+		// Units this index has not read yet (deposited by another process)
+		// are not missing: read them and look again.
+		k.putBack(taken)
+		k.mu.Unlock()
+		if _, err := k.adoptDeposits(ctx); err != nil {
+			k.log.Warn("read other processes' deposits", "err", err)
+		}
+		return k.peerReserveOnce(ctx, req, true)
 	}
 	if len(missing) > 0 || len(busy) > 0 {
 		k.putBack(taken)
@@ -277,7 +304,7 @@ func (k *KME) peerRelease(ctx context.Context, req *releaseRequest) (int, *syncA
 	var us []*unit
 	for _, key := range req.Keys {
 		g := k.groups[key.KeyID]
-		if g == nil || !g.fromPeer || g.busy {
+		if g == nil || !g.fromPeer || g.busy || g.delivered != 0 {
 			continue
 		}
 		g.busy = true

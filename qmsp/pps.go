@@ -254,8 +254,15 @@ func (p *PPS) material(ctx context.Context, keyID string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_keys (key_id, material, units, fetched_at) VALUES (?, ?, ?, ?)
+	// The key manager has handed the key out: store it even if the caller
+	// gave up meanwhile (a cancelled payment request lost the batch). A
+	// process that dies right here fetches it again if the key manager
+	// keeps delivered keys for a while (kme.Config.RedeliverWithin, which
+	// the platform sets).
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	err = p.batch.Do(sctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(sctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_pps_keys (key_id, material, units, fetched_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (key_id) DO NOTHING`),
 			keyID, sealed, (len(b)-PresetKeySize)/UnitSize, p.now().UnixNano())
 		return err

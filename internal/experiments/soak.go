@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,7 @@ func SoakExperiment() experiment.Spec {
 			{Name: "nodes", Default: "3", Usage: "platform nodes on the one database"},
 			{Name: "duration", Default: "10m", Usage: "how long to run the scenarios"},
 			{Name: "qkd-speedup", Default: "20", Usage: "QKD link speed-up over the 40 MHz source"},
+			{Name: "singleton", Default: "false", Usage: "true: one QKD link for all nodes, run by the lease holder (the other nodes' key managers serve its deposits)"},
 		},
 		Run: runSoak,
 	}
@@ -51,6 +53,10 @@ func runSoak(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 	speed, err := env.Float("qkd-speedup")
 	if err != nil {
 		return nil, err
+	}
+	singleton, err := strconv.ParseBool(env.String("singleton"))
+	if err != nil {
+		return nil, fmt.Errorf("singleton: %w", err)
 	}
 	dsn := env.DB
 	if !sqldb.IsPostgres(dsn) {
@@ -95,7 +101,7 @@ func runSoak(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 				return
 			}
 			p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: state, Log: env.Log,
-				QKD: platform.QKDConfig{Speedup: speed, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"}})
+				QKD: platform.QKDConfig{Speedup: speed, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0", Singleton: singleton}})
 			if err != nil {
 				ln.Close()
 				startErrs[i] = fmt.Errorf("node %d: %w", i, err)
@@ -158,7 +164,11 @@ func runSoak(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 	prog.Done()
 
 	p := nodes[0].p
-	tb := experiment.Table{Title: fmt.Sprintf("Soak: %d nodes on one PostgreSQL, QKD link on, %s", len(nodes), dur),
+	links := "a QKD link per node"
+	if singleton {
+		links = "one QKD link (singleton)"
+	}
+	tb := experiment.Table{Title: fmt.Sprintf("Soak: %d nodes on one PostgreSQL, %s, %s", len(nodes), links, dur),
 		Header: []string{"scheme", "scenario runs", "steps", "failed runs"}}
 	for _, s := range scenarios {
 		if t := counts[s.Name]; t != nil {

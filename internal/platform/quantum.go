@@ -100,8 +100,12 @@ func loadMaster(dir string) ([]byte, error) {
 // TLS on loopback) and the simulated decoy-state BB84 link between them.
 func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 	pair, err := kme.StartPair(ctx, p.DB, kme.PairConfig{
-		CA:        p.CA,
-		A:         kme.SiteConfig{KMEID: KMEPlatform, SAEs: []string{SAEPPS, SAECharger}, Listen: cfg.ListenA},
+		CA: p.CA,
+		// Site A keeps a key delivered to the PPS for ten minutes, so that
+		// a PPS that died between the delivery and its own commit fetches
+		// it again (site B's slave, the QSSC, keeps the one-time delivery
+		// the charging protocol was reviewed with).
+		A:         kme.SiteConfig{KMEID: KMEPlatform, SAEs: []string{SAEPPS, SAECharger}, Listen: cfg.ListenA, RedeliverWithin: 10 * time.Minute},
 		B:         kme.SiteConfig{KMEID: KMESupermarket, SAEs: []string{SAECSS, SAEQSSC}, Listen: cfg.ListenB},
 		MasterKey: p.Secret("kme-pool"),
 		// QMSP asks for 1024-byte quantum keys, the charger for 8 KiB ones;
