@@ -208,10 +208,12 @@ func (e *Elector) hold(ctx context.Context, token int64, work func(context.Conte
 }
 
 func (e *Elector) giveUp(token int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = e.Release(ctx, token)
+	// Report the duty given up before releasing it, so that this node never
+	// reports holding a duty another node has taken.
 	if e.OnChange != nil {
 		e.OnChange(false)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = e.Release(ctx, token)
 }
