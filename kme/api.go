@@ -490,10 +490,10 @@ func (k *KME) Serve(ctx context.Context, ln net.Listener, tc *tls.Config) error 
 	rctx, stopReconcile := context.WithCancel(ctx)
 	defer stopReconcile()
 	if k.peer != nil && k.cfg.ReconcileEvery > 0 {
-		go k.reconcileLoop(rctx)
+		go k.duty(rctx, "kme-sync/"+k.cfg.KMEID, k.reconcileLoop)
 	}
 	if k.cfg.RedeliverWithin > 0 {
-		go k.sweepLoop(rctx)
+		go k.duty(rctx, "kme-sweep/"+k.cfg.KMEID, k.sweepLoop)
 	}
 	select {
 	case err := <-errc:
@@ -506,6 +506,15 @@ func (k *KME) Serve(ctx context.Context, ln net.Listener, tc *tls.Config) error 
 		return fmt.Errorf("kme: shutdown: %w", err)
 	}
 	return nil
+}
+
+// duty runs work through Config.Duty, or directly without one.
+func (k *KME) duty(ctx context.Context, name string, work func(context.Context)) {
+	if k.cfg.Duty != nil {
+		k.cfg.Duty(ctx, name, work)
+		return
+	}
+	work(ctx)
 }
 
 func (k *KME) reconcileLoop(ctx context.Context) {

@@ -105,6 +105,15 @@ type Config struct {
 	// and that commit lost the key. Zero: a delivered key is deleted in the
 	// delivery's transaction, as ETSI GS QKD 014 describes.
 	RedeliverWithin time.Duration
+	// Duty, when set, runs each of Serve's background duties: "kme-sync/"
+	// + KMEID (prune and reconcile the pool with the peer, every
+	// ReconcileEvery) and "kme-sweep/" + KMEID (SweepDelivered). It must
+	// call work and return when ctx ends; the platform runs work under a
+	// lease so that with several nodes on one database one node at a time
+	// does each duty (both write idempotently: a deletion of the same rows
+	// by a paused former holder changes nothing, so they need no fencing
+	// token). Nil: this process runs them.
+	Duty func(ctx context.Context, name string, work func(context.Context))
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }

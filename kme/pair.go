@@ -37,6 +37,8 @@ type PairConfig struct {
 	KeySizeBits, MaxKeyCount, MaxKeyPerRequest, MaxKeySize, MinKeySize int
 	SyncGrace, ReconcileEvery                                          time.Duration
 	Logger                                                             *slog.Logger
+	// Duty (see Config) runs both KMEs' background duties.
+	Duty func(ctx context.Context, name string, work func(context.Context))
 }
 
 // Pair is two KMEs, one per site, serving ETSI 014 and synchronised with
@@ -132,7 +134,7 @@ func StartPair(ctx context.Context, db *sqldb.DB, cfg PairConfig) (*Pair, error)
 			KeySizeBits: cfg.KeySizeBits, MaxKeyCount: cfg.MaxKeyCount, MaxKeyPerRequest: cfg.MaxKeyPerRequest,
 			MaxKeySize: cfg.MaxKeySize, MinKeySize: cfg.MinKeySize,
 			PeerURL: s.peerURL, PeerTLS: s.peerClient, MasterKey: cfg.MasterKey,
-			SyncGrace: cfg.SyncGrace, ReconcileEvery: cfg.ReconcileEvery, RedeliverWithin: s.sc.RedeliverWithin, Logger: log,
+			SyncGrace: cfg.SyncGrace, ReconcileEvery: cfg.ReconcileEvery, RedeliverWithin: s.sc.RedeliverWithin, Logger: log, Duty: cfg.Duty,
 			Principals: cfg.CA,
 		}, p.w)
 	}

@@ -171,6 +171,8 @@ type Platform struct {
 	classical atomic.Int64
 
 	closers []func() error
+	// node names this process in the leases of its duties (see duty).
+	node string
 }
 
 // Open opens the database, the CA, the audit trail and the ledger and builds
@@ -179,7 +181,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	p := &Platform{Config: cfg}
+	p := &Platform{Config: cfg, node: nodeName()}
 	defer func() {
 		if err != nil {
 			p.Close()

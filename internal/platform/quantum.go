@@ -113,6 +113,9 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 		MaxKeySize:  65536,
 		MaxKeyCount: 1_000_000,
 		Logger:      p.Config.Log,
+		// Pool reconciliation and the sweep of delivered keys: one node
+		// at a time on PostgreSQL.
+		Duty: p.duty,
 	})
 	if err != nil {
 		return fmt.Errorf("platform: key managers: %w", err)
@@ -159,7 +162,7 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 	// The link ends as a singleton: with several nodes on one database only
 	// the holder of the "qkd-link" lease runs them, and another node takes
 	// over within the lease TTL (plus a third) when it dies.
-	el, err := lease.New(ctx, p.DB, "qkd-link", nodeName(), 0, p.Config.Log)
+	el, err := lease.New(ctx, p.DB, "qkd-link", p.node, 0, p.Config.Log)
 	if err != nil {
 		return fmt.Errorf("platform: %w", err)
 	}

@@ -49,7 +49,10 @@ func (p *Platform) startSelfVerify(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); op.Run(rctx, 30*time.Second) }()
+	go func() {
+		defer wg.Done()
+		p.duty(rctx, "selfverify-sweep", func(ctx context.Context) { op.Run(ctx, 30*time.Second) })
+	}()
 	p.closers = append(p.closers, op.Close, func() error { cancel(); wg.Wait(); return nil })
 	p.Router.Register(op.Routes()...)
 	return nil
