@@ -18,7 +18,8 @@ import (
 //
 // The duties run this way write idempotently — conditional state
 // transitions (selfverify's sweep: `... WHERE state = 'awaiting'`, ledger
-// transfers with idempotency keys) and deletions of rows that no longer
+// transfers with idempotency keys, the ledger's expiry of a transfer still
+// pending) and deletions of rows that no longer
 // serve (the KME's delivered keys, units the peer lacks) — the same writes
 // the request path and a restarted node may run concurrently; a paused
 // former holder that wakes up repeats a write already done or does a
@@ -47,4 +48,34 @@ func (p *Platform) duty(ctx context.Context, name string, work func(context.Cont
 		case <-time.After(5 * time.Second):
 		}
 	}
+}
+
+// startLedgerExpiry voids, every minute, the pending transfers whose expiry
+// has passed (ledger.ExpirePending, what the ledger's own sweeper does on
+// SQLite) as the duty "ledger-expiry". Each expiry is a state-checked
+// resolution of one pending transfer: a transfer already resolved is left
+// alone.
+func (p *Platform) startLedgerExpiry(ctx context.Context) {
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.duty(rctx, "ledger-expiry", func(ctx context.Context) {
+			t := time.NewTicker(time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if n, err := p.Ledger.ExpirePending(ctx, time.Now()); err != nil && ctx.Err() == nil {
+					p.Config.Log.Warn("ledger: expiry sweep failed", "err", err)
+				} else if n > 0 {
+					p.Config.Log.Debug("ledger: expired pending transfers", "count", n)
+				}
+			}
+		})
+	}()
+	p.closers = append(p.closers, func() error { cancel(); <-done; return nil })
 }

@@ -102,12 +102,12 @@ func waitOneHolder(t *testing.T, nodes []*Platform, duty string) int {
 }
 
 // TestDutiesOnOneNode: with three nodes on one PostgreSQL database, each
-// background duty (the selfverify expiry sweep, both key managers' pool sync,
+// background duty (the selfverify and ledger expiry sweeps, both key managers' pool sync,
 // site A's sweep of delivered keys) runs on exactly one node, and when that
 // node stops another node takes it over.
 func TestDutiesOnOneNode(t *testing.T) {
 	nodes := openNodes(t, 3)
-	duties := []string{"selfverify-sweep", "kme-sync/" + KMEPlatform, "kme-sync/" + KMESupermarket, "kme-sweep/" + KMEPlatform}
+	duties := []string{"selfverify-sweep", "ledger-expiry", "kme-sync/" + KMEPlatform, "kme-sync/" + KMESupermarket, "kme-sweep/" + KMEPlatform}
 	holder := map[string]int{}
 	for _, d := range duties {
 		holder[d] = waitOneHolder(t, nodes, d)

@@ -210,7 +210,13 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.CA = p.CA.WithAudit(p.Audit, "platform")
-	p.Ledger, err = ledger.Open(ctx, p.DB, ledger.WithAudit(p.Audit))
+	lopts := []ledger.Option{ledger.WithAudit(p.Audit)}
+	if p.DB.Dialect == sqldb.Postgres {
+		// The expiry of pending transfers runs as a duty, on one node at a
+		// time (startLedgerExpiry).
+		lopts = append(lopts, ledger.WithSweepInterval(0))
+	}
+	p.Ledger, err = ledger.Open(ctx, p.DB, lopts...)
 	if err != nil {
 		return nil, fmt.Errorf("platform: ledger: %w", err)
 	}
@@ -223,6 +229,9 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	p.Metrics = metrics.New()
 	p.Metrics.AddDB(p.DB.DB)
 	p.Metrics.AddLedger(p.DB.DB)
+	if p.DB.Dialect == sqldb.Postgres {
+		p.startLedgerExpiry(ctx)
+	}
 	idem, err := httpx.OpenSQLStore(ctx, p.DB, 0)
 	if err != nil {
 		return nil, fmt.Errorf("platform: %w", err)
