@@ -220,3 +220,52 @@ func TestDutyOnSQLiteRunsDirectly(t *testing.T) {
 		t.Fatal("a lease table on SQLite: the duty went through an election")
 	}
 }
+
+// TestDutyMovesWhenHolderLosesDatabase: a holder that can no longer reach
+// the database (as a crashed or cut-off node) cannot release its lease; the
+// duty moves to another node once the lease expires, and the old holder has
+// stopped its work by then (never two at once).
+func TestDutyMovesWhenHolderLosesDatabase(t *testing.T) {
+	nodes := openNodes(t, 2)
+	var running atomic.Int32
+	var over atomic.Bool
+	ran := make([]atomic.Bool, len(nodes))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for i, p := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.duty(ctx, "test-duty", func(ctx context.Context) {
+				if running.Add(1) > 1 {
+					over.Store(true)
+				}
+				ran[i].Store(true)
+				<-ctx.Done()
+				running.Add(-1)
+			})
+		}()
+	}
+	first := waitOneHolder(t, nodes, "test-duty")
+	other := 1 - first
+	if err := nodes[first].DB.Close(); err != nil { // renewals and the release now fail
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !ran[other].Load() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the duty did not move to node %d after node %d lost its database", other, first)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !leaderOf(t, nodes[other], "test-duty") {
+		t.Fatalf("node %d runs the duty without reporting it", other)
+	}
+	if leaderOf(t, nodes[first], "test-duty") {
+		t.Fatalf("node %d still reports the duty it lost", first)
+	}
+	if over.Load() {
+		t.Fatal("the duty ran on two nodes at once")
+	}
+}
