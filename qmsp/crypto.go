@@ -6,22 +6,18 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/qshield/qshield/qmsp/paycode"
 	"github.com/qshield/qshield/seal"
-	// Deprecated for general-purpose MACs; used here as exactly what it is, a
-	// one-time authenticator whose key (quantum key) is never reused.
-	"golang.org/x/crypto/poly1305"
 )
 
 // Errors of the cryptographic layer.
 var (
-	ErrAuth = errors.New("qmsp: authentication failed")
+	ErrAuth = paycode.ErrAuth // is paycode.ErrAuth
 )
 
 // Batch is a quantum key QK(x) split by DivQ (seed §3.3 step 3): the first 16
@@ -49,61 +45,20 @@ func DivQ(qk []byte) (*Batch, error) {
 	return b, nil
 }
 
-// UnitKeys splits a payment unit into the Poly1305 one-time key (r ‖ s) and
-// the pad: r = unit[0:16] (the seed's 16-byte DivQ segment), pad = unit[16:48]
-// (the seed's 32-byte segment shown in the QR), s = unit[48:64].
+// UnitKeys splits a payment unit into the pad and the one-time MAC key
+// ([paycode.UnitKeys]).
 func UnitKeys(u *[UnitSize]byte) (pad [PadSize]byte, macKey [MACKeySize]byte) {
-	copy(pad[:], u[16:48])
-	copy(macKey[:16], u[0:16])
-	copy(macKey[16:], u[48:64])
-	return pad, macKey
+	return paycode.UnitKeys(u)
 }
 
-// paymentMACInput is what the one-time MAC covers: the display's signed
-// fields and the ciphertext.
-func paymentMACInput(gi string, ref KeyRef, expires int64, ct []byte) []byte {
-	b := make([]byte, 0, 96)
-	b = append(b, "qmsp-pay-v1"...)
-	b = append(b, byte(len(gi)))
-	b = append(b, gi...)
-	b = append(b, ref.KeyID[:]...)
-	b = binary.BigEndian.AppendUint16(b, ref.Unit)
-	b = binary.BigEndian.AppendUint64(b, uint64(expires))
-	b = append(b, ct...)
-	return b
-}
-
-// SealPayment is the phone's step 5: En_Info = pad ⊕ M, plus a one-time
-// Poly1305 tag over the reference and the ciphertext.
+// SealPayment is the phone's step 5 ([paycode.SealPayment]).
 func SealPayment(d *Display, m *PaymentInfo) (ct [InfoSize]byte, tag [TagSize]byte, err error) {
-	pt, err := m.MarshalBinary()
-	if err != nil {
-		return ct, tag, err
-	}
-	subtle.XORBytes(ct[:], pt, d.Pad[:])
-	poly1305.Sum(&tag, paymentMACInput(d.Gateway, d.Ref, d.Expires.Unix(), ct[:]), &d.MACKey)
-	return ct, tag, nil
+	return paycode.SealPayment(d, m)
 }
 
-// OpenPayment is the platform's step 8: verify the tag (constant time), then
-// De_Info = pad ⊕ En_Info.
+// OpenPayment is the platform's step 8 ([paycode.OpenPayment]).
 func OpenPayment(gi string, ref KeyRef, expires int64, unit *[UnitSize]byte, ct []byte, tag []byte) (*PaymentInfo, error) {
-	if len(ct) != InfoSize || len(tag) != TagSize {
-		return nil, fmt.Errorf("%w: ciphertext %d bytes and tag %d bytes", ErrFormat, len(ct), len(tag))
-	}
-	pad, macKey := UnitKeys(unit)
-	var want [TagSize]byte
-	poly1305.Sum(&want, paymentMACInput(gi, ref, expires, ct), &macKey)
-	if subtle.ConstantTimeCompare(want[:], tag) != 1 {
-		return nil, fmt.Errorf("%w: payment tag does not verify (modified in transit?)", ErrAuth)
-	}
-	var pt [InfoSize]byte
-	subtle.XORBytes(pt[:], ct, pad[:])
-	var m PaymentInfo
-	if err := m.UnmarshalBinary(pt[:]); err != nil {
-		return nil, err
-	}
-	return &m, nil
+	return paycode.OpenPayment(gi, ref, expires, unit, ct, tag)
 }
 
 func wrapAD(gi string, epoch uint64, keyID [16]byte) []byte {

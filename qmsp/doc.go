@@ -12,7 +12,11 @@
 //     moves the money through the ledger ([PPS], [PPS.Handler]).
 //   - The quantum key gateway GI_i: a device holding the preset key PK that
 //     shows one payment code at a time ([Gateway], [GatewayPage]).
-//   - The phone: reads the code and pays ([Phone]).
+//   - The phone: reads the code and pays ([Phone]). The code's wire format
+//     and the phone's cryptographic step are package
+//     [github.com/qshield/qshield/qmsp/paycode] (no database), which the
+//     browser wallet also compiles to WebAssembly; this package re-exports
+//     its types ([Display], [PaymentInfo], [PaymentRequest]).
 //
 // # Seed steps in code
 //

@@ -85,7 +85,7 @@ func (g *Gateway) SetSale(amount int64, currency uint16) error {
 	if amount == 0 {
 		d.Currency = 0
 	}
-	if err := d.checkSale(); err != nil {
+	if err := d.CheckSale(); err != nil {
 		return err
 	}
 	if d.Amount != 0 {

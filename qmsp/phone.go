@@ -2,10 +2,9 @@ package qmsp
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
-	"github.com/qshield/qshield/money"
-	"github.com/qshield/qshield/qkd"
+
+	"github.com/qshield/qshield/qmsp/paycode"
 )
 
 // Payer is the platform's view for a phone: Pay sends a payment request.
@@ -30,7 +29,7 @@ type Phone struct {
 }
 
 // BuildPayment reads a scanned code (step 4) and produces the payment request
-// (step 5: En_Info = QK32 ⊕ M, with its one-time tag). When the code
+// (step 5: En_Info = QK32 ⊕ M, with its one-time tag; [paycode.Build]). When the code
 // carries a signed sale, the payment is for exactly that amount: amount 0
 // takes it, another amount is refused (ErrAmount). Show Describe to the
 // payer before calling it.
@@ -39,26 +38,11 @@ func (p *Phone) BuildPayment(code string, amount int64, currency uint16) (*Payme
 	if err := d.UnmarshalText([]byte(code)); err != nil {
 		return nil, nil, err
 	}
-	if d.Amount != 0 {
-		if amount == 0 {
-			amount, currency = d.Amount, d.Currency
-		}
-		if amount != d.Amount || currency != d.Currency {
-			return nil, nil, fmt.Errorf("%w: the code asks %d (currency %d), the payer entered %d (currency %d)", ErrAmount, d.Amount, d.Currency, amount, currency)
-		}
-	}
-	m := PaymentInfo{Payer: p.Payer, Amount: amount, Currency: currency, Merchant: d.Merchant}
-	if _, err := rand.Read(m.Nonce[:]); err != nil {
-		return nil, nil, err
-	}
-	ct, tag, err := SealPayment(&d, &m)
+	req, err := paycode.Build(&d, p.Payer, amount, currency)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &PaymentRequest{
-		Gateway: d.Gateway, Merchant: d.Merchant, Amount: d.Amount, Currency: d.Currency, KeyID: qkd.FormatKeyID(d.Ref.KeyID), Unit: d.Ref.Unit, Expires: d.Expires.Unix(),
-		GatewaySig: d.Sig, Ciphertext: ct[:], Tag: tag[:],
-	}, &d, nil
+	return req, &d, nil
 }
 
 // Pay scans code and pays amount (step 6).
@@ -67,22 +51,9 @@ func (p *Phone) Pay(ctx context.Context, code string, amount int64, currency uin
 	if err != nil {
 		return nil, err
 	}
-	r, err := p.Platform.Pay(ctx, "qmsp-"+d.Ref.String(), *req)
+	r, err := p.Platform.Pay(ctx, d.IdempotencyKey(), *req)
 	if err != nil {
 		return nil, fmt.Errorf("qmsp: payment with %s: %w", d.Ref, err)
 	}
 	return r, nil
-}
-
-// Describe is what the phone shows before paying: the merchant and, for a
-// code carrying a sale, the amount the gateway signed.
-func (d *Display) Describe() string {
-	if d.Amount == 0 {
-		return fmt.Sprintf("pay merchant %d (gateway %s); enter the amount", d.Merchant, d.Gateway)
-	}
-	amt := fmt.Sprintf("%d (currency %d)", d.Amount, d.Currency)
-	if c, err := money.ByNumeric(d.Currency); err == nil {
-		amt = c.Format(d.Amount) + " " + c.Code
-	}
-	return fmt.Sprintf("pay %s to merchant %d (gateway %s, signed)", amt, d.Merchant, d.Gateway)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/money"
+	"github.com/qshield/qshield/qmsp/paycode"
 	"github.com/qshield/qshield/sqldb"
 )
 
@@ -36,25 +37,12 @@ var (
 	ErrRefused      = errors.New("qmsp: payment refused by the ledger")
 	// ErrAmount: the payment's amount or currency is not the one the
 	// gateway signed into the code.
-	ErrAmount = errors.New("qmsp: payment amount differs from the amount the gateway signed")
+	ErrAmount = paycode.ErrAmount
 )
 
-// PaymentRequest is what the phone sends to the payment platform (step 6):
-// the displayed reference, the gateway's signature, En_Info and its tag.
-type PaymentRequest struct {
-	Gateway  string `json:"gateway"`
-	Merchant uint32 `json:"merchant"`
-	KeyID    string `json:"key_id"`
-	Unit     uint16 `json:"unit"`
-	Expires  int64  `json:"expires"`
-	// Amount and Currency are the code's signed sale (0 when the payer
-	// entered the amount); the gateway's signature covers them.
-	Amount     int64  `json:"amount,omitempty"`
-	Currency   uint16 `json:"currency,omitempty"`
-	GatewaySig []byte `json:"gateway_sig"`
-	Ciphertext []byte `json:"ciphertext"`
-	Tag        []byte `json:"tag"`
-}
+// PaymentRequest is what the phone sends to the payment platform (step 6);
+// see [paycode.PaymentRequest].
+type PaymentRequest = paycode.PaymentRequest
 
 // Receipt is the platform's answer to a completed payment.
 type Receipt struct {
@@ -371,7 +359,7 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 		return nil, err
 	}
 	d := Display{Gateway: req.Gateway, Merchant: req.Merchant, Amount: req.Amount, Currency: req.Currency, Ref: KeyRef{KeyID: keyID, Unit: req.Unit}, Expires: time.Unix(req.Expires, 0)}
-	if err := d.checkSale(); err != nil {
+	if err := d.CheckSale(); err != nil {
 		return nil, err
 	}
 	digest := sha256.Sum256(d.SignedBytes())

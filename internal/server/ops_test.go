@@ -305,8 +305,10 @@ func TestTerminatedConnections(t *testing.T) {
 	const clients, each = 4, 25
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	var killed int
+	var killed int // written by the killer, read after killerDone
+	killerDone := make(chan struct{})
 	go func() {
+		defer close(killerDone)
 		for round := 0; round < 8; round++ {
 			select {
 			case <-stop:
@@ -353,7 +355,7 @@ func TestTerminatedConnections(t *testing.T) {
 	}
 	wg.Wait()
 	close(stop)
-	time.Sleep(20 * time.Millisecond)
+	<-killerDone
 	t.Logf("backends terminated: %d, 503 answers: %d", killed, unavailable)
 	if killed == 0 {
 		t.Fatal("no backend was terminated")

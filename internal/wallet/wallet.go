@@ -28,7 +28,7 @@
 // way to keep a private key non-extractable in a browser. The QMSP phone's
 // own step (read the gateway's code; En_Info = pad ⊕ M; a one-time
 // Poly1305 tag) needs Poly1305, which WebCrypto does not offer, so it runs
-// as Go compiled to WebAssembly (package qmspphone, built into
+// as Go compiled to WebAssembly (package qmsp/paycode, built into
 // assets/wallet.wasm with the QR decoder). The camera frames are decoded by
 // the project's own decoder (qrimg, on gozxing) in the same module rather
 // than a vendored JavaScript decoder: BarcodeDetector is missing from

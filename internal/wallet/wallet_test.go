@@ -26,9 +26,9 @@ import (
 	"github.com/qshield/qshield/httpsig"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/internal/wallet"
-	"github.com/qshield/qshield/internal/wallet/qmspphone"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/qkd"
+	"github.com/qshield/qshield/qmsp/paycode"
 )
 
 type env struct {
@@ -188,16 +188,16 @@ func TestWalletEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	text, _ := disp.MarshalText()
-	c, err := qmspphone.Parse(string(text))
-	if err != nil {
+	var c paycode.Display
+	if err := c.UnmarshalText(text); err != nil {
 		t.Fatal(err)
 	}
 	payer, _ := strconv.ParseUint(d.en.Payer, 10, 64)
-	req, err := c.Build(payer, 0, 0)
+	req, err := paycode.Build(&c, payer, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := req.JSON()
+	body, _ := json.Marshal(req)
 	pay := e.signed(t, d, "POST", "/v1/qmsp/pay", body, c.IdempotencyKey())
 	replay := pay.Clone(ctx)
 	replay.Body = io.NopCloser(bytes.NewReader(body))

@@ -2,7 +2,7 @@
 
 // Command wasm is the wallet's WebAssembly module (assets/wallet.wasm): the
 // project's QR decoder (qrimg, on gozxing) for camera frames, and the QMSP
-// phone's payment step (qmspphone). The page calls the functions it sets on
+// phone's payment step (qmsp/paycode). The page calls the functions it sets on
 // globalThis.qshield; each returns a plain object, with "error" set to a
 // sentence a payer can read when it fails.
 package main
@@ -16,8 +16,8 @@ import (
 	"syscall/js"
 	"time"
 
-	"github.com/qshield/qshield/internal/wallet/qmspphone"
 	"github.com/qshield/qshield/money"
+	"github.com/qshield/qshield/qmsp/paycode"
 	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/watermark"
 	"github.com/qshield/qshield/watermark/scan"
@@ -66,13 +66,13 @@ func readCode(_ js.Value, args []js.Value) any {
 	if len(args) != 1 {
 		return errorObj("readCode needs the code's text")
 	}
-	c, err := qmspphone.Parse(args[0].String())
-	if err != nil {
+	var c paycode.Display
+	if err := c.UnmarshalText([]byte(args[0].String())); err != nil {
 		return errorObj("This is not a payment code of this platform.")
 	}
-	out := map[string]any{"gateway": c.Gateway, "merchant": int(c.Merchant), "expires": float64(c.Expires), "sale": c.Amount != 0, "ref": c.Ref()}
+	out := map[string]any{"gateway": c.Gateway, "merchant": int(c.Merchant), "expires": float64(c.Expires.Unix()), "sale": c.Amount != 0, "ref": c.Ref.String()}
 	if c.Amount != 0 {
-		out["amountText"] = qmspphone.FormatAmount(c.Amount, c.Currency)
+		out["amountText"] = paycode.FormatAmount(c.Amount, c.Currency)
 	}
 	return out
 }
@@ -84,8 +84,8 @@ func buildPayment(_ js.Value, args []js.Value) any {
 	if len(args) != 4 {
 		return errorObj("buildPayment needs code, payer, amount and currency")
 	}
-	c, err := qmspphone.Parse(args[0].String())
-	if err != nil {
+	var c paycode.Display
+	if err := c.UnmarshalText([]byte(args[0].String())); err != nil {
 		return errorObj("This is not a payment code of this platform.")
 	}
 	var payer uint64
@@ -104,11 +104,11 @@ func buildPayment(_ js.Value, args []js.Value) any {
 		}
 		amount, cur = a.Minor, a.Currency.Numeric
 	}
-	req, err := c.Build(payer, amount, cur)
+	req, err := paycode.Build(&c, payer, amount, cur)
 	if err != nil {
 		return errorObj("The amount does not match what the merchant asks.")
 	}
-	body, err := req.JSON()
+	body, err := json.Marshal(req)
 	if err != nil {
 		return errorObj("The payment could not be prepared.")
 	}
@@ -116,7 +116,7 @@ func buildPayment(_ js.Value, args []js.Value) any {
 	if c.Amount != 0 {
 		shown, cur = c.Amount, c.Currency
 	}
-	return map[string]any{"body": string(body), "idempotencyKey": c.IdempotencyKey(), "amountText": qmspphone.FormatAmount(shown, cur)}
+	return map[string]any{"body": string(body), "idempotencyKey": c.IdempotencyKey(), "amountText": paycode.FormatAmount(shown, cur)}
 }
 
 // watermarkLoop renders a watermark code's looping frames on the phone
