@@ -240,7 +240,7 @@ func AdminRotateCommand(g *Globals) *cobra.Command {
 	var a adminCA
 	cmd := &cobra.Command{
 		Use:   "rotate",
-		Short: "Revoke the admin credential and write a new admin.pem / admin-key.pem (sealed under " + platform.EnvAdminPassphrase + " when set)",
+		Short: "Revoke the admin credential and write a new admin.pem / admin-key.pem (key sealed under " + platform.EnvAdminPassphrase + " when set, else under admin-seal.key in the secret directory)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			db, ca, dir, err := a.open(cmd.Context(), g)

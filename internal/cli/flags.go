@@ -151,7 +151,7 @@ func adminTLS(dir, server string) (*tls.Config, *x509.Certificate, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--admin %s: %w", dir, err)
 	}
-	cert, err := platform.LoadAdmin(dir) // the key may be sealed under QSHIELD_ADMIN_PASSPHRASE
+	cert, err := platform.LoadAdmin(dir) // the key is sealed: QSHIELD_ADMIN_PASSPHRASE or admin-seal.key
 	if err != nil {
 		return nil, nil, fmt.Errorf("--admin %s: admin certificate: %w", dir, err)
 	}

@@ -74,7 +74,7 @@ func (f *kcPlatformFlags) tlsConfig(g *Globals, serverURL string, withCert bool)
 	}
 	tc := pki.TLSClientConfig(roots, host)
 	if withCert {
-		// The admin key may be sealed under QSHIELD_ADMIN_PASSPHRASE.
+		// The admin key is sealed (QSHIELD_ADMIN_PASSPHRASE or admin-seal.key).
 		c, err := platform.LoadKeyPair(pick(f.cert, "admin.pem"), pick(f.key, "admin-key.pem"))
 		if err != nil {
 			return nil, fmt.Errorf("load client certificate: %w", err)

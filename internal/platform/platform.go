@@ -23,8 +23,11 @@
 // The state directory also receives the files a client needs to talk to the
 // server: ca.pem (the root to trust) and the admin credential admin.pem /
 // admin-key.pem (mode 0600), created once — not on every start — and
-// replaced only by `qshield admin rotate`; its key is sealed under
-// QSHIELD_ADMIN_PASSPHRASE when that is set.
+// replaced only by `qshield admin rotate`. Its key is always sealed: under
+// QSHIELD_ADMIN_PASSPHRASE when that is set, else under a random
+// admin-seal.key (AdminSealKeyFile) in the secret directory, so that a copy
+// of the data directory carries no usable admin key. A plain key of an
+// older layout is sealed in place when first read.
 //
 // Authorization: every route is registered on one authz.Router with its
 // policy (trust.go); see SECURITY.md.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -267,10 +266,19 @@ func (p *Platform) RotateAdmin(ctx context.Context) error {
 }
 
 // LoadAdmin reads the admin credential of a state directory (admin.pem and
-// admin-key.pem, the key sealed under QSHIELD_ADMIN_PASSPHRASE when set).
+// admin-key.pem; see LoadKeyPair). A plain PKCS #8 admin-key.pem of an
+// older layout is sealed in place (logged) once it has been read.
 func LoadAdmin(dir string) (tls.Certificate, error) { return loadAdminFiles(dir) }
 
-func adminKeyEncryptor() (pki.KeyEncryptor, error) {
+// AdminSealKeyFile is the key file, in the secret directory of the state
+// directory (SecretDir), that seals admin-key.pem when
+// QSHIELD_ADMIN_PASSPHRASE is unset: outside the data directory, so that a
+// copy of the data directory does not carry a usable admin key.
+const AdminSealKeyFile = "admin-seal.key"
+
+// adminPassphrase returns the encryptor of QSHIELD_ADMIN_PASSPHRASE, nil
+// when it is unset.
+func adminPassphrase() (pki.KeyEncryptor, error) {
 	v := os.Getenv(EnvAdminPassphrase)
 	if v == "" {
 		return nil, nil
@@ -281,8 +289,39 @@ func adminKeyEncryptor() (pki.KeyEncryptor, error) {
 	return pki.PassphraseKey([]byte(v)), nil
 }
 
+// adminKeyEncryptor returns what seals a new admin key of the state
+// directory dir: QSHIELD_ADMIN_PASSPHRASE when set, else the raw key in
+// AdminSealKeyFile (created on first use, mode 0600).
+func adminKeyEncryptor(dir string) (pki.KeyEncryptor, error) {
+	enc, err := adminPassphrase()
+	if enc != nil || err != nil {
+		return enc, err
+	}
+	sd, err := secretDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	k, err := fsutil.LoadOrCreateKey(filepath.Join(sd, AdminSealKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("platform: admin seal key: %w", err)
+	}
+	defer clear(k)
+	return pki.RawKey(k)
+}
+
+// adminSealKeyPath is where the admin seal key of the key file keyPath is
+// looked for: in the secret directory of keyPath's directory (never
+// created by a reader).
+func adminSealKeyPath(keyPath string) string {
+	d := os.Getenv(EnvSecretDir)
+	if d == "" {
+		d = DefaultSecretDir(filepath.Dir(keyPath))
+	}
+	return filepath.Join(d, AdminSealKeyFile)
+}
+
 func writeAdminFiles(dir string, cert tls.Certificate) error {
-	enc, err := adminKeyEncryptor()
+	enc, err := adminKeyEncryptor(dir)
 	if err != nil {
 		return err
 	}
@@ -290,14 +329,7 @@ func writeAdminFiles(dir string, cert tls.Certificate) error {
 	if !ok {
 		return errors.New("platform: admin key cannot sign")
 	}
-	var keyPEM []byte
-	if enc != nil {
-		keyPEM, err = pki.SealPrivateKeyPEM(signer, enc)
-	} else {
-		keyDER, merr := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
-		err = merr
-		keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	}
+	keyPEM, err := pki.SealPrivateKeyPEM(signer, enc)
 	if err != nil {
 		return fmt.Errorf("platform: encode admin key: %w", err)
 	}
@@ -308,43 +340,135 @@ func writeAdminFiles(dir string, cert tls.Certificate) error {
 	return fsutil.WriteFileAtomic(filepath.Join(dir, "admin.pem"), certPEM, 0o600, true)
 }
 
-// loadAdminFiles reads admin.pem and admin-key.pem (sealed under
-// QSHIELD_ADMIN_PASSPHRASE, or plain PKCS #8).
+// loadAdminFiles reads admin.pem and admin-key.pem of the state directory
+// dir, and seals a plain admin-key.pem of an older layout in place.
 func loadAdminFiles(dir string) (tls.Certificate, error) {
-	return LoadKeyPair(filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
+	keyPath := filepath.Join(dir, "admin-key.pem")
+	cert, plain, err := loadKeyPair(filepath.Join(dir, "admin.pem"), keyPath)
+	if err != nil || !plain {
+		return cert, err
+	}
+	if err := resealAdminKey(dir, keyPath, cert); err != nil {
+		// The credential works; only its protection at rest is missing.
+		slog.Default().Warn("the admin key is stored in clear and could not be sealed", "file", keyPath, "err", err)
+	}
+	return cert, nil
+}
+
+// resealAdminKey replaces the plain admin-key.pem of an older layout with
+// the key sealed as writeAdminFiles seals it (atomic write).
+func resealAdminKey(dir, keyPath string, cert tls.Certificate) error {
+	enc, err := adminKeyEncryptor(dir)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := pki.SealPrivateKeyPEM(cert.PrivateKey.(crypto.Signer), enc)
+	if err != nil {
+		return fmt.Errorf("platform: seal admin key: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(keyPath, keyPEM, 0o600, true); err != nil {
+		return err
+	}
+	how := EnvAdminPassphrase
+	if os.Getenv(EnvAdminPassphrase) == "" {
+		how = adminSealKeyPath(keyPath)
+	}
+	slog.Default().Warn("sealed the admin key, which an older version stored in clear", "file", keyPath, "sealed_under", how)
+	return nil
 }
 
 // LoadKeyPair reads a client certificate and its private key the way the
-// admin credential is kept: the key plain PKCS #8 or sealed under
-// QSHIELD_ADMIN_PASSPHRASE (what tls.LoadX509KeyPair cannot read). Every
-// command that takes the admin's key (--admin DIR, or --cert/--key) loads
-// it with this.
+// admin credential is kept (what tls.LoadX509KeyPair cannot read): the key
+// sealed under QSHIELD_ADMIN_PASSPHRASE, sealed under the key file
+// admin-seal.key of the secret directory of the key's directory
+// (QSHIELD_SECRET_DIR, else DefaultSecretDir(filepath.Dir(keyPath))), or
+// plain PKCS #8. Every command that takes the admin's key (--admin DIR, or
+// --cert/--key) loads it with this. Only LoadAdmin seals a plain key in
+// place; a file named by --key is left as it is.
 func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
+	cert, _, err := loadKeyPair(certPath, keyPath)
+	return cert, err
+}
+
+// loadKeyPair is LoadKeyPair; plain reports a key stored in clear.
+func loadKeyPair(certPath, keyPath string) (_ tls.Certificate, plain bool, _ error) {
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, false, err
 	}
 	keyPEM, err := os.ReadFile(keyPath)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, false, err
 	}
 	cert, err := pki.ParseCertPEM(certPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("platform: %s: %w", certPath, err)
+		return tls.Certificate{}, false, fmt.Errorf("platform: %s: %w", certPath, err)
 	}
-	enc, err := adminKeyEncryptor()
+	key, plain, err := openAdminKey(keyPath, keyPEM)
 	if err != nil {
-		return tls.Certificate{}, err
-	}
-	key, err := pki.ParsePrivateKeyPEM(keyPEM, enc)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("platform: %s: %w", keyPath, err)
+		return tls.Certificate{}, false, err
 	}
 	if !publicKeysEqual(key.Public(), cert.PublicKey) {
-		return tls.Certificate{}, fmt.Errorf("platform: %s is not the key of %s (serial %s): the pair comes from two issuances; run `qshield admin rotate`",
+		return tls.Certificate{}, false, fmt.Errorf("platform: %s is not the key of %s (serial %s): the pair comes from two issuances; run `qshield admin rotate`",
 			keyPath, certPath, cert.SerialNumber.Text(16))
 	}
-	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, plain, nil
+}
+
+// openAdminKey parses the admin key file keyPath (contents keyPEM): plain,
+// or sealed under the passphrase or the admin seal key file.
+func openAdminKey(keyPath string, keyPEM []byte) (crypto.Signer, bool, error) {
+	if key, err := pki.ParsePrivateKeyPEM(keyPEM, nil); err == nil {
+		return key, true, nil
+	} else if !errors.Is(err, pki.ErrNoKey) {
+		return nil, false, fmt.Errorf("platform: %s: %w", keyPath, err)
+	}
+	// Sealed: under the passphrase, or under the seal key file.
+	pass, err := adminPassphrase()
+	if err != nil {
+		return nil, false, err
+	}
+	var passErr error
+	if pass != nil {
+		key, err := pki.ParsePrivateKeyPEM(keyPEM, pass)
+		if err == nil {
+			return key, false, nil
+		}
+		if !errors.Is(err, pki.ErrWrongKey) {
+			return nil, false, fmt.Errorf("platform: %s: %w", keyPath, err)
+		}
+		passErr = err
+	}
+	sealKeyPath := adminSealKeyPath(keyPath)
+	b, err := os.ReadFile(sealKeyPath)
+	if errors.Is(err, os.ErrNotExist) {
+		if passErr != nil {
+			return nil, false, fmt.Errorf("platform: %s: %s does not open it (%w) and its seal key file %s does not exist", keyPath, EnvAdminPassphrase, passErr, sealKeyPath)
+		}
+		return nil, false, fmt.Errorf("platform: %s is sealed, and neither is %s set nor does its seal key file %s exist: copy %s from the secret directory of the state directory that created the key (or set %s to that directory); "+
+			"to carry the admin credential to another machine, create it with %s set (`qshield admin rotate`)",
+			keyPath, EnvAdminPassphrase, sealKeyPath, AdminSealKeyFile, EnvSecretDir, EnvAdminPassphrase)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("platform: read %s: %w", sealKeyPath, err)
+	}
+	k, err := fsutil.DecodeKey32(string(b))
+	if err != nil {
+		return nil, false, fmt.Errorf("platform: %s: %w", sealKeyPath, err)
+	}
+	raw, err := pki.RawKey(k)
+	clear(k)
+	if err != nil {
+		return nil, false, err
+	}
+	key, err := pki.ParsePrivateKeyPEM(keyPEM, raw)
+	if err != nil {
+		if passErr != nil {
+			return nil, false, fmt.Errorf("platform: %s: neither %s (%v) nor %s opens it: %w", keyPath, EnvAdminPassphrase, passErr, sealKeyPath, err)
+		}
+		return nil, false, fmt.Errorf("platform: %s: %s does not open it (if it was sealed under a passphrase, set %s): %w", keyPath, sealKeyPath, EnvAdminPassphrase, err)
+	}
+	return key, false, nil
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
