@@ -160,6 +160,9 @@ func New(cfg Config) (*Server, error) {
 // AddCheck adds a readiness check (before Run).
 func (s *Server) AddCheck(c Check) { s.cfg.Ready = append(s.cfg.Ready, c) }
 
+// Queued reports how many requests wait in the load-shedding queue now.
+func (s *Server) Queued() int { return len(s.queue) }
+
 // Log returns the server's logger.
 func (s *Server) Log() *slog.Logger { return s.cfg.Log }
 

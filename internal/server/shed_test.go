@@ -20,7 +20,7 @@ import (
 // Probes are never shed.
 func TestLoadShedding(t *testing.T) {
 	m := metrics.New()
-	s, err := server.New(server.Config{InsecureHTTP: true, MaxInFlight: 1, MaxQueue: 1, QueueTimeout: 100 * time.Millisecond, Metrics: m})
+	s, err := server.New(server.Config{InsecureHTTP: true, MaxInFlight: 1, MaxQueue: 1, QueueTimeout: 500 * time.Millisecond, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,12 +42,19 @@ func TestLoadShedding(t *testing.T) {
 	go func() {
 		start := time.Now()
 		rec := do(h, "GET", "/slow", "", "", "")
-		if rec.Code == 503 && time.Since(start) < 90*time.Millisecond {
+		if rec.Code == 503 && time.Since(start) < 450*time.Millisecond {
 			t.Errorf("queued request shed after %v, before the queue timeout", time.Since(start))
 		}
 		queued <- rec.Code
 	}()
-	time.Sleep(20 * time.Millisecond)
+	// Wait until it is in the queue (a fixed sleep lost the race under the
+	// race detector on a loaded machine: both requests timed out queued).
+	for deadline := time.Now().Add(5 * time.Second); s.Queued() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the second request never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	// The queue is full: shed at once.
 	rec := do(h, "GET", "/slow", "", "", "")
 	var p httpx.Problem
