@@ -23,7 +23,6 @@ import (
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/internal/browsertest"
-	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/console"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/keycharge"
@@ -572,21 +571,7 @@ func TestWatermarkScreenPaid(t *testing.T) {
 	p, base := startPlatform(t)
 	bctx := browsertest.Browser(t, pki.EncodeCertPEM(p.CA.Certificate()))
 	ctx := context.Background()
-	fundedAccount(t, p, "wm-paid-payer", 100_00)
-	enrol, err := p.IssueEnrolmentCode(ctx, "test", "wm-paid-payer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := p.EnrolWatermarkDevice(ctx, "wm-paid-phone", "phone", "wm-paid-payer", enrol, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pki.TLSCertificate(iss)
-	if err != nil {
-		t.Fatal(err)
-	}
-	phoneAPI := client.New(base, p.ClientTLS(ctx, cert))
-	defer phoneAPI.Close()
+	phoneAPI := watermarkPhone(t, p, base, "wm-paid-payer", "wm-paid-phone")
 	var code service.CodeResponse
 	if _, err := phoneAPI.Do(ctx, http.MethodPost, "/v1/watermark/codes", nil, map[string]int64{"limit": 20_00}, &code); err != nil {
 		t.Fatal(err)

@@ -189,7 +189,7 @@ func noRawJSON(t *testing.T, ctx context.Context, name string) {
 
 // runPlatform is startPlatform with a stop function (to take the platform
 // down under an open page).
-func runPlatform(t *testing.T) (*platform.Platform, string, func()) {
+func runPlatform(t *testing.T, opts ...func(*platform.Config)) (*platform.Platform, string, func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -198,8 +198,12 @@ func runPlatform(t *testing.T) (*platform.Platform, string, func()) {
 	base := fmt.Sprintf("https://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := platform.Open(ctx, platform.Config{DB: filepath.Join(dir, "qshield.db"), StateDir: dir, PublicURL: base,
-		QKD: platform.QKDConfig{Off: true, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"}})
+	cfg := platform.Config{DB: filepath.Join(dir, "qshield.db"), StateDir: dir, PublicURL: base,
+		QKD: platform.QKDConfig{Off: true, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err := platform.Open(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -433,16 +437,17 @@ func TestPOSPage(t *testing.T) {
 	capture(t, tab, "pos-refused", 0, phone)
 }
 
-func TestWatermarkScreen(t *testing.T) {
-	p, base := startPlatform(t)
-	bctx := browsertest.Browser(t, pki.EncodeCertPEM(p.CA.Certificate()))
+// watermarkPhone enrols a watermark phone for a payer account holding
+// 100.00 CNY (with the holder's enrolment code) and returns its API client.
+func watermarkPhone(t *testing.T, p *platform.Platform, base, payer, phone string) *client.Client {
+	t.Helper()
 	ctx := context.Background()
-	fundedAccount(t, p, "pages-wm-payer", 100_00)
-	consentCode, err := p.IssueEnrolmentCode(ctx, "test", "pages-wm-payer")
+	fundedAccount(t, p, payer, 100_00)
+	consentCode, err := p.IssueEnrolmentCode(ctx, "test", payer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := p.EnrolWatermarkDevice(ctx, "pages-wm-phone", "phone", "pages-wm-payer", consentCode, nil)
+	iss, err := p.EnrolWatermarkDevice(ctx, phone, "phone", payer, consentCode, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,8 +455,16 @@ func TestWatermarkScreen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	phoneAPI := client.New(base, p.ClientTLS(ctx, cert))
-	defer phoneAPI.Close()
+	api := client.New(base, p.ClientTLS(ctx, cert))
+	t.Cleanup(func() { api.Close() })
+	return api
+}
+
+func TestWatermarkScreen(t *testing.T) {
+	p, base := startPlatform(t)
+	bctx := browsertest.Browser(t, pki.EncodeCertPEM(p.CA.Certificate()))
+	ctx := context.Background()
+	phoneAPI := watermarkPhone(t, p, base, "pages-wm-payer", "pages-wm-phone")
 	tab := browsertest.NewTab(t, bctx, 240*time.Second)
 	// A code lives at most 60 s; on a heavily loaded machine (the race
 	// detector, other jobs) the browser may need longer than that to show

@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"image/png"
-	"net"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -134,29 +132,5 @@ func TestWalletShowsWatermarkLoop(t *testing.T) {
 // runPlatformWindow is runPlatform with the watermark service's window.
 func runPlatformWindow(t *testing.T, win watermark.Window) (*platform.Platform, string, func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := fmt.Sprintf("https://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
-	dir := t.TempDir()
-	pctx, cancel := context.WithCancel(context.Background())
-	p, err := platform.Open(pctx, platform.Config{DB: filepath.Join(dir, "qshield.db"), StateDir: dir, PublicURL: base,
-		QKD: platform.QKDConfig{Off: true, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"}, WatermarkWindow: win})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(pctx, ln) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}
-	t.Cleanup(func() { stop(); p.Close() })
-	return p, base, stop
+	return runPlatform(t, func(c *platform.Config) { c.WatermarkWindow = win })
 }
