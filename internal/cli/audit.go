@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -325,7 +324,9 @@ func auditCheckpointCommand(g *Globals) *cobra.Command {
 				}
 				kf, vf := keyFile, platform.AuditVerifierKeyFile(dir)
 				if kf == "" {
-					kf = filepath.Join(dir, "audit-checkpoint.key")
+					if kf, err = platform.AuditKeyFile(dir); err != nil {
+						return err
+					}
 				} else {
 					vf = kf + ".vkey"
 				}
@@ -350,7 +351,7 @@ func auditCheckpointCommand(g *Globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "checkpoint signing key file (default: audit-checkpoint.key in the platform state directory)")
+	cmd.Flags().StringVar(&keyFile, "key", "", "checkpoint signing key file (default: audit-checkpoint.key in the platform's secret directory, outside the data directory)")
 	cmd.Flags().StringVar(&out, "out", "", "also write the checkpoint to this file")
 	cmd.Flags().StringVar(&origin, "origin", "qshield-audit", "log name for a key created now")
 	return cmd

@@ -13,9 +13,11 @@ import (
 
 // AuditConfig configures the audit log's signed checkpoints.
 type AuditConfig struct {
-	// KeyFile is the checkpoint signing key; "" means audit-checkpoint.key in
-	// the state directory (created on first use, mode 0600, with the public
-	// audit-checkpoint.vkey beside it). It is never stored in the database.
+	// KeyFile is the checkpoint signing key; "" means AuditKeyFile:
+	// audit-checkpoint.key in the secret directory, outside the data
+	// directory (created on first use, mode 0600; the public
+	// audit-checkpoint.vkey stays beside the database). It is never stored
+	// in the database.
 	KeyFile string
 	// Origin names the log in new keys and checkpoints (default "qshield-audit").
 	Origin string
@@ -59,7 +61,10 @@ func (p *Platform) startAudit(ctx context.Context) error {
 	cfg := p.Config.Audit
 	keyFile, vkeyFile := cfg.KeyFile, AuditVerifierKeyFile(p.StateDir)
 	if keyFile == "" {
-		keyFile = filepath.Join(p.StateDir, "audit-checkpoint.key")
+		var err error
+		if keyFile, err = AuditKeyFile(p.StateDir); err != nil {
+			return err
+		}
 	} else {
 		vkeyFile = keyFile + ".vkey"
 	}

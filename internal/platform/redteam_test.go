@@ -503,6 +503,17 @@ func TestSecretsNotBesideDataByDefault(t *testing.T) {
 	if fi, err := os.Stat(sd); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("secret directory mode: %v %v", fi.Mode(), err)
 	}
+	// The audit log's checkpoint signing key is not beside the log it
+	// signs; its public half is.
+	if _, err := os.Stat(filepath.Join(sd, "audit-checkpoint.key")); err != nil {
+		t.Fatalf("audit-checkpoint.key not in %s: %v", sd, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "audit-checkpoint.key")); err == nil {
+		t.Fatal("audit-checkpoint.key beside the database")
+	}
+	if _, err := os.Stat(AuditVerifierKeyFile(dir)); err != nil {
+		t.Fatalf("audit-checkpoint.vkey not beside the database: %v", err)
+	}
 	// An older layout (the key in the state directory) is moved out, and
 	// the platform still opens its database with it.
 	if err := os.Rename(filepath.Join(sd, "platform.key"), filepath.Join(dir, "platform.key")); err != nil {

@@ -610,8 +610,24 @@ func (p *Platform) revokeUnbound(ctx context.Context, iss *pki.Issued) {
 // that open it. Unset, it is DefaultSecretDir(state directory).
 const EnvSecretDir = "QSHIELD_SECRET_DIR"
 
-// sealingKeyFiles are the key files that open what the database seals.
-var sealingKeyFiles = []string{"platform.key", "ca-seal.key", "kme-master.key"}
+// sealingKeyFiles are the key files kept out of the data directory: those
+// that open what the database seals, and the audit log's checkpoint signing
+// key (beside the log, whoever can rewrite the log could re-sign it).
+var sealingKeyFiles = []string{"platform.key", "ca-seal.key", "kme-master.key", auditKeyName}
+
+const auditKeyName = "audit-checkpoint.key"
+
+// AuditKeyFile is the default checkpoint signing key of the state directory
+// stateDir: audit-checkpoint.key in its secret directory (see SecretDir),
+// moved there from stateDir by an older layout. Its public half stays
+// beside the database (AuditVerifierKeyFile).
+func AuditKeyFile(stateDir string) (string, error) {
+	d, err := secretDir(stateDir)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, auditKeyName), nil
+}
 
 // DefaultSecretDir is where the sealing keys of the state directory
 // stateDir live when QSHIELD_SECRET_DIR is unset: a sibling directory,
