@@ -581,7 +581,7 @@ func TestInterruptedCharge(t *testing.T) {
 
 func copyDir(t *testing.T, from, to string) {
 	t.Helper()
-	if err := copyTree(from, to); err != nil {
+	if err := lab.CopyStore(from, to); err != nil {
 		t.Fatal(err)
 	}
 }

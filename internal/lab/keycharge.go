@@ -18,6 +18,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -235,4 +237,27 @@ func Provision(ctx context.Context, admin *keycharge.Client, dir string, info de
 		}
 	}
 	return dev, nil
+}
+
+// CopyStore copies a key storage device's directory (from) to to, file by
+// file at mode 0600: the clone an attacker makes of a device's storage, for
+// the attacks that replay a copied store.
+func CopyStore(from, to string) error {
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -174,7 +174,7 @@ func (r *kcRun) charge() error {
 // channels copies the device's store (the clone used later) and then opens
 // a quantum secure channel with each cipher.
 func (r *kcRun) channels() error {
-	if err := copyStore(r.devDir, filepath.Join(r.dir, "clone")); err != nil {
+	if err := lab.CopyStore(r.devDir, filepath.Join(r.dir, "clone")); err != nil {
 		return err
 	}
 	for _, alg := range []channel.Alg{channel.AES256GCM, channel.SM4GCM} {
@@ -305,25 +305,5 @@ func (r *kcRun) auditTrail() error {
 		return err
 	}
 	r.ok("audit trail", "chain of %d records verifies; %d keycharge event types (qshield audit stats --by event,resource,day)", rep.Records, len(stats))
-	return nil
-}
-
-func copyStore(from, to string) error {
-	if err := os.MkdirAll(to, 0o700); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(from)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
-			return err
-		}
-	}
 	return nil
 }
