@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/sqldb"
@@ -436,17 +435,7 @@ func (l *Ledger) runPGBatch(batch []*xfer) {
 func (l *Ledger) pgSetBatch(jobs []*xfer) error {
 	ctx := context.Background()
 	ids, keys := batchIDs(jobs)
-	conn, err := l.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		sc, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("ledger: PostgreSQL connection is %T, not pgx", dc)
-		}
-		pc := sc.Conn()
+	return l.db.WithPgx(ctx, func(pc *pgx.Conn) error {
 		rollback := func(cause error) error {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()

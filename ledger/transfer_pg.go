@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/qshield/qshield/sqldb"
 )
@@ -65,19 +64,10 @@ func pgTransferSQL(pending bool) string {
 // snapshot), reads the results with the returned function, and returns only
 // once the transaction has committed (or failed).
 func (l *Ledger) pgBatch(ctx context.Context, build func(*pgx.Batch) func(pgx.BatchResults) error) error {
-	conn, err := l.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		sc, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("ledger: PostgreSQL connection is %T, not pgx", dc)
-		}
+	return l.db.WithPgx(ctx, func(pc *pgx.Conn) error {
 		b := &pgx.Batch{}
 		read := build(b)
-		br := sc.Conn().SendBatch(ctx, b)
+		br := pc.SendBatch(ctx, b)
 		rerr := read(br)
 		// Close reads up to ReadyForQuery, i.e. past the commit.
 		if cerr := br.Close(); cerr != nil {

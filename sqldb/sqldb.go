@@ -247,6 +247,25 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (*DB, error) {
 // Options returns the options the database was opened with (defaults filled in).
 func (db *DB) Options() Options { return db.opts }
 
+// WithPgx runs fn on one pooled PostgreSQL connection as a *pgx.Conn, for
+// what database/sql cannot express (pipelined batches, COPY). fn must leave
+// the connection as it found it (no open transaction, settings reset); on
+// SQLite it is an error.
+func (db *DB) WithPgx(ctx context.Context, fn func(*pgx.Conn) error) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("sqldb: the connection is %T, not PostgreSQL through pgx", dc)
+		}
+		return fn(sc.Conn())
+	})
+}
+
 // Rebind turns '?' placeholders into the dialect's form ($1, $2, … on PostgreSQL).
 // Question marks inside single-quoted literals are left alone.
 func (db *DB) Rebind(q string) string {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/ledger"
@@ -369,17 +368,7 @@ func bulkLoadLedger(ctx context.Context, db *sqldb.DB, n, perAcc int) error {
 
 // bulkLoadPG loads with COPY (accounts with their final balances first).
 func bulkLoadPG(ctx context.Context, db *sqldb.DB, n int, now, issuerBal int64, bal []int64, gen func(emit func([][]any) error) error) error {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		sc, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("connection is %T, not pgx", dc)
-		}
-		pc := sc.Conn()
+	return db.WithPgx(ctx, func(pc *pgx.Conn) error {
 		// Setting 10⁶ balances takes longer than the pool's statement timeout.
 		if _, err := pc.Exec(ctx, "SET statement_timeout = 0"); err != nil {
 			return err
