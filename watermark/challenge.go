@@ -128,6 +128,11 @@ func ParseChallenge(s string) (Challenge, error) {
 	if err != nil || len(b) != 8+ChallengeLen {
 		return Challenge{}, fmt.Errorf("%w: malformed text", ErrChallenge)
 	}
+	// 16 bytes take 26 base32 digits, the last two bits padding that the
+	// decoder ignores: only the canonical spelling is accepted.
+	if chEnc.EncodeToString(b) != rest {
+		return Challenge{}, fmt.Errorf("%w: non-canonical text", ErrChallenge)
+	}
 	c := Challenge{Slot: int64(binary.BigEndian.Uint64(b[:8]))}
 	copy(c.Nonce[:], b[8:])
 	return c, nil

@@ -162,8 +162,11 @@ func FuzzParseChallenge(f *testing.F) {
 			}
 			return
 		}
-		// Invariant: what parses re-encodes to a text that parses to the
-		// same challenge.
+		// Invariant: what parses is the one canonical text of a challenge,
+		// which parses back to the same challenge.
+		if c.String() != s {
+			t.Fatalf("accepted %q, whose canonical text is %q", s, c.String())
+		}
 		c2, err := ParseChallenge(c.String())
 		if err != nil || c2 != c {
 			t.Fatalf("%q: re-encoded %q gives %+v, %v", s, c.String(), c2, err)

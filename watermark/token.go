@@ -59,6 +59,12 @@ func ParseHandle(s string) error {
 	if err != nil || len(b) != handleLen {
 		return fmt.Errorf("%w: malformed handle", ErrForeignCode)
 	}
+	// 128 bits take 26 base32 digits whose last two bits are padding;
+	// the decoder ignores them, so a second spelling would decode to the
+	// same value. Only the canonical spelling (those bits zero) is a handle.
+	if handleEnc.EncodeToString(b) != rest {
+		return fmt.Errorf("%w: non-canonical handle", ErrForeignCode)
+	}
 	return nil
 }
 
