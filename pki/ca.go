@@ -22,6 +22,7 @@ import (
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/pki/certinfo"
 	"github.com/qshield/qshield/sqldb"
 )
 
@@ -38,7 +39,7 @@ var (
 	ErrNoKey       = errors.New("pki: no CA key encryption passphrase or key")
 	ErrBadSealed   = errors.New("pki: malformed sealed key")
 	ErrUnknownCert = errors.New("pki: certificate not issued by this CA")
-	ErrBadRequest  = errors.New("pki: invalid request")
+	ErrBadRequest  = certinfo.ErrBadRequest
 	ErrTLSNotSM2   = errors.New("pki: TLS needs an ECDSA P-256 CA; Go's TLS stack has no SM2 cipher suites")
 )
 

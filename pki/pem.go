@@ -9,7 +9,7 @@ import (
 
 	"github.com/qshield/qshield/fsutil"
 
-	"github.com/emmansun/gmsm/smx509"
+	"github.com/qshield/qshield/pki/certinfo"
 )
 
 const (
@@ -27,17 +27,7 @@ func EncodeCertPEM(cert *x509.Certificate) []byte {
 
 // ParseCertDER parses one DER certificate, ECDSA/RSA/Ed25519 through
 // crypto/x509 and SM2 through gmsm's smx509.
-func ParseCertDER(der []byte) (*x509.Certificate, error) {
-	c, err := x509.ParseCertificate(der)
-	if err == nil {
-		return c, nil
-	}
-	sc, err2 := smx509.ParseCertificate(der)
-	if err2 != nil {
-		return nil, fmt.Errorf("pki: parse certificate: %w", err)
-	}
-	return sc.ToX509(), nil
-}
+func ParseCertDER(der []byte) (*x509.Certificate, error) { return certinfo.ParseCertDER(der) }
 
 // ParseCertPEM parses exactly one PEM "CERTIFICATE" block (surrounding
 // whitespace allowed, nothing else).
