@@ -357,7 +357,7 @@ func TestAttacks(t *testing.T) {
 			u.SetIdentity(nil, nil, r.Phone.Unit.Root())
 			m := &bioqr.PaymentMessage{Amount: 5_00, Currency: "156", Account: "x", MerchantAccount: c.Account, RandCode: c.RandCode,
 				Expires: c.Expires, POSSerial: c.POSSerial, Created: f.clk.Now(), PhoneCredential: r.Phone.Unit.Credential().Raw}
-			if err := m.Sign(u); err != nil {
+			if err := m.SignWith(u.Sign); err != nil {
 				t.Fatal(err)
 			}
 			kid := r.POS.Unit.KeyID()

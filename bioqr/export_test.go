@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
+	"github.com/qshield/qshield/bioqr/phonecode"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -20,7 +21,7 @@ import (
 const PaymentInfo = paymentInfo
 
 // PaymentAAD is paymentAAD: the payment QR ciphertext's additional data.
-func PaymentAAD(keyID [8]byte) []byte { return paymentAAD(keyID) }
+func PaymentAAD(keyID [8]byte) []byte { return phonecode.PaymentAAD(keyID) }
 
 // Seal is seal: the suite-dependent sealing of plaintext to pub.
 func Seal(pub *ecdsa.PublicKey, info, aad, plaintext []byte) ([]byte, error) {
@@ -34,29 +35,13 @@ func VerifySig(pub *ecdsa.PublicKey, msg, sig []byte) bool { return verifySig(pu
 func SigToRaw(der []byte) ([]byte, error) { return sigToRaw(der) }
 
 // RawToSig is rawToSig.
-func RawToSig(raw []byte) []byte { return rawToSig(raw) }
+func RawToSig(raw []byte) []byte { return phonecode.RawToSig(raw) }
 
 // SigSM2 is the credential's signature algorithm code for SM2-SM3.
 const SigSM2 = sigSM2
 
 // SM2Curve is the SM2 curve.
 func SM2Curve() elliptic.Curve { return sm2Curve() }
-
-// Sign is m.sign: signs m in u.
-func (m *PaymentMessage) Sign(u *SecureUnit) error { return m.sign(u) }
-
-// ComputeTBS is m.tbs: the bytes the phone signs.
-func (m *PaymentMessage) ComputeTBS() ([]byte, error) { return m.tbs() }
-
-// Marshal is e.marshal.
-func (e *Envelope) Marshal() ([]byte, error) { return e.marshal() }
-
-// SigningKey is r.publicKey: the request's parsed signing key.
-func (r *CertRequest) SigningKey() (*ecdsa.PublicKey, error) { return r.publicKey() }
-
-// SealTo is the POS encryption key ReadConsumption took from the POS
-// certificate (nil before).
-func (c *Consumption) SealTo() *ecdsa.PublicKey { return c.sealTo }
 
 // SetIdentity puts a credential, certificate and CA root into u without the
 // checks of Install (the tests forge units with copied identities).

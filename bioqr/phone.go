@@ -10,8 +10,7 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/emmansun/gmsm/smx509"
-
+	"github.com/qshield/qshield/bioqr/phonecode"
 	"github.com/qshield/qshield/pki"
 )
 
@@ -133,23 +132,8 @@ func (p *Phone) ReadConsumption(ctx context.Context, payload string) (*Consumpti
 			return nil, fmt.Errorf("bioqr: POS revocation status: %w", err)
 		}
 	}
-	tbs, err := c.signedBytes()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if !verifySig(cert.PublicKey.(*ecdsa.PublicKey), tbs, rawToSig(c.Signature)) {
-		return nil, fmt.Errorf("%w: consumption QR not signed by the POS it names", ErrBadSignature)
-	}
-	c.POSCertificate, c.sealTo = cert, enc
-	skew := p.MaxClockSkew
-	if skew == 0 {
-		skew = 5 * time.Second
-	}
-	if !now.Before(c.Expires) {
-		return nil, fmt.Errorf("%w: at %s", ErrExpired, c.Expires.Format(time.RFC3339))
-	}
-	if c.Expires.Sub(now) > maxConsumptionTTL+skew {
-		return nil, fmt.Errorf("%w: consumption QR valid for longer than %v", ErrMalformed, maxConsumptionTTL)
+	if err := phonecode.AcceptConsumption(c, cert, enc, now, p.MaxClockSkew); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -174,34 +158,19 @@ func (p *Phone) Pay(ctx context.Context, c *Consumption, account string, probe [
 	if !found {
 		return "", fmt.Errorf("%w: %q is not in this phone's secure unit", ErrAccountNotEnrolled, account)
 	}
-	m := &PaymentMessage{
-		Amount: c.Amount, Currency: c.Currency, Account: account, MerchantAccount: c.Account,
-		RandCode: c.RandCode, Expires: c.Expires, POSSerial: c.POSSerial, Created: p.now(),
-		PhoneCredential: cred.Raw, Probe: probe,
-	}
-	if err := m.sign(p.Unit); err != nil {
+	m := phonecode.NewPayment(c, account, cred.Raw, probe, p.now())
+	if err := m.SignWith(p.Unit.Sign); err != nil {
 		return "", err
 	}
-	if c.POSCertificate == nil {
-		return "", fmt.Errorf("%w: POS not verified (read the consumption QR with Phone.ReadConsumption)", ErrIllegalPOS)
-	}
-	kid := keyID(c.POSCertificate.PublicKey.(*ecdsa.PublicKey))
-	to := c.sealTo // the POS's encryption key, never its signing key
-	if to == nil {
-		return "", fmt.Errorf("%w: POS encryption key unknown (read the consumption QR with Phone.ReadConsumption)", ErrIllegalPOS)
-	}
-	ct, err := seal(to, []byte(paymentInfo), paymentAAD(kid), m.Raw)
-	if err != nil {
-		return "", err
-	}
-	return EncodePaymentQR(&PaymentQR{KeyID: kid, Ciphertext: ct}), nil
+	return phonecode.SealPayment(c, m)
 }
 
 // posCertificate fetches the certificate of the POS that c names and
-// checks it: signed by root, the serial c names, valid at now, a bioqr POS
-// device certificate for c's merchant account with an EC signing key, and
-// registering a separate encryption key, which it returns. Errors wrap
-// ErrIllegalPOS, except a failure to reach the source.
+// checks it (phonecode.VerifyPOSCertificate): signed by root, the serial c
+// names, valid at now, a bioqr POS device certificate for c's merchant
+// account with an EC signing key, and registering a separate encryption
+// key, which it returns. Errors wrap ErrIllegalPOS, except a failure to
+// reach the source.
 func (p *Phone) posCertificate(ctx context.Context, root *x509.Certificate, c *Consumption, now time.Time) (*x509.Certificate, *ecdsa.PublicKey, error) {
 	if p.Certificates == nil {
 		return nil, nil, fmt.Errorf("bioqr: phone has no source for POS certificates (Phone.Certificates)")
@@ -213,43 +182,5 @@ func (p *Phone) posCertificate(ctx context.Context, root *x509.Certificate, c *C
 	if err != nil {
 		return nil, nil, fmt.Errorf("bioqr: POS certificate %s: %w", c.POSSerial.Text(16), err)
 	}
-	cert, err := pki.ParseCertDER(der)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: POS certificate: %w", ErrIllegalPOS, err)
-	}
-	if cert.SerialNumber.Cmp(c.POSSerial) != 0 {
-		return nil, nil, fmt.Errorf("%w: the certificate is not the one the QR names", ErrIllegalPOS)
-	}
-	if err := checkCertSignature(root, cert); err != nil {
-		return nil, nil, fmt.Errorf("%w: POS certificate not signed by CA %q: %w", ErrIllegalPOS, root.Subject.CommonName, err)
-	}
-	if now.Before(cert.NotBefore) || !now.Before(cert.NotAfter) {
-		return nil, nil, fmt.Errorf("%w: POS certificate not valid at %s: %w", ErrIllegalPOS, now.Format(time.RFC3339), ErrExpired)
-	}
-	if role, err := pki.RoleOf(cert); err != nil || role != pki.RoleDevice {
-		return nil, nil, fmt.Errorf("%w: not a device certificate", ErrIllegalPOS)
-	}
-	info, err := pki.DeviceInfoOf(cert)
-	if err != nil || info == nil || info.Kind != pki.KindPOS {
-		return nil, nil, fmt.Errorf("%w: not a POS certificate", ErrIllegalPOS)
-	}
-	if info.Attrs[AttrMerchantAccount] != c.Account {
-		return nil, nil, fmt.Errorf("%w: POS certified for merchant account %q, QR pays %q", ErrIllegalPOS, info.Attrs[AttrMerchantAccount], c.Account)
-	}
-	if _, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok {
-		return nil, nil, fmt.Errorf("%w: POS key is not an EC key", ErrIllegalPOS)
-	}
-	enc, err := CertificateEncryptionKey(cert)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrIllegalPOS, err)
-	}
-	return cert, enc, nil
-}
-
-// checkCertSignature checks that root signed cert (ECDSA or SM2).
-func checkCertSignature(root, cert *x509.Certificate) error {
-	if k, ok := root.PublicKey.(*ecdsa.PublicKey); ok && k.Curve == sm2Curve() {
-		return (*smx509.Certificate)(cert).CheckSignatureFrom((*smx509.Certificate)(root))
-	}
-	return cert.CheckSignatureFrom(root)
+	return phonecode.VerifyPOSCertificate(root, der, c, now)
 }

@@ -11,12 +11,13 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/qshield/qshield/bioqr/phonecode"
 )
 
 const (
 	// DefaultConsumptionTTL is how long a consumption QR stays valid.
 	DefaultConsumptionTTL = 2 * time.Minute
-	maxConsumptionTTL     = 10 * time.Minute
 	// usedRetention keeps consumed RandCodes after their expiry so that a
 	// replay is reported as "used" rather than "unknown".
 	usedRetention = 10 * time.Minute
@@ -268,7 +269,7 @@ func (p *POS) NewConsumption(ctx context.Context, amount int64) (*Consumption, e
 	}
 	// Whole seconds: the QR carries Unix seconds.
 	c.Expires = p.now().Add(ttl).Truncate(time.Second)
-	if err := encodeConsumption(p.Unit, c); err != nil {
+	if err := phonecode.EncodeConsumption(c, p.Unit.Sign); err != nil {
 		return nil, err
 	}
 	if err := p.Store.Put(ctx, Pending{RandCode: c.RandCode, Amount: c.Amount, Currency: c.Currency, MerchantAccount: c.Account, Expires: c.Expires}); err != nil {
@@ -290,7 +291,7 @@ func (p *POS) Accept(ctx context.Context, qrText string) (*SettleResult, error) 
 	if q.KeyID != p.Unit.KeyID() {
 		return nil, fmt.Errorf("%w: code is encrypted to key %x, this POS is %x", ErrWrongPOS, q.KeyID, p.Unit.KeyID())
 	}
-	pt, err := p.Unit.Decrypt([]byte(paymentInfo), paymentAAD(q.KeyID), q.Ciphertext)
+	pt, err := p.Unit.Decrypt([]byte(paymentInfo), phonecode.PaymentAAD(q.KeyID), q.Ciphertext)
 	if err != nil {
 		return nil, err
 	}
@@ -308,7 +309,7 @@ func (p *POS) Accept(ctx context.Context, qrText string) (*SettleResult, error) 
 	if err := cred.Verify(p.Unit.Root(), KindPhone, p.now()); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrIllegalPhone, err)
 	}
-	if err := m.verifySignature(cred); err != nil {
+	if err := m.VerifySignature(cred); err != nil {
 		return nil, err
 	}
 	pend, err := p.Store.Take(ctx, m.RandCode, p.now())
@@ -357,13 +358,13 @@ func (p *POS) SealEnvelope(env *Envelope) ([]byte, error) {
 	if err := p.Settlement.Verify(p.Unit.Root(), KindSettlement, p.now()); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrIllegalServer, err)
 	}
-	raw, err := env.marshal()
+	raw, err := env.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	to, err := p.Settlement.sealKey()
+	to, err := p.Settlement.SealKey()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrIllegalServer, err)
 	}
-	return seal(to, []byte(envelopeInfo), envelopeAAD(p.Unit.Certificate().SerialNumber), raw)
+	return seal(to, []byte(envelopeInfo), phonecode.EnvelopeAAD(p.Unit.Certificate().SerialNumber), raw)
 }

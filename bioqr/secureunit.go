@@ -281,15 +281,6 @@ func publicOf(k crypto.Signer) *ecdsa.PublicKey {
 // code was made for it.
 func (u *SecureUnit) KeyID() [8]byte { return keyID(u.Public()) }
 
-func keyID(pub *ecdsa.PublicKey) (id [8]byte) {
-	if pub == nil {
-		return id
-	}
-	h := sha256.Sum256(elliptic.MarshalCompressed(pub.Curve, pub.X, pub.Y))
-	copy(id[:], h[:8])
-	return id
-}
-
 // Sign signs msg (ECDSA P-256 with SHA-256, or SM2 with SM3 and the default
 // user ID) and returns an ASN.1 DER signature.
 func (u *SecureUnit) Sign(msg []byte) ([]byte, error) {
@@ -312,18 +303,6 @@ func signWith(key crypto.Signer, msg []byte) ([]byte, error) {
 		}
 		return sig, nil
 	}
-}
-
-// verifySig checks a signature made by signWith.
-func verifySig(pub *ecdsa.PublicKey, msg, sig []byte) bool {
-	if pub == nil || len(sig) == 0 {
-		return false
-	}
-	if pub.Curve == sm2.P256() {
-		return sm2.VerifyASN1WithSM2(pub, nil, msg, sig)
-	}
-	d := sha256.Sum256(msg)
-	return ecdsa.VerifyASN1(pub, d[:], sig)
 }
 
 // Decrypt opens a ciphertext sealed to this unit's encryption key (with the

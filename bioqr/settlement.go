@@ -2,7 +2,6 @@ package bioqr
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/bioqr/phonecode"
 	"github.com/qshield/qshield/consent"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/money"
@@ -66,10 +66,8 @@ type Settlement struct {
 }
 
 const (
-	// AttrMerchantAccount is the POS certificate attribute naming the ledger
-	// account its payments go to.
-	AttrMerchantAccount = "merchant_account"
-	templateInfo        = "qshield bioqr owner template v1"
+// AttrMerchantAccount is the POS certificate attribute naming the ledger
+// account its payments go to.
 )
 
 var migrations = []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE bioqr_enrolments (
@@ -234,25 +232,6 @@ type EnrolRequest struct {
 	Consent []string `json:"consent"`
 }
 
-// SealTemplate seals an owner template to the settlement server's
-// credential, bound to the phone's public key, and returns the sealed
-// template and the commitment that goes into the phone's credential.
-func SealTemplate(settlement *Credential, phone *ecdsa.PublicKey, template []byte) (sealed []byte, commitment []byte, err error) {
-	if settlement == nil || settlement.Kind != KindSettlement {
-		return nil, nil, fmt.Errorf("%w: not a settlement credential", ErrIllegalServer)
-	}
-	to, err := settlement.sealKey()
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrIllegalServer, err)
-	}
-	sealed, err = seal(to, []byte(templateInfo), elliptic.MarshalCompressed(phone.Curve, phone.X, phone.Y), template)
-	if err != nil {
-		return nil, nil, err
-	}
-	h := sha256.Sum256(sealed)
-	return sealed, h[:], nil
-}
-
 // NewEnrolRequest builds a phone's enrolment inside its unit: it seals the
 // template to the settlement server and signs the certification request
 // carrying the commitment.
@@ -290,7 +269,7 @@ func (s *Settlement) enrol(ctx context.Context, er *EnrolRequest) (*Certified, e
 	if len(er.Accounts) == 0 || len(er.Accounts) > 16 {
 		return nil, fmt.Errorf("%w: 1..16 accounts", ErrMalformed)
 	}
-	pub, err := er.Request.publicKey()
+	pub, err := er.Request.SigningKey()
 	if err != nil {
 		return nil, err
 	}
@@ -464,7 +443,7 @@ func (s *Settlement) authenticate(ctx context.Context, now time.Time, posCert *x
 		return nil, fmt.Errorf("%w: the client certificate is not a POS's", ErrIllegalPOS)
 	}
 	// Step 13: decrypt.
-	pt, err := s.cfg.Unit.Decrypt([]byte(envelopeInfo), envelopeAAD(posCert.SerialNumber), sealed)
+	pt, err := s.cfg.Unit.Decrypt([]byte(envelopeInfo), phonecode.EnvelopeAAD(posCert.SerialNumber), sealed)
 	if err != nil {
 		return nil, err
 	}
@@ -495,7 +474,7 @@ func (s *Settlement) authenticate(ctx context.Context, now time.Time, posCert *x
 	if !cred.PublicKey.Equal(en.cert.PublicKey) || subtle.ConstantTimeCompare(commit[:], cred.Extra) != 1 {
 		return nil, fmt.Errorf("%w: credential does not match the enrolment", ErrIllegalPhone)
 	}
-	if err := m.verifySignature(cred); err != nil {
+	if err := m.VerifySignature(cred); err != nil {
 		return nil, err
 	}
 	mh := sha256.Sum256(pt)

@@ -1,4 +1,4 @@
-package bioqr
+package phonecode
 
 import (
 	"crypto/ecdsa"
@@ -89,15 +89,17 @@ type Credential struct {
 }
 
 const (
-	credVersion   = 2
-	credV1        = 1
-	sigECDSAP256  = 1
-	sigSM2        = 2
+	credVersion = 2
+	credV1      = 1
+	// SigECDSAP256 and SigSM2 are the credential signature algorithms.
+	SigECDSAP256  = 1
+	SigSM2        = 2
 	keyP256       = 1
 	keySM2        = 2
 	maxExtra      = 64
 	credContextV1 = "qshield bioqr credential v1\x00"
-	credContext   = "qshield bioqr credential v2\x00"
+	// CredContext is the label the CA signs a credential under.
+	CredContext   = "qshield bioqr credential v2\x00"
 	maxCredential = 1 + 1 + 1 + 21 + 4 + 1 + 33 + 33 + 1 + maxExtra + 1 + 64
 )
 
@@ -112,8 +114,8 @@ func curveCode(pub *ecdsa.PublicKey) (uint8, error) {
 	return 0, fmt.Errorf("%w: credential keys must be P-256 or SM2", ErrMalformed)
 }
 
-// credentialTBS encodes the signed part (version 2).
-func credentialTBS(sigAlg uint8, kind DeviceKind, serial *big.Int, notAfter time.Time, pub, encPub *ecdsa.PublicKey, extra []byte) ([]byte, error) {
+// CredentialTBS encodes the signed part (version 2).
+func CredentialTBS(sigAlg uint8, kind DeviceKind, serial *big.Int, notAfter time.Time, pub, encPub *ecdsa.PublicKey, extra []byte) ([]byte, error) {
 	kc, err := curveCode(pub)
 	if err != nil {
 		return nil, err
@@ -160,7 +162,7 @@ func ParseCredential(data []byte) (*Credential, error) {
 	if !s.ReadUint8(&ver) || (ver != credVersion && ver != credV1) {
 		return nil, fmt.Errorf("%w: credential version", ErrMalformed)
 	}
-	if !s.ReadUint8(&sigAlg) || (sigAlg != sigECDSAP256 && sigAlg != sigSM2) {
+	if !s.ReadUint8(&sigAlg) || (sigAlg != SigECDSAP256 && sigAlg != SigSM2) {
 		return nil, fmt.Errorf("%w: credential signature algorithm", ErrMalformed)
 	}
 	if !s.ReadUint8(&kind) || !DeviceKind(kind).Valid() {
@@ -236,18 +238,18 @@ func (c *Credential) Verify(root *x509.Certificate, kind DeviceKind, at time.Tim
 	if !ok {
 		return fmt.Errorf("%w: CA key type %T", ErrBadSignature, root.PublicKey)
 	}
-	want := uint8(sigECDSAP256)
+	want := uint8(SigECDSAP256)
 	if pub.Curve == sm2.P256() {
-		want = sigSM2
+		want = SigSM2
 	}
 	if c.SigAlg != want {
 		return fmt.Errorf("%w: credential signature algorithm does not match the CA", ErrBadSignature)
 	}
-	ctxLabel := credContext
+	ctxLabel := CredContext
 	if c.EncryptionKey == nil {
 		ctxLabel = credContextV1
 	}
-	if !verifySig(pub, append([]byte(ctxLabel), c.TBS...), rawToSig(c.Signature)) {
+	if !VerifySig(pub, append([]byte(ctxLabel), c.TBS...), RawToSig(c.Signature)) {
 		return fmt.Errorf("%w: credential not signed by CA %q", ErrBadSignature, root.Subject.CommonName)
 	}
 	if c.Kind != kind {
@@ -263,8 +265,8 @@ func (c *Credential) Verify(root *x509.Certificate, kind DeviceKind, at time.Tim
 // keys were separated: nothing may be sealed to its signing key.
 var ErrNoEncryptionKey = fmt.Errorf("%w: credential has no separate encryption key (certified before keys were separated; certify the device again)", ErrMalformed)
 
-// sealKey is the key to seal to for c.
-func (c *Credential) sealKey() (*ecdsa.PublicKey, error) {
+// SealKey is the key to seal to for c.
+func (c *Credential) SealKey() (*ecdsa.PublicKey, error) {
 	if c == nil || c.EncryptionKey == nil {
 		return nil, ErrNoEncryptionKey
 	}

@@ -1,4 +1,4 @@
-package bioqr
+package phonecode
 
 import (
 	"crypto/cipher"
@@ -59,9 +59,9 @@ func suiteAAD(s Suite, aad []byte) []byte {
 	return append([]byte{'q', 's', 'b', 'q', byte(s)}, aad...)
 }
 
-// seal encrypts plaintext to pub (info: protocol label, aad: data bound but
+// Seal encrypts plaintext to pub (info: protocol label, aad: data bound but
 // not encrypted). The output starts with the suite byte.
-func seal(pub *ecdsa.PublicKey, info, aad, plaintext []byte) ([]byte, error) {
+func Seal(pub *ecdsa.PublicKey, info, aad, plaintext []byte) ([]byte, error) {
 	s, err := suiteFor(pub)
 	if err != nil {
 		return nil, err
@@ -125,9 +125,9 @@ func sm4GCM(key []byte) (cipher.AEAD, error) {
 	return a, nil
 }
 
-// open decrypts a seal output with the private key; every failure wraps
+// Open decrypts a Seal output with the private key; every failure wraps
 // ErrDecrypt (a wrong key, a modified ciphertext or aad, a wrong suite).
-func open(priv any, info, aad, ct []byte) ([]byte, error) {
+func Open(priv any, info, aad, ct []byte) ([]byte, error) {
 	if len(ct) < 1 {
 		return nil, fmt.Errorf("%w: empty ciphertext", ErrDecrypt)
 	}

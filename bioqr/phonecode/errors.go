@@ -1,4 +1,4 @@
-package bioqr
+package phonecode
 
 import "errors"
 

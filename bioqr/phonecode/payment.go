@@ -1,4 +1,4 @@
-package bioqr
+package phonecode
 
 import (
 	"fmt"
@@ -37,22 +37,26 @@ type PaymentMessage struct {
 }
 
 const (
-	paymentVersion  = 1
-	paymentContext  = "qshield bioqr payment v1\x00"
-	paymentInfo     = "qshield bioqr payment v1"
+	paymentVersion = 1
+	// PaymentContext prefixes what the phone signs; PaymentInfo is the
+	// HPKE info of the payment QR's ciphertext.
+	PaymentContext  = "qshield bioqr payment v1\x00"
+	PaymentInfo     = "qshield bioqr payment v1"
 	paymentQRPrefix = "QSP1:"
-	maxProbe        = 8 << 10
-	maxPaymentMsg   = 16 << 10
+	// MaxProbe bounds a fingerprint probe.
+	MaxProbe      = 8 << 10
+	maxPaymentMsg = 16 << 10
 )
 
-func (m *PaymentMessage) tbs() ([]byte, error) {
+// ComputeTBS encodes the bytes the phone signs.
+func (m *PaymentMessage) ComputeTBS() ([]byte, error) {
 	sb := m.POSSerial.Bytes()
 	var b cryptobyte.Builder
 	b.AddUint8(paymentVersion)
 	b.AddUint64(uint64(m.Amount))
-	addString8(&b, m.Currency)
-	addString8(&b, m.Account)
-	addString8(&b, m.MerchantAccount)
+	AddString8(&b, m.Currency)
+	AddString8(&b, m.Account)
+	AddString8(&b, m.MerchantAccount)
 	b.AddBytes(m.RandCode[:])
 	b.AddUint32(uint32(m.Expires.Unix()))
 	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(sb) })
@@ -62,16 +66,17 @@ func (m *PaymentMessage) tbs() ([]byte, error) {
 	return b.Bytes()
 }
 
-// sign fills TBS, Signature and Raw using the phone's unit.
-func (m *PaymentMessage) sign(u *SecureUnit) error {
-	if len(m.Probe) > maxProbe {
-		return fmt.Errorf("%w: probe larger than %d bytes", ErrMalformed, maxProbe)
+// SignWith fills TBS, Signature and Raw; sign returns the phone unit's
+// ASN.1 DER signature of its argument (context label and TBS).
+func (m *PaymentMessage) SignWith(sign func([]byte) ([]byte, error)) error {
+	if len(m.Probe) > MaxProbe {
+		return fmt.Errorf("%w: probe larger than %d bytes", ErrMalformed, MaxProbe)
 	}
-	tbs, err := m.tbs()
+	tbs, err := m.ComputeTBS()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	sig, err := u.Sign(append([]byte(paymentContext), tbs...))
+	sig, err := sign(append([]byte(PaymentContext), tbs...))
 	if err != nil {
 		return err
 	}
@@ -117,11 +122,11 @@ func ParsePaymentMessage(data []byte) (*PaymentMessage, error) {
 	if len(serial) == 0 || len(serial) > 20 || serial[0] == 0 {
 		return nil, fmt.Errorf("%w: POS serial", ErrMalformed)
 	}
-	if len(probe) > maxProbe {
+	if len(probe) > MaxProbe {
 		return nil, fmt.Errorf("%w: probe too large", ErrMalformed)
 	}
 	for what, v := range map[string]cryptobyte.String{"currency": cur, "account": acct, "merchant account": macct} {
-		if err := checkText(what, string(v), 1, 64); err != nil {
+		if err := CheckText(what, string(v), 1, 64); err != nil {
 			return nil, err
 		}
 	}
@@ -141,9 +146,9 @@ func ParsePaymentMessage(data []byte) (*PaymentMessage, error) {
 	return m, nil
 }
 
-// VerifySignature checks the phone's signature with the given key.
-func (m *PaymentMessage) verifySignature(c *Credential) error {
-	if !verifySig(c.PublicKey, append([]byte(paymentContext), m.TBS...), m.Signature) {
+// VerifySignature checks the phone's signature with its credential's key.
+func (m *PaymentMessage) VerifySignature(c *Credential) error {
+	if !VerifySig(c.PublicKey, append([]byte(PaymentContext), m.TBS...), m.Signature) {
 		return fmt.Errorf("%w: payment message not signed by the phone's key", ErrBadSignature)
 	}
 	return nil
@@ -186,7 +191,8 @@ func ParsePaymentQR(text string) (*PaymentQR, error) {
 	return p, nil
 }
 
-func paymentAAD(keyID [8]byte) []byte {
+// PaymentAAD is the payment QR ciphertext's additional data.
+func PaymentAAD(keyID [8]byte) []byte {
 	return append([]byte("qshield bioqr payment QR v1\x00"), keyID[:]...)
 }
 
@@ -205,10 +211,12 @@ type Envelope struct {
 const (
 	ProbeFromPhone uint8 = 1
 	ProbeFromPOS   uint8 = 2
-	envelopeInfo         = "qshield bioqr settlement v1"
+	// EnvelopeInfo is the HPKE info of the settlement envelope.
+	EnvelopeInfo = "qshield bioqr settlement v1"
 )
 
-func (e *Envelope) marshal() ([]byte, error) {
+// Marshal encodes e.
+func (e *Envelope) Marshal() ([]byte, error) {
 	var b cryptobyte.Builder
 	b.AddUint8(1)
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(e.Message) })
@@ -231,7 +239,7 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 	if src != ProbeFromPhone && src != ProbeFromPOS {
 		return nil, fmt.Errorf("%w: probe source %d", ErrMalformed, src)
 	}
-	if len(probe) > maxProbe {
+	if len(probe) > MaxProbe {
 		return nil, fmt.Errorf("%w: probe too large", ErrMalformed)
 	}
 	e := &Envelope{Message: append([]byte(nil), msg...), ProbeSource: src, POSTime: time.Unix(int64(t), 0).UTC()}
@@ -241,6 +249,7 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 	return e, nil
 }
 
-func envelopeAAD(posSerial *big.Int) []byte {
+// EnvelopeAAD is the settlement envelope's additional data.
+func EnvelopeAAD(posSerial *big.Int) []byte {
 	return append([]byte("qshield bioqr envelope v1\x00"), posSerial.Bytes()...)
 }

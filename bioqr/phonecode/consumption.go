@@ -1,4 +1,4 @@
-package bioqr
+package phonecode
 
 import (
 	"crypto/ecdsa"
@@ -62,7 +62,7 @@ type Consumption struct {
 	// Payload is the EMVCo string.
 	Payload string
 	// POSCertificate is the POS's certificate, verified against the
-	// phone's CA root by Phone.ReadConsumption (nil before).
+	// phone's CA root by VerifyConsumption (nil before).
 	POSCertificate *x509.Certificate
 	// sealTo is the POS's encryption key from POSCertificate.
 	sealTo *ecdsa.PublicKey
@@ -74,13 +74,13 @@ const (
 	chunkLen           = 80 // base64 characters per unreserved template
 )
 
-// signedBytes is what the POS signs.
-func (c *Consumption) signedBytes() ([]byte, error) {
+// SignedBytes is what the POS signs.
+func (c *Consumption) SignedBytes() ([]byte, error) {
 	var b cryptobyte.Builder
 	b.AddBytes([]byte(consumptionContext))
 	b.AddUint8(consumptionVersion)
 	for _, s := range []string{c.Account, c.MCC, c.Currency, c.Country, c.Name, c.City} {
-		addString8(&b, s)
+		AddString8(&b, s)
 	}
 	b.AddUint64(uint64(c.Amount))
 	b.AddUint32(uint32(c.Expires.Unix()))
@@ -89,7 +89,8 @@ func (c *Consumption) signedBytes() ([]byte, error) {
 	return b.Bytes()
 }
 
-func (m *Merchant) validate() (Currency, error) {
+// Validate checks the merchant fields and returns the currency.
+func (m *Merchant) Validate() (Currency, error) {
 	cur, err := LookupCurrency(m.Currency)
 	if err != nil {
 		return cur, err
@@ -103,15 +104,16 @@ func (m *Merchant) validate() (Currency, error) {
 	if len(m.MCC) != 4 || strings.Trim(m.MCC, "0123456789") != "" {
 		return cur, fmt.Errorf("%w: merchant category code must be 4 digits", ErrMalformed)
 	}
-	if err := checkText("merchant account", m.Account, 1, 64); err != nil {
+	if err := CheckText("merchant account", m.Account, 1, 64); err != nil {
 		return cur, err
 	}
 	return cur, nil
 }
 
-// encodeConsumption signs c with the POS unit and builds the EMVCo payload.
-func encodeConsumption(u *SecureUnit, c *Consumption) error {
-	cur, err := c.Merchant.validate()
+// EncodeConsumption signs c with sign (the POS unit's ASN.1 DER signature)
+// and builds the EMVCo payload.
+func EncodeConsumption(c *Consumption, sign func([]byte) ([]byte, error)) error {
+	cur, err := c.Merchant.Validate()
 	if err != nil {
 		return err
 	}
@@ -126,15 +128,15 @@ func encodeConsumption(u *SecureUnit, c *Consumption) error {
 	if err := emvqr.CheckAmount(amount); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	tbs, err := c.signedBytes()
+	tbs, err := c.SignedBytes()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	der, err := u.Sign(tbs)
+	der, err := sign(tbs)
 	if err != nil {
 		return err
 	}
-	sig, err := sigToRaw(der)
+	sig, err := SigToRaw(der)
 	if err != nil {
 		return err
 	}
@@ -182,7 +184,7 @@ func encodeConsumption(u *SecureUnit, c *Consumption) error {
 
 // ParseConsumption decodes a consumption QR payload. It checks the EMVCo
 // structure and CRC and decodes the scheme data, but does not verify the
-// POS credential or signature: that is Phone.ReadConsumption.
+// POS credential or signature: that is VerifyConsumption (bioqr.Phone.ReadConsumption).
 func ParseConsumption(payload string) (*Consumption, error) {
 	p, err := emvqr.Parse(payload)
 	if err != nil {
@@ -252,14 +254,14 @@ func ParseConsumption(payload string) (*Consumption, error) {
 	c.Expires = time.Unix(int64(exp), 0).UTC()
 	c.Signature = append([]byte(nil), sig...)
 	c.POSSerial = new(big.Int).SetBytes(serial)
-	if _, err := c.Merchant.validate(); err != nil {
+	if _, err := c.Merchant.Validate(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
 // serialBytes is serial's big-endian encoding (nil for a missing or
-// non-positive serial, which encodeConsumption refuses).
+// non-positive serial, which EncodeConsumption refuses).
 func serialBytes(serial *big.Int) []byte {
 	if serial == nil || serial.Sign() <= 0 {
 		return nil

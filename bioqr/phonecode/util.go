@@ -1,4 +1,4 @@
-package bioqr
+package phonecode
 
 import (
 	"crypto/elliptic"
@@ -23,9 +23,9 @@ func sortedKeys(m map[string]string) []string {
 	return out
 }
 
-// sigToRaw converts an ASN.1 DER ECDSA/SM2 signature to the fixed 64-byte
+// SigToRaw converts an ASN.1 DER ECDSA/SM2 signature to the fixed 64-byte
 // r ‖ s form used inside QR payloads (saving the DER overhead).
-func sigToRaw(der []byte) ([]byte, error) {
+func SigToRaw(der []byte) ([]byte, error) {
 	var r, s []byte
 	in := cryptobyte.String(der)
 	var seq cryptobyte.String
@@ -45,8 +45,8 @@ func sigToRaw(der []byte) ([]byte, error) {
 	return append(r, s...), nil
 }
 
-// rawToSig converts r ‖ s back to DER (nil when raw is not 64 bytes).
-func rawToSig(raw []byte) []byte {
+// RawToSig converts r ‖ s back to DER (nil when raw is not 64 bytes).
+func RawToSig(raw []byte) []byte {
 	if len(raw) != 64 {
 		return nil
 	}
