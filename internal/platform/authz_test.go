@@ -53,12 +53,16 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"POST /v1/qmsp/gateways/{gi}/sale":  {pki.PrincipalAdmin, pki.PrincipalOperator},
 	"GET /v1/qmsp/units/{key}/{unit}":   {pki.PrincipalGateway, pki.PrincipalAdmin},
 	// the browser wallet (signed requests; enrolment by the holder's code)
-	"GET /wallet":            nil,
-	"GET /wallet/{file...}":  nil,
-	"GET /v1/wallet/me":      {pki.PrincipalPhone},
-	"POST /v1/wallet/enrol":  nil,
-	"GET /scanner":           nil,
-	"GET /scanner/{file...}": nil,
+	"GET /wallet":           nil,
+	"GET /wallet/{file...}": nil,
+	"GET /v1/wallet/me":     {pki.PrincipalPhone},
+	"POST /v1/wallet/enrol": nil,
+	// the wallet's bioqr enrolment (with the holder's code) and POS look-ups
+	"GET /v1/wallet/bioqr/settlement":   {pki.PrincipalPhone},
+	"POST /v1/wallet/bioqr/enrol":       {pki.PrincipalPhone},
+	"GET /v1/wallet/bioqr/pos/{serial}": {pki.PrincipalPhone},
+	"GET /scanner":                      nil,
+	"GET /scanner/{file...}":            nil,
 	// seed 004
 	"GET /v1/bioqr/credential":           {pki.PrincipalAdmin, pki.PrincipalOperator, pki.PrincipalAuditor, pki.PrincipalPOS, pki.PrincipalPhone},
 	"GET /v1/bioqr/status/{serial}":      {pki.PrincipalAdmin, pki.PrincipalOperator, pki.PrincipalAuditor, pki.PrincipalPOS, pki.PrincipalPhone},

@@ -32,4 +32,5 @@ func (p *Platform) startWallet() {
 			return p.Watermark.Enrol(ctx, name, "phone", account)
 		},
 	})...)
+	p.Router.Register(p.Wallet.BioQRRoutes(p.BioQR)...) // seed 004 from the browser: enrolment with a code, POS look-ups
 }
