@@ -134,6 +134,16 @@
 // Base45 (RFC 9285) of key ID ‖ ciphertext: about 680 characters (version
 // 17) without a probe and about 870 (version 19) with the demo's ISO probe.
 //
+// # The phone's code, in the browser too
+//
+// Everything the phone computes — the consumption QR's parsing and POS
+// signature, the POS certificate check against the CA root, the credential,
+// the payment message and payment QR, the certification request, the
+// sealing of the owner template, the HPKE/SM2 suites — is package
+// bioqr/phonecode, which imports no database; this package re-exports its
+// names. The browser wallet (internal/wallet) compiles it to WebAssembly
+// and signs with a WebCrypto key where the CLI phone's secure unit signs.
+//
 // # Tests and the harness
 //
 // The harness that runs the 15 steps in-process — a settlement server, a

@@ -47,8 +47,10 @@
 // Watermark (seed 003): the wallet asks for a code (signed POST
 // /v1/watermark/codes) and renders its looping frames itself, in
 // WebAssembly (watermark.Loop), full-screen, from T0, the slot key and the
-// server's clock; once shown the loop needs no server. Paying bioqr and
-// selfverify from the browser is not built yet.
+// server's clock; once shown the loop needs no server. Bioqr (seed 004):
+// see bioqr.go; the phone's steps run in WebAssembly (package
+// bioqr/phonecode through wasm/bioqrphone). Paying selfverify from the
+// browser is not built yet.
 //
 // The merchant scanner (/scanner/) films the payer's looping watermark code
 // with the camera and reconstructs its token frame by frame
