@@ -24,12 +24,14 @@
 package bioqrphone
 
 import (
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"time"
 
 	"github.com/qshield/qshield/bioqr/phonecode"
@@ -74,11 +76,10 @@ func PublicKey(raw []byte) (*ecdsa.PublicKey, error) {
 	if len(raw) != 65 || raw[0] != 4 {
 		return nil, fmt.Errorf("%w: want a 65-byte uncompressed P-256 point", phonecode.ErrMalformed)
 	}
-	x, y := elliptic.Unmarshal(elliptic.P256(), raw) //nolint:staticcheck // the point's check is what is wanted
-	if x == nil {
+	if _, err := ecdh.P256().NewPublicKey(raw); err != nil {
 		return nil, fmt.Errorf("%w: not a point on P-256", phonecode.ErrMalformed)
 	}
-	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}, nil
+	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(raw[1:33]), Y: new(big.Int).SetBytes(raw[33:])}, nil
 }
 
 // Enrolment is a certification request waiting for its proof of possession.

@@ -283,3 +283,18 @@ func FuzzReadConsumption(f *testing.F) {
 		}
 	})
 }
+
+func TestPublicKeyRefusesWhatIsNotAPoint(t *testing.T) {
+	good := newWebCrypto(t).raw()
+	off := append([]byte(nil), good...)
+	off[64] ^= 1
+	for name, raw := range map[string][]byte{"empty": nil, "compressed": good[:33], "off the curve": off, "not uncompressed": append([]byte{2}, good[1:]...)} {
+		if _, err := bioqrphone.PublicKey(raw); !errors.Is(err, phonecode.ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	k, err := bioqrphone.PublicKey(good)
+	if err != nil || !bytes.Equal(elliptic.MarshalCompressed(k.Curve, k.X, k.Y)[1:], good[1:33]) {
+		t.Fatalf("a WebCrypto raw key: %v", err)
+	}
+}
