@@ -113,6 +113,8 @@ function bqStopScan() {
 // by the serial the code names) against the pinned CA root, its revocation
 // status, its signature over the code and the code's expiry.
 async function bqVerify(payload, read) {
+  const tDecoded = performance.now();
+  document.body.dataset.bqDecodedMs = String(Math.round(tDecoded - bq.t0));
   const me = await kvGet('bioqr');
   $('bq-hint').textContent = 'Checking the terminal…';
   let st;
@@ -133,11 +135,13 @@ async function bqVerify(payload, read) {
   $('bq-merchant').textContent = o.merchant + ', ' + o.city;
   $('bq-amount').textContent = o.amountText;
   $('bq-confirm').disabled = false;
+  document.body.dataset.bqVerifiedMs = String(Math.round(performance.now() - tDecoded));
 }
 
 // bqShowCode signs the payment message with the bioqr key and shows the
 // payment code, sealed to the terminal's encryption key.
 async function bqShowCode() {
+  const tConfirm = performance.now();
   $('bq-confirm').disabled = true;
   const me = await kvGet('bioqr');
   try {
@@ -150,6 +154,7 @@ async function bqShowCode() {
     const img = $('bq-img');
     img.onload = () => {
       document.body.dataset.bqMs = String(Math.round(performance.now() - bq.t0));
+      document.body.dataset.bqCodeMs = String(Math.round(performance.now() - tConfirm));
       document.body.dataset.bqShown = String(Date.now());
     };
     img.src = bq.url;
