@@ -51,7 +51,7 @@ func ParseVendorCode(s string) (*VendorCode, error) {
 		strings.ToLower(u.Host) != u.Host || strings.HasSuffix(base, ":") {
 		return nil, invalid("vendor code: the vendor's address must be https://host[:port]")
 	}
-	if err := checkID("vendor code item", item); err != nil {
+	if err := checkText("vendor code item", item, true); err != nil {
 		return nil, err
 	}
 	return &VendorCode{URL: base, Item: item}, nil

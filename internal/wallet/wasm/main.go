@@ -31,6 +31,7 @@ func main() {
 	var wm watermarkLoop
 	api.Set("watermarkStart", js.FuncOf(wm.start))
 	api.Set("watermarkFrame", js.FuncOf(wm.frame))
+	new(shop).register(api)
 	var sc scanner
 	api.Set("scanStart", js.FuncOf(sc.start))
 	api.Set("scanFrame", js.FuncOf(sc.frame))
