@@ -46,10 +46,6 @@ const shop = { offer: null, registered: false };
 function shopStatus(text, ok) { status(text, ok); }
 
 async function shopStart() {
-  let saved = '';
-  try { saved = await shopLoad(); } catch (e) { saved = ''; }
-  const r = globalThis.qshield.svInit(location.origin, shopFetch, shopSave, saved);
-  shop.registered = !!r.registered;
   $('shop').addEventListener('click', shopView);
   $('shop-back').addEventListener('click', home);
   $('shop-reg-form').addEventListener('submit', shopRegister);
@@ -58,7 +54,17 @@ async function shopStart() {
   $('shop-confirm').addEventListener('click', shopConfirm);
   $('shoppay-pay').addEventListener('click', shopPay);
   $('shoppay-cancel').addEventListener('click', shopView);
-  if (r.error) status(r.error);
+  try {
+    let saved = '';
+    try { saved = await shopLoad(); } catch (e) { saved = ''; }
+    const r = globalThis.qshield.svInit(location.origin, shopFetch, shopSave, saved);
+    shop.registered = !!r.registered;
+    if (r.error) status(r.error);
+  } catch (e) {
+    // An old module without shopping (or no IndexedDB): the rest of the
+    // wallet works; shopping is not offered.
+    $('shop').hidden = true;
+  }
 }
 
 globalThis.shopStart = shopStart;
