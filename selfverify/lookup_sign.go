@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -37,29 +36,25 @@ func WithLookupKey(ctx context.Context, key *ecqv.PrivateKey) context.Context {
 	return context.WithValue(ctx, lookupKey{}, key)
 }
 
-// signLookup adds the look-up signature headers for method and path when
-// ctx carries a key.
-func signLookup(ctx context.Context, h http.Header, method, path string, now int64) (http.Header, error) {
+// lookupSignature returns the look-up signature headers for method and
+// path when ctx carries a key (none otherwise, and none for a method other
+// than GET).
+func lookupSignature(ctx context.Context, method, path string, now int64) (map[string]string, error) {
 	key, _ := ctx.Value(lookupKey{}).(*ecqv.PrivateKey)
-	if key == nil || method != http.MethodGet {
-		return h, nil
+	if key == nil || method != "GET" {
+		return nil, nil
 	}
 	sig, err := key.Sign(rand.Reader, lookupSigningBytes(method, path, now))
 	if err != nil {
 		return nil, fmt.Errorf("selfverify: sign look-up: %w", err)
 	}
-	if h == nil {
-		h = http.Header{}
-	}
-	h.Set(HeaderLookupTime, strconv.FormatInt(now, 10))
-	h.Set(HeaderLookupSignature, base64.StdEncoding.EncodeToString(sig))
-	return h, nil
+	return map[string]string{HeaderLookupTime: strconv.FormatInt(now, 10), HeaderLookupSignature: base64.StdEncoding.EncodeToString(sig)}, nil
 }
 
 // LookupHeaders returns the look-up signature headers for a GET of path at
 // now, signed with the key ctx carries (WithLookupKey); none when it
 // carries no key. Clients other than OperatorClient (the browser wallet's
 // WebAssembly module) use it.
-func LookupHeaders(ctx context.Context, method, path string, now time.Time) (http.Header, error) {
-	return signLookup(ctx, nil, method, path, ms(now))
+func LookupHeaders(ctx context.Context, method, path string, now time.Time) (map[string]string, error) {
+	return lookupSignature(ctx, method, path, ms(now))
 }

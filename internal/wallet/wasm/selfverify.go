@@ -21,7 +21,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -290,12 +289,13 @@ func (a *answered) Answered() bool { return true }
 
 // call sends one request through the page's fetch and decodes and
 // validates a 2xx answer as T.
-func call[T any](ctx context.Context, s *shop, base, method, path string, h http.Header, idem string, in any, parse func([]byte) (*T, error)) (*T, error) {
-	if h == nil {
-		h = http.Header{}
+func call[T any](ctx context.Context, s *shop, base, method, path string, h map[string]string, idem string, in any, parse func([]byte) (*T, error)) (*T, error) {
+	hdrs := map[string]any{}
+	for k, v := range h {
+		hdrs[k] = v
 	}
 	if idem != "" {
-		h.Set("Idempotency-Key", idem)
+		hdrs["Idempotency-Key"] = idem
 	}
 	var body any = js.Undefined()
 	if in != nil {
@@ -304,11 +304,7 @@ func call[T any](ctx context.Context, s *shop, base, method, path string, h http
 			return nil, err
 		}
 		body = string(b)
-		h.Set("Content-Type", "application/json")
-	}
-	hdrs := map[string]any{}
-	for k := range h {
-		hdrs[k] = h.Get(k)
+		hdrs["Content-Type"] = "application/json"
 	}
 	res, err := await(s.fetch.Invoke(base+path, method, hdrs, body))
 	if err != nil {
@@ -346,16 +342,16 @@ const op = "/v1/selfverify/"
 var errNotForWallet = errors.New("not used by the wallet")
 
 func (o operator) Params(ctx context.Context) (*selfverify.Params, error) {
-	return call[selfverify.Params](ctx, o.s, o.s.origin, http.MethodGet, op+"params", nil, "", nil, selfverify.Parse[selfverify.Params])
+	return call[selfverify.Params](ctx, o.s, o.s.origin, "GET", op+"params", nil, "", nil, selfverify.Parse[selfverify.Params])
 }
 func (o operator) Register(ctx context.Context, req selfverify.RegisterRequest) (*selfverify.RegisterResponse, error) {
-	return call[selfverify.RegisterResponse](ctx, o.s, o.s.origin, http.MethodPost, op+"register", nil, "", req, selfverify.Parse[selfverify.RegisterResponse])
+	return call[selfverify.RegisterResponse](ctx, o.s, o.s.origin, "POST", op+"register", nil, "", req, selfverify.Parse[selfverify.RegisterResponse])
 }
 func (o operator) Vendor(ctx context.Context, id string) (*selfverify.Identity, error) {
-	return call[selfverify.Identity](ctx, o.s, o.s.origin, http.MethodGet, op+"vendors/"+url.PathEscape(id), nil, "", nil, selfverify.Parse[selfverify.Identity])
+	return call[selfverify.Identity](ctx, o.s, o.s.origin, "GET", op+"vendors/"+url.PathEscape(id), nil, "", nil, selfverify.Parse[selfverify.Identity])
 }
 func (o operator) Withdraw(ctx context.Context, req selfverify.WithdrawRequest) (*selfverify.SignedToken, error) {
-	return call[selfverify.SignedToken](ctx, o.s, o.s.origin, http.MethodPost, op+"withdraw", nil, req.Nonce, req, selfverify.Parse[selfverify.SignedToken])
+	return call[selfverify.SignedToken](ctx, o.s, o.s.origin, "POST", op+"withdraw", nil, req.Nonce, req, selfverify.Parse[selfverify.SignedToken])
 }
 func (o operator) Reserve(context.Context, selfverify.ReserveRequest) (*selfverify.ReserveResponse, error) {
 	return nil, errNotForWallet
@@ -368,25 +364,25 @@ func (o operator) DepositStatus(context.Context, string) (*selfverify.DepositRes
 }
 func (o operator) Confirmations(ctx context.Context, serial string) (*selfverify.ConfirmationList, error) {
 	path := op + "tokens/" + url.PathEscape(serial) + "/confirmations"
-	h, err := selfverify.LookupHeaders(ctx, http.MethodGet, path, time.Now())
+	h, err := selfverify.LookupHeaders(ctx, "GET", path, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	return call[selfverify.ConfirmationList](ctx, o.s, o.s.origin, http.MethodGet, path, h, "", nil, selfverify.Parse[selfverify.ConfirmationList])
+	return call[selfverify.ConfirmationList](ctx, o.s, o.s.origin, "GET", path, h, "", nil, selfverify.Parse[selfverify.ConfirmationList])
 }
 func (o operator) Confirm(ctx context.Context, ans selfverify.ConfirmAnswer) (*selfverify.ConfirmationStatus, error) {
-	return call[selfverify.ConfirmationStatus](ctx, o.s, o.s.origin, http.MethodPost, op+"confirmations/"+url.PathEscape(ans.ID), nil, "confirm-"+ans.ID, ans, plain[selfverify.ConfirmationStatus])
+	return call[selfverify.ConfirmationStatus](ctx, o.s, o.s.origin, "POST", op+"confirmations/"+url.PathEscape(ans.ID), nil, "confirm-"+ans.ID, ans, plain[selfverify.ConfirmationStatus])
 }
 func (o operator) CloseToken(ctx context.Context, req selfverify.CloseRequest) (*selfverify.TokenStatus, error) {
-	return call[selfverify.TokenStatus](ctx, o.s, o.s.origin, http.MethodPost, op+"tokens/"+url.PathEscape(req.Serial)+"/close", nil, req.Nonce, req, selfverify.Parse[selfverify.TokenStatus])
+	return call[selfverify.TokenStatus](ctx, o.s, o.s.origin, "POST", op+"tokens/"+url.PathEscape(req.Serial)+"/close", nil, req.Nonce, req, selfverify.Parse[selfverify.TokenStatus])
 }
 func (o operator) TokenStatus(ctx context.Context, serial string) (*selfverify.TokenStatus, error) {
 	path := op + "tokens/" + url.PathEscape(serial)
-	h, err := selfverify.LookupHeaders(ctx, http.MethodGet, path, time.Now())
+	h, err := selfverify.LookupHeaders(ctx, "GET", path, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	return call[selfverify.TokenStatus](ctx, o.s, o.s.origin, http.MethodGet, path, h, "", nil, selfverify.Parse[selfverify.TokenStatus])
+	return call[selfverify.TokenStatus](ctx, o.s, o.s.origin, "GET", path, h, "", nil, selfverify.Parse[selfverify.TokenStatus])
 }
 
 // vendorAPI is a vendor's API over the page's fetch, at the vendor's own
@@ -408,20 +404,20 @@ func (v *vendorAPI) Info(ctx context.Context) (*selfverify.VendorInfo, error) {
 	if v.info != nil {
 		return v.info, nil
 	}
-	info, err := call[selfverify.VendorInfo](ctx, v.s, v.base, http.MethodGet, vp+"info", nil, "", nil, selfverify.Parse[selfverify.VendorInfo])
+	info, err := call[selfverify.VendorInfo](ctx, v.s, v.base, "GET", vp+"info", nil, "", nil, selfverify.Parse[selfverify.VendorInfo])
 	if err == nil {
 		v.info = info
 	}
 	return info, err
 }
 func (v *vendorAPI) OpenPayment(ctx context.Context, m selfverify.OpenPayment) (*selfverify.PaymentResponse, error) {
-	return call[selfverify.PaymentResponse](ctx, v.s, v.base, http.MethodPost, vp+"pay/open", nil, payKey(m.Ciphertext), m, selfverify.Parse[selfverify.PaymentResponse])
+	return call[selfverify.PaymentResponse](ctx, v.s, v.base, "POST", vp+"pay/open", nil, payKey(m.Ciphertext), m, selfverify.Parse[selfverify.PaymentResponse])
 }
 func (v *vendorAPI) NextPayment(ctx context.Context, m selfverify.NextPayment) (*selfverify.PaymentResponse, error) {
-	return call[selfverify.PaymentResponse](ctx, v.s, v.base, http.MethodPost, vp+"pay", nil, payKey(m.Ciphertext), m, selfverify.Parse[selfverify.PaymentResponse])
+	return call[selfverify.PaymentResponse](ctx, v.s, v.base, "POST", vp+"pay", nil, payKey(m.Ciphertext), m, selfverify.Parse[selfverify.PaymentResponse])
 }
 func (v *vendorAPI) Session(ctx context.Context, id string) (*selfverify.SessionState, error) {
-	return call[selfverify.SessionState](ctx, v.s, v.base, http.MethodGet, vp+"sessions/"+url.PathEscape(id), nil, "", nil, selfverify.Parse[selfverify.SessionState])
+	return call[selfverify.SessionState](ctx, v.s, v.base, "GET", vp+"sessions/"+url.PathEscape(id), nil, "", nil, selfverify.Parse[selfverify.SessionState])
 }
 
 // ---------- promises ----------
