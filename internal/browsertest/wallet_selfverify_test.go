@@ -140,6 +140,13 @@ func TestWalletSelfVerifyThroughCamera(t *testing.T) {
 	wantBalance(t, p.Ledger, "sv-alice", 200_00)
 	wantBalance(t, p.Ledger, escrow, 300_00)
 
+	// The phone is reopened: the sealed wallet is opened again (its keys
+	// re-checked, d_U·G = e·P_U + Q_N) and the token is still there.
+	do(t, w, "reload", chromedp.Reload())
+	waitJS(t, w, "document.body.dataset.view === 'home'", "home after reload")
+	do(t, w, "open shopping", chromedp.Click(chromedp.CSS("#shop")))
+	waitJS(t, w, "!document.getElementById('shop-ready').hidden && document.getElementById('shop-left').textContent === '300.00 CNY'", "the unsealed token after reload")
+
 	// Pay the shop by scanning its code.
 	pay := func(i int) (string, time.Duration, int) {
 		t0 := time.Now()
