@@ -42,7 +42,7 @@ func TestWalletSelfVerifyThroughCamera(t *testing.T) {
 
 	// The payer's account and the shop's.
 	fundedAccount(t, p, "sv-alice", 500_00)
-	if _, err := p.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: "sv-shop", Owner: "sv-shop", Kind: ledger.KindUser, Currency: "CNY"}); err != nil {
+	if _, err := p.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: "sv-shop", Owner: "sv-shop", Kind: ledger.KindMerchant, Currency: "CNY"}); err != nil {
 		t.Fatal(err)
 	}
 
