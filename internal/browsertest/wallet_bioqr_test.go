@@ -165,7 +165,8 @@ func TestWalletPaysBioQRThroughCamera(t *testing.T) {
 	walletShot(t, w, "wallet-bioqr-setup")
 	do(t, w, "set up with the used code", chromedp.SetUploadFiles(chromedp.CSS("#bq-template"), []string{ownerFile}),
 		chromedp.SendKeys(chromedp.CSS("#bq-code"), code1.Code), chromedp.Click(chromedp.CSS("#bq-submit")))
-	if got := statusText(t, w, "not valid"); !strings.Contains(got, "Ask for a new code") {
+	waitJS(t, w, "document.getElementById('status').textContent.indexOf('not valid') >= 0", "the refusal")
+	if got := eval[string](t, w, "document.getElementById('status').textContent"); !strings.Contains(got, "Ask for a new code") {
 		t.Errorf("used code: %q", got)
 	}
 	if has := eval[bool](t, w, `new Promise(function(res){var rq=indexedDB.open('qshield-wallet',1);rq.onsuccess=function(){var g=rq.result.transaction('kv').objectStore('kv').get('bioqr');g.onsuccess=function(){res(!!g.result)}}})`); has {
@@ -213,7 +214,7 @@ func TestWalletPaysBioQRThroughCamera(t *testing.T) {
 		do(t, w, "pay at a fingerprint terminal", chromedp.Click(chromedp.CSS("#bq-pay")))
 		waitJS(t, w, "document.body.dataset.view === 'bqconfirm' || document.body.dataset.view === 'result'", "confirmation after scanning")
 		if v := eval[string](t, w, "document.body.dataset.view"); v != "bqconfirm" {
-			t.Fatalf("payment %d: %s", i, text(t, w, "#result-text"))
+			t.Fatalf("payment %d: %s", i, eval[string](t, w, "document.getElementById('result-text').textContent"))
 		}
 		if got := text(t, w, "#bq-amount"); got != amountText {
 			t.Fatalf("payment %d: the wallet shows %q, the POS signed %s", i, got, amountText)
@@ -325,7 +326,7 @@ func TestWalletPaysBioQRThroughCamera(t *testing.T) {
 	if r := eval[string](t, w, "document.body.dataset.view + ': ' + document.getElementById('result-text').textContent"); r != "result: "+"This terminal is not certified for payments. Do not pay here." {
 		t.Fatalf("revoked POS: %s", r)
 	}
-	if got := text(t, w, "#result-title"); got != "Not paid" {
+	if got := eval[string](t, w, "document.getElementById('result-title').textContent"); got != "Not paid" {
 		t.Errorf("result title %q", got)
 	}
 	noRawJSON(t, w, "wallet bioqr refusal")
@@ -333,7 +334,12 @@ func TestWalletPaysBioQRThroughCamera(t *testing.T) {
 	if eval[bool](t, w, "!!document.getElementById('bq-img').getAttribute('src')") {
 		t.Error("a payment code is on the page after the refusal")
 	}
-	do(t, w, "done", chromedp.Click(chromedp.CSS("#result-done")))
+	// A click through the page's own DOM: after the merge with the shopping
+	// views chromedp's node queries of the elements at the end of <main>
+	// (#status, #result-*) intermittently time out or read "" although the
+	// page shows them (the same happens to TestWalletPaysQMSPThroughCamera).
+	eval[bool](t, w, "(document.getElementById('result-done').click(), true)")
+	waitJS(t, w, "document.body.dataset.view === 'home'", "home after the refusal")
 
 	// The peer in the same run: the CLI's phone (bioqr.Phone over HTTPS
 	// with its client certificate: POS certificate and status fetched,
