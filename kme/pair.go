@@ -34,9 +34,9 @@ type PairConfig struct {
 	// certificates and URLs); default "127.0.0.1".
 	Host string
 	// Optional KME limits (see Config); zero means the default.
-	KeySizeBits, MaxKeyCount, MaxKeyPerRequest, MaxKeySize, MinKeySize int
-	SyncGrace, ReconcileEvery                                          time.Duration
-	Logger                                                             *slog.Logger
+	KeySizeBits, SegmentBits, MaxKeyCount, MaxKeyPerRequest, MaxKeySize, MinKeySize int
+	SyncGrace, ReconcileEvery                                                       time.Duration
+	Logger                                                                          *slog.Logger
 	// Duty (see Config) runs both KMEs' background duties.
 	Duty func(ctx context.Context, name string, work func(context.Context))
 }
@@ -131,7 +131,7 @@ func StartPair(ctx context.Context, db *sqldb.DB, cfg PairConfig) (*Pair, error)
 	open := func(s *site) (*KME, error) {
 		return newKME(ctx, db, Config{
 			KMEID: s.sc.KMEID, PeerKMEID: s.peer.KMEID, SAEs: s.sc.SAEs, PeerSAEs: s.peer.SAEs,
-			KeySizeBits: cfg.KeySizeBits, MaxKeyCount: cfg.MaxKeyCount, MaxKeyPerRequest: cfg.MaxKeyPerRequest,
+			KeySizeBits: cfg.KeySizeBits, SegmentBits: cfg.SegmentBits, MaxKeyCount: cfg.MaxKeyCount, MaxKeyPerRequest: cfg.MaxKeyPerRequest,
 			MaxKeySize: cfg.MaxKeySize, MinKeySize: cfg.MinKeySize,
 			PeerURL: s.peerURL, PeerTLS: s.peerClient, MasterKey: cfg.MasterKey,
 			SyncGrace: cfg.SyncGrace, ReconcileEvery: cfg.ReconcileEvery, RedeliverWithin: s.sc.RedeliverWithin, Logger: log, Duty: cfg.Duty,
