@@ -342,3 +342,34 @@ func TestCarveAcrossNodes(t *testing.T) {
 		t.Fatalf("%d reserved units left behind (%v)", left, err)
 	}
 }
+
+// TestJoinKeys: a link's block of 256-bit keys fills a pool of large
+// segments, the same at both sites, and the same block again adds nothing.
+func TestJoinKeys(t *testing.T) {
+	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
+	e := startEnv(t, db, carveConfig)
+	sa, sb := e.p.Sinks()
+	ja, jb := JoinKeys(sa), JoinKeys(sb)
+	block := qkd.RandomKeys(300, 32)
+	ctx := context.Background()
+	for range 2 {
+		if err := ja(ctx, block); err != nil {
+			t.Fatal(err)
+		}
+		if err := jb(ctx, block); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := e.p.A.AvailableIDs(), e.p.B.AvailableIDs()
+	if len(a) != 10 || strings.Join(a, ",") != strings.Join(b, ",") || e.p.A.StoredBits() != 300*256 || e.p.B.StoredBits() != 300*256 {
+		t.Fatalf("A %d segments (%d bits), B %d (%d bits); want 10 (76800 bits) at each", len(a), e.p.A.StoredBits(), len(b), e.p.B.StoredBits())
+	}
+	var all []byte
+	for _, k := range block {
+		all = append(all, k.Bytes...)
+	}
+	got := e.exchange("SAE_A1", e.p.AURL, "SAE_B1", e.p.BURL, 1, 8192+256)
+	if string(got[0]) != string(all[:1024+32]) {
+		t.Fatal("the first key is not the block's first bytes")
+	}
+}
