@@ -264,6 +264,13 @@ func TestCarveRefusals(t *testing.T) {
 		st.StoredKeyCount != int((2*10000*8-64)/256) {
 		t.Fatalf("status %+v", st)
 	}
+	var ext struct {
+		Bits    int64 `json:"qshield_stored_bits"`
+		Segment int   `json:"qshield_segment_bits"`
+	}
+	if json.Unmarshal(st.StatusExtension, &ext) != nil || ext.Bits != 2*10000*8-64 || ext.Segment != 8192 {
+		t.Fatalf("status_extension %s", st.StatusExtension)
+	}
 }
 
 // TestCarveLegacyRows: rows written before units had a recorded length get
