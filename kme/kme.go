@@ -334,7 +334,7 @@ func newKME(ctx context.Context, db *sqldb.DB, cfg Config, w *writer) (*KME, err
 
 // load rebuilds the in-memory index from the database.
 func (k *KME) load(ctx context.Context) error {
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, state, group_id, part, size_bits, master_sae, slave_sae, created_at, reserved_at, bits
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, state, group_id, part, size_bits, master_sae, slave_sae, created_at, reserved_at, COALESCE(bits, 0)
 		FROM kme_keys WHERE kme_id = ? ORDER BY seq`), k.cfg.KMEID)
 	if err != nil {
 		return fmt.Errorf("kme: load key pool: %w", err)

@@ -619,7 +619,7 @@ func (k *KME) staleUnits(ctx context.Context, us []*unit, err error) map[string]
 		for _, u := range part {
 			args = append(args, u.seq)
 		}
-		rows, qerr := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at, bits FROM kme_keys WHERE kme_id = ? AND state = ? AND seq IN (`+placeholders(len(part))+`)`), args...)
+		rows, qerr := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at, COALESCE(bits, 0) FROM kme_keys WHERE kme_id = ? AND state = ? AND seq IN (`+placeholders(len(part))+`)`), args...)
 		if qerr != nil {
 			k.log.Error("check key units against the database", "err", qerr)
 			return nil
@@ -684,7 +684,7 @@ func (k *KME) prune(ctx context.Context, minInterval time.Duration) (int, error)
 	if len(cands) == 0 {
 		return 0, nil
 	}
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at, bits FROM kme_keys WHERE kme_id = ? AND state = ?`), k.cfg.KMEID, stateAvailable)
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at, COALESCE(bits, 0) FROM kme_keys WHERE kme_id = ? AND state = ?`), k.cfg.KMEID, stateAvailable)
 	if err != nil {
 		return 0, fmt.Errorf("kme: prune the index of %s: %w", k.cfg.KMEID, err)
 	}
@@ -733,7 +733,7 @@ func (k *KME) prune(ctx context.Context, minInterval time.Duration) (int, error)
 func (k *KME) adoptDeposits(ctx context.Context) (int, error) {
 	k.adoptMu.Lock()
 	defer k.adoptMu.Unlock()
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at, bits FROM kme_keys WHERE kme_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT 100000`),
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at, COALESCE(bits, 0) FROM kme_keys WHERE kme_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT 100000`),
 		k.cfg.KMEID, stateAvailable, k.lastAdopted)
 	if err != nil {
 		return 0, fmt.Errorf("kme: read deposits of %s: %w", k.cfg.KMEID, err)
@@ -785,7 +785,7 @@ func (k *KME) adoptGroups(ctx context.Context, ids []string) error {
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, group_id, part, size_bits, master_sae, slave_sae, created_at, state, reserved_at, bits
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, group_id, part, size_bits, master_sae, slave_sae, created_at, state, reserved_at, COALESCE(bits, 0)
 		FROM kme_keys WHERE kme_id = ? AND state IN (?, ?) AND group_id IN (`+placeholders(len(ids))+`) ORDER BY group_id, part`), args...)
 	if err != nil {
 		return err
