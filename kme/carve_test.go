@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/qkd"
@@ -378,5 +379,49 @@ func TestJoinKeys(t *testing.T) {
 	got := e.exchange("SAE_A1", e.p.AURL, "SAE_B1", e.p.BURL, 1, 8192+256)
 	if string(got[0]) != string(all[:1024+32]) {
 		t.Fatal("the first key is not the block's first bytes")
+	}
+}
+
+// TestCarveRedeliver: with RedeliverWithin at the slave's site (the
+// platform's site A, where QMSP's PPS fetches), a key carved from a
+// segment is delivered again, the same, to a repeated dec_keys, and its
+// material is never handed out as part of another key.
+func TestCarveRedeliver(t *testing.T) {
+	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
+	e := startEnv(t, db, func(c *PairConfig) {
+		carveConfig(c)
+		c.A.RedeliverWithin = time.Minute
+	})
+	e.depositBoth(wordKeys(t, 4096, 0))
+	l := &wordLedger{t: t, count: make([]int, 4096)}
+	for range 3 {
+		ks := e.exchange("SAE_B1", e.p.BURL, "SAE_A1", e.p.AURL, 2, 1024)
+		for _, k := range ks {
+			l.add(k)
+		}
+	}
+	r := e.do("SAE_B1", "GET", e.p.BURL, "/api/v1/keys/SAE_A1/enc_keys?number=1&size=2048", "")
+	var c etsi014.KeyContainer
+	if r.status != 200 || json.Unmarshal(r.body, &c) != nil {
+		t.Fatalf("enc_keys: %d %s", r.status, r.body)
+	}
+	for range 2 {
+		r := e.do("SAE_A1", "GET", e.p.AURL, "/api/v1/keys/SAE_B1/dec_keys?key_ID="+c.Keys[0].KeyID, "")
+		var d etsi014.KeyContainer
+		if r.status != 200 || json.Unmarshal(r.body, &d) != nil || d.Keys[0].Key != c.Keys[0].Key {
+			t.Fatalf("dec_keys (again): %d %s", r.status, r.body)
+		}
+	}
+	b, _ := base64.StdEncoding.DecodeString(c.Keys[0].Key)
+	l.add(b)
+	for e.p.B.StoredBits() > 0 {
+		for _, k := range e.exchange("SAE_B1", e.p.BURL, "SAE_A1", e.p.AURL, 1, int(min(e.p.B.StoredBits(), 8192))) {
+			l.add(k)
+		}
+	}
+	for w, n := range l.count {
+		if n != 1 {
+			t.Fatalf("word %d delivered %d times", w, n)
+		}
 	}
 }
