@@ -316,6 +316,7 @@ func (k *KME) applyCarving(ctx context.Context, tx *sql.Tx, c *carving, groups [
 			}
 		}
 		now := time.Now().UnixNano()
+		var ins []any // the cut pieces' reserved rows, 12 values each
 		for i, r := range cut {
 			m := mats[i]
 			if len(m)*8 != r.src.bits {
@@ -333,11 +334,7 @@ func (k *KME) applyCarving(ctx context.Context, tx *sql.Tx, c *carving, groups [
 					}
 					p.u.seq = seq
 					seq++
-					if _, err := k.w.exec(ctx, tx, k.db.Rebind(`INSERT INTO kme_keys (kme_id, key_id, seq, key_enc, state, group_id, part, size_bits, master_sae, slave_sae, created_at, reserved_at, bits)
-						VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)`), k.cfg.KMEID, p.id, p.u.seq, enc, g.id, p.part, g.sizeBits, g.master, g.slave, p.u.created, now, p.u.bits); err != nil {
-						clear(m)
-						return nil, err
-					}
+					ins = append(ins, k.cfg.KMEID, p.id, p.u.seq, enc, g.id, p.part, g.sizeBits, g.master, g.slave, p.u.created, now, p.u.bits)
 				}
 				if wantPlain {
 					plain[p] = b
@@ -368,6 +365,17 @@ func (k *KME) applyCarving(ctx context.Context, tx *sql.Tx, c *carving, groups [
 			clear(m)
 			if n, err := res.RowsAffected(); err != nil || n != 1 {
 				return nil, fmt.Errorf("%w: %s", errStateChanged, r.src.id)
+			}
+		}
+		// Many rows per statement (a request of 128 small keys cut from
+		// one segment inserts 128 rows).
+		const cols, chunk = 12, 100
+		for i := 0; i < len(ins); i += cols * chunk {
+			part := ins[i:min(i+cols*chunk, len(ins))]
+			q := `INSERT INTO kme_keys (kme_id, key_id, seq, key_enc, state, group_id, part, size_bits, master_sae, slave_sae, created_at, reserved_at, bits) VALUES ` +
+				repeatJoin("(?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)", len(part)/cols)
+			if _, err := k.w.exec(ctx, tx, k.db.Rebind(q), part...); err != nil {
+				return nil, err
 			}
 		}
 	}
