@@ -398,11 +398,20 @@ func BenchmarkReconcile10k(b *testing.B) {
 		b.Fatal(err)
 	}
 	bob := NewBob(pl)
+	var iters, rts, frames, disc float64
 	for b.Loop() {
 		a, k, _ := frame(rng, 10000, 0.03)
 		alice, _ := NewAlice(pl, a, randPad(rng, pl.p))
-		if _, err := bob.Reconcile(context.Background(), k, func(_ context.Context, req []cascade.Range) ([]uint64, error) { return alice.Answer(req) }); err != nil {
+		res, err := bob.Reconcile(context.Background(), k, func(_ context.Context, req []cascade.Range) ([]uint64, error) { return alice.Answer(req) })
+		if err != nil {
 			b.Fatal(err)
 		}
+		iters += float64(res.Iterations)
+		rts += float64(res.RoundTrips)
+		disc += float64(res.Disclosed)
+		frames++
 	}
+	b.ReportMetric(iters/frames, "iterations/frame")
+	b.ReportMetric(rts/frames, "roundtrips/frame")
+	b.ReportMetric(disc/frames/(10000*h2(0.03)), "f")
 }
