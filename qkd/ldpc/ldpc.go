@@ -631,10 +631,9 @@ func phiExact(x float64) float64 {
 	if x < 1e-12 {
 		x = 1e-12
 	}
-	if x > 30 {
-		return 2 * math.Exp(-x)
-	}
-	return -math.Log(math.Tanh(x / 2))
+	// −ln tanh(x/2) = ln((1 + e^−x)/(1 − e^−x)), without cancellation.
+	e := math.Exp(-x)
+	return math.Log1p(e) - math.Log1p(-e)
 }
 
 const (
