@@ -42,7 +42,8 @@ func TestGatewaySessionAcrossNodes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nodes[i], errs[i] = Open(ctx, Config{DB: dsn, StateDir: t.TempDir(), QKD: QKDConfig{Off: true}})
+			// Unlimited anonymous requests: the screens' polls all come from 127.0.0.1.
+			nodes[i], errs[i] = Open(ctx, Config{DB: dsn, StateDir: t.TempDir(), QKD: QKDConfig{Off: true}, Trust: TrustConfig{RatePerSource: -1}})
 		}()
 	}
 	wg.Wait()
