@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,9 +155,58 @@ func TestGatewaySessionAcrossNodes(t *testing.T) {
 	if err != nil || epoch < 2 {
 		t.Fatalf("CSS epoch %d pending %d (%v): want at least two refreshes", epoch, pending, err)
 	}
+	// A sale set through node 1 is what node 2's screen shows.
+	if _, err := nodes[0].QMSP.SetSaleAs(ctx, &pki.Principal{Kind: pki.PrincipalAdmin}, BuiltinGateway, 25_00, 156); err != nil {
+		t.Fatal(err)
+	}
+	if _, d := shownCode(1); d.Amount != 25_00 || d.Currency != 156 {
+		t.Fatalf("node 2 shows %d (currency %d) after a 25.00 CNY sale set through node 1", d.Amount, d.Currency)
+	}
 	for i, n := range nodes {
 		if tills := n.QMSP.Tills(ctx); len(tills) != 1 || tills[0].Gateway != BuiltinGateway || !tills[0].Ready {
 			t.Fatalf("node %d tills: %+v", i+1, tills)
 		}
+	}
+}
+
+// TestGatewayImportedFromStateDir: a built-in gateway that an older
+// version ran from files in the state directory (already registered at the
+// CSS at epoch ≥ 1) is moved into the database with its state on first
+// use, and goes on in step with the CSS; provisioning it afresh would fail
+// with gateway_exists.
+func TestGatewayImportedFromStateDir(t *testing.T) {
+	p := openTestPlatform(t, Config{})
+	ctx := context.Background()
+	if err := p.KME.Deposit(ctx, qkd.RandomKeys(2000, 32)); err != nil {
+		t.Fatal(err)
+	}
+	old, err := p.QMSP.ProvisionGateway(ctx, BuiltinGateway, BuiltinMerchant, BuiltinMerchantAccount, "CNY", GatewayOptions{Dir: p.StateDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := old.Current(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := p.QMSP.Gateway(ctx, BuiltinGateway)
+	if err != nil {
+		t.Fatalf("open the state-directory gateway: %v", err)
+	}
+	if st := g.State(); st.Epoch != 1 || st.KeyID != qkd.FormatKeyID(before.Ref.KeyID) {
+		t.Fatalf("imported state at epoch %d key %s, want epoch 1 key %s", st.Epoch, st.KeyID, qkd.FormatKeyID(before.Ref.KeyID))
+	}
+	for range 20 { // through a refresh: the ratchet is in step
+		if _, err := g.Current(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.AdvanceContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e, _, err := p.QMSP.CSS.Epoch(ctx, BuiltinGateway); err != nil || e < 2 {
+		t.Fatalf("CSS epoch %d (%v)", e, err)
+	}
+	if _, err := os.Stat(filepath.Join(p.StateDir, "gateway-"+BuiltinGateway+".state")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the imported state file is still in place: %v", err)
 	}
 }
