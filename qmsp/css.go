@@ -181,39 +181,45 @@ var errNoBuffered = errors.New("qmsp: no prefetched quantum key batch")
 // claim takes the oldest prefetched batch in tx (the delivery's
 // transaction: if it rolls back, the batch stays for another) and reports
 // how many remain. Concurrent claims on PostgreSQL skip each other's rows.
+// A row that does not open (tampered, or sealed under another key) is
+// deleted with the claim and the next one taken, so it cannot block every
+// delivery.
 func (c *CSS) claim(ctx context.Context, tx *sql.Tx) (etsiKey, int, error) {
 	skip := ""
 	if c.cfg.DB.Dialect == sqldb.Postgres {
 		skip = " FOR UPDATE SKIP LOCKED"
 	}
-	var id string
-	var sealed []byte
-	err := tx.QueryRowContext(ctx, c.cfg.DB.Rebind(`DELETE FROM qmsp_css_prefetch WHERE key_id = (SELECT key_id FROM qmsp_css_prefetch WHERE bytes = ? ORDER BY fetched_at, key_id LIMIT 1`+skip+`) RETURNING key_id, material`),
-		c.cfg.BatchBytes).Scan(&id, &sealed)
-	if errors.Is(err, sql.ErrNoRows) {
-		return etsiKey{}, 0, errNoBuffered
-	}
-	if err != nil {
-		return etsiKey{}, 0, err
-	}
-	kid, err := parseKeyID(id)
-	if err != nil {
-		return etsiKey{}, 0, err
-	}
-	key, err := c.seal.open(sealed, "css-prefetch/"+id)
-	if err != nil {
-		return etsiKey{}, 0, err
-	}
-	if len(key) != c.cfg.BatchBytes {
-		return etsiKey{}, 0, fmt.Errorf("qmsp: prefetched batch %s has %d bytes", id, len(key))
-	}
-	left := 0
-	if c.cfg.Prefetch > 0 {
-		if err := tx.QueryRowContext(ctx, c.cfg.DB.Rebind(`SELECT COUNT(*) FROM qmsp_css_prefetch WHERE bytes = ?`), c.cfg.BatchBytes).Scan(&left); err != nil {
+	q := c.cfg.DB.Rebind(`DELETE FROM qmsp_css_prefetch WHERE key_id = (SELECT key_id FROM qmsp_css_prefetch WHERE bytes = ? ORDER BY fetched_at, key_id LIMIT 1` + skip + `) RETURNING key_id, material`)
+	for {
+		var id string
+		var sealed []byte
+		err := tx.QueryRowContext(ctx, q, c.cfg.BatchBytes).Scan(&id, &sealed)
+		if errors.Is(err, sql.ErrNoRows) {
+			return etsiKey{}, 0, errNoBuffered
+		}
+		if err != nil {
 			return etsiKey{}, 0, err
 		}
+		kid, err := parseKeyID(id)
+		var key []byte
+		if err == nil {
+			key, err = c.seal.open(sealed, "css-prefetch/"+id)
+		}
+		if err == nil && len(key) != c.cfg.BatchBytes {
+			err = fmt.Errorf("qmsp: prefetched batch %s has %d bytes", id, len(key))
+		}
+		if err != nil {
+			c.cfg.Log.Error("qmsp: prefetched batch unusable: discarded", "key", id, "err", err)
+			continue
+		}
+		left := 0
+		if c.cfg.Prefetch > 0 {
+			if err := tx.QueryRowContext(ctx, c.cfg.DB.Rebind(`SELECT COUNT(*) FROM qmsp_css_prefetch WHERE bytes = ?`), c.cfg.BatchBytes).Scan(&left); err != nil {
+				return etsiKey{}, 0, err
+			}
+		}
+		return etsiKey{id: kid, key: key}, left, nil
 	}
-	return etsiKey{id: kid, key: key}, left, nil
 }
 
 // refillSoon tops the prefetched batches up in the background when fewer

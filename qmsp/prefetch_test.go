@@ -280,3 +280,40 @@ func TestCSSPrefetchSurvivesNodeDeath(t *testing.T) {
 		}
 	}
 }
+
+// TestCSSPrefetchTamperedRow: a prefetched batch that does not open (its
+// sealed bytes altered in the database) is discarded by the delivery that
+// meets it, which takes the next batch; it failed every delivery before.
+func TestCSSPrefetchTamperedRow(t *testing.T) {
+	for _, b := range sqldbtest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			keys := &masterKeys{batchBits: 8 * MaxBatchSize, issued: map[string]bool{}}
+			nodes := cssNodes(t, b.DSN(t), keys, 1, 4)
+			var mu sync.Mutex
+			delivered := map[string]int{}
+			g := prefetchGateways(t, nodes, 1, &mu, delivered)[0]
+			ctx := context.Background()
+			if err := g.Refresh(ctx); err != nil {
+				t.Fatal(err)
+			}
+			nodes[0].bg.Wait()
+			db := nodes[0].cfg.DB
+			var victim string
+			if err := db.QueryRow(`SELECT key_id FROM qmsp_css_prefetch ORDER BY fetched_at, key_id LIMIT 1`).Scan(&victim); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(db.Rebind(`UPDATE qmsp_css_prefetch SET material = ? WHERE key_id = ?`), []byte("not a sealed batch at all, not at all"), victim); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Refresh(ctx); err != nil {
+				t.Fatalf("delivery after a tampered batch: %v", err)
+			}
+			if delivered[victim] != 0 || prefetchedIDs(t, db)[victim] {
+				t.Fatalf("tampered batch %s delivered %d times or still waiting", victim, delivered[victim])
+			}
+			if len(delivered) != 2 {
+				t.Fatalf("%d deliveries, want 2", len(delivered))
+			}
+		})
+	}
+}
