@@ -36,9 +36,9 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	// A scanner's challenge key (404 challenges_off unless
 	// Config.WatermarkChallenges): only the scanner itself may hold it, or a
 	// phone could bind its stamps to a scanner it is not in front of. The
-	// browser scanner shows no challenge yet, so the route takes the
-	// scanner's certificate only.
-	p.Router.Handle("GET /v1/watermark/challenge-key", authz.Allow(pki.PrincipalScanner), h)
+	// browser scanner (/scanner/) fetches it with a signed request, as it
+	// pays.
+	p.Router.Handle("GET /v1/watermark/challenge-key", authz.Allow(pki.PrincipalScanner).OrSigned(), h)
 	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
 	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
 		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, req.EnrolmentCode, pub)
