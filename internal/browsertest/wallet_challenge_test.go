@@ -42,12 +42,14 @@ import (
 //     till B the film is refused in words ("shown to another scanner") and
 //     moves no money; at till A it pays.
 //
-// The watermark window is widened to 60 s as in the other wallet tests: the
-// headless browser on a loaded machine reads frames far slower than a phone
-// and a scanner; the honest timing with the default window is measured in
-// the helper's note (BENCHMARKS.md).
+// The watermark window is widened to 2 minutes: the headless browsers on a
+// loaded machine read frames far slower than a phone and a scanner, and
+// the front camera's film starts playing only when the page opens the
+// camera, so the challenges the phone reads lag the server's clock by the
+// time it took to get there (20 s seen at a load of 28 on 2 cores). The
+// honest timing with the default window is measured apart (BENCHMARKS.md).
 func TestWalletBindsToScannerChallenge(t *testing.T) {
-	p, base, _ := runPlatformWindow(t, watermark.Window{MaxAge: 60 * time.Second, MaxLead: 2 * time.Second})
+	p, base, _ := runPlatformWindow(t, watermark.Window{MaxAge: 2 * time.Minute, MaxLead: 2 * time.Second})
 	ctx := context.Background()
 	fundedAccount(t, p, "ch-payer", 100_00)
 	if _, err := p.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: "ch-shop", Owner: "shop", Kind: ledger.KindMerchant, Currency: "CNY"}); err != nil {
@@ -119,19 +121,9 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 	do(t, tillA, "cancel", chromedp.Click(chromedp.CSS("#scan-cancel")))
 	waitJS(t, tillA, "document.body.dataset.view === 'charge'", "charge form")
 
-	// The payer's front camera films till A's challenge display: its
-	// challenges for the coming minute, five camera frames a slot.
+	// The payer's phone: its front camera sees nothing yet.
 	frontCam := filepath.Join(dir, "front.y4m")
-	s0 := watermark.SlotAt(time.Now())
-	var front []image.Image
-	for i := 0; i < 5*60; i++ {
-		q, err := qrimg.Encode(watermark.ChallengeAt(keyA, s0+int64(i/5)).String(), qrimg.M)
-		if err != nil {
-			t.Fatal(err)
-		}
-		front = append(front, browsertest.Frame(q.Image(1), 320, 240, 0.85, 200))
-	}
-	if err := browsertest.WriteY4MFile(frontCam, front, 5); err != nil {
+	if err := browsertest.WriteY4MFile(frontCam, []image.Image{grey, grey}, 5); err != nil {
 		t.Fatal(err)
 	}
 	pbctx := browsertest.Browser(t, caPEM, browsertest.FakeCamera(frontCam)...)
@@ -146,10 +138,31 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 	do(t, w, "enrol", chromedp.SendKeys(chromedp.CSS("#enrol-account"), "ch-payer"),
 		chromedp.SendKeys(chromedp.CSS("#enrol-code"), enrol), chromedp.Click(chromedp.CSS("#enrol-submit")))
 	waitJS(t, w, "document.body.dataset.view === 'home'", "home")
+	// The phone, held to till A, films its challenge display with the front
+	// camera (Chromium opens the file when the page starts capturing):
+	// A's challenges from the current slot on, five camera frames a slot.
+	s0 := watermark.SlotAt(time.Now())
+	var front []image.Image
+	for i := 0; i < 5*40; i++ {
+		q, err := qrimg.Encode(watermark.ChallengeAt(keyA, s0+int64(i/5)).String(), qrimg.M)
+		if err != nil {
+			t.Fatal(err)
+		}
+		front = append(front, browsertest.Frame(q.Image(1), 320, 240, 0.85, 200))
+	}
+	if err := browsertest.WriteY4MFile(frontCam, front, 5); err != nil {
+		t.Fatal(err)
+	}
 	do(t, w, "show a code", chromedp.Click(chromedp.CSS("#show-code")))
 	waitJS(t, w, "document.body.dataset.view === 'wmset'", "limit form")
 	do(t, w, "limit", chromedp.SendKeys(chromedp.CSS("#wm-limit"), "50.00"), chromedp.Click(chromedp.CSS("#wm-submit")))
-	waitJS(t, w, "document.body.dataset.view === 'wm' && document.body.dataset.wmBound === '1'", "the loop bound to till A's challenge")
+	shownAt := time.Now()
+	waitJS(t, w, "document.body.dataset.view === 'wm'", "the looping code")
+	waitJS(t, w, "document.body.dataset.wmBound === '1'", "the loop bound to till A's challenge")
+	t.Logf("the wallet bound its loop to till A's challenge %v after \"Show code\"", time.Since(shownAt).Round(time.Millisecond))
+	if lag := time.Since(watermark.SlotStart(s0)); lag > 20*time.Second {
+		t.Logf("the front camera started %v after its film's first slot", lag.Round(time.Second))
+	}
 	if got := text(t, w, "#wm-scanner"); !strings.Contains(got, "recognised") {
 		t.Errorf("the wallet says %q once bound", got)
 	}
@@ -199,7 +212,7 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 			bound++
 		}
 	}
-	t.Logf("the wallet's loop: %d distinct frames read, %d of %d stamps bound", len(loop), bound, len(res.Stamps))
+	t.Logf("the wallet's loop: %d distinct frames read, %d of %d stamps bound, %v after the film's first slot", len(loop), bound, len(res.Stamps), time.Since(watermark.SlotStart(s0)).Round(time.Second))
 
 	// The scanners' camera films the loop 11 cm from the phone's screen.
 	prof := camsim.CloseScan()
@@ -223,6 +236,7 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 	if err := browsertest.WriteY4MFile(scanCam, frames, 30); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("the scanners' film: %d camera frames, ready %v after the film's first slot", len(frames), time.Since(watermark.SlotStart(s0)).Round(time.Second))
 
 	charge := func(s context.Context, what string) string {
 		do(t, s, what, chromedp.SetValue(chromedp.CSS("#charge-amount"), "12.34"), chromedp.Click(chromedp.CSS("#charge-scan")))

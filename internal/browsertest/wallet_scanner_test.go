@@ -16,6 +16,7 @@ import (
 
 	"github.com/qshield/qshield/internal/browsertest"
 	"github.com/qshield/qshield/internal/client"
+	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/watermark"
@@ -29,9 +30,14 @@ import (
 // simulator), reconstructs the token
 // frame by frame in WebAssembly, and pays with a request signed by its own
 // key, registered by the administrator; the same recording played again
-// is refused in words and moves no money.
+// is refused in words and moves no money. Scanner challenges are off (the
+// opt-out): the page then shows no challenge and takes unbound shares
+// (TestWalletBindsToScannerChallenge runs them on).
 func TestScannerReadsWatermarkLoop(t *testing.T) {
-	p, base, _ := runPlatformWindow(t, watermark.Window{MaxAge: 60 * time.Second, MaxLead: 2 * time.Second})
+	p, base, _ := runPlatform(t, func(c *platform.Config) {
+		c.WatermarkWindow = watermark.Window{MaxAge: 60 * time.Second, MaxLead: 2 * time.Second}
+		c.WatermarkChallengesOff = true
+	})
 	ctx := context.Background()
 	fundedAccount(t, p, "scan-payer", 100_00)
 	if _, err := p.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: "scan-shop", Owner: "shop", Kind: ledger.KindMerchant, Currency: "CNY"}); err != nil {
@@ -123,6 +129,9 @@ func TestScannerReadsWatermarkLoop(t *testing.T) {
 	}
 	if r := charge("charge 12.34"); r != "paid: Paid 12.34 CNY." {
 		t.Fatalf("scanner: %s", r)
+	}
+	if c := eval[string](t, s, "document.body.dataset.challenge"); c != "off" {
+		t.Errorf("with challenges off the scanner page says its challenge is %q", c)
 	}
 	payer, _ := p.Ledger.Account(ctx, "scan-payer")
 	shop, _ := p.Ledger.Account(ctx, "scan-shop")
