@@ -243,7 +243,8 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 		t0 := time.Now()
 		waitJS(t, s, "document.body.dataset.view === 'result'", what+": result")
 		r := eval[string](t, s, "document.body.dataset.result + ': ' + document.getElementById('result-text').textContent")
-		t.Logf("%s: %q after %v (scan to answer)", what, r, time.Since(t0).Round(time.Millisecond))
+		t.Logf("%s: %q after %v (scan to answer; in the page: %s camera frames read in %s ms until the code was rebuilt, payment request %s ms)", what, r, time.Since(t0).Round(time.Millisecond),
+			eval[string](t, s, "document.body.dataset.scanFrames || '?'"), eval[string](t, s, "document.body.dataset.scanMs || '?'"), eval[string](t, s, "document.body.dataset.payMs || '-'"))
 		return r
 	}
 	// The film of a phone bound to till A, played to till B: refused.

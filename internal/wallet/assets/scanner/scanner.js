@@ -13,7 +13,7 @@
 
 const $ = (id) => document.getElementById(id);
 const store = qsStore('qshield-scanner');
-const st = { dev: null, stream: null, scanning: false, amountText: '', challengeTimer: 0 };
+const st = { dev: null, stream: null, scanning: false, amountText: '', challengeTimer: 0, bound: false };
 
 function show(view) {
   for (const s of document.querySelectorAll('main > section')) s.hidden = s.id !== 'v-' + view;
@@ -73,7 +73,8 @@ async function startScan(ev) {
   status('');
   show('scan');
   $('scan-progress').textContent = 'Looking for a code…';
-  if (await showChallenge()) globalThis.qshield.scanRequireBound();
+  st.bound = await showChallenge();
+  if (st.bound) globalThis.qshield.scanRequireBound();
   try {
     // No size constraint: the watermark is read at the camera's own pixels.
     st.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' }, audio: false });
@@ -85,6 +86,10 @@ async function startScan(ev) {
   video.srcObject = st.stream;
   await video.play();
   st.scanning = true;
+  // Timings for the tests' measurements: camera frames read until the
+  // code was rebuilt, and how long that took.
+  const t0 = performance.now();
+  let nframes = 0;
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
   const tick = async () => {
@@ -95,8 +100,19 @@ async function startScan(ev) {
       canvas.height = h;
       ctx.drawImage(video, 0, 0);
       const f = globalThis.qshield.scanFrame(ctx.getImageData(0, 0, w, h).data, w, h);
-      if (!f.error && f.need) $('scan-progress').textContent = 'Read ' + Math.min(f.have, f.need) + ' of ' + f.need + ' parts of the code…';
-      if (f.body) { stopScan(); await submit(f.body, f.idempotencyKey); return; }
+      nframes++;
+      if (!f.error && f.need) {
+        $('scan-progress').textContent = st.bound && f.have >= f.need && !f.body
+          ? 'The customer\'s phone has not seen this scanner yet. Ask the customer to hold the phone with its screen to this scanner.'
+          : 'Read ' + Math.min(f.have, f.need) + ' of ' + f.need + ' parts of the code…';
+      }
+      if (f.body) {
+        document.body.dataset.scanMs = String(Math.round(performance.now() - t0));
+        document.body.dataset.scanFrames = String(nframes);
+        stopScan();
+        await submit(f.body, f.idempotencyKey);
+        return;
+      }
     }
     setTimeout(tick, 30);
   };
@@ -170,10 +186,12 @@ function stopScan() {
 
 async function submit(body, idem) {
   $('scan-progress').textContent = 'Charging…';
+  const t0 = performance.now();
   try {
     const resp = await qsSignedFetch(st.dev.keyId, st.dev.privateKey, 'POST', '/v1/watermark/pay', body, { 'Idempotency-Key': idem });
     if (!resp.ok) { result(false, await problemText(resp)); return; }
     await resp.json();
+    document.body.dataset.payMs = String(Math.round(performance.now() - t0));
     result(true, 'Paid ' + st.amountText + '.');
   } catch (e) {
     result(false, 'The payment could not be sent. Check the connection and scan again.');
