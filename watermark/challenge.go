@@ -219,14 +219,20 @@ func (ct *ChallengeTracker) Current(at time.Time) (Challenge, bool) {
 // probability 2^-24, so MinBoundStamps matching stamps of one claim are
 // 2^-48 per scanner tried, and only the holder of K (the phone) can make
 // them. It checks only, it accepts nothing: the claim was refused already.
+// Only the first MinBoundStamps+2 fresh bound stamps are tried (an honest
+// phone binds all of them to the one scanner it faces), so trying every
+// registered scanner costs a few HMACs each.
 func BoundTo(key []byte, t1 string, stamps []Stamp, now time.Time, w Window, scannerKey []byte) bool {
 	if len(key) != SlotKeyLen || len(scannerKey) == 0 {
 		return false
 	}
 	ref := SlotAt(now)
-	n := 0
+	n, tried := 0, 0
 	var seen [256]bool
 	for _, st := range stamps {
+		if tried == MinBoundStamps+2 {
+			break
+		}
 		if !st.Bound || st.Index == 0 || st.Index > maxShareIndex || seen[st.Index] {
 			continue
 		}
@@ -236,6 +242,7 @@ func BoundTo(key []byte, t1 string, stamps []Stamp, now time.Time, w Window, sca
 		if now.Sub(start.Add(SlotDuration)) > w.MaxAge || start.Sub(now) > w.MaxLead {
 			continue
 		}
+		tried++
 		want := boundTag(key, t1, st.Index, ChallengeAt(scannerKey, slot))
 		if hmac.Equal(want[:], st.Tag[:]) {
 			n++
