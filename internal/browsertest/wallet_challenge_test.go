@@ -29,10 +29,10 @@ import (
 // TestWalletBindsToScannerChallenge is the scanner challenge (issue 18)
 // end to end in two browsers, with challenges on as the platform's default:
 //
-//   - the merchant scanner page (/scanner/, tills A and B, each its own key)
-//     shows its rotating challenge as a QR code beside the camera view; the
-//     code on A's screen is A's challenge for the current slot
-//     (watermark.ChallengeAt under A's key);
+//   - the merchant scanner page (/scanner/, tills A, B and C, each its own
+//     key) shows its rotating challenge as a QR code beside the camera view;
+//     the code on a till's screen is its challenge for the current slot
+//     (watermark.ChallengeAt under its key);
 //   - the payer's wallet shows a watermark code and films, with its front
 //     camera, A's challenges for the coming slots (a Y4M rendered from
 //     watermark.ChallengeAt, one slot a second); it decodes them in
@@ -51,6 +51,7 @@ import (
 func TestWalletBindsToScannerChallenge(t *testing.T) {
 	p, base, _ := runPlatformWindow(t, watermark.Window{MaxAge: 2 * time.Minute, MaxLead: 2 * time.Second})
 	ctx := context.Background()
+	start := time.Now()
 	fundedAccount(t, p, "ch-payer", 100_00)
 	if _, err := p.Ledger.CreateAccount(ctx, ledger.NewAccount{ID: "ch-shop", Owner: "shop", Kind: ledger.KindMerchant, Currency: "CNY"}); err != nil {
 		t.Fatal(err)
@@ -65,8 +66,8 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 		t.Fatal(err)
 	}
 	sbctx := browsertest.Browser(t, caPEM, browsertest.FakeCamera(scanCam)...)
-	till := func(name string) context.Context {
-		s := browsertest.NewTab(t, sbctx, 4*time.Minute)
+	till := func(bctx context.Context, name string) context.Context {
+		s := browsertest.NewTab(t, bctx, 10*time.Minute)
 		do(t, s, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(1), chromedp.EmulateMobile))
 		do(t, s, "open scanner", chromedp.Navigate(base+"/scanner/"))
 		waitJS(t, s, "document.body.dataset.view === 'setup' && document.getElementById('setup-key').value.length > 0", "scanner setup")
@@ -86,40 +87,11 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 		waitJS(t, s, "document.body.dataset.view === 'charge'", "charge form")
 		return s
 	}
-	tillA, tillB := till("ch-till-A"), till("ch-till-B")
+	tillA, tillB := till(sbctx, "ch-till-A"), till(sbctx, "ch-till-B")
 	keyA, err := p.Watermark.ChallengeKey("ch-till-A")
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// Till A's challenge display: the QR code beside its camera view is
-	// A's challenge for the current slot, and it changes with the slot.
-	do(t, tillA, "start a scan", chromedp.SetValue(chromedp.CSS("#charge-amount"), "1.00"), chromedp.Click(chromedp.CSS("#charge-scan")))
-	waitJS(t, tillA, "(document.body.dataset.challenge || '').startsWith('QSC1:')", "till A's challenge")
-	noSideScroll(t, tillA, "scanner-challenge")
-	walletShot(t, tillA, "scanner-challenge")
-	shot, err := chromedp.Run(tillA, chromedp.Screenshot(chromedp.CSS("#challenge-canvas"), chromedp.NodeVisible))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := png.Decode(bytes.NewReader(shot))
-	if err != nil {
-		t.Fatal(err)
-	}
-	shown, err := qrimg.Decode(img)
-	if err != nil {
-		t.Fatalf("till A's challenge QR code does not decode: %v", err)
-	}
-	c, err := watermark.ParseChallenge(shown)
-	if err != nil {
-		t.Fatalf("till A shows %q: %v", shown, err)
-	}
-	if now := watermark.SlotAt(time.Now()); c != watermark.ChallengeAt(keyA, c.Slot) || c.Slot < now-3 || c.Slot > now+1 {
-		t.Fatalf("till A shows %q (slot %d, now %d), not its challenge", shown, c.Slot, now)
-	}
-	waitJS(t, tillA, "document.body.dataset.challenge !== "+jsString(shown), "the next slot's challenge")
-	do(t, tillA, "cancel", chromedp.Click(chromedp.CSS("#scan-cancel")))
-	waitJS(t, tillA, "document.body.dataset.view === 'charge'", "charge form")
 
 	// The payer's phone: its front camera sees nothing yet.
 	frontCam := filepath.Join(dir, "front.y4m")
@@ -127,7 +99,7 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 		t.Fatal(err)
 	}
 	pbctx := browsertest.Browser(t, caPEM, browsertest.FakeCamera(frontCam)...)
-	w := browsertest.NewTab(t, pbctx, 4*time.Minute)
+	w := browsertest.NewTab(t, pbctx, 10*time.Minute)
 	enrol, err := p.IssueEnrolmentCode(ctx, "test", "ch-payer")
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +114,7 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 	// camera (Chromium opens the file when the page starts capturing):
 	// A's challenges from the current slot on, five camera frames a slot.
 	s0 := watermark.SlotAt(time.Now())
+	t.Logf("the payer shows a code %v into the test", time.Since(start).Round(time.Second))
 	var front []image.Image
 	for i := 0; i < 5*40; i++ {
 		q, err := qrimg.Encode(watermark.ChallengeAt(keyA, s0+int64(i/5)).String(), qrimg.M)
@@ -213,6 +186,10 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 		}
 	}
 	t.Logf("the wallet's loop: %d distinct frames read, %d of %d stamps bound, %v after the film's first slot", len(loop), bound, len(res.Stamps), time.Since(watermark.SlotStart(s0)).Round(time.Second))
+	// The phone is another device: its page stops drawing and reading its
+	// camera so that it does not take the scanners' CPU.
+	do(t, w, "done", chromedp.Click(chromedp.CSS("#wm-done")))
+	waitJS(t, w, "document.body.dataset.view === 'home' && !document.body.dataset.wmCamera", "the wallet's home")
 
 	// The scanners' camera films the loop 11 cm from the phone's screen.
 	prof := camsim.CloseScan()
@@ -241,6 +218,7 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 	charge := func(s context.Context, what string) string {
 		do(t, s, what, chromedp.SetValue(chromedp.CSS("#charge-amount"), "12.34"), chromedp.Click(chromedp.CSS("#charge-scan")))
 		t0 := time.Now()
+		t.Logf("%s: scanning from %v into the test", what, time.Since(start).Round(time.Second))
 		waitJS(t, s, "document.body.dataset.view === 'result'", what+": result")
 		r := eval[string](t, s, "document.body.dataset.result + ': ' + document.getElementById('result-text').textContent")
 		t.Logf("%s: %q after %v (scan to answer; in the page: %s camera frames read in %s ms until the code was rebuilt, payment request %s ms)", what, r, time.Since(t0).Round(time.Millisecond),
@@ -265,6 +243,44 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 	if payer.Balance != 100_00-12_34 || shop.Balance != 12_34 {
 		t.Fatalf("after the payment: payer %d, shop %d", payer.Balance, shop.Balance)
 	}
+
+	// A scanner's challenge display: the QR code beside its camera view is
+	// its challenge for the current slot (watermark.ChallengeAt under its
+	// key), and it changes with the slot. Checked last, with a third till in
+	// the payer's browser (whose camera films no watermark code): a camera a
+	// page has opened may be shared with the next page that opens it, so the
+	// scanners' browser opens its camera only once the film is written.
+	tillC := till(pbctx, "ch-till-C")
+	keyC, err := p.Watermark.ChallengeKey("ch-till-C")
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, tillC, "start a scan", chromedp.SetValue(chromedp.CSS("#charge-amount"), "1.00"), chromedp.Click(chromedp.CSS("#charge-scan")))
+	waitJS(t, tillC, "(document.body.dataset.challenge || '').startsWith('QSC1:')", "till C's challenge")
+	noSideScroll(t, tillC, "scanner-challenge")
+	walletShot(t, tillC, "scanner-challenge")
+	shot, err := chromedp.Run(tillC, chromedp.Screenshot(chromedp.CSS("#challenge-canvas"), chromedp.NodeVisible))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(shot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown, err := qrimg.Decode(img)
+	if err != nil {
+		t.Fatalf("till C's challenge QR code does not decode: %v", err)
+	}
+	c, err := watermark.ParseChallenge(shown)
+	if err != nil {
+		t.Fatalf("till C shows %q: %v", shown, err)
+	}
+	if now := watermark.SlotAt(time.Now()); c != watermark.ChallengeAt(keyC, c.Slot) || c.Slot < now-3 || c.Slot > now+1 {
+		t.Fatalf("till C shows %q (slot %d, now %d), not its challenge", shown, c.Slot, now)
+	}
+	waitJS(t, tillC, "document.body.dataset.challenge !== "+jsString(shown), "the next slot's challenge")
+	do(t, tillC, "cancel", chromedp.Click(chromedp.CSS("#scan-cancel")))
+	waitJS(t, tillC, "document.body.dataset.view === 'charge'", "charge form")
 }
 
 // jsString quotes s as a JavaScript string literal (challenge texts are
