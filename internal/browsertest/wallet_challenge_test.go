@@ -131,8 +131,12 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 	do(t, w, "limit", chromedp.SendKeys(chromedp.CSS("#wm-limit"), "50.00"), chromedp.Click(chromedp.CSS("#wm-submit")))
 	shownAt := time.Now()
 	waitJS(t, w, "document.body.dataset.view === 'wm'", "the looping code")
+	looping := time.Since(shownAt)
+	waitJS(t, w, "document.body.dataset.wmCamera === '1'", "the front camera")
+	camera := time.Since(shownAt)
 	waitJS(t, w, "document.body.dataset.wmBound === '1'", "the loop bound to till A's challenge")
-	t.Logf("the wallet bound its loop to till A's challenge %v after \"Show code\"", time.Since(shownAt).Round(time.Millisecond))
+	t.Logf("after \"Show code\": looping %v, front camera on %v, loop bound to till A's challenge %v (polled every 150 ms)",
+		looping.Round(time.Millisecond), camera.Round(time.Millisecond), time.Since(shownAt).Round(time.Millisecond))
 	if lag := time.Since(watermark.SlotStart(s0)); lag > 20*time.Second {
 		t.Logf("the front camera started %v after its film's first slot", lag.Round(time.Second))
 	}
