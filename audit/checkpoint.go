@@ -40,6 +40,12 @@ import (
 var (
 	ErrRollback = errors.New("audit: rollback: the log is smaller than a checkpoint already signed or seen")
 	ErrFork     = errors.New("audit: fork: the log is not an append-only extension of a checkpoint already signed or seen")
+	// ErrSuperseded is wrapped by a witness sink's error when the witness
+	// already cosigned a larger checkpoint of this log — another node
+	// sharing the database published after this one signed — while the
+	// log still holds at least that many records: the checkpoint is stale,
+	// not a rollback.
+	ErrSuperseded = errors.New("audit: superseded: a witness already holds a larger checkpoint of this log")
 )
 
 // Checkpoint is a parsed (size, root) statement of one log.

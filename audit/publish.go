@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -103,16 +104,26 @@ func (p *Publisher) PublishNow(ctx context.Context) ([]byte, Checkpoint, error) 
 			first = err
 		}
 	}
-	cosigned := 0
+	cosigned, superseded := 0, false
 	for _, s := range p.Sinks {
 		if _, ok := s.(*WitnessSink); !ok {
 			continue
 		}
-		if err := s.Publish(ctx, msg); err != nil {
+		if err := s.Publish(ctx, msg); errors.Is(err, ErrSuperseded) {
+			superseded = true
+		} else if err != nil {
 			fail(err)
 		} else {
 			cosigned++
 		}
+	}
+	if superseded && first == nil {
+		// Nodes sharing the log publish independently; one that signed
+		// before another's newer checkpoint reached a witness has nothing
+		// to add, and its stale checkpoint must not replace the newer one
+		// in the other sinks.
+		p.logger().InfoContext(ctx, "audit checkpoint superseded by a newer one at a witness", "size", cp.Size)
+		return msg, cp, nil
 	}
 	if cosigned < p.Quorum {
 		err := fmt.Errorf("audit: checkpoint of %d records cosigned by %d witnesses, quorum %d", cp.Size, cosigned, p.Quorum)
@@ -225,6 +236,12 @@ func (s *WitnessSink) Publish(ctx context.Context, msg []byte) error {
 	old := s.size.Load()
 	for attempt := 0; ; attempt++ {
 		if old > cp.Size {
+			// Another node sharing this log may have pushed a newer
+			// checkpoint after this one was signed. Only a log now
+			// smaller than what the witness holds is a rollback.
+			if t, err := s.Log.TreeHead(ctx); err == nil && t.Size >= old {
+				return fmt.Errorf("audit: witness %s holds %d records, the checkpoint %d: %w", s.URL, old, cp.Size, ErrSuperseded)
+			}
 			return fmt.Errorf("audit: witness %s holds %d records, the checkpoint %d: %w", s.URL, old, cp.Size, ErrRollback)
 		}
 		var proof []tlog.Hash

@@ -413,3 +413,50 @@ func BenchmarkWitnessAddCheckpoint(b *testing.B) {
 		}
 	}
 }
+
+// TestWitnessSinkSuperseded: two nodes share one log and push to one
+// witness. A checkpoint signed by node B before node A's newer one reached
+// the witness is stale, not a rollback: B's push reports ErrSuperseded, the
+// witness raises no alarm and keeps the newer state, and B's next
+// checkpoint is cosigned from there. A log that really shrank below the
+// witness's size is still a rollback (TestWitnessAddCheckpoint).
+func TestWitnessSinkSuperseded(t *testing.T) {
+	signer, verifier := testKeys(t)
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		l := openLog(t, db, nil)
+		resetLog(t, db)
+		cos, cosV := testCosigner(t, "witness.example/w1")
+		w := &Witness{Log: verifier, Signer: cos, StateFile: filepath.Join(t.TempDir(), "witness-state")}
+		srv := httptest.NewServer(w.Handler("/w1"))
+		defer srv.Close()
+		url := srv.URL + "/w1"
+		nodeA := &Publisher{Log: l, Signer: signer, Sinks: []Sink{&WitnessSink{URL: url, Witness: cosV, Log: l}}}
+		sinkB := &WitnessSink{URL: url, Witness: cosV, Log: l}
+		nodeB := &Publisher{Log: l, Signer: signer, Sinks: []Sink{sinkB}}
+
+		appendN(t, l, 10, "alice")
+		stale, _, err := l.Checkpoint(ctx, signer) // node B signs 10 …
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendN(t, l, 10, "bob")
+		if _, cp, err := nodeA.PublishNow(ctx); err != nil || cp.Size != 20 { // … node A pushes 20 first
+			t.Fatalf("node A: %v %d", err, cp.Size)
+		}
+		held, _, _ := w.Held()
+		if err := sinkB.Publish(ctx, stale); !errors.Is(err, ErrSuperseded) || errors.Is(err, ErrRollback) {
+			t.Fatalf("stale push from node B: %v, want ErrSuperseded", err)
+		}
+		if now, _, _ := w.Held(); now.Size != held.Size || w.Alarms.Load() != 0 {
+			t.Fatalf("witness now holds %d (was %d), alarms %d", now.Size, held.Size, w.Alarms.Load())
+		}
+		appendN(t, l, 5, "carol")
+		if _, cp, err := nodeB.PublishNow(ctx); err != nil || cp.Size != 25 {
+			t.Fatalf("node B's next checkpoint: %v %d", err, cp.Size)
+		}
+		if now, _, _ := w.Held(); now.Size != 25 {
+			t.Fatalf("witness holds %d, want 25", now.Size)
+		}
+	})
+}

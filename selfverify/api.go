@@ -24,19 +24,6 @@ type OperatorAPI interface {
 	TokenStatus(ctx context.Context, serial string) (*TokenStatus, error)
 }
 
-type localOperator struct{ *Operator }
-
-func (l localOperator) Params(context.Context) (*Params, error) {
-	p := l.Operator.Params()
-	return &p, nil
-}
-func (l localOperator) Vendor(ctx context.Context, id string) (*Identity, error) {
-	return l.Operator.Identity(ctx, id)
-}
-
-// Local returns the operator as an OperatorAPI for in-process use.
-func (o *Operator) Local() OperatorAPI { return localOperator{o} }
-
 // Credentials are a registered entity's self-certified key material: ID_X,
 // d_X, P_X and Q_N. Q_X is rebuilt from them; nothing else is needed.
 type Credentials struct {

@@ -14,7 +14,21 @@
 //     [OperatorAPI] ([OperatorClient] over HTTPS).
 //   - [Vendor] (V) is a separate service ([Vendor.Handler] under /v1/vendor/)
 //     with its own tables (component "selfverify-vendor"), reached by phones
-//     through [VendorClient]; it talks to N through an [OperatorClient].
+//     through [VendorClient]; it talks to N through an [OperatorClient]. Its
+//     till shows a [VendorCode] (its URL and an item) for a phone to scan;
+//     its API answers CORS requests from any origin, without credentials,
+//     so a browser wallet served elsewhere can pay it.
+//
+// # Builds
+//
+// The user's side and the message layer (User, Wallet, Register, the
+// messages, their cryptography, VendorCode, LookupHeaders, ErrorForCode)
+// build on every platform, WebAssembly included: the browser wallet
+// (internal/wallet/wasm) runs this code, not a copy. The operator, the
+// vendor, their stores and the HTTP server and clients need a database or
+// httpx (which needs sqldb, and modernc sqlite has no js/wasm port), so
+// those files carry //go:build !wasm; local.go and local_wasm.go hold the
+// two small pieces that differ.
 //
 // # The seed's §3, step by step
 //
@@ -130,7 +144,8 @@
 // The operator's d_N is stored in the database sealed with the platform's
 // key ([LoadOrCreateOperatorKey]; in clear only without a sealer, in tests);
 // a vendor's d_V is stored in its database in hex. Production would keep d_N
-// in an HSM/KMS. The phone's wallet file is not encrypted at rest. ECQV's
+// in an HSM/KMS. The CLI phone's wallet file is not encrypted at rest (the
+// browser wallet seals it under a non-extractable WebCrypto key). ECQV's
 // scalar arithmetic on secrets is constant time (filippo.io/bigmod); scalars
 // still travel in *big.Int between steps. The look-ups of a token, its
 // confirmations and a deposit answer only a query signed by the owner's key

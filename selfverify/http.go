@@ -1,3 +1,5 @@
+//go:build !wasm
+
 package selfverify
 
 import (
@@ -22,32 +24,17 @@ const (
 
 // codes is the operator's and vendor's error-code registry; the clients
 // map the codes back, so errors.Is works across HTTP.
-var codes = httpx.NewRegistry(
-	httpx.Code{Code: "invalid_message", Status: http.StatusBadRequest, Message: "The request could not be read.", Err: ErrInvalidMessage},
-	httpx.Code{Code: "bad_enrollment", Status: http.StatusForbidden, Message: "The enrolment could not be verified.", Err: ErrBadEnrollment},
-	httpx.Code{Code: "not_registered", Status: http.StatusForbidden, Message: "This wallet is not registered.", Err: ErrNotRegistered},
-	httpx.Code{Code: "bad_signature", Status: http.StatusForbidden, Message: "The signature is not valid.", Err: ErrBadSignature},
-	httpx.Code{Code: "bad_mac", Status: http.StatusUnauthorized, Message: "The request could not be authenticated.", Err: ErrBadMAC},
-	httpx.Code{Code: "stale_request", Status: http.StatusBadRequest, Message: "The request is too old; please try again.", Err: ErrStale},
-	httpx.Code{Code: "replay", Status: http.StatusConflict, Message: "This request was already made.", Err: ErrReplay},
-	httpx.Code{Code: "insufficient_funds", Status: http.StatusUnprocessableEntity, Message: "The account does not have enough money for this payment.", Err: ErrInsufficientFunds},
-	httpx.Code{Code: "token_not_found", Status: http.StatusNotFound, Message: "The payment token was not found.", Err: ErrTokenNotFound},
-	httpx.Code{Code: "token_expired", Status: http.StatusGone, Message: "The payment token has expired.", Err: ErrTokenExpired},
-	httpx.Code{Code: "token_closed", Status: http.StatusGone, Message: "The payment token is closed.", Err: ErrTokenClosed},
-	httpx.Code{Code: "overspend", Status: http.StatusUnprocessableEntity, Message: "The payment is more than the token holds.", Err: ErrOverspend},
-	httpx.Code{Code: "double_deposit", Status: http.StatusConflict, Message: "This payment was already deposited.", Err: ErrDoubleDeposit},
-	httpx.Code{Code: "unknown_payment", Status: http.StatusUnprocessableEntity, Message: "The payment is not known.", Err: ErrUnknownPayment},
-	httpx.Code{Code: "not_found", Status: http.StatusNotFound, Message: "That was not found.", Err: ErrNotFound},
-	httpx.Code{Code: "deadline_passed", Status: http.StatusGone, Message: "The deadline for this has passed.", Err: ErrDeadline},
-	httpx.Code{Code: "already_decided", Status: http.StatusConflict, Message: "This was already decided.", Err: ErrDecided},
-	httpx.Code{Code: "refused", Status: http.StatusConflict, Message: "The payment was refused.", Err: ErrRefused},
-	httpx.Code{Code: "decrypt_failed", Status: http.StatusBadRequest, Message: "The payment data could not be opened.", Err: ErrDecrypt},
-	httpx.Code{Code: "sequence", Status: http.StatusConflict, Message: "The request is out of sequence; please try again.", Err: ErrSequence},
-	httpx.Code{Code: "wrong_vendor", Status: http.StatusBadRequest, Message: "The payment was made for another vendor.", Err: ErrWrongVendor},
-	httpx.Code{Code: "wrong_price", Status: http.StatusUnprocessableEntity, Message: "The amount does not match the price.", Err: ErrPrice},
-	httpx.Code{Code: "currency_mismatch", Status: http.StatusUnprocessableEntity, Message: "The payment is in the wrong currency.", Err: ErrCurrency},
+var codes = httpx.NewRegistry(append(registryCodes(),
 	httpx.Code{Code: "account_not_found", Status: http.StatusNotFound, Message: "That account does not exist.", Err: ledger.ErrAccountNotFound},
-)
+)...)
+
+func registryCodes() []httpx.Code {
+	out := make([]httpx.Code, 0, len(codeTable)+1)
+	for _, c := range codeTable {
+		out = append(out, httpx.Code{Code: c.code, Status: c.status, Message: c.message, Err: c.err})
+	}
+	return out
+}
 
 // ErrorCodes returns the operator's and vendor's error-code registry.
 func ErrorCodes() *httpx.Registry { return codes }
@@ -233,7 +220,26 @@ func (v *Vendor) Handler() http.Handler {
 	mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 		codes.WriteCode(w, r, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	return mux
+	return crossOrigin(mux)
+}
+
+// crossOrigin lets a payer's browser wallet, served from the platform's
+// origin, call the vendor's API (CORS). The API carries no ambient
+// authority (no cookies, no client certificates are asked for: every
+// payment is authenticated by its own cryptography), so any origin may
+// call it, never with credentials.
+func crossOrigin(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			w.Header().Set("Access-Control-Allow-Methods", "GET, POST")
+			w.Header().Set("Access-Control-Allow-Headers", "Content-Type, Idempotency-Key")
+			w.Header().Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ---- Clients ----

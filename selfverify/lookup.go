@@ -1,8 +1,9 @@
+//go:build !wasm
+
 package selfverify
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
 	"errors"
@@ -24,44 +25,19 @@ import (
 // hold ECQV keys, not platform certificates, so the routes declare an
 // authz.Signed policy and the router runs the check before the handler.
 
-const (
-	// HeaderLookupTime carries the signed look-up's timestamp (Unix ms).
-	HeaderLookupTime = "Selfverify-Lookup-Time"
-	// HeaderLookupSignature carries its signature (base64).
-	HeaderLookupSignature = "Selfverify-Lookup-Signature"
-	labelLookup           = "qshield-sv-lookup-v1"
-)
-
-func lookupSigningBytes(method, path string, ts int64) []byte {
-	return newCanon(labelLookup).str(method).str(path).i64(ts)
-}
-
-type lookupKey struct{}
-
-// WithLookupKey returns ctx carrying key, with which an OperatorClient signs
-// the look-ups made with ctx (TokenStatus and Confirmations with the token
-// key, DepositStatus with the vendor's key). The in-process operator needs
-// none.
-func WithLookupKey(ctx context.Context, key *ecqv.PrivateKey) context.Context {
-	return context.WithValue(ctx, lookupKey{}, key)
-}
-
-// signLookup adds the look-up signature headers for method and path when
-// ctx carries a key.
+// signLookup adds the look-up signature headers for method and path to h
+// when ctx carries a key.
 func signLookup(ctx context.Context, h http.Header, method, path string, now int64) (http.Header, error) {
-	key, _ := ctx.Value(lookupKey{}).(*ecqv.PrivateKey)
-	if key == nil || method != http.MethodGet {
-		return h, nil
-	}
-	sig, err := key.Sign(rand.Reader, lookupSigningBytes(method, path, now))
-	if err != nil {
-		return nil, fmt.Errorf("selfverify: sign look-up: %w", err)
+	m, err := lookupSignature(ctx, method, path, now)
+	if err != nil || len(m) == 0 {
+		return h, err
 	}
 	if h == nil {
 		h = http.Header{}
 	}
-	h.Set(HeaderLookupTime, strconv.FormatInt(now, 10))
-	h.Set(HeaderLookupSignature, base64.StdEncoding.EncodeToString(sig))
+	for k, v := range m {
+		h.Set(k, v)
+	}
 	return h, nil
 }
 

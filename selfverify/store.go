@@ -1,9 +1,10 @@
+//go:build !wasm
+
 package selfverify
 
 import (
 	"context"
 	"database/sql"
-	"time"
 
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/sqldb"
@@ -26,8 +27,6 @@ type AuditEvent struct {
 	Resource string
 	Details  map[string]any
 }
-
-func ms(t time.Time) int64 { return t.UnixMilli() }
 
 // operatorMigrations are the operator's tables (component "selfverify").
 // Binary values are stored as hex text and times as Unix milliseconds so that

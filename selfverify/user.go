@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/selfverify/ecqv"
 )
 
@@ -22,13 +20,6 @@ type VendorAPI interface {
 	NextPayment(ctx context.Context, m NextPayment) (*PaymentResponse, error)
 	Session(ctx context.Context, id string) (*SessionState, error)
 }
-
-type localVendor struct{ *Vendor }
-
-func (l localVendor) Info(context.Context) (*VendorInfo, error) { return l.Vendor.Info(), nil }
-
-// Local returns the vendor as a VendorAPI for in-process use.
-func (v *Vendor) Local() VendorAPI { return localVendor{v} }
 
 // Wallet is the user's persistent state on the phone. It holds secrets (d_U,
 // token keys t, K_UN, the current chain keys): store it with mode 0600.
@@ -521,8 +512,7 @@ func (u *User) payNext(ctx context.Context, v VendorAPI, vendor, session string,
 func callRetry(n int, f func() (*PaymentResponse, error)) (*PaymentResponse, error) {
 	for i := 0; ; i++ {
 		r, err := f()
-		var p *httpx.Problem
-		answered := errors.As(err, &p) && !strings.HasPrefix(p.Code, "http_") // the server's problem, not a proxy's page
+		answered := answeredByServer(err)
 		if err == nil || i >= n || answered || errors.Is(err, context.Canceled) || isProtocolError(err) {
 			return r, err
 		}

@@ -1,3 +1,5 @@
+//go:build !wasm
+
 package selfverify
 
 import (
@@ -168,12 +170,6 @@ func (v *Vendor) Info() *VendorInfo {
 	cat = append(cat, v.cfg.Catalog...)
 	return &VendorInfo{ID: v.cred.ID, Curve: v.cred.Curve().Name(), P: v.cred.P.Bytes(), QN: v.cred.QN.Bytes(),
 		Currency: v.cred.Currency, Catalog: cat}
-}
-
-func sessionID(curve *ecqv.Curve, a []byte) string {
-	h := curve.Hash()
-	h.Write(newCanon("qshield-sv-session-v1").bytes(a))
-	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 func (v *Vendor) price(item string, price int64) (Item, error) {

@@ -14,8 +14,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/selfverify"
 	"github.com/qshield/qshield/sqldb"
 )
@@ -31,7 +33,7 @@ func VendorCommand(g *Globals) *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&v.id, "id", "", "vendor identity")
 	_ = cmd.MarkPersistentFlagRequired("id")
-	cmd.AddCommand(vendorRegister(g, v), vendorServe(g, v), vendorDeposit(g, v), vendorPayments(g, v))
+	cmd.AddCommand(vendorRegister(g, v), vendorServe(g, v), vendorDeposit(g, v), vendorPayments(g, v), vendorCode(g))
 	return cmd
 }
 
@@ -112,6 +114,43 @@ func vendorRegister(g *Globals, v *vendorEnv) *cobra.Command {
 	_ = register.MarkFlagRequired("code")
 	v.conn.flags(register)
 	return register
+}
+
+// vendorCode prints (and renders) the payment code a vendor's till shows for
+// one item: the phone (the CLI user or the browser wallet) scans it, fetches
+// the vendor's identity and price from the vendor's API at that address and
+// pays there.
+func vendorCode(g *Globals) *cobra.Command {
+	var base, item, pngOut string
+	cmd := &cobra.Command{
+		Use:   "code",
+		Short: "Print the payment code (and QR) a till shows for one item",
+		Args:  cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			text, err := selfverify.VendorCode{URL: base, Item: item}.MarshalText()
+			if err != nil {
+				return Usagef("%v", err)
+			}
+			rep := map[string]any{"code": string(text)}
+			if pngOut != "" {
+				png, info, err := qrimg.EncodePNG(string(text), qrimg.M, 6)
+				if err != nil {
+					return err
+				}
+				if err := fsutil.WriteFileAtomic(pngOut, png, 0o644, false); err != nil {
+					return err
+				}
+				rep["png"], rep["qr_version"] = pngOut, info.Version
+			}
+			return g.Report(rep, string(text))
+		},
+	}
+	cmd.Flags().StringVar(&base, "url", "", "the vendor API's public origin, https://host[:port] (what `vendor serve` listens on, as phones reach it)")
+	cmd.Flags().StringVar(&item, "item", "", "catalogue item id")
+	cmd.Flags().StringVar(&pngOut, "png", "", "also write the QR code to this PNG file")
+	_ = cmd.MarkFlagRequired("url")
+	_ = cmd.MarkFlagRequired("item")
+	return cmd
 }
 
 // vendorServe serves the vendor API.

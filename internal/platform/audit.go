@@ -112,7 +112,11 @@ func (p *Platform) startAudit(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = pub.Run(runCtx)
+		// One node at a time publishes on a schedule (the duty
+		// "audit-publish"); every node still signs one at start and at
+		// shutdown, and a witness sink reports a checkpoint another node
+		// overtook as superseded, not as a rollback.
+		p.duty(runCtx, "audit-publish", func(ctx context.Context) { _ = pub.Run(ctx) })
 	}()
 	p.Publisher = pub
 	p.closers = append(p.closers, func() error {

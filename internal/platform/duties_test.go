@@ -107,7 +107,7 @@ func waitOneHolder(t *testing.T, nodes []*Platform, duty string) int {
 // node stops another node takes it over.
 func TestDutiesOnOneNode(t *testing.T) {
 	nodes := openNodes(t, 3)
-	duties := []string{"selfverify-sweep", "ledger-expiry", "kme-sync/" + KMEPlatform, "kme-sync/" + KMESupermarket, "kme-sweep/" + KMEPlatform}
+	duties := []string{"selfverify-sweep", "ledger-expiry", "audit-publish", "kme-sync/" + KMEPlatform, "kme-sync/" + KMESupermarket, "kme-sweep/" + KMEPlatform}
 	holder := map[string]int{}
 	for _, d := range duties {
 		holder[d] = waitOneHolder(t, nodes, d)

@@ -51,8 +51,22 @@
 // shown the front camera (wmchallenge.js) reads the scanner's challenge QR
 // (issue 18) and the loop binds every frame's stamp to it
 // (watermark.ChallengeTracker, Loop.ShowBoundAt), so the code pays only at
-// the scanner the phone is held to. Paying bioqr and selfverify from the
-// browser is not built yet.
+// the scanner the phone is held to. Paying bioqr from the browser is not
+// built yet.
+//
+// Self-verified shopping (seed 002, assets/shop.js, wasm/selfverify.go):
+// the CLI phone's selfverify.User runs in the module unchanged (the
+// package's user side builds for GOOS=js; its operator and vendor, which
+// need a database, do not). The page registers an ECQV key with the
+// operator's one-time code (d_U is made and kept in the page), withdraws
+// prepaid tokens, pays a shop whose code (selfverify.VendorCode) the camera
+// reads, at the shop's own origin (its API answers CORS; hence connect-src
+// https: below), and answers deposit confirmations, agreeing only to
+// payments this phone made. The wallet's secrets (d_U, token keys, K_UN,
+// chain keys) are sealed with a non-extractable AES-GCM CryptoKey and kept
+// in IndexedDB, stored before each message leaves. These requests carry no
+// device signature: the protocol's own signatures authenticate them, and a
+// shop must not learn who pays.
 //
 // The merchant scanner (/scanner/) shows its rotating challenge as a QR code
 // beside its camera view (from its key, GET /v1/watermark/challenge-key,
@@ -228,7 +242,7 @@ func (s *Service) Routes(en *Enroller) []authz.Route {
 
 func securityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; style-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; style-src 'self'; connect-src 'self' https:; frame-ancestors 'none'")
 		w.Header().Set("Permissions-Policy", "camera=(self)")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Referrer-Policy", "no-referrer")

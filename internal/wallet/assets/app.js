@@ -149,6 +149,8 @@ async function startScan() {
       const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
       const r = globalThis.qshield.decodeQR(img.data, canvas.width, canvas.height);
       if (r.text) {
+        const hook = (globalThis.qsScanHooks || []).find((h) => h.accepts(r.text)); // other schemes' codes (shop.js)
+        if (hook) { stopScan(); hook.handle(r.text); return; }
         const offer = globalThis.qshield.readCode(r.text);
         if (!offer.error) { stopScan(); confirmPay(r.text, offer); return; }
         $('scan-hint').textContent = offer.error;
@@ -299,6 +301,7 @@ async function start() {
     return;
   }
   document.body.dataset.ready = '1';
+  if (globalThis.shopStart) await globalThis.shopStart(); // seed 002 (shop.js)
   state.wallet = await kvGet('wallet');
   if (state.wallet) await home(); else show('enrol');
 }

@@ -2,9 +2,11 @@
 
 // Command wasm is the wallet's WebAssembly module (assets/wallet.wasm): the
 // project's QR decoder (qrimg, on gozxing) for camera frames, and the QMSP
-// phone's payment step (qmsp/paycode). The page calls the functions it sets on
-// globalThis.qshield; each returns a plain object, with "error" set to a
-// sentence a payer can read when it fails.
+// phone's payment step (qmsp/paycode), and the self-verified shopper of seed
+// 002 (selfverify.User, selfverify.go). The page calls the functions it sets
+// on globalThis.qshield; each returns a plain object (the sv* functions a
+// Promise of one), with "error" set to a sentence a payer can read when it
+// fails.
 package main
 
 import (
@@ -35,6 +37,7 @@ func main() {
 	var ch challengeDisplay
 	api.Set("challengeStart", js.FuncOf(ch.start))
 	api.Set("challengeShow", js.FuncOf(ch.show))
+	new(shop).register(api)
 	var sc scanner
 	api.Set("scanStart", js.FuncOf(sc.start))
 	api.Set("scanFrame", js.FuncOf(sc.frame))
