@@ -149,7 +149,7 @@ func (s *Service) Handler() http.Handler {
 		file := r.PathValue("file")
 		switch {
 		case file == "" || file == "index.html":
-			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, sc.limit)
+			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, s.waitingMessage(sc.limit))
 		case file == "status":
 			// The screen's live status: "paid" once a scanner redeemed the code.
 			s.writeScreenStatus(w, r, sc)
