@@ -165,11 +165,15 @@ func (k *KME) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (k *KME) statusExtension() map[string]any {
 	k.mu.Lock()
-	reserved := k.reservedCount()
+	reserved, bits := k.reservedCount(), k.pool.bits
 	k.mu.Unlock()
 	return map[string]any{
 		"qshield_link":          k.Link(),
 		"qshield_reserved_keys": reserved,
+		// stored_key_count counts keys of key_size; the material itself
+		// serves any size up to max_key_size.
+		"qshield_stored_bits":  bits,
+		"qshield_segment_bits": k.cfg.SegmentBits,
 	}
 }
 

@@ -25,13 +25,26 @@
 // # Pool
 //
 // The QKD link delivers keys with UUIDs agreed by both ends ([KME.Deposit] is
-// a qkd.Sink). A key is cut into units of key_size bits (256 by default) —
-// one unit keeps the key's ID, further units get RFC 9562 version-5 UUIDs
-// derived from it — so both KMEs file the same bytes under the same IDs.
-// A request for size bits takes ceil(size/key_size) units and returns them
-// concatenated and cut to size, under the first unit's ID. stored_key_count
-// counts available units and never exceeds max_key_count: a deposit beyond
-// it is dropped ([Pair.Sinks] block instead, which pauses the link).
+// a qkd.Sink; [JoinKeys] joins a block's keys into one). The pool stores
+// key material, not keys: a deposited key is cut into units of SegmentBits
+// (the last one shorter) — one unit keeps the key's ID, further units get
+// RFC 9562 version-5 UUIDs derived from it — so both KMEs file the same
+// bytes under the same IDs. A request for number keys of size bits (any
+// multiple of 8 from min_key_size to max_key_size) carves them from the
+// units at its end of the pool, in order: whole units while they fit, then
+// the head of the next one, whose remainder stays in the pool under a name
+// derived from the cut (see carve.go). The peer KME is told which units
+// each key used and where the last was cut, and derives the same pieces
+// under the same names, so the slave's dec_keys by key_ID gets the same
+// bytes. A cut rewrites the unit's row with its remainder only, under an SQL
+// check of the ID it had, so no material is handed out twice and none that
+// was delivered stays in the pool; keys never hold more bits than the link
+// distilled. stored_key_count is the available material in keys of
+// key_size (the default size), and max_key_count bounds it: a deposit
+// beyond MaxKeyCount × key_size bits is dropped ([Pair.Sinks] block
+// instead, which pauses the link). Large segments make large keys cheap
+// (the platform's 64-kbit charging keys are one row each) at the cost of
+// rewriting a segment's remainder for each small key.
 //
 // Units live in the platform database (table kme_keys, component "kme"),
 // encrypted with AES-256-GCM under a key derived from the 32-byte pool

@@ -58,11 +58,19 @@ type Config struct {
 	// PeerSAEs are the SAEs attached to the peer KME. Empty means any SAE
 	// that is not local is assumed to be at the peer, which has the last word.
 	PeerSAEs []string
-	// KeySizeBits is the pool's unit and the default key size (key_size),
-	// a multiple of 8. Default 256.
+	// KeySizeBits is the default key size (key_size), a multiple of 8, and
+	// the unit of stored_key_count and max_key_count. Default 256.
 	KeySizeBits int
-	// MaxKeyCount bounds stored_key_count (units of KeySizeBits). Deposits
-	// beyond it are dropped. Default 100000.
+	// SegmentBits is how the pool stores key material: each deposited QKD
+	// key is cut into segments of this many bits (the last one shorter),
+	// and a request of any size carves its keys from them (carve.go).
+	// Large segments make large keys cheap (a 64-kbit key from 64-kbit
+	// segments is one row at each KME) and cost a small key the rewrite of
+	// its segment's remainder. A multiple of 8; default KeySizeBits.
+	SegmentBits int
+	// MaxKeyCount bounds stored_key_count: the pool holds at most
+	// MaxKeyCount × KeySizeBits bits. Deposits beyond it are dropped.
+	// Default 100000.
 	MaxKeyCount int
 	// MaxKeyPerRequest bounds number in a request (default 128).
 	MaxKeyPerRequest int
@@ -122,6 +130,9 @@ func (c *Config) setDefaults() error {
 	if c.KeySizeBits == 0 {
 		c.KeySizeBits = DefaultKeySizeBits
 	}
+	if c.SegmentBits == 0 {
+		c.SegmentBits = c.KeySizeBits
+	}
 	if c.MaxKeyCount == 0 {
 		c.MaxKeyCount = DefaultMaxKeyCount
 	}
@@ -162,6 +173,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: a peer KME needs PeerURL and PeerTLS", ErrConfig)
 	case c.KeySizeBits <= 0 || c.KeySizeBits%8 != 0:
 		return fmt.Errorf("%w: key size %d bits is not a positive multiple of 8", ErrConfig, c.KeySizeBits)
+	case c.SegmentBits <= 0 || c.SegmentBits%8 != 0 || c.SegmentBits > 1<<24:
+		return fmt.Errorf("%w: segment size %d bits is not a positive multiple of 8 up to 2^24", ErrConfig, c.SegmentBits)
 	case c.MinKeySize <= 0 || c.MinKeySize%8 != 0 || c.MaxKeySize%8 != 0 || c.MinKeySize > c.MaxKeySize:
 		return fmt.Errorf("%w: key size limits %d..%d bits", ErrConfig, c.MinKeySize, c.MaxKeySize)
 	case c.KeySizeBits < c.MinKeySize || c.KeySizeBits > c.MaxKeySize:
@@ -282,6 +295,11 @@ func newKME(ctx context.Context, db *sqldb.DB, cfg Config, w *writer) (*KME, err
 	} else if n > 0 {
 		cfg.Logger.Info("kme: resealed key units in the current at-rest format", "kme", cfg.KMEID, "units", n)
 	}
+	if n, err := fillBits(ctx, db, cfg.KMEID, s); err != nil {
+		return nil, err
+	} else if n > 0 {
+		cfg.Logger.Info("kme: recorded the length of key units written before carving", "kme", cfg.KMEID, "units", n)
+	}
 	cfg.MasterKey = nil // only the derived keys in the sealer are kept
 	k := &KME{
 		cfg: cfg, db: db, seal: s, log: cfg.Logger.With("kme", cfg.KMEID),
@@ -316,7 +334,7 @@ func newKME(ctx context.Context, db *sqldb.DB, cfg Config, w *writer) (*KME, err
 
 // load rebuilds the in-memory index from the database.
 func (k *KME) load(ctx context.Context) error {
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, state, group_id, part, size_bits, master_sae, slave_sae, created_at, reserved_at
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, state, group_id, part, size_bits, master_sae, slave_sae, created_at, reserved_at, COALESCE(bits, 0)
 		FROM kme_keys WHERE kme_id = ? ORDER BY seq`), k.cfg.KMEID)
 	if err != nil {
 		return fmt.Errorf("kme: load key pool: %w", err)
@@ -333,15 +351,18 @@ func (k *KME) load(ctx context.Context) error {
 			seq, created           int64
 			state                  int
 			part, size, reservedAt sql.NullInt64
+			bits                   int
 		)
-		if err := rows.Scan(&id, &seq, &state, &gid, &part, &size, &master, &slave, &created, &reservedAt); err != nil {
+		if err := rows.Scan(&id, &seq, &state, &gid, &part, &size, &master, &slave, &created, &reservedAt, &bits); err != nil {
 			return fmt.Errorf("kme: load key pool: %w", err)
 		}
-		u := &unit{id: id.String, seq: seq, created: created}
+		u := &unit{id: id.String, seq: seq, created: created, bits: bits}
 		k.lastAdopted = max(k.lastAdopted, seq)
 		switch state {
 		case stateAvailable:
-			k.pool.insert(u)
+			if u.bits > 0 { // 0: failed authentication (fillBits)
+				k.pool.insert(u)
+			}
 		case stateReserved, stateDelivered:
 			g := k.groups[gid.String]
 			if g == nil {
@@ -392,24 +413,37 @@ func (k *KME) Config() Config {
 	return c
 }
 
-func (k *KME) unitBytes() int { return k.cfg.KeySizeBits / 8 }
-
-// Stored returns the number of available units (stored_key_count).
+// Stored returns stored_key_count: how many keys of KeySizeBits the
+// available key material makes.
 func (k *KME) Stored() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.pool.len()
+	return k.stored()
 }
 
-// Room returns how many more units the pool accepts.
+func (k *KME) stored() int { return int(k.pool.bits / int64(k.cfg.KeySizeBits)) }
+
+// StoredBits returns the available key material in bits.
+func (k *KME) StoredBits() int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.pool.bits
+}
+
+// Room returns how many more keys of KeySizeBits the pool accepts.
 func (k *KME) Room() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.room()
+	return int(k.roomBits() / int64(k.cfg.KeySizeBits))
 }
 
-func (k *KME) room() int {
-	r := k.cfg.MaxKeyCount - k.pool.len() - len(k.inflight)
+// roomBits is how much more key material the pool accepts (k.mu held).
+func (k *KME) roomBits() int64 {
+	used := k.pool.bits
+	for _, u := range k.inflight {
+		used += int64(u.bits)
+	}
+	r := int64(k.cfg.MaxKeyCount)*int64(k.cfg.KeySizeBits) - used
 	if r < 0 {
 		return 0
 	}
@@ -417,10 +451,11 @@ func (k *KME) room() int {
 }
 
 // Deposit files keys delivered by the QKD link into the pool; it is a
-// qkd.Sink. Each key is cut into units of KeySizeBits (a shorter remainder
-// is discarded the same way at both ends). Units beyond MaxKeyCount are
-// dropped (counted, logged at debug level): the pool never grows beyond its
-// limit. A malformed key ID fails the whole call and stores nothing; a unit
+// qkd.Sink. Each key is cut into units of SegmentBits (the last one
+// shorter), named as the package doc says, so both KMEs file the same
+// material under the same IDs. Units beyond the pool's capacity
+// (MaxKeyCount keys of KeySizeBits) are dropped (counted, logged at debug
+// level): the pool never grows beyond its limit. A malformed key ID fails the whole call and stores nothing; a unit
 // already known is skipped.
 func (k *KME) Deposit(ctx context.Context, keys []qkd.Key) error {
 	_, err := k.DepositN(ctx, keys)
@@ -429,7 +464,7 @@ func (k *KME) Deposit(ctx context.Context, keys []qkd.Key) error {
 
 // DepositN is Deposit returning the number of units stored.
 func (k *KME) DepositN(ctx context.Context, keys []qkd.Key) (int, error) {
-	ub := k.unitBytes()
+	ub := k.cfg.SegmentBits / 8
 	type row struct {
 		u   *unit
 		enc []byte
@@ -441,29 +476,31 @@ func (k *KME) DepositN(ctx context.Context, keys []qkd.Key) (int, error) {
 		if !ok {
 			return 0, fmt.Errorf("%w: key ID %q is not a UUID", ErrBadDeposit, key.ID)
 		}
-		n := len(key.Bytes) / ub
+		n := (len(key.Bytes) + ub - 1) / ub
 		for i := 0; i < n; i++ {
 			uid := unitID(id, i, n)
-			enc, err := k.seal.seal(k.cfg.KMEID, uid, key.Bytes[i*ub:(i+1)*ub])
+			b := key.Bytes[i*ub : min((i+1)*ub, len(key.Bytes))]
+			enc, err := k.seal.seal(k.cfg.KMEID, uid, b)
 			if err != nil {
 				return 0, err
 			}
-			units = append(units, row{u: &unit{id: uid, created: now}, enc: enc})
+			units = append(units, row{u: &unit{id: uid, created: now, bits: 8 * len(b)}, enc: enc})
 		}
 	}
 	k.depositMu.Lock()
 	defer k.depositMu.Unlock()
 	k.mu.Lock()
-	room := k.room()
+	room := k.roomBits()
 	kept := units[:0]
 	seen := map[string]bool{}
 	for _, r := range units {
 		if k.pool.has(r.u.id) || k.inflight[r.u.id] != nil || k.unitReserved(r.u.id) || seen[r.u.id] {
 			continue
 		}
-		if len(kept) >= room {
+		if int64(r.u.bits) > room {
 			break
 		}
+		room -= int64(r.u.bits)
 		seen[r.u.id] = true
 		kept = append(kept, r)
 	}
@@ -489,11 +526,11 @@ func (k *KME) DepositN(ctx context.Context, keys []qkd.Key) (int, error) {
 		}
 		for i := 0; i < len(kept); i += chunk {
 			part := kept[i:min(i+chunk, len(kept))]
-			q := `INSERT INTO kme_keys (kme_id, key_id, seq, key_enc, state, created_at) VALUES ` +
-				repeatJoin("(?, ?, ?, ?, 0, ?)", len(part))
-			args := make([]any, 0, 5*len(part))
+			q := `INSERT INTO kme_keys (kme_id, key_id, seq, key_enc, state, created_at, bits) VALUES ` +
+				repeatJoin("(?, ?, ?, ?, 0, ?, ?)", len(part))
+			args := make([]any, 0, 6*len(part))
 			for _, r := range part {
-				args = append(args, k.cfg.KMEID, r.u.id, r.u.seq, r.enc, r.u.created)
+				args = append(args, k.cfg.KMEID, r.u.id, r.u.seq, r.enc, r.u.created, r.u.bits)
 			}
 			if _, err := k.w.exec(ctx, tx, k.db.Rebind(q), args...); err != nil {
 				return err
@@ -586,23 +623,29 @@ func (k *KME) Link() LinkState { return *k.link.Load() }
 
 // Counters are running totals since New.
 type Counters struct {
-	DepositedUnits  int64 `json:"deposited_units"`
+	DepositedUnits  int64 `json:"deposited_units"` // segments deposited
 	DroppedUnits    int64 `json:"dropped_units"`
 	DeliveredMaster int64 `json:"delivered_to_master"`
 	DeliveredSlave  int64 `json:"delivered_to_slave"`
-	StoredUnits     int   `json:"stored_units"`
-	ReservedKeys    int   `json:"reserved_keys"`
+	// StoredUnits is stored_key_count: the available key material in keys
+	// of KeySizeBits (compare with MaxKeyCount).
+	StoredUnits int `json:"stored_units"`
+	// StoredBits is the available key material in bits; StoredSegments
+	// the number of units (rows) it is kept in.
+	StoredBits     int64 `json:"stored_bits"`
+	StoredSegments int   `json:"stored_segments"`
+	ReservedKeys   int   `json:"reserved_keys"`
 }
 
 // Counters returns the running totals.
 func (k *KME) Counters() Counters {
 	k.mu.Lock()
-	stored, reserved := k.pool.len(), k.reservedCount()
+	stored, bits, segs, reserved := k.stored(), k.pool.bits, k.pool.len(), k.reservedCount()
 	k.mu.Unlock()
 	return Counters{
 		DepositedUnits: k.deposited.Load(), DroppedUnits: k.dropped.Load(),
 		DeliveredMaster: k.deliveredMaster.Load(), DeliveredSlave: k.deliveredSlave.Load(),
-		StoredUnits: stored, ReservedKeys: reserved,
+		StoredUnits: stored, StoredBits: bits, StoredSegments: segs, ReservedKeys: reserved,
 	}
 }
 

@@ -90,9 +90,13 @@ func TestSpecByHand(t *testing.T) {
 				t.Fatalf("64-bit key is %d bytes", len(b))
 			}
 		}
-		// 1 + 2×2 + 2 units used at both sites.
-		if a, b := e.p.A.Stored(), e.p.B.Stored(); a != 3 || b != 3 {
-			t.Fatalf("stored A=%d B=%d, want 3 and 3", a, b)
+		// 1 + 2×2 units and 2×64 bits used at both sites: 4.5 keys of
+		// 256 bits left (the two 64-bit keys were carved from one unit).
+		if a, b := e.p.A.Stored(), e.p.B.Stored(); a != 4 || b != 4 {
+			t.Fatalf("stored A=%d B=%d, want 4 and 4", a, b)
+		}
+		if a, b := e.p.A.StoredBits(), e.p.B.StoredBits(); a != 4*256+128 || b != a {
+			t.Fatalf("stored bits A=%d B=%d, want 1152", a, b)
 		}
 
 		// Get key with key IDs at the slave's KME: GET with one, POST with several.

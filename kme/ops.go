@@ -71,7 +71,7 @@ func (k *KME) status(master, slave string) (*etsi014.Status, *apiError) {
 		target = k.cfg.PeerKMEID
 	}
 	k.mu.Lock()
-	stored := k.pool.len()
+	stored := k.stored()
 	k.mu.Unlock()
 	return &etsi014.Status{
 		SourceKMEID: k.cfg.KMEID, TargetKMEID: target,
@@ -104,7 +104,7 @@ func (k *KME) checkRequest(number, size int) *apiError {
 }
 
 func (k *KME) notEnough(number, size, stored int) *apiError {
-	e := errorf(http.StatusServiceUnavailable, "not enough key material: %d keys of %d bits requested, %d units of %d bits stored", number, size, stored, k.cfg.KeySizeBits)
+	e := errorf(http.StatusServiceUnavailable, "not enough key material: %d keys of %d bits requested, %d keys of %d bits stored", number, size, stored, k.cfg.KeySizeBits)
 	ls := k.Link()
 	switch ls.State {
 	case LinkAborted:
@@ -118,18 +118,19 @@ func (k *KME) notEnough(number, size, stored int) *apiError {
 	return e.with("stored_key_count", stored).with("link_state", ls.State)
 }
 
-// take removes n units from the pool for a new request (nil if too few).
-// The KME whose ID sorts first takes the oldest units and the other the
-// newest (older than SyncGrace), so the two never race for the same units
-// until the pool is almost empty.
-func (k *KME) take(n int) []*unit {
+// take removes from the pool units holding at least bits of key material
+// for a new request (nil if the pool holds less). The KME whose ID sorts
+// first takes the oldest units and the other the newest (older than
+// SyncGrace), so the two never race for the same units until the pool is
+// almost empty.
+func (k *KME) take(bits int) []*unit {
 	var us []*unit
 	if k.low {
-		us = k.pool.takeFront(n)
-	} else if us = k.pool.takeBack(n, time.Now().Add(-k.cfg.SyncGrace).UnixNano()); us == nil {
+		us = k.pool.takeFront(bits)
+	} else if us = k.pool.takeBack(bits, time.Now().Add(-k.cfg.SyncGrace).UnixNano()); us == nil {
 		// Too few settled units: use the oldest ones (a collision with the
 		// peer's choice only makes one of the two requests retry).
-		us = k.pool.takeFront(n)
+		us = k.pool.takeFront(bits)
 	}
 	for _, u := range us {
 		k.inflight[u.id] = u
@@ -160,19 +161,18 @@ func (k *KME) encKeys(ctx context.Context, master, slave string, number, size in
 	if e := k.checkRequest(number, size); e != nil {
 		return nil, e
 	}
-	per := (size + k.cfg.KeySizeBits - 1) / k.cfg.KeySizeBits
 	for attempt := 0; ; attempt++ {
-		out, e, retry := k.tryEncKeys(ctx, master, slave, site, number, size, per)
+		out, e, retry := k.tryEncKeys(ctx, master, slave, site, number, size)
 		if !retry || attempt >= 2 {
 			return out, e
 		}
 	}
 }
 
-func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number, size, per int) ([]Delivered, *apiError, bool) {
+func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number, size int) ([]Delivered, *apiError, bool) {
 	k.mu.Lock()
-	us := k.take(number * per)
-	stored := k.pool.len()
+	us := k.take(number * size)
+	stored := k.stored()
 	k.mu.Unlock()
 	if us == nil {
 		// Another process (the node that runs the QKD link) may have
@@ -181,18 +181,24 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 			k.log.Warn("read other processes' deposits", "err", err)
 		} else if n > 0 {
 			k.mu.Lock()
-			us = k.take(number * per)
-			stored = k.pool.len()
+			us = k.take(number * size)
+			stored = k.stored()
 			k.mu.Unlock()
 		}
 	}
 	if us == nil {
 		return nil, k.notEnough(number, size, stored), false
 	}
-	groups := make([]*group, number)
-	for i := range groups {
-		groups[i] = &group{id: us[i*per].id, master: master, slave: slave, sizeBits: size, units: us[i*per : (i+1)*per]}
+	c, rest := plan(us, number, size)
+	if c == nil || len(rest) > 0 {
+		// take returned less or more than the request needs: never
+		// happens, as take stops at the first unit that completes it.
+		k.mu.Lock()
+		k.putBack(us)
+		k.mu.Unlock()
+		return nil, errorf(http.StatusServiceUnavailable, "key store error at KME %s", k.cfg.KMEID), false
 	}
+	groups := c.groups(master, slave, size, false)
 	// 1. The peer KME reserves the same units first (or discards them when
 	// both SAEs are local), so the two pools never disagree.
 	if k.peer != nil {
@@ -200,7 +206,7 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 		if site == "local" {
 			mode = modeDiscard
 		}
-		err := k.peer.reserve(ctx, &reserveRequest{Master: master, Slave: slave, Mode: mode, Keys: syncKeys(groups)})
+		err := k.peer.reserve(ctx, &reserveRequest{Master: master, Slave: slave, Mode: mode, Keys: c.syncKeys(size)})
 		if err != nil {
 			var pe *peerError
 			if errors.As(err, &pe) && pe.status == http.StatusConflict {
@@ -221,7 +227,7 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 			// The peer may have applied the reservation even though its answer
 			// was lost: ask it to release it before the units are offered again.
 			if mode == modeSlave && pe == nil {
-				k.releaseAtPeer(groups)
+				k.releaseAtPeer(c.syncKeys(size))
 			}
 			k.mu.Lock()
 			k.putBack(us)
@@ -234,27 +240,19 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 	// peer) or, when the slave is local, keep them reserved for it.
 	out := make([]Delivered, number)
 	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var plain [][]byte
-		var err error
-		if site == "local" {
-			if plain, err = k.readUnits(ctx, tx, us, stateAvailable, "", ""); err != nil {
-				return err
-			}
-			if err := k.reserveRows(ctx, tx, groups); err != nil {
-				return err
-			}
-		} else if plain, err = k.takeUnits(ctx, tx, us, stateAvailable, "", ""); err != nil {
+		keys, err := k.applyCarving(ctx, tx, c, groups, site == "local", true)
+		if err != nil {
 			return err
 		}
 		for i, g := range groups {
-			out[i] = Delivered{ID: g.id, Key: compose(plain[i*per:(i+1)*per], size)}
+			out[i] = Delivered{ID: g.id, Key: keys[i]}
 		}
 		return nil
 	})
 	if err != nil {
 		k.log.Error("deliver keys to master", "err", err)
 		if k.peer != nil && site == "peer" {
-			k.releaseAtPeer(groups)
+			k.releaseAtPeer(c.syncKeys(size))
 		}
 		var ce *corruptError
 		corrupt := errors.As(err, &ce)
@@ -287,6 +285,9 @@ func (k *KME) tryEncKeys(ctx context.Context, master, slave, site string, number
 	}
 	k.mu.Lock()
 	k.forget(us)
+	for _, t := range c.tails() {
+		k.pool.insert(t)
+	}
 	if site == "local" {
 		for _, g := range groups {
 			k.addGroup(g)
@@ -334,8 +335,7 @@ func compose(units [][]byte, size int) []byte {
 
 // releaseAtPeer asks the peer, in the background, to put back a reservation
 // whose keys never reached the master SAE.
-func (k *KME) releaseAtPeer(groups []*group) {
-	keys := syncKeys(groups)
+func (k *KME) releaseAtPeer(keys []syncKey) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -366,6 +366,25 @@ func (k *KME) dropMissing(ctx context.Context, us []*unit, missing []string) {
 	k.mu.Unlock()
 	if len(drop) == 0 {
 		return
+	}
+	// A unit another process on this database cut (or delivered) is gone
+	// here too: it leaves the index, its remainder takes its place, and
+	// nothing is deleted for it.
+	if stale := k.staleUnits(ctx, drop, errStateChanged); len(stale) > 0 {
+		var still []*unit
+		k.mu.Lock()
+		for _, u := range drop {
+			if stale[u.id] {
+				delete(k.inflight, u.id)
+			} else {
+				still = append(still, u)
+			}
+		}
+		k.mu.Unlock()
+		drop = still
+		if len(drop) == 0 {
+			return
+		}
 	}
 	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := k.deleteRowsN(ctx, tx, drop, stateAvailable)
@@ -593,26 +612,25 @@ func (k *KME) staleUnits(ctx context.Context, us []*unit, err error) map[string]
 	if !errors.Is(err, errStateChanged) || len(us) == 0 {
 		return nil
 	}
-	avail := make(map[int64]string, len(us))
+	avail := make(map[int64]*unit, len(us))
 	for i := 0; i < len(us); i += 500 {
 		part := us[i:min(i+500, len(us))]
 		args := []any{k.cfg.KMEID, stateAvailable}
 		for _, u := range part {
 			args = append(args, u.seq)
 		}
-		rows, qerr := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id FROM kme_keys WHERE kme_id = ? AND state = ? AND seq IN (`+placeholders(len(part))+`)`), args...)
+		rows, qerr := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at, COALESCE(bits, 0) FROM kme_keys WHERE kme_id = ? AND state = ? AND seq IN (`+placeholders(len(part))+`)`), args...)
 		if qerr != nil {
 			k.log.Error("check key units against the database", "err", qerr)
 			return nil
 		}
 		for rows.Next() {
-			var seq int64
-			var id string
-			if serr := rows.Scan(&seq, &id); serr != nil {
+			a := &unit{}
+			if serr := rows.Scan(&a.seq, &a.id, &a.created, &a.bits); serr != nil {
 				rows.Close()
 				return nil
 			}
-			avail[seq] = id
+			avail[a.seq] = a
 		}
 		rerr := rows.Err()
 		rows.Close()
@@ -621,11 +639,19 @@ func (k *KME) staleUnits(ctx context.Context, us []*unit, err error) map[string]
 		}
 	}
 	stale := map[string]bool{}
+	k.mu.Lock()
 	for _, u := range us {
-		if avail[u.seq] != u.id {
+		a := avail[u.seq]
+		if a == nil || a.id != u.id {
 			stale[u.id] = true
 		}
+		// Another process cut the unit: its remainder, in the same row,
+		// takes its place in this index.
+		if a != nil && a.id != u.id && a.bits > 0 && !k.pool.has(a.id) && k.inflight[a.id] == nil && !k.unitReserved(a.id) {
+			k.pool.insert(a)
+		}
 	}
+	k.mu.Unlock()
 	return stale
 }
 
@@ -658,19 +684,18 @@ func (k *KME) prune(ctx context.Context, minInterval time.Duration) (int, error)
 	if len(cands) == 0 {
 		return 0, nil
 	}
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id FROM kme_keys WHERE kme_id = ? AND state = ?`), k.cfg.KMEID, stateAvailable)
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at, COALESCE(bits, 0) FROM kme_keys WHERE kme_id = ? AND state = ?`), k.cfg.KMEID, stateAvailable)
 	if err != nil {
 		return 0, fmt.Errorf("kme: prune the index of %s: %w", k.cfg.KMEID, err)
 	}
-	avail := make(map[int64]string, len(cands))
+	avail := make(map[int64]*unit, len(cands))
 	for rows.Next() {
-		var seq int64
-		var id string
-		if err := rows.Scan(&seq, &id); err != nil {
+		u := &unit{}
+		if err := rows.Scan(&u.seq, &u.id, &u.created, &u.bits); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("kme: prune the index of %s: %w", k.cfg.KMEID, err)
 		}
-		avail[seq] = id
+		avail[u.seq] = u
 	}
 	err = rows.Err()
 	rows.Close()
@@ -680,9 +705,15 @@ func (k *KME) prune(ctx context.Context, minInterval time.Duration) (int, error)
 	n := 0
 	k.mu.Lock()
 	for _, u := range cands {
-		if avail[u.seq] != u.id && k.pool.has(u.id) {
+		now := avail[u.seq]
+		if (now == nil || now.id != u.id) && k.pool.has(u.id) {
 			k.pool.remove(u.id)
 			n++
+			// Another process cut the unit: its remainder, in the same
+			// row, takes its place.
+			if now != nil && now.bits > 0 && !k.pool.has(now.id) && k.inflight[now.id] == nil && !k.unitReserved(now.id) {
+				k.pool.insert(now)
+			}
 		}
 	}
 	k.mu.Unlock()
@@ -702,7 +733,7 @@ func (k *KME) prune(ctx context.Context, minInterval time.Duration) (int, error)
 func (k *KME) adoptDeposits(ctx context.Context) (int, error) {
 	k.adoptMu.Lock()
 	defer k.adoptMu.Unlock()
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at FROM kme_keys WHERE kme_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT 100000`),
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT seq, key_id, created_at, COALESCE(bits, 0) FROM kme_keys WHERE kme_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT 100000`),
 		k.cfg.KMEID, stateAvailable, k.lastAdopted)
 	if err != nil {
 		return 0, fmt.Errorf("kme: read deposits of %s: %w", k.cfg.KMEID, err)
@@ -710,7 +741,7 @@ func (k *KME) adoptDeposits(ctx context.Context) (int, error) {
 	var found []*unit
 	for rows.Next() {
 		u := &unit{}
-		if err := rows.Scan(&u.seq, &u.id, &u.created); err != nil {
+		if err := rows.Scan(&u.seq, &u.id, &u.created, &u.bits); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("kme: read deposits of %s: %w", k.cfg.KMEID, err)
 		}
@@ -725,7 +756,7 @@ func (k *KME) adoptDeposits(ctx context.Context) (int, error) {
 	k.mu.Lock()
 	for _, u := range found {
 		k.lastAdopted = max(k.lastAdopted, u.seq)
-		if k.pool.has(u.id) || k.inflight[u.id] != nil || k.unitReserved(u.id) || k.pool.len() >= k.cfg.MaxKeyCount {
+		if u.bits <= 0 || k.pool.has(u.id) || k.inflight[u.id] != nil || k.unitReserved(u.id) || k.stored() >= k.cfg.MaxKeyCount {
 			continue
 		}
 		k.pool.insert(u)
@@ -754,7 +785,7 @@ func (k *KME) adoptGroups(ctx context.Context, ids []string) error {
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, group_id, part, size_bits, master_sae, slave_sae, created_at, state, reserved_at
+	rows, err := k.db.QueryContext(ctx, k.db.Rebind(`SELECT key_id, seq, group_id, part, size_bits, master_sae, slave_sae, created_at, state, reserved_at, COALESCE(bits, 0)
 		FROM kme_keys WHERE kme_id = ? AND state IN (?, ?) AND group_id IN (`+placeholders(len(ids))+`) ORDER BY group_id, part`), args...)
 	if err != nil {
 		return err
@@ -766,10 +797,10 @@ func (k *KME) adoptGroups(ctx context.Context, ids []string) error {
 		var (
 			id, gid, master, slave string
 			seq, created, part     int64
-			size, state            int
+			size, state, bits      int
 			reservedAt             sql.NullInt64
 		)
-		if err := rows.Scan(&id, &seq, &gid, &part, &size, &master, &slave, &created, &state, &reservedAt); err != nil {
+		if err := rows.Scan(&id, &seq, &gid, &part, &size, &master, &slave, &created, &state, &reservedAt, &bits); err != nil {
 			return err
 		}
 		g := found[gid]
@@ -786,7 +817,7 @@ func (k *KME) adoptGroups(ctx context.Context, ids []string) error {
 			g.sizeBits = -1
 			continue
 		}
-		g.units = append(g.units, &unit{id: id, seq: seq, created: created})
+		g.units = append(g.units, &unit{id: id, seq: seq, created: created, bits: bits})
 	}
 	if err := rows.Err(); err != nil {
 		return err
@@ -794,8 +825,11 @@ func (k *KME) adoptGroups(ctx context.Context, ids []string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, g := range order {
-		want := (g.sizeBits + k.cfg.KeySizeBits - 1) / k.cfg.KeySizeBits
-		if g.sizeBits <= 0 || len(g.units) != want || g.units[0].id != g.id || k.groups[g.id] != nil {
+		have := 0
+		for _, u := range g.units {
+			have += u.bits
+		}
+		if g.sizeBits <= 0 || len(g.units) == 0 || have != g.sizeBits || g.units[0].id != g.id || k.groups[g.id] != nil {
 			continue
 		}
 		clash := false
@@ -953,7 +987,12 @@ func (k *KME) deleteRowsN(ctx context.Context, tx *sql.Tx, us []*unit, state int
 		for _, u := range part {
 			args = append(args, u.seq)
 		}
-		res, err := k.w.exec(ctx, tx, k.db.Rebind(`DELETE FROM kme_keys WHERE kme_id = ? AND state = ? AND seq IN (`+placeholders(len(part))+`)`), args...)
+		for _, u := range part {
+			args = append(args, u.id)
+		}
+		// The key ID too: a row cut by another process keeps its seq
+		// under its remainder's ID, which this deletion must not touch.
+		res, err := k.w.exec(ctx, tx, k.db.Rebind(`DELETE FROM kme_keys WHERE kme_id = ? AND state = ? AND seq IN (`+placeholders(len(part))+`) AND key_id IN (`+placeholders(len(part))+`)`), args...)
 		if err != nil {
 			return total, err
 		}
@@ -966,17 +1005,23 @@ func (k *KME) deleteRowsN(ctx context.Context, tx *sql.Tx, us []*unit, state int
 	return total, nil
 }
 
-// reserveRows marks the units of groups reserved for their SAE pair.
-func (k *KME) reserveRows(ctx context.Context, tx *sql.Tx, groups []*group) error {
+// reserveRows marks the units of groups reserved for their SAE pair, except
+// those in filed (pieces cut from a unit, inserted already reserved).
+func (k *KME) reserveRows(ctx context.Context, tx *sql.Tx, groups []*group, filed map[*unit]bool) error {
 	now := time.Now().UnixNano()
 	// Single-unit groups (the common case) in one statement per pair.
 	var single []*group
 	for _, g := range groups {
 		if len(g.units) == 1 {
-			single = append(single, g)
+			if !filed[g.units[0]] {
+				single = append(single, g)
+			}
 			continue
 		}
 		for part, u := range g.units {
+			if filed[u] {
+				continue
+			}
 			res, err := k.w.exec(ctx, tx, k.db.Rebind(`UPDATE kme_keys SET state = 1, group_id = ?, part = ?, size_bits = ?, master_sae = ?, slave_sae = ?, reserved_at = ?
 				WHERE kme_id = ? AND seq = ? AND key_id = ? AND state = 0`), g.id, part, g.sizeBits, g.master, g.slave, now, k.cfg.KMEID, u.seq, u.id)
 			if err != nil {

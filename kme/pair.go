@@ -34,9 +34,9 @@ type PairConfig struct {
 	// certificates and URLs); default "127.0.0.1".
 	Host string
 	// Optional KME limits (see Config); zero means the default.
-	KeySizeBits, MaxKeyCount, MaxKeyPerRequest, MaxKeySize, MinKeySize int
-	SyncGrace, ReconcileEvery                                          time.Duration
-	Logger                                                             *slog.Logger
+	KeySizeBits, SegmentBits, MaxKeyCount, MaxKeyPerRequest, MaxKeySize, MinKeySize int
+	SyncGrace, ReconcileEvery                                                       time.Duration
+	Logger                                                                          *slog.Logger
 	// Duty (see Config) runs both KMEs' background duties.
 	Duty func(ctx context.Context, name string, work func(context.Context))
 }
@@ -131,7 +131,7 @@ func StartPair(ctx context.Context, db *sqldb.DB, cfg PairConfig) (*Pair, error)
 	open := func(s *site) (*KME, error) {
 		return newKME(ctx, db, Config{
 			KMEID: s.sc.KMEID, PeerKMEID: s.peer.KMEID, SAEs: s.sc.SAEs, PeerSAEs: s.peer.SAEs,
-			KeySizeBits: cfg.KeySizeBits, MaxKeyCount: cfg.MaxKeyCount, MaxKeyPerRequest: cfg.MaxKeyPerRequest,
+			KeySizeBits: cfg.KeySizeBits, SegmentBits: cfg.SegmentBits, MaxKeyCount: cfg.MaxKeyCount, MaxKeyPerRequest: cfg.MaxKeyPerRequest,
 			MaxKeySize: cfg.MaxKeySize, MinKeySize: cfg.MinKeySize,
 			PeerURL: s.peerURL, PeerTLS: s.peerClient, MasterKey: cfg.MasterKey,
 			SyncGrace: cfg.SyncGrace, ReconcileEvery: cfg.ReconcileEvery, RedeliverWithin: s.sc.RedeliverWithin, Logger: log, Duty: cfg.Duty,
@@ -270,3 +270,31 @@ func (p *Pair) setLink(state string, err error) {
 
 // SetLink records the link state in both KMEs.
 func (p *Pair) SetLink(state string, err error) { p.setLink(state, err) }
+
+// JoinKeys wraps sink so that each call's keys are filed as one key: their
+// bytes concatenated in order under the first key's ID. A QKD link calls
+// both ends' sinks with the same keys of one block, so both KMEs cut the
+// same material into the same segments (Config.SegmentBits) under the same
+// names, and a link that delivers small keys (256 bits) still fills a pool
+// of large segments. The joined key holds exactly the bits the link
+// distilled. The same block deposited again gets the same names (and is
+// skipped as known); keys regrouped differently would not be recognised,
+// so use JoinKeys only on a sink that a link feeds block by block.
+func JoinKeys(sink qkd.Sink) qkd.Sink {
+	return func(ctx context.Context, keys []qkd.Key) error {
+		if len(keys) <= 1 {
+			return sink(ctx, keys)
+		}
+		n := 0
+		for _, k := range keys {
+			n += len(k.Bytes)
+		}
+		b := make([]byte, 0, n)
+		for _, k := range keys {
+			b = append(b, k.Bytes...)
+		}
+		err := sink(ctx, []qkd.Key{{ID: keys[0].ID, Bytes: b}})
+		clear(b)
+		return err
+	}
+}

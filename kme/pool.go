@@ -13,6 +13,7 @@ type unit struct {
 	id      string
 	seq     int64 // deposit order at this KME
 	created int64 // unix nanoseconds of the deposit
+	bits    int   // length of the unit's key material (a multiple of 8)
 }
 
 // pool is the in-memory index of the available units, ordered by seq. It is
@@ -22,6 +23,7 @@ type unit struct {
 type pool struct {
 	l    *list.List // of *unit, ascending seq
 	byID map[string]*list.Element
+	bits int64 // total key material of the units, in bits
 }
 
 func newPool() *pool { return &pool{l: list.New(), byID: make(map[string]*list.Element)} }
@@ -35,6 +37,7 @@ func (p *pool) insert(u *unit) {
 	if _, ok := p.byID[u.id]; ok {
 		return
 	}
+	p.bits += int64(u.bits)
 	e := p.l.Back()
 	for e != nil && e.Value.(*unit).seq > u.seq {
 		e = e.Prev()
@@ -52,45 +55,54 @@ func (p *pool) remove(id string) (*unit, bool) {
 		return nil, false
 	}
 	delete(p.byID, id)
-	return p.l.Remove(e).(*unit), true
+	u := p.l.Remove(e).(*unit)
+	p.bits -= int64(u.bits)
+	return u, true
 }
 
-// takeFront removes and returns the n oldest units (nil when fewer exist).
-func (p *pool) takeFront(n int) []*unit {
-	if p.l.Len() < n {
+// takeFront removes and returns the oldest units holding at least bits of
+// key material between them (nil when the pool holds less).
+func (p *pool) takeFront(bits int) []*unit {
+	if p.bits < int64(bits) {
 		return nil
 	}
-	out := make([]*unit, 0, n)
-	for len(out) < n {
+	var out []*unit
+	for got := 0; got < bits; {
 		e := p.l.Front()
 		u := e.Value.(*unit)
 		p.l.Remove(e)
 		delete(p.byID, u.id)
+		p.bits -= int64(u.bits)
 		out = append(out, u)
+		got += u.bits
 	}
 	return out
 }
 
-// takeBack removes and returns the n newest units deposited no later than
-// notAfter (nil when fewer exist). Units newer than notAfter may not have
-// reached the peer KME yet and are skipped.
-func (p *pool) takeBack(n int, notAfter int64) []*unit {
+// takeBack removes and returns the newest units deposited no later than
+// notAfter that hold at least bits between them, newest first (nil when
+// they hold less). Units newer than notAfter may not have reached the peer
+// KME yet and are skipped.
+func (p *pool) takeBack(bits int, notAfter int64) []*unit {
 	e := p.l.Back()
 	for e != nil && e.Value.(*unit).created > notAfter {
 		e = e.Prev()
 	}
 	var sel []*list.Element
-	for ; e != nil && len(sel) < n; e = e.Prev() {
+	got := 0
+	for ; e != nil && got < bits; e = e.Prev() {
 		sel = append(sel, e)
+		got += e.Value.(*unit).bits
 	}
-	if len(sel) < n {
+	if got < bits {
 		return nil
 	}
-	out := make([]*unit, n)
+	out := make([]*unit, len(sel))
 	for i, e := range sel {
 		u := e.Value.(*unit)
 		p.l.Remove(e)
 		delete(p.byID, u.id)
+		p.bits -= int64(u.bits)
 		out[i] = u
 	}
 	return out

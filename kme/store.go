@@ -65,6 +65,13 @@ CREATE TABLE kme_meta (
 	key_check  BYTEA NOT NULL,
 	created_at TEXT NOT NULL
 )`,
+}, {
+	// Version 2: units of any length (carve.go). bits is the length of a
+	// row's key material; rows written before are filled in at start-up
+	// from their plaintext (fillBits).
+	Version:  2,
+	SQLite:   `ALTER TABLE kme_keys ADD COLUMN bits INTEGER`,
+	Postgres: `ALTER TABLE kme_keys ADD COLUMN bits INTEGER`,
 }}
 
 // Unit states in kme_keys.state.
@@ -219,6 +226,63 @@ func reseal(ctx context.Context, db *sqldb.DB, kmeID string, s *sealer) (int, er
 			return total, nil
 		}
 		after = rows[len(rows)-1].seq
+	}
+}
+
+// fillBits sets the length of the units of kmeID written before version 2
+// from their plaintext (the fixed unit size of the time), a batch per
+// transaction. A unit that opens in neither format gets 0 bits: it is never
+// offered, and reconciliation removes the peer's copy.
+func fillBits(ctx context.Context, db *sqldb.DB, kmeID string, s *sealer) (int, error) {
+	const batch = 512
+	total := 0
+	for {
+		n := 0
+		err := db.InTx(ctx, func(tx *sql.Tx) error {
+			n = 0
+			rs, err := tx.QueryContext(ctx, db.Rebind(`SELECT seq, key_id, key_enc FROM kme_keys WHERE kme_id = ? AND bits IS NULL ORDER BY seq LIMIT ?`), kmeID, batch)
+			if err != nil {
+				return err
+			}
+			type row struct {
+				seq  int64
+				bits int
+			}
+			var rows []row
+			for rs.Next() {
+				var seq int64
+				var id string
+				var enc []byte
+				if err := rs.Scan(&seq, &id, &enc); err != nil {
+					rs.Close()
+					return err
+				}
+				bits := 0
+				if p, err := s.open(kmeID, id, enc); err == nil {
+					bits = 8 * len(p)
+					clear(p)
+				}
+				rows = append(rows, row{seq, bits})
+			}
+			rs.Close()
+			if err := rs.Err(); err != nil {
+				return err
+			}
+			for _, r := range rows {
+				if _, err := tx.ExecContext(ctx, db.Rebind(`UPDATE kme_keys SET bits = ? WHERE kme_id = ? AND seq = ?`), r.bits, kmeID, r.seq); err != nil {
+					return err
+				}
+			}
+			n = len(rows)
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("kme: record unit lengths of %s: %w", kmeID, err)
+		}
+		total += n
+		if n < batch {
+			return total, nil
+		}
 	}
 }
 

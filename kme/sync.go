@@ -16,14 +16,17 @@ import (
 // listener as the ETSI API and accepted only from the peer KME's client
 // certificate (CommonName = PeerKMEID):
 //
-//	POST reserve   {master_SAE_ID, slave_SAE_ID, mode, keys:[{key_ID, size, units}]}
+//	POST reserve   {master_SAE_ID, slave_SAE_ID, mode, keys:[{key_ID, size, units, cut}]}
 //	               → 200 {} | 409 {message, missing:[unit IDs]} | 401 | 400 | 503
 //	POST release   {keys:[{key_ID, units}]} → 200 {}
 //	POST reconcile {unit_IDs:[…]} → 200 {missing:[…]}
 //
 // mode "slave": the slave SAE is attached to the receiver, which keeps the
 // units reserved for it; mode "discard": both SAEs are at the sender, and
-// the receiver deletes its copies.
+// the receiver deletes its copies. A key's units are used in order, whole,
+// except the last when cut is set: then its first cut bits (see carve.go;
+// a unit named in units may be the remainder of one cut earlier in the same
+// request).
 const SyncPrefix = "/api/v1/kme-sync/"
 
 const (
@@ -35,6 +38,7 @@ type syncKey struct {
 	KeyID string   `json:"key_ID"`
 	Size  int      `json:"size,omitempty"`
 	Units []string `json:"units"`
+	Cut   int      `json:"cut,omitempty"` // bits taken from the last unit; 0: all of it
 }
 
 type reserveRequest struct {
@@ -56,18 +60,6 @@ type syncAnswer struct {
 	Message string   `json:"message,omitempty"`
 	Missing []string `json:"missing,omitempty"` // not held at all
 	Busy    []string `json:"busy,omitempty"`    // held but taken by a request in flight
-}
-
-func syncKeys(groups []*group) []syncKey {
-	out := make([]syncKey, len(groups))
-	for i, g := range groups {
-		ids := make([]string, len(g.units))
-		for j, u := range g.units {
-			ids[j] = u.id
-		}
-		out[i] = syncKey{KeyID: g.id, Size: g.sizeBits, Units: ids}
-	}
-	return out
 }
 
 // peerClient calls the peer KME.
@@ -191,73 +183,71 @@ func (k *KME) peerReserve(ctx context.Context, req *reserveRequest) (int, *syncA
 	if len(req.Keys) == 0 || len(req.Keys) > k.cfg.MaxKeyPerRequest {
 		return http.StatusBadRequest, &syncAnswer{Message: "bad number of keys"}
 	}
-	maxUnits := (k.cfg.MaxKeySize + k.cfg.KeySizeBits - 1) / k.cfg.KeySizeBits
-	seen := map[string]bool{}
+	if e := checkSyncKeys(req.Keys, k.cfg.MinKeySize, k.cfg.MaxKeySize); e != "" {
+		return http.StatusBadRequest, &syncAnswer{Message: e}
+	}
 	if !validID(req.Master) || !validID(req.Slave) {
 		return http.StatusBadRequest, &syncAnswer{Message: "malformed SAE IDs"}
 	}
-	for _, key := range req.Keys {
-		if len(key.Units) == 0 || len(key.Units) > maxUnits || key.Units[0] != key.KeyID ||
-			key.Size < k.cfg.MinKeySize || key.Size > k.cfg.MaxKeySize || key.Size%8 != 0 ||
-			len(key.Units) != (key.Size+k.cfg.KeySizeBits-1)/k.cfg.KeySizeBits {
-			return http.StatusBadRequest, &syncAnswer{Message: "malformed key " + key.KeyID}
+	return k.peerReserveOnce(ctx, req, false)
+}
+
+// checkSyncKeys checks the form of a reservation's keys: sizes within the
+// limits, 1 to size/8 units each (a unit holds at least 8 bits), a cut
+// that is a whole number of bytes shorter than the key, every unit named
+// once. It returns "" or what is wrong.
+func checkSyncKeys(keys []syncKey, minSize, maxSize int) string {
+	seen := map[string]bool{}
+	for _, key := range keys {
+		if len(key.Units) == 0 || len(key.Units) > key.Size/8 ||
+			key.Size < minSize || key.Size > maxSize || key.Size%8 != 0 ||
+			key.Cut < 0 || key.Cut%8 != 0 || key.Cut > key.Size {
+			return "malformed key " + key.KeyID
 		}
 		for _, id := range key.Units {
 			if seen[id] {
-				return http.StatusBadRequest, &syncAnswer{Message: "unit listed twice"}
+				return "unit listed twice"
 			}
 			seen[id] = true
 		}
 	}
-	return k.peerReserveOnce(ctx, req, false)
+	return ""
 }
 
 // peerReserveOnce is peerReserve after the request's checks; adopted says
 // whether other processes' deposits were just read.
 func (k *KME) peerReserveOnce(ctx context.Context, req *reserveRequest, adopted bool) (int, *syncAnswer) {
 	k.mu.Lock()
-	var taken []*unit
-	var missing, busy []string
-	groups := make([]*group, len(req.Keys))
-	for i, key := range req.Keys {
-		g := &group{id: key.KeyID, master: req.Master, slave: req.Slave, sizeBits: key.Size, fromPeer: true}
-		for _, id := range key.Units {
-			u, ok := k.pool.remove(id)
-			if !ok {
-				if k.inflight[id] != nil {
-					busy = append(busy, id)
-				} else {
-					missing = append(missing, id)
-				}
-				continue
-			}
-			k.inflight[id] = u
-			taken = append(taken, u)
-			g.units = append(g.units, u)
-		}
-		groups[i] = g
+	c, re := k.replan(req.Keys)
+	if re != nil && re.bad != "" {
+		k.mu.Unlock()
+		return http.StatusBadRequest, &syncAnswer{Message: re.bad}
 	}
-	if len(missing) > 0 && !adopted {
+	if re != nil && len(re.missing) > 0 && !adopted {
 		// Units this index has not read yet (deposited by another process)
 		// are not missing: read them and look again.
-		k.putBack(taken)
 		k.mu.Unlock()
 		if _, err := k.adoptDeposits(ctx); err != nil {
 			k.log.Warn("read other processes' deposits", "err", err)
 		}
 		return k.peerReserveOnce(ctx, req, true)
 	}
-	if len(missing) > 0 || len(busy) > 0 {
-		k.putBack(taken)
+	if re != nil {
 		k.mu.Unlock()
-		return http.StatusConflict, &syncAnswer{Message: "units not available", Missing: missing, Busy: busy}
+		return http.StatusConflict, &syncAnswer{Message: "units not available", Missing: re.missing, Busy: re.busy}
+	}
+	taken := c.srcs()
+	var groups []*group
+	if req.Mode == modeSlave {
+		groups = c.groups(req.Master, req.Slave, req.Keys[0].Size, true)
+		for i, g := range groups {
+			g.sizeBits = req.Keys[i].Size
+		}
 	}
 	k.mu.Unlock()
 	err := k.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if req.Mode == modeDiscard {
-			return k.deleteRows(ctx, tx, taken, stateAvailable)
-		}
-		return k.reserveRows(ctx, tx, groups)
+		_, err := k.applyCarving(ctx, tx, c, groups, req.Mode == modeSlave, false)
+		return err
 	})
 	stale := k.staleUnits(ctx, taken, err)
 	if len(stale) > 0 {
@@ -287,6 +277,9 @@ func (k *KME) peerReserveOnce(ctx context.Context, req *reserveRequest, adopted 
 		return http.StatusServiceUnavailable, &syncAnswer{Message: "key store error"}
 	}
 	k.forget(taken)
+	for _, t := range c.tails() {
+		k.pool.insert(t)
+	}
 	if req.Mode == modeSlave {
 		for _, g := range groups {
 			k.addGroup(g)

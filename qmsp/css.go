@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/qshield/qshield/audit"
+	"github.com/qshield/qshield/lease"
 	"github.com/qshield/qshield/qkd"
 	"log/slog"
 	"strconv"
@@ -69,6 +70,10 @@ type CSSConfig struct {
 	BatchBytes int
 	// Prefetch is how many batches the CSS keeps fetched from its key
 	// manager ahead of demand (default 16; negative disables prefetching).
+	// The batches wait in the database (sealed), shared by every node of
+	// the platform: each is claimed by the one delivery that uses it, in
+	// that delivery's transaction, and a node that stops leaves its
+	// prefetched batches to the others.
 	Prefetch int
 	// StorageKey (32 bytes) seals preset keys at rest.
 	StorageKey []byte
@@ -86,9 +91,9 @@ type CSS struct {
 	seal      *sealer
 	batch     *sqldb.Batcher
 	now       func() time.Time
-	buf       chan etsiKey
 	fillMu    sync.Mutex
 	refilling atomic.Bool
+	bg        sync.WaitGroup
 }
 
 type etsiKey struct {
@@ -125,11 +130,15 @@ func NewCSS(ctx context.Context, cfg CSSConfig) (*CSS, error) {
 	if err := migrate(ctx, cfg.DB); err != nil {
 		return nil, err
 	}
-	return &CSS{cfg: cfg, seal: s, batch: cfg.DB.NewBatcher(256), now: nowOr(cfg.Now), buf: make(chan etsiKey, cfg.Prefetch+1)}, nil
+	return &CSS{cfg: cfg, seal: s, batch: cfg.DB.NewBatcher(256), now: nowOr(cfg.Now)}, nil
 }
 
-// Close stops the CSS's committer.
-func (c *CSS) Close() error { return c.batch.Close() }
+// Close waits for a background refill to store what it fetched, then stops
+// the CSS's committer.
+func (c *CSS) Close() error {
+	c.bg.Wait()
+	return c.batch.Close()
+}
 
 // RegisterGateway records gateway gi of merchant (setup steps 1, 2 and 4) and
 // returns its preset key PK, itself 16 bytes of quantum key (step 3), to be
@@ -166,71 +175,151 @@ func (c *CSS) RegisterGateway(ctx context.Context, gi string, merchant uint32) (
 	return pk, nil
 }
 
-// next returns a quantum key batch: from the prefetch buffer, else straight
-// from the key manager (and then refills the buffer).
-func (c *CSS) next(ctx context.Context) (etsiKey, error) {
-	select {
-	case k := <-c.buf:
-		if len(c.buf) < cap(c.buf)/2 && c.refilling.CompareAndSwap(false, true) {
-			// Top the buffer up in the background, so that no visit waits
-			// for the key manager while keys are still buffered.
-			go func() {
-				defer c.refilling.Store(false)
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				defer cancel()
-				if k, err := c.fetch(rctx); err == nil {
-					select {
-					case c.buf <- k:
-					default:
-					}
-				}
-			}()
-		}
-		return k, nil
-	default:
+// errNoBuffered: no prefetched batch of the CSS's size is waiting.
+var errNoBuffered = errors.New("qmsp: no prefetched quantum key batch")
+
+// claim takes the oldest prefetched batch in tx (the delivery's
+// transaction: if it rolls back, the batch stays for another) and reports
+// how many remain. Concurrent claims on PostgreSQL skip each other's rows.
+// A row that does not open (tampered, or sealed under another key) is
+// deleted with the claim and the next one taken, so it cannot block every
+// delivery.
+func (c *CSS) claim(ctx context.Context, tx *sql.Tx) (etsiKey, int, error) {
+	skip := ""
+	if c.cfg.DB.Dialect == sqldb.Postgres {
+		skip = " FOR UPDATE SKIP LOCKED"
 	}
-	return c.fetch(ctx)
+	q := c.cfg.DB.Rebind(`DELETE FROM qmsp_css_prefetch WHERE key_id = (SELECT key_id FROM qmsp_css_prefetch WHERE bytes = ? ORDER BY fetched_at, key_id LIMIT 1` + skip + `) RETURNING key_id, material`)
+	for {
+		var id string
+		var sealed []byte
+		err := tx.QueryRowContext(ctx, q, c.cfg.BatchBytes).Scan(&id, &sealed)
+		if errors.Is(err, sql.ErrNoRows) {
+			return etsiKey{}, 0, errNoBuffered
+		}
+		if err != nil {
+			return etsiKey{}, 0, err
+		}
+		kid, err := parseKeyID(id)
+		var key []byte
+		if err == nil {
+			key, err = c.seal.open(sealed, "css-prefetch/"+id)
+		}
+		if err == nil && len(key) != c.cfg.BatchBytes {
+			err = fmt.Errorf("qmsp: prefetched batch %s has %d bytes", id, len(key))
+		}
+		if err != nil {
+			c.cfg.Log.Error("qmsp: prefetched batch unusable: discarded", "key", id, "err", err)
+			continue
+		}
+		left := 0
+		if c.cfg.Prefetch > 0 {
+			if err := tx.QueryRowContext(ctx, c.cfg.DB.Rebind(`SELECT COUNT(*) FROM qmsp_css_prefetch WHERE bytes = ?`), c.cfg.BatchBytes).Scan(&left); err != nil {
+				return etsiKey{}, 0, err
+			}
+		}
+		return etsiKey{id: kid, key: key}, left, nil
+	}
 }
 
-// fetch asks the key manager for up to a buffer's worth of batches, returns
-// one and buffers the rest.
-func (c *CSS) fetch(ctx context.Context) (etsiKey, error) {
+// refillSoon tops the prefetched batches up in the background when fewer
+// than half of them remain, so that no visit waits for the key manager
+// while batches are still waiting.
+func (c *CSS) refillSoon(ctx context.Context, left int) {
+	if left >= (c.cfg.Prefetch+1)/2 || !c.refilling.CompareAndSwap(false, true) {
+		return
+	}
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		defer c.refilling.Store(false)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := c.refill(rctx); err != nil {
+			c.cfg.Log.Warn("qmsp: CSS prefetch", "err", err)
+		}
+	}()
+}
+
+// Prefetched reports how many quantum key batches of the CSS's size wait in
+// the database.
+func (c *CSS) Prefetched(ctx context.Context) (int, error) {
+	var n int
+	err := c.cfg.DB.QueryRowContext(ctx, c.cfg.DB.Rebind(`SELECT COUNT(*) FROM qmsp_css_prefetch WHERE bytes = ?`), c.cfg.BatchBytes).Scan(&n)
+	return n, err
+}
+
+// refill fetches batches from the key manager until Prefetch+1 wait in the
+// database (at least one), and stores them. One process at a time refills
+// (a lock shared by the nodes, package lease), re-counting under the lock,
+// so nodes never fetch more than the buffer holds. What the key manager
+// handed out is stored even when ctx ends meanwhile.
+func (c *CSS) refill(ctx context.Context) error {
 	c.fillMu.Lock()
 	defer c.fillMu.Unlock()
-	select {
-	case k := <-c.buf:
-		return k, nil
-	default:
+	unlock, err := lease.Lock(ctx, c.cfg.DB, "qmsp-css-prefetch")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNoQuantumKey, err)
 	}
-	n := min(max(cap(c.buf)-len(c.buf), 1), 128)
+	defer unlock()
+	have, err := c.Prefetched(ctx)
+	if err != nil {
+		return fmt.Errorf("qmsp: count prefetched batches: %w", err)
+	}
+	n := min(c.cfg.Prefetch+1-have, 128)
+	if n <= 0 {
+		return nil
+	}
 	keys, err := c.cfg.Keys.EncKeys(ctx, c.cfg.SlaveSAE, n, c.cfg.BatchBytes*8)
-	if err != nil && n > 1 {
+	if err != nil && n > 1 && have == 0 {
 		// The pool may hold less than a full prefetch: take one batch.
 		keys, err = c.cfg.Keys.EncKeys(ctx, c.cfg.SlaveSAE, 1, c.cfg.BatchBytes*8)
 	}
 	if err != nil {
-		return etsiKey{}, fmt.Errorf("%w: %w", ErrNoQuantumKey, err)
-	}
-	var first etsiKey
-	for i, k := range keys {
-		id, err := parseKeyID(k.ID)
-		if err != nil || len(k.Key) != c.cfg.BatchBytes {
-			return etsiKey{}, fmt.Errorf("%w: key manager returned key %q of %d bytes", ErrNoQuantumKey, k.ID, len(k.Key))
-		}
-		ek := etsiKey{id: id, key: k.Key}
-		if i == 0 {
-			first = ek
-			continue
-		}
-		select {
-		case c.buf <- ek:
-		default: // buffer full: the key is dropped, never used
-		}
+		return fmt.Errorf("%w: %w", ErrNoQuantumKey, err)
 	}
 	if len(keys) == 0 {
-		return etsiKey{}, fmt.Errorf("%w: key manager returned no key", ErrNoQuantumKey)
+		return fmt.Errorf("%w: key manager returned no key", ErrNoQuantumKey)
 	}
-	return first, nil
+	type row struct {
+		id     string
+		sealed []byte
+	}
+	rows := make([]row, 0, len(keys))
+	for _, k := range keys {
+		if _, err := parseKeyID(k.ID); err != nil || len(k.Key) != c.cfg.BatchBytes {
+			c.cfg.Log.Error("qmsp: key manager returned an unusable batch: dropped", "key", k.ID, "bytes", len(k.Key))
+			continue
+		}
+		sealed, err := c.seal.seal(k.Key, "css-prefetch/"+k.ID)
+		clear(k.Key)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, row{k.ID, sealed})
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("%w: key manager returned no usable batch", ErrNoQuantumKey)
+	}
+	// The key manager has handed the batches out: store them even if the
+	// caller gave up meanwhile.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	at := c.now().UnixNano()
+	err = c.batch.Do(sctx, func(tx *sql.Tx) error {
+		for i, r := range rows {
+			if _, err := tx.ExecContext(sctx, c.cfg.DB.Rebind(`INSERT INTO qmsp_css_prefetch (key_id, bytes, material, fetched_at) VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO NOTHING`),
+				r.id, c.cfg.BatchBytes, r.sealed, at+int64(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.cfg.Log.Error("qmsp: prefetched quantum key batches lost: not stored", "batches", len(rows), "err", err)
+		return fmt.Errorf("qmsp: store prefetched batches: %w", err)
+	}
+	return nil
 }
 
 func (c *CSS) checkTime(unix int64) error {
@@ -315,59 +404,23 @@ func (c *CSS) AcquireKey(ctx context.Context, peer string, req KeyRequest) (*Key
 	if err := c.checkTime(req.Time); err != nil {
 		return nil, err
 	}
-	qk, err := c.next(ctx)
-	if err != nil {
-		audited(ctx, c.cfg.Audit, req.Gateway, "qmsp.key.acquire", "failure", req.Gateway, map[string]string{"reason": err.Error()})
-		return nil, err
-	}
 	var out *KeyDelivery
 	var resync string
-	err = c.batch.Do(ctx, func(tx *sql.Tx) error {
-		resync = ""
-		g, err := c.load(ctx, tx, req.Gateway)
-		if err != nil {
-			return err
+	var left int
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = c.batch.Do(ctx, func(tx *sql.Tx) error { return c.acquireTx(ctx, tx, req, &out, &resync, &left) })
+		if !errors.Is(err, errNoBuffered) {
+			break
 		}
-		var pk [PresetKeySize]byte
-		switch {
-		case req.Epoch == g.epoch && hmac.Equal(req.MAC, requestMAC(&g.pk, "keyreq", req.Gateway, req.Epoch, req.Time, req.Nonce)):
-			pk = g.pk
-			if g.pendingEpoch != 0 {
-				resync = fmt.Sprintf("delivery for epoch %d never applied: discarded", g.pendingEpoch)
-			}
-		case g.pendingPK != nil && req.Epoch == g.pendingEpoch && hmac.Equal(req.MAC, requestMAC(g.pendingPK, "keyreq", req.Gateway, req.Epoch, req.Time, req.Nonce)):
-			pk = *g.pendingPK
-			g.epoch = g.pendingEpoch
-			resync = fmt.Sprintf("acknowledgement of epoch %d lost: committed", g.epoch)
-		case req.Epoch != g.epoch && req.Epoch != g.pendingEpoch:
-			return fmt.Errorf("%w: gateway %s claims epoch %d, the CSS holds %d (pending %d)", ErrOutOfStep, req.Gateway, req.Epoch, g.epoch, g.pendingEpoch)
-		default:
-			return fmt.Errorf("%w: key request MAC of %s does not verify under the preset key of epoch %d", ErrAuth, req.Gateway, req.Epoch)
+		if attempt == 3 {
+			err = fmt.Errorf("%w: prefetched batches taken by other requests", ErrNoQuantumKey)
+			break
 		}
-		newEpoch := g.epoch + 1
-		wrapped, err := Wrap(&pk, req.Gateway, newEpoch, qk.id, qk.key)
-		if err != nil {
-			return err
+		if err = c.refill(ctx); err != nil {
+			break
 		}
-		sealedPK, err := c.seal.seal(pk[:], "css-pk/"+req.Gateway+"/"+strconv.FormatUint(g.epoch, 10))
-		if err != nil {
-			return err
-		}
-		sealedNext, err := c.seal.seal(qk.key[:PresetKeySize], "css-pk/"+req.Gateway+"/"+strconv.FormatUint(newEpoch, 10))
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, c.cfg.DB.Rebind(`UPDATE qmsp_css_gateways SET epoch = ?, pk = ?, pending_epoch = ?, pending_pk = ?, resyncs = resyncs + ?, updated_at = ? WHERE gi = ?`),
-			int64(g.epoch), sealedPK,
-			int64(newEpoch), sealedNext,
-			boolInt(resync != ""), c.now().UnixNano(), req.Gateway)
-		if err != nil {
-			return err
-		}
-		out = &KeyDelivery{Gateway: req.Gateway, Epoch: newEpoch, KeyID: qkd.FormatKeyID(qk.id), Wrapped: wrapped}
-		return nil
-	})
-	clear(qk.key)
+	}
 	if err != nil {
 		outcome := "failure"
 		if errors.Is(err, ErrOutOfStep) || errors.Is(err, ErrAuth) || errors.Is(err, ErrUnknownGateway) {
@@ -376,11 +429,67 @@ func (c *CSS) AcquireKey(ctx context.Context, peer string, req KeyRequest) (*Key
 		audited(ctx, c.cfg.Audit, req.Gateway, "qmsp.key.acquire", outcome, req.Gateway, map[string]string{"reason": err.Error()})
 		return nil, err
 	}
+	c.refillSoon(ctx, left)
 	if resync != "" {
 		c.cfg.Log.Info("qmsp: resynchronised gateway", "gateway", req.Gateway, "what", resync)
 		audited(ctx, c.cfg.Audit, req.Gateway, "qmsp.key.resync", "success", req.Gateway, map[string]string{"what": resync})
 	}
 	return out, nil
+}
+
+// acquireTx is AcquireKey's transaction: check the request against the
+// gateway's epochs, claim a prefetched batch, wrap it and move the gateway
+// to the pending epoch. A refused request claims nothing.
+func (c *CSS) acquireTx(ctx context.Context, tx *sql.Tx, req KeyRequest, out **KeyDelivery, resyncOut *string, left *int) error {
+	resync := ""
+	g, err := c.load(ctx, tx, req.Gateway)
+	if err != nil {
+		return err
+	}
+	var pk [PresetKeySize]byte
+	switch {
+	case req.Epoch == g.epoch && hmac.Equal(req.MAC, requestMAC(&g.pk, "keyreq", req.Gateway, req.Epoch, req.Time, req.Nonce)):
+		pk = g.pk
+		if g.pendingEpoch != 0 {
+			resync = fmt.Sprintf("delivery for epoch %d never applied: discarded", g.pendingEpoch)
+		}
+	case g.pendingPK != nil && req.Epoch == g.pendingEpoch && hmac.Equal(req.MAC, requestMAC(g.pendingPK, "keyreq", req.Gateway, req.Epoch, req.Time, req.Nonce)):
+		pk = *g.pendingPK
+		g.epoch = g.pendingEpoch
+		resync = fmt.Sprintf("acknowledgement of epoch %d lost: committed", g.epoch)
+	case req.Epoch != g.epoch && req.Epoch != g.pendingEpoch:
+		return fmt.Errorf("%w: gateway %s claims epoch %d, the CSS holds %d (pending %d)", ErrOutOfStep, req.Gateway, req.Epoch, g.epoch, g.pendingEpoch)
+	default:
+		return fmt.Errorf("%w: key request MAC of %s does not verify under the preset key of epoch %d", ErrAuth, req.Gateway, req.Epoch)
+	}
+	qk, n, err := c.claim(ctx, tx)
+	if err != nil {
+		return err
+	}
+	defer clear(qk.key)
+	newEpoch := g.epoch + 1
+	wrapped, err := Wrap(&pk, req.Gateway, newEpoch, qk.id, qk.key)
+	if err != nil {
+		return err
+	}
+	sealedPK, err := c.seal.seal(pk[:], "css-pk/"+req.Gateway+"/"+strconv.FormatUint(g.epoch, 10))
+	if err != nil {
+		return err
+	}
+	sealedNext, err := c.seal.seal(qk.key[:PresetKeySize], "css-pk/"+req.Gateway+"/"+strconv.FormatUint(newEpoch, 10))
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, c.cfg.DB.Rebind(`UPDATE qmsp_css_gateways SET epoch = ?, pk = ?, pending_epoch = ?, pending_pk = ?, resyncs = resyncs + ?, updated_at = ? WHERE gi = ?`),
+		int64(g.epoch), sealedPK,
+		int64(newEpoch), sealedNext,
+		boolInt(resync != ""), c.now().UnixNano(), req.Gateway)
+	if err != nil {
+		return err
+	}
+	*out = &KeyDelivery{Gateway: req.Gateway, Epoch: newEpoch, KeyID: qkd.FormatKeyID(qk.id), Wrapped: wrapped}
+	*resyncOut, *left = resync, n
+	return nil
 }
 
 // Acknowledge commits a gateway's move to ack.Epoch (step 5 on the CSS side:

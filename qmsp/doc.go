@@ -31,7 +31,7 @@
 // Key acquisition (§3.3, "gateway obtains quantum key"):
 //
 //	(1) gateway applies to the CSS    [Gateway.Refresh] → [CSS.AcquireKey] (a [KeyRequest] MAC'd under PK_n)
-//	(2) servers apply for QK(x)       CSS: enc_keys (prefetched, [CSS.next]); PPS: dec_keys by ID on first payment ([PPS.material])
+//	(2) servers apply for QK(x)       CSS: enc_keys (prefetched into the database, [CSS.refill]; claimed by [CSS.AcquireKey]); PPS: dec_keys by ID on first payment ([PPS.material])
 //	(3) DivQ(QK, QK16, QK(x-16))      [DivQ]
 //	(4) En_AES(PK, QK)                [Wrap]: AES-128-GCM, bound to gateway, epoch and key ID
 //	(5) SPK = QK16                    the pending epoch in AcquireKey, committed by [CSS.Acknowledge]
@@ -97,6 +97,17 @@
 // its own Idempotency-Key gets its first result back. A unit is burned by the
 // first verified attempt even when the ledger then refuses the payment, as
 // wallets burn a payment code.
+//
+// # Several nodes
+//
+// Every node of a platform on one database acts as the same CSS and PPS:
+// gateways, epochs, payers, fetched keys and payments are rows. The CSS's
+// prefetched key batches wait in the database too (sealed): a delivery
+// claims one in its own transaction, so a batch reaches one gateway, and a
+// node that stops leaves its batches to the others. Gateways the platform
+// runs itself keep their device state in the database ([GatewaySessions])
+// and take a lock per gateway for each operation, so any node shows the
+// same code and the preset-key ratchet never forks.
 //
 // # Departures from the seed
 //

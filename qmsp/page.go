@@ -193,7 +193,7 @@ func (gp *GatewayPage) current(ctx context.Context) (*Display, error) {
 			return nil, err
 		}
 		if used {
-			if err := gp.Gateway.Advance(); err != nil {
+			if err := gp.Gateway.AdvancePast(ctx, d.Ref); err != nil {
 				return nil, err
 			}
 			return gp.Gateway.Current(ctx)

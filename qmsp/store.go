@@ -63,7 +63,27 @@ const schema = `CREATE TABLE qmsp_css_gateways (
 		created_at BIGINT NOT NULL,
 		PRIMARY KEY (key_id, unit))`
 
-var migrations = []sqldb.Migration{{Version: 1, SQL: schema}}
+// schemaNodes moves what a node kept in memory into the database, so that
+// N nodes on one database are one platform: the gateways the platform runs
+// itself (GatewaySessions; state and device key sealed) and the CSS's
+// prefetched quantum key batches (sealed; claimed in the transaction that
+// delivers them, so each is delivered once, and a node that dies leaves its
+// prefetched batches to the others).
+const schemaNodes = `CREATE TABLE qmsp_gateway_sessions (
+		gi TEXT PRIMARY KEY,
+		merchant BIGINT NOT NULL,
+		state BYTEA NOT NULL,
+		device_key BYTEA NOT NULL,
+		certificate BYTEA NOT NULL,
+		updated_at BIGINT NOT NULL);
+	CREATE TABLE qmsp_css_prefetch (
+		key_id TEXT PRIMARY KEY,
+		bytes INTEGER NOT NULL,
+		material BYTEA NOT NULL,
+		fetched_at BIGINT NOT NULL);
+	CREATE INDEX qmsp_css_prefetch_order ON qmsp_css_prefetch (bytes, fetched_at)`
+
+var migrations = []sqldb.Migration{{Version: 1, SQL: schema}, {Version: 2, SQL: schemaNodes}}
 
 func migrate(ctx context.Context, db *sqldb.DB) error {
 	return db.Migrate(ctx, "qmsp", migrations)

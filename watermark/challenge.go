@@ -73,6 +73,11 @@ var ErrChallenge = errors.New("watermark: invalid scanner challenge")
 // scanner's challenge (the phone did not see this scanner).
 var ErrUnbound = errors.New("watermark: shares are not bound to this scanner's challenge")
 
+// ErrWrongScanner reports a claim whose bound stamps were made for the
+// challenge of another scanner than the one that submitted it (BoundTo): the
+// payer's phone was held to that scanner, and its code was relayed here.
+var ErrWrongScanner = errors.New("watermark: shares are bound to another scanner's challenge")
+
 // Challenge is what a scanner shows during one slot.
 type Challenge struct {
 	Slot  int64
@@ -204,4 +209,44 @@ func (ct *ChallengeTracker) Current(at time.Time) (Challenge, bool) {
 		return Challenge{}, false
 	}
 	return ct.last, true
+}
+
+// BoundTo reports whether at least MinBoundStamps of stamps, shares of code
+// t1 under slot key key, are bound to the challenges of the scanner whose
+// challenge key is scannerKey, for slots within w of now. It tells a claim
+// relayed from that scanner (ErrWrongScanner) from one whose bound tags are
+// merely wrong: a stamp bound to no scanner in particular matches one with
+// probability 2^-24, so MinBoundStamps matching stamps of one claim are
+// 2^-48 per scanner tried, and only the holder of K (the phone) can make
+// them. It checks only, it accepts nothing: the claim was refused already.
+// Only the first MinBoundStamps+2 fresh bound stamps are tried (an honest
+// phone binds all of them to the one scanner it faces), so trying every
+// registered scanner costs a few HMACs each.
+func BoundTo(key []byte, t1 string, stamps []Stamp, now time.Time, w Window, scannerKey []byte) bool {
+	if len(key) != SlotKeyLen || len(scannerKey) == 0 {
+		return false
+	}
+	ref := SlotAt(now)
+	n, tried := 0, 0
+	var seen [256]bool
+	for _, st := range stamps {
+		if tried == MinBoundStamps+2 {
+			break
+		}
+		if !st.Bound || st.Index == 0 || st.Index > maxShareIndex || seen[st.Index] {
+			continue
+		}
+		seen[st.Index] = true
+		slot := resolveSlot(st.Slot, ref)
+		start := SlotStart(slot)
+		if now.Sub(start.Add(SlotDuration)) > w.MaxAge || start.Sub(now) > w.MaxLead {
+			continue
+		}
+		tried++
+		want := boundTag(key, t1, st.Index, ChallengeAt(scannerKey, slot))
+		if hmac.Equal(want[:], st.Tag[:]) {
+			n++
+		}
+	}
+	return n >= MinBoundStamps
 }

@@ -214,3 +214,74 @@ func TestChallengeTracker(t *testing.T) {
 		t.Fatal("stale challenge still current")
 	}
 }
+
+// TestShowBoundAt: the frame the phone shows while it holds a challenge is
+// the share ShowAt shows at that moment, with a stamp bound to the
+// challenge (the wallet's loop, issue 18), and its stamps pay only at that
+// scanner.
+func TestShowBoundAt(t *testing.T) {
+	p := DefaultParams()
+	l, err := NewLoop(fixedToken(t), testKey, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := NewExtractor(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kA, _ := ScannerChallengeKey(testMaster, "A")
+	at := SlotStart(testSlot).Add(340 * time.Millisecond)
+	c := ChallengeAt(kA, testSlot-1) // read a slot ago
+	plain, err := ex.Extract(l.ShowAt(at))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr, err := ex.Extract(l.ShowBoundAt(at, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fr.Share.Index != plain.Share.Index || !bytes.Equal(fr.Share.Value, plain.Share.Value) {
+		t.Fatalf("bound frame shows share %d, the loop shows %d", fr.Share.Index, plain.Share.Index)
+	}
+	if want := NewBoundStamp(testKey, l.Handle, fr.Share.Index, c); fr.Share.Stamp != want || plain.Share.Stamp.Bound {
+		t.Fatalf("stamp %+v, want %+v (plain %+v)", fr.Share.Stamp, want, plain.Share.Stamp)
+	}
+}
+
+// TestBoundTo: BoundTo names the scanner a refused claim's stamps were
+// bound to (a relay, wrong_scanner) and nothing for forged, unbound, too few
+// or stale stamps.
+func TestBoundTo(t *testing.T) {
+	now := SlotStart(testSlot).Add(500 * time.Millisecond)
+	code := Code{SlotKey: testKey16}
+	kA, _ := ScannerChallengeKey(testMaster, "A")
+	kB, _ := ScannerChallengeKey(testMaster, "B")
+	w := DefaultWindow()
+	stA := boundStamps(t, code, "QSW1:X", "A", 3, now)
+	if !BoundTo(testKey16, "QSW1:X", stA, now, w, kA) {
+		t.Fatal("A's stamps not recognised as A's")
+	}
+	if BoundTo(testKey16, "QSW1:X", stA, now, w, kB) {
+		t.Fatal("A's stamps taken for B's")
+	}
+	if BoundTo(testKey16, "QSW1:X", stA[:MinBoundStamps-1], now, w, kA) {
+		t.Fatal("fewer than MinBoundStamps recognised")
+	}
+	dup := []Stamp{stA[0], stA[0]}
+	if BoundTo(testKey16, "QSW1:X", dup, now, w, kA) {
+		t.Fatal("a repeated stamp counted twice")
+	}
+	forged := append([]Stamp(nil), stA...)
+	for i := range forged {
+		forged[i].Tag[1] ^= 1
+	}
+	if BoundTo(testKey16, "QSW1:X", forged, now, w, kA) {
+		t.Fatal("forged tags recognised")
+	}
+	if BoundTo(testKey16, "QSW1:X", stampsAt(code, "QSW1:X", 3, now), now, w, kA) {
+		t.Fatal("unbound stamps recognised")
+	}
+	if BoundTo(testKey16, "QSW1:X", stA, now.Add(10*time.Second), w, kA) {
+		t.Fatal("stale stamps recognised")
+	}
+}

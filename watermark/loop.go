@@ -118,6 +118,15 @@ func (l *Loop) ShowAt(t time.Time) *image.Gray {
 	return l.Frame(int(k), slot)
 }
 
+// ShowBoundAt returns the frame the phone shows at time t of its slot clock
+// while it holds scanner challenge c (ChallengeTracker.Current): the share
+// ShowAt would show, its stamp bound to c (and so to c's slot).
+func (l *Loop) ShowBoundAt(t time.Time, c Challenge) *image.Gray {
+	g, _ := l.frameNumber(t)
+	n := int64(len(l.shares))
+	return l.FrameBound(int(((g%n)+n)%n), c)
+}
+
 // Timeline is what the phone shows from a start time on: display frame k
 // (k = 0, 1, …, one every 1/FrameRate s) rendered on demand and cached.
 type Timeline struct {

@@ -32,9 +32,15 @@ import (
 // The watermark window is widened to 60 s here: a headless browser on a
 // loaded test machine takes screenshots far slower than a camera films, and
 // the window is the watermark package's concern (its experiment measures
-// it); this test is about the wallet.
+// it); this test is about the wallet. Scanner
+// challenges are off (the opt-out): this browser has no camera, so the loop
+// stays unbound; TestWalletBindsToScannerChallenge films a scanner's
+// challenge with the front camera.
 func TestWalletShowsWatermarkLoop(t *testing.T) {
-	p, base, stop := runPlatformWindow(t, watermark.Window{MaxAge: 60 * time.Second, MaxLead: 2 * time.Second})
+	p, base, stop := runPlatform(t, func(c *platform.Config) {
+		c.WatermarkWindow = watermark.Window{MaxAge: 60 * time.Second, MaxLead: 2 * time.Second}
+		c.WatermarkChallengesOff = true
+	})
 	ctx := context.Background()
 
 	fundedAccount(t, p, "wm-wallet-alice", 100_00)

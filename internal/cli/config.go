@@ -83,7 +83,7 @@ func platformConfig(rc *config.Resolved) platform.Config {
 		},
 		MaxInFlight: c.HTTPMaxInFlight, MaxQueue: c.HTTPMaxQueue, MaxConns: c.HTTPMaxConns,
 		QueueTimeout: c.HTTPQueueTimeout, RequestTimeout: c.HTTPRequestTimeout,
-		WatermarkChallenges: c.WatermarkChallenges,
+		WatermarkChallengesOff: !c.WatermarkChallenges,
 	}
 }
 

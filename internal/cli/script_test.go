@@ -48,24 +48,25 @@ func TestScripts(t *testing.T) {
 	})
 }
 
-// serveCmd is the script command "serve [qkd] [challenges]": it runs the platform in
+// serveCmd is the script command "serve [qkd] [nochallenges]": it runs the platform in
 // this process on a fresh SQLite database in the work directory until the
 // script ends, and sets $SERVER (its URL) and $ADMIN (its directory, the
 // operator's credentials). With "qkd" the simulated QKD link runs as fast as
-// the CPU allows, so that the QMSP gateway gets its keys; with "challenges"
-// watermark scanner challenges are on (node setting watermark_challenges).
+// the CPU allows, so that the QMSP gateway gets its keys; with
+// "nochallenges" watermark scanner challenges are off (node setting
+// watermark_challenges=false; on by default).
 func serveCmd(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		ts.Fatalf("unsupported: ! serve")
 	}
 	qkd := platform.QKDConfig{Off: true, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0"}
-	challenges := false
+	challengesOff := false
 	for _, a := range args {
 		switch a {
 		case "qkd":
 			qkd.Off, qkd.Speedup = false, 0
-		case "challenges":
-			challenges = true
+		case "nochallenges":
+			challengesOff = true
 		default:
 			ts.Fatalf("serve: unknown argument %q", a)
 		}
@@ -82,9 +83,9 @@ func serveCmd(ts *testscript.TestScript, neg bool, args []string) {
 		// Each script command is a separate, race-instrumented process
 		// started seconds after the last: a scan cannot follow a code within
 		// the default ±2 s. The window itself is tested in watermark/service.
-		WatermarkWindow:     watermark.Window{MaxAge: time.Minute, MaxLead: time.Minute},
-		WatermarkChallenges: challenges,
-		Log:                 slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		WatermarkWindow:        watermark.Window{MaxAge: time.Minute, MaxLead: time.Minute},
+		WatermarkChallengesOff: challengesOff,
+		Log:                    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	})
 	if err != nil {
 		cancel()

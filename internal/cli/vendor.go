@@ -145,10 +145,10 @@ func vendorCode(g *Globals) *cobra.Command {
 			return g.Report(rep, string(text))
 		},
 	}
-	cmd.Flags().StringVar(&base, "url", "", "the vendor API's public origin, https://host[:port] (what `vendor serve` listens on, as phones reach it)")
+	cmd.Flags().StringVar(&base, "origin", "", "the vendor API's public origin, https://host[:port] (what `vendor serve` listens on, as phones reach it)")
 	cmd.Flags().StringVar(&item, "item", "", "catalogue item id")
 	cmd.Flags().StringVar(&pngOut, "png", "", "also write the QR code to this PNG file")
-	_ = cmd.MarkFlagRequired("url")
+	_ = cmd.MarkFlagRequired("origin")
 	_ = cmd.MarkFlagRequired("item")
 	return cmd
 }

@@ -57,12 +57,13 @@ type Config struct {
 	AuditCheckpointURL  string `json:"audit_checkpoint_url"`
 	AuditWitnessURL     string `json:"audit_witness_url"` // comma-separated VKEYFILE=URL
 	AuditWitnessQuorum  int    `json:"audit_witness_quorum"`
-	// WatermarkChallenges turns on scanner challenges for watermark codes
-	// (issue 18): a claim pays only with stamps bound to the submitting
-	// scanner's challenge. Off by default: the phone must read the
-	// scanner's challenge with its front camera, which the browser screen
-	// page (/watermark/screen/) cannot, so with it on a code shown there is
-	// refused (unbound_shares).
+	// WatermarkChallenges: scanner challenges for watermark codes (issue
+	// 18): a claim pays only with stamps bound to the submitting scanner's
+	// challenge, which the phone reads with its front camera (the browser
+	// wallet does; the browser scanner page shows its challenge). On by
+	// default; false is the opt-out, for phones without a front camera or
+	// the platform's screen page (/watermark/screen/), whose codes are
+	// refused (unbound_shares) while challenges are on.
 	WatermarkChallenges bool `json:"watermark_challenges"`
 }
 
@@ -73,7 +74,7 @@ func Defaults() Config {
 		DBMaxOpenConns: 20, DBStatementTimeout: 15 * time.Second, DBLockTimeout: 10 * time.Second,
 		DBIdleInTxTimeout: 30 * time.Second, DBConnectTimeout: 5 * time.Second,
 		HTTPMaxInFlight: 256, HTTPQueueTimeout: 2 * time.Second, HTTPRequestTimeout: 20 * time.Second,
-		HTTPMaxConns: 4096,
+		HTTPMaxConns: 4096, WatermarkChallenges: true,
 	}
 }
 
@@ -120,7 +121,7 @@ func Settings() []Setting {
 		{"audit_checkpoint_url", "QSHIELD_AUDIT_CHECKPOINT_URL", "audit-checkpoint-url", "POST every signed audit checkpoint to this URL (a log collector)", kString, func(c *Config) any { return &c.AuditCheckpointURL }},
 		{"audit_witness_url", "QSHIELD_AUDIT_WITNESS_URL", "audit-witness-url", "comma-separated VKEYFILE=URL: push every audit checkpoint to these C2SP witnesses (URL = submission prefix, VKEYFILE = the witness's public key) and keep their cosignatures", kString, func(c *Config) any { return &c.AuditWitnessURL }},
 		{"audit_witness_quorum", "QSHIELD_AUDIT_WITNESS_QUORUM", "audit-witness-quorum", "cosignatures each audit checkpoint needs; fewer is logged as an error", kInt, func(c *Config) any { return &c.AuditWitnessQuorum }},
-		{"watermark_challenges", "QSHIELD_WATERMARK_CHALLENGES", "watermark-challenges", "watermark codes pay only with stamps bound to the submitting scanner's challenge (refuses a close video relayed to another scanner; codes shown by the browser screen page are then refused)", kBool, func(c *Config) any { return &c.WatermarkChallenges }},
+		{"watermark_challenges", "QSHIELD_WATERMARK_CHALLENGES", "watermark-challenges", "watermark codes pay only with stamps bound to the submitting scanner's challenge (refuses a close video relayed to another scanner; false: codes shown by phones without a front camera or by the platform's screen page pay too)", kBool, func(c *Config) any { return &c.WatermarkChallenges }},
 	}
 }
 

@@ -123,3 +123,21 @@ func FuzzParseFile(f *testing.F) {
 		}
 	})
 }
+
+// TestWatermarkChallengesDefault: scanner challenges are on unless a node
+// opts out (environment, file or flag "false").
+func TestWatermarkChallengesDefault(t *testing.T) {
+	r, err := Resolve("", func(string) string { return "" }, nil)
+	if err != nil || !r.WatermarkChallenges || r.Sources["watermark_challenges"] != FromDefault {
+		t.Fatalf("default: %v from %s (%v), want on", r.WatermarkChallenges, r.Sources["watermark_challenges"], err)
+	}
+	env := map[string]string{"QSHIELD_WATERMARK_CHALLENGES": "false"}
+	r, err = Resolve("", func(k string) string { return env[k] }, nil)
+	if err != nil || r.WatermarkChallenges {
+		t.Fatalf("opt-out by environment: %v (%v)", r.WatermarkChallenges, err)
+	}
+	r, err = Resolve("", func(k string) string { return env[k] }, fakeFlags{"watermark-challenges": "true"})
+	if err != nil || !r.WatermarkChallenges {
+		t.Fatalf("flag over environment: %v (%v)", r.WatermarkChallenges, err)
+	}
+}

@@ -66,7 +66,7 @@ func Run(ctx context.Context, opts Options, scenarios []Scenario) ([]Row, error)
 	}
 	defer os.RemoveAll(dir)
 	p, err := platform.Open(ctx, platform.Config{DB: filepath.Join(dir, "qshield.db"), StateDir: dir, Log: opts.Log,
-		QKD: platform.QKDConfig{Speedup: 20}, WatermarkChallenges: true})
+		QKD: platform.QKDConfig{Speedup: 20}})
 	if err != nil {
 		return nil, fmt.Errorf("demo: start platform: %w", err)
 	}

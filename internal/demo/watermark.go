@@ -25,7 +25,8 @@ import (
 
 // Watermark is seed 003: a payer's looping watermarked code, scanned close
 // up, pays; a single photo, a distant burst and a re-captured photo do not.
-// The demo platform runs with scanner challenges on (watermark_challenges):
+// The demo platform runs with scanner challenges on (watermark_challenges,
+// the default):
 // the scanner fetches its challenge key and shows its challenge, the
 // simulated phone reads it 100 ms later (trial.Clock's challenge fields) and
 // binds its stamps, and the same claim relayed to another shop's scanner is
@@ -276,7 +277,7 @@ func (r *watermarkRun) scanClose() error {
 // scanner then pays, once.
 func (r *watermarkRun) relayThenPay() error {
 	err := r.payAt(r.otherScanner, r.res, 42_00, newKey("wm-relay"))
-	if err := r.expect("thief relays the same frames live to another shop's scanner", err, "bad_stamp", "the stamps are bound to the payer's scanner's challenge; the code is not consumed"); err != nil {
+	if err := r.expect("thief relays the same frames live to another shop's scanner", err, "wrong_scanner", "the stamps are bound to the challenge of the scanner the payer held the phone to; the code is not consumed"); err != nil {
 		return err
 	}
 	r.res, err = r.payScanned(r.res, r.firstLoop, 42_00, newKey("wm-pay"))

@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,10 +18,14 @@ import (
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/internal/lab"
+	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/keycharge"
 	"github.com/qshield/qshield/keycharge/channel"
 	"github.com/qshield/qshield/keycharge/device"
+	"github.com/qshield/qshield/kme"
+	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/pki"
+	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/sqldb"
 )
 
@@ -374,4 +379,216 @@ func chgSelfCert(d *device.Device) error {
 		return err
 	}
 	return d.InstallCertificate(c)
+}
+
+// ChargingServeExperiment charges devices through the key managers and the
+// QKMP of a real platform (platform.Open, served over HTTPS as `qshield
+// serve` does, QKD link off) whose pools were filled the way its link fills
+// them (blocks of 256-bit keys joined by kme.JoinKeys and cut into the
+// platform's 64-kbit segments). The same KMEs serve QMSP's small keys,
+// carved from the same segments; a QMSP-sized enc_keys/dec_keys exchange is
+// checked between charges.
+func ChargingServeExperiment() experiment.Spec {
+	return experiment.Spec{
+		Name:    "charging-serve",
+		Summary: "quantum key charging through the platform's own key managers (qshield serve), from filled pools",
+		Params: []experiment.Param{
+			{Name: "sizes", Default: "1,5,9", Usage: "charge volumes in MB (comma-separated)"},
+			{Name: "reps", Default: "3", Usage: "charges per volume and method (the median is reported)"},
+			{Name: "block_keys", Default: "4096", Usage: "256-bit link keys per joined block when filling the pools"},
+		},
+		Run: runChargingServe,
+	}
+}
+
+func runChargingServe(ctx context.Context, env *experiment.Env) (*experiment.Result, error) {
+	sizes, err := chgIntList(env.String("sizes"))
+	if err != nil {
+		return nil, fmt.Errorf("parameter sizes: %w", err)
+	}
+	reps, err := env.Int("reps")
+	if err != nil || reps < 1 {
+		return nil, fmt.Errorf("parameter reps: must be a positive integer")
+	}
+	blockKeys, err := env.Int("block_keys")
+	if err != nil || blockKeys < 1 {
+		return nil, fmt.Errorf("parameter block_keys: must be a positive integer")
+	}
+	if slices.Max(sizes) > 12 {
+		return nil, fmt.Errorf("parameter sizes: at most 12 MB (the platform's pools hold 32 MB)")
+	}
+	work, err := os.MkdirTemp("", "qshield-charging-serve-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	dsn := env.DB
+	if dsn == "" {
+		dsn = filepath.Join(work, "qshield.db")
+	}
+	p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: work, Log: env.Log, QKD: platform.QKDConfig{Off: true}})
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(sctx, ln) }()
+	defer func() { stop(); <-done }()
+	url := p.URL(ln.Addr())
+	adminTLS, err := platform.LoadClientTLS(work)
+	if err != nil {
+		return nil, err
+	}
+	admin := keycharge.NewClient(url, adminTLS)
+	defer admin.Close()
+	chTLS, err := p.KME.ClientTLSAs(ctx, platform.SAECharger, pki.PrincipalCharger)
+	if err != nil {
+		return nil, err
+	}
+	chPlatform := keycharge.NewClient(url, chTLS)
+	defer chPlatform.Close()
+	ch, err := keycharge.NewCharger(keycharge.ChargerConfig{Platform: chPlatform, KME: etsi014.New(p.KME.AURL, chTLS),
+		MasterSAE: platform.SAECharger, SlaveSAE: platform.SAEQSSC, KeyBits: 65536, Log: env.Log})
+	if err != nil {
+		return nil, err
+	}
+	// QMSP's SAEs on the same KMEs: a 1024-byte key carved from the same
+	// segments, fetched by ID at the other site.
+	cssTLS, err := p.KME.ClientTLS(ctx, platform.SAECSS)
+	if err != nil {
+		return nil, err
+	}
+	ppsTLS, err := p.KME.ClientTLS(ctx, platform.SAEPPS)
+	if err != nil {
+		return nil, err
+	}
+	css, pps := etsi014.New(p.KME.BURL, cssTLS), etsi014.New(p.KME.AURL, ppsTLS)
+	qmspCheck := func() error {
+		ks, err := css.EncKeys(ctx, platform.SAEPPS, 4, 8192)
+		if err != nil {
+			return fmt.Errorf("QMSP-sized enc_keys: %w", err)
+		}
+		ids := make([]string, len(ks))
+		for i, k := range ks {
+			ids[i] = k.ID
+		}
+		got, err := pps.DecKeys(ctx, platform.SAECSS, ids...)
+		if err != nil {
+			return fmt.Errorf("QMSP-sized dec_keys: %w", err)
+		}
+		for i := range ks {
+			if string(got[i].Key) != string(ks[i].Key) {
+				return fmt.Errorf("QMSP-sized key %s differs between the sites", ks[i].ID)
+			}
+		}
+		return nil
+	}
+	sa, sb := p.KME.Sinks()
+	ja, jb := kme.JoinKeys(sa), kme.JoinKeys(sb)
+	fill := func(n int64) error {
+		for n > 0 {
+			block := qkd.RandomKeys(blockKeys, 32)
+			if err := ja(ctx, block); err != nil {
+				return err
+			}
+			if err := jb(ctx, block); err != nil {
+				return err
+			}
+			n -= int64(blockKeys) * 32
+		}
+		return nil
+	}
+	opts := device.Options{KDF: device.KDFParams{Time: 1, MemoryKiB: 16 * 1024, Threads: 1}}
+	pin, puk := []byte("123456"), []byte("12345678")
+	serial := "SRV-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	nDev := 0
+	fresh := func() (*device.Device, error) {
+		nDev++
+		return lab.Provision(ctx, admin, filepath.Join(work, fmt.Sprintf("ukey-%d", nDev)), device.Info{Serial: fmt.Sprintf("%s-%d", serial, nDev), Kind: "ukey"}, pin, puk, opts, "exp-admin", "exp-user")
+	}
+	type serveCell struct {
+		MB          int           `json:"mb"`
+		Elapsed     time.Duration `json:"direct_ns"`
+		MBps        float64       `json:"direct_mb_per_s"`
+		Fetch       time.Duration `json:"fetch_write_ns"`
+		Commit      time.Duration `json:"commit_ns"`
+		Prefetch    time.Duration `json:"prefetch_ns"`
+		PoolElapsed time.Duration `json:"pool_charge_ns"`
+		PoolMBps    float64       `json:"pool_mb_per_s"`
+		Segments    int           `json:"segments_after_fill"`
+	}
+	bar := env.Progress.Start("charging through serve", int64(len(sizes)*reps), "charges")
+	var cells []serveCell
+	for _, mb := range sizes {
+		vol := int64(mb) << 20
+		var direct, pool []serveCell
+		segs := 0
+		for r := 0; r < reps; r++ {
+			if err := fill(vol + vol/16); err != nil {
+				return nil, fmt.Errorf("fill the key pools: %w", err)
+			}
+			segs = p.KME.A.Counters().StoredSegments
+			d1, err := fresh()
+			if err != nil {
+				return nil, err
+			}
+			res, err := ch.Charge(ctx, d1, vol)
+			d1.Close()
+			if err != nil {
+				return nil, fmt.Errorf("charge %d MB through serve: %w", mb, err)
+			}
+			direct = append(direct, serveCell{Elapsed: res.Elapsed, Fetch: res.FetchWrite, Commit: res.Commit})
+			if err := qmspCheck(); err != nil {
+				return nil, err
+			}
+			if err := fill(vol + vol/16); err != nil {
+				return nil, fmt.Errorf("fill the key pools: %w", err)
+			}
+			t0 := time.Now()
+			if _, err := ch.Prefetch(ctx, vol); err != nil {
+				return nil, fmt.Errorf("prefetch %d MB: %w", mb, err)
+			}
+			pf := time.Since(t0)
+			d2, err := fresh()
+			if err != nil {
+				return nil, err
+			}
+			pres, err := ch.Charge(ctx, d2, vol)
+			d2.Close()
+			if err != nil {
+				return nil, fmt.Errorf("charge %d MB from the prefetched pools: %w", mb, err)
+			}
+			pool = append(pool, serveCell{PoolElapsed: pres.Elapsed, Prefetch: pf})
+			bar.Add(1)
+		}
+		slices.SortFunc(direct, func(a, b serveCell) int { return int(a.Elapsed - b.Elapsed) })
+		slices.SortFunc(pool, func(a, b serveCell) int { return int(a.PoolElapsed - b.PoolElapsed) })
+		m := reps / 2
+		c := serveCell{MB: mb, Elapsed: direct[m].Elapsed, Fetch: direct[m].Fetch, Commit: direct[m].Commit,
+			Prefetch: pool[m].Prefetch, PoolElapsed: pool[m].PoolElapsed, Segments: segs}
+		c.MBps = float64(vol) / 1e6 / c.Elapsed.Seconds()
+		c.PoolMBps = float64(vol) / 1e6 / c.PoolElapsed.Seconds()
+		cells = append(cells, c)
+	}
+	bar.Done()
+	t := experiment.Table{Title: "Quantum key charging through qshield serve's key managers (ETSI 014 at both KMEs, 64-kbit keys carved from the shared pool, device key file fsynced, consistency check, sealed platform store)",
+		Header: []string{"volume (MB)", "direct: charge time", "direct MB/s", "fetch+write", "platform commit", "prefetch (both sides)", "from pool: charge time", "pool MB/s", "segments in pool A"}}
+	var xs, ys, ps []float64
+	for _, c := range cells {
+		t.AddRow(c.MB, c.Elapsed, c.MBps, c.Fetch, c.Commit, c.Prefetch, c.PoolElapsed, c.PoolMBps, c.Segments)
+		xs, ys, ps = append(xs, float64(c.MB)), append(ys, c.MBps), append(ps, c.PoolMBps)
+	}
+	t.Notes = []string{fmt.Sprintf("median of %d charges per cell; the platform's KMEs (key_size 256, max_key_size 65536, 64-kbit segments); pools filled with blocks of %d 256-bit keys joined by kme.JoinKeys; DB %s", reps, blockKeys, p.DB.Dialect),
+		"direct = keys fetched with enc_keys during the charge and with dec_keys by the platform at commit; from pool = both sides prefetched (timed separately)",
+		"after each direct charge, four 8-kbit keys (QMSP's size) are exchanged between the CSS and the PPS on the same KMEs and checked equal"}
+	return &experiment.Result{Name: "charging-serve", Title: "Seed 001: charging through qshield serve",
+		Tables: []experiment.Table{t},
+		Plots: []experiment.Plot{{File: "charging-serve.png", Title: "Charging through serve", XLabel: "volume (MB)", YLabel: "MB/s",
+			Series: []experiment.Series{{Name: "direct from serve's KMEs", X: xs, Y: ys}, {Name: "from pools prefetched from serve's KMEs", X: xs, Y: ps}}}},
+		Data: map[string]any{"charges": cells}}, nil
 }

@@ -11,6 +11,7 @@ func All() []experiment.Spec {
 		FingerprintExperiment(),
 		QMSPExperiment(),
 		ChargingExperiment(),
+		ChargingServeExperiment(),
 		BioQRExperiment(),
 		SelfVerifyExperiment(),
 		WatermarkExperiment(),

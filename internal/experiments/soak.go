@@ -102,7 +102,7 @@ func runSoak(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 			}
 			// Scanner challenges on, as in the demo: its watermark
 			// scenario fetches the scanner's challenge key.
-			p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: state, Log: env.Log, WatermarkChallenges: true,
+			p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: state, Log: env.Log,
 				QKD: platform.QKDConfig{Speedup: speed, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0", Singleton: singleton}})
 			if err != nil {
 				ln.Close()

@@ -112,14 +112,19 @@ type Config struct {
 	// where payer and scanner are slow programs run one after the other
 	// (the CLI's scripts under the race detector).
 	WatermarkWindow watermark.Window
-	// WatermarkChallenges turns on scanner challenges (node setting
-	// watermark_challenges): the watermark service gets a challenge master
-	// key derived from the platform key (Secret("watermark-challenge")),
-	// scanners fetch theirs at GET /v1/watermark/challenge-key, and a claim
-	// pays only with stamps bound to the submitting scanner's challenge.
-	// Off by default: the browser screen page cannot read a challenge, so
-	// its codes are refused (unbound_shares) while this is on.
-	WatermarkChallenges bool
+	// WatermarkChallengesOff turns scanner challenges off (node setting
+	// watermark_challenges=false). They are on by default: the watermark
+	// service gets a challenge master key derived from the platform key
+	// (Secret("watermark-challenge")), scanners (the CLI's, and the browser
+	// scanner page, which shows its challenge beside the camera view) fetch
+	// theirs at GET /v1/watermark/challenge-key, and a claim pays only with
+	// stamps bound to the submitting scanner's challenge, which the phone
+	// (the CLI with --challenge, the browser wallet's front camera) reads.
+	// Off, codes pay by the time binding alone: a close video relayed live
+	// to another scanner pays too. The platform's screen page
+	// (/watermark/screen/) cannot read a challenge, so its codes pay only
+	// with challenges off.
+	WatermarkChallengesOff bool
 	// ResultsDir holds experiment results the console shows ("" = none).
 	ResultsDir string
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/kme/etsi014"
+	"github.com/qshield/qshield/lease"
 	"github.com/qshield/qshield/ledger"
 	"github.com/qshield/qshield/paypage"
 	"github.com/qshield/qshield/pki"
@@ -36,7 +37,10 @@ type QMSP struct {
 	PPS *qmsp.PPS
 
 	p        *Platform
+	sessions *qmsp.GatewaySessions
 	mu       sync.Mutex
+	// gateways caches the handles of the gateways this platform runs (their
+	// state is in the database: every node opens the same gateways).
 	gateways map[string]*qmsp.Gateway
 }
 
@@ -72,6 +76,9 @@ func (p *Platform) startQMSP(ctx context.Context) error {
 		return fmt.Errorf("platform: qmsp PPS: %w", err)
 	}
 	p.closers = append(p.closers, q.PPS.Close)
+	if q.sessions, err = qmsp.NewGatewaySessions(ctx, p.DB); err != nil {
+		return fmt.Errorf("platform: qmsp gateway sessions: %w", err)
+	}
 	p.QMSP = q
 	// The CSS and PPS know gateways and phones by their certificates'
 	// names; the router has authenticated each certificate as a principal of
@@ -138,7 +145,7 @@ func (q *QMSP) SetSaleAs(ctx context.Context, pr *pki.Principal, gi string, amou
 	if pr == nil || (pr.Kind != pki.PrincipalAdmin && !(pr.Kind == pki.PrincipalOperator && pr.MayActFor(fmt.Sprintf("merchant:%d", g.State().Merchant)))) {
 		return nil, ErrNotMerchant
 	}
-	if err := g.SetSale(amount, currency); err != nil {
+	if err := g.SetSaleContext(ctx, amount, currency); err != nil {
 		return nil, err
 	}
 	return g.Current(ctx)
@@ -169,18 +176,22 @@ func (q *QMSP) setSale(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, map[string]string{"shows": d.Describe()})
 }
 
-// Tills lists the in-process gateways already running (the built-in one
-// after its first page view), with what each shows now (each asked for at
-// most two seconds: a gateway waiting for quantum key is shown as such).
+// Tills lists the gateways the platform runs (the built-in one after its
+// first page view, on whichever node), with what each shows now (each asked
+// for at most two seconds: a gateway waiting for quantum key is shown as
+// such).
 func (q *QMSP) Tills(ctx context.Context) []Till {
-	q.mu.Lock()
-	gs := make([]*qmsp.Gateway, 0, len(q.gateways))
-	for _, g := range q.gateways {
-		gs = append(gs, g)
+	ids, err := q.sessions.List(ctx)
+	if err != nil {
+		q.p.Config.Log.Warn("qmsp: list gateways", "err", err)
 	}
-	q.mu.Unlock()
-	out := make([]Till, 0, len(gs))
-	for _, g := range gs {
+	out := make([]Till, 0, len(ids))
+	for _, gi := range ids {
+		g, err := q.Gateway(ctx, gi)
+		if err != nil {
+			q.p.Config.Log.Warn("qmsp: open gateway", "gateway", gi, "err", err)
+			continue
+		}
 		st := g.State()
 		t := Till{Gateway: st.ID, Merchant: st.Merchant}
 		if st.ID == BuiltinGateway {
@@ -210,24 +221,141 @@ type Till struct {
 	Ready    bool // the gateway answered (it has quantum key)
 }
 
-// Gateway returns the in-process gateway gi; the built-in one is registered
-// and provisioned on first use (its preset key is quantum key, so this waits
-// for the link's first keys).
+// Gateway returns gateway gi as the platform runs it; the built-in one is
+// registered and provisioned on first use (its preset key is quantum key,
+// so this waits for the link's first keys). The gateways the platform runs
+// keep their state in the database (qmsp.GatewaySessions): a gateway
+// provisioned through one node is the same gateway on every node — the code
+// one node shows is the code every node shows, and its payment status reads
+// the same everywhere.
 func (q *QMSP) Gateway(ctx context.Context, gi string) (*qmsp.Gateway, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if g, ok := q.gateways[gi]; ok {
 		return g, nil
 	}
-	if gi != BuiltinGateway {
+	g, err := q.openSession(ctx, gi)
+	if errors.Is(err, qmsp.ErrUnknownGateway) && gi == BuiltinGateway {
+		g, err = q.provisionSession(ctx, gi, BuiltinMerchant, BuiltinMerchantAccount, "CNY")
+	}
+	if errors.Is(err, qmsp.ErrUnknownGateway) {
 		return nil, fmt.Errorf("%w: %s is not run by this server", qmsp.ErrUnknownGateway, gi)
 	}
-	g, err := q.ProvisionGateway(ctx, gi, BuiltinMerchant, BuiltinMerchantAccount, "CNY", GatewayOptions{Dir: q.p.StateDir})
 	if err != nil {
 		return nil, err
 	}
 	q.gateways[gi] = g
 	return g, nil
+}
+
+// openSession opens gateway gi from the database (qmsp.ErrUnknownGateway if
+// it has no session there).
+func (q *QMSP) openSession(ctx context.Context, gi string) (*qmsp.Gateway, error) {
+	s, err := q.sessions.Session(ctx, gi)
+	if err != nil {
+		return nil, err
+	}
+	storage := q.p.Secret("gateway-storage/" + gi)
+	keyEnc, err := pki.RawKey(storage)
+	if err != nil {
+		return nil, err
+	}
+	k, err := pki.ParsePrivateKeyPEM(s.DeviceKey, keyEnc)
+	if err != nil {
+		return nil, fmt.Errorf("platform: gateway %s key: %w", gi, err)
+	}
+	signer, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("platform: gateway %s key is not ECDSA", gi)
+	}
+	return qmsp.OpenGatewayContext(ctx, qmsp.GatewayConfig{Store: q.sessions.Store(gi), StorageKey: storage, Signer: signer,
+		CSS: qmsp.LocalCSS{CSS: q.CSS, Peer: gi}})
+}
+
+// provisionSession performs the setup algorithm for a gateway the platform
+// runs, once across nodes (under a lock named for the gateway): a device
+// key and certificate, registration at the CSS and the PPS, and the
+// session in the database. A gateway provisioned by an older version in
+// the state directory is imported with its state.
+func (q *QMSP) provisionSession(ctx context.Context, gi string, merchant uint32, account, currency string) (*qmsp.Gateway, error) {
+	unlock, err := lease.Lock(ctx, q.p.DB, "qmsp-gateway-provision/"+gi)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if g, err := q.openSession(ctx, gi); !errors.Is(err, qmsp.ErrUnknownGateway) {
+		return g, err // another node provisioned it meanwhile
+	}
+	storage := q.p.Secret("gateway-storage/" + gi)
+	keyEnc, err := pki.RawKey(storage)
+	if err != nil {
+		return nil, err
+	}
+	if q.p.StateDir != "" {
+		if imported, err := q.importGatewayFiles(ctx, gi, merchant, storage, keyEnc); err != nil {
+			return nil, err
+		} else if imported {
+			return q.openSession(ctx, gi)
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	cert, pk, err := q.EnrolGateway(ctx, gi, merchant, account, currency, key.Public())
+	if err != nil {
+		return nil, err
+	}
+	pemKey, err := pki.SealPrivateKeyPEM(key, keyEnc)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := q.sessions.Create(ctx, qmsp.GatewaySession{ID: gi, Merchant: merchant, DeviceKey: pemKey, Certificate: cert.Raw}, storage, pk); err != nil {
+		return nil, err
+	}
+	return q.openSession(ctx, gi)
+}
+
+// importGatewayFiles moves a gateway that an older version ran from files
+// in the state directory into the database, with its epoch and units, and
+// renames its state file (*.imported) so that nothing runs it from there
+// again. It reports false when there are no such files.
+func (q *QMSP) importGatewayFiles(ctx context.Context, gi string, merchant uint32, storage []byte, keyEnc pki.KeyEncryptor) (bool, error) {
+	dir := q.p.StateDir
+	certPath := filepath.Join(dir, "gateway-"+gi+".pem")
+	statePath := filepath.Join(dir, "gateway-"+gi+".state")
+	keyPath := filepath.Join(dir, "gateway-"+gi+"-key.pem")
+	state, err := os.ReadFile(statePath)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	k, err := pki.LoadPrivateKeyFile(keyPath, keyEnc)
+	if err != nil {
+		return false, fmt.Errorf("platform: import gateway %s: %w", gi, err)
+	}
+	pemKey, err := pki.SealPrivateKeyPEM(k, keyEnc)
+	if err != nil {
+		return false, err
+	}
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return false, fmt.Errorf("platform: import gateway %s: %w", gi, err)
+	}
+	cert, err := pki.ParseCertPEM(certPEM)
+	if err != nil {
+		return false, fmt.Errorf("platform: import gateway %s: %w", gi, err)
+	}
+	if _, err := q.sessions.Import(ctx, qmsp.GatewaySession{ID: gi, Merchant: merchant, DeviceKey: pemKey, Certificate: cert.Raw}, storage, state); err != nil {
+		return false, err
+	}
+	if err := os.Rename(statePath, statePath+".imported"); err != nil {
+		q.p.Config.Log.Warn("qmsp: imported gateway state file not renamed", "gateway", gi, "err", err)
+	}
+	q.p.Config.Log.Info("qmsp: gateway moved from the state directory into the database", "gateway", gi)
+	return true, nil
 }
 
 // GatewayOptions say where a gateway keeps its files and how it reaches the CSS.

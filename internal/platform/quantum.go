@@ -108,9 +108,13 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 		A:         kme.SiteConfig{KMEID: KMEPlatform, SAEs: []string{SAEPPS, SAECharger}, Listen: cfg.ListenA, RedeliverWithin: 10 * time.Minute},
 		B:         kme.SiteConfig{KMEID: KMESupermarket, SAEs: []string{SAECSS, SAEQSSC}, Listen: cfg.ListenB},
 		MasterKey: p.Secret("kme-pool"),
-		// QMSP asks for 1024-byte quantum keys, the charger for 8 KiB ones;
-		// the pools hold up to 32 MB each.
+		// One pool of key material serves every size ETSI 014 allows up
+		// to 64 kbit: QMSP's small keys are carved from 64-kbit segments,
+		// the charger's 8 KiB keys take one segment each (the link's
+		// blocks are joined before they are cut, kme.JoinKeys). The pools
+		// hold up to 1,000,000 keys of 256 bits (32 MB) each.
 		MaxKeySize:  65536,
+		SegmentBits: 65536,
 		MaxKeyCount: 1_000_000,
 		Logger:      p.Config.Log,
 		// Pool reconciliation and the sweep of delivered keys: one node
@@ -142,7 +146,7 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 	p.closers = append(p.closers, func() error { cancel(); wg.Wait(); return nil })
 	run := func(ctx context.Context, _ int64) error {
 		err := pair.RunLink(ctx, func(ctx context.Context, sinkA, sinkB qkd.Sink) error {
-			return p.runLink(ctx, cfg, sinkA, sinkB)
+			return p.runLink(ctx, cfg, kme.JoinKeys(sinkA), kme.JoinKeys(sinkB))
 		})
 		if err != nil {
 			// A stopped link (an eavesdropper, a failure) stays stopped

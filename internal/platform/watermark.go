@@ -16,7 +16,7 @@ const watermarkChallengePurpose = "watermark-challenge"
 // startWatermark runs seed 003's token service and the phone-screen pages.
 func (p *Platform) startWatermark(ctx context.Context) error {
 	cfg := service.Config{DB: p.DB, Ledger: p.Ledger, Audit: p.Audit, Window: p.Config.WatermarkWindow}
-	if p.Config.WatermarkChallenges {
+	if !p.Config.WatermarkChallengesOff {
 		cfg.ChallengeMaster = p.Secret(watermarkChallengePurpose)
 	}
 	wm, err := service.New(ctx, cfg)
@@ -33,12 +33,12 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	p.Router.Handle("POST /v1/watermark/codes", authz.Allow(pki.PrincipalPhone).OrSigned(), h)
 	// The browser scanner (/scanner/) pays with a signed request.
 	p.Router.Handle("POST /v1/watermark/pay", authz.Allow(pki.PrincipalScanner).OrSigned(), h)
-	// A scanner's challenge key (404 challenges_off unless
-	// Config.WatermarkChallenges): only the scanner itself may hold it, or a
+	// A scanner's challenge key (404 challenges_off with
+	// Config.WatermarkChallengesOff): only the scanner itself may hold it, or a
 	// phone could bind its stamps to a scanner it is not in front of. The
-	// browser scanner shows no challenge yet, so the route takes the
-	// scanner's certificate only.
-	p.Router.Handle("GET /v1/watermark/challenge-key", authz.Allow(pki.PrincipalScanner), h)
+	// browser scanner (/scanner/) fetches it with a signed request, as it
+	// pays.
+	p.Router.Handle("GET /v1/watermark/challenge-key", authz.Allow(pki.PrincipalScanner).OrSigned(), h)
 	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
 	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
 		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, req.EnrolmentCode, pub)

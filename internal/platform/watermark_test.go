@@ -44,16 +44,18 @@ func wmDevices(t *testing.T, p *Platform) (phone, scanA, scanB *http.Client) {
 	return client("WM-PHONE", "phone", "payer", code), client("SCAN-A", "scanner", "shop-a", ""), client("SCAN-B", "scanner", "shop-b", "")
 }
 
-// TestWatermarkChallengesRelayRefused runs the platform with scanner
-// challenges on (node setting watermark_challenges): scanner A fetches its
-// challenge key over its certificate, the phone binds its stamps to A's
-// current challenge, and the exact claim a live relay would carry is
-// refused at scanner B (bad_stamp, the code not consumed) but pays at A. A phone or anonymous caller gets no challenge key, and a claim with
-// unbound stamps only (the browser screen page, which cannot read a
-// challenge) is refused with the same code. Without the wiring in
-// startWatermark (no ChallengeMaster) the relayed claim pays at B.
+// TestWatermarkChallengesRelayRefused runs the platform with its default
+// settings, scanner challenges on (node setting watermark_challenges):
+// scanner A fetches its challenge key over its certificate, the phone binds
+// its stamps to A's current challenge, and the exact claim a live relay
+// would carry is refused at scanner B (wrong_scanner: the stamps are bound
+// to another registered scanner; the code not consumed) but pays at A. A
+// phone or anonymous caller gets no challenge key, and a claim with unbound
+// stamps only (the platform's screen page, which cannot read a challenge)
+// is refused (unbound_shares). Without the wiring in startWatermark (no
+// ChallengeMaster) the relayed claim pays at B.
 func TestWatermarkChallengesRelayRefused(t *testing.T) {
-	p := openTestPlatform(t, Config{WatermarkChallenges: true})
+	p := openTestPlatform(t, Config{})
 	url := serve(t, p)
 	phone, scanA, scanB := wmDevices(t, p)
 
@@ -99,10 +101,10 @@ func TestWatermarkChallengesRelayRefused(t *testing.T) {
 
 	c := newCode()
 	st := bound(c)
-	// Its bound stamps do not verify under B's challenges: bad_stamp (the
-	// service refuses a bound stamp that fails rather than skip it).
-	if a := pay(scanB, c, st); a.code != "bad_stamp" {
-		t.Fatalf("claim bound to A relayed to scanner B: %d %s, want bad_stamp", a.status, a.body)
+	// Its bound stamps do not verify under B's challenges but under A's,
+	// a registered scanner: wrong_scanner.
+	if a := pay(scanB, c, st); a.code != "wrong_scanner" {
+		t.Fatalf("claim bound to A relayed to scanner B: %d %s, want wrong_scanner", a.status, a.body)
 	}
 	if a := pay(scanA, c, st); a.status != http.StatusOK && a.status != http.StatusCreated {
 		t.Fatalf("the same claim at scanner A: %d %s, want paid", a.status, a.body)
@@ -118,8 +120,8 @@ func TestWatermarkChallengesRelayRefused(t *testing.T) {
 		}
 	}
 
-	// A phone that read no challenge (the browser screen page): unbound
-	// stamps only are refused with the same code, at any scanner.
+	// A phone that read no challenge (the platform's screen page): unbound
+	// stamps only are refused, at any scanner.
 	c = newCode()
 	slot := watermark.SlotAt(time.Now())
 	var unbound []watermark.Stamp
@@ -131,13 +133,27 @@ func TestWatermarkChallengesRelayRefused(t *testing.T) {
 	}
 }
 
-// TestWatermarkChallengesOffByDefault: without the setting the key route
-// answers challenges_off and an unbound claim pays as before.
-func TestWatermarkChallengesOffByDefault(t *testing.T) {
-	p := openTestPlatform(t, Config{})
+// TestWatermarkChallengesOptOut: with the opt-out (watermark_challenges
+// false) the key route answers challenges_off and an unbound claim pays as
+// before challenges.
+func TestWatermarkChallengesOptOut(t *testing.T) {
+	p := openTestPlatform(t, Config{WatermarkChallengesOff: true})
 	url := serve(t, p)
-	_, scanA, _ := wmDevices(t, p)
+	phone, scanA, _ := wmDevices(t, p)
 	if a := call(t, scanA, "GET", url+"/v1/watermark/challenge-key", nil); a.code != "challenges_off" {
 		t.Errorf("challenge key with challenges off: %d %s, want challenges_off", a.status, a.body)
+	}
+	a := call(t, phone, "POST", url+"/v1/watermark/codes", service.CodeRequest{Limit: 50_00})
+	var c service.CodeResponse
+	if err := json.Unmarshal([]byte(a.body), &c); err != nil {
+		t.Fatalf("code: %d %s", a.status, a.body)
+	}
+	slot := watermark.SlotAt(time.Now())
+	var unbound []watermark.Stamp
+	for i := 1; i <= p.Watermark.Params.Threshold; i++ {
+		unbound = append(unbound, watermark.NewStamp(c.SlotKey, c.Handle, byte(i), slot))
+	}
+	if a := call(t, scanA, "POST", url+"/v1/watermark/pay", service.PayRequest{Handle: c.Handle, Token: c.Token, Stamps: unbound, Amount: 12_00, Currency: "CNY"}); a.status != http.StatusOK {
+		t.Errorf("unbound claim with challenges off: %d %s, want paid", a.status, a.body)
 	}
 }

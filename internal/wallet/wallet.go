@@ -47,9 +47,13 @@
 // Watermark (seed 003): the wallet asks for a code (signed POST
 // /v1/watermark/codes) and renders its looping frames itself, in
 // WebAssembly (watermark.Loop), full-screen, from T0, the slot key and the
-// server's clock; once shown the loop needs no server. Bioqr (seed 004):
-// see bioqr.go; the phone's steps run in WebAssembly (package
-// bioqr/phonecode through wasm/bioqrphone).
+// server's clock; once shown the loop needs no server. While the code is
+// shown the front camera (wmchallenge.js) reads the scanner's challenge QR
+// (issue 18) and the loop binds every frame's stamp to it
+// (watermark.ChallengeTracker, Loop.ShowBoundAt), so the code pays only at
+// the scanner the phone is held to. Bioqr (seed 004): see bioqr.go; the
+// phone's steps run in WebAssembly (package bioqr/phonecode through
+// wasm/bioqrphone).
 //
 // Self-verified shopping (seed 002, assets/shop.js, wasm/selfverify.go):
 // the CLI phone's selfverify.User runs in the module unchanged (the
@@ -65,8 +69,10 @@
 // device signature: the protocol's own signatures authenticate them, and a
 // shop must not learn who pays.
 //
-// The merchant scanner (/scanner/) films the payer's looping watermark code
-// with the camera and reconstructs its token frame by frame
+// The merchant scanner (/scanner/) shows its rotating challenge as a QR code
+// beside its camera view (from its key, GET /v1/watermark/challenge-key,
+// signed), films the payer's looping watermark code with the camera and
+// reconstructs its token frame by frame
 // (watermark/scan in WebAssembly), then submits POST /v1/watermark/pay
 // signed with its own non-extractable key. Its key is registered by an
 // administrator (POST /v1/watermark/admin/devices with the public key the

@@ -50,7 +50,8 @@
 // at f ≈ 1.05–1.06 for QBER 1–10%; overlap 1 roughly halves them at f
 // 1.08–1.12, overlap 2 and 3 cut them 3–4× at f 1.12–1.26. Cascade does not
 // reach both few round trips and f near 1.05: each cascaded search is a chain
-// of dependent parities.
+// of dependent parities. For long round trips, package ldpc (blind LDPC
+// reconciliation, link.MethodLDPC) needs tens of round trips per frame.
 //
 // Cascade leaves a residual error with small probability; callers must verify
 // the reconciled keys with a universal hash (package privacy) and discard frames

@@ -360,6 +360,7 @@ func sampleMessages() []Message {
 		&Sample{Block: 3, N: 10, Bits: []uint64{1}},
 		&Counts{Block: 3, Errors: [3]uint64{1, 2, 3}, Compared: [3]uint64{10, 20, 30}},
 		&Decision{Block: 4, Abort: true, Reason: "QBER", QBER: 0.03, FrameBits: 16384, CascadeSeed: [32]byte{7}},
+		&Decision{Block: 5, QBER: 0.02, FrameBits: 10000, CascadeSeed: [32]byte{8}, Method: MethodLDPC},
 		&ParityRequest{Frames: []FrameRequest{{Frame: 3, Ranges: []cascade.Range{{Pass: 1, Lo: 0, Hi: 64}, {Pass: 0, Lo: 5, Hi: 9}}}}},
 		&ParityReply{Frames: []FrameReply{{Frame: 3, N: 2, Bits: []uint64{2}}}},
 		&Reconciled{Block: 5, Corrected: 33},
@@ -539,4 +540,45 @@ func TestLowLatencyCascadeLink(t *testing.T) {
 		t.Fatalf("low-latency: %d bits, %d round trips (default schedule %d)", st.FinalBits, st.RoundTrips, base.RoundTrips)
 	}
 	t.Logf("round trips per block: %d (default %d); f %.3f (default %.3f)", st.RoundTrips, base.RoundTrips, st.F, base.F)
+}
+
+// TestLDPCLink: with Method = MethodLDPC (Alice's choice, followed by a Bob
+// configured for Cascade) both sides distil equal keys, Alice and Bob charge
+// the same disclosure, and a block (62 frames reconciled in parallel) costs
+// at most 50 round trips, where Cascade's default schedule needs about 900.
+func TestLDPCLink(t *testing.T) {
+	var a, b collector
+	cfg := testConfig(25)
+	alice, bob := Pipe()
+	cfgA, cfgB := cfg, cfg
+	cfgA.Method = MethodLDPC
+	type out struct {
+		st  qkd.Stats
+		err error
+	}
+	bc := make(chan out, 1)
+	go func() {
+		st, err := RunBob(context.Background(), bob, cfgB, b.sink)
+		bc <- out{st, err}
+	}()
+	st, err := RunAlice(context.Background(), alice, cfgA, a.sink)
+	alice.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bo := <-bc
+	if bo.err != nil {
+		t.Fatal(bo.err)
+	}
+	sameKeys(t, a.keys, b.keys)
+	if len(a.keys) == 0 || st.FinalBits == 0 {
+		t.Fatalf("no key: %+v", st)
+	}
+	if st.DisclosedBits != bo.st.DisclosedBits || st.RoundTrips != bo.st.RoundTrips {
+		t.Fatalf("Alice charged %d bits in %d round trips, Bob %d in %d", st.DisclosedBits, st.RoundTrips, bo.st.DisclosedBits, bo.st.RoundTrips)
+	}
+	if st.RoundTrips > 50 || st.F < 1 || st.F > 1.7 {
+		t.Fatalf("LDPC: %d round trips, f %.3f", st.RoundTrips, st.F)
+	}
+	t.Logf("LDPC: %d frames, %d round trips per block, f %.3f, %d final bits, %d frames discarded", st.Frames, st.RoundTrips, st.F, st.FinalBits, st.ResidualFrames)
 }

@@ -106,7 +106,10 @@ type Decision struct {
 	Reason      string
 	QBER        float64 // estimate used to size Cascade blocks
 	FrameBits   uint64
-	CascadeSeed [32]byte
+	CascadeSeed [32]byte // seed of the reconciliation plan (either method)
+	// Method is the reconciliation method Alice chose (MethodCascade or
+	// MethodLDPC); Bob follows it.
+	Method Method
 }
 
 // ParityRequest asks Alice for parities of several frames at once: the frames
@@ -579,7 +582,8 @@ func (m *Decision) appendTo(b []byte) []byte {
 	b = putString(b, m.Reason)
 	b = putF64(b, m.QBER)
 	b = putU(b, m.FrameBits)
-	return append(b, m.CascadeSeed[:]...)
+	b = append(b, m.CascadeSeed[:]...)
+	return append(b, byte(m.Method))
 }
 
 func (m *Decision) decode(r *reader) error {
@@ -589,6 +593,15 @@ func (m *Decision) decode(r *reader) error {
 	m.QBER = r.f64()
 	m.FrameBits = r.u()
 	m.CascadeSeed = r.bytes32()
+	if len(r.b) < 1 {
+		r.fail("decision: truncated")
+		return r.err
+	}
+	m.Method = Method(r.b[0])
+	r.b = r.b[1:]
+	if r.err == nil && m.Method > MethodLDPC {
+		r.fail("decision: reconciliation method %d", m.Method)
+	}
 	if r.err == nil && !(m.QBER >= 0 && m.QBER < 0.5) {
 		r.fail("decision: QBER %g", m.QBER)
 	}

@@ -13,8 +13,11 @@
 //     (decoy.Finite) and aborts when the QBER exceeds the limit or the
 //     finite-key length, with the planned leakage, is not positive. There is
 //     no asymptotic path: every delivered key is sized by decoy.Finite;
-//  4. information reconciliation: Cascade on frames of FrameBits bits, Bob asking
-//     Alice for parities (package cascade);
+//  4. information reconciliation on frames of FrameBits bits, Bob asking Alice
+//     for parities: Cascade (package cascade, the default) or, with
+//     Config.Method = MethodLDPC, blind LDPC reconciliation (package ldpc:
+//     a syndrome, then a few punctured bits per round trip), which needs
+//     tens of round trips per block instead of hundreds;
 //  5. verification: Alice sends a GF(2^64) polynomial tag of every frame at a
 //     fresh random point; frames whose tags differ are discarded;
 //  6. privacy amplification: Alice fixes the output length ℓ from the finite-key
@@ -56,8 +59,32 @@ import (
 	"github.com/qshield/qshield/qkd/bb84"
 	"github.com/qshield/qshield/qkd/cascade"
 	"github.com/qshield/qshield/qkd/decoy"
+	"github.com/qshield/qshield/qkd/ldpc"
 	"github.com/qshield/qshield/qkd/privacy"
 )
+
+// Method is a reconciliation method.
+type Method uint8
+
+// Reconciliation methods.
+const (
+	// MethodCascade is Cascade (package cascade): the fewest disclosed bits,
+	// hundreds of round trips per block.
+	MethodCascade Method = iota
+	// MethodLDPC is blind LDPC reconciliation (package ldpc, default
+	// options): a few more disclosed bits, tens of round trips per block.
+	MethodLDPC
+)
+
+func (m Method) String() string {
+	switch m {
+	case MethodCascade:
+		return "cascade"
+	case MethodLDPC:
+		return "ldpc"
+	}
+	return fmt.Sprintf("method %d", uint8(m))
+}
 
 // Sentinel errors.
 var (
@@ -88,6 +115,10 @@ type Config struct {
 	// (fewest disclosed parities); LowLatency trades a few parities for
 	// fewer round trips on long links (see package cascade).
 	Cascade cascade.Options
+	// Method is the reconciliation method (Alice's choice, sent to Bob in
+	// the Decision; Bob's own setting is ignored). The zero value is
+	// MethodCascade.
+	Method Method
 	// Epsilon is ε_sec, the secrecy parameter of every block's key (default
 	// 1e-10): Lim et al.'s 21 error terms get ε_sec/21 each. The correctness
 	// parameter ε_cor is the collision bound of the verification tags
@@ -168,6 +199,8 @@ func (c Config) normalized(alice bool) (Config, error) {
 		return bad("QBER limit %g", c.MaxQBER)
 	case !(c.FPlanning >= 1 && c.FPlanning < 3):
 		return bad("planning efficiency %g", c.FPlanning)
+	case c.Method > MethodLDPC:
+		return bad("reconciliation %s", c.Method)
 	}
 	if alice {
 		if err := c.Physics.Validate(); err != nil {
@@ -447,7 +480,7 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 				nKey, st.Pulses, fb.SX0, fb.SX1, fb.PhiX, leak, decoy.SecurityCost(cfg.Epsilon))
 		}
 	}
-	dec := &Decision{Block: blk, QBER: math.Min(st.SampledQBER, 0.45), FrameBits: uint64(cfg.FrameBits)}
+	dec := &Decision{Block: blk, QBER: math.Min(st.SampledQBER, 0.45), FrameBits: uint64(cfg.FrameBits), Method: cfg.Method}
 	if cause != qkd.CauseNone {
 		dec.Abort, dec.Reason = true, cause.Reason(reason)
 		abortStats(&st, cause, dec.Reason)
@@ -463,7 +496,7 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 	// Reconciliation: answer Bob's parity requests frame by frame.
 	key := gather(a.Value, keyIdx)
 	fs := frames(nKey, cfg.FrameBits)
-	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed, cascade.Options{})
+	plans, err := makePlans(fs, dec, cascade.Options{})
 	if err != nil {
 		return st, err
 	}
@@ -474,7 +507,7 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 		off += l
 	}
 	st.DiscardedBits = int64(nKey - off)
-	responders := make([]*cascade.Alice, len(fs))
+	responders := make([]responder, len(fs))
 	var corrected uint64
 	for done := false; !done; {
 		m, err := tr.Recv(ctx)
@@ -490,15 +523,19 @@ func aliceBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, rng 
 					return st, fmt.Errorf("%w: parity request for frame %d of %d", ErrProtocol, f, len(fs))
 				}
 				if responders[f] == nil {
-					if responders[f], err = cascade.NewAlice(plans[f], frameKeys[f]); err != nil {
+					if responders[f], err = plans[f].responder(frameKeys[f]); err != nil {
 						return st, err
 					}
 				}
+				// Alice counts what she discloses herself: each Cascade
+				// parity is one bit; LDPC charges m − p for the syndrome and
+				// one bit per revealed punctured bit (package ldpc).
+				before := responders[f].disclosed()
 				bits, err := responders[f].Answer(fr.Ranges)
 				if err != nil {
 					return st, err
 				}
-				st.DisclosedBits += int64(len(fr.Ranges))
+				st.DisclosedBits += responders[f].disclosed() - before
 				if st.DisclosedBits > int64(off) {
 					// More parities than key bits: nothing could remain secret.
 					return st, fmt.Errorf("%w: Bob asked for %d parities of %d key bits", ErrProtocol, st.DisclosedBits, off)
@@ -654,14 +691,84 @@ func epsCor(fs []int) float64 {
 	return e
 }
 
-func makePlans(fs []int, qber float64, seed [32]byte, opt cascade.Options) ([]*cascade.Plan, error) {
-	plans := make([]*cascade.Plan, len(fs))
-	byLen := map[int]*cascade.Plan{}
+// framePlan is the reconciliation plan of one frame: Cascade or LDPC.
+type framePlan struct {
+	cas *cascade.Plan
+	lp  *ldpc.Plan
+}
+
+// responder answers Bob's requests for one frame and counts the bits it
+// disclosed.
+type responder interface {
+	Answer(req []cascade.Range) ([]uint64, error)
+	disclosed() int64
+}
+
+type cascadeResponder struct{ *cascade.Alice }
+
+func (r cascadeResponder) disclosed() int64 { return r.Disclosed }
+
+type ldpcResponder struct{ *ldpc.Alice }
+
+func (r ldpcResponder) disclosed() int64 { return r.Disclosed }
+
+// responder returns Alice's responder for key; an LDPC responder's punctured
+// bits come from crypto/rand (the leakage count needs them secret and
+// uniform).
+func (p framePlan) responder(key []uint64) (responder, error) {
+	if p.lp == nil {
+		a, err := cascade.NewAlice(p.cas, key)
+		return cascadeResponder{a}, err
+	}
+	pad := make([]byte, 8*((p.lp.Punctured()+63)/64))
+	if _, err := rand.Read(pad); err != nil {
+		return nil, fmt.Errorf("qkd/link: drawing punctured bits: %w", err)
+	}
+	words := make([]uint64, len(pad)/8)
+	for i := range words {
+		words[i] = binary.LittleEndian.Uint64(pad[8*i:])
+	}
+	a, err := ldpc.NewAlice(p.lp, key, words)
+	return ldpcResponder{a}, err
+}
+
+// reconciler is Bob's side of one frame.
+type reconciler interface {
+	Reconcile(ctx context.Context, key []uint64, ask cascade.AskFunc) (cascade.Result, error)
+}
+
+type ldpcReconciler struct{ b *ldpc.Bob }
+
+func (r ldpcReconciler) Reconcile(ctx context.Context, key []uint64, ask cascade.AskFunc) (cascade.Result, error) {
+	res, err := r.b.Reconcile(ctx, key, ask)
+	// A failed LDPC frame keeps Bob's key: its verification tag differs and
+	// the frame is discarded (and charged) like any unverified frame.
+	return cascade.Result{Disclosed: res.Disclosed, RoundTrips: res.RoundTrips, Corrected: res.Corrected}, err
+}
+
+func (p framePlan) reconciler() reconciler {
+	if p.lp == nil {
+		return cascade.NewBob(p.cas)
+	}
+	return ldpcReconciler{ldpc.NewBob(p.lp)}
+}
+
+func makePlans(fs []int, dec *Decision, opt cascade.Options) ([]framePlan, error) {
+	plans := make([]framePlan, len(fs))
+	byLen := map[int]framePlan{}
 	for f, l := range fs {
 		p, ok := byLen[l]
 		if !ok {
 			var err error
-			if p, err = cascade.NewPlanOptions(l, qber, seed, opt); err != nil {
+			switch dec.Method {
+			case MethodCascade:
+				p.cas, err = cascade.NewPlanOptions(l, dec.QBER, dec.CascadeSeed, opt)
+			case MethodLDPC:
+				p.lp, err = ldpc.NewPlan(l, dec.QBER, dec.CascadeSeed, ldpc.Options{})
+			default:
+				err = fmt.Errorf("%w: reconciliation %s", ErrProtocol, dec.Method)
+			}
+			if err != nil {
 				return nil, err
 			}
 			byLen[l] = p
@@ -831,7 +938,7 @@ func bobBlock(ctx context.Context, tr Transport, cfg *Config, blk uint64, q *Qua
 	nKey := len(keyIdx)
 	key := gather(q.Value, keyIdx)
 	fs := frames(nKey, int(dec.FrameBits))
-	plans, err := makePlans(fs, dec.QBER, dec.CascadeSeed, cfg.Cascade)
+	plans, err := makePlans(fs, dec, cfg.Cascade)
 	if err != nil {
 		return st, err
 	}
@@ -978,7 +1085,7 @@ type askRes struct {
 // time, each in its own goroutine. Their parity requests are gathered: when
 // every running frame waits for Alice, one ParityRequest carries them all, so
 // a block costs about as many round trips as its slowest frame.
-func reconcileFrames(ctx context.Context, tr Transport, plans []*cascade.Plan, frameKeys [][]uint64) (cascade.Result, error) {
+func reconcileFrames(ctx context.Context, tr Transport, plans []framePlan, frameKeys [][]uint64) (cascade.Result, error) {
 	var total cascade.Result
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -986,21 +1093,22 @@ func reconcileFrames(ctx context.Context, tr Transport, plans []*cascade.Plan, f
 	type done struct {
 		res cascade.Result
 		err error
-		rb  *cascade.Bob
+		rb  reconciler
+		p   framePlan
 	}
 	doneCh := make(chan done)
-	free := map[*cascade.Plan][]*cascade.Bob{}
+	free := map[framePlan][]reconciler{}
 	next, running := 0, 0
 	start := func() {
 		f := next
 		next++
 		running++
 		p := plans[f]
-		var rb *cascade.Bob
+		var rb reconciler
 		if l := free[p]; len(l) > 0 {
 			rb, free[p] = l[len(l)-1], l[:len(l)-1]
 		} else {
-			rb = cascade.NewBob(p)
+			rb = p.reconciler()
 		}
 		go func() {
 			res, err := rb.Reconcile(ctx, frameKeys[f], func(ctx context.Context, req []cascade.Range) ([]uint64, error) {
@@ -1017,7 +1125,7 @@ func reconcileFrames(ctx context.Context, tr Transport, plans []*cascade.Plan, f
 					return nil, ctx.Err()
 				}
 			})
-			doneCh <- done{res, err, rb}
+			doneCh <- done{res, err, rb, p}
 		}()
 	}
 	var firstErr error
@@ -1039,7 +1147,7 @@ func reconcileFrames(ctx context.Context, tr Transport, plans []*cascade.Plan, f
 			total.Disclosed += d.res.Disclosed
 			total.RoundTrips = max(total.RoundTrips, d.res.RoundTrips)
 			if d.rb != nil {
-				free[d.rb.Plan()] = append(free[d.rb.Plan()], d.rb)
+				free[d.p] = append(free[d.p], d.rb)
 			}
 			if firstErr == nil && next < len(plans) {
 				start()

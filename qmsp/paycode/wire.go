@@ -160,9 +160,10 @@ func (d *Display) SignedBytes() []byte {
 }
 
 // CheckSale validates a display's sale fields: Amount within 0..MaxAmount,
-// and Amount and Currency both zero or both set.
+// Currency an ISO 4217 numeric code (1..999), and Amount and Currency both
+// zero or both set.
 func (d *Display) CheckSale() error {
-	if d.Amount < 0 || d.Amount > MaxAmount || (d.Amount == 0) != (d.Currency == 0) {
+	if d.Amount < 0 || d.Amount > MaxAmount || d.Currency > 999 || (d.Amount == 0) != (d.Currency == 0) {
 		return fmt.Errorf("%w: sale amount %d currency %d", ErrFormat, d.Amount, d.Currency)
 	}
 	return nil
@@ -236,6 +237,13 @@ func (d *Display) UnmarshalText(text []byte) error {
 		out.Currency = r.uint16()
 		if r.err == nil && (out.Amount == 0 || out.Currency == 0) {
 			return fmt.Errorf("%w: a QMSP2 code without an amount", ErrFormat)
+		}
+		if r.err == nil {
+			// A signed sale the payer could not pay (a currency no ISO
+			// 4217 code has) is refused when the code is read, not later.
+			if err := out.CheckSale(); err != nil {
+				return err
+			}
 		}
 	}
 	copy(out.Pad[:], r.bytes(PadSize))

@@ -149,7 +149,7 @@ func (s *Service) Handler() http.Handler {
 		file := r.PathValue("file")
 		switch {
 		case file == "" || file == "index.html":
-			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, sc.limit)
+			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, s.waitingMessage(sc.limit))
 		case file == "status":
 			// The screen's live status: "paid" once a scanner redeemed the code.
 			s.writeScreenStatus(w, r, sc)
@@ -257,6 +257,7 @@ var codes = httpx.NewRegistry(
 	httpx.Code{Code: "wrong_token", Status: http.StatusForbidden, Message: "The payment code does not match.", Err: watermark.ErrWrongToken},
 	httpx.Code{Code: "stale_shares", Status: http.StatusForbidden, Message: "The payment code was not shown just now; please scan the payer's screen again.", Err: watermark.ErrStale},
 	httpx.Code{Code: "bad_stamp", Status: http.StatusForbidden, Message: "The payment code's time stamps do not verify.", Err: watermark.ErrBadStamp},
+	httpx.Code{Code: "wrong_scanner", Status: http.StatusForbidden, Message: "The payment code was shown to another scanner; please hold the phone to this scanner.", Err: watermark.ErrWrongScanner},
 	httpx.Code{Code: "unbound_shares", Status: http.StatusForbidden, Message: "The payment code was not shown to this scanner; please hold the phone to the scanner again.", Err: watermark.ErrUnbound},
 	httpx.Code{Code: "challenges_off", Status: http.StatusNotFound, Message: "Scanner challenges are not turned on.", Err: ErrChallengesOff},
 	httpx.Code{Code: "over_limit", Status: http.StatusUnprocessableEntity, Message: "The amount is above the limit the payer set for this code.", Err: watermark.ErrOverLimit},

@@ -16,12 +16,9 @@ import (
 // stamped with the current time slot), sized to the phone's width with the
 // quiet zone inside the image (never cropped), a countdown to the code's
 // expiry, the most the code pays (the payer's limit) and a brightness hint — a scanner reads the faint watermark best
-// from a bright screen held still.
-func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, expires time.Time, limit string) {
-	msg := "Show this screen to the merchant's scanner, close up."
-	if limit != "" {
-		msg += " It pays at most " + limit + "."
-	}
+// from a bright screen held still. msg is the waiting status
+// (waitingMessage).
+func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, expires time.Time, msg string) {
 	loop := make([]string, n)
 	for k := range loop {
 		loop[k] = "frame/" + strconv.Itoa(k) + ".png"
@@ -68,9 +65,20 @@ func (s *Service) screenStatus(ctx context.Context, sc *screen) paypage.Status {
 	case s.now().After(rec.ExpiresAt):
 		return paypage.Status{State: paypage.Expired, Message: "This code has expired. Open your qshield app for a new one."}
 	}
+	return paypage.Status{State: paypage.Waiting, Message: s.waitingMessage(sc.limit)}
+}
+
+// waitingMessage is what the screen says while its code waits for a scan.
+// With scanner challenges on, a scanner pays only codes bound to its own
+// challenge, which this page cannot read (it has no front camera): it says
+// so rather than send the payer to a scanner that will refuse the code.
+func (s *Service) waitingMessage(limit string) string {
 	msg := "Show this screen to the merchant's scanner, close up."
-	if sc.limit != "" {
-		msg += " It pays at most " + sc.limit + "."
+	if s.challengeMaster != nil {
+		msg = "Merchants' scanners accept only a code shown by the qshield wallet, which sees the scanner with the phone's front camera; this page cannot, so a scanner will refuse it. Show your code from the wallet instead."
 	}
-	return paypage.Status{State: paypage.Waiting, Message: msg}
+	if limit != "" {
+		msg += " It pays at most " + limit + "."
+	}
+	return msg
 }

@@ -197,9 +197,64 @@ func (s *Service) Pay(ctx context.Context, scanner, merchantAccount string, c wa
 	c.Scanner = scanner
 	t, err := s.pay(ctx, merchantAccount, c, currency, idemKey)
 	if err != nil {
-		s.audited(ctx, scanner, "watermark.pay", "denied", c.Handle, map[string]string{"reason": err.Error()})
+		details := map[string]string{"reason": err.Error()}
+		if errors.Is(err, watermark.ErrBadStamp) {
+			if other := s.boundElsewhere(ctx, c); other != "" {
+				err = fmt.Errorf("%w (%v)", watermark.ErrWrongScanner, err)
+				details = map[string]string{"reason": err.Error(), "bound_to": other}
+			}
+		}
+		s.audited(ctx, scanner, "watermark.pay", "denied", c.Handle, details)
 	}
 	return t, err
+}
+
+// maxRelayCheck bounds how many registered scanners a refused claim's
+// stamps are tried against (boundElsewhere).
+const maxRelayCheck = 4096
+
+// boundElsewhere names the registered scanner, other than the claim's, to
+// whose challenges the refused claim's stamps are bound (watermark.BoundTo),
+// or "" when there is none: a claim relayed from the scanner the payer held
+// the phone to. It runs only after a claim with the code's right T0 was
+// refused for its stamps, so only a holder of T0 can make it work.
+func (s *Service) boundElsewhere(ctx context.Context, c watermark.Claim) string {
+	if s.challengeMaster == nil {
+		return ""
+	}
+	nb := 0
+	for _, st := range c.Stamps {
+		if st.Bound {
+			nb++
+		}
+	}
+	if nb < watermark.MinBoundStamps {
+		return ""
+	}
+	rec, err := s.store.Lookup(ctx, c.Handle)
+	if err != nil {
+		return ""
+	}
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT name FROM wm_devices WHERE role = 'scanner' AND name <> ? ORDER BY name LIMIT ?`), c.Scanner, maxRelayCheck)
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if rows.Scan(&n) == nil {
+			names = append(names, n)
+		}
+	}
+	rows.Close()
+	now := s.now()
+	for _, n := range names {
+		k, err := watermark.ScannerChallengeKey(s.challengeMaster, n)
+		if err == nil && watermark.BoundTo(rec.SlotKey, c.Handle, c.Stamps, now, s.window, k) {
+			return n
+		}
+	}
+	return ""
 }
 
 func (s *Service) pay(ctx context.Context, merchantAccount string, c watermark.Claim, currency, idemKey string) (ledger.Transfer, error) {

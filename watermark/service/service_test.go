@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -263,8 +264,32 @@ func TestScannerChallenges(t *testing.T) {
 		for i := 1; i <= s.Params.Threshold; i++ {
 			c.Stamps = append(c.Stamps, watermark.NewBoundStamp(code.SlotKey, rec.Handle, byte(i), ch))
 		}
+		// scanner-1 is not registered yet: nothing says where the stamps
+		// were made, so they are only wrong.
 		if _, err := s.Pay(ctx, "scanner-2", "shop", c, "CNY", "r1"); !errors.Is(err, watermark.ErrBadStamp) {
 			t.Fatalf("relayed to scanner-2: %v, want ErrBadStamp", err)
+		}
+		// Registered, scanner-1 is named as where the code was shown: the
+		// relay gets its own refusal (wrong_scanner), still without
+		// consuming the code.
+		for _, n := range []string{"scanner-1", "scanner-2"} {
+			if err := s.Enrol(ctx, n, "scanner", "shop"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Pay(ctx, "scanner-2", "shop", c, "CNY", "r1"); !errors.Is(err, watermark.ErrWrongScanner) || errors.Is(err, watermark.ErrBadStamp) {
+			t.Fatalf("relayed to scanner-2: %v, want ErrWrongScanner", err)
+		}
+		if p := ErrorCodes().Problem(fmt.Errorf("x: %w", watermark.ErrWrongScanner)); p.Code != "wrong_scanner" {
+			t.Fatalf("ErrWrongScanner is written as %q", p.Code)
+		}
+		// Bound stamps whose tags are forged (no scanner's): bad_stamp.
+		forged := watermark.Claim{Handle: c.Handle, Token: c.Token, Amount: c.Amount, Stamps: append([]watermark.Stamp(nil), c.Stamps...)}
+		for i := range forged.Stamps {
+			forged.Stamps[i].Tag[0] ^= 0x5a
+		}
+		if _, err := s.Pay(ctx, "scanner-2", "shop", forged, "CNY", "r3"); !errors.Is(err, watermark.ErrBadStamp) {
+			t.Fatalf("forged bound stamps at scanner-2: %v, want ErrBadStamp", err)
 		}
 		if _, err := s.Pay(ctx, "scanner-2", "shop", claim(s, code, rec, 100, clk.Now()), "CNY", "r2"); !errors.Is(err, watermark.ErrUnbound) {
 			t.Fatalf("unbound at scanner-2: %v, want ErrUnbound", err)

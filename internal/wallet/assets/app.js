@@ -237,15 +237,18 @@ async function showCode(ev) {
     document.body.dataset.wmHandle = r.handle;
     const canvas = $('wm-canvas');
     const ctx = canvas.getContext('2d');
+    qsChallengeReader.start(); // the scanner's challenge: wmchallenge.js
     const draw = () => {
-      if (document.body.dataset.view !== 'wm') return;
+      if (document.body.dataset.view !== 'wm') { qsChallengeReader.stop(); return; }
       if (Date.now() > state.wmExpires) {
+        qsChallengeReader.stop();
         $('wm-text').textContent = 'This code has expired. Show a new one.';
         ctx.clearRect(0, 0, canvas.width, canvas.height);
         return;
       }
       const f = globalThis.qshield.watermarkFrame(Date.now());
       if (!f.error) {
+        qsChallengeReader.shown(f.bound);
         if (canvas.width !== f.width) { canvas.width = f.width; canvas.height = f.height; }
         const img = ctx.createImageData(f.width, f.height);
         for (let i = 0, j = 0; i < f.gray.length; i++, j += 4) {

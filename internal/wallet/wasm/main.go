@@ -33,10 +33,15 @@ func main() {
 	var wm watermarkLoop
 	api.Set("watermarkStart", js.FuncOf(wm.start))
 	api.Set("watermarkFrame", js.FuncOf(wm.frame))
+	api.Set("watermarkChallenge", js.FuncOf(wm.challenge))
+	var ch challengeDisplay
+	api.Set("challengeStart", js.FuncOf(ch.start))
+	api.Set("challengeShow", js.FuncOf(ch.show))
 	new(shop).register(api)
 	var sc scanner
 	api.Set("scanStart", js.FuncOf(sc.start))
 	api.Set("scanFrame", js.FuncOf(sc.frame))
+	api.Set("scanRequireBound", js.FuncOf(sc.requireBound))
 	js.Global().Set("qshield", api)
 	if cb := js.Global().Get("qshieldReady"); cb.Type() == js.TypeFunction {
 		cb.Invoke()
@@ -127,10 +132,16 @@ func buildPayment(_ js.Value, args []js.Value) any {
 // frame is the share the loop shows at that moment of the server-set slot
 // clock, stamped with its slot. Once started it needs no server, so the
 // code keeps looping offline until it expires.
+//
+// With scanner challenges (issue 18) the page also feeds the loop every
+// challenge its front camera reads from the scanner's display
+// (watermarkChallenge); while the tracker holds one, every frame's stamp is
+// bound to it, so the code pays only at that scanner.
 type watermarkLoop struct {
-	loop   *watermark.Loop
-	offset time.Duration // server clock − local clock at issue
-	period time.Duration
+	loop    *watermark.Loop
+	offset  time.Duration // server clock − local clock at issue
+	period  time.Duration
+	tracker watermark.ChallengeTracker
 }
 
 // start(token b64, slotKey b64, serverTimeMs, localTimeMs) → {frameMs} | {error}.
@@ -149,22 +160,97 @@ func (w *watermarkLoop) start(_ js.Value, args []js.Value) any {
 		return errorObj("The payment code could not be shown.")
 	}
 	w.loop = l
+	w.tracker = watermark.ChallengeTracker{}
 	w.offset = time.Duration(args[2].Float()-args[3].Float()) * time.Millisecond
 	w.period = time.Duration(float64(time.Second) / p.FrameRate)
 	return map[string]any{"frameMs": float64(w.period.Milliseconds()), "handle": l.Handle}
 }
 
-// frame(localTimeMs) → {width, height, gray Uint8Array} of the frame to show now.
+// frame(localTimeMs) → {width, height, gray Uint8Array, bound} of the frame
+// to show now; bound tells whether its stamp is bound to a scanner's
+// challenge.
 func (w *watermarkLoop) frame(_ js.Value, args []js.Value) any {
 	if w.loop == nil || len(args) != 1 {
 		return errorObj("no code is being shown")
 	}
 	at := time.UnixMilli(int64(args[0].Float())).Add(w.offset)
-	g := w.loop.ShowAt(at)
+	c, bound := w.tracker.Current(at)
+	var g *image.Gray
+	if bound {
+		g = w.loop.ShowBoundAt(at, c)
+	} else {
+		g = w.loop.ShowAt(at)
+	}
 	b := g.Bounds()
 	arr := js.Global().Get("Uint8Array").New(len(g.Pix))
 	js.CopyBytesToJS(arr, g.Pix)
-	return map[string]any{"width": b.Dx(), "height": b.Dy(), "gray": arr}
+	return map[string]any{"width": b.Dx(), "height": b.Dy(), "gray": arr, "bound": bound}
+}
+
+// challenge(text, localTimeMs) → {bound} | {error}: the front camera read
+// text; if it is a scanner's challenge the tracker takes it (bound: whether
+// frames are now bound to a scanner). Other codes in view are ignored with
+// an error the page need not show.
+func (w *watermarkLoop) challenge(_ js.Value, args []js.Value) any {
+	if w.loop == nil || len(args) != 2 {
+		return errorObj("no code is being shown")
+	}
+	c, err := watermark.ParseChallenge(args[0].String())
+	if err != nil {
+		return errorObj("This is not a scanner's challenge.")
+	}
+	at := time.UnixMilli(int64(args[1].Float())).Add(w.offset)
+	w.tracker.Observe(c, at)
+	_, bound := w.tracker.Current(at)
+	return map[string]any{"bound": bound}
+}
+
+// challengeDisplay is the merchant scanner's challenge display (issue 18):
+// from the scanner's challenge key (GET /v1/watermark/challenge-key) and the
+// server's clock it renders, every slot, the challenge QR code the payer's
+// front camera reads.
+type challengeDisplay struct {
+	key    []byte
+	offset time.Duration // server clock − local clock
+}
+
+// start(key b64, serverTimeMs, localTimeMs) → {slotMs} | {error}.
+func (d *challengeDisplay) start(_ js.Value, args []js.Value) any {
+	if len(args) != 3 {
+		return errorObj("challengeStart needs the key and the two clocks")
+	}
+	k, err := base64.StdEncoding.DecodeString(args[0].String())
+	if err != nil || len(k) != watermark.ChallengeKeyLen {
+		return errorObj("The scanner's challenge key could not be read.")
+	}
+	d.key = k
+	d.offset = time.Duration(args[1].Float()-args[2].Float()) * time.Millisecond
+	return map[string]any{"slotMs": float64(watermark.SlotDuration.Milliseconds())}
+}
+
+// show(localTimeMs) → {text, slot, nextMs, size, gray Uint8Array}: the
+// challenge QR code (one pixel per module, quiet zone included) of the
+// current slot; nextMs is the local time at which the next slot starts.
+func (d *challengeDisplay) show(_ js.Value, args []js.Value) any {
+	if d.key == nil || len(args) != 1 {
+		return errorObj("the challenge display is not started")
+	}
+	at := time.UnixMilli(int64(args[0].Float())).Add(d.offset)
+	slot := watermark.SlotAt(at)
+	c := watermark.ChallengeAt(d.key, slot)
+	text := c.String()
+	code, err := qrimg.Encode(text, qrimg.M)
+	if err != nil {
+		return errorObj("The challenge could not be shown.")
+	}
+	g, ok := code.Image(1).(*image.Gray)
+	if !ok {
+		return errorObj("The challenge could not be shown.")
+	}
+	arr := js.Global().Get("Uint8Array").New(len(g.Pix))
+	js.CopyBytesToJS(arr, g.Pix)
+	next := watermark.SlotStart(slot + 1).Add(-d.offset)
+	return map[string]any{"text": text, "slot": float64(slot), "nextMs": float64(next.UnixMilli()), "size": g.Bounds().Dx(), "gray": arr}
 }
 
 // scanner is the merchant scanner's side of seed 003: camera frames are
@@ -198,6 +284,18 @@ func (s *scanner) start(_ js.Value, args []js.Value) any {
 	}
 	s.sess, s.amount, s.currency, s.attempt = sess, a.Minor, a.Currency.Code, base64.RawURLEncoding.EncodeToString(nb[:])
 	return map[string]any{"need": p.Threshold, "amountText": a.String()}
+}
+
+// requireBound() makes the session wait, once it holds t shares, until
+// watermark.MinBoundStamps of their stamps are bound to a scanner challenge:
+// the scanner shows one (issue 18), and the payer's phone binds its frames
+// to it a moment after the scan starts.
+func (s *scanner) requireBound(_ js.Value, _ []js.Value) any {
+	if s.sess == nil {
+		return errorObj("the scanner is not started")
+	}
+	s.sess.RequireBound = true
+	return map[string]any{}
 }
 
 // frame(rgba, width, height) → {have, need} and, once the code is

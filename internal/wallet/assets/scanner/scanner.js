@@ -2,11 +2,18 @@
 // watermark code with the camera, frame by frame, until the shares of one
 // code reconstruct its token (watermark/scan, in wallet.wasm), then submits
 // the payment signed with the scanner's own non-extractable key.
+//
+// With scanner challenges on (issue 18), the page also shows, beside the
+// camera view, this scanner's challenge: a QR code that changes every
+// second, computed in wallet.wasm from the challenge key the scanner fetches
+// (GET /v1/watermark/challenge-key, signed) on the server's clock. The
+// payer's phone reads it with its front camera and binds its code to it, so
+// a video of the phone relayed to another scanner does not pay.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
 const store = qsStore('qshield-scanner');
-const st = { dev: null, stream: null, scanning: false, amountText: '' };
+const st = { dev: null, stream: null, scanning: false, amountText: '', challengeTimer: 0, bound: false };
 
 function show(view) {
   for (const s of document.querySelectorAll('main > section')) s.hidden = s.id !== 'v-' + view;
@@ -19,6 +26,8 @@ async function problemText(resp) {
     code_used: 'This code was already used. Ask the customer to show a new one.',
     code_expired: 'This code has expired. Ask the customer to show a new one.',
     stale_shares: 'The code was not shown just now. Scan the customer\'s screen again.',
+    wrong_scanner: 'This code was shown to another scanner. Ask the customer to hold the phone to this scanner and scan again.',
+    unbound_shares: 'The customer\'s phone did not see this scanner. Ask the customer to hold the phone so its front camera faces this screen, and scan again.',
     over_limit: 'The amount is above the limit the customer set for this code.',
     payment_refused: 'The payment was refused.',
     signature_rejected: 'This scanner could not be recognised. Ask your administrator.',
@@ -64,6 +73,8 @@ async function startScan(ev) {
   status('');
   show('scan');
   $('scan-progress').textContent = 'Looking for a code…';
+  st.bound = await showChallenge();
+  if (st.bound) globalThis.qshield.scanRequireBound();
   try {
     // No size constraint: the watermark is read at the camera's own pixels.
     st.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' }, audio: false });
@@ -75,6 +86,10 @@ async function startScan(ev) {
   video.srcObject = st.stream;
   await video.play();
   st.scanning = true;
+  // Timings for the tests' measurements: camera frames read until the
+  // code was rebuilt, and how long that took.
+  const t0 = performance.now();
+  let nframes = 0;
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
   const tick = async () => {
@@ -85,15 +100,85 @@ async function startScan(ev) {
       canvas.height = h;
       ctx.drawImage(video, 0, 0);
       const f = globalThis.qshield.scanFrame(ctx.getImageData(0, 0, w, h).data, w, h);
-      if (!f.error && f.need) $('scan-progress').textContent = 'Read ' + Math.min(f.have, f.need) + ' of ' + f.need + ' parts of the code…';
-      if (f.body) { stopScan(); await submit(f.body, f.idempotencyKey); return; }
+      nframes++;
+      if (!f.error && f.need) {
+        $('scan-progress').textContent = st.bound && f.have >= f.need && !f.body
+          ? 'The customer\'s phone has not seen this scanner yet. Ask the customer to hold the phone with its screen to this scanner.'
+          : 'Read ' + Math.min(f.have, f.need) + ' of ' + f.need + ' parts of the code…';
+      }
+      if (f.body) {
+        document.body.dataset.scanMs = String(Math.round(performance.now() - t0));
+        document.body.dataset.scanFrames = String(nframes);
+        stopScan();
+        await submit(f.body, f.idempotencyKey);
+        return;
+      }
     }
     setTimeout(tick, 30);
   };
   tick();
 }
 
+// showChallenge fetches this scanner's challenge key and shows its
+// challenge QR code, redrawn at every slot, until stopScan, and says
+// whether it shows one. A server with challenges off answers
+// challenges_off: nothing is shown.
+async function showChallenge() {
+  const fig = $('challenge');
+  fig.hidden = true;
+  document.body.dataset.challenge = '';
+  let key;
+  try {
+    const resp = await qsSignedFetch(st.dev.keyId, st.dev.privateKey, 'GET', '/v1/watermark/challenge-key');
+    if (!resp.ok) {
+      let code = '';
+      try { code = (await resp.json()).code; } catch (e) { /* not problem+json */ }
+      document.body.dataset.challenge = code === 'challenges_off' ? 'off' : 'failed';
+      if (code !== 'challenges_off') status('This scanner could not get its code for the customer\'s phone; payments may be refused. Ask your administrator.');
+      return false;
+    }
+    key = await resp.json();
+  } catch (e) {
+    document.body.dataset.challenge = 'failed';
+    status('The scanner is offline.');
+    return false;
+  }
+  const r = globalThis.qshield.challengeStart(key.key, Date.parse(key.server_time), Date.now());
+  if (r.error) { status(r.error); return false; }
+  const canvas = $('challenge-canvas');
+  const ctx = canvas.getContext('2d');
+  const draw = () => {
+    const c = globalThis.qshield.challengeShow(Date.now());
+    if (c.error) { status(c.error); return; }
+    // Whole pixels per module: the phone's camera reads it from a slant.
+    const scale = Math.max(1, Math.floor(320 / c.size));
+    canvas.width = canvas.height = c.size * scale;
+    const img = ctx.createImageData(canvas.width, canvas.height);
+    for (let y = 0; y < canvas.height; y++) {
+      for (let x = 0; x < canvas.width; x++) {
+        const v = c.gray[Math.floor(y / scale) * c.size + Math.floor(x / scale)];
+        const j = (y * canvas.width + x) * 4;
+        img.data[j] = img.data[j + 1] = img.data[j + 2] = v;
+        img.data[j + 3] = 255;
+      }
+    }
+    ctx.putImageData(img, 0, 0);
+    document.body.dataset.challenge = c.text;
+    st.challengeTimer = setTimeout(draw, Math.max(20, c.nextMs - Date.now() + 5));
+  };
+  fig.hidden = false;
+  draw();
+  return true;
+}
+
+function stopChallenge() {
+  clearTimeout(st.challengeTimer);
+  st.challengeTimer = 0;
+  $('challenge').hidden = true;
+}
+
 function stopScan() {
+  stopChallenge();
   st.scanning = false;
   if (st.stream) { for (const t of st.stream.getTracks()) t.stop(); }
   st.stream = null;
@@ -101,10 +186,12 @@ function stopScan() {
 
 async function submit(body, idem) {
   $('scan-progress').textContent = 'Charging…';
+  const t0 = performance.now();
   try {
     const resp = await qsSignedFetch(st.dev.keyId, st.dev.privateKey, 'POST', '/v1/watermark/pay', body, { 'Idempotency-Key': idem });
     if (!resp.ok) { result(false, await problemText(resp)); return; }
     await resp.json();
+    document.body.dataset.payMs = String(Math.round(performance.now() - t0));
     result(true, 'Paid ' + st.amountText + '.');
   } catch (e) {
     result(false, 'The payment could not be sent. Check the connection and scan again.');
