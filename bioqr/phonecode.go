@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 
 	"github.com/emmansun/gmsm/sm2"
-	"golang.org/x/crypto/cryptobyte"
 
 	"github.com/qshield/qshield/bioqr/phonecode"
 )
@@ -151,5 +150,3 @@ func sigToRaw(der []byte) ([]byte, error) { return phonecode.SigToRaw(der) }
 func keyID(pub *ecdsa.PublicKey) [8]byte { return phonecode.KeyID(pub) }
 
 func checkText(what, s string, min, max int) error { return phonecode.CheckText(what, s, min, max) }
-
-func addString8(b *cryptobyte.Builder, s string) { phonecode.AddString8(b, s) }

@@ -24,14 +24,12 @@
 package bioqrphone
 
 import (
-	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"time"
 
 	"github.com/qshield/qshield/bioqr/phonecode"
@@ -76,10 +74,24 @@ func PublicKey(raw []byte) (*ecdsa.PublicKey, error) {
 	if len(raw) != 65 || raw[0] != 4 {
 		return nil, fmt.Errorf("%w: want a 65-byte uncompressed P-256 point", phonecode.ErrMalformed)
 	}
-	if _, err := ecdh.P256().NewPublicKey(raw); err != nil {
+	k, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
+	if err != nil {
 		return nil, fmt.Errorf("%w: not a point on P-256", phonecode.ErrMalformed)
 	}
-	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(raw[1:33]), Y: new(big.Int).SetBytes(raw[33:])}, nil
+	return k, nil
+}
+
+// compressed is pub's SEC 1 compressed encoding (what a certification
+// request carries).
+func compressed(pub *ecdsa.PublicKey) ([]byte, error) {
+	b, err := pub.Bytes()
+	if err != nil || len(b) != 65 {
+		return nil, fmt.Errorf("%w: not a P-256 public key", phonecode.ErrMalformed)
+	}
+	out := make([]byte, 33)
+	out[0] = 2 | b[64]&1
+	copy(out[1:], b[1:33])
+	return out, nil
 }
 
 // Enrolment is a certification request waiting for its proof of possession.
@@ -109,9 +121,16 @@ func PrepareEnrolment(root *x509.Certificate, settlementCred []byte, signPub, en
 	if err != nil {
 		return nil, nil, err
 	}
+	signC, err := compressed(signPub)
+	if err != nil {
+		return nil, nil, err
+	}
+	encC, err := compressed(encPub)
+	if err != nil {
+		return nil, nil, err
+	}
 	req := &phonecode.CertRequest{Kind: phonecode.KindPhone, Subject: subject, Model: "qshield wallet", Curve: "P-256",
-		PublicKey:     elliptic.MarshalCompressed(signPub.Curve, signPub.X, signPub.Y),
-		EncryptionKey: elliptic.MarshalCompressed(encPub.Curve, encPub.X, encPub.Y), Extra: commit}
+		PublicKey: signC, EncryptionKey: encC, Extra: commit}
 	if err := req.Validate(); err != nil {
 		return nil, nil, err
 	}
