@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,7 +85,13 @@ func capture(t *testing.T, ctx context.Context, name string, tries int, vps ...v
 				}
 			}
 		}
+		const rectJS = "(function(){var r=document.getElementById('code').getBoundingClientRect();return [r.left+scrollX,r.top+scrollY,r.right+scrollX,r.bottom+scrollY]})()"
+		moved := 0
 		for try := 1; ; try++ {
+			var before []float64
+			if wantQR {
+				before = eval[[]float64](t, ctx, rectJS)
+			}
 			shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 			if err != nil {
 				t.Fatalf("%s: screenshot: %v", name, err)
@@ -99,7 +106,17 @@ func capture(t *testing.T, ctx context.Context, name string, tries int, vps ...v
 			}
 			// The region of the screenshot where the page draws the code
 			// (CSS pixels are device pixels at scale 1), with a margin.
-			r := eval[[]float64](t, ctx, "(function(){var r=document.getElementById('code').getBoundingClientRect();return [r.left+scrollX,r.top+scrollY,r.right+scrollX,r.bottom+scrollY]})()")
+			r := eval[[]float64](t, ctx, rectJS)
+			if !slices.Equal(before, r) && moved < 20 {
+				// The page's layout changed while the screenshot was
+				// taken (a status line came or went and the code was
+				// resized): the rectangle does not describe the
+				// screenshot. Take another; this is not a failed read.
+				moved++
+				try--
+				do(t, ctx, "layout settles", chromedp.Sleep(100*time.Millisecond))
+				continue
+			}
 			txt, err := decodeShot(t, name+"-"+vp.suffix, shot, image.Rect(int(r[0])-16, int(r[1])-16, int(r[2])+16, int(r[3])+16))
 			if err == nil {
 				if try > 1 {
