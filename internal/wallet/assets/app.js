@@ -122,24 +122,27 @@ async function home() {
 }
 
 // ---------- scanning (camera → WebAssembly QR decoder) ----------
-async function startScan() {
-  status('');
-  show('scan');
-  $('scan-hint').textContent = 'Looking for a code…';
+// cameraScan films with the back camera into the video element videoId and
+// decodes frames (at most 800 px, every 80 ms) with the WebAssembly QR
+// decoder until onText accepts one: onText returns null to stop the camera
+// (the code is taken) or a sentence to show in hintId and keep scanning.
+// cam holds the stream and the running flag (stopCamera ends it).
+async function cameraScan(cam, videoId, hintId, onText) {
+  $(hintId).textContent = 'Looking for a code…';
   try {
-    state.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment', width: { ideal: 1280 }, height: { ideal: 720 } }, audio: false });
+    cam.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment', width: { ideal: 1280 }, height: { ideal: 720 } }, audio: false });
   } catch (e) {
-    $('scan-hint').textContent = 'The camera is not available. Allow camera access for this page and try again.';
+    $(hintId).textContent = 'The camera is not available. Allow camera access for this page and try again.';
     return;
   }
-  const video = $('video');
-  video.srcObject = state.stream;
+  const video = $(videoId);
+  video.srcObject = cam.stream;
   await video.play();
-  state.scanning = true;
+  cam.scanning = true;
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
   const tick = () => {
-    if (!state.scanning) return;
+    if (!cam.scanning) return;
     const w = video.videoWidth, h = video.videoHeight;
     if (w && h) {
       const scale = Math.min(1, 800 / Math.max(w, h));
@@ -149,11 +152,9 @@ async function startScan() {
       const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
       const r = globalThis.qshield.decodeQR(img.data, canvas.width, canvas.height);
       if (r.text) {
-        const hook = (globalThis.qsScanHooks || []).find((h) => h.accepts(r.text)); // other schemes' codes (shop.js)
-        if (hook) { stopScan(); hook.handle(r.text); return; }
-        const offer = globalThis.qshield.readCode(r.text);
-        if (!offer.error) { stopScan(); confirmPay(r.text, offer); return; }
-        $('scan-hint').textContent = offer.error;
+        const refusal = onText(r.text);
+        if (refusal === null) { stopCamera(cam); return; }
+        $(hintId).textContent = refusal;
       }
     }
     setTimeout(tick, 80);
@@ -161,10 +162,23 @@ async function startScan() {
   tick();
 }
 
-function stopScan() {
-  state.scanning = false;
-  if (state.stream) { for (const t of state.stream.getTracks()) t.stop(); }
-  state.stream = null;
+function stopCamera(cam) {
+  cam.scanning = false;
+  if (cam.stream) { for (const t of cam.stream.getTracks()) t.stop(); }
+  cam.stream = null;
+}
+
+async function startScan() {
+  status('');
+  show('scan');
+  await cameraScan(state, 'video', 'scan-hint', (text) => {
+    const hook = (globalThis.qsScanHooks || []).find((h) => h.accepts(text)); // other schemes' codes (shop.js)
+    if (hook) { setTimeout(() => hook.handle(text)); return null; }
+    const offer = globalThis.qshield.readCode(text);
+    if (offer.error) return offer.error;
+    setTimeout(() => confirmPay(text, offer));
+    return null;
+  });
 }
 
 function confirmPay(text, offer) {
@@ -279,7 +293,7 @@ function wasmReady() {
 async function start() {
   $('enrol-form').addEventListener('submit', enrol);
   $('pay').addEventListener('click', startScan);
-  $('scan-cancel').addEventListener('click', () => { stopScan(); home(); });
+  $('scan-cancel').addEventListener('click', () => { stopCamera(state); home(); });
   $('confirm-pay').addEventListener('click', pay);
   $('confirm-cancel').addEventListener('click', home);
   $('result-done').addEventListener('click', home);

@@ -69,45 +69,14 @@ async function bqStart() {
   if (!(await kvGet('bioqr'))) { show('bqset'); return; }
   bq.t0 = performance.now();
   show('bqscan');
-  $('bq-hint').textContent = 'Looking for a code…';
-  try {
-    bq.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment', width: { ideal: 1280 }, height: { ideal: 720 } }, audio: false });
-  } catch (e) {
-    $('bq-hint').textContent = 'The camera is not available. Allow camera access for this page and try again.';
-    return;
-  }
-  const video = $('bq-video');
-  video.srcObject = bq.stream;
-  await video.play();
-  bq.scanning = true;
-  const canvas = document.createElement('canvas');
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  const tick = () => {
-    if (!bq.scanning) return;
-    const w = video.videoWidth, h = video.videoHeight;
-    if (w && h) {
-      const scale = Math.min(1, 800 / Math.max(w, h));
-      canvas.width = Math.round(w * scale);
-      canvas.height = Math.round(h * scale);
-      ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
-      const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
-      const r = globalThis.qshield.decodeQR(img.data, canvas.width, canvas.height);
-      if (r.text) {
-        const o = globalThis.qshieldBioqr.read(r.text);
-        if (!o.error) { bqStopScan(); bqVerify(r.text, o); return; }
-        $('bq-hint').textContent = o.error;
-      }
-    }
-    setTimeout(tick, 80);
-  };
-  tick();
+  await cameraScan(bq, 'bq-video', 'bq-hint', (text) => {
+    const o = globalThis.qshieldBioqr.read(text);
+    if (o.error) return o.error;
+    setTimeout(() => bqVerify(text, o));
+    return null;
+  });
 }
 
-function bqStopScan() {
-  bq.scanning = false;
-  if (bq.stream) { for (const t of bq.stream.getTracks()) t.stop(); }
-  bq.stream = null;
-}
 
 // bqVerify checks the POS as the CLI phone does: its certificate (fetched
 // by the serial the code names) against the pinned CA root, its revocation
@@ -174,7 +143,7 @@ function bqDone() {
 $('bq-pay').addEventListener('click', bqStart);
 $('bq-form').addEventListener('submit', bqEnrol);
 $('bq-set-cancel').addEventListener('click', () => home());
-$('bq-scan-cancel').addEventListener('click', () => { bqStopScan(); home(); });
+$('bq-scan-cancel').addEventListener('click', () => { stopCamera(bq); home(); });
 $('bq-confirm').addEventListener('click', bqShowCode);
 $('bq-confirm-cancel').addEventListener('click', () => home());
 $('bq-done').addEventListener('click', bqDone);
