@@ -172,36 +172,14 @@ func runCharging(ctx context.Context, env *experiment.Env) (*experiment.Result, 
 			if err := kc.Fill(ctx, vol); err != nil {
 				return nil, fmt.Errorf("fill key pools: %w", err)
 			}
-			d1, err := fresh()
-			if err != nil {
-				return nil, err
-			}
-			res, err := ch.Charge(ctx, d1, vol)
-			d1.Close()
+			// Directly from the key managers, then the same volume from the
+			// charger's local pool (prefetched and announced beforehand).
+			rr, err := chargeRound(ctx, ch, fresh, func() error { return kc.Fill(ctx, vol) }, nil, vol)
 			if err != nil {
 				return nil, fmt.Errorf("charge %d MB: %w", mb, err)
 			}
-			direct = append(direct, chargeCell{Elapsed: res.Elapsed, Fetch: res.FetchWrite, Commit: res.Commit})
-			// The same volume from the charger's local pool (prefetched and
-			// announced to the platform beforehand).
-			if err := kc.Fill(ctx, vol); err != nil {
-				return nil, fmt.Errorf("fill key pools: %w", err)
-			}
-			t0 := time.Now()
-			if _, err := ch.Prefetch(ctx, vol); err != nil {
-				return nil, fmt.Errorf("prefetch %d MB: %w", mb, err)
-			}
-			pf := time.Since(t0)
-			d2, err := fresh()
-			if err != nil {
-				return nil, err
-			}
-			pres, err := ch.Charge(ctx, d2, vol)
-			d2.Close()
-			if err != nil {
-				return nil, fmt.Errorf("charge %d MB from the pool: %w", mb, err)
-			}
-			pool = append(pool, chargeCell{PoolElapsed: pres.Elapsed, Prefetch: pf})
+			direct = append(direct, chargeCell{Elapsed: rr.direct.Elapsed, Fetch: rr.direct.FetchWrite, Commit: rr.direct.Commit})
+			pool = append(pool, chargeCell{PoolElapsed: rr.pool.Elapsed, Prefetch: rr.prefetch})
 			// The device write alone, from keys already in memory.
 			dw, err := chgDeviceWrite(filepath.Join(work, fmt.Sprintf("bench-%d-%d", mb, r)), vol, unit)
 			if err != nil {
@@ -533,37 +511,12 @@ func runChargingServe(ctx context.Context, env *experiment.Env) (*experiment.Res
 				return nil, fmt.Errorf("fill the key pools: %w", err)
 			}
 			segs = p.KME.A.Counters().StoredSegments
-			d1, err := fresh()
-			if err != nil {
-				return nil, err
-			}
-			res, err := ch.Charge(ctx, d1, vol)
-			d1.Close()
+			rr, err := chargeRound(ctx, ch, fresh, func() error { return fill(vol + vol/16) }, qmspCheck, vol)
 			if err != nil {
 				return nil, fmt.Errorf("charge %d MB through serve: %w", mb, err)
 			}
-			direct = append(direct, serveCell{Elapsed: res.Elapsed, Fetch: res.FetchWrite, Commit: res.Commit})
-			if err := qmspCheck(); err != nil {
-				return nil, err
-			}
-			if err := fill(vol + vol/16); err != nil {
-				return nil, fmt.Errorf("fill the key pools: %w", err)
-			}
-			t0 := time.Now()
-			if _, err := ch.Prefetch(ctx, vol); err != nil {
-				return nil, fmt.Errorf("prefetch %d MB: %w", mb, err)
-			}
-			pf := time.Since(t0)
-			d2, err := fresh()
-			if err != nil {
-				return nil, err
-			}
-			pres, err := ch.Charge(ctx, d2, vol)
-			d2.Close()
-			if err != nil {
-				return nil, fmt.Errorf("charge %d MB from the prefetched pools: %w", mb, err)
-			}
-			pool = append(pool, serveCell{PoolElapsed: pres.Elapsed, Prefetch: pf})
+			direct = append(direct, serveCell{Elapsed: rr.direct.Elapsed, Fetch: rr.direct.FetchWrite, Commit: rr.direct.Commit})
+			pool = append(pool, serveCell{PoolElapsed: rr.pool.Elapsed, Prefetch: rr.prefetch})
 			bar.Add(1)
 		}
 		slices.SortFunc(direct, func(a, b serveCell) int { return int(a.Elapsed - b.Elapsed) })
@@ -591,4 +544,47 @@ func runChargingServe(ctx context.Context, env *experiment.Env) (*experiment.Res
 		Plots: []experiment.Plot{{File: "charging-serve.png", Title: "Charging through serve", XLabel: "volume (MB)", YLabel: "MB/s",
 			Series: []experiment.Series{{Name: "direct from serve's KMEs", X: xs, Y: ys}, {Name: "from pools prefetched from serve's KMEs", X: xs, Y: ps}}}},
 		Data: map[string]any{"charges": cells}}, nil
+}
+
+// chargeResults is one round of chargeRound.
+type chargeResults struct {
+	direct, pool *keycharge.ChargeResult
+	prefetch     time.Duration
+}
+
+// chargeRound charges a fresh device with vol bytes straight from the key
+// managers (whose pools the caller filled), runs between (if any), refills
+// the pools with refill, prefetches vol into the charger's local pool and
+// charges a second fresh device from it: the experiments' two ways to charge.
+func chargeRound(ctx context.Context, ch *keycharge.Charger, fresh func() (*device.Device, error), refill, between func() error, vol int64) (chargeResults, error) {
+	var out chargeResults
+	charge := func() (*keycharge.ChargeResult, error) {
+		d, err := fresh()
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		return ch.Charge(ctx, d, vol)
+	}
+	var err error
+	if out.direct, err = charge(); err != nil {
+		return out, fmt.Errorf("from the key managers: %w", err)
+	}
+	if between != nil {
+		if err := between(); err != nil {
+			return out, err
+		}
+	}
+	if err := refill(); err != nil {
+		return out, fmt.Errorf("fill the key pools: %w", err)
+	}
+	t0 := time.Now()
+	if _, err := ch.Prefetch(ctx, vol); err != nil {
+		return out, fmt.Errorf("prefetch: %w", err)
+	}
+	out.prefetch = time.Since(t0)
+	if out.pool, err = charge(); err != nil {
+		return out, fmt.Errorf("from the prefetched pool: %w", err)
+	}
+	return out, nil
 }
