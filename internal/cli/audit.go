@@ -533,7 +533,7 @@ func serveWitness(ctx context.Context, g *Globals, w *audit.Witness, listen, pre
 	scheme := "http"
 	if certFile != "" {
 		scheme = "https"
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS13}
 		go func() { errc <- srv.ServeTLS(ln, certFile, keyFile) }()
 	} else {
 		go func() { errc <- srv.Serve(ln) }()

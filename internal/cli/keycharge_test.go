@@ -42,7 +42,7 @@ func writeCertPair(t *testing.T, dir, name string, der []byte, key any) {
 	os.WriteFile(filepath.Join(dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}), 0o600)
 }
 
-// The admin, charger and phone commands end to end against a kc platform.
+// The admin, charger and phone commands end to end against a lab platform.
 func TestKeychargeCommands(t *testing.T) {
 	ctx := context.Background()
 	db := sqldbtest.Open(t, sqldbtest.Backends()[0])

@@ -100,8 +100,8 @@ func runSoak(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 				startErrs[i] = err
 				return
 			}
-			// Scanner challenges on, as in the demo: its watermark
-			// scenario fetches the scanner's challenge key.
+			// Scanner challenges are on by default, as the demo's
+			// watermark scenario needs.
 			p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: state, Log: env.Log,
 				QKD: platform.QKDConfig{Speedup: speed, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0", Singleton: singleton}})
 			if err != nil {

@@ -64,8 +64,10 @@
 // reads, at the shop's own origin (its API answers CORS; hence connect-src
 // https: below), and answers deposit confirmations, agreeing only to
 // payments this phone made. The wallet's secrets (d_U, token keys, K_UN,
-// chain keys) are sealed with a non-extractable AES-GCM CryptoKey and kept
-// in IndexedDB, stored before each message leaves. These requests carry no
+// chain keys) are kept in IndexedDB, stored before each message leaves,
+// AES-GCM-sealed under a non-extractable CryptoKey stored in the same
+// IndexedDB: the protection is the browser's storage for this origin, not
+// the seal (SECURITY.md says so). These requests carry no
 // device signature: the protocol's own signatures authenticate them, and a
 // shop must not learn who pays.
 //

@@ -91,8 +91,6 @@ type Options struct {
 	// attempt (default 40); later attempts, warm-started, run IterMore
 	// (default 10).
 	Iterations, IterMore int
-
-	degrees []degFrac // key-variable degree profile (tests)
 }
 
 func (o Options) norm() Options {
@@ -130,7 +128,6 @@ type Plan struct {
 	iters   int
 	more    int
 	qber    float64
-	degrees []degFrac
 	// Checks in compressed rows: the variables of check c are
 	// chkVar[chkOff[c]:chkOff[c+1]]; edge indices follow the same order.
 	chkOff []int32
@@ -164,10 +161,7 @@ func NewPlan(n int, qber float64, seed [32]byte, opt Options) (*Plan, error) {
 	if step == 0 {
 		step = max(int(math.Ceil(o.StepFrac*nh)), 1)
 	}
-	pl := &Plan{n: n, p: p, m: m, step: step, iters: o.Iterations, more: o.IterMore, qber: q, degrees: o.degrees}
-	if pl.degrees == nil {
-		pl.degrees = defaultDegrees
-	}
+	pl := &Plan{n: n, p: p, m: m, step: step, iters: o.Iterations, more: o.IterMore, qber: q}
 	if err := pl.build(rand.New(rand.NewChaCha8(seed))); err != nil {
 		return nil, err
 	}
@@ -196,9 +190,9 @@ func (p *Plan) build(rng *rand.Rand) error {
 	// Key variables: the degree profile, assigned in a shuffled order.
 	ord := rng.Perm(p.n)
 	i := 0
-	for k, kd := range p.degrees {
+	for k, kd := range defaultDegrees {
 		cnt := int(math.Round(kd.frac * float64(p.n)))
-		if k == len(p.degrees)-1 {
+		if k == len(defaultDegrees)-1 {
 			cnt = p.n - i
 		}
 		for ; cnt > 0 && i < p.n; cnt-- {

@@ -353,6 +353,19 @@ func (r *reader) f64() float64 {
 	return f
 }
 
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 1 {
+		r.fail("truncated")
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
 func (r *reader) boolean() bool {
 	if r.err != nil {
 		return false
@@ -593,12 +606,7 @@ func (m *Decision) decode(r *reader) error {
 	m.QBER = r.f64()
 	m.FrameBits = r.u()
 	m.CascadeSeed = r.bytes32()
-	if len(r.b) < 1 {
-		r.fail("decision: truncated")
-		return r.err
-	}
-	m.Method = Method(r.b[0])
-	r.b = r.b[1:]
+	m.Method = Method(r.byte())
 	if r.err == nil && m.Method > MethodLDPC {
 		r.fail("decision: reconciliation method %d", m.Method)
 	}

@@ -246,7 +246,11 @@ func (s *Service) boundElsewhere(ctx context.Context, c watermark.Claim) string 
 			names = append(names, n)
 		}
 	}
+	err = rows.Err()
 	rows.Close()
+	if err != nil {
+		return ""
+	}
 	now := s.now()
 	for _, n := range names {
 		k, err := watermark.ScannerChallengeKey(s.challengeMaster, n)

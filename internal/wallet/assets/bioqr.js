@@ -10,14 +10,7 @@
 // result, home, kvGet, kvPut) and sign.js's b64.
 'use strict';
 
-const bq = { stream: null, scanning: false, payload: '', offer: null, t0: 0, url: '' };
-
-function unb64(s) {
-  const bin = atob(s);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
-}
+const bq = { stream: null, scanning: false, offer: null, t0: 0, url: '' };
 
 async function bqSign(key, bytes) {
   return b64(await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key, bytes));
@@ -97,7 +90,6 @@ async function bqVerify(payload, read) {
   }
   const o = globalThis.qshieldBioqr.verify(payload, me.root, st.certificate || '', !!st.known, !!st.revoked);
   if (o.error) { result(false, o.error); return; }
-  bq.payload = payload;
   bq.offer = o;
   show('bqconfirm');
   $('bq-verified').textContent = 'Certified terminal';

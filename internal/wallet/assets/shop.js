@@ -3,8 +3,11 @@
 // deposits the payer confirms). The protocol is the CLI phone's own Go code
 // in wallet.wasm (qshield.sv*); this page gives it a transport (fetch) and
 // a store: the wallet (its ECQV key d_U, the token keys, K_UN and the chain
-// keys) is sealed with a non-extractable AES-GCM key kept in IndexedDB and
-// never leaves the phone.
+// keys) never leaves the phone. It is stored AES-GCM-sealed under a
+// non-extractable CryptoKey kept in the same IndexedDB: script cannot
+// export that key, but it is stored beside the box, so the seal adds little
+// — the boundary is the browser's storage for this origin, as for the
+// wallet's WebCrypto device keys (SECURITY.md).
 'use strict';
 
 const shopAAD = new TextEncoder().encode('qshield-sv-wallet-v1');
@@ -43,7 +46,6 @@ async function shopFetch(url, method, headers, body) {
 
 const shop = { offer: null, registered: false };
 
-function shopStatus(text, ok) { status(text, ok); }
 
 async function shopStart() {
   $('shop').addEventListener('click', shopView);

@@ -2,7 +2,7 @@
 // WebAssembly module) so the wallet opens offline and shows what it saved.
 // API calls always go to the network.
 const CACHE = 'qshield-wallet-v1';
-const SHELL = ['./', 'app.js', 'shop.js', 'sign.js', 'wmchallenge.js', 'style.css', 'wasm_exec.js', 'wallet.wasm', 'manifest.webmanifest', 'icon.svg'];
+const SHELL = ['./', 'app.js', 'bioqr.js', 'shop.js', 'sign.js', 'wmchallenge.js', 'style.css', 'wasm_exec.js', 'wallet.wasm', 'manifest.webmanifest', 'icon.svg'];
 
 self.addEventListener('install', (e) => {
   e.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
