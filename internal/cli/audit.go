@@ -322,15 +322,7 @@ func auditCheckpointCommand(g *Globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				kf, vf := keyFile, platform.AuditVerifierKeyFile(dir)
-				if kf == "" {
-					if kf, err = platform.AuditKeyFile(dir); err != nil {
-						return err
-					}
-				} else {
-					vf = kf + ".vkey"
-				}
-				signer, _, err := audit.LoadOrCreateSigner(kf, vf, origin)
+				signer, _, err := platform.CheckpointSigner(dir, keyFile, origin)
 				if err != nil {
 					return err
 				}
@@ -351,7 +343,7 @@ func auditCheckpointCommand(g *Globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "checkpoint signing key file (default: audit-checkpoint.key in the platform's secret directory, outside the data directory)")
+	cmd.Flags().StringVar(&keyFile, "key", "", "checkpoint signing key file (default: the platform's own key, as qshield serve signs: audit-checkpoint.key in its secret directory if one exists, else derived from the platform master key)")
 	cmd.Flags().StringVar(&out, "out", "", "also write the checkpoint to this file")
 	cmd.Flags().StringVar(&origin, "origin", "qshield-audit", "log name for a key created now")
 	return cmd
