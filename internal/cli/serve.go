@@ -78,7 +78,7 @@ func ServeCommand(g *Globals) *cobra.Command {
 	cmd.Flags().BoolVar(&qkdCfg.Off, "no-qkd", false, "do not run the simulated QKD link (the key managers serve what their pools hold)")
 	cmd.Flags().Float64Var(&qkdCfg.DistanceKm, "qkd-distance", 25, "fibre length of the simulated QKD link in km")
 	cmd.Flags().Float64Var(&qkdCfg.Speedup, "qkd-speedup", 1, "run the simulated 40 MHz source this many times faster than real time (0: as fast as the CPU allows)")
-	cmd.Flags().BoolVar(&qkdCfg.Singleton, "qkd-singleton", false, "several nodes on one PostgreSQL database: only the node holding the qkd-link lease runs the link; the other nodes' key managers serve its deposits")
+	cmd.Flags().BoolVar(&qkdCfg.PerNodeLink, "qkd-per-node", false, "several nodes on one PostgreSQL database: every node runs its own QKD link (default: one link, run by the node holding the qkd-link lease; the other nodes' key managers serve its deposits)")
 	cmd.Flags().Float64Var(&qkdCfg.EveFraction, "qkd-eve", 0, "fraction of pulses an eavesdropper intercepts and resends (the link aborts when it is detected)")
 	cmd.Flags().StringVar(&qkdCfg.ListenA, "kme-a", "127.0.0.1:8441", "address of site A's key manager (KME_PLATFORM: SAEs pps, charger-1)")
 	cmd.Flags().StringSliceVar(&auditCfg.Witnesses, "audit-witness", nil, "STATE=VKEY: show in the console the checkpoint an audit witness last cosigned (its --state file, readable here) and its public key file (repeatable)")

@@ -35,7 +35,7 @@ func SoakExperiment() experiment.Spec {
 			{Name: "nodes", Default: "3", Usage: "platform nodes on the one database"},
 			{Name: "duration", Default: "10m", Usage: "how long to run the scenarios"},
 			{Name: "qkd-speedup", Default: "20", Usage: "QKD link speed-up over the 40 MHz source"},
-			{Name: "singleton", Default: "false", Usage: "true: one QKD link for all nodes, run by the lease holder (the other nodes' key managers serve its deposits)"},
+			{Name: "singleton", Default: "true", Usage: "true: one QKD link for all nodes, run by the lease holder (the other nodes' key managers serve its deposits), as qshield serve runs it; false: a link per node (--qkd-per-node)"},
 		},
 		Run: runSoak,
 	}
@@ -103,7 +103,7 @@ func runSoak(ctx context.Context, env *experiment.Env) (*experiment.Result, erro
 			// Scanner challenges are on by default, as the demo's
 			// watermark scenario needs.
 			p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: state, Log: env.Log,
-				QKD: platform.QKDConfig{Speedup: speed, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0", Singleton: singleton}})
+				QKD: platform.QKDConfig{Speedup: speed, ListenA: "127.0.0.1:0", ListenB: "127.0.0.1:0", PerNodeLink: !singleton}})
 			if err != nil {
 				ln.Close()
 				startErrs[i] = fmt.Errorf("node %d: %w", i, err)

@@ -257,7 +257,7 @@ func TestQKDLinkLeader(t *testing.T) {
 	ctx := context.Background()
 	var nodes [2]*platform.Platform
 	for i := range nodes {
-		p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: t.TempDir(), InsecureHTTP: true, QKD: platform.QKDConfig{Speedup: 0, DistanceKm: 10, Singleton: true}})
+		p, err := platform.Open(ctx, platform.Config{DB: dsn, StateDir: t.TempDir(), InsecureHTTP: true, QKD: platform.QKDConfig{Speedup: 0, DistanceKm: 10}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/qshield/qshield/qkd"
 	"github.com/qshield/qshield/qkd/bb84"
 	"github.com/qshield/qshield/qkd/link"
+	"github.com/qshield/qshield/sqldb"
 )
 
 // The two QKD sites and the applications (SAEs) attached to each.
@@ -47,13 +48,15 @@ type QKDConfig struct {
 	// ListenA and ListenB are the key managers' addresses (default: any
 	// free port on 127.0.0.1).
 	ListenA, ListenB string
-	// Singleton runs the link ends only in the node holding the "qkd-link"
-	// lease (another node takes over within about 8 s when it dies). Off by
-	// default: the key managers keep their pool index in memory, so a node
-	// serves quantum keys only from deposits of its own link; until the
-	// index is shared through the database every node runs its own link
-	// (their units are disjoint; sequence numbers come from the database).
-	Singleton bool
+	// PerNodeLink runs a link in every node. By default, on PostgreSQL
+	// (where several nodes may share the database), the link ends run only
+	// in the node holding the "qkd-link" lease, and another node takes over
+	// within about 8 s when it dies; the other nodes' key managers serve
+	// the link node's deposits from the shared pool. With PerNodeLink every
+	// node runs its own link (their units are disjoint; sequence numbers
+	// come from the database): more key material, but links that are not
+	// one physical link. On SQLite (one node) the link always runs.
+	PerNodeLink bool
 }
 
 // Secret returns a 32-byte key for purpose, derived (HKDF-SHA256) from the
@@ -151,14 +154,14 @@ func (p *Platform) startQuantum(ctx context.Context, cfg QKDConfig) error {
 		if err != nil {
 			// A stopped link (an eavesdropper, a failure) stays stopped
 			// and visible (/readyz, qkd_link_state) until an operator
-			// restarts the node; with Singleton this node keeps the duty
+			// restarts the node; as the lease holder this node keeps the duty
 			// so that no other node silently restarts it.
 			p.Config.Log.Error("QKD link stopped", "err", err)
 			<-ctx.Done()
 		}
 		return nil
 	}
-	if !cfg.Singleton {
+	if cfg.PerNodeLink || p.DB.Dialect != sqldb.Postgres {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = run(lctx, 0) }()
 		return nil
