@@ -110,6 +110,9 @@ func (p *PPS) Close() error { return p.batch.Close() }
 // RegisterGateway records gateway gi (setup step 2 on the platform side): its
 // merchant number, the merchant's ledger account and the gateway's
 // certificate, whose public key verifies the codes it displays.
+// Registering the same gateway again with the same key, merchant and account
+// succeeds and changes nothing (a setup resumed after a crash); anything
+// else already registered under gi is ErrGatewayExists.
 func (p *PPS) RegisterGateway(ctx context.Context, gi string, merchant uint32, merchantAccount string, cert *x509.Certificate) error {
 	if err := checkGatewayID(gi); err != nil {
 		return err
@@ -120,7 +123,7 @@ func (p *PPS) RegisterGateway(ctx context.Context, gi string, merchant uint32, m
 	if _, err := p.cfg.Ledger.Account(ctx, merchantAccount); err != nil {
 		return fmt.Errorf("qmsp: merchant account for %s: %w", gi, err)
 	}
-	pub, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
+	pub, err := gatewayPublicKey(cert)
 	if err != nil {
 		return err
 	}
@@ -130,6 +133,13 @@ func (p *PPS) RegisterGateway(ctx context.Context, gi string, merchant uint32, m
 		return err
 	})
 	if sqldb.IsUniqueViolation(err) {
+		// The same registration again (a resumed setup) succeeds and
+		// changes nothing; another key, merchant or account is refused.
+		if same, rerr := p.registeredAs(ctx, gi, merchant, merchantAccount, pub); rerr != nil {
+			return rerr
+		} else if same {
+			return nil
+		}
 		return fmt.Errorf("%w: %s", ErrGatewayExists, gi)
 	}
 	return err

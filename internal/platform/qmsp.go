@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/http"
@@ -42,6 +43,9 @@ type QMSP struct {
 	// gateways caches the handles of the gateways this platform runs (their
 	// state is in the database: every node opens the same gateways).
 	gateways map[string]*qmsp.Gateway
+	// afterEnrol, when set (tests), runs between a gateway's registration
+	// and the write of its session: an error there is a crash in between.
+	afterEnrol func() error
 }
 
 // BuiltinGateway is the gateway `serve` runs and shows at /qmsp/gateways/GW-0001/.
@@ -277,6 +281,13 @@ func (q *QMSP) openSession(ctx context.Context, gi string) (*qmsp.Gateway, error
 // key and certificate, registration at the CSS and the PPS, and the
 // session in the database. A gateway provisioned by an older version in
 // the state directory is imported with its state.
+//
+// The device key is stored (sealed, in platform_state_files) before the
+// gateway is registered anywhere, so that a run that dies after the CSS
+// registered the gateway and before its session was written is resumed by
+// the next one with the same key and the CSS's unused preset key
+// (qmsp.CSS.UnusedPresetKey) instead of failing for ever with
+// gateway_exists.
 func (q *QMSP) provisionSession(ctx context.Context, gi string, merchant uint32, account, currency string) (*qmsp.Gateway, error) {
 	unlock, err := lease.Lock(ctx, q.p.DB, "qmsp-gateway-provision/"+gi)
 	if err != nil {
@@ -298,22 +309,71 @@ func (q *QMSP) provisionSession(ctx context.Context, gi string, merchant uint32,
 			return q.openSession(ctx, gi)
 		}
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, pemKey, resumed, err := q.provisioningKey(ctx, gi, keyEnc)
 	if err != nil {
 		return nil, err
 	}
-	cert, pk, err := q.EnrolGateway(ctx, gi, merchant, account, currency, key.Public())
+	if resumed {
+		q.p.Config.Log.Warn("qmsp: resuming a gateway provisioning that stopped before its session was stored", "gateway", gi)
+	}
+	cert, pk, err := q.enrolGateway(ctx, gi, merchant, account, currency, key.Public(), resumed)
 	if err != nil {
 		return nil, err
 	}
-	pemKey, err := pki.SealPrivateKeyPEM(key, keyEnc)
-	if err != nil {
-		return nil, err
+	if q.afterEnrol != nil {
+		if err := q.afterEnrol(); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := q.sessions.Create(ctx, qmsp.GatewaySession{ID: gi, Merchant: merchant, DeviceKey: pemKey, Certificate: cert.Raw}, storage, pk); err != nil {
 		return nil, err
 	}
+	if _, err := q.p.DB.ExecContext(ctx, q.p.DB.Rebind(`DELETE FROM platform_state_files WHERE name = ?`), provisioningName(gi)); err != nil {
+		q.p.Config.Log.Warn("qmsp: provisioning record not removed", "gateway", gi, "err", err)
+	}
 	return q.openSession(ctx, gi)
+}
+
+// provisioningName is the platform_state_files row holding the device key
+// of gateway gi while it is being provisioned.
+func provisioningName(gi string) string { return "qmsp-gateway-provisioning/" + gi }
+
+// provisioningKey returns the device key of gateway gi's provisioning: the
+// one a previous, unfinished run stored (resumed true), or a new one,
+// stored sealed under keyEnc before anything is registered.
+func (q *QMSP) provisioningKey(ctx context.Context, gi string, keyEnc pki.KeyEncryptor) (*ecdsa.PrivateKey, []byte, bool, error) {
+	if err := q.p.DB.Migrate(ctx, "platform_state", stateMigrations); err != nil {
+		return nil, nil, false, fmt.Errorf("platform: %w", err)
+	}
+	pemKey, err := q.p.stateFile(ctx, provisioningName(gi))
+	resumed := err == nil
+	switch {
+	case resumed:
+	case errors.Is(err, sql.ErrNoRows):
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		if pemKey, err = pki.SealPrivateKeyPEM(key, keyEnc); err != nil {
+			return nil, nil, false, err
+		}
+		if _, err := q.p.DB.ExecContext(ctx, q.p.DB.Rebind(`INSERT INTO platform_state_files (name, data, updated_at) VALUES (?, ?, ?)`),
+			provisioningName(gi), pemKey, time.Now().UnixNano()); err != nil {
+			return nil, nil, false, fmt.Errorf("platform: store gateway %s provisioning: %w", gi, err)
+		}
+		return key, pemKey, false, nil
+	default:
+		return nil, nil, false, err
+	}
+	k, err := pki.ParsePrivateKeyPEM(pemKey, keyEnc)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("platform: gateway %s provisioning key: %w", gi, err)
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, nil, false, fmt.Errorf("platform: gateway %s provisioning key is not ECDSA", gi)
+	}
+	return key, pemKey, true, nil
 }
 
 // importGatewayFiles moves a gateway that an older version ran from files
@@ -440,18 +500,39 @@ func (q *QMSP) ProvisionGateway(ctx context.Context, gi string, merchant uint32,
 // certifies pub, registers the gateway at the CSS — receiving its preset key,
 // 16 bytes of quantum key — and at the PPS.
 func (q *QMSP) EnrolGateway(ctx context.Context, gi string, merchant uint32, account, currency string, pub crypto.PublicKey) (*x509.Certificate, [qmsp.PresetKeySize]byte, error) {
+	return q.enrolGateway(ctx, gi, merchant, account, currency, pub, false)
+}
+
+// enrolGateway is EnrolGateway; resume (the platform's own provisioning,
+// run again with the device key it stored) takes the CSS's unused preset
+// key of a gateway already registered there.
+func (q *QMSP) enrolGateway(ctx context.Context, gi string, merchant uint32, account, currency string, pub crypto.PublicKey, resume bool) (*x509.Certificate, [qmsp.PresetKeySize]byte, error) {
 	var pk [qmsp.PresetKeySize]byte
 	if _, err := q.p.Ledger.EnsureAccount(ctx, ledger.NewAccount{ID: account, Owner: "merchant " + fmt.Sprint(merchant), Kind: ledger.KindMerchant, Currency: currency}); err != nil {
 		return nil, pk, err
 	}
-	iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: gi, PublicKey: pub,
-		Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"},
-		Kind:   pki.PrincipalGateway, Scheme: "qmsp", Scope: []string{"account:" + account, fmt.Sprintf("merchant:%d", merchant)}})
-	if err != nil {
-		return nil, pk, err
+	var cert *x509.Certificate
+	if resume { // the certificate the interrupted run had issued, if any
+		var err error
+		if cert, err = q.activeGatewayCert(ctx, gi, pub); err != nil {
+			return nil, pk, err
+		}
 	}
+	if cert == nil {
+		iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: gi, PublicKey: pub,
+			Device: &pki.DeviceInfo{Serial: gi, Kind: pki.KindGateway, Model: "qshield quantum key gateway"},
+			Kind:   pki.PrincipalGateway, Scheme: "qmsp", Scope: []string{"account:" + account, fmt.Sprintf("merchant:%d", merchant)}})
+		if err != nil {
+			return nil, pk, err
+		}
+		cert = iss.Cert
+	}
+	var err error
 	for attempt := 0; ; attempt++ {
 		pk, err = q.CSS.RegisterGateway(ctx, gi, merchant)
+		if resume && errors.Is(err, qmsp.ErrGatewayExists) {
+			pk, err = q.CSS.UnusedPresetKey(ctx, gi)
+		}
 		if err == nil || !errors.Is(err, qmsp.ErrNoQuantumKey) || attempt >= 50 {
 			break
 		}
@@ -464,10 +545,37 @@ func (q *QMSP) EnrolGateway(ctx context.Context, gi string, merchant uint32, acc
 	if err != nil {
 		return nil, pk, err
 	}
-	if err := q.PPS.RegisterGateway(ctx, gi, merchant, account, iss.Cert); err != nil {
+	if err := q.PPS.RegisterGateway(ctx, gi, merchant, account, cert); err != nil {
 		return nil, pk, err
 	}
-	return iss.Cert, pk, nil
+	return cert, pk, nil
+}
+
+// activeGatewayCert returns the active device certificate of gateway gi
+// for key pub, or nil when there is none.
+func (q *QMSP) activeGatewayCert(ctx context.Context, gi string, pub crypto.PublicKey) (*x509.Certificate, error) {
+	ps, err := q.p.CA.Principals(ctx, pki.PrincipalFilter{Kind: pki.PrincipalGateway, Name: gi, ActiveOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	want, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok {
+		return nil, fmt.Errorf("platform: gateway %s key of type %T", gi, pub)
+	}
+	for _, pr := range ps {
+		der, err := q.p.CA.CertificateDER(ctx, pr.Serial)
+		if err != nil {
+			return nil, err
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("platform: gateway %s certificate %s: %w", gi, pr.Serial, err)
+		}
+		if want.Equal(c.PublicKey) {
+			return c, nil
+		}
+	}
+	return nil, nil
 }
 
 // IssuePhone issues a phone's client certificate and binds payer number

@@ -3,6 +3,7 @@ package platform
 import (
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"io"
@@ -208,5 +209,71 @@ func TestGatewayImportedFromStateDir(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(p.StateDir, "gateway-"+BuiltinGateway+".state")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the imported state file is still in place: %v", err)
+	}
+}
+
+// Finding (#14, a crash window at the last stop): provisioning registered
+// the gateway at the CA, the CSS and the PPS before writing its session, so
+// a node that died in between left the identity registered and the gateway
+// unprovisionable (every later run failed with gateway_exists). The device
+// key is now stored before anything is registered, and the next run resumes
+// with it and the CSS's unused preset key. Without the resume, the second
+// Gateway call fails with ErrGatewayExists; with a wrong preset key, the
+// gateway's first key request fails its MAC at the CSS.
+func TestGatewayProvisioningResumedAfterCrash(t *testing.T) {
+	p := openTestPlatform(t, Config{})
+	ctx := context.Background()
+	if err := p.KME.Deposit(ctx, qkd.RandomKeys(2000, 32)); err != nil {
+		t.Fatal(err)
+	}
+	crash := errors.New("killed between registration and session")
+	p.QMSP.afterEnrol = func() error { return crash }
+	if _, err := p.QMSP.Gateway(ctx, BuiltinGateway); !errors.Is(err, crash) {
+		t.Fatalf("first provisioning: %v, want the injected crash", err)
+	}
+	if e, _, err := p.QMSP.CSS.Epoch(ctx, BuiltinGateway); err != nil || e != 0 {
+		t.Fatalf("after the crash the CSS holds epoch %d (%v), want a registered gateway at 0", e, err)
+	}
+	p.QMSP.afterEnrol = nil
+	g, err := p.QMSP.Gateway(ctx, BuiltinGateway)
+	if err != nil {
+		t.Fatalf("provisioning after the crash: %v", err)
+	}
+	for range 20 { // key requests under the preset key, through a refresh
+		if _, err := g.Current(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.AdvanceContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e, _, err := p.QMSP.CSS.Epoch(ctx, BuiltinGateway); err != nil || e < 2 {
+		t.Fatalf("CSS epoch %d (%v)", e, err)
+	}
+	if _, err := p.stateFile(ctx, provisioningName(BuiltinGateway)); !errors.Is(err, sql.ErrNoRows) {
+		t.Fatalf("provisioning record left behind: %v", err)
+	}
+}
+
+// A gateway that has asked the CSS for keys cannot be taken over by a
+// resumed provisioning: its preset key is spent.
+func TestUnusedPresetKeyRefusesUsedGateway(t *testing.T) {
+	p := openTestPlatform(t, Config{})
+	ctx := context.Background()
+	if err := p.KME.Deposit(ctx, qkd.RandomKeys(2000, 32)); err != nil {
+		t.Fatal(err)
+	}
+	g, err := p.QMSP.Gateway(ctx, BuiltinGateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Current(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.QMSP.CSS.UnusedPresetKey(ctx, BuiltinGateway); !errors.Is(err, qmsp.ErrGatewayInUse) {
+		t.Fatalf("UnusedPresetKey of a gateway in use: %v, want ErrGatewayInUse", err)
+	}
+	if _, err := p.QMSP.CSS.UnusedPresetKey(ctx, "GW-9999"); !errors.Is(err, qmsp.ErrUnknownGateway) {
+		t.Fatalf("UnusedPresetKey of an unknown gateway: %v", err)
 	}
 }
