@@ -163,6 +163,17 @@ func (s *Settlement) ensureCertified(ctx context.Context) error {
 			replaces = c.Serial
 		}
 	}
+	if replaces == nil {
+		// A unit certified by the CA whose copy with the certificate was
+		// never saved (the process died between the two): the CA holds an
+		// active certificate for this very key, which the new one replaces,
+		// instead of refusing the subject as taken for ever.
+		serial, err := s.activeCertForUnit(ctx)
+		if err != nil {
+			return err
+		}
+		replaces = serial
+	}
 	certd, err := s.certifier.certify(ctx, req, nil, replaces)
 	if err != nil {
 		return err
@@ -173,6 +184,30 @@ func (s *Settlement) ensureCertified(ctx context.Context) error {
 	s.audit(ctx, AuditEvent{Action: "bioqr.certify", Actor: "ca", Subject: "settlement " + s.cfg.Subject, Outcome: "ok",
 		Detail: map[string]string{"serial": u.Credential().Serial.Text(16)}})
 	return nil
+}
+
+// activeCertForUnit returns the serial of the CA's active settlement
+// certificate for this server's subject and signing key, or nil.
+func (s *Settlement) activeCertForUnit(ctx context.Context) (*big.Int, error) {
+	ps, err := s.cfg.CA.Principals(ctx, pki.PrincipalFilter{Kind: pki.PrincipalSettlement, Name: KindSettlement.String() + " " + s.cfg.Subject, ActiveOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("bioqr: settlement certificates: %w", err)
+	}
+	pub := s.cfg.Unit.Public()
+	for _, pr := range ps {
+		der, err := s.cfg.CA.CertificateDER(ctx, pr.Serial)
+		if err != nil {
+			return nil, fmt.Errorf("bioqr: settlement certificate %s: %w", pr.Serial, err)
+		}
+		c, err := pki.ParseCertDER(der)
+		if err != nil {
+			return nil, fmt.Errorf("bioqr: settlement certificate %s: %w", pr.Serial, err)
+		}
+		if pub.Equal(c.PublicKey) {
+			return c.SerialNumber, nil
+		}
+	}
+	return nil, nil
 }
 
 func (s *Settlement) audit(ctx context.Context, e AuditEvent) {

@@ -567,7 +567,7 @@ func (q *QMSP) activeGatewayCert(ctx context.Context, gi string, pub crypto.Publ
 		if err != nil {
 			return nil, err
 		}
-		c, err := x509.ParseCertificate(der)
+		c, err := pki.ParseCertDER(der)
 		if err != nil {
 			return nil, fmt.Errorf("platform: gateway %s certificate %s: %w", gi, pr.Serial, err)
 		}
