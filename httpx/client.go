@@ -26,8 +26,10 @@ const DefaultMaxResponse = 4 << 20
 type Client struct {
 	// BaseURL is prefixed to every path ("https://host:port", no trailing slash needed).
 	BaseURL string
-	// HTTP carries the transport and TLS trust (nil: a client with a 30 s timeout).
-	HTTP *http.Client
+	// HTTP sends the requests: an *http.Client carrying the transport and
+	// TLS trust, or another Doer (the browser wallet's page fetch). nil: an
+	// http.Client with a 30 s timeout.
+	HTTP Doer
 	// MaxResponse bounds a response body (0: DefaultMaxResponse).
 	MaxResponse int64
 	// Codes maps problem codes back to the API's sentinel errors (nil: none).
@@ -39,9 +41,25 @@ type Client struct {
 	Name string
 }
 
-// NewClient returns a client for baseURL over hc.
+// Doer sends one HTTP request, as *http.Client does.
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// NewClient returns a client for baseURL over hc (nil: the default, see
+// Client.HTTP).
 func NewClient(baseURL string, hc *http.Client) *Client {
-	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), HTTP: hc}
+	return NewClientDoer(baseURL, hc)
+}
+
+// NewClientDoer returns a client for baseURL over d (nil, or a nil
+// *http.Client: the default, see Client.HTTP).
+func NewClientDoer(baseURL string, d Doer) *Client {
+	c := &Client{BaseURL: strings.TrimRight(baseURL, "/")}
+	if hc, ok := d.(*http.Client); !ok || hc != nil {
+		c.HTTP = d
+	}
+	return c
 }
 
 // Error is a non-2xx answer from a qshield API.
@@ -121,7 +139,7 @@ func (c *Client) Send(ctx context.Context, r Request) (*Response, error) {
 	}
 	hc := c.HTTP
 	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+		hc = defaultDoer()
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -219,8 +237,8 @@ func Idempotent(key string) http.Header {
 
 // CloseIdleConnections releases the client's idle connections.
 func (c *Client) CloseIdleConnections() {
-	if c.HTTP != nil {
-		c.HTTP.CloseIdleConnections()
+	if ci, ok := c.HTTP.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/qshield/qshield/sqldb"
 )
 
 // RequestInfo is what a server's middleware knows about one request: its
@@ -126,10 +125,10 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	log := Logger(r.Context())
 	switch {
 	case r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded),
-		errors.Is(err, context.Canceled) && !sqldb.IsUnavailable(err):
+		errors.Is(err, context.Canceled) && !dbUnavailable(err):
 		log.Info("request cancelled by the client", "err", err)
 		WriteProblem(w, r, http.StatusServiceUnavailable, "cancelled", "request cancelled")
-	case errors.Is(err, ErrUnavailable) || sqldb.IsUnavailable(err) || errors.Is(r.Context().Err(), context.DeadlineExceeded):
+	case errors.Is(err, ErrUnavailable) || dbUnavailable(err) || errors.Is(r.Context().Err(), context.DeadlineExceeded):
 		log.Warn("request failed: service unavailable", "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
 		WriteProblem(w, r, http.StatusServiceUnavailable, CodeUnavailable,

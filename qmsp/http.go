@@ -138,7 +138,8 @@ func NewClient(base string, tc *tls.Config) *Client {
 }
 
 func (c *Client) post(ctx context.Context, path, idem string, in, out any) error {
-	hc := httpx.Client{BaseURL: c.Base, HTTP: c.HTTP, Codes: codes, Name: "qmsp", MaxResponse: 1 << 20}
+	hc := httpx.NewClient(c.Base, c.HTTP)
+	hc.Codes, hc.Name, hc.MaxResponse = codes, "qmsp", 1<<20
 	_, err := hc.Do(ctx, http.MethodPost, path, httpx.Idempotent(idem), in, out)
 	return err
 }

@@ -1,9 +1,11 @@
 package selfverify
 
+import "github.com/qshield/qshield/httpx"
+
 // codeTable is the operator's and vendor's error codes: the problem code
 // on the wire, its HTTP status, the sentence a person reads, and the
-// sentinel a client maps it back to. http.go builds the httpx registry from
-// it; clients without httpx (the browser wallet) use ErrorForCode.
+// sentinel a client maps it back to; codes is the httpx registry built from
+// it (with extraCodes), used by the servers and the clients alike.
 var codeTable = []struct {
 	code    string
 	status  int
@@ -44,4 +46,16 @@ func ErrorForCode(code string) error {
 		}
 	}
 	return nil
+}
+
+// codes is the operator's and vendor's error-code registry; the clients
+// map the codes back, so errors.Is works across HTTP.
+var codes = httpx.NewRegistry(registryCodes()...)
+
+func registryCodes() []httpx.Code {
+	out := make([]httpx.Code, 0, len(codeTable)+len(extraCodes))
+	for _, c := range codeTable {
+		out = append(out, httpx.Code{Code: c.code, Status: c.status, Message: c.message, Err: c.err})
+	}
+	return append(out, extraCodes...)
 }

@@ -3,17 +3,10 @@
 package selfverify
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"net/http"
-	"net/url"
-	"sync"
-	"time"
 
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
-	"github.com/qshield/qshield/ledger"
 )
 
 // Prefixes under which the handlers serve.
@@ -21,20 +14,6 @@ const (
 	OperatorPrefix = "/v1/selfverify/"
 	VendorPrefix   = "/v1/vendor/"
 )
-
-// codes is the operator's and vendor's error-code registry; the clients
-// map the codes back, so errors.Is works across HTTP.
-var codes = httpx.NewRegistry(append(registryCodes(),
-	httpx.Code{Code: "account_not_found", Status: http.StatusNotFound, Message: "That account does not exist.", Err: ledger.ErrAccountNotFound},
-)...)
-
-func registryCodes() []httpx.Code {
-	out := make([]httpx.Code, 0, len(codeTable)+1)
-	for _, c := range codeTable {
-		out = append(out, httpx.Code{Code: c.code, Status: c.status, Message: c.message, Err: c.err})
-	}
-	return out
-}
 
 // ErrorCodes returns the operator's and vendor's error-code registry.
 func ErrorCodes() *httpx.Registry { return codes }
@@ -240,181 +219,4 @@ func crossOrigin(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// ---- Clients ----
-
-// client is a small JSON-over-HTTPS client that turns problem responses back
-// into this package's sentinel errors.
-type client struct{ c *httpx.Client }
-
-func newClient(base string, hc *http.Client) (client, error) {
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return client{}, fmt.Errorf("selfverify: server URL %q must be http(s)://host[:port]", base)
-	}
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
-	}
-	c := httpx.NewClient(base, hc)
-	c.Codes, c.Name = codes, "selfverify"
-	return client{c: c}, nil
-}
-
-// do sends in and decodes and validates the answer into out (every
-// selfverify answer has a body).
-func (c client) do(ctx context.Context, method, path, idemKey string, in, out any) error {
-	h, err := signLookup(ctx, httpx.Idempotent(idemKey), method, path, ms(time.Now()))
-	if err != nil {
-		return err
-	}
-	req := httpx.Request{Method: method, Path: path, Header: h}
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("selfverify: encode request: %w", err)
-		}
-		req.Body, req.ContentType = b, "application/json"
-	}
-	resp, err := c.c.Send(ctx, req)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(resp.Body, out); err != nil {
-		return fmt.Errorf("%w: %s %s: response: %v", ErrInvalidMessage, method, path, err)
-	}
-	if v, ok := out.(validator); ok {
-		if err := v.validate(); err != nil {
-			return fmt.Errorf("selfverify: %s %s: response: %w", method, path, err)
-		}
-	}
-	return nil
-}
-
-// OperatorClient talks to an operator over HTTPS; it implements OperatorAPI.
-type OperatorClient struct{ c client }
-
-// NewOperatorClient returns a client for the operator at base (e.g.
-// "https://qshield.example:8443"); hc carries the TLS trust (nil: default).
-func NewOperatorClient(base string, hc *http.Client) (*OperatorClient, error) {
-	c, err := newClient(base, hc)
-	if err != nil {
-		return nil, err
-	}
-	return &OperatorClient{c: c}, nil
-}
-
-const op = "/v1/selfverify/"
-
-func (oc *OperatorClient) Params(ctx context.Context) (*Params, error) {
-	var out Params
-	return &out, oc.c.do(ctx, http.MethodGet, op+"params", "", nil, &out)
-}
-
-func (oc *OperatorClient) Register(ctx context.Context, req RegisterRequest) (*RegisterResponse, error) {
-	var out RegisterResponse
-	return &out, oc.c.do(ctx, http.MethodPost, op+"register", "", req, &out)
-}
-
-func (oc *OperatorClient) Vendor(ctx context.Context, id string) (*Identity, error) {
-	var out Identity
-	return &out, oc.c.do(ctx, http.MethodGet, op+"vendors/"+url.PathEscape(id), "", nil, &out)
-}
-
-func (oc *OperatorClient) Withdraw(ctx context.Context, req WithdrawRequest) (*SignedToken, error) {
-	var out SignedToken
-	return &out, oc.c.do(ctx, http.MethodPost, op+"withdraw", req.Nonce, req, &out)
-}
-
-func (oc *OperatorClient) Reserve(ctx context.Context, req ReserveRequest) (*ReserveResponse, error) {
-	var out ReserveResponse
-	return &out, oc.c.do(ctx, http.MethodPost, op+"reserve", "reserve-"+req.Ref, req, &out)
-}
-
-func (oc *OperatorClient) Deposit(ctx context.Context, req DepositRequest) (*DepositResponse, error) {
-	var out DepositResponse
-	return &out, oc.c.do(ctx, http.MethodPost, op+"deposits", req.Nonce, req, &out)
-}
-
-func (oc *OperatorClient) DepositStatus(ctx context.Context, id string) (*DepositResponse, error) {
-	var out DepositResponse
-	return &out, oc.c.do(ctx, http.MethodGet, op+"deposits/"+url.PathEscape(id), "", nil, &out)
-}
-
-func (oc *OperatorClient) Confirmations(ctx context.Context, serial string) (*ConfirmationList, error) {
-	var out ConfirmationList
-	return &out, oc.c.do(ctx, http.MethodGet, op+"tokens/"+url.PathEscape(serial)+"/confirmations", "", nil, &out)
-}
-
-func (oc *OperatorClient) Confirm(ctx context.Context, ans ConfirmAnswer) (*ConfirmationStatus, error) {
-	var out ConfirmationStatus
-	return &out, oc.c.do(ctx, http.MethodPost, op+"confirmations/"+url.PathEscape(ans.ID), "confirm-"+ans.ID, ans, &out)
-}
-
-func (oc *OperatorClient) CloseToken(ctx context.Context, req CloseRequest) (*TokenStatus, error) {
-	var out TokenStatus
-	return &out, oc.c.do(ctx, http.MethodPost, op+"tokens/"+url.PathEscape(req.Serial)+"/close", req.Nonce, req, &out)
-}
-
-func (oc *OperatorClient) TokenStatus(ctx context.Context, serial string) (*TokenStatus, error) {
-	var out TokenStatus
-	return &out, oc.c.do(ctx, http.MethodGet, op+"tokens/"+url.PathEscape(serial), "", nil, &out)
-}
-
-// VendorClient talks to a vendor over HTTPS; it implements VendorAPI. It
-// caches the vendor's published info (identity, point, catalogue) for
-// InfoTTL, so that later payments cost one round trip.
-type VendorClient struct {
-	c client
-
-	mu      sync.Mutex
-	info    *VendorInfo
-	fetched time.Time
-}
-
-// InfoTTL is how long a VendorClient reuses a vendor's info.
-const InfoTTL = time.Minute
-
-// NewVendorClient returns a client for the vendor at base.
-func NewVendorClient(base string, hc *http.Client) (*VendorClient, error) {
-	c, err := newClient(base, hc)
-	if err != nil {
-		return nil, err
-	}
-	return &VendorClient{c: c}, nil
-}
-
-const vp = "/v1/vendor/"
-
-func (vc *VendorClient) Info(ctx context.Context) (*VendorInfo, error) {
-	vc.mu.Lock()
-	if vc.info != nil && time.Since(vc.fetched) < InfoTTL {
-		info := vc.info
-		vc.mu.Unlock()
-		return info, nil
-	}
-	vc.mu.Unlock()
-	var out VendorInfo
-	if err := vc.c.do(ctx, http.MethodGet, vp+"info", "", nil, &out); err != nil {
-		return nil, err
-	}
-	vc.mu.Lock()
-	vc.info, vc.fetched = &out, time.Now()
-	vc.mu.Unlock()
-	return &out, nil
-}
-
-func (vc *VendorClient) OpenPayment(ctx context.Context, m OpenPayment) (*PaymentResponse, error) {
-	var out PaymentResponse
-	return &out, vc.c.do(ctx, http.MethodPost, vp+"pay/open", "pay-"+digestHex(m.Ciphertext)[:32], m, &out)
-}
-
-func (vc *VendorClient) NextPayment(ctx context.Context, m NextPayment) (*PaymentResponse, error) {
-	var out PaymentResponse
-	return &out, vc.c.do(ctx, http.MethodPost, vp+"pay", "pay-"+digestHex(m.Ciphertext)[:32], m, &out)
-}
-
-func (vc *VendorClient) Session(ctx context.Context, id string) (*SessionState, error) {
-	var out SessionState
-	return &out, vc.c.do(ctx, http.MethodGet, vp+"sessions/"+url.PathEscape(id), "", nil, &out)
 }

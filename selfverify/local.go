@@ -4,14 +4,14 @@ package selfverify
 
 import (
 	"context"
-	"errors"
-	"strings"
+	"net/http"
 
 	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/ledger"
 )
 
-// The in-process views of the operator and a vendor, and the transport
-// check of callRetry. Like the operator and the vendor themselves (they
+// The in-process views of the operator and a vendor, and the error codes
+// whose sentinels need the ledger. Like the operator and the vendor themselves (they
 // need a database), they are built only outside WebAssembly; the user's
 // side and the message layer (user.go, messages.go, wire.go, crypto.go,
 // api.go, proto.go) build for GOOS=js too, so the browser wallet runs the
@@ -37,10 +37,8 @@ func (l localVendor) Info(context.Context) (*VendorInfo, error) { return l.Vendo
 // Local returns the vendor as a VendorAPI for in-process use.
 func (v *Vendor) Local() VendorAPI { return localVendor{v} }
 
-// answeredByServer reports whether err is an answer of the operator or
-// vendor (a problem document it wrote), as opposed to a transport failure
-// or a proxy's page.
-func answeredByServer(err error) bool {
-	var p *httpx.Problem
-	return errors.As(err, &p) && !strings.HasPrefix(p.Code, "http_")
+// extraCodes are the server's codes beyond codeTable whose sentinel
+// errors come from packages the WebAssembly build does not link.
+var extraCodes = []httpx.Code{
+	{Code: "account_not_found", Status: http.StatusNotFound, Message: "That account does not exist.", Err: ledger.ErrAccountNotFound},
 }

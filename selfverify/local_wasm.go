@@ -2,13 +2,15 @@
 
 package selfverify
 
-import "errors"
+import (
+	"net/http"
 
-// answeredByServer reports whether err is an answer of the operator or
-// vendor rather than a transport failure: in WebAssembly the wallet's
-// transport marks such errors with an Answered method (local.go has the
-// httpx form).
-func answeredByServer(err error) bool {
-	var a interface{ Answered() bool }
-	return errors.As(err, &a) && a.Answered()
+	"github.com/qshield/qshield/httpx"
+)
+
+// extraCodes are the server's codes beyond codeTable (local.go has them
+// with their sentinel errors, from the ledger, which the WebAssembly build
+// does not link).
+var extraCodes = []httpx.Code{
+	{Code: "account_not_found", Status: http.StatusNotFound, Message: "That account does not exist."},
 }

@@ -25,22 +25,6 @@ import (
 // hold ECQV keys, not platform certificates, so the routes declare an
 // authz.Signed policy and the router runs the check before the handler.
 
-// signLookup adds the look-up signature headers for method and path to h
-// when ctx carries a key.
-func signLookup(ctx context.Context, h http.Header, method, path string, now int64) (http.Header, error) {
-	m, err := lookupSignature(ctx, method, path, now)
-	if err != nil || len(m) == 0 {
-		return h, err
-	}
-	if h == nil {
-		h = http.Header{}
-	}
-	for k, v := range m {
-		h.Set(k, v)
-	}
-	return h, nil
-}
-
 // verifyLookup checks r's look-up signature against the owner's key, which
 // owner returns (an error wrapping authz.ErrNotOwner when the object does
 // not exist: a missing object and another's answer alike).

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -57,4 +58,20 @@ func lookupSignature(ctx context.Context, method, path string, now int64) (map[s
 // WebAssembly module) use it.
 func LookupHeaders(ctx context.Context, method, path string, now time.Time) (map[string]string, error) {
 	return lookupSignature(ctx, method, path, ms(now))
+}
+
+// signLookup adds the look-up signature headers for method and path to h
+// when ctx carries a key.
+func signLookup(ctx context.Context, h http.Header, method, path string, now int64) (http.Header, error) {
+	m, err := lookupSignature(ctx, method, path, now)
+	if err != nil || len(m) == 0 {
+		return h, err
+	}
+	if h == nil {
+		h = http.Header{}
+	}
+	for k, v := range m {
+		h.Set(k, v)
+	}
+	return h, nil
 }

@@ -4,8 +4,6 @@ package selfverify
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,8 +147,3 @@ func (o *Operator) refuse(ctx context.Context, actor, event, resource string, er
 }
 
 func (o *Operator) escrow(currency string) string { return o.cfg.EscrowPrefix + "." + currency }
-
-func digestHex(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
-}

@@ -41,7 +41,7 @@ async function shopLoad() {
 // a shop must not learn who pays.
 async function shopFetch(url, method, headers, body) {
   const resp = await fetch(url, { method, headers, body, cache: 'no-store', credentials: 'omit' });
-  return { status: resp.status, body: await resp.text() };
+  return { status: resp.status, contentType: resp.headers.get('Content-Type') || '', body: await resp.text() };
 }
 
 const shop = { offer: null, registered: false };

@@ -16,17 +16,17 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"syscall/js"
 	"time"
 
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/money"
 	"github.com/qshield/qshield/selfverify"
 )
@@ -68,7 +68,11 @@ func (s *shop) init(_ js.Value, args []js.Value) any {
 	if err != nil {
 		return errorObj("The shopping keys saved on this phone are damaged. Set up shopping again.")
 	}
-	u, err := selfverify.OpenUser(w, operator{s}, selfverify.WithSave(s.persist))
+	api, err := s.operator()
+	if err != nil {
+		return errorObj("This page cannot reach its server.")
+	}
+	u, err := selfverify.OpenUser(w, api, selfverify.WithSave(s.persist))
 	if err != nil {
 		return errorObj("The shopping keys saved on this phone are damaged. Set up shopping again.")
 	}
@@ -105,7 +109,10 @@ func (s *shop) registerUser(_ js.Value, args []js.Value) any {
 	}
 	id, code := strings.TrimSpace(args[0].String()), strings.TrimSpace(args[1].String())
 	return promise(func(ctx context.Context) (any, error) {
-		api := operator{s}
+		api, err := s.operator()
+		if err != nil {
+			return nil, err
+		}
 		cred, err := selfverify.Register(ctx, api, nil, id, selfverify.RoleUser, code)
 		if err != nil {
 			return nil, err
@@ -191,7 +198,11 @@ func (s *shop) vendor(_ js.Value, args []js.Value) any {
 		return errorObj("This is not a shop's payment code.")
 	}
 	return promise(func(ctx context.Context) (any, error) {
-		info, err := (&vendorAPI{s: s, base: c.URL}).Info(ctx)
+		v, err := s.vendorAt(c.URL)
+		if err != nil {
+			return nil, err
+		}
+		info, err := v.Info(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -219,7 +230,10 @@ func (s *shop) pay(_ js.Value, args []js.Value) any {
 		if err != nil {
 			return nil, err
 		}
-		v := &vendorAPI{s: s, base: c.URL}
+		v, err := s.vendorAt(c.URL)
+		if err != nil {
+			return nil, err
+		}
 		info, err := v.Info(ctx)
 		if err != nil {
 			return nil, err
@@ -270,154 +284,55 @@ func (s *shop) confirm(js.Value, []js.Value) any {
 
 // ---------- transport: the page's fetch ----------
 
-// answered is an error the operator or a vendor answered with (a problem
-// document); it unwraps to the package's sentinel error.
-type answered struct {
-	status int
-	title  string
-	err    error
-}
+// pageFetch is an httpx.Doer over the page's fetch function, so
+// that the wallet talks to the operator and to shops through selfverify's
+// own clients (OperatorClient, VendorClient: the CLI phone's), with the
+// page's transport: no credentials, no cache, CORS to a shop's origin.
+type pageFetch struct{ s *shop }
 
-func (a *answered) Error() string {
-	if a.title != "" {
-		return a.title
-	}
-	return fmt.Sprintf("the server answered %d", a.status)
-}
-func (a *answered) Unwrap() error  { return a.err }
-func (a *answered) Answered() bool { return true }
-
-// call sends one request through the page's fetch and decodes and
-// validates a 2xx answer as T.
-func call[T any](ctx context.Context, s *shop, base, method, path string, h map[string]string, idem string, in any, parse func([]byte) (*T, error)) (*T, error) {
+func (t pageFetch) Do(req *http.Request) (*http.Response, error) {
 	hdrs := map[string]any{}
-	for k, v := range h {
-		hdrs[k] = v
-	}
-	if idem != "" {
-		hdrs["Idempotency-Key"] = idem
+	for k, vs := range req.Header {
+		if len(vs) > 0 {
+			hdrs[k] = vs[0]
+		}
 	}
 	var body any = js.Undefined()
-	if in != nil {
-		b, err := json.Marshal(in)
+	if req.Body != nil {
+		b, err := io.ReadAll(req.Body)
+		req.Body.Close()
 		if err != nil {
 			return nil, err
 		}
 		body = string(b)
-		hdrs["Content-Type"] = "application/json"
 	}
-	res, err := await(s.fetch.Invoke(base+path, method, hdrs, body))
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	status, text := res.Get("status").Int(), res.Get("body").String()
-	if status < 200 || status > 299 {
-		var p struct {
-			Code  string `json:"code"`
-			Title string `json:"title"`
-		}
-		_ = json.Unmarshal([]byte(text), &p)
-		return nil, &answered{status: status, title: p.Title, err: selfverify.ErrorForCode(p.Code)}
-	}
-	return parse([]byte(text))
-}
-
-// plain decodes an answer of a type the package does not validate.
-func plain[T any](b []byte) (*T, error) {
-	v := new(T)
-	if err := json.Unmarshal(b, v); err != nil {
-		return nil, fmt.Errorf("%w: %v", selfverify.ErrInvalidMessage, err)
-	}
-	return v, nil
-}
-
-// operator is the operator's API over the page's fetch, at the page's origin.
-type operator struct{ s *shop }
-
-const op = "/v1/selfverify/"
-
-var errNotForWallet = errors.New("not used by the wallet")
-
-func (o operator) Params(ctx context.Context) (*selfverify.Params, error) {
-	return call[selfverify.Params](ctx, o.s, o.s.origin, "GET", op+"params", nil, "", nil, selfverify.Parse[selfverify.Params])
-}
-func (o operator) Register(ctx context.Context, req selfverify.RegisterRequest) (*selfverify.RegisterResponse, error) {
-	return call[selfverify.RegisterResponse](ctx, o.s, o.s.origin, "POST", op+"register", nil, "", req, selfverify.Parse[selfverify.RegisterResponse])
-}
-func (o operator) Vendor(ctx context.Context, id string) (*selfverify.Identity, error) {
-	return call[selfverify.Identity](ctx, o.s, o.s.origin, "GET", op+"vendors/"+url.PathEscape(id), nil, "", nil, selfverify.Parse[selfverify.Identity])
-}
-func (o operator) Withdraw(ctx context.Context, req selfverify.WithdrawRequest) (*selfverify.SignedToken, error) {
-	return call[selfverify.SignedToken](ctx, o.s, o.s.origin, "POST", op+"withdraw", nil, req.Nonce, req, selfverify.Parse[selfverify.SignedToken])
-}
-func (o operator) Reserve(context.Context, selfverify.ReserveRequest) (*selfverify.ReserveResponse, error) {
-	return nil, errNotForWallet
-}
-func (o operator) Deposit(context.Context, selfverify.DepositRequest) (*selfverify.DepositResponse, error) {
-	return nil, errNotForWallet
-}
-func (o operator) DepositStatus(context.Context, string) (*selfverify.DepositResponse, error) {
-	return nil, errNotForWallet
-}
-func (o operator) Confirmations(ctx context.Context, serial string) (*selfverify.ConfirmationList, error) {
-	path := op + "tokens/" + url.PathEscape(serial) + "/confirmations"
-	h, err := selfverify.LookupHeaders(ctx, "GET", path, time.Now())
+	res, err := await(t.s.fetch.Invoke(req.URL.String(), req.Method, hdrs, body))
 	if err != nil {
 		return nil, err
 	}
-	return call[selfverify.ConfirmationList](ctx, o.s, o.s.origin, "GET", path, h, "", nil, selfverify.Parse[selfverify.ConfirmationList])
-}
-func (o operator) Confirm(ctx context.Context, ans selfverify.ConfirmAnswer) (*selfverify.ConfirmationStatus, error) {
-	return call[selfverify.ConfirmationStatus](ctx, o.s, o.s.origin, "POST", op+"confirmations/"+url.PathEscape(ans.ID), nil, "confirm-"+ans.ID, ans, plain[selfverify.ConfirmationStatus])
-}
-func (o operator) CloseToken(ctx context.Context, req selfverify.CloseRequest) (*selfverify.TokenStatus, error) {
-	return call[selfverify.TokenStatus](ctx, o.s, o.s.origin, "POST", op+"tokens/"+url.PathEscape(req.Serial)+"/close", nil, req.Nonce, req, selfverify.Parse[selfverify.TokenStatus])
-}
-func (o operator) TokenStatus(ctx context.Context, serial string) (*selfverify.TokenStatus, error) {
-	path := op + "tokens/" + url.PathEscape(serial)
-	h, err := selfverify.LookupHeaders(ctx, "GET", path, time.Now())
-	if err != nil {
+	if err := req.Context().Err(); err != nil {
 		return nil, err
 	}
-	return call[selfverify.TokenStatus](ctx, o.s, o.s.origin, "GET", path, h, "", nil, selfverify.Parse[selfverify.TokenStatus])
-}
-
-// vendorAPI is a vendor's API over the page's fetch, at the vendor's own
-// origin (the vendor answers CORS). Nothing identifying the user is sent.
-type vendorAPI struct {
-	s    *shop
-	base string
-	info *selfverify.VendorInfo
-}
-
-const vp = "/v1/vendor/"
-
-func payKey(ct []byte) string {
-	h := sha256.Sum256(ct)
-	return "pay-" + hex.EncodeToString(h[:16])
-}
-
-func (v *vendorAPI) Info(ctx context.Context) (*selfverify.VendorInfo, error) {
-	if v.info != nil {
-		return v.info, nil
+	h := http.Header{}
+	if ct := res.Get("contentType"); ct.Type() == js.TypeString {
+		h.Set("Content-Type", ct.String())
 	}
-	info, err := call[selfverify.VendorInfo](ctx, v.s, v.base, "GET", vp+"info", nil, "", nil, selfverify.Parse[selfverify.VendorInfo])
-	if err == nil {
-		v.info = info
-	}
-	return info, err
+	text := res.Get("body").String()
+	return &http.Response{StatusCode: res.Get("status").Int(), Header: h, Body: io.NopCloser(strings.NewReader(text)),
+		ContentLength: int64(len(text)), Request: req}, nil
 }
-func (v *vendorAPI) OpenPayment(ctx context.Context, m selfverify.OpenPayment) (*selfverify.PaymentResponse, error) {
-	return call[selfverify.PaymentResponse](ctx, v.s, v.base, "POST", vp+"pay/open", nil, payKey(m.Ciphertext), m, selfverify.Parse[selfverify.PaymentResponse])
+
+func (s *shop) http() pageFetch { return pageFetch{s} }
+
+// operator is the operator's API at the page's origin.
+func (s *shop) operator() (selfverify.OperatorAPI, error) {
+	return selfverify.NewOperatorClient(s.origin, s.http())
 }
-func (v *vendorAPI) NextPayment(ctx context.Context, m selfverify.NextPayment) (*selfverify.PaymentResponse, error) {
-	return call[selfverify.PaymentResponse](ctx, v.s, v.base, "POST", vp+"pay", nil, payKey(m.Ciphertext), m, selfverify.Parse[selfverify.PaymentResponse])
-}
-func (v *vendorAPI) Session(ctx context.Context, id string) (*selfverify.SessionState, error) {
-	return call[selfverify.SessionState](ctx, v.s, v.base, "GET", vp+"sessions/"+url.PathEscape(id), nil, "", nil, selfverify.Parse[selfverify.SessionState])
+
+// vendorAt is a shop's API at its own origin (the shop answers CORS).
+// Nothing identifying the user is sent.
+func (s *shop) vendorAt(base string) (*selfverify.VendorClient, error) {
+	return selfverify.NewVendorClient(base, s.http())
 }
 
 // ---------- promises ----------
@@ -432,7 +347,7 @@ func errSentence(s string) error    { return sentenceErr(s) }
 // the wallet's own refusals; never an internal code.
 func sentence(err error) string {
 	var se sentenceErr
-	var a *answered
+	var p *httpx.Problem
 	switch {
 	case errors.As(err, &se):
 		return string(se)
@@ -446,9 +361,9 @@ func sentence(err error) string {
 		return "The shop could not open the payment: it was changed on the way. Nothing was paid."
 	case errors.Is(err, selfverify.ErrBadSignature):
 		return "The answer could not be verified, so it was not accepted. Nothing was paid."
-	case errors.As(err, &a) && a.title != "":
-		return a.title
-	case errors.As(err, &a):
+	case errors.As(err, &p) && p.Title != "" && !strings.HasPrefix(p.Code, "http_"):
+		return p.Title
+	case errors.As(err, &p):
 		return "The service is unavailable for a moment. Please try again."
 	case errors.Is(err, selfverify.ErrInvalidMessage):
 		return "The answer could not be read. Nothing was paid."
