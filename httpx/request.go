@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-
 )
 
 // RequestInfo is what a server's middleware knows about one request: its
