@@ -46,14 +46,33 @@ type fpCandidate struct {
 	Name   string             `json:"name"`
 	Params fingerprint.Params `json:"params"`
 	mcc    int                // index of the cylinder setting
+	graph  int                // index of the graph setting (graphGrid)
+}
+
+// graphSetting is one setting of the pairing-graph matcher in the grid.
+type graphSetting struct {
+	name     string
+	minPairs int
+	strain   float64
+}
+
+// graphGrid: the best pairing graph alone, or merged with the disjoint
+// graphs consistent with its rigid fit (fingerprint.Params.MergeMinPairs;
+// 4 pairs and 25% strain were set on synthetic data, never on FVC2002).
+var graphGrid = []graphSetting{{"", 0, 0}, {" merge", 4, 0.25}}
+
+func (g graphSetting) apply(p fingerprint.Params) fingerprint.Params {
+	p.MergeMinPairs, p.MergeStrain = g.minPairs, g.strain
+	return p
 }
 
 // fusionWeights are the grid's fusion weights (fingerprint.Fuse).
 var fusionWeights = []float64{0, 0.5, 1, 2}
 
-// fingerprintGrid is the selection grid: cylinder settings × fusion weights.
-// It is small on purpose (64 candidates): with 280 genuine comparisons per
-// database a finer grid would mostly fit noise.
+// fingerprintGrid is the selection grid: cylinder settings × (fusion weight 0,
+// or graph settings × fusion weights > 0). It is small on purpose (112
+// candidates): with 280 genuine comparisons per database a finer grid would
+// mostly fit noise.
 func fingerprintGrid() (mcc []fingerprint.Params, cands []fpCandidate) {
 	base := fingerprint.DefaultParams()
 	for _, ns := range []int{8, 16} {
@@ -68,13 +87,21 @@ func fingerprintGrid() (mcc []fingerprint.Params, cands []fpCandidate) {
 		}
 	}
 	for i, p := range mcc {
-		for _, w := range fusionWeights {
-			q := p
-			q.FusionWeight = w
-			cands = append(cands, fpCandidate{
-				Name:   fmt.Sprintf("NS=%d μΨ=%g rel=%g %s w=%g", p.CylinderCells, p.MuPsi, p.RelaxLenTolRel, assignName(p.OptimalAssignment), w),
-				Params: q, mcc: i,
-			})
+		for gi, g := range graphGrid {
+			for _, w := range fusionWeights {
+				if w == 0 && gi > 0 {
+					continue // cylinders alone: the graph setting does not matter
+				}
+				q := p
+				if w > 0 {
+					q = g.apply(q)
+				}
+				q.FusionWeight = w
+				cands = append(cands, fpCandidate{
+					Name:   fmt.Sprintf("NS=%d μΨ=%g rel=%g %s w=%g%s", p.CylinderCells, p.MuPsi, p.RelaxLenTolRel, assignName(p.OptimalAssignment), w, map[bool]string{true: g.name}[w > 0]),
+					Params: q, mcc: i, graph: gi,
+				})
+			}
 		}
 	}
 	return mcc, cands
@@ -163,10 +190,10 @@ func fpProtocol(db *fvc.Database) (gen, imp []fpPair) {
 // when it is not nil.
 type fpComponents struct {
 	cylG, cylI     [][]float64 // [setting][pair]
-	graphG, graphI []float64
+	graphG, graphI [][]float64 // [graph setting][pair]
 }
 
-func fpScoreDB(ctx context.Context, mcc []fingerprint.Params, db *fvc.Database, probe func(f, i int, t *fingerprint.Template) *fingerprint.Template, tick func(int)) (*fpComponents, error) {
+func fpScoreDB(ctx context.Context, mcc []fingerprint.Params, graphs []graphSetting, db *fvc.Database, probe func(f, i int, t *fingerprint.Template) *fingerprint.Template, tick func(int)) (*fpComponents, error) {
 	gen, imp := fpProtocol(db)
 	c := &fpComponents{}
 	for si, p := range mcc {
@@ -186,7 +213,7 @@ func fpScoreDB(ctx context.Context, mcc []fingerprint.Params, db *fvc.Database, 
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		score := func(ps []fpPair, graph bool) []float64 {
+		score := func(m *fingerprint.Matcher, ps []fpPair, graph bool) []float64 {
 			out := make([]float64, len(ps))
 			for k, q := range ps {
 				a, b := gallery[q.f1][q.i1], probes[q.f2][q.i2]
@@ -199,12 +226,17 @@ func fpScoreDB(ctx context.Context, mcc []fingerprint.Params, db *fvc.Database, 
 			tick(len(ps))
 			return out
 		}
-		c.cylG = append(c.cylG, score(gen, false))
-		c.cylI = append(c.cylI, score(imp, false))
+		c.cylG = append(c.cylG, score(m, gen, false))
+		c.cylI = append(c.cylI, score(m, imp, false))
 		if si == 0 {
-			// The graph matcher's parameters are not part of the grid.
-			c.graphG = score(gen, true)
-			c.graphI = score(imp, true)
+			// The graph settings of the grid change nothing that Prepare
+			// builds, so the templates prepared for the first cylinder
+			// setting serve them all.
+			for _, g := range graphs {
+				gm := fingerprint.NewMatcher(fingerprint.WithParams(g.apply(p)))
+				c.graphG = append(c.graphG, score(gm, gen, true))
+				c.graphI = append(c.graphI, score(gm, imp, true))
+			}
 		}
 	}
 	return c, nil
@@ -212,12 +244,13 @@ func fpScoreDB(ctx context.Context, mcc []fingerprint.Params, db *fvc.Database, 
 
 func (c *fpComponents) scores(cand fpCandidate) fvc.Scores {
 	w := cand.Params.FusionWeight
-	s := fvc.Scores{Genuine: make([]float64, len(c.graphG)), Impostor: make([]float64, len(c.graphI))}
+	gG, gI := c.graphG[cand.graph], c.graphI[cand.graph]
+	s := fvc.Scores{Genuine: make([]float64, len(gG)), Impostor: make([]float64, len(gI))}
 	for k := range s.Genuine {
-		s.Genuine[k] = fingerprint.Fuse(c.cylG[cand.mcc][k], c.graphG[k], w)
+		s.Genuine[k] = fingerprint.Fuse(c.cylG[cand.mcc][k], gG[k], w)
 	}
 	for k := range s.Impostor {
-		s.Impostor[k] = fingerprint.Fuse(c.cylI[cand.mcc][k], c.graphI[k], w)
+		s.Impostor[k] = fingerprint.Fuse(c.cylI[cand.mcc][k], gI[k], w)
 	}
 	return s
 }
@@ -250,7 +283,8 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 		names[d] = db.Name
 	}
 	mccGrid, cands := fingerprintGrid()
-	gridDesc := fmt.Sprintf("%d candidates (%d cylinder settings: NS 8 or 16 cells, μΨ 0.005 or 0.01, relaxation length tolerance 5 px + 0 or 4%% of the length, greedy or Hungarian assignment; × fusion weights %v)", len(cands), len(mccGrid), fusionWeights)
+	gridDesc := fmt.Sprintf("%d candidates (%d cylinder settings: NS 8 or 16 cells, μΨ 0.005 or 0.01, relaxation length tolerance 5 px + 0 or 4%% of the length, greedy or Hungarian assignment; × cylinders alone or fused at weights %v with the best pairing graph alone or merged with consistent disjoint graphs)", len(cands), len(mccGrid), fusionWeights[1:])
+	graphs := graphGrid
 	switch env.String("grid") {
 	case "full":
 	case "small":
@@ -258,6 +292,7 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 		cyl := p
 		cyl.FusionWeight = 0
 		mccGrid = []fingerprint.Params{p}
+		graphs = []graphSetting{{"", p.MergeMinPairs, p.MergeStrain}}
 		cands = []fpCandidate{{Name: "DefaultParams", Params: p}, {Name: "DefaultParams, cylinders only", Params: cyl}}
 		gridDesc = "small (DefaultParams, with and without the graph fusion)"
 	default:
@@ -267,9 +302,9 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 	var total int64
 	for _, db := range dbs {
 		g, i := db.Comparisons(false)
-		total += int64((g + i) * (len(mccGrid) + 1)) // selection
-		total += int64((g + i) * 2)                  // distortion set, one setting + graph
-		total += int64((g + i) * passes)             // timing
+		total += int64((g + i) * (len(mccGrid) + len(graphs))) // selection
+		total += int64((g + i) * 2)                            // distortion set, one setting + graph
+		total += int64((g + i) * passes)                       // timing
 	}
 	bar := env.Progress.Start("fingerprint matches", total, "matches")
 	defer bar.Done()
@@ -278,7 +313,7 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 	// 1. Score every database with every candidate.
 	comps := make([]*fpComponents, len(dbs))
 	for d, db := range dbs {
-		if comps[d], err = fpScoreDB(ctx, mccGrid, db, nil, tick); err != nil {
+		if comps[d], err = fpScoreDB(ctx, mccGrid, graphs, db, nil, tick); err != nil {
 			return nil, fmt.Errorf("fingerprint: %s: %w", db.Name, err)
 		}
 	}
@@ -351,12 +386,12 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 			all += len(t.Minutiae)
 			return out
 		}
-		c, err := fpScoreDB(ctx, []fingerprint.Params{mccGrid[cand.mcc]}, dbs[d], probe, tick)
+		c, err := fpScoreDB(ctx, []fingerprint.Params{mccGrid[cand.mcc]}, []graphSetting{graphs[cand.graph]}, dbs[d], probe, tick)
 		if err != nil {
 			return nil, fmt.Errorf("fingerprint: distortion set %s: %w", names[d], err)
 		}
 		one := cand
-		one.mcc = 0
+		one.mcc, one.graph = 0, 0
 		s := c.scores(one)
 		r, err := eval.Evaluate(s.Genuine, s.Impostor)
 		if err != nil {
