@@ -13,7 +13,7 @@ import (
 )
 
 func fingerprintEnv(params map[string]string) *experiment.Env {
-	p := map[string]string{"data": "", "synthetic": "no", "passes": "1", "seed": "1", "grid": "small", "fingers": "10"}
+	p := map[string]string{"data": "", "synthetic": "no", "passes": "1", "seed": "1", "grid": "small", "fingers": "10", "select": "robust", "tuneseed": "2"}
 	for k, v := range params {
 		p[k] = v
 	}
@@ -59,6 +59,18 @@ func TestFingerprintMissingDataIsAnError(t *testing.T) {
 	t.Run("bad synthetic value", func(t *testing.T) {
 		if _, err := runFingerprint(context.Background(), fingerprintEnv(map[string]string{"synthetic": "auto"})); err == nil || !strings.Contains(err.Error(), "synthetic") {
 			t.Fatalf("synthetic=auto: %v", err)
+		}
+	})
+	t.Run("selection distortions equal to the test set's", func(t *testing.T) {
+		_, err := runFingerprint(context.Background(), fingerprintEnv(map[string]string{"synthetic": "yes", "fingers": "4", "seed": "7", "tuneseed": "7"}))
+		if err == nil || !strings.Contains(err.Error(), "tuneseed") {
+			t.Fatalf("tuneseed = seed: %v", err)
+		}
+	})
+	t.Run("bad select value", func(t *testing.T) {
+		_, err := runFingerprint(context.Background(), fingerprintEnv(map[string]string{"synthetic": "yes", "fingers": "4", "select": "best"}))
+		if err == nil || !strings.Contains(err.Error(), "select") {
+			t.Fatalf("select=best: %v", err)
 		}
 	})
 }
