@@ -39,16 +39,17 @@ type Params struct {
 	// GlobalTolRel widens GlobalTol by this share of a minutia's distance from
 	// the centroid of the pairs: elastic distortion grows away from it.
 	GlobalTolRel float64
-	// MergeMinPairs > 0 lets the score add to the best pairing graph the
-	// other graphs, grown from other roots, that share no minutia with it,
-	// have at least MergeMinPairs pairs and whose own rigid fit agrees with
-	// the best graph's: rotations within GlobalAngleTol, and the best fit
-	// carries the other graph's centroid to within GlobalTol + MergeStrain·d
-	// of its partner, d the distance between the two graphs' centroids.
-	// Plastic distortion (a pushed or twisted finger) stretches a band around
-	// the contact region far beyond the edge tolerances, so one graph cannot
-	// grow across it; each side stays nearly rigid, and their pairs add up.
-	// 0 keeps the best graph alone.
+	// MergeMinPairs > 0 merges into the best pairing graph the graphs grown
+	// from other roots that have at least MergeMinPairs pairs and whose own
+	// rigid fit agrees with the best graph's: rotations within
+	// GlobalAngleTol, and the best fit carries the other graph's centroid to
+	// within GlobalTol + MergeStrain·d of its partner, d the distance
+	// between the two graphs' centroids. Their pairs join one by one (a pair
+	// whose minutia is already paired otherwise stays out) and their
+	// support edges count once. Plastic distortion (a pushed or twisted
+	// finger) stretches a band around the contact region far beyond the
+	// edge tolerances, so one graph cannot grow across it; each side stays
+	// nearly rigid, and their pairs add up. 0 keeps the best graph alone.
 	MergeMinPairs int
 	MergeStrain   float64
 	// MinPairs is the number of paired minutiae below which the score is 0.

@@ -58,7 +58,7 @@ type graphSetting struct {
 	strain   float64
 }
 
-// graphGrid: the best pairing graph alone, or merged with the disjoint
+// graphGrid: the best pairing graph alone, or merged with the other roots'
 // graphs consistent with its rigid fit (fingerprint.Params.MergeMinPairs;
 // 4 pairs and 25% strain were set on synthetic data, never on FVC2002).
 var graphGrid = []graphSetting{{"", 0, 0}, {" merge", 4, 0.25}}
@@ -300,7 +300,7 @@ func runFingerprint(ctx context.Context, env *experiment.Env) (*experiment.Resul
 		names[d] = db.Name
 	}
 	mccGrid, cands := fingerprintGrid()
-	gridDesc := fmt.Sprintf("%d candidates (%d cylinder settings: NS 8 or 16 cells, μΨ 0.005 or 0.01, relaxation length tolerance 5 px + 0 or 4%% of the length, greedy or Hungarian assignment; × cylinders alone or fused at weights %v with the best pairing graph alone or merged with consistent disjoint graphs)", len(cands), len(mccGrid), fusionWeights[1:])
+	gridDesc := fmt.Sprintf("%d candidates (%d cylinder settings: NS 8 or 16 cells, μΨ 0.005 or 0.01, relaxation length tolerance 5 px + 0 or 4%% of the length, greedy or Hungarian assignment; × cylinders alone or fused at weights %v with the best pairing graph alone or merged with the other roots' graphs that agree with its rigid fit)", len(cands), len(mccGrid), fusionWeights[1:])
 	graphs := graphGrid
 	switch env.String("grid") {
 	case "full":
