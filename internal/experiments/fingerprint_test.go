@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/qshield/qshield/experiment"
+	"github.com/qshield/qshield/fingerprint"
 	"github.com/qshield/qshield/fingerprint/fvc"
 )
 
@@ -94,5 +95,36 @@ func TestFingerprintSyntheticIsLabelled(t *testing.T) {
 		if tb.Title != "" && !strings.Contains(text, "synthetic") {
 			t.Errorf("table %q does not name its data", tb.Title)
 		}
+	}
+}
+
+// TestFingerprintGrid: every candidate is distinct, cylinders alone appear
+// once per cylinder setting, and graph merging appears only where the graph
+// is fused (w > 0), with the settings fixed on synthetic data.
+func TestFingerprintGrid(t *testing.T) {
+	mcc, cands := fingerprintGrid()
+	if want := len(mcc) * (1 + len(graphGrid)*(len(fusionWeights)-1)); len(cands) != want {
+		t.Fatalf("%d candidates, want %d", len(cands), want)
+	}
+	names := map[string]bool{}
+	params := map[fingerprint.Params]bool{}
+	merged := 0
+	for _, c := range cands {
+		if names[c.Name] || params[c.Params] {
+			t.Errorf("duplicate candidate %q", c.Name)
+		}
+		names[c.Name], params[c.Params] = true, true
+		if c.Params.MergeMinPairs > 0 {
+			merged++
+			if c.Params.FusionWeight == 0 || c.Params.MergeMinPairs != 4 || c.Params.MergeStrain != 0.25 || !strings.HasSuffix(c.Name, " merge") {
+				t.Errorf("candidate %q: merging %d/%v at w=%v", c.Name, c.Params.MergeMinPairs, c.Params.MergeStrain, c.Params.FusionWeight)
+			}
+		}
+	}
+	if want := len(mcc) * (len(fusionWeights) - 1); merged != want {
+		t.Errorf("%d merged candidates, want %d", merged, want)
+	}
+	if !params[fingerprint.DefaultParams()] {
+		t.Error("DefaultParams is not in the grid")
 	}
 }
