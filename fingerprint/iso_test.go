@@ -274,6 +274,9 @@ func FuzzParseISO(f *testing.F) {
 	f.Add([]byte("FMR\x00 20\x00\x00\x00\x00\x18"))
 	m := fingerprint.NewMatcher()
 	ref := m.Prepare(fingerprint.Synthetic(1, 1, 1))
+	mp := fingerprint.DefaultParams()
+	mp.MergeMinPairs, mp.MergeStrain = 4, 0.25
+	merge := fingerprint.NewMatcher(fingerprint.WithParams(mp))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tp, err := fingerprint.ParseISO(data)
 		if err != nil {
@@ -300,6 +303,13 @@ func FuzzParseISO(f *testing.F) {
 		}
 		if c := m.CylinderScore(p, p); math.IsNaN(c) || c < 0 || c > 1 {
 			t.Fatalf("cylinder self-score %v outside [0, 1]", c)
+		}
+		// Graph merging (Params.MergeMinPairs) keeps the same invariants.
+		for _, q := range []*fingerprint.Prepared{ref, p} {
+			g := merge.GraphScore(p, q)
+			if math.IsNaN(g) || math.IsInf(g, 0) || g < 0 || merge.GraphScore(q, p) != g {
+				t.Fatalf("merged graph score %v (reverse %v)", g, merge.GraphScore(q, p))
+			}
 		}
 	})
 }

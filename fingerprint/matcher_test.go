@@ -282,3 +282,18 @@ func TestOptimalAssignmentMatcher(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeMatcherDoesNotAllocate: graph merging (Params.MergeMinPairs)
+// keeps its graphs in the pooled scratch memory.
+func TestMergeMatcherDoesNotAllocate(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counts need a full run without the race detector")
+	}
+	p := fingerprint.DefaultParams()
+	p.MergeMinPairs, p.MergeStrain = 4, 0.25
+	m := fingerprint.NewMatcher(fingerprint.WithParams(p))
+	a, b := m.Prepare(fingerprint.Synthetic(6, 1, 1)), m.Prepare(fingerprint.Synthetic(6, 1, 2))
+	if n := testing.AllocsPerRun(50, func() { m.Score(a, b) }); n > 0 {
+		t.Errorf("Score allocates %.1f times per call", n)
+	}
+}

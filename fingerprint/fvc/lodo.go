@@ -18,9 +18,13 @@ type Scores struct {
 type Fold struct {
 	Left string // the held-out database
 	// Chosen is the index of the candidate with the lowest mean EER over the
-	// tuning databases (ties: the earlier candidate).
+	// tuning databases (ties: the earlier candidate); with LeaveOneOutRobust
+	// the lowest mean of (EER + EER on the distorted copy) / 2.
 	Chosen      int
 	TuneMeanEER float64
+	// TuneMeanEERDistorted is the chosen candidate's mean EER over the
+	// distorted copies of the tuning databases (LeaveOneOutRobust only).
+	TuneMeanEERDistorted float64 `json:",omitempty"`
 	// Threshold is the lowest score whose pooled FMR over the tuning
 	// databases is ≤ the target, TuneFMR and TuneFNMR its pooled rates there.
 	Threshold          float64
@@ -67,6 +71,27 @@ var ErrShape = errors.New("fvc: score table is not candidates × databases")
 // measured on the held-out one. Nothing of the held-out database enters its
 // own fold's choices.
 func LeaveOneOut(scores [][]Scores, names []string, maxFMR float64) ([]Fold, error) {
+	return leaveOneOut(scores, nil, names, maxFMR)
+}
+
+// LeaveOneOutRobust is LeaveOneOut with a selection that also asks for
+// robustness: distorted[c][d] are candidate c's scores on a distorted copy
+// of database d (made from d's own templates), and each fold chooses the
+// candidate with the lowest mean over the tuning databases of
+// (EER + EER on the distorted copy) / 2. The threshold and every held-out
+// figure still come from the undistorted scores; the held-out database's
+// distorted copy, like the database itself, enters no choice of its own
+// fold. The distorted copies used here should not be the distortion test
+// set: draw them with other seeds.
+func LeaveOneOutRobust(scores, distorted [][]Scores, names []string, maxFMR float64) ([]Fold, error) {
+	if distorted == nil {
+		return nil, fmt.Errorf("%w: no distorted scores", ErrShape)
+	}
+	return leaveOneOut(scores, distorted, names, maxFMR)
+}
+
+// eerTable returns the EER of every candidate on every database.
+func eerTable(scores [][]Scores, names []string) ([][]float64, error) {
 	nd := len(names)
 	if len(scores) == 0 || nd < 2 {
 		return nil, fmt.Errorf("%w: %d candidates, %d databases", ErrShape, len(scores), nd)
@@ -85,19 +110,48 @@ func LeaveOneOut(scores [][]Scores, names []string, maxFMR float64) ([]Fold, err
 			eers[c][d] = r.EER
 		}
 	}
+	return eers, nil
+}
+
+func leaveOneOut(scores, distorted [][]Scores, names []string, maxFMR float64) ([]Fold, error) {
+	nd := len(names)
+	eers, err := eerTable(scores, names)
+	if err != nil {
+		return nil, err
+	}
+	var deers [][]float64
+	if distorted != nil {
+		if len(distorted) != len(scores) {
+			return nil, fmt.Errorf("%w: %d candidates distorted, %d undistorted", ErrShape, len(distorted), len(scores))
+		}
+		if deers, err = eerTable(distorted, names); err != nil {
+			return nil, fmt.Errorf("fvc: distorted: %w", err)
+		}
+	}
 	folds := make([]Fold, nd)
 	for left := 0; left < nd; left++ {
 		f := Fold{Left: names[left], Chosen: -1}
+		best := 0.0
 		for c := range scores {
-			var sum float64
+			var sum, dsum float64
 			for d := 0; d < nd; d++ {
 				if d != left {
 					sum += eers[c][d]
+					if deers != nil {
+						dsum += deers[c][d]
+					}
 				}
 			}
-			mean := sum / float64(nd-1)
-			if f.Chosen < 0 || mean < f.TuneMeanEER {
-				f.Chosen, f.TuneMeanEER = c, mean
+			mean, dmean := sum/float64(nd-1), dsum/float64(nd-1)
+			crit := mean
+			if deers != nil {
+				crit = (mean + dmean) / 2
+			}
+			if f.Chosen < 0 || crit < best {
+				f.Chosen, f.TuneMeanEER, best = c, mean, crit
+				if deers != nil {
+					f.TuneMeanEERDistorted = dmean
+				}
 			}
 		}
 		var g, im []float64

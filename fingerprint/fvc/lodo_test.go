@@ -104,3 +104,58 @@ func TestDigestNamesTheData(t *testing.T) {
 		t.Fatalf("empty root: %v", err)
 	}
 }
+
+// TestLeaveOneOutRobustWeighsDistortion: candidate 0 is perfect on the
+// undistorted databases and a little worse than candidate 1 on the distorted
+// copies of A, B and D; candidate 1 fails on C's distorted copy only. Plain
+// selection picks 0 everywhere. Robust selection: folds A, B and D see C's
+// copy and keep 0; fold C must pick 1, which it would not if it looked at
+// its own held-out copy.
+func TestLeaveOneOutRobustWeighsDistortion(t *testing.T) {
+	perfect := scores(seq(10, 0.01, 100), seq(0, 0.001, 1000))
+	slight := scores(append(seq(10, 0.01, 99), 0.5), seq(0, 0.001, 1000))            // EER ≈ 1%
+	slight3 := scores(append(seq(10, 0.01, 97), 0.5, 0.5, 0.5), seq(0, 0.001, 1000)) // EER ≈ 3%
+	bad := scores(seq(0, 0.01, 100), seq(0, 0.001, 1000))
+	names := []string{"A", "B", "C", "D"}
+	table := [][]fvc.Scores{
+		{perfect, perfect, perfect, perfect}, // candidate 0
+		{slight, slight, slight, slight},     // candidate 1
+	}
+	dist := [][]fvc.Scores{
+		{slight3, slight3, perfect, slight3},
+		{slight, slight, bad, slight},
+	}
+	plain, err := fvc.LeaveOneOut(table, names, 0.001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	robust, err := fvc.LeaveOneOutRobust(table, dist, names, 0.001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := range names {
+		if plain[d].Chosen != 0 {
+			t.Errorf("plain fold %s chose %d, want 0", names[d], plain[d].Chosen)
+		}
+		want := 0
+		if names[d] == "C" {
+			want = 1
+		}
+		if robust[d].Chosen != want {
+			t.Errorf("robust fold %s chose %d, want %d", names[d], robust[d].Chosen, want)
+		}
+	}
+	if e := robust[2].TuneMeanEERDistorted; e > 0.02 {
+		t.Errorf("fold C tuning distorted EER %v, want candidate 1's on A, B, D (≈ 1%%)", e)
+	}
+	// The threshold still comes from the undistorted scores.
+	if robust[2].Threshold > 1 {
+		t.Errorf("fold C threshold %v, want from undistorted impostors (< 1)", robust[2].Threshold)
+	}
+	if _, err := fvc.LeaveOneOutRobust(table, dist[:1], names, 0.001); !errors.Is(err, fvc.ErrShape) {
+		t.Errorf("ragged distorted table: %v", err)
+	}
+	if _, err := fvc.LeaveOneOutRobust(table, nil, names, 0.001); !errors.Is(err, fvc.ErrShape) {
+		t.Errorf("no distorted table: %v", err)
+	}
+}

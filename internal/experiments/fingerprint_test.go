@@ -9,11 +9,12 @@ import (
 	"testing"
 
 	"github.com/qshield/qshield/experiment"
+	"github.com/qshield/qshield/fingerprint"
 	"github.com/qshield/qshield/fingerprint/fvc"
 )
 
 func fingerprintEnv(params map[string]string) *experiment.Env {
-	p := map[string]string{"data": "", "synthetic": "no", "passes": "1", "seed": "1", "grid": "small", "fingers": "10"}
+	p := map[string]string{"data": "", "synthetic": "no", "passes": "1", "seed": "1", "grid": "small", "fingers": "10", "select": "robust", "tuneseed": "2"}
 	for k, v := range params {
 		p[k] = v
 	}
@@ -61,6 +62,18 @@ func TestFingerprintMissingDataIsAnError(t *testing.T) {
 			t.Fatalf("synthetic=auto: %v", err)
 		}
 	})
+	t.Run("selection distortions equal to the test set's", func(t *testing.T) {
+		_, err := runFingerprint(context.Background(), fingerprintEnv(map[string]string{"synthetic": "yes", "fingers": "4", "seed": "7", "tuneseed": "7"}))
+		if err == nil || !strings.Contains(err.Error(), "tuneseed") {
+			t.Fatalf("tuneseed = seed: %v", err)
+		}
+	})
+	t.Run("bad select value", func(t *testing.T) {
+		_, err := runFingerprint(context.Background(), fingerprintEnv(map[string]string{"synthetic": "yes", "fingers": "4", "select": "best"}))
+		if err == nil || !strings.Contains(err.Error(), "select") {
+			t.Fatalf("select=best: %v", err)
+		}
+	})
 }
 
 // TestFingerprintSyntheticIsLabelled runs the whole experiment on synthetic
@@ -82,5 +95,36 @@ func TestFingerprintSyntheticIsLabelled(t *testing.T) {
 		if tb.Title != "" && !strings.Contains(text, "synthetic") {
 			t.Errorf("table %q does not name its data", tb.Title)
 		}
+	}
+}
+
+// TestFingerprintGrid: every candidate is distinct, cylinders alone appear
+// once per cylinder setting, and graph merging appears only where the graph
+// is fused (w > 0), with the settings fixed on synthetic data.
+func TestFingerprintGrid(t *testing.T) {
+	mcc, cands := fingerprintGrid()
+	if want := len(mcc) * (1 + len(graphGrid)*(len(fusionWeights)-1)); len(cands) != want {
+		t.Fatalf("%d candidates, want %d", len(cands), want)
+	}
+	names := map[string]bool{}
+	params := map[fingerprint.Params]bool{}
+	merged := 0
+	for _, c := range cands {
+		if names[c.Name] || params[c.Params] {
+			t.Errorf("duplicate candidate %q", c.Name)
+		}
+		names[c.Name], params[c.Params] = true, true
+		if c.Params.MergeMinPairs > 0 {
+			merged++
+			if c.Params.FusionWeight == 0 || c.Params.MergeMinPairs != 4 || c.Params.MergeStrain != 0.25 || !strings.HasSuffix(c.Name, " merge") {
+				t.Errorf("candidate %q: merging %d/%v at w=%v", c.Name, c.Params.MergeMinPairs, c.Params.MergeStrain, c.Params.FusionWeight)
+			}
+		}
+	}
+	if want := len(mcc) * (len(fusionWeights) - 1); merged != want {
+		t.Errorf("%d merged candidates, want %d", merged, want)
+	}
+	if !params[fingerprint.DefaultParams()] {
+		t.Error("DefaultParams is not in the grid")
 	}
 }
