@@ -221,11 +221,15 @@ func (c *Client) Do(ctx context.Context, method, path string, header http.Header
 	}
 	if out != nil && len(bytes.TrimSpace(resp.Body)) > 0 {
 		if err := json.Unmarshal(resp.Body, out); err != nil {
-			return resp.Status, fmt.Errorf("%s: %s %s: decode response: %w", c.name(), method, redactQuery(path), err)
+			return resp.Status, fmt.Errorf("%s: %s %s: %w: %w", c.name(), method, redactQuery(path), ErrBadResponse, err)
 		}
 	}
 	return resp.Status, nil
 }
+
+// ErrBadResponse is a 2xx answer whose body does not decode as the
+// expected JSON (Client.Do).
+var ErrBadResponse = errors.New("undecodable response")
 
 // Idempotent returns a header carrying an Idempotency-Key (nil for "").
 func Idempotent(key string) http.Header {

@@ -41,19 +41,14 @@ func (c client) do(ctx context.Context, method, path, idemKey string, in, out an
 	if err != nil {
 		return err
 	}
-	req := httpx.Request{Method: method, Path: path, Header: h}
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("selfverify: encode request: %w", err)
+	var raw json.RawMessage
+	if _, err := c.c.Do(ctx, method, path, h, in, &raw); err != nil {
+		if errors.Is(err, httpx.ErrBadResponse) {
+			return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 		}
-		req.Body, req.ContentType = b, "application/json"
-	}
-	resp, err := c.c.Send(ctx, req)
-	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal(resp.Body, out); err != nil {
+	if err := json.Unmarshal(raw, out); err != nil {
 		return fmt.Errorf("%w: %s %s: response: %v", ErrInvalidMessage, method, path, err)
 	}
 	if v, ok := out.(validator); ok {
