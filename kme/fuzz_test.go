@@ -1,8 +1,11 @@
 package kme
 
 import (
+	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -106,4 +109,69 @@ func FuzzParseUUID(f *testing.F) {
 			t.Fatalf("%q → %q does not round-trip", s, c)
 		}
 	})
+}
+
+// FuzzParseKeyIDsFast checks the fast path of parseKeyIDs against the
+// general one: whatever it accepts, the general path accepts with the same
+// IDs in the same order (and whatever it declines goes to the general path,
+// so refusals are the general path's own).
+func FuzzParseKeyIDsFast(f *testing.F) {
+	for _, s := range []string{
+		`{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c139"}]}`,
+		`{"key_IDs":[{"key_ID":"BC490419-7D60-487F-ADC1-4DDCC177C139"},{"key_ID":"0b8c4d2e-1f3a-4b5c-8d6e-7f8091a2b3c4"}]}`,
+		`{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c139"},{"key_ID":"BC490419-7D60-487F-ADC1-4DDCC177C139"}]}`,
+		`{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c139"}]}x`,
+		`{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c13\u0039"}]}`,
+		`{"key_IDs":[]}`, `{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c139"},]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := parseKeyIDsFast(body)
+		if !ok {
+			return
+		}
+		slow, e := parseKeyIDsJSON(body)
+		if e != nil {
+			t.Fatalf("fast path accepted %q, the general path refuses it: %v", body, e)
+		}
+		if !slices.Equal(fast, slow) {
+			t.Fatalf("fast path read %q, the general path %q", fast, slow)
+		}
+	})
+}
+
+// TestKeyContainerJSON checks the hand-written Key container against
+// json.Marshal of etsi014.KeyContainer, and that a non-canonical key ID
+// takes json.Marshal.
+func TestKeyContainerJSON(t *testing.T) {
+	for n := range 130 {
+		keys := make([]Delivered, n)
+		for i := range keys {
+			var id [16]byte
+			rand.Read(id[:])
+			keys[i] = Delivered{ID: formatUUID(id[:]), Key: make([]byte, 1+(i*37)%200)}
+			rand.Read(keys[i].Key)
+		}
+		want, err := json.Marshal(keyContainerOf(keys))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := keyContainerJSON(keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%d keys:\n got %s\nwant %s", n, got, want)
+		}
+	}
+	odd := []Delivered{{ID: `a"b<`, Key: []byte{1, 2, 3}}}
+	if _, ok := appendKeyContainer(nil, odd); ok {
+		t.Fatal("fast encoder took a non-canonical key ID")
+	}
+	got, _ := keyContainerJSON(odd)
+	want, _ := json.Marshal(keyContainerOf(odd))
+	if !bytes.Equal(got, want) {
+		t.Fatalf("fallback: got %s, want %s", got, want)
+	}
 }
