@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -97,8 +96,8 @@ func (c *cursor) finish() {
 }
 
 // headID and tailID name the two parts of a unit cut after bits bits.
-func headID(id string, bits int) string { return uuidV5(id, []byte("head:"+strconv.Itoa(bits))) }
-func tailID(id string, bits int) string { return uuidV5(id, []byte("tail:"+strconv.Itoa(bits))) }
+func headID(id string, bits int) string { return uuidV5Num(id, "head:", bits) }
+func tailID(id string, bits int) string { return uuidV5Num(id, "tail:", bits) }
 
 // plan cuts number keys of size bits from units, used in order. It returns
 // the carving and the units it did not need.
