@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -174,4 +175,54 @@ func TestKeyContainerJSON(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("fallback: got %s, want %s", got, want)
 	}
+}
+
+// FuzzParseReserveFast checks the fast reader of reserve requests against
+// the JSON decoder the sync endpoint used alone before: whatever the fast
+// path accepts, the decoder reads to the same request; and a request as
+// the peer writes it (json.Marshal) takes the fast path.
+func FuzzParseReserveFast(f *testing.F) {
+	f.Add([]byte(`{"master_SAE_ID":"SAE_A","slave_SAE_ID":"SAE_B","mode":"slave","keys":[{"key_ID":"k1","size":256,"units":["u1"]},{"key_ID":"k2","size":256,"units":["u2","u3"],"cut":8}]}`))
+	f.Add([]byte(`{"master_SAE_ID":"A","slave_SAE_ID":"B","mode":"discard","keys":[{"key_ID":"k","units":["u"],"cut":0}]}`))
+	f.Add([]byte(`{"master_SAE_ID":"A","slave_SAE_ID":"B","mode":"x","keys":[{"key_ID":"k","size":012,"units":["u"]}]}`))
+	f.Add([]byte(`{"master_SAE_ID":"A\u0041","slave_SAE_ID":"B","mode":"x","keys":[]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := parseReserveFast(body)
+		if ok {
+			slow, err := decodeReserveJSON(body)
+			if err != nil {
+				t.Fatalf("fast path accepted %q, the decoder refuses it: %v", body, err)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast path read %+v, the decoder %+v", fast, slow)
+			}
+		}
+		// What the decoder reads, re-encoded as the peer would send it, must
+		// take the fast path when its strings are plain.
+		slow, err := decodeReserveJSON(body)
+		if err != nil || len(slow.Keys) == 0 {
+			return
+		}
+		enc, err := json.Marshal(slow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain := !bytes.ContainsAny(enc, "\\")
+		for _, k := range slow.Keys {
+			plain = plain && len(k.Units) > 0 && k.Size >= 0 && k.Size < 1e9 && k.Cut >= 0 && k.Cut < 1e9
+			for _, u := range append([]string{k.KeyID}, k.Units...) {
+				for _, c := range []byte(u) {
+					plain = plain && c >= 0x20 && c < 0x7f
+				}
+			}
+		}
+		for _, s := range []string{slow.Master, slow.Slave, slow.Mode} {
+			for _, c := range []byte(s) {
+				plain = plain && c >= 0x20 && c < 0x7f
+			}
+		}
+		if again, ok := parseReserveFast(enc); plain && (!ok || !reflect.DeepEqual(again, slow)) {
+			t.Fatalf("the peer's encoding %s did not take the fast path (ok %v)", enc, ok)
+		}
+	})
 }
