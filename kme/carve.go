@@ -316,6 +316,13 @@ func (k *KME) applyCarving(ctx context.Context, tx *sql.Tx, c *carving, groups [
 		}
 		now := time.Now().UnixNano()
 		var ins []any // the cut pieces' reserved rows, 12 values each
+		if reserve {
+			n := 0
+			for _, r := range cut {
+				n += len(r.pieces)
+			}
+			ins = make([]any, 0, 12*n)
+		}
 		for i, r := range cut {
 			m := mats[i]
 			if len(m)*8 != r.src.bits {
@@ -323,6 +330,9 @@ func (k *KME) applyCarving(ctx context.Context, tx *sql.Tx, c *carving, groups [
 				return nil, &corruptError{r.src.id}
 			}
 			for _, p := range r.pieces {
+				if !reserve && !wantPlain {
+					continue // discarded: nothing to copy
+				}
 				b := append([]byte(nil), m[p.off:p.off+p.n]...)
 				if reserve {
 					g := p.g
