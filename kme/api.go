@@ -231,12 +231,28 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func writeKeys(w http.ResponseWriter, keys []Delivered) {
+	b, err := keyContainerJSON(keys)
+	for _, d := range keys {
+		clear(d.Key)
+	}
+	if err != nil {
+		writeError(w, errorf(http.StatusServiceUnavailable, "cannot encode the answer"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	clear(b)
+}
+
+// keyContainerOf is the Key container of keys (json.Marshal's input).
+func keyContainerOf(keys []Delivered) *etsi014.KeyContainer {
 	kc := etsi014.KeyContainer{Keys: make([]etsi014.Key, len(keys))}
 	for i, d := range keys {
 		kc.Keys[i] = etsi014.Key{KeyID: d.ID, Key: base64.StdEncoding.EncodeToString(d.Key)}
-		clear(d.Key)
 	}
-	writeJSON(w, &kc)
+	return &kc
 }
 
 // writeError writes the ETSI 014 Error object.
@@ -408,6 +424,14 @@ func parseKeyRequest(body []byte, defSize int) (number, size int, e *apiError) {
 
 // parseKeyIDs parses the Key IDs body of POST dec_keys.
 func parseKeyIDs(body []byte) ([]string, *apiError) {
+	if ids, ok := parseKeyIDsFast(body); ok {
+		return ids, nil
+	}
+	return parseKeyIDsJSON(body)
+}
+
+// parseKeyIDsJSON is parseKeyIDs for any form of the body.
+func parseKeyIDsJSON(body []byte) ([]string, *apiError) {
 	m, e := decodeObject(body, "Key IDs", "key_IDs", "key_IDs_extension")
 	if e != nil {
 		return nil, e

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -97,8 +96,8 @@ func (c *cursor) finish() {
 }
 
 // headID and tailID name the two parts of a unit cut after bits bits.
-func headID(id string, bits int) string { return uuidV5(id, []byte("head:"+strconv.Itoa(bits))) }
-func tailID(id string, bits int) string { return uuidV5(id, []byte("tail:"+strconv.Itoa(bits))) }
+func headID(id string, bits int) string { return uuidV5Num(id, "head:", bits) }
+func tailID(id string, bits int) string { return uuidV5Num(id, "tail:", bits) }
 
 // plan cuts number keys of size bits from units, used in order. It returns
 // the carving and the units it did not need.
@@ -317,6 +316,13 @@ func (k *KME) applyCarving(ctx context.Context, tx *sql.Tx, c *carving, groups [
 		}
 		now := time.Now().UnixNano()
 		var ins []any // the cut pieces' reserved rows, 12 values each
+		if reserve {
+			n := 0
+			for _, r := range cut {
+				n += len(r.pieces)
+			}
+			ins = make([]any, 0, 12*n)
+		}
 		for i, r := range cut {
 			m := mats[i]
 			if len(m)*8 != r.src.bits {
@@ -324,6 +330,9 @@ func (k *KME) applyCarving(ctx context.Context, tx *sql.Tx, c *carving, groups [
 				return nil, &corruptError{r.src.id}
 			}
 			for _, p := range r.pieces {
+				if !reserve && !wantPlain {
+					continue // discarded: nothing to copy
+				}
 				b := append([]byte(nil), m[p.off:p.off+p.n]...)
 				if reserve {
 					g := p.g

@@ -1,8 +1,12 @@
 package kme
 
 import (
+	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -104,6 +108,121 @@ func FuzzParseUUID(f *testing.F) {
 		}
 		if !strings.EqualFold(c, s) || formatUUID(uuidBytes(c)) != c {
 			t.Fatalf("%q → %q does not round-trip", s, c)
+		}
+	})
+}
+
+// FuzzParseKeyIDsFast checks the fast path of parseKeyIDs against the
+// general one: whatever it accepts, the general path accepts with the same
+// IDs in the same order (and whatever it declines goes to the general path,
+// so refusals are the general path's own).
+func FuzzParseKeyIDsFast(f *testing.F) {
+	for _, s := range []string{
+		`{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c139"}]}`,
+		`{"key_IDs":[{"key_ID":"BC490419-7D60-487F-ADC1-4DDCC177C139"},{"key_ID":"0b8c4d2e-1f3a-4b5c-8d6e-7f8091a2b3c4"}]}`,
+		`{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c139"},{"key_ID":"BC490419-7D60-487F-ADC1-4DDCC177C139"}]}`,
+		`{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c139"}]}x`,
+		`{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c13\u0039"}]}`,
+		`{"key_IDs":[]}`, `{"key_IDs":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c139"},]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := parseKeyIDsFast(body)
+		if !ok {
+			return
+		}
+		slow, e := parseKeyIDsJSON(body)
+		if e != nil {
+			t.Fatalf("fast path accepted %q, the general path refuses it: %v", body, e)
+		}
+		if !slices.Equal(fast, slow) {
+			t.Fatalf("fast path read %q, the general path %q", fast, slow)
+		}
+	})
+}
+
+// TestKeyContainerJSON checks the hand-written Key container against
+// json.Marshal of etsi014.KeyContainer, and that a non-canonical key ID
+// takes json.Marshal.
+func TestKeyContainerJSON(t *testing.T) {
+	for n := range 130 {
+		keys := make([]Delivered, n)
+		for i := range keys {
+			var id [16]byte
+			rand.Read(id[:])
+			keys[i] = Delivered{ID: formatUUID(id[:]), Key: make([]byte, 1+(i*37)%200)}
+			rand.Read(keys[i].Key)
+		}
+		want, err := json.Marshal(keyContainerOf(keys))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := keyContainerJSON(keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%d keys:\n got %s\nwant %s", n, got, want)
+		}
+	}
+	odd := []Delivered{{ID: `a"b<`, Key: []byte{1, 2, 3}}}
+	if _, ok := appendKeyContainer(nil, odd); ok {
+		t.Fatal("fast encoder took a non-canonical key ID")
+	}
+	got, _ := keyContainerJSON(odd)
+	want, _ := json.Marshal(keyContainerOf(odd))
+	if !bytes.Equal(got, want) {
+		t.Fatalf("fallback: got %s, want %s", got, want)
+	}
+}
+
+// FuzzParseReserveFast checks the fast reader of reserve requests against
+// the JSON decoder the sync endpoint used alone before: whatever the fast
+// path accepts, the decoder reads to the same request; and a request as
+// the peer writes it (json.Marshal) takes the fast path.
+func FuzzParseReserveFast(f *testing.F) {
+	f.Add([]byte(`{"master_SAE_ID":"SAE_A","slave_SAE_ID":"SAE_B","mode":"slave","keys":[{"key_ID":"k1","size":256,"units":["u1"]},{"key_ID":"k2","size":256,"units":["u2","u3"],"cut":8}]}`))
+	f.Add([]byte(`{"master_SAE_ID":"A","slave_SAE_ID":"B","mode":"discard","keys":[{"key_ID":"k","units":["u"],"cut":0}]}`))
+	f.Add([]byte(`{"master_SAE_ID":"A","slave_SAE_ID":"B","mode":"x","keys":[{"key_ID":"k","size":012,"units":["u"]}]}`))
+	f.Add([]byte(`{"master_SAE_ID":"A\u0041","slave_SAE_ID":"B","mode":"x","keys":[]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := parseReserveFast(body)
+		if ok {
+			slow, err := decodeReserveJSON(body)
+			if err != nil {
+				t.Fatalf("fast path accepted %q, the decoder refuses it: %v", body, err)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast path read %+v, the decoder %+v", fast, slow)
+			}
+		}
+		// What the decoder reads, re-encoded as the peer would send it, must
+		// take the fast path when its strings are plain.
+		slow, err := decodeReserveJSON(body)
+		if err != nil || len(slow.Keys) == 0 {
+			return
+		}
+		enc, err := json.Marshal(slow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain := !bytes.ContainsAny(enc, "\\")
+		for _, k := range slow.Keys {
+			plain = plain && len(k.Units) > 0 && k.Size >= 0 && k.Size < 1e9 && k.Cut >= 0 && k.Cut < 1e9
+			for _, u := range append([]string{k.KeyID}, k.Units...) {
+				for _, c := range []byte(u) {
+					plain = plain && c >= 0x20 && c < 0x7f
+				}
+			}
+		}
+		for _, s := range []string{slow.Master, slow.Slave, slow.Mode} {
+			for _, c := range []byte(s) {
+				plain = plain && c >= 0x20 && c < 0x7f
+			}
+		}
+		if again, ok := parseReserveFast(enc); plain && (!ok || !reflect.DeepEqual(again, slow)) {
+			t.Fatalf("the peer's encoding %s did not take the fast path (ok %v)", enc, ok)
 		}
 	})
 }

@@ -592,4 +592,16 @@ func TestUnitIDs(t *testing.T) {
 	if unitID(ns, 0, 1) != ns {
 		t.Fatal("a one-unit key must keep its ID")
 	}
+	// The pieces of a cut are v5(unit, "head:"/"tail:" + decimal bits)
+	// (values from Python's uuid.uuid5): both KMEs, of any version, must
+	// derive the same names.
+	for _, c := range []struct{ got, want string }{
+		{headID(ns, 256), "12e03f5c-c44b-5b24-9067-d772bc06f254"},
+		{tailID(ns, 256), "3f6767ff-8f25-571e-a0b7-9e4b9357538a"},
+		{headID(ns, 65528), "ccf3dda8-acf7-5a19-bf6e-635e88db95cc"},
+	} {
+		if c.got != c.want {
+			t.Fatalf("piece name %s, want %s", c.got, c.want)
+		}
+	}
 }

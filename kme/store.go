@@ -72,6 +72,38 @@ CREATE TABLE kme_meta (
 	Version:  2,
 	SQLite:   `ALTER TABLE kme_keys ADD COLUMN bits INTEGER`,
 	Postgres: `ALTER TABLE kme_keys ADD COLUMN bits INTEGER`,
+}, {
+	// Version 3 (SQLite only): kme_keys becomes an ordinary rowid table
+	// with its primary key as a separate index. In a WITHOUT ROWID table
+	// the whole row is the b-tree key, so a 64-kbit segment (8 KiB sealed)
+	// spilled into overflow pages inside the key itself, and every seek
+	// that compared against such a row — interior cells included — read
+	// all its overflow pages: a DELETE of 128 small reserved keys cost
+	// milliseconds. PostgreSQL's heap tables keep the index separate
+	// already.
+	Version: 3,
+	SQLite: `
+CREATE TABLE kme_keys_v3 (
+	kme_id      TEXT    NOT NULL,
+	key_id      TEXT    NOT NULL,
+	seq         INTEGER NOT NULL,
+	key_enc     BLOB    NOT NULL,
+	state       INTEGER NOT NULL,
+	group_id    TEXT,
+	part        INTEGER,
+	size_bits   INTEGER,
+	master_sae  TEXT,
+	slave_sae   TEXT,
+	created_at  INTEGER NOT NULL,
+	reserved_at INTEGER,
+	bits        INTEGER,
+	PRIMARY KEY (kme_id, seq)
+);
+INSERT INTO kme_keys_v3 (kme_id, key_id, seq, key_enc, state, group_id, part, size_bits, master_sae, slave_sae, created_at, reserved_at, bits)
+	SELECT kme_id, key_id, seq, key_enc, state, group_id, part, size_bits, master_sae, slave_sae, created_at, reserved_at, bits FROM kme_keys;
+DROP TABLE kme_keys;
+ALTER TABLE kme_keys_v3 RENAME TO kme_keys`,
+	Postgres: `SELECT 1`,
 }}
 
 // Unit states in kme_keys.state.

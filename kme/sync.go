@@ -1,11 +1,13 @@
 package kme
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -124,16 +126,17 @@ func (k *KME) serveSync(w http.ResponseWriter, r *http.Request, op string) {
 		writeSync(w, http.StatusMethodNotAllowed, &syncAnswer{Message: "POST only"})
 		return
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSyncBody))
+	body := http.MaxBytesReader(w, r.Body, maxSyncBody)
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	switch op {
 	case "reserve":
-		var req reserveRequest
-		if err := dec.Decode(&req); err != nil {
+		req, err := decodeReserve(body)
+		if err != nil {
 			writeSync(w, http.StatusBadRequest, &syncAnswer{Message: "malformed reserve request: " + err.Error()})
 			return
 		}
-		status, ans := k.peerReserve(r.Context(), &req)
+		status, ans := k.peerReserve(r.Context(), req)
 		writeSync(w, status, ans)
 	case "release":
 		var req releaseRequest
@@ -164,6 +167,30 @@ func (k *KME) serveSync(w http.ResponseWriter, r *http.Request, op string) {
 	default:
 		writeSync(w, http.StatusNotFound, &syncAnswer{Message: "unknown sync operation"})
 	}
+}
+
+// decodeReserve reads a reserve request: the form the peer writes through
+// parseReserveFast, any other through the JSON decoder (unknown members
+// refused).
+func decodeReserve(r io.Reader) (*reserveRequest, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	if req, ok := parseReserveFast(b); ok {
+		return req, nil
+	}
+	return decodeReserveJSON(b)
+}
+
+func decodeReserveJSON(b []byte) (*reserveRequest, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var req reserveRequest
+	if err := dec.Decode(&req); err != nil {
+		return nil, err
+	}
+	return &req, nil
 }
 
 func writeSync(w http.ResponseWriter, status int, a *syncAnswer) {

@@ -35,7 +35,8 @@ func KMEExperiment() experiment.Spec {
 			{Name: "duration", Default: "5s", Usage: "measuring time per cell"},
 			{Name: "concurrency", Default: "4,16", Usage: "SAE pairs working in parallel (comma-separated list)"},
 			{Name: "batches", Default: "1,128", Usage: "keys per request"},
-			{Name: "pool", Default: "300000", Usage: "most 256-bit key units deposited in each KME before a cell (a cell stops early if its pool runs dry)"},
+			{Name: "pool", Default: "1000000", Usage: "most 256-bit keys' worth of material deposited in each KME before a cell (a cell stops early if its pool runs dry; with segment=256 at most 25,000 × (keys/request + 1))"},
+			{Name: "segment", Default: "65536", Usage: "bits per stored unit: 65536 fills the pools as qshield serve does (link blocks joined by kme.JoinKeys, cut into 64-kbit segments); 256 stores every 256-bit key as its own row"},
 			{Name: "http2", Default: "true", Usage: "SAE clients use HTTP/2 (false: HTTP/1.1 keep-alive)"},
 		},
 		Run: runKME,
@@ -91,10 +92,21 @@ func runKME(ctx context.Context, env *experiment.Env) (*experiment.Result, error
 		return nil, err
 	}
 	h2 := env.String("http2") != "false"
+	seg, err := env.Int("segment")
+	if err != nil {
+		return nil, err
+	}
+	if seg < 256 || seg%8 != 0 {
+		return nil, fmt.Errorf("parameter segment: %d is not a multiple of 8 of at least 256", seg)
+	}
 	var cells []kmeCell
 	for _, b := range batches {
 		for _, c := range concs {
-			cell, err := kmeCellRun(ctx, env, b, c, dur, min(poolN, 25000*(b+1)), h2)
+			n := poolN
+			if seg == 256 {
+				n = min(poolN, 25000*(b+1)) // a row per key: fill only what a cell can use
+			}
+			cell, err := kmeCellRun(ctx, env, b, c, dur, n, seg, h2)
 			if err != nil {
 				return nil, err
 			}
@@ -123,7 +135,8 @@ func runKME(ctx context.Context, env *experiment.Env) (*experiment.Result, error
 		"A round trip is one enc_keys call by the master SAE at KME A (which first reserves the keys at KME B over the KME-to-KME mutual-TLS channel and commits to the database) followed by one dec_keys call by the slave SAE at KME B; an ETSI request is either call.",
 		"Targets: ≥ 2,000 requests/s with 1 key, ≥ 50,000 keys/s with 128 keys per request, p99 < 10 ms.",
 		"CPU/round trip is the whole process (both KMEs, the database driver and the SAE clients); cores used below the machine's cores means the run waited on something else (fsync, other load).",
-		"Keys are 256 bits; the pools are in one SQLite database (WAL, synchronous=FULL) unless --db names another; every delivery is committed before it is answered.")
+		"Keys are 256 bits; the pools are in one SQLite database (WAL, synchronous=FULL) unless --db names another; every delivery is committed before it is answered.",
+		fmt.Sprintf("Pools stored in units of %d bits (65536: as qshield serve stores them, keys carved from 64-kbit segments).", seg))
 	return &experiment.Result{Name: "kme", Title: "ETSI GS QKD 014 key delivery", Tables: []experiment.Table{tab}, Plots: []experiment.Plot{plot}, Data: cells}, nil
 }
 
@@ -165,7 +178,7 @@ func kmeIntList(s string) ([]int, error) {
 }
 
 // kmeCellRun starts a fresh pair of KMEs, fills them, and runs one cell.
-func kmeCellRun(ctx context.Context, env *experiment.Env, batch, conc int, dur time.Duration, poolN int, h2 bool) (kmeCell, error) {
+func kmeCellRun(ctx context.Context, env *experiment.Env, batch, conc int, dur time.Duration, poolN, seg int, h2 bool) (kmeCell, error) {
 	cell := kmeCell{Keys: batch, Concurrency: conc}
 	dsn := env.DB
 	if dsn == "" {
@@ -204,22 +217,29 @@ func kmeCellRun(ctx context.Context, env *experiment.Env, batch, conc int, dur t
 		CA: ca, MasterKey: master[:],
 		A:           kme.SiteConfig{KMEID: "KME_A_" + suffix, SAEs: saesA},
 		B:           kme.SiteConfig{KMEID: "KME_B_" + suffix, SAEs: saesB},
-		MaxKeyCount: poolN, ReconcileEvery: -1,
+		MaxKeyCount: poolN, SegmentBits: seg, ReconcileEvery: -1,
 		Logger: env.Log,
 	})
 	if err != nil {
 		return cell, err
 	}
 	defer p.Close()
-	// Fill both pools.
+	// Fill both pools: with segments as the platform's link does (a block
+	// of 256-bit keys joined into one key, cut into segments), otherwise a
+	// row per 256-bit key.
+	depA, depB := qkd.Sink(p.A.Deposit), qkd.Sink(p.B.Deposit)
+	block := 5000
+	if seg > 256 {
+		depA, depB, block = kme.JoinKeys(depA), kme.JoinKeys(depB), 4096
+	}
 	bar := env.Progress.Start(fmt.Sprintf("filling the key pools (%d keys/request)", batch), int64(poolN), "keys")
 	for done := 0; done < poolN; {
-		n := min(5000, poolN-done)
+		n := min(block, poolN-done)
 		keys := qkd.RandomKeys(n, 32)
-		if err := p.A.Deposit(ctx, keys); err != nil {
+		if err := depA(ctx, keys); err != nil {
 			return cell, err
 		}
-		if err := p.B.Deposit(ctx, keys); err != nil {
+		if err := depB(ctx, keys); err != nil {
 			return cell, err
 		}
 		done += n

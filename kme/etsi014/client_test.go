@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -100,6 +101,34 @@ func FuzzDecodeContainer(f *testing.F) {
 			if _, err := decodeContainer(&kc, want); err == nil && len(kc.Keys) != 1 {
 				t.Fatal("accepted a container of the wrong length")
 			}
+		}
+	})
+}
+
+// FuzzParseContainerFast checks the client's fast path against
+// json.Unmarshal: whatever it accepts, json.Unmarshal reads to the same
+// container.
+func FuzzParseContainerFast(f *testing.F) {
+	for _, s := range []string{
+		`{"keys":[{"key_ID":"bc490419-7d60-487f-adc1-4ddcc177c139","key":"AAEC"}]}`,
+		`{"keys":[{"key_ID":"a","key":"AAEC"},{"key_ID":"b","key":"+/=="}]}`,
+		`{"keys":[{"key_ID":"a\u0062","key":"AAEC"}]}`,
+		`{"keys":[{"key_ID":"a","key":"AAEC"}]} `,
+		`{"keys":[]}`, `{"keys":[{"key_ID":"a","key":"AAEC"},]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := parseContainerFast(body)
+		if !ok {
+			return
+		}
+		var slow KeyContainer
+		if err := json.Unmarshal(body, &slow); err != nil {
+			t.Fatalf("fast path accepted %q, json.Unmarshal refuses it: %v", body, err)
+		}
+		if !reflect.DeepEqual(fast, &slow) {
+			t.Fatalf("fast path read %+v, json.Unmarshal %+v", fast, slow)
 		}
 	})
 }
