@@ -128,8 +128,29 @@ func (c *payCommitter) do(j *payJob) (*Receipt, error) {
 	case <-j.ctx.Done():
 		return nil, j.ctx.Err()
 	}
-	<-j.done
+	select {
+	case <-j.done:
+	case <-c.stop:
+		// The committers finish their batches and fail what is queued; a
+		// job queued after the last of them looked is failed here.
+		c.wg.Wait()
+		c.drain()
+		<-j.done
+	}
 	return j.rc, j.err
+}
+
+// drain fails every queued job with sqldb.ErrBatcherClosed.
+func (c *payCommitter) drain() {
+	for {
+		select {
+		case j := <-c.jobs:
+			j.err = sqldb.ErrBatcherClosed
+			close(j.done)
+		default:
+			return
+		}
+	}
 }
 
 func (c *payCommitter) loop() {
@@ -141,15 +162,8 @@ func (c *payCommitter) loop() {
 		case j := <-c.jobs:
 			batch = append(batch, j)
 		case <-c.stop:
-			for {
-				select {
-				case j := <-c.jobs:
-					j.err = sqldb.ErrBatcherClosed
-					close(j.done)
-				default:
-					return
-				}
-			}
+			c.drain()
+			return
 		}
 	fill:
 		for len(batch) < maxPayBatch {

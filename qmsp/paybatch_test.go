@@ -335,3 +335,31 @@ func TestPaymentBatchFailureIsolated(t *testing.T) {
 		}
 	})
 }
+
+// TestPayAfterClose: a payment after Close fails at once, changing
+// nothing, instead of waiting for a committer that is gone.
+func TestPayAfterClose(t *testing.T) {
+	db := sqldbtest.Open(t, sqldbtest.Backends()[0])
+	e := newEnv(t, db, 100)
+	g := e.gateway("GW-1")
+	cs := nextCodes(t, g, 2)
+	if _, err := e.phone().Pay(context.Background(), cs[0], 100, 156); err != nil {
+		t.Fatal(err) // the key batch is fetched and stored
+	}
+	c := cs[1]
+	a0 := e.balance("alice")
+	e.pps.Close()
+	done := make(chan error, 1)
+	go func() { _, err := e.phone().Pay(context.Background(), c, 100, 156); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sqldb.ErrBatcherClosed) {
+			t.Fatalf("payment after Close: %v, want %v", err, sqldb.ErrBatcherClosed)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("payment after Close still waiting after 10 s")
+	}
+	if e.balance("alice") != a0 {
+		t.Fatal("money moved")
+	}
+}
