@@ -116,7 +116,7 @@
 //
 // The PPS does not keep SPK: it never talks to the gateway, so it has no use
 // for it. Quantum keys fetched by the PPS and preset keys at the CSS are
-// sealed at rest (XChaCha20-Poly1305 under a storage key). A PPS keeps the
+// sealed at rest (package seal, AES-256-GCM, under a storage key). A PPS keeps the
 // key batches it has used, unsealed, in memory (at most 4,096 of them), so
 // as not to read and unseal one for every payment; a claim row, not the
 // batch, says which units are spent.
