@@ -55,7 +55,7 @@ import (
 
 const (
 	maxPayBatch   = 256
-	pgPayWorkers  = 4
+	pgPayWorkers  = 2
 	gatewayCache  = 4096
 	keyBatchCache = 4096
 )
