@@ -96,7 +96,10 @@
 // reference. A replayed ciphertext is refused; the same client retrying with
 // its own Idempotency-Key gets its first result back. A unit is burned by the
 // first verified attempt even when the ledger then refuses the payment, as
-// wallets burn a payment code.
+// wallets burn a payment code. Concurrent payments share one transaction
+// (paybatch.go): the claims, transfers and audit records of every payment
+// waiting are written with a few statements, each payment's outcome being
+// the one it would have had alone.
 //
 // # Several nodes
 //
@@ -113,5 +116,8 @@
 //
 // The PPS does not keep SPK: it never talks to the gateway, so it has no use
 // for it. Quantum keys fetched by the PPS and preset keys at the CSS are
-// sealed at rest (XChaCha20-Poly1305 under a storage key).
+// sealed at rest (package seal, AES-256-GCM, under a storage key). A PPS keeps the
+// key batches it has used, unsealed, in memory (at most 4,096 of them), so
+// as not to read and unseal one for every payment; a claim row, not the
+// batch, says which units are spent.
 package qmsp

@@ -2,8 +2,14 @@ package qmsp
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"fmt"
+	"math/big"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +17,7 @@ import (
 
 	"github.com/qshield/qshield/kme/etsi014"
 	"github.com/qshield/qshield/ledger"
+	"github.com/qshield/qshield/qmsp/paycode"
 	"github.com/qshield/qshield/sqldb"
 	"github.com/qshield/qshield/sqldb/sqldbtest"
 )
@@ -161,5 +168,99 @@ func TestRegisterPayerAcrossNodes(t *testing.T) {
 				t.Fatalf("a refused registration left a binding: %v", err)
 			}
 		})
+	}
+}
+
+// TestPaymentsRaceAcrossNodes: three PPS nodes on one PostgreSQL database,
+// each group-committing its own batches, receive at once a different
+// payment for each of the same ten units: each unit pays exactly once, the
+// others are ErrKeyUsed, and the money moved is exact.
+func TestPaymentsRaceAcrossNodes(t *testing.T) {
+	dsn := sqldbtest.PostgresDSN(t)
+	ctx := context.Background()
+	const keyID = "6e1b5c9f-2d40-4c8b-8f3e-1a7c9b5d3f22"
+	material := make([]byte, MaxBatchSize)
+	rand.Read(material)
+	batch, err := DivQ(material)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := ppsNodes(t, dsn, &onceKeys{keys: map[string][]byte{keyID: material}}, 3)
+	led := nodes[0].cfg.Ledger
+	for _, a := range []ledger.NewAccount{
+		{ID: "bank", Owner: "bank", Kind: ledger.KindSystem, Currency: "CNY", AllowNegative: true},
+		{ID: "alice", Owner: "alice", Kind: ledger.KindUser, Currency: "CNY"},
+		{ID: "market", Owner: "market", Kind: ledger.KindMerchant, Currency: "CNY"},
+	} {
+		if _, err := led.CreateAccount(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := led.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: "fund", From: "bank", To: "alice", Amount: 1_000_000, Currency: "CNY"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].RegisterPayer(ctx, 42, "alice", "phone-alice"); err != nil {
+		t.Fatal(err)
+	}
+	gwKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "GW-1"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, gwKey.Public(), gwKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	if err := nodes[0].RegisterGateway(ctx, "GW-1", 7, "market", cert); err != nil {
+		t.Fatal(err)
+	}
+	kid, _ := parseKeyID(keyID)
+	const units = 10
+	type attempt struct {
+		node int
+		unit int
+		req  *PaymentRequest
+		err  error
+	}
+	var atts []*attempt
+	for u := range units {
+		d := Display{Gateway: "GW-1", Merchant: 7, Ref: KeyRef{KeyID: kid, Unit: uint16(u)}, Expires: time.Now().Add(time.Minute).Truncate(time.Second)}
+		d.Pad, d.MACKey = UnitKeys(&batch.Units[u])
+		digest := sha256Hash(d.SignedBytes())
+		d.Sig, _ = ecdsa.SignASN1(rand.Reader, gwKey, digest[:])
+		for n := range nodes {
+			req, err := paycode.Build(&d, 42, 100, 156)
+			if err != nil {
+				t.Fatal(err)
+			}
+			atts = append(atts, &attempt{node: n, unit: u, req: req})
+		}
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, a := range atts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, a.err = nodes[a.node].Pay(ctx, "phone-alice", fmt.Sprintf("k%d", i), *a.req)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	paid := make([]int, units)
+	for _, a := range atts {
+		switch {
+		case a.err == nil:
+			paid[a.unit]++
+		case !errors.Is(a.err, ErrKeyUsed):
+			t.Errorf("node %d, unit %d: %v", a.node, a.unit, a.err)
+		}
+	}
+	for u, n := range paid {
+		if n != 1 {
+			t.Errorf("unit %d paid %d times", u, n)
+		}
+	}
+	if a, err := led.Account(ctx, "alice"); err != nil || a.Balance != 1_000_000-units*100 {
+		t.Fatalf("alice %d (%v), want %d", a.Balance, err, 1_000_000-units*100)
 	}
 }

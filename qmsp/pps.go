@@ -1,7 +1,6 @@
 package qmsp
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
@@ -81,6 +80,19 @@ type PPS struct {
 
 	fetchMu sync.Mutex
 	fetches map[string]*sync.Mutex
+
+	payc *payCommitter // paybatch.go
+	// batchHook, set by tests before the first payment, sees each batch's
+	// size before it runs.
+	batchHook func(n int)
+
+	// Kept in memory (paybatch.go): registered gateways' keys, fetched
+	// key batches, and prepared statements (SQLite).
+	cacheMu sync.RWMutex
+	gwKeys  map[string]*gatewayKey
+	batches map[string]*Batch
+	stmtMu  sync.Mutex
+	stmts   map[string]*sql.Stmt
 }
 
 // NewPPS opens the PPS on cfg.DB (applying migrations).
@@ -101,11 +113,24 @@ func NewPPS(ctx context.Context, cfg PPSConfig) (*PPS, error) {
 	if err := migrate(ctx, cfg.DB); err != nil {
 		return nil, err
 	}
-	return &PPS{cfg: cfg, seal: s, batch: cfg.DB.NewBatcher(256), now: nowOr(cfg.Now), fetches: map[string]*sync.Mutex{}}, nil
+	p := &PPS{cfg: cfg, seal: s, batch: cfg.DB.NewBatcher(256), now: nowOr(cfg.Now), fetches: map[string]*sync.Mutex{},
+		gwKeys: map[string]*gatewayKey{}, batches: map[string]*Batch{}, stmts: map[string]*sql.Stmt{}}
+	p.payc = newPayCommitter(p)
+	return p, nil
 }
 
-// Close stops the PPS's committer.
-func (p *PPS) Close() error { return p.batch.Close() }
+// Close stops the PPS's committers.
+func (p *PPS) Close() error {
+	p.payc.close()
+	err := p.batch.Close()
+	p.stmtMu.Lock()
+	defer p.stmtMu.Unlock()
+	for q, st := range p.stmts {
+		st.Close()
+		delete(p.stmts, q)
+	}
+	return err
+}
 
 // RegisterGateway records gateway gi (setup step 2 on the platform side): its
 // merchant number, the merchant's ledger account and the gateway's
@@ -303,32 +328,27 @@ func (p *PPS) storedMaterial(ctx context.Context, keyID string) ([]byte, error) 
 	return p.seal.open(sealed, "pps-key/"+keyID)
 }
 
-type ppsGateway struct {
-	merchant uint32
-	account  string
-	pub      *ecdsa.PublicKey
-}
-
-func (p *PPS) gateway(ctx context.Context, gi string) (*ppsGateway, error) {
+// gateway reads gateway gi's registration and parses its key.
+func (p *PPS) gateway(ctx context.Context, gi string) (gatewayRow, *ecdsa.PublicKey, error) {
+	var g gatewayRow
 	var merchant int64
-	var account, status string
-	var pubDER []byte
-	err := p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT merchant, merchant_account, public_key, status FROM qmsp_pps_gateways WHERE gi = ?`), gi).Scan(&merchant, &account, &pubDER, &status)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && status != "active") {
-		return nil, fmt.Errorf("%w: %s", ErrUnknownGateway, gi)
+	err := p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT merchant, merchant_account, public_key, status FROM qmsp_pps_gateways WHERE gi = ?`), gi).Scan(&merchant, &g.account, &g.pubDER, &g.status)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && g.status != "active") {
+		return g, nil, fmt.Errorf("%w: %s", ErrUnknownGateway, gi)
 	}
 	if err != nil {
-		return nil, err
+		return g, nil, err
 	}
-	pk, err := x509.ParsePKIXPublicKey(pubDER)
+	g.merchant = uint32(merchant)
+	pk, err := x509.ParsePKIXPublicKey(g.pubDER)
 	if err != nil {
-		return nil, err
+		return g, nil, err
 	}
 	pub, ok := pk.(*ecdsa.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("qmsp: gateway %s key is not ECDSA", gi)
+		return g, nil, fmt.Errorf("qmsp: gateway %s key is not ECDSA", gi)
 	}
-	return &ppsGateway{merchant: uint32(merchant), account: account, pub: pub}, nil
+	return g, pub, nil
 }
 
 // Pay verifies and executes a payment (steps 6–8). phone is the client
@@ -354,6 +374,21 @@ func phoneOr(s string) string {
 }
 
 func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest) (*Receipt, error) {
+	j, err := p.verify(ctx, phone, idemKey, req)
+	if err != nil {
+		return nil, err
+	}
+	// The committer checks the gateway and the payer as committed, claims
+	// the unit, moves the money and writes the audit record, in one
+	// transaction shared with concurrent payments (paybatch.go). A refusal
+	// by the ledger still commits the claim, marked refused: the unit is
+	// burned either way.
+	return p.payc.do(j)
+}
+
+// verify checks a payment's code and cryptography (the gateway's signature
+// and expiry, the one-time tag) and returns it ready for the committer.
+func (p *PPS) verify(ctx context.Context, phone, idemKey string, req PaymentRequest) (*payJob, error) {
 	if err := checkGatewayID(req.Gateway); err != nil {
 		return nil, err
 	}
@@ -364,7 +399,7 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	if qkd.FormatKeyID(keyID) != req.KeyID {
 		return nil, fmt.Errorf("%w: key ID must be lowercase canonical", ErrFormat)
 	}
-	g, err := p.gateway(ctx, req.Gateway)
+	g, err := p.gatewayKey(ctx, req.Gateway)
 	if err != nil {
 		return nil, err
 	}
@@ -386,11 +421,7 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	if req.Merchant != g.merchant {
 		return nil, fmt.Errorf("%w: code names merchant %d, gateway belongs to %d", ErrMerchant, req.Merchant, g.merchant)
 	}
-	qk, err := p.material(ctx, req.KeyID)
-	if err != nil {
-		return nil, err
-	}
-	batch, err := DivQ(qk)
+	batch, err := p.keyBatch(ctx, req.KeyID)
 	if err != nil {
 		return nil, err
 	}
@@ -411,80 +442,11 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	if err != nil {
 		return nil, fmt.Errorf("%w: %d", ErrCurrency, m.Currency)
 	}
-	cur := currency.Code
-	var account, boundPhone string
-	err = p.cfg.DB.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT account, phone FROM qmsp_pps_payers WHERE payer = ?`), int64(m.Payer)).Scan(&account, &boundPhone)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && phone != "" && phone != boundPhone) {
+	if m.Payer > math.MaxInt64 {
 		return nil, fmt.Errorf("%w: payer %d", ErrUnknownPayer, m.Payer)
 	}
-	if err != nil {
-		return nil, err
-	}
-	// One transaction claims the unit (a row per key and unit), moves the
-	// money and writes the audit record; concurrent payments share its
-	// commit. A refusal by the ledger still commits the claim, marked
-	// refused: the unit is burned either way.
-	reqHash := requestHash(idemKey, &req)
-	ref := d.Ref.String()
-	var t ledger.Transfer
-	var refused error
-	err = p.batch.Do(ctx, func(tx *sql.Tx) error {
-		refused = nil
-		// ON CONFLICT DO NOTHING, not a unique violation: on PostgreSQL a
-		// violation aborts the transaction, which the batcher shares with
-		// concurrent payments.
-		res, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`INSERT INTO qmsp_payments (key_id, unit, gi, payer, amount, currency, state, request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, 'paid', ?, ?) ON CONFLICT (key_id, unit) DO NOTHING`),
-			req.KeyID, int(req.Unit), req.Gateway, int64(m.Payer), m.Amount, cur, reqHash, now.UnixNano())
-		if err != nil {
-			return err
-		}
-		claimed, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		retry := false
-		if claimed == 0 {
-			var prev []byte
-			if qerr := tx.QueryRowContext(ctx, p.cfg.DB.Rebind(`SELECT request_hash FROM qmsp_payments WHERE key_id = ? AND unit = ?`), req.KeyID, int(req.Unit)).Scan(&prev); qerr != nil {
-				return qerr
-			}
-			if idemKey == "" || !bytes.Equal(prev, reqHash) {
-				return fmt.Errorf("%w: %s", ErrKeyUsed, ref)
-			}
-			retry = true // the same client retrying: the ledger returns the first result
-		}
-		t, err = p.cfg.Ledger.TransferTx(ctx, tx, ledger.TransferRequest{
-			IdempotencyKey: "qmsp/" + ref, From: account, To: g.account, Amount: m.Amount, Currency: cur,
-			Memo: "QMSP payment via gateway " + req.Gateway,
-		})
-		if err != nil {
-			if retry {
-				return fmt.Errorf("%w: %w", ErrRefused, err)
-			}
-			refused = err
-			_, uerr := tx.ExecContext(ctx, p.cfg.DB.Rebind(`UPDATE qmsp_payments SET state = 'refused', reason = ? WHERE key_id = ? AND unit = ?`), err.Error(), req.KeyID, int(req.Unit))
-			return uerr
-		}
-		if retry {
-			return nil
-		}
-		if _, err := tx.ExecContext(ctx, p.cfg.DB.Rebind(`UPDATE qmsp_payments SET transfer_id = ? WHERE key_id = ? AND unit = ?`), t.ID, req.KeyID, int(req.Unit)); err != nil {
-			return err
-		}
-		if p.cfg.Audit == nil {
-			return nil
-		}
-		err = p.cfg.Audit.RecordTx(ctx, tx, audit.Entry{Actor: phoneOr(phone), Event: "qmsp.pay", Outcome: "success", Origin: "qmsp", Resource: req.Gateway,
-			Details: map[string]string{"key": ref, "amount": currency.Format(m.Amount) + " " + cur, "payer": strconv.FormatUint(m.Payer, 10), "transfer": t.ID}})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if refused != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRefused, refused)
-	}
-	return &Receipt{KeyRef: ref, TransferID: t.ID, Payer: m.Payer, Merchant: m.Merchant, Amount: m.Amount, Currency: cur}, nil
+	return &payJob{ctx: ctx, phone: phone, idemKey: idemKey, keyID: req.KeyID, unit: int(req.Unit), ref: d.Ref.String(),
+		gi: req.Gateway, pubDER: g.pubDER, m: *m, cur: currency, reqHash: requestHash(idemKey, &req), now: now}, nil
 }
 
 func requestHash(idemKey string, r *PaymentRequest) []byte {
