@@ -202,6 +202,7 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
 .hint{margin:12px 0 0;font-size:15px;color:#57606a}
 .note{margin:10px 0 0;font-size:16px;color:#1b1f24;overflow-wrap:anywhere}
 .note:empty{display:none}
+.note.warn{padding:10px 12px;border-radius:12px;background:#fdecea;color:#b3261e;font-weight:600}
 .paid .code,.expired .code,.offline .code{opacity:.15}
 @media (max-width:360px){h1{font-size:21px}.amount{font-size:34px}}
 </style>

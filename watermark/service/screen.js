@@ -18,13 +18,19 @@
   var LOOKING = 'Front camera on. Hold the screen to the scanner so that the camera sees the scanner\'s own code.';
   var BOUND = 'The scanner has been recognised.';
   var TWO = 'Two scanners are in view. Hold the phone to one scanner only.';
-  function say(t) { if (note && note.textContent !== t) note.textContent = t; }
+  // say shows t in the note line; warn marks a line that tells the payer the
+  // scanner will refuse the code.
+  function say(t, warn) {
+    if (!note) return;
+    if (note.textContent !== t) note.textContent = t;
+    note.className = warn ? 'note warn' : 'note';
+  }
   // The code was paid or expired: the camera is no longer needed.
   function over() { var st = document.getElementById('status'); return !!st && /\b(paid|expired)\b/.test(st.className); }
 
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || typeof Go === 'undefined' || typeof WebAssembly === 'undefined') {
     body.dataset.camera = 'none';
-    say(NO_CAMERA);
+    say(NO_CAMERA, true);
     return;
   }
   var decoder = new Promise(function (resolve, reject) {
@@ -55,11 +61,11 @@
     video.srcObject = s;
     var p = video.play();
     if (p && p.catch) p.catch(function () { /* frames still arrive */ });
-    return decoder.then(function () { read(video); }, function () { stop(); body.dataset.camera = 'noreader'; say(NO_READER); });
+    return decoder.then(function () { read(video); }, function () { stop(); body.dataset.camera = 'noreader'; say(NO_READER, true); });
   }, function (e) {
     var denied = e && (e.name === 'NotAllowedError' || e.name === 'SecurityError');
     body.dataset.camera = denied ? 'denied' : 'none';
-    say(denied ? DENIED : NO_CAMERA);
+    say(denied ? DENIED : NO_CAMERA, true);
   });
 
   function read(video) {
@@ -78,7 +84,7 @@
         .then(function (a) {
           if (!a) return;
           body.dataset.challenges = String(Number(body.dataset.challenges || 0) + 1);
-          if (a.bound) { boundAt = Date.now(); body.dataset.bound = '1'; say(BOUND); } else { boundAt = 0; body.dataset.bound = ''; say(TWO); }
+          if (a.bound) { boundAt = Date.now(); body.dataset.bound = '1'; say(BOUND); } else { boundAt = 0; body.dataset.bound = ''; say(TWO, true); }
         })
         .catch(function () { /* offline: the status line says so */ })
         .then(function () { sending = false; });
