@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"image/gif"
 	"image/png"
 	"net/http"
 	"net/http/httptest"
@@ -174,6 +175,19 @@ func TestScreenChallenge(t *testing.T) {
 				t.Fatalf("frame %d is not bound after the challenge", n)
 			}
 			stamps = append(stamps, st)
+		}
+		// The loop's GIF (the CLI saves it) is bound too.
+		gw := f.do(http.MethodGet, code.Screen+"loop.gif", "", "", "")
+		anim, err := gif.DecodeAll(gw.Body)
+		if err != nil || len(anim.Image) == 0 {
+			t.Fatalf("loop.gif: %d, %v", gw.Code, err)
+		}
+		e, err := watermark.NewExtractor(f.s.Params, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fr, err := e.Extract(anim.Image[0]); err != nil || !fr.Share.Stamp.Bound {
+			t.Fatalf("loop.gif's first frame: %+v, %v; want a bound stamp", fr.Share.Stamp, err)
 		}
 		c := watermark.Claim{Handle: code.Handle, Token: code.Token, Stamps: stamps, Amount: 1_00}
 		if _, err := f.s.Pay(ctx, "scanner-2", "shop", c, "CNY", "relay"); !errors.Is(err, watermark.ErrWrongScanner) {
