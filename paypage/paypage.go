@@ -71,6 +71,16 @@ type Page struct {
 	// PaidHoldMillis is how long a "paid" status stays on screen before the
 	// page moves on to the next code (Status.Next); default 4000.
 	PaidHoldMillis int
+	// Note is a line under the status that the page's own scripts keep up
+	// to date (id "note"; e.g. what the front camera sees). It is shown
+	// when set or when the page has Scripts.
+	Note string
+	// Scripts are same-origin script URLs the page runs after its own, in
+	// order (the policy then allows 'self' scripts).
+	Scripts []string
+	// WASM lets the page's scripts compile WebAssembly (the policy's
+	// 'wasm-unsafe-eval'), such as the wallet's QR decoder.
+	WASM bool
 }
 
 // Status is what a page's status endpoint answers.
@@ -122,10 +132,23 @@ func Render(w http.ResponseWriter, status int, p Page) {
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src "+scriptSrc(p)+"; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(status)
 	w.Write(b.Bytes())
+}
+
+// scriptSrc is the policy's script-src for p: its inline script, and the
+// same origin's scripts and WebAssembly only when it asks for them.
+func scriptSrc(p Page) string {
+	src := "'unsafe-inline'"
+	if len(p.Scripts) > 0 {
+		src = "'self' " + src
+	}
+	if p.WASM {
+		src += " 'wasm-unsafe-eval'"
+	}
+	return src
 }
 
 // WriteStatus answers a page's status poll.
@@ -177,6 +200,9 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
 .status.refused,.status.expired{background:#fdecea;color:#b3261e}
 .status.offline{background:#fff4e5;color:#7a4d00}
 .hint{margin:12px 0 0;font-size:15px;color:#57606a}
+.note{margin:10px 0 0;font-size:16px;color:#1b1f24;overflow-wrap:anywhere}
+.note:empty{display:none}
+.note.warn{padding:10px 12px;border-radius:12px;background:#fdecea;color:#b3261e;font-weight:600}
 .paid .code,.expired .code,.offline .code{opacity:.15}
 @media (max-width:360px){h1{font-size:21px}.amount{font-size:34px}}
 </style>
@@ -191,6 +217,7 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
   {{else if .QR}}<img class="code" id="code" src="{{.QR}}" alt="{{.QRAlt}}" width="420" height="420">{{end}}
   {{if not .Expires.IsZero}}<p class="countdown" id="countdown" data-expires="{{unixms .Expires}}" aria-live="off"></p>{{end}}
   <p class="status {{.Status.State}}" id="status" role="status" aria-live="polite">{{if .Status.Message}}{{.Status.Message}}{{else}}Waiting for payment…{{end}}</p>
+  {{if or .Note .Scripts}}<p class="note" id="note" aria-live="polite">{{.Note}}</p>{{end}}
   {{if .Hint}}<p class="hint">{{.Hint}}</p>{{end}}
 </div>
 </main>
@@ -254,5 +281,6 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
   if (statusURL) setInterval(poll, 1000);
 })();
 </script>
-</body>
+{{range .Scripts}}<script src="{{.}}"></script>
+{{end}}</body>
 </html>`

@@ -72,3 +72,29 @@ func TestRenderLoop(t *testing.T) {
 		t.Error("a countdown without an expiry")
 	}
 }
+
+// TestRenderScripts: a page's own scripts and WebAssembly are allowed only
+// when the page asks for them.
+func TestRenderScripts(t *testing.T) {
+	w := httptest.NewRecorder()
+	Render(w, http.StatusOK, Page{Title: "Code", Heading: "Your code"})
+	csp := w.Header().Get("Content-Security-Policy")
+	if !strings.Contains(csp, "script-src 'unsafe-inline';") || strings.Contains(csp, "wasm") || strings.Contains(w.Body.String(), `id="note"`) {
+		t.Fatalf("a page without scripts: policy %q", csp)
+	}
+	w = httptest.NewRecorder()
+	Render(w, http.StatusOK, Page{Title: "Code", Heading: "Your code", Note: "Starting the camera…", Scripts: []string{"/wallet/wasm_exec.js", "screen.js"}, WASM: true})
+	csp = w.Header().Get("Content-Security-Policy")
+	if !strings.Contains(csp, "script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval';") {
+		t.Fatalf("a page with scripts and WebAssembly: policy %q", csp)
+	}
+	body := w.Body.String()
+	for _, want := range []string{`<script src="/wallet/wasm_exec.js"></script>`, `<script src="screen.js"></script>`, `id="note" aria-live="polite">Starting the camera…</p>`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Index(body, "wasm_exec.js") > strings.Index(body, "screen.js") {
+		t.Error("scripts out of order")
+	}
+}

@@ -61,9 +61,10 @@ type Config struct {
 	// 18): a claim pays only with stamps bound to the submitting scanner's
 	// challenge, which the phone reads with its front camera (the browser
 	// wallet does; the browser scanner page shows its challenge). On by
-	// default; false is the opt-out, for phones without a front camera or
-	// the platform's screen page (/watermark/screen/), whose codes are
-	// refused (unbound_shares) while challenges are on.
+	// default; false is the opt-out, for phones without a usable front
+	// camera (the platform's screen page, /watermark/screen/, reads the
+	// challenge with it too; without one its codes are refused,
+	// unbound_shares, while challenges are on).
 	WatermarkChallenges bool `json:"watermark_challenges"`
 }
 

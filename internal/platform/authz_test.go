@@ -88,11 +88,12 @@ var expectedAccess = map[string][]pki.PrincipalKind{
 	"POST /v1/selfverify/tokens/{serial}/close":        nil,
 	"POST /v1/selfverify/confirmations/{id}":           nil,
 	// seed 003
-	"POST /v1/watermark/codes":             {pki.PrincipalPhone},
-	"POST /v1/watermark/pay":               {pki.PrincipalScanner},
-	"GET /v1/watermark/challenge-key":      {pki.PrincipalScanner},
-	"GET /watermark/screen/{id}/{file...}": nil,
-	"POST /v1/watermark/admin/devices":     {pki.PrincipalAdmin},
+	"POST /v1/watermark/codes":              {pki.PrincipalPhone},
+	"POST /v1/watermark/pay":                {pki.PrincipalScanner},
+	"GET /v1/watermark/challenge-key":       {pki.PrincipalScanner},
+	"GET /watermark/screen/{id}/{file...}":  nil,
+	"POST /watermark/screen/{id}/challenge": nil,
+	"POST /v1/watermark/admin/devices":      {pki.PrincipalAdmin},
 	// seed 001
 	"POST /v1/keycharge/devices":                       {pki.PrincipalAdmin, pki.PrincipalOperator},
 	"GET /v1/keycharge/devices":                        {pki.PrincipalAdmin, pki.PrincipalOperator},

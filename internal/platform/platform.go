@@ -122,8 +122,8 @@ type Config struct {
 	// (the CLI with --challenge, the browser wallet's front camera) reads.
 	// Off, codes pay by the time binding alone: a close video relayed live
 	// to another scanner pays too. The platform's screen page
-	// (/watermark/screen/) cannot read a challenge, so its codes pay only
-	// with challenges off.
+	// (/watermark/screen/) reads the challenge with the phone's front camera
+	// and posts it to its server (watermark/service, screen.go).
 	WatermarkChallengesOff bool
 	// ResultsDir holds experiment results the console shows ("" = none).
 	ResultsDir string

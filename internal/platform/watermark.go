@@ -40,6 +40,10 @@ func (p *Platform) startWatermark(ctx context.Context) error {
 	// pays.
 	p.Router.Handle("GET /v1/watermark/challenge-key", authz.Allow(pki.PrincipalScanner).OrSigned(), h)
 	p.Router.Handle("GET /watermark/screen/{id}/{file...}", authz.Public("the phone's screen: the looping code a scanner films"), h)
+	// What the screen page's front camera read of the scanner's challenge:
+	// the screen's unguessable id is the capability, as for the screen
+	// itself (bounded body, rate-limited per screen; watermark/service).
+	p.Router.Handle("POST /watermark/screen/{id}/challenge", authz.Public("the phone's screen: the scanner challenge its front camera read; the unguessable screen id is the capability"), h)
 	p.Router.Handle("POST /v1/watermark/admin/devices", authz.Allow(pki.PrincipalAdmin), enrolHandler(p, "watermark device", func(ctx context.Context, req *WatermarkEnrolment, pub any) (DeviceEnrolled, error) {
 		iss, err := p.EnrolWatermarkDevice(ctx, req.Name, req.Role, req.Account, req.EnrolmentCode, pub)
 		if err != nil {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/qshield/qshield/authz"
 	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/ledger"
@@ -64,7 +66,8 @@ type ChallengeKeyResponse struct {
 //	POST /v1/watermark/codes        a phone asks for a fresh code with its limit (phone certificate)
 //	POST /v1/watermark/pay          a scanner redeems a reconstructed code (scanner certificate, Idempotency-Key)
 //	GET  /v1/watermark/challenge-key a scanner fetches its challenge key (scanner certificate; 404 when challenges are off)
-//	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png, …/status (paypage.Status)
+//	GET  /watermark/screen/{id}/    the code's loop as a page; …/loop.gif, …/frame/{n}.png, …/status (paypage.Status), …/screen.js
+//	POST /watermark/screen/{id}/challenge  the page tells what scanner challenge its front camera read (ScreenChallengeRequest)
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	screens := &screens{m: map[string]*screen{}, now: s.now}
@@ -149,14 +152,19 @@ func (s *Service) Handler() http.Handler {
 		file := r.PathValue("file")
 		switch {
 		case file == "" || file == "index.html":
-			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, s.waitingMessage(sc.limit))
+			renderScreen(w, s.Params.Shares, s.Params.ModulePx, s.Params.FramePeriod(), sc.expires, s.waitingMessage(sc.limit), s.challengeMaster != nil)
+		case file == "screen.js":
+			// The page's front-camera reader (scanner challenges).
+			w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			_, _ = w.Write(screenJS)
 		case file == "status":
 			// The screen's live status: "paid" once a scanner redeemed the code.
 			s.writeScreenStatus(w, r, sc)
 		case file == "loop.gif":
 			// The next few seconds of the loop: its stamps age out after that.
 			var buf bytes.Buffer
-			if err := sc.loop.WriteGIF(&buf, s.now(), 3*time.Second); err != nil {
+			if err := sc.writeGIF(&buf, s.now(), 3*time.Second); err != nil {
 				writeErr(w, r, err)
 				return
 			}
@@ -168,12 +176,16 @@ func (s *Service) Handler() http.Handler {
 				codes.WriteCode(w, r, "not_found", "no such frame")
 				return
 			}
-			// Share n stamped with the current slot.
+			// Share n stamped with the current slot, bound to the scanner
+			// challenge the page's front camera read last (if it holds one).
 			w.Header().Set("Content-Type", "image/png")
-			_ = png.Encode(w, sc.loop.Frame(n, watermark.SlotAt(s.now())))
+			_ = png.Encode(w, sc.frame(n, s.now()))
 		default:
 			codes.WriteCode(w, r, "not_found", "no such file")
 		}
+	})
+	mux.HandleFunc("POST /watermark/screen/{id}/challenge", func(w http.ResponseWriter, r *http.Request) {
+		s.screenChallenge(w, r, screens.get(r.PathValue("id")))
 	})
 	return mux
 }
@@ -183,6 +195,11 @@ type screen struct {
 	handle  string // the code's T1, for its status
 	expires time.Time
 	limit   string // the most the code pays, as people read it ("" unknown)
+
+	// The scanner challenges the page's front camera read (POST …/challenge).
+	mu      sync.Mutex
+	tracker watermark.ChallengeTracker
+	posts   *rate.Limiter
 }
 
 type screens struct {
@@ -203,7 +220,7 @@ func (s *screens) add(l *watermark.Loop, handle string, expires time.Time, limit
 			delete(s.m, k)
 		}
 	}
-	s.m[id] = &screen{loop: l, handle: handle, expires: expires, limit: limit}
+	s.m[id] = &screen{loop: l, handle: handle, expires: expires, limit: limit, posts: rate.NewLimiter(screenChallengeRate, screenChallengeBurst)}
 	return id
 }
 
@@ -261,6 +278,8 @@ var codes = httpx.NewRegistry(
 	httpx.Code{Code: "unbound_shares", Status: http.StatusForbidden, Message: "The payment code was not shown to this scanner; please hold the phone to the scanner again.", Err: watermark.ErrUnbound},
 	httpx.Code{Code: "challenges_off", Status: http.StatusNotFound, Message: "Scanner challenges are not turned on.", Err: ErrChallengesOff},
 	httpx.Code{Code: "over_limit", Status: http.StatusUnprocessableEntity, Message: "The amount is above the limit the payer set for this code.", Err: watermark.ErrOverLimit},
+	httpx.Code{Code: "invalid_challenge", Status: http.StatusBadRequest, Message: "What the camera read is not a scanner's challenge.", Err: watermark.ErrChallenge},
+	httpx.Code{Code: "stale_challenge", Status: http.StatusUnprocessableEntity, Message: "The scanner's challenge is not current; hold the phone to the scanner again.", Err: ErrStaleChallenge},
 	httpx.Code{Code: "invalid_code_limit", Status: http.StatusBadRequest, Message: "The code's limit must be a positive amount."},
 	httpx.Code{Code: "invalid_stamps", Status: http.StatusBadRequest, Message: "The request carries too many stamps."},
 	httpx.Code{Code: "unknown_device", Status: http.StatusForbidden, Message: "This device is not registered for payments.", Err: ErrUnknownDevice},

@@ -17,13 +17,16 @@ import (
 // quiet zone inside the image (never cropped), a countdown to the code's
 // expiry, the most the code pays (the payer's limit) and a brightness hint — a scanner reads the faint watermark best
 // from a bright screen held still. msg is the waiting status
-// (waitingMessage).
-func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, expires time.Time, msg string) {
+// (waitingMessage). With scanner challenges on (challenges), the page also
+// runs screen.js, which reads the scanner's challenge with the front camera
+// through the wallet's WebAssembly QR decoder and says in the note line
+// what the camera sees (screen.go).
+func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, expires time.Time, msg string, challenges bool) {
 	loop := make([]string, n)
 	for k := range loop {
 		loop[k] = "frame/" + strconv.Itoa(k) + ".png"
 	}
-	paypage.Render(w, http.StatusOK, paypage.Page{
+	p := paypage.Page{
 		Title:      "Your payment code",
 		Subheading: "qshield",
 		Heading:    "Your payment code",
@@ -36,7 +39,13 @@ func renderScreen(w http.ResponseWriter, n, modulePx int, period time.Duration, 
 		Status:     paypage.Status{State: paypage.Waiting, Message: msg},
 		StatusURL:  "status",
 		Hint:       "Turn your screen brightness up and hold the phone still, 10–20 cm from the scanner.",
-	})
+	}
+	if challenges {
+		p.Note = "Starting the front camera…"
+		p.Scripts = []string{"/wallet/wasm_exec.js", "screen.js"}
+		p.WASM = true
+	}
+	paypage.Render(w, http.StatusOK, p)
 }
 
 // screenGone is the screen of a code that expired or never existed.
@@ -70,12 +79,12 @@ func (s *Service) screenStatus(ctx context.Context, sc *screen) paypage.Status {
 
 // waitingMessage is what the screen says while its code waits for a scan.
 // With scanner challenges on, a scanner pays only codes bound to its own
-// challenge, which this page cannot read (it has no front camera): it says
-// so rather than send the payer to a scanner that will refuse the code.
+// challenge, which the page reads with the phone's front camera: the payer
+// holds the screen to the scanner (the note line says what the camera sees).
 func (s *Service) waitingMessage(limit string) string {
 	msg := "Show this screen to the merchant's scanner, close up."
 	if s.challengeMaster != nil {
-		msg = "Merchants' scanners accept only a code shown by the qshield wallet, which sees the scanner with the phone's front camera; this page cannot, so a scanner will refuse it. Show your code from the wallet instead."
+		msg = "Hold this screen to the merchant's scanner, close up: the phone's front camera reads the scanner's own code."
 	}
 	if limit != "" {
 		msg += " It pays at most " + limit + "."

@@ -42,9 +42,9 @@ func TestScreenStatus(t *testing.T) {
 		if st := s.screenStatus(ctx, &screen{handle: "no-such-handle"}); st.State != paypage.Expired {
 			t.Fatalf("unknown handle: %+v", st)
 		}
-		// With scanner challenges on, the page cannot bind its code: it
-		// says so, limit included, instead of sending the payer to a
-		// scanner that refuses it.
+		// With scanner challenges on, the page reads the scanner's
+		// challenge with the front camera: it asks the payer to hold the
+		// screen to the scanner, limit included.
 		on, err := New(ctx, Config{DB: db, Ledger: s.led, Now: clk.Now, ChallengeMaster: make([]byte, 32)})
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +55,7 @@ func TestScreenStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 		if st := on.screenStatus(ctx, &screen{handle: rec3.Handle, expires: rec3.ExpiresAt, limit: "5.00 CNY"}); st.State != paypage.Waiting ||
-			!strings.Contains(st.Message, "scanner will refuse it") || !strings.HasSuffix(st.Message, "It pays at most 5.00 CNY.") {
+			!strings.Contains(st.Message, "front camera reads the scanner's own code") || !strings.HasSuffix(st.Message, "It pays at most 5.00 CNY.") {
 			t.Fatalf("with challenges on: %+v", st)
 		}
 	})
