@@ -168,11 +168,13 @@ func (s *Settlement) ensureCertified(ctx context.Context) error {
 		// never saved (the process died between the two): the CA holds an
 		// active certificate for this very key, which the new one replaces,
 		// instead of refusing the subject as taken for ever.
-		serial, err := s.activeCertForUnit(ctx)
+		c, _, err := s.cfg.CA.ActiveCertFor(ctx, pki.PrincipalSettlement, KindSettlement.String()+" "+s.cfg.Subject, u.Public())
 		if err != nil {
-			return err
+			return fmt.Errorf("bioqr: settlement certificates: %w", err)
 		}
-		replaces = serial
+		if c != nil {
+			replaces = c.SerialNumber
+		}
 	}
 	certd, err := s.certifier.certify(ctx, req, nil, replaces)
 	if err != nil {
@@ -184,30 +186,6 @@ func (s *Settlement) ensureCertified(ctx context.Context) error {
 	s.audit(ctx, AuditEvent{Action: "bioqr.certify", Actor: "ca", Subject: "settlement " + s.cfg.Subject, Outcome: "ok",
 		Detail: map[string]string{"serial": u.Credential().Serial.Text(16)}})
 	return nil
-}
-
-// activeCertForUnit returns the serial of the CA's active settlement
-// certificate for this server's subject and signing key, or nil.
-func (s *Settlement) activeCertForUnit(ctx context.Context) (*big.Int, error) {
-	ps, err := s.cfg.CA.Principals(ctx, pki.PrincipalFilter{Kind: pki.PrincipalSettlement, Name: KindSettlement.String() + " " + s.cfg.Subject, ActiveOnly: true})
-	if err != nil {
-		return nil, fmt.Errorf("bioqr: settlement certificates: %w", err)
-	}
-	pub := s.cfg.Unit.Public()
-	for _, pr := range ps {
-		der, err := s.cfg.CA.CertificateDER(ctx, pr.Serial)
-		if err != nil {
-			return nil, fmt.Errorf("bioqr: settlement certificate %s: %w", pr.Serial, err)
-		}
-		c, err := pki.ParseCertDER(der)
-		if err != nil {
-			return nil, fmt.Errorf("bioqr: settlement certificate %s: %w", pr.Serial, err)
-		}
-		if pub.Equal(c.PublicKey) {
-			return c.SerialNumber, nil
-		}
-	}
-	return nil, nil
 }
 
 func (s *Settlement) audit(ctx context.Context, e AuditEvent) {

@@ -11,8 +11,8 @@ import (
 )
 
 // ErrGatewayInUse is a registration that cannot be resumed: the gateway has
-// asked the CSS for keys (its preset key is spent), or the PPS holds it with
-// another key, merchant or account.
+// asked the CSS for keys (its preset key is spent). Another merchant than
+// the registered one is ErrGatewayExists.
 var ErrGatewayInUse = errors.New("qmsp: gateway registered and in use")
 
 // UnusedPresetKey returns gateway gi's preset key while the gateway has
@@ -22,17 +22,20 @@ var ErrGatewayInUse = errors.New("qmsp: gateway registered and in use")
 // instead of leaving the identity registered and unusable. Only the party
 // that ran that registration may call it (the platform resuming its own
 // provisioning); a gateway that has asked for keys is ErrGatewayInUse.
-func (c *CSS) UnusedPresetKey(ctx context.Context, gi string) ([PresetKeySize]byte, error) {
+func (c *CSS) UnusedPresetKey(ctx context.Context, gi string, merchant uint32) ([PresetKeySize]byte, error) {
 	var pk [PresetKeySize]byte
 	var status string
-	var epoch, pending int64
+	var m, epoch, pending int64
 	var sealed []byte
-	err := c.cfg.DB.QueryRowContext(ctx, c.cfg.DB.Rebind(`SELECT status, epoch, pending_epoch, pk FROM qmsp_css_gateways WHERE gi = ?`), gi).Scan(&status, &epoch, &pending, &sealed)
+	err := c.cfg.DB.QueryRowContext(ctx, c.cfg.DB.Rebind(`SELECT merchant, status, epoch, pending_epoch, pk FROM qmsp_css_gateways WHERE gi = ?`), gi).Scan(&m, &status, &epoch, &pending, &sealed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return pk, fmt.Errorf("%w: %s", ErrUnknownGateway, gi)
 	}
 	if err != nil {
 		return pk, fmt.Errorf("qmsp: read gateway %s: %w", gi, err)
+	}
+	if m != int64(merchant) {
+		return pk, fmt.Errorf("%w: %s is registered for merchant %d", ErrGatewayExists, gi, m)
 	}
 	if status != "active" || epoch != 0 || pending != 0 {
 		return pk, fmt.Errorf("%w: %s (status %s, epoch %d, pending %d)", ErrGatewayInUse, gi, status, epoch, pending)

@@ -31,9 +31,12 @@ func testRegistrationResume(t *testing.T, db *sqldb.DB) {
 	if _, err := e.css.RegisterGateway(ctx, "GW-R", 7); !errors.Is(err, ErrGatewayExists) {
 		t.Fatalf("second CSS registration: %v, want ErrGatewayExists", err)
 	}
-	again, err := e.css.UnusedPresetKey(ctx, "GW-R")
+	again, err := e.css.UnusedPresetKey(ctx, "GW-R", 7)
 	if err != nil || again != pk {
 		t.Fatalf("UnusedPresetKey: %v (same key: %v)", err, again == pk)
+	}
+	if _, err := e.css.UnusedPresetKey(ctx, "GW-R", 8); !errors.Is(err, ErrGatewayExists) {
+		t.Fatalf("UnusedPresetKey for another merchant: %v, want ErrGatewayExists", err)
 	}
 	iss, err := e.ca.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: "GW-R", PublicKey: e.gwKey.Public()})
 	if err != nil {
@@ -63,7 +66,7 @@ func testRegistrationResume(t *testing.T, db *sqldb.DB) {
 	if _, err := g.Current(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.css.UnusedPresetKey(ctx, "GW-U"); !errors.Is(err, ErrGatewayInUse) {
+	if _, err := e.css.UnusedPresetKey(ctx, "GW-U", 7); !errors.Is(err, ErrGatewayInUse) {
 		t.Fatalf("UnusedPresetKey of a used gateway: %v, want ErrGatewayInUse", err)
 	}
 }

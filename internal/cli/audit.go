@@ -52,7 +52,7 @@ func AuditCommand(g *Globals) *cobra.Command {
 		SilenceUsage: true,
 	}
 	cmd.AddCommand(auditVerifyCommand(g), auditSearchCommand(g), auditStatsCommand(g), auditHeadCommand(g),
-		auditReconcileCommand(g), auditCheckpointCommand(g), auditProveCommand(g), auditWitnessCommand(g))
+		auditReconcileCommand(g), auditCheckpointCommand(g), auditKeyCommand(g), auditProveCommand(g), auditWitnessCommand(g))
 	return cmd
 }
 
@@ -322,8 +322,11 @@ func auditCheckpointCommand(g *Globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				signer, _, err := platform.CheckpointSigner(dir, keyFile, origin)
+				signer, vkey, err := platform.CheckpointSigner(dir, keyFile, origin)
 				if err != nil {
+					return err
+				}
+				if err := platform.CheckCheckpointKey(ctx, db, dir, keyFile, vkey, g.Log); err != nil {
 					return err
 				}
 				msg, cp, err := l.Checkpoint(ctx, signer)
@@ -346,6 +349,65 @@ func auditCheckpointCommand(g *Globals) *cobra.Command {
 	cmd.Flags().StringVar(&keyFile, "key", "", "checkpoint signing key file (default: the platform's own key, as qshield serve signs: audit-checkpoint.key in its secret directory if one exists, else derived from the platform master key)")
 	cmd.Flags().StringVar(&out, "out", "", "also write the checkpoint to this file")
 	cmd.Flags().StringVar(&origin, "origin", "qshield-audit", "log name for a key created now")
+	return cmd
+}
+
+func auditKeyCommand(g *Globals) *cobra.Command {
+	var keyFile, origin string
+	var record bool
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Show the checkpoint verifier key this host signs with and the one the platform recorded; --record replaces the record",
+		Long: `Every node of a platform signs the audit log's checkpoints with one key, whose
+verifier key the first node records in the database; a node with another key refuses
+to start. key prints this host's key (as qshield serve and qshield audit checkpoint
+pick it: --key, else audit-checkpoint.key in the secret directory if one exists,
+else the key derived from the platform master key) and the recorded one. With
+--record it records this host's key in place of the recorded one (a key rotation,
+or nodes that each had their own key before upgrading: record the one to keep, then
+give every node that key), with an audit record of both keys. Tell witnesses and
+auditors the new verifier key: checkpoints signed before stay verifiable only with
+the old one.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAuditDB(g, cmd, func(ctx context.Context, db *sqldb.DB, l *audit.Log) error {
+				dir, err := platform.StateDir("", db)
+				if err != nil {
+					return err
+				}
+				_, vkey, err := platform.CheckpointSigner(dir, keyFile, origin)
+				if err != nil {
+					return err
+				}
+				recorded, err := platform.RecordedCheckpointKey(ctx, db)
+				if err != nil {
+					return err
+				}
+				out := map[string]any{"key": vkey, "recorded": recorded, "same": vkey == recorded}
+				if record {
+					if recorded, err = platform.ReplaceCheckpointKey(ctx, db, l, "cli:audit key --record", vkey); err != nil {
+						return err
+					}
+					out["previous"], out["recorded"], out["same"] = recorded, vkey, true
+					if keyFile == "" {
+						if err := platform.CheckCheckpointKey(ctx, db, dir, keyFile, vkey, g.Log); err != nil {
+							return err
+						}
+					}
+				}
+				text := fmt.Sprintf("this host signs with: %s\nrecorded:             %s", vkey, out["recorded"])
+				if record && recorded != vkey {
+					text += fmt.Sprintf("\nreplaced:             %s", recorded)
+				} else if !record && recorded != "" && recorded != vkey {
+					text += "\nthe keys differ: a platform node with this key refuses to start"
+				}
+				return g.Report(out, text)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "checkpoint signing key file (default: the platform's own key, as qshield serve signs)")
+	cmd.Flags().StringVar(&origin, "origin", "qshield-audit", "log name of the key")
+	cmd.Flags().BoolVar(&record, "record", false, "record this host's key as the platform's, replacing the recorded one (audited)")
 	return cmd
 }
 

@@ -2,21 +2,12 @@ package platform
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 	"time"
-
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/qshield/qshield/audit"
 	"github.com/qshield/qshield/authz"
-	"github.com/qshield/qshield/fsutil"
 	"github.com/qshield/qshield/pki"
 )
 
@@ -77,11 +68,11 @@ func (p *Platform) startAudit(ctx context.Context) error {
 	if origin == "" {
 		origin = "qshield-audit"
 	}
-	signer, vkey, err := checkpointSigner(p.StateDir, cfg.KeyFile, origin, p.Secret(auditCheckpointPurpose))
+	signer, vkey, err := checkpointSigner(p.StateDir, cfg.KeyFile, origin, func() ([]byte, error) { return p.Secret(auditCheckpointPurpose), nil })
 	if err != nil {
 		return err
 	}
-	if err := p.registerCheckpointKey(ctx, vkey); err != nil {
+	if err := recordCheckpointKey(ctx, p.DB, p.StateDir, cfg.KeyFile, vkey, p.Config.Log); err != nil {
 		return err
 	}
 	pub := &audit.Publisher{Log: p.Audit, Signer: signer, Every: cfg.Every, Interval: cfg.Interval, Logger: p.Config.Log}
@@ -134,115 +125,5 @@ func (p *Platform) startAudit(ctx context.Context) error {
 		_, _, err := pub.PublishNow(context.Background())
 		return err
 	})
-	return nil
-}
-
-// auditCheckpointPurpose derives the platform's checkpoint signing key from
-// its master key (Platform.Secret).
-const auditCheckpointPurpose = "audit-checkpoint"
-
-// CheckpointSigner returns the audit log's checkpoint signer of the platform
-// whose state directory is stateDir, and its signed-note verifier key, as
-// the platform itself signs (see AuditConfig.KeyFile): keyFile when given,
-// else the secret directory's audit-checkpoint.key if one exists, else the
-// key derived from the platform master key. For commands that sign a
-// checkpoint beside a running platform (qshield audit checkpoint).
-func CheckpointSigner(stateDir, keyFile, origin string) (note.Signer, string, error) {
-	seed, err := SecretIn(stateDir, auditCheckpointPurpose)
-	if err != nil {
-		return nil, "", err
-	}
-	return checkpointSigner(stateDir, keyFile, origin, seed)
-}
-
-func checkpointSigner(stateDir, keyFile, origin string, seed []byte) (note.Signer, string, error) {
-	if keyFile != "" {
-		s, v, err := audit.LoadOrCreateSigner(keyFile, keyFile+".vkey", origin)
-		if err != nil {
-			return nil, "", fmt.Errorf("platform: %w", err)
-		}
-		return s, v, nil
-	}
-	vkeyFile := AuditVerifierKeyFile(stateDir)
-	f, err := AuditKeyFile(stateDir)
-	if err != nil {
-		return nil, "", err
-	}
-	if _, err := os.Stat(f); err == nil {
-		// An installation from before the key was derived keeps its key.
-		s, v, err := audit.LoadOrCreateSigner(f, vkeyFile, origin)
-		if err != nil {
-			return nil, "", fmt.Errorf("platform: %w", err)
-		}
-		return s, v, nil
-	}
-	skey, vkey, err := derivedNoteKey(origin, seed)
-	if err != nil {
-		return nil, "", err
-	}
-	signer, err := note.NewSigner(skey)
-	if err != nil {
-		return nil, "", fmt.Errorf("platform: checkpoint key: %w", err)
-	}
-	switch old, err := audit.ReadVerifierKey(vkeyFile); {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := fsutil.WriteFileAtomic(vkeyFile, []byte(vkey+"\n"), 0o644, true); err != nil {
-			return nil, "", fmt.Errorf("platform: write checkpoint verifier key: %w", err)
-		}
-	case err != nil:
-		return nil, "", fmt.Errorf("platform: %w", err)
-	case old != vkey:
-		return nil, "", fmt.Errorf("%w: %s holds %q, but this node's key (derived from the platform master key) is %q: the master key changed, or the verifier file is another platform's", ErrCheckpointKeyDiffers, vkeyFile, old, vkey)
-	}
-	return signer, vkey, nil
-}
-
-// derivedNoteKey makes the signed-note Ed25519 key pair for origin whose
-// private key is seed (32 bytes): "PRIVATE+KEY+name+hash+base64(1 ‖ seed)"
-// and "name+hash+base64(1 ‖ public key)".
-func derivedNoteKey(origin string, seed []byte) (skey, vkey string, err error) {
-	if len(seed) != ed25519.SeedSize {
-		return "", "", fmt.Errorf("platform: checkpoint key seed of %d bytes", len(seed))
-	}
-	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
-	vkey, err = note.NewEd25519VerifierKey(origin, pub)
-	if err != nil {
-		return "", "", fmt.Errorf("platform: checkpoint key for %q: %w", origin, err)
-	}
-	parts := strings.SplitN(vkey, "+", 3) // name, hash, base64 key
-	skey = "PRIVATE+KEY+" + parts[0] + "+" + parts[1] + "+" + base64.StdEncoding.EncodeToString(append([]byte{1}, seed...))
-	return skey, vkey, nil
-}
-
-// ErrCheckpointKeyDiffers is a node whose checkpoint key is not the one
-// the platform's log is signed with: nodes of one platform must sign with
-// one key, or witnesses and auditors holding the platform's verifier key
-// would reject every other node's checkpoints.
-var ErrCheckpointKeyDiffers = errors.New("platform: this node's audit checkpoint key is not the platform's")
-
-// checkpointKeyName is the row of platform_state_files holding the verifier
-// key of the platform's checkpoints, registered by its first node.
-const checkpointKeyName = "audit-checkpoint.vkey"
-
-// registerCheckpointKey records vkey as the platform's checkpoint verifier
-// key when none is recorded yet, and refuses to start a node whose key is
-// another (ErrCheckpointKeyDiffers). The record is public: it does not
-// authenticate checkpoints (the verifier key file kept by auditors and
-// witnesses does); it stops a misconfigured node before it signs.
-func (p *Platform) registerCheckpointKey(ctx context.Context, vkey string) error {
-	if err := p.DB.Migrate(ctx, "platform_state", stateMigrations); err != nil {
-		return fmt.Errorf("platform: %w", err)
-	}
-	if _, err := p.DB.ExecContext(ctx, p.DB.Rebind(`INSERT INTO platform_state_files (name, data, updated_at) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO NOTHING`), checkpointKeyName, []byte(vkey), time.Now().UnixNano()); err != nil {
-		return fmt.Errorf("platform: register checkpoint key: %w", err)
-	}
-	theirs, err := p.stateFile(ctx, checkpointKeyName)
-	if err != nil {
-		return err
-	}
-	if string(theirs) != vkey {
-		return fmt.Errorf("%w: the log is signed by %q (registered by the platform's first node), this node's key is %q: give every node the same QSHIELD_PLATFORM_KEY (and the same audit key file, if one is set or left by an older installation in the secret directory)", ErrCheckpointKeyDiffers, theirs, vkey)
-	}
 	return nil
 }

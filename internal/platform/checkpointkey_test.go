@@ -179,3 +179,106 @@ func TestDerivedNoteKey(t *testing.T) {
 		t.Fatal("a 31-byte seed was accepted")
 	}
 }
+
+// Review finding: a node refused for its checkpoint key wrote its own
+// verifier key beside the database first, and that file kept it refused
+// after its configuration was fixed. A refused start now writes nothing,
+// and the fixed node starts.
+func TestCheckpointKeyRefusalWritesNothing(t *testing.T) {
+	t.Setenv(EnvSecretDir, "")
+	t.Setenv("QSHIELD_PLATFORM_KEY", strings.Repeat("9b", 32))
+	t.Setenv(EnvAuditKey, strings.Repeat("b9", 32))
+	root := t.TempDir()
+	db := filepath.Join(root, "shared.db")
+	p1, err := openAt(t, db, filepath.Join(root, "node1"), AuditConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := p1.auditVKey
+	p1.Close()
+	state2 := filepath.Join(root, "node2")
+	if p2, err := openAt(t, db, state2, AuditConfig{Origin: "other.example/log"}); !errors.Is(err, ErrCheckpointKeyDiffers) {
+		if err == nil {
+			p2.Close()
+		}
+		t.Fatalf("node with another origin: %v, want ErrCheckpointKeyDiffers", err)
+	}
+	if _, err := os.Stat(AuditVerifierKeyFile(state2)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the refused node wrote %s (%v)", AuditVerifierKeyFile(state2), err)
+	}
+	p2, err := openAt(t, db, state2, AuditConfig{})
+	if err != nil {
+		t.Fatalf("node 2 with its configuration fixed: %v", err)
+	}
+	defer p2.Close()
+	if got, err := audit.ReadVerifierKey(AuditVerifierKeyFile(state2)); err != nil || got != v1 {
+		t.Fatalf("node 2's verifier key file %q (%v), want %q", got, err, v1)
+	}
+}
+
+// Review finding: nothing could replace the recorded key (a rotation, or an
+// upgrade of nodes that each had their own key). ReplaceCheckpointKey
+// (qshield audit key --record) records another key, audited; a node with
+// it then starts and one with the old key is refused.
+func TestReplaceCheckpointKey(t *testing.T) {
+	t.Setenv(EnvSecretDir, "")
+	t.Setenv("QSHIELD_PLATFORM_KEY", strings.Repeat("ac", 32))
+	t.Setenv(EnvAuditKey, strings.Repeat("ca", 32))
+	root := t.TempDir()
+	db := filepath.Join(root, "shared.db")
+	p1, err := openAt(t, db, filepath.Join(root, "node1"), AuditConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := p1.auditVKey
+	ctx := context.Background()
+	keyFile := filepath.Join(root, "rotated", "checkpoint.key")
+	_, v2, err := CheckpointSigner(filepath.Join(root, "node1"), keyFile, "qshield-audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReplaceCheckpointKey(ctx, p1.DB, p1.Audit, "test", "not a key"); err == nil {
+		t.Fatal("a malformed verifier key was recorded")
+	}
+	if rec, _ := RecordedCheckpointKey(ctx, p1.DB); rec != v1 {
+		t.Fatalf("a refused replacement changed the record to %q", rec)
+	}
+	prev, err := ReplaceCheckpointKey(ctx, p1.DB, p1.Audit, "test", v2)
+	if err != nil || prev != v1 {
+		t.Fatalf("ReplaceCheckpointKey: previous %q, %v; want %q", prev, err, v1)
+	}
+	recs, err := p1.Audit.Search(ctx, audit.Query{Event: "audit.checkpoint_key.record"})
+	if err != nil || len(recs) != 1 || recs[0].Details["previous"] != v1 || recs[0].Details["key"] != v2 {
+		t.Fatalf("audit record of the replacement: %+v %v", recs, err)
+	}
+	p1.Close()
+	if p, err := openAt(t, db, filepath.Join(root, "node2"), AuditConfig{}); !errors.Is(err, ErrCheckpointKeyDiffers) {
+		if err == nil {
+			p.Close()
+		}
+		t.Fatalf("a node with the replaced key: %v, want ErrCheckpointKeyDiffers", err)
+	}
+	p3, err := openAt(t, db, filepath.Join(root, "node3"), AuditConfig{KeyFile: keyFile})
+	if err != nil {
+		t.Fatalf("a node with the recorded key: %v", err)
+	}
+	p3.Close()
+}
+
+// Review finding: `qshield audit checkpoint` on a host without the
+// platform's key created a random platform.key as a side effect. It now
+// fails and creates nothing.
+func TestCheckpointSignerCreatesNoMasterKey(t *testing.T) {
+	t.Setenv(EnvSecretDir, "")
+	t.Setenv("QSHIELD_PLATFORM_KEY", "")
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := CheckpointSigner(state, "", "qshield-audit"); err == nil {
+		t.Fatal("signed with a master key that did not exist")
+	}
+	if _, err := os.Stat(filepath.Join(DefaultSecretDir(state), "platform.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("platform.key was created (%v)", err)
+	}
+}

@@ -514,9 +514,14 @@ func (q *QMSP) enrolGateway(ctx context.Context, gi string, merchant uint32, acc
 	var cert *x509.Certificate
 	if resume { // the certificate the interrupted run had issued, if any
 		var err error
-		if cert, err = q.activeGatewayCert(ctx, gi, pub); err != nil {
+		c, pr, err := q.p.CA.ActiveCertFor(ctx, pki.PrincipalGateway, gi, pub)
+		if err != nil {
 			return nil, pk, err
 		}
+		if c != nil && (!pr.MayActFor("account:"+account) || !pr.MayActFor(fmt.Sprintf("merchant:%d", merchant))) {
+			return nil, pk, fmt.Errorf("%w: %s's certificate is for another account or merchant than this provisioning's", qmsp.ErrGatewayExists, gi)
+		}
+		cert = c
 	}
 	if cert == nil {
 		iss, err := q.p.CA.Issue(ctx, pki.IssueRequest{Role: pki.RoleDevice, CommonName: gi, PublicKey: pub,
@@ -531,7 +536,7 @@ func (q *QMSP) enrolGateway(ctx context.Context, gi string, merchant uint32, acc
 	for attempt := 0; ; attempt++ {
 		pk, err = q.CSS.RegisterGateway(ctx, gi, merchant)
 		if resume && errors.Is(err, qmsp.ErrGatewayExists) {
-			pk, err = q.CSS.UnusedPresetKey(ctx, gi)
+			pk, err = q.CSS.UnusedPresetKey(ctx, gi, merchant)
 		}
 		if err == nil || !errors.Is(err, qmsp.ErrNoQuantumKey) || attempt >= 50 {
 			break
@@ -549,33 +554,6 @@ func (q *QMSP) enrolGateway(ctx context.Context, gi string, merchant uint32, acc
 		return nil, pk, err
 	}
 	return cert, pk, nil
-}
-
-// activeGatewayCert returns the active device certificate of gateway gi
-// for key pub, or nil when there is none.
-func (q *QMSP) activeGatewayCert(ctx context.Context, gi string, pub crypto.PublicKey) (*x509.Certificate, error) {
-	ps, err := q.p.CA.Principals(ctx, pki.PrincipalFilter{Kind: pki.PrincipalGateway, Name: gi, ActiveOnly: true})
-	if err != nil {
-		return nil, err
-	}
-	want, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
-	if !ok {
-		return nil, fmt.Errorf("platform: gateway %s key of type %T", gi, pub)
-	}
-	for _, pr := range ps {
-		der, err := q.p.CA.CertificateDER(ctx, pr.Serial)
-		if err != nil {
-			return nil, err
-		}
-		c, err := pki.ParseCertDER(der)
-		if err != nil {
-			return nil, fmt.Errorf("platform: gateway %s certificate %s: %w", gi, pr.Serial, err)
-		}
-		if want.Equal(c.PublicKey) {
-			return c, nil
-		}
-	}
-	return nil, nil
 }
 
 // IssuePhone issues a phone's client certificate and binds payer number

@@ -270,10 +270,10 @@ func TestUnusedPresetKeyRefusesUsedGateway(t *testing.T) {
 	if _, err := g.Current(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.QMSP.CSS.UnusedPresetKey(ctx, BuiltinGateway); !errors.Is(err, qmsp.ErrGatewayInUse) {
+	if _, err := p.QMSP.CSS.UnusedPresetKey(ctx, BuiltinGateway, BuiltinMerchant); !errors.Is(err, qmsp.ErrGatewayInUse) {
 		t.Fatalf("UnusedPresetKey of a gateway in use: %v, want ErrGatewayInUse", err)
 	}
-	if _, err := p.QMSP.CSS.UnusedPresetKey(ctx, "GW-9999"); !errors.Is(err, qmsp.ErrUnknownGateway) {
+	if _, err := p.QMSP.CSS.UnusedPresetKey(ctx, "GW-9999", 1); !errors.Is(err, qmsp.ErrUnknownGateway) {
 		t.Fatalf("UnusedPresetKey of an unknown gateway: %v", err)
 	}
 }

@@ -77,7 +77,29 @@ func SecretIn(dir, purpose string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hkdf.Key(sha256.New, m, nil, "qshield/"+purpose, 32)
+	return derive(m, purpose)
+}
+
+// derive is the HKDF-SHA256 derivation of Platform.Secret.
+func derive(master []byte, purpose string) ([]byte, error) {
+	return hkdf.Key(sha256.New, master, nil, "qshield/"+purpose, 32)
+}
+
+// existingMaster is loadMaster for a command that must not create the
+// platform's master key: QSHIELD_PLATFORM_KEY, or the secret directory's
+// platform.key if it exists.
+func existingMaster(dir string) ([]byte, error) {
+	if os.Getenv("QSHIELD_PLATFORM_KEY") != "" {
+		return loadMaster(dir)
+	}
+	sd, err := secretDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(sd, "platform.key")); err != nil {
+		return nil, fmt.Errorf("platform: no platform master key here (QSHIELD_PLATFORM_KEY unset, %s: %w): run where the platform's key is, or set it", filepath.Join(sd, "platform.key"), err)
+	}
+	return loadMaster(dir)
 }
 
 func loadMaster(dir string) ([]byte, error) {

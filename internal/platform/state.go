@@ -13,11 +13,13 @@ import (
 	"github.com/qshield/qshield/sqldb"
 )
 
-// Platform identity files (today the bioqr settlement unit) are kept in the
-// database, so that every node of one platform has the same identity; each
-// node materialises them in its state directory for the code that reads
-// files. The files hold their private keys sealed under a key derived from
-// the platform master key, as they do on disk.
+// Platform state shared by the nodes is kept in the database
+// (platform_state_files), so that every node of one platform has the same
+// identity: the bioqr settlement unit (each node materialises it in its
+// state directory for the code that reads files; its private keys sealed
+// under a key derived from the platform master key, as on disk), the audit
+// checkpoint verifier key the log is signed with (checkpointkey.go), and
+// the sealed device key of a gateway while it is being provisioned (qmsp.go).
 var stateMigrations = []sqldb.Migration{{Version: 1, SQL: `
 CREATE TABLE platform_state_files (
 	name       TEXT PRIMARY KEY,
@@ -48,11 +50,7 @@ func (p *Platform) adoptStateFile(ctx context.Context, name, path string, create
 	if err != nil {
 		return fmt.Errorf("platform: %w", err)
 	}
-	if _, err := p.DB.ExecContext(ctx, p.DB.Rebind(`INSERT INTO platform_state_files (name, data, updated_at) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO NOTHING`), name, mine, time.Now().UnixNano()); err != nil {
-		return fmt.Errorf("platform: store %s: %w", name, err)
-	}
-	theirs, err := p.stateFile(ctx, name)
+	theirs, err := recordStateOnce(ctx, p.DB, name, mine)
 	if err != nil {
 		return err
 	}
@@ -77,8 +75,14 @@ func (p *Platform) saveStateFile(ctx context.Context, name, path string) error {
 }
 
 func (p *Platform) stateFile(ctx context.Context, name string) ([]byte, error) {
+	return readStateFile(ctx, p.DB, name)
+}
+
+// readStateFile reads the platform_state_files row name (sql.ErrNoRows
+// when there is none).
+func readStateFile(ctx context.Context, db *sqldb.DB, name string) ([]byte, error) {
 	var data []byte
-	err := p.DB.QueryRowContext(ctx, p.DB.Rebind(`SELECT data FROM platform_state_files WHERE name = ?`), name).Scan(&data)
+	err := db.QueryRowContext(ctx, db.Rebind(`SELECT data FROM platform_state_files WHERE name = ?`), name).Scan(&data)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("platform: read %s: %w", name, err)
 	}
