@@ -37,16 +37,6 @@ var codeTable = []struct {
 	{"currency_mismatch", 422, "The payment is in the wrong currency.", ErrCurrency},
 }
 
-// ErrorForCode returns the sentinel error of a problem code the operator or
-// a vendor answered with, or nil for a code it does not know.
-func ErrorForCode(code string) error {
-	for _, c := range codeTable {
-		if c.code == code {
-			return c.err
-		}
-	}
-	return nil
-}
 
 // codes is the operator's and vendor's error-code registry; the clients
 // map the codes back, so errors.Is works across HTTP.

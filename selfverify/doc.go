@@ -21,14 +21,15 @@
 //
 // # Builds
 //
-// The user's side and the message layer (User, Wallet, Register, the
-// messages, their cryptography, VendorCode, LookupHeaders, ErrorForCode)
-// build on every platform, WebAssembly included: the browser wallet
-// (internal/wallet/wasm) runs this code, not a copy. The operator, the
-// vendor, their stores and the HTTP server and clients need a database or
-// httpx (which needs sqldb, and modernc sqlite has no js/wasm port), so
-// those files carry //go:build !wasm; local.go and local_wasm.go hold the
-// two small pieces that differ.
+// The user's side, the message layer (User, Wallet, Register, the
+// messages, their cryptography, VendorCode, LookupHeaders) and the HTTP
+// clients (OperatorClient, VendorClient, on httpx.Client) build on every
+// platform, WebAssembly included: the browser wallet (internal/wallet/wasm)
+// runs this code, not a copy, with the page's fetch as the clients'
+// httpx.Doer. The operator, the vendor, their stores and the HTTP server
+// need a database (modernc sqlite has no js/wasm port), so those files
+// carry //go:build !wasm; local.go and local_wasm.go hold the one piece
+// that differs (the error codes whose sentinels come from the ledger).
 //
 // # The seed's §3, step by step
 //

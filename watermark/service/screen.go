@@ -41,7 +41,7 @@ import (
 // shows the code. The server cannot tell a challenge the payer's camera read
 // from one typed in by the id's holder — nor can the wallet's tracker — so
 // the id is as secret as the code's frames themselves. Posts are bounded
-// (64-byte body, screenChallengeRate per screen); bad input gets a 4xx and
+// (a body of at most maxScreenChallengeBody bytes, screenChallengeRate per screen); bad input gets a 4xx and
 // leaves the tracker unchanged.
 
 // ErrStaleChallenge reports a challenge whose slot lies outside the
@@ -75,16 +75,14 @@ type ScreenChallengeResponse struct {
 //go:embed screen.js
 var screenJS []byte
 
-// ParseScreenChallenge decodes and checks the body of a challenge post: one
-// JSON object with the challenge's canonical text (watermark.ParseChallenge),
-// at most maxScreenChallengeBody bytes.
-func ParseScreenChallenge(body []byte) (watermark.Challenge, error) {
-	if len(body) > maxScreenChallengeBody {
-		return watermark.Challenge{}, &httpx.DecodeError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large",
-			Err: fmt.Errorf("request body larger than %d bytes", maxScreenChallengeBody)}
-	}
+// decodeScreenChallenge reads a POST …/challenge request: one JSON object
+// {"challenge": text} of at most maxScreenChallengeBody bytes (httpx.Decode's
+// rules: application/json, no unknown or repeated fields) whose text is a
+// canonical challenge (watermark.ParseChallenge). Errors are
+// *httpx.DecodeError for the body and the challenge's own otherwise.
+func decodeScreenChallenge(r *http.Request) (watermark.Challenge, error) {
 	var req ScreenChallengeRequest
-	if err := httpx.DecodeBytes(body, &req); err != nil {
+	if err := httpx.Decode(r, maxScreenChallengeBody, &req); err != nil {
 		return watermark.Challenge{}, err
 	}
 	return watermark.ParseChallenge(req.Challenge)
@@ -118,16 +116,7 @@ func (s *Service) screenChallenge(w http.ResponseWriter, r *http.Request, sc *sc
 		codes.WriteCode(w, r, "rate_limited", "too many challenge reads for this screen")
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
-		httpx.WriteProblem(w, r, http.StatusUnsupportedMediaType, "unsupported_media_type", "content type is not application/json")
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxScreenChallengeBody+1))
-	if err != nil {
-		codes.WriteCode(w, r, "malformed_json", "the request body could not be read")
-		return
-	}
-	c, err := ParseScreenChallenge(body)
+	c, err := decodeScreenChallenge(r)
 	var de *httpx.DecodeError
 	switch {
 	case errors.As(err, &de):

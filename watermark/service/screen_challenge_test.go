@@ -324,7 +324,7 @@ func FuzzParseScreenChallenge(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		got, err := ParseScreenChallenge(body)
+		got, err := decodeScreenChallenge(postBody(body))
 		if err != nil {
 			if got != (watermark.Challenge{}) {
 				t.Fatalf("refused body %q gave challenge %+v", body, got)
@@ -341,9 +341,16 @@ func FuzzParseScreenChallenge(f *testing.F) {
 		if got.String() != req.Challenge {
 			t.Fatalf("accepted %q as %+v, which prints as %q", req.Challenge, got, got.String())
 		}
-		again, err := ParseScreenChallenge([]byte(challengeBody(got)))
+		again, err := decodeScreenChallenge(postBody([]byte(challengeBody(got))))
 		if err != nil || again != got {
 			t.Fatalf("re-encoded %+v parses to %+v, %v", got, again, err)
 		}
 	})
+}
+
+// postBody is a POST …/challenge request carrying body.
+func postBody(body []byte) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/watermark/screen/x/challenge", bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json; charset=utf-8")
+	return r
 }

@@ -36,7 +36,7 @@ import (
 type shop struct {
 	mu     sync.Mutex
 	origin string   // the operator's origin (the platform serving the page)
-	fetch  js.Value // (url, method, headers object, body) → Promise<{status, body}>
+	fetch  js.Value // (url, method, headers object, body) → Promise<{status, contentType, body}>
 	save   js.Value // (wallet JSON) → Promise (sealed and stored)
 	user   *selfverify.User
 }
