@@ -26,6 +26,7 @@ type Batcher struct {
 	maxBatch int
 	jobs     chan *batchJob
 	stop     chan struct{}
+	exited   chan struct{} // closed when the loop has returned
 	wg       sync.WaitGroup
 	once     sync.Once
 }
@@ -44,10 +45,12 @@ func (db *DB) NewBatcher(maxBatch int) *Batcher {
 	if maxBatch <= 0 {
 		maxBatch = 256
 	}
-	b := &Batcher{db: db, maxBatch: maxBatch, jobs: make(chan *batchJob, maxBatch), stop: make(chan struct{})}
+	b := &Batcher{db: db, maxBatch: maxBatch, jobs: make(chan *batchJob, maxBatch), stop: make(chan struct{}), exited: make(chan struct{})}
 	if db.Dialect == SQLite {
 		b.wg.Add(1)
 		go b.loop()
+	} else {
+		close(b.exited)
 	}
 	return b
 }
@@ -69,9 +72,16 @@ func (b *Batcher) Do(ctx context.Context, fn func(*sql.Tx) error) error {
 	select {
 	case err := <-j.done:
 		return err
-	case <-b.stop:
-		// The loop finishes the batch in hand before it exits.
-		return <-j.done
+	case <-b.exited:
+		// The loop finished the batch in hand before it returned: a job it
+		// took has its result; one it never took (the send above can win
+		// the race with Close) is never run.
+		select {
+		case err := <-j.done:
+			return err
+		default:
+			return ErrBatcherClosed
+		}
 	}
 }
 
@@ -84,6 +94,7 @@ func (b *Batcher) Close() error {
 
 func (b *Batcher) loop() {
 	defer b.wg.Done()
+	defer close(b.exited)
 	batch := make([]*batchJob, 0, b.maxBatch)
 	for {
 		batch = batch[:0]
