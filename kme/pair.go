@@ -109,11 +109,11 @@ func StartPair(ctx context.Context, db *sqldb.DB, cfg PairConfig) (*Pair, error)
 		peerClient *tls.Config
 	}
 	mk := func(sc, peer SiteConfig, peerURL string) (*site, error) {
-		srv, err := cfg.CA.IssueTLS(ctx, pki.RoleServer, sc.KMEID, dns, ips)
+		srv, err := cfg.CA.ServiceTLS(ctx, "kme/"+sc.KMEID+"/server", pki.IssueRequest{Role: pki.RoleServer, CommonName: sc.KMEID, DNSNames: dns, IPAddresses: ips})
 		if err != nil {
 			return nil, fmt.Errorf("kme: issue server certificate for %s: %w", sc.KMEID, err)
 		}
-		cli, err := cfg.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleClient, CommonName: sc.KMEID, Kind: pki.PrincipalKMEPeer, Scheme: "kme"})
+		cli, err := cfg.CA.ServiceTLS(ctx, "kme/"+sc.KMEID+"/client", pki.IssueRequest{Role: pki.RoleClient, CommonName: sc.KMEID, Kind: pki.PrincipalKMEPeer, Scheme: "kme"})
 		if err != nil {
 			return nil, fmt.Errorf("kme: issue client certificate for %s: %w", sc.KMEID, err)
 		}
@@ -190,7 +190,7 @@ func (p *Pair) ClientTLS(ctx context.Context, saeID string) (*tls.Config, error)
 // ClientTLSAs is ClientTLS for an SAE that is also a principal of another
 // kind (a key charger is an SAE of its site's KME): kind is sae or charger.
 func (p *Pair) ClientTLSAs(ctx context.Context, saeID string, kind pki.PrincipalKind) (*tls.Config, error) {
-	cert, err := p.ca.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: saeID, Kind: kind, Scheme: "kme"})
+	cert, err := p.ca.ServiceTLS(ctx, "kme/sae/"+saeID+"/"+string(kind), pki.IssueRequest{Role: pki.RoleApplication, CommonName: saeID, Kind: kind, Scheme: "kme"})
 	if err != nil {
 		return nil, fmt.Errorf("kme: issue SAE certificate for %s: %w", saeID, err)
 	}

@@ -84,6 +84,8 @@ type CA struct {
 	audit  audit.Recorder // optional, see WithAudit
 	actor  string
 	cache  *principalCache // Authenticate's register reads, shared by WithAudit copies
+	// tlsCache keeps the platform's own service certificates (WithTLSCache).
+	tlsCache TLSCache
 }
 
 var migrations = []sqldb.Migration{{Version: 1, SQL: `CREATE TABLE pki_cas (

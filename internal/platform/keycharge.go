@@ -14,7 +14,7 @@ import (
 // site B: it fetches by ID the keys the charger (master SAE "charger-1" at
 // site A) wrote into a device.
 func (p *Platform) startKeyCharge(ctx context.Context) error {
-	cert, err := p.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: SAEQSSC, Kind: pki.PrincipalSAE, Scheme: "keycharge"})
+	cert, err := p.CA.ServiceTLS(ctx, "keycharge-qssc", pki.IssueRequest{Role: pki.RoleApplication, CommonName: SAEQSSC, Kind: pki.PrincipalSAE, Scheme: "keycharge"})
 	if err != nil {
 		return err
 	}

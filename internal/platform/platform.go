@@ -218,6 +218,11 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.CA = p.CA.WithAudit(p.Audit, "platform")
+	tc, err := newTLSCache(p)
+	if err != nil {
+		return nil, err
+	}
+	p.CA = p.CA.WithTLSCache(tc)
 	lopts := []ledger.Option{ledger.WithAudit(p.Audit)}
 	if p.DB.Dialect == sqldb.Postgres {
 		// The expiry of pending transfers runs as a duty, on one node at a
@@ -253,7 +258,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	}
 	if !cfg.InsecureHTTP {
 		dns, ips := hosts(cfg.Hosts)
-		cert, err := p.CA.IssueTLS(ctx, pki.RoleServer, "qshield-platform", dns, ips)
+		cert, err := p.CA.ServiceTLS(ctx, "platform-server", pki.IssueRequest{Role: pki.RoleServer, CommonName: "qshield-platform", DNSNames: dns, IPAddresses: ips})
 		if err != nil {
 			return nil, fmt.Errorf("platform: server certificate: %w", err)
 		}

@@ -254,11 +254,11 @@ func (p *Platform) runLink(ctx context.Context, cfg QKDConfig, sinkA, sinkB qkd.
 	} else {
 		blockTime = 0
 	}
-	aliceCert, err := p.CA.IssueTLSFor(ctx, pki.IssueRequest{Role: pki.RoleApplication, CommonName: "qkd-alice", Kind: pki.PrincipalKMEPeer, Scheme: "qkd"})
+	aliceCert, err := p.CA.ServiceTLS(ctx, "qkd-alice", pki.IssueRequest{Role: pki.RoleApplication, CommonName: "qkd-alice", Kind: pki.PrincipalKMEPeer, Scheme: "qkd"})
 	if err != nil {
 		return err
 	}
-	bobCert, err := p.CA.IssueTLS(ctx, pki.RoleServer, "qkd-bob", nil, []net.IP{net.ParseIP("127.0.0.1")})
+	bobCert, err := p.CA.ServiceTLS(ctx, "qkd-bob", pki.IssueRequest{Role: pki.RoleServer, CommonName: "qkd-bob", IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}})
 	if err != nil {
 		return err
 	}
