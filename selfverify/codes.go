@@ -37,7 +37,6 @@ var codeTable = []struct {
 	{"currency_mismatch", 422, "The payment is in the wrong currency.", ErrCurrency},
 }
 
-
 // codes is the operator's and vendor's error-code registry; the clients
 // map the codes back, so errors.Is works across HTTP.
 var codes = httpx.NewRegistry(registryCodes()...)
