@@ -326,7 +326,7 @@ func auditCheckpointCommand(g *Globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if err := platform.CheckCheckpointKey(ctx, db, dir, keyFile, vkey, g.Log); err != nil {
+				if err := platform.RecordCheckpointKey(ctx, db, dir, keyFile, vkey, g.Log); err != nil {
 					return err
 				}
 				msg, cp, err := l.Checkpoint(ctx, signer)
@@ -390,7 +390,7 @@ the old one.`,
 					}
 					out["previous"], out["recorded"], out["same"] = recorded, vkey, true
 					if keyFile == "" {
-						if err := platform.CheckCheckpointKey(ctx, db, dir, keyFile, vkey, g.Log); err != nil {
+						if err := platform.RecordCheckpointKey(ctx, db, dir, keyFile, vkey, g.Log); err != nil {
 							return err
 						}
 					}

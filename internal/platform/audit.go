@@ -72,7 +72,7 @@ func (p *Platform) startAudit(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := recordCheckpointKey(ctx, p.DB, p.StateDir, cfg.KeyFile, vkey, p.Config.Log); err != nil {
+	if err := RecordCheckpointKey(ctx, p.DB, p.StateDir, cfg.KeyFile, vkey, p.Config.Log); err != nil {
 		return err
 	}
 	pub := &audit.Publisher{Log: p.Audit, Signer: signer, Every: cfg.Every, Interval: cfg.Interval, Logger: p.Config.Log}

@@ -1,7 +1,6 @@
 package platform
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"database/sql"
@@ -64,7 +63,7 @@ func CheckpointSigner(stateDir, keyFile, origin string) (note.Signer, string, er
 // checkpointSigner picks the key (see CheckpointSigner); seed is called
 // only for the derived key. It writes nothing beside the database: the
 // verifier key file is written once the key is recorded
-// (recordCheckpointKey).
+// (RecordCheckpointKey).
 func checkpointSigner(stateDir, keyFile, origin string, seed func() ([]byte, error)) (note.Signer, string, error) {
 	if keyFile != "" {
 		s, v, err := audit.LoadOrCreateSigner(keyFile, keyFile+".vkey", origin)
@@ -117,14 +116,15 @@ func derivedNoteKey(origin string, seed []byte) (skey, vkey string, err error) {
 	return skey, vkey, nil
 }
 
-// recordCheckpointKey records vkey as the platform's checkpoint verifier
-// key when none is recorded yet and refuses another (ErrCheckpointKeyDiffers,
+// RecordCheckpointKey records vkey as the platform's checkpoint verifier
+// key when none is recorded yet (at a node's start, and before qshield audit
+// checkpoint signs beside the platform) and refuses another (ErrCheckpointKeyDiffers,
 // nothing written). Then, for the platform's own key (keyFile ""), it makes
 // audit-checkpoint.vkey beside the database say the recorded key,
 // replacing a stale file. The record is public: it does not authenticate
 // checkpoints (the verifier key auditors and witnesses keep does); it stops a
 // misconfigured node before it signs.
-func recordCheckpointKey(ctx context.Context, db *sqldb.DB, stateDir, keyFile, vkey string, log *slog.Logger) error {
+func RecordCheckpointKey(ctx context.Context, db *sqldb.DB, stateDir, keyFile, vkey string, log *slog.Logger) error {
 	theirs, err := recordStateOnce(ctx, db, checkpointKeyName, []byte(vkey))
 	if err != nil {
 		return err
@@ -169,13 +169,6 @@ func RecordedCheckpointKey(ctx context.Context, db *sqldb.DB) (string, error) {
 	return string(b), err
 }
 
-// CheckCheckpointKey is recordCheckpointKey for a command signing beside
-// the platform (qshield audit checkpoint): vkey must be the recorded key,
-// or becomes it when none is recorded.
-func CheckCheckpointKey(ctx context.Context, db *sqldb.DB, stateDir, keyFile, vkey string, log *slog.Logger) error {
-	return recordCheckpointKey(ctx, db, stateDir, keyFile, vkey, log)
-}
-
 // ReplaceCheckpointKey records vkey as the platform's checkpoint verifier
 // key in place of the recorded one (a key rotation, or nodes that each
 // had their own key before an upgrade), with an audit record of both. It
@@ -213,12 +206,5 @@ func recordStateOnce(ctx context.Context, db *sqldb.DB, name string, data []byte
 		ON CONFLICT (name) DO NOTHING`), name, data, time.Now().UnixNano()); err != nil {
 		return nil, fmt.Errorf("platform: store %s: %w", name, err)
 	}
-	theirs, err := readStateFile(ctx, db, name)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(theirs, data) {
-		return theirs, nil
-	}
-	return data, nil
+	return readStateFile(ctx, db, name)
 }

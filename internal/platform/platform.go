@@ -218,7 +218,7 @@ func Open(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.CA = p.CA.WithAudit(p.Audit, "platform")
-	tc, err := newTLSCache(p)
+	tc, err := newTLSCache(ctx, p)
 	if err != nil {
 		return nil, err
 	}
