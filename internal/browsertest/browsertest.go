@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -91,4 +93,25 @@ func NewTab(t testing.TB, bctx context.Context, d time.Duration) context.Context
 	ctx, cancelT := context.WithTimeout(tctx, d)
 	t.Cleanup(cancelT)
 	return ctx
+}
+
+// Front brings tab's page to the front of its window. Chromium draws only
+// the page in front: a screenshot of another waits for a frame that does
+// not come, and a hidden page's timers and camera frames are throttled. A
+// test working in two tabs (a POS page and the wallet filming it) brings
+// the one it uses to the front first.
+func Front(tab context.Context) error {
+	_, err := chromedp.Call(tab, page.BringToFront, cdp.Empty{})
+	return err
+}
+
+// ShootElement brings tab to the front and screenshots the element sel,
+// waiting at most d for it to be visible and drawn.
+func ShootElement(tab context.Context, sel string, d time.Duration) ([]byte, error) {
+	if err := Front(tab); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(tab, d)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(sel), chromedp.NodeVisible))
 }

@@ -76,7 +76,7 @@ func WriteY4M(w io.Writer, frames []image.Image, fps int) error {
 			for x := 0; x < fw; x++ {
 				r, g, bb, _ := f.At(fb.Min.X+x, fb.Min.Y+y).RGBA()
 				yy, _, _ := color.RGBToYCbCr(uint8(r>>8), uint8(g>>8), uint8(bb>>8))
-				yp[y*fw+x] = yy
+				yp[y*fw+x] = limitedLuma(yy)
 			}
 		}
 		for y := 0; y < fh/2; y++ {
@@ -89,7 +89,7 @@ func WriteY4M(w io.Writer, frames []image.Image, fps int) error {
 					}
 				}
 				_, cb, cr := color.RGBToYCbCr(uint8(sr/4), uint8(sg/4), uint8(sb/4))
-				up[y*fw/2+x], vp[y*fw/2+x] = cb, cr
+				up[y*fw/2+x], vp[y*fw/2+x] = limitedChroma(cb), limitedChroma(cr)
 			}
 		}
 		bw.WriteString("FRAME\n")
@@ -98,6 +98,22 @@ func WriteY4M(w io.Writer, frames []image.Image, fps int) error {
 		bw.Write(vp)
 	}
 	return bw.Flush()
+}
+
+// limitedLuma maps full-range luma (JFIF, what color.RGBToYCbCr gives)
+// to BT.601 limited range, 16–235, the range Chromium reads a Y4M in:
+// written full range, the camera's frames came out contrast-stretched,
+// light greys clipped to white and dark ones to black.
+func limitedLuma(y uint8) uint8 { return uint8(16 + (int(y)*219+127)/255) }
+
+// limitedChroma maps full-range chroma to BT.601 limited range, 16–240.
+func limitedChroma(c uint8) uint8 { return uint8(128 + ((int(c)-128)*224+127*sign(int(c)-128))/255) }
+
+func sign(v int) int {
+	if v < 0 {
+		return -1
+	}
+	return 1
 }
 
 // WriteY4MFile writes frames to path atomically (a camera reading the old

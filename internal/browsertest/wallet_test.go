@@ -39,8 +39,11 @@ func filmGateway(t *testing.T, tab context.Context, path string, prev qmsp.KeyRe
 	var d qmsp.Display
 	for try := 0; ; try++ {
 		waitJS(t, tab, "(function(){var c=document.getElementById('code');return !!c && c.complete && c.naturalWidth>0})()", "gateway code loaded")
-		shot, err := chromedp.Run(tab, chromedp.Screenshot(chromedp.CSS("#code"), chromedp.NodeVisible))
+		shot, err := browsertest.ShootElement(tab, "#code", 15*time.Second)
 		if err != nil {
+			if try < 3 {
+				continue // no frame drawn in 15 s: try again
+			}
 			t.Fatalf("screenshot of the gateway code: %v", err)
 		}
 		img, err := png.Decode(bytes.NewReader(shot))
@@ -92,6 +95,7 @@ func TestWalletPaysQMSPThroughCamera(t *testing.T) {
 	shown := filmGateway(t, gw, cam, qmsp.KeyRef{})
 
 	w := browsertest.NewTab(t, bctx, 5*time.Minute)
+	front(t, w)
 	do(t, w, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(1), chromedp.EmulateMobile))
 	do(t, w, "open wallet", chromedp.Navigate(base+"/wallet/"))
 	waitJS(t, w, "document.body.dataset.view === 'enrol'", "enrolment form")
@@ -116,6 +120,7 @@ func TestWalletPaysQMSPThroughCamera(t *testing.T) {
 
 	pay := func(i int) (time.Duration, int) {
 		t0 := time.Now()
+		front(t, w)
 		do(t, w, "scan to pay", chromedp.Click(chromedp.CSS("#pay")))
 		waitJS(t, w, "document.body.dataset.view === 'confirm'", "confirmation after scanning")
 		if got := text(t, w, "#confirm-amount"); got != "12.34 CNY" {
@@ -174,6 +179,7 @@ func TestWalletPaysQMSPThroughCamera(t *testing.T) {
 
 	// The camera keeps filming the same, now spent, code: the wallet says
 	// so in words and no money moves.
+	front(t, w)
 	do(t, w, "scan the spent code", chromedp.Click(chromedp.CSS("#pay")))
 	waitJS(t, w, "document.body.dataset.view === 'confirm'", "confirmation")
 	do(t, w, "pay again", chromedp.Click(chromedp.CSS("#confirm-pay")))
