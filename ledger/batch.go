@@ -235,47 +235,10 @@ func (l *Ledger) execChunked(ctx context.Context, tx *sql.Tx, stmts map[int]stri
 // may be kept, and the jobs' outcomes are not set.
 func (l *Ledger) runTransfersSQLite(ctx context.Context, tx *sql.Tx, jobs []*xfer) ([]audit.Entry, error) {
 	ids, keys := batchIDs(jobs)
-	idsJSON, err := json.Marshal(ids)
+	accts, stored, err := l.readBatchTx(ctx, tx, ids, keys)
 	if err != nil {
 		return nil, err
 	}
-	keysJSON, err := json.Marshal(keys)
-	if err != nil {
-		return nil, err
-	}
-	accts := make(map[string]*accountState, len(ids))
-	rows, err := l.query(ctx, tx, sqliteBatchAccounts, string(idsJSON))
-	if err != nil {
-		return nil, fmt.Errorf("ledger: batch: read accounts: %w", err)
-	}
-	for rows.Next() {
-		a, err := scanAccount(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("ledger: batch: read accounts: %w", err)
-		}
-		accts[a.ID] = &accountState{Account: a}
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, fmt.Errorf("ledger: batch: read accounts: %w", err)
-	}
-	stored := make(map[string]record)
-	rows, err = l.query(ctx, tx, sqliteBatchKeys, string(keysJSON))
-	if err != nil {
-		return nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
-	}
-	for rows.Next() {
-		r, err := scanTransfer(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
-		}
-		stored[r.IdempotencyKey] = r
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
-	}
-
 	p := plan(jobs, accts, stored)
 	if len(p.accepted) == 0 {
 		return nil, nil
@@ -300,6 +263,81 @@ func (l *Ledger) runTransfersSQLite(ctx context.Context, tx *sql.Tx, jobs []*xfe
 		return nil, nil
 	}
 	return p.auditEntries(), nil
+}
+
+// batchRows is what the batch reads need of *sql.Rows and pgx.Rows.
+type batchRows interface {
+	Next() bool
+	Scan(dest ...any) error
+}
+
+// readAccounts adds the account rows of rows to accts, readStored the
+// transfer rows to stored (by idempotency key). The caller closes rows.
+func readAccounts(rows batchRows, accts map[string]*accountState) error {
+	for rows.Next() {
+		a, err := scanAccount(rows)
+		if err != nil {
+			return err
+		}
+		accts[a.ID] = &accountState{Account: a}
+	}
+	return nil
+}
+
+func readStored(rows batchRows, stored map[string]record) error {
+	for rows.Next() {
+		r, err := scanTransfer(rows)
+		if err != nil {
+			return err
+		}
+		stored[r.IdempotencyKey] = r
+	}
+	return nil
+}
+
+// readBatchTx runs the two reads of a batch of transfers inside tx (through
+// database/sql): the accounts named by ids, locked in ID order on
+// PostgreSQL (SQLite's write lock is the transaction's), and the transfers
+// already stored under keys.
+func (l *Ledger) readBatchTx(ctx context.Context, tx *sql.Tx, ids, keys []string) (map[string]*accountState, map[string]record, error) {
+	accountsQ, keysQ, what := pgBatchAccounts, pgBatchKeys, "lock accounts"
+	var idsArg, keysArg any = ids, keys
+	if l.db.Dialect == sqldb.SQLite {
+		// The lists travel as JSON text (json_each).
+		accountsQ, keysQ, what = sqliteBatchAccounts, sqliteBatchKeys, "read accounts"
+		idsJSON, err := json.Marshal(ids)
+		if err != nil {
+			return nil, nil, err
+		}
+		keysJSON, err := json.Marshal(keys)
+		if err != nil {
+			return nil, nil, err
+		}
+		idsArg, keysArg = string(idsJSON), string(keysJSON)
+	}
+	accts := make(map[string]*accountState, len(ids))
+	rows, err := l.query(ctx, tx, accountsQ, idsArg)
+	if err == nil {
+		err = readAccounts(rows, accts)
+		if cerr := closeRows(rows); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: batch: %s: %w", what, err)
+	}
+	stored := make(map[string]record)
+	rows, err = l.query(ctx, tx, keysQ, keysArg)
+	if err == nil {
+		err = readStored(rows, stored)
+		if cerr := closeRows(rows); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
+	}
+	return accts, stored, nil
 }
 
 func closeRows(rows *sql.Rows) error {
@@ -338,6 +376,27 @@ const (
 		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u (id, b, pd, pc)
 		WHERE a.id = u.id`
 )
+
+// pgArgs returns the arguments of pgBatchInsert (the accepted transfers, a
+// column each) and of pgBatchUpdate (the changed accounts' balances).
+func (p batchPlan) pgArgs() (ins, upd []any) {
+	n := len(p.accepted)
+	tid, tkey, tfrom, tto := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	tcur, tmemo, tstate := make([]string, n), make([]string, n), make([]string, n)
+	tamt, tpend, tcr, tex := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	for i, j := range p.accepted {
+		t := j.out
+		tid[i], tkey[i], tfrom[i], tto[i] = t.ID, t.IdempotencyKey, t.From, t.To
+		tcur[i], tmemo[i], tstate[i] = t.Currency, t.Memo, string(t.State)
+		tamt[i], tpend[i], tcr[i], tex[i] = t.Amount, boolInt(j.req.Pending), nanos(t.CreatedAt), nanos(t.ExpiresAt)
+	}
+	m := len(p.dirty)
+	aid, abal, apd, apc := make([]string, m), make([]int64, m), make([]int64, m), make([]int64, m)
+	for i, a := range p.dirty {
+		aid[i], abal[i], apd[i], apc[i] = a.ID, a.Balance, a.PendingDebit, a.PendingCredit
+	}
+	return []any{tid, tkey, tfrom, tto, tamt, tcur, tmemo, tpend, tstate, tcr, tex}, []any{aid, abal, apd, apc}
+}
 
 // bulkSQLAppender is implemented by recorders that append many entries as
 // one statement of a PostgreSQL pipeline (*audit.Log).
@@ -481,31 +540,21 @@ func (l *Ledger) pgSetBatch(jobs []*xfer) error {
 			if err != nil {
 				return err
 			}
-			for rows.Next() {
-				a, err := scanAccount(rows)
-				if err != nil {
-					rows.Close()
-					return err
-				}
-				accts[a.ID] = &accountState{Account: a}
+			err = readAccounts(rows, accts)
+			if rows.Close(); err == nil {
+				err = rows.Err()
 			}
-			if rows.Close(); rows.Err() != nil {
-				return rows.Err()
-			}
-			rows, err = br.Query()
 			if err != nil {
 				return err
 			}
-			for rows.Next() {
-				r, err := scanTransfer(rows)
-				if err != nil {
-					rows.Close()
-					return err
-				}
-				stored[r.IdempotencyKey] = r
+			if rows, err = br.Query(); err != nil {
+				return err
 			}
-			rows.Close()
-			return rows.Err()
+			err = readStored(rows, stored)
+			if rows.Close(); err == nil {
+				err = rows.Err()
+			}
+			return err
 		}()
 		if cerr := br.Close(); err == nil {
 			err = cerr
@@ -521,21 +570,8 @@ func (l *Ledger) pgSetBatch(jobs []*xfer) error {
 			}
 			return nil
 		}
-		n := len(p.accepted)
-		tid, tkey, tfrom, tto := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		tcur, tmemo, tstate := make([]string, n), make([]string, n), make([]string, n)
-		tamt, tpend, tcr, tex := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		for i, j := range p.accepted {
-			t := j.out
-			tid[i], tkey[i], tfrom[i], tto[i] = t.ID, t.IdempotencyKey, t.From, t.To
-			tcur[i], tmemo[i], tstate[i] = t.Currency, t.Memo, string(t.State)
-			tamt[i], tpend[i], tcr[i], tex[i] = t.Amount, boolInt(j.req.Pending), nanos(t.CreatedAt), nanos(t.ExpiresAt)
-		}
-		m := len(p.dirty)
-		aid, abal, apd, apc := make([]string, m), make([]int64, m), make([]int64, m), make([]int64, m)
-		for i, a := range p.dirty {
-			aid[i], abal[i], apd[i], apc[i] = a.ID, a.Balance, a.PendingDebit, a.PendingCredit
-		}
+		ins, upd := p.pgArgs()
+		n, m := len(p.accepted), len(p.dirty)
 		var auditQ string
 		var auditArgs []any
 		if l.opts.audit != nil {
@@ -548,8 +584,8 @@ func (l *Ledger) pgSetBatch(jobs []*xfer) error {
 			}
 		}
 		b = &pgx.Batch{}
-		b.Queue(pgBatchInsert, tid, tkey, tfrom, tto, tamt, tcur, tmemo, tpend, tstate, tcr, tex)
-		b.Queue(pgBatchUpdate, aid, abal, apd, apc)
+		b.Queue(pgBatchInsert, ins...)
+		b.Queue(pgBatchUpdate, upd...)
 		if auditQ != "" {
 			b.Queue(auditQ, auditArgs...)
 		}
