@@ -124,6 +124,9 @@ func plan(jobs []*xfer, accts map[string]*accountState, stored map[string]record
 	return p
 }
 
+// xferContext is the context of x's caller (for sqldb.BatchContext).
+func xferContext(x *xfer) context.Context { return x.ctx }
+
 // batchIDs returns the distinct account IDs and idempotency keys of jobs.
 func batchIDs(jobs []*xfer) (ids, keys []string) {
 	seenID := make(map[string]bool, 2*len(jobs))
@@ -487,32 +490,12 @@ func (l *Ledger) runPGBatch(batch []*xfer) {
 	}
 }
 
-// batchContext is the context of a transaction shared by jobs: no single
-// request's context fits it (one caller giving up must not roll back the
-// others), so it ends when the last of them would have stopped waiting, at
-// the latest of their deadlines. Until then the database's statement timeout
-// bounds a frozen connection. A job without a deadline leaves the batch
-// without one.
-func batchContext(jobs []*xfer) (context.Context, context.CancelFunc) {
-	var latest time.Time
-	for _, x := range jobs {
-		d, ok := x.ctx.Deadline()
-		if !ok {
-			return context.WithCancel(context.Background())
-		}
-		if d.After(latest) {
-			latest = d
-		}
-	}
-	return context.WithDeadline(context.Background(), latest)
-}
-
 // pgSetBatch runs jobs as one set-based transaction: BEGIN, lock the
 // accounts and read the keys (one round trip); decide in Go; insert, update,
 // append the audit records and COMMIT (a second round trip). On error the
 // transaction is rolled back and the jobs' outcomes are not to be used.
 func (l *Ledger) pgSetBatch(jobs []*xfer) error {
-	ctx, cancel := batchContext(jobs)
+	ctx, cancel := sqldb.BatchContext(jobs, xferContext)
 	defer cancel()
 	ids, keys := batchIDs(jobs)
 	return l.db.WithPgx(ctx, func(pc *pgx.Conn) error {

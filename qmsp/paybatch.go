@@ -216,27 +216,13 @@ func (p *PPS) runPayBatch(batch []*payJob) {
 // payTx runs jobs in one transaction; on error nothing of it is kept and
 // the jobs' outcomes are not to be used.
 func (p *PPS) payTx(jobs []*payJob) error {
-	ctx, cancel := payBatchContext(jobs)
+	ctx, cancel := sqldb.BatchContext(jobs, payJobContext)
 	defer cancel()
 	return p.cfg.DB.InTx(ctx, func(tx *sql.Tx) error { return p.decidePayments(ctx, tx, jobs) })
 }
 
-// payBatchContext is the context of a transaction shared by jobs: it ends
-// at the latest of their deadlines (no single caller giving up may roll
-// back the others), never if one has none.
-func payBatchContext(jobs []*payJob) (context.Context, context.CancelFunc) {
-	var latest time.Time
-	for _, j := range jobs {
-		d, ok := j.ctx.Deadline()
-		if !ok {
-			return context.WithCancel(context.Background())
-		}
-		if d.After(latest) {
-			latest = d
-		}
-	}
-	return context.WithDeadline(context.Background(), latest)
-}
+// payJobContext is the context of j's caller (for sqldb.BatchContext).
+func payJobContext(j *payJob) context.Context { return j.ctx }
 
 // decidePayments is one attempt at the batch inside tx (steps 1–4 above).
 func (p *PPS) decidePayments(ctx context.Context, tx *sql.Tx, jobs []*payJob) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Batcher is a group committer: it runs concurrent jobs in as few durable
@@ -162,4 +163,26 @@ func (b *Batcher) run(batch []*batchJob) {
 			j.done <- results[i]
 		}
 	}
+}
+
+// BatchContext returns the context of a transaction shared by a batch of
+// jobs, ctxOf(j) being the context of job j's caller. No single caller's
+// context fits it (one caller giving up must not roll back the others), so
+// it ends when the last of them would have stopped waiting, at the latest
+// of their deadlines, and never if one of them has no deadline; a caller's
+// cancellation does not end it. Until then the database's statement timeout
+// bounds a frozen connection. The caller calls the CancelFunc once the
+// transaction is over.
+func BatchContext[J any](jobs []J, ctxOf func(J) context.Context) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, j := range jobs {
+		d, ok := ctxOf(j).Deadline()
+		if !ok {
+			return context.WithCancel(context.Background())
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return context.WithDeadline(context.Background(), latest)
 }
