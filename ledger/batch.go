@@ -237,14 +237,9 @@ func (l *Ledger) execChunked(ctx context.Context, tx *sql.Tx, stmts map[int]stri
 // commit. A non-nil error means tx must be rolled back: nothing of the batch
 // may be kept, and the jobs' outcomes are not set.
 func (l *Ledger) runTransfersSQLite(ctx context.Context, tx *sql.Tx, jobs []*xfer) ([]audit.Entry, error) {
-	ids, keys := batchIDs(jobs)
-	accts, stored, err := l.readBatchTx(ctx, tx, ids, keys)
-	if err != nil {
+	p, err := l.planBatchTx(ctx, tx, jobs)
+	if err != nil || len(p.accepted) == 0 {
 		return nil, err
-	}
-	p := plan(jobs, accts, stored)
-	if len(p.accepted) == 0 {
-		return nil, nil
 	}
 	ins := make([][]any, len(p.accepted))
 	for i, j := range p.accepted {
@@ -298,25 +293,29 @@ func readStored(rows batchRows, stored map[string]record) error {
 	return nil
 }
 
-// readBatchTx runs the two reads of a batch of transfers inside tx (through
-// database/sql): the accounts named by ids, locked in ID order on
-// PostgreSQL (SQLite's write lock is the transaction's), and the transfers
-// already stored under keys.
-func (l *Ledger) readBatchTx(ctx context.Context, tx *sql.Tx, ids, keys []string) (map[string]*accountState, map[string]record, error) {
-	accountsQ, keysQ, what := pgBatchAccounts, pgBatchKeys, "lock accounts"
-	var idsArg, keysArg any = ids, keys
+// planBatchTx reads what a batch of transfers needs inside tx (through
+// database/sql) — the accounts the jobs name, locked in ID order on
+// PostgreSQL (on SQLite the transaction holds the write lock), and the
+// transfers already stored under their keys — and decides the jobs (plan).
+func (l *Ledger) planBatchTx(ctx context.Context, tx *sql.Tx, jobs []*xfer) (batchPlan, error) {
+	ids, keys := batchIDs(jobs)
+	var accountsQ, keysQ, what string
+	var idsArg, keysArg any
 	if l.db.Dialect == sqldb.SQLite {
 		// The lists travel as JSON text (json_each).
 		accountsQ, keysQ, what = sqliteBatchAccounts, sqliteBatchKeys, "read accounts"
 		idsJSON, err := json.Marshal(ids)
 		if err != nil {
-			return nil, nil, err
+			return batchPlan{}, err
 		}
 		keysJSON, err := json.Marshal(keys)
 		if err != nil {
-			return nil, nil, err
+			return batchPlan{}, err
 		}
 		idsArg, keysArg = string(idsJSON), string(keysJSON)
+	} else {
+		accountsQ, keysQ, what = pgBatchAccounts, pgBatchKeys, "lock accounts"
+		idsArg, keysArg = ids, keys
 	}
 	accts := make(map[string]*accountState, len(ids))
 	rows, err := l.query(ctx, tx, accountsQ, idsArg)
@@ -327,7 +326,7 @@ func (l *Ledger) readBatchTx(ctx context.Context, tx *sql.Tx, ids, keys []string
 		}
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: batch: %s: %w", what, err)
+		return batchPlan{}, fmt.Errorf("ledger: batch: %s: %w", what, err)
 	}
 	stored := make(map[string]record)
 	rows, err = l.query(ctx, tx, keysQ, keysArg)
@@ -338,9 +337,9 @@ func (l *Ledger) readBatchTx(ctx context.Context, tx *sql.Tx, ids, keys []string
 		}
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
+		return batchPlan{}, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
 	}
-	return accts, stored, nil
+	return plan(jobs, accts, stored), nil
 }
 
 func closeRows(rows *sql.Rows) error {

@@ -92,14 +92,9 @@ func (l *Ledger) TransfersTx(ctx context.Context, tx *sql.Tx, ts []TxTransfer) e
 // insert and update with one statement each. It returns the audit entries
 // to append.
 func (l *Ledger) runTransfersPGTx(ctx context.Context, tx *sql.Tx, jobs []*xfer) ([]audit.Entry, error) {
-	ids, keys := batchIDs(jobs)
-	accts, stored, err := l.readBatchTx(ctx, tx, ids, keys)
-	if err != nil {
+	p, err := l.planBatchTx(ctx, tx, jobs)
+	if err != nil || len(p.accepted) == 0 {
 		return nil, err
-	}
-	p := plan(jobs, accts, stored)
-	if len(p.accepted) == 0 {
-		return nil, nil
 	}
 	ins, upd := p.pgArgs()
 	res, err := tx.ExecContext(ctx, pgBatchInsert, ins...)
