@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strings"
+
+	"github.com/qshield/qshield/kme/internal/plainjson"
 )
 
 // Fast paths for the two JSON bodies of a 128-key exchange: the Key IDs of
@@ -123,19 +125,19 @@ func parseReserveFast(body []byte) (req *reserveRequest, ok bool) {
 	if rest, ok = strings.CutPrefix(s, `{"master_SAE_ID":"`); !ok {
 		return nil, false
 	}
-	if req.Master, rest, ok = plainJSONString(rest); !ok {
+	if req.Master, rest, ok = plainjson.String(rest); !ok {
 		return nil, false
 	}
 	if rest, ok = strings.CutPrefix(rest, `,"slave_SAE_ID":"`); !ok {
 		return nil, false
 	}
-	if req.Slave, rest, ok = plainJSONString(rest); !ok {
+	if req.Slave, rest, ok = plainjson.String(rest); !ok {
 		return nil, false
 	}
 	if rest, ok = strings.CutPrefix(rest, `,"mode":"`); !ok {
 		return nil, false
 	}
-	if req.Mode, rest, ok = plainJSONString(rest); !ok {
+	if req.Mode, rest, ok = plainjson.String(rest); !ok {
 		return nil, false
 	}
 	if rest, ok = strings.CutPrefix(rest, `,"keys":[`); !ok {
@@ -147,7 +149,7 @@ func parseReserveFast(body []byte) (req *reserveRequest, ok bool) {
 		if rest, ok = strings.CutPrefix(rest, `{"key_ID":"`); !ok {
 			return nil, false
 		}
-		if k.KeyID, rest, ok = plainJSONString(rest); !ok {
+		if k.KeyID, rest, ok = plainjson.String(rest); !ok {
 			return nil, false
 		}
 		if r, found := strings.CutPrefix(rest, `,"size":`); found {
@@ -163,7 +165,7 @@ func parseReserveFast(body []byte) (req *reserveRequest, ok bool) {
 			if rest, ok = strings.CutPrefix(rest, `"`); !ok {
 				return nil, false
 			}
-			if u, rest, ok = plainJSONString(rest); !ok {
+			if u, rest, ok = plainjson.String(rest); !ok {
 				return nil, false
 			}
 			k.Units = append(k.Units, u)
@@ -191,21 +193,6 @@ func parseReserveFast(body []byte) (req *reserveRequest, ok bool) {
 			return nil, false
 		}
 	}
-}
-
-// plainJSONString splits s after the body of a JSON string made of
-// printable ASCII other than '"' and '\\' (which decodes to itself) and its
-// closing quote.
-func plainJSONString(s string) (str, rest string, ok bool) {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"':
-			return s[:i], s[i+1:], true
-		case c < 0x20 || c >= 0x7f || c == '\\':
-			return "", "", false
-		}
-	}
-	return "", "", false
 }
 
 // plainJSONCount reads a JSON number of 1 to 9 decimal digits without a

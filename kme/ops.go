@@ -875,30 +875,43 @@ func (k *KME) readUnits(ctx context.Context, tx *sql.Tx, us []*unit, state int, 
 		return nil, err
 	}
 	defer rows.Close()
-	type rowT struct {
-		id  string
-		enc []byte
+	bySeq := make(map[int64]unitRow, len(us))
+	if err := scanUnitRows(rows, bySeq); err != nil {
+		return nil, err
 	}
-	bySeq := make(map[int64]rowT, len(us))
+	return k.openUnits(us, bySeq)
+}
+
+// unitRow is the stored ID and sealed bytes of a unit read back by seq.
+type unitRow struct {
+	id  string
+	enc []byte
+}
+
+// scanUnitRows adds the rows of rows (seq, key_id, key_enc) to bySeq.
+func scanUnitRows(rows *sql.Rows, bySeq map[int64]unitRow) error {
 	for rows.Next() {
 		var seq int64
-		var r rowT
+		var r unitRow
 		if err := rows.Scan(&seq, &r.id, &r.enc); err != nil {
-			return nil, err
+			return err
 		}
 		bySeq[seq] = r
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
+	return rows.Err()
+}
+
+// openUnits returns the decrypted bytes of us, in order, from their rows in
+// bySeq. A unit whose row is missing or holds another unit ID is
+// errStateChanged; the unit ID is bound into the ciphertext, so a row moved
+// or swapped in the database fails to open.
+func (k *KME) openUnits(us []*unit, bySeq map[int64]unitRow) ([][]byte, error) {
 	out := make([][]byte, len(us))
 	for i, u := range us {
 		r, ok := bySeq[u.seq]
 		if !ok || r.id != u.id {
 			return nil, fmt.Errorf("%w: %s", errStateChanged, u.id)
 		}
-		// The unit ID is bound into the ciphertext: a row moved or swapped
-		// in the database fails here.
 		p, err := k.seal.open(k.cfg.KMEID, u.id, r.enc)
 		if err != nil {
 			return nil, err
@@ -913,11 +926,7 @@ func (k *KME) readUnits(ctx context.Context, tx *sql.Tx, us []*unit, state int, 
 // one statement (DELETE … RETURNING). Any mismatch is an error, and the
 // caller's transaction then rolls the deletion back.
 func (k *KME) takeUnits(ctx context.Context, tx *sql.Tx, us []*unit, state int, master, slave string) ([][]byte, error) {
-	type rowT struct {
-		id  string
-		enc []byte
-	}
-	bySeq := make(map[int64]rowT, len(us))
+	bySeq := make(map[int64]unitRow, len(us))
 	for i := 0; i < len(us); i += 500 {
 		part := us[i:min(i+500, len(us))]
 		q := `DELETE FROM kme_keys WHERE kme_id = ? AND state = ?`
@@ -934,32 +943,15 @@ func (k *KME) takeUnits(ctx context.Context, tx *sql.Tx, us []*unit, state int, 
 		if err != nil {
 			return nil, err
 		}
-		for rows.Next() {
-			var seq int64
-			var r rowT
-			if err := rows.Scan(&seq, &r.id, &r.enc); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			bySeq[seq] = r
-		}
-		err = rows.Err()
+		err = scanUnitRows(rows, bySeq)
 		rows.Close()
 		if err != nil {
 			return nil, err
 		}
 	}
-	out := make([][]byte, len(us))
-	for i, u := range us {
-		r, ok := bySeq[u.seq]
-		if !ok || r.id != u.id {
-			return nil, fmt.Errorf("%w: %s", errStateChanged, u.id)
-		}
-		p, err := k.seal.open(k.cfg.KMEID, u.id, r.enc)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = p
+	out, err := k.openUnits(us, bySeq)
+	if err != nil {
+		return nil, err
 	}
 	if len(bySeq) != len(us) {
 		return nil, fmt.Errorf("%w: deleted %d rows for %d units", errStateChanged, len(bySeq), len(us))

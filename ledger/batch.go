@@ -124,6 +124,9 @@ func plan(jobs []*xfer, accts map[string]*accountState, stored map[string]record
 	return p
 }
 
+// xferContext is the context of x's caller (for sqldb.BatchContext).
+func xferContext(x *xfer) context.Context { return x.ctx }
+
 // batchIDs returns the distinct account IDs and idempotency keys of jobs.
 func batchIDs(jobs []*xfer) (ids, keys []string) {
 	seenID := make(map[string]bool, 2*len(jobs))
@@ -234,51 +237,9 @@ func (l *Ledger) execChunked(ctx context.Context, tx *sql.Tx, stmts map[int]stri
 // commit. A non-nil error means tx must be rolled back: nothing of the batch
 // may be kept, and the jobs' outcomes are not set.
 func (l *Ledger) runTransfersSQLite(ctx context.Context, tx *sql.Tx, jobs []*xfer) ([]audit.Entry, error) {
-	ids, keys := batchIDs(jobs)
-	idsJSON, err := json.Marshal(ids)
-	if err != nil {
+	p, err := l.planBatchTx(ctx, tx, jobs)
+	if err != nil || len(p.accepted) == 0 {
 		return nil, err
-	}
-	keysJSON, err := json.Marshal(keys)
-	if err != nil {
-		return nil, err
-	}
-	accts := make(map[string]*accountState, len(ids))
-	rows, err := l.query(ctx, tx, sqliteBatchAccounts, string(idsJSON))
-	if err != nil {
-		return nil, fmt.Errorf("ledger: batch: read accounts: %w", err)
-	}
-	for rows.Next() {
-		a, err := scanAccount(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("ledger: batch: read accounts: %w", err)
-		}
-		accts[a.ID] = &accountState{Account: a}
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, fmt.Errorf("ledger: batch: read accounts: %w", err)
-	}
-	stored := make(map[string]record)
-	rows, err = l.query(ctx, tx, sqliteBatchKeys, string(keysJSON))
-	if err != nil {
-		return nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
-	}
-	for rows.Next() {
-		r, err := scanTransfer(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
-		}
-		stored[r.IdempotencyKey] = r
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
-	}
-
-	p := plan(jobs, accts, stored)
-	if len(p.accepted) == 0 {
-		return nil, nil
 	}
 	ins := make([][]any, len(p.accepted))
 	for i, j := range p.accepted {
@@ -300,6 +261,85 @@ func (l *Ledger) runTransfersSQLite(ctx context.Context, tx *sql.Tx, jobs []*xfe
 		return nil, nil
 	}
 	return p.auditEntries(), nil
+}
+
+// batchRows is what the batch reads need of *sql.Rows and pgx.Rows.
+type batchRows interface {
+	Next() bool
+	Scan(dest ...any) error
+}
+
+// readAccounts adds the account rows of rows to accts, readStored the
+// transfer rows to stored (by idempotency key). The caller closes rows.
+func readAccounts(rows batchRows, accts map[string]*accountState) error {
+	for rows.Next() {
+		a, err := scanAccount(rows)
+		if err != nil {
+			return err
+		}
+		accts[a.ID] = &accountState{Account: a}
+	}
+	return nil
+}
+
+func readStored(rows batchRows, stored map[string]record) error {
+	for rows.Next() {
+		r, err := scanTransfer(rows)
+		if err != nil {
+			return err
+		}
+		stored[r.IdempotencyKey] = r
+	}
+	return nil
+}
+
+// planBatchTx reads what a batch of transfers needs inside tx (through
+// database/sql) — the accounts the jobs name, locked in ID order on
+// PostgreSQL (on SQLite the transaction holds the write lock), and the
+// transfers already stored under their keys — and decides the jobs (plan).
+func (l *Ledger) planBatchTx(ctx context.Context, tx *sql.Tx, jobs []*xfer) (batchPlan, error) {
+	ids, keys := batchIDs(jobs)
+	var accountsQ, keysQ, what string
+	var idsArg, keysArg any
+	if l.db.Dialect == sqldb.SQLite {
+		// The lists travel as JSON text (json_each).
+		accountsQ, keysQ, what = sqliteBatchAccounts, sqliteBatchKeys, "read accounts"
+		idsJSON, err := json.Marshal(ids)
+		if err != nil {
+			return batchPlan{}, err
+		}
+		keysJSON, err := json.Marshal(keys)
+		if err != nil {
+			return batchPlan{}, err
+		}
+		idsArg, keysArg = string(idsJSON), string(keysJSON)
+	} else {
+		accountsQ, keysQ, what = pgBatchAccounts, pgBatchKeys, "lock accounts"
+		idsArg, keysArg = ids, keys
+	}
+	accts := make(map[string]*accountState, len(ids))
+	rows, err := l.query(ctx, tx, accountsQ, idsArg)
+	if err == nil {
+		err = readAccounts(rows, accts)
+		if cerr := closeRows(rows); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return batchPlan{}, fmt.Errorf("ledger: batch: %s: %w", what, err)
+	}
+	stored := make(map[string]record)
+	rows, err = l.query(ctx, tx, keysQ, keysArg)
+	if err == nil {
+		err = readStored(rows, stored)
+		if cerr := closeRows(rows); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return batchPlan{}, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
+	}
+	return plan(jobs, accts, stored), nil
 }
 
 func closeRows(rows *sql.Rows) error {
@@ -338,6 +378,27 @@ const (
 		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u (id, b, pd, pc)
 		WHERE a.id = u.id`
 )
+
+// pgArgs returns the arguments of pgBatchInsert (the accepted transfers, a
+// column each) and of pgBatchUpdate (the changed accounts' balances).
+func (p batchPlan) pgArgs() (ins, upd []any) {
+	n := len(p.accepted)
+	tid, tkey, tfrom, tto := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	tcur, tmemo, tstate := make([]string, n), make([]string, n), make([]string, n)
+	tamt, tpend, tcr, tex := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	for i, j := range p.accepted {
+		t := j.out
+		tid[i], tkey[i], tfrom[i], tto[i] = t.ID, t.IdempotencyKey, t.From, t.To
+		tcur[i], tmemo[i], tstate[i] = t.Currency, t.Memo, string(t.State)
+		tamt[i], tpend[i], tcr[i], tex[i] = t.Amount, boolInt(j.req.Pending), nanos(t.CreatedAt), nanos(t.ExpiresAt)
+	}
+	m := len(p.dirty)
+	aid, abal, apd, apc := make([]string, m), make([]int64, m), make([]int64, m), make([]int64, m)
+	for i, a := range p.dirty {
+		aid[i], abal[i], apd[i], apc[i] = a.ID, a.Balance, a.PendingDebit, a.PendingCredit
+	}
+	return []any{tid, tkey, tfrom, tto, tamt, tcur, tmemo, tpend, tstate, tcr, tex}, []any{aid, abal, apd, apc}
+}
 
 // bulkSQLAppender is implemented by recorders that append many entries as
 // one statement of a PostgreSQL pipeline (*audit.Log).
@@ -428,32 +489,12 @@ func (l *Ledger) runPGBatch(batch []*xfer) {
 	}
 }
 
-// batchContext is the context of a transaction shared by jobs: no single
-// request's context fits it (one caller giving up must not roll back the
-// others), so it ends when the last of them would have stopped waiting, at
-// the latest of their deadlines. Until then the database's statement timeout
-// bounds a frozen connection. A job without a deadline leaves the batch
-// without one.
-func batchContext(jobs []*xfer) (context.Context, context.CancelFunc) {
-	var latest time.Time
-	for _, x := range jobs {
-		d, ok := x.ctx.Deadline()
-		if !ok {
-			return context.WithCancel(context.Background())
-		}
-		if d.After(latest) {
-			latest = d
-		}
-	}
-	return context.WithDeadline(context.Background(), latest)
-}
-
 // pgSetBatch runs jobs as one set-based transaction: BEGIN, lock the
 // accounts and read the keys (one round trip); decide in Go; insert, update,
 // append the audit records and COMMIT (a second round trip). On error the
 // transaction is rolled back and the jobs' outcomes are not to be used.
 func (l *Ledger) pgSetBatch(jobs []*xfer) error {
-	ctx, cancel := batchContext(jobs)
+	ctx, cancel := sqldb.BatchContext(jobs, xferContext)
 	defer cancel()
 	ids, keys := batchIDs(jobs)
 	return l.db.WithPgx(ctx, func(pc *pgx.Conn) error {
@@ -481,31 +522,21 @@ func (l *Ledger) pgSetBatch(jobs []*xfer) error {
 			if err != nil {
 				return err
 			}
-			for rows.Next() {
-				a, err := scanAccount(rows)
-				if err != nil {
-					rows.Close()
-					return err
-				}
-				accts[a.ID] = &accountState{Account: a}
+			err = readAccounts(rows, accts)
+			if rows.Close(); err == nil {
+				err = rows.Err()
 			}
-			if rows.Close(); rows.Err() != nil {
-				return rows.Err()
-			}
-			rows, err = br.Query()
 			if err != nil {
 				return err
 			}
-			for rows.Next() {
-				r, err := scanTransfer(rows)
-				if err != nil {
-					rows.Close()
-					return err
-				}
-				stored[r.IdempotencyKey] = r
+			if rows, err = br.Query(); err != nil {
+				return err
 			}
-			rows.Close()
-			return rows.Err()
+			err = readStored(rows, stored)
+			if rows.Close(); err == nil {
+				err = rows.Err()
+			}
+			return err
 		}()
 		if cerr := br.Close(); err == nil {
 			err = cerr
@@ -521,21 +552,8 @@ func (l *Ledger) pgSetBatch(jobs []*xfer) error {
 			}
 			return nil
 		}
-		n := len(p.accepted)
-		tid, tkey, tfrom, tto := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		tcur, tmemo, tstate := make([]string, n), make([]string, n), make([]string, n)
-		tamt, tpend, tcr, tex := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		for i, j := range p.accepted {
-			t := j.out
-			tid[i], tkey[i], tfrom[i], tto[i] = t.ID, t.IdempotencyKey, t.From, t.To
-			tcur[i], tmemo[i], tstate[i] = t.Currency, t.Memo, string(t.State)
-			tamt[i], tpend[i], tcr[i], tex[i] = t.Amount, boolInt(j.req.Pending), nanos(t.CreatedAt), nanos(t.ExpiresAt)
-		}
-		m := len(p.dirty)
-		aid, abal, apd, apc := make([]string, m), make([]int64, m), make([]int64, m), make([]int64, m)
-		for i, a := range p.dirty {
-			aid[i], abal[i], apd[i], apc[i] = a.ID, a.Balance, a.PendingDebit, a.PendingCredit
-		}
+		ins, upd := p.pgArgs()
+		n, m := len(p.accepted), len(p.dirty)
 		var auditQ string
 		var auditArgs []any
 		if l.opts.audit != nil {
@@ -548,8 +566,8 @@ func (l *Ledger) pgSetBatch(jobs []*xfer) error {
 			}
 		}
 		b = &pgx.Batch{}
-		b.Queue(pgBatchInsert, tid, tkey, tfrom, tto, tamt, tcur, tmemo, tpend, tstate, tcr, tex)
-		b.Queue(pgBatchUpdate, aid, abal, apd, apc)
+		b.Queue(pgBatchInsert, ins...)
+		b.Queue(pgBatchUpdate, upd...)
 		if auditQ != "" {
 			b.Queue(auditQ, auditArgs...)
 		}

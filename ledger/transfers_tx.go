@@ -92,65 +92,17 @@ func (l *Ledger) TransfersTx(ctx context.Context, tx *sql.Tx, ts []TxTransfer) e
 // insert and update with one statement each. It returns the audit entries
 // to append.
 func (l *Ledger) runTransfersPGTx(ctx context.Context, tx *sql.Tx, jobs []*xfer) ([]audit.Entry, error) {
-	ids, keys := batchIDs(jobs)
-	accts := make(map[string]*accountState, len(ids))
-	rows, err := tx.QueryContext(ctx, pgBatchAccounts, ids)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: batch: lock accounts: %w", err)
+	p, err := l.planBatchTx(ctx, tx, jobs)
+	if err != nil || len(p.accepted) == 0 {
+		return nil, err
 	}
-	for rows.Next() {
-		a, err := scanAccount(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("ledger: batch: lock accounts: %w", err)
-		}
-		accts[a.ID] = &accountState{Account: a}
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, fmt.Errorf("ledger: batch: lock accounts: %w", err)
-	}
-	stored := make(map[string]record)
-	rows, err = tx.QueryContext(ctx, pgBatchKeys, keys)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
-	}
-	for rows.Next() {
-		r, err := scanTransfer(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
-		}
-		stored[r.IdempotencyKey] = r
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, fmt.Errorf("ledger: batch: look up idempotency keys: %w", err)
-	}
-
-	p := plan(jobs, accts, stored)
-	if len(p.accepted) == 0 {
-		return nil, nil
-	}
-	n := len(p.accepted)
-	tid, tkey, tfrom, tto := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	tcur, tmemo, tstate := make([]string, n), make([]string, n), make([]string, n)
-	tamt, tpend, tcr, tex := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-	for i, j := range p.accepted {
-		t := j.out
-		tid[i], tkey[i], tfrom[i], tto[i] = t.ID, t.IdempotencyKey, t.From, t.To
-		tcur[i], tmemo[i], tstate[i] = t.Currency, t.Memo, string(t.State)
-		tamt[i], tpend[i], tcr[i], tex[i] = t.Amount, boolInt(j.req.Pending), nanos(t.CreatedAt), nanos(t.ExpiresAt)
-	}
-	res, err := tx.ExecContext(ctx, pgBatchInsert, tid, tkey, tfrom, tto, tamt, tcur, tmemo, tpend, tstate, tcr, tex)
-	if err = checkRows(res, err, n); err != nil {
+	ins, upd := p.pgArgs()
+	res, err := tx.ExecContext(ctx, pgBatchInsert, ins...)
+	if err = checkRows(res, err, len(p.accepted)); err != nil {
 		return nil, fmt.Errorf("ledger: batch: record transfers: %w", err)
 	}
-	m := len(p.dirty)
-	aid, abal, apd, apc := make([]string, m), make([]int64, m), make([]int64, m), make([]int64, m)
-	for i, a := range p.dirty {
-		aid[i], abal[i], apd[i], apc[i] = a.ID, a.Balance, a.PendingDebit, a.PendingCredit
-	}
-	res, err = tx.ExecContext(ctx, pgBatchUpdate, aid, abal, apd, apc)
-	if err = checkRows(res, err, m); err != nil {
+	res, err = tx.ExecContext(ctx, pgBatchUpdate, upd...)
+	if err = checkRows(res, err, len(p.dirty)); err != nil {
 		return nil, fmt.Errorf("ledger: batch: update balances: %w", err)
 	}
 	if l.opts.audit == nil {

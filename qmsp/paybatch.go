@@ -12,7 +12,6 @@ import (
 	"math"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/qshield/qshield/audit"
@@ -84,101 +83,20 @@ type payJob struct {
 	transferID               string
 
 	// The outcome.
-	rc   *Receipt
-	err  error
-	done chan struct{}
+	rc  *Receipt
+	err error
 }
 
-// payCommitter runs the committers.
-type payCommitter struct {
-	p    *PPS
-	jobs chan *payJob
-	stop chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
-}
-
-func newPayCommitter(p *PPS) *payCommitter {
-	c := &payCommitter{p: p, jobs: make(chan *payJob, maxPayBatch), stop: make(chan struct{})}
+// newPayCommitter starts the committers: one on SQLite, pgPayWorkers on
+// PostgreSQL. Do hands a job to them and waits for its outcome (set in the
+// job); once a committer took it, it always answers, even if j.ctx ends: an
+// acknowledged payment is a committed one.
+func newPayCommitter(p *PPS) *sqldb.GroupCommitter[*payJob] {
 	n := 1
 	if p.cfg.DB.Dialect == sqldb.Postgres {
 		n = pgPayWorkers
 	}
-	for range n {
-		c.wg.Add(1)
-		go c.loop()
-	}
-	return c
-}
-
-func (c *payCommitter) close() {
-	c.once.Do(func() { close(c.stop) })
-	c.wg.Wait()
-}
-
-// do hands j to a committer and waits for its outcome. Once a committer
-// took it, it always answers, even if j.ctx ends: an acknowledged payment
-// is a committed one.
-func (c *payCommitter) do(j *payJob) (*Receipt, error) {
-	j.done = make(chan struct{})
-	select {
-	case c.jobs <- j:
-	case <-c.stop:
-		return nil, sqldb.ErrBatcherClosed
-	case <-j.ctx.Done():
-		return nil, j.ctx.Err()
-	}
-	select {
-	case <-j.done:
-	case <-c.stop:
-		// The committers finish their batches and fail what is queued; a
-		// job queued after the last of them looked is failed here.
-		c.wg.Wait()
-		c.drain()
-		<-j.done
-	}
-	return j.rc, j.err
-}
-
-// drain fails every queued job with sqldb.ErrBatcherClosed.
-func (c *payCommitter) drain() {
-	for {
-		select {
-		case j := <-c.jobs:
-			j.err = sqldb.ErrBatcherClosed
-			close(j.done)
-		default:
-			return
-		}
-	}
-}
-
-func (c *payCommitter) loop() {
-	defer c.wg.Done()
-	batch := make([]*payJob, 0, maxPayBatch)
-	for {
-		batch = batch[:0]
-		select {
-		case j := <-c.jobs:
-			batch = append(batch, j)
-		case <-c.stop:
-			c.drain()
-			return
-		}
-	fill:
-		for len(batch) < maxPayBatch {
-			select {
-			case j := <-c.jobs:
-				batch = append(batch, j)
-			default:
-				break fill
-			}
-		}
-		c.p.runPayBatch(batch)
-		for _, j := range batch {
-			close(j.done)
-		}
-	}
+	return sqldb.NewGroupCommitter(n, maxPayBatch, p.runPayBatch)
 }
 
 // runPayBatch decides and writes batch, setting every job's outcome.
@@ -216,27 +134,13 @@ func (p *PPS) runPayBatch(batch []*payJob) {
 // payTx runs jobs in one transaction; on error nothing of it is kept and
 // the jobs' outcomes are not to be used.
 func (p *PPS) payTx(jobs []*payJob) error {
-	ctx, cancel := payBatchContext(jobs)
+	ctx, cancel := sqldb.BatchContext(jobs, payJobContext)
 	defer cancel()
 	return p.cfg.DB.InTx(ctx, func(tx *sql.Tx) error { return p.decidePayments(ctx, tx, jobs) })
 }
 
-// payBatchContext is the context of a transaction shared by jobs: it ends
-// at the latest of their deadlines (no single caller giving up may roll
-// back the others), never if one has none.
-func payBatchContext(jobs []*payJob) (context.Context, context.CancelFunc) {
-	var latest time.Time
-	for _, j := range jobs {
-		d, ok := j.ctx.Deadline()
-		if !ok {
-			return context.WithCancel(context.Background())
-		}
-		if d.After(latest) {
-			latest = d
-		}
-	}
-	return context.WithDeadline(context.Background(), latest)
-}
+// payJobContext is the context of j's caller (for sqldb.BatchContext).
+func payJobContext(j *payJob) context.Context { return j.ctx }
 
 // decidePayments is one attempt at the batch inside tx (steps 1–4 above).
 func (p *PPS) decidePayments(ctx context.Context, tx *sql.Tx, jobs []*payJob) error {

@@ -122,7 +122,7 @@ func TestPaymentBatchOutcomes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("payment %d does not verify: %v", i, err)
 			}
-			j.ctx, j.done = ctx, make(chan struct{})
+			j.ctx = ctx
 			jobs[i] = j
 		}
 		e.pps.runPayBatch(jobs)
@@ -215,7 +215,7 @@ func TestConcurrentPaymentsOneBatch(t *testing.T) {
 			mu.Unlock()
 			if first {
 				deadline := time.Now().Add(10 * time.Second)
-				for len(e.pps.payc.jobs) < n+1-size && time.Now().Before(deadline) {
+				for e.pps.payc.Queued() < n+1-size && time.Now().Before(deadline) {
 					time.Sleep(time.Millisecond)
 				}
 			}

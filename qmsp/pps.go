@@ -81,7 +81,7 @@ type PPS struct {
 	fetchMu sync.Mutex
 	fetches map[string]*sync.Mutex
 
-	payc *payCommitter // paybatch.go
+	payc *sqldb.GroupCommitter[*payJob] // paybatch.go
 	// batchHook, set by tests before the first payment, sees each batch's
 	// size before it runs.
 	batchHook func(n int)
@@ -121,7 +121,7 @@ func NewPPS(ctx context.Context, cfg PPSConfig) (*PPS, error) {
 
 // Close stops the PPS's committers.
 func (p *PPS) Close() error {
-	p.payc.close()
+	p.payc.Close()
 	err := p.batch.Close()
 	p.stmtMu.Lock()
 	defer p.stmtMu.Unlock()
@@ -383,7 +383,10 @@ func (p *PPS) pay(ctx context.Context, phone, idemKey string, req PaymentRequest
 	// transaction shared with concurrent payments (paybatch.go). A refusal
 	// by the ledger still commits the claim, marked refused: the unit is
 	// burned either way.
-	return p.payc.do(j)
+	if err := p.payc.Do(j.ctx, j); err != nil {
+		return nil, err
+	}
+	return j.rc, j.err
 }
 
 // verify checks a payment's code and cryptography (the gateway's signature

@@ -54,3 +54,37 @@ func TestBatcherDoRacingClose(t *testing.T) {
 		})
 	}
 }
+
+// TestGroupCommitterDoRacingClose is TestBatcherDoRacingClose for a
+// GroupCommitter of several workers (as qmsp runs on PostgreSQL): every Do
+// racing Close returns, nil only for a job that ran, ErrBatcherClosed only
+// for one that did not.
+func TestGroupCommitterDoRacingClose(t *testing.T) {
+	ctx := context.Background()
+	type job struct{ ran bool }
+	for round := range 300 {
+		g := sqldb.NewGroupCommitter(2, 4, func(batch []*job) {
+			for _, j := range batch {
+				j.ran = true
+			}
+		})
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				j := &job{}
+				switch err := g.Do(ctx, j); {
+				case err == nil && !j.ran:
+					t.Errorf("round %d: job reported done but never ran", round)
+				case errors.Is(err, sqldb.ErrBatcherClosed) && j.ran:
+					t.Errorf("round %d: job ran but was reported refused", round)
+				case err != nil && !errors.Is(err, sqldb.ErrBatcherClosed):
+					t.Errorf("round %d: %v", round, err)
+				}
+			}()
+		}
+		g.Close()
+		wg.Wait()
+	}
+}

@@ -56,21 +56,9 @@ func AuditCommand(g *Globals) *cobra.Command {
 	return cmd
 }
 
+// withAudit runs fn with the audit log of the platform's database.
 func withAudit(g *Globals, cmd *cobra.Command, fn func(ctx context.Context, l *audit.Log) error) error {
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	db, err := g.OpenDB(ctx)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	l, err := OpenAudit(ctx, db)
-	if err != nil {
-		return err
-	}
-	return fn(ctx, l)
+	return withAuditDB(g, cmd, func(ctx context.Context, _ *sqldb.DB, l *audit.Log) error { return fn(ctx, l) })
 }
 
 func parseAnchor(s string) (audit.Head, error) {
@@ -197,7 +185,8 @@ recomputes every hash is NOT detected (see SECURITY.md). It then runs
 	return cmd
 }
 
-// withAuditDB is withAudit that also passes the database.
+// withAuditDB opens the platform's database and its audit log and runs
+// fn with both.
 func withAuditDB(g *Globals, cmd *cobra.Command, fn func(ctx context.Context, db *sqldb.DB, l *audit.Log) error) error {
 	ctx := cmd.Context()
 	if ctx == nil {

@@ -477,23 +477,26 @@ func kmeKeysCommand(g *Globals) *cobra.Command {
 		Long: "Talk to a KME as an SAE, with the client certificate --cert/--key (see `qshield kme issue-cert`)\n" +
 			"and the CA --ca. Keys are printed base64-encoded (JSON with --json).",
 	}
-	client := func() (*etsi014.Client, error) {
+	// call runs fn with a client of the KME and a context of --timeout.
+	call := func(cmd *cobra.Command, fn func(ctx context.Context, c *etsi014.Client) error) error {
 		if kmeURL == "" || certFile == "" || keyFile == "" || caFile == "" {
-			return nil, Usagef("--kme, --cert, --key and --ca are required")
+			return Usagef("--kme, --cert, --key and --ca are required")
 		}
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("client certificate: %w", err)
+			return fmt.Errorf("client certificate: %w", err)
 		}
 		_, pool, err := loadRoot(caFile)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		host, err := serverName(kmeURL)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return etsi014.New(kmeURL, pki.TLSClientConfig(pool, host, cert)), nil
+		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+		defer cancel()
+		return fn(ctx, etsi014.New(kmeURL, pki.TLSClientConfig(pool, host, cert)))
 	}
 	printKeys := func(keys []etsi014.KeyMaterial) error {
 		if g.JSON {
@@ -511,34 +514,26 @@ func kmeKeysCommand(g *Globals) *cobra.Command {
 	status := &cobra.Command{
 		Use: "status SLAVE_SAE_ID", Short: "Get status", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			st, err := c.Status(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return g.PrintJSON(st)
+			return call(cmd, func(ctx context.Context, c *etsi014.Client) error {
+				st, err := c.Status(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return g.PrintJSON(st)
+			})
 		},
 	}
 	var number, size int
 	enc := &cobra.Command{
 		Use: "enc SLAVE_SAE_ID", Short: "Get key (enc_keys): new keys shared with SLAVE_SAE_ID", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			keys, err := c.EncKeys(ctx, args[0], number, size)
-			if err != nil {
-				return err
-			}
-			return printKeys(keys)
+			return call(cmd, func(ctx context.Context, c *etsi014.Client) error {
+				keys, err := c.EncKeys(ctx, args[0], number, size)
+				if err != nil {
+					return err
+				}
+				return printKeys(keys)
+			})
 		},
 	}
 	enc.Flags().IntVarP(&number, "number", "n", 0, "number of keys (default: the KME's, 1)")
@@ -546,17 +541,13 @@ func kmeKeysCommand(g *Globals) *cobra.Command {
 	dec := &cobra.Command{
 		Use: "dec MASTER_SAE_ID KEY_ID...", Short: "Get key with key IDs (dec_keys)", Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			keys, err := c.DecKeys(ctx, args[0], args[1:]...)
-			if err != nil {
-				return err
-			}
-			return printKeys(keys)
+			return call(cmd, func(ctx context.Context, c *etsi014.Client) error {
+				keys, err := c.DecKeys(ctx, args[0], args[1:]...)
+				if err != nil {
+					return err
+				}
+				return printKeys(keys)
+			})
 		},
 	}
 	cmd.PersistentFlags().StringVar(&kmeURL, "kme", "https://127.0.0.1:8441", "the KME's base URL")

@@ -161,6 +161,20 @@ func outcome(st qkd.Stats, err error) (string, error) {
 	return "failed", err
 }
 
+// reportQKD prints the report of a session run as role (st and err as the
+// run returned them) and returns the session's error, or the printing's.
+func (g *Globals) reportQKD(role string, distanceKm float64, st qkd.Stats, err error) error {
+	out, err := outcome(st, err)
+	rep := qkdReport{Role: role, DistanceKm: distanceKm, Stats: st, Outcome: out}
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	if perr := g.printQKD(rep); perr != nil {
+		return perr
+	}
+	return err
+}
+
 func (g *Globals) qkdProgress(cfg *link.Config) func() {
 	total := int64(cfg.Blocks) * cfg.PulsesPerBlock
 	rep := g.Progress.Start("qkd link", total, "pulses")
@@ -185,15 +199,7 @@ func qkdLinkCommand(g *Globals) *cobra.Command {
 			done := g.qkdProgress(&cfg)
 			st, err := link.Run(ctx, cfg, nil, nil)
 			done()
-			out, err := outcome(st, err)
-			rep := qkdReport{Role: "link", DistanceKm: f.distance, Stats: st, Outcome: out}
-			if err != nil {
-				rep.Error = err.Error()
-			}
-			if perr := g.printQKD(rep); perr != nil {
-				return perr
-			}
-			return err
+			return g.reportQKD("link", f.distance, st, err)
 		},
 	}
 	f.register(cmd)
@@ -257,15 +263,7 @@ func qkdAliceCommand(g *Globals) *cobra.Command {
 			done := g.qkdProgress(&cfg)
 			st, err := link.RunAlice(ctx, tr, cfg, nil)
 			done()
-			out, err := outcome(st, err)
-			rep := qkdReport{Role: "alice", DistanceKm: f.distance, Stats: st, Outcome: out}
-			if err != nil {
-				rep.Error = err.Error()
-			}
-			if perr := g.printQKD(rep); perr != nil {
-				return perr
-			}
-			return err
+			return g.reportQKD("alice", f.distance, st, err)
 		},
 	}
 	f.register(cmd)
@@ -303,15 +301,7 @@ func qkdBobCommand(g *Globals) *cobra.Command {
 			defer tr.Close()
 			cfg := link.Config{Blocks: blocks, KeyBytes: keyBytes, Log: g.Log, Cascade: cascadeSchedule(overlap)}
 			st, err := link.RunBob(ctx, tr, cfg, nil)
-			out, err := outcome(st, err)
-			rep := qkdReport{Role: "bob", Stats: st, Outcome: out}
-			if err != nil {
-				rep.Error = err.Error()
-			}
-			if perr := g.printQKD(rep); perr != nil {
-				return perr
-			}
-			return err
+			return g.reportQKD("bob", 0, st, err)
 		},
 	}
 	t.register(cmd)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/qshield/qshield/httpx"
+	"github.com/qshield/qshield/kme/internal/plainjson"
 )
 
 // maxResponse bounds a response body: 128 keys of 1 MiB would not fit, but
@@ -205,13 +206,13 @@ func parseContainerFast(body []byte) (kc *KeyContainer, ok bool) {
 		if rest, ok = strings.CutPrefix(rest, `{"key_ID":"`); !ok {
 			return nil, false
 		}
-		if id, rest, ok = plainString(rest); !ok {
+		if id, rest, ok = plainjson.String(rest); !ok {
 			return nil, false
 		}
 		if rest, ok = strings.CutPrefix(rest, `,"key":"`); !ok {
 			return nil, false
 		}
-		if key, rest, ok = plainString(rest); !ok {
+		if key, rest, ok = plainjson.String(rest); !ok {
 			return nil, false
 		}
 		if rest, ok = strings.CutPrefix(rest, `}`); !ok {
@@ -225,20 +226,6 @@ func parseContainerFast(body []byte) (kc *KeyContainer, ok bool) {
 			return nil, false
 		}
 	}
-}
-
-// plainString splits s after a JSON string body made of printable ASCII
-// other than '"' and '\\' and its closing quote.
-func plainString(s string) (str, rest string, ok bool) {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"':
-			return s[:i], s[i+1:], true
-		case c < 0x20 || c >= 0x7f || c == '\\':
-			return "", "", false
-		}
-	}
-	return "", "", false
 }
 
 // decodeError reads the ETSI 014 Error object of a non-2xx answer (the
