@@ -1,6 +1,7 @@
 package qmsp
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -235,7 +236,7 @@ func (c *CSS) refillSoon(ctx context.Context, left int) {
 		defer c.refilling.Store(false)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := c.refill(rctx); err != nil {
+		if _, err := c.refill(rctx, false); err != nil {
 			c.cfg.Log.Warn("qmsp: CSS prefetch", "err", err)
 		}
 	}()
@@ -254,21 +255,32 @@ func (c *CSS) Prefetched(ctx context.Context) (int, error) {
 // (a lock shared by the nodes, package lease), re-counting under the lock,
 // so nodes never fetch more than the buffer holds. What the key manager
 // handed out is stored even when ctx ends meanwhile.
-func (c *CSS) refill(ctx context.Context) error {
+//
+// With keep, the request that refills keeps one of the batches for itself,
+// returned and not stored (one is fetched for it even when the buffer is
+// full): without it, concurrent requests could take every batch it stored
+// before its own claim, again and again, and a request failed while
+// batches were flowing (seen under load: "prefetched batches taken by
+// other requests"). The caller gives the batch back (putBack) when it does
+// not use it.
+func (c *CSS) refill(ctx context.Context, keep bool) (*etsiKey, error) {
 	c.fillMu.Lock()
 	defer c.fillMu.Unlock()
 	unlock, err := lease.Lock(ctx, c.cfg.DB, "qmsp-css-prefetch")
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrNoQuantumKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoQuantumKey, err)
 	}
 	defer unlock()
 	have, err := c.Prefetched(ctx)
 	if err != nil {
-		return fmt.Errorf("qmsp: count prefetched batches: %w", err)
+		return nil, fmt.Errorf("qmsp: count prefetched batches: %w", err)
 	}
-	n := min(c.cfg.Prefetch+1-have, 128)
-	if n <= 0 {
-		return nil
+	n := max(min(c.cfg.Prefetch+1-have, 128), 0)
+	if keep && n == 0 {
+		n = 1 // its own, when others filled the buffer meanwhile
+	}
+	if n == 0 {
+		return nil, nil
 	}
 	keys, err := c.cfg.Keys.EncKeys(ctx, c.cfg.SlaveSAE, n, c.cfg.BatchBytes*8)
 	if err != nil && n > 1 && have == 0 {
@@ -276,37 +288,54 @@ func (c *CSS) refill(ctx context.Context) error {
 		keys, err = c.cfg.Keys.EncKeys(ctx, c.cfg.SlaveSAE, 1, c.cfg.BatchBytes*8)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrNoQuantumKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoQuantumKey, err)
 	}
 	if len(keys) == 0 {
-		return fmt.Errorf("%w: key manager returned no key", ErrNoQuantumKey)
+		return nil, fmt.Errorf("%w: key manager returned no key", ErrNoQuantumKey)
 	}
-	type row struct {
-		id     string
-		sealed []byte
-	}
-	rows := make([]row, 0, len(keys))
+	var mine *etsiKey
+	rows := make([]prefetchRow, 0, len(keys))
 	for _, k := range keys {
-		if _, err := parseKeyID(k.ID); err != nil || len(k.Key) != c.cfg.BatchBytes {
+		kid, err := parseKeyID(k.ID)
+		if err != nil || len(k.Key) != c.cfg.BatchBytes {
 			c.cfg.Log.Error("qmsp: key manager returned an unusable batch: dropped", "key", k.ID, "bytes", len(k.Key))
+			continue
+		}
+		if keep && mine == nil {
+			mine = &etsiKey{id: kid, key: k.Key}
 			continue
 		}
 		sealed, err := c.seal.seal(k.Key, "css-prefetch/"+k.ID)
 		clear(k.Key)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		rows = append(rows, row{k.ID, sealed})
+		rows = append(rows, prefetchRow{k.ID, sealed})
 	}
+	if mine == nil && len(rows) == 0 {
+		return nil, fmt.Errorf("%w: key manager returned no usable batch", ErrNoQuantumKey)
+	}
+	if err := c.storePrefetched(ctx, rows); err != nil {
+		return mine, err
+	}
+	return mine, nil
+}
+
+type prefetchRow struct {
+	id     string
+	sealed []byte
+}
+
+// storePrefetched stores batches the key manager has handed out, even if
+// ctx ends meanwhile (they would be lost otherwise).
+func (c *CSS) storePrefetched(ctx context.Context, rows []prefetchRow) error {
 	if len(rows) == 0 {
-		return fmt.Errorf("%w: key manager returned no usable batch", ErrNoQuantumKey)
+		return nil
 	}
-	// The key manager has handed the batches out: store them even if the
-	// caller gave up meanwhile.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	at := c.now().UnixNano()
-	err = c.batch.Do(sctx, func(tx *sql.Tx) error {
+	err := c.batch.Do(sctx, func(tx *sql.Tx) error {
 		for i, r := range rows {
 			if _, err := tx.ExecContext(sctx, c.cfg.DB.Rebind(`INSERT INTO qmsp_css_prefetch (key_id, bytes, material, fetched_at) VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO NOTHING`),
 				r.id, c.cfg.BatchBytes, r.sealed, at+int64(i)); err != nil {
@@ -320,6 +349,18 @@ func (c *CSS) refill(ctx context.Context) error {
 		return fmt.Errorf("qmsp: store prefetched batches: %w", err)
 	}
 	return nil
+}
+
+// putBack stores a batch refill kept for a request that did not use it, so
+// that the next request does.
+func (c *CSS) putBack(ctx context.Context, k *etsiKey) error {
+	id := qkd.FormatKeyID(k.id)
+	sealed, err := c.seal.seal(k.key, "css-prefetch/"+id)
+	if err != nil {
+		c.cfg.Log.Error("qmsp: kept quantum key batch lost: not sealed", "key", id, "err", err)
+		return err
+	}
+	return c.storePrefetched(ctx, []prefetchRow{{id, sealed}})
 }
 
 func (c *CSS) checkTime(unix int64) error {
@@ -408,8 +449,16 @@ func (c *CSS) AcquireKey(ctx context.Context, peer string, req KeyRequest) (*Key
 	var resync string
 	var left int
 	var err error
+	var mine *etsiKey // a batch this request's refill kept for it
 	for attempt := 0; ; attempt++ {
-		err = c.batch.Do(ctx, func(tx *sql.Tx) error { return c.acquireTx(ctx, tx, req, &out, &resync, &left) })
+		err = c.batch.Do(ctx, func(tx *sql.Tx) error { return c.acquireTx(ctx, tx, req, mine, &out, &resync, &left) })
+		if mine != nil {
+			if err != nil {
+				_ = c.putBack(ctx, mine) // logged; the next request takes it
+			}
+			clear(mine.key)
+			mine = nil
+		}
 		if !errors.Is(err, errNoBuffered) {
 			break
 		}
@@ -417,8 +466,12 @@ func (c *CSS) AcquireKey(ctx context.Context, peer string, req KeyRequest) (*Key
 			err = fmt.Errorf("%w: prefetched batches taken by other requests", ErrNoQuantumKey)
 			break
 		}
-		if err = c.refill(ctx); err != nil {
-			break
+		if mine, err = c.refill(ctx, true); err != nil {
+			if mine != nil {
+				err = nil // kept, though the others were not stored: use it
+			} else {
+				break
+			}
 		}
 	}
 	if err != nil {
@@ -438,9 +491,10 @@ func (c *CSS) AcquireKey(ctx context.Context, peer string, req KeyRequest) (*Key
 }
 
 // acquireTx is AcquireKey's transaction: check the request against the
-// gateway's epochs, claim a prefetched batch, wrap it and move the gateway
-// to the pending epoch. A refused request claims nothing.
-func (c *CSS) acquireTx(ctx context.Context, tx *sql.Tx, req KeyRequest, out **KeyDelivery, resyncOut *string, left *int) error {
+// gateway's epochs, claim a prefetched batch (or use mine, the one the
+// request's refill kept), wrap it and move the gateway to the pending
+// epoch. A refused request claims nothing.
+func (c *CSS) acquireTx(ctx context.Context, tx *sql.Tx, req KeyRequest, mine *etsiKey, out **KeyDelivery, resyncOut *string, left *int) error {
 	resync := ""
 	g, err := c.load(ctx, tx, req.Gateway)
 	if err != nil {
@@ -462,8 +516,11 @@ func (c *CSS) acquireTx(ctx context.Context, tx *sql.Tx, req KeyRequest, out **K
 	default:
 		return fmt.Errorf("%w: key request MAC of %s does not verify under the preset key of epoch %d", ErrAuth, req.Gateway, req.Epoch)
 	}
-	qk, n, err := c.claim(ctx, tx)
-	if err != nil {
+	var qk etsiKey
+	n := c.cfg.Prefetch // a kept batch leaves the buffer as it is
+	if mine != nil {
+		qk = etsiKey{id: mine.id, key: bytes.Clone(mine.key)} // the batch may run this function again
+	} else if qk, n, err = c.claim(ctx, tx); err != nil {
 		return err
 	}
 	defer clear(qk.key)

@@ -1,10 +1,12 @@
 package qmsp
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -158,69 +160,78 @@ func prefetchedIDs(t *testing.T, db *sqldb.DB) map[string]bool {
 // manager handed out is delivered to exactly one gateway or still waits in
 // the shared buffer: none twice, none lost, and the nodes together never
 // hold more than the buffer's size. Each node kept its own in-memory
-// buffer before, lost when it stopped.
+// buffer before, lost when it stopped. Every refresh succeeds: with a
+// buffer of 2 the eight gateways drain it faster than it fills, and a
+// request whose refill others emptied failed after four tries ("prefetched
+// batches taken by other requests") until refill kept one batch for the
+// request that made it.
 func TestCSSPrefetchOnceAcrossNodes(t *testing.T) {
 	for _, b := range sqldbtest.Backends() {
-		t.Run(b.Name, func(t *testing.T) {
-			dsn := b.DSN(t)
-			n := 2
-			if b.Name == "sqlite" {
-				n = 1
-			}
-			keys := &masterKeys{batchBits: 8 * MaxBatchSize, issued: map[string]bool{}}
-			const prefetch = 6
-			nodes := cssNodes(t, dsn, keys, n, prefetch)
-			var mu sync.Mutex
-			delivered := map[string]int{}
-			gs := prefetchGateways(t, nodes, 8, &mu, delivered)
-			ctx := context.Background()
-			var wg sync.WaitGroup
-			for _, g := range gs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range 10 {
-						if err := g.Refresh(ctx); err != nil {
-							t.Errorf("%s: %v", g.ID(), err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			for _, c := range nodes {
-				c.bg.Wait() // background refills stored what they fetched
-			}
-			waiting := prefetchedIDs(t, nodes[0].cfg.DB)
-			if len(waiting) > prefetch+1 {
-				t.Errorf("%d batches wait, more than the buffer's %d", len(waiting), prefetch+1)
-			}
-			total := 0
-			for id, k := range delivered {
-				total += k
-				if k != 1 {
-					t.Errorf("batch %s delivered %d times", id, k)
-				}
-				if waiting[id] {
-					t.Errorf("batch %s delivered and still waiting", id)
+		for _, prefetch := range []int{6, 1} {
+			t.Run(fmt.Sprintf("%s/prefetch=%d", b.Name, prefetch), func(t *testing.T) {
+				testCSSPrefetchOnce(t, b, prefetch)
+			})
+		}
+	}
+}
+
+func testCSSPrefetchOnce(t *testing.T, b sqldbtest.Backend, prefetch int) {
+	dsn := b.DSN(t)
+	n := 2
+	if b.Name == "sqlite" {
+		n = 1
+	}
+	keys := &masterKeys{batchBits: 8 * MaxBatchSize, issued: map[string]bool{}}
+	nodes := cssNodes(t, dsn, keys, n, prefetch)
+	var mu sync.Mutex
+	delivered := map[string]int{}
+	gs := prefetchGateways(t, nodes, 8, &mu, delivered)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for _, g := range gs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				if err := g.Refresh(ctx); err != nil {
+					t.Errorf("%s: %v", g.ID(), err)
+					return
 				}
 			}
-			if total != 8*10 {
-				t.Errorf("%d deliveries, want 80", total)
-			}
-			keys.mu.Lock()
-			defer keys.mu.Unlock()
-			for id := range keys.issued {
-				if delivered[id] == 0 && !waiting[id] {
-					t.Errorf("batch %s handed out by the key manager is lost", id)
-				}
-			}
-			for id := range delivered {
-				if !keys.issued[id] {
-					t.Errorf("delivered batch %s never issued", id)
-				}
-			}
-		})
+		}()
+	}
+	wg.Wait()
+	for _, c := range nodes {
+		c.bg.Wait() // background refills stored what they fetched
+	}
+	waiting := prefetchedIDs(t, nodes[0].cfg.DB)
+	if len(waiting) > prefetch+1 {
+		t.Errorf("%d batches wait, more than the buffer's %d", len(waiting), prefetch+1)
+	}
+	total := 0
+	for id, k := range delivered {
+		total += k
+		if k != 1 {
+			t.Errorf("batch %s delivered %d times", id, k)
+		}
+		if waiting[id] {
+			t.Errorf("batch %s delivered and still waiting", id)
+		}
+	}
+	if total != 8*10 {
+		t.Errorf("%d deliveries, want 80", total)
+	}
+	keys.mu.Lock()
+	defer keys.mu.Unlock()
+	for id := range keys.issued {
+		if delivered[id] == 0 && !waiting[id] {
+			t.Errorf("batch %s handed out by the key manager is lost", id)
+		}
+	}
+	for id := range delivered {
+		if !keys.issued[id] {
+			t.Errorf("delivered batch %s never issued", id)
+		}
 	}
 }
 
@@ -315,5 +326,36 @@ func TestCSSPrefetchTamperedRow(t *testing.T) {
 				t.Fatalf("%d deliveries, want 2", len(delivered))
 			}
 		})
+	}
+}
+
+// TestCSSPutBackStoresKeptBatch: a batch a request's refill kept and did
+// not use (its transaction failed) goes back to the shared buffer, sealed,
+// and the next claim delivers it: the key manager handed it out once and
+// it is not lost.
+func TestCSSPutBackStoresKeptBatch(t *testing.T) {
+	keys := &masterKeys{batchBits: 8 * MaxBatchSize, issued: map[string]bool{}}
+	c := cssNodes(t, sqldbtest.SQLiteDSN(t), keys, 1, 0)[0]
+	ctx := context.Background()
+	k := &etsiKey{key: make([]byte, c.cfg.BatchBytes)}
+	rand.Read(k.id[:])
+	rand.Read(k.key)
+	want := bytes.Clone(k.key)
+	if err := c.putBack(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Prefetched(ctx); err != nil || n != 1 {
+		t.Fatalf("%d batches wait (%v), want the one put back", n, err)
+	}
+	var got etsiKey
+	if err := c.batch.Do(ctx, func(tx *sql.Tx) error {
+		var err error
+		got, _, err = c.claim(ctx, tx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got.id != k.id || !bytes.Equal(got.key, want) {
+		t.Fatalf("claimed %x, want the batch put back %x", got.id, k.id)
 	}
 }
