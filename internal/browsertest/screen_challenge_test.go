@@ -60,6 +60,128 @@ func scannerTill(t *testing.T, p *platform.Platform, bctx context.Context, base,
 const screenFrameJS = `(function(){var i=document.getElementById('code');if(!i||!i.complete||!i.naturalWidth)return '';
 var c=document.createElement('canvas');c.width=i.naturalWidth;c.height=i.naturalHeight;c.getContext('2d').drawImage(i,0,0);return c.toDataURL('image/png');})()`
 
+// greyCamera writes a film of plain grey to path: a camera that sees no
+// code yet.
+func greyCamera(t *testing.T, path string, fps int) {
+	t.Helper()
+	grey := browsertest.Frame(image.NewGray(image.Rect(0, 0, 2, 2)), 640, 480, 0, 128)
+	if err := browsertest.WriteY4MFile(path, []image.Image{grey, grey}, fps); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// filmChallenges writes to path what a phone's front camera sees when held
+// to a scanner whose challenge key is key: its challenges from slot s0 on,
+// five camera frames a slot, for 40 slots.
+func filmChallenges(t *testing.T, path string, key []byte, s0 int64) {
+	t.Helper()
+	var frames []image.Image
+	for i := 0; i < 5*40; i++ {
+		q, err := qrimg.Encode(watermark.ChallengeAt(key, s0+int64(i/5)).String(), qrimg.M)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, browsertest.Frame(q.Image(1), 320, 240, 0.85, 200))
+	}
+	if err := browsertest.WriteY4MFile(path, frames, 5); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readBoundLoop reads the frames page w draws (frameJS returns one as a
+// PNG data URL, "" while there is none) until they hold a code with
+// watermark.MinBoundStamps bound stamps, what a scanner that shows a
+// challenge waits for, reading at most limit frames. It returns the
+// distinct frames in the order seen and how many stamps are bound.
+func readBoundLoop(t *testing.T, w context.Context, frameJS string, limit int) (loop []*image.Gray, bound, stamps int) {
+	t.Helper()
+	sess, err := scan.NewSession(watermark.DefaultParams(), true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.RequireBound = true
+	seen := map[[32]byte]bool{}
+	var res *scan.Result
+	for i := 0; res == nil; i++ {
+		if i > limit {
+			t.Fatalf("no bound reconstruction after %d reads of the page: %+v", i, sess.Stats())
+		}
+		url := eval[string](t, w, frameJS)
+		if url == "" {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(url, "data:image/png;base64,"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := png.Decode(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := image.NewGray(f.Bounds())
+		draw.Draw(g, g.Bounds(), f, f.Bounds().Min, draw.Src)
+		if h := sha256.Sum256(g.Pix); !seen[h] {
+			seen[h] = true
+			loop = append(loop, g)
+		}
+		ev, err := sess.Add(context.Background(), g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res = ev.Result
+	}
+	for _, st := range res.Stamps {
+		if st.Bound {
+			bound++
+		}
+	}
+	return loop, bound, len(res.Stamps)
+}
+
+// filmLoopForScanners films loop, shown on a phone's screen, with the
+// camera simulator's close-scan profile 11 cm away (setup from seed, noise
+// from seed+1) into a 30 fps Y4M at path for the scanners' camera, and
+// returns the number of camera frames.
+func filmLoopForScanners(t *testing.T, loop []*image.Gray, path string, seed uint64) int {
+	t.Helper()
+	prof := camsim.CloseScan()
+	setup, err := prof.Draw(rand.New(rand.NewPCG(18, seed)), 0, 110)
+	if err != nil {
+		t.Fatal(err)
+	}
+	film, err := setup.Camera.NewSession(&camsim.Scene{Display: prof.Display, Frames: loop, FrameRate: watermark.DefaultParams().FrameRate}, setup.Pose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noise := rand.New(rand.NewPCG(18, seed+1))
+	var frames []image.Image
+	for i := 0; i < 2*len(loop)+2; i++ {
+		g, err := film.Capture(time.Duration(i)*time.Second/30, noise)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, g)
+	}
+	if err := browsertest.WriteY4MFile(path, frames, 30); err != nil {
+		t.Fatal(err)
+	}
+	return len(frames)
+}
+
+// chargeAtTill charges 12.34 at scanner page s, which scans what its
+// camera films, and returns "paid: …" or "refused: …" as the page says.
+func chargeAtTill(t *testing.T, s context.Context, what string) string {
+	t.Helper()
+	do(t, s, what, chromedp.SetValue(chromedp.CSS("#charge-amount"), "12.34"), chromedp.Click(chromedp.CSS("#charge-scan")))
+	t0 := time.Now()
+	waitJS(t, s, "document.body.dataset.view === 'result'", what+": result")
+	r := eval[string](t, s, "document.body.dataset.result + ': ' + document.getElementById('result-text').textContent")
+	t.Logf("%s: %q after %v (scan to answer; in the page: %s camera frames read in %s ms until the code was rebuilt, payment request %s ms)", what, r, time.Since(t0).Round(time.Millisecond),
+		eval[string](t, s, "document.body.dataset.scanFrames || '?'"), eval[string](t, s, "document.body.dataset.scanMs || '?'"), eval[string](t, s, "document.body.dataset.payMs || '-'"))
+	return r
+}
+
 // TestWatermarkScreenBindsToScannerChallenge is issue 18 for the
 // platform's screen page (/watermark/screen/{id}/), with challenges on as
 // the platform's default:
@@ -94,10 +216,7 @@ func TestWatermarkScreenBindsToScannerChallenge(t *testing.T) {
 
 	// The scanners' camera: grey until the payer's code is filmed.
 	scanCam := filepath.Join(dir, "scanner.y4m")
-	grey := browsertest.Frame(image.NewGray(image.Rect(0, 0, 2, 2)), 640, 480, 0, 128)
-	if err := browsertest.WriteY4MFile(scanCam, []image.Image{grey, grey}, 30); err != nil {
-		t.Fatal(err)
-	}
+	greyCamera(t, scanCam, 30)
 	sbctx := browsertest.Browser(t, caPEM, browsertest.FakeCamera(scanCam)...)
 	tillA, tillB := scannerTill(t, p, sbctx, base, "sc-till-A", "sc-shop"), scannerTill(t, p, sbctx, base, "sc-till-B", "sc-shop")
 	keyA, err := p.Watermark.ChallengeKey("sc-till-A")
@@ -110,17 +229,7 @@ func TestWatermarkScreenBindsToScannerChallenge(t *testing.T) {
 	// (Chromium opens the file when the page starts capturing).
 	frontCam := filepath.Join(dir, "front.y4m")
 	s0 := watermark.SlotAt(time.Now())
-	var front []image.Image
-	for i := 0; i < 5*40; i++ {
-		q, err := qrimg.Encode(watermark.ChallengeAt(keyA, s0+int64(i/5)).String(), qrimg.M)
-		if err != nil {
-			t.Fatal(err)
-		}
-		front = append(front, browsertest.Frame(q.Image(1), 320, 240, 0.85, 200))
-	}
-	if err := browsertest.WriteY4MFile(frontCam, front, 5); err != nil {
-		t.Fatal(err)
-	}
+	filmChallenges(t, frontCam, keyA, s0)
 	pbctx := browsertest.Browser(t, caPEM, browsertest.FakeCamera(frontCam)...)
 	w := browsertest.NewTab(t, pbctx, 10*time.Minute)
 	do(t, w, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(1), chromedp.EmulateMobile))
@@ -146,91 +255,20 @@ func TestWatermarkScreenBindsToScannerChallenge(t *testing.T) {
 	noRawJSON(t, w, "watermark screen bound")
 	walletShot(t, w, "watermark-screen-bound")
 
-	// The frames the page shows, until they hold a code with
-	// watermark.MinBoundStamps bound stamps (what a scanner that shows a
-	// challenge waits for).
-	sess, err := scan.NewSession(watermark.DefaultParams(), true, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess.RequireBound = true
-	seen := map[[32]byte]bool{}
-	var loop []*image.Gray
-	var res *scan.Result
-	for i := 0; res == nil; i++ {
-		if i > 600 {
-			t.Fatalf("no bound reconstruction after %d reads of the page: %+v", i, sess.Stats())
-		}
-		url := eval[string](t, w, screenFrameJS)
-		if url == "" {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(url, "data:image/png;base64,"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := png.Decode(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		g := image.NewGray(f.Bounds())
-		draw.Draw(g, g.Bounds(), f, f.Bounds().Min, draw.Src)
-		h := sha256.Sum256(g.Pix)
-		if seen[h] {
-			continue
-		}
-		seen[h] = true
-		loop = append(loop, g)
-		ev, err := sess.Add(ctx, g)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res = ev.Result
-	}
-	bound := 0
-	for _, st := range res.Stamps {
-		if st.Bound {
-			bound++
-		}
-	}
-	t.Logf("the screen's loop: %d distinct frames read, %d of %d stamps bound, %v after the code was issued", len(loop), bound, len(res.Stamps), time.Since(issued).Round(time.Second))
+	// The frames the page shows, until they hold a code bound to till A.
+	loop, bound, stamps := readBoundLoop(t, w, screenFrameJS, 600)
+	t.Logf("the screen's loop: %d distinct frames read, %d of %d stamps bound, %v after the code was issued", len(loop), bound, stamps, time.Since(issued).Round(time.Second))
 	// The phone is another device: its page stops so that it does not take
 	// the scanners' CPU.
 	do(t, w, "leave the screen", chromedp.Navigate("about:blank"))
 
 	// The scanners' camera films the loop 11 cm from the phone's screen.
-	prof := camsim.CloseScan()
-	setup, err := prof.Draw(rand.New(rand.NewPCG(18, 5)), 0, 110)
-	if err != nil {
-		t.Fatal(err)
-	}
-	film, err := setup.Camera.NewSession(&camsim.Scene{Display: prof.Display, Frames: loop, FrameRate: watermark.DefaultParams().FrameRate}, setup.Pose)
-	if err != nil {
-		t.Fatal(err)
-	}
-	noise := rand.New(rand.NewPCG(18, 6))
-	var frames []image.Image
-	for i := 0; i < 2*len(loop)+2; i++ {
-		g, err := film.Capture(time.Duration(i)*time.Second/30, noise)
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, g)
-	}
-	if err := browsertest.WriteY4MFile(scanCam, frames, 30); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("the scanners' film: %d camera frames, ready %v after the code was issued", len(frames), time.Since(issued).Round(time.Second))
+	nf := filmLoopForScanners(t, loop, scanCam, 5)
+	t.Logf("the scanners' film: %d camera frames, ready %v after the code was issued", nf, time.Since(issued).Round(time.Second))
 
 	charge := func(s context.Context, what string) string {
-		do(t, s, what, chromedp.SetValue(chromedp.CSS("#charge-amount"), "12.34"), chromedp.Click(chromedp.CSS("#charge-scan")))
-		t0 := time.Now()
-		waitJS(t, s, "document.body.dataset.view === 'result'", what+": result")
-		r := eval[string](t, s, "document.body.dataset.result + ': ' + document.getElementById('result-text').textContent")
-		t.Logf("%s: %q after %v, %v after the code was issued (in the page: %s camera frames read in %s ms until the code was rebuilt, payment request %s ms)", what, r,
-			time.Since(t0).Round(time.Millisecond), time.Since(issued).Round(time.Second),
-			eval[string](t, s, "document.body.dataset.scanFrames || '?'"), eval[string](t, s, "document.body.dataset.scanMs || '?'"), eval[string](t, s, "document.body.dataset.payMs || '-'"))
+		r := chargeAtTill(t, s, what)
+		t.Logf("%s: answered %v after the code was issued", what, time.Since(issued).Round(time.Second))
 		return r
 	}
 	// The film of the screen bound to till A, played to till B: refused.

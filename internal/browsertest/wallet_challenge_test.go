@@ -3,13 +3,7 @@ package browsertest_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
-	"image"
-	"image/draw"
 	"image/png"
-	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,8 +16,6 @@ import (
 	"github.com/qshield/qshield/pki"
 	"github.com/qshield/qshield/qrimg"
 	"github.com/qshield/qshield/watermark"
-	"github.com/qshield/qshield/watermark/camsim"
-	"github.com/qshield/qshield/watermark/scan"
 )
 
 // TestWalletBindsToScannerChallenge is the scanner challenge (issue 18)
@@ -61,31 +53,10 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 
 	// The scanners' camera: grey until the payer's code is filmed.
 	scanCam := filepath.Join(dir, "scanner.y4m")
-	grey := browsertest.Frame(image.NewGray(image.Rect(0, 0, 2, 2)), 640, 480, 0, 128)
-	if err := browsertest.WriteY4MFile(scanCam, []image.Image{grey, grey}, 30); err != nil {
-		t.Fatal(err)
-	}
+	greyCamera(t, scanCam, 30)
 	sbctx := browsertest.Browser(t, caPEM, browsertest.FakeCamera(scanCam)...)
 	till := func(bctx context.Context, name string) context.Context {
-		s := browsertest.NewTab(t, bctx, 10*time.Minute)
-		do(t, s, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(1), chromedp.EmulateMobile))
-		do(t, s, "open scanner", chromedp.Navigate(base+"/scanner/"))
-		waitJS(t, s, "document.body.dataset.view === 'setup' && document.getElementById('setup-key').value.length > 0", "scanner setup")
-		spki, err := base64.StdEncoding.DecodeString(eval[string](t, s, "document.getElementById('setup-key').value"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub, err := x509.ParsePKIXPublicKey(spki)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc, err := p.EnrolWatermarkDevice(ctx, name, "scanner", "ch-shop", "", pub)
-		if err != nil {
-			t.Fatal(err)
-		}
-		do(t, s, "device number", chromedp.SendKeys(chromedp.CSS("#setup-id"), sc.Cert.SerialNumber.Text(16)), chromedp.Click(chromedp.CSS("#setup-submit")))
-		waitJS(t, s, "document.body.dataset.view === 'charge'", "charge form")
-		return s
+		return scannerTill(t, p, bctx, base, name, "ch-shop")
 	}
 	tillA, tillB := till(sbctx, "ch-till-A"), till(sbctx, "ch-till-B")
 	keyA, err := p.Watermark.ChallengeKey("ch-till-A")
@@ -95,9 +66,7 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 
 	// The payer's phone: its front camera sees nothing yet.
 	frontCam := filepath.Join(dir, "front.y4m")
-	if err := browsertest.WriteY4MFile(frontCam, []image.Image{grey, grey}, 5); err != nil {
-		t.Fatal(err)
-	}
+	greyCamera(t, frontCam, 5)
 	pbctx := browsertest.Browser(t, caPEM, browsertest.FakeCamera(frontCam)...)
 	w := browsertest.NewTab(t, pbctx, 10*time.Minute)
 	enrol, err := p.IssueEnrolmentCode(ctx, "test", "ch-payer")
@@ -115,17 +84,7 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 	// A's challenges from the current slot on, five camera frames a slot.
 	s0 := watermark.SlotAt(time.Now())
 	t.Logf("the payer shows a code %v into the test", time.Since(start).Round(time.Second))
-	var front []image.Image
-	for i := 0; i < 5*40; i++ {
-		q, err := qrimg.Encode(watermark.ChallengeAt(keyA, s0+int64(i/5)).String(), qrimg.M)
-		if err != nil {
-			t.Fatal(err)
-		}
-		front = append(front, browsertest.Frame(q.Image(1), 320, 240, 0.85, 200))
-	}
-	if err := browsertest.WriteY4MFile(frontCam, front, 5); err != nil {
-		t.Fatal(err)
-	}
+	filmChallenges(t, frontCam, keyA, s0)
 	do(t, w, "show a code", chromedp.Click(chromedp.CSS("#show-code")))
 	waitJS(t, w, "document.body.dataset.view === 'wmset'", "limit form")
 	do(t, w, "limit", chromedp.SendKeys(chromedp.CSS("#wm-limit"), "50.00"), chromedp.Click(chromedp.CSS("#wm-submit")))
@@ -148,86 +107,21 @@ func TestWalletBindsToScannerChallenge(t *testing.T) {
 	walletShot(t, w, "wallet-watermark-bound")
 
 	// The loop's frames as the page draws them, until they hold a code
-	// with watermark.MinBoundStamps bound stamps (what a scanner that
-	// shows a challenge waits for).
-	sess, err := scan.NewSession(watermark.DefaultParams(), true, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess.RequireBound = true
-	seen := map[[32]byte]bool{}
-	var loop []*image.Gray
-	var res *scan.Result
-	for i := 0; res == nil; i++ {
-		if i > 400 {
-			t.Fatalf("no bound reconstruction after %d frames: %+v", i, sess.Stats())
-		}
-		url := eval[string](t, w, "document.getElementById('wm-canvas').toDataURL('image/png')")
-		raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(url, "data:image/png;base64,"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := png.Decode(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		g := image.NewGray(f.Bounds())
-		draw.Draw(g, g.Bounds(), f, f.Bounds().Min, draw.Src)
-		if h := sha256.Sum256(g.Pix); !seen[h] {
-			seen[h] = true
-			loop = append(loop, g)
-		}
-		ev, err := sess.Add(ctx, g)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res = ev.Result
-	}
-	bound := 0
-	for _, st := range res.Stamps {
-		if st.Bound {
-			bound++
-		}
-	}
-	t.Logf("the wallet's loop: %d distinct frames read, %d of %d stamps bound, %v after the film's first slot", len(loop), bound, len(res.Stamps), time.Since(watermark.SlotStart(s0)).Round(time.Second))
+	// bound to till A.
+	loop, bound, stamps := readBoundLoop(t, w, "document.getElementById('wm-canvas').toDataURL('image/png')", 400)
+	t.Logf("the wallet's loop: %d distinct frames read, %d of %d stamps bound, %v after the film's first slot", len(loop), bound, stamps, time.Since(watermark.SlotStart(s0)).Round(time.Second))
 	// The phone is another device: its page stops drawing and reading its
 	// camera so that it does not take the scanners' CPU.
 	do(t, w, "done", chromedp.Click(chromedp.CSS("#wm-done")))
 	waitJS(t, w, "document.body.dataset.view === 'home' && !document.body.dataset.wmCamera", "the wallet's home")
 
 	// The scanners' camera films the loop 11 cm from the phone's screen.
-	prof := camsim.CloseScan()
-	setup, err := prof.Draw(rand.New(rand.NewPCG(18, 3)), 0, 110)
-	if err != nil {
-		t.Fatal(err)
-	}
-	film, err := setup.Camera.NewSession(&camsim.Scene{Display: prof.Display, Frames: loop, FrameRate: watermark.DefaultParams().FrameRate}, setup.Pose)
-	if err != nil {
-		t.Fatal(err)
-	}
-	noise := rand.New(rand.NewPCG(18, 4))
-	var frames []image.Image
-	for i := 0; i < 2*len(loop)+2; i++ {
-		g, err := film.Capture(time.Duration(i)*time.Second/30, noise)
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, g)
-	}
-	if err := browsertest.WriteY4MFile(scanCam, frames, 30); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("the scanners' film: %d camera frames, ready %v after the film's first slot", len(frames), time.Since(watermark.SlotStart(s0)).Round(time.Second))
+	nf := filmLoopForScanners(t, loop, scanCam, 3)
+	t.Logf("the scanners' film: %d camera frames, ready %v after the film's first slot", nf, time.Since(watermark.SlotStart(s0)).Round(time.Second))
 
 	charge := func(s context.Context, what string) string {
-		do(t, s, what, chromedp.SetValue(chromedp.CSS("#charge-amount"), "12.34"), chromedp.Click(chromedp.CSS("#charge-scan")))
-		t0 := time.Now()
 		t.Logf("%s: scanning from %v into the test", what, time.Since(start).Round(time.Second))
-		waitJS(t, s, "document.body.dataset.view === 'result'", what+": result")
-		r := eval[string](t, s, "document.body.dataset.result + ': ' + document.getElementById('result-text').textContent")
-		t.Logf("%s: %q after %v (scan to answer; in the page: %s camera frames read in %s ms until the code was rebuilt, payment request %s ms)", what, r, time.Since(t0).Round(time.Millisecond),
-			eval[string](t, s, "document.body.dataset.scanFrames || '?'"), eval[string](t, s, "document.body.dataset.scanMs || '?'"), eval[string](t, s, "document.body.dataset.payMs || '-'"))
-		return r
+		return chargeAtTill(t, s, what)
 	}
 	// The film of a phone bound to till A, played to till B: refused.
 	if r := charge(tillB, "the film at till B"); !strings.HasPrefix(r, "refused: ") || !strings.Contains(r, "another scanner") {
