@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/qshield/qshield/sqldb"
 )
@@ -28,12 +29,15 @@ func (l *Log) RecordTx(ctx context.Context, tx *sql.Tx, e Entry) error {
 }
 
 // RecordAllTx appends entries, in order, inside tx: on SQLite in one bulk
-// write (the leaf and tree hashes computed in memory, 100 records per
-// INSERT), on PostgreSQL into the queue. All or none are valid.
+// write (the leaf and tree hashes computed in memory, 64 records per
+// INSERT), on PostgreSQL into the queue. All or none are valid. The
+// entries of one call are stamped with one time, the transaction's (as
+// AppendAllSQL does).
 func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) error {
+	t := l.now().UTC().Truncate(time.Microsecond).Format(TimeLayout)
 	if l.db.Dialect != sqldb.SQLite {
 		for _, e := range entries {
-			if _, _, err := l.enqueue(ctx, tx, e); err != nil {
+			if _, _, err := l.enqueueAt(ctx, tx, e, t); err != nil {
 				return err
 			}
 		}
@@ -41,7 +45,7 @@ func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) erro
 	}
 	rs := make([]row, len(entries))
 	for i, e := range entries {
-		r, err := l.rowOf(e)
+		r, err := rowAt(e, t)
 		if err != nil {
 			return err
 		}

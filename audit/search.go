@@ -97,6 +97,10 @@ func (l *Log) where(q Query) (string, []any, error) {
 		}
 		conds = append(conds, f.col+" = ?")
 		args = append(args, f.v)
+		if f.col == "event" && f.v != bulkEvent {
+			// Implied by the term above; lets the partial event index serve it.
+			conds = append(conds, bulkEventTerm)
+		}
 	}
 	if q.Account != "" {
 		if err := checkText("account", q.Account, false, maxField); err != nil {
@@ -129,15 +133,14 @@ func (l *Log) Search(ctx context.Context, q Query) ([]Record, error) {
 	if q.Limit == 0 {
 		q.Limit = defaultLimit
 	}
-	w, args, err := l.where(q)
+	query, args, err := l.searchSQL(q)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := l.Integrate(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash
-		FROM audit_log`+w+` ORDER BY seq LIMIT ?`), append(args, q.Limit)...)
+	rows, err := l.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: search: %w", err)
 	}
@@ -163,6 +166,16 @@ func (l *Log) Search(ctx context.Context, q Query) ([]Record, error) {
 		return nil, fmt.Errorf("audit: search: %w", err)
 	}
 	return out, nil
+}
+
+// searchSQL is Search's statement for q (Limit set) and its arguments.
+func (l *Log) searchSQL(q Query) (string, []any, error) {
+	w, args, err := l.where(q)
+	if err != nil {
+		return "", nil, err
+	}
+	return l.db.Rebind(`SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash
+		FROM audit_log` + w + ` ORDER BY seq LIMIT ?`), append(args, q.Limit), nil
 }
 
 // Stats counts the records matching q (Limit and AfterSeq ignored) grouped

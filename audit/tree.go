@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,12 +68,12 @@ func (l *Log) Integrate(ctx context.Context) (int, error) {
 }
 
 func (l *Log) lockHead(ctx context.Context, tx *sql.Tx) (Head, error) {
-	q := `SELECT seq, hash FROM audit_head WHERE id = 1`
+	q := lockHeadSQL
 	if l.db.Dialect == sqldb.Postgres {
 		q += ` FOR UPDATE`
 	}
 	var head Head
-	if err := tx.QueryRowContext(ctx, q).Scan(&head.Seq, &head.Hash); err != nil {
+	if err := l.queryRowTx(ctx, tx, q).Scan(&head.Seq, &head.Hash); err != nil {
 		return Head{}, fmt.Errorf("audit: read head: %w", err)
 	}
 	return head, nil
@@ -151,7 +152,7 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 // inserts them with their places (sent as arrays), one inserts the tree
 // hashes.
 func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row, queueIDs []int64) ([]Record, error) {
-	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, mem: map[int64]tlog.Hash{}}
+	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, log: l, mem: map[int64]tlog.Hash{}}
 	// Records are inserted up to 64 per statement (prepared once per chunk
 	// size, see execChunked).
 	const perInsert = 64
@@ -167,6 +168,8 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 	var newHash []tlog.Hash
 	start := head.Seq
 	out := make([]Record, len(rs))
+	var lastText string // records of a batch mostly share their time
+	var lastTime time.Time
 	for i := range rs {
 		r := &rs[i]
 		r.seq, r.prev = head.Seq+1, head.Hash
@@ -193,8 +196,11 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 			}
 		}
 		head = Head{Seq: r.seq, Hash: r.hash}
-		t, _ := time.Parse(TimeLayout, r.time)
-		out[i] = Record{Seq: r.seq, Time: t, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
+		if r.time != lastText {
+			lastText = r.time
+			lastTime, _ = time.Parse(TimeLayout, r.time)
+		}
+		out[i] = Record{Seq: r.seq, Time: lastTime, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
 			Resource: r.resource, PrevHash: r.prev, Hash: r.hash}
 	}
 	if queueIDs != nil {
@@ -209,7 +215,7 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 			return nil, err
 		}
 	}
-	res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1 AND seq = ?`),
+	res, err := l.execResultTx(ctx, tx, updateHeadSQL,
 		head.Seq, head.Hash, l.mac("head", head.Seq, head.Hash), start)
 	if err != nil {
 		return nil, fmt.Errorf("audit: update head: %w", err)
@@ -297,27 +303,82 @@ func (l *Log) execChunked(ctx context.Context, tx *sql.Tx, stmt func(n int) stri
 }
 
 // execTx runs q in tx, on SQLite through a statement prepared once per Log
-// (compiling a multi-row insert costs more than running it); PostgreSQL's
-// driver caches prepared statements itself.
+// (compiling a multi-row insert costs more than running it, see
+// prepareSQLite); PostgreSQL's driver caches prepared statements itself.
 func (l *Log) execTx(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
 	q = l.db.Rebind(q)
 	if l.db.Dialect != sqldb.SQLite {
 		_, err := tx.ExecContext(ctx, q, args...)
 		return err
 	}
-	st, ok := l.stmts.Load(q)
-	if !ok {
+	st, err := l.prepared(ctx, tx, q)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(ctx, args...)
+	return err
+}
+
+// SQLite statements of the append path, prepared once per Log by Open.
+const (
+	lockHeadSQL   = `SELECT seq, hash FROM audit_head WHERE id = 1`
+	updateHeadSQL = `UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1 AND seq = ?`
+	readHashesSQL = `SELECT idx, hash FROM audit_tlog WHERE idx IN (SELECT value FROM json_each(?))`
+)
+
+// prepareSQLite prepares the statements of the append path (SQLite), outside
+// any transaction: preparing one later, inside a transaction, would need a
+// second connection of a pool that may have none free.
+func (l *Log) prepareSQLite(ctx context.Context) error {
+	qs := []string{lockHeadSQL, updateHeadSQL, readHashesSQL}
+	for _, n := range chunkRows {
+		qs = append(qs, insertRecordsSQL(n), insertHashesSQL(n))
+	}
+	for _, q := range qs {
 		p, err := l.db.PrepareContext(ctx, q)
 		if err != nil {
-			return err
+			return fmt.Errorf("audit: prepare: %w", err)
 		}
-		var loaded bool
-		if st, loaded = l.stmts.LoadOrStore(q, p); loaded {
-			p.Close()
-		}
+		l.stmts.Store(q, p)
 	}
-	_, err := tx.StmtContext(ctx, st.(*sql.Stmt)).ExecContext(ctx, args...)
-	return err
+	return nil
+}
+
+// prepared returns the statement for q (already rebound) bound to tx:
+// prepared once per Log (prepareSQLite), or else for tx alone.
+func (l *Log) prepared(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, error) {
+	if st, ok := l.stmts.Load(q); ok {
+		return tx.StmtContext(ctx, st.(*sql.Stmt)), nil
+	}
+	return tx.PrepareContext(ctx, q)
+}
+
+// execResultTx is execTx returning the result.
+func (l *Log) execResultTx(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	q = l.db.Rebind(q)
+	if l.db.Dialect != sqldb.SQLite {
+		return tx.ExecContext(ctx, q, args...)
+	}
+	st, err := l.prepared(ctx, tx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// queryRowTx is QueryRowContext in tx through a prepared statement on
+// SQLite (see execTx).
+func (l *Log) queryRowTx(ctx context.Context, tx *sql.Tx, q string, args ...any) *sql.Row {
+	q = l.db.Rebind(q)
+	if l.db.Dialect != sqldb.SQLite {
+		return tx.QueryRowContext(ctx, q, args...)
+	}
+	st, err := l.prepared(ctx, tx, q)
+	if err != nil {
+		// A failed prepare is reported by Scan, as QueryRowContext would.
+		return tx.QueryRowContext(ctx, q, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
 }
 
 // querier is a *sql.Tx or *sqldb.DB.
@@ -331,6 +392,9 @@ type txHashes struct {
 	ctx context.Context
 	tx  querier
 	db  *sqldb.DB
+	// log, when set with tx a *sql.Tx on SQLite, reads through one
+	// prepared statement (the indexes as a JSON array).
+	log *Log
 	mem map[int64]tlog.Hash
 }
 
@@ -354,7 +418,7 @@ func (r *txHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	}
 	for len(missing) > 0 {
 		n := min(len(missing), 500)
-		rows, err := r.tx.QueryContext(r.ctx, r.db.Rebind(`SELECT idx, hash FROM audit_tlog WHERE idx IN (?`+strings.Repeat(", ?", n-1)+`)`), missing[:n]...)
+		rows, err := r.query(missing[:n])
 		if err != nil {
 			return nil, fmt.Errorf("audit: read tree hashes: %w", err)
 		}
@@ -386,6 +450,27 @@ func (r *txHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 		}
 	}
 	return out, nil
+}
+
+// query reads the stored hashes of indexes.
+func (r *txHashes) query(indexes []any) (*sql.Rows, error) {
+	if tx, ok := r.tx.(*sql.Tx); ok && r.log != nil && r.db.Dialect == sqldb.SQLite {
+		b := make([]byte, 0, 16*len(indexes))
+		b = append(b, '[')
+		for i, x := range indexes {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, x.(int64), 10)
+		}
+		b = append(b, ']')
+		st, err := r.log.prepared(r.ctx, tx, readHashesSQL)
+		if err != nil {
+			return nil, err
+		}
+		return st.QueryContext(r.ctx, string(b))
+	}
+	return r.tx.QueryContext(r.ctx, r.db.Rebind(`SELECT idx, hash FROM audit_tlog WHERE idx IN (?`+strings.Repeat(", ?", len(indexes)-1)+`)`), indexes...)
 }
 
 // repairTree builds the stored tree hashes of records written before the

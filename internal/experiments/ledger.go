@@ -315,6 +315,7 @@ func LedgerExperiment(extra ...LoadTarget) experiment.Spec {
 			{Name: "accounts", Default: "10,10000", Usage: "comma-separated account counts"},
 			{Name: "targets", Default: "all", Usage: "comma-separated target name prefixes (sqlite, postgres, audited, https) or all"},
 			{Name: "pgbench-scale", Default: "10", Usage: "pgbench -i scale factor (0 disables pgbench)"},
+			{Name: "audit-checkpoint-every", Default: "1000", Usage: "audited targets: records per signed checkpoint of their publisher (as the platform's default); 0: no publisher"},
 			{Name: "pg-batchers", Default: "", Usage: "PostgreSQL transfer batchers of the ledger (ledger.WithPostgresBatchers; empty: its default, 0: none)"},
 		},
 		Run: func(ctx context.Context, env *experiment.Env) (*experiment.Result, error) {

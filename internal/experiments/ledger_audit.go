@@ -2,8 +2,10 @@ package experiments
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -20,11 +22,23 @@ import (
 // signing a checkpoint every 1000 records, so its cost is measured too.
 // Compare each with its unaudited target (same accounts and clients).
 
-// openAudited opens the audit log on db and starts a publisher; stop ends it.
-func openAudited(ctx context.Context, db *sqldb.DB) (ledger.Option, func(), error) {
+// openAudited opens the audit log on db and starts a publisher (unless the
+// parameter audit-checkpoint-every is 0); stop ends it.
+func openAudited(ctx context.Context, env *experiment.Env, db *sqldb.DB) (ledger.Option, func(), error) {
+	every := int64(1000)
+	if s := env.String("audit-checkpoint-every"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return nil, nil, fmt.Errorf("parameter audit-checkpoint-every: %q", s)
+		}
+		every = n
+	}
 	alog, err := audit.Open(ctx, db)
 	if err != nil {
 		return nil, nil, err
+	}
+	if every == 0 {
+		return ledger.WithAudit(alog), func() {}, nil
 	}
 	skey, _, err := audit.GenerateCheckpointKey("qshield-experiment")
 	if err != nil {
@@ -34,7 +48,7 @@ func openAudited(ctx context.Context, db *sqldb.DB) (ledger.Option, func(), erro
 	if err != nil {
 		return nil, nil, err
 	}
-	pub := &audit.Publisher{Log: alog, Signer: signer, Every: 1000, Interval: 10 * time.Second}
+	pub := &audit.Publisher{Log: alog, Signer: signer, Every: every, Interval: 10 * time.Second}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = pub.Run(rctx) }()
@@ -53,7 +67,7 @@ func SQLiteAuditedTarget() LoadTarget {
 			os.RemoveAll(dir)
 			return nil, nil, err
 		}
-		opt, stop, err := openAudited(ctx, db)
+		opt, stop, err := openAudited(ctx, env, db)
 		if err != nil {
 			db.Close()
 			os.RemoveAll(dir)
@@ -83,7 +97,7 @@ func PostgresAuditedTarget() LoadTarget {
 		if err != nil {
 			return nil, nil, err
 		}
-		opt, stop, err := openAudited(ctx, db)
+		opt, stop, err := openAudited(ctx, env, db)
 		if err != nil {
 			drop()
 			return nil, nil, err
