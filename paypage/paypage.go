@@ -66,7 +66,8 @@ type Page struct {
 	LoopMillis int
 	// LoopFresh fetches every frame anew each time it is shown (frames that
 	// change over time, such as time-stamped shares) instead of preloading
-	// the loop once.
+	// the loop once; the next frame is asked for once the one on screen has
+	// arrived, LoopMillis after the previous request at the soonest.
 	LoopFresh bool
 	// PaidHoldMillis is how long a "paid" status stays on screen before the
 	// page moves on to the next code (Status.Next); default 4000.
@@ -261,12 +262,24 @@ h1{margin:2px 0 6px;font-size:24px;line-height:1.2;overflow-wrap:anywhere}
     if (left === 0 && state === "waiting") show({state:"expired", message:"This code has expired. A new one will appear."});
   }
   if (cd) { tick(); setInterval(tick, 1000); }
-  if (loop && loop.length > 1 && code) {
-    var k = 0, imgs = fresh ? null : loop.map(function(u){ var i = new Image(); i.src = u; return i; });
-    setInterval(function(){
+  if (loop && loop.length > 1 && code && fresh) {
+    // Each frame is fetched anew: the next is asked for once this one has
+    // loaded (or failed), loopMs after the request at the soonest. Asked
+    // for every loopMs regardless, frames that take longer than that to
+    // arrive were all cancelled by the next and the page showed none.
+    var k = 0, asked = Date.now();
+    var advance = function(){
       k = (k + 1) % loop.length;
-      code.src = fresh ? loop[k] + (loop[k].indexOf("?") < 0 ? "?" : "&") + "t=" + Date.now() : imgs[k].src;
-    }, loopMs);
+      asked = Date.now();
+      code.src = loop[k] + (loop[k].indexOf("?") < 0 ? "?" : "&") + "t=" + asked;
+    };
+    var next = function(){ setTimeout(advance, Math.max(0, loopMs - (Date.now() - asked))); };
+    code.addEventListener("load", next);
+    code.addEventListener("error", next);
+    if (code.complete) next();
+  } else if (loop && loop.length > 1 && code) {
+    var j = 0, imgs = loop.map(function(u){ var i = new Image(); i.src = u; return i; });
+    setInterval(function(){ j = (j + 1) % loop.length; code.src = imgs[j].src; }, loopMs);
   }
   var fails = 0;
   function poll(){
