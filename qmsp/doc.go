@@ -106,8 +106,9 @@
 // Every node of a platform on one database acts as the same CSS and PPS:
 // gateways, epochs, payers, fetched keys and payments are rows. The CSS's
 // prefetched key batches wait in the database too (sealed): a delivery
-// claims one in its own transaction, so a batch reaches one gateway, and a
-// node that stops leaves its batches to the others. Gateways the platform
+// claims one in its own transaction, so a batch reaches one gateway; a
+// request that finds none refills the buffer and keeps one of the batches
+// it fetched; and a node that stops leaves its batches to the others. Gateways the platform
 // runs itself keep their device state in the database ([GatewaySessions])
 // and take a lock per gateway for each operation, so any node shows the
 // same code and the preset-key ratchet never forks.
