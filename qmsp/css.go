@@ -315,10 +315,7 @@ func (c *CSS) refill(ctx context.Context, keep bool) (*etsiKey, error) {
 	if mine == nil && len(rows) == 0 {
 		return nil, fmt.Errorf("%w: key manager returned no usable batch", ErrNoQuantumKey)
 	}
-	if err := c.storePrefetched(ctx, rows); err != nil {
-		return mine, err
-	}
-	return mine, nil
+	return mine, c.storePrefetched(ctx, rows)
 }
 
 type prefetchRow struct {

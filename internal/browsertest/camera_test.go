@@ -47,9 +47,6 @@ func TestFakeCameraShowsTheFrame(t *testing.T) {
 		fmt.Fprint(w, `<!doctype html><video id="v" autoplay muted playsinline></video>`)
 	}))
 	defer srv.Close()
-	tls := httptest.NewTLSServer(http.NotFoundHandler()) // a certificate for the browser's NSS database
-	tls.Close()
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tls.Certificate().Raw})
 
 	frame := image.NewRGBA(image.Rect(0, 0, 320, 240))
 	draw.Draw(frame, image.Rect(0, 0, 160, 240), &image.Uniform{color.Gray{Y: 60}}, image.Point{}, draw.Src)
@@ -58,7 +55,7 @@ func TestFakeCameraShowsTheFrame(t *testing.T) {
 	if err := browsertest.WriteY4MFile(cam, []image.Image{frame, frame}, 10); err != nil {
 		t.Fatal(err)
 	}
-	bctx := browsertest.Browser(t, caPEM, browsertest.FakeCamera(cam)...)
+	bctx := browsertest.Browser(t, throwawayCAPEM(t), browsertest.FakeCamera(cam)...)
 	tab := browsertest.NewTab(t, bctx, time.Minute)
 	do(t, tab, "open page", chromedp.Navigate(srv.URL))
 	got := eval[string](t, tab, `navigator.mediaDevices.getUserMedia({video:true}).then(function(s){var v=document.getElementById('v');v.srcObject=s;return v.play().then(function(){return new Promise(function(res){function f(){if(v.videoWidth&&v.currentTime>0.2){var c=document.createElement('canvas');c.width=v.videoWidth;c.height=v.videoHeight;var x=c.getContext('2d');x.drawImage(v,0,0);var a=x.getImageData(40,100,1,1).data,b=x.getImageData(c.width-40,100,1,1).data;res(a[0]+' '+b[0])}else setTimeout(f,50)}f()})})})`)
@@ -76,4 +73,14 @@ func abs(v int) int {
 		return -v
 	}
 	return v
+}
+
+// throwawayCAPEM returns a certificate for the browser's NSS database, for
+// tests whose pages are served over plain HTTP on 127.0.0.1 (a secure
+// context) and need no platform CA.
+func throwawayCAPEM(t *testing.T) []byte {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	srv.Close()
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 }

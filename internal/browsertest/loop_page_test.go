@@ -3,7 +3,6 @@ package browsertest_test
 import (
 	"bytes"
 	"context"
-	"encoding/pem"
 	"image"
 	"image/color"
 	"image/png"
@@ -54,9 +53,7 @@ func TestFreshLoopOnSlowFrames(t *testing.T) {
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	tls := httptest.NewTLSServer(http.NotFoundHandler()) // a certificate for the browser's NSS database
-	tls.Close()
-	bctx := browsertest.Browser(t, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tls.Certificate().Raw}))
+	bctx := browsertest.Browser(t, throwawayCAPEM(t))
 	tab := browsertest.NewTab(t, bctx, time.Minute)
 	nctx, cancel := context.WithTimeout(tab, 15*time.Second)
 	defer cancel()

@@ -67,17 +67,7 @@ func TestScannerReadsFarCodeAtFullSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	noise := rand.New(rand.NewPCG(18, 6))
-	var frames []image.Image
-	for i := 0; i < 30; i++ {
-		g, err := film.Capture(time.Duration(i)*time.Second/30, noise)
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, g)
-	}
-	if err := browsertest.WriteY4MFile(cam, frames, 30); err != nil {
-		t.Fatal(err)
-	}
+	captureFilm(t, film, 30, noise, cam)
 	do(t, s, "charge", chromedp.SetValue(chromedp.CSS("#charge-amount"), "12.34"), chromedp.Click(chromedp.CSS("#charge-scan")))
 	t0 := time.Now()
 	// A page that never falls back to full size never pays: give up

@@ -155,8 +155,17 @@ func filmLoopForScanners(t *testing.T, loop []*image.Gray, path string, seed uin
 		t.Fatal(err)
 	}
 	noise := rand.New(rand.NewPCG(18, seed+1))
+	n := 2*len(loop) + 2
+	captureFilm(t, film, n, noise, path)
+	return n
+}
+
+// captureFilm writes n frames of film, captured at 30 frames a second with
+// noise, as a 30 fps Y4M at path (a scanner's camera).
+func captureFilm(t *testing.T, film *camsim.Session, n int, noise *rand.Rand, path string) {
+	t.Helper()
 	var frames []image.Image
-	for i := 0; i < 2*len(loop)+2; i++ {
+	for i := 0; i < n; i++ {
 		g, err := film.Capture(time.Duration(i)*time.Second/30, noise)
 		if err != nil {
 			t.Fatal(err)
@@ -166,7 +175,6 @@ func filmLoopForScanners(t *testing.T, loop []*image.Gray, path string, seed uin
 	if err := browsertest.WriteY4MFile(path, frames, 30); err != nil {
 		t.Fatal(err)
 	}
-	return len(frames)
 }
 
 // chargeAtTill charges 12.34 at scanner page s, which scans what its

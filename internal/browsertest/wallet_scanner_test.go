@@ -114,28 +114,9 @@ func TestScannerReadsWatermarkLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	noise := rand.New(rand.NewPCG(19, 4))
-	var frames []image.Image
-	for i := 0; i < 30; i++ {
-		g, err := film.Capture(time.Duration(i)*time.Second/30, noise)
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, g)
-	}
-	if err := browsertest.WriteY4MFile(cam, frames, 30); err != nil {
-		t.Fatal(err)
-	}
+	captureFilm(t, film, 30, noise, cam)
 
-	charge := func(what string) string {
-		do(t, s, what, chromedp.SetValue(chromedp.CSS("#charge-amount"), "12.34"), chromedp.Click(chromedp.CSS("#charge-scan")))
-		waitJS(t, s, "document.body.dataset.view === 'scan' || document.body.dataset.view === 'result'", "scanning")
-		t0 := time.Now()
-		waitJS(t, s, "document.body.dataset.view === 'result'", what+": result")
-		r := eval[string](t, s, "document.body.dataset.result + ': ' + document.getElementById('result-text').textContent")
-		t.Logf("%s: %q after %v of scanning (in the page: %s camera frames read in %s ms until the code was rebuilt, payment request %s ms)", what, r, time.Since(t0).Round(time.Millisecond),
-			eval[string](t, s, "document.body.dataset.scanFrames || '?'"), eval[string](t, s, "document.body.dataset.scanMs || '?'"), eval[string](t, s, "document.body.dataset.payMs || '-'"))
-		return r
-	}
+	charge := func(what string) string { return chargeAtTill(t, s, what) }
 	if r := charge("charge 12.34"); r != "paid: Paid 12.34 CNY." {
 		t.Fatalf("scanner: %s", r)
 	}
