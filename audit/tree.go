@@ -306,16 +306,7 @@ func (l *Log) execChunked(ctx context.Context, tx *sql.Tx, stmt func(n int) stri
 // (compiling a multi-row insert costs more than running it, see
 // prepareSQLite); PostgreSQL's driver caches prepared statements itself.
 func (l *Log) execTx(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
-	q = l.db.Rebind(q)
-	if l.db.Dialect != sqldb.SQLite {
-		_, err := tx.ExecContext(ctx, q, args...)
-		return err
-	}
-	st, err := l.prepared(ctx, tx, q)
-	if err != nil {
-		return err
-	}
-	_, err = st.ExecContext(ctx, args...)
+	_, err := l.execResultTx(ctx, tx, q, args...)
 	return err
 }
 
