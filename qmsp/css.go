@@ -446,29 +446,22 @@ func (c *CSS) AcquireKey(ctx context.Context, peer string, req KeyRequest) (*Key
 	var resync string
 	var left int
 	var err error
-	var mine *etsiKey // a batch this request's refill kept for it
-	for attempt := 0; ; attempt++ {
-		err = c.batch.Do(ctx, func(tx *sql.Tx) error { return c.acquireTx(ctx, tx, req, mine, &out, &resync, &left) })
-		if mine != nil {
-			if err != nil {
+	acquire := func(mine *etsiKey) error {
+		return c.batch.Do(ctx, func(tx *sql.Tx) error { return c.acquireTx(ctx, tx, req, mine, &out, &resync, &left) })
+	}
+	err = acquire(nil)
+	if errors.Is(err, errNoBuffered) {
+		// Refill, keeping a batch for this request (see refill).
+		var mine *etsiKey
+		mine, err = c.refill(ctx, true)
+		switch {
+		case mine != nil: // used even if the other batches were not stored
+			if err = acquire(mine); err != nil {
 				_ = c.putBack(ctx, mine) // logged; the next request takes it
 			}
 			clear(mine.key)
-			mine = nil
-		}
-		if !errors.Is(err, errNoBuffered) {
-			break
-		}
-		if attempt == 3 {
-			err = fmt.Errorf("%w: prefetched batches taken by other requests", ErrNoQuantumKey)
-			break
-		}
-		if mine, err = c.refill(ctx, true); err != nil {
-			if mine != nil {
-				err = nil // kept, though the others were not stored: use it
-			} else {
-				break
-			}
+		case err == nil:
+			err = fmt.Errorf("%w: the key manager returned no batch", ErrNoQuantumKey)
 		}
 	}
 	if err != nil {
