@@ -54,3 +54,28 @@ func BenchmarkDecodeQR1280x720(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExtractNoCode1280x720 is a camera frame with no code in view (a
+// blank screen, camsim's close-scan camera): every decode attempt runs and
+// fails, the cost a scanner pays while it waits for a payer.
+func BenchmarkExtractNoCode1280x720(b *testing.B) {
+	p := DefaultParams()
+	prof := camsim.CloseScan()
+	prof.Display.CodeWidthMM = 45 * float64(p.FrameModules()) / float64(p.Dimension())
+	rng := rand.New(rand.NewPCG(1, 1))
+	blank := image.NewGray(image.Rect(0, 0, 444, 444))
+	for i := range blank.Pix {
+		blank.Pix[i] = 255
+	}
+	su, _ := prof.Draw(rng, 0, 150)
+	img, err := su.Camera.Capture(&camsim.Scene{Display: prof.Display, Frames: []*image.Gray{blank}}, su.Pose, 0, rng)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ex, _ := NewExtractor(p, false)
+	for b.Loop() {
+		if _, err := ex.Extract(img); !IsNoCode(err) {
+			b.Fatalf("extract: %v", err)
+		}
+	}
+}

@@ -2,9 +2,12 @@ package watermark
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"image"
 	"image/png"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,3 +101,59 @@ func TestExportPNGRoundTrip(t *testing.T) {
 var testKey = []byte("0123456789abcdef")
 
 const testSlot = 1_796_558_400 // 2026-12-06 12:00:00 UTC
+
+// TestHardCrispCodes reads codes whose crisp frames ZXing's detector failed
+// on at full and half size (testdata/hard-codes.txt): the code without a
+// watermark, and a loop's frames, bound to a scanner challenge as a phone
+// writes them (qshield watermark code --challenge), from which a scanner
+// must recover the token.
+func TestHardCrispCodes(t *testing.T) {
+	raw, err := os.ReadFile("testdata/hard-codes.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := DefaultParams()
+	ex, err := NewExtractor(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for line := range strings.Lines(string(raw)) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		n++
+		t0, err := hex.DecodeString(line)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		l, err := NewLoop(t0, testKey, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ex.DecodeQR(PlainFrame(l)); err != nil || got != l.Handle {
+			t.Errorf("%s: code without watermark: %q, %v", line, got, err)
+		}
+		c := ChallengeAt(testKey, testSlot)
+		var shares []shamir.Share
+		for k := range p.Shares {
+			fr, err := ex.Extract(l.FrameBound(k, c))
+			if err != nil {
+				t.Logf("%s frame %d: %v", line, k, err)
+				continue
+			}
+			shares = append(shares, shamir.Share{Index: fr.Share.Index, Value: fr.Share.Value})
+		}
+		if len(shares) < p.Threshold {
+			t.Errorf("%s: %d of %d frames read, %d needed", line, len(shares), p.Shares, p.Threshold)
+			continue
+		}
+		if sec, err := shamir.Combine(shares[:p.Threshold]); err != nil || !bytes.Equal(sec, t0) {
+			t.Errorf("%s: combined %x, %v", line, sec, err)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d codes in testdata/hard-codes.txt", n)
+	}
+}
