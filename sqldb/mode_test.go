@@ -2,6 +2,7 @@ package sqldb_test
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -44,5 +45,54 @@ func TestDatabaseFilesPrivate(t *testing.T) {
 	db.Close()
 	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
 		t.Errorf("reopened database has mode %v", st.Mode().Perm())
+	}
+}
+
+// TestSQLiteConnectionSettings checks what every pooled SQLite connection
+// runs with: WAL, synchronous=FULL, and the memory map (default, and off).
+func TestSQLiteConnectionSettings(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		mmap int64
+		want int64
+	}{
+		{"default", 0, 0x7fff0000}, // 2 GiB, capped by SQLite
+		{"1MiB", 1 << 20, 1 << 20},
+		{"off", -1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, err := sqldb.OpenWith(ctx, filepath.Join(t.TempDir(), "q.db"), sqldb.Options{MmapSize: tc.mmap, MaxOpenConns: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			// Hold several connections at once so more than one is checked.
+			var conns []*sql.Conn
+			for range 4 {
+				c, err := db.Conn(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, c)
+			}
+			for i, c := range conns {
+				var mode string
+				var sync, mmap int64
+				if err := c.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.QueryRowContext(ctx, "PRAGMA mmap_size").Scan(&mmap); err != nil {
+					t.Fatal(err)
+				}
+				if mode != "wal" || sync != 2 || mmap != tc.want {
+					t.Errorf("connection %d: journal_mode %s, synchronous %d, mmap_size %d; want wal, 2 (FULL), %d", i, mode, sync, mmap, tc.want)
+				}
+				c.Close()
+			}
+		})
 	}
 }

@@ -80,11 +80,20 @@ func platformConfig(rc *config.Resolved) platform.Config {
 			MaxOpenConns: c.DBMaxOpenConns, MaxIdleConns: c.DBMaxIdleConns,
 			StatementTimeout: c.DBStatementTimeout, LockTimeout: c.DBLockTimeout,
 			IdleInTxTimeout: c.DBIdleInTxTimeout, ConnectTimeout: c.DBConnectTimeout,
+			MmapSize: mmapBytes(c.DBSQLiteMmapMiB),
 		},
 		MaxInFlight: c.HTTPMaxInFlight, MaxQueue: c.HTTPMaxQueue, MaxConns: c.HTTPMaxConns,
 		QueueTimeout: c.HTTPQueueTimeout, RequestTimeout: c.HTTPRequestTimeout,
 		WatermarkChallengesOff: !c.WatermarkChallenges,
 	}
+}
+
+// mmapBytes turns db_sqlite_mmap_mib into sqldb's MmapSize (0: none).
+func mmapBytes(mib int) int64 {
+	if mib <= 0 {
+		return -1
+	}
+	return int64(mib) << 20
 }
 
 // ConfigCommand is `qshield config`: inspect and validate node configuration.

@@ -83,6 +83,7 @@ func TestBadInput(t *testing.T) {
 		func(c *Config) { c.HTTPMaxInFlight = 0 },
 		func(c *Config) { c.DBStatementTimeout = time.Minute },
 		func(c *Config) { c.HTTPMaxConns = 10 },
+		func(c *Config) { c.DBSQLiteMmapMiB = -1 },
 	}
 	for i, f := range invalid {
 		c := Defaults()
