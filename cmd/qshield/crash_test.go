@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qshield/qshield/httpx"
 	"github.com/qshield/qshield/internal/client"
 	"github.com/qshield/qshield/internal/platform"
 	"github.com/qshield/qshield/internal/server"
@@ -182,10 +185,25 @@ func TestCrashRecovery(t *testing.T) {
 			p := startServe(t, bin, dsn, state)
 			tlsCfg, _ := platform.LoadClientTLS(state)
 			c := client.New(p.url, tlsCfg)
+			// A client that honours 429 (the server rate-limits each
+			// principal): wait as told and retry. Without this, a stored
+			// transfer whose retry met the limit counted as unacknowledged.
+			retry := func(a *attempt) error {
+				for {
+					_, _, err := c.Transfer(ctx, a.key, a.req)
+					var he *httpx.Error
+					if !errors.As(err, &he) || he.Status != http.StatusTooManyRequests {
+						return err
+					}
+					time.Sleep(max(he.RetryAfter, 100*time.Millisecond))
+				}
+			}
 			for _, a := range attempts {
 				if !a.acked {
-					if _, _, err := c.Transfer(ctx, a.key, a.req); err == nil {
+					if err := retry(a); err == nil {
 						a.acked = true
+					} else if client.ProblemCode(err) != "insufficient_funds" {
+						t.Logf("final retry of %s: %v", a.key, err)
 					}
 				}
 			}
