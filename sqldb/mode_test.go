@@ -49,7 +49,7 @@ func TestDatabaseFilesPrivate(t *testing.T) {
 }
 
 // TestSQLiteConnectionSettings checks what every pooled SQLite connection
-// runs with: WAL, synchronous=FULL, and the memory map (default, and off).
+// runs with: WAL, synchronous=FULL, and the memory map (off by default).
 func TestSQLiteConnectionSettings(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -57,9 +57,10 @@ func TestSQLiteConnectionSettings(t *testing.T) {
 		mmap int64
 		want int64
 	}{
-		{"default", 0, 0x7fff0000}, // 2 GiB, capped by SQLite
+		{"default: none", 0, 0},
 		{"1MiB", 1 << 20, 1 << 20},
-		{"off", -1, 0},
+		{"2GiB", 2 << 30, 0x7fff0000}, // capped by SQLite
+		{"negative: none", -1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db, err := sqldb.OpenWith(ctx, filepath.Join(t.TempDir(), "q.db"), sqldb.Options{MmapSize: tc.mmap, MaxOpenConns: 4})

@@ -9,15 +9,14 @@
 // SQLite runs in WAL mode with synchronous=FULL, so a committed transaction is
 // on disk before Commit returns, and with _txlock=immediate, so that a writing
 // transaction takes the write lock at BEGIN and two writers never deadlock on
-// a lock upgrade. Connections read the database file through a memory map
-// (mmap_size, [Options.MmapSize]): a page already in the OS cache costs a
-// memory load instead of a read system call and a copy into the
-// connection's private 2 MB page cache. Alternated runs of the growth
-// experiment (BENCHMARKS.md, issue 16 item 7) had history queries at 10⁶
-// accounts about twice as fast and transfers at 10⁴ accounts 15–25% faster.
-// Writes still go through the WAL. The cost is SQLite's documented one: an
-// I/O error on a mapped page is a SIGBUS rather than an error return; with
-// synchronous=FULL the committed state survives that crash.
+// a lock upgrade. [Options.MmapSize] lets connections read the database
+// file through a memory map (mmap_size; off by default): in alternated runs
+// of the growth experiment (BENCHMARKS.md, issue 16 item 7) it halved the
+// median history query at 10⁶ accounts and 3·10⁶ stored transfers, but at
+// 10⁷ stored transfers its one run had the worst history p99 and no
+// transfer gain, so it is an operator's choice. Its cost is SQLite's
+// documented one: an I/O error on a mapped page is a SIGBUS rather than an
+// error return; with synchronous=FULL the committed state survives that.
 // PostgreSQL is reached through pgx's database/sql driver.
 package sqldb
 
@@ -128,8 +127,8 @@ type Options struct {
 	// SQLITE_BUSY (default 10 s).
 	BusyTimeout time.Duration
 	// MmapSize is how many bytes of an SQLite database file each
-	// connection reads through a memory map (default 2 GiB, which SQLite
-	// caps at 0x7fff0000; negative: none, every page read with pread).
+	// connection reads through a memory map (SQLite caps it at 0x7fff0000);
+	// 0 or negative, the default: none, every page is read with pread.
 	MmapSize int64
 	// Pragmas are extra SQLite pragmas run on every connection, e.g.
 	// "cache_size(-65536)" or "max_page_count(100000)" (a size cap).
@@ -169,9 +168,6 @@ func (o Options) withDefaults(d Dialect) Options {
 	}
 	if o.BusyTimeout <= 0 {
 		o.BusyTimeout = 10 * time.Second
-	}
-	if o.MmapSize == 0 {
-		o.MmapSize = 2 << 30
 	}
 	return o
 }

@@ -79,3 +79,19 @@ func BenchmarkExtractNoCode1280x720(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExtraSizes1280x720 is the four further sizes decode tries (see
+// decode) on a 1280×720 camera frame: what a frame whose finder patterns
+// were found but whose code was not read at full and half size (a blurred
+// or distant code while the payer aims) pays on top.
+func BenchmarkExtraSizes1280x720(b *testing.B) {
+	p, img := benchFrame(b)
+	ex, _ := NewExtractor(p, false)
+	pix, w, h := ex.luminance(img)
+	pix = append([]byte(nil), pix...)
+	for b.Loop() {
+		for _, s := range []float64{0.7, 0.3, 0.6, 0.25} {
+			_, _ = ex.decodeScaled(pix, w, h, s)
+		}
+	}
+}

@@ -89,12 +89,7 @@ func platformConfig(rc *config.Resolved) platform.Config {
 }
 
 // mmapBytes turns db_sqlite_mmap_mib into sqldb's MmapSize (0: none).
-func mmapBytes(mib int) int64 {
-	if mib <= 0 {
-		return -1
-	}
-	return int64(mib) << 20
-}
+func mmapBytes(mib int) int64 { return int64(max(mib, 0)) << 20 }
 
 // ConfigCommand is `qshield config`: inspect and validate node configuration.
 func ConfigCommand(g *Globals) *cobra.Command {

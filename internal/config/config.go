@@ -74,7 +74,7 @@ func Defaults() Config {
 	return Config{
 		Listen: "127.0.0.1:8443", LogLevel: "info", LogFormat: "json",
 		DBMaxOpenConns: 20, DBStatementTimeout: 15 * time.Second, DBLockTimeout: 10 * time.Second,
-		DBIdleInTxTimeout: 30 * time.Second, DBConnectTimeout: 5 * time.Second, DBSQLiteMmapMiB: 2048,
+		DBIdleInTxTimeout: 30 * time.Second, DBConnectTimeout: 5 * time.Second,
 		HTTPMaxInFlight: 256, HTTPQueueTimeout: 2 * time.Second, HTTPRequestTimeout: 20 * time.Second,
 		HTTPMaxConns: 4096, WatermarkChallenges: true,
 	}
@@ -114,7 +114,7 @@ func Settings() []Setting {
 		{"db_lock_timeout", "QSHIELD_DB_LOCK_TIMEOUT", "db-lock-timeout", "PostgreSQL lock_timeout (negative: none)", kDuration, func(c *Config) any { return &c.DBLockTimeout }},
 		{"db_idle_in_tx_timeout", "QSHIELD_DB_IDLE_IN_TX_TIMEOUT", "db-idle-in-tx-timeout", "PostgreSQL idle_in_transaction_session_timeout (negative: none)", kDuration, func(c *Config) any { return &c.DBIdleInTxTimeout }},
 		{"db_connect_timeout", "QSHIELD_DB_CONNECT_TIMEOUT", "db-connect-timeout", "timeout of each connection attempt", kDuration, func(c *Config) any { return &c.DBConnectTimeout }},
-		{"db_sqlite_mmap_mib", "QSHIELD_DB_SQLITE_MMAP_MIB", "db-sqlite-mmap-mib", "MiB of an SQLite database file read through a memory map (0: none; SQLite caps it at 2047)", kInt, func(c *Config) any { return &c.DBSQLiteMmapMiB }},
+		{"db_sqlite_mmap_mib", "QSHIELD_DB_SQLITE_MMAP_MIB", "db-sqlite-mmap-mib", "MiB of an SQLite database file read through a memory map (0, the default: none; SQLite caps it at 2047)", kInt, func(c *Config) any { return &c.DBSQLiteMmapMiB }},
 		{"http_max_in_flight", "QSHIELD_HTTP_MAX_IN_FLIGHT", "max-in-flight", "requests served at once by this node (negative: no cap)", kInt, func(c *Config) any { return &c.HTTPMaxInFlight }},
 		{"http_max_queue", "QSHIELD_HTTP_MAX_QUEUE", "max-queue", "requests waiting for a slot (0: 4 × max-in-flight)", kInt, func(c *Config) any { return &c.HTTPMaxQueue }},
 		{"http_queue_timeout", "QSHIELD_HTTP_QUEUE_TIMEOUT", "queue-timeout", "longest wait for a slot before 503", kDuration, func(c *Config) any { return &c.HTTPQueueTimeout }},
