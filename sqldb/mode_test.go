@@ -49,21 +49,21 @@ func TestDatabaseFilesPrivate(t *testing.T) {
 }
 
 // TestSQLiteConnectionSettings checks what every pooled SQLite connection
-// runs with: WAL, synchronous=FULL, and the memory map (off by default).
+// runs with: WAL, synchronous=FULL, no memory map unless Options.Pragmas
+// asks for one (the operator's db_sqlite_mmap_mib), and then on each.
 func TestSQLiteConnectionSettings(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
-		name string
-		mmap int64
-		want int64
+		name    string
+		pragmas []string
+		want    int64
 	}{
-		{"default: none", 0, 0},
-		{"1MiB", 1 << 20, 1 << 20},
-		{"2GiB", 2 << 30, 0x7fff0000}, // capped by SQLite
-		{"negative: none", -1, 0},
+		{"default: none", nil, 0},
+		{"1MiB", []string{"mmap_size(1048576)"}, 1 << 20},
+		{"2GiB", []string{"mmap_size(2147483648)"}, 0x7fff0000}, // capped by SQLite
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db, err := sqldb.OpenWith(ctx, filepath.Join(t.TempDir(), "q.db"), sqldb.Options{MmapSize: tc.mmap, MaxOpenConns: 4})
+			db, err := sqldb.OpenWith(ctx, filepath.Join(t.TempDir(), "q.db"), sqldb.Options{Pragmas: tc.pragmas, MaxOpenConns: 4})
 			if err != nil {
 				t.Fatal(err)
 			}

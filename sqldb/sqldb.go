@@ -9,15 +9,7 @@
 // SQLite runs in WAL mode with synchronous=FULL, so a committed transaction is
 // on disk before Commit returns, and with _txlock=immediate, so that a writing
 // transaction takes the write lock at BEGIN and two writers never deadlock on
-// a lock upgrade. [Options.MmapSize] lets connections read the database
-// file through a memory map (mmap_size; off by default): in alternated runs
-// of the growth experiment (BENCHMARKS.md, issue 16 item 7) it halved the
-// median history query at 10⁶ accounts and 3·10⁶ stored transfers, but at
-// 10⁷ stored transfers its one run had the worst history p99 and no
-// transfer gain, so it is an operator's choice. Its cost is SQLite's
-// documented one: an I/O error on a mapped page is a SIGBUS rather than an
-// error return; with synchronous=FULL the committed state survives that.
-// PostgreSQL is reached through pgx's database/sql driver.
+// a lock upgrade. // PostgreSQL is reached through pgx's database/sql driver.
 package sqldb
 
 import (
@@ -126,12 +118,11 @@ type Options struct {
 	// BusyTimeout is how long SQLite waits for the write lock before
 	// SQLITE_BUSY (default 10 s).
 	BusyTimeout time.Duration
-	// MmapSize is how many bytes of an SQLite database file each
-	// connection reads through a memory map (SQLite caps it at 0x7fff0000);
-	// 0 or negative, the default: none, every page is read with pread.
-	MmapSize int64
 	// Pragmas are extra SQLite pragmas run on every connection, e.g.
-	// "cache_size(-65536)" or "max_page_count(100000)" (a size cap).
+	// "cache_size(-65536)", "max_page_count(100000)" (a size cap) or
+	// "mmap_size(268435456)" (read the file through a memory map: an I/O
+	// error on a mapped page is then a SIGBUS, not an error return; see
+	// BENCHMARKS.md, issue 16 item 7, for what it did to history queries).
 	Pragmas []string
 }
 
@@ -239,7 +230,6 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", o.BusyTimeout.Milliseconds()))
 	q.Add("_pragma", "foreign_keys(ON)")
-	q.Add("_pragma", fmt.Sprintf("mmap_size(%d)", max(o.MmapSize, 0)))
 	for _, p := range o.Pragmas {
 		q.Add("_pragma", p)
 	}

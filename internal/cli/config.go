@@ -80,7 +80,7 @@ func platformConfig(rc *config.Resolved) platform.Config {
 			MaxOpenConns: c.DBMaxOpenConns, MaxIdleConns: c.DBMaxIdleConns,
 			StatementTimeout: c.DBStatementTimeout, LockTimeout: c.DBLockTimeout,
 			IdleInTxTimeout: c.DBIdleInTxTimeout, ConnectTimeout: c.DBConnectTimeout,
-			MmapSize: mmapBytes(c.DBSQLiteMmapMiB),
+			Pragmas: sqlitePragmas(c.DBSQLiteMmapMiB),
 		},
 		MaxInFlight: c.HTTPMaxInFlight, MaxQueue: c.HTTPMaxQueue, MaxConns: c.HTTPMaxConns,
 		QueueTimeout: c.HTTPQueueTimeout, RequestTimeout: c.HTTPRequestTimeout,
@@ -88,8 +88,13 @@ func platformConfig(rc *config.Resolved) platform.Config {
 	}
 }
 
-// mmapBytes turns db_sqlite_mmap_mib into sqldb's MmapSize (0: none).
-func mmapBytes(mib int) int64 { return int64(max(mib, 0)) << 20 }
+// sqlitePragmas returns the SQLite pragmas of db_sqlite_mmap_mib (0: none).
+func sqlitePragmas(mmapMiB int) []string {
+	if mmapMiB <= 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("mmap_size(%d)", int64(mmapMiB)<<20)}
+}
 
 // ConfigCommand is `qshield config`: inspect and validate node configuration.
 func ConfigCommand(g *Globals) *cobra.Command {
