@@ -79,12 +79,19 @@ func WithGroupCommitWindow(d time.Duration) Option { return func(o *options) { o
 func WithCheckpointInterval(d time.Duration) Option { return func(o *options) { o.checkpoint = d } }
 
 // WithPostgresBatchers sets how many PostgreSQL batchers decide concurrent
-// transfers together (default 2; 0 or negative: none, every transfer is its
+// transfers together (default 1; 0 or negative: none, every transfer is its
 // own transaction). Each takes every transfer waiting (up to the maximum
 // batch) and writes them in one transaction, so transfers on the same hot
 // accounts share one lock acquisition and one commit instead of queueing on
 // the rows one by one. A lone transfer keeps the one-round-trip path. It has
 // no effect on SQLite, whose group committer always batches.
+//
+// One is the default because two batches in flight at once usually name a
+// hot account in common: the second then waits for the first's row locks and
+// commit, having been formed early and small, so every commit carries fewer
+// transfers. Alternated runs at 8 clients (BENCHMARKS.md, issue 16 item 1):
+// with 10 accounts one batcher gave 89–107% of pgbench's TPS, two 84–91%,
+// four 74–80%; at 64 clients both one and two gave 3–10× pgbench's.
 func WithPostgresBatchers(n int) Option { return func(o *options) { o.pgBatchers = n } }
 
 // WithDefaultExpiry sets the lifetime of pending transfers without ExpiresAt.
@@ -124,7 +131,7 @@ type writeReq struct {
 // goroutines (the SQLite group committer and the expiry sweeper). Close stops
 // them; it does not close db.
 func Open(ctx context.Context, db *sqldb.DB, opts ...Option) (*Ledger, error) {
-	o := options{log: slog.Default(), now: time.Now, sweep: time.Minute, maxBatch: 512, window: 2 * time.Millisecond, checkpoint: 100 * time.Millisecond, defaultExpiry: DefaultExpiry, pgBatchers: 2}
+	o := options{log: slog.Default(), now: time.Now, sweep: time.Minute, maxBatch: 512, window: 2 * time.Millisecond, checkpoint: 100 * time.Millisecond, defaultExpiry: DefaultExpiry, pgBatchers: 1}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -550,142 +550,159 @@ func mustKey(t *testing.T, l *ledger.Ledger, key string) string {
 
 // TestBank runs random concurrent transfers while readers check the invariants.
 func TestBank(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) { bank(t, db) })
+}
+
+// TestBankManyBatchers is TestBank with three PostgreSQL batchers (the
+// default is one), whose batches lock overlapping accounts at the same time:
+// several nodes on one database do the same.
+func TestBankManyBatchers(t *testing.T) {
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
-		ctx := context.Background()
-		l, alog := auditedLedger(t, db)
-		const nAcc, writers, perWriter, fund = 20, 16, 60, 100
-		ids := fixture(t, l, nAcc, fund)
-		var acked sync.Map // key → transfer ID
-		var nAcked atomic.Int64
-		var wg sync.WaitGroup
-		stop := make(chan struct{})
-		readerErr := make(chan error, 4)
-		for r := 0; r < 3; r++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					accs, err := l.Accounts(ctx, "", 1000)
-					if err != nil {
-						readerErr <- err
-						return
-					}
-					var sum int64
-					for _, a := range accs {
-						sum += a.Balance
-						if !a.AllowNegative && a.Available() < 0 {
-							readerErr <- fmt.Errorf("protected account %s has available %d", a.ID, a.Available())
-							return
-						}
-					}
-					if sum != 0 {
-						readerErr <- fmt.Errorf("balances sum to %d", sum)
-						return
-					}
-					if tot, err := l.TotalBalance(ctx, "CNY"); err != nil || tot != 0 {
-						readerErr <- fmt.Errorf("total balance %d (%v)", tot, err)
-						return
-					}
-				}
-			}()
+		if db.Dialect != sqldb.Postgres {
+			t.Skip("batchers are PostgreSQL's")
 		}
-		var ww sync.WaitGroup
-		var refused atomic.Int64
-		for w := 0; w < writers; w++ {
-			ww.Add(1)
-			go func() {
-				defer ww.Done()
-				seed := uint64(w*7919 + 1)
-				rnd := func(n int) int {
-					seed ^= seed << 13
-					seed ^= seed >> 7
-					seed ^= seed << 17
-					return int(seed % uint64(n))
-				}
-				for i := 0; i < perWriter; i++ {
-					from, to := ids[rnd(nAcc)], ids[rnd(nAcc)]
-					if from == to {
-						continue
-					}
-					key := fmt.Sprintf("bank-%d-%d", w, i)
-					tr, err := l.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: key, From: from, To: to, Amount: int64(1 + rnd(60)), Currency: "CNY"})
-					switch {
-					case err == nil:
-						acked.Store(key, tr.ID)
-						nAcked.Add(1)
-					case errors.Is(err, ledger.ErrInsufficientFunds):
-						refused.Add(1)
-					default:
-						t.Errorf("transfer: %v", err)
-						return
-					}
-				}
-			}()
-		}
-		ww.Wait()
-		close(stop)
-		wg.Wait()
-		close(readerErr)
-		for err := range readerErr {
-			t.Fatal(err)
-		}
-		if nAcked.Load() == 0 || refused.Load() == 0 {
-			t.Logf("acked %d refused %d", nAcked.Load(), refused.Load())
-		}
-		// Every acknowledged transfer is present exactly once.
-		total := 0
-		seen := map[string]bool{}
-		for _, id := range ids {
-			cursor := ""
-			for {
-				page, next, err := l.History(ctx, id, cursor, 100)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, tr := range page {
-					if tr.From == id && tr.From != "sys" && !seen[tr.ID] {
-						seen[tr.ID] = true
-						total++
-						want, ok := acked.Load(tr.IdempotencyKey)
-						if !ok || want.(string) != tr.ID {
-							t.Fatalf("transfer %s (%s) was not acknowledged", tr.ID, tr.IdempotencyKey)
-						}
-					}
-				}
-				if next == "" {
-					break
-				}
-				cursor = next
-			}
-		}
-		if int64(total) != nAcked.Load() {
-			t.Fatalf("%d transfers stored, %d acknowledged", total, nAcked.Load())
-		}
-		acked.Range(func(k, v any) bool {
-			tr, err := l.TransferByKey(ctx, k.(string))
-			if err != nil || tr.ID != v.(string) {
-				t.Fatalf("acknowledged %s missing: %v", k, err)
-			}
-			return true
-		})
-		var sum int64
-		for _, a := range snapshot(t, l) {
-			sum += a.Balance
-		}
-		if sum != 0 {
-			t.Fatalf("final sum %d", sum)
-		}
-		t.Logf("%d acknowledged, %d refused for funds", nAcked.Load(), refused.Load())
-		rep := mustReconcile(t, l, alog)
-		if want := nAcked.Load() + int64(len(ids)); rep.Transfers != want {
-			t.Fatalf("reconciled %d transfers, want %d", rep.Transfers, want)
-		}
+		bank(t, db, ledger.WithPostgresBatchers(3))
 	})
+}
+
+// bank runs concurrent random transfers between a few accounts while
+// readers check that balances always sum to zero, then checks that every
+// acknowledged transfer is stored once and audited once.
+func bank(t *testing.T, db *sqldb.DB, opts ...ledger.Option) {
+	ctx := context.Background()
+	l, alog := auditedLedger(t, db, opts...)
+	const nAcc, writers, perWriter, fund = 20, 16, 60, 100
+	ids := fixture(t, l, nAcc, fund)
+	var acked sync.Map // key → transfer ID
+	var nAcked atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	readerErr := make(chan error, 4)
+	for r := 0; r < 3; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				accs, err := l.Accounts(ctx, "", 1000)
+				if err != nil {
+					readerErr <- err
+					return
+				}
+				var sum int64
+				for _, a := range accs {
+					sum += a.Balance
+					if !a.AllowNegative && a.Available() < 0 {
+						readerErr <- fmt.Errorf("protected account %s has available %d", a.ID, a.Available())
+						return
+					}
+				}
+				if sum != 0 {
+					readerErr <- fmt.Errorf("balances sum to %d", sum)
+					return
+				}
+				if tot, err := l.TotalBalance(ctx, "CNY"); err != nil || tot != 0 {
+					readerErr <- fmt.Errorf("total balance %d (%v)", tot, err)
+					return
+				}
+			}
+		}()
+	}
+	var ww sync.WaitGroup
+	var refused atomic.Int64
+	for w := 0; w < writers; w++ {
+		ww.Add(1)
+		go func() {
+			defer ww.Done()
+			seed := uint64(w*7919 + 1)
+			rnd := func(n int) int {
+				seed ^= seed << 13
+				seed ^= seed >> 7
+				seed ^= seed << 17
+				return int(seed % uint64(n))
+			}
+			for i := 0; i < perWriter; i++ {
+				from, to := ids[rnd(nAcc)], ids[rnd(nAcc)]
+				if from == to {
+					continue
+				}
+				key := fmt.Sprintf("bank-%d-%d", w, i)
+				tr, err := l.Transfer(ctx, ledger.TransferRequest{IdempotencyKey: key, From: from, To: to, Amount: int64(1 + rnd(60)), Currency: "CNY"})
+				switch {
+				case err == nil:
+					acked.Store(key, tr.ID)
+					nAcked.Add(1)
+				case errors.Is(err, ledger.ErrInsufficientFunds):
+					refused.Add(1)
+				default:
+					t.Errorf("transfer: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	ww.Wait()
+	close(stop)
+	wg.Wait()
+	close(readerErr)
+	for err := range readerErr {
+		t.Fatal(err)
+	}
+	if nAcked.Load() == 0 || refused.Load() == 0 {
+		t.Logf("acked %d refused %d", nAcked.Load(), refused.Load())
+	}
+	// Every acknowledged transfer is present exactly once.
+	total := 0
+	seen := map[string]bool{}
+	for _, id := range ids {
+		cursor := ""
+		for {
+			page, next, err := l.History(ctx, id, cursor, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tr := range page {
+				if tr.From == id && tr.From != "sys" && !seen[tr.ID] {
+					seen[tr.ID] = true
+					total++
+					want, ok := acked.Load(tr.IdempotencyKey)
+					if !ok || want.(string) != tr.ID {
+						t.Fatalf("transfer %s (%s) was not acknowledged", tr.ID, tr.IdempotencyKey)
+					}
+				}
+			}
+			if next == "" {
+				break
+			}
+			cursor = next
+		}
+	}
+	if int64(total) != nAcked.Load() {
+		t.Fatalf("%d transfers stored, %d acknowledged", total, nAcked.Load())
+	}
+	acked.Range(func(k, v any) bool {
+		tr, err := l.TransferByKey(ctx, k.(string))
+		if err != nil || tr.ID != v.(string) {
+			t.Fatalf("acknowledged %s missing: %v", k, err)
+		}
+		return true
+	})
+	var sum int64
+	for _, a := range snapshot(t, l) {
+		sum += a.Balance
+	}
+	if sum != 0 {
+		t.Fatalf("final sum %d", sum)
+	}
+	t.Logf("%d acknowledged, %d refused for funds", nAcked.Load(), refused.Load())
+	rep := mustReconcile(t, l, alog)
+	if want := nAcked.Load() + int64(len(ids)); rep.Transfers != want {
+		t.Fatalf("reconciled %d transfers, want %d", rep.Transfers, want)
+	}
 }
 
 func TestRestart(t *testing.T) {
