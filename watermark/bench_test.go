@@ -95,3 +95,20 @@ func BenchmarkExtraSizes1280x720(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExtractNoise1280x720 is a frame of random noise (a camera
+// pointed at a textured surface): noise can pass for finder patterns, and a
+// frame whose finder check passes pays for every further size.
+func BenchmarkExtractNoise1280x720(b *testing.B) {
+	rng := rand.New(rand.NewPCG(2, 2))
+	img := image.NewGray(image.Rect(0, 0, 1280, 720))
+	for i := range img.Pix {
+		img.Pix[i] = byte(rng.IntN(256))
+	}
+	ex, _ := NewExtractor(DefaultParams(), false)
+	for b.Loop() {
+		if _, err := ex.Extract(img); !IsNoCode(err) {
+			b.Fatalf("extract: %v", err)
+		}
+	}
+}

@@ -116,9 +116,17 @@ func (e *Extractor) decode(pix []byte, w, h int) (*gozxing.Result, error) {
 	// Very crisp or very large codes (exported PNG frames, a telephoto at
 	// close range) sometimes defeat the detector's module-size estimate;
 	// a half-size copy usually decodes.
+	finderIn := bmp
 	if w >= 84 && h >= 84 {
-		if res3, err3 := e.decodeScaled(pix, w, h, 0.5); err3 == nil {
-			return res3, nil
+		half, err3 := e.scaledBitmap(pix, w, h, 0.5)
+		if err3 == nil {
+			if res3, err3 := e.decodeBitmap(half, 0.5); err3 == nil {
+				return res3, nil
+			}
+			// The finder-pattern check below runs on the half-size copy,
+			// whose binarized matrix the decode just computed: a quarter of
+			// the pixels to search.
+			finderIn = half
 		}
 	}
 	// About one crisp code in 100 — a matter of its module pattern; the
@@ -129,7 +137,7 @@ func (e *Extractor) decode(pix []byte, w, h int) (*gozxing.Result, error) {
 	// and every one of them read at one of the sizes below (tried in order
 	// of how many they read). Only a frame whose finder patterns are there
 	// pays for them; a frame with no code in view does not.
-	if e.finderPatterns(bmp) {
+	if e.finderPatterns(finderIn) {
 		for _, s := range []float64{0.7, 0.3, 0.6, 0.25} {
 			if float64(min(w, h))*s < 42 {
 				continue
@@ -142,21 +150,48 @@ func (e *Extractor) decode(pix []byte, w, h int) (*gozxing.Result, error) {
 	return nil, fmt.Errorf("%w: %v", ErrNoCode, err)
 }
 
+// minFinderModulePx is the smallest module size, in pixels of the
+// half-size copy, of finder patterns that earn the further sizes: those
+// only shrink the code, and a code under 4 px a module at full size does
+// not read smaller. Noise passes for finder patterns of about a pixel.
+const minFinderModulePx = 2
+
 // finderPatterns reports whether ZXing's detector finds a QR code's three
-// finder patterns in the binarized frame.
+// finder patterns in the binarized frame, each at least minFinderModulePx
+// a module.
 func (e *Extractor) finderPatterns(bmp *gozxing.BinaryBitmap) bool {
 	bits, err := bmp.GetBlackMatrix()
 	if err != nil {
 		return false
 	}
-	_, nf := detector.NewFinderPatternFinder(bits, nil).Find(e.hints)
-	return nf == nil
+	info, err := detector.NewFinderPatternFinder(bits, nil).Find(e.hints)
+	if err != nil {
+		return false
+	}
+	for _, p := range []*detector.FinderPattern{info.GetBottomLeft(), info.GetTopLeft(), info.GetTopRight()} {
+		if p.GetEstimatedModuleSize() < minFinderModulePx {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeScaled decodes a copy of the frame scaled by s (0 < s < 1, each
 // pixel the mean of the source pixels its footprint touches) and returns
 // the result with its points in the original frame's coordinates.
 func (e *Extractor) decodeScaled(pix []byte, w, h int, s float64) (*gozxing.Result, error) {
+	bmp, err := e.scaledBitmap(pix, w, h, s)
+	if err != nil {
+		return nil, err
+	}
+	return e.decodeBitmap(bmp, s)
+}
+
+// scaledBitmap returns a copy of the frame scaled by s (0 < s < 1, each
+// pixel the mean of the source pixels its footprint touches), ready to
+// binarize. The copy lives in the extractor's scratch buffer: it is valid
+// until the next scaled or rotated decode.
+func (e *Extractor) scaledBitmap(pix []byte, w, h int, s float64) (*gozxing.BinaryBitmap, error) {
 	sw, sh := int(float64(w)*s), int(float64(h)*s)
 	if cap(e.rot) < sw*sh {
 		e.rot = make([]byte, sw*sh)
@@ -184,10 +219,12 @@ func (e *Extractor) decodeScaled(pix []byte, w, h int, s float64) (*gozxing.Resu
 	if err != nil {
 		return nil, err
 	}
-	bmp, err := gozxing.NewBinaryBitmap(gozxing.NewHybridBinarizer(src))
-	if err != nil {
-		return nil, err
-	}
+	return gozxing.NewBinaryBitmap(gozxing.NewHybridBinarizer(src))
+}
+
+// decodeBitmap decodes bmp, a copy of the frame scaled by s, and returns
+// the result with its points in the original frame's coordinates.
+func (e *Extractor) decodeBitmap(bmp *gozxing.BinaryBitmap, s float64) (*gozxing.Result, error) {
 	res, err := e.reader.Decode(bmp, e.hints)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"image"
 	"image/png"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -155,5 +156,54 @@ func TestHardCrispCodes(t *testing.T) {
 	}
 	if n < 10 {
 		t.Fatalf("only %d codes in testdata/hard-codes.txt", n)
+	}
+}
+
+// TestFinderGate: the further sizes (see decode) are tried for a hard crisp
+// code, whose half-size copy shows finder patterns of several pixels a
+// module, and not for a frame of noise, which passes for finder patterns of
+// about a pixel.
+func TestFinderGate(t *testing.T) {
+	p := DefaultParams()
+	ex, err := NewExtractor(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := func(img image.Image) bool {
+		pix, w, h := ex.luminance(img)
+		half, err := ex.scaledBitmap(pix, w, h, 0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ex.finderPatterns(half)
+	}
+	rng := rand.New(rand.NewPCG(2, 2))
+	noise := image.NewGray(image.Rect(0, 0, 1280, 720))
+	for i := range noise.Pix {
+		noise.Pix[i] = byte(rng.IntN(256))
+	}
+	if gate(noise) {
+		t.Error("a frame of noise opens the gate to the further sizes")
+	}
+	raw, err := os.ReadFile("testdata/hard-codes.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		t0, err := hex.DecodeString(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := NewLoop(t0, testKey, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !gate(l.FrameBound(0, ChallengeAt(testKey, testSlot))) {
+			t.Errorf("%s: a hard crisp code does not open the gate", line)
+		}
 	}
 }
