@@ -317,6 +317,7 @@ func LedgerExperiment(extra ...LoadTarget) experiment.Spec {
 			{Name: "pgbench-scale", Default: "10", Usage: "pgbench -i scale factor (0 disables pgbench)"},
 			{Name: "audit-checkpoint-every", Default: "1000", Usage: "audited targets: records per signed checkpoint of their publisher (as the platform's default); 0: no publisher"},
 			{Name: "pg-batchers", Default: "", Usage: "PostgreSQL transfer batchers of the ledger (ledger.WithPostgresBatchers; empty: its default, 0: none)"},
+			{Name: "rounds", Default: "1", Usage: "times every cell runs, the targets alternating (each round on fresh databases); with more than one, medians and each round's audit cost (audited against unaudited cell of the same round)"},
 		},
 		Run: func(ctx context.Context, env *experiment.Env) (*experiment.Result, error) {
 			return runLedgerExperiment(ctx, env, append([]LoadTarget{SQLiteTarget(), PostgresTarget(), SQLiteAuditedTarget(), PostgresAuditedTarget()}, extra...))
@@ -361,6 +362,13 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 	if err != nil {
 		return nil, err
 	}
+	rounds, err := env.Int("rounds")
+	if err != nil {
+		return nil, err
+	}
+	if rounds < 1 {
+		return nil, fmt.Errorf("parameter rounds must be at least 1")
+	}
 	sel := strings.Split(env.String("targets"), ",")
 	chosen := func(name string) bool {
 		for _, s := range sel {
@@ -376,8 +384,13 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 		Title:  "Ledger transfers (durable, posted, random pairs)",
 		Header: []string{"target", "accounts", "clients", "transfers/s", "p50", "p99", "errors", "pgbench TPS", "ours / pgbench"},
 	}
+	if rounds > 1 {
+		table.Header = append([]string{"round"}, table.Header...)
+	}
 	var results []map[string]any
 	plot := experiment.Plot{File: "ledger-tps.png", Title: "Ledger throughput", XLabel: "concurrent clients", YLabel: "transfers/s", LogX: true}
+	tps := map[ledgerCell][]float64{} // every round's transfers/s of a cell, in round order
+	var order []ledgerCell            // cells in the order first run
 
 	// pgbench runs right after each cell of a target that asks for it, so
 	// both see the same load on this (possibly shared) machine.
@@ -404,64 +417,94 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 	total := 0
 	for _, t := range targets {
 		if chosen(t.Name) {
-			total += len(accounts) * len(clients)
+			total += rounds * len(accounts) * len(clients)
 		}
 	}
 	prog := env.Progress.Start("ledger load cells", int64(total), "cells")
 	var notes []string
 	sqlite64 := 0.0
-	for _, t := range targets {
-		if !chosen(t.Name) {
-			continue
-		}
-		for _, acc := range accounts {
-			env.Log.Info("ledger experiment: preparing", "target", t.Name, "accounts", acc)
-			transfer, cleanup, err := t.Open(ctx, env, acc)
-			if errors.Is(err, ErrSkip) {
-				notes = append(notes, fmt.Sprintf("%s skipped: %v", t.Name, err))
-				prog.Add(int64(len(clients)))
+	for round := 1; round <= rounds; round++ {
+		for _, t := range targets {
+			if !chosen(t.Name) {
 				continue
 			}
-			if err != nil {
-				return nil, fmt.Errorf("ledger experiment: prepare %s with %d accounts: %w", t.Name, acc, err)
-			}
-			series := experiment.Series{Name: fmt.Sprintf("%s, %d accounts", t.Name, acc)}
-			for _, c := range clients {
-				if err := ctx.Err(); err != nil {
-					cleanup()
-					return nil, err
+			for _, acc := range accounts {
+				env.Log.Info("ledger experiment: preparing", "target", t.Name, "accounts", acc)
+				transfer, cleanup, err := t.Open(ctx, env, acc)
+				if errors.Is(err, ErrSkip) {
+					if round == 1 {
+						notes = append(notes, fmt.Sprintf("%s skipped: %v", t.Name, err))
+					}
+					prog.Add(int64(len(clients)))
+					continue
 				}
-				r := RunLoad(ctx, c, acc, dur, transfer)
-				prog.Add(1)
-				pg, ratio := "", ""
-				var pgTPS float64
-				if pgb != nil && t.PGBench {
-					if tps, err := pgb.run(ctx, c); err != nil {
-						pg = err.Error()
-					} else {
-						pgTPS = tps
-						pg = strconv.FormatFloat(tps, 'f', 0, 64)
-						ratio = fmt.Sprintf("%.0f%%", 100*r.TPS/tps)
-						pgSeries[c] = append(pgSeries[c], tps)
+				if err != nil {
+					return nil, fmt.Errorf("ledger experiment: prepare %s with %d accounts: %w", t.Name, acc, err)
+				}
+				for _, c := range clients {
+					if err := ctx.Err(); err != nil {
+						cleanup()
+						return nil, err
+					}
+					r := RunLoad(ctx, c, acc, dur, transfer)
+					prog.Add(1)
+					pg, ratio := "", ""
+					var pgTPS float64
+					if pgb != nil && t.PGBench {
+						if tps, err := pgb.run(ctx, c); err != nil {
+							pg = err.Error()
+						} else {
+							pgTPS = tps
+							pg = strconv.FormatFloat(tps, 'f', 0, 64)
+							ratio = fmt.Sprintf("%.0f%%", 100*r.TPS/tps)
+							pgSeries[c] = append(pgSeries[c], tps)
+						}
+					}
+					errs := strconv.FormatInt(r.Errors, 10)
+					if r.FirstErr != "" {
+						errs += " (" + r.FirstErr + ")"
+					}
+					row := []any{t.Name, acc, c, strconv.FormatFloat(r.TPS, 'f', 0, 64), r.P50, r.P99, errs, pg, ratio}
+					if rounds > 1 {
+						row = append([]any{round}, row...)
+					}
+					table.AddRow(row...)
+					k := ledgerCell{t.Name, acc, c}
+					if _, ok := tps[k]; !ok {
+						order = append(order, k)
+					}
+					tps[k] = append(tps[k], r.TPS)
+					results = append(results, map[string]any{"round": round, "target": t.Name, "result": r, "pgbench_tps": pgTPS})
+					if strings.HasPrefix(t.Name, "sqlite") && c == 64 && (sqlite64 == 0 || r.TPS < sqlite64) {
+						sqlite64 = r.TPS
 					}
 				}
-				errs := strconv.FormatInt(r.Errors, 10)
-				if r.FirstErr != "" {
-					errs += " (" + r.FirstErr + ")"
-				}
-				table.AddRow(t.Name, acc, c, strconv.FormatFloat(r.TPS, 'f', 0, 64), r.P50, r.P99, errs, pg, ratio)
-				series.X = append(series.X, float64(c))
-				series.Y = append(series.Y, r.TPS)
-				results = append(results, map[string]any{"target": t.Name, "result": r, "pgbench_tps": pgTPS})
-				if strings.HasPrefix(t.Name, "sqlite") && c == 64 && (sqlite64 == 0 || r.TPS < sqlite64) {
-					sqlite64 = r.TPS
-				}
+				cleanup()
 			}
-			cleanup()
-			plot.Series = append(plot.Series, series)
 		}
 	}
 	prog.Done()
+	// The plot shows each cell's median over the rounds.
+	seriesOf := map[string]*experiment.Series{}
+	var seriesOrder []string
+	for _, k := range order {
+		name := fmt.Sprintf("%s, %d accounts", k.target, k.accounts)
+		s, ok := seriesOf[name]
+		if !ok {
+			s = &experiment.Series{Name: name}
+			seriesOf[name] = s
+			seriesOrder = append(seriesOrder, name)
+		}
+		s.X = append(s.X, float64(k.clients))
+		s.Y = append(s.Y, median(tps[k]))
+	}
+	for _, name := range seriesOrder {
+		plot.Series = append(plot.Series, *seriesOf[name])
+	}
+	var tables []experiment.Table
+	if rounds > 1 {
+		tables = roundsTables(rounds, order, tps)
+	}
 	if len(pgSeries) > 0 {
 		s := experiment.Series{Name: "pgbench TPC-B", Points: true}
 		for _, c := range clients {
@@ -489,7 +532,7 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 	return &experiment.Result{
 		Name:   "ledger",
 		Title:  "Ledger throughput and latency",
-		Tables: []experiment.Table{table},
+		Tables: append([]experiment.Table{table}, tables...),
 		Plots:  []experiment.Plot{plot},
 		Data:   results,
 	}, nil
@@ -576,4 +619,76 @@ func lastLine(b []byte) string {
 		s = s[i+1:]
 	}
 	return s
+}
+
+// ledgerCell is one cell of the ledger experiment.
+type ledgerCell struct {
+	target            string
+	accounts, clients int
+}
+
+// roundsTables summarizes a ledger run of several rounds: each cell's median
+// and range, and the cost of auditing — an audited target's transfers/s
+// against its unaudited twin's in the same round (so both saw the machine
+// of that round), with the median of those per-round costs.
+func roundsTables(rounds int, order []ledgerCell, tps map[ledgerCell][]float64) []experiment.Table {
+	med := experiment.Table{
+		Title:  fmt.Sprintf("Medians over %d rounds", rounds),
+		Header: []string{"target", "accounts", "clients", "median transfers/s", "min", "max"},
+	}
+	for _, k := range order {
+		v := tps[k]
+		med.AddRow(k.target, k.accounts, k.clients, strconv.FormatFloat(median(v), 'f', 0, 64),
+			strconv.FormatFloat(slices.Min(v), 'f', 0, 64), strconv.FormatFloat(slices.Max(v), 'f', 0, 64))
+	}
+	cost := experiment.Table{
+		Title:  "Cost of auditing, round by round",
+		Header: []string{"target", "accounts", "clients", "cost per round (audited vs unaudited)", "median cost"},
+		Notes:  []string{"Issue 13's target: auditing every transfer costs at most 10% of ledger throughput at 64 clients (SQLite and PostgreSQL)."},
+	}
+	for _, k := range order {
+		plain, ok := strings.CutPrefix(k.target, "audited ")
+		if !ok {
+			continue
+		}
+		pv, ok := tps[ledgerCell{plain, k.accounts, k.clients}]
+		if !ok {
+			continue
+		}
+		av := tps[k]
+		var per []string
+		var costs []float64
+		for i := 0; i < len(av) && i < len(pv); i++ {
+			if pv[i] <= 0 {
+				continue
+			}
+			x := 100 * (av[i]/pv[i] - 1)
+			costs = append(costs, x)
+			per = append(per, fmt.Sprintf("%+.1f%%", x))
+		}
+		if len(costs) == 0 {
+			continue
+		}
+		cost.AddRow(plain, k.accounts, k.clients, strings.Join(per, " / "), fmt.Sprintf("%+.1f%%", median(costs)))
+	}
+	out := []experiment.Table{med}
+	if len(cost.Rows) > 0 {
+		out = append(out, cost)
+	}
+	return out
+}
+
+// median returns the median of v (the mean of the middle two for an even
+// count); 0 for none.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
