@@ -451,13 +451,13 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 					pg, ratio := "", ""
 					var pgTPS float64
 					if pgb != nil && t.PGBench {
-						if tps, err := pgb.run(ctx, c); err != nil {
+						if v, err := pgb.run(ctx, c); err != nil {
 							pg = err.Error()
 						} else {
-							pgTPS = tps
-							pg = strconv.FormatFloat(tps, 'f', 0, 64)
-							ratio = fmt.Sprintf("%.0f%%", 100*r.TPS/tps)
-							pgSeries[c] = append(pgSeries[c], tps)
+							pgTPS = v
+							pg = strconv.FormatFloat(v, 'f', 0, 64)
+							ratio = fmt.Sprintf("%.0f%%", 100*r.TPS/v)
+							pgSeries[c] = append(pgSeries[c], v)
 						}
 					}
 					errs := strconv.FormatInt(r.Errors, 10)
