@@ -9,7 +9,9 @@
 // SQLite runs in WAL mode with synchronous=FULL, so a committed transaction is
 // on disk before Commit returns, and with _txlock=immediate, so that a writing
 // transaction takes the write lock at BEGIN and two writers never deadlock on
-// a lock upgrade. // PostgreSQL is reached through pgx's database/sql driver.
+// a lock upgrade. Options.Pragmas adds pragmas to every SQLite connection (a
+// memory map, a size cap). PostgreSQL is reached through pgx's database/sql
+// driver.
 package sqldb
 
 import (

@@ -116,7 +116,7 @@ func (e *Extractor) decode(pix []byte, w, h int) (*gozxing.Result, error) {
 	// Very crisp or very large codes (exported PNG frames, a telephoto at
 	// close range) sometimes defeat the detector's module-size estimate;
 	// a half-size copy usually decodes.
-	finderIn := bmp
+	finderIn, finderScale := bmp, 1.0
 	if w >= 84 && h >= 84 {
 		half, err3 := e.scaledBitmap(pix, w, h, 0.5)
 		if err3 == nil {
@@ -126,7 +126,7 @@ func (e *Extractor) decode(pix []byte, w, h int) (*gozxing.Result, error) {
 			// The finder-pattern check below runs on the half-size copy,
 			// whose binarized matrix the decode just computed: a quarter of
 			// the pixels to search.
-			finderIn = half
+			finderIn, finderScale = half, 0.5
 		}
 	}
 	// About one crisp code in 100 — a matter of its module pattern; the
@@ -137,7 +137,7 @@ func (e *Extractor) decode(pix []byte, w, h int) (*gozxing.Result, error) {
 	// and every one of them read at one of the sizes below (tried in order
 	// of how many they read). Only a frame whose finder patterns are there
 	// pays for them; a frame with no code in view does not.
-	if e.finderPatterns(finderIn) {
+	if e.finderPatterns(finderIn, minFinderModulePx*finderScale) {
 		for _, s := range []float64{0.7, 0.3, 0.6, 0.25} {
 			if float64(min(w, h))*s < 42 {
 				continue
@@ -150,16 +150,15 @@ func (e *Extractor) decode(pix []byte, w, h int) (*gozxing.Result, error) {
 	return nil, fmt.Errorf("%w: %v", ErrNoCode, err)
 }
 
-// minFinderModulePx is the smallest module size, in pixels of the
-// half-size copy, of finder patterns that earn the further sizes: those
-// only shrink the code, and a code under 4 px a module at full size does
-// not read smaller. Noise passes for finder patterns of about a pixel.
-const minFinderModulePx = 2
+// minFinderModulePx is the smallest module size, in pixels of the frame,
+// of finder patterns that earn the further sizes: those only shrink the
+// code, and a code under 4 px a module does not read smaller. Noise passes
+// for finder patterns of about a pixel.
+const minFinderModulePx = 4
 
 // finderPatterns reports whether ZXing's detector finds a QR code's three
-// finder patterns in the binarized frame, each at least minFinderModulePx
-// a module.
-func (e *Extractor) finderPatterns(bmp *gozxing.BinaryBitmap) bool {
+// finder patterns in bmp, each at least minModule pixels (of bmp) a module.
+func (e *Extractor) finderPatterns(bmp *gozxing.BinaryBitmap, minModule float64) bool {
 	bits, err := bmp.GetBlackMatrix()
 	if err != nil {
 		return false
@@ -169,7 +168,7 @@ func (e *Extractor) finderPatterns(bmp *gozxing.BinaryBitmap) bool {
 		return false
 	}
 	for _, p := range []*detector.FinderPattern{info.GetBottomLeft(), info.GetTopLeft(), info.GetTopRight()} {
-		if p.GetEstimatedModuleSize() < minFinderModulePx {
+		if p.GetEstimatedModuleSize() < minModule {
 			return false
 		}
 	}

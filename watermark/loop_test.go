@@ -129,7 +129,13 @@ func TestHardCrispCodes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", line, err)
 		}
-		l, err := NewLoop(t0, testKey, p, nil)
+		// The shares are drawn from a seeded source: with fresh random
+		// shares, about one code in 150 loses more than 4 of its 10 frames
+		// to a share checksum mismatch (the watermark channel, not the QR
+		// decode this test is about; see the closing note of 2026-12-07).
+		var seed [32]byte
+		copy(seed[:], t0)
+		l, err := NewLoop(t0, testKey, p, rand.NewChaCha8(seed))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,7 +181,7 @@ func TestFinderGate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ex.finderPatterns(half)
+		return ex.finderPatterns(half, minFinderModulePx/2)
 	}
 	rng := rand.New(rand.NewPCG(2, 2))
 	noise := image.NewGray(image.Rect(0, 0, 1280, 720))

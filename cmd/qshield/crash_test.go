@@ -186,13 +186,15 @@ func TestCrashRecovery(t *testing.T) {
 			tlsCfg, _ := platform.LoadClientTLS(state)
 			c := client.New(p.url, tlsCfg)
 			// A client that honours 429 (the server rate-limits each
-			// principal): wait as told and retry. Without this, a stored
-			// transfer whose retry met the limit counted as unacknowledged.
+			// principal): wait as told and retry, for at most a minute.
+			// Without this, a stored transfer whose retry met the limit
+			// counted as unacknowledged.
+			retryUntil := time.Now().Add(time.Minute)
 			retry := func(a *attempt) error {
 				for {
 					_, _, err := c.Transfer(ctx, a.key, a.req)
 					var he *httpx.Error
-					if !errors.As(err, &he) || he.Status != http.StatusTooManyRequests {
+					if !errors.As(err, &he) || he.Status != http.StatusTooManyRequests || time.Now().After(retryUntil) {
 						return err
 					}
 					time.Sleep(max(he.RetryAfter, 100*time.Millisecond))
