@@ -256,6 +256,21 @@ var migrations = []sqldb.Migration{{
 	// dense.
 	SQLite:   `DROP INDEX audit_log_event; CREATE INDEX audit_log_event ON audit_log (event, time) WHERE event <> 'ledger.transfer'`,
 	Postgres: `DROP INDEX audit_log_event; CREATE INDEX audit_log_event ON audit_log (event, time) WHERE event <> 'ledger.transfer'`,
+}, {
+	Version: 4,
+	// Stored tree hashes in runs (see tree.go): one row per run of
+	// consecutive indexes instead of one per hash. Each old row becomes a
+	// run of one hash.
+	SQLite: `CREATE TABLE audit_tlog_runs (
+		start INTEGER PRIMARY KEY,
+		hashes BLOB NOT NULL);
+	INSERT INTO audit_tlog_runs (start, hashes) SELECT idx, hash FROM audit_tlog;
+	DROP TABLE audit_tlog`,
+	Postgres: `CREATE TABLE audit_tlog_runs (
+		start BIGINT PRIMARY KEY,
+		hashes BYTEA NOT NULL);
+	INSERT INTO audit_tlog_runs (start, hashes) SELECT idx, hash FROM audit_tlog;
+	DROP TABLE audit_tlog`,
 }}
 
 // bulkEvent is the event left out of the event index (migration 3), and

@@ -62,7 +62,7 @@ func mustVerify(t *testing.T, l *Log) Report {
 // resetLog empties the audit trail (records, tree, queue, checkpoints).
 func resetLog(t *testing.T, db *sqldb.DB) {
 	t.Helper()
-	for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_tlog`, `DELETE FROM audit_queue`, `DELETE FROM audit_checkpoints`} {
+	for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_tlog_runs`, `DELETE FROM audit_queue`, `DELETE FROM audit_checkpoints`} {
 		exec(t, db, q)
 	}
 	exec(t, db, `UPDATE audit_head SET seq = 0, hash = ?, mac = NULL WHERE id = 1`, make([]byte, 32))

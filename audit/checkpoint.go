@@ -301,30 +301,42 @@ func (l *Log) compareStoredHead(ctx context.Context, tx *sql.Tx, t *memTree, rep
 	return nil
 }
 
-// compareStored reports stored tree hashes that differ from the recomputed ones.
+// compareStored reports stored tree hashes that differ from the recomputed
+// ones, and runs that leave gaps, overlap or hold a partial hash.
 func (l *Log) compareStored(ctx context.Context, tx *sql.Tx, t *memTree, rep *Report) error {
-	rows, err := tx.QueryContext(ctx, `SELECT idx, hash FROM audit_tlog ORDER BY idx`)
+	rows, err := tx.QueryContext(ctx, `SELECT start, hashes FROM audit_tlog_runs ORDER BY start`)
 	if err != nil {
 		return fmt.Errorf("audit: read tree hashes: %w", err)
 	}
 	defer rows.Close()
-	bad, n := int64(0), int64(0)
+	bad, n, next, misplaced := int64(0), int64(0), int64(0), 0
 	for rows.Next() {
-		var x int64
-		var h []byte
-		if err := rows.Scan(&x, &h); err != nil {
+		var start int64
+		var b []byte
+		if err := rows.Scan(&start, &b); err != nil {
 			return fmt.Errorf("audit: read tree hashes: %w", err)
 		}
-		n++
-		if x < 0 || x >= int64(len(t.hashes)) || !bytes.Equal(h, t.hashes[x][:]) {
-			bad++
+		if start != next || len(b)%tlog.HashSize != 0 {
+			misplaced++
 		}
+		for i := 0; i+tlog.HashSize <= len(b); i += tlog.HashSize {
+			x := start + int64(i/tlog.HashSize)
+			n++
+			if x < 0 || x >= int64(len(t.hashes)) || !bytes.Equal(b[i:i+tlog.HashSize], t.hashes[x][:]) {
+				bad++
+			}
+		}
+		next = start + int64(len(b)/tlog.HashSize)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("audit: read tree hashes: %w", err)
 	}
-	if bad > 0 || n != int64(len(t.hashes)) {
-		rep.add(Problem{Kind: ProblemTree, Seq: t.n, Detail: fmt.Sprintf("%d of %d stored tree hashes differ from the records (%d expected)", bad, n, len(t.hashes))})
+	if bad > 0 || misplaced > 0 || n != int64(len(t.hashes)) {
+		detail := fmt.Sprintf("%d of %d stored tree hashes differ from the records (%d expected)", bad, n, len(t.hashes))
+		if misplaced > 0 {
+			detail += fmt.Sprintf("; %d runs of stored hashes leave a gap, overlap or end inside a hash", misplaced)
+		}
+		rep.add(Problem{Kind: ProblemTree, Seq: t.n, Detail: detail})
 	}
 	return nil
 }

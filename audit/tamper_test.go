@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -46,7 +47,7 @@ func rewriteAll(t *testing.T, db *sqldb.DB) {
 		if err := scanRows(ctx, tx, func(r *row) error { rs = append(rs, *r); return nil }); err != nil {
 			return err
 		}
-		for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_tlog`} {
+		for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_tlog_runs`} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
 			}
@@ -66,8 +67,9 @@ func rewriteAll(t *testing.T, db *sqldb.DB) {
 				return err
 			}
 		}
-		for i, h := range mt.hashes {
-			if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO audit_tlog (idx, hash) VALUES (?, ?)`), i, h[:]); err != nil {
+		starts, blobs := tlogRuns(0, mt.hashes)
+		for i := range starts {
+			if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO audit_tlog_runs (start, hashes) VALUES (?, ?)`), starts[i], blobs[i]); err != nil {
 				return err
 			}
 		}
@@ -110,7 +112,7 @@ func dump(t *testing.T, db *sqldb.DB, q string, ncol int) [][]any {
 func takeBackup(t *testing.T, db *sqldb.DB) backup {
 	return backup{
 		log:  dump(t, db, `SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac FROM audit_log`, 11),
-		tlog: dump(t, db, `SELECT idx, hash FROM audit_tlog`, 2),
+		tlog: dump(t, db, `SELECT start, hashes FROM audit_tlog_runs`, 2),
 		cps:  dump(t, db, `SELECT size, note FROM audit_checkpoints`, 2),
 		head: dump(t, db, `SELECT seq, hash, mac FROM audit_head`, 3)[0],
 	}
@@ -123,7 +125,7 @@ func (b backup) restore(t *testing.T, db *sqldb.DB) {
 		exec(t, db, `INSERT INTO audit_log (seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r...)
 	}
 	for _, r := range b.tlog {
-		exec(t, db, `INSERT INTO audit_tlog (idx, hash) VALUES (?, ?)`, r...)
+		exec(t, db, `INSERT INTO audit_tlog_runs (start, hashes) VALUES (?, ?)`, r...)
 	}
 	for _, r := range b.cps {
 		exec(t, db, `INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)`, r...)
@@ -169,7 +171,8 @@ func TestTamperAgainstCheckpoint(t *testing.T) {
 				if err := db.QueryRowContext(ctx, `SELECT hash FROM audit_log WHERE seq = 15`).Scan(&h); err != nil {
 					t.Fatal(err)
 				}
-				exec(t, db, `DELETE FROM audit_tlog WHERE idx >= ?`, stored(15))
+				exec(t, db, `DELETE FROM audit_tlog_runs WHERE start >= ?`, stored(15))
+				exec(t, db, `UPDATE audit_tlog_runs SET hashes = substr(hashes, 1, CAST((? - start) * 32 AS INTEGER)) WHERE start + length(hashes) / 32 > ?`, stored(15), stored(15))
 				exec(t, db, `UPDATE audit_head SET seq = 15, hash = ? WHERE id = 1`, h)
 			}, ProblemRollback},
 			{"an actor rewritten and everything re-hashed", func(t *testing.T, l *Log) {
@@ -406,12 +409,8 @@ func TestStoredTreeHashes(t *testing.T) {
 			{"leaf inside a complete subtree", tlog.StoredHashIndex(0, 2), false},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				var orig []byte
-				if err := db.QueryRowContext(ctx, db.Rebind(`SELECT hash FROM audit_tlog WHERE idx = ?`), tc.idx).Scan(&orig); err != nil {
-					t.Fatal(err)
-				}
-				exec(t, db, `UPDATE audit_tlog SET hash = ? WHERE idx = ?`, bad, tc.idx)
-				defer exec(t, db, `UPDATE audit_tlog SET hash = ? WHERE idx = ?`, orig, tc.idx)
+				orig := setStoredHash(t, db, tc.idx, bad)
+				defer setStoredHash(t, db, tc.idx, orig)
 				rep, err := l.VerifyCheckpoint(ctx, cp)
 				if err != nil {
 					t.Fatal(err)
@@ -425,6 +424,133 @@ func TestStoredTreeHashes(t *testing.T) {
 				}
 				if full.OK || !hasKind(full.Problems, ProblemTree) {
 					t.Fatalf("full verification: want a tree problem, got %+v", full.Problems)
+				}
+			})
+		}
+	})
+}
+
+// setStoredHash overwrites stored tree hash idx inside its run with h and
+// returns the hash it held.
+func setStoredHash(t *testing.T, db *sqldb.DB, idx int64, h []byte) []byte {
+	t.Helper()
+	var start int64
+	var run []byte
+	if err := db.QueryRowContext(context.Background(), db.Rebind(`SELECT start, hashes FROM audit_tlog_runs WHERE start <= ? ORDER BY start DESC LIMIT 1`), idx).Scan(&start, &run); err != nil {
+		t.Fatal(err)
+	}
+	off := (idx - start) * tlog.HashSize
+	if off+tlog.HashSize > int64(len(run)) {
+		t.Fatalf("stored hash %d is not in the run at %d (%d bytes)", idx, start, len(run))
+	}
+	orig := bytes.Clone(run[off : off+tlog.HashSize])
+	copy(run[off:], h)
+	exec(t, db, `UPDATE audit_tlog_runs SET hashes = ? WHERE start = ?`, run, start)
+	return orig
+}
+
+// TestTreeRuns checks the stored hashes kept in runs: bulk appends whose
+// hashes cross run boundaries give contiguous runs of at most runHashes
+// that verify and prove; logs migrated from one row per hash (runs of one)
+// read and grow the same; a missing or shortened run is a tree problem.
+func TestTreeRuns(t *testing.T) {
+	signer, verifier := testKeys(t)
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		l := openLog(t, db, nil)
+		resetLog(t, db)
+		bulk := func(n int) {
+			t.Helper()
+			es := make([]Entry, n)
+			for i := range es {
+				es[i] = Entry{Actor: "bob", Event: "test.bulk", Outcome: OutcomeSuccess, Resource: fmt.Sprint(i)}
+			}
+			if err := db.InTx(ctx, func(tx *sql.Tx) error { return l.RecordAllTx(ctx, tx, es) }); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Integrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check := func(what string) {
+			t.Helper()
+			var size int64
+			if err := db.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&size); err != nil {
+				t.Fatal(err)
+			}
+			next := int64(0)
+			for _, r := range dump(t, db, `SELECT start, hashes FROM audit_tlog_runs ORDER BY start`, 2) {
+				start, b := r[0].(int64), r[1].([]byte)
+				if start != next || len(b) == 0 || len(b)%tlog.HashSize != 0 || len(b) > runHashes*tlog.HashSize {
+					t.Fatalf("%s: run at %d (%d bytes) after %d", what, start, len(b), next)
+				}
+				next = start + int64(len(b)/tlog.HashSize)
+			}
+			if next != stored(size) {
+				t.Fatalf("%s: runs end at %d, want %d", what, next, stored(size))
+			}
+			msg, _, err := l.Checkpoint(ctx, signer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp, _, err := OpenCheckpoint(msg, verifier)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := l.VerifyCheckpointWith(ctx, cp, VerifyOptions{StoredTree: true})
+			if err != nil || !rep.OK {
+				t.Fatalf("%s: verify: %v %+v", what, err, rep.Problems)
+			}
+			for _, seq := range []int64{1, size / 2, size - 1, size} {
+				p, err := l.ProveInclusion(ctx, seq, cp.Size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := tlog.CheckRecord(p.Proof, p.TreeSize, p.Root, p.Index, p.LeafHash); err != nil || p.Root != cp.Hash {
+					t.Fatalf("%s: inclusion proof of %d: %v", what, seq, err)
+				}
+			}
+		}
+		for _, n := range []int{1, 27, 28, 29, 3, 130} {
+			bulk(n)
+		}
+		check("bulk appends")
+		// The shape migration 4 gives a log stored one hash a row.
+		var all []byte
+		for _, r := range dump(t, db, `SELECT start, hashes FROM audit_tlog_runs ORDER BY start`, 2) {
+			all = append(all, r[1].([]byte)...)
+		}
+		exec(t, db, `DELETE FROM audit_tlog_runs`)
+		for i := 0; i < len(all); i += tlog.HashSize {
+			exec(t, db, `INSERT INTO audit_tlog_runs (start, hashes) VALUES (?, ?)`, int64(i/tlog.HashSize), all[i:i+tlog.HashSize])
+		}
+		bulk(70)
+		appendN(t, l, 3, "carol")
+		check("runs of one, grown")
+
+		msg, _, err := l.Checkpoint(ctx, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, _, err := OpenCheckpoint(msg, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ name, q string }{
+			{"a run deleted", `DELETE FROM audit_tlog_runs WHERE start = 1`},
+			{"a run shortened into a hash", `UPDATE audit_tlog_runs SET hashes = substr(hashes, 1, length(hashes) - 20)
+				WHERE start = (SELECT MIN(start) FROM audit_tlog_runs WHERE length(hashes) > 64)`},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				b := takeBackup(t, db)
+				defer b.restore(t, db)
+				exec(t, db, tc.q)
+				rep, err := l.VerifyCheckpointWith(ctx, cp, VerifyOptions{StoredTree: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !hasKind(rep.Problems, ProblemTree) {
+					t.Fatalf("not found: %+v", rep.Problems)
 				}
 			})
 		}

@@ -21,9 +21,14 @@ import (
 // record's encoding (the same bytes its chain hash covers), so the leaf hash
 // is SHA-256(0x00 || encoding). The hashing, storage layout and proofs are
 // those of golang.org/x/mod/sumdb/tlog: every stored hash (each leaf hash and
-// each complete subtree hash) has a dense index, tlog.StoredHashIndex, and
-// lives in audit_tlog, so a tree head, an inclusion proof or a consistency
-// proof reads O(log n) rows.
+// each complete subtree hash) has a dense index, tlog.StoredHashIndex, so a
+// tree head, an inclusion proof or a consistency proof reads O(log n) of
+// them. An append stores a contiguous range of indexes (a record's hashes
+// follow its predecessor's), so audit_tlog_runs keeps them in runs: a row
+// (start, hashes) holds the hashes start, start+1, … concatenated, at most
+// runHashes of them. A batch of records thus writes a few rows instead of
+// two per record, and a hash is read by one seek (the run with the greatest
+// start not after it).
 //
 // Appending inside a business transaction (AppendTx) only inserts a queue
 // row: no log-wide lock, no hashing. Integrate moves queued rows into the log
@@ -164,7 +169,6 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 		pendingArgs = pendingArgs[:0]
 		return nil
 	}
-	var newIdx []int64
 	var newHash []tlog.Hash
 	start := head.Seq
 	out := make([]Record, len(rs))
@@ -184,9 +188,8 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 		base := tlog.StoredHashIndex(0, r.seq-1)
 		for j, h := range hs {
 			hr.mem[base+int64(j)] = h
-			newIdx = append(newIdx, base+int64(j))
-			newHash = append(newHash, h)
 		}
+		newHash = append(newHash, hs...)
 		if queueIDs == nil {
 			pendingArgs = append(pendingArgs, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac)
 		}
@@ -204,14 +207,14 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 			Resource: r.resource, PrevHash: r.prev, Hash: r.hash}
 	}
 	if queueIDs != nil {
-		if err := l.moveQueued(ctx, tx, queueIDs, rs, newIdx, newHash); err != nil {
+		if err := l.moveQueued(ctx, tx, queueIDs, rs, tlog.StoredHashIndex(0, start), newHash); err != nil {
 			return nil, err
 		}
 	} else {
 		if err := flush(); err != nil {
 			return nil, err
 		}
-		if err := l.insertHashes(ctx, tx, newIdx, newHash); err != nil {
+		if err := l.insertHashes(ctx, tx, tlog.StoredHashIndex(0, start), newHash); err != nil {
 			return nil, err
 		}
 	}
@@ -227,8 +230,9 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 }
 
 // moveQueued moves the queued entries ids (PostgreSQL) into the log with
-// the places computed in rs, and stores the tree hashes, set-based.
-func (l *Log) moveQueued(ctx context.Context, tx *sql.Tx, ids []int64, rs []row, idx []int64, hs []tlog.Hash) error {
+// the places computed in rs, and stores the tree hashes hs (stored hash
+// indexes first, first+1, …), set-based.
+func (l *Log) moveQueued(ctx context.Context, tx *sql.Tx, ids []int64, rs []row, first int64, hs []tlog.Hash) error {
 	seqs := make([]int64, len(rs))
 	prevs, hashes, macs := make([][]byte, len(rs)), make([][]byte, len(rs)), make([][]byte, len(rs))
 	for i := range rs {
@@ -248,22 +252,44 @@ func (l *Log) moveQueued(ctx context.Context, tx *sql.Tx, ids []int64, rs []row,
 	if err != nil {
 		return fmt.Errorf("audit: append queued records: %w", err)
 	}
-	hb := make([][]byte, len(hs))
-	for i := range hs {
-		hb[i] = hs[i][:]
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_tlog (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, idx, hb); err != nil {
-		return fmt.Errorf("audit: store tree hashes: %w", err)
-	}
-	return nil
+	return l.insertHashes(ctx, tx, first, hs)
 }
 
-func (l *Log) insertHashes(ctx context.Context, tx *sql.Tx, idx []int64, hs []tlog.Hash) error {
-	args := make([]any, 0, 2*len(idx))
-	for i := range idx {
-		args = append(args, idx[i], hs[i][:])
+// runHashes is the most hashes a row of audit_tlog_runs holds: 1,792 bytes,
+// so that two rows share a 4 KiB SQLite page without overflow pages, and a
+// PostgreSQL row stays under the TOAST threshold (2,032 bytes) and in its
+// heap page.
+const runHashes = 56
+
+// tlogRuns splits the stored hashes first, first+1, … (hs) into the rows of
+// audit_tlog_runs: their starts and blobs.
+func tlogRuns(first int64, hs []tlog.Hash) (starts []int64, blobs [][]byte) {
+	for i := 0; i < len(hs); i += runHashes {
+		run := hs[i:min(i+runHashes, len(hs))]
+		b := make([]byte, 0, len(run)*tlog.HashSize)
+		for _, h := range run {
+			b = append(b, h[:]...)
+		}
+		starts = append(starts, first+int64(i))
+		blobs = append(blobs, b)
 	}
-	if err := l.execChunked(ctx, tx, insertHashesSQL, 2, args); err != nil {
+	return starts, blobs
+}
+
+// insertHashes stores the tree hashes first, first+1, … (hs) in runs.
+func (l *Log) insertHashes(ctx context.Context, tx *sql.Tx, first int64, hs []tlog.Hash) error {
+	starts, blobs := tlogRuns(first, hs)
+	var err error
+	if l.db.Dialect == sqldb.Postgres {
+		_, err = tx.ExecContext(ctx, `INSERT INTO audit_tlog_runs (start, hashes) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, starts, blobs)
+	} else {
+		args := make([]any, 0, 2*len(starts))
+		for i := range starts {
+			args = append(args, starts[i], blobs[i])
+		}
+		err = l.execChunked(ctx, tx, insertHashesSQL, 2, args)
+	}
+	if err != nil {
 		return fmt.Errorf("audit: store tree hashes: %w", err)
 	}
 	return nil
@@ -279,7 +305,7 @@ func insertRecordsSQL(n int) string {
 }
 
 func insertHashesSQL(n int) string {
-	return `INSERT INTO audit_tlog (idx, hash) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?), ", n), ", ")
+	return `INSERT INTO audit_tlog_runs (start, hashes) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?), ", n), ", ")
 }
 
 // execChunked inserts the rows whose arguments (width per row) are args,
@@ -314,7 +340,16 @@ func (l *Log) execTx(ctx context.Context, tx *sql.Tx, q string, args ...any) err
 const (
 	lockHeadSQL   = `SELECT seq, hash FROM audit_head WHERE id = 1`
 	updateHeadSQL = `UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1 AND seq = ?`
-	readHashesSQL = `SELECT idx, hash FROM audit_tlog WHERE idx IN (SELECT value FROM json_each(?))`
+	// readHashesSQL reads the stored hashes whose indexes are the JSON
+	// array ?, each from its run (a hash past its run's end reads short
+	// and is reported missing).
+	readHashesSQL = `SELECT j.value, substr(r.hashes, (j.value - r.start) * 32 + 1, 32)
+		FROM json_each(?) AS j JOIN audit_tlog_runs AS r
+		ON r.start = (SELECT start FROM audit_tlog_runs WHERE start <= j.value ORDER BY start DESC LIMIT 1)`
+	// readHashesPG is readHashesSQL on PostgreSQL (the indexes as an array).
+	readHashesPG = `SELECT x, substr(r.hashes, (x - r.start)::int * 32 + 1, 32)
+		FROM unnest($1::bigint[]) AS x JOIN LATERAL
+		(SELECT start, hashes FROM audit_tlog_runs WHERE start <= x ORDER BY start DESC LIMIT 1) AS r ON true`
 )
 
 // prepareSQLite prepares the statements of the append path (SQLite), outside
@@ -443,41 +478,62 @@ func (r *txHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-// query reads the stored hashes of indexes.
+// query reads the stored hashes of indexes (rows of index and hash).
 func (r *txHashes) query(indexes []any) (*sql.Rows, error) {
-	if tx, ok := r.tx.(*sql.Tx); ok && r.log != nil && r.db.Dialect == sqldb.SQLite {
-		b := make([]byte, 0, 16*len(indexes))
-		b = append(b, '[')
+	if r.db.Dialect == sqldb.Postgres {
+		xs := make([]int64, len(indexes))
 		for i, x := range indexes {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendInt(b, x.(int64), 10)
+			xs[i] = x.(int64)
 		}
-		b = append(b, ']')
+		return r.tx.QueryContext(r.ctx, readHashesPG, xs)
+	}
+	b := make([]byte, 0, 16*len(indexes))
+	b = append(b, '[')
+	for i, x := range indexes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, x.(int64), 10)
+	}
+	b = append(b, ']')
+	if tx, ok := r.tx.(*sql.Tx); ok && r.log != nil {
 		st, err := r.log.prepared(r.ctx, tx, readHashesSQL)
 		if err != nil {
 			return nil, err
 		}
 		return st.QueryContext(r.ctx, string(b))
 	}
-	return r.tx.QueryContext(r.ctx, r.db.Rebind(`SELECT idx, hash FROM audit_tlog WHERE idx IN (?`+strings.Repeat(", ?", len(indexes)-1)+`)`), indexes...)
+	return r.tx.QueryContext(r.ctx, readHashesSQL, string(b))
+}
+
+// storedHashCount returns how many tree hashes are stored: the end of the
+// last run.
+func storedHashCount(ctx context.Context, q querier) (int64, error) {
+	rows, err := q.QueryContext(ctx, `SELECT start, length(hashes) FROM audit_tlog_runs ORDER BY start DESC LIMIT 1`)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var start, n int64
+	if rows.Next() {
+		if err := rows.Scan(&start, &n); err != nil {
+			return 0, err
+		}
+		n = start + n/tlog.HashSize
+	}
+	return n, rows.Err()
 }
 
 // repairTree builds the stored tree hashes of records written before the
 // tree existed (schema version 1), once.
 func (l *Log) repairTree(ctx context.Context) error {
 	var seq int64
-	var maxIdx sql.NullInt64
 	if err := l.db.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&seq); err != nil {
 		return fmt.Errorf("audit: read head: %w", err)
 	}
-	if err := l.db.QueryRowContext(ctx, `SELECT MAX(idx) FROM audit_tlog`).Scan(&maxIdx); err != nil {
+	have, err := storedHashCount(ctx, l.db)
+	if err != nil {
 		return fmt.Errorf("audit: read tree: %w", err)
-	}
-	have := int64(0)
-	if maxIdx.Valid {
-		have = maxIdx.Int64 + 1
 	}
 	if have >= tlog.StoredHashCount(seq) {
 		return nil
@@ -486,18 +542,14 @@ func (l *Log) repairTree(ctx context.Context) error {
 		if _, err := l.lockHead(ctx, tx); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_tlog`); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_tlog_runs`); err != nil {
 			return fmt.Errorf("audit: rebuild tree: %w", err)
 		}
 		st := &memTree{}
 		if err := scanRows(ctx, tx, func(r *row) error { return st.add(encode(r)) }); err != nil {
 			return err
 		}
-		idx := make([]int64, len(st.hashes))
-		for i := range idx {
-			idx[i] = int64(i)
-		}
-		return l.insertHashes(ctx, tx, idx, st.hashes)
+		return l.insertHashes(ctx, tx, 0, st.hashes)
 	})
 }
 

@@ -545,7 +545,9 @@ func TestConsoleAdminTools(t *testing.T) {
 	// show it as an alarm on the checkpoint view and the dashboard.
 	for _, q := range []string{
 		`DELETE FROM audit_log WHERE seq > 3`,
-		`DELETE FROM audit_tlog WHERE idx >= ` + strconv.FormatInt(tlog.StoredHashIndex(0, 3), 10),
+		`DELETE FROM audit_tlog_runs WHERE start >= ` + strconv.FormatInt(tlog.StoredHashIndex(0, 3), 10),
+		`UPDATE audit_tlog_runs SET hashes = substr(hashes, 1, (` + strconv.FormatInt(tlog.StoredHashIndex(0, 3), 10) + ` - start) * 32)
+			WHERE start + length(hashes) / 32 > ` + strconv.FormatInt(tlog.StoredHashIndex(0, 3), 10),
 		`UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_log WHERE seq = 3) WHERE id = 1`,
 		`DELETE FROM audit_checkpoints WHERE size > 3`,
 	} {

@@ -130,7 +130,9 @@ func TestAuditProofAndHistory(t *testing.T) {
 	// check of the database alone passes, the kept checkpoint does not.
 	for _, q := range []string{
 		`DELETE FROM audit_log WHERE seq > 5`,
-		`DELETE FROM audit_tlog WHERE idx >= ` + itoa(tlog.StoredHashIndex(0, 5)),
+		`DELETE FROM audit_tlog_runs WHERE start >= ` + itoa(tlog.StoredHashIndex(0, 5)),
+		`UPDATE audit_tlog_runs SET hashes = substr(hashes, 1, (` + itoa(tlog.StoredHashIndex(0, 5)) + ` - start) * 32)
+			WHERE start + length(hashes) / 32 > ` + itoa(tlog.StoredHashIndex(0, 5)),
 		`UPDATE audit_head SET seq = 5, hash = (SELECT hash FROM audit_log WHERE seq = 5) WHERE id = 1`,
 		`DELETE FROM audit_checkpoints WHERE size > 5`,
 	} {
@@ -255,7 +257,9 @@ func TestWitnessView(t *testing.T) {
 	// Roll the log back below what the witness cosigned.
 	for _, q := range []string{
 		`DELETE FROM audit_log WHERE seq > 2`,
-		`DELETE FROM audit_tlog WHERE idx >= ` + itoa(tlog.StoredHashIndex(0, 2)),
+		`DELETE FROM audit_tlog_runs WHERE start >= ` + itoa(tlog.StoredHashIndex(0, 2)),
+		`UPDATE audit_tlog_runs SET hashes = substr(hashes, 1, (` + itoa(tlog.StoredHashIndex(0, 2)) + ` - start) * 32)
+			WHERE start + length(hashes) / 32 > ` + itoa(tlog.StoredHashIndex(0, 2)),
 		`UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2) WHERE id = 1`,
 		`DELETE FROM audit_checkpoints`,
 		`DELETE FROM console_checkpoints`,

@@ -167,7 +167,9 @@ func truncateAuditTail(ctx context.Context, db *sqldb.DB, keep int64) error {
 			args []any
 		}{
 			{`DELETE FROM audit_log WHERE seq > ?`, []any{keep}},
-			{`DELETE FROM audit_tlog WHERE idx >= ?`, []any{tlog.StoredHashCount(keep)}},
+			{`DELETE FROM audit_tlog_runs WHERE start >= ?`, []any{tlog.StoredHashCount(keep)}},
+			{`UPDATE audit_tlog_runs SET hashes = substr(hashes, 1, (? - start) * 32) WHERE start + length(hashes) / 32 > ?`,
+				[]any{tlog.StoredHashCount(keep), tlog.StoredHashCount(keep)}},
 			{`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, []any{keep, h}},
 		} {
 			if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
