@@ -144,7 +144,16 @@ type Issuer struct {
 	TTL      time.Duration    // 0 means MaxTTL; capped at MaxTTL
 	Now      func() time.Time // nil means time.Now
 	Rand     io.Reader        // nil means crypto/rand
+	// Check, when set, vets every drawn code before it is recorded: a code
+	// it rejects is drawn afresh, at most maxDraws times in all
+	// (ReadabilityCheck is the one the platform uses).
+	Check func(c Code) error
 }
+
+// maxDraws bounds the codes Issue draws when Check rejects them: a code
+// that fails ReadabilityCheck is about one in 300, so eight failures in a
+// row mean the check itself is broken.
+const maxDraws = 8
 
 // Issue creates, records and returns a fresh code (T0 and its slot key) for
 // account, limited to limit minor units (> 0), with its record.
@@ -159,13 +168,25 @@ func (is *Issuer) Issue(ctx context.Context, account string, limit int64) (Code,
 	if n == 0 {
 		n = 16
 	}
-	t0, err := NewToken(n, is.Rand)
-	if err != nil {
-		return Code{}, Record{}, err
-	}
-	key, err := NewSlotKey(is.Rand)
-	if err != nil {
-		return Code{}, Record{}, err
+	var t0, key []byte
+	for draw := 1; ; draw++ {
+		var err error
+		if t0, err = NewToken(n, is.Rand); err != nil {
+			return Code{}, Record{}, err
+		}
+		if key, err = NewSlotKey(is.Rand); err != nil {
+			return Code{}, Record{}, err
+		}
+		if is.Check == nil {
+			break
+		}
+		err = is.Check(Code{Token: t0, SlotKey: key})
+		if err == nil {
+			break
+		}
+		if draw == maxDraws {
+			return Code{}, Record{}, fmt.Errorf("watermark: %d codes drawn, none passed the issuer's check: %w", draw, err)
+		}
 	}
 	h, err := Handle(t0)
 	if err != nil {

@@ -134,7 +134,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		s.challengeMaster = nil
 	}
 	s.store = &SQLStore{db: cfg.DB}
-	s.issuer = &watermark.Issuer{Store: s.store, TTL: cfg.TTL, Now: cfg.Now, TokenLen: cfg.Params.TokenLen}
+	check, err := watermark.ReadabilityCheck(cfg.Params)
+	if err != nil {
+		return nil, fmt.Errorf("watermark/service: %w", err)
+	}
+	s.issuer = &watermark.Issuer{Store: s.store, TTL: cfg.TTL, Now: cfg.Now, TokenLen: cfg.Params.TokenLen, Check: check}
 	return s, nil
 }
 

@@ -1,7 +1,9 @@
 package service
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -311,6 +313,30 @@ func TestScannerChallenges(t *testing.T) {
 		defer off.Close()
 		if _, err := off.ChallengeKey("scanner-1"); !errors.Is(err, ErrChallengesOff) {
 			t.Fatalf("challenge key with challenges off: %v", err)
+		}
+	})
+}
+
+// TestIssueVetsReadability: the service's issuer draws again when a code's
+// own frames do not read back (watermark.ReadabilityCheck), so a payer is
+// never handed one of the rare codes that cannot be paid from a clean
+// screen. The first draw here is such a code.
+func TestIssueVetsReadability(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		s, _, _ := setup(t, db)
+		weak, good := "72c03dff9e0c49f341273397430083f8", "000102030405060708090a0b0c0d0e0f"
+		key := "30313233343536373839616263646566"
+		draws, err := hex.DecodeString(weak + key + good + key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.issuer.Rand = bytes.NewReader(draws)
+		code, _, err := s.Issue(context.Background(), "payer", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hex.EncodeToString(code.Token); got != good {
+			t.Fatalf("issued %s, want the second draw %s", got, good)
 		}
 	})
 }
