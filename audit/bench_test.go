@@ -101,14 +101,7 @@ func BenchmarkLargeLog(b *testing.B) {
 				done += k
 			}
 			b.Logf("%s: %d records appended and integrated in %v", be.Name, n, time.Since(start).Round(time.Millisecond))
-			msg, _, err := l.Checkpoint(ctx, signer)
-			if err != nil {
-				b.Fatal(err)
-			}
-			cp, _, err := OpenCheckpoint(msg, verifier)
-			if err != nil {
-				b.Fatal(err)
-			}
+			cp := checkpointOf(b, l, signer, verifier)
 			b.Run("checkpoint", func(b *testing.B) {
 				cpu0 := cpuTime()
 				defer func() { b.ReportMetric((cpuTime()-cpu0).Seconds()*1e3/float64(b.N), "cpu-ms/op") }()

@@ -193,14 +193,7 @@ func TestTamperAgainstCheckpoint(t *testing.T) {
 				appendN(t, l, 10, "alice")
 				appendN(t, l, 1, "mallory")
 				appendN(t, l, 9, "bob")
-				msg, _, err := l.Checkpoint(ctx, signer)
-				if err != nil {
-					t.Fatal(err)
-				}
-				cp, _, err := OpenCheckpoint(msg, verifier) // held outside the database
-				if err != nil {
-					t.Fatal(err)
-				}
+				cp := checkpointOf(t, l, signer, verifier) // held outside the database
 				if rep, err := l.VerifyCheckpoint(ctx, cp); err != nil || !rep.OK {
 					t.Fatalf("before tampering: %+v %v", rep, err)
 				}
@@ -225,14 +218,7 @@ func TestTamperAgainstCheckpoint(t *testing.T) {
 			appendN(t, l, 12, "alice")
 			old := takeBackup(t, db)
 			appendN(t, l, 8, "mallory")
-			msg, _, err := l.Checkpoint(ctx, signer)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cp, _, err := OpenCheckpoint(msg, verifier)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cp := checkpointOf(t, l, signer, verifier)
 			old.restore(t, db)
 			if rep := mustVerify(t, l); !rep.OK {
 				t.Fatalf("the restored backup is internally consistent, Verify should pass: %+v", rep)
@@ -291,6 +277,21 @@ func TestTamperAgainstCheckpoint(t *testing.T) {
 
 func stored(n int64) int64 { return tlog.StoredHashCount(n) }
 
+// checkpointOf signs a checkpoint of l's current tree and opens it, as a
+// party outside the database would keep it.
+func checkpointOf(t testing.TB, l *Log, signer note.Signer, verifier note.Verifier) Checkpoint {
+	t.Helper()
+	msg, _, err := l.Checkpoint(context.Background(), signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, _, err := OpenCheckpoint(msg, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
+
 func hasKind(ps []Problem, k ProblemKind) bool {
 	for _, p := range ps {
 		if p.Kind == k {
@@ -310,14 +311,7 @@ func TestInclusionProofIndependent(t *testing.T) {
 		for _, n := range []int{1, 2, 3, 7, 8, 13} {
 			resetLog(t, db)
 			appendN(t, l, n, "alice")
-			msg, _, err := l.Checkpoint(ctx, signer)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cp, _, err := OpenCheckpoint(msg, verifier)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cp := checkpointOf(t, l, signer, verifier)
 			for seq := int64(1); seq <= int64(n); seq++ {
 				p, err := l.ProveInclusion(ctx, seq, cp.Size)
 				if err != nil {
@@ -388,14 +382,7 @@ func TestStoredTreeHashes(t *testing.T) {
 		l := openLog(t, db, nil)
 		resetLog(t, db)
 		appendN(t, l, 20, "alice")
-		msg, _, err := l.Checkpoint(ctx, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cp, _, err := OpenCheckpoint(msg, verifier)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cp := checkpointOf(t, l, signer, verifier)
 		bad := make([]byte, 32)
 		// The stored hash of the complete subtree over leaves 0..15 (level 4)
 		// is on the tree head's path for 20 records; the leaf hash of record
@@ -489,14 +476,7 @@ func TestTreeRuns(t *testing.T) {
 			if next != stored(size) {
 				t.Fatalf("%s: runs end at %d, want %d", what, next, stored(size))
 			}
-			msg, _, err := l.Checkpoint(ctx, signer)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cp, _, err := OpenCheckpoint(msg, verifier)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cp := checkpointOf(t, l, signer, verifier)
 			rep, err := l.VerifyCheckpointWith(ctx, cp, VerifyOptions{StoredTree: true})
 			if err != nil || !rep.OK {
 				t.Fatalf("%s: verify: %v %+v", what, err, rep.Problems)
@@ -528,14 +508,7 @@ func TestTreeRuns(t *testing.T) {
 		appendN(t, l, 3, "carol")
 		check("runs of one, grown")
 
-		msg, _, err := l.Checkpoint(ctx, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cp, _, err := OpenCheckpoint(msg, verifier)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cp := checkpointOf(t, l, signer, verifier)
 		for _, tc := range []struct{ name, q string }{
 			{"a run deleted", `DELETE FROM audit_tlog_runs WHERE start = 1`},
 			{"a run shortened into a hash", `UPDATE audit_tlog_runs SET hashes = substr(hashes, 1, length(hashes) - 20)
