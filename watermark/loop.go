@@ -250,9 +250,7 @@ func render(qr []bool, lay *layout, coded []byte, p Params) *image.Gray {
 	dim, m, q := lay.dim, p.ModulePx, p.QuietZone
 	size := (dim + 2*q) * m
 	img := image.NewGray(image.Rect(0, 0, size, size))
-	for i := range img.Pix {
-		img.Pix[i] = 255
-	}
+	fillWhite(img.Pix)
 	ring := make([]uint8, dim*dim)
 	for i, dark := range qr {
 		if dark {
@@ -275,7 +273,13 @@ func render(qr []bool, lay *layout, coded []byte, p Params) *image.Gray {
 			}
 		}
 	}
+	// Each module row of pixels is drawn once as a ring row (all ring) and
+	// a centre row (ring, centre third, ring), then copied down: pixel rows
+	// py < c0 and py ≥ c1 of the module row are ring rows, the rest centre
+	// rows.
 	c0, c1 := m/3, 2*m/3
+	ringRow := make([]uint8, dim*m)
+	centreRow := make([]uint8, dim*m)
 	for y := range dim {
 		for x := range dim {
 			i := y*dim + x
@@ -283,20 +287,39 @@ func render(qr []bool, lay *layout, coded []byte, p Params) *image.Gray {
 			if qr[i] {
 				centre = 0
 			}
-			ox, oy := (x+q)*m, (y+q)*m
-			for py := range m {
-				row := img.Pix[(oy+py)*img.Stride+ox : (oy+py)*img.Stride+ox+m]
-				for px := range m {
-					if px >= c0 && px < c1 && py >= c0 && py < c1 {
-						row[px] = centre
-					} else {
-						row[px] = ring[i]
-					}
+			r, c := ringRow[x*m:(x+1)*m], centreRow[x*m:(x+1)*m]
+			for px := range m {
+				r[px] = ring[i]
+				if px >= c0 && px < c1 {
+					c[px] = centre
+				} else {
+					c[px] = ring[i]
 				}
 			}
 		}
+		oy := (y + q) * m
+		for py := range m {
+			src := ringRow
+			if py >= c0 && py < c1 {
+				src = centreRow
+			}
+			start := (oy+py)*img.Stride + q*m
+			copy(img.Pix[start:start+dim*m], src)
+		}
 	}
 	return img
+}
+
+// fillWhite sets every byte of b to 255 by doubling copies (a byte loop
+// is not turned into a memset for values other than 0).
+func fillWhite(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	b[0] = 255
+	for n := 1; n < len(b); n *= 2 {
+		copy(b[n:], b[:n])
+	}
 }
 
 // WritePNGs writes the n frames of slot as dir/frame-01.png ... and returns

@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"image"
+	"image/color"
 	"image/png"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -211,5 +213,80 @@ func TestFinderGate(t *testing.T) {
 		if !gate(l.FrameBound(0, ChallengeAt(testKey, testSlot))) {
 			t.Errorf("%s: a hard crisp code does not open the gate", line)
 		}
+	}
+}
+
+// renderReference is render written pixel by pixel from its description
+// (the module's centre third in the QR colour, the rest in the ring's).
+func renderReference(qr []bool, lay *layout, coded []byte, p Params) *image.Gray {
+	dim, m, q := lay.dim, p.ModulePx, p.QuietZone
+	img := image.NewGray(image.Rect(0, 0, (dim+2*q)*m, (dim+2*q)*m))
+	for i := range img.Pix {
+		img.Pix[i] = 255
+	}
+	darkOne := uint8(math.Round(255 * math.Pow(p.Depth, 1/2.2)))
+	lightOne := uint8(math.Round(255 * math.Pow(1-p.Depth, 1/2.2)))
+	ring := map[int]uint8{}
+	for j, pos := range lay.data {
+		if coded[j%len(coded)] == 1 {
+			ring[int(pos)] = map[bool]uint8{true: darkOne, false: lightOne}[qr[pos]]
+		}
+	}
+	for i, dark := range qr {
+		x, y := i%dim, i/dim
+		colour := map[bool]uint8{true: 0, false: 255}[dark]
+		r, ok := ring[i]
+		if !ok {
+			r = colour
+		}
+		for py := range m {
+			for px := range m {
+				v := r
+				if px >= m/3 && px < 2*m/3 && py >= m/3 && py < 2*m/3 {
+					v = colour
+				}
+				img.SetGray((x+q)*m+px, (y+q)*m+py, color.Gray{Y: v})
+			}
+		}
+	}
+	return img
+}
+
+// TestRenderMatchesReference compares render with renderReference for
+// random codes, shares and module sizes.
+func TestRenderMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, px := range []int{3, 6, 9, 12} {
+		p := DefaultParams()
+		p.ModulePx = px
+		lay, err := layoutFor(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			qr := make([]bool, lay.dim*lay.dim)
+			for i := range qr {
+				qr[i] = rng.IntN(2) == 1
+			}
+			coded := make([]byte, 1+rng.IntN(len(lay.data)))
+			for i := range coded {
+				coded[i] = byte(rng.IntN(2))
+			}
+			got, want := render(qr, lay, coded, p), renderReference(qr, lay, coded, p)
+			if !got.Bounds().Eq(want.Bounds()) || !bytes.Equal(got.Pix, want.Pix) {
+				t.Fatalf("module %d px: render differs from the reference", px)
+			}
+		}
+	}
+}
+
+func BenchmarkRender(b *testing.B) {
+	p := DefaultParams()
+	l, err := NewLoop(bytes.Repeat([]byte{7}, p.TokenLen), testKey, p, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		l.Frame(0, testSlot)
 	}
 }
