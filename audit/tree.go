@@ -281,7 +281,13 @@ func (l *Log) insertHashes(ctx context.Context, tx *sql.Tx, first int64, hs []tl
 	starts, blobs := tlogRuns(first, hs)
 	var err error
 	if l.db.Dialect == sqldb.Postgres {
-		_, err = tx.ExecContext(ctx, `INSERT INTO audit_tlog_runs (start, hashes) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, starts, blobs)
+		// At most pgRunsPerInsert runs (3.5 MiB) a statement: a rebuilt
+		// tree (repairTree) can hold millions.
+		const pgRunsPerInsert = 2048
+		for i := 0; i < len(starts) && err == nil; i += pgRunsPerInsert {
+			j := min(i+pgRunsPerInsert, len(starts))
+			_, err = tx.ExecContext(ctx, `INSERT INTO audit_tlog_runs (start, hashes) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, starts[i:j], blobs[i:j])
+		}
 	} else {
 		args := make([]any, 0, 2*len(starts))
 		for i := range starts {
