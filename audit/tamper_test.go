@@ -436,6 +436,22 @@ func setStoredHash(t *testing.T, db *sqldb.DB, idx int64, h []byte) []byte {
 	return orig
 }
 
+// storedRuns reads audit_tlog_runs, fails unless its rows are well-formed
+// runs (contiguous from index 0, each of 1..runHashes whole hashes), and
+// returns the stored hashes concatenated.
+func storedRuns(t *testing.T, db *sqldb.DB) []byte {
+	t.Helper()
+	var all []byte
+	for _, r := range dump(t, db, `SELECT start, hashes FROM audit_tlog_runs ORDER BY start`, 2) {
+		start, b := r[0].(int64), r[1].([]byte)
+		if next := int64(len(all) / tlog.HashSize); start != next || len(b) == 0 || len(b)%tlog.HashSize != 0 || len(b) > runHashes*tlog.HashSize {
+			t.Fatalf("run at %d (%d bytes) after %d hashes", start, len(b), next)
+		}
+		all = append(all, b...)
+	}
+	return all
+}
+
 // TestTreeRuns checks the stored hashes kept in runs: bulk appends whose
 // hashes cross run boundaries give contiguous runs of at most runHashes
 // that verify and prove; logs migrated from one row per hash (runs of one)
@@ -465,16 +481,8 @@ func TestTreeRuns(t *testing.T) {
 			if err := db.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&size); err != nil {
 				t.Fatal(err)
 			}
-			next := int64(0)
-			for _, r := range dump(t, db, `SELECT start, hashes FROM audit_tlog_runs ORDER BY start`, 2) {
-				start, b := r[0].(int64), r[1].([]byte)
-				if start != next || len(b) == 0 || len(b)%tlog.HashSize != 0 || len(b) > runHashes*tlog.HashSize {
-					t.Fatalf("%s: run at %d (%d bytes) after %d", what, start, len(b), next)
-				}
-				next = start + int64(len(b)/tlog.HashSize)
-			}
-			if next != stored(size) {
-				t.Fatalf("%s: runs end at %d, want %d", what, next, stored(size))
+			if n := int64(len(storedRuns(t, db)) / tlog.HashSize); n != stored(size) {
+				t.Fatalf("%s: runs end at %d, want %d", what, n, stored(size))
 			}
 			cp := checkpointOf(t, l, signer, verifier)
 			rep, err := l.VerifyCheckpointWith(ctx, cp, VerifyOptions{StoredTree: true})
@@ -496,10 +504,7 @@ func TestTreeRuns(t *testing.T) {
 		}
 		check("bulk appends")
 		// The shape migration 4 gives a log stored one hash a row.
-		var all []byte
-		for _, r := range dump(t, db, `SELECT start, hashes FROM audit_tlog_runs ORDER BY start`, 2) {
-			all = append(all, r[1].([]byte)...)
-		}
+		all := storedRuns(t, db)
 		exec(t, db, `DELETE FROM audit_tlog_runs`)
 		for i := 0; i < len(all); i += tlog.HashSize {
 			exec(t, db, `INSERT INTO audit_tlog_runs (start, hashes) VALUES (?, ?)`, int64(i/tlog.HashSize), all[i:i+tlog.HashSize])
@@ -540,24 +545,11 @@ func TestRepairTree(t *testing.T) {
 		l := openLog(t, db, nil)
 		resetLog(t, db)
 		appendN(t, l, 150, "dave")
-		want := dump(t, db, `SELECT start, hashes FROM audit_tlog_runs ORDER BY start`, 2)
+		want := storedRuns(t, db)
 		exec(t, db, `DELETE FROM audit_tlog_runs`)
 		l = openLog(t, db, nil)
-		next := int64(0)
-		var all, wantAll []byte
-		for _, r := range dump(t, db, `SELECT start, hashes FROM audit_tlog_runs ORDER BY start`, 2) {
-			start, b := r[0].(int64), r[1].([]byte)
-			if start != next || len(b) > runHashes*tlog.HashSize || len(b)%tlog.HashSize != 0 {
-				t.Fatalf("rebuilt run at %d (%d bytes) after %d", start, len(b), next)
-			}
-			next = start + int64(len(b)/tlog.HashSize)
-			all = append(all, b...)
-		}
-		for _, r := range want {
-			wantAll = append(wantAll, r[1].([]byte)...)
-		}
-		if next != stored(150) || !bytes.Equal(all, wantAll) {
-			t.Fatalf("rebuilt %d hashes, want the %d stored before", next, stored(150))
+		if got := storedRuns(t, db); !bytes.Equal(got, want) || int64(len(want)/tlog.HashSize) != stored(150) {
+			t.Fatalf("rebuilt %d hashes, want the %d stored before", len(got)/tlog.HashSize, stored(150))
 		}
 		cp := checkpointOf(t, l, signer, verifier)
 		if rep, err := l.VerifyCheckpointWith(ctx, cp, VerifyOptions{StoredTree: true}); err != nil || !rep.OK {

@@ -347,8 +347,9 @@ const (
 	lockHeadSQL   = `SELECT seq, hash FROM audit_head WHERE id = 1`
 	updateHeadSQL = `UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1 AND seq = ?`
 	// readHashesSQL reads the stored hashes whose indexes are the JSON
-	// array ?, each from its run (a hash past its run's end reads short
-	// and is reported missing).
+	// array ?, each cut from its run (32 = tlog.HashSize). A hash past its
+	// run's end reads short, which ReadHashes reports; an index before
+	// every run reads no row and is reported missing.
 	readHashesSQL = `SELECT j.value, substr(r.hashes, (j.value - r.start) * 32 + 1, 32)
 		FROM json_each(?) AS j JOIN audit_tlog_runs AS r
 		ON r.start = (SELECT start FROM audit_tlog_runs WHERE start <= j.value ORDER BY start DESC LIMIT 1)`
@@ -512,24 +513,6 @@ func (r *txHashes) query(indexes []any) (*sql.Rows, error) {
 	return r.tx.QueryContext(r.ctx, readHashesSQL, string(b))
 }
 
-// storedHashCount returns how many tree hashes are stored: the end of the
-// last run.
-func storedHashCount(ctx context.Context, q querier) (int64, error) {
-	rows, err := q.QueryContext(ctx, `SELECT start, length(hashes) FROM audit_tlog_runs ORDER BY start DESC LIMIT 1`)
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	var start, n int64
-	if rows.Next() {
-		if err := rows.Scan(&start, &n); err != nil {
-			return 0, err
-		}
-		n = start + n/tlog.HashSize
-	}
-	return n, rows.Err()
-}
-
 // repairTree builds the stored tree hashes of records written before the
 // tree existed (schema version 1), once.
 func (l *Log) repairTree(ctx context.Context) error {
@@ -537,11 +520,13 @@ func (l *Log) repairTree(ctx context.Context) error {
 	if err := l.db.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&seq); err != nil {
 		return fmt.Errorf("audit: read head: %w", err)
 	}
-	have, err := storedHashCount(ctx, l.db)
-	if err != nil {
+	// The stored hashes end where the last run does.
+	var start, size int64
+	err := l.db.QueryRowContext(ctx, `SELECT start, length(hashes) FROM audit_tlog_runs ORDER BY start DESC LIMIT 1`).Scan(&start, &size)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("audit: read tree: %w", err)
 	}
-	if have >= tlog.StoredHashCount(seq) {
+	if start+size/tlog.HashSize >= tlog.StoredHashCount(seq) {
 		return nil
 	}
 	return l.db.InTx(ctx, func(tx *sql.Tx) error {

@@ -10,10 +10,11 @@
 // The server issues T0 (16–32 random bytes; 16 by default) to the payer's phone,
 // bound to the payer's account, single use, valid for at most 60 s (see Issuer
 // and Verifier; the platform's issuer draws again the few T0 whose frames do
-// not all read back from a clean screen, see ReadabilityCheck). The thief can see the screen: read every QR code, photograph
-// it from a distance (on-site theft), or have an accomplice show the photos on
-// another screen to a merchant scanner elsewhere (collaborative theft). The
-// thief knows this package and its parameters. The goal: reading the code must
+// not all read back from a clean screen, see ReadabilityCheck). The thief can
+// see the screen: read every QR code, photograph it from a distance (on-site
+// theft), or have an accomplice show the photos on another screen to a
+// merchant scanner elsewhere (collaborative theft). The thief knows this
+// package and its parameters. The goal: reading the code must
 // not let the thief pay.
 //
 //   - T1 = "QSW1:" ‖ base32(HMAC-SHA256(key = T0, "qshield/watermark/v1/handle")[:16]).

@@ -150,9 +150,9 @@ type Issuer struct {
 	Check func(c Code) error
 }
 
-// maxDraws bounds the codes Issue draws when Check rejects them: a code
-// that fails ReadabilityCheck is about one in 300, so eight failures in a
-// row mean the check itself is broken.
+// maxDraws bounds the codes Issue draws when Check rejects them: about one
+// code in 250 fails ReadabilityCheck, so eight failures in a row mean the
+// check itself is broken.
 const maxDraws = 8
 
 // Issue creates, records and returns a fresh code (T0 and its slot key) for
