@@ -407,6 +407,31 @@ func TestPhiTable(t *testing.T) {
 	}
 }
 
+// TestPhiSmall checks the series below 1/4 against −ln tanh(x/2) computed
+// without cancellation (ln(1 + e^−x) − ln(−expm1(−x))), from 1e-12 up.
+func TestPhiSmall(t *testing.T) {
+	worst := 0.0
+	for x := 1e-12; x < 0.25; x *= 1.01 {
+		e := math.Exp(-x)
+		ref := math.Log1p(e) - math.Log(-math.Expm1(-x))
+		r := phiSmall(x)/ref - 1
+		worst = max(worst, r, -r)
+	}
+	for x := 0.2; x < 0.25; x += 1e-5 {
+		e := math.Exp(-x)
+		ref := math.Log1p(e) - math.Log(-math.Expm1(-x))
+		r := phiSmall(x)/ref - 1
+		worst = max(worst, r, -r)
+	}
+	t.Logf("worst relative error %g", worst)
+	if worst > 1e-9 {
+		t.Fatal(worst)
+	}
+	if got, want := phi(0.1), phiSmall(0.1); got != want {
+		t.Fatalf("phi(0.1) = %g, want the series' %g", got, want)
+	}
+}
+
 // BenchmarkReconcile10k: one 10^4-bit frame at 1, 2, 3 and 5% QBER (a fresh
 // frame and pad each iteration, one plan per QBER), with the efficiency f
 // the round trips and the share of frames left different from Alice's
