@@ -433,7 +433,7 @@ func TestPhiSmall(t *testing.T) {
 }
 
 // BenchmarkReconcile10k: one 10^4-bit frame at 1, 2, 3 and 5% QBER (a fresh
-// frame and pad each iteration, one plan per QBER), with the efficiency f
+// frame and pad each iteration, one plan per QBER), with the efficiency f,
 // the round trips and the share of frames left different from Alice's
 // (failed, or decoded to another word with the same syndrome: the link's
 // verification discards those) as metrics.
