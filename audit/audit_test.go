@@ -60,6 +60,15 @@ func mustVerify(t *testing.T, l *Log) Report {
 }
 
 // resetLog empties the audit trail (records, tree, queue, checkpoints).
+// emptyLog opens the log on db (without a MAC key) and empties it: the
+// PostgreSQL test database is shared by the tests of the package.
+func emptyLog(t *testing.T, db *sqldb.DB) *Log {
+	t.Helper()
+	l := openLog(t, db, nil)
+	resetLog(t, db)
+	return l
+}
+
 func resetLog(t *testing.T, db *sqldb.DB) {
 	t.Helper()
 	for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_tlog_runs`, `DELETE FROM audit_queue`, `DELETE FROM audit_checkpoints`} {
@@ -207,8 +216,7 @@ func TestTamperDetection(t *testing.T) {
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
-				l := openLog(t, db, nil)
-				resetLog(t, db)
+				l := emptyLog(t, db)
 				recs := fill(t, l, 10)
 				if rep := mustVerify(t, l); !rep.OK {
 					t.Fatalf("before tampering: %+v", rep)

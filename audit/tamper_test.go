@@ -188,8 +188,7 @@ func TestTamperAgainstCheckpoint(t *testing.T) {
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
-				l := openLog(t, db, nil)
-				resetLog(t, db)
+				l := emptyLog(t, db)
 				appendN(t, l, 10, "alice")
 				appendN(t, l, 1, "mallory")
 				appendN(t, l, 9, "bob")
@@ -213,8 +212,7 @@ func TestTamperAgainstCheckpoint(t *testing.T) {
 		}
 
 		t.Run("whole database restored from an older backup", func(t *testing.T) {
-			l := openLog(t, db, nil)
-			resetLog(t, db)
+			l := emptyLog(t, db)
 			appendN(t, l, 12, "alice")
 			old := takeBackup(t, db)
 			appendN(t, l, 8, "mallory")
@@ -233,8 +231,7 @@ func TestTamperAgainstCheckpoint(t *testing.T) {
 		})
 
 		t.Run("two copies grown apart (fork)", func(t *testing.T) {
-			l := openLog(t, db, nil)
-			resetLog(t, db)
+			l := emptyLog(t, db)
 			appendN(t, l, 10, "alice")
 			common := takeBackup(t, db)
 			appendN(t, l, 5, "copy-a")
@@ -379,8 +376,7 @@ func TestStoredTreeHashes(t *testing.T) {
 	signer, verifier := testKeys(t)
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLog(t, db, nil)
-		resetLog(t, db)
+		l := emptyLog(t, db)
 		appendN(t, l, 20, "alice")
 		cp := checkpointOf(t, l, signer, verifier)
 		bad := make([]byte, 32)
@@ -460,8 +456,7 @@ func TestTreeRuns(t *testing.T) {
 	signer, verifier := testKeys(t)
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLog(t, db, nil)
-		resetLog(t, db)
+		l := emptyLog(t, db)
 		bulk := func(n int) {
 			t.Helper()
 			es := make([]Entry, n)
@@ -542,8 +537,7 @@ func TestRepairTree(t *testing.T) {
 	signer, verifier := testKeys(t)
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLog(t, db, nil)
-		resetLog(t, db)
+		l := emptyLog(t, db)
 		appendN(t, l, 150, "dave")
 		want := storedRuns(t, db)
 		exec(t, db, `DELETE FROM audit_tlog_runs`)

@@ -43,8 +43,7 @@ func TestWitnessAddCheckpoint(t *testing.T) {
 	signer, verifier := testKeys(t)
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLog(t, db, nil)
-		resetLog(t, db)
+		l := emptyLog(t, db)
 		cos, cosV := testCosigner(t, "witness.example/w1")
 		state := filepath.Join(t.TempDir(), "witness-state")
 		w := &Witness{Log: verifier, Signer: cos, StateFile: state}
@@ -286,8 +285,7 @@ func TestWitnessAddCheckpointAtomic(t *testing.T) {
 	signer, verifier := testKeys(t)
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLog(t, db, nil)
-		resetLog(t, db)
+		l := emptyLog(t, db)
 		cos, _ := testCosigner(t, "witness.example/w1")
 		msgs := map[int64][]byte{}
 		for _, n := range []int64{10, 12, 15, 20} {
@@ -424,8 +422,7 @@ func TestWitnessSinkSuperseded(t *testing.T) {
 	signer, verifier := testKeys(t)
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLog(t, db, nil)
-		resetLog(t, db)
+		l := emptyLog(t, db)
 		cos, cosV := testCosigner(t, "witness.example/w1")
 		w := &Witness{Log: verifier, Signer: cos, StateFile: filepath.Join(t.TempDir(), "witness-state")}
 		srv := httptest.NewServer(w.Handler("/w1"))

@@ -25,8 +25,7 @@ func TestWitness(t *testing.T) {
 	wsigner, wverifier := testCosigner(t, "witness.example")
 	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := context.Background()
-		l := openLog(t, db, nil)
-		resetLog(t, db)
+		l := emptyLog(t, db)
 		srv := httptest.NewServer(Handler(l))
 		defer srv.Close()
 		pub := &Publisher{Log: l, Signer: signer, Sinks: []Sink{FileSink{Path: filepath.Join(t.TempDir(), "cp.txt")}}}
