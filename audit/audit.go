@@ -17,6 +17,12 @@
 // deletions in the middle: Verify walks the chain and names each broken
 // record or missing range.
 //
+// Storage. A record is a row of audit_log, or, when a batch of records is
+// appended together (RecordAllTx on SQLite: a group commit of ledger
+// transfers), one of the records of a pack, a single row of audit_packs for
+// the whole batch (pack.go). The records, their hashes and the tree are the
+// same either way; every reader sees both tables as one sequence.
+//
 // Ordering. Append reads the head and writes the record and the new head in
 // one transaction that holds the database's write lock: on SQLite writing
 // transactions start with BEGIN IMMEDIATE (internal/sqldb), on PostgreSQL the
@@ -271,6 +277,29 @@ var migrations = []sqldb.Migration{{
 		hashes BYTEA NOT NULL);
 	INSERT INTO audit_tlog_runs (start, hashes) SELECT idx, hash FROM audit_tlog;
 	DROP TABLE audit_tlog`,
+}, {
+	Version: 5,
+	// Records appended in batches, a row per batch (see pack.go).
+	SQLite: `CREATE TABLE audit_packs (
+		first_seq INTEGER PRIMARY KEY,
+		last_seq INTEGER NOT NULL,
+		time TEXT NOT NULL,
+		body BLOB NOT NULL);
+	CREATE INDEX audit_packs_time ON audit_packs (time);
+	CREATE TABLE audit_pack_terms (
+		term TEXT NOT NULL,
+		first_seq INTEGER NOT NULL,
+		PRIMARY KEY (term, first_seq)) WITHOUT ROWID`,
+	Postgres: `CREATE TABLE audit_packs (
+		first_seq BIGINT PRIMARY KEY,
+		last_seq BIGINT NOT NULL,
+		time TEXT NOT NULL,
+		body BYTEA NOT NULL);
+	CREATE INDEX audit_packs_time ON audit_packs (time);
+	CREATE TABLE audit_pack_terms (
+		term TEXT NOT NULL,
+		first_seq BIGINT NOT NULL,
+		PRIMARY KEY (term, first_seq))`,
 }}
 
 // bulkEvent is the event left out of the event index (migration 3), and
@@ -497,7 +526,7 @@ func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, e Entry) (Record, error)
 		if err != nil {
 			return Record{}, err
 		}
-		recs, err := l.appendRowsTx(ctx, tx, head, []row{r}, nil)
+		recs, err := l.appendRowsTx(ctx, tx, head, []row{r}, nil, false)
 		if err != nil {
 			return Record{}, err
 		}

@@ -59,7 +59,6 @@ func mustVerify(t *testing.T, l *Log) Report {
 	return rep
 }
 
-// resetLog empties the audit trail (records, tree, queue, checkpoints).
 // emptyLog opens the log on db (without a MAC key) and empties it: the
 // PostgreSQL test database is shared by the tests of the package.
 func emptyLog(t *testing.T, db *sqldb.DB) *Log {
@@ -69,9 +68,10 @@ func emptyLog(t *testing.T, db *sqldb.DB) *Log {
 	return l
 }
 
+// resetLog empties the audit trail (records, packs, tree, queue, checkpoints).
 func resetLog(t *testing.T, db *sqldb.DB) {
 	t.Helper()
-	for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_tlog_runs`, `DELETE FROM audit_queue`, `DELETE FROM audit_checkpoints`} {
+	for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_packs`, `DELETE FROM audit_pack_terms`, `DELETE FROM audit_tlog_runs`, `DELETE FROM audit_queue`, `DELETE FROM audit_checkpoints`} {
 		exec(t, db, q)
 	}
 	exec(t, db, `UPDATE audit_head SET seq = 0, hash = ?, mac = NULL WHERE id = 1`, make([]byte, 32))

@@ -29,8 +29,8 @@ func (l *Log) RecordTx(ctx context.Context, tx *sql.Tx, e Entry) error {
 }
 
 // RecordAllTx appends entries, in order, inside tx: on SQLite in one bulk
-// write (the leaf and tree hashes computed in memory, 64 records per
-// INSERT), on PostgreSQL into the queue. All or none are valid. The
+// write (the leaf and tree hashes computed in memory, the records stored as
+// one pack, see pack.go), on PostgreSQL into the queue. All or none are valid. The
 // entries of one call are stamped with one time, the transaction's (as
 // AppendAllSQL does).
 func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) error {
@@ -55,7 +55,7 @@ func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) erro
 	if err != nil {
 		return err
 	}
-	_, err = l.appendRowsTx(ctx, tx, head, rs, nil)
+	_, err = l.appendRowsTx(ctx, tx, head, rs, nil, len(rs) >= packMin)
 	return err
 }
 

@@ -1,10 +1,12 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -165,7 +167,131 @@ func (l *Log) Search(ctx context.Context, q Query) ([]Record, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("audit: search: %w", err)
 	}
+	rows.Close()
+	// The records of packs, merged in seq order.
+	var fromPacks []Record
+	ps, err := l.packScan(q)
+	if err != nil {
+		return nil, err
+	}
+	err = ps.run(ctx, l.db, l.db, func(r *row) error {
+		rec, err := r.record()
+		if err != nil {
+			return err
+		}
+		fromPacks = append(fromPacks, rec)
+		if len(fromPacks) == q.Limit {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: search: %w", err)
+	}
+	if len(fromPacks) > 0 {
+		out = append(out, fromPacks...)
+		slices.SortFunc(out, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
+		out = out[:min(len(out), q.Limit)]
+	}
 	return out, nil
+}
+
+// record is r as returned by Search (details decoded).
+func (r *row) record() (Record, error) {
+	rec := Record{Seq: r.seq, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin, Resource: r.resource,
+		PrevHash: r.prev, Hash: r.hash}
+	var err error
+	if rec.Time, err = time.Parse(TimeLayout, r.time); err != nil {
+		return Record{}, fmt.Errorf("audit: record %d has a malformed time %q (run verify)", r.seq, r.time)
+	}
+	if r.details != "{}" {
+		if err := json.Unmarshal([]byte(r.details), &rec.Details); err != nil {
+			return Record{}, fmt.Errorf("audit: record %d has malformed details (run verify): %w", r.seq, err)
+		}
+	}
+	return rec, nil
+}
+
+// packScan selects the records of packs that match q (see pack.go): pack
+// conditions in SQL narrow the packs read, and match decides each record.
+func (l *Log) packScan(q Query) (*scan, error) {
+	if _, _, err := l.where(q); err != nil { // validates q
+		return nil, err
+	}
+	s := &scan{skipLog: true, keep: func(r *row) bool { return q.match(r) }}
+	cond := func(c string, arg any) {
+		if s.packWhere != "" {
+			s.packWhere += " AND "
+		}
+		s.packWhere += c
+		s.packArgs = append(s.packArgs, arg)
+	}
+	if !q.From.IsZero() {
+		cond("time >= ?", q.From.UTC().Format(TimeLayout))
+	}
+	if !q.To.IsZero() {
+		cond("time < ?", q.To.UTC().Format(TimeLayout))
+	}
+	contains := bodyContains(l.db.Dialect)
+	if q.Actor != "" {
+		cond(hasTerm, "a:"+q.Actor)
+	}
+	if p, ok := strings.CutSuffix(q.Event, "*"); ok {
+		if p != "" {
+			cond(contains, []byte(p))
+		}
+	} else if q.Event != "" {
+		cond(hasTerm, "e:"+q.Event)
+	}
+	if p := strings.TrimSuffix(q.Resource, "*"); p != "" {
+		cond(contains, []byte(p))
+	}
+	if q.Outcome != "" {
+		cond(contains, []byte(q.Outcome))
+	}
+	if q.Account != "" {
+		cond(contains, []byte(q.Account))
+	}
+	if q.AfterSeq > 0 {
+		// The pack holding AfterSeq+1 and every later one (by the key).
+		cond("first_seq >= (SELECT COALESCE(MAX(first_seq), 0) FROM audit_packs WHERE first_seq <= ?)", q.AfterSeq+1)
+	}
+	return s, nil
+}
+
+// match reports whether r is selected by q, as where's SQL conditions
+// decide for a row of audit_log.
+func (q *Query) match(r *row) bool {
+	if !q.From.IsZero() && r.time < q.From.UTC().Format(TimeLayout) {
+		return false
+	}
+	if !q.To.IsZero() && r.time >= q.To.UTC().Format(TimeLayout) {
+		return false
+	}
+	for _, f := range []struct {
+		v, q   string
+		prefix bool
+	}{{r.actor, q.Actor, false}, {r.event, q.Event, true}, {r.resource, q.Resource, true}, {r.outcome, q.Outcome, false}} {
+		if f.q == "" {
+			continue
+		}
+		if p, ok := strings.CutSuffix(f.q, "*"); ok && f.prefix {
+			if !strings.HasPrefix(f.v, p) {
+				return false
+			}
+			continue
+		}
+		if f.v != f.q {
+			return false
+		}
+	}
+	if q.Account != "" {
+		v, _ := json.Marshal(q.Account)
+		if r.resource != q.Account && !strings.Contains(r.details, `"from":`+string(v)) && !strings.Contains(r.details, `"to":`+string(v)) {
+			return false
+		}
+	}
+	return q.AfterSeq <= 0 || r.seq > q.AfterSeq
 }
 
 // searchSQL is Search's statement for q (Limit set) and its arguments.
@@ -206,6 +332,7 @@ func (l *Log) Stats(ctx context.Context, q Query, by ...GroupBy) ([]Count, error
 		return nil, fmt.Errorf("audit: stats: %w", err)
 	}
 	defer rows.Close()
+	groups := map[string]*Count{}
 	var out []Count
 	for rows.Next() {
 		keys := make([]string, len(by))
@@ -219,9 +346,58 @@ func (l *Log) Stats(ctx context.Context, q Query, by ...GroupBy) ([]Count, error
 			return nil, fmt.Errorf("audit: stats: %w", err)
 		}
 		c.Keys = keys
-		out = append(out, c)
+		groups[strings.Join(keys, "\x00")] = &c
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: stats: %w", err)
+	}
+	rows.Close()
+	ps, err := l.packScan(q)
+	if err != nil {
+		return nil, err
+	}
+	err = ps.run(ctx, l.db, l.db, func(r *row) error {
+		keys := make([]string, len(by))
+		for i, g := range by {
+			keys[i] = r.group(g)
+		}
+		k := strings.Join(keys, "\x00")
+		if c := groups[k]; c != nil {
+			c.N++
+		} else {
+			groups[k] = &Count{Keys: keys, N: 1}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: stats: %w", err)
+	}
+	for _, c := range groups {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b Count) int { return slices.Compare(a.Keys, b.Keys) })
+	return out, nil
+}
+
+// group is r's value of the grouping key g (groupExpr in Go).
+func (r *row) group(g GroupBy) string {
+	switch g {
+	case ByEvent:
+		return r.event
+	case ByDay:
+		if len(r.time) < 10 {
+			return r.time
+		}
+		return r.time[:10]
+	case ByResource:
+		return r.resource
+	case ByActor:
+		return r.actor
+	case ByOutcome:
+		return r.outcome
+	default:
+		return r.origin
+	}
 }
 
 // ParseTime parses a search bound: RFC 3339 ("2026-11-21T08:00:00Z"), a UTC
@@ -244,20 +420,31 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 }
 
 // ScanEvents calls fn for every record whose event starts with prefix,
-// inside the caller's (snapshot) transaction: first the records in the log
-// in seq order, then the entries still queued for integration (Seq 0), so a
+// inside the caller's (snapshot) transaction: first the rows of the log in
+// seq order, then the records of packs in seq order, then the entries still
+// queued for integration (Seq 0), so a
 // caller reading its own tables in the same snapshot sees exactly the
 // records committed with them. Hashes are not returned.
 func (l *Log) ScanEvents(ctx context.Context, tx *sql.Tx, prefix string, fn func(Record) error) error {
-	for _, q := range []string{
-		`SELECT seq, time, actor, event, outcome, origin, resource, details FROM audit_log WHERE substr(event, 1, ?) = ? ORDER BY seq`,
-		`SELECT 0, time, actor, event, outcome, origin, resource, details FROM audit_queue WHERE substr(event, 1, ?) = ? ORDER BY id`,
-	} {
-		if err := l.scanEvents(ctx, tx, q, prefix, fn); err != nil {
+	if err := l.scanEvents(ctx, tx, `SELECT seq, time, actor, event, outcome, origin, resource, details FROM audit_log WHERE substr(event, 1, ?) = ? ORDER BY seq`, prefix, fn); err != nil {
+		return err
+	}
+	ps, err := l.packScan(Query{Event: prefix + "*"})
+	if err != nil {
+		return err
+	}
+	err = ps.run(ctx, l.db, tx, func(r *row) error {
+		rec, err := r.record()
+		if err != nil {
 			return err
 		}
+		rec.PrevHash, rec.Hash = nil, nil
+		return fn(rec)
+	})
+	if err != nil {
+		return fmt.Errorf("audit: scan events: %w", err)
 	}
-	return nil
+	return l.scanEvents(ctx, tx, `SELECT 0, time, actor, event, outcome, origin, resource, details FROM audit_queue WHERE substr(event, 1, ?) = ? ORDER BY id`, prefix, fn)
 }
 
 func (l *Log) scanEvents(ctx context.Context, tx *sql.Tx, q, prefix string, fn func(Record) error) error {

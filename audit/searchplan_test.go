@@ -26,23 +26,40 @@ func TestSearchPlans(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var entries []Entry
-		for i := range 300 {
-			id := "tr_" + strconv.Itoa(i)
-			entries = append(entries, Entry{Actor: "system", Event: bulkEvent, Outcome: OutcomeSuccess, Origin: "ledger", Resource: id,
-				Details: map[string]string{"transfer_id": id, "from": "a", "to": "b", "amount": "1", "currency": "XTS", "state": "posted"}})
-			if i%50 == 0 {
-				entries = append(entries, Entry{Actor: "alice", Event: "ca.issue", Outcome: OutcomeSuccess, Resource: "dev-" + strconv.Itoa(i)})
+		// The same mix twice: record by record (rows of audit_log), then
+		// as one batch (a pack).
+		mix := func(prefix string) []Entry {
+			var entries []Entry
+			for i := range 300 {
+				id := prefix + strconv.Itoa(i)
+				entries = append(entries, Entry{Actor: "system", Event: bulkEvent, Outcome: OutcomeSuccess, Origin: "ledger", Resource: id,
+					Details: map[string]string{"transfer_id": id, "from": "a", "to": "b", "amount": "1", "currency": "XTS", "state": "posted"}})
+				if i%50 == 0 {
+					entries = append(entries, Entry{Actor: "alice", Event: "ca.issue", Outcome: OutcomeSuccess, Resource: "dev-" + strconv.Itoa(i)})
+				}
 			}
+			return entries
 		}
-		if err := db.InTx(ctx, func(tx *sql.Tx) error { return l.RecordAllTx(ctx, tx, entries) }); err != nil {
+		err = db.InTx(ctx, func(tx *sql.Tx) error {
+			for _, e := range mix("tr_") {
+				if err := l.RecordTx(ctx, tx, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			err = db.InTx(ctx, func(tx *sql.Tx) error { return l.RecordAllTx(ctx, tx, mix("tp_")) })
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		for _, c := range []struct {
 			q    Query
 			want int
-		}{{Query{Event: "ca.issue", Limit: 1000}, 6}, {Query{Event: bulkEvent, Limit: 1000}, 300}, {Query{Actor: "alice", Limit: 1000}, 6},
-			{Query{Event: "ca.*", Limit: 1000}, 6}, {Query{Resource: "tr_7"}, 1}} {
+		}{{Query{Event: "ca.issue", Limit: 1000}, 12}, {Query{Event: bulkEvent, Limit: 1000}, 600}, {Query{Actor: "alice", Limit: 1000}, 12},
+			{Query{Event: "ca.*", Limit: 1000}, 12}, {Query{Resource: "tr_7"}, 1}, {Query{Resource: "tp_7"}, 1},
+			{Query{Event: bulkEvent, AfterSeq: 400, Limit: 1000}, 208}} { // the pack holds seqs 307-612, 4 of 401-612 ca.issue
 			recs, err := l.Search(ctx, c.q)
 			if err != nil {
 				t.Fatal(err)
@@ -52,8 +69,8 @@ func TestSearchPlans(t *testing.T) {
 			}
 		}
 		counts, err := l.Stats(ctx, Query{Event: "ca.issue"}, ByEvent)
-		if err != nil || len(counts) != 1 || counts[0].N != 6 {
-			t.Errorf("Stats(ca.issue) = %v, %v; want 6", counts, err)
+		if err != nil || len(counts) != 1 || counts[0].N != 12 {
+			t.Errorf("Stats(ca.issue) = %v, %v; want 12", counts, err)
 		}
 
 		if db.Dialect == sqldb.Postgres {
@@ -68,7 +85,7 @@ func TestSearchPlans(t *testing.T) {
 		}
 		var n int
 		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log INDEXED BY audit_log_event WHERE `+bulkEventTerm).Scan(&n); err != nil || n != 6 {
-			t.Errorf("audit_log_event holds %d records (%v), want the 6 that are not %s", n, err, bulkEvent)
+			t.Errorf("audit_log_event holds %d records (%v), want the 6 that are not %s (rows of audit_log)", n, err, bulkEvent)
 		}
 		for _, c := range []struct {
 			q             Query
@@ -95,6 +112,31 @@ func TestSearchPlans(t *testing.T) {
 			}
 			if c.q.Event == bulkEvent && strings.Contains(plan, "audit_log_event") {
 				t.Errorf("search %+v: plan %q uses the event index, which leaves %s out", c.q, plan, bulkEvent)
+			}
+		}
+		// Packs: a page is a key range of audit_packs; terms through
+		// their primary key, times through their index.
+		for _, c := range []struct {
+			q     Query
+			index []string
+		}{
+			{Query{Actor: "alice"}, []string{"audit_pack_terms USING PRIMARY KEY"}},
+			{Query{Event: "ca.issue", AfterSeq: 10}, []string{"audit_pack_terms USING PRIMARY KEY", "audit_packs USING INTEGER PRIMARY KEY"}},
+			{Query{Resource: "tp_7", From: time.Now().Add(-time.Hour)}, []string{"audit_packs"}},
+		} {
+			ps, err := l.packScan(c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan := explain(t, db, ps.packSQL(), append(append([]any{int64(0)}, ps.packArgs...), 128))
+			t.Logf("packs %+v: %s", c.q, plan)
+			for _, ix := range c.index {
+				if !strings.Contains(plan, ix) {
+					t.Errorf("pack search %+v: plan %q does not use %s", c.q, plan, ix)
+				}
+			}
+			if strings.Contains(plan, "SCAN audit_pack_terms") || strings.Contains(plan, "TEMP B-TREE") {
+				t.Errorf("pack search %+v: plan %q scans the terms or sorts", c.q, plan)
 			}
 		}
 	})

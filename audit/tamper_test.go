@@ -44,10 +44,10 @@ func rewriteAll(t *testing.T, db *sqldb.DB) {
 	ctx := context.Background()
 	err := db.InTx(ctx, func(tx *sql.Tx) error {
 		var rs []row
-		if err := scanRows(ctx, tx, func(r *row) error { rs = append(rs, *r); return nil }); err != nil {
+		if err := (&scan{}).run(ctx, db, tx, func(r *row) error { rs = append(rs, *r); return nil }); err != nil {
 			return err
 		}
-		for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_tlog_runs`} {
+		for _, q := range []string{`DELETE FROM audit_log`, `DELETE FROM audit_packs`, `DELETE FROM audit_pack_terms`, `DELETE FROM audit_tlog_runs`} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
 			}

@@ -125,7 +125,7 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 			qids[i] = q.queueID
 		}
 	}
-	recs, err := l.appendRowsTx(ctx, tx, head, rs, qids)
+	recs, err := l.appendRowsTx(ctx, tx, head, rs, qids, false)
 	if err != nil {
 		return nil, err
 	}
@@ -155,8 +155,9 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 // are the queued entries with those IDs, and they are moved from the queue
 // into the log set-based: one statement deletes them from the queue and
 // inserts them with their places (sent as arrays), one inserts the tree
-// hashes.
-func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row, queueIDs []int64) ([]Record, error) {
+// hashes. With pack (and no queueIDs) the records are stored as one row of
+// audit_packs (see pack.go).
+func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row, queueIDs []int64, pack bool) ([]Record, error) {
 	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, log: l, mem: map[int64]tlog.Hash{}}
 	// Records are inserted up to 64 per statement (prepared once per chunk
 	// size, see execChunked).
@@ -190,7 +191,7 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 			hr.mem[base+int64(j)] = h
 		}
 		newHash = append(newHash, hs...)
-		if queueIDs == nil {
+		if queueIDs == nil && !pack {
 			pendingArgs = append(pendingArgs, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac)
 		}
 		if len(pendingArgs) >= perInsert*11 {
@@ -211,7 +212,11 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 			return nil, err
 		}
 	} else {
-		if err := flush(); err != nil {
+		if pack {
+			if err := l.insertPack(ctx, tx, rs); err != nil {
+				return nil, err
+			}
+		} else if err := flush(); err != nil {
 			return nil, err
 		}
 		if err := l.insertHashes(ctx, tx, tlog.StoredHashIndex(0, start), newHash); err != nil {
@@ -363,9 +368,9 @@ const (
 // any transaction: preparing one later, inside a transaction, would need a
 // second connection of a pool that may have none free.
 func (l *Log) prepareSQLite(ctx context.Context) error {
-	qs := []string{lockHeadSQL, updateHeadSQL, readHashesSQL}
+	qs := []string{lockHeadSQL, updateHeadSQL, readHashesSQL, insertPackSQL}
 	for _, n := range chunkRows {
-		qs = append(qs, insertRecordsSQL(n), insertHashesSQL(n))
+		qs = append(qs, insertRecordsSQL(n), insertHashesSQL(n), insertTermsSQL(n))
 	}
 	for _, q := range qs {
 		p, err := l.db.PrepareContext(ctx, q)
@@ -537,34 +542,18 @@ func (l *Log) repairTree(ctx context.Context) error {
 			return fmt.Errorf("audit: rebuild tree: %w", err)
 		}
 		st := &memTree{}
-		if err := scanRows(ctx, tx, func(r *row) error { return st.add(encode(r)) }); err != nil {
+		if err := l.scanRows(ctx, tx, func(r *row) error { return st.add(encode(r)) }); err != nil {
 			return err
 		}
 		return l.insertHashes(ctx, tx, 0, st.hashes)
 	})
 }
 
-// scanRows calls fn for every stored record in seq order.
-func scanRows(ctx context.Context, q querier, fn func(r *row) error) error {
-	rows, err := q.QueryContext(ctx, `SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac
-		FROM audit_log ORDER BY seq`)
-	if err != nil {
-		return fmt.Errorf("audit: read records: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var r row
-		if err := rows.Scan(&r.seq, &r.time, &r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details, &r.prev, &r.hash, &r.mac); err != nil {
-			return fmt.Errorf("audit: read record: %w", err)
-		}
-		if err := fn(&r); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("audit: read records: %w", err)
-	}
-	return nil
+// scanRows calls fn for every stored record in seq order (rows of
+// audit_log and records of packs).
+func (l *Log) scanRows(ctx context.Context, q querier, fn func(r *row) error) error {
+	var s scan
+	return s.run(ctx, l.db, q, fn)
 }
 
 // memHashes is a tlog.HashReader over a dense slice of stored hashes.
@@ -675,9 +664,10 @@ func (l *Log) ProveInclusion(ctx context.Context, seq, size int64) (InclusionPro
 		if size > t.Size {
 			return fmt.Errorf("%w: the log has %d records, fewer than %d", ErrInvalid, t.Size, size)
 		}
-		var r row
-		err = tx.QueryRowContext(ctx, l.db.Rebind(`SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash
-			FROM audit_log WHERE seq = ?`), seq).Scan(&r.seq, &r.time, &r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details, &r.prev)
+		r, ok, err := l.readRow(ctx, tx, seq)
+		if err == nil && !ok {
+			err = sql.ErrNoRows
+		}
 		if err != nil {
 			return fmt.Errorf("audit: read record %d: %w", seq, err)
 		}

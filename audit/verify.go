@@ -108,34 +108,37 @@ func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx, onRow func(enc []byte) e
 	if err := tx.QueryRowContext(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&rep.Head.Seq, &rep.Head.Hash, &headMAC); err != nil {
 		return rep, fmt.Errorf("audit: read head: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT seq, time, actor, event, outcome, origin, resource, details, prev_hash, hash, mac
-		FROM audit_log ORDER BY seq`)
-	if err != nil {
-		return rep, fmt.Errorf("audit: read records: %w", err)
-	}
-	defer rows.Close()
 	expected := int64(1)
 	prev := make([]byte, hashLen)
 	prevKnown := true
-	for rows.Next() {
-		var r row
-		if err := rows.Scan(&r.seq, &r.time, &r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details, &r.prev, &r.hash, &r.mac); err != nil {
-			return rep, fmt.Errorf("audit: read record: %w", err)
+	s := scan{onBad: func(first, last int64, err error) error {
+		rep.Records += last - first + 1
+		if first > expected {
+			rep.add(Problem{Kind: ProblemDeleted, Seq: expected, LastSeq: first - 1, Detail: fmt.Sprintf("%d record(s) missing", first-expected)})
 		}
+		rep.add(Problem{Kind: ProblemChanged, Seq: first, LastSeq: last, Detail: fmt.Sprintf("pack of records does not decode: %v", err)})
+		prevKnown, expected = false, max(expected, last+1)
+		return nil
+	}}
+	err := s.run(ctx, l.db, tx, func(r *row) error {
 		rep.Records++
-		enc := encode(&r)
+		enc := encode(r)
 		if onRow != nil {
 			if err := onRow(enc); err != nil {
-				return rep, err
+				return err
 			}
 		}
 		if r.seq < 1 {
 			rep.add(Problem{Kind: ProblemInserted, Seq: r.seq, Detail: "sequence number before the first record"})
-			continue
+			return nil
 		}
 		if r.seq > rep.Head.Seq {
 			rep.add(Problem{Kind: ProblemInserted, Seq: r.seq, Detail: fmt.Sprintf("record past the head (seq %d)", rep.Head.Seq)})
-			continue
+			return nil
+		}
+		if r.seq < expected {
+			rep.add(Problem{Kind: ProblemInserted, Seq: r.seq, Detail: "a second record with this sequence number"})
+			return nil
 		}
 		if r.seq > expected {
 			rep.add(Problem{Kind: ProblemDeleted, Seq: expected, LastSeq: r.seq - 1, Detail: fmt.Sprintf("%d record(s) missing", r.seq-expected)})
@@ -152,9 +155,10 @@ func (l *Log) verifyTx(ctx context.Context, tx *sql.Tx, onRow func(enc []byte) e
 				"previous-hash link does not match record %d: record %d was rewritten with a recomputed hash, or record %d was forged", r.seq-1, r.seq-1, r.seq)})
 		}
 		prev, prevKnown, expected = r.hash, true, r.seq+1
-	}
-	if err := rows.Err(); err != nil {
-		return rep, fmt.Errorf("audit: read records: %w", err)
+		return nil
+	})
+	if err != nil {
+		return rep, err
 	}
 	last := expected - 1
 	switch {
@@ -185,12 +189,11 @@ func (l *Log) VerifyAnchor(ctx context.Context, anchor Head) (Report, error) {
 		if anchor.Seq == 0 {
 			return nil
 		}
-		var h []byte
-		err = tx.QueryRowContext(ctx, l.db.Rebind(`SELECT hash FROM audit_log WHERE seq = ?`), anchor.Seq).Scan(&h)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		r, ok, err := l.readRow(ctx, tx, anchor.Seq)
+		if err != nil && !errors.Is(err, errBadPack) {
 			return fmt.Errorf("audit: read anchored record: %w", err)
 		}
-		if err != nil || !bytes.Equal(h, anchor.Hash) {
+		if !ok || !bytes.Equal(r.hash, anchor.Hash) {
 			rep.add(Problem{Kind: ProblemChanged, Seq: anchor.Seq, Detail: "record missing or no longer matching the anchored head: the chain was rewritten"})
 			rep.OK = false
 		}

@@ -132,18 +132,19 @@ func (r *auditRun) rollback() error {
 		return err
 	}
 	defer db2.Close()
-	if err := truncateAuditTail(ctx, db2, r.cp.Size-5); err != nil {
-		return fmt.Errorf("tamper with the copy: %w", err)
-	}
 	l2, err := platform.OpenAudit(ctx, db2)
 	if err != nil {
 		return err
+	}
+	keep, err := truncateAuditTail(ctx, db2, l2, r.cp.Size-5)
+	if err != nil {
+		return fmt.Errorf("tamper with the copy: %w", err)
 	}
 	chain, err := l2.Verify(ctx)
 	if err == nil && !chain.OK {
 		err = fmt.Errorf("chain check found %v", chain.Problems)
 	}
-	if err := Expect(&r.rows, "copy: last 5 records deleted, old head restored; chain check alone", err, "",
+	if err := Expect(&r.rows, fmt.Sprintf("copy: last %d records deleted, old head restored; chain check alone", r.cp.Size-keep), err, "",
 		"passes: a bare hash chain cannot see a truncated tail"); err != nil {
 		return err
 	}
@@ -154,19 +155,34 @@ func (r *auditRun) rollback() error {
 	return Expect(&r.rows, "copy: verify against the saved checkpoint", err, string(audit.ProblemRollback), "")
 }
 
-// truncateAuditTail deletes the records after keep and sets the head back to
-// record keep, as an insider hiding the tail would.
-func truncateAuditTail(ctx context.Context, db *sqldb.DB, keep int64) error {
-	return db.InTx(ctx, func(tx *sql.Tx) error {
-		var h []byte
-		if err := tx.QueryRowContext(ctx, `SELECT hash FROM audit_log WHERE seq = ?`, keep).Scan(&h); err != nil {
-			return err
-		}
+// truncateAuditTail deletes the records after keep (or after the record
+// before keep's pack, when keep is inside one: a pack is one row) and sets
+// the head back to the last record kept, as an insider hiding the tail
+// would. It returns the last record kept.
+func truncateAuditTail(ctx context.Context, db *sqldb.DB, l *audit.Log, keep int64) (int64, error) {
+	var first int64
+	err := db.QueryRowContext(ctx, `SELECT first_seq FROM audit_packs WHERE first_seq <= ? AND last_seq > ?`, keep, keep).Scan(&first)
+	if err == nil {
+		keep = first - 1
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return 0, err
+	}
+	last, err := l.Search(ctx, audit.Query{AfterSeq: keep - 1, Limit: 1})
+	if err == nil && (len(last) != 1 || last[0].Seq != keep) {
+		err = fmt.Errorf("record %d not found", keep)
+	}
+	if err != nil {
+		return 0, err
+	}
+	h := []byte(last[0].Hash)
+	err = db.InTx(ctx, func(tx *sql.Tx) error {
 		for _, st := range []struct {
 			q    string
 			args []any
 		}{
 			{`DELETE FROM audit_log WHERE seq > ?`, []any{keep}},
+			{`DELETE FROM audit_pack_terms WHERE first_seq > ?`, []any{keep}},
+			{`DELETE FROM audit_packs WHERE first_seq > ?`, []any{keep}},
 			{`DELETE FROM audit_tlog_runs WHERE start >= ?`, []any{tlog.StoredHashCount(keep)}},
 			{`UPDATE audit_tlog_runs SET hashes = substr(hashes, 1, (? - start) * 32) WHERE start + length(hashes) / 32 > ?`,
 				[]any{tlog.StoredHashCount(keep), tlog.StoredHashCount(keep)}},
@@ -178,6 +194,7 @@ func truncateAuditTail(ctx context.Context, db *sqldb.DB, keep int64) error {
 		}
 		return nil
 	})
+	return keep, err
 }
 
 func fetchCheckpoint(ctx context.Context, env *Env) ([]byte, error) {

@@ -1,0 +1,293 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/qshield/qshield/sqldb"
+	"github.com/qshield/qshield/sqldb/sqldbtest"
+)
+
+// packRows are three chained records as appendRowsTx leaves them.
+func packRows(mac bool) []row {
+	rs := []row{
+		{actor: "alice", event: "ledger.transfer", outcome: OutcomeSuccess, origin: "ledger", resource: "tr_1", details: `{"amount":"5","from":"acc_a","to":"acc_b"}`},
+		{actor: "", event: "e", outcome: "o", details: "{}"},
+		{actor: "bob", event: "payment.capture", outcome: OutcomeFailure, origin: "qmsp", resource: "pay_9", details: `{"reason":"ünïcode"}`},
+	}
+	prev := bytes.Repeat([]byte{7}, hashLen)
+	for i := range rs {
+		r := &rs[i]
+		r.seq, r.time, r.prev = int64(41+i), "2026-12-07T16:00:00.000000Z", prev
+		r.hash = computeHash(r)
+		if mac {
+			r.mac = bytes.Repeat([]byte{byte(i + 1)}, 32)
+		}
+		prev = r.hash
+	}
+	return rs
+}
+
+func TestPackRoundTrip(t *testing.T) {
+	for _, mac := range []bool{false, true} {
+		rs := packRows(mac)
+		got, err := decodePack(rs[0].seq, rs[0].time, encodePack(rs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, rs) {
+			t.Fatalf("mac=%v: decoded %+v, want %+v", mac, got, rs)
+		}
+	}
+	body := encodePack(packRows(true))
+	for name, b := range map[string][]byte{
+		"empty":          nil,
+		"other version":  append([]byte{2}, body[1:]...),
+		"truncated":      body[:len(body)-1],
+		"trailing bytes": append(append([]byte(nil), body...), 0),
+		"zero records":   {packVersion, 0},
+		"huge count":     append([]byte{packVersion, 0xff, 0xff, 0xff, 0xff, 0x0f}, body[2:]...),
+	} {
+		if _, err := decodePack(1, "t", b); !errors.Is(err, errBadPack) {
+			t.Errorf("%s: err = %v, want errBadPack", name, err)
+		}
+	}
+}
+
+// FuzzDecodePack: any body either is rejected with errBadPack or decodes to
+// chained records that encode back to a body decoding to the same records,
+// never more records than the body has room for.
+func FuzzDecodePack(f *testing.F) {
+	f.Add(encodePack(packRows(false)))
+	f.Add(encodePack(packRows(true)))
+	f.Add([]byte{packVersion, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rs, err := decodePack(10, "2026-12-07T16:00:00.000000Z", b)
+		if err != nil {
+			if !errors.Is(err, errBadPack) {
+				t.Fatalf("error %v does not wrap errBadPack", err)
+			}
+			return
+		}
+		if len(rs) == 0 || len(rs)*(7+hashLen) > len(b) {
+			t.Fatalf("%d records from %d bytes", len(rs), len(b))
+		}
+		for i := 1; i < len(rs); i++ {
+			if rs[i].seq != rs[i-1].seq+1 || !bytes.Equal(rs[i].prev, rs[i-1].hash) {
+				t.Fatalf("record %d not chained to its predecessor", i)
+			}
+		}
+		again, err := decodePack(10, "2026-12-07T16:00:00.000000Z", encodePack(rs))
+		if err != nil || !reflect.DeepEqual(again, rs) {
+			t.Fatalf("re-encoded pack decodes to %+v, %v; want %+v", again, err, rs)
+		}
+	})
+}
+
+// appendPack appends entries as one pack (what RecordAllTx does on SQLite),
+// on either database.
+func appendPack(t *testing.T, l *Log, entries []Entry) {
+	t.Helper()
+	ctx := context.Background()
+	err := l.db.InTx(ctx, func(tx *sql.Tx) error {
+		if l.db.Dialect == sqldb.SQLite {
+			return l.RecordAllTx(ctx, tx, entries)
+		}
+		t := l.now().UTC().Format(TimeLayout)
+		rs := make([]row, len(entries))
+		for i, e := range entries {
+			r, err := rowAt(e, t)
+			if err != nil {
+				return err
+			}
+			rs[i] = r
+		}
+		head, err := l.lockHead(ctx, tx)
+		if err != nil {
+			return err
+		}
+		_, err = l.appendRowsTx(ctx, tx, head, rs, nil, true)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func transferEntries(actor string, from, n int) []Entry {
+	var out []Entry
+	for i := from; i < from+n; i++ {
+		id := fmt.Sprintf("tr_%d", i)
+		out = append(out, Entry{Actor: actor, Event: "ledger.transfer", Outcome: OutcomeSuccess, Origin: "ledger", Resource: id,
+			Details: map[string]string{"transfer_id": id, "from": fmt.Sprintf("acc_%d", i%3), "to": "acc_x", "amount": "1"}})
+	}
+	return out
+}
+
+// TestPackedRecords: records stored in packs and rows of audit_log are one
+// log to every reader.
+func TestPackedRecords(t *testing.T) {
+	signer, verifier := testKeys(t)
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		l := openLog(t, db, bytes.Repeat([]byte{1}, 32))
+		resetLog(t, db)
+		fill(t, l, 3)                                    // 1-3 rows
+		appendPack(t, l, transferEntries("alice", 0, 5)) // 4-8 a pack
+		fill(t, l, 2)                                    // 9-10 rows
+		appendPack(t, l, transferEntries("bob", 5, 4))   // 11-14 a pack
+		var packs int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_packs`).Scan(&packs); err != nil || packs != 2 {
+			t.Fatalf("%d packs (%v), want 2", packs, err)
+		}
+		if rep := mustVerify(t, l); !rep.OK || rep.Records != 14 {
+			t.Fatalf("verify: %+v", rep)
+		}
+		all, err := l.Search(ctx, Query{})
+		if err != nil || len(all) != 14 {
+			t.Fatalf("search: %d records, %v", len(all), err)
+		}
+		for i, r := range all {
+			if r.Seq != int64(i+1) {
+				t.Fatalf("record %d has seq %d: not in seq order", i, r.Seq)
+			}
+		}
+		if all[4].Actor != "alice" || all[4].Resource != "tr_1" || all[4].Details["from"] != "acc_1" {
+			t.Fatalf("record 5 = %+v", all[4])
+		}
+		for _, c := range []struct {
+			q    Query
+			seqs []int64
+		}{
+			{Query{Resource: "tr_6"}, []int64{12}},
+			{Query{Resource: "tr_*", Limit: 3}, []int64{4, 5, 6}},
+			{Query{Actor: "bob", Event: "ledger.transfer"}, []int64{11, 12, 13, 14}},
+			{Query{Account: "acc_2"}, []int64{6, 11, 14}}, // tr_2, tr_5 and tr_8 come from acc_2
+			{Query{Event: "ledger.*", AfterSeq: 7, Limit: 2}, []int64{8, 11}},
+			{Query{Outcome: OutcomeFailure}, nil},
+		} {
+			recs, err := l.Search(ctx, c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seqs []int64
+			for _, r := range recs {
+				seqs = append(seqs, r.Seq)
+			}
+			if !reflect.DeepEqual(seqs, c.seqs) {
+				t.Errorf("Search(%+v) = %v, want %v", c.q, seqs, c.seqs)
+			}
+		}
+		counts, err := l.Stats(ctx, Query{}, ByActor, ByEvent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		for _, c := range counts {
+			got[c.Keys[0]+"/"+c.Keys[1]] += c.N
+		}
+		if got["alice/ledger.transfer"] != 5 || got["bob/ledger.transfer"] != 4 {
+			t.Errorf("stats = %v", counts)
+		}
+		var events int
+		err = l.Snapshot(ctx, func(tx *sql.Tx) error {
+			return l.ScanEvents(ctx, tx, "ledger.", func(Record) error { events++; return nil })
+		})
+		if err != nil || events != 9 {
+			t.Errorf("ScanEvents found %d ledger records (%v), want 9", events, err)
+		}
+		// Proofs and anchors reach records inside packs.
+		cp := checkpointOf(t, l, signer, verifier)
+		for _, seq := range []int64{4, 6, 8, 11, 14} {
+			p, err := l.ProveInclusion(ctx, seq, cp.Size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var path [][32]byte
+			for _, h := range p.Proof {
+				path = append(path, h)
+			}
+			if !rfc9162VerifyInclusion(p.Index, p.TreeSize, p.Entry, path, cp.Hash) {
+				t.Fatalf("seq %d: inclusion proof rejected", seq)
+			}
+		}
+		if rep, err := l.VerifyAnchor(ctx, Head{Seq: 6, Hash: all[5].Hash}); err != nil || !rep.OK {
+			t.Fatalf("anchor inside a pack: %+v %v", rep, err)
+		}
+		if rep, err := l.VerifyCheckpoint(ctx, cp); err != nil || !rep.OK {
+			t.Fatalf("checkpoint: %+v %v", rep, err)
+		}
+	})
+}
+
+// TestPackTamper: changes to packs are found by Verify (and against a
+// checkpoint held outside the database).
+func TestPackTamper(t *testing.T) {
+	signer, verifier := testKeys(t)
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		cases := []struct {
+			name   string
+			tamper func(t *testing.T)
+			want   []Problem
+		}{
+			{"a byte of a record changed", func(t *testing.T) {
+				body := packBody(t, db, 4)
+				i := bytes.Index(body, []byte("tr_2"))
+				body[i+3] = '9' // tr_2 -> tr_9
+				exec(t, db, `UPDATE audit_packs SET body = ? WHERE first_seq = 4`, body)
+			}, []Problem{{Kind: ProblemChanged, Seq: 6}}},
+			{"the pack's time changed", func(t *testing.T) {
+				exec(t, db, `UPDATE audit_packs SET time = '2020-01-01T00:00:00.000000Z' WHERE first_seq = 4`)
+			}, []Problem{{Kind: ProblemChanged, Seq: 4}, {Kind: ProblemChanged, Seq: 5}, {Kind: ProblemChanged, Seq: 6}, {Kind: ProblemChanged, Seq: 7}, {Kind: ProblemChanged, Seq: 8}}},
+			{"a body cut short", func(t *testing.T) {
+				body := packBody(t, db, 4)
+				exec(t, db, `UPDATE audit_packs SET body = ? WHERE first_seq = 4`, body[:len(body)-40])
+			}, []Problem{{Kind: ProblemChanged, Seq: 4, LastSeq: 8}}},
+			{"a pack deleted", func(t *testing.T) {
+				exec(t, db, `DELETE FROM audit_packs WHERE first_seq = 4`)
+			}, []Problem{{Kind: ProblemDeleted, Seq: 4, LastSeq: 8}}},
+			{"a pack's places moved", func(t *testing.T) {
+				exec(t, db, `UPDATE audit_packs SET last_seq = 7 WHERE first_seq = 4`)
+			}, []Problem{{Kind: ProblemChanged, Seq: 4, LastSeq: 7}, {Kind: ProblemDeleted, Seq: 8, LastSeq: 8}}},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				l := emptyLog(t, db)
+				fill(t, l, 3)
+				appendPack(t, l, transferEntries("alice", 0, 5))
+				fill(t, l, 2)
+				cp := checkpointOf(t, l, signer, verifier)
+				tc.tamper(t)
+				rep := mustVerify(t, l)
+				if rep.OK {
+					t.Fatal("tampering not detected")
+				}
+				var got []Problem
+				for _, p := range rep.Problems {
+					got = append(got, Problem{Kind: p.Kind, Seq: p.Seq, LastSeq: p.LastSeq})
+				}
+				if !reflect.DeepEqual(got, tc.want) {
+					t.Fatalf("problems %v, want %v", rep.Problems, tc.want)
+				}
+				if rep, err := l.VerifyCheckpoint(ctx, cp); err != nil || rep.OK {
+					t.Fatalf("against the checkpoint: %+v %v", rep, err)
+				}
+			})
+		}
+	})
+}
+
+func packBody(t *testing.T, db *sqldb.DB, first int64) []byte {
+	t.Helper()
+	var b []byte
+	if err := db.QueryRowContext(context.Background(), db.Rebind(`SELECT body FROM audit_packs WHERE first_seq = ?`), first).Scan(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
