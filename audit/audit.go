@@ -300,6 +300,11 @@ var migrations = []sqldb.Migration{{
 		term TEXT NOT NULL,
 		first_seq BIGINT NOT NULL,
 		PRIMARY KEY (term, first_seq))`,
+}, {
+	Version: 6,
+	// A batch queued as one row (PostgreSQL, see pack.go).
+	SQLite:   `ALTER TABLE audit_queue ADD COLUMN batch BLOB`,
+	Postgres: `ALTER TABLE audit_queue ADD COLUMN batch BYTEA`,
 }}
 
 // bulkEvent is the event left out of the event index (migration 3), and
@@ -526,7 +531,7 @@ func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, e Entry) (Record, error)
 		if err != nil {
 			return Record{}, err
 		}
-		recs, err := l.appendRowsTx(ctx, tx, head, []row{r}, nil, false)
+		recs, err := l.appendRowsTx(ctx, tx, head, []row{r}, nil, nil)
 		if err != nil {
 			return Record{}, err
 		}

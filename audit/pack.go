@@ -39,10 +39,13 @@ import (
 // reported by Verify as changed records (first_seq..last_seq).
 //
 // Search. audit_pack_terms indexes each pack by its distinct actors ("a:"
-// terms) and events ("e:" terms); a search by resource, account, outcome or
-// event prefix selects candidate packs with a substring test on the body in
-// SQL and then matches the decoded records exactly in Go, so a search for one
-// transfer's record reads the bodies of the packs in range (BENCHMARKS.md).
+// terms), events ("e:") and resources ("r:"; a ledger transfer's is its ID,
+// time-ordered, so these are appended at the end of the index); a search by
+// account, outcome or a prefix selects candidate packs with a substring test
+// on the body in SQL, and every search matches the decoded records exactly
+// in Go. An account's records are thus found by reading the bodies of the
+// packs in range (BENCHMARKS.md); the ledger's own history index answers
+// "what moved on this account" directly.
 
 const (
 	packVersion = 1
@@ -140,12 +143,73 @@ func decodePack(first int64, t string, b []byte) ([]row, error) {
 	return rs, nil
 }
 
-// packTerms are the index terms of a pack: its distinct actors and events.
+// A queued batch (PostgreSQL): AppendAllSQL queues the entries of a batch
+// as one row of audit_queue whose batch column holds them (version byte,
+// uvarint count, then each entry's actor, event, outcome, origin, resource
+// and details as uvarint lengths and bytes); Integrate stores them as one
+// pack.
+
+// encodeEntries is the batch column of a queued batch of rs (contents set).
+func encodeEntries(rs []row) []byte {
+	n := 1 + binary.MaxVarintLen64
+	for i := range rs {
+		r := &rs[i]
+		n += len(r.actor) + len(r.event) + len(r.outcome) + len(r.origin) + len(r.resource) + len(r.details) + 6*binary.MaxVarintLen64
+	}
+	b := make([]byte, 0, n)
+	b = append(b, packVersion)
+	b = binary.AppendUvarint(b, uint64(len(rs)))
+	for i := range rs {
+		r := &rs[i]
+		for _, f := range []string{r.actor, r.event, r.outcome, r.origin, r.resource, r.details} {
+			b = binary.AppendUvarint(b, uint64(len(f)))
+			b = append(b, f...)
+		}
+	}
+	return b
+}
+
+// decodeEntries returns the entries of a queued batch stamped with time t.
+func decodeEntries(id int64, t string, b []byte) ([]row, error) {
+	bad := func(what string) error { return fmt.Errorf("%w: queued batch %d: %s", errBadPack, id, what) }
+	if len(b) < 1 || b[0] != packVersion {
+		return nil, bad("unknown version")
+	}
+	b = b[1:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n == 0 || n > uint64(len(b)-k)/6 {
+		return nil, bad("bad entry count")
+	}
+	b = b[k:]
+	rs := make([]row, n)
+	for i := range rs {
+		r := &rs[i]
+		r.time = t
+		for _, f := range []*string{&r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details} {
+			l, k := binary.Uvarint(b)
+			if k <= 0 || l > uint64(len(b)-k) {
+				return nil, bad(fmt.Sprintf("entry %d: truncated field", i))
+			}
+			*f = string(b[k : k+int(l)])
+			b = b[k+int(l):]
+		}
+	}
+	if len(b) != 0 {
+		return nil, bad("trailing bytes")
+	}
+	return rs, nil
+}
+
+// packTerms are the index terms of a pack: its distinct actors, events and
+// resources.
 func packTerms(rs []row) []string {
 	seen := map[string]bool{}
 	var out []string
 	for i := range rs {
-		for _, t := range []string{"a:" + rs[i].actor, "e:" + rs[i].event} {
+		for _, t := range []string{"a:" + rs[i].actor, "e:" + rs[i].event, "r:" + rs[i].resource} {
+			if t == "r:" {
+				continue
+			}
 			if !seen[t] {
 				seen[t] = true
 				out = append(out, t)

@@ -111,7 +111,7 @@ func appendPack(t *testing.T, l *Log, entries []Entry) {
 		if err != nil {
 			return err
 		}
-		_, err = l.appendRowsTx(ctx, tx, head, rs, nil, true)
+		_, err = l.appendRowsTx(ctx, tx, head, rs, nil, []span{{0, len(rs)}})
 		return err
 	})
 	if err != nil {
@@ -290,4 +290,83 @@ func packBody(t *testing.T, db *sqldb.DB, first int64) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func FuzzDecodeEntries(f *testing.F) {
+	f.Add(encodeEntries(packRows(false)))
+	f.Add([]byte{packVersion, 1, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rs, err := decodeEntries(1, "t", b)
+		if err != nil {
+			if !errors.Is(err, errBadPack) {
+				t.Fatalf("error %v does not wrap errBadPack", err)
+			}
+			return
+		}
+		if len(rs) == 0 || len(rs)*6 > len(b) {
+			t.Fatalf("%d entries from %d bytes", len(rs), len(b))
+		}
+		again, err := decodeEntries(1, "t", encodeEntries(rs))
+		if err != nil || !reflect.DeepEqual(again, rs) {
+			t.Fatalf("re-encoded batch decodes to %+v, %v; want %+v", again, err, rs)
+		}
+	})
+}
+
+// TestQueuedBatch (PostgreSQL): AppendAllSQL queues a batch as one row;
+// before integration ScanEvents sees its entries, Integrate stores it as one
+// pack, and a batch that does not decode stops Integrate with an error
+// naming it, leaving the queue as it was.
+func TestQueuedBatch(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		if db.Dialect != sqldb.Postgres {
+			t.Skip("the queue is PostgreSQL's")
+		}
+		ctx := context.Background()
+		l := emptyLog(t, db)
+		fill(t, l, 2)
+		q, args, err := l.AppendAllSQL(transferEntries("alice", 0, 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(t, db, q, args...)
+		count := func(q string) (n int) {
+			t.Helper()
+			if err := db.QueryRowContext(ctx, q).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if n := count(`SELECT COUNT(*) FROM audit_queue`); n != 1 {
+			t.Fatalf("%d queue rows for a batch of 3, want 1", n)
+		}
+		var seen []string
+		err = l.Snapshot(ctx, func(tx *sql.Tx) error {
+			return l.ScanEvents(ctx, tx, "ledger.", func(r Record) error { seen = append(seen, r.Resource); return nil })
+		})
+		if err != nil || !reflect.DeepEqual(seen, []string{"tr_0", "tr_1", "tr_2"}) {
+			t.Fatalf("queued entries seen: %v, %v", seen, err)
+		}
+		if n, err := l.Integrate(ctx); err != nil || n != 3 {
+			t.Fatalf("integrated %d, %v; want 3", n, err)
+		}
+		if count(`SELECT COUNT(*) FROM audit_packs`) != 1 || count(`SELECT COUNT(*) FROM audit_queue`) != 0 {
+			t.Fatal("the batch did not become one pack")
+		}
+		recs, err := l.Search(ctx, Query{Resource: "tr_2"})
+		if err != nil || len(recs) != 1 || recs[0].Seq != 5 {
+			t.Fatalf("search: %+v %v", recs, err)
+		}
+		if rep := mustVerify(t, l); !rep.OK || rep.Records != 5 {
+			t.Fatalf("verify: %+v", rep)
+		}
+		exec(t, db, `INSERT INTO audit_queue (time, actor, event, outcome, origin, resource, details, batch) VALUES ('t', '', '', '', '', '', '', ?)`, []byte{packVersion, 9})
+		if _, err := l.Integrate(ctx); !errors.Is(err, errBadPack) {
+			t.Fatalf("integrating a malformed batch: %v", err)
+		}
+		if count(`SELECT COUNT(*) FROM audit_queue`) != 1 || count(`SELECT seq FROM audit_head`) != 5 {
+			t.Fatal("a failed integration changed the log or the queue")
+		}
+		exec(t, db, `DELETE FROM audit_queue`)
+	})
 }

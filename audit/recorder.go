@@ -30,19 +30,25 @@ func (l *Log) RecordTx(ctx context.Context, tx *sql.Tx, e Entry) error {
 
 // RecordAllTx appends entries, in order, inside tx: on SQLite in one bulk
 // write (the leaf and tree hashes computed in memory, the records stored as
-// one pack, see pack.go), on PostgreSQL into the queue. All or none are valid. The
+// one pack, see pack.go), on PostgreSQL into the queue (as one row, see
+// AppendAllSQL). All or none are valid. The
 // entries of one call are stamped with one time, the transaction's (as
 // AppendAllSQL does).
 func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) error {
-	t := l.now().UTC().Truncate(time.Microsecond).Format(TimeLayout)
+	if len(entries) == 0 {
+		return nil
+	}
 	if l.db.Dialect != sqldb.SQLite {
-		for _, e := range entries {
-			if _, _, err := l.enqueueAt(ctx, tx, e, t); err != nil {
-				return err
-			}
+		q, args, err := l.AppendAllSQL(entries)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("audit: append %d entries: %w", len(entries), err)
 		}
 		return nil
 	}
+	t := l.now().UTC().Truncate(time.Microsecond).Format(TimeLayout)
 	rs := make([]row, len(entries))
 	for i, e := range entries {
 		r, err := rowAt(e, t)
@@ -55,7 +61,11 @@ func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) erro
 	if err != nil {
 		return err
 	}
-	_, err = l.appendRowsTx(ctx, tx, head, rs, nil, len(rs) >= packMin)
+	var packs []span
+	if len(rs) >= packMin {
+		packs = []span{{0, len(rs)}}
+	}
+	_, err = l.appendRowsTx(ctx, tx, head, rs, nil, packs)
 	return err
 }
 
@@ -117,30 +127,30 @@ func (l *Log) AppendSQL(e Entry, cond string, condArgs ...any) (string, []any, e
 // AppendAllSQL is AppendSQL for many entries: one PostgreSQL statement
 // (with its arguments) that appends entries, in order, to the queue, for
 // writers that pipeline a batch of business changes (the ledger's transfer
-// batches). An invalid entry is an error and nothing is returned.
+// batches). Two or more entries are queued as one row (a batch, see
+// pack.go), which Integrate stores as one pack. An invalid entry is an
+// error and nothing is returned.
 func (l *Log) AppendAllSQL(entries []Entry) (string, []any, error) {
-	n := len(entries)
-	times := make([]string, n)
-	actors, events, outcomes := make([]string, n), make([]string, n), make([]string, n)
-	origins, resources, details := make([]string, n), make([]string, n), make([]string, n)
+	if len(entries) == 0 {
+		return "", nil, fmt.Errorf("%w: no entries", ErrInvalid)
+	}
 	t := l.now().UTC().Truncate(1000).Format(TimeLayout)
+	rs := make([]row, len(entries))
 	for i, e := range entries {
-		if err := e.validate(); err != nil {
-			return "", nil, err
-		}
-		d, err := canonicalDetails(e.Details)
+		r, err := rowAt(e, t)
 		if err != nil {
 			return "", nil, err
 		}
-		times[i], actors[i], events[i], outcomes[i] = t, e.Actor, e.Event, e.Outcome
-		origins[i], resources[i], details[i] = e.Origin, e.Resource, d
+		rs[i] = r
 	}
-	const q = `INSERT INTO audit_queue (time, actor, event, outcome, origin, resource, details)
-		SELECT time, actor, event, outcome, origin, resource, details
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-			WITH ORDINALITY AS u (time, actor, event, outcome, origin, resource, details, n)
-		ORDER BY n`
-	return q, []any{times, actors, events, outcomes, origins, resources, details}, nil
+	if len(rs) == 1 {
+		r := rs[0]
+		return `INSERT INTO audit_queue (time, actor, event, outcome, origin, resource, details)
+			VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text)`,
+			[]any{r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details}, nil
+	}
+	return `INSERT INTO audit_queue (time, actor, event, outcome, origin, resource, details, batch)
+		VALUES ($1::text, '', '', '', '', '', '', $2::bytea)`, []any{t, encodeEntries(rs)}, nil
 }
 
 // Reader is the read side of the trail, for components that show their own

@@ -243,8 +243,12 @@ func (l *Log) packScan(q Query) (*scan, error) {
 	} else if q.Event != "" {
 		cond(hasTerm, "e:"+q.Event)
 	}
-	if p := strings.TrimSuffix(q.Resource, "*"); p != "" {
-		cond(contains, []byte(p))
+	if p, ok := strings.CutSuffix(q.Resource, "*"); ok {
+		if p != "" {
+			cond(contains, []byte(p))
+		}
+	} else if q.Resource != "" {
+		cond(hasTerm, "r:"+q.Resource)
 	}
 	if q.Outcome != "" {
 		cond(contains, []byte(q.Outcome))
@@ -444,7 +448,56 @@ func (l *Log) ScanEvents(ctx context.Context, tx *sql.Tx, prefix string, fn func
 	if err != nil {
 		return fmt.Errorf("audit: scan events: %w", err)
 	}
-	return l.scanEvents(ctx, tx, `SELECT 0, time, actor, event, outcome, origin, resource, details FROM audit_queue WHERE substr(event, 1, ?) = ? ORDER BY id`, prefix, fn)
+	return l.scanQueue(ctx, tx, prefix, fn)
+}
+
+// scanQueue calls fn for the queued entries whose event starts with prefix,
+// in queue order (the entries of a queued batch in their order).
+func (l *Log) scanQueue(ctx context.Context, tx *sql.Tx, prefix string, fn func(Record) error) error {
+	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT id, time, actor, event, outcome, origin, resource, details, batch
+		FROM audit_queue WHERE batch IS NOT NULL OR substr(event, 1, ?) = ? ORDER BY id`), utf8.RuneCountInString(prefix), prefix)
+	if err != nil {
+		return fmt.Errorf("audit: scan queued events: %w", err)
+	}
+	var rs []row
+	for rows.Next() {
+		var id int64
+		var r row
+		var batch []byte
+		if err := rows.Scan(&id, &r.time, &r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details, &batch); err != nil {
+			rows.Close()
+			return fmt.Errorf("audit: scan queued events: %w", err)
+		}
+		if batch == nil {
+			rs = append(rs, r)
+			continue
+		}
+		entries, err := decodeEntries(id, r.time, batch)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.event, prefix) {
+				rs = append(rs, e)
+			}
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: scan queued events: %w", err)
+	}
+	for i := range rs {
+		rec, err := rs[i].record()
+		if err != nil {
+			return err
+		}
+		rec.PrevHash, rec.Hash = nil, nil
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (l *Log) scanEvents(ctx context.Context, tx *sql.Tx, q, prefix string, fn func(Record) error) error {

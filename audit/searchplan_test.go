@@ -122,7 +122,8 @@ func TestSearchPlans(t *testing.T) {
 		}{
 			{Query{Actor: "alice"}, []string{"audit_pack_terms USING PRIMARY KEY"}},
 			{Query{Event: "ca.issue", AfterSeq: 10}, []string{"audit_pack_terms USING PRIMARY KEY", "audit_packs USING INTEGER PRIMARY KEY"}},
-			{Query{Resource: "tp_7", From: time.Now().Add(-time.Hour)}, []string{"audit_packs"}},
+			{Query{Resource: "tp_7", From: time.Now().Add(-time.Hour)}, []string{"audit_pack_terms USING PRIMARY KEY"}},
+			{Query{Resource: "tp_*", From: time.Now().Add(-time.Hour)}, []string{"audit_packs"}},
 		} {
 			ps, err := l.packScan(c.q)
 			if err != nil {

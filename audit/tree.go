@@ -37,6 +37,9 @@ import (
 
 const integrateBatch = 5000
 
+// span is a pack's records in a slice of rows: rows start…start+n-1.
+type span struct{ start, n int }
+
 // queued is a record integrated from the queue (queueID is its queue row).
 type queued struct {
 	Record
@@ -94,22 +97,39 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 	if err != nil {
 		return nil, err
 	}
-	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT id, time, actor, event, outcome, origin, resource, details
+	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT id, time, actor, event, outcome, origin, resource, details, batch
 		FROM audit_queue ORDER BY id LIMIT ?`), limit)
 	if err != nil {
 		return nil, fmt.Errorf("audit: read queue: %w", err)
 	}
 	var pending []queued
 	var rs []row
-	for rows.Next() {
+	var packs []span
+	var batchIDs []int64 // queued batches (deleted by id)
+	for rows.Next() && len(rs) < limit {
 		var q queued
 		var r row
-		if err := rows.Scan(&q.queueID, &r.time, &r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details); err != nil {
+		var batch []byte
+		if err := rows.Scan(&q.queueID, &r.time, &r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details, &batch); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("audit: read queue: %w", err)
 		}
-		pending = append(pending, q)
-		rs = append(rs, r)
+		if batch == nil {
+			pending = append(pending, q)
+			rs = append(rs, r)
+			continue
+		}
+		entries, err := decodeEntries(q.queueID, r.time, batch)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		packs = append(packs, span{start: len(rs), n: len(entries)})
+		batchIDs = append(batchIDs, q.queueID)
+		for _, e := range entries {
+			pending = append(pending, q)
+			rs = append(rs, e)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -125,7 +145,7 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 			qids[i] = q.queueID
 		}
 	}
-	recs, err := l.appendRowsTx(ctx, tx, head, rs, qids, false)
+	recs, err := l.appendRowsTx(ctx, tx, head, rs, qids, packs)
 	if err != nil {
 		return nil, err
 	}
@@ -135,9 +155,11 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 	if qids != nil {
 		return pending, nil // moved out of the queue by appendRowsTx
 	}
-	ids := make([]any, len(pending))
+	var ids []any
 	for i, q := range pending {
-		ids[i] = q.queueID
+		if i == 0 || q.queueID != pending[i-1].queueID {
+			ids = append(ids, q.queueID)
+		}
 	}
 	for len(ids) > 0 {
 		n := min(len(ids), 500)
@@ -155,9 +177,15 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 // are the queued entries with those IDs, and they are moved from the queue
 // into the log set-based: one statement deletes them from the queue and
 // inserts them with their places (sent as arrays), one inserts the tree
-// hashes. With pack (and no queueIDs) the records are stored as one row of
-// audit_packs (see pack.go).
-func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row, queueIDs []int64, pack bool) ([]Record, error) {
+// hashes. The records of packs (spans of rs) are stored as rows of
+// audit_packs (see pack.go), the others as rows of audit_log.
+func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row, queueIDs []int64, packs []span) ([]Record, error) {
+	inPack := make([]bool, len(rs))
+	for _, p := range packs {
+		for i := p.start; i < p.start+p.n; i++ {
+			inPack[i] = true
+		}
+	}
 	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, log: l, mem: map[int64]tlog.Hash{}}
 	// Records are inserted up to 64 per statement (prepared once per chunk
 	// size, see execChunked).
@@ -191,7 +219,7 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 			hr.mem[base+int64(j)] = h
 		}
 		newHash = append(newHash, hs...)
-		if queueIDs == nil && !pack {
+		if queueIDs == nil && !inPack[i] {
 			pendingArgs = append(pendingArgs, r.seq, r.time, r.actor, r.event, r.outcome, r.origin, r.resource, r.details, r.prev, r.hash, r.mac)
 		}
 		if len(pendingArgs) >= perInsert*11 {
@@ -207,16 +235,33 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 		out[i] = Record{Seq: r.seq, Time: lastTime, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
 			Resource: r.resource, PrevHash: r.prev, Hash: r.hash}
 	}
+	for _, p := range packs {
+		if err := l.insertPack(ctx, tx, rs[p.start:p.start+p.n]); err != nil {
+			return nil, err
+		}
+	}
 	if queueIDs != nil {
-		if err := l.moveQueued(ctx, tx, queueIDs, rs, tlog.StoredHashIndex(0, start), newHash); err != nil {
+		// The single entries are moved set-based, the batches deleted.
+		var ids, batches []int64
+		var singles []row
+		for i := range rs {
+			switch {
+			case !inPack[i]:
+				ids, singles = append(ids, queueIDs[i]), append(singles, rs[i])
+			case len(batches) == 0 || batches[len(batches)-1] != queueIDs[i]:
+				batches = append(batches, queueIDs[i])
+			}
+		}
+		if len(batches) > 0 {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM audit_queue WHERE id = ANY($1::bigint[])`, batches); err != nil {
+				return nil, fmt.Errorf("audit: dequeue batches: %w", err)
+			}
+		}
+		if err := l.moveQueued(ctx, tx, ids, singles, tlog.StoredHashIndex(0, start), newHash); err != nil {
 			return nil, err
 		}
 	} else {
-		if pack {
-			if err := l.insertPack(ctx, tx, rs); err != nil {
-				return nil, err
-			}
-		} else if err := flush(); err != nil {
+		if err := flush(); err != nil {
 			return nil, err
 		}
 		if err := l.insertHashes(ctx, tx, tlog.StoredHashIndex(0, start), newHash); err != nil {
@@ -238,6 +283,9 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 // the places computed in rs, and stores the tree hashes hs (stored hash
 // indexes first, first+1, …), set-based.
 func (l *Log) moveQueued(ctx context.Context, tx *sql.Tx, ids []int64, rs []row, first int64, hs []tlog.Hash) error {
+	if len(ids) == 0 {
+		return l.insertHashes(ctx, tx, first, hs)
+	}
 	seqs := make([]int64, len(rs))
 	prevs, hashes, macs := make([][]byte, len(rs)), make([][]byte, len(rs)), make([][]byte, len(rs))
 	for i := range rs {
