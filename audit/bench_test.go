@@ -62,25 +62,11 @@ func BenchmarkVerify10k(b *testing.B) {
 // Ed25519 signature, store), verifying the whole log against a checkpoint
 // (every leaf recomputed from the records), and one inclusion proof.
 func BenchmarkLargeLog(b *testing.B) {
-	n := 100_000
-	if s := os.Getenv("QSHIELD_AUDIT_BENCH_RECORDS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			b.Fatalf("QSHIELD_AUDIT_BENCH_RECORDS=%q", s)
-		}
-		n = v
-	}
+	n := envCount(b, "QSHIELD_AUDIT_BENCH_RECORDS", 100_000)
 	// QSHIELD_AUDIT_BENCH_BATCH=64 builds the log as the ledger's group
 	// commit does: RecordAllTx batches of 64 (packs on SQLite, queued
 	// batches on PostgreSQL) instead of a row per record.
-	batch := 0
-	if s := os.Getenv("QSHIELD_AUDIT_BENCH_BATCH"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			b.Fatalf("QSHIELD_AUDIT_BENCH_BATCH=%q", s)
-		}
-		batch = v
-	}
+	batch := envCount(b, "QSHIELD_AUDIT_BENCH_BATCH", 0)
 	signer, verifier := testKeys(b)
 	for _, be := range sqldbtest.Backends() {
 		b.Run(be.Name, func(b *testing.B) {
@@ -185,6 +171,20 @@ func BenchmarkLargeLog(b *testing.B) {
 			})
 		})
 	}
+}
+
+// envCount is the positive integer in the environment variable name, or
+// def when it is unset.
+func envCount(b *testing.B, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return v
 }
 
 // cpuTime is this process's user+system CPU time (the database work of

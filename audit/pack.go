@@ -62,7 +62,7 @@ func encodePack(rs []row) []byte {
 	n := 1 + binary.MaxVarintLen64 + hashLen
 	for i := range rs {
 		r := &rs[i]
-		n += len(r.actor) + len(r.event) + len(r.outcome) + len(r.origin) + len(r.resource) + len(r.details) + len(r.hash) + len(r.mac) + 7*binary.MaxVarintLen64
+		n += fieldsLen(r) + len(r.hash) + len(r.mac) + binary.MaxVarintLen64
 	}
 	b := make([]byte, 0, n)
 	b = append(b, packVersion)
@@ -70,15 +70,50 @@ func encodePack(rs []row) []byte {
 	b = append(b, rs[0].prev...)
 	for i := range rs {
 		r := &rs[i]
-		for _, f := range []string{r.actor, r.event, r.outcome, r.origin, r.resource, r.details} {
-			b = binary.AppendUvarint(b, uint64(len(f)))
-			b = append(b, f...)
-		}
+		b = appendFields(b, r)
 		b = append(b, r.hash...)
 		b = binary.AppendUvarint(b, uint64(len(r.mac)))
 		b = append(b, r.mac...)
 	}
 	return b
+}
+
+// appendFields appends r's contents (actor, event, outcome, origin,
+// resource, details), each as a uvarint length and its bytes.
+func appendFields(b []byte, r *row) []byte {
+	for _, f := range []string{r.actor, r.event, r.outcome, r.origin, r.resource, r.details} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+// fieldsLen bounds the length appendFields adds for r.
+func fieldsLen(r *row) int {
+	return len(r.actor) + len(r.event) + len(r.outcome) + len(r.origin) + len(r.resource) + len(r.details) + 6*binary.MaxVarintLen64
+}
+
+// readField reads one length-prefixed field from *b, advancing it; ok is
+// false when *b is too short.
+func readField(b *[]byte) (string, bool) {
+	l, k := binary.Uvarint(*b)
+	if k <= 0 || l > uint64(len(*b)-k) {
+		return "", false
+	}
+	s := string((*b)[k : k+int(l)])
+	*b = (*b)[k+int(l):]
+	return s, true
+}
+
+// readFields reads r's contents as appendFields wrote them.
+func readFields(b *[]byte, r *row) bool {
+	for _, f := range []*string{&r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details} {
+		var ok bool
+		if *f, ok = readField(b); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // decodePack returns the records of the pack stored at first with time t
@@ -104,31 +139,19 @@ func decodePack(first int64, t string, b []byte) ([]row, error) {
 	}
 	prev := b[:hashLen:hashLen]
 	b = b[hashLen:]
-	field := func() (string, bool) {
-		l, k := binary.Uvarint(b)
-		if k <= 0 || l > uint64(len(b)-k) {
-			return "", false
-		}
-		s := string(b[k : k+int(l)])
-		b = b[k+int(l):]
-		return s, true
-	}
 	rs := make([]row, n)
 	for i := range rs {
 		r := &rs[i]
 		r.seq, r.time, r.prev = first+int64(i), t, prev
-		var ok bool
-		for _, f := range []*string{&r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details} {
-			if *f, ok = field(); !ok {
-				return nil, bad(fmt.Sprintf("record %d: truncated field", r.seq))
-			}
+		if !readFields(&b, r) {
+			return nil, bad(fmt.Sprintf("record %d: truncated field", r.seq))
 		}
 		if len(b) < hashLen {
 			return nil, bad(fmt.Sprintf("record %d: short hash", r.seq))
 		}
 		r.hash = b[:hashLen:hashLen]
 		b = b[hashLen:]
-		mac, ok := field()
+		mac, ok := readField(&b)
 		if !ok {
 			return nil, bad(fmt.Sprintf("record %d: truncated MAC", r.seq))
 		}
@@ -154,17 +177,14 @@ func encodeEntries(rs []row) []byte {
 	n := 1 + binary.MaxVarintLen64
 	for i := range rs {
 		r := &rs[i]
-		n += len(r.actor) + len(r.event) + len(r.outcome) + len(r.origin) + len(r.resource) + len(r.details) + 6*binary.MaxVarintLen64
+		n += fieldsLen(r)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, packVersion)
 	b = binary.AppendUvarint(b, uint64(len(rs)))
 	for i := range rs {
 		r := &rs[i]
-		for _, f := range []string{r.actor, r.event, r.outcome, r.origin, r.resource, r.details} {
-			b = binary.AppendUvarint(b, uint64(len(f)))
-			b = append(b, f...)
-		}
+		b = appendFields(b, r)
 	}
 	return b
 }
@@ -185,13 +205,8 @@ func decodeEntries(id int64, t string, b []byte) ([]row, error) {
 	for i := range rs {
 		r := &rs[i]
 		r.time = t
-		for _, f := range []*string{&r.actor, &r.event, &r.outcome, &r.origin, &r.resource, &r.details} {
-			l, k := binary.Uvarint(b)
-			if k <= 0 || l > uint64(len(b)-k) {
-				return nil, bad(fmt.Sprintf("entry %d: truncated field", i))
-			}
-			*f = string(b[k : k+int(l)])
-			b = b[k+int(l):]
+		if !readFields(&b, r) {
+			return nil, bad(fmt.Sprintf("entry %d: truncated field", i))
 		}
 	}
 	if len(b) != 0 {

@@ -94,26 +94,7 @@ func FuzzDecodePack(f *testing.F) {
 func appendPack(t *testing.T, l *Log, entries []Entry) {
 	t.Helper()
 	ctx := context.Background()
-	err := l.db.InTx(ctx, func(tx *sql.Tx) error {
-		if l.db.Dialect == sqldb.SQLite {
-			return l.RecordAllTx(ctx, tx, entries)
-		}
-		t := l.now().UTC().Format(TimeLayout)
-		rs := make([]row, len(entries))
-		for i, e := range entries {
-			r, err := rowAt(e, t)
-			if err != nil {
-				return err
-			}
-			rs[i] = r
-		}
-		head, err := l.lockHead(ctx, tx)
-		if err != nil {
-			return err
-		}
-		_, err = l.appendRowsTx(ctx, tx, head, rs, nil, []span{{0, len(rs)}})
-		return err
-	})
+	err := l.db.InTx(ctx, func(tx *sql.Tx) error { return l.appendBatchTx(ctx, tx, entries, true) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,11 +189,7 @@ func TestPackedRecords(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var path [][32]byte
-			for _, h := range p.Proof {
-				path = append(path, h)
-			}
-			if !rfc9162VerifyInclusion(p.Index, p.TreeSize, p.Entry, path, cp.Hash) {
+			if !rfc9162VerifyInclusion(p.Index, p.TreeSize, p.Entry, proofPath(p), cp.Hash) {
 				t.Fatalf("seq %d: inclusion proof rejected", seq)
 			}
 		}

@@ -48,6 +48,13 @@ func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) erro
 		}
 		return nil
 	}
+	return l.appendBatchTx(ctx, tx, entries, len(entries) >= packMin)
+}
+
+// appendBatchTx gives entries, stamped with one time, their places after
+// the head inside tx (which it locks): as one pack when pack is set, else
+// as rows of audit_log.
+func (l *Log) appendBatchTx(ctx context.Context, tx *sql.Tx, entries []Entry, pack bool) error {
 	t := l.now().UTC().Truncate(time.Microsecond).Format(TimeLayout)
 	rs := make([]row, len(entries))
 	for i, e := range entries {
@@ -62,7 +69,7 @@ func (l *Log) RecordAllTx(ctx context.Context, tx *sql.Tx, entries []Entry) erro
 		return err
 	}
 	var packs []span
-	if len(rs) >= packMin {
+	if pack {
 		packs = []span{{0, len(rs)}}
 	}
 	_, err = l.appendRowsTx(ctx, tx, head, rs, nil, packs)

@@ -314,10 +314,7 @@ func TestInclusionProofIndependent(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var path [][32]byte
-				for _, h := range p.Proof {
-					path = append(path, h)
-				}
+				path := proofPath(p)
 				if !rfc9162VerifyInclusion(p.Index, p.TreeSize, p.Entry, path, cp.Hash) {
 					t.Fatalf("n=%d seq=%d: inclusion proof rejected", n, seq)
 				}
@@ -332,6 +329,15 @@ func TestInclusionProofIndependent(t *testing.T) {
 			}
 		}
 	})
+}
+
+// proofPath is p's audit path as rfc9162VerifyInclusion takes it.
+func proofPath(p InclusionProof) [][32]byte {
+	var path [][32]byte
+	for _, h := range p.Proof {
+		path = append(path, h)
+	}
+	return path
 }
 
 // rfc9162VerifyInclusion is RFC 9162 §2.1.3.2, written from the RFC text.
