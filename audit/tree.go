@@ -105,7 +105,6 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 	var pending []queued
 	var rs []row
 	var packs []span
-	var batchIDs []int64 // queued batches (deleted by id)
 	for rows.Next() && len(rs) < limit {
 		var q queued
 		var r row
@@ -125,7 +124,6 @@ func (l *Log) integrateTx(ctx context.Context, tx *sql.Tx, limit int) ([]queued,
 			return nil, err
 		}
 		packs = append(packs, span{start: len(rs), n: len(entries)})
-		batchIDs = append(batchIDs, q.queueID)
 		for _, e := range entries {
 			pending = append(pending, q)
 			rs = append(rs, e)
