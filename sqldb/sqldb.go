@@ -324,14 +324,30 @@ func (m Migration) text(d Dialect) string {
 
 var byteaRE = regexp.MustCompile(`\bBYTEA\b`)
 
+// ErrSchemaNewer is returned by Migrate when the database's schema of a
+// component is newer than the migrations the caller knows.
+var ErrSchemaNewer = errors.New("sqldb: database schema newer than this binary")
+
 // Migrate applies, in order and each in its own transaction, the migrations of
-// component that are not applied yet. It is safe to call from several processes.
+// component that are not applied yet. It is safe to call from several
+// processes. A schema newer than ms (another node's newer binary migrated
+// it) is ErrSchemaNewer, and nothing is changed.
 func (db *DB) Migrate(ctx context.Context, component string, ms []Migration) error {
 	create := `CREATE TABLE IF NOT EXISTS schema_migrations (
 		component TEXT NOT NULL, version INTEGER NOT NULL, applied_at TEXT NOT NULL,
 		PRIMARY KEY (component, version))`
 	if _, err := db.ExecContext(ctx, create); err != nil && !isDuplicateObject(err) {
 		return fmt.Errorf("sqldb: create schema_migrations: %w", err)
+	}
+	// A binary older than the schema would read and write it with the
+	// old layout (for the audit queue, say, treat a batch row as one empty
+	// record): refuse to start.
+	var have int
+	if err := db.QueryRowContext(ctx, db.Rebind(`SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?`), component).Scan(&have); err != nil {
+		return fmt.Errorf("sqldb: read the schema version of %s: %w", component, err)
+	}
+	if have > len(ms) {
+		return fmt.Errorf("%w: %s is at schema version %d, this binary knows %d: run the newer binary", ErrSchemaNewer, component, have, len(ms))
 	}
 	for i, m := range ms {
 		if m.Version != i+1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/qshield/qshield/sqldb"
@@ -118,6 +119,28 @@ func TestMigrationTypes(t *testing.T) {
 		}
 		if string(out) != string(in) || note != "BYTEAX stays" {
 			t.Fatalf("got % x %q", out, note)
+		}
+	})
+}
+
+// TestMigrateRefusesNewerSchema: a binary that knows fewer migrations than
+// the database has applied refuses to start, and changes nothing.
+func TestMigrateRefusesNewerSchema(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		ms := []sqldb.Migration{
+			{Version: 1, SQL: `CREATE TABLE gadgets (id INTEGER PRIMARY KEY)`},
+			{Version: 2, SQL: `ALTER TABLE gadgets ADD COLUMN size INTEGER NOT NULL DEFAULT 0`},
+		}
+		if err := db.Migrate(ctx, "gadgets", ms); err != nil {
+			t.Fatal(err)
+		}
+		err := db.Migrate(ctx, "gadgets", ms[:1])
+		if !errors.Is(err, sqldb.ErrSchemaNewer) || !strings.Contains(err.Error(), "version 2") {
+			t.Fatalf("an older binary's Migrate: %v", err)
+		}
+		if err := db.Migrate(ctx, "gadgets", ms); err != nil {
+			t.Fatalf("the current binary after the refusal: %v", err)
 		}
 	})
 }
