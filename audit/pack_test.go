@@ -347,3 +347,20 @@ func TestQueuedBatch(t *testing.T) {
 		exec(t, db, `DELETE FROM audit_queue`)
 	})
 }
+
+// TestPackSearchEscapedAccount: an account whose JSON form is escaped in the
+// details (encoding/json writes < as \u003c) is still found in packs.
+func TestPackSearchEscapedAccount(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		l := emptyLog(t, db)
+		appendPack(t, l, []Entry{
+			{Actor: "a", Event: "ledger.transfer", Outcome: OutcomeSuccess, Resource: "tr_1", Details: map[string]string{"from": "acc<1>", "to": "acc_2"}},
+			{Actor: "a", Event: "ledger.transfer", Outcome: OutcomeSuccess, Resource: "tr_2", Details: map[string]string{"from": "acc_2", "to": "acc_3"}},
+		})
+		recs, err := l.Search(ctx, Query{Account: "acc<1>"})
+		if err != nil || len(recs) != 1 || recs[0].Resource != "tr_1" {
+			t.Fatalf("Search(acc<1>) = %+v, %v", recs, err)
+		}
+	})
+}

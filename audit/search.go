@@ -253,7 +253,9 @@ func (l *Log) packScan(q Query) (*scan, error) {
 	if q.Outcome != "" {
 		cond(contains, []byte(q.Outcome))
 	}
-	if q.Account != "" {
+	if v, _ := json.Marshal(q.Account); q.Account != "" && string(v) == `"`+q.Account+`"` {
+		// (An account that JSON escapes appears escaped in details, so
+		// the raw bytes are no prefilter for it.)
 		cond(contains, []byte(q.Account))
 	}
 	if q.AfterSeq > 0 {
