@@ -356,9 +356,9 @@ func (s *scan) pages(ctx context.Context, db *sqldb.DB, q querier, fn func(r *ro
 		// The records of the packs (or, for a pack that does not decode,
 		// its error at its first place), in seq order.
 		type item struct {
-			r   *row
-			bad error
-			seq int64
+			r         *row
+			bad       error // a pack that does not decode: places seq..last
+			seq, last int64
 		}
 		var fromPacks []item
 		for _, p := range packs {
@@ -373,7 +373,7 @@ func (s *scan) pages(ctx context.Context, db *sqldb.DB, q querier, fn func(r *ro
 				if s.onBad == nil {
 					return fmt.Errorf("%w (run `qshield audit verify`)", err)
 				}
-				fromPacks = append(fromPacks, item{bad: err, seq: p.first, r: &row{seq: p.last}})
+				fromPacks = append(fromPacks, item{bad: err, seq: p.first, last: p.last})
 				continue
 			}
 			// A pack starting at or before limit is read whole (its
@@ -394,7 +394,7 @@ func (s *scan) pages(ctx context.Context, db *sqldb.DB, q querier, fn func(r *ro
 				i++
 			case j < len(fromPacks):
 				if it := fromPacks[j]; it.bad != nil {
-					err = s.onBad(it.seq, it.r.seq, it.bad)
+					err = s.onBad(it.seq, it.last, it.bad)
 				} else {
 					err = fn(it.r)
 				}
