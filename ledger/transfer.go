@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/qshield/qshield/sqldb"
@@ -494,8 +495,9 @@ func decodeCursor(c string) (int64, error) {
 	if c == "" {
 		return math.MaxInt64, nil
 	}
+	// The decoder skips \r and \n; a cursor holding them is not one we issued.
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) != 9 || b[0] != cursorVersion {
+	if err != nil || strings.ContainsAny(c, "\r\n") || len(b) != 9 || b[0] != cursorVersion {
 		return 0, fmt.Errorf("%w: %q", ErrInvalidCursor, c)
 	}
 	seq := int64(binary.BigEndian.Uint64(b[1:]))
