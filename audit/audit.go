@@ -167,6 +167,9 @@ type Log struct {
 	// stmts caches prepared SQLite statements by query text (see execTx);
 	// they are closed with the database.
 	stmts sync.Map
+	// frontier keeps the tree's frontier after the last append, so the
+	// next one need not read it back from the database (see frontier.go).
+	frontier frontier
 }
 
 var migrations = []sqldb.Migration{{
@@ -359,25 +362,47 @@ func checkText(what string, s string, required bool, max int) error {
 	return nil
 }
 
+// textOK reports whether checkText accepts s, without building an error
+// (the append path checks every field and detail of every record).
+func textOK(s string, required bool, max int) bool {
+	if (required && s == "") || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == 0 || c >= utf8.RuneSelf {
+			return c != 0 && utf8.ValidString(s[i:]) && strings.IndexByte(s[i:], 0) < 0
+		}
+	}
+	return true
+}
+
+// textErr is checkText's error for s, which textOK refused.
+func textErr(what, s string, required bool, max int) error {
+	if err := checkText(what, s, required, max); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s is not valid text", ErrInvalid, what)
+}
+
 func (e *Entry) validate() error {
-	for _, f := range []struct {
+	for _, f := range [...]struct {
 		name string
 		v    string
 		req  bool
 	}{{"actor", e.Actor, true}, {"event", e.Event, true}, {"outcome", e.Outcome, true}, {"origin", e.Origin, false}, {"resource", e.Resource, false}} {
-		if err := checkText(f.name, f.v, f.req, maxField); err != nil {
-			return err
+		if !textOK(f.v, f.req, maxField) {
+			return textErr(f.name, f.v, f.req, maxField)
 		}
 	}
 	if len(e.Details) > maxDetails {
 		return fmt.Errorf("%w: more than %d details", ErrInvalid, maxDetails)
 	}
 	for k, v := range e.Details {
-		if err := checkText("detail key", k, true, maxField); err != nil {
-			return err
+		if !textOK(k, true, maxField) {
+			return textErr("detail key", k, true, maxField)
 		}
-		if err := checkText("detail "+k, v, false, maxDetailValue); err != nil {
-			return err
+		if !textOK(v, false, maxDetailValue) {
+			return textErr("detail "+k, v, false, maxDetailValue)
 		}
 	}
 	return nil
@@ -413,26 +438,28 @@ func plainDetails(d map[string]string) (string, bool) {
 		}
 		return true
 	}
-	keys := make([]string, 0, len(d))
+	type kv struct{ k, v string }
+	var buf [16]kv
+	pairs := buf[:0]
 	n := 2
 	for k, v := range d {
 		if !plain(k) || !plain(v) {
 			return "", false
 		}
-		keys = append(keys, k)
+		pairs = append(pairs, kv{k, v})
 		n += len(k) + len(v) + 6
 	}
-	slices.Sort(keys)
+	slices.SortFunc(pairs, func(a, b kv) int { return strings.Compare(a.k, b.k) })
 	b := make([]byte, 0, n)
 	b = append(b, '{')
-	for i, k := range keys {
+	for i, p := range pairs {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, '"')
-		b = append(b, k...)
+		b = append(b, p.k...)
 		b = append(b, '"', ':', '"')
-		b = append(b, d[k]...)
+		b = append(b, p.v...)
 		b = append(b, '"')
 	}
 	b = append(b, '}')

@@ -261,3 +261,18 @@ func BenchmarkRecordAllTx(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRowAt is the per-record work of an append before the hashes: a
+// ledger transfer's entry validated and its details made canonical.
+func BenchmarkRowAt(b *testing.B) {
+	e := Entry{Actor: "2f9c61a0d3b4e5f6", Event: "ledger.transfer", Outcome: OutcomeSuccess, Origin: "ledger",
+		Resource: "tr_0193a5c2e4f1b8d7c6a5e4f3d2c1b0a9", Details: map[string]string{
+			"transfer_id": "tr_0193a5c2e4f1b8d7c6a5e4f3d2c1b0a9", "from": "acc_0193a5c2e4f1b8d7c6a5e4f3d2c1b0aa",
+			"to": "acc_0193a5c2e4f1b8d7c6a5e4f3d2c1b0ab", "amount": "1250", "currency": "EUR", "state": "posted"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := rowAt(e, "2026-12-07T19:00:00.000000Z"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

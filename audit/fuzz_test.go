@@ -107,3 +107,24 @@ func FuzzCanonicalDetails(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTextOK: the append path's quick check accepts exactly what checkText
+// accepts, at every length limit and whether or not the text is required.
+func FuzzTextOK(f *testing.F) {
+	f.Add("ledger.transfer", 256, true)
+	f.Add("", 256, true)
+	f.Add("caf\u00e9", 4, false)
+	f.Add("a\x00b", 10, false)
+	f.Add("ok\xff", 10, false)
+	f.Add("\u00e9\x00", 10, false)
+	f.Fuzz(func(t *testing.T, s string, max int, required bool) {
+		ok := textOK(s, required, max)
+		err := checkText("field", s, required, max)
+		if ok != (err == nil) {
+			t.Fatalf("textOK(%q, %v, %d) = %v, checkText: %v", s, required, max, ok, err)
+		}
+		if !ok && textErr("field", s, required, max) == nil {
+			t.Fatal("textErr returned nil for refused text")
+		}
+	})
+}

@@ -185,6 +185,7 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 		}
 	}
 	hr := &txHashes{ctx: ctx, tx: tx, db: l.db, log: l, mem: map[int64]tlog.Hash{}}
+	l.frontier.load(head, hr.mem)
 	// Records are inserted up to 64 per statement (prepared once per chunk
 	// size, see execChunked).
 	const perInsert = 64
@@ -274,6 +275,7 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return nil, fmt.Errorf("audit: head moved during append (concurrent writer without lock?)")
 	}
+	l.frontier.store(head, hr.mem)
 	return out, nil
 }
 
@@ -519,6 +521,9 @@ func (r *txHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 			}
 			for _, i := range pos[x] {
 				copy(out[i][:], h)
+			}
+			if r.mem != nil {
+				r.mem[x] = out[pos[x][0]]
 			}
 			delete(pos, x)
 		}
