@@ -69,7 +69,11 @@ func (s HTTPSink) Publish(ctx context.Context, cp []byte) error {
 
 // Publisher integrates queued records and signs and publishes a checkpoint
 // whenever Every records were added or Interval passed since the last one
-// (and the log grew).
+// (and the log grew), but not more often than once per MinInterval: under
+// load the log grows by Every records many times a second, and a checkpoint
+// is a write transaction (competing with the business writer for SQLite's
+// lock), a signature and a round trip to every witness, while what it
+// proves does not need more than one a second.
 type Publisher struct {
 	Log    *Log
 	Signer note.Signer
@@ -77,6 +81,9 @@ type Publisher struct {
 	Every int64
 	// Interval is the longest time between checkpoints of a growing log (default 10 s).
 	Interval time.Duration
+	// MinInterval is the shortest time between two checkpoints that Run
+	// publishes (default 1 s; negative: none). PublishNow is not limited.
+	MinInterval time.Duration
 	// Poll is how often the queue is integrated (default 200 ms).
 	Poll  time.Duration
 	Sinks []Sink
@@ -171,6 +178,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 	if poll <= 0 {
 		poll = 200 * time.Millisecond
 	}
+	minInterval := p.MinInterval
+	if minInterval == 0 {
+		minInterval = time.Second
+	}
 	var lastSize int64 = -1
 	lastTime := time.Time{}
 	tick := time.NewTicker(poll)
@@ -182,8 +193,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 		if head, err := p.Log.Head(ctx); err == nil {
 			grown := head.Seq > lastSize
 			// Due: never tried, Every records since the last checkpoint, or
-			// Interval since the last checkpoint or failed attempt.
-			due := lastTime.IsZero() || lastSize >= 0 && head.Seq-lastSize >= every || time.Since(lastTime) >= interval
+			// Interval since the last checkpoint or failed attempt; and not
+			// within MinInterval of the last.
+			since := time.Since(lastTime)
+			due := lastTime.IsZero() || (lastSize >= 0 && head.Seq-lastSize >= every || since >= interval) && since >= minInterval
 			if grown && due {
 				if _, cp, err := p.PublishNow(ctx); err != nil && ctx.Err() == nil {
 					p.logger().ErrorContext(ctx, "audit checkpoint failed", "err", err)
