@@ -21,7 +21,9 @@
 // appended together (RecordAllTx on SQLite: a group commit of ledger
 // transfers), one of the records of a pack, a single row of audit_packs for
 // the whole batch (pack.go). The records, their hashes and the tree are the
-// same either way; every reader sees both tables as one sequence.
+// same either way; every reader sees both tables as one sequence. An append
+// needs the stored hashes of the tree's frontier; a Log keeps those of its
+// last append in memory, keyed by the head they belong to (frontier.go).
 //
 // Ordering. Append reads the head and writes the record and the new head in
 // one transaction that holds the database's write lock: on SQLite writing
