@@ -15,6 +15,12 @@ import (
 // simClock is the verifier's clock, set to each claim's simulated receipt.
 type simClock struct{ t time.Time }
 
+// testProcessing is the simulated time a scanner takes per frame in these
+// tests (Clock.Processing), so that their outcomes do not depend on how
+// fast this machine runs the scan (the race detector makes it several
+// times slower).
+const testProcessing = 40 * time.Millisecond
+
 func (c *simClock) now() time.Time { return c.t }
 
 func issue(t *testing.T, p watermark.Params) (*watermark.Verifier, *simClock, []byte, *watermark.Loop) {
@@ -48,7 +54,7 @@ func TestCloseScanPays(t *testing.T) {
 	}
 	for i, skew := range skews {
 		v, ck, t0, l := issue(t, p)
-		r, err := Pay(ctx, l, prof, rng, 3*time.Second, Clock{Start: DefaultEpoch.Add(10 * time.Second), Skew: skew, Latency: 100 * time.Millisecond})
+		r, err := Pay(ctx, l, prof, rng, 3*time.Second, Clock{Processing: testProcessing, Start: DefaultEpoch.Add(10 * time.Second), Skew: skew, Latency: 100 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +141,7 @@ func TestRecordingReplayedLaterRefused(t *testing.T) {
 	v, ck, t0, l := issue(t, p)
 	rl := Relay{Thief: WithDisplay(camsim.RecaptureVideo(), p), Lens: 1, DistanceMM: 220,
 		Scanner: WithDisplay(camsim.CloseScan(), p), Replay: camsim.ReplayDisplay(),
-		Delay: 10 * time.Second, Timeout: 3 * time.Second, Clock: Clock{Start: DefaultEpoch.Add(5 * time.Second)}}
+		Delay: 10 * time.Second, Timeout: 3 * time.Second, Clock: Clock{Processing: testProcessing, Start: DefaultEpoch.Add(5 * time.Second)}}
 	// Perfect frames stand in for the recording when the simulated one
 	// loses the watermark: the server's decision must not depend on that.
 	r, err := Recapture(ctx, l, rl, rng)
@@ -144,7 +150,7 @@ func TestRecordingReplayedLaterRefused(t *testing.T) {
 	}
 	if !r.OK {
 		t.Logf("re-captured video lost the watermark (%+v); replaying perfect frames instead", r.Stats)
-		r, err = Pay(ctx, l, WithDisplay(camsim.CloseScan(), p), rng, 3*time.Second, Clock{Start: rl.Clock.Start})
+		r, err = Pay(ctx, l, WithDisplay(camsim.CloseScan(), p), rng, 3*time.Second, Clock{Processing: testProcessing, Start: rl.Clock.Start})
 		if err != nil || !r.OK {
 			t.Fatalf("direct scan: %v %+v", err, r.Stats)
 		}
@@ -180,7 +186,7 @@ func TestChallengeBoundScanPays(t *testing.T) {
 	v, ck, t0, l := issue(t, p)
 	v.ChallengeMaster = testMaster
 	r, err := Pay(ctx, l, WithDisplay(camsim.CloseScan(), p), rng, 3*time.Second,
-		Clock{Start: DefaultEpoch.Add(10 * time.Second), Latency: 100 * time.Millisecond, ScannerKey: scannerKey(t, "lane-A"), ChallengeDelay: 150 * time.Millisecond})
+		Clock{Processing: testProcessing, Start: DefaultEpoch.Add(10 * time.Second), Latency: 100 * time.Millisecond, ScannerKey: scannerKey(t, "lane-A"), ChallengeDelay: 150 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +225,7 @@ func TestLiveRelayRefused(t *testing.T) {
 	rl := Relay{Thief: WithDisplay(camsim.RecaptureVideo(), p), Lens: 0, DistanceMM: 150,
 		Scanner: WithDisplay(camsim.CloseScan(), p), Replay: camsim.ReplayDisplay(),
 		Delay: 300 * time.Millisecond, Timeout: 3 * time.Second,
-		Clock:        Clock{Start: start, Latency: 100 * time.Millisecond, ScannerKey: scannerKey(t, "lane-B"), ChallengeDelay: 100 * time.Millisecond},
+		Clock:        Clock{Processing: testProcessing, Start: start, Latency: 100 * time.Millisecond, ScannerKey: scannerKey(t, "lane-B"), ChallengeDelay: 100 * time.Millisecond},
 		PayerScanner: scannerKey(t, "lane-A")}
 	r, err := Recapture(ctx, l, rl, rng)
 	if err != nil {
@@ -230,7 +236,7 @@ func TestLiveRelayRefused(t *testing.T) {
 		// stand in the exact frames the phone showed to A.
 		t.Logf("re-captured video lost the watermark (%+v); relaying the phone's own frames instead", r.Stats)
 		r, err = Pay(ctx, l, WithDisplay(camsim.CloseScan(), p), rng, 3*time.Second,
-			Clock{Start: start, Latency: 100 * time.Millisecond, ScannerKey: scannerKey(t, "lane-A"), ChallengeDelay: 100 * time.Millisecond})
+			Clock{Processing: testProcessing, Start: start, Latency: 100 * time.Millisecond, ScannerKey: scannerKey(t, "lane-A"), ChallengeDelay: 100 * time.Millisecond})
 		if err != nil || !r.OK {
 			t.Fatalf("direct scan: %v %+v", err, r.Stats)
 		}
