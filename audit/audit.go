@@ -351,21 +351,9 @@ func OpenWithOptions(ctx context.Context, db *sqldb.DB, opts Options) (*Log, err
 	return l, nil
 }
 
-func checkText(what string, s string, required bool, max int) error {
-	if required && s == "" {
-		return fmt.Errorf("%w: %s is required", ErrInvalid, what)
-	}
-	if len(s) > max {
-		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, what, max)
-	}
-	if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
-		return fmt.Errorf("%w: %s is not valid UTF-8 text", ErrInvalid, what)
-	}
-	return nil
-}
-
-// textOK reports whether checkText accepts s, without building an error
-// (the append path checks every field and detail of every record).
+// textOK reports whether s is valid text for a field: UTF-8 without NUL,
+// at most max bytes, not empty when required. It builds no error (the
+// append path checks every field and detail of every record).
 func textOK(s string, required bool, max int) bool {
 	if (required && s == "") || len(s) > max {
 		return false
@@ -378,12 +366,18 @@ func textOK(s string, required bool, max int) bool {
 	return true
 }
 
-// textErr is checkText's error for s, which textOK refused.
-func textErr(what, s string, required bool, max int) error {
-	if err := checkText(what, s, required, max); err != nil {
-		return err
+// checkText is textOK with the error that says why.
+func checkText(what string, s string, required bool, max int) error {
+	switch {
+	case textOK(s, required, max):
+		return nil
+	case required && s == "":
+		return fmt.Errorf("%w: %s is required", ErrInvalid, what)
+	case len(s) > max:
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, what, max)
+	default:
+		return fmt.Errorf("%w: %s is not valid UTF-8 text", ErrInvalid, what)
 	}
-	return fmt.Errorf("%w: %s is not valid text", ErrInvalid, what)
 }
 
 func (e *Entry) validate() error {
@@ -392,19 +386,19 @@ func (e *Entry) validate() error {
 		v    string
 		req  bool
 	}{{"actor", e.Actor, true}, {"event", e.Event, true}, {"outcome", e.Outcome, true}, {"origin", e.Origin, false}, {"resource", e.Resource, false}} {
-		if !textOK(f.v, f.req, maxField) {
-			return textErr(f.name, f.v, f.req, maxField)
+		if err := checkText(f.name, f.v, f.req, maxField); err != nil {
+			return err
 		}
 	}
 	if len(e.Details) > maxDetails {
 		return fmt.Errorf("%w: more than %d details", ErrInvalid, maxDetails)
 	}
 	for k, v := range e.Details {
-		if !textOK(k, true, maxField) {
-			return textErr("detail key", k, true, maxField)
+		if err := checkText("detail key", k, true, maxField); err != nil {
+			return err
 		}
-		if !textOK(v, false, maxDetailValue) {
-			return textErr("detail "+k, v, false, maxDetailValue)
+		if !textOK(v, false, maxDetailValue) { // the name only on failure
+			return checkText("detail "+k, v, false, maxDetailValue)
 		}
 	}
 	return nil

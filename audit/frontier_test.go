@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/qshield/qshield/sqldb"
@@ -188,7 +189,9 @@ func TestFrontierIndexes(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := frontierIndexes(n)
-		if fmt.Sprint(sorted(got)) != fmt.Sprint(sorted(read)) {
+		slices.Sort(got)
+		slices.Sort(read)
+		if !slices.Equal(got, read) {
 			t.Fatalf("frontier of %d = %v, TreeHash reads %v", n, got, read)
 		}
 	}
@@ -197,15 +200,3 @@ func TestFrontierIndexes(t *testing.T) {
 type hashReaderFunc func([]int64) ([]tlog.Hash, error)
 
 func (f hashReaderFunc) ReadHashes(xs []int64) ([]tlog.Hash, error) { return f(xs) }
-
-func sorted(xs []int64) []int64 {
-	out := append([]int64(nil), xs...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
-}

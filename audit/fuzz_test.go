@@ -3,8 +3,11 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func FuzzParseGroupBy(f *testing.F) {
@@ -108,8 +111,9 @@ func FuzzCanonicalDetails(f *testing.F) {
 	})
 }
 
-// FuzzTextOK: the append path's quick check accepts exactly what checkText
-// accepts, at every length limit and whether or not the text is required.
+// FuzzTextOK: the append path's quick check accepts exactly the text the
+// rule allows (valid UTF-8, no NUL, at most max bytes, not empty when
+// required), and checkText fails exactly when it refuses.
 func FuzzTextOK(f *testing.F) {
 	f.Add("ledger.transfer", 256, true)
 	f.Add("", 256, true)
@@ -118,13 +122,12 @@ func FuzzTextOK(f *testing.F) {
 	f.Add("ok\xff", 10, false)
 	f.Add("\u00e9\x00", 10, false)
 	f.Fuzz(func(t *testing.T, s string, max int, required bool) {
-		ok := textOK(s, required, max)
-		err := checkText("field", s, required, max)
-		if ok != (err == nil) {
-			t.Fatalf("textOK(%q, %v, %d) = %v, checkText: %v", s, required, max, ok, err)
+		want := utf8.ValidString(s) && !strings.ContainsRune(s, 0) && len(s) <= max && (!required || s != "")
+		if got := textOK(s, required, max); got != want {
+			t.Fatalf("textOK(%q, %v, %d) = %v, want %v", s, required, max, got, want)
 		}
-		if !ok && textErr("field", s, required, max) == nil {
-			t.Fatal("textErr returned nil for refused text")
+		if err := checkText("field", s, required, max); (err == nil) != want || err != nil && !errors.Is(err, ErrInvalid) {
+			t.Fatalf("checkText(%q, %v, %d) = %v, want ok %v", s, required, max, err, want)
 		}
 	})
 }

@@ -19,7 +19,8 @@ import (
 // The audited targets run the same load with the ledger auditing every
 // transfer inside its transaction (ledger.WithAudit) and, as the platform
 // does, a checkpoint publisher integrating the audit queue every 200 ms and
-// signing a checkpoint every 1000 records, so its cost is measured too.
+// signing a checkpoint every 1000 records (at most one a second, the
+// publisher's default), so its cost is measured too.
 // Compare each with its unaudited target (same accounts and clients).
 
 // openAudited opens the audit log on db and starts a publisher (unless the

@@ -12,14 +12,14 @@ import (
 	"github.com/qshield/qshield/watermark/camsim"
 )
 
-// simClock is the verifier's clock, set to each claim's simulated receipt.
-type simClock struct{ t time.Time }
-
 // testProcessing is the simulated time a scanner takes per frame in these
 // tests (Clock.Processing), so that their outcomes do not depend on how
 // fast this machine runs the scan (the race detector makes it several
 // times slower).
 const testProcessing = 40 * time.Millisecond
+
+// simClock is the verifier's clock, set to each claim's simulated receipt.
+type simClock struct{ t time.Time }
 
 func (c *simClock) now() time.Time { return c.t }
 
