@@ -9,19 +9,29 @@
 //
 // A Plan is a sparse parity-check matrix H (m checks × N = n + p variables)
 // drawn deterministically from a public seed for the frame length n and the
-// QBER estimate e: m = ⌈FMax·n·h(e)⌉ and p = m − ⌊FStart·n·h(e)⌋. The first n
-// variables are the key bits, the last p are punctured: Alice fills them with
-// fresh uniform random bits that Bob never sees (rate adaptation by
-// puncturing). Key variables have an irregular degree profile (20% of
-// degree 2, 60% of degree 3, 20% of degree 15); punctured variables have
-// degree 3 at most (2 with the default FMax) and are untainted: every
-// check has at most one punctured neighbour, so H restricted to the
-// punctured columns has disjoint supports and full column rank (checked when
-// the plan is built). The construction is part of the protocol: both ends
-// must build the same H from the seed, so a change to it (such as the
-// profile's, which replaced 2/3/10 at 18/70/12%) needs both ends upgraded;
-// a mismatch shows as every frame failing its verification and being
-// discarded, never as a wrong key accepted.
+// QBER estimate e: m = ⌈FMax·n·h(e)⌉ and p = min(m − ⌊FStart·n·h(e)⌋, ⌊m/2⌋).
+// The first n variables are the key bits, the last p are punctured: Alice
+// fills them with fresh uniform random bits that Bob never sees (rate
+// adaptation by puncturing). Key variables have an irregular degree profile
+// (20% of degree 2, 60% of degree 3, 20% of degree 15); punctured variables
+// have degree 2 (3 when p ≤ m/3) and are untainted: every check has at most
+// one punctured neighbour, so H restricted to the punctured columns has
+// disjoint supports and full column rank (checked when the plan is built).
+//
+// Degree-2 variables, key and punctured, lie on one path through the checks
+// and so never close a cycle; key variables of degree 2 the path has no room
+// for (at high rates, where the 20% outnumber the checks) get degree 3. A
+// cycle of degree-2 variables is a low-weight solution of the syndrome: the
+// first construction, which placed them at random, let the decoder settle on
+// a wrong key that satisfied the syndrome in 2–7% of the frames near the
+// threshold (seen at 1–3% QBER while tuning; the universal hash caught them,
+// but each was a frame lost).
+//
+// The construction is part of the protocol: both ends must build the same H
+// from the seed, so a change to it (the profile's, which replaced 2/3/10 at
+// 18/70/12%; the degree-2 path; FStart's default, once 1.0) needs both ends
+// upgraded; a mismatch shows as every frame failing its verification and
+// being discarded, never as a wrong key accepted.
 //
 // # Protocol and leakage
 //
@@ -30,10 +40,13 @@
 //     m − rank(H_P) = m − p bits about the key.
 //  2. Bob decodes with belief propagation (sum-product in the log domain,
 //     layered schedule). If the syndrome of his estimate matches, he is done.
-//  3. Otherwise he asks for the values of Step more punctured bits, the ones
-//     his decoder is least sure of (blind reconciliation: each revealed bit
-//     turns a punctured symbol into a shortened one, lowering the rate). Each
-//     costs exactly one more disclosed bit. He decodes again, warm-started.
+//  3. Otherwise he asks for the values of more punctured bits, the ones his
+//     decoder is least sure of (blind reconciliation: each revealed bit
+//     turns a punctured symbol into a shortened one, lowering the rate): at
+//     first enough to reach FJump, then Step at a time, more when the round
+//     trips left (MaxRoundTrips) would not reveal them all. Each costs
+//     exactly one more disclosed bit. He decodes again, warm-started; once
+//     every bit is revealed, a last attempt starts from the channel alone.
 //
 // The disclosed count is therefore m − p + (punctured bits revealed); the
 // proof is I(K; S, P_R) = I(K; H_K·K + H_{P∖R}·P_{P∖R}) ≤ m − rank(H_{P∖R}),
@@ -79,40 +92,65 @@ const (
 const MinQBER = 1e-3
 
 // Options tune a Plan. The zero value of each field means its default.
+// FMax, FStart and the QBER estimate shape the matrix, so both ends must
+// use the same; the others steer Bob's decoder and requests only.
 type Options struct {
-	// FStart is the efficiency of the first attempt: m − p = ⌊FStart·n·h(e)⌋
-	// (default 1.0).
+	// FStart is the efficiency of the first attempt: m − p = ⌊FStart·n·h(e)⌋,
+	// with p at most m/2 (default 0.85 = FMax/2: every check has one
+	// punctured neighbour). Puncturing a variable of two checks discloses
+	// only their sum, so a heavily punctured code starts as a code of half
+	// as many checks, and each reveal splits the pair Bob is least sure of:
+	// the adaptive choice is what brings f close to 1.
 	FStart float64
 	// FMax is the efficiency once every punctured bit is revealed: m =
 	// ⌈FMax·n·h(e)⌉ (default 1.70).
 	FMax float64
+	// FJump is the efficiency Bob's first request for punctured bits
+	// reaches at once (default 1.0; below FStart + Step it is one step):
+	// frames almost never decode below it, so the small steps start there.
+	FJump float64
 	// Step is the number of punctured bits revealed per round trip; 0 means
 	// ⌈StepFrac·n·h(e)⌉.
 	Step int
-	// StepFrac sizes Step relative to n·h(e) (default 0.015: f grows by about
-	// 0.015 per round trip, so at most 1 + 0.70/0.015 ≈ 48 round trips).
+	// StepFrac sizes Step relative to n·h(e) (default 0.0075: f grows by
+	// about 0.0075 per round trip).
 	StepFrac float64
+	// MaxRoundTrips bounds a frame's round trips, the syndrome's included
+	// (default 50): the last 8 requests share the punctured bits left.
+	MaxRoundTrips int
 	// Iterations bounds the belief-propagation iterations of the first
 	// attempt (default 40); later attempts, warm-started, run IterMore
-	// (default 10).
+	// (default 15).
 	Iterations, IterMore int
+	// Stall ends an attempt after this many iterations without fewer
+	// unsatisfied checks (default 6).
+	Stall int
 }
 
 func (o Options) norm() Options {
 	if o.FStart == 0 {
-		o.FStart = 1.0
+		o.FStart = 0.85
 	}
 	if o.FMax == 0 {
 		o.FMax = 1.70
 	}
+	if o.FJump == 0 {
+		o.FJump = 1.0
+	}
 	if o.StepFrac == 0 {
-		o.StepFrac = 0.015
+		o.StepFrac = 0.0075
+	}
+	if o.MaxRoundTrips == 0 {
+		o.MaxRoundTrips = 50
 	}
 	if o.Iterations == 0 {
 		o.Iterations = 40
 	}
 	if o.IterMore == 0 {
-		o.IterMore = 10
+		o.IterMore = 15
+	}
+	if o.Stall == 0 {
+		o.Stall = 6
 	}
 	return o
 }
@@ -136,6 +174,9 @@ type Plan struct {
 	step    int
 	iters   int
 	more    int
+	stall   int
+	jump    int
+	maxRT   int
 	qber    float64
 	// Checks in compressed rows: the variables of check c are
 	// chkVar[chkOff[c]:chkOff[c+1]]; edge indices follow the same order.
@@ -153,8 +194,9 @@ func NewPlan(n int, qber float64, seed [32]byte, opt Options) (*Plan, error) {
 	if !(qber >= 0 && qber < 0.5) {
 		return nil, fmt.Errorf("%w: QBER estimate %g", ErrParams, qber)
 	}
-	if !(o.FStart > 0 && o.FStart <= o.FMax && o.FMax <= 4) || o.Step < 0 || !(o.StepFrac > 0 && o.StepFrac <= 1) ||
-		o.Iterations < 1 || o.Iterations > 10000 || o.IterMore < 1 || o.IterMore > 10000 {
+	if !(o.FStart > 0 && o.FStart <= o.FMax && o.FMax <= 4) || !(o.FJump >= 0 && o.FJump <= 4) || o.Step < 0 ||
+		!(o.StepFrac > 0 && o.StepFrac <= 1) || o.MaxRoundTrips < 2 || o.MaxRoundTrips > 1<<20 ||
+		o.Iterations < 1 || o.Iterations > 10000 || o.IterMore < 1 || o.IterMore > 10000 || o.Stall < 1 || o.Stall > 10000 {
 		return nil, fmt.Errorf("%w: options %+v", ErrParams, opt)
 	}
 	q := max(qber, MinQBER)
@@ -165,12 +207,16 @@ func NewPlan(n int, qber float64, seed [32]byte, opt Options) (*Plan, error) {
 		return nil, fmt.Errorf("%w: %d checks for %d key bits (QBER %g too high for FMax %g)", ErrParams, m, n, qber, o.FMax)
 	}
 	start := max(int(math.Floor(o.FStart*nh)), 1)
-	p := max(m-start, 0)
+	// At most m/2 punctured variables: each needs two checks of its own.
+	p := min(max(m-start, 0), m/2)
 	step := o.Step
 	if step == 0 {
 		step = max(int(math.Ceil(o.StepFrac*nh)), 1)
 	}
-	pl := &Plan{n: n, p: p, m: m, step: step, iters: o.Iterations, more: o.IterMore, qber: q}
+	pl := &Plan{n: n, p: p, m: m, step: step, iters: o.Iterations, more: o.IterMore, stall: o.Stall, maxRT: o.MaxRoundTrips, qber: q}
+	if o.FJump > o.FStart {
+		pl.jump = int(math.Ceil((o.FJump - o.FStart) * nh))
+	}
 	if err := pl.build(rand.New(rand.NewChaCha8(seed))); err != nil {
 		return nil, err
 	}
@@ -219,6 +265,32 @@ func (p *Plan) build(rng *rand.Rand) error {
 	for v := p.n; v < nv; v++ {
 		deg[v] = dp
 	}
+	// Degree-2 variables form a path through the checks in the order cp:
+	// link i joins checks cp[i] and cp[i+1]. Punctured variables of degree
+	// 2 take the even links 0, 2, …, 2p−2 (so no check has two of them),
+	// key variables of degree 2 the others, at most one per link; a key
+	// variable the path has no room for gets degree 3. A cycle of degree-2
+	// variables is a low-weight codeword (a wrong key that satisfies the
+	// syndrome, which belief propagation converges to near the threshold);
+	// a path has none.
+	cp := rng.Perm(p.m)
+	var links []int
+	for l := 0; l+1 < p.m; l++ {
+		if dp == 2 && l%2 == 0 && l < 2*p.p {
+			continue
+		}
+		links = append(links, l)
+	}
+	var pathVars []int
+	for _, v := range ord {
+		if deg[v] == 2 {
+			if len(pathVars) < len(links) {
+				pathVars = append(pathVars, v)
+			} else {
+				deg[v] = min(3, p.m)
+			}
+		}
+	}
 	edges := 0
 	for _, d := range deg {
 		edges += d
@@ -234,7 +306,6 @@ func (p *Plan) build(rng *rand.Rand) error {
 	adj := make([][]int32, p.m)
 	// Punctured variables first: distinct checks for every socket, so no
 	// check sees two punctured variables (untainted puncturing).
-	cp := rng.Perm(p.m)
 	k := 0
 	for v := p.n; v < nv; v++ {
 		for j := 0; j < dp; j++ {
@@ -242,6 +313,19 @@ func (p *Plan) build(rng *rand.Rand) error {
 			k++
 			adj[c] = append(adj[c], int32(v))
 			capc[c]--
+		}
+	}
+	isPath := make([]bool, p.n)
+	for i, v := range pathVars {
+		isPath[v] = true
+		for _, c := range []int{cp[links[i]], cp[links[i]+1]} {
+			adj[c] = append(adj[c], int32(v))
+			capc[c]--
+		}
+	}
+	for c, n := range capc {
+		if n < 0 {
+			return fmt.Errorf("%w: check %d over capacity (%d key and %d punctured variables, %d checks)", ErrParams, c, p.n, p.p, p.m)
 		}
 	}
 	// Key variables: sockets of the remaining capacity, shuffled, matched
@@ -262,6 +346,9 @@ func (p *Plan) build(rng *rand.Rand) error {
 	}
 	s := 0
 	for v := 0; v < p.n; v++ {
+		if isPath[v] {
+			continue
+		}
 		first := s
 		for j := 0; j < deg[v]; j++ {
 			for try := 0; ; try++ {
@@ -516,6 +603,7 @@ func (b *Bob) Reconcile(ctx context.Context, key []uint64, ask cascade.AskFunc) 
 	clear(b.c2v)
 	clear(b.revealed)
 	iters := pl.iters
+	cold := false
 	for {
 		done, it := b.decode(iters)
 		res.Iterations += it
@@ -531,10 +619,29 @@ func (b *Bob) Reconcile(ctx context.Context, key []uint64, ask cascade.AskFunc) 
 			}
 		}
 		if len(b.cand) == 0 {
+			if !cold {
+				// Every bit is revealed: decode once more from the
+				// channel alone, in case the warm-started messages
+				// settled in a wrong state.
+				cold = true
+				copy(b.post, b.ch)
+				clear(b.c2v)
+				iters = 4 * pl.iters
+				continue
+			}
 			res.Failed = true
 			return res, nil
 		}
-		k := min(pl.step, len(b.cand))
+		k := pl.step
+		if res.Revealed == 0 && pl.jump > k {
+			k = pl.jump
+		}
+		// Within the round-trip budget: the last tailRequests requests
+		// share what is left between them.
+		if left := pl.maxRT - res.RoundTrips; left <= tailRequests {
+			k = max(k, (len(b.cand)+left-1)/max(left, 1))
+		}
+		k = min(k, len(b.cand))
 		b.leastReliable(k)
 		req = req[:k]
 		for i, j := range b.cand[:k] {
@@ -725,16 +832,17 @@ func (b *Bob) decode(iters int) (bool, int) {
 		// converge at this rate: stop early and reveal more bits.
 		if u < best {
 			best, stall = u, 0
-		} else if stall++; stall >= stallLimit {
+		} else if stall++; stall >= pl.stall {
 			return false, it + 1
 		}
 	}
 	return false, iters
 }
 
-// stallLimit is the number of iterations without fewer unsatisfied checks
-// after which an attempt gives up.
-const stallLimit = 4
+// tailRequests is the number of last requests of a frame's round-trip
+// budget that reveal larger shares, so that every punctured bit is revealed
+// within it.
+const tailRequests = 8
 
 // unsatisfied sets the hard decision from the posteriors and returns the
 // number of checks its syndrome gets wrong.

@@ -128,8 +128,8 @@ func TestCorrectsAcrossQBER(t *testing.T) {
 				res.Disclosed != pl.InitialLeak()+int64(res.Revealed) {
 				t.Fatalf("q=%g: Bob counts %d bits in %d round trips, Alice %d, transcript %d in %d", q, res.Disclosed, res.RoundTrips, alice.Disclosed, tr.leak(), tr.roundTrips)
 			}
-			if res.RoundTrips > 1+(pl.p+pl.step-1)/pl.step {
-				t.Fatalf("q=%g: %d round trips, at most %d expected", q, res.RoundTrips, 1+(pl.p+pl.step-1)/pl.step)
+			if res.RoundTrips > pl.maxRT {
+				t.Fatalf("q=%g: %d round trips, at most %d expected", q, res.RoundTrips, pl.maxRT)
 			}
 			if fe := float64(res.Disclosed) / (float64(n) * h2(q)); fe < 0.9 || fe > 1.75 {
 				t.Errorf("q=%g: f = %.3f", q, fe)
@@ -305,6 +305,94 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
+// TestDegree2Forest: the degree-2 variables, key and punctured, seen as
+// edges between their two checks, form no cycle (a cycle is a low-weight
+// solution of the syndrome, which the decoder settled on near the threshold),
+// every punctured variable has at least two checks (one of degree 1 would
+// make its check say nothing), and the key variables keep the profile's
+// degree-2 share wherever the checks leave room for it.
+func TestDegree2Forest(t *testing.T) {
+	for _, c := range []struct {
+		q   float64
+		opt Options
+	}{{0.01, Options{}}, {0.02, Options{}}, {0.05, Options{}}, {0.1, Options{}},
+		{0.03, Options{FStart: 1.2, FMax: 1.6}}, {0.02, Options{FStart: 0.5, FMax: 2}}} {
+		pl, err := NewPlan(10000, c.q, [32]byte{7, byte(c.q * 100)}, c.opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deg := make([]int, pl.n+pl.p)
+		where := make([][]int, pl.n+pl.p)
+		for ch := 0; ch < pl.m; ch++ {
+			for _, v := range pl.chkVar[pl.chkOff[ch]:pl.chkOff[ch+1]] {
+				deg[v]++
+				where[v] = append(where[v], ch)
+			}
+		}
+		parent := make([]int, pl.m)
+		for i := range parent {
+			parent[i] = i
+		}
+		find := func(x int) int {
+			for parent[x] != x {
+				parent[x] = parent[parent[x]]
+				x = parent[x]
+			}
+			return x
+		}
+		key2 := 0
+		for v, d := range deg {
+			if v >= pl.n && d < 2 {
+				t.Fatalf("q=%g %+v: punctured variable %d has %d checks", c.q, c.opt, v, d)
+			}
+			if d != 2 {
+				continue
+			}
+			if v < pl.n {
+				key2++
+			}
+			a, b := find(where[v][0]), find(where[v][1])
+			if a == b {
+				t.Fatalf("q=%g %+v: degree-2 variable %d closes a cycle", c.q, c.opt, v)
+			}
+			parent[a] = b
+		}
+		want := min(2000, pl.m-1-pl.p)
+		if key2 != want {
+			t.Errorf("q=%g %+v: %d key variables of degree 2, want %d (m = %d, p = %d)", c.q, c.opt, key2, want, pl.m, pl.p)
+		}
+	}
+}
+
+// TestRoundTripBudget: a frame that cannot decode (far more errors than the
+// plan was made for) still ends within MaxRoundTrips, with every punctured
+// bit revealed, reported failed and Bob's key untouched, even with a step of
+// one bit.
+func TestRoundTripBudget(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, opt := range []Options{{Step: 1}, {Step: 1, MaxRoundTrips: 12}, {}} {
+		pl, err := NewPlan(2000, 0.02, [32]byte{3}, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b, _ := frame(rng, 2000, 0.15)
+		orig := append([]uint64(nil), b...)
+		alice, err := NewAlice(pl, a, randPad(rng, pl.p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &transcript{a: alice}
+		res, err := NewBob(pl).Reconcile(context.Background(), b, tr.ask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Failed || !equal(b, orig) || res.Revealed != pl.p || res.RoundTrips != tr.roundTrips || res.RoundTrips > pl.maxRT {
+			t.Fatalf("%+v: failed %v, key kept %v, revealed %d of %d in %d round trips (budget %d)",
+				opt, res.Failed, equal(b, orig), res.Revealed, pl.p, res.RoundTrips, pl.maxRT)
+		}
+	}
+}
+
 // TestBadParams: invalid plans and keys are refused.
 func TestBadParams(t *testing.T) {
 	for _, c := range []struct {
@@ -312,7 +400,8 @@ func TestBadParams(t *testing.T) {
 		q   float64
 		opt Options
 	}{{4, 0.01, Options{}}, {1000, -1, Options{}}, {1000, 0.5, Options{}}, {1000, 0.3, Options{}},
-		{1000, 0.01, Options{FStart: 2, FMax: 1.5}}, {1000, 0.01, Options{Iterations: -1}}} {
+		{1000, 0.01, Options{FStart: 2, FMax: 1.5}}, {1000, 0.01, Options{Iterations: -1}}, {1000, 0.01, Options{Stall: -1}},
+		{1000, 0.01, Options{MaxRoundTrips: 1}}, {1000, 0.01, Options{FJump: -1}}} {
 		if _, err := NewPlan(c.n, c.q, [32]byte{}, c.opt); !errors.Is(err, ErrParams) {
 			t.Errorf("NewPlan(%d, %g, %+v): %v", c.n, c.q, c.opt, err)
 		}
