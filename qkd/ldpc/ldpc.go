@@ -106,8 +106,10 @@ type Options struct {
 	// ⌈FMax·n·h(e)⌉ (default 1.70).
 	FMax float64
 	// FJump is the efficiency Bob's first request for punctured bits
-	// reaches at once (default 1.0; below FStart + Step it is one step):
-	// frames almost never decode below it, so the small steps start there.
+	// reaches at once (default 0.95; below FStart + Step it is one step).
+	// Frames do not decode that low; small steps from lower down choose
+	// better bits (each choice sees the last reveal's effect) but cost
+	// round trips and decoding.
 	FJump float64
 	// Step is the number of punctured bits revealed per round trip; 0 means
 	// ⌈StepFrac·n·h(e)⌉.
@@ -120,10 +122,10 @@ type Options struct {
 	MaxRoundTrips int
 	// Iterations bounds the belief-propagation iterations of the first
 	// attempt (default 40); later attempts, warm-started, run IterMore
-	// (default 15).
+	// (default 10).
 	Iterations, IterMore int
 	// Stall ends an attempt after this many iterations without fewer
-	// unsatisfied checks (default 6).
+	// unsatisfied checks (default 4).
 	Stall int
 }
 
@@ -135,7 +137,7 @@ func (o Options) norm() Options {
 		o.FMax = 1.70
 	}
 	if o.FJump == 0 {
-		o.FJump = 1.0
+		o.FJump = 0.95
 	}
 	if o.StepFrac == 0 {
 		o.StepFrac = 0.0075
@@ -147,10 +149,10 @@ func (o Options) norm() Options {
 		o.Iterations = 40
 	}
 	if o.IterMore == 0 {
-		o.IterMore = 15
+		o.IterMore = 10
 	}
 	if o.Stall == 0 {
-		o.Stall = 6
+		o.Stall = 4
 	}
 	return o
 }
