@@ -367,20 +367,6 @@ func checkRows(res sql.Result, err error, want int) error {
 
 // PostgreSQL statements of a batch: lists travel as arrays.
 const (
-	// pgIndexPlans keeps the batch's statements off sequential scans. pgx
-	// prepares each statement once per connection, and after five
-	// executions PostgreSQL may switch to a generic plan, which it keeps
-	// until the table is next analyzed. One made while the tables were small
-	// (a new ledger, or accounts loaded before autovacuum analyzed them) is
-	// a sequential scan filtered by id = ANY($1): with 10,000 accounts every
-	// batch then compared each account with each of its 128 IDs (17-19 ms a
-	// batch, seen with auto_explain, instead of an index lookup), and the
-	// ledger experiment's PostgreSQL cells fell to 1,500-3,000 transfers/s
-	// at random. Every table the batch reads has an index for its lookup, so
-	// with sequential scans priced out the plan is the same whatever the
-	// statistics say; it stays generic (planning each batch's statements
-	// afresh, force_custom_plan, cost a third of the throughput).
-	pgIndexPlans    = `SET LOCAL enable_seqscan = off`
 	pgBatchAccounts = `SELECT ` + accountCols + ` FROM ledger_accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`
 	pgBatchKeys     = `SELECT ` + transferCols + ` FROM ledger_transfers WHERE idempotency_key = ANY($1::text[])`
 	pgBatchInsert   = `INSERT INTO ledger_transfers (id, idempotency_key, from_id, to_id, amount, currency, memo, pending, state, created_at, expires_at, resolved_at, posted_amount)
@@ -525,7 +511,7 @@ func (l *Ledger) pgSetBatch(jobs []*xfer) error {
 		stored := make(map[string]record)
 		b := &pgx.Batch{}
 		b.Queue("BEGIN")
-		b.Queue(pgIndexPlans)
+		b.Queue(sqldb.IndexPlans) // the lookups below are by lists
 		b.Queue(pgBatchAccounts, ids)
 		b.Queue(pgBatchKeys, keys)
 		br := pc.SendBatch(ctx, b)

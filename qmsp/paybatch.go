@@ -148,7 +148,12 @@ func (p *PPS) decidePayments(ctx context.Context, tx *sql.Tx, jobs []*payJob) er
 		j.rc, j.err = nil, nil
 		j.account, j.merchantAccount, j.first, j.claimed, j.refused, j.transferID = "", "", nil, false, nil, ""
 	}
-	// 1. Gateways and payers as committed.
+	// 1. Gateways and payers as committed (looked up by lists).
+	if p.cfg.DB.Dialect == sqldb.Postgres {
+		if _, err := tx.ExecContext(ctx, sqldb.IndexPlans); err != nil {
+			return fmt.Errorf("qmsp: batch: %w", err)
+		}
+	}
 	gws, err := p.readGateways(ctx, tx, jobs)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -362,4 +363,63 @@ func TestPayAfterClose(t *testing.T) {
 	if e.balance("alice") != a0 {
 		t.Fatal("money moved")
 	}
+}
+
+// TestPGPayBatchIndexPlans: the payment batch's list lookups of gateways and
+// payers use their indexes whatever the tables' statistics say
+// (sqldb.IndexPlans): a generic plan cached while the tables were small
+// would stay a sequential scan as payers enrol (the ledger's batches ran at a
+// fifth of their speed so, see TestPGBatchIndexPlans). The batches run on one
+// connection held by the test, so their prepared statements are the ones it
+// shows.
+func TestPGPayBatchIndexPlans(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		if db.Dialect != sqldb.Postgres {
+			t.Skip("PostgreSQL's plan cache")
+		}
+		e := newEnv(t, db, 200)
+		g := e.gateway("GW-1")
+		ctx := context.Background()
+		alice := e.phone()
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// Statistics of young tables, as autovacuum would take them: without
+		// any, the planner assumes a larger table and picks the index anyway.
+		if _, err := conn.ExecContext(ctx, `ANALYZE qmsp_pps_gateways, qmsp_pps_payers`); err != nil {
+			t.Fatal(err)
+		}
+		const batches = 8
+		for i, c := range nextCodes(t, g, batches) {
+			j, err := e.pps.verify(ctx, "phone-alice", fmt.Sprintf("ip%d", i), *build(t, alice, c, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.ctx = ctx
+			tx, err := conn.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.pps.decidePayments(ctx, tx, []*payJob{j}); err != nil || j.err != nil {
+				t.Fatalf("payment %d: %v, %v", i, err, j.err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tc := range []struct{ like, arg string }{
+			{"%FROM qmsp_pps_gateways WHERE gi = ANY%", "{GW-1,GW-2}"},
+			{"%FROM qmsp_pps_payers WHERE payer = ANY%", "{1,2}"},
+		} {
+			plan, runs := sqldbtest.CachedPlan(t, conn, tc.like, tc.arg)
+			if runs != batches {
+				t.Fatalf("%q ran %d times on the test's connection, want %d", tc.like, runs, batches)
+			}
+			if strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "Index") {
+				t.Errorf("%q: cached generic plan\n%s\nwant an index scan", tc.like, plan)
+			}
+		}
+	})
 }

@@ -252,6 +252,20 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (*DB, error) {
 // Options returns the options the database was opened with (defaults filled in).
 func (db *DB) Options() Options { return db.opts }
 
+// IndexPlans is the PostgreSQL statement that keeps a transaction's lookups
+// off sequential scans: run it first in every transaction that looks rows up
+// by a list (id = ANY($1)) on a table that grows. pgx prepares a statement
+// once per connection, and after five executions PostgreSQL may switch to a
+// generic plan, which it keeps until the table is next analyzed; one made
+// while the table was small is a sequential scan comparing every row with
+// every listed key (the ledger's batches took 17–19 ms instead of an index
+// lookup once its accounts had grown, BENCHMARKS.md "PostgreSQL plans").
+// With sequential scans priced out the plan uses the index whatever the
+// statistics say, and it stays generic (planning every execution afresh,
+// plan_cache_mode = force_custom_plan, cost the ledger a third of its
+// throughput). SET LOCAL ends with the transaction.
+const IndexPlans = `SET LOCAL enable_seqscan = off`
+
 // WithPgx runs fn on one pooled PostgreSQL connection as a *pgx.Conn, for
 // what database/sql cannot express (pipelined batches, COPY). fn must leave
 // the connection as it found it (no open transaction, settings reset); on

@@ -181,8 +181,8 @@ func runQKDWAN(ctx context.Context, env *experiment.Env) (*experiment.Result, er
 	if err != nil {
 		return nil, err
 	}
-	if frames < 1 || ldpcFrames < 1 || n < 1024 || n > 1<<22 || len(rtts) == 0 || !(delayMs >= 0 && delayMs <= 1000) {
-		return nil, errors.New("qkd-wan: need frames ≥ 1, ldpc-frames ≥ 1, 1024 ≤ n ≤ 2^22, at least one round-trip time and 0 ≤ delay-ms ≤ 1000")
+	if frames < 1 || ldpcFrames < 1 || n < 1024 || n > 1<<22 || len(rtts) == 0 || !(delayMs >= 0 && delayMs <= 1000) || draw < 0 {
+		return nil, errors.New("qkd-wan: need frames ≥ 1, ldpc-frames ≥ 1, 1024 ≤ n ≤ 2^22, at least one round-trip time, 0 ≤ delay-ms ≤ 1000 and seed ≥ 0")
 	}
 	for _, q := range qbers {
 		if !(q > 0 && q < 0.5) {

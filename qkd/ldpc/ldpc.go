@@ -45,8 +45,7 @@
 //     turns a punctured symbol into a shortened one, lowering the rate): at
 //     first enough to reach FJump, then Step at a time, more when the round
 //     trips left (MaxRoundTrips) would not reveal them all. Each costs
-//     exactly one more disclosed bit. He decodes again, warm-started; once
-//     every bit is revealed, a last attempt starts from the channel alone.
+//     exactly one more disclosed bit. He decodes again, warm-started.
 //
 // The disclosed count is therefore m − p + (punctured bits revealed); the
 // proof is I(K; S, P_R) = I(K; H_K·K + H_{P∖R}·P_{P∖R}) ≤ m − rank(H_{P∖R}),
@@ -605,7 +604,6 @@ func (b *Bob) Reconcile(ctx context.Context, key []uint64, ask cascade.AskFunc) 
 	clear(b.c2v)
 	clear(b.revealed)
 	iters := pl.iters
-	cold := false
 	for {
 		done, it := b.decode(iters)
 		res.Iterations += it
@@ -621,16 +619,6 @@ func (b *Bob) Reconcile(ctx context.Context, key []uint64, ask cascade.AskFunc) 
 			}
 		}
 		if len(b.cand) == 0 {
-			if !cold {
-				// Every bit is revealed: decode once more from the
-				// channel alone, in case the warm-started messages
-				// settled in a wrong state.
-				cold = true
-				copy(b.post, b.ch)
-				clear(b.c2v)
-				iters = 4 * pl.iters
-				continue
-			}
 			res.Failed = true
 			return res, nil
 		}

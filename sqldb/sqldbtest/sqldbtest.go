@@ -8,9 +8,11 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qshield/qshield/sqldb"
@@ -94,4 +96,50 @@ func Each(t *testing.T, fn func(t *testing.T, db *sqldb.DB)) {
 			fn(t, Open(t, b))
 		})
 	}
+}
+
+// CachedPlan returns the plan PostgreSQL caches as generic for the statement
+// prepared on conn whose text matches the LIKE pattern like (the plan a
+// pooled connection reuses once the statement ran five times), explained
+// with arg as its one parameter, and how many times the statement ran on
+// that connection (0, and no plan, if it was not prepared there).
+func CachedPlan(t testing.TB, conn *sql.Conn, like, arg string) (plan string, runs int64) {
+	t.Helper()
+	ctx := context.Background()
+	// Planner settings do not invalidate a cached plan; this one makes
+	// EXPLAIN EXECUTE show the generic plan instead of planning afresh.
+	if _, err := conn.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	var generic, custom int64
+	err := conn.QueryRowContext(ctx, `SELECT name, generic_plans, custom_plans FROM pg_prepared_statements
+		WHERE statement LIKE $1 AND statement NOT LIKE '%pg_prepared_statements%'`, like).Scan(&name, &generic, &custom)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0
+	}
+	if err != nil {
+		t.Fatalf("statement %q prepared on this connection: %v", like, err)
+	}
+	// EXPLAIN takes no parameters: the argument is a literal here.
+	rows, err := conn.QueryContext(ctx, `EXPLAIN EXECUTE `+name+`('`+arg+`')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var lines []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, line)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `RESET plan_cache_mode`); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n"), generic + custom
 }
