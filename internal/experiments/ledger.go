@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/qshield/qshield/experiment"
 	"github.com/qshield/qshield/ledger"
@@ -67,6 +70,51 @@ type LoadResult struct {
 	TPS       float64       `json:"tps"`
 	P50       time.Duration `json:"p50_ns"`
 	P99       time.Duration `json:"p99_ns"`
+	// CPU is this process's CPU time during the cell (load generator
+	// included) and ServerCPU the local PostgreSQL server's, when measured
+	// (runLedgerExperiment).
+	CPU       time.Duration `json:"cpu_ns,omitempty"`
+	ServerCPU time.Duration `json:"server_cpu_ns,omitempty"`
+}
+
+// CPUPerTransfer is the CPU time, this process's and the server's, per
+// acknowledged transfer (0 when not measured).
+func (r LoadResult) CPUPerTransfer() time.Duration {
+	if r.Transfers == 0 {
+		return 0
+	}
+	return (r.CPU + r.ServerCPU) / time.Duration(r.Transfers)
+}
+
+// cpuCell formats a cell's CPU per transfer in µs: "142" or, with the
+// server's share, "142 (61 server)".
+func cpuCell(r LoadResult) string {
+	if r.CPU == 0 || r.Transfers == 0 {
+		return ""
+	}
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(r.Transfers) }
+	if r.ServerCPU > 0 {
+		return fmt.Sprintf("%.0f (%.0f server)", us(r.CPU+r.ServerCPU), us(r.ServerCPU))
+	}
+	return fmt.Sprintf("%.0f", us(r.CPU))
+}
+
+// localPostgres reports whether dsn names a PostgreSQL server on this
+// machine (a loopback address or a Unix socket), whose processes
+// postgresCPU can see.
+func localPostgres(dsn string) bool {
+	if dsn == "" {
+		return false
+	}
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return false
+	}
+	if strings.HasPrefix(cfg.Host, "/") || cfg.Host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(cfg.Host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // RunLoad runs clients goroutines for duration, each making transfers of 1–100
@@ -382,14 +430,16 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 
 	table := experiment.Table{
 		Title:  "Ledger transfers (durable, posted, random pairs)",
-		Header: []string{"target", "accounts", "clients", "transfers/s", "p50", "p99", "errors", "pgbench TPS", "ours / pgbench"},
+		Header: []string{"target", "accounts", "clients", "transfers/s", "p50", "p99", "errors", "pgbench TPS", "ours / pgbench", "CPU µs per transfer"},
 	}
+	serverCPU := localPostgres(env.Postgres)
 	if rounds > 1 {
 		table.Header = append([]string{"round"}, table.Header...)
 	}
 	var results []map[string]any
 	plot := experiment.Plot{File: "ledger-tps.png", Title: "Ledger throughput", XLabel: "concurrent clients", YLabel: "transfers/s", LogX: true}
 	tps := map[ledgerCell][]float64{} // every round's transfers/s of a cell, in round order
+	cpu := map[ledgerCell][]float64{} // and its CPU µs per transfer (0: not measured)
 	var order []ledgerCell            // cells in the order first run
 
 	// pgbench runs right after each cell of a target that asks for it, so
@@ -446,7 +496,19 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 						cleanup()
 						return nil, err
 					}
+					onServer := serverCPU && strings.Contains(t.Name, "postgres")
+					p0, okP := processCPU()
+					s0, okS := time.Duration(0), false
+					if onServer {
+						s0, okS = postgresCPU()
+					}
 					r := RunLoad(ctx, c, acc, dur, transfer)
+					if p1, ok := processCPU(); ok && okP {
+						r.CPU = p1 - p0
+					}
+					if s1, ok := postgresCPU(); onServer && ok && okS {
+						r.ServerCPU = s1 - s0
+					}
 					prog.Add(1)
 					pg, ratio := "", ""
 					var pgTPS float64
@@ -464,7 +526,7 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 					if r.FirstErr != "" {
 						errs += " (" + r.FirstErr + ")"
 					}
-					row := []any{t.Name, acc, c, strconv.FormatFloat(r.TPS, 'f', 0, 64), r.P50, r.P99, errs, pg, ratio}
+					row := []any{t.Name, acc, c, strconv.FormatFloat(r.TPS, 'f', 0, 64), r.P50, r.P99, errs, pg, ratio, cpuCell(r)}
 					if rounds > 1 {
 						row = append([]any{round}, row...)
 					}
@@ -474,6 +536,7 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 						order = append(order, k)
 					}
 					tps[k] = append(tps[k], r.TPS)
+					cpu[k] = append(cpu[k], float64(r.CPUPerTransfer())/float64(time.Microsecond))
 					results = append(results, map[string]any{"round": round, "target": t.Name, "result": r, "pgbench_tps": pgTPS})
 					if strings.HasPrefix(t.Name, "sqlite") && c == 64 && (sqlite64 == 0 || r.TPS < sqlite64) {
 						sqlite64 = r.TPS
@@ -503,7 +566,7 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 	}
 	var tables []experiment.Table
 	if rounds > 1 {
-		tables = roundsTables(rounds, order, tps)
+		tables = roundsTables(rounds, order, tps, cpu)
 	}
 	if len(pgSeries) > 0 {
 		s := experiment.Series{Name: "pgbench TPC-B", Points: true}
@@ -631,7 +694,12 @@ type ledgerCell struct {
 // and range, and the cost of auditing — an audited target's transfers/s
 // against its unaudited twin's in the same round (so both saw the machine
 // of that round), with the median of those per-round costs.
-func roundsTables(rounds int, order []ledgerCell, tps map[ledgerCell][]float64) []experiment.Table {
+//
+// cpu holds each round's CPU µs per transfer of a cell (0 where not
+// measured); the cost table gives the audit's CPU per transfer too (audited
+// minus unaudited in each round, and against the unaudited figure), which
+// is steadier than throughput on a shared machine.
+func roundsTables(rounds int, order []ledgerCell, tps, cpu map[ledgerCell][]float64) []experiment.Table {
 	med := experiment.Table{
 		Title:  fmt.Sprintf("Medians over %d rounds", rounds),
 		Header: []string{"target", "accounts", "clients", "median transfers/s", "min", "max"},
@@ -643,8 +711,9 @@ func roundsTables(rounds int, order []ledgerCell, tps map[ledgerCell][]float64) 
 	}
 	cost := experiment.Table{
 		Title:  "Cost of auditing, round by round",
-		Header: []string{"target", "accounts", "clients", "cost per round (audited vs unaudited)", "median cost"},
-		Notes:  []string{"Issue 13's target: auditing every transfer costs at most 10% of ledger throughput at 64 clients (SQLite and PostgreSQL)."},
+		Header: []string{"target", "accounts", "clients", "cost per round (audited vs unaudited)", "median cost", "audit CPU µs per transfer, per round", "median CPU cost"},
+		Notes: []string{"Issue 13's target: auditing every transfer costs at most 10% of ledger throughput at 64 clients (SQLite and PostgreSQL).",
+			"Audit CPU: the audited cell's CPU per transfer (this process, load generator included, plus a local PostgreSQL server's processes) minus the unaudited cell's in the same round; median CPU cost is that difference against the unaudited figure."},
 	}
 	for _, k := range order {
 		plain, ok := strings.CutPrefix(k.target, "audited ")
@@ -669,7 +738,22 @@ func roundsTables(rounds int, order []ledgerCell, tps map[ledgerCell][]float64) 
 		if len(costs) == 0 {
 			continue
 		}
-		cost.AddRow(plain, k.accounts, k.clients, strings.Join(per, " / "), fmt.Sprintf("%+.1f%%", median(costs)))
+		// The audit's CPU per transfer, where both cells of a round measured it.
+		ac, pc := cpu[k], cpu[ledgerCell{plain, k.accounts, k.clients}]
+		var cpuPer []string
+		var cpuCosts []float64
+		for i := 0; i < len(ac) && i < len(pc); i++ {
+			if ac[i] <= 0 || pc[i] <= 0 {
+				continue
+			}
+			cpuPer = append(cpuPer, fmt.Sprintf("%+.1f", ac[i]-pc[i]))
+			cpuCosts = append(cpuCosts, 100*(ac[i]/pc[i]-1))
+		}
+		cpuMed := ""
+		if len(cpuCosts) > 0 {
+			cpuMed = fmt.Sprintf("%+.1f%%", median(cpuCosts))
+		}
+		cost.AddRow(plain, k.accounts, k.clients, strings.Join(per, " / "), fmt.Sprintf("%+.1f%%", median(costs)), strings.Join(cpuPer, " / "), cpuMed)
 	}
 	out := []experiment.Table{med}
 	if len(cost.Rows) > 0 {

@@ -110,7 +110,9 @@ func TestRoundsTablesCost(t *testing.T) {
 	plain := ledgerCell{"sqlite (in-process)", 10000, 64}
 	audited := ledgerCell{"audited sqlite (in-process)", 10000, 64}
 	tps := map[ledgerCell][]float64{plain: {1000, 2000, 1000}, audited: {900, 1000, 950}}
-	tabs := roundsTables(3, []ledgerCell{plain, audited}, tps)
+	// CPU µs per transfer; the second round's unaudited cell was not measured.
+	cpu := map[ledgerCell][]float64{plain: {100, 0, 120}, audited: {110, 130, 126}}
+	tabs := roundsTables(3, []ledgerCell{plain, audited}, tps, cpu)
 	if len(tabs) != 2 {
 		t.Fatalf("%d tables", len(tabs))
 	}
@@ -121,7 +123,73 @@ func TestRoundsTablesCost(t *testing.T) {
 	if row[3] != "-10.0% / -50.0% / -5.0%" || row[4] != "-10.0%" {
 		t.Errorf("cost row %v", row)
 	}
+	if row[5] != "+10.0 / +6.0" || row[6] != "+7.5%" { // +10% and +5%
+		t.Errorf("CPU cost %q, %q; want +10.0 / +6.0 and +7.5%%", row[5], row[6])
+	}
 	if median([]float64{4, 1, 3, 2}) != 2.5 || median(nil) != 0 {
 		t.Error("median")
 	}
+}
+
+func TestProcStatCPU(t *testing.T) {
+	for _, c := range []struct {
+		stat string
+		want int64
+		ok   bool
+	}{
+		{"1234 (postgres) S 1 1234 1234 0 -1 4194560 500 0 0 0 150 25 0 0 20 0 1 0 100 0 0", 175, true},
+		// A command holding spaces and parentheses.
+		{"77 (postgres (x) y) R 1 2 3 0 -1 0 0 0 0 0 7 3 0 0", 0, false},
+		{"77 (postgres) R 1 2 3 0 -1 0 0 0 0 0 7", 0, false}, // truncated
+		{"77 (postgres) R 1 2 3 0 -1 0 0 0 0 0 x 3 0 0", 0, false},
+		{"78 (qshield) R 1 2 3 0 -1 0 0 0 0 0 7 3 0 0", 0, false},
+		{"no parentheses", 0, false},
+		{")(", 0, false},
+	} {
+		got, ok := procStatCPU([]byte(c.stat), "postgres")
+		if got != c.want || ok != c.ok {
+			t.Errorf("procStatCPU(%q) = %d, %v; want %d, %v", c.stat, got, ok, c.want, c.ok)
+		}
+	}
+	if got, ok := procStatCPU([]byte("77 (postgres (x) y) R 1 2 3 0 -1 0 0 0 0 0 7 3 0 0"), "postgres (x) y"); !ok || got != 10 {
+		t.Errorf("command with parentheses: %d, %v", got, ok)
+	}
+}
+
+func TestLocalPostgres(t *testing.T) {
+	for dsn, want := range map[string]bool{
+		"postgres://postgres@127.0.0.1:5432/test?sslmode=disable": true,
+		"postgres://u@localhost/db":                               true,
+		"postgres://u@[::1]:5433/db":                              true,
+		"host=/var/run/postgresql dbname=test":                    true,
+		"postgres://u@db.example.com/test":                        false,
+		"postgres://u@10.0.0.5/test":                              false,
+		"":                                                        false,
+		"postgres://%zz":                                          false,
+	} {
+		if got := localPostgres(dsn); got != want {
+			t.Errorf("localPostgres(%q) = %v, want %v", dsn, got, want)
+		}
+	}
+}
+
+// FuzzProcStatCPU: any line parses without panicking, and a parsed one
+// names comm and gives a non-negative time.
+func FuzzProcStatCPU(f *testing.F) {
+	f.Add([]byte("1234 (postgres) S 1 1234 1234 0 -1 4194560 500 0 0 0 150 25 0 0 20 0 1 0 100 0 0"))
+	f.Add([]byte("77 (postgres (x) y) R 1 2 3 0 -1 0 0 0 0 0 7 3 0 0"))
+	f.Add([]byte(")("))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := procStatCPU(b, "postgres")
+		if !ok {
+			if got != 0 {
+				t.Fatalf("not parsed but %d", got)
+			}
+			return
+		}
+		s := string(b)
+		if got < 0 || !strings.Contains(s, "(postgres)") {
+			t.Fatalf("parsed %q as %d", s, got)
+		}
+	})
 }
