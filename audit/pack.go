@@ -240,6 +240,45 @@ func insertTermsSQL(n int) string {
 	return `INSERT INTO audit_pack_terms (term, first_seq) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?), ", n), ", ")
 }
 
+// insertPacks stores the packs (spans of rs, places and hashes set) inside
+// tx: on PostgreSQL (the publisher integrating queued batches, often dozens
+// at a time) with one statement for all bodies and one for all terms, the
+// rows sent as arrays; on SQLite (one pack per business transaction) one
+// by one.
+func (l *Log) insertPacks(ctx context.Context, tx *sql.Tx, rs []row, packs []span) error {
+	if len(packs) == 0 {
+		return nil
+	}
+	if l.db.Dialect != sqldb.Postgres {
+		for _, p := range packs {
+			if err := l.insertPack(ctx, tx, rs[p.start:p.start+p.n]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	firsts, lasts := make([]int64, len(packs)), make([]int64, len(packs))
+	times, bodies := make([]string, len(packs)), make([][]byte, len(packs))
+	var terms []string
+	var termFirsts []int64
+	for i, p := range packs {
+		prs := rs[p.start : p.start+p.n]
+		firsts[i], lasts[i], times[i], bodies[i] = prs[0].seq, prs[len(prs)-1].seq, prs[0].time, encodePack(prs)
+		for _, t := range packTerms(prs) {
+			terms, termFirsts = append(terms, t), append(termFirsts, prs[0].seq)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_packs (first_seq, last_seq, time, body)
+		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[])`, firsts, lasts, times, bodies); err != nil {
+		return fmt.Errorf("audit: append %d packs: %w", len(packs), err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_pack_terms (term, first_seq)
+		SELECT * FROM unnest($1::text[], $2::bigint[])`, terms, termFirsts); err != nil {
+		return fmt.Errorf("audit: index %d packs: %w", len(packs), err)
+	}
+	return nil
+}
+
 // insertPack stores rs (places and hashes set) as one pack inside tx.
 func (l *Log) insertPack(ctx context.Context, tx *sql.Tx, rs []row) error {
 	first := rs[0].seq

@@ -364,3 +364,67 @@ func TestPackSearchEscapedAccount(t *testing.T) {
 		}
 	})
 }
+
+// TestQueuedBatchesOneIntegrate: several queued batches and single entries
+// integrated in one call (PostgreSQL's publisher stores all their packs and
+// terms with one statement each) are one log to every reader.
+func TestQueuedBatchesOneIntegrate(t *testing.T) {
+	sqldbtest.Each(t, func(t *testing.T, db *sqldb.DB) {
+		if db.Dialect != sqldb.Postgres {
+			t.Skip("the queue is PostgreSQL's")
+		}
+		ctx := context.Background()
+		l := emptyLog(t, db)
+		queue := func(entries []Entry) {
+			t.Helper()
+			q, args, err := l.AppendAllSQL(entries)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exec(t, db, q, args...)
+		}
+		queue(transferEntries("alice", 0, 3)) // 1-3
+		if err := db.InTx(ctx, func(tx *sql.Tx) error {
+			return l.RecordTx(ctx, tx, Entry{Actor: "ca", Event: "ca.issue", Outcome: OutcomeSuccess, Resource: "cert_1"})
+		}); err != nil { // 4
+			t.Fatal(err)
+		}
+		queue(transferEntries("bob", 3, 2))   // 5-6
+		queue(transferEntries("alice", 5, 4)) // 7-10
+		if n, err := l.Integrate(ctx); err != nil || n != 10 {
+			t.Fatalf("integrated %d, %v; want 10", n, err)
+		}
+		var packs, terms int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_packs`).Scan(&packs); err != nil || packs != 3 {
+			t.Fatalf("%d packs (%v), want 3", packs, err)
+		}
+		// Per pack: its actor, ledger.transfer and a term per transfer.
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pack_terms`).Scan(&terms); err != nil || terms != 3*2+9 {
+			t.Fatalf("%d term rows (%v), want 15", terms, err)
+		}
+		for _, c := range []struct {
+			q    Query
+			seqs []int64
+		}{
+			{Query{Resource: "tr_4"}, []int64{6}},
+			{Query{Resource: "tr_8"}, []int64{10}},
+			{Query{Actor: "alice"}, []int64{1, 2, 3, 7, 8, 9, 10}},
+			{Query{Resource: "cert_1"}, []int64{4}},
+		} {
+			recs, err := l.Search(ctx, c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seqs []int64
+			for _, r := range recs {
+				seqs = append(seqs, r.Seq)
+			}
+			if !reflect.DeepEqual(seqs, c.seqs) {
+				t.Errorf("Search(%+v) = %v, want %v", c.q, seqs, c.seqs)
+			}
+		}
+		if rep := mustVerify(t, l); !rep.OK || rep.Records != 10 {
+			t.Fatalf("verify: %+v", rep)
+		}
+	})
+}

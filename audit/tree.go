@@ -234,10 +234,8 @@ func (l *Log) appendRowsTx(ctx context.Context, tx *sql.Tx, head Head, rs []row,
 		out[i] = Record{Seq: r.seq, Time: lastTime, Actor: r.actor, Event: r.event, Outcome: r.outcome, Origin: r.origin,
 			Resource: r.resource, PrevHash: r.prev, Hash: r.hash}
 	}
-	for _, p := range packs {
-		if err := l.insertPack(ctx, tx, rs[p.start:p.start+p.n]); err != nil {
-			return nil, err
-		}
+	if err := l.insertPacks(ctx, tx, rs, packs); err != nil {
+		return nil, err
 	}
 	if queueIDs != nil {
 		// The single entries are moved set-based, the batches deleted.
