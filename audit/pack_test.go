@@ -152,17 +152,7 @@ func TestPackedRecords(t *testing.T) {
 			{Query{Event: "ledger.*", AfterSeq: 7, Limit: 2}, []int64{8, 11}},
 			{Query{Outcome: OutcomeFailure}, nil},
 		} {
-			recs, err := l.Search(ctx, c.q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var seqs []int64
-			for _, r := range recs {
-				seqs = append(seqs, r.Seq)
-			}
-			if !reflect.DeepEqual(seqs, c.seqs) {
-				t.Errorf("Search(%+v) = %v, want %v", c.q, seqs, c.seqs)
-			}
+			expectSearch(t, l, c.q, c.seqs)
 		}
 		counts, err := l.Stats(ctx, Query{}, ByActor, ByEvent)
 		if err != nil {
@@ -411,20 +401,26 @@ func TestQueuedBatchesOneIntegrate(t *testing.T) {
 			{Query{Actor: "alice"}, []int64{1, 2, 3, 7, 8, 9, 10}},
 			{Query{Resource: "cert_1"}, []int64{4}},
 		} {
-			recs, err := l.Search(ctx, c.q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var seqs []int64
-			for _, r := range recs {
-				seqs = append(seqs, r.Seq)
-			}
-			if !reflect.DeepEqual(seqs, c.seqs) {
-				t.Errorf("Search(%+v) = %v, want %v", c.q, seqs, c.seqs)
-			}
+			expectSearch(t, l, c.q, c.seqs)
 		}
 		if rep := mustVerify(t, l); !rep.OK || rep.Records != 10 {
 			t.Fatalf("verify: %+v", rep)
 		}
 	})
+}
+
+// expectSearch checks that l.Search(q) finds the records seqs, in order.
+func expectSearch(t *testing.T, l *Log, q Query, seqs []int64) {
+	t.Helper()
+	recs, err := l.Search(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, r := range recs {
+		got = append(got, r.Seq)
+	}
+	if !reflect.DeepEqual(got, seqs) {
+		t.Errorf("Search(%+v) = %v, want %v", q, got, seqs)
+	}
 }
