@@ -3,7 +3,26 @@ package experiments
 import (
 	"strconv"
 	"strings"
+	"time"
 )
+
+// serverCPUSince is the CPU time the processes of sample now (PID → USER_HZ
+// ticks, as postgresCPU takes them) used since sample before: a process in
+// both counts its growth, one started since (or a reused PID) counts whole. A process that
+// exited in between (a closed connection's backend, pgbench's) takes its
+// time with it, so it is left out rather than subtracted: the result
+// undercounts such a process's last moments and is never negative.
+func serverCPUSince(before, now map[int]int64) time.Duration {
+	var ticks int64
+	for pid, t := range now {
+		if t0, ok := before[pid]; ok && t >= t0 {
+			ticks += t - t0
+		} else {
+			ticks += t // new, or a reused PID (less time than before)
+		}
+	}
+	return time.Duration(ticks) * (time.Second / 100)
+}
 
 // procStatCPU returns utime + stime (fields 14 and 15) of a /proc/PID/stat
 // line whose command (field 2, in parentheses, which may itself hold

@@ -4,6 +4,7 @@ package experiments
 
 import (
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,32 +30,29 @@ func processCPU() (time.Duration, bool) {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
 }
 
-// postgresCPU is the CPU time (user + system) of every process on this
-// machine named postgres (a PostgreSQL server's postmaster, backends and
-// background workers), from /proc in USER_HZ ticks (100 a second on
-// Linux): 10 ms resolution, so compare it over seconds. A backend that
-// exits takes its time with it; the ledger's pooled connections live as
-// long as a cell. ok is false when no such process is visible.
-func postgresCPU() (time.Duration, bool) {
+// postgresCPU samples the CPU time (user + system) of every process on
+// this machine named postgres (a PostgreSQL server's postmaster, backends
+// and background workers) by PID, from /proc in USER_HZ ticks (100 a second
+// on Linux): 10 ms resolution, so compare samples seconds apart, with
+// serverCPUSince. ok is false when no such process is visible.
+func postgresCPU() (map[int]int64, bool) {
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
-	var ticks int64
-	found := false
+	out := map[int]int64{}
 	for _, d := range dirs {
-		if d.Name()[0] < '0' || d.Name()[0] > '9' {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
 		if err != nil {
 			continue // exited meanwhile
 		}
-		t, ok := procStatCPU(b, "postgres")
-		if ok {
-			ticks += t
-			found = true
+		if t, ok := procStatCPU(b, "postgres"); ok {
+			out[pid] = t
 		}
 	}
-	return time.Duration(ticks) * (time.Second / 100), found
+	return out, len(out) > 0
 }

@@ -54,6 +54,9 @@ type LoadTarget struct {
 	Open func(ctx context.Context, env *experiment.Env, accounts int) (TransferFunc, func(), error)
 	// PGBench asks for pgbench's TPC-B TPS at the same concurrency beside it.
 	PGBench bool
+	// Postgres marks a target whose database is env.Postgres: when that
+	// server runs on this machine, its processes' CPU is counted too.
+	Postgres bool
 }
 
 // ErrSkip marks a target that cannot run in this environment.
@@ -92,11 +95,11 @@ func cpuCell(r LoadResult) string {
 	if r.CPU == 0 || r.Transfers == 0 {
 		return ""
 	}
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(r.Transfers) }
+	total := float64(r.CPUPerTransfer()) / float64(time.Microsecond)
 	if r.ServerCPU > 0 {
-		return fmt.Sprintf("%.0f (%.0f server)", us(r.CPU+r.ServerCPU), us(r.ServerCPU))
+		return fmt.Sprintf("%.0f (%.0f server)", total, float64(r.ServerCPU)/float64(time.Microsecond)/float64(r.Transfers))
 	}
-	return fmt.Sprintf("%.0f", us(r.CPU))
+	return fmt.Sprintf("%.0f", total)
 }
 
 // localPostgres reports whether dsn names a PostgreSQL server on this
@@ -278,7 +281,7 @@ func SQLiteTarget() LoadTarget {
 
 // PostgresTarget is the ledger in-process on a fresh schema of env.Postgres.
 func PostgresTarget() LoadTarget {
-	return LoadTarget{Name: "postgres (in-process)", PGBench: true, Open: func(ctx context.Context, env *experiment.Env, accounts int) (TransferFunc, func(), error) {
+	return LoadTarget{Name: "postgres (in-process)", PGBench: true, Postgres: true, Open: func(ctx context.Context, env *experiment.Env, accounts int) (TransferFunc, func(), error) {
 		db, drop, err := FreshPostgres(ctx, env)
 		if err != nil {
 			return nil, nil, err
@@ -496,9 +499,10 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 						cleanup()
 						return nil, err
 					}
-					onServer := serverCPU && strings.Contains(t.Name, "postgres")
+					onServer := serverCPU && t.Postgres
 					p0, okP := processCPU()
-					s0, okS := time.Duration(0), false
+					var s0 map[int]int64
+					okS := false
 					if onServer {
 						s0, okS = postgresCPU()
 					}
@@ -506,8 +510,10 @@ func runLedgerExperiment(ctx context.Context, env *experiment.Env, targets []Loa
 					if p1, ok := processCPU(); ok && okP {
 						r.CPU = p1 - p0
 					}
-					if s1, ok := postgresCPU(); onServer && ok && okS {
-						r.ServerCPU = s1 - s0
+					if onServer && okS {
+						if s1, ok := postgresCPU(); ok {
+							r.ServerCPU = serverCPUSince(s0, s1)
+						}
 					}
 					prog.Add(1)
 					pg, ratio := "", ""

@@ -93,7 +93,7 @@ func SQLiteAuditedTarget() LoadTarget {
 
 // PostgresAuditedTarget is PostgresTarget with auditing.
 func PostgresAuditedTarget() LoadTarget {
-	return LoadTarget{Name: "audited postgres (in-process)", Open: func(ctx context.Context, env *experiment.Env, accounts int) (TransferFunc, func(), error) {
+	return LoadTarget{Name: "audited postgres (in-process)", Postgres: true, Open: func(ctx context.Context, env *experiment.Env, accounts int) (TransferFunc, func(), error) {
 		db, drop, err := FreshPostgres(ctx, env)
 		if err != nil {
 			return nil, nil, err

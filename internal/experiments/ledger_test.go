@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -71,6 +72,14 @@ func TestLedgerExperimentRuns(t *testing.T) {
 		}
 		if strings.HasPrefix(row[0], "postgres") && !strings.HasSuffix(row[8], "%") {
 			t.Errorf("no pgbench comparison in %v (notes %v)", row, res.Tables[0].Notes)
+		}
+		// CPU per transfer on Linux; with the server's share for a
+		// PostgreSQL on this machine (CI's is).
+		if runtime.GOOS == "linux" {
+			server := strings.HasSuffix(row[9], " server)")
+			if row[9] == "" || server != (strings.HasPrefix(row[0], "postgres") && localPostgres(env.Postgres)) {
+				t.Errorf("CPU per transfer %q in %v", row[9], row)
+			}
 		}
 	}
 }
@@ -153,6 +162,18 @@ func TestProcStatCPU(t *testing.T) {
 	}
 	if got, ok := procStatCPU([]byte("77 (postgres (x) y) R 1 2 3 0 -1 0 0 0 0 0 7 3 0 0"), "postgres (x) y"); !ok || got != 10 {
 		t.Errorf("command with parentheses: %d, %v", got, ok)
+	}
+}
+
+func TestServerCPUSince(t *testing.T) {
+	before := map[int]int64{1: 100, 2: 50, 3: 400} // 3 exits
+	now := map[int]int64{1: 130, 2: 50, 4: 7}      // 4 starts
+	if got, want := serverCPUSince(before, now), 370*time.Millisecond; got != want {
+		t.Errorf("serverCPUSince = %v, want %v", got, want)
+	}
+	// A reused PID (its time went backwards) is a new process.
+	if got := serverCPUSince(map[int]int64{5: 900}, map[int]int64{5: 3}); got != 30*time.Millisecond {
+		t.Errorf("a reused PID: %v", got)
 	}
 }
 

@@ -121,8 +121,9 @@ func CachedPlan(t testing.TB, conn *sql.Conn, like, arg string) (plan string, ru
 	if err != nil {
 		t.Fatalf("statement %q prepared on this connection: %v", like, err)
 	}
-	// EXPLAIN takes no parameters: the argument is a literal here.
-	rows, err := conn.QueryContext(ctx, `EXPLAIN EXECUTE `+name+`('`+arg+`')`)
+	// EXPLAIN takes no parameters: the argument is a quoted literal here,
+	// the statement's name an identifier.
+	rows, err := conn.QueryContext(ctx, `EXPLAIN EXECUTE "`+strings.ReplaceAll(name, `"`, `""`)+`"('`+strings.ReplaceAll(arg, "'", "''")+`')`)
 	if err != nil {
 		t.Fatal(err)
 	}
